@@ -1,0 +1,31 @@
+-- tcp: Net::Proxy's simplest connector. As `from` it listens on host:port (host defaults
+-- to localhost); as `to` it connects to host:port. The bytes are left alone.
+local core = require "netproxy.core"
+local check = require "netproxy.check"
+
+local _M = {
+  positions = { from = true, to = true },
+  params = { host = check.host, port = check.port },
+}
+
+function _M.check(conf, position)
+  if conf.port == nil then return "missing port" end
+  if position == "from" then
+    conf.host = conf.host or "localhost"
+  else
+    if conf.host == nil then return "missing host" end
+    if conf.port == 0 then return "port 0 is not a port to connect to" end
+  end
+end
+
+-- What the C core binds for this connector in the `from` position.
+function _M.listen(conf)
+  return conf.host, conf.port
+end
+
+-- Reaches the server; the socket is relayed as it is.
+function _M.connect(conf, conn)
+  return core.connect(conf.host, conf.port, { timeout = conn.connect_timeout })
+end
+
+return _M

@@ -1,0 +1,102 @@
+-- netproxy.check: validators for config values. Each takes a value and returns the
+-- normalised value, or nil and a message saying what is wrong with it.
+local type, tonumber, tostring, math_floor = type, tonumber, tostring, math.floor
+
+local _M = {}
+
+function _M.port(v)
+  local n = tonumber(v)
+  if not n or n ~= math_floor(n) or n < 0 or n > 65535 then
+    return nil, "bad port '" .. tostring(v) .. "' (want 0..65535)"
+  end
+  return n
+end
+
+-- A host name or an IP literal; IPv6 may come with or without brackets.
+function _M.host(v)
+  if type(v) ~= "string" or v == "" then
+    return nil, "bad host '" .. tostring(v) .. "' (want a name or an address)"
+  end
+  local bare = v:match("^%[(.*)%]$") or v
+  if bare:find(":", 1, true) then
+    if bare:match("^[%x:%.]+$") then return bare end
+  elseif #v <= 253 and v:match("^[%w_%-%.]+$") and not v:find("..", 1, true) then
+    return v
+  end
+  return nil, "bad host '" .. v .. "'"
+end
+
+function _M.seconds(v)
+  local n = tonumber(v)
+  if not n or n < 0 then return nil, "bad duration '" .. tostring(v) .. "' (want seconds >= 0)" end
+  return n
+end
+
+function _M.count(v)
+  local n = tonumber(v)
+  if not n or n ~= math_floor(n) or n < 0 then
+    return nil, "bad number '" .. tostring(v) .. "' (want an integer >= 0)"
+  end
+  return n
+end
+
+function _M.bytes(v)
+  local n = tonumber(v)
+  if not n or n ~= math_floor(n) or n < 4096 or n > 64 * 1024 * 1024 then
+    return nil, "bad size '" .. tostring(v) .. "' (want bytes, 4096..67108864)"
+  end
+  return n
+end
+
+function _M.string(v)
+  if type(v) ~= "string" then return nil, "want a string, not " .. type(v) end
+  return v
+end
+
+function _M.one_of(...)
+  local allowed, list = {}, table.concat({ ... }, ", ")
+  for _, name in ipairs({ ... }) do allowed[name] = true end
+  return function(v)
+    if allowed[v] then return v end
+    return nil, "bad value '" .. tostring(v) .. "' (want one of " .. list .. ")"
+  end
+end
+
+local LEVELS = { err = 0, warning = 1, notice = 2, info = 3, debug = 4 }
+
+function _M.log_level(v)
+  local n = LEVELS[v] or tonumber(v)
+  if not n or n ~= math_floor(n) or n < 0 or n > 4 then
+    return nil, "bad log level '" .. tostring(v) .. "' (want 0..4 or err, warning, notice, info, debug)"
+  end
+  return n
+end
+
+-- A string or a list of strings, as a list.
+function _M.paths(v)
+  if type(v) == "string" then return { v } end
+  if type(v) ~= "table" then return nil, "want a folder or a list of folders" end
+  for _, p in ipairs(v) do
+    if type(p) ~= "string" then return nil, "want a folder or a list of folders" end
+  end
+  return v
+end
+
+-- Checks t's fields against spec { name = validator }; returns the normalised copy and a
+-- list of messages (unknown names included).
+function _M.fields(t, spec, ignore)
+  local out, problems = {}, {}
+  for k, v in pairs(t) do
+    local validate = spec[k]
+    if validate then
+      local value, err = validate(v)
+      if value == nil then problems[#problems + 1] = k .. ": " .. err else out[k] = value end
+    elseif not (ignore and ignore[k]) then
+      problems[#problems + 1] = "unknown parameter '" .. tostring(k) .. "'"
+    end
+  end
+  table.sort(problems)
+  return out, problems
+end
+
+return _M

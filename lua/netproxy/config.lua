@@ -1,0 +1,163 @@
+-- netproxy.config: the config language. A script calls proxy{} and server{}; load() runs
+-- it, checks every value and returns the normalised config for the C core, or the list of
+-- problems, each as "file:line: message".
+local check = require "netproxy.check"
+local connectors = require "netproxy.connectors"
+local session = require "netproxy.session"
+
+local _M = {}
+
+_M.DEFAULTS = {
+  log_level = 2,                -- notice
+  connect_timeout = 10,         -- seconds to reach the server (DNS included)
+  negotiation_timeout = 30,     -- seconds the connectors may take before the relay
+  idle_timeout = 3600,          -- seconds without a byte either way; 0 = never
+  relay = "auto",               -- splice whenever nothing needs to see the bytes
+  buffer_size = 64 * 1024,      -- copying relay: bytes held per direction
+  pipe_size = 64 * 1024,        -- splice relay: size asked of each pipe
+  max_connections = 0,          -- 0 = serve forever
+}
+
+-- Options a proxy may set for itself, falling back to server{}.
+local PER_PROXY = {
+  connect_timeout = check.seconds,
+  negotiation_timeout = check.seconds,
+  idle_timeout = check.seconds,
+  relay = check.one_of("auto", "splice", "buffered"),
+  buffer_size = check.bytes,
+}
+
+local SERVER = {
+  log_level = check.log_level,
+  max_connections = check.count,
+  pipe_size = check.bytes,
+  connector_path = check.paths,
+}
+for k, v in pairs(PER_PROXY) do SERVER[k] = v end
+
+local function as_is(v) return v end  -- from/to: checked by check_connector
+local PROXY = { name = check.string, from = as_is, to = as_is }
+for k, v in pairs(PER_PROXY) do PROXY[k] = v end
+
+-- "file:line" of the script line that called the function calling this.
+local function caller()
+  local info = debug.getinfo(3, "Sl")
+  local src = info.source:sub(1, 1) == "@" and info.source:sub(2) or info.short_src
+  return src .. ":" .. (info.currentline or 0)
+end
+
+local function dirname(path)
+  return path:match("^(.*)/[^/]*$") or "."
+end
+
+-- Checks one connector table in position "from" or "to"; returns the normalised copy.
+local function check_connector(conf, position, say)
+  if type(conf) ~= "table" then return say("%s: want a table like { type = \"tcp\", ... }", position) end
+  if conf.type == nil then return say("%s: missing type", position) end
+  local mod, err = connectors.get(conf.type)
+  if not mod then return say("%s: %s", position, err) end
+  if not (mod.positions or {})[position] then
+    return say("%s: the %s connector cannot be used as '%s'", position, conf.type, position)
+  end
+  local out, problems = check.fields(conf, mod.params or {}, { type = true })
+  out.type = conf.type
+  for _, p in ipairs(problems) do say("%s: %s", position, p) end
+  if #problems > 0 then return end
+  if mod.check then
+    local problem = mod.check(out, position)
+    if problem then return say("%s: %s", position, problem) end
+  end
+  return out
+end
+
+local function check_proxy(decl, index, server, say_at)
+  local where = decl.where
+  local label = "proxy '" .. tostring(decl.spec.name or index) .. "'"
+  local function say(fmt, ...) say_at(where, label .. ": " .. fmt, ...) end
+
+  local fields, problems = check.fields(decl.spec, PROXY)
+  for _, p in ipairs(problems) do say("%s", p) end
+  local proxy = { name = fields.name or ("proxy" .. index), where = where }
+  for k in pairs(PER_PROXY) do
+    if fields[k] ~= nil then proxy[k] = fields[k] else proxy[k] = server[k] end
+  end
+  if decl.spec.from == nil then say("missing from") else proxy.from = check_connector(decl.spec.from, "from", say) end
+  if decl.spec.to == nil then say("missing to") else proxy.to = check_connector(decl.spec.to, "to", say) end
+  if proxy.from then
+    local host, port = connectors.get(proxy.from.type).listen(proxy.from)
+    proxy.listen = { host = host, port = port }
+  end
+  return proxy
+end
+
+-- Runs the script with proxy{} and server{} in its environment.
+local function run_script(path)
+  local decls, servers = {}, {}
+  local env = setmetatable({}, { __index = _G })
+  function env.proxy(spec)
+    if type(spec) ~= "table" then error("proxy wants a table: proxy { name = ..., from = ..., to = ... }", 2) end
+    decls[#decls + 1] = { spec = spec, where = caller() }
+  end
+  function env.server(spec)
+    if type(spec) ~= "table" then error("server wants a table: server { ... }", 2) end
+    servers[#servers + 1] = { spec = spec, where = caller() }
+  end
+  local chunk, err = loadfile(path)
+  if not chunk then return nil, err end
+  setfenv(chunk, env)
+  local ok, runerr = pcall(chunk)
+  if not ok then return nil, tostring(runerr) end
+  return decls, servers
+end
+
+-- server{} options, then the command line over them.
+local function server_options(path, servers, cli, say_at)
+  local server = {}
+  for k, v in pairs(_M.DEFAULTS) do server[k] = v end
+  server.connector_path = {}
+  for _, decl in ipairs(servers) do
+    local fields, problems = check.fields(decl.spec, SERVER)
+    for _, p in ipairs(problems) do say_at(decl.where, "server: %s", p) end
+    for k, v in pairs(fields) do server[k] = v end
+  end
+  local base = dirname(path)
+  for i, p in ipairs(server.connector_path) do
+    if p:sub(1, 1) ~= "/" then server.connector_path[i] = base .. "/" .. p end
+  end
+  if cli.log_level then server.log_level = cli.log_level end
+  server.log_level = math.max(0, math.min(4, server.log_level + (cli.verbose or 0)))
+  if cli.max_connections then server.max_connections = cli.max_connections end
+  if cli.relay then server.relay = cli.relay end
+  return server
+end
+
+-- load(path, cli) -> config | nil, { "file:line: message", ... }
+function _M.load(path, cli)
+  cli = cli or {}
+  local errors = {}
+  local function say_at(where, fmt, ...) errors[#errors + 1] = where .. ": " .. fmt:format(...) end
+
+  local decls, servers = run_script(path)
+  if not decls then return nil, { servers } end
+  local server = server_options(path, servers, cli, say_at)
+
+  local folders = { cli.builtin_connectors }
+  for _, p in ipairs(cli.connector_path or {}) do folders[#folders + 1] = p end
+  for _, p in ipairs(server.connector_path) do folders[#folders + 1] = p end
+  connectors.set_path(folders)
+
+  if #decls == 0 then say_at(path .. ":1", "no proxy declared (want at least one proxy { ... })") end
+  local proxies, names = {}, {}
+  for i, decl in ipairs(decls) do
+    local proxy = check_proxy(decl, i, server, say_at)
+    if names[proxy.name] then
+      say_at(decl.where, "proxy '%s': name already used at %s", proxy.name, names[proxy.name])
+    end
+    names[proxy.name] = decl.where
+    proxies[i] = proxy
+  end
+  if #errors > 0 then return nil, errors end
+  return { server = server, proxies = proxies, session = session.run }
+end
+
+return _M

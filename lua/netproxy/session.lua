@@ -1,0 +1,39 @@
+-- netproxy.session: one client connection, start to hand-off. The C core runs it in a
+-- coroutine per connection: the `from` connector negotiates with the client, the `to`
+-- connector reaches the server, and the C relay takes both sockets. The string returned
+-- (if any) says why the connection ended without a relay.
+local core = require "netproxy.core"
+local connectors = require "netproxy.connectors"
+local Conn = require "netproxy.conn"
+
+local _M = {}
+
+local function describe(target)
+  if target.host and target.port then
+    local host = target.host:find(":", 1, true) and "[" .. target.host .. "]" or target.host
+    return host .. ":" .. target.port
+  end
+  return target.type
+end
+
+function _M.run(proxy, client, id, peer)
+  local conn = Conn.new(proxy, id, peer)
+  local target = proxy.to
+
+  local from = connectors.get(proxy.from.type)
+  if from.accept then
+    local chosen, err = from.accept(proxy.from, client, conn)
+    if not chosen then return "refused: " .. tostring(err or "by " .. proxy.from.type) end
+    if type(chosen) == "table" then target = chosen end
+  end
+
+  local to = connectors.get(target.type)
+  core.set_target(describe(target))
+  local server, err = to.connect(target, conn)
+  if not server then return "connect failed: " .. tostring(err) end
+
+  local ok, why = core.relay(client, server)
+  if not ok then return why end
+end
+
+return _M

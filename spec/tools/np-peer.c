@@ -1,0 +1,700 @@
+/* np-peer: the real peer (servers: echo, source, sink, banner, silent; and a load-generating,
+ * verifying client) that end-to-end specs and benchmarks run through the proxy over loopback.
+ * Data is a deterministic, position-addressable byte stream, so both ends verify exact bytes. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <endian.h>
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#define BUF (256 * 1024)
+#define MAX_REASONS 20
+
+static const char USAGE[] =
+    "usage: np-peer MODE [options]\n"
+    "servers (print 'PORT <n>' once listening; run until SIGTERM/SIGINT or --max-conns):\n"
+    "  np-peer echo   --listen HOST:PORT           echo bytes; on EOF flush, shut down, close\n"
+    "  np-peer source --listen HOST:PORT --bytes N send N stream bytes, shut down, drain, close\n"
+    "  np-peer sink   --listen HOST:PORT           verify until EOF; reply OK <n> or BAD <off>\n"
+    "  np-peer banner --listen HOST:PORT --text S  send S\\n, then echo\n"
+    "  np-peer silent --listen HOST:PORT           accept, read and discard, never answer\n"
+    "  server options: --port-file FILE  --max-conns N  --seed S\n"
+    "client:\n"
+    "  np-peer client --connect HOST:PORT [--expect echo|source|sink] [--bytes N[K|M]]\n"
+    "         [--seed S] [--conns C] [--parallel P] [--barrier] [--half-close] [--timeout SEC]\n"
+    "  prints: ok= failed= bytes_sent= bytes_recv= seconds= MBps= conns_per_sec=\n"
+    "  exits 0 iff every connection succeeded.\n"
+    "HOST:PORT is 127.0.0.1:0 or [::1]:0 style; PORT 0 picks an ephemeral port.\n";
+
+enum mode { M_ECHO, M_SOURCE, M_SINK, M_BANNER, M_SILENT, M_CLIENT };
+
+static struct {
+    enum mode mode;
+    enum mode expect; /* client: M_ECHO, M_SOURCE or M_SINK */
+    const char *listen, *port_file, *connect, *text;
+    uint64_t bytes, seed;
+    long max_conns, conns, parallel;
+    int barrier, half_close;
+    double timeout;
+} opt = {.expect = M_ECHO, .seed = 1, .conns = 1, .timeout = 60};
+
+static struct event_base *base;
+static uint8_t rxbuf[BUF]; /* shared read scratch: one thread, data is consumed at once */
+
+static void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("np-peer: ", stderr), vfprintf(stderr, fmt, ap), fputc('\n', stderr);
+    va_end(ap), exit(2);
+}
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- the stream: word i = T[i % 8192] ^ mask(i / 8192), stored little-endian ----
+ * T is 64 KiB of splitmix64 output from the seed; the per-block mask (splitmix64 of a second
+ * key derived from the seed) makes it aperiodic.
+ * Any offset can be generated directly, at memory speed. */
+
+#define TWORDS 8192
+static uint64_t table_key, mask_key, table[TWORDS];
+
+static inline uint64_t splitmix(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static void stream_init(uint64_t seed) {
+    table_key = splitmix(seed);
+    mask_key = splitmix(table_key ^ 0x6a09e667f3bcc908ULL);
+    for (uint64_t i = 0; i < TWORDS; i++)
+        table[i] = splitmix(table_key + i * 0x9e3779b97f4a7c15ULL);
+}
+
+static inline uint64_t block_mask(uint64_t block) {
+    return splitmix(mask_key + block * 0x9e3779b97f4a7c15ULL);
+}
+
+static inline uint64_t stream_word(uint64_t i) {
+    return htole64(table[i % TWORDS] ^ block_mask(i / TWORDS));
+}
+
+/* Write stream bytes [off, off+n) to dst. */
+static void stream_fill(uint64_t off, uint8_t *dst, size_t n) {
+    uint64_t w;
+    if ((off & 7) && n) {
+        size_t k = off & 7, m = 8 - k < n ? 8 - k : n;
+        w = stream_word(off >> 3);
+        memcpy(dst, (uint8_t *)&w + k, m);
+        dst += m, off += m, n -= m;
+    }
+    while (n >= 8) { /* whole words, one table run per block */
+        uint64_t i = off >> 3, mask = block_mask(i / TWORDS);
+        size_t j = i % TWORDS, cnt = TWORDS - j < n / 8 ? TWORDS - j : n / 8;
+        for (size_t k = 0; k < cnt; k++) {
+            w = htole64(table[j + k] ^ mask);
+            memcpy(dst + 8 * k, &w, 8);
+        }
+        dst += 8 * cnt, off += 8 * cnt, n -= 8 * cnt;
+    }
+    if (n) {
+        w = stream_word(off >> 3);
+        memcpy(dst, &w, n);
+    }
+}
+
+/* A generated window of the stream, reused while callers stay inside it. */
+struct cache { uint64_t off; size_t len; uint8_t buf[BUF]; };
+static struct cache txc, rxc;
+
+/* Pointer to stream bytes at off; *got (<= want) is how many are available there. */
+static const uint8_t *stream_at(struct cache *c, uint64_t off, uint64_t want, size_t *got) {
+    uint64_t end = c->off + c->len;
+    if (off < c->off || off >= end || (end - off < want && end - off < BUF / 2)) {
+        size_t len = want > BUF ? BUF : want < 65536 ? 65536 : want;
+        stream_fill(off, c->buf, len);
+        c->off = off, c->len = len;
+    }
+    size_t avail = c->off + c->len - off;
+    *got = want < avail ? want : avail;
+    return c->buf + (off - c->off);
+}
+
+/* Compare p[0..n) with the stream at off: index of the first mismatch, or -1. */
+static int64_t verify(struct cache *c, uint64_t off, const uint8_t *p, size_t n) {
+    size_t done = 0, got, i;
+    while (done < n) {
+        const uint8_t *e = stream_at(c, off + done, n - done, &got);
+        if (memcmp(e, p + done, got) != 0) {
+            for (i = 0; e[i] == p[done + i]; i++) {}
+            return (int64_t)(done + i);
+        }
+        done += got;
+    }
+    return -1;
+}
+
+/* ---- addresses and sockets ---- */
+
+static struct addrinfo *resolve(const char *hp, int passive) {
+    char host[256];
+    const char *port, *end;
+    if (hp[0] == '[') {
+        end = strchr(hp, ']');
+        if (!end || end[1] != ':') die("bad address '%s' (want [v6addr]:port)", hp);
+        port = end + 2, hp++;
+    } else {
+        end = strrchr(hp, ':');
+        if (!end) die("bad address '%s' (want host:port)", hp);
+        port = end + 1;
+    }
+    if ((size_t)(end - hp) >= sizeof host) die("host name too long");
+    memcpy(host, hp, end - hp);
+    host[end - hp] = 0;
+
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0)};
+    struct addrinfo *res;
+    int rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+    if (rc != 0) die("resolve %s: %s", hp, gai_strerror(rc));
+    return res;
+}
+
+static void set_nodelay(int fd) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+static int would_block(void) {
+    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+}
+
+/* ---- servers ---- */
+
+struct sconn {
+    int fd;
+    struct event *rd, *wr;
+    uint64_t off; /* source: bytes sent; sink: bytes received */
+    int64_t bad;  /* sink: first mismatching offset, or -1 */
+    uint8_t *pend;
+    size_t plen, ppos;
+    int eof, shut;
+};
+
+static struct evconnlistener *listener;
+static struct event *pause_ev;
+static long n_accepted, n_done;
+
+static void srv_close(struct sconn *s) {
+    event_free(s->rd), event_free(s->wr);
+    close(s->fd);
+    free(s->pend);
+    free(s);
+    if (opt.max_conns && ++n_done >= opt.max_conns) event_base_loopbreak(base);
+}
+
+/* Send now what the socket takes; keep the rest and wait for writability (reading paused).
+ * Returns 0 if all was sent, 1 if some is pending, -1 if s was closed. */
+static int srv_send(struct sconn *s, const uint8_t *p, size_t n) {
+    ssize_t w = send(s->fd, p, n, MSG_NOSIGNAL);
+    if (w < 0 && !would_block()) {
+        srv_close(s);
+        return -1;
+    }
+    if (w < 0) w = 0;
+    if ((size_t)w == n) return 0;
+    s->plen = n - w, s->ppos = 0;
+    s->pend = malloc(s->plen);
+    if (!s->pend) die("out of memory");
+    memcpy(s->pend, p + w, s->plen);
+    event_del(s->rd);
+    event_add(s->wr, NULL);
+    return 1;
+}
+
+/* source: push stream bytes until N are out, then shut down and drain the client (10 s idle). */
+static void srv_source_write(struct sconn *s) {
+    size_t got;
+    while (s->off < opt.bytes) {
+        const uint8_t *p = stream_at(&txc, s->off, opt.bytes - s->off, &got);
+        ssize_t w = send(s->fd, p, got, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (!would_block()) srv_close(s);
+            return;
+        }
+        s->off += w;
+        if ((size_t)w < got) return;
+    }
+    event_del(s->wr);
+    shutdown(s->fd, SHUT_WR);
+    s->shut = 1;
+    struct timeval tv = {10, 0};
+    if (s->eof) srv_close(s);
+    else event_add(s->rd, &tv);
+}
+
+static void srv_write_cb(evutil_socket_t fd, short what, void *arg) {
+    struct sconn *s = arg;
+    (void)what;
+    if (opt.mode == M_SOURCE) {
+        srv_source_write(s);
+        return;
+    }
+    ssize_t w = send(fd, s->pend + s->ppos, s->plen - s->ppos, MSG_NOSIGNAL);
+    if (w < 0) {
+        if (!would_block()) srv_close(s);
+        return;
+    }
+    s->ppos += w;
+    if (s->ppos < s->plen) return;
+    free(s->pend), s->pend = NULL;
+    event_del(s->wr);
+    if (opt.mode != M_SINK) event_add(s->rd, NULL);
+    else srv_close(s); /* reply fully handed to the kernel; the client's EOF was already read */
+}
+
+static void srv_eof(struct sconn *s) {
+    char line[64];
+    s->eof = 1;
+    event_del(s->rd);
+    switch (opt.mode) {
+    case M_ECHO:
+    case M_BANNER: /* reading is paused while data is pending, so nothing is left to flush */
+        shutdown(s->fd, SHUT_WR);
+        srv_close(s);
+        break;
+    case M_SOURCE:
+        if (s->shut) srv_close(s);
+        break;
+    case M_SINK:
+        if (s->bad >= 0) snprintf(line, sizeof line, "BAD %lld\n", (long long)s->bad);
+        else snprintf(line, sizeof line, "OK %llu\n", (unsigned long long)s->off);
+        if (srv_send(s, (uint8_t *)line, strlen(line)) == 0) srv_close(s);
+        break;
+    default:
+        srv_close(s);
+    }
+}
+
+static void srv_read_cb(evutil_socket_t fd, short what, void *arg) {
+    struct sconn *s = arg;
+    ssize_t n = (what & EV_TIMEOUT) ? -1 : recv(fd, rxbuf, BUF, 0);
+    if (n < 0 && ((what & EV_TIMEOUT) || !would_block())) srv_close(s); /* idle 10 s, or error */
+    if (n <= 0) {
+        if (n == 0) srv_eof(s);
+        return;
+    }
+    if (opt.mode == M_ECHO || opt.mode == M_BANNER) {
+        srv_send(s, rxbuf, n);
+    } else if (opt.mode == M_SINK) {
+        if (s->bad < 0) {
+            int64_t m = verify(&rxc, s->off, rxbuf, n);
+            if (m >= 0) s->bad = s->off + m;
+        }
+        s->off += n;
+    } /* source, silent: discard */
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+                      void *arg) {
+    (void)sa, (void)len, (void)arg;
+    if (opt.max_conns && ++n_accepted >= opt.max_conns) evconnlistener_disable(l);
+    set_nodelay(fd);
+    struct sconn *s = calloc(1, sizeof *s);
+    if (!s) die("out of memory");
+    s->fd = fd;
+    s->bad = -1;
+    s->rd = event_new(base, fd, EV_READ | EV_PERSIST, srv_read_cb, s);
+    s->wr = event_new(base, fd, EV_WRITE | EV_PERSIST, srv_write_cb, s);
+    if (opt.mode == M_SOURCE) event_add(s->wr, NULL);
+    if (opt.mode == M_BANNER) {
+        char line[4096];
+        int n = snprintf(line, sizeof line, "%s\n", opt.text);
+        if (srv_send(s, (uint8_t *)line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1))
+            return; /* pending (reading resumes once flushed) or closed */
+    }
+    event_add(s->rd, NULL);
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what, (void)arg;
+    if (!opt.max_conns || n_accepted < opt.max_conns) evconnlistener_enable(listener);
+}
+
+/* accept() failed (typically EMFILE): pause accepting for 100 ms instead of spinning. */
+static void on_accept_error(struct evconnlistener *l, void *arg) {
+    static int warned;
+    struct timeval tv = {0, 100000};
+    (void)arg;
+    if (!warned++) fprintf(stderr, "np-peer: accept: %s (pausing)\n", strerror(errno));
+    evconnlistener_disable(l);
+    event_add(pause_ev, &tv);
+}
+
+static void report_port(void) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(evconnlistener_get_fd(listener), (struct sockaddr *)&ss, &len) < 0)
+        die("getsockname: %s", strerror(errno));
+    int port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                              : ((struct sockaddr_in *)&ss)->sin_port);
+    printf("PORT %d\n", port);
+    fflush(stdout);
+    if (!opt.port_file) return;
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", opt.port_file, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f || fprintf(f, "%d", port) < 0 || fclose(f) != 0 || rename(tmp, opt.port_file) < 0)
+        die("write port file %s: %s", opt.port_file, strerror(errno));
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg) {
+    (void)sig, (void)what, (void)arg;
+    event_base_loopbreak(base);
+}
+
+static int run_server(void) {
+    struct addrinfo *ai = resolve(opt.listen, 1);
+    listener = evconnlistener_new_bind(base, on_accept, NULL,
+                                       LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE, 4096,
+                                       ai->ai_addr, (int)ai->ai_addrlen);
+    if (!listener) die("listen %s: %s", opt.listen, strerror(errno));
+    freeaddrinfo(ai);
+    evconnlistener_set_error_cb(listener, on_accept_error);
+    pause_ev = evtimer_new(base, on_resume, NULL);
+    report_port();
+    event_add(evsignal_new(base, SIGTERM, on_signal, NULL), NULL);
+    event_add(evsignal_new(base, SIGINT, on_signal, NULL), NULL);
+    event_base_dispatch(base);
+    return 0;
+}
+
+/* ---- client ---- */
+
+struct conn {
+    int fd, used, connected, going, eof, shut;
+    long idx;
+    struct event *rd, *wr;
+    uint64_t sent, recvd;
+    char reply[64];
+    size_t rlen;
+};
+
+static struct addrinfo *target;
+static struct conn *slots;
+static long *free_slots, n_free;
+static long n_started, n_active, n_ok, n_failed, n_arrived, n_reasons;
+static int released, stopping;
+static uint64_t total_sent, total_recv;
+
+static void fill_slots(void);
+static void barrier_arrive(long idx);
+
+/* Finish a connection (closes it, frees its slot, starts the next). Always returns -1. */
+static int cl_end(struct conn *c, int ok) {
+    if (c->rd) event_free(c->rd), event_free(c->wr);
+    if (c->fd >= 0) close(c->fd);
+    int was_connected = c->connected;
+    long idx = c->idx;
+    c->used = 0;
+    free_slots[n_free++] = c - slots;
+    n_active--;
+    n_ok += ok;
+    n_failed += !ok;
+    if (opt.barrier && !was_connected) barrier_arrive(idx);
+    if (n_ok + n_failed < opt.conns) fill_slots();
+    else event_base_loopbreak(base);
+    return -1;
+}
+
+static int cl_fail(struct conn *c, const char *fmt, ...) {
+    if (n_reasons++ < MAX_REASONS) {
+        va_list ap;
+        va_start(ap, fmt);
+        fprintf(stderr, "np-peer: conn %ld: ", c->idx), vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr), va_end(ap);
+    }
+    return cl_end(c, 0);
+}
+
+/* Decide whether the connection is complete (ok or failed). Returns -1 if it ended. */
+static int cl_check(struct conn *c) {
+    unsigned long long n = opt.bytes, got = c->recvd;
+    char want[64];
+    switch (opt.expect) {
+    case M_ECHO:
+        if (c->sent == n && got == n && (!opt.half_close || c->eof)) return cl_end(c, 1);
+        if (c->eof)
+            return cl_fail(c, "EOF after %llu of %llu echoed bytes (sent %llu)", got, n,
+                           (unsigned long long)c->sent);
+        return 0;
+    case M_SOURCE:
+        if (!c->eof) return 0;
+        if (got == n) return cl_end(c, 1);
+        return cl_fail(c, "short data: EOF after %llu of %llu bytes", got, n);
+    default: /* sink */
+        if (!c->eof) return 0;
+        snprintf(want, sizeof want, "OK %llu\n", n);
+        c->reply[c->rlen] = 0;
+        if (strcmp(c->reply, want) == 0) return cl_end(c, 1);
+        c->reply[strcspn(c->reply, "\n")] = 0;
+        return cl_fail(c, "sink replied '%s', want 'OK %llu' (sent %llu)", c->reply, n,
+                       (unsigned long long)c->sent);
+    }
+}
+
+/* Send stream bytes until the socket is full or all are sent; then half-close if asked. */
+static int cl_write(struct conn *c) {
+    size_t got;
+    while (c->sent < opt.bytes) {
+        const uint8_t *p = stream_at(&txc, c->sent, opt.bytes - c->sent, &got);
+        ssize_t w = send(c->fd, p, got, MSG_NOSIGNAL);
+        if (w < 0 && !would_block())
+            return cl_fail(c, "write after %llu bytes: %s", (unsigned long long)c->sent,
+                           strerror(errno));
+        if (w > 0) {
+            c->sent += w;
+            total_sent += w;
+        }
+        if (w < 0 || (size_t)w < got) {
+            event_add(c->wr, NULL);
+            return 0;
+        }
+    }
+    event_del(c->wr);
+    if (!c->shut && (opt.half_close || opt.expect == M_SINK)) {
+        shutdown(c->fd, SHUT_WR);
+        c->shut = 1;
+    }
+    return cl_check(c);
+}
+
+static int cl_go(struct conn *c) {
+    c->going = 1;
+    if (opt.expect != M_SOURCE) return cl_write(c);
+    if (opt.half_close) {
+        shutdown(c->fd, SHUT_WR);
+        c->shut = 1;
+    }
+    return cl_check(c);
+}
+
+static int cl_read(struct conn *c) {
+    ssize_t n = recv(c->fd, rxbuf, BUF, 0);
+    if (n < 0) {
+        if (would_block()) return 0;
+        return cl_fail(c, "read after %llu bytes: %s", (unsigned long long)c->recvd,
+                       strerror(errno));
+    }
+    if (n == 0) {
+        c->eof = 1;
+        event_del(c->rd);
+        return cl_check(c);
+    }
+    total_recv += n;
+    if (opt.expect == M_SINK) {
+        if (c->rlen + n >= sizeof c->reply) return cl_fail(c, "sink reply too long");
+        memcpy(c->reply + c->rlen, rxbuf, n);
+        c->rlen += n;
+        return 0;
+    }
+    if (c->recvd + n > opt.bytes)
+        return cl_fail(c, "received %llu bytes, more than the %llu expected",
+                       (unsigned long long)(c->recvd + n), (unsigned long long)opt.bytes);
+    int64_t m = verify(&rxc, c->recvd, rxbuf, n);
+    if (m >= 0)
+        return cl_fail(c, "data mismatch at offset %llu", (unsigned long long)(c->recvd + m));
+    c->recvd += n;
+    return cl_check(c);
+}
+
+static void cl_connected(struct conn *c) {
+    c->connected = 1;
+    event_del(c->wr);
+    event_add(c->rd, NULL);
+    if (!opt.barrier || released) cl_go(c);
+    else barrier_arrive(c->idx); /* the release starts every waiting connection, c included */
+}
+
+static void cl_rd_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what;
+    cl_read(arg);
+}
+
+static void cl_wr_cb(evutil_socket_t fd, short what, void *arg) {
+    struct conn *c = arg;
+    int err = 0;
+    socklen_t len = sizeof err;
+    (void)what;
+    if (c->connected) {
+        cl_write(c);
+        return;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    if (err) cl_fail(c, "connect: %s", strerror(err));
+    else cl_connected(c);
+}
+
+/* Count one of the first P connections as established (or failed); at P, release them all. */
+static void barrier_arrive(long idx) {
+    long need = opt.parallel < opt.conns ? opt.parallel : opt.conns;
+    if (idx >= need || released || ++n_arrived < need) return;
+    released = 1;
+    for (long i = 0; i < opt.parallel; i++) {
+        struct conn *c = &slots[i];
+        if (c->used && c->connected && !c->going) cl_go(c);
+    }
+}
+
+static void cl_start(long idx) {
+    struct conn *c = &slots[free_slots[--n_free]];
+    memset(c, 0, sizeof *c);
+    c->idx = idx, c->used = 1;
+    n_active++;
+    c->fd = socket(target->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) {
+        cl_fail(c, "socket: %s", strerror(errno));
+        return;
+    }
+    set_nodelay(c->fd);
+    c->rd = event_new(base, c->fd, EV_READ | EV_PERSIST, cl_rd_cb, c);
+    c->wr = event_new(base, c->fd, EV_WRITE | EV_PERSIST, cl_wr_cb, c);
+    if (connect(c->fd, target->ai_addr, target->ai_addrlen) == 0) cl_connected(c);
+    else if (errno == EINPROGRESS) event_add(c->wr, NULL);
+    else cl_fail(c, "connect: %s", strerror(errno));
+}
+
+/* Start connections until P are open or all C were started (not re-entrant). */
+static void fill_slots(void) {
+    static int busy;
+    if (busy) return;
+    busy = 1;
+    while (!stopping && n_started < opt.conns && n_active < opt.parallel) cl_start(n_started++);
+    busy = 0;
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what, (void)arg;
+    stopping = 1;
+    for (long i = 0; i < opt.parallel; i++)
+        if (slots[i].used)
+            cl_fail(&slots[i], "timeout (sent %llu, received %llu)",
+                    (unsigned long long)slots[i].sent, (unsigned long long)slots[i].recvd);
+    n_failed += opt.conns - n_started;
+    event_base_loopbreak(base);
+}
+
+static int run_client(void) {
+    if (opt.parallel <= 0 || opt.parallel > opt.conns) opt.parallel = opt.conns;
+    target = resolve(opt.connect, 0);
+    slots = calloc(opt.parallel, sizeof *slots);
+    free_slots = calloc(opt.parallel, sizeof *free_slots);
+    if (!slots || !free_slots) die("out of memory");
+    for (long i = opt.parallel - 1; i >= 0; i--) free_slots[n_free++] = i;
+
+    struct timeval tv = {(time_t)opt.timeout, (long)((opt.timeout - (time_t)opt.timeout) * 1e6)};
+    event_add(evtimer_new(base, on_timeout, NULL), &tv);
+
+    double t0 = now();
+    fill_slots();
+    if (n_ok + n_failed < opt.conns) event_base_dispatch(base);
+    double secs = now() - t0;
+    if (secs <= 0) secs = 1e-9;
+    printf("ok=%ld failed=%ld bytes_sent=%llu bytes_recv=%llu seconds=%.3f MBps=%.1f "
+           "conns_per_sec=%.1f\n",
+           n_ok, n_failed, (unsigned long long)total_sent, (unsigned long long)total_recv, secs,
+           (total_sent + total_recv) / 1e6 / secs, n_ok / secs);
+    fflush(stdout);
+    return n_failed == 0 && n_ok == opt.conns ? 0 : 1;
+}
+
+/* ---- command line ---- */
+
+static uint64_t parse_size(const char *s) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *s == '-') die("bad number '%s'", s);
+    const char *units = "KMG", *u = *end ? strchr(units, *end & ~0x20) : NULL;
+    if (u) v <<= 10 * (u - units + 1), end++;
+    if (*end) die("bad number '%s'", s);
+    return v;
+}
+
+static enum mode parse_mode(const char *s, int client_ok) {
+    static const char *names[] = {"echo", "source", "sink", "banner", "silent", "client"};
+    for (int i = 0; i < 6; i++)
+        if (strcmp(s, names[i]) == 0 && (client_ok || i <= M_SINK))
+            return (enum mode)i;
+    die(client_ok ? "unknown mode '%s' (try --help)" : "bad --expect '%s' (echo|source|sink)", s);
+    return M_ECHO;
+}
+
+static void parse_args(int argc, char **argv) {
+    static const struct option longs[] = {
+        {"listen", 1, 0, 'l'},   {"port-file", 1, 0, 'f'}, {"max-conns", 1, 0, 'm'},
+        {"bytes", 1, 0, 'b'},    {"seed", 1, 0, 's'},      {"text", 1, 0, 't'},
+        {"connect", 1, 0, 'c'},  {"expect", 1, 0, 'e'},    {"conns", 1, 0, 'n'},
+        {"parallel", 1, 0, 'p'}, {"barrier", 0, 0, 'B'},   {"half-close", 0, 0, 'H'},
+        {"timeout", 1, 0, 'T'},  {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs(USAGE, argc < 2 ? stderr : stdout);
+        exit(argc < 2 ? 2 : 0);
+    }
+    opt.mode = parse_mode(argv[1], 1);
+    int ch;
+    while ((ch = getopt_long(argc - 1, argv + 1, "h", longs, NULL)) != -1) {
+        switch (ch) {
+        case 'l': opt.listen = optarg; break;
+        case 'f': opt.port_file = optarg; break;
+        case 'm': opt.max_conns = (long)parse_size(optarg); break;
+        case 'b': opt.bytes = parse_size(optarg); break;
+        case 's': opt.seed = parse_size(optarg); break;
+        case 't': opt.text = optarg; break;
+        case 'c': opt.connect = optarg; break;
+        case 'e': opt.expect = parse_mode(optarg, 0); break;
+        case 'n': opt.conns = (long)parse_size(optarg); break;
+        case 'p': opt.parallel = (long)parse_size(optarg); break;
+        case 'B': opt.barrier = 1; break;
+        case 'H': opt.half_close = 1; break;
+        case 'T': opt.timeout = atof(optarg); break;
+        case 'h': fputs(USAGE, stdout); exit(0);
+        default: fputs(USAGE, stderr); exit(2);
+        }
+    }
+    if (optind < argc - 1) die("unexpected argument '%s'", argv[optind + 1]);
+    if (opt.mode == M_CLIENT ? !opt.connect : !opt.listen)
+        die(opt.mode == M_CLIENT ? "client needs --connect HOST:PORT" : "needs --listen HOST:PORT");
+    if (opt.mode == M_BANNER && !opt.text) die("banner needs --text STR");
+    if (opt.conns < 1 || opt.timeout <= 0) die("--conns and --timeout must be positive");
+}
+
+int main(int argc, char **argv) {
+    parse_args(argc, argv);
+    signal(SIGPIPE, SIG_IGN);
+    stream_init(opt.seed);
+    base = event_base_new();
+    if (!base) die("event_base_new failed");
+    return opt.mode == M_CLIENT ? run_client() : run_server();
+}

@@ -1,0 +1,20 @@
+/* The command line. */
+#ifndef NP_CLI_H
+#define NP_CLI_H
+
+struct np_cli {
+    const char *config;
+    int check;
+    long long max_connections;  /* -1: not given */
+    int log_level;              /* -1: not given */
+    int verbose;                /* -v count minus -q count */
+    const char *relay;          /* NULL: not given */
+    const char *connector_path[16];
+    int nconnector_path;
+};
+
+/* Fills cli from argv. Returns -1 to carry on, else the exit status (after --help,
+ * --version, or a usage error already reported). */
+int np_cli_parse(int argc, char **argv, struct np_cli *cli);
+
+#endif

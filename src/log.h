@@ -1,0 +1,24 @@
+/* Logging: Net::Server's levels 0..4 to stderr, one line per message, with the
+ * connection id when the message is about a connection. */
+#ifndef NP_LOG_H
+#define NP_LOG_H
+#include <stdint.h>
+
+enum np_log_level { NP_ERR = 0, NP_WARNING, NP_NOTICE, NP_INFO, NP_DEBUG };
+
+extern int np_log_level;
+
+/* Parses "err", "warning", "notice", "info", "debug" or "0".."4"; -1 when neither. */
+int np_log_level_parse(const char *s);
+const char *np_log_level_name(int level);
+
+/* conn_id 0 means "not about a connection". */
+void np_log_conn(int level, uint64_t conn_id, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define np_log(level, ...) \
+    do { if ((level) <= np_log_level) np_log_conn((level), 0, __VA_ARGS__); } while (0)
+#define np_clog(level, id, ...) \
+    do { if ((level) <= np_log_level) np_log_conn((level), (id), __VA_ARGS__); } while (0)
+
+#endif

@@ -1,0 +1,58 @@
+/* The one event loop of a process, its DNS resolver, and time helpers. */
+#include "loop.h"
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <math.h>
+#include <stdio.h>
+
+struct event_base *np_base;
+struct evdns_base *np_dns;
+
+int np_loop_init(char *err, size_t errlen)
+{
+    struct event_config *cfg = event_config_new();
+
+    if (!cfg) goto fail;
+    /* Timers are frequent (connect and idle timeouts): a precise clock is not needed. */
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+    np_base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    if (!np_base) goto fail;
+    /* Reads resolv.conf and /etc/hosts; without nameservers it falls back to 127.0.0.1.
+     * DISABLE_WHEN_INACTIVE: an idle resolver must not keep the loop alive. */
+    np_dns = evdns_base_new(np_base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                     EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (!np_dns) np_dns = evdns_base_new(np_base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (!np_dns) goto fail;
+    return 0;
+fail:
+    snprintf(err, errlen, "cannot create the event loop");
+    return -1;
+}
+
+void np_loop_free(void)
+{
+    if (np_dns) evdns_base_free(np_dns, 0);
+    if (np_base) event_base_free(np_base);
+    np_dns = NULL;
+    np_base = NULL;
+}
+
+double np_now(void)
+{
+    struct timeval tv;
+
+    event_base_gettimeofday_cached(np_base, &tv);
+    return tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+struct timeval np_tv(double seconds)
+{
+    struct timeval tv;
+
+    if (seconds < 0) seconds = 0;
+    tv.tv_sec = (time_t)floor(seconds);
+    tv.tv_usec = (suseconds_t)((seconds - floor(seconds)) * 1e6);
+    return tv;
+}

@@ -1,0 +1,21 @@
+/* The one event loop of a process, its DNS resolver, and time helpers. */
+#ifndef NP_LOOP_H
+#define NP_LOOP_H
+#include <stddef.h>
+#include <sys/time.h>
+
+struct event_base;
+struct evdns_base;
+
+extern struct event_base *np_base;
+extern struct evdns_base *np_dns;
+
+/* Creates the loop and the resolver. Returns 0, or -1 with a message in err. */
+int np_loop_init(char *err, size_t errlen);
+void np_loop_free(void);
+
+/* Seconds since the epoch, as cached by the loop for the current iteration. */
+double np_now(void);
+struct timeval np_tv(double seconds);
+
+#endif

@@ -1,0 +1,113 @@
+/* The process's Lua state: netproxy's own modules, the connectors' path, the config. */
+#include "luavm.h"
+#include "binding.h"
+#include "cli.h"
+#include "log.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+
+lua_State *np_L;
+
+int np_lua_open(char *err, size_t errlen)
+{
+    np_L = luaL_newstate();
+    if (!np_L) {
+        snprintf(err, errlen, "cannot create the Lua state");
+        return -1;
+    }
+    luaL_openlibs(np_L);
+    lua_getglobal(np_L, "package");
+    lua_pushfstring(np_L, "%s/lua/?.lua;%s/lua/?/init.lua;", NP_DATADIR, NP_DATADIR);
+    lua_getfield(np_L, -2, "path");
+    lua_concat(np_L, 2);
+    lua_setfield(np_L, -2, "path");
+    lua_getfield(np_L, -1, "preload");
+    lua_pushcfunction(np_L, luaopen_netproxy_core);
+    lua_setfield(np_L, -2, "netproxy.core");
+    lua_pop(np_L, 2);
+    return 0;
+}
+
+void np_lua_close(void)
+{
+    if (np_L) lua_close(np_L);
+    np_L = NULL;
+}
+
+static int traceback(lua_State *L)
+{
+    luaL_traceback(L, L, lua_tostring(L, 1), 1);
+    return 1;
+}
+
+int np_lua_pcall(lua_State *L, int nargs, int nresults, const char *what)
+{
+    int base = lua_gettop(L) - nargs;
+
+    lua_pushcfunction(L, traceback);
+    lua_insert(L, base);
+    if (lua_pcall(L, nargs, nresults, base) != 0) {
+        np_log(NP_ERR, "%s: %s", what, lua_tostring(L, -1));
+        lua_pop(L, 2);
+        return -1;
+    }
+    lua_remove(L, base);
+    return 0;
+}
+
+/* The command line as a table: what it sets wins over server{}. */
+static void push_overrides(lua_State *L, const struct np_cli *cli)
+{
+    lua_newtable(L);
+    if (cli->log_level >= 0) {
+        lua_pushinteger(L, cli->log_level);
+        lua_setfield(L, -2, "log_level");
+    }
+    lua_pushinteger(L, cli->verbose);
+    lua_setfield(L, -2, "verbose");
+    if (cli->max_connections > 0) {
+        lua_pushnumber(L, (lua_Number)cli->max_connections);
+        lua_setfield(L, -2, "max_connections");
+    }
+    if (cli->relay) {
+        lua_pushstring(L, cli->relay);
+        lua_setfield(L, -2, "relay");
+    }
+    lua_newtable(L);
+    for (int i = 0; i < cli->nconnector_path; i++) {
+        lua_pushstring(L, cli->connector_path[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "connector_path");
+    lua_pushfstring(L, "%s/connectors", NP_DATADIR);
+    lua_setfield(L, -2, "builtin_connectors");
+}
+
+int np_lua_load_config(const char *path, const struct np_cli *cli)
+{
+    lua_State *L = np_L;
+
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "netproxy.config");
+    if (np_lua_pcall(L, 1, 1, "netproxy.config") < 0) return -1;
+    lua_getfield(L, -1, "load");
+    lua_remove(L, -2);
+    lua_pushstring(L, path);
+    push_overrides(L, cli);
+    if (np_lua_pcall(L, 2, 2, "netproxy.config") < 0) return -1;
+    if (!lua_isnil(L, -2)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    /* nil, { "file:line: message", ... } */
+    for (int i = 1;; i++) {
+        lua_rawgeti(L, -1, i);
+        if (lua_isnil(L, -1)) break;
+        fprintf(stderr, "%s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 3);
+    return -1;
+}

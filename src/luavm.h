@@ -1,0 +1,23 @@
+/* The process's Lua state: netproxy's own modules, the connectors' path, the config. */
+#ifndef NP_LUAVM_H
+#define NP_LUAVM_H
+#include <stddef.h>
+#include <lua.h>
+
+extern lua_State *np_L;
+
+struct np_cli;
+
+/* Creates the state with lua/ on package.path and netproxy.core preloaded. */
+int np_lua_open(char *err, size_t errlen);
+void np_lua_close(void);
+
+/* Loads and checks the config script, applying the command line over its server{} options.
+ * On success pushes the config table and returns 0. On failure prints every problem as
+ * "file:line: message" on stderr and returns -1. */
+int np_lua_load_config(const char *path, const struct np_cli *cli);
+
+/* Calls a function with nargs arguments under a traceback handler; logs a failure. */
+int np_lua_pcall(lua_State *L, int nargs, int nresults, const char *what);
+
+#endif

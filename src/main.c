@@ -1,0 +1,95 @@
+/* netproxy: load a Lua config, bind its proxies, run the event loop. */
+#include "cli.h"
+#include "log.h"
+#include "loop.h"
+#include "luavm.h"
+#include "pipepool.h"
+#include "server.h"
+
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define STOP_DEADLINE 10.0  /* seconds live connections get after SIGTERM/SIGINT */
+
+static struct event sigterm_ev, sigint_ev, stop_deadline;
+static int stop_signals;
+
+static void on_stop_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    np_log(NP_WARNING, "stop: %llu connections still open after %.0fs, closing them",
+           (unsigned long long)np_server.active, STOP_DEADLINE);
+    event_base_loopbreak(np_base);
+}
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct timeval tv = np_tv(STOP_DEADLINE);
+
+    if (++stop_signals > 1) {
+        np_log(NP_NOTICE, "second stop signal: exiting now");
+        event_base_loopbreak(np_base);
+        return;
+    }
+    np_log(NP_NOTICE, "signal %d: no new connections; waiting for %llu to finish", (int)sig,
+           (unsigned long long)np_server.active);
+    evtimer_add(&stop_deadline, &tv);
+    np_server_stop();
+}
+
+static void watch_signals(void)
+{
+    evsignal_assign(&sigterm_ev, np_base, SIGTERM, on_stop_signal, NULL);
+    evsignal_assign(&sigint_ev, np_base, SIGINT, on_stop_signal, NULL);
+    evtimer_assign(&stop_deadline, np_base, on_stop_deadline, NULL);
+    evsignal_add(&sigterm_ev, NULL);
+    evsignal_add(&sigint_ev, NULL);
+}
+
+/* The server{} options C needs before anything runs, from the config on the stack top. */
+static void apply_server_options(void)
+{
+    lua_getfield(np_L, -1, "server");
+    lua_getfield(np_L, -1, "log_level");
+    np_log_level = (int)lua_tointeger(np_L, -1);
+    lua_getfield(np_L, -2, "pipe_size");
+    np_pipepool_configure((size_t)lua_tointeger(np_L, -1), 1024);
+    lua_pop(np_L, 3);
+}
+
+int main(int argc, char **argv)
+{
+    struct np_cli cli;
+    char err[512];
+    int rc = np_cli_parse(argc, argv, &cli);
+
+    if (rc >= 0) return rc;
+    /* A peer that closes while we write must be an error code, not a death. */
+    signal(SIGPIPE, SIG_IGN);
+    if (np_loop_init(err, sizeof err) < 0 || np_lua_open(err, sizeof err) < 0) {
+        fprintf(stderr, "netproxy: %s\n", err);
+        return 1;
+    }
+    if (np_lua_load_config(cli.config, &cli) < 0) return 1;
+    if (cli.check) {
+        printf("%s: OK\n", cli.config);
+        return 0;
+    }
+    apply_server_options();
+    if (np_server_setup(err, sizeof err) < 0) {
+        np_log(NP_ERR, "%s", err);
+        return 1;
+    }
+    lua_pop(np_L, 1);
+    watch_signals();
+    np_log(NP_NOTICE, "netproxy %s running %d prox%s from %s", NP_VERSION, np_server.nproxies,
+           np_server.nproxies == 1 ? "y" : "ies", cli.config);
+    event_base_dispatch(np_base);
+    np_log(NP_INFO, "exiting: %llu connections handled", (unsigned long long)np_server.accepted);
+    np_lua_close();
+    np_pipepool_free();
+    np_loop_free();
+    return 0;
+}

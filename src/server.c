@@ -1,0 +1,248 @@
+/* The proxies a config declares: their listeners, the accept path, the counters, and when
+ * the process is done (max_connections reached, or a stop signal and nothing left). */
+#include "server.h"
+#include "conn.h"
+#include "log.h"
+#include "loop.h"
+#include "luavm.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define ACCEPTS_PER_WAKEUP 64
+#define LISTEN_BACKLOG 4096
+
+struct np_server np_server;
+
+static struct event resume_accepting;
+static int accepting_paused;
+static double last_fd_warning;
+
+static void for_each_listener(void (*fn)(struct np_listener *))
+{
+    for (int i = 0; i < np_server.nproxies; i++)
+        for (int j = 0; j < np_server.proxies[i].nlisteners; j++)
+            fn(&np_server.proxies[i].listeners[j]);
+}
+
+static void listener_on(struct np_listener *l) { if (l->fd >= 0) event_add(&l->ev, NULL); }
+static void listener_off(struct np_listener *l) { if (l->fd >= 0) event_del(&l->ev); }
+
+static void listener_close(struct np_listener *l)
+{
+    if (l->fd < 0) return;
+    event_del(&l->ev);
+    close(l->fd);
+    l->fd = -1;
+}
+
+void np_server_stop_accepting(void)
+{
+    event_del(&resume_accepting);
+    for_each_listener(listener_close);
+}
+
+static void maybe_finish(void)
+{
+    int quota_done = np_server.max_connections &&
+                     np_server.accepted >= np_server.max_connections;
+
+    if ((quota_done || np_server.stopping) && np_server.active == 0)
+        event_base_loopbreak(np_base);
+}
+
+void np_server_conn_done(void)
+{
+    np_server.active--;
+    maybe_finish();
+}
+
+static void on_resume_accepting(evutil_socket_t fd, short what, void *arg)
+{
+    accepting_paused = 0;
+    for_each_listener(listener_on);
+}
+
+/* Out of file descriptors: stop accepting for a moment instead of spinning on a listener
+ * that stays readable; say so at most once a second. */
+static void pause_accepting(int err)
+{
+    struct timeval tv = { 0, 100 * 1000 };
+
+    if (np_now() - last_fd_warning >= 1.0) {
+        np_log(NP_WARNING, "accept: %s: pausing accepts for 100 ms", strerror(err));
+        last_fd_warning = np_now();
+    }
+    if (accepting_paused) return;
+    accepting_paused = 1;
+    for_each_listener(listener_off);
+    evtimer_add(&resume_accepting, &tv);
+}
+
+static void on_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    struct np_listener *l = arg;
+
+    for (int i = 0; i < ACCEPTS_PER_WAKEUP && l->fd >= 0; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                pause_accepting(errno);
+            else if (errno != EAGAIN)
+                np_log(NP_ERR, "accept on %s: %s", l->addr, strerror(errno));
+            return;
+        }
+        np_server.accepted++;
+        np_server.active++;
+        if (np_server.max_connections && np_server.accepted >= np_server.max_connections)
+            np_server_stop_accepting();     /* l->fd is now -1: the loop ends */
+        np_conn_accept(l->proxy, fd, (struct sockaddr *)&ss, len);
+    }
+}
+
+static int open_listener(struct np_proxy *p, const struct addrinfo *ai, char *err, size_t errlen)
+{
+    struct np_listener *l;
+    struct sockaddr_storage bound;
+    socklen_t len = sizeof bound;
+    int one = 1, fd;
+
+    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) goto fail;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, LISTEN_BACKLOG) < 0) goto fail;
+    getsockname(fd, (struct sockaddr *)&bound, &len);
+    l = &p->listeners[p->nlisteners++];
+    l->fd = fd;
+    l->proxy = p;
+    np_addr_format((struct sockaddr *)&bound, l->addr, sizeof l->addr);
+    event_assign(&l->ev, np_base, fd, EV_READ | EV_PERSIST, on_accept, l);
+    event_add(&l->ev, NULL);
+    np_log(NP_NOTICE, "%s: listening on %s", p->name, l->addr);
+    return 0;
+fail:
+    {
+        char where[64];
+        np_addr_format(ai->ai_addr, where, sizeof where);
+        snprintf(err, errlen, "%s: cannot listen on %s: %s", p->name, where, strerror(errno));
+    }
+    if (fd >= 0) close(fd);
+    return -1;
+}
+
+/* Binds every address the proxy's listen host resolves to (both for "localhost"). */
+static int bind_proxy(struct np_proxy *p, const char *host, int port, char *err, size_t errlen)
+{
+    struct addrinfo hints, *res, *ai;
+    char service[16];
+    int rc, n = 0;
+
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    snprintf(service, sizeof service, "%d", port);
+    rc = getaddrinfo(host, service, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "%s: cannot resolve listen host '%s': %s", p->name, host,
+                 gai_strerror(rc));
+        return -1;
+    }
+    for (ai = res; ai; ai = ai->ai_next) n++;
+    p->listeners = calloc(n, sizeof *p->listeners);
+    for (ai = res; ai && p->listeners; ai = ai->ai_next) {
+        if (open_listener(p, ai, err, errlen) < 0) {
+            freeaddrinfo(res);
+            return -1;
+        }
+    }
+    freeaddrinfo(res);
+    return p->listeners ? 0 : -1;
+}
+
+static double number_field(lua_State *L, int idx, const char *name, double dflt)
+{
+    double v;
+
+    lua_getfield(L, idx, name);
+    v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : dflt;
+    lua_pop(L, 1);
+    return v;
+}
+
+static const char *string_field(lua_State *L, int idx, const char *name)
+{
+    const char *s;
+
+    lua_getfield(L, idx, name);
+    s = lua_tostring(L, -1);    /* kept alive by the config table */
+    lua_pop(L, 1);
+    return s;
+}
+
+/* Reads one normalised proxy table (stack top) into p and binds it. */
+static int setup_proxy(lua_State *L, struct np_proxy *p, char *err, size_t errlen)
+{
+    const char *relay, *host;
+    int t = lua_gettop(L);
+
+    snprintf(p->name, sizeof p->name, "%s", string_field(L, t, "name"));
+    relay = string_field(L, t, "relay");
+    p->relay_mode = !strcmp(relay, "splice")     ? NP_RELAY_SPLICE
+                    : !strcmp(relay, "buffered") ? NP_RELAY_BUFFERED
+                                                 : NP_RELAY_AUTO;
+    p->negotiation_timeout = number_field(L, t, "negotiation_timeout", 30);
+    p->idle_timeout = number_field(L, t, "idle_timeout", 3600);
+    p->buffer_size = (size_t)number_field(L, t, "buffer_size", 64 * 1024);
+    lua_getfield(L, t, "listen");
+    host = string_field(L, -1, "host");
+    int port = (int)number_field(L, -1, "port", 0);
+    lua_pop(L, 1);
+    lua_pushvalue(L, t);
+    p->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (!host) return 0;        /* a connector that listens on nothing of ours */
+    return bind_proxy(p, host, port, err, errlen);
+}
+
+int np_server_setup(char *err, size_t errlen)
+{
+    lua_State *L = np_L;
+    int cfg = lua_gettop(L);
+
+    evtimer_assign(&resume_accepting, np_base, on_resume_accepting, NULL);
+    lua_getfield(L, cfg, "server");
+    np_server.max_connections = (uint64_t)number_field(L, -1, "max_connections", 0);
+    lua_pop(L, 1);
+    lua_getfield(L, cfg, "session");
+    np_server.session_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, cfg, "proxies");
+    np_server.nproxies = (int)lua_objlen(L, -1);
+    np_server.proxies = calloc(np_server.nproxies ? np_server.nproxies : 1, sizeof(struct np_proxy));
+    for (int i = 0; i < np_server.nproxies; i++) {
+        lua_rawgeti(L, -1, i + 1);
+        if (setup_proxy(L, &np_server.proxies[i], err, errlen) < 0) return -1;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+void np_server_stop(void)
+{
+    np_server.stopping = 1;
+    np_server_stop_accepting();
+    maybe_finish();
+}

@@ -1,0 +1,53 @@
+/* The proxies a config declares: their listeners, counters and the accept path. */
+#ifndef NP_SERVER_H
+#define NP_SERVER_H
+#include <stddef.h>
+#include <stdint.h>
+#include <event2/event_struct.h>
+
+enum np_relay_mode { NP_RELAY_AUTO, NP_RELAY_SPLICE, NP_RELAY_BUFFERED };
+
+struct np_listener {
+    int fd;
+    struct np_proxy *proxy;
+    struct event ev;
+    char addr[64];
+};
+
+struct np_proxy {
+    char name[64];
+    int lua_ref;                /* the proxy's normalised table from netproxy.config */
+    enum np_relay_mode relay_mode;
+    double negotiation_timeout; /* seconds the connectors may take; 0 = none */
+    double idle_timeout;        /* seconds without a byte either way; 0 = none */
+    size_t buffer_size;         /* buffered relay: bytes held per direction */
+    struct np_listener *listeners;
+    int nlisteners;
+    uint64_t opened, closed, active, bytes_in, bytes_out;
+};
+
+struct np_server {
+    struct np_proxy *proxies;
+    int nproxies;
+    uint64_t max_connections;   /* 0 = unlimited; else stop after this many */
+    uint64_t accepted, active;
+    int session_ref;            /* netproxy.session's run function */
+    int stopping;
+};
+
+extern struct np_server np_server;
+
+/* Reads the proxies from the loaded config (on the stack top) and binds their listeners.
+ * Returns 0, or -1 with a message in err. */
+int np_server_setup(char *err, size_t errlen);
+
+/* Called once a connection has ended and been counted. */
+void np_server_conn_done(void);
+
+/* Closes every listener: no new connections. */
+void np_server_stop_accepting(void);
+
+/* Stops accepting; the loop ends once the live connections have finished. */
+void np_server_stop(void);
+
+#endif
