@@ -121,10 +121,9 @@ void np_conn_resume(struct np_conn *c, int nargs)
     c->resuming++;
     c->waiting = 0;
     rc = lua_resume(c->co, nargs);
-    c->resuming--;
     current = outer;
     if (!c->ended) after_resume(c, rc);
-    if (c->ended && !c->resuming) conn_free(c);
+    if (--c->resuming == 0 && c->ended) conn_free(c);
 }
 
 void np_conn_accept(struct np_proxy *p, int fd, const struct sockaddr *sa, socklen_t len)

@@ -1,5 +1,6 @@
 /* The one event loop of a process, its DNS resolver, and time helpers. */
 #include "loop.h"
+#include "log.h"
 
 #include <event2/dns.h>
 #include <event2/event.h>
@@ -29,6 +30,15 @@ int np_loop_init(char *err, size_t errlen)
 fail:
     snprintf(err, errlen, "cannot create the event loop");
     return -1;
+}
+
+void np_loop_set_nameservers(const char *const *list, int n)
+{
+    evdns_base_clear_nameservers_and_suspend(np_dns);
+    for (int i = 0; i < n; i++)
+        if (evdns_base_nameserver_ip_add(np_dns, list[i]) != 0)
+            np_log(NP_WARNING, "resolver: cannot use nameserver '%s'", list[i]);
+    evdns_base_resume(np_dns);
 }
 
 void np_loop_free(void)

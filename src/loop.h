@@ -14,6 +14,9 @@ extern struct evdns_base *np_dns;
 int np_loop_init(char *err, size_t errlen);
 void np_loop_free(void);
 
+/* Replaces the nameservers from resolv.conf with these "ip[:port]" entries. */
+void np_loop_set_nameservers(const char *const *list, int n);
+
 /* Seconds since the epoch, as cached by the loop for the current iteration. */
 double np_now(void);
 struct timeval np_tv(double seconds);

@@ -56,7 +56,19 @@ static void apply_server_options(void)
     np_log_level = (int)lua_tointeger(np_L, -1);
     lua_getfield(np_L, -2, "pipe_size");
     np_pipepool_configure((size_t)lua_tointeger(np_L, -1), 1024);
-    lua_pop(np_L, 3);
+    lua_pop(np_L, 2);
+    lua_getfield(np_L, -1, "resolvers");
+    if (lua_istable(np_L, -1)) {
+        int n = (int)lua_objlen(np_L, -1);
+        const char *list[n > 0 ? n : 1];
+        for (int i = 0; i < n; i++) {
+            lua_rawgeti(np_L, -1, i + 1);
+            list[i] = lua_tostring(np_L, -1);   /* kept alive by the config table */
+            lua_pop(np_L, 1);
+        }
+        np_loop_set_nameservers(list, n);
+    }
+    lua_pop(np_L, 2);
 }
 
 int main(int argc, char **argv)

@@ -252,6 +252,8 @@ void np_relay_start(struct np_conn *c, enum np_relay_mode mode,
         struct timeval tv = np_tv(r->idle_timeout);
         evtimer_add(&r->idle, &tv);
     }
+    np_clog(NP_INFO, c->id, "%s: relay: %s", p->name,
+            mode == NP_RELAY_BUFFERED ? "buffered" : "splice");
     /* Start both directions as if woken: bytes read ahead go out first. */
     if (pump(r, &r->dir[CLIENT]) == 0) pump(r, &r->dir[SERVER]);
 }

@@ -72,6 +72,18 @@ function _M.log_level(v)
   return n
 end
 
+-- Nameservers: a list of "ip" or "ip:port" ("[v6]:port" for IPv6).
+function _M.resolvers(v)
+  if type(v) == "string" then v = { v } end
+  if type(v) ~= "table" or #v == 0 then return nil, "want a list of \"ip:port\" nameservers" end
+  for _, s in ipairs(v) do
+    local ok = type(s) == "string" and (s:match("^%d+%.%d+%.%d+%.%d+:?%d*$") or s:match("^%[[%x:%.]+%]:%d+$")
+                                        or s:match("^[%x:%.]*:[%x:%.]*$"))
+    if not ok then return nil, "bad nameserver '" .. tostring(s) .. "' (want ip or ip:port)" end
+  end
+  return v
+end
+
 -- A string or a list of strings, as a list.
 function _M.paths(v)
   if type(v) == "string" then return { v } end

@@ -32,6 +32,7 @@ local SERVER = {
   max_connections = check.count,
   pipe_size = check.bytes,
   connector_path = check.paths,
+  resolvers = check.resolvers,
 }
 for k, v in pairs(PER_PROXY) do SERVER[k] = v end
 

@@ -34,6 +34,7 @@ static const char USAGE[] =
     "  np-peer sink   --listen HOST:PORT           verify until EOF; reply OK <n> or BAD <off>\n"
     "  np-peer banner --listen HOST:PORT --text S  send S\\n, then echo\n"
     "  np-peer silent --listen HOST:PORT           accept, read and discard, never answer\n"
+    "  np-peer blackhole --listen HOST:PORT        never accept: connecting to it hangs\n"
     "  server options: --port-file FILE  --max-conns N  --seed S\n"
     "client:\n"
     "  np-peer client --connect HOST:PORT [--expect echo|source|sink] [--bytes N[K|M]]\n"
@@ -42,7 +43,7 @@ static const char USAGE[] =
     "  exits 0 iff every connection succeeded.\n"
     "HOST:PORT is 127.0.0.1:0 or [::1]:0 style; PORT 0 picks an ephemeral port.\n";
 
-enum mode { M_ECHO, M_SOURCE, M_SINK, M_BANNER, M_SILENT, M_CLIENT };
+enum mode { M_ECHO, M_SOURCE, M_SINK, M_BANNER, M_SILENT, M_CLIENT, M_BLACKHOLE };
 
 static struct {
     enum mode mode;
@@ -352,10 +353,10 @@ static void on_accept_error(struct evconnlistener *l, void *arg) {
     event_add(pause_ev, &tv);
 }
 
-static void report_port(void) {
+static void report_port_of(int fd) {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
-    if (getsockname(evconnlistener_get_fd(listener), (struct sockaddr *)&ss, &len) < 0)
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
         die("getsockname: %s", strerror(errno));
     int port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                               : ((struct sockaddr_in *)&ss)->sin_port);
@@ -372,6 +373,32 @@ static void report_port(void) {
 static void on_signal(evutil_socket_t sig, short what, void *arg) {
     (void)sig, (void)what, (void)arg;
     event_base_loopbreak(base);
+}
+
+static void report_port(void) { report_port_of(evconnlistener_get_fd(listener)); }
+
+/* A server that never answers: its accept queue is filled by our own connections and never
+ * drained, so further SYNs are dropped and connecting to it hangs (connect-timeout tests). */
+static int run_blackhole(void) {
+    struct addrinfo *ai = resolve(opt.listen, 1);
+    int lfd = socket(ai->ai_family, SOCK_STREAM, 0), one = 1;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (lfd < 0 || bind(lfd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(lfd, 0) < 0)
+        die("listen %s: %s", opt.listen, strerror(errno));
+    getsockname(lfd, (struct sockaddr *)&ss, &len);
+    for (int i = 0; i < 4; i++) {  /* the queue holds backlog + 1; the rest stay in SYN_SENT */
+        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        if (fd < 0 || (connect(fd, (struct sockaddr *)&ss, len) < 0 && errno != EINPROGRESS))
+            die("fill the queue: %s", strerror(errno));
+    }
+    freeaddrinfo(ai);
+    report_port_of(lfd);
+    event_add(evsignal_new(base, SIGTERM, on_signal, NULL), NULL);
+    event_add(evsignal_new(base, SIGINT, on_signal, NULL), NULL);
+    event_base_dispatch(base);
+    return 0;
 }
 
 static int run_server(void) {
@@ -643,8 +670,8 @@ static uint64_t parse_size(const char *s) {
 }
 
 static enum mode parse_mode(const char *s, int client_ok) {
-    static const char *names[] = {"echo", "source", "sink", "banner", "silent", "client"};
-    for (int i = 0; i < 6; i++)
+    static const char *names[] = {"echo", "source", "sink", "banner", "silent", "client", "blackhole"};
+    for (int i = 0; i < 7; i++)
         if (strcmp(s, names[i]) == 0 && (client_ok || i <= M_SINK))
             return (enum mode)i;
     die(client_ok ? "unknown mode '%s' (try --help)" : "bad --expect '%s' (echo|source|sink)", s);
@@ -696,5 +723,6 @@ int main(int argc, char **argv) {
     stream_init(opt.seed);
     base = event_base_new();
     if (!base) die("event_base_new failed");
+    if (opt.mode == M_BLACKHOLE) return run_blackhole();
     return opt.mode == M_CLIENT ? run_client() : run_server();
 }

@@ -1,0 +1,104 @@
+-- The relay end to end: the real binary between np-peer clients and servers on loopback.
+local h = require "spec.helpers"
+
+local MiB = 1024 * 1024
+
+describe("the relay", function()
+  local echo, source, sink
+
+  setup(function()
+    echo = h.peer_server("echo")
+    source = h.peer_server("source", { "--bytes", "8M" })
+    sink = h.peer_server("sink")
+  end)
+
+  teardown(h.stop_all)
+
+  for _, mode in ipairs({ "splice", "buffered" }) do
+    describe("(" .. mode .. " path)", function()
+      local np
+
+      setup(function()
+        np = h.netproxy_start(h.tcp_proxy("echo", echo.port) .. h.tcp_proxy("source", source.port) ..
+                              h.tcp_proxy("sink", sink.port), { "--relay", mode, "-v" })
+      end)
+      teardown(function() h.stop(np) end)
+
+      it("relays 64 MiB both ways byte-exact", function()
+        local r = h.client("127.0.0.1", np.ports.echo, { "--bytes", "64M", "--half-close" })
+        assert.are.equal(0, r.rc, r.err)
+        assert.are.equal(64 * MiB, r.bytes_recv)
+        h.wait_log(np, "echo: %S+ %-> 127%.0%.0%.1:%d+ in=67108864 out=67108864 time=[%d%.]+s end=eof")
+      end)
+
+      it("lets a client half-close and still get the server's answer", function()
+        local r = h.client("127.0.0.1", np.ports.sink, { "--expect", "sink", "--bytes", "8M" })
+        assert.are.equal(0, r.rc, r.err)
+        assert.are.equal(1, r.ok)
+      end)
+
+      it("delivers all 8 MiB of a server that sends and closes", function()
+        local r = h.client("127.0.0.1", np.ports.source, { "--expect", "source", "--bytes", "8M" })
+        assert.are.equal(0, r.rc, r.err)
+        assert.are.equal(8 * MiB, r.bytes_recv)
+      end)
+
+      it("delivers all 8 MiB to a client that shut down its write side first", function()
+        local r = h.client("127.0.0.1", np.ports.source,
+                           { "--expect", "source", "--bytes", "8M", "--half-close" })
+        assert.are.equal(0, r.rc, r.err)
+        assert.are.equal(8 * MiB, r.bytes_recv)
+      end)
+
+      it("names the path it used in the debug log", function()
+        assert.truthy(np.log():find("relay: " .. mode, 1, true))
+      end)
+    end)
+  end
+
+  describe("with 2,000 concurrent connections", function()
+    for _, mode in ipairs({ "splice", "buffered" }) do
+      it("relays every one of them (" .. mode .. ")", function()
+        local np = h.netproxy_start(h.tcp_proxy("echo", echo.port), { "--relay", mode },
+                                    { ulimit = 20000 })
+        local r = h.client("127.0.0.1", np.ports.echo, { "--conns", "2000", "--parallel", "2000",
+                                                         "--barrier", "--bytes", "16K", "--half-close" })
+        assert.are.equal(0, r.rc, r.err)
+        assert.are.equal(2000, r.ok)
+        h.stop(np)
+      end)
+    end
+  end)
+
+  it("serves several proxies declared in one file", function()
+    local np = h.netproxy_start(h.tcp_proxy("a", echo.port) .. h.tcp_proxy("b", source.port) ..
+                                h.tcp_proxy("c", sink.port))
+    assert.are.equal(0, h.client("127.0.0.1", np.ports.a, { "--bytes", "1M" }).rc)
+    assert.are.equal(0, h.client("127.0.0.1", np.ports.b, { "--expect", "source", "--bytes", "8M" }).rc)
+    assert.are.equal(0, h.client("127.0.0.1", np.ports.c, { "--expect", "sink", "--bytes", "1M" }).rc)
+    h.stop(np)
+  end)
+
+  it("relays over IPv6", function()
+    local echo6 = h.peer_server("echo", nil, "[::1]")
+    local np = h.netproxy_start([[
+proxy { name = "six", from = { type = "tcp", host = "::1", port = 0 },
+        to = { type = "tcp", host = "::1", port = ]] .. echo6.port .. [[ } }
+]])
+    local r = h.client("::1", np.ports.six, { "--bytes", "4M", "--half-close" })
+    assert.are.equal(0, r.rc, r.err)
+    h.wait_log(np, "six: %[::1%]:%d+ %-> %[::1%]:%d+ in=4194304 out=4194304")
+    h.stop(np)
+    h.stop(echo6)
+  end)
+
+  it("exits 0 after -m N connections have been fully processed", function()
+    local np = h.netproxy_start(h.tcp_proxy("echo", echo.port), { "-m", "3" })
+    for _ = 1, 3 do
+      assert.are.equal(0, h.client("127.0.0.1", np.ports.echo, { "--bytes", "64K" }).rc)
+    end
+    assert.are.equal(0, h.exit_status(np, 10))
+    local _, finished = np.log():gsub("end=eof", "")
+    assert.are.equal(3, finished)
+  end)
+end)

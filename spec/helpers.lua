@@ -1,0 +1,188 @@
+-- spec/helpers.lua: start the real netproxy binary and real peers on loopback, wait for
+-- conditions, and stop every process the spec started (by PID).
+local ffi = require "ffi"
+
+ffi.cdef [[
+  int poll(void *fds, unsigned long nfds, int timeout);
+  int kill(int pid, int sig);
+]]
+
+local _M = {}
+
+local ROOT = os.getenv("NETPROXY_ROOT") or (debug.getinfo(1, "S").source:match("^@(.*)/spec/helpers.lua$") or ".")
+_M.root = ROOT
+_M.build = os.getenv("NETPROXY_BUILD") or (ROOT .. "/build")
+_M.netproxy = _M.build .. "/netproxy"
+_M.peer = _M.build .. "/np-peer"
+
+package.path = ROOT .. "/lua/?.lua;" .. package.path
+
+local started = {}   -- pid -> true, for stop_all
+local tmpdir
+
+function _M.sleep(seconds)
+  ffi.C.poll(nil, 0, math.floor(seconds * 1000))
+end
+
+function _M.alive(pid)
+  return ffi.C.kill(pid, 0) == 0
+end
+
+-- Polls fn until it returns a true value or timeout seconds pass; returns that value.
+function _M.wait_until(fn, timeout, what)
+  local deadline = os.time() + (timeout or 10)
+  repeat
+    local v = fn()
+    if v then return v end
+    _M.sleep(0.02)
+  until os.time() > deadline
+  error("timed out waiting for " .. (what or "a condition"), 2)
+end
+
+function _M.tmp()
+  if not tmpdir then
+    tmpdir = io.popen("mktemp -d /tmp/netproxy-spec.XXXXXX"):read("*l")
+  end
+  return tmpdir
+end
+
+local counter = 0
+function _M.tmpfile(name)
+  counter = counter + 1
+  return _M.tmp() .. "/" .. counter .. "-" .. (name or "file")
+end
+
+function _M.write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+function _M.read(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+_M.quote = quote
+
+-- Starts argv (a list) in the background; returns { pid, out, err, rcfile }.
+-- The shell wrapper records the exit status so that specs can check it.
+function _M.spawn(argv, opts)
+  opts = opts or {}
+  local words = {}
+  for i, a in ipairs(argv) do words[i] = quote(a) end
+  local p = { out = _M.tmpfile("out"), err = _M.tmpfile("err"), rcfile = _M.tmpfile("rc") }
+  local pidfile = _M.tmpfile("pid")
+  local ulimit = opts.ulimit and ("ulimit -n " .. opts.ulimit .. "; ") or ""
+  local inner = ulimit .. table.concat(words, " ") .. " >" .. quote(p.out) .. " 2>" .. quote(p.err) ..
+      " </dev/null & echo $! >" .. quote(pidfile) .. "; wait $!; echo $? >" .. quote(p.rcfile)
+  os.execute("sh -c " .. quote(inner) .. " >/dev/null 2>&1 &")
+  p.pid = tonumber(_M.wait_until(function()
+    local s = _M.read(pidfile)
+    return s and s:match("%d+")
+  end, 5, "a pid"))
+  started[p.pid] = true
+  return p
+end
+
+-- The exit status once the process has ended (waits up to timeout), else nil.
+function _M.exit_status(p, timeout)
+  local ok, rc = pcall(_M.wait_until, function()
+    local s = _M.read(p.rcfile)
+    return s and tonumber(s:match("%d+"))
+  end, timeout or 10, "exit")
+  if ok then started[p.pid] = nil end
+  return ok and rc or nil
+end
+
+function _M.stop(p)
+  if not p or not started[p.pid] then return end
+  ffi.C.kill(p.pid, 15)
+  local ok = pcall(_M.wait_until, function() return not _M.alive(p.pid) end, 5)
+  if not ok then ffi.C.kill(p.pid, 9) end
+  started[p.pid] = nil
+end
+
+function _M.stop_all()
+  for pid in pairs(started) do _M.stop({ pid = pid }) end
+end
+
+-- Runs argv to completion; returns stdout, stderr, exit status.
+function _M.run(argv)
+  local p = _M.spawn(argv)
+  local rc = _M.exit_status(p, 120)
+  if rc == nil then _M.stop(p) end
+  return _M.read(p.out) or "", _M.read(p.err) or "", rc
+end
+
+-- A real peer server (np-peer MODE) on an ephemeral loopback port.
+function _M.peer_server(mode, args, host)
+  local portfile = _M.tmpfile("port")
+  local argv = { _M.peer, mode, "--listen", (host or "127.0.0.1") .. ":0", "--port-file", portfile }
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+  local p = _M.spawn(argv)
+  p.port = tonumber(_M.wait_until(function() return _M.read(portfile) end, 5, "the peer's port"))
+  return p
+end
+
+-- The np-peer client; returns its summary fields (numbers), its stderr and exit status.
+function _M.client(host, port, args)
+  local target = (host:find(":") and "[" .. host .. "]" or host) .. ":" .. port
+  local argv = { _M.peer, "client", "--connect", target }
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+  local out, err, rc = _M.run(argv)
+  local r = { rc = rc, err = err, out = out }
+  for k, v in out:gmatch("([%w_]+)=([%d%.]+)") do r[k] = tonumber(v) end
+  return r
+end
+
+-- Starts netproxy on a config (text written to a file, or a path); waits until each of its
+-- proxies listens. Returns the process with .ports[name] and .log().
+function _M.netproxy_start(config, args, opts)
+  local path = config
+  if config:find("\n") or config:find("proxy%s*{") then
+    path = _M.write(_M.tmpfile("config.lua"), config)
+  end
+  local argv = { _M.netproxy }
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+  argv[#argv + 1] = path
+  local p = _M.spawn(argv, opts)
+  p.config = path
+  function p.log() return _M.read(p.err) or "" end
+  p.ports = {}
+  _M.wait_until(function()
+    local log = p.log()
+    if log:find("running %d+ prox") then return true end
+    if _M.read(p.rcfile) then error("netproxy exited at start:\n" .. log) end
+  end, 10, "netproxy to start")
+  for name, addr in p.log():gmatch("notice %[%d+%] ([%w_%-%.]+): listening on (%S+)") do
+    p.ports[name] = tonumber(addr:match(":(%d+)$"))
+  end
+  return p
+end
+
+-- Waits until netproxy's log matches pattern; returns the capture (or whole match).
+function _M.wait_log(p, pattern, timeout)
+  return _M.wait_until(function() return p.log():match(pattern) end, timeout or 10, "log line " .. pattern)
+end
+
+-- A config proxying name: from 127.0.0.1:0 to 127.0.0.1:port.
+function _M.tcp_proxy(name, port, extra)
+  return ([[
+proxy {
+  name = %q,
+  from = { type = "tcp", host = "127.0.0.1", port = 0 },
+  to   = { type = "tcp", host = "127.0.0.1", port = %d },
+  %s
+}
+]]):format(name, port, extra or "")
+end
+
+return _M
