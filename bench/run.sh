@@ -192,7 +192,7 @@ EOF
 }
 
 launch_socat() { # PORT BACKEND
-  socat "TCP-LISTEN:$1,bind=127.0.0.1,reuseaddr,fork" "TCP:127.0.0.1:$2" >>"$LOG" 2>&1 &
+  socat "TCP-LISTEN:$1,bind=127.0.0.1,reuseaddr,fork,backlog=1024" "TCP:127.0.0.1:$2" >>"$LOG" 2>&1 &
   LAUNCHED_PID=$!
 }
 
@@ -433,7 +433,10 @@ every byte it receives. Each target is started on 127.0.0.1 in front of the same
 - **netproxy**: \`netproxy -q [--relay buffered] bench.lua\` with a generated config of one
   \`proxy { from = { type = "tcp", ... }, to = { type = "tcp", ... } }\`; \`--relay auto\`
   (the default) splices, \`--relay buffered\` copies through user-space buffers.
-- **socat**: \`socat TCP-LISTEN:PORT,bind=127.0.0.1,reuseaddr,fork TCP:127.0.0.1:BACKEND\`.
+- **socat**: \`socat TCP-LISTEN:PORT,bind=127.0.0.1,reuseaddr,fork,backlog=1024 TCP:127.0.0.1:BACKEND\`.
+  \`backlog=1024\` because socat's default listen backlog of 5 overflows at 64 parallel connects
+  and the dropped SYNs, retried after 1 s and more, made it measure TCP timers (~40 conns/s)
+  rather than socat. netproxy listens with a backlog of 4096, HAProxy with its maxconn (4096 here).
 - **HAProxy**: \`haproxy -db -f haproxy.cfg\` with \`nbthread 1\`, \`mode tcp\`, connect timeout 5s,
   client/server timeouts 60s; once with its defaults, once with \`option splice-auto\`.
 

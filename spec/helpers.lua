@@ -92,6 +92,12 @@ function _M.spawn(argv, opts)
   return p
 end
 
+-- Sanitizer reports in a process's stderr (the specs also run against an ASan/UBSan build).
+local function sanitizer_report(p)
+  local err = p.err and _M.read(p.err) or ""
+  return err:match("==%d+==ERROR: %w+Sanitizer.-\n\n") or err:match("[^\n]*runtime error:[^\n]*")
+end
+
 -- The exit status once the process has ended (waits up to timeout), else nil.
 function _M.exit_status(p, timeout)
   local ok, rc = pcall(_M.wait_until, function()
@@ -99,15 +105,19 @@ function _M.exit_status(p, timeout)
     return s and tonumber(s:match("%d+"))
   end, timeout or 10, "exit")
   if ok then started[p.pid] = nil end
+  local report = sanitizer_report(p)
+  if report then error("sanitizer report from pid " .. p.pid .. ":\n" .. report, 2) end
   return ok and rc or nil
 end
 
 function _M.stop(p)
   if not p or not started[p.pid] then return end
   ffi.C.kill(p.pid, 15)
-  local ok = pcall(_M.wait_until, function() return not _M.alive(p.pid) end, 5)
+  local ok = pcall(_M.wait_until, function() return not _M.alive(p.pid) end, 10)
   if not ok then ffi.C.kill(p.pid, 9) end
   started[p.pid] = nil
+  local report = sanitizer_report(p)
+  if report then error("sanitizer report from pid " .. p.pid .. ":\n" .. report, 2) end
 end
 
 function _M.stop_all()

@@ -226,7 +226,14 @@ int np_server_setup(char *err, size_t errlen)
     lua_getfield(L, cfg, "server");
     np_server.max_connections = (uint64_t)number_field(L, -1, "max_connections", 0);
     lua_pop(L, 1);
-    lua_getfield(L, cfg, "session");
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "netproxy.session");
+    if (np_lua_pcall(L, 1, 1, "netproxy.session") < 0) {
+        snprintf(err, errlen, "cannot load netproxy.session");
+        return -1;
+    }
+    lua_getfield(L, -1, "run");
+    lua_remove(L, -2);
     np_server.session_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, cfg, "proxies");
     np_server.nproxies = (int)lua_objlen(L, -1);

@@ -3,7 +3,6 @@
 -- problems, each as "file:line: message".
 local check = require "netproxy.check"
 local connectors = require "netproxy.connectors"
-local session = require "netproxy.session"
 
 local _M = {}
 
@@ -73,7 +72,7 @@ end
 
 local function check_proxy(decl, index, server, say_at)
   local where = decl.where
-  local label = "proxy '" .. tostring(decl.spec.name or index) .. "'"
+  local label = "proxy '" .. tostring(decl.spec.name or ("proxy" .. index)) .. "'"
   local function say(fmt, ...) say_at(where, label .. ": " .. fmt, ...) end
 
   local fields, problems = check.fields(decl.spec, PROXY)
@@ -158,7 +157,7 @@ function _M.load(path, cli)
     proxies[i] = proxy
   end
   if #errors > 0 then return nil, errors end
-  return { server = server, proxies = proxies, session = session.run }
+  return { server = server, proxies = proxies }
 end
 
 return _M

@@ -1,0 +1,64 @@
+-- netproxy.config: the config language, checked without the C core.
+local h = require "spec.helpers"
+-- Checking a config never calls into the C core; connectors only need it to exist.
+package.preload["netproxy.core"] = function() return {} end
+local config = require "netproxy.config"
+
+local function load(text, cli)
+  cli = cli or {}
+  cli.builtin_connectors = h.root .. "/connectors"
+  local path = h.write(h.tmpfile("config.lua"), text)
+  local cfg, errors = config.load(path, cli)
+  return cfg, errors, path
+end
+
+describe("netproxy.config", function()
+  it("normalises a proxy: defaults, listen address, server-wide options", function()
+    local cfg = load([[
+server { connect_timeout = 3 }
+proxy { name = "web", from = { type = "tcp", port = "6789" }, to = { type = "tcp", host = "h", port = 1 } }
+proxy { from = { type = "tcp", port = 1 }, to = { type = "tcp", host = "h", port = 2 }, connect_timeout = 1 }
+]])
+    local web = cfg.proxies[1]
+    assert.are.equal("web", web.name)
+    assert.are.same({ host = "localhost", port = 6789 }, web.listen)
+    assert.are.equal(3, web.connect_timeout)
+    assert.are.equal(3600, web.idle_timeout)
+    assert.are.equal("auto", web.relay)
+    assert.are.equal("proxy2", cfg.proxies[2].name)
+    assert.are.equal(1, cfg.proxies[2].connect_timeout)
+    assert.are.equal(2, cfg.server.log_level)
+  end)
+
+  it("lets the command line win over server{}", function()
+    local cfg = load([[
+server { log_level = "err", max_connections = 5, relay = "splice" }
+proxy { from = { type = "tcp", port = 1 }, to = { type = "tcp", host = "h", port = 2 } }
+]], { log_level = 3, max_connections = 7, relay = "buffered", verbose = 1 })
+    assert.are.equal(4, cfg.server.log_level)
+    assert.are.equal(7, cfg.server.max_connections)
+    assert.are.equal("buffered", cfg.proxies[1].relay)
+  end)
+
+  it("finds connectors in the user's folders after the built-in one", function()
+    local dir = h.tmp() .. "/my-connectors"
+    os.execute("mkdir -p " .. dir)
+    h.write(dir .. "/echoish.lua", 'return { positions = { to = true }, params = {}, connect = function() end }')
+    local cfg, errors = load([[
+server { connector_path = "my-connectors" }
+proxy { from = { type = "tcp", port = 1 }, to = { type = "echoish" } }
+]])
+    assert.is_table(cfg, errors and errors[1])
+    assert.are.equal("echoish", cfg.proxies[1].to.type)
+  end)
+
+  it("refuses a connector in a position it cannot take", function()
+    local _, errors = load('proxy { from = { type = "dummy" }, to = { type = "tcp", host = "h", port = 2 } }\n')
+    assert.truthy(errors[1]:find(":1: proxy 'proxy1': from: the dummy connector cannot be used as 'from'", 1, true), errors[1])
+  end)
+
+  it("reports proxy{} called with something else than a table", function()
+    local _, errors = load('\nproxy "web"\n')
+    assert.truthy(errors[1]:find(":2: proxy wants a table", 1, true), errors[1])
+  end)
+end)
