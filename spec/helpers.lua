@@ -183,6 +183,16 @@ function _M.wait_log(p, pattern, timeout)
   return _M.wait_until(function() return p.log():match(pattern) end, timeout or 10, "log line " .. pattern)
 end
 
+-- Resident memory (KiB) and CPU time used so far (seconds) of a running process.
+function _M.usage(pid)
+  local status = _M.read("/proc/" .. pid .. "/status") or ""
+  local stat = _M.read("/proc/" .. pid .. "/stat") or ""
+  local fields = {}
+  for f in stat:gsub("^.-%) ", ""):gmatch("%S+") do fields[#fields + 1] = f end
+  -- after the command name: field 12 is utime, 13 stime, in clock ticks (100 a second)
+  return tonumber(status:match("VmRSS:%s+(%d+)")), (tonumber(fields[12]) + tonumber(fields[13])) / 100
+end
+
 -- A config proxying name: from 127.0.0.1:0 to 127.0.0.1:port.
 function _M.tcp_proxy(name, port, extra)
   return ([[

@@ -133,20 +133,25 @@ static int pump(struct np_relay *r, struct direction *d)
     int rounds = PUMP_BUDGET, moved = 0;
     ssize_t n;
 
+    /* Each round writes what is pending, then reads what there is room for; a blocked
+     * writer still lets the buffer fill up to its bound. Stop when neither moves. */
     while (rounds-- > 0) {
+        int progress = 0;
         if (pending(d) > 0) {
             n = flush(d, dst->fd);
-            if (n < 0 && errno == EAGAIN) break;
-            if (n < 0) return fail(r, dst->idx, errno);
-            *d->counter += n;
-            moved = 1;
-            if (pending(d) > 0) continue;
+            if (n < 0 && errno != EAGAIN) return fail(r, dst->idx, errno);
+            if (n > 0) {
+                *d->counter += n;
+                moved = progress = 1;
+            }
         }
-        if (!can_read(r, d)) break;
-        n = fill(r, d, src->fd);
-        if (n == 0) d->eof = 1;
-        else if (n < 0 && errno == EAGAIN) break;
-        else if (n < 0) return fail(r, src->idx, errno);
+        if (can_read(r, d)) {
+            n = fill(r, d, src->fd);
+            if (n < 0 && errno != EAGAIN) return fail(r, src->idx, errno);
+            if (n == 0) d->eof = 1;
+            if (n >= 0) progress = 1;
+        }
+        if (!progress) break;
     }
     if (moved) r->last_active = np_now();
     if (d->splice) hold_pipe_release(d);

@@ -102,3 +102,36 @@ proxy { name = "six", from = { type = "tcp", host = "::1", port = 0 },
     assert.are.equal(3, finished)
   end)
 end)
+
+describe("a slow reader", function()
+  teardown(h.stop_all)
+
+  -- the bound is the relay's buffer: 64 KiB by default, here also a 16 MiB one that the
+  -- stall does not fill (it must still neither spin nor grow past it)
+  local cases = {
+    { mode = "splice", bound = 4096 },
+    { mode = "buffered", bound = 4096 },
+    { mode = "buffered", buffer_size = 16 * MiB, bound = 16 * 1024 + 4096 },
+  }
+  for _, case in ipairs(cases) do
+    local label = case.mode .. (case.buffer_size and ", 16 MiB buffer" or "")
+    it("stops the fast writer without growing memory or spinning (" .. label .. ")", function()
+      local source = h.peer_server("source", { "--bytes", "64M" })
+      local extra = case.buffer_size and ("buffer_size = " .. case.buffer_size .. ",") or nil
+      local np = h.netproxy_start(h.tcp_proxy("src", source.port, extra), { "--relay", case.mode })
+      local rss_before = h.usage(np.pid)
+      -- socat reads into a pipe that nobody drains for 2 seconds: the client stops reading
+      local reader = h.spawn({ "socat", "-u", "TCP:127.0.0.1:" .. np.ports.src, "SYSTEM:sleep 2; cat >/dev/null" })
+      h.sleep(0.7)
+      local _, cpu_stalled = h.usage(np.pid)
+      h.sleep(1)
+      local rss_later, cpu_later = h.usage(np.pid)
+      assert.is_true(rss_later - rss_before < case.bound, ("RSS grew by %d KiB"):format(rss_later - rss_before))
+      assert.is_true(cpu_later - cpu_stalled < 0.1, ("%.2fs of CPU while stalled"):format(cpu_later - cpu_stalled))
+      assert.are.equal(0, h.exit_status(reader, 20))
+      h.wait_log(np, "src: %S+ %-> %S+ in=0 out=67108864 time=[%d%.]+s end=eof")
+      h.stop(np)
+      h.stop(source)
+    end)
+  end
+end)
