@@ -10,6 +10,7 @@ ffi.cdef [[
 local _M = {}
 
 local ROOT = os.getenv("NETPROXY_ROOT") or (debug.getinfo(1, "S").source:match("^@(.*)/spec/helpers.lua$") or ".")
+ROOT = io.popen("cd '" .. ROOT .. "' && pwd"):read("*l")   -- absolute: configs live in /tmp
 _M.root = ROOT
 _M.build = os.getenv("NETPROXY_BUILD") or (ROOT .. "/build")
 _M.netproxy = _M.build .. "/netproxy"

@@ -105,10 +105,15 @@ static void after_resume(struct np_conn *c, int rc)
         else np_conn_end(c, "%s", why ? why : "closed by the connector");
     } else {
         const char *msg = lua_tostring(co, -1);
-        luaL_traceback(np_L, co, msg ? msg : "(error object is not a string)", 0);
-        np_clog(NP_ERR, c->id, "%s: lua error: %s", c->proxy->name, lua_tostring(np_L, -1));
-        lua_pop(np_L, 1);
-        np_conn_end(c, "lua error: %s", msg ? msg : "?");
+        if (!msg) msg = "(error object is not a string)";
+        np_clog(NP_ERR, c->id, "%s: lua error: %s", c->proxy->name, msg);
+        if (np_log_level >= NP_DEBUG) {     /* the traceback, kept on one line */
+            luaL_traceback(np_L, co, NULL, 0);
+            luaL_gsub(np_L, lua_tostring(np_L, -1), "\n\t", " | ");
+            np_clog(NP_DEBUG, c->id, "%s: %s", c->proxy->name, lua_tostring(np_L, -1));
+            lua_pop(np_L, 2);
+        }
+        np_conn_end(c, "lua error: %s", msg);
     }
 }
 
