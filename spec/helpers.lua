@@ -15,6 +15,8 @@ _M.root = ROOT
 _M.build = os.getenv("NETPROXY_BUILD") or (ROOT .. "/build")
 _M.netproxy = _M.build .. "/netproxy"
 _M.peer = _M.build .. "/np-peer"
+-- Under ASan, memory figures include shadow memory and the allocator's quarantine.
+_M.sanitized = _M.build:match("asan/?$") ~= nil
 
 package.path = ROOT .. "/lua/?.lua;" .. package.path
 
