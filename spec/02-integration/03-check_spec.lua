@@ -21,6 +21,14 @@ describe("netproxy --check", function()
     assert.truthy(out:find("examples/tcp.lua: OK", 1, true))
   end)
 
+  it("accepts every shipped example", function()
+    for file in io.popen("ls " .. h.root .. "/examples/*.lua"):lines() do
+      local out, err, rc = check(file)
+      assert.are.equal(0, rc, file .. ": " .. err)
+      assert.truthy(out:find(": OK", 1, true))
+    end
+  end)
+
   it("also answers to -c and -t", function()
     for _, flag in ipairs({ "-c", "-t" }) do
       local _, err, rc = h.run({ h.netproxy, flag, h.root .. "/examples/tcp.lua" })

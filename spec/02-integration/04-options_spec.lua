@@ -35,3 +35,37 @@ describe("options", function()
     assert.are.equal("", h.read(np.err))
   end)
 end)
+
+describe("timeouts", function()
+  local echo
+
+  setup(function() echo = h.peer_server("echo") end)
+  teardown(h.stop_all)
+
+  it("closes a relayed connection idle for idle_timeout seconds", function()
+    local np = h.netproxy_start(h.tcp_proxy("idle", echo.port, "idle_timeout = 1,"))
+    local quiet = h.spawn({ "sh", "-c", "sleep 4 | socat -t 5 - TCP:127.0.0.1:" .. np.ports.idle })
+    h.wait_log(np, "idle: %S+ %-> %S+ in=0 out=0 time=1%.%d+s end=idle timeout", 5)
+    assert.are.equal(0, h.exit_status(quiet, 6))
+    h.stop(np)
+  end)
+
+  it("keeps a connection that moves bytes past idle_timeout", function()
+    local np = h.netproxy_start(h.tcp_proxy("busy", echo.port, "idle_timeout = 1,"))
+    local out = h.run({ "sh", "-c", "(for i in 1 2 3 4; do echo tick; sleep 0.5; done) | socat -t 1 - TCP:127.0.0.1:" .. np.ports.busy })
+    assert.are.equal(("tick\n"):rep(4), out)
+    h.wait_log(np, "busy: [^\n]* in=20 out=20 time=[%d%.]+s end=eof")
+    h.stop(np)
+  end)
+
+  it("ends a negotiation that takes longer than negotiation_timeout", function()
+    local np = h.netproxy_start(([[
+server { connector_path = "%s/spec/fixtures/connectors" }
+proxy { name = "slow", negotiation_timeout = 1, from = { type = "linetarget", port = 0, timeout = 10 }, to = { type = "dummy" } }
+]]):format(h.root))
+    local quiet = h.spawn({ "sh", "-c", "sleep 3 | socat -t 4 - TCP:127.0.0.1:" .. np.ports.slow })
+    h.wait_log(np, "slow: %S+ %-> %- in=0 out=0 time=1%.%d+s end=negotiation timeout", 5)
+    h.exit_status(quiet, 5)
+    h.stop(np)
+  end)
+end)
