@@ -63,12 +63,27 @@ static int core_set_target(lua_State *L)
     return 0;
 }
 
-/* core.relay(client, server): the C relay takes both sockets; the session is over.
- * Returns true, or nil and why when the connection could not be handed over. */
+/* A registry ref to opts[name] when it is a function, else LUA_NOREF. */
+static int ref_function(lua_State *L, int opts, const char *name)
+{
+    lua_getfield(L, opts, name);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return LUA_NOREF;
+    }
+    if (!lua_isfunction(L, -1)) luaL_error(L, "relay: %s must be a function", name);
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* core.relay(client, server [, { conn =, to_server =, to_client =, hook_budget = }]): the
+ * C relay takes both sockets; the session is over. to_server and to_client are the hooks
+ * of the two directions. Returns true, or nil and why. */
 static int core_relay(lua_State *L)
 {
     struct np_sock *client = np_sock_check(L, 1), *server = np_sock_check(L, 2);
     struct np_conn *c = session_conn(L, "relay");
+    struct np_relay_opts opts = { .mode = c->proxy->relay_mode, .conn_ref = LUA_NOREF,
+                                  .hook_ref = { LUA_NOREF, LUA_NOREF } };
     struct evbuffer *client_ahead, *server_ahead;
     int cfd, sfd;
 
@@ -78,11 +93,56 @@ static int core_relay(lua_State *L)
         lua_pushliteral(L, "closed");
         return 2;
     }
+    if (lua_istable(L, 3)) {
+        opts.hook_ref[NP_TO_SERVER] = ref_function(L, 3, "to_server");
+        opts.hook_ref[NP_TO_CLIENT] = ref_function(L, 3, "to_client");
+        lua_getfield(L, 3, "hook_budget");
+        opts.hook_budget = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
+        lua_pop(L, 1);
+        lua_getfield(L, 3, "conn");
+        opts.conn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     cfd = np_sock_detach(client, &client_ahead);
     sfd = np_sock_detach(server, &server_ahead);
-    np_relay_start(c, c->proxy->relay_mode, cfd, client_ahead, sfd, server_ahead);
+    np_relay_start(c, &opts, cfd, client_ahead, sfd, server_ahead);
     lua_pushboolean(L, 1);
     return 1;
+}
+
+/* core.send(handle, "client" | "server", bytes): queue bytes toward one side of a relayed
+ * connection. Returns true, or nil and why. */
+static int core_send(lua_State *L)
+{
+    struct np_conn *c = np_conn_from_handle(L, 1);
+    static const char *const sides[] = { "server", "client", NULL };
+    int dir = luaL_checkoption(L, 2, NULL, sides);   /* server: NP_TO_SERVER (0) */
+    size_t len;
+    const char *data = luaL_checklstring(L, 3, &len);
+
+    if (!c || c->ended) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
+    if (!c->relay) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "not relaying yet: write to the socket");
+        return 2;
+    }
+    if (np_relay_inject(c->relay, dir, data, len) < 0) return luaL_error(L, "send: out of memory");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* core.close(handle): end the connection (after the running hook, during the relay). */
+static int core_close(lua_State *L)
+{
+    struct np_conn *c = np_conn_from_handle(L, 1);
+
+    if (!c || c->ended) return 0;
+    if (c->relay) np_relay_close_soon(c->relay);
+    else np_conn_end(c, "closed by script");
+    return 0;
 }
 
 static const luaL_Reg core_funcs[] = {
@@ -91,6 +151,8 @@ static const luaL_Reg core_funcs[] = {
     { "now", core_now },
     { "set_target", core_set_target },
     { "relay", core_relay },
+    { "send", core_send },
+    { "close", core_close },
     { NULL, NULL },
 };
 

@@ -18,6 +18,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#define HANDLE_MT "netproxy.conn_handle"
+
 static uint64_t next_id = 1;
 static struct np_conn *current;
 
@@ -43,9 +45,47 @@ void np_addr_format(const struct sockaddr *sa, char *out, size_t outlen)
     }
 }
 
+int np_conn_call_as(struct np_conn *c, lua_State *L, int nargs, int errfunc)
+{
+    struct np_conn *outer = current;
+    int rc;
+
+    current = c;
+    rc = lua_pcall(L, nargs, LUA_MULTRET, errfunc);
+    current = outer;
+    return rc;
+}
+
+static void push_handle(lua_State *L, struct np_conn *c)
+{
+    struct np_conn_handle *h = lua_newuserdata(L, sizeof *h);
+
+    h->conn = c;
+    if (luaL_newmetatable(L, HANDLE_MT)) {
+        lua_pushliteral(L, "netproxy connection");
+        lua_setfield(L, -2, "__metatable");
+    }
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    c->handle_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+struct np_conn *np_conn_from_handle(lua_State *L, int idx)
+{
+    struct np_conn_handle *h = luaL_checkudata(L, idx, HANDLE_MT);
+
+    return h->conn;
+}
+
 static void conn_free(struct np_conn *c)
 {
     if (c->co_ref != LUA_NOREF) luaL_unref(np_L, LUA_REGISTRYINDEX, c->co_ref);
+    if (c->handle_ref != LUA_NOREF) {
+        lua_rawgeti(np_L, LUA_REGISTRYINDEX, c->handle_ref);
+        ((struct np_conn_handle *)lua_touserdata(np_L, -1))->conn = NULL;
+        lua_pop(np_L, 1);
+        luaL_unref(np_L, LUA_REGISTRYINDEX, c->handle_ref);
+    }
     free(c);
 }
 
@@ -144,6 +184,7 @@ void np_conn_accept(struct np_proxy *p, int fd, const struct sockaddr *sa, sockl
     c->proxy = p;
     c->started = np_now();
     c->co_ref = LUA_NOREF;
+    c->handle_ref = LUA_NOREF;
     np_addr_format(sa, c->client, sizeof c->client);
     p->opened++;
     p->active++;
@@ -163,5 +204,6 @@ void np_conn_accept(struct np_proxy *p, int fd, const struct sockaddr *sa, sockl
     np_sock_push(co, c, fd);
     lua_pushnumber(co, (lua_Number)c->id);
     lua_pushstring(co, c->client);
-    np_conn_resume(c, 4);
+    push_handle(co, c);
+    np_conn_resume(c, 5);
 }

@@ -30,6 +30,13 @@ struct np_conn {
     char client[NP_ADDRSTRLEN];
     char target[256];
     char reason[200];
+    int handle_ref;           /* registry anchor of the Lua handle (netproxy.conn_handle) */
+};
+
+/* What Lua holds to name a connection: cleared when the connection is freed, so a stale
+ * handle can never reach freed memory. */
+struct np_conn_handle {
+    struct np_conn *conn;
 };
 
 /* Takes ownership of fd, an accepted client socket, and starts the proxy's session. */
@@ -41,6 +48,12 @@ void np_conn_resume(struct np_conn *c, int nargs);
 /* Ends the connection: closes its sockets and relay, counts it, logs its line. Idempotent;
  * the memory is released now, or when the running resume returns. */
 void np_conn_end(struct np_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* lua_pcall(L, nargs, LUA_MULTRET, errfunc) with c as the current connection. */
+int np_conn_call_as(struct np_conn *c, lua_State *L, int nargs, int errfunc);
+
+/* The connection a handle at idx names, or NULL once it is gone. */
+struct np_conn *np_conn_from_handle(lua_State *L, int idx);
 
 /* The connection whose Lua code is running, or NULL. */
 struct np_conn *np_conn_current(void);

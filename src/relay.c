@@ -6,7 +6,9 @@
 #include "relay.h"
 #include "buf.h"
 #include "conn.h"
+#include "hook.h"
 #include "log.h"
+#include "luavm.h"
 #include "loop.h"
 #include "pipepool.h"
 
@@ -14,12 +16,14 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define PUMP_BUDGET 16          /* rounds per wakeup, so one busy connection cannot starve others */
+#define ENDED (-2)              /* fill(): the connection has ended (a hook failed or closed it) */
 
 enum { CLIENT = 0, SERVER = 1 };
 static const char *const side_name[] = { "client", "server" };
@@ -39,6 +43,8 @@ struct direction {
     struct np_pipe pipe;        /* held only while in_pipe > 0 */
     size_t in_pipe;
     struct np_buf buf;          /* the copying path, or bytes read ahead before the relay */
+    struct np_buf injected;     /* conn:send() bytes, queued while a hook runs */
+    int hook_ref;               /* LUA_NOREF: no hook */
     int eof, done;
     uint64_t *counter;
 };
@@ -50,6 +56,10 @@ struct np_relay {
     size_t buffer_size;
     double idle_timeout, last_active;
     struct event idle;
+    struct event kick;          /* pumps both directions on the next loop iteration */
+    int conn_ref;
+    double hook_budget;
+    int closing;                /* conn:close() from a hook */
 };
 
 static size_t pending(const struct direction *d)
@@ -71,7 +81,50 @@ static void hold_pipe_release(struct direction *d)
     if (d->in_pipe == 0 && d->pipe.rfd >= 0) np_pipe_put(&d->pipe);
 }
 
-/* Reads from the source: >0 bytes, 0 EOF, -1 errno. */
+/* Moves bytes conn:send() queued into their directions' buffers. */
+static void settle_injections(struct np_relay *r)
+{
+    for (int i = 0; i < 2; i++) {
+        struct direction *d = &r->dir[i];
+        if (np_buf_len(&d->injected) == 0) continue;
+        if (np_buf_append(&d->buf, d->injected.data + d->injected.start,
+                          np_buf_len(&d->injected)) < 0)
+            r->closing = 1;
+        np_buf_release(&d->injected);
+    }
+}
+
+/* Passes the n bytes just read (the end of d->buf) through the direction's hook; at EOF
+ * (n == 0) the hook is called once more with "" and true. Returns -1 once the connection
+ * has ended. */
+static int run_hook(struct np_relay *r, struct direction *d, size_t n)
+{
+    const char *chunk = d->buf.data ? d->buf.data + d->buf.end - n : "", *out;
+    size_t outlen;
+    char err[256];
+    int rc = np_hook_call(r->conn, d->hook_ref, r->conn_ref, chunk, n, n == 0, r->hook_budget,
+                          &out, &outlen, err, sizeof err);
+
+    if (rc < 0) {
+        np_clog(NP_ERR, r->conn->id, "%s: hook: %s", r->conn->proxy->name, err);
+        np_conn_end(r->conn, "lua error: %s", err);
+        return -1;
+    }
+    if (rc == 1) {
+        d->buf.end -= n;
+        if (np_buf_append(&d->buf, out, outlen) < 0) r->closing = 1;
+        if (np_buf_len(&d->buf) == 0) np_buf_release(&d->buf);
+        np_hook_done();
+    }
+    settle_injections(r);
+    if (r->closing) {
+        np_conn_end(r->conn, "closed by hook");
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads from the source: >0 bytes, 0 EOF, -1 errno, ENDED. */
 static ssize_t fill(struct np_relay *r, struct direction *d, int fd)
 {
     ssize_t n;
@@ -82,7 +135,11 @@ static ssize_t fill(struct np_relay *r, struct direction *d, int fd)
                 strerror(errno));
         d->splice = 0;
     }
-    if (!d->splice) return np_buf_read_fd(&d->buf, fd, r->buffer_size);
+    if (!d->splice) {
+        n = np_buf_read_fd(&d->buf, fd, r->buffer_size);
+        if (n >= 0 && d->hook_ref != LUA_NOREF && run_hook(r, d, n) < 0) return ENDED;
+        return n;
+    }
     do {
         n = splice(fd, NULL, d->pipe.wfd, NULL, np_pipepool_pipe_size(),
                    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -96,15 +153,18 @@ static ssize_t flush(struct direction *d, int fd)
 {
     ssize_t n;
 
-    if (np_buf_len(&d->buf) > 0) {
-        n = np_buf_write_fd(&d->buf, fd);
-        if (n > 0 && np_buf_len(&d->buf) == 0) np_buf_release(&d->buf);
+    /* The pipe first: bytes queued in buf while it held some (conn:send) come after them.
+     * Bytes read ahead before the relay are in buf with an empty pipe, and a splice
+     * direction reads nothing until they are out. */
+    if (d->in_pipe > 0) {
+        do {
+            n = splice(d->pipe.rfd, NULL, fd, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        } while (n < 0 && errno == EINTR);
+        if (n > 0) d->in_pipe -= n;
         return n;
     }
-    do {
-        n = splice(d->pipe.rfd, NULL, fd, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    } while (n < 0 && errno == EINTR);
-    if (n > 0) d->in_pipe -= n;
+    n = np_buf_write_fd(&d->buf, fd);
+    if (n > 0 && np_buf_len(&d->buf) == 0) np_buf_release(&d->buf);
     return n;
 }
 
@@ -147,6 +207,7 @@ static int pump(struct np_relay *r, struct direction *d)
         }
         if (can_read(r, d)) {
             n = fill(r, d, src->fd);
+            if (n == ENDED) return -1;
             if (n < 0 && errno != EAGAIN) return fail(r, src->idx, errno);
             if (n == 0) d->eof = 1;
             if (n >= 0) progress = 1;
@@ -165,6 +226,9 @@ static int pump(struct np_relay *r, struct direction *d)
     }
     arm(&src->rev, &src->reading, can_read(r, d));
     arm(&dst->wev, &dst->writing, pending(d) > 0);
+    /* a hook may have queued bytes for the other direction */
+    struct direction *o = &r->dir[d->from ^ 1];
+    if (pending(o) > 0) arm(&r->side[o->from ^ 1].wev, &r->side[o->from ^ 1].writing, 1);
     return 0;
 }
 
@@ -180,6 +244,30 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
     struct side *s = arg;
 
     pump(s->relay, &s->relay->dir[s->idx ^ 1]);
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    struct np_relay *r = arg;
+
+    if (r->closing) {
+        np_conn_end(r->conn, "closed by hook");
+        return;
+    }
+    if (pump(r, &r->dir[NP_TO_SERVER]) == 0) pump(r, &r->dir[NP_TO_CLIENT]);
+}
+
+int np_relay_inject(struct np_relay *r, int dir, const char *data, size_t len)
+{
+    if (np_buf_append(&r->dir[dir].injected, data, len) < 0) return -1;
+    event_active(&r->kick, EV_TIMEOUT, 0);  /* settled by the running hook, or on the kick */
+    return 0;
+}
+
+void np_relay_close_soon(struct np_relay *r)
+{
+    r->closing = 1;
+    event_active(&r->kick, EV_TIMEOUT, 0);
 }
 
 static void on_idle_check(evutil_socket_t fd, short what, void *arg)
@@ -219,7 +307,19 @@ static int take_ahead(struct direction *d, struct evbuffer *ahead)
     return rc;
 }
 
-void np_relay_start(struct np_conn *c, enum np_relay_mode mode,
+static void release_refs(const struct np_relay_opts *o)
+{
+    for (int i = 0; i < 2; i++)
+        if (o->hook_ref[i] != LUA_NOREF) luaL_unref(np_L, LUA_REGISTRYINDEX, o->hook_ref[i]);
+    if (o->conn_ref != LUA_NOREF) luaL_unref(np_L, LUA_REGISTRYINDEX, o->conn_ref);
+}
+
+static const char *path_name(const struct direction *d)
+{
+    return d->hook_ref != LUA_NOREF ? "hook" : d->splice ? "splice" : "buffered";
+}
+
+void np_relay_start(struct np_conn *c, const struct np_relay_opts *opts,
                     int client_fd, struct evbuffer *client_ahead,
                     int server_fd, struct evbuffer *server_ahead)
 {
@@ -235,6 +335,7 @@ void np_relay_start(struct np_conn *c, enum np_relay_mode mode,
         free(r);
         close(client_fd);
         close(server_fd);
+        release_refs(opts);
         np_conn_end(c, "out of memory");
         return;
     }
@@ -243,12 +344,17 @@ void np_relay_start(struct np_conn *c, enum np_relay_mode mode,
     r->buffer_size = p->buffer_size;
     r->idle_timeout = p->idle_timeout;
     r->last_active = np_now();
+    r->conn_ref = opts->conn_ref;
+    r->hook_budget = opts->hook_budget;
     side_init(r, CLIENT, client_fd);
     side_init(r, SERVER, server_fd);
     for (int i = 0; i < 2; i++) {
-        r->dir[i].from = i;
-        r->dir[i].splice = mode != NP_RELAY_BUFFERED;
-        r->dir[i].pipe.rfd = r->dir[i].pipe.wfd = -1;
+        struct direction *d = &r->dir[i];
+        d->from = i;
+        d->hook_ref = opts->hook_ref[i];
+        /* a hook needs the bytes in user space; the other direction may still splice */
+        d->splice = opts->mode != NP_RELAY_BUFFERED && d->hook_ref == LUA_NOREF;
+        d->pipe.rfd = d->pipe.wfd = -1;
     }
     r->dir[CLIENT].counter = &c->bytes_in;
     r->dir[SERVER].counter = &c->bytes_out;
@@ -257,22 +363,33 @@ void np_relay_start(struct np_conn *c, enum np_relay_mode mode,
         struct timeval tv = np_tv(r->idle_timeout);
         evtimer_add(&r->idle, &tv);
     }
-    np_clog(NP_INFO, c->id, "%s: relay: %s", p->name,
-            mode == NP_RELAY_BUFFERED ? "buffered" : "splice");
-    /* Start both directions as if woken: bytes read ahead go out first. */
-    if (pump(r, &r->dir[CLIENT]) == 0) pump(r, &r->dir[SERVER]);
+    if (!strcmp(path_name(&r->dir[0]), path_name(&r->dir[1])))
+        np_clog(NP_INFO, c->id, "%s: relay: %s", p->name, path_name(&r->dir[0]));
+    else
+        np_clog(NP_INFO, c->id, "%s: relay: client->server %s, server->client %s", p->name,
+                path_name(&r->dir[0]), path_name(&r->dir[1]));
+    /* Bytes read ahead go out first, from the loop: hooks must not run inside the session
+     * coroutine that is handing over. */
+    evtimer_assign(&r->kick, np_base, on_kick, r);
+    event_active(&r->kick, EV_TIMEOUT, 0);
 }
 
 void np_relay_free(struct np_relay *r)
 {
+    struct np_relay_opts refs = { .hook_ref = { r->dir[0].hook_ref, r->dir[1].hook_ref },
+                                  .conn_ref = r->conn_ref };
+
     for (int i = 0; i < 2; i++) {
         event_del(&r->side[i].rev);
         event_del(&r->side[i].wev);
         close(r->side[i].fd);
         np_buf_release(&r->dir[i].buf);
+        np_buf_release(&r->dir[i].injected);
         if (r->dir[i].in_pipe > 0) np_pipe_discard(&r->dir[i].pipe);
         else if (r->dir[i].pipe.rfd >= 0) np_pipe_put(&r->dir[i].pipe);
     }
     event_del(&r->idle);
+    event_del(&r->kick);
+    release_refs(&refs);
     free(r);
 }

@@ -8,13 +8,29 @@ struct np_conn;
 struct evbuffer;
 struct np_relay;
 
-/* Hands both fds to a new relay, set as c->relay. client_ahead holds bytes already read
- * from the client (they go to the server first), server_ahead the same for the server;
- * both are consumed and freed here and may be NULL. The relay starts pumping at once, so
- * the connection may have ended (c->ended) when this returns. */
-void np_relay_start(struct np_conn *c, enum np_relay_mode mode,
+enum { NP_TO_SERVER = 0, NP_TO_CLIENT = 1 };   /* the two directions */
+
+struct np_relay_opts {
+    enum np_relay_mode mode;
+    int hook_ref[2];        /* per direction: a Lua function in the registry, or LUA_NOREF */
+    int conn_ref;           /* the Lua conn object handed to hooks (the relay releases it) */
+    double hook_budget;     /* seconds one hook call may take; 0 = unbounded */
+};
+
+/* Hands both fds to a new relay, set as c->relay, which owns the registry refs in opts from
+ * now on. client_ahead holds bytes already read from the client (they go to the server
+ * first), server_ahead the same for the server; both are consumed and freed here and may
+ * be NULL. The first bytes move on the next loop iteration, never inside the caller. */
+void np_relay_start(struct np_conn *c, const struct np_relay_opts *opts,
                     int client_fd, struct evbuffer *client_ahead,
                     int server_fd, struct evbuffer *server_ahead);
+
+/* conn:send(): queues bytes for one direction, after the chunk being handled, if any.
+ * Returns 0, or -1 when out of memory. */
+int np_relay_inject(struct np_relay *r, int dir, const char *data, size_t len);
+
+/* conn:close() during the relay: the connection ends once the running hook returns. */
+void np_relay_close_soon(struct np_relay *r);
 
 /* Closes both sockets and frees everything. Called by np_conn_end only. */
 void np_relay_free(struct np_relay *r);

@@ -53,6 +53,11 @@ function _M.string(v)
   return v
 end
 
+function _M.func(v)
+  if type(v) ~= "function" then return nil, "want a function, not " .. type(v) end
+  return v
+end
+
 function _M.one_of(...)
   local allowed, list = {}, table.concat({ ... }, ", ")
   for _, name in ipairs({ ... }) do allowed[name] = true end

@@ -3,6 +3,7 @@
 -- problems, each as "file:line: message".
 local check = require "netproxy.check"
 local connectors = require "netproxy.connectors"
+local lines = require "netproxy.lines"
 
 local _M = {}
 
@@ -15,6 +16,7 @@ _M.DEFAULTS = {
   buffer_size = 64 * 1024,      -- copying relay: bytes held per direction
   pipe_size = 64 * 1024,        -- splice relay: size asked of each pipe
   max_connections = 0,          -- 0 = serve forever
+  hook_budget = 1,              -- seconds one hook call may run; 0 = unbounded
 }
 
 -- Options a proxy may set for itself, falling back to server{}.
@@ -24,6 +26,13 @@ local PER_PROXY = {
   idle_timeout = check.seconds,
   relay = check.one_of("auto", "splice", "buffered"),
   buffer_size = check.bytes,
+  hook_budget = check.seconds,
+}
+
+-- Parameters every connector takes, whatever its type.
+local COMMON = {
+  hook = check.func,
+  hook_mode = check.one_of("chunk", "line"),
 }
 
 local SERVER = {
@@ -59,10 +68,17 @@ local function check_connector(conf, position, say)
   if not (mod.positions or {})[position] then
     return say("%s: the %s connector cannot be used as '%s'", position, conf.type, position)
   end
-  local out, problems = check.fields(conf, mod.params or {}, { type = true })
+  local spec = setmetatable({}, { __index = function(_, k) return (mod.params or {})[k] or COMMON[k] end })
+  local out, problems = check.fields(conf, spec, { type = true })
   out.type = conf.type
   for _, p in ipairs(problems) do say("%s: %s", position, p) end
   if #problems > 0 then return end
+  if out.hook_mode and not out.hook then return say("%s: hook_mode without a hook", position) end
+  if out.hook then
+    -- Count hooks (the runaway-hook budget) do not run inside compiled traces.
+    if jit then jit.off(out.hook, true) end
+    if out.hook_mode == "line" then out.hook = lines.wrap(out.hook) end
+  end
   if mod.check then
     local problem = mod.check(out, position)
     if problem then return say("%s: %s", position, problem) end

@@ -1,17 +1,20 @@
--- netproxy.conn: the connection object that connectors (and hooks) are handed.
+-- netproxy.conn: the connection object handed to connectors and hooks.
 local core = require "netproxy.core"
 local select, string_format, tostring = select, string.format, tostring
 
 local _M = {}
 local mt = { __index = _M }
 
-function _M.new(proxy, id, client)
+function _M.new(proxy, id, client, handle)
   return setmetatable({
     id = id,
     proxy = proxy.name,
     client = client,            -- "addr:port" of the client
+    server = nil,               -- "addr:port" of the server, once connected
+    target = nil,               -- what the `to` connector was asked to reach ("host:port")
     stash = {},                 -- shared by everything that handles this connection
     connect_timeout = proxy.connect_timeout,
+    _handle = handle,
   }, mt)
 end
 
@@ -20,6 +23,20 @@ function _M.log(self, level, fmt, ...)
   if not core.log_enabled(level) then return end
   local msg = select("#", ...) > 0 and string_format(fmt, ...) or tostring(fmt)
   core.log(level, self.proxy .. ": " .. msg)
+end
+
+-- conn:send("client" | "server", bytes): inject bytes toward one side, after the chunk
+-- being handled. Returns true, or nil and why.
+function _M.send(self, side, bytes)
+  if side ~= "client" and side ~= "server" then
+    error("send: side must be \"client\" or \"server\", not " .. tostring(side), 2)
+  end
+  return core.send(self._handle, side, bytes)
+end
+
+-- conn:close(): end the connection (from a hook: once the hook returns).
+function _M.close(self)
+  core.close(self._handle)
 end
 
 return _M

@@ -16,8 +16,8 @@ local function describe(target)
   return target.type
 end
 
-function _M.run(proxy, client, id, peer)
-  local conn = Conn.new(proxy, id, peer)
+function _M.run(proxy, client, id, peer, handle)
+  local conn = Conn.new(proxy, id, peer, handle)
   local target = proxy.to
 
   local from = connectors.get(proxy.from.type)
@@ -28,11 +28,18 @@ function _M.run(proxy, client, id, peer)
   end
 
   local to = connectors.get(target.type)
-  core.set_target(describe(target))
+  conn.target = describe(target)
+  core.set_target(conn.target)
   local server, err = to.connect(target, conn)
   if not server then return "connect failed: " .. tostring(err) end
+  conn.server = server:peer()
 
-  local ok, why = core.relay(client, server)
+  local ok, why = core.relay(client, server, {
+    conn = conn,
+    to_server = proxy.from.hook,     -- Net::Proxy's rule: the hook of the connector whose
+    to_client = target.hook,         -- socket the data arrived on
+    hook_budget = proxy.hook_budget,
+  })
   if not ok then return why end
 end
 

@@ -1,0 +1,46 @@
+-- netproxy.lines: line mode for hooks (hook_mode = "line"). TCP delivers chunks whose
+-- boundaries fall anywhere, so a pattern can be cut in two; this wrapper holds back the
+-- unfinished last line of each chunk and calls the user's function once per complete line
+-- (newline included). The rest of a stream that does not end with a newline is handed over
+-- at EOF, and so is a line longer than max_line, so memory stays bounded.
+local concat = table.concat
+
+local _M = {}
+
+_M.MAX_LINE = 64 * 1024
+
+-- Wraps fn(line, conn) into a chunk hook. State lives per connection and direction.
+function _M.wrap(fn, max_line)
+  max_line = max_line or _M.MAX_LINE
+  local carry = setmetatable({}, { __mode = "k" })   -- conn -> unfinished line
+
+  local function each_line(text, conn, out)
+    local pos = 1
+    while true do
+      local nl = text:find("\n", pos, true)
+      if not nl then return text:sub(pos) end
+      local line = text:sub(pos, nl)
+      local result = fn(line, conn)
+      out[#out + 1] = result == nil and line or result
+      pos = nl + 1
+    end
+  end
+
+  return function(data, conn, eof)
+    local text = (carry[conn] or "") .. data
+    local out = {}
+    local rest = each_line(text, conn, out)
+    if eof or #rest >= max_line then
+      if rest ~= "" then
+        local result = fn(rest, conn)
+        out[#out + 1] = result == nil and rest or result
+      end
+      rest = nil
+    end
+    carry[conn] = rest ~= "" and rest or nil
+    if #out == 1 then return out[1] end
+    return concat(out)
+  end
+end
+
+return _M
