@@ -1,59 +1,63 @@
 #!/usr/bin/env bash
 # bench/run.sh: netproxy against a direct connection and against other proxies, on one machine.
 #
-# What it measures, every target behind the same np-peer server on 127.0.0.1:
+# What it measures, every target in front of the same np-peer server on 127.0.0.1:
 #   1. Bulk single-stream throughput: one connection reads BULK_BYTES from `np-peer source`
-#      (content verified by the client); MB/s as np-peer reports it. Median, min and max of
-#      BULK_REPS runs.
+#      (the client verifies every byte); MB/s as np-peer reports it, plus the CPU time the
+#      proxy process used per GiB and whether it spliced. Median, min, max of BULK_REPS runs.
 #   2. Short-connection rate: SHORT_CONNS connections, SHORT_PARALLEL at a time, each sending
 #      SHORT_BYTES to `np-peer echo` and reading them back; connections per second as np-peer
-#      reports it. Median, min and max of SHORT_REPS runs.
-# Targets: direct (no proxy), netproxy --relay auto (splice), netproxy --relay buffered,
-# socat (fork per connection), HAProxy in TCP mode with nbthread 1 (defaults, and with
-# `option splice-auto` when this HAProxy build has splice). The repetitions are interleaved
-# (rep 1 of every target, then rep 2, ...) so background noise spreads over all targets.
+#      reports it, plus proxy CPU time per connection. Median, min, max of SHORT_REPS runs.
+# Targets: direct (no proxy); netproxy --relay auto (splice) and --relay buffered; socat (one
+# fork per connection); HAProxy in TCP mode with nbthread 1: defaults, `option splice-auto`,
+# and splice forced with `option splice-request` + `option splice-response` (the splice runs
+# only when `haproxy -vv` shows splice support). Repetitions are interleaved (one run of every
+# target, then the next round) so background noise falls on all targets alike.
 #
 # How to run (from the repository root, after building):
 #   cmake -S . -B build && make -C build
-#   bash bench/run.sh            # full run (~3 min on 2 cores), prints the tables and
-#                                # rewrites docs/benchmarks.md
-#   bash bench/run.sh --quick    # smoke run: 1 repetition, smaller sizes, doc untouched
-#   bash bench/run.sh --quick --write   # smoke run that also rewrites the doc
-# Needs: bash, ss (iproute2), socat, haproxy; NETPROXY / NP_PEER override the binaries.
-# Everything binds 127.0.0.1 only; every process started here is stopped by PID on exit.
+#   bash bench/run.sh                   # full run (~2-3 min on 2 cores): prints the tables
+#                                       # and rewrites docs/benchmarks.md
+#   bash bench/run.sh --quick           # smoke run: 1 repetition, small sizes, doc untouched
+#   bash bench/run.sh --quick --write   # smoke run that rewrites the doc anyway
+# Needs: bash, awk, ps, ss (iproute2), socat, haproxy. NETPROXY=... NP_PEER=... override the
+# binaries. Everything listens on 127.0.0.1; every process started here is stopped by PID on
+# exit. Exits 1 when a run failed or a target would not start (reported, the rest still runs).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NETPROXY=${NETPROXY:-$ROOT/build/netproxy}
 NP_PEER=${NP_PEER:-$ROOT/build/np-peer}
 DOC=$ROOT/docs/benchmarks.md
+HZ=$(getconf CLK_TCK)
 
-ALL_TARGETS=(direct netproxy-splice netproxy-buffered socat haproxy haproxy-splice)
+ALL_TARGETS=(direct netproxy-splice netproxy-buffered socat haproxy haproxy-splice-auto haproxy-splice)
 declare -A LABEL=(
   [direct]="direct (no proxy)"
   [netproxy-splice]="netproxy, --relay auto (splice)"
   [netproxy-buffered]="netproxy, --relay buffered"
-  [socat]="socat (fork)"
-  [haproxy]="HAProxy, tcp mode, defaults"
-  [haproxy-splice]="HAProxy, tcp mode, option splice-auto"
+  [socat]="socat, fork"
+  [haproxy]="HAProxy, defaults"
+  [haproxy-splice-auto]="HAProxy, option splice-auto"
+  [haproxy-splice]="HAProxy, splice-request/response"
 )
 
 PIDS=()             # every process this script started and has not stopped yet
-declare -A PORT     # target -> port the client connects to ('' when the target is down)
+declare -A PORT     # target -> port the client connects to ('' while the target is down)
 declare -A TPID     # target -> PID of its proxy process
-declare -A VALUES   # "section:target" -> space-separated values of the successful runs
-declare -A FAILS    # "section:target" -> number of failed runs
-PROBLEMS=()         # human-readable reports of failures, for the summary and the doc
+declare -A PIPES0   # target -> pipe descriptors its proxy held right after starting
+declare -A SPLICED  # target -> yes/no: the proxy held more pipes after the bulk runs
+declare -A VALUES   # "section:target" -> the metric of every successful run, space-separated
+declare -A CPU      # "section:target" -> proxy CPU seconds of every successful run
+PROBLEMS=()         # failures, for the summary and the doc
 NOTES=()            # remarks on the run (skipped targets, ...)
 
-die()  { echo "run.sh: $*" >&2; exit 1; }
-say()  { echo "$*" >&2; }
+die() { echo "run.sh: $*" >&2; exit 1; }
+say() { echo "$*" >&2; }
 
-usage() {
-  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
-}
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 
-# ---------------------------------------------------------------- options and sizes
+# ---------------------------------------------------------------- options and checks
 
 parse_args() {
   QUICK=0 WRITE=0
@@ -61,7 +65,7 @@ parse_args() {
     case $1 in
       --quick) QUICK=1 ;;
       --write) WRITE=1 ;;
-      -h|--help) usage; exit 0 ;;
+      -h | --help) usage; exit 0 ;;
       *) die "unknown option '$1' (try --help)" ;;
     esac
     shift
@@ -75,42 +79,58 @@ parse_args() {
 }
 
 check_tools() {
+  local tool
   [[ -x $NETPROXY ]] || die "no $NETPROXY: build first (cmake -S . -B build && make -C build)"
   [[ -x $NP_PEER ]] || die "no $NP_PEER: build first (cmake -S . -B build && make -C build)"
-  local tool
-  for tool in ss socat haproxy awk; do
-    command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y iproute2 socat haproxy)"
+  for tool in awk ps ss socat haproxy; do
+    command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y procps iproute2 socat haproxy)"
   done
   TARGETS=("${ALL_TARGETS[@]}")
   if ! haproxy -vv 2>/dev/null | grep -Eq '\+LINUX_SPLICE|USE_LINUX_SPLICE=1'; then
-    NOTES+=("This HAProxy build has no Linux splice support; the splice-auto run was skipped.")
+    NOTES+=("This HAProxy build has no Linux splice support: its two splice variants were skipped.")
     TARGETS=(direct netproxy-splice netproxy-buffered socat haproxy)
   fi
-  # 64 parallel connections need ~200 descriptors; 20000 leaves room for anything larger.
-  ulimit -n 20000 2>/dev/null || {
+  # 64 parallel connections need ~200 descriptors per process; 20000 leaves ample room.
+  if ! ulimit -n 20000 2>/dev/null; then
     ulimit -n "$(ulimit -Hn)"
-    NOTES+=("ulimit -n 20000 refused; ran with $(ulimit -n) descriptors.")
-  }
+    NOTES+=("ulimit -n 20000 was refused; ran with $(ulimit -n) descriptors.")
+  fi
 }
 
 # ---------------------------------------------------------------- processes
 
 # alive PID: the process exists and is not a zombie.
 alive() {
-  local state
-  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-  [[ -n $state && $state != Z ]]
+  local stat
+  { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
+  stat=${stat##*) }
+  [[ ${stat%% *} != Z ]]
 }
 
-# stop_pid PID: TERM its children (socat forks one per connection) and itself, KILL after 5 s.
+# cpu_seconds PID: user + system time of PID and of the children it has reaped (socat's forks).
+cpu_seconds() {
+  local stat
+  { read -r stat <"/proc/$1/stat"; } 2>/dev/null || { echo 0; return; }
+  awk -v hz="$HZ" '{printf "%.2f\n", ($12 + $13 + $14 + $15) / hz}' <<<"${stat##*) }"
+}
+
+# pipe_count PID: pipe descriptors PID holds (spliced pipes stay pooled in netproxy and HAProxy).
+pipe_count() {
+  local fd n=0
+  for fd in /proc/"$1"/fd/*; do [[ $(readlink "$fd" 2>/dev/null) == pipe:* ]] && n=$((n + 1)); done
+  echo "$n"
+}
+
+children() { ps -o pid= --ppid "$1" 2>/dev/null || true; }
+
+# stop_pid PID: TERM its children (socat's forks) and itself, KILL after 5 s, reap it.
 stop_pid() {
-  local pid=$1 child i
-  for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do kill -TERM "$child" 2>/dev/null || true; done
+  local pid=$1 child i p keep=()
+  for child in $(children "$pid"); do kill -TERM "$child" 2>/dev/null || true; done
   kill -TERM "$pid" 2>/dev/null || true
   for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.05; done
-  alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
+  if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
   wait "$pid" 2>/dev/null || true
-  local keep=() p
   for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
   PIDS=("${keep[@]}")
 }
@@ -118,14 +138,16 @@ stop_pid() {
 cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  [[ -n ${WORK:-} && -d $WORK ]] && rm -rf "$WORK"
+  if [[ -n ${WORK:-} && -d $WORK ]]; then
+    if ((${#PROBLEMS[@]})); then say "logs and configs kept in $WORK"; else rm -rf "$WORK"; fi
+  fi
 }
 
 # ---------------------------------------------------------------- ports and readiness
 
-# free_port: sets FREE_PORT to a port nobody uses, below the ephemeral range so that it cannot
-# collide with the thousands of client ports (and TIME_WAITs) the tests create. Starting the
-# listener is the real test: start_target retries with another port when the bind fails.
+# free_port: sets FREE_PORT to a port no socket uses, below the ephemeral range so that it
+# cannot clash with the many client ports (and TIME_WAITs) the tests create. Binding is the real
+# test: start_target retries with another port when the proxy does not come up.
 PICKED=" "
 free_port() {
   local lo hi base span used try port
@@ -142,8 +164,7 @@ free_port() {
   die "found no free port in $base..$((base + span - 1))"
 }
 
-# wait_listen PORT PID: polls until something listens on 127.0.0.1:PORT (0) or PID died or
-# 10 s passed (1).
+# wait_listen PORT PID: 0 once something listens on PORT; 1 if PID died or after 10 s.
 wait_listen() {
   local port=$1 pid=$2 i
   for ((i = 0; i < 200; i++)); do
@@ -156,27 +177,26 @@ wait_listen() {
 
 # ---------------------------------------------------------------- servers and proxies
 
-# start_peer MODE [ARGS...]: starts an np-peer server on an ephemeral port; sets PEER_PORT.
+# start_peer MODE [ARGS...]: an np-peer server on an ephemeral port; sets PEER_PORT, PEER_PID.
 start_peer() {
-  local mode=$1 pf=$WORK/peer-$1.port pid i
+  local mode=$1 pf=$WORK/peer-$1.port i
   shift
-  rm -f "$pf"
   "$NP_PEER" "$mode" --listen 127.0.0.1:0 --port-file "$pf" "$@" >"$WORK/peer-$mode.log" 2>&1 &
-  pid=$!
-  PIDS+=("$pid")
-  PEER_PID=$pid
+  PEER_PID=$!
+  PIDS+=("$PEER_PID")
   for ((i = 0; i < 200; i++)); do
-    if [[ -s $pf ]] && PEER_PORT=$(<"$pf") && [[ $PEER_PORT =~ ^[0-9]+$ ]]; then
-      wait_listen "$PEER_PORT" "$pid" && return 0
+    if [[ -s $pf ]]; then
+      PEER_PORT=$(<"$pf")
+      [[ $PEER_PORT =~ ^[0-9]+$ ]] && wait_listen "$PEER_PORT" "$PEER_PID" && return 0
     fi
-    alive "$pid" || break
+    alive "$PEER_PID" || break
     sleep 0.05
   done
   die "np-peer $mode did not start: $(tail -5 "$WORK/peer-$mode.log")"
 }
 
-# The launch_* functions start one proxy on 127.0.0.1:PORT in front of 127.0.0.1:BACKEND,
-# logging to $LOG, and set LAUNCHED_PID.
+# The launch_* functions start one proxy listening on 127.0.0.1:PORT in front of
+# 127.0.0.1:BACKEND, config in $WORK/$TAG.*, output to $LOG; they set LAUNCHED_PID.
 launch_netproxy() { # PORT BACKEND RELAY
   local cfg=$WORK/$TAG.lua
   cat >"$cfg" <<EOF
@@ -191,12 +211,14 @@ EOF
   LAUNCHED_PID=$!
 }
 
+# socat's default listen backlog is 5: at 64 parallel connects it drops SYNs, and the 1 s+
+# retransmits would be measured instead of socat. netproxy uses 4096, HAProxy its maxconn.
 launch_socat() { # PORT BACKEND
   socat "TCP-LISTEN:$1,bind=127.0.0.1,reuseaddr,fork,backlog=1024" "TCP:127.0.0.1:$2" >>"$LOG" 2>&1 &
   LAUNCHED_PID=$!
 }
 
-launch_haproxy() { # PORT BACKEND SPLICE(0|1)
+launch_haproxy() { # PORT BACKEND SPLICE(none|auto|forced)
   local cfg=$WORK/$TAG.cfg
   {
     echo "# generated by bench/run.sh"
@@ -208,11 +230,14 @@ launch_haproxy() { # PORT BACKEND SPLICE(0|1)
     echo "  timeout connect 5s"
     echo "  timeout client 60s"
     echo "  timeout server 60s"
-    if (($3)); then echo "  option splice-auto"; fi
+    case $3 in
+      auto) echo "  option splice-auto" ;;
+      forced) echo "  option splice-request"; echo "  option splice-response" ;;
+    esac
     echo "frontend bench"
     echo "  bind 127.0.0.1:$1"
-    echo "  default_backend backend_bench"
-    echo "backend backend_bench"
+    echo "  default_backend bench_backend"
+    echo "backend bench_backend"
     echo "  server s1 127.0.0.1:$2"
   } >"$cfg"
   haproxy -db -f "$cfg" >>"$LOG" 2>&1 &
@@ -224,13 +249,14 @@ launch_target() { # TARGET PORT BACKEND
     netproxy-splice) launch_netproxy "$2" "$3" auto ;;
     netproxy-buffered) launch_netproxy "$2" "$3" buffered ;;
     socat) launch_socat "$2" "$3" ;;
-    haproxy) launch_haproxy "$2" "$3" 0 ;;
-    haproxy-splice) launch_haproxy "$2" "$3" 1 ;;
+    haproxy) launch_haproxy "$2" "$3" none ;;
+    haproxy-splice-auto) launch_haproxy "$2" "$3" auto ;;
+    haproxy-splice) launch_haproxy "$2" "$3" forced ;;
     *) die "unknown target $1" ;;
   esac
 }
 
-# start_target SECTION TARGET BACKEND: sets PORT[TARGET] (empty when it would not start).
+# start_target SECTION TARGET BACKEND: sets PORT[TARGET] ('' when it would not start).
 start_target() {
   local section=$1 target=$2 backend=$3 attempt
   TAG=$section-$target LOG=$WORK/$section-$target.log
@@ -242,18 +268,19 @@ start_target() {
     PIDS+=("$LAUNCHED_PID")
     if wait_listen "$FREE_PORT" "$LAUNCHED_PID"; then
       PORT[$target]=$FREE_PORT TPID[$target]=$LAUNCHED_PID
+      PIPES0[$target]=$(pipe_count "$LAUNCHED_PID")
       return 0
     fi
     stop_pid "$LAUNCHED_PID"
     say "  $target did not listen on port $FREE_PORT (attempt $attempt): $(tail -3 "$LOG")"
   done
-  PROBLEMS+=("$section / ${LABEL[$target]}: did not start. Log: $(tail -5 "$LOG" | tr '\n' ' ')")
+  PROBLEMS+=("$section, ${LABEL[$target]}: would not start; log: $(tail -5 "$LOG" | tr '\n' ' ')")
 }
 
 stop_targets() {
   local target
   for target in "${TARGETS[@]}"; do
-    [[ -n ${TPID[$target]:-} ]] && stop_pid "${TPID[$target]}"
+    if [[ -n ${TPID[$target]:-} ]]; then stop_pid "${TPID[$target]}"; fi
     TPID[$target]=""
   done
 }
@@ -262,31 +289,34 @@ stop_targets() {
 
 field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 
-# measure SECTION TARGET METRIC REP CLIENT-ARGS...: one np-peer client run; keeps METRIC
-# (MBps or conns_per_sec) when every connection succeeded, else files a problem report.
+# measure SECTION TARGET METRIC REP CLIENT-ARGS...: one np-peer client run. Keeps METRIC
+# (MBps or conns_per_sec) and the proxy's CPU seconds when every connection succeeded; files a
+# problem report (with the proxy's fate and log) otherwise.
 measure() {
-  local section=$1 target=$2 metric=$3 rep=$4 out rc=0 value failed err=$WORK/client.err
+  local section=$1 target=$2 metric=$3 rep=$4 out rc=0 value failed i cpu0=0 cpu1=0
   shift 4
-  local port=${PORT[$target]}
-  if [[ -z $port ]]; then
-    FAILS[$section:$target]=$((${FAILS[$section:$target]:-0} + 1))
-    return 0
-  fi
+  local port=${PORT[$target]} pid=${TPID[$target]:-} err=$WORK/client.err
+  [[ -n $port ]] || return 0
+  [[ -n $pid ]] && cpu0=$(cpu_seconds "$pid")
   out=$("$NP_PEER" client --connect "127.0.0.1:$port" "$@" 2>"$err") || rc=$?
+  if [[ -n $pid ]]; then # let socat reap its forks so that their CPU time is counted
+    for ((i = 0; i < 40; i++)); do [[ -z $(children "$pid") ]] && break; sleep 0.05; done
+    cpu1=$(cpu_seconds "$pid")
+  fi
   value=$(field "$metric" "$out") failed=$(field failed "$out")
   if ((rc == 0)) && [[ $failed == 0 && -n $value ]]; then
     VALUES[$section:$target]+="$value "
-    printf '  %-6s rep %d  %-40s %10s %s\n' "$section" "$rep" "${LABEL[$target]}" "$value" \
+    [[ -n $pid ]] && CPU[$section:$target]+="$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {print b - a}') "
+    printf '  %-6s rep %d  %-36s %10s %s\n' "$section" "$rep" "${LABEL[$target]}" "$value" \
       "$([[ $metric == MBps ]] && echo MB/s || echo conns/s)" >&2
     return 0
   fi
-  FAILS[$section:$target]=$((${FAILS[$section:$target]:-0} + 1))
   local report="$section rep $rep, ${LABEL[$target]}: \`np-peer client --connect 127.0.0.1:$port $*\`"
   report+=" exited $rc; stdout: '$out'; stderr: '$(tail -3 "$err" | tr '\n' ' ')'"
-  local pid=${TPID[$target]:-}
   if [[ -n $pid ]] && ! alive "$pid"; then
-    wait "$pid" 2>/dev/null && rc=0 || rc=$?
-    report+="; the proxy process died (wait status $rc), log: '$(tail -5 "$WORK/$section-$target.log" | tr '\n' ' ')'"
+    rc=0
+    wait "$pid" 2>/dev/null || rc=$?
+    report+="; the proxy process is gone (wait status $rc); its log: '$(tail -5 "$WORK/$section-$target.log" | tr '\n' ' ')'"
     PORT[$target]="" TPID[$target]=""
   fi
   PROBLEMS+=("$report")
@@ -294,7 +324,7 @@ measure() {
 }
 
 # run_section SECTION METRIC REPS BACKEND CLIENT-ARGS...: starts every target in front of
-# BACKEND, runs REPS interleaved rounds over the targets, stops the targets.
+# BACKEND, runs REPS interleaved rounds over them, then stops them.
 run_section() {
   local section=$1 metric=$2 reps=$3 backend=$4 target rep
   shift 4
@@ -302,12 +332,31 @@ run_section() {
   for ((rep = 1; rep <= reps; rep++)); do
     for target in "${TARGETS[@]}"; do measure "$section" "$target" "$metric" "$rep" "$@"; done
   done
+  if [[ $section == bulk ]]; then
+    for target in "${TARGETS[@]}"; do
+      SPLICED[$target]=-
+      if [[ -n ${TPID[$target]:-} ]]; then
+        SPLICED[$target]=no
+        (($(pipe_count "${TPID[$target]}") > ${PIPES0[$target]})) && SPLICED[$target]=yes
+      fi
+    done
+  fi
   stop_targets
 }
 
 # ---------------------------------------------------------------- results
 
-# stats VALUES...: prints "median min max" (median of an even count: mean of the middle two).
+to_bytes() { # 2G -> 2147483648
+  local n=${1%[KkMmGg]}
+  case $1 in
+    *[Kk]) echo $((n << 10)) ;;
+    *[Mm]) echo $((n << 20)) ;;
+    *[Gg]) echo $((n << 30)) ;;
+    *) echo "$n" ;;
+  esac
+}
+
+# stats VALUES...: "median min max" (median of an even count: the mean of the middle two).
 stats() {
   printf '%s\n' "$@" | sort -g | awk 'NF {v[++n] = $1}
     END {
@@ -317,63 +366,101 @@ stats() {
     }'
 }
 
-median_of() { # SECTION TARGET
-  local v
+# stat_of SECTION TARGET [median|min|max|runs]: one statistic of a target's metric.
+stat_of() {
+  local v m lo hi
   read -r -a v <<<"${VALUES[$1:$2]:-}"
-  stats "${v[@]}" | awk '{print $1}'
+  read -r m lo hi <<<"$(stats "${v[@]}")"
+  case ${3:-median} in median) echo "$m" ;; min) echo "$lo" ;; max) echo "$hi" ;; runs) echo "${#v[@]}" ;; esac
 }
 
-# table SECTION UNIT REPS: a markdown table of one section.
-table() {
-  local section=$1 unit=$2 reps=$3 target v direct med lo hi
-  direct=$(median_of "$section" direct)
-  echo "| Target | $unit median | min | max | vs direct | runs ok |"
-  echo "|---|---:|---:|---:|---:|---:|"
-  for target in "${TARGETS[@]}"; do
-    read -r -a v <<<"${VALUES[$section:$target]:-}"
-    read -r med lo hi <<<"$(stats "${v[@]}")"
-    local ratio=-
-    if [[ $med != - && $direct != - ]]; then
-      ratio=$(awk -v a="$med" -v b="$direct" 'BEGIN {printf "%.0f%%", 100 * a / b}')
-    fi
-    echo "| ${LABEL[$target]} | $med | $lo | $hi | $ratio | ${#v[@]}/$reps |"
-  done
-}
-
-# ratio_words A B: "1.23x" style comparison of two medians, or "n/a".
-ratio() {
-  awk -v a="$1" -v b="$2" 'BEGIN {
-    if (a == "-" || b == "-" || b + 0 == 0) { print "n/a"; exit }
-    printf "%.2fx", a / b }'
+# cpu_per SECTION TARGET UNITS SCALE FORMAT: median proxy CPU seconds per unit of work, x SCALE.
+cpu_per() {
+  local v
+  read -r -a v <<<"${CPU[$1:$2]:-}"
+  ((${#v[@]})) || { echo -; return; }
+  printf '%s\n' "${v[@]}" | sort -g | awk -v u="$3" -v s="$4" -v f="$5" 'NF {v[++n] = $1}
+    END { m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2; printf f "\n", m / u * s }'
 }
 
 pct() {
-  awk -v a="$1" -v b="$2" 'BEGIN {
-    if (a == "-" || b == "-" || b + 0 == 0) { print "n/a"; exit }
-    printf "%.0f%%", 100 * a / b }'
+  awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "n/a"; else printf "%.0f%%\n", 100 * a / b }'
 }
 
-# reading: a few sentences computed from the medians.
+# compare SECTION A B: A's median over B's ("1.39x"), marked as noise when each median lies
+# within the other's min-max range.
+compare() {
+  local a b alo ahi blo bhi
+  a=$(stat_of "$1" "$2") alo=$(stat_of "$1" "$2" min) ahi=$(stat_of "$1" "$2" max)
+  b=$(stat_of "$1" "$3") blo=$(stat_of "$1" "$3" min) bhi=$(stat_of "$1" "$3" max)
+  awk -v a="$a" -v b="$b" -v alo="$alo" -v ahi="$ahi" -v blo="$blo" -v bhi="$bhi" 'BEGIN {
+    if (a == "-" || b == "-" || b + 0 == 0) { print "n/a"; exit }
+    s = sprintf("%.2fx", a / b)
+    if (a >= blo + 0 && a <= bhi + 0 && b >= alo + 0 && b <= ahi + 0) s = s " (within the run-to-run noise)"
+    print s }'
+}
+
+bulk_table() {
+  local target units
+  units=$(awk -v b="$(to_bytes "$BULK_BYTES")" 'BEGIN {print b / 1073741824}')
+  echo "| Target | MB/s median | min | max | vs direct | proxy CPU s/GiB | spliced | runs ok |"
+  echo "|---|---:|---:|---:|---:|---:|:---:|---:|"
+  for target in "${TARGETS[@]}"; do
+    echo "| ${LABEL[$target]} | $(stat_of bulk "$target") | $(stat_of bulk "$target" min)" \
+      "| $(stat_of bulk "$target" max) | $(pct "$(stat_of bulk "$target")" "$(stat_of bulk direct)")" \
+      "| $(cpu_per bulk "$target" "$units" 1 %.2f) | ${SPLICED[$target]:--}" \
+      "| $(stat_of bulk "$target" runs)/$BULK_REPS |"
+  done
+}
+
+short_table() {
+  local target
+  echo "| Target | conns/s median | min | max | vs direct | proxy CPU µs/conn | runs ok |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+  for target in "${TARGETS[@]}"; do
+    echo "| ${LABEL[$target]} | $(stat_of short "$target") | $(stat_of short "$target" min)" \
+      "| $(stat_of short "$target" max) | $(pct "$(stat_of short "$target")" "$(stat_of short direct)")" \
+      "| $(cpu_per short "$target" "$SHORT_CONNS" 1000000 %.0f)" \
+      "| $(stat_of short "$target" runs)/$SHORT_REPS |"
+  done
+}
+
+# reading: a few sentences computed from the results, so that they stay true on a rerun.
+bullet() { echo "- $*"; }
+med() { stat_of "$1" "$2"; }
+gib_cpu() { cpu_per bulk "$1" "$(awk -v b="$(to_bytes "$BULK_BYTES")" 'BEGIN {print b / 1073741824}')" 1 %.2f; }
+conn_cpu() { cpu_per short "$1" "$SHORT_CONNS" 1000000 %.0f; }
+
 reading() {
-  local bd bs bb bso bh bhs sd s_s sb sso sh shs
-  bd=$(median_of bulk direct) bs=$(median_of bulk netproxy-splice) bb=$(median_of bulk netproxy-buffered)
-  bso=$(median_of bulk socat) bh=$(median_of bulk haproxy) bhs=$(median_of bulk haproxy-splice)
-  sd=$(median_of short direct) s_s=$(median_of short netproxy-splice) sb=$(median_of short netproxy-buffered)
-  sso=$(median_of short socat) sh=$(median_of short haproxy) shs=$(median_of short haproxy-splice)
-  echo "- Bulk: a single stream through netproxy's splice relay ran at $bs MB/s, $(pct "$bs" "$bd") of"
-  echo "  the direct connection ($bd MB/s). HAProxy ran at $bh MB/s with its defaults and $bhs MB/s"
-  echo "  with splice-auto; netproxy splice is $(ratio "$bs" "$bh") HAProxy's default and"
-  echo "  $(ratio "$bs" "$bhs") HAProxy splice-auto. socat (8 KiB read/write copies) ran at $bso MB/s."
-  echo "- netproxy's own buffered (copying) relay ran at $bb MB/s: splice is $(ratio "$bs" "$bb") the"
-  echo "  buffered path for this one stream."
-  echo "- Short connections: netproxy accepted, connected and relayed $s_s conns/s with splice and"
-  echo "  $sb conns/s buffered, against $sh (HAProxy), $shs (HAProxy splice-auto), $sso (socat, one"
-  echo "  fork per connection) and $sd direct. Every proxied connection is two TCP connections"
-  echo "  (client to proxy, proxy to server) on the same 2 cores, so no proxy can reach the direct rate."
+  local vs_splice=""
+  if [[ -n ${VALUES[bulk:haproxy-splice]:-} ]]; then
+    vs_splice=" and $(compare bulk netproxy-splice haproxy-splice) HAProxy with splice forced on ($(med bulk haproxy-splice) MB/s)"
+  fi
+  bullet "Bulk: one stream through netproxy's splice relay ran at $(med bulk netproxy-splice) MB/s," \
+    "$(pct "$(med bulk netproxy-splice)" "$(med bulk direct)") of the direct connection ($(med bulk direct) MB/s)," \
+    "$(compare bulk netproxy-splice haproxy) HAProxy's default copying relay ($(med bulk haproxy) MB/s)$vs_splice." \
+    "socat, copying 8 KiB at a time in a forked process, ran at $(med bulk socat) MB/s."
+  bullet "netproxy's splice relay against its buffered relay: $(compare bulk netproxy-splice netproxy-buffered)" \
+    "in throughput, $(gib_cpu netproxy-splice) against $(gib_cpu netproxy-buffered) proxy CPU seconds per GiB" \
+    "(HAProxy: $(gib_cpu haproxy) copying, $(gib_cpu haproxy-splice) splicing; socat: $(gib_cpu socat))." \
+    "With client and server competing for the same 2 cores, the proxy's CPU time shows what a relay" \
+    "costs more clearly than the throughput, which also moves with the two peers."
+  if [[ ${SPLICED[haproxy-splice-auto]:-} == no ]]; then
+    bullet "HAProxy's \`option splice-auto\` never spliced in this test (it held no more pipes after the" \
+      "bulk runs than at start), so its row is HAProxy's copying relay again; the" \
+      "splice-request/response row is HAProxy splicing."
+  fi
+  bullet "Short connections: netproxy handled $(med short netproxy-splice) conns/s with --relay auto and" \
+    "$(med short netproxy-buffered) with --relay buffered, against $(med short haproxy) for HAProxy" \
+    "(netproxy is $(compare short netproxy-splice haproxy) HAProxy's rate), $(med short socat) for socat," \
+    "which forks per connection, and $(med short direct) direct. Per connection, netproxy's process" \
+    "used $(conn_cpu netproxy-splice) µs of CPU and HAProxy's $(conn_cpu haproxy) µs. Every proxied" \
+    "connection is two TCP connections (client to proxy, proxy to server) on the same 2 cores as the" \
+    "client and the server, so no proxy can be expected to reach the direct rate."
 }
 
 machine_info() {
-  local mem cpu
+  local cpu mem
   cpu=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
   mem=$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
   echo "- CPUs: $(nproc) ($cpu)"
@@ -384,103 +471,106 @@ machine_info() {
   echo "- socat: $(socat -V 2>&1 | awk '/socat version/ {print $3; exit}')"
 }
 
-git_rev() {
+git_rev() { # read-only: the commit, and whether the core differs from it
   local rev
   rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) || { echo unknown; return; }
   if git -C "$ROOT" diff-index --quiet HEAD -- src lua connectors CMakeLists.txt 2>/dev/null; then
     echo "$rev"
   else
-    echo "$rev (plus uncommitted changes to the core)"
+    echo "$rev (with uncommitted changes to the core)"
   fi
 }
 
 write_doc() {
-  local tmp=$DOC.tmp.$$
+  local tmp=$DOC.tmp.$$ mode=""
+  ((QUICK)) && mode=" (a --quick smoke run: 1 repetition, small sizes)"
   {
     cat <<EOF
 # Benchmarks
 
-netproxy measured against the same traffic sent directly and through two other proxies
-(socat and HAProxy), all on one machine over loopback. The point is the comparison: how much a
-proxy hop costs, and how netproxy's two relays (splice and buffered) compare with each other and
-with established proxies. This file is written by \`bench/run.sh\`; rerun it to refresh it.
+netproxy measured against the same traffic sent directly and through two other proxies, socat
+and HAProxy, all on one machine over loopback. The point is the comparison: what a proxy hop
+costs, how netproxy's two relays (splice and buffered) compare with each other, and how netproxy
+compares with an established proxy. This file is written by \`bench/run.sh\`; rerun it to refresh it.
 
-**Everything — the load-generating client, the proxy and the server — shares the same 2 cores**,
-so the numbers are relative, not absolute: on a bigger machine, with client and server elsewhere,
-every number would be higher. Compare rows within one table, not with other machines.
+**Everything (the load-generating client, the proxy and the server) shares the same 2 cores**,
+so the numbers are relative, not absolute: with the client and the server on other machines every
+number would differ. Compare rows within one table, not with numbers from other machines.
 
 ## Machine
 
-Run on $RUN_DATE$( ((QUICK)) && echo " (a --quick smoke run: 1 repetition, small sizes)").
+Run on $RUN_DATE$mode.
 
 $(machine_info)
-- Load average before / after the run: $LOAD_BEFORE / $LOAD_AFTER
+- Load average (1/5/15 min) before / after the run (after includes the run itself): $LOAD_BEFORE / $LOAD_AFTER
 
 ## How to run
 
 \`\`\`sh
 cmake -S . -B build && make -C build
-bash bench/run.sh            # full run, about 3 minutes; rewrites this file
-bash bench/run.sh --quick    # 1 repetition, smaller sizes; leaves this file alone (add --write to rewrite it)
+bash bench/run.sh            # full run, 2-3 minutes; rewrites this file
+bash bench/run.sh --quick    # 1 repetition, smaller sizes; leaves this file alone (--write rewrites it)
 \`\`\`
 
 ## Method
 
-The servers and the load generator are \`build/np-peer\` (\`spec/tools/np-peer.c\`), which verifies
-every byte it receives. Each target is started on 127.0.0.1 in front of the same np-peer server:
+The servers and the load generator are \`build/np-peer\` (\`spec/tools/np-peer.c\`), which checks
+every byte it receives. Each target listens on 127.0.0.1 in front of the same np-peer server:
 
 - **direct**: the client connects to np-peer itself.
-- **netproxy**: \`netproxy -q [--relay buffered] bench.lua\` with a generated config of one
-  \`proxy { from = { type = "tcp", ... }, to = { type = "tcp", ... } }\`; \`--relay auto\`
-  (the default) splices, \`--relay buffered\` copies through user-space buffers.
+- **netproxy**: \`netproxy -q [--relay buffered] bench.lua\`, the config generated with one
+  \`proxy { from = { type = "tcp", ... }, to = { type = "tcp", ... } }\`. \`--relay auto\` (the
+  default) splices between the two sockets; \`--relay buffered\` copies through user-space buffers.
 - **socat**: \`socat TCP-LISTEN:PORT,bind=127.0.0.1,reuseaddr,fork,backlog=1024 TCP:127.0.0.1:BACKEND\`.
-  \`backlog=1024\` because socat's default listen backlog of 5 overflows at 64 parallel connects
-  and the dropped SYNs, retried after 1 s and more, made it measure TCP timers (~40 conns/s)
-  rather than socat. netproxy listens with a backlog of 4096, HAProxy with its maxconn (4096 here).
-- **HAProxy**: \`haproxy -db -f haproxy.cfg\` with \`nbthread 1\`, \`mode tcp\`, connect timeout 5s,
-  client/server timeouts 60s; once with its defaults, once with \`option splice-auto\`.
+  \`backlog=1024\` because socat's default listen backlog of 5 overflows at 64 parallel connects,
+  and the dropped SYNs (retried after 1 s and more) made it measure TCP timers (~40 conns/s)
+  rather than socat. netproxy listens with a backlog of 4096, HAProxy with its maxconn (4096).
+- **HAProxy**: \`haproxy -db -f haproxy.cfg\` with \`nbthread 1\`, \`maxconn 4096\`, \`mode tcp\`,
+  \`timeout connect 5s\`, \`timeout client/server 60s\`: once with its defaults, once with
+  \`option splice-auto\`, and once with splice forced on (\`option splice-request\` and
+  \`option splice-response\`).
 
-netproxy (one process) and HAProxy (one thread) each get one event loop; socat forks one process
+netproxy (one process) and HAProxy (one thread) each run one event loop; socat forks a process
 per connection.
 
-1. **Bulk single stream**: \`np-peer source --bytes $BULK_BYTES\` behind each target;
+1. **Bulk single stream**: \`np-peer source --bytes $BULK_BYTES\` behind each target, and
    \`np-peer client --expect source --bytes $BULK_BYTES\` reads and verifies the stream over one
    connection. MB/s is np-peer's figure (bytes / seconds, 1 MB = 2^20 bytes). $BULK_REPS runs per target.
-2. **Short connections**: \`np-peer echo\` behind each target;
-   \`np-peer client --expect echo --bytes $SHORT_BYTES --conns $SHORT_CONNS --parallel $SHORT_PARALLEL\`:
-   $SHORT_CONNS connections, $SHORT_PARALLEL at a time, each sending $SHORT_BYTES, reading it back and
-   closing. conns/s is np-peer's figure. $SHORT_REPS runs per target.
+2. **Short connections**: \`np-peer echo\` behind each target, and
+   \`np-peer client --expect echo --bytes $SHORT_BYTES --conns $SHORT_CONNS --parallel $SHORT_PARALLEL\`
+   opens $SHORT_CONNS connections, $SHORT_PARALLEL at a time; each sends $SHORT_BYTES, reads it back
+   and closes. conns/s is np-peer's figure. $SHORT_REPS runs per target.
 
-Runs are interleaved (one run of every target, then the next round) so that background noise
+The runs are interleaved (one run of every target, then the next round) so that background noise
 falls on all targets alike. The tables give the median, min and max of the runs; "vs direct" is
-the median over the direct median. A run counts only when every connection succeeded.
+the median over the direct median. A run counts only when every connection in it succeeded.
+"Proxy CPU" is the user + system time of the proxy process (for socat, with its reaped forks)
+during each run, from /proc/PID/stat (10 ms ticks), median per GiB or per connection.
+"Spliced" says whether the proxy held more pipe descriptors after the bulk runs than right after
+starting: netproxy and HAProxy keep the pipes of spliced connections pooled.
+The short-connection runs leave tens of thousands of sockets in TIME_WAIT on loopback; every
+target runs under that same condition.
 
 ## Results
 
-### Bulk single-stream throughput ($BULK_BYTES, one connection)
+### Bulk single-stream throughput ($BULK_BYTES over one connection)
 
-$(table bulk MB/s "$BULK_REPS")
+$(bulk_table)
 
-### Short connections ($SHORT_CONNS × $SHORT_BYTES echo, $SHORT_PARALLEL in parallel)
+### Short connections ($SHORT_CONNS connections × $SHORT_BYTES echo, $SHORT_PARALLEL in parallel)
 
-$(table short conns/s "$SHORT_REPS")
+$(short_table)
 
 ## Reading the numbers
 
 $(reading)
-- On loopback the direct case is the ceiling: the proxy copies (or splices) every byte a second
-  time and competes with client and server for the same 2 cores.
 EOF
     if ((${#NOTES[@]})); then
-      echo
-      echo "## Notes"
-      echo
+      printf '\n## Notes\n\n'
       printf -- '- %s\n' "${NOTES[@]}"
     fi
     if ((${#PROBLEMS[@]})); then
-      echo
-      echo "## Problems seen during this run"
-      echo
+      printf '\n## Problems seen during this run\n\n'
       printf -- '- %s\n' "${PROBLEMS[@]}"
     fi
   } >"$tmp"
@@ -499,29 +589,25 @@ main() {
 
   RUN_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
   LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-  say "netproxy benchmark$( ((QUICK)) && echo ' (--quick)'): targets ${TARGETS[*]}"
+  say "netproxy benchmark$( ((QUICK)) && echo ' (--quick)'): ${TARGETS[*]}"
 
   say "bulk: $BULK_BYTES over one connection, $BULK_REPS runs per target"
   start_peer source --bytes "$BULK_BYTES"
-  run_section bulk MBps "$BULK_REPS" "$PEER_PORT" \
-    --expect source --bytes "$BULK_BYTES" --timeout 120
+  run_section bulk MBps "$BULK_REPS" "$PEER_PORT" --expect source --bytes "$BULK_BYTES" --timeout 120
   stop_pid "$PEER_PID"
 
-  say "short: $SHORT_CONNS x $SHORT_BYTES echo, $SHORT_PARALLEL parallel, $SHORT_REPS runs per target"
+  say "short: $SHORT_CONNS x $SHORT_BYTES echo, $SHORT_PARALLEL in parallel, $SHORT_REPS runs per target"
   start_peer echo
-  run_section short conns_per_sec "$SHORT_REPS" "$PEER_PORT" \
-    --expect echo --bytes "$SHORT_BYTES" --conns "$SHORT_CONNS" --parallel "$SHORT_PARALLEL" --timeout 60
+  run_section short conns_per_sec "$SHORT_REPS" "$PEER_PORT" --expect echo --bytes "$SHORT_BYTES" \
+    --conns "$SHORT_CONNS" --parallel "$SHORT_PARALLEL" --timeout 60
   stop_pid "$PEER_PID"
-
   LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
-  echo
-  echo "### Bulk single-stream throughput ($BULK_BYTES, one connection, $BULK_REPS runs)"
-  echo
-  table bulk MB/s "$BULK_REPS"
-  echo
-  echo "### Short connections ($SHORT_CONNS x $SHORT_BYTES echo, $SHORT_PARALLEL parallel, $SHORT_REPS runs)"
-  echo
-  table short conns/s "$SHORT_REPS"
+
+  printf '\n### Bulk single-stream throughput (%s over one connection, %d runs)\n\n' "$BULK_BYTES" "$BULK_REPS"
+  bulk_table
+  printf '\n### Short connections (%d x %s echo, %d in parallel, %d runs)\n\n' \
+    "$SHORT_CONNS" "$SHORT_BYTES" "$SHORT_PARALLEL" "$SHORT_REPS"
+  short_table
   echo
   reading
   if ((${#NOTES[@]})); then echo; printf 'note: %s\n' "${NOTES[@]}"; fi
