@@ -45,6 +45,7 @@ int np_hook_call(struct np_conn *c, int fn_ref, int conn_ref, const char *data, 
     lua_pushcfunction(L, traceback);
     lua_rawgeti(L, LUA_REGISTRYINDEX, fn_ref);
     lua_pushlstring(L, data, len);
+    const char *given = lua_tostring(L, -1);
     lua_rawgeti(L, LUA_REGISTRYINDEX, conn_ref);
     if (eof) lua_pushboolean(L, 1);
     budget_seconds = budget;
@@ -70,6 +71,10 @@ int np_hook_call(struct np_conn *c, int fn_ref, int conn_ref, const char *data, 
         return -1;
     }
     *result = lua_tolstring(L, -1, rlen);
+    if (*result == given) {             /* the chunk itself, handed back: nothing to copy */
+        lua_settop(L, base);
+        return 0;
+    }
     return 1;
 }
 

@@ -112,13 +112,17 @@ describe("a slow reader", function()
     { mode = "splice", bound = 4096 },
     { mode = "buffered", bound = 4096 },
     { mode = "buffered", buffer_size = 16 * MiB, bound = 16 * 1024 + 4096 },
+    -- a hook that doubles every chunk: the buffer may exceed its bound by one chunk's growth
+    { mode = "auto", hook = "hook = function(d) return d .. d end", bound = 4096, out = 128 * MiB },
   }
   for _, case in ipairs(cases) do
-    local label = case.mode .. (case.buffer_size and ", 16 MiB buffer" or "")
+    local label = case.mode .. (case.buffer_size and ", 16 MiB buffer" or "") .. (case.hook and ", growing hook" or "")
     it("stops the fast writer without growing memory or spinning (" .. label .. ")", function()
       local source = h.peer_server("source", { "--bytes", "64M" })
       local extra = case.buffer_size and ("buffer_size = " .. case.buffer_size .. ",") or nil
-      local np = h.netproxy_start(h.tcp_proxy("src", source.port, extra), { "--relay", case.mode })
+      local config = h.tcp_proxy("src", source.port, extra)
+      if case.hook then config = config:gsub("port = (%d+) }", "port = %1, " .. case.hook .. " }") end
+      local np = h.netproxy_start(config, { "--relay", case.mode })
       local rss_before = h.usage(np.pid)
       -- socat reads into a pipe that nobody drains for 2 seconds: the client stops reading
       local reader = h.spawn({ "socat", "-u", "TCP:127.0.0.1:" .. np.ports.src, "SYSTEM:sleep 2; cat >/dev/null" })
@@ -131,7 +135,7 @@ describe("a slow reader", function()
       end
       assert.is_true(cpu_later - cpu_stalled < 0.1, ("%.2fs of CPU while stalled"):format(cpu_later - cpu_stalled))
       assert.are.equal(0, h.exit_status(reader, 20))
-      h.wait_log(np, "src: %S+ %-> %S+ in=0 out=67108864 time=[%d%.]+s end=eof")
+      h.wait_log(np, "src: %S+ %-> %S+ in=0 out=" .. (case.out or 64 * MiB) .. " time=[%d%.]+s end=eof")
       h.stop(np)
       h.stop(source)
     end)
