@@ -8,11 +8,12 @@ local _M = {
   params = { host = check.host, port = check.port },
 }
 
-function _M.check(conf, position)
-  if conf.port == nil then return "missing port" end
+function _M.check(conf, position, ctx)
   if position == "from" then
+    if conf.port == nil then return "missing port" end
     conf.host = conf.host or "localhost"
-  else
+  elseif not ctx.target_from_client then   -- else the client names host and port
+    if conf.port == nil then return "missing port" end
     if conf.host == nil then return "missing host" end
     if conf.port == 0 then return "port 0 is not a port to connect to" end
   end

@@ -85,7 +85,7 @@ static int core_relay(lua_State *L)
     struct np_relay_opts opts = { .mode = c->proxy->relay_mode, .conn_ref = LUA_NOREF,
                                   .hook_ref = { LUA_NOREF, LUA_NOREF } };
     struct evbuffer *client_ahead, *server_ahead;
-    int cfd, sfd;
+    int cfd[2], sfd[2];
 
     luaL_argcheck(L, client != server, 2, "client and server are the same socket");
     if (c->ended || c->relay || client->fd < 0 || server->fd < 0) {
@@ -102,8 +102,8 @@ static int core_relay(lua_State *L)
         lua_getfield(L, 3, "conn");
         opts.conn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
-    cfd = np_sock_detach(client, &client_ahead);
-    sfd = np_sock_detach(server, &server_ahead);
+    cfd[0] = np_sock_detach(client, &cfd[1], &client_ahead);
+    sfd[0] = np_sock_detach(server, &sfd[1], &server_ahead);
     np_relay_start(c, &opts, cfd, client_ahead, sfd, server_ahead);
     lua_pushboolean(L, 1);
     return 1;

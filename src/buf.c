@@ -67,7 +67,7 @@ ssize_t np_buf_write_fd(struct np_buf *b, int fd)
     ssize_t n;
 
     do {
-        n = send(fd, b->data + b->start, np_buf_len(b), MSG_NOSIGNAL);
+        n = write(fd, b->data + b->start, np_buf_len(b));   /* SIGPIPE is ignored */
     } while (n < 0 && errno == EINTR);
     if (n > 0) {
         b->start += n;

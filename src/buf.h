@@ -19,7 +19,7 @@ int np_buf_append(struct np_buf *b, const void *p, size_t len);
  * Returns bytes read (>0), 0 at EOF, -1 with errno (EAGAIN when nothing was ready). */
 ssize_t np_buf_read_fd(struct np_buf *b, int fd, size_t limit);
 
-/* Sends from the front of the buffer. Returns bytes sent or -1 with errno. */
+/* Writes from the front of the buffer. Returns bytes sent or -1 with errno. */
 ssize_t np_buf_write_fd(struct np_buf *b, int fd);
 
 /* Frees the memory; the buffer is empty afterwards. */

@@ -9,7 +9,11 @@
 
 static const char usage[] =
     "usage: netproxy [options] CONFIG.lua\n"
-    "Runs every proxy the Lua config script declares.\n"
+    "       netproxy [options] [-L [HOST:]PORT] [-P PROXYHOST:PORT] HOST PORT\n"
+    "Runs every proxy the Lua config script declares; or, in the one-line form, relays\n"
+    "standard input and output (or, with -L, each client of a listening port) to HOST PORT,\n"
+    "directly or through an HTTP CONNECT proxy (-P). As an ssh ProxyCommand:\n"
+    "  ssh -o ProxyCommand='netproxy -P proxy.example:3128 %h %p' server\n"
     "\n"
     "  -c, -t, --check          load and check the config, bind nothing; exit 0 when valid\n"
     "  -m, --max-connections N  stop accepting after N connections, exit 0 once they are done\n"
@@ -18,6 +22,12 @@ static const char usage[] =
     "      --log-level L        0..4 or err, warning, notice, info, debug (default notice)\n"
     "      --relay MODE         auto (splice when possible), splice or buffered\n"
     "  -I, --connector-path DIR also look for connector scripts in DIR (repeatable)\n"
+    "  -L, --listen [HOST:]PORT one-line form: listen there (HOST defaults to localhost)\n"
+    "  -P, --via HOST:PORT      one-line form: through this HTTP CONNECT proxy\n"
+    "      --proxy-user USER    Basic authentication for -P (the password is read from the\n"
+    "                           NETPROXY_PROXY_PASS environment variable, or --proxy-pass)\n"
+    "      --proxy-pass PASS    visible to other users in the process list: prefer the variable\n"
+    "      --proxy-agent TEXT   User-Agent for -P\n"
     "  -V, --version            print the version\n"
     "  -h, --help               print this help\n"
     "\n"
@@ -38,9 +48,14 @@ int np_cli_parse(int argc, char **argv, struct np_cli *cli)
         { "max-connections", required_argument, NULL, 'm' },
         { "verbose", no_argument, NULL, 'v' },
         { "quiet", no_argument, NULL, 'q' },
-        { "log-level", required_argument, NULL, 'L' },
+        { "log-level", required_argument, NULL, 'G' },
         { "relay", required_argument, NULL, 'R' },
         { "connector-path", required_argument, NULL, 'I' },
+        { "listen", required_argument, NULL, 'l' },
+        { "via", required_argument, NULL, 'P' },
+        { "proxy-user", required_argument, NULL, 'u' },
+        { "proxy-pass", required_argument, NULL, 'p' },
+        { "proxy-agent", required_argument, NULL, 'a' },
         { "version", no_argument, NULL, 'V' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -51,7 +66,7 @@ int np_cli_parse(int argc, char **argv, struct np_cli *cli)
     memset(cli, 0, sizeof *cli);
     cli->max_connections = -1;
     cli->log_level = -1;
-    while ((opt = getopt_long(argc, argv, "ctm:vqI:Vh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "ctm:vqI:L:P:Vh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'c':
         case 't': cli->check = 1; break;
@@ -62,7 +77,7 @@ int np_cli_parse(int argc, char **argv, struct np_cli *cli)
             break;
         case 'v': cli->verbose++; break;
         case 'q': cli->verbose--; break;
-        case 'L':
+        case 'G':
             cli->log_level = np_log_level_parse(optarg);
             if (cli->log_level < 0)
                 return bad_usage("--log-level wants 0..4 or err..debug, not '%s'", optarg);
@@ -76,13 +91,27 @@ int np_cli_parse(int argc, char **argv, struct np_cli *cli)
             if (cli->nconnector_path == 16) return bad_usage("%s", "too many --connector-path");
             cli->connector_path[cli->nconnector_path++] = optarg;
             break;
+        case 'L':
+        case 'l': cli->listen = optarg; break;
+        case 'P': cli->via = optarg; break;
+        case 'u': cli->proxy_user = optarg; break;
+        case 'p': cli->proxy_pass = optarg; break;
+        case 'a': cli->proxy_agent = optarg; break;
         case 'V': printf("netproxy %s\n", NP_VERSION); return 0;
         case 'h': fputs(usage, stdout); return 0;
         default: return bad_usage("%s", "unknown option");
         }
     }
+    if (argc - optind == 2) {
+        cli->target_host = argv[optind];
+        cli->target_port = argv[optind + 1];
+        if (!cli->proxy_pass) cli->proxy_pass = getenv("NETPROXY_PROXY_PASS");
+        return -1;
+    }
+    if (cli->listen || cli->via || cli->proxy_user)
+        return bad_usage("%s", "-L, -P and --proxy-user go with the one-line form: ... HOST PORT");
     if (optind != argc - 1)
-        return bad_usage("%s", optind < argc ? "one config script only" : "no config script given");
+        return bad_usage("%s", optind < argc ? "want CONFIG.lua, or HOST PORT" : "no config script given");
     cli->config = argv[optind];
     return -1;
 }

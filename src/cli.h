@@ -11,6 +11,9 @@ struct np_cli {
     const char *relay;          /* NULL: not given */
     const char *connector_path[16];
     int nconnector_path;
+    /* the one-line form: [-L [HOST:]PORT] [-P PROXYHOST:PORT] HOST PORT */
+    const char *target_host, *target_port;
+    const char *listen, *via, *proxy_user, *proxy_pass, *proxy_agent;
 };
 
 /* Fills cli from argv. Returns -1 to carry on, else the exit status (after --help,

@@ -171,13 +171,15 @@ void np_conn_resume(struct np_conn *c, int nargs)
     if (--c->resuming == 0 && c->ended) conn_free(c);
 }
 
-void np_conn_accept(struct np_proxy *p, int fd, const struct sockaddr *sa, socklen_t len)
+void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client)
 {
     struct np_conn *c = calloc(1, sizeof *c);
     lua_State *co;
 
     if (!c) {
-        close(fd);
+        close(rfd);
+        if (wfd != rfd) close(wfd);
+        np_server_conn_done();
         return;
     }
     c->id = next_id++;
@@ -185,7 +187,7 @@ void np_conn_accept(struct np_proxy *p, int fd, const struct sockaddr *sa, sockl
     c->started = np_now();
     c->co_ref = LUA_NOREF;
     c->handle_ref = LUA_NOREF;
-    np_addr_format(sa, c->client, sizeof c->client);
+    snprintf(c->client, sizeof c->client, "%s", client);
     p->opened++;
     p->active++;
     evtimer_assign(&c->deadline, np_base, on_deadline, c);
@@ -201,9 +203,17 @@ void np_conn_accept(struct np_proxy *p, int fd, const struct sockaddr *sa, sockl
     c->co_ref = luaL_ref(np_L, LUA_REGISTRYINDEX);
     lua_rawgeti(co, LUA_REGISTRYINDEX, np_server.session_ref);
     lua_rawgeti(co, LUA_REGISTRYINDEX, p->lua_ref);
-    np_sock_push(co, c, fd);
+    np_sock_push(co, c, rfd, wfd);
     lua_pushnumber(co, (lua_Number)c->id);
     lua_pushstring(co, c->client);
     push_handle(co, c);
     np_conn_resume(c, 5);
+}
+
+void np_conn_accept(struct np_proxy *p, int fd, const struct sockaddr *sa, socklen_t len)
+{
+    char client[NP_ADDRSTRLEN];
+
+    np_addr_format(sa, client, sizeof client);
+    np_conn_start(p, fd, fd, client);
 }

@@ -39,6 +39,10 @@ struct np_conn_handle {
     struct np_conn *conn;
 };
 
+/* Takes ownership of rfd and wfd (one socket twice, or standard input and output) and
+ * starts the proxy's session for a client named `client` in the logs. */
+void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client);
+
 /* Takes ownership of fd, an accepted client socket, and starts the proxy's session. */
 void np_conn_accept(struct np_proxy *p, int fd, const struct sockaddr *sa, socklen_t len);
 

@@ -83,6 +83,20 @@ static void push_overrides(lua_State *L, const struct np_cli *cli)
     lua_setfield(L, -2, "connector_path");
     lua_pushfstring(L, "%s/connectors", NP_DATADIR);
     lua_setfield(L, -2, "builtin_connectors");
+    if (cli->target_host) {
+        const char *fields[][2] = {
+            { "host", cli->target_host }, { "port", cli->target_port }, { "listen", cli->listen },
+            { "via", cli->via }, { "proxy_user", cli->proxy_user },
+            { "proxy_pass", cli->proxy_pass }, { "proxy_agent", cli->proxy_agent },
+        };
+        lua_newtable(L);
+        for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+            if (!fields[i][1]) continue;
+            lua_pushstring(L, fields[i][1]);
+            lua_setfield(L, -2, fields[i][0]);
+        }
+        lua_setfield(L, -2, "oneline");
+    }
 }
 
 int np_lua_load_config(const char *path, const struct np_cli *cli)
@@ -94,7 +108,7 @@ int np_lua_load_config(const char *path, const struct np_cli *cli)
     if (np_lua_pcall(L, 1, 1, "netproxy.config") < 0) return -1;
     lua_getfield(L, -1, "load");
     lua_remove(L, -2);
-    lua_pushstring(L, path);
+    lua_pushstring(L, path ? path : "command line");
     push_overrides(L, cli);
     if (np_lua_pcall(L, 2, 2, "netproxy.config") < 0) return -1;
     if (!lua_isnil(L, -2)) {

@@ -86,7 +86,7 @@ int main(int argc, char **argv)
     }
     if (np_lua_load_config(cli.config, &cli) < 0) return 1;
     if (cli.check) {
-        printf("%s: OK\n", cli.config);
+        printf("%s: OK\n", cli.config ? cli.config : "command line");
         return 0;
     }
     apply_server_options();
@@ -96,8 +96,9 @@ int main(int argc, char **argv)
     }
     lua_pop(np_L, 1);
     watch_signals();
+    np_server_start_stdio();
     np_log(NP_NOTICE, "netproxy %s running %d prox%s from %s", NP_VERSION, np_server.nproxies,
-           np_server.nproxies == 1 ? "y" : "ies", cli.config);
+           np_server.nproxies == 1 ? "y" : "ies", cli.config ? cli.config : "the command line");
     event_base_dispatch(np_base);
     np_log(NP_INFO, "exiting: %llu connections handled", (unsigned long long)np_server.accepted);
     np_lua_close();

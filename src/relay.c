@@ -31,7 +31,7 @@ static const char *const side_name[] = { "client", "server" };
 struct side {
     struct np_relay *relay;
     int idx;
-    int fd;
+    int rfd, wfd;               /* the same socket, or standard input and output */
     struct event rev, wev;
     int reading, writing;       /* rev / wev armed */
 };
@@ -124,6 +124,21 @@ static int run_hook(struct np_relay *r, struct direction *d, size_t n)
     return 0;
 }
 
+/* Leaves the splice path for good: bytes still in the pipe move to the buffer first. */
+static void copy_from_now_on(struct direction *d)
+{
+    d->splice = 0;
+    while (d->in_pipe > 0) {
+        char chunk[16384];
+        ssize_t n = read(d->pipe.rfd, chunk, d->in_pipe < sizeof chunk ? d->in_pipe : sizeof chunk);
+        if (n <= 0 || np_buf_append(&d->buf, chunk, n) < 0) break;
+        d->in_pipe -= n;
+    }
+    if (d->in_pipe > 0) np_pipe_discard(&d->pipe);
+    else if (d->pipe.rfd >= 0) np_pipe_put(&d->pipe);
+    d->in_pipe = 0;
+}
+
 /* Reads from the source: >0 bytes, 0 EOF, -1 errno, ENDED. */
 static ssize_t fill(struct np_relay *r, struct direction *d, int fd)
 {
@@ -145,6 +160,10 @@ static ssize_t fill(struct np_relay *r, struct direction *d, int fd)
                    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     } while (n < 0 && errno == EINTR);
     if (n > 0) d->in_pipe += n;
+    if (n < 0 && errno == EINVAL) {     /* a source splice() cannot read (a terminal) */
+        copy_from_now_on(d);
+        return fill(r, d, fd);
+    }
     return n;
 }
 
@@ -161,7 +180,8 @@ static ssize_t flush(struct direction *d, int fd)
             n = splice(d->pipe.rfd, NULL, fd, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         } while (n < 0 && errno == EINTR);
         if (n > 0) d->in_pipe -= n;
-        return n;
+        if (n >= 0 || errno != EINVAL) return n;
+        copy_from_now_on(d);            /* a destination splice() cannot write (a terminal) */
     }
     n = np_buf_write_fd(&d->buf, fd);
     if (n > 0 && np_buf_len(&d->buf) == 0) np_buf_release(&d->buf);
@@ -185,6 +205,19 @@ static int fail(struct np_relay *r, int side, int err)
     return -1;
 }
 
+/* The write half ends: shutdown(SHUT_WR) for a socket; closing standard output. */
+static void shut_write(struct side *s)
+{
+    if (s->wfd != s->rfd) {
+        event_del(&s->wev);
+        s->writing = 0;
+        close(s->wfd);
+        s->wfd = -1;
+    } else {
+        shutdown(s->wfd, SHUT_WR);
+    }
+}
+
 /* Moves what it can for one direction, then arms the events it waits on.
  * Returns -1 once the connection has ended (r is then freed). */
 static int pump(struct np_relay *r, struct direction *d)
@@ -198,7 +231,7 @@ static int pump(struct np_relay *r, struct direction *d)
     while (rounds-- > 0) {
         int progress = 0;
         if (pending(d) > 0) {
-            n = flush(d, dst->fd);
+            n = flush(d, dst->wfd);
             if (n < 0 && errno != EAGAIN) return fail(r, dst->idx, errno);
             if (n > 0) {
                 *d->counter += n;
@@ -206,7 +239,7 @@ static int pump(struct np_relay *r, struct direction *d)
             }
         }
         if (can_read(r, d)) {
-            n = fill(r, d, src->fd);
+            n = fill(r, d, src->rfd);
             if (n == ENDED) return -1;
             if (n < 0 && errno != EAGAIN) return fail(r, src->idx, errno);
             if (n == 0) d->eof = 1;
@@ -218,7 +251,7 @@ static int pump(struct np_relay *r, struct direction *d)
     if (d->splice) hold_pipe_release(d);
     if (d->eof && pending(d) == 0 && !d->done) {
         d->done = 1;
-        shutdown(dst->fd, SHUT_WR);
+        shut_write(dst);
     }
     if (r->dir[0].done && r->dir[1].done) {
         np_conn_end(r->conn, "eof");
@@ -284,15 +317,16 @@ static void on_idle_check(evutil_socket_t fd, short what, void *arg)
     evtimer_add(&r->idle, &tv);
 }
 
-static void side_init(struct np_relay *r, int idx, int fd)
+static void side_init(struct np_relay *r, int idx, int rfd, int wfd)
 {
     struct side *s = &r->side[idx];
 
     s->relay = r;
     s->idx = idx;
-    s->fd = fd;
-    event_assign(&s->rev, np_base, fd, EV_READ | EV_PERSIST, on_readable, s);
-    event_assign(&s->wev, np_base, fd, EV_WRITE | EV_PERSIST, on_writable, s);
+    s->rfd = rfd;
+    s->wfd = wfd;
+    event_assign(&s->rev, np_base, rfd, EV_READ | EV_PERSIST, on_readable, s);
+    event_assign(&s->wev, np_base, wfd, EV_WRITE | EV_PERSIST, on_writable, s);
 }
 
 /* Moves bytes read ahead during the negotiation into the direction's buffer. */
@@ -320,8 +354,8 @@ static const char *path_name(const struct direction *d)
 }
 
 void np_relay_start(struct np_conn *c, const struct np_relay_opts *opts,
-                    int client_fd, struct evbuffer *client_ahead,
-                    int server_fd, struct evbuffer *server_ahead)
+                    const int client_fd[2], struct evbuffer *client_ahead,
+                    const int server_fd[2], struct evbuffer *server_ahead)
 {
     struct np_relay *r = calloc(1, sizeof *r);
     struct np_proxy *p = c->proxy;
@@ -333,8 +367,10 @@ void np_relay_start(struct np_conn *c, const struct np_relay_opts *opts,
             np_buf_release(&r->dir[SERVER].buf);
         }
         free(r);
-        close(client_fd);
-        close(server_fd);
+        for (int i = 0; i < 2; i++) {
+            if (i == 0 || client_fd[1] != client_fd[0]) close(client_fd[i]);
+            if (i == 0 || server_fd[1] != server_fd[0]) close(server_fd[i]);
+        }
         release_refs(opts);
         np_conn_end(c, "out of memory");
         return;
@@ -346,8 +382,8 @@ void np_relay_start(struct np_conn *c, const struct np_relay_opts *opts,
     r->last_active = np_now();
     r->conn_ref = opts->conn_ref;
     r->hook_budget = opts->hook_budget;
-    side_init(r, CLIENT, client_fd);
-    side_init(r, SERVER, server_fd);
+    side_init(r, CLIENT, client_fd[0], client_fd[1]);
+    side_init(r, SERVER, server_fd[0], server_fd[1]);
     for (int i = 0; i < 2; i++) {
         struct direction *d = &r->dir[i];
         d->from = i;
@@ -380,9 +416,11 @@ void np_relay_free(struct np_relay *r)
                                   .conn_ref = r->conn_ref };
 
     for (int i = 0; i < 2; i++) {
-        event_del(&r->side[i].rev);
-        event_del(&r->side[i].wev);
-        close(r->side[i].fd);
+        struct side *sd = &r->side[i];
+        event_del(&sd->rev);
+        event_del(&sd->wev);
+        if (sd->wfd >= 0 && sd->wfd != sd->rfd) close(sd->wfd);
+        close(sd->rfd);
         np_buf_release(&r->dir[i].buf);
         np_buf_release(&r->dir[i].injected);
         if (r->dir[i].in_pipe > 0) np_pipe_discard(&r->dir[i].pipe);

@@ -17,13 +17,13 @@ struct np_relay_opts {
     double hook_budget;     /* seconds one hook call may take; 0 = unbounded */
 };
 
-/* Hands both fds to a new relay, set as c->relay, which owns the registry refs in opts from
+/* Hands both sides' fds ({read, write}: the same socket twice, or stdin and stdout) to a new relay, set as c->relay, which owns the registry refs in opts from
  * now on. client_ahead holds bytes already read from the client (they go to the server
  * first), server_ahead the same for the server; both are consumed and freed here and may
  * be NULL. The first bytes move on the next loop iteration, never inside the caller. */
 void np_relay_start(struct np_conn *c, const struct np_relay_opts *opts,
-                    int client_fd, struct evbuffer *client_ahead,
-                    int server_fd, struct evbuffer *server_ahead);
+                    const int client_fd[2], struct evbuffer *client_ahead,
+                    const int server_fd[2], struct evbuffer *server_ahead);
 
 /* conn:send(): queues bytes for one direction, after the chunk being handled, if any.
  * Returns 0, or -1 when out of memory. */

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -210,7 +211,9 @@ static int setup_proxy(lua_State *L, struct np_proxy *p, char *err, size_t errle
     lua_getfield(L, t, "listen");
     host = string_field(L, -1, "host");
     int port = (int)number_field(L, -1, "port", 0);
-    lua_pop(L, 1);
+    lua_getfield(L, -1, "stdio");
+    p->stdio = lua_toboolean(L, -1);
+    lua_pop(L, 2);
     lua_pushvalue(L, t);
     p->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     if (!host) return 0;        /* a connector that listens on nothing of ours */
@@ -245,6 +248,34 @@ int np_server_setup(char *err, size_t errlen)
     }
     lua_pop(L, 1);
     return 0;
+}
+
+/* Standard input and output are shared with whoever started us (a shell, ssh): their
+ * O_NONBLOCK flag is put back at exit. */
+static int saved_flags[2] = { -1, -1 }, saved_fds[2] = { -1, -1 };
+
+static void restore_stdio_flags(void)
+{
+    for (int i = 0; i < 2; i++)
+        if (saved_fds[i] >= 0) fcntl(saved_fds[i], F_SETFL, saved_flags[i]);
+}
+
+void np_server_start_stdio(void)
+{
+    for (int i = 0; i < np_server.nproxies; i++) {
+        struct np_proxy *p = &np_server.proxies[i];
+        if (!p->stdio) continue;
+        for (int fd = 0; fd < 2; fd++) {
+            saved_flags[fd] = fcntl(fd, F_GETFL);
+            saved_fds[fd] = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+            fcntl(fd, F_SETFL, saved_flags[fd] | O_NONBLOCK);
+        }
+        atexit(restore_stdio_flags);
+        np_server.accepted++;
+        np_server.active++;
+        np_server.max_connections = np_server.accepted;     /* done when it is done */
+        np_conn_start(p, 0, 1, "stdio");
+    }
 }
 
 void np_server_stop(void)

@@ -23,6 +23,7 @@ struct np_proxy {
     size_t buffer_size;         /* buffered relay: bytes held per direction */
     struct np_listener *listeners;
     int nlisteners;
+    int stdio;                  /* the client is standard input and output, not a listener */
     uint64_t opened, closed, active, bytes_in, bytes_out;
 };
 
@@ -40,6 +41,10 @@ extern struct np_server np_server;
 /* Reads the proxies from the loaded config (on the stack top) and binds their listeners.
  * Returns 0, or -1 with a message in err. */
 int np_server_setup(char *err, size_t errlen);
+
+/* Starts the one connection of a stdio proxy (inetd / ssh ProxyCommand style): the process
+ * exits once it has ended. */
+void np_server_start_stdio(void);
 
 /* Called once a connection has ended and been counted. */
 void np_server_conn_done(void);

@@ -53,11 +53,17 @@ static int push_fail(lua_State *L, const char *err)
     return 2;
 }
 
+static void set_fds(struct np_sock *s, int rfd, int wfd)
+{
+    s->fd = rfd;
+    s->wfd = wfd;
+    event_assign(&s->rev, np_base, rfd, EV_READ, on_readable, s);
+    event_assign(&s->wev, np_base, wfd, EV_WRITE, on_writable, s);
+}
+
 static void set_fd(struct np_sock *s, int fd)
 {
-    s->fd = fd;
-    event_assign(&s->rev, np_base, fd, EV_READ, on_readable, s);
-    event_assign(&s->wev, np_base, fd, EV_WRITE, on_writable, s);
+    set_fds(s, fd, fd);
 }
 
 static void unlink_sock(struct np_sock *s)
@@ -84,8 +90,9 @@ void np_sock_close(struct np_sock *s)
     /* The events are assigned from creation on (a bare timer while resolving). */
     event_del(&s->rev);
     event_del(&s->wev);
+    if (s->wfd >= 0 && s->wfd != s->fd) close(s->wfd);
     if (s->fd >= 0) close(s->fd);
-    s->fd = -1;
+    s->fd = s->wfd = -1;
     if (s->inbuf) evbuffer_free(s->inbuf);
     if (s->outbuf) evbuffer_free(s->outbuf);
     s->inbuf = s->outbuf = NULL;
@@ -95,13 +102,14 @@ void np_sock_close(struct np_sock *s)
     s->conn = NULL;
 }
 
-int np_sock_detach(struct np_sock *s, struct evbuffer **inbuf)
+int np_sock_detach(struct np_sock *s, int *wfd, struct evbuffer **inbuf)
 {
     int fd = s->fd;
 
     event_del(&s->rev);
     event_del(&s->wev);
-    s->fd = -1;
+    *wfd = s->wfd;
+    s->fd = s->wfd = -1;
     *inbuf = s->inbuf;
     s->inbuf = NULL;
     np_sock_close(s);
@@ -113,7 +121,7 @@ static struct np_sock *sock_new(lua_State *L, struct np_conn *c)
     struct np_sock *s = lua_newuserdata(L, sizeof *s);
 
     memset(s, 0, sizeof *s);
-    s->fd = -1;
+    s->fd = s->wfd = -1;
     s->self_ref = LUA_NOREF;
     s->timeout = DEFAULT_TIMEOUT;
     s->inbuf = evbuffer_new();
@@ -137,12 +145,12 @@ static void set_nodelay(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-struct np_sock *np_sock_push(lua_State *L, struct np_conn *c, int fd)
+struct np_sock *np_sock_push(lua_State *L, struct np_conn *c, int rfd, int wfd)
 {
     struct np_sock *s = sock_new(L, c);
 
-    set_fd(s, fd);
-    set_nodelay(fd);
+    set_fds(s, rfd, wfd);
+    if (rfd == wfd) set_nodelay(rfd);
     snprintf(s->peer, sizeof s->peer, "%s", c->client);
     return s;
 }
@@ -197,8 +205,8 @@ static double opt_timeout(lua_State *L, int idx, double dflt)
 
 /* ---- read: up to max bytes, at least one ---- */
 
-/* Pushes what recv() gave; returns 0 (nothing pushed) when the socket has nothing yet. */
-static int push_recv(lua_State *L, struct np_sock *s, size_t max)
+/* Pushes what read() gave; returns 0 (nothing pushed) when the socket has nothing yet. */
+static int push_read(lua_State *L, struct np_sock *s, size_t max)
 {
     ssize_t n;
 
@@ -207,7 +215,7 @@ static int push_recv(lua_State *L, struct np_sock *s, size_t max)
         lua_pushlstring(L, scratch, n);
         return 1;
     }
-    n = recv(s->fd, scratch, max, 0);
+    n = read(s->fd, scratch, max);
     if (n > 0) {
         lua_pushlstring(L, scratch, n);
         return 1;
@@ -227,7 +235,7 @@ static int sock_read(lua_State *L)
     luaL_argcheck(L, max > 0, 2, "must be > 0");
     if (max > READ_MAX) max = READ_MAX;
     if (!check_waitable(L, s) || s->fd < 0) return push_fail(L, "closed");
-    if ((n = push_recv(L, s, max))) return n;
+    if ((n = push_read(L, s, max))) return n;
     s->rop = NP_OP_READ;
     s->want = max;
     return wait_on(L, s, &s->rev, 1, timeout);
@@ -291,7 +299,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     int n;
 
     if (s->rop == NP_OP_READ) {
-        n = (what & EV_TIMEOUT) ? push_fail(co, "timeout") : push_recv(co, s, s->want);
+        n = (what & EV_TIMEOUT) ? push_fail(co, "timeout") : push_read(co, s, s->want);
     } else {
         int status = (what & EV_TIMEOUT) ? -3 : fill_inbuf(s, s->want);
         n = status ? push_peek(co, s, status, status == -3 ? "timeout" : NULL) : 0;
@@ -315,7 +323,7 @@ static int sock_write(lua_State *L)
 
     if (!check_waitable(L, s) || s->fd < 0) return push_fail(L, "closed");
     while (sent < len) {
-        ssize_t n = send(s->fd, data + sent, len - sent, MSG_NOSIGNAL);
+        ssize_t n = write(s->wfd, data + sent, len - sent);
         if (n > 0) {
             sent += n;
         } else if (errno == EAGAIN) {
@@ -345,7 +353,7 @@ static void write_ready(struct np_sock *s, short what)
         return;
     }
     while (evbuffer_get_length(s->outbuf) > 0) {
-        if (evbuffer_write(s->outbuf, s->fd) < 0) {
+        if (evbuffer_write(s->outbuf, s->wfd) < 0) {
             if (errno == EAGAIN || errno == EINTR) {
                 arm(s, &s->wev);
                 return;
@@ -464,7 +472,7 @@ static void connect_ready(struct np_sock *s, short what)
     if (s->fd >= 0) {
         event_del(&s->rev);
         close(s->fd);
-        s->fd = -1;
+        s->fd = s->wfd = -1;
     }
     if (connect_next(s) == DONE) connect_done_async(s);
 }

@@ -14,6 +14,7 @@ enum np_sock_op { NP_OP_NONE, NP_OP_READ, NP_OP_PEEK, NP_OP_WRITE, NP_OP_CONNECT
 
 struct np_sock {
     int fd;                       /* -1 when closed or handed to the relay */
+    int wfd;                      /* where writes go: fd, except for stdio (0 in, 1 out) */
     struct np_conn *conn;         /* owner; NULL when closed */
     struct np_sock *next, **pprev;
     struct event rev, wev;        /* assigned while fd is valid */
@@ -33,13 +34,15 @@ struct np_sock {
     char peer[NP_ADDRSTRLEN];
 };
 
-/* Pushes a new cosocket owning fd (an accepted client). */
-struct np_sock *np_sock_push(lua_State *L, struct np_conn *c, int fd);
+/* Pushes a new cosocket owning rfd and wfd (an accepted client: the same socket twice, or
+ * standard input and output). */
+struct np_sock *np_sock_push(lua_State *L, struct np_conn *c, int rfd, int wfd);
 struct np_sock *np_sock_check(lua_State *L, int idx);
 
-/* Takes the fd and the read-ahead bytes away from the cosocket (for the relay): the Lua
- * object is closed afterwards. Returns the fd; *inbuf receives the buffer (may be empty). */
-int np_sock_detach(struct np_sock *s, struct evbuffer **inbuf);
+/* Takes the fds and the read-ahead bytes away from the cosocket (for the relay): the Lua
+ * object is closed afterwards. Returns the read fd, *wfd the write fd (the same for a
+ * socket); *inbuf receives the buffer (may be empty). */
+int np_sock_detach(struct np_sock *s, int *wfd, struct evbuffer **inbuf);
 
 /* Closes a cosocket: events off, fd closed, unlinked. Idempotent. */
 void np_sock_close(struct np_sock *s);

@@ -60,7 +60,7 @@ local function dirname(path)
 end
 
 -- Checks one connector table in position "from" or "to"; returns the normalised copy.
-local function check_connector(conf, position, say)
+local function check_connector(conf, position, say, ctx)
   if type(conf) ~= "table" then return say("%s: want a table like { type = \"tcp\", ... }", position) end
   if conf.type == nil then return say("%s: missing type", position) end
   local mod, err = connectors.get(conf.type)
@@ -80,7 +80,7 @@ local function check_connector(conf, position, say)
     if out.hook_mode == "line" then out.hook = lines.wrap(out.hook) end
   end
   if mod.check then
-    local problem = mod.check(out, position)
+    local problem = mod.check(out, position, ctx or {})
     if problem then return say("%s: %s", position, problem) end
   end
   return out
@@ -98,10 +98,15 @@ local function check_proxy(decl, index, server, say_at)
     if fields[k] ~= nil then proxy[k] = fields[k] else proxy[k] = server[k] end
   end
   if decl.spec.from == nil then say("missing from") else proxy.from = check_connector(decl.spec.from, "from", say) end
-  if decl.spec.to == nil then say("missing to") else proxy.to = check_connector(decl.spec.to, "to", say) end
+  local from_mod = proxy.from and connectors.get(proxy.from.type)
+  -- a `from` that hears the target from its client (connect) lets `to` leave it out
+  local ctx = { target_from_client = from_mod and from_mod.provides_target or false }
+  local to = decl.spec.to
+  if to == nil and ctx.target_from_client then to = { type = "tcp" } end
+  if to == nil then say("missing to") else proxy.to = check_connector(to, "to", say, ctx) end
   if proxy.from then
-    local host, port = connectors.get(proxy.from.type).listen(proxy.from)
-    proxy.listen = { host = host, port = port }
+    local host, port = from_mod.listen(proxy.from)
+    proxy.listen = type(host) == "table" and host or { host = host, port = port }
   end
   return proxy
 end
@@ -124,6 +129,31 @@ local function run_script(path)
   local ok, runerr = pcall(chunk)
   if not ok then return nil, tostring(runerr) end
   return decls, servers
+end
+
+-- "[HOST:]PORT" / "HOST:PORT" / "[v6]:PORT" -> host, port (strings; checked later)
+local function split_authority(s, default_host)
+  local host, port = s:match("^%[(.*)%]:([^:]*)$")
+  if not host then host, port = s:match("^([^:]*):([^:]*)$") end
+  if not host and s:match("^%d+$") then return default_host, s end
+  return host, port
+end
+
+-- The one-line form as a proxy{} declaration: stdio (or -L) to HOST PORT, maybe via -P.
+local function oneline_decl(o)
+  local from = { type = "stdio" }
+  if o.listen then
+    local host, port = split_authority(o.listen, "localhost")
+    from = { type = "tcp", host = host or o.listen, port = port }
+  end
+  local to = { type = "tcp", host = o.host, port = o.port }
+  if o.via then
+    local proxy_host, proxy_port = split_authority(o.via)
+    to = { type = "connect", host = o.host, port = o.port, proxy_host = proxy_host or o.via,
+           proxy_port = proxy_port, proxy_user = o.proxy_user, proxy_pass = o.proxy_pass,
+           proxy_agent = o.proxy_agent }
+  end
+  return { spec = { name = o.listen and "oneline" or "stdio", from = from, to = to }, where = "command line" }
 end
 
 -- server{} options, then the command line over them.
@@ -153,8 +183,15 @@ function _M.load(path, cli)
   local errors = {}
   local function say_at(where, fmt, ...) errors[#errors + 1] = where .. ": " .. fmt:format(...) end
 
-  local decls, servers = run_script(path)
-  if not decls then return nil, { servers } end
+  local decls, servers
+  if cli.oneline then
+    decls, servers = { oneline_decl(cli.oneline) }, {}
+    -- ssh shows ProxyCommand's stderr on the terminal: warnings and errors only, unless -v
+    if not cli.oneline.listen and not cli.log_level then cli.log_level = 1 end
+  else
+    decls, servers = run_script(path)
+    if not decls then return nil, { servers } end
+  end
   local server = server_options(path, servers, cli, say_at)
 
   local folders = { cli.builtin_connectors }
@@ -171,6 +208,11 @@ function _M.load(path, cli)
     end
     names[proxy.name] = decl.where
     proxies[i] = proxy
+  end
+  for _, proxy in ipairs(proxies) do
+    if proxy.listen and proxy.listen.stdio and #proxies > 1 then
+      say_at(proxy.where, "proxy '%s': a stdio proxy must be the only proxy of its config", proxy.name)
+    end
   end
   if #errors > 0 then return nil, errors end
   return { server = server, proxies = proxies }

@@ -16,6 +16,14 @@ local function describe(target)
   return target.type
 end
 
+-- A copy of a connector table with some fields replaced (the target a client asked for).
+local function with(conf, fields)
+  local copy = {}
+  for k, v in pairs(conf) do copy[k] = v end
+  for k, v in pairs(fields) do copy[k] = v end
+  return copy
+end
+
 function _M.run(proxy, client, id, peer, handle)
   local conn = Conn.new(proxy, id, peer, handle)
   local target = proxy.to
@@ -24,15 +32,22 @@ function _M.run(proxy, client, id, peer, handle)
   if from.accept then
     local chosen, err = from.accept(proxy.from, client, conn)
     if not chosen then return "refused: " .. tostring(err or "by " .. proxy.from.type) end
-    if type(chosen) == "table" then target = chosen end
+    if type(chosen) == "table" then target = chosen.type and chosen or with(target, chosen) end
   end
 
   local to = connectors.get(target.type)
   conn.target = describe(target)
   core.set_target(conn.target)
   local server, err = to.connect(target, conn)
-  if not server then return "connect failed: " .. tostring(err) end
+  if not server then
+    if from.failed then from.failed(proxy.from, client, conn, err) end
+    return "connect failed: " .. tostring(err)
+  end
   conn.server = server:peer()
+  if from.connected then
+    local ok, cerr = from.connected(proxy.from, client, conn, server)
+    if not ok then return "client: " .. tostring(cerr) end
+  end
 
   local ok, why = core.relay(client, server, {
     conn = conn,

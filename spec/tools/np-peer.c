@@ -35,6 +35,9 @@ static const char USAGE[] =
     "  np-peer banner --listen HOST:PORT --text S  send S\\n, then echo\n"
     "  np-peer silent --listen HOST:PORT           accept, read and discard, never answer\n"
     "  np-peer blackhole --listen HOST:PORT        never accept: connecting to it hangs\n"
+    "  np-peer reply  --listen HOST:PORT --text S [--delay SEC] [--close]\n"
+    "                 read a request header (up to a blank line), wait SEC, send S (\\r \\n\n"
+    "                 decoded), then echo, or close with --close: a fake HTTP proxy or server\n"
     "  server options: --port-file FILE  --max-conns N  --seed S\n"
     "client:\n"
     "  np-peer client --connect HOST:PORT [--expect echo|source|sink] [--bytes N[K|M]]\n"
@@ -43,7 +46,7 @@ static const char USAGE[] =
     "  exits 0 iff every connection succeeded.\n"
     "HOST:PORT is 127.0.0.1:0 or [::1]:0 style; PORT 0 picks an ephemeral port.\n";
 
-enum mode { M_ECHO, M_SOURCE, M_SINK, M_BANNER, M_SILENT, M_CLIENT, M_BLACKHOLE };
+enum mode { M_ECHO, M_SOURCE, M_SINK, M_BANNER, M_SILENT, M_CLIENT, M_BLACKHOLE, M_REPLY };
 
 static struct {
     enum mode mode;
@@ -51,8 +54,8 @@ static struct {
     const char *listen, *port_file, *connect, *text;
     uint64_t bytes, seed;
     long max_conns, conns, parallel;
-    int barrier, half_close;
-    double timeout;
+    int barrier, half_close, close_after;
+    double timeout, delay;
 } opt = {.expect = M_ECHO, .seed = 1, .conns = 1, .timeout = 60};
 
 static struct event_base *base;
@@ -201,6 +204,8 @@ struct sconn {
     uint8_t *pend;
     size_t plen, ppos;
     int eof, shut;
+    int hdr_match, replied; /* reply mode: progress through "\r\n\r\n", reply sent */
+    struct event *delay;
 };
 
 static struct evconnlistener *listener;
@@ -209,6 +214,7 @@ static long n_accepted, n_done;
 
 static void srv_close(struct sconn *s) {
     event_free(s->rd), event_free(s->wr);
+    if (s->delay) event_free(s->delay);
     close(s->fd);
     free(s->pend);
     free(s);
@@ -271,7 +277,10 @@ static void srv_write_cb(evutil_socket_t fd, short what, void *arg) {
     if (s->ppos < s->plen) return;
     free(s->pend), s->pend = NULL;
     event_del(s->wr);
-    if (opt.mode != M_SINK) event_add(s->rd, NULL);
+    if (opt.mode == M_REPLY && opt.close_after) {
+        shutdown(s->fd, SHUT_WR);
+        srv_close(s);
+    } else if (opt.mode != M_SINK) event_add(s->rd, NULL);
     else srv_close(s); /* reply fully handed to the kernel; the client's EOF was already read */
 }
 
@@ -281,6 +290,7 @@ static void srv_eof(struct sconn *s) {
     event_del(s->rd);
     switch (opt.mode) {
     case M_ECHO:
+    case M_REPLY:
     case M_BANNER: /* reading is paused while data is pending, so nothing is left to flush */
         shutdown(s->fd, SHUT_WR);
         srv_close(s);
@@ -298,6 +308,37 @@ static void srv_eof(struct sconn *s) {
     }
 }
 
+/* reply mode: the canned answer, escapes decoded, once the request header has arrived. */
+static void srv_reply_send(evutil_socket_t fd, short what, void *arg) {
+    struct sconn *s = arg;
+    uint8_t out[4096];
+    size_t n = 0;
+    (void)fd, (void)what;
+    for (const char *t = opt.text; *t && n < sizeof out; t++) {
+        if (t[0] == '\\' && (t[1] == 'r' || t[1] == 'n')) out[n++] = *++t == 'r' ? '\r' : '\n';
+        else out[n++] = (uint8_t)*t;
+    }
+    s->replied = 1;
+    int rc = srv_send(s, out, n);
+    if (rc == 0 && opt.close_after) {
+        shutdown(s->fd, SHUT_WR);
+        srv_close(s);
+    } else if (rc == 0) {
+        event_add(s->rd, NULL);
+    }
+}
+
+static void srv_reply_scan(struct sconn *s, ssize_t n) {
+    static const char end[] = "\r\n\r\n";
+    for (ssize_t i = 0; i < n && s->hdr_match < 4; i++)
+        s->hdr_match = rxbuf[i] == end[s->hdr_match] ? s->hdr_match + 1 : rxbuf[i] == '\r';
+    if (s->hdr_match < 4) return;
+    struct timeval tv = {(time_t)opt.delay, (suseconds_t)((opt.delay - (time_t)opt.delay) * 1e6)};
+    event_del(s->rd);
+    s->delay = evtimer_new(base, srv_reply_send, s);
+    event_add(s->delay, &tv);
+}
+
 static void srv_read_cb(evutil_socket_t fd, short what, void *arg) {
     struct sconn *s = arg;
     ssize_t n = (what & EV_TIMEOUT) ? -1 : recv(fd, rxbuf, BUF, 0);
@@ -306,7 +347,9 @@ static void srv_read_cb(evutil_socket_t fd, short what, void *arg) {
         if (n == 0) srv_eof(s);
         return;
     }
-    if (opt.mode == M_ECHO || opt.mode == M_BANNER) {
+    if (opt.mode == M_REPLY && !s->replied) {
+        srv_reply_scan(s, n);
+    } else if (opt.mode == M_ECHO || opt.mode == M_BANNER || opt.mode == M_REPLY) {
         srv_send(s, rxbuf, n);
     } else if (opt.mode == M_SINK) {
         if (s->bad < 0) {
@@ -670,8 +713,8 @@ static uint64_t parse_size(const char *s) {
 }
 
 static enum mode parse_mode(const char *s, int client_ok) {
-    static const char *names[] = {"echo", "source", "sink", "banner", "silent", "client", "blackhole"};
-    for (int i = 0; i < 7; i++)
+    static const char *names[] = {"echo", "source", "sink", "banner", "silent", "client", "blackhole", "reply"};
+    for (int i = 0; i < 8; i++)
         if (strcmp(s, names[i]) == 0 && (client_ok || i <= M_SINK))
             return (enum mode)i;
     die(client_ok ? "unknown mode '%s' (try --help)" : "bad --expect '%s' (echo|source|sink)", s);
@@ -684,7 +727,8 @@ static void parse_args(int argc, char **argv) {
         {"bytes", 1, 0, 'b'},    {"seed", 1, 0, 's'},      {"text", 1, 0, 't'},
         {"connect", 1, 0, 'c'},  {"expect", 1, 0, 'e'},    {"conns", 1, 0, 'n'},
         {"parallel", 1, 0, 'p'}, {"barrier", 0, 0, 'B'},   {"half-close", 0, 0, 'H'},
-        {"timeout", 1, 0, 'T'},  {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
+        {"timeout", 1, 0, 'T'},  {"help", 0, 0, 'h'},      {"delay", 1, 0, 'D'},
+        {"close", 0, 0, 'C'},    {0, 0, 0, 0}};
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fputs(USAGE, argc < 2 ? stderr : stdout);
         exit(argc < 2 ? 2 : 0);
@@ -706,6 +750,8 @@ static void parse_args(int argc, char **argv) {
         case 'B': opt.barrier = 1; break;
         case 'H': opt.half_close = 1; break;
         case 'T': opt.timeout = atof(optarg); break;
+        case 'D': opt.delay = atof(optarg); break;
+        case 'C': opt.close_after = 1; break;
         case 'h': fputs(USAGE, stdout); exit(0);
         default: fputs(USAGE, stderr); exit(2);
         }
@@ -713,7 +759,7 @@ static void parse_args(int argc, char **argv) {
     if (optind < argc - 1) die("unexpected argument '%s'", argv[optind + 1]);
     if (opt.mode == M_CLIENT ? !opt.connect : !opt.listen)
         die(opt.mode == M_CLIENT ? "client needs --connect HOST:PORT" : "needs --listen HOST:PORT");
-    if (opt.mode == M_BANNER && !opt.text) die("banner needs --text STR");
+    if ((opt.mode == M_BANNER || opt.mode == M_REPLY) && !opt.text) die("banner and reply need --text STR");
     if (opt.conns < 1 || opt.timeout <= 0) die("--conns and --timeout must be positive");
 }
 

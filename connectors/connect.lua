@@ -1,0 +1,227 @@
+-- connect: HTTP CONNECT, both ways.
+--
+-- As `to` (Net::Proxy's connect connector): reach host:port through an HTTP proxy that
+-- accepts CONNECT. Parameters: host, port, proxy_host, proxy_port, proxy_user and proxy_pass
+-- (Basic authentication), proxy_agent (User-Agent), reply_timeout (default: the proxy's
+-- connect_timeout), max_header (bytes of reply header accepted, default 16 KiB). Any bytes
+-- the proxy sends after its reply header belong to the tunnel and go to the client.
+--
+-- As `from`: be an HTTP CONNECT proxy. The client names its target in the request; the
+-- proxy's `to` connector (tcp by default, or connect to chain through another proxy) goes
+-- there. Which targets are served: route(host, port, conn) decides (returning the target,
+-- possibly rewritten, or nil and a reason to refuse with 403), else an `allow` list of
+-- "host:port" patterns ("*.example.com:443", "127.0.0.1:*"); with neither, nothing is served:
+-- netproxy is never an open proxy by accident. users = { name = "password" } or
+-- users = function(user, pass, conn) asks clients for Basic authentication (407).
+local core = require "netproxy.core"
+local check = require "netproxy.check"
+local http = require "netproxy.http"
+
+local concat, type, tostring = table.concat, type, tostring
+
+local _M = {
+  positions = { from = true, to = true },
+  provides_target = true,     -- as `from`, the client says where to go
+}
+
+local FROM_ONLY = { route = true, allow = true, users = true, realm = true, request_timeout = true }
+local TO_ONLY = { proxy_host = true, proxy_port = true, proxy_user = true, proxy_pass = true,
+                  proxy_agent = true, reply_timeout = true }
+
+local function header_limit(v)
+  local n = tonumber(v)
+  if not n or n < 1024 or n > 65536 or n % 1 ~= 0 then return nil, "bad size (want 1024..65536 bytes)" end
+  return n
+end
+
+local function users(v)
+  if type(v) == "function" then return v end
+  if type(v) ~= "table" then return nil, "want { user = \"password\" } or a function" end
+  for k, p in pairs(v) do
+    if type(k) ~= "string" or type(p) ~= "string" then return nil, "want { user = \"password\" }" end
+  end
+  return v
+end
+
+local function patterns(v)
+  if type(v) == "string" then v = { v } end
+  if type(v) ~= "table" then return nil, "want a list of \"host:port\" patterns" end
+  for _, p in ipairs(v) do
+    if type(p) ~= "string" or not (p:match("^[%w%.%-_*]+:[%d*]+$") or p:match("^%[[%x:%.*]+%]:[%d*]+$")) then
+      return nil, "bad pattern '" .. tostring(p) .. "' (want host:port, * allowed)"
+    end
+  end
+  return v
+end
+
+_M.params = {
+  host = check.host, port = check.port, max_header = header_limit,
+  proxy_host = check.host, proxy_port = check.port, proxy_user = check.string,
+  proxy_pass = check.string, proxy_agent = check.string, reply_timeout = check.seconds,
+  route = check.func, allow = patterns, users = users, realm = check.string,
+  request_timeout = check.seconds,
+}
+
+function _M.check(conf, position, ctx)
+  local wrong = position == "from" and TO_ONLY or FROM_ONLY
+  for k in pairs(wrong) do
+    if conf[k] ~= nil then return ("'%s' is for the other position, not '%s'"):format(k, position) end
+  end
+  if position == "from" then
+    if conf.port == nil then return "missing port" end
+    conf.host = conf.host or "localhost"
+    if not conf.route and not conf.allow then
+      return "needs route = function(host, port, conn) or an allow list: netproxy is no open proxy"
+    end
+  else
+    if not conf.proxy_host or not conf.proxy_port then return "missing proxy_host or proxy_port" end
+    if conf.proxy_port == 0 then return "proxy_port 0 is not a port to connect to" end
+    if not (ctx and ctx.target_from_client) and (not conf.host or not conf.port) then
+      return "missing host or port"
+    end
+  end
+end
+
+-- ---------------------------------------------------------------- to: through a proxy
+
+function _M.connect(conf, conn)
+  local proxy = http.authority(conf.proxy_host, conf.proxy_port)
+  local sock, err = core.connect(conf.proxy_host, conf.proxy_port, { timeout = conn.connect_timeout })
+  if not sock then return nil, "proxy " .. proxy .. ": " .. err end
+
+  local target = http.authority(conf.host, conf.port)
+  local request = { "CONNECT " .. target .. " HTTP/1.1", "Host: " .. target }
+  if conf.proxy_user then
+    request[#request + 1] = "Proxy-Authorization: Basic " .. http.base64(conf.proxy_user .. ":" .. (conf.proxy_pass or ""))
+  end
+  if conf.proxy_agent then request[#request + 1] = "User-Agent: " .. conf.proxy_agent end
+  local ok, werr = sock:write(concat(request, "\r\n") .. "\r\n\r\n")
+  if not ok then sock:close() return nil, "proxy " .. proxy .. ": " .. werr end
+
+  local block, rerr, partial = http.read_header_block(sock, conf.max_header, conf.reply_timeout or conn.connect_timeout)
+  if not block then
+    sock:close()
+    if rerr == "too long" then return nil, "proxy " .. proxy .. ": reply header too long" end
+    if partial and partial ~= "" then
+      return nil, ("proxy %s: %s after %q"):format(proxy, rerr, partial:sub(1, 60))
+    end
+    return nil, "proxy " .. proxy .. ": " .. rerr
+  end
+  local status = block:match("^[^\r\n]*")
+  local code = http.parse_status(status)
+  if not code then
+    sock:close()
+    return nil, ("proxy %s answered garbage: %q"):format(proxy, status:sub(1, 60))
+  end
+  if code < 200 or code > 299 then
+    sock:close()
+    return nil, "proxy " .. proxy .. " said: " .. status
+  end
+  conn:log("info", "proxy %s: %s", proxy, status)
+  return sock
+end
+
+-- ---------------------------------------------------------------- from: be a proxy
+
+local function reply(client, code, reason, detail, headers)
+  client:write(http.response(code, reason, headers, "netproxy: " .. detail .. "\n"))
+end
+
+-- "*.example.com:443" -> a Lua pattern anchored on both ends
+local function glob(p)
+  return "^" .. p:lower():gsub("[%^%$%(%)%%%.%[%]%+%-%?]", "%%%0"):gsub("%*", ".*") .. "$"
+end
+
+local function allowed(list, host, port)
+  local subject = http.authority(host:lower(), port)
+  for _, p in ipairs(list) do
+    if subject:match(glob(p)) then return true end
+  end
+  return false
+end
+
+local function authorized(conf, user, pass, conn)
+  if user == nil then return false end
+  if type(conf.users) == "function" then return conf.users(user, pass, conn) and true or false end
+  return conf.users[user] ~= nil and conf.users[user] == pass
+end
+
+-- The request, checked; returns host, port, or nil after answering the client.
+local function read_request(conf, client, conn)
+  local block, err = http.read_header_block(client, conf.max_header, conf.request_timeout)
+  if not block then
+    if err == "too long" then
+      reply(client, 431, "Request Header Fields Too Large", "request header too long")
+    end
+    return nil, "request: " .. err
+  end
+  local first, headers = http.parse_block(block)
+  local method, authority = first and http.parse_request(first)
+  if not method then
+    reply(client, 400, "Bad Request", "malformed request")
+    return nil, "malformed request"
+  end
+  if method ~= "CONNECT" then
+    reply(client, 405, "Method Not Allowed", "this proxy only tunnels (CONNECT)", { "Allow: CONNECT" })
+    return nil, "method " .. method
+  end
+  local host, port = http.parse_authority(authority)
+  if not host then
+    reply(client, 400, "Bad Request", "bad target: " .. port)
+    return nil, ("bad target %q"):format(authority:sub(1, 100))
+  end
+  if conf.users then
+    local user, pass = http.parse_basic(headers["proxy-authorization"])
+    if not authorized(conf, user, pass, conn) then
+      reply(client, 407, "Proxy Authentication Required", "proxy authentication required",
+            { ('Proxy-Authenticate: Basic realm="%s"'):format(conf.realm or "netproxy") })
+      return nil, user and ("bad credentials for user %q"):format(user) or "no credentials"
+    end
+    conn.stash.user = user
+  end
+  return host, port
+end
+
+function _M.accept(conf, client, conn)
+  local host, port = read_request(conf, client, conn)
+  if not host then return nil, port end
+  local asked = http.authority(host, port)
+  conn.stash.requested = asked
+
+  local to_host, to_port = host, port
+  if conf.route then
+    local rhost, rport = conf.route(host, port, conn)
+    if rhost == nil then
+      reply(client, 403, "Forbidden", rport or "refused")
+      return nil, ("route refused %s: %s"):format(asked, tostring(rport or "no reason"))
+    end
+    to_host, to_port = check.host(rhost), check.port(rport or port)
+    if not to_host or not to_port or to_port == 0 then
+      reply(client, 502, "Bad Gateway", "no route")
+      error(("route returned a bad target for %s: %s %s"):format(asked, tostring(rhost), tostring(rport)), 0)
+    end
+  elseif not allowed(conf.allow, host, port) then
+    reply(client, 403, "Forbidden", "target not allowed")
+    return nil, "not in the allow list: " .. asked
+  end
+  local target = http.authority(to_host, to_port)
+  if target ~= asked then conn:log("notice", "CONNECT %s rewritten to %s", asked, target)
+  else conn:log("info", "CONNECT %s", asked) end
+  return { host = to_host, port = to_port }
+end
+
+-- The server is reached: tell the client its tunnel is open.
+function _M.connected(conf, client, conn, server)
+  return client:write("HTTP/1.1 200 Connection established\r\n\r\n")
+end
+
+-- The server could not be reached: tell the client why, as a proxy does.
+function _M.failed(conf, client, conn, err)
+  if tostring(err):find("timeout", 1, true) then
+    reply(client, 504, "Gateway Timeout", tostring(err))
+  else
+    reply(client, 502, "Bad Gateway", tostring(err))
+  end
+end
+
+return _M

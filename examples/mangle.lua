@@ -1,0 +1,25 @@
+-- examples/mangle.lua: an HTTP CONNECT proxy that logs every requested host and rewrites
+-- some of them: the "legacy fallback during a network change" use case. Edit REWRITES and
+-- reload; nothing is recompiled.
+--   build/netproxy examples/mangle.lua
+--   curl -p -x http://127.0.0.1:3128 https://old-intranet.example/
+local REWRITES = {
+  ["old-intranet.example"] = "intranet.example",     -- a host that moved
+  ["legacy.example"] = "127.0.0.1",                  -- a host served locally for now
+}
+local ALLOWED_PORTS = { [443] = true, [22] = true, [80] = true }
+
+proxy {
+  name = "mangle",
+  from = {
+    type = "connect", host = "127.0.0.1", port = 3128,
+    route = function(host, port, conn)
+      if not ALLOWED_PORTS[port] then return nil, "port " .. port .. " is not served here" end
+      local new = REWRITES[host:lower()]
+      conn:log("notice", "CONNECT %s:%d from %s%s", host, port, conn.client,
+               new and (" -> " .. new) or "")
+      return new or host, port
+    end,
+  },
+  -- `to` may be left out: tcp to the host and port the client asked for (as routed).
+}

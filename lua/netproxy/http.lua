@@ -1,0 +1,115 @@
+-- netproxy.http: the bits of HTTP/1.x that the CONNECT connectors speak: reading a header
+-- block with limits, parsing request and status lines, Basic credentials, host:port
+-- authorities. Parsing is strict: anything unexpected is an error, never a guess.
+local stream = require "netproxy.stream"
+local check = require "netproxy.check"
+local byte, char, concat, floor = string.byte, string.char, table.concat, math.floor
+
+local _M = {}
+
+_M.MAX_HEADER = 16 * 1024
+
+-- Reads everything up to and including the blank line that ends a header block.
+-- Returns the block, or nil and why ("timeout", "closed", "too long", ...).
+function _M.read_header_block(sock, max, timeout)
+  local block, err = stream.read_until(sock, "\r\n\r\n", max or _M.MAX_HEADER, timeout)
+  if not block then return nil, err end
+  return block
+end
+
+-- Splits a header block into its first line and a table of headers (lower-case names;
+-- a repeated header keeps its first value). Returns nil and why for a malformed block.
+function _M.parse_block(block)
+  local first, rest = block:match("^([^\r\n]*)\r\n(.*)$")
+  if not first then return nil, "no first line" end
+  local headers = {}
+  for line in rest:gmatch("([^\r\n]*)\r\n") do
+    if line ~= "" then
+      local name, value = line:match("^([!#$%%&'*+%-.^_`|~%w]+):[ \t]*(.-)[ \t]*$")
+      if not name then return nil, "malformed header line" end
+      name = name:lower()
+      if headers[name] == nil then headers[name] = value end
+    end
+  end
+  return first, headers
+end
+
+-- "HTTP/1.1 200 Connection established" -> 200, the line
+function _M.parse_status(line)
+  local code = line:match("^HTTP/1%.[01] (%d%d%d)[ \t]?[^\r\n]*$")
+  if not code then return nil, "not an HTTP status line" end
+  return tonumber(code)
+end
+
+-- "CONNECT host:443 HTTP/1.1" -> "CONNECT", "host:443", "1.1"
+function _M.parse_request(line)
+  local method, target, version = line:match("^(%u+) (%S+) HTTP/(1%.[01])$")
+  if not method then return nil, "not an HTTP/1.x request line" end
+  return method, target, version
+end
+
+-- "host:port" or "[v6]:port" -> host, port; nil and why otherwise.
+function _M.parse_authority(authority)
+  local host, port = authority:match("^%[([%x:%.]+)%]:(%d+)$")
+  if not host then host, port = authority:match("^([^:%[%]]+):(%d+)$") end
+  if not host then return nil, "want host:port" end
+  local h, herr = check.host(host)
+  if not h then return nil, herr end
+  port = tonumber(port)
+  if port < 1 or port > 65535 then return nil, "bad port" end
+  return h, port
+end
+
+function _M.authority(host, port)
+  if host:find(":", 1, true) then return "[" .. host .. "]:" .. port end
+  return host .. ":" .. port
+end
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+function _M.base64(s)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = byte(s, i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local d = { floor(n / 262144) % 64, floor(n / 4096) % 64, floor(n / 64) % 64, n % 64 }
+    out[#out + 1] = B64:sub(d[1] + 1, d[1] + 1) .. B64:sub(d[2] + 1, d[2] + 1) ..
+        (b and B64:sub(d[3] + 1, d[3] + 1) or "=") .. (c and B64:sub(d[4] + 1, d[4] + 1) or "=")
+  end
+  return concat(out)
+end
+
+function _M.unbase64(s)
+  if #s % 4 ~= 0 or not s:match("^[%w+/]*=?=?$") then return nil end
+  local out = {}
+  for i = 1, #s, 4 do
+    local n, pad = 0, 0
+    for j = i, i + 3 do
+      local c = s:sub(j, j)
+      if c == "=" then pad = pad + 1; n = n * 64 else n = n * 64 + (B64:find(c, 1, true) - 1) end
+    end
+    local bytes = char(floor(n / 65536) % 256, floor(n / 256) % 256, n % 256)
+    out[#out + 1] = bytes:sub(1, 3 - pad)
+  end
+  return concat(out)
+end
+
+-- "Basic dXNlcjpwYXNz" -> "user", "pass"
+function _M.parse_basic(value)
+  local b64 = value and value:match("^[Bb][Aa][Ss][Ii][Cc] +([%w+/=]+)$")
+  local decoded = b64 and _M.unbase64(b64)
+  if not decoded then return nil end
+  return decoded:match("^([^:]*):(.*)$")
+end
+
+-- A whole response, for the proxy side: "HTTP/1.1 403 Forbidden" with headers and a body.
+function _M.response(code, reason, headers, body)
+  body = body or ""
+  local lines = { ("HTTP/1.1 %d %s"):format(code, reason) }
+  for _, h in ipairs(headers or {}) do lines[#lines + 1] = h end
+  lines[#lines + 1] = "Content-Length: " .. #body
+  lines[#lines + 1] = "Connection: close"
+  return concat(lines, "\r\n") .. "\r\n\r\n" .. body
+end
+
+return _M
