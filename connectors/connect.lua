@@ -123,6 +123,10 @@ end
 
 -- ---------------------------------------------------------------- from: be a proxy
 
+function _M.listen(conf)
+  return conf.host, conf.port
+end
+
 local function reply(client, code, reason, detail, headers)
   client:write(http.response(code, reason, headers, "netproxy: " .. detail .. "\n"))
 end

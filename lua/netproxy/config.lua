@@ -65,6 +65,9 @@ local function check_connector(conf, position, say, ctx)
   if conf.type == nil then return say("%s: missing type", position) end
   local mod, err = connectors.get(conf.type)
   if not mod then return say("%s: %s", position, err) end
+  if position == "from" and (mod.positions or {}).from and type(mod.listen) ~= "function" then
+    return say("%s: the %s connector has no listen() function", position, conf.type)
+  end
   if not (mod.positions or {})[position] then
     return say("%s: the %s connector cannot be used as '%s'", position, conf.type, position)
   end
