@@ -160,7 +160,8 @@ local function read_request(conf, client, conn)
     return nil, "request: " .. err
   end
   local first, headers = http.parse_block(block)
-  local method, authority = first and http.parse_request(first)
+  local method, authority
+  if first then method, authority = http.parse_request(first) end
   if not method then
     reply(client, 400, "Bad Request", "malformed request")
     return nil, "malformed request"

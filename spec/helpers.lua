@@ -186,6 +186,30 @@ function _M.wait_log(p, pattern, timeout)
   return _M.wait_until(function() return p.log():match(pattern) end, timeout or 10, "log line " .. pattern)
 end
 
+-- A port number free on 127.0.0.1 just now (for peers that cannot take port 0).
+function _M.free_port()
+  local p = _M.peer_server("silent")
+  _M.stop(p)
+  return p.port
+end
+
+function _M.port_open(port)
+  return os.execute("bash -c 'exec 3<>/dev/tcp/127.0.0.1/" .. port .. "' 2>/dev/null") == 0
+end
+
+-- tinyproxy, the real HTTP CONNECT proxy, with its own config file; users = { name = pass }.
+function _M.tinyproxy(users)
+  local port = _M.free_port()
+  local lines = { "Port " .. port, "Listen 127.0.0.1", "Timeout 30", "MaxClients 200",
+                  "Allow 127.0.0.1", "LogLevel Info" }
+  for user, pass in pairs(users or {}) do lines[#lines + 1] = ("BasicAuth %s %s"):format(user, pass) end
+  local conf = _M.write(_M.tmpfile("tinyproxy.conf"), table.concat(lines, "\n") .. "\n")
+  local p = _M.spawn({ "tinyproxy", "-d", "-c", conf })
+  p.port = port
+  _M.wait_until(function() return _M.port_open(port) end, 10, "tinyproxy")
+  return p
+end
+
 -- Resident memory (KiB) and CPU time used so far (seconds) of a running process.
 function _M.usage(pid)
   local status = _M.read("/proc/" .. pid .. "/status") or ""

@@ -31,7 +31,7 @@ describe("hooks", function()
       hooked("down", echo.port, nil, [[hook = function(d) return (d:gsub("foo", "baz")) end]]) ..
       hooked("both", echo.port, [[hook = function(d) return (d:gsub("foo", "bar")) end]],
                                 [[hook = function(d) return (d:gsub("bar", "qux")) end]]) ..
-      hooked("grow", echo.port, [[hook = function(d) return d:rep(3) end]]) ..
+      hooked("grow", echo.port, [[hook = function(d) return (d:gsub(".", "%0%0%0")) end]]) ..
       hooked("shrink", echo.port, [[hook = function(d) return (d:gsub("a", "")) end]]) ..
       hooked("drop", echo.port, nil, [[hook = function(d) return "" end]]) ..
       hooked("inject", echo.port, [[hook = function(d, conn, eof)
@@ -75,9 +75,10 @@ describe("hooks", function()
   end)
 
   it("grows data, staying byte-exact through the buffers", function()
+    -- every byte tripled: the result does not depend on where the chunks were cut
     local out = talk(np.ports.grow, ("0123456789abcdef"):rep(65536), "1")   -- 1 MiB
     assert.are.equal(3 * 1024 * 1024, #out)
-    assert.are.equal(("0123456789abcdef"):rep(3 * 65536), out)
+    assert.is_true(out == ("000111222333444555666777888999aaabbbcccdddeeefff"):rep(65536), "tripled bytes differ")
   end)
 
   it("shrinks data", function()

@@ -37,7 +37,8 @@ static const char USAGE[] =
     "  np-peer blackhole --listen HOST:PORT        never accept: connecting to it hangs\n"
     "  np-peer reply  --listen HOST:PORT --text S [--delay SEC] [--close]\n"
     "                 read a request header (up to a blank line), wait SEC, send S (\\r \\n\n"
-    "                 decoded), then echo, or close with --close: a fake HTTP proxy or server\n"
+    "                 decoded), then echo, or close with --close: a fake HTTP proxy or server;\n"
+    "                 --save FILE keeps the last request header received\n"
     "  server options: --port-file FILE  --max-conns N  --seed S\n"
     "client:\n"
     "  np-peer client --connect HOST:PORT [--expect echo|source|sink] [--bytes N[K|M]]\n"
@@ -51,7 +52,7 @@ enum mode { M_ECHO, M_SOURCE, M_SINK, M_BANNER, M_SILENT, M_CLIENT, M_BLACKHOLE,
 static struct {
     enum mode mode;
     enum mode expect; /* client: M_ECHO, M_SOURCE or M_SINK */
-    const char *listen, *port_file, *connect, *text;
+    const char *listen, *port_file, *connect, *text, *save;
     uint64_t bytes, seed;
     long max_conns, conns, parallel;
     int barrier, half_close, close_after;
@@ -205,6 +206,7 @@ struct sconn {
     size_t plen, ppos;
     int eof, shut;
     int hdr_match, replied; /* reply mode: progress through "\r\n\r\n", reply sent */
+    FILE *saved;            /* reply mode with --save: the request header goes there */
     struct event *delay;
 };
 
@@ -215,6 +217,7 @@ static long n_accepted, n_done;
 static void srv_close(struct sconn *s) {
     event_free(s->rd), event_free(s->wr);
     if (s->delay) event_free(s->delay);
+    if (s->saved) fclose(s->saved);
     close(s->fd);
     free(s->pend);
     free(s);
@@ -330,9 +333,13 @@ static void srv_reply_send(evutil_socket_t fd, short what, void *arg) {
 
 static void srv_reply_scan(struct sconn *s, ssize_t n) {
     static const char end[] = "\r\n\r\n";
-    for (ssize_t i = 0; i < n && s->hdr_match < 4; i++)
+    ssize_t i;
+    for (i = 0; i < n && s->hdr_match < 4; i++)
         s->hdr_match = rxbuf[i] == end[s->hdr_match] ? s->hdr_match + 1 : rxbuf[i] == '\r';
+    if (opt.save && !s->saved) s->saved = fopen(opt.save, "w");
+    if (s->saved) fwrite(rxbuf, 1, (size_t)i, s->saved);
     if (s->hdr_match < 4) return;
+    if (s->saved) fclose(s->saved), s->saved = NULL;
     struct timeval tv = {(time_t)opt.delay, (suseconds_t)((opt.delay - (time_t)opt.delay) * 1e6)};
     event_del(s->rd);
     s->delay = evtimer_new(base, srv_reply_send, s);
@@ -728,7 +735,7 @@ static void parse_args(int argc, char **argv) {
         {"connect", 1, 0, 'c'},  {"expect", 1, 0, 'e'},    {"conns", 1, 0, 'n'},
         {"parallel", 1, 0, 'p'}, {"barrier", 0, 0, 'B'},   {"half-close", 0, 0, 'H'},
         {"timeout", 1, 0, 'T'},  {"help", 0, 0, 'h'},      {"delay", 1, 0, 'D'},
-        {"close", 0, 0, 'C'},    {0, 0, 0, 0}};
+        {"close", 0, 0, 'C'},    {"save", 1, 0, 'S'},      {0, 0, 0, 0}};
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fputs(USAGE, argc < 2 ? stderr : stdout);
         exit(argc < 2 ? 2 : 0);
@@ -752,6 +759,7 @@ static void parse_args(int argc, char **argv) {
         case 'T': opt.timeout = atof(optarg); break;
         case 'D': opt.delay = atof(optarg); break;
         case 'C': opt.close_after = 1; break;
+        case 'S': opt.save = optarg; break;
         case 'h': fputs(USAGE, stdout); exit(0);
         default: fputs(USAGE, stderr); exit(2);
         }
