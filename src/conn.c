@@ -100,6 +100,13 @@ static void release_session(struct np_conn *c)
     c->co = NULL;
 }
 
+void np_conn_negotiated(struct np_conn *c)
+{
+    if (!c->negotiating) return;
+    c->negotiating = 0;
+    c->proxy->negotiating--;
+}
+
 void np_conn_end(struct np_conn *c, const char *fmt, ...)
 {
     struct np_proxy *p = c->proxy;
@@ -110,6 +117,7 @@ void np_conn_end(struct np_conn *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(c->reason, sizeof c->reason, fmt, ap);
     va_end(ap);
+    np_conn_negotiated(c);
     event_del(&c->deadline);
     event_del(&c->sleep_ev);
     while (c->socks) np_sock_close(c->socks);
@@ -190,6 +198,8 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client)
     snprintf(c->client, sizeof c->client, "%s", client);
     p->opened++;
     p->active++;
+    p->negotiating++;
+    c->negotiating = 1;
     evtimer_assign(&c->deadline, np_base, on_deadline, c);
     evtimer_assign(&c->sleep_ev, np_base, NULL, NULL);
     if (p->negotiation_timeout > 0) {

@@ -21,6 +21,7 @@ struct np_conn {
     int waiting;              /* co yielded inside a netproxy call that will resume it */
     int resuming;             /* depth of lua_resume on the C stack: defer the free */
     int ended;
+    int negotiating;          /* counted in proxy->negotiating until the relay or the end */
     struct np_sock *socks;    /* cosockets still owned by the session */
     struct np_relay *relay;
     struct event deadline;    /* negotiation timeout */
@@ -45,6 +46,9 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client);
 
 /* Takes ownership of fd, an accepted client socket, and starts the proxy's session. */
 void np_conn_accept(struct np_proxy *p, int fd, const struct sockaddr *sa, socklen_t len);
+
+/* The connectors are done: the connection leaves the negotiating count. */
+void np_conn_negotiated(struct np_conn *c);
 
 /* Resumes the session coroutine with nargs values already pushed on co. */
 void np_conn_resume(struct np_conn *c, int nargs);

@@ -377,6 +377,8 @@ void np_relay_start(struct np_conn *c, const struct np_relay_opts *opts,
     }
     c->relay = r;
     r->conn = c;
+    np_conn_negotiated(c);
+    event_del(&c->deadline);
     r->buffer_size = p->buffer_size;
     r->idle_timeout = p->idle_timeout;
     r->last_active = np_now();

@@ -88,6 +88,22 @@ static void pause_accepting(int err)
     evtimer_add(&resume_accepting, &tv);
 }
 
+/* Too many clients still negotiating (a flood of silent clients on a sniffing port):
+ * close the newcomer at once rather than let memory and descriptors run out. */
+static void refuse_busy(struct np_proxy *p, int fd, const struct sockaddr_storage *ss)
+{
+    char who[NP_ADDRSTRLEN];
+
+    close(fd);
+    p->refused++;
+    if (np_now() - p->refused_warned < 1.0) return;
+    p->refused_warned = np_now();
+    np_addr_format((const struct sockaddr *)ss, who, sizeof who);
+    np_log(NP_WARNING, "%s: %llu connections negotiating (max_negotiating): refused %s "
+           "(%llu refused so far)", p->name, (unsigned long long)p->negotiating, who,
+           (unsigned long long)p->refused);
+}
+
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
 {
     struct np_listener *l = arg;
@@ -104,6 +120,10 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             else if (errno != EAGAIN)
                 np_log(NP_ERR, "accept on %s: %s", l->addr, strerror(errno));
             return;
+        }
+        if (l->proxy->negotiating >= l->proxy->max_negotiating) {
+            refuse_busy(l->proxy, fd, &ss);
+            continue;
         }
         np_server.accepted++;
         np_server.active++;
@@ -208,6 +228,7 @@ static int setup_proxy(lua_State *L, struct np_proxy *p, char *err, size_t errle
     p->negotiation_timeout = number_field(L, t, "negotiation_timeout", 30);
     p->idle_timeout = number_field(L, t, "idle_timeout", 3600);
     p->buffer_size = (size_t)number_field(L, t, "buffer_size", 64 * 1024);
+    p->max_negotiating = (uint64_t)number_field(L, t, "max_negotiating", 4096);
     lua_getfield(L, t, "listen");
     host = string_field(L, -1, "host");
     int port = (int)number_field(L, -1, "port", 0);

@@ -21,10 +21,13 @@ struct np_proxy {
     double negotiation_timeout; /* seconds the connectors may take; 0 = none */
     double idle_timeout;        /* seconds without a byte either way; 0 = none */
     size_t buffer_size;         /* buffered relay: bytes held per direction */
+    uint64_t max_negotiating;   /* connections allowed at once before the relay (sniffing) */
+    uint64_t negotiating;
+    double refused_warned;      /* when "too many negotiating" was last logged */
     struct np_listener *listeners;
     int nlisteners;
     int stdio;                  /* the client is standard input and output, not a listener */
-    uint64_t opened, closed, active, bytes_in, bytes_out;
+    uint64_t opened, closed, active, refused, bytes_in, bytes_out;
 };
 
 struct np_server {

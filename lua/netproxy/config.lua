@@ -17,6 +17,7 @@ _M.DEFAULTS = {
   pipe_size = 64 * 1024,        -- splice relay: size asked of each pipe
   max_connections = 0,          -- 0 = serve forever
   hook_budget = 1,              -- seconds one hook call may run; 0 = unbounded
+  max_negotiating = 4096,       -- connections at once before the relay (dual's sniffing)
 }
 
 -- Options a proxy may set for itself, falling back to server{}.
@@ -27,6 +28,7 @@ local PER_PROXY = {
   relay = check.one_of("auto", "splice", "buffered"),
   buffer_size = check.bytes,
   hook_budget = check.seconds,
+  max_negotiating = check.count,
 }
 
 -- Parameters every connector takes, whatever its type.
@@ -83,7 +85,13 @@ local function check_connector(conf, position, say, ctx)
     if out.hook_mode == "line" then out.hook = lines.wrap(out.hook) end
   end
   if mod.check then
-    local problem = mod.check(out, position, ctx or {})
+    ctx = ctx or {}
+    -- connectors that hold other connectors (dual) have them checked as `to`s
+    ctx.check_to = function(sub, label)
+      return check_connector(sub, "to", function(fmt, ...) say(position .. "." .. label .. ": " .. fmt, ...) end)
+    end
+    local problem = mod.check(out, position, ctx)
+    if problem == "" then return end           -- already reported through check_to
     if problem then return say("%s: %s", position, problem) end
   end
   return out
@@ -106,7 +114,9 @@ local function check_proxy(decl, index, server, say_at)
   local ctx = { target_from_client = from_mod and from_mod.provides_target or false }
   local to = decl.spec.to
   if to == nil and ctx.target_from_client then to = { type = "tcp" } end
-  if to == nil then say("missing to") else proxy.to = check_connector(to, "to", say, ctx) end
+  if to == nil and from_mod and from_mod.default_to then to = from_mod.default_to end
+  if to ~= nil then proxy.to = check_connector(to, "to", say, ctx)
+  elseif proxy.from or decl.spec.from == nil then say("missing to") end   -- (a bad from said enough)
   if proxy.from then
     local host, port = from_mod.listen(proxy.from)
     proxy.listen = type(host) == "table" and host or { host = host, port = port }

@@ -18,6 +18,9 @@ function _M.new(proxy, id, client, handle)
   }, mt)
 end
 
+-- The loop's clock, for connectors that keep a deadline.
+_M.now = core.now
+
 -- conn:log(level, fmt, ...): a line about this connection, formatted only when shown.
 function _M.log(self, level, fmt, ...)
   if not core.log_enabled(level) then return end

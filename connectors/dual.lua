@@ -1,0 +1,159 @@
+-- dual: Net::Proxy's Y-shaped connector, then sslh's content probes. A client that says
+-- nothing for `timeout` seconds goes to server_first (the server speaks first: SSH, SMTP);
+-- a client that talks is matched against `probes` in order and goes to the first that
+-- matches, else to client_first. The bytes looked at are not consumed: the chosen server
+-- gets them first, unchanged. Waiting never blocks the loop.
+--
+--   from = { type = "dual", port = 443, timeout = 1,
+--            server_first = { type = "tcp", host = "127.0.0.1", port = 22 },
+--            client_first = { type = "tcp", host = "127.0.0.1", port = 8443 },
+--            probes = {
+--              { match = "ssh",  to = { type = "tcp", host = "127.0.0.1", port = 22 } },
+--              { match = "tls",  sni = "*.example.org", to = { ... } },
+--              { match = "http", to = { ... } },
+--              { match = function(bytes) return bytes:sub(1, 4) == "PING" or nil end, to = { ... } },
+--            } }
+local probes = require "netproxy.probes"
+local check = require "netproxy.check"
+
+local type, ipairs, tostring = type, ipairs, tostring
+
+local _M = {
+  positions = { from = true },
+  default_to = { type = "dummy" },   -- the destination is chosen here; `to` may be left out
+}
+
+local BUILTIN = { ssh = true, tls = true, http = true, socks5 = true }
+
+local function probe_list(v)
+  if type(v) ~= "table" then return nil, "want a list of { match = ..., to = { ... } }" end
+  for i, p in ipairs(v) do
+    if type(p) ~= "table" then return nil, "probe " .. i .. ": want a table" end
+    if not (BUILTIN[p.match] or type(p.match) == "function") then
+      return nil, "probe " .. i .. ": match wants ssh, tls, http, socks5 or a function, not " .. tostring(p.match)
+    end
+    if p.to == nil then return nil, "probe " .. i .. ": missing to" end
+    for k in pairs(p) do
+      if k ~= "match" and k ~= "to" and k ~= "sni" and k ~= "alpn" then
+        return nil, "probe " .. i .. ": unknown parameter '" .. tostring(k) .. "'"
+      end
+    end
+    if (p.sni or p.alpn) and p.match ~= "tls" then return nil, "probe " .. i .. ": sni and alpn go with match = \"tls\"" end
+  end
+  return v
+end
+
+local function connector_table(v)
+  if type(v) ~= "table" then return nil, "want a connector table like { type = \"tcp\", ... }" end
+  return v
+end
+
+local function peek_limit(v)
+  local n = tonumber(v)
+  if not n or n % 1 ~= 0 or n < 16 or n > 65536 then return nil, "bad size (want 16..65536 bytes)" end
+  return n
+end
+
+_M.params = {
+  host = check.host, port = check.port, timeout = check.seconds,
+  server_first = connector_table, client_first = connector_table, probes = probe_list,
+  probe_timeout = check.seconds, max_peek = peek_limit,
+}
+
+function _M.check(conf, position, ctx)
+  if conf.port == nil then return "missing port" end
+  conf.host = conf.host or "localhost"
+  conf.timeout = conf.timeout or 1          -- Net::Proxy's default
+  conf.probe_timeout = conf.probe_timeout or 5
+  conf.max_peek = conf.max_peek or 16384
+  if not conf.server_first and not conf.client_first and not conf.probes then
+    return "needs server_first, client_first or probes"
+  end
+  -- the destinations are `to` connectors: check them as such
+  for _, key in ipairs({ "server_first", "client_first" }) do
+    if conf[key] then
+      conf[key] = ctx.check_to(conf[key], key)
+      if not conf[key] then return "" end
+    end
+  end
+  for i, p in ipairs(conf.probes or {}) do
+    p.to = ctx.check_to(p.to, "probes[" .. i .. "].to")
+    if not p.to then return "" end
+  end
+end
+
+function _M.listen(conf)
+  return conf.host, conf.port
+end
+
+-- "*.example.org" against "www.example.org" (names are compared in lower case)
+local function name_matches(pattern, name)
+  if not name then return false end
+  local lua = "^" .. pattern:lower():gsub("[%^%$%(%)%%%.%[%]%+%-%?]", "%%%0"):gsub("%*", "[^.]*") .. "$"
+  return name:match(lua) ~= nil
+end
+
+local function alpn_matches(wanted, offered)
+  for _, proto in ipairs(offered) do
+    if proto == wanted then return true end
+  end
+  return false
+end
+
+-- Runs one probe entry over buf: "match", "no" or "more".
+local function run_probe(p, buf)
+  if type(p.match) == "function" then
+    local r = p.match(buf)
+    if r == nil then return "more" end
+    return r and "match" or "no"
+  end
+  local verdict, info = probes[p.match](buf)
+  if verdict ~= "match" or p.match ~= "tls" then return verdict end
+  if p.sni and not name_matches(p.sni, info.sni) then return "no" end
+  if p.alpn and not alpn_matches(p.alpn, info.alpn) then return "no" end
+  return "match"
+end
+
+-- The first probe that matches, or nil and whether any still wants more bytes.
+local function choose(conf, buf)
+  local more = false
+  for i, p in ipairs(conf.probes) do
+    local verdict = run_probe(p, buf)
+    if verdict == "match" then return p, i end
+    if verdict == "more" then more = true end
+  end
+  return nil, more
+end
+
+local function talking(conf, client, conn, buf)
+  if not conf.probes then return conf.client_first end
+  local deadline = conn.now() + conf.probe_timeout
+  while true do
+    local chosen, i = choose(conf, buf)
+    if chosen then
+      conn:log("info", "dual: probe %d (%s) matched after %d bytes", i, tostring(chosen.match), #buf)
+      return chosen.to
+    end
+    if not i or #buf >= conf.max_peek then break end        -- nothing more to learn
+    local left = deadline - conn.now()
+    if left <= 0 then break end
+    local more, err = client:peek(#buf + 1, left)
+    if not more then
+      if err ~= "timeout" then return nil, "client " .. err .. " while probed" end
+      break
+    end
+    buf = more
+  end
+  if conf.client_first then return conf.client_first end
+  return nil, ("no probe matched the first %d bytes"):format(#buf)
+end
+
+function _M.accept(conf, client, conn)
+  local buf, err = client:peek(1, conf.timeout)
+  if buf then return talking(conf, client, conn, buf) end
+  if err ~= "timeout" then return nil, "client " .. err end
+  if conf.server_first then return conf.server_first end
+  return nil, "client silent for " .. conf.timeout .. "s"
+end
+
+return _M
