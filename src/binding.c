@@ -8,6 +8,7 @@
 #include "server.h"
 #include "sock.h"
 #include "timer.h"
+#include "tls.h"
 
 #include <lauxlib.h>
 #include <string.h>
@@ -99,11 +100,14 @@ static int core_relay(lua_State *L)
         lua_getfield(L, 3, "hook_budget");
         opts.hook_budget = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
         lua_pop(L, 1);
+        lua_getfield(L, 3, "may_starttls");
+        opts.may_starttls = lua_toboolean(L, -1);
+        lua_pop(L, 1);
         lua_getfield(L, 3, "conn");
         opts.conn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
-    cfd[0] = np_sock_detach(client, &cfd[1], &client_ahead);
-    sfd[0] = np_sock_detach(server, &sfd[1], &server_ahead);
+    cfd[0] = np_sock_detach(client, &cfd[1], &opts.ssl[0], &client_ahead);
+    sfd[0] = np_sock_detach(server, &sfd[1], &opts.ssl[1], &server_ahead);
     np_relay_start(c, &opts, cfd, client_ahead, sfd, server_ahead);
     lua_pushboolean(L, 1);
     return 1;
@@ -134,6 +138,37 @@ static int core_send(lua_State *L)
     return 1;
 }
 
+/* core.starttls(handle, "client" | "server", context [, { sni =, verify_name = }]): upgrade
+ * that side of a relayed connection once the chunk being handled has been passed on.
+ * Returns true, or nil and why. */
+static int core_starttls(lua_State *L)
+{
+    struct np_conn *c = np_conn_from_handle(L, 1);
+    static const char *const sides[] = { "client", "server", NULL };
+    int side = luaL_checkoption(L, 2, NULL, sides), server;
+    SSL_CTX *ctx = np_tls_check_ctx(L, 3, &server);
+    const char *sni = NULL, *verify_name = NULL;
+
+    if (lua_istable(L, 4)) {
+        lua_getfield(L, 4, "sni");
+        lua_getfield(L, 4, "verify_name");
+        sni = lua_tostring(L, -2);
+        verify_name = lua_tostring(L, -1);
+    }
+    if (!c || c->ended || !c->relay) {
+        lua_pushnil(L);
+        lua_pushstring(L, !c || c->ended ? "closed" : "not relaying yet: use sock:tls()");
+        return 2;
+    }
+    if (np_relay_starttls(c->relay, side, ctx, server, sni, verify_name) < 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "the %s side already speaks TLS", sides[side]);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* core.close(handle): end the connection (after the running hook, during the relay). */
 static int core_close(lua_State *L)
 {
@@ -153,6 +188,7 @@ static const luaL_Reg core_funcs[] = {
     { "relay", core_relay },
     { "send", core_send },
     { "close", core_close },
+    { "starttls", core_starttls },
     { NULL, NULL },
 };
 
@@ -162,6 +198,7 @@ int luaopen_netproxy_core(lua_State *L)
     luaL_register(L, NULL, core_funcs);
     np_sock_open(L);
     np_timer_open(L);
+    np_tls_open(L);
     lua_pushstring(L, NP_VERSION);
     lua_setfield(L, -2, "version");
     return 1;

@@ -69,11 +69,19 @@ ssize_t np_buf_write_fd(struct np_buf *b, int fd)
     do {
         n = write(fd, b->data + b->start, np_buf_len(b));   /* SIGPIPE is ignored */
     } while (n < 0 && errno == EINTR);
-    if (n > 0) {
-        b->start += n;
-        if (b->start == b->end) b->start = b->end = 0;
-    }
+    if (n > 0) np_buf_consume(b, n);
     return n;
+}
+
+char *np_buf_space(struct np_buf *b, size_t want)
+{
+    return reserve(b, want) < 0 ? NULL : b->data + b->end;
+}
+
+void np_buf_consume(struct np_buf *b, size_t n)
+{
+    b->start += n;
+    if (b->start == b->end) b->start = b->end = 0;
 }
 
 void np_buf_release(struct np_buf *b)

@@ -22,6 +22,14 @@ ssize_t np_buf_read_fd(struct np_buf *b, int fd, size_t limit);
 /* Writes from the front of the buffer. Returns bytes sent or -1 with errno. */
 ssize_t np_buf_write_fd(struct np_buf *b, int fd);
 
+/* Room for up to want more bytes at the end: returns where to write them (commit what was
+ * written with np_buf_commit), or NULL when out of memory. */
+char *np_buf_space(struct np_buf *b, size_t want);
+static inline void np_buf_commit(struct np_buf *b, size_t n) { b->end += n; }
+
+/* Drops n bytes from the front (they were written elsewhere). */
+void np_buf_consume(struct np_buf *b, size_t n);
+
 /* Frees the memory; the buffer is empty afterwards. */
 void np_buf_release(struct np_buf *b);
 

@@ -1,22 +1,25 @@
 /* The relay: C pumps bytes both ways once both sides are connected. A direction moves its
- * bytes by splice() through a pooled pipe (zero copy) or, when something must see them,
- * through a bounded buffer. Either way a full receiver stops the reads from the sender
- * (backpressure), EOF becomes shutdown(SHUT_WR) once the pending bytes are out, and the
- * connection ends when both directions have ended or at the first error. */
+ * bytes by splice() through a pooled pipe (zero copy) or, when something must see them (a
+ * hook, TLS), through a bounded buffer. Either way a full receiver stops the reads from the
+ * sender (backpressure), EOF becomes shutdown(SHUT_WR) (after a TLS close_notify) once the
+ * pending bytes are out, and the connection ends when both directions have ended or at the
+ * first error. A side may be upgraded to TLS while relaying (STARTTLS). */
 #include "relay.h"
 #include "buf.h"
 #include "conn.h"
 #include "hook.h"
 #include "log.h"
-#include "luavm.h"
 #include "loop.h"
+#include "luavm.h"
 #include "pipepool.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <lauxlib.h>
+#include <openssl/err.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -28,12 +31,20 @@
 enum { CLIENT = 0, SERVER = 1 };
 static const char *const side_name[] = { "client", "server" };
 
+enum upgrade { UPGRADE_NONE, UPGRADE_FLUSHING, UPGRADE_HANDSHAKE };
+
 struct side {
     struct np_relay *relay;
     int idx;
     int rfd, wfd;               /* the same socket, or standard input and output */
     struct event rev, wev;
     int reading, writing;       /* rev / wev armed */
+    SSL *ssl;
+    int read_wants_write;       /* TLS: the last read needs the socket writable */
+    int write_wants_read;       /* TLS: the last write needs the socket readable */
+    enum upgrade upgrade;       /* STARTTLS in progress on this side */
+    int hs_wants_write;
+    char err[200];
 };
 
 /* Bytes from side `from` to side `from ^ 1`. */
@@ -53,6 +64,7 @@ struct np_relay {
     struct np_conn *conn;
     struct side side[2];
     struct direction dir[2];    /* dir[CLIENT]: client -> server */
+    enum np_relay_mode mode;
     size_t buffer_size;
     double idle_timeout, last_active;
     struct event idle;
@@ -62,24 +74,170 @@ struct np_relay {
     int closing;                /* conn:close() from a hook */
 };
 
+static struct side *src_of(struct np_relay *r, struct direction *d) { return &r->side[d->from]; }
+static struct side *dst_of(struct np_relay *r, struct direction *d) { return &r->side[d->from ^ 1]; }
+
 static size_t pending(const struct direction *d)
 {
     return np_buf_len(&d->buf) + d->in_pipe;
 }
 
-/* May this direction read more now? Splice reads only into an empty pipe: a pipe whose
- * slots are full answers EAGAIN too, and that must never be mistaken for an idle socket. */
-static int can_read(const struct np_relay *r, const struct direction *d)
+/* May this direction read more now? Not while either side is being upgraded; splice reads
+ * only into an empty pipe (a pipe whose slots are full answers EAGAIN too, which must not
+ * be mistaken for an idle socket); the copying path up to its bound. */
+static int can_read(struct np_relay *r, const struct direction *d)
 {
     if (d->eof) return 0;
+    if (r->side[0].upgrade || r->side[1].upgrade) return 0;
     if (d->splice) return pending(d) == 0;
     return np_buf_len(&d->buf) < r->buffer_size;
 }
 
-static void hold_pipe_release(struct direction *d)
+/* May it write? Not into a side that is in the middle of its TLS handshake. */
+static int can_write(struct np_relay *r, struct direction *d)
 {
-    if (d->in_pipe == 0 && d->pipe.rfd >= 0) np_pipe_put(&d->pipe);
+    return pending(d) > 0 && dst_of(r, d)->upgrade != UPGRADE_HANDSHAKE;
 }
+
+/* ---------------------------------------------------------------- I/O */
+
+/* Leaves the splice path for good: bytes still in the pipe move to the buffer first. */
+static void copy_from_now_on(struct direction *d)
+{
+    d->splice = 0;
+    while (d->in_pipe > 0) {
+        char chunk[16384];
+        ssize_t n = read(d->pipe.rfd, chunk, d->in_pipe < sizeof chunk ? d->in_pipe : sizeof chunk);
+        if (n <= 0 || np_buf_append(&d->buf, chunk, n) < 0) break;
+        d->in_pipe -= n;
+    }
+    if (d->in_pipe > 0) np_pipe_discard(&d->pipe);
+    else if (d->pipe.rfd >= 0) np_pipe_put(&d->pipe);
+    d->in_pipe = 0;
+}
+
+/* TLS read into the direction's buffer: >0, 0 EOF, -1 errno (EAGAIN or EPROTO, src->err). */
+static ssize_t tls_fill(struct np_relay *r, struct direction *d, struct side *src)
+{
+    size_t room = r->buffer_size - np_buf_len(&d->buf);
+    char *space = np_buf_space(&d->buf, room);
+    enum np_tls_want want = NP_TLS_WANT_READ;
+    ssize_t n;
+
+    if (!space) {
+        errno = ENOMEM;
+        return -1;
+    }
+    n = np_tls_read(src->ssl, space, room, &want, src->err, sizeof src->err);
+    if (n > 0) np_buf_commit(&d->buf, n);
+    src->read_wants_write = n < 0 && errno == EAGAIN && want == NP_TLS_WANT_WRITE;
+    return n;
+}
+
+static ssize_t splice_fill(struct np_relay *r, struct direction *d, int fd)
+{
+    ssize_t n;
+
+    do {
+        n = splice(fd, NULL, d->pipe.wfd, NULL, np_pipepool_pipe_size(),
+                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) d->in_pipe += n;
+    return n;
+}
+
+static int run_hook(struct np_relay *r, struct direction *d, size_t n);
+
+/* Reads from the source: >0 bytes, 0 EOF, -1 errno, ENDED. */
+static ssize_t fill(struct np_relay *r, struct direction *d)
+{
+    struct side *src = src_of(r, d);
+    ssize_t n;
+
+    if (d->splice && d->pipe.rfd < 0 && np_pipe_get(&d->pipe) < 0) {
+        /* No pipe to be had (fd limit): this direction copies from now on. */
+        np_clog(NP_WARNING, r->conn->id, "no pipe for splice (%s): copying instead",
+                strerror(errno));
+        d->splice = 0;
+    }
+    if (d->splice) {
+        n = splice_fill(r, d, src->rfd);
+        if (n >= 0 || errno != EINVAL) return n;
+        copy_from_now_on(d);            /* a source splice() cannot read (a terminal) */
+    }
+    n = src->ssl ? tls_fill(r, d, src) : np_buf_read_fd(&d->buf, src->rfd, r->buffer_size);
+    if (n >= 0 && d->hook_ref != LUA_NOREF && run_hook(r, d, n) < 0) return ENDED;
+    return n;
+}
+
+/* Writes pending bytes to the destination: >0 bytes, -1 errno. The pipe goes first:
+ * bytes queued in buf while it held some (conn:send) come after them; bytes read ahead
+ * before the relay are in buf with an empty pipe, and a splice direction reads nothing
+ * until they are out. */
+static ssize_t flush(struct np_relay *r, struct direction *d)
+{
+    struct side *dst = dst_of(r, d);
+    ssize_t n;
+
+    if (d->in_pipe > 0) {
+        do {
+            n = splice(d->pipe.rfd, NULL, dst->wfd, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        } while (n < 0 && errno == EINTR);
+        if (n > 0) d->in_pipe -= n;
+        if (n >= 0 || errno != EINVAL) return n;
+        copy_from_now_on(d);            /* a destination splice() cannot write (a terminal) */
+    }
+    if (dst->ssl) {
+        enum np_tls_want want = NP_TLS_WANT_WRITE;
+        n = np_tls_write(dst->ssl, d->buf.data + d->buf.start, np_buf_len(&d->buf), &want,
+                         dst->err, sizeof dst->err);
+        if (n > 0) np_buf_consume(&d->buf, n);
+        dst->write_wants_read = n < 0 && errno == EAGAIN && want == NP_TLS_WANT_READ;
+    } else {
+        n = np_buf_write_fd(&d->buf, dst->wfd);
+    }
+    if (n > 0 && np_buf_len(&d->buf) == 0) np_buf_release(&d->buf);
+    return n;
+}
+
+/* The write half ends: a TLS close_notify, then shutdown(SHUT_WR) for a socket; closing
+ * standard output. */
+static void shut_write(struct side *s)
+{
+    if (s->ssl) {
+        ERR_clear_error();
+        SSL_shutdown(s->ssl);
+    }
+    if (s->wfd != s->rfd) {
+        event_del(&s->wev);
+        s->writing = 0;
+        close(s->wfd);
+        s->wfd = -1;
+    } else {
+        shutdown(s->wfd, SHUT_WR);
+    }
+}
+
+static void arm(struct event *ev, int *on, int want)
+{
+    if (want && !*on) event_add(ev, NULL);
+    if (!want && *on) event_del(ev);
+    *on = want;
+}
+
+/* Records why the relay must stop; returns -1 for the caller to pass up. */
+static int fail(struct np_relay *r, struct side *s, int err)
+{
+    if (err == EPROTO)
+        np_conn_end(r->conn, "%s tls %s", side_name[s->idx], s->err);
+    else if (err == ECONNRESET || err == EPIPE)
+        np_conn_end(r->conn, "%s reset", side_name[s->idx]);
+    else
+        np_conn_end(r->conn, "%s error: %s", side_name[s->idx], strerror(err));
+    return -1;
+}
+
+/* ---------------------------------------------------------------- hooks */
 
 /* Moves bytes conn:send() queued into their directions' buffers. */
 static void settle_injections(struct np_relay *r)
@@ -124,159 +282,154 @@ static int run_hook(struct np_relay *r, struct direction *d, size_t n)
     return 0;
 }
 
-/* Leaves the splice path for good: bytes still in the pipe move to the buffer first. */
-static void copy_from_now_on(struct direction *d)
-{
-    d->splice = 0;
-    while (d->in_pipe > 0) {
-        char chunk[16384];
-        ssize_t n = read(d->pipe.rfd, chunk, d->in_pipe < sizeof chunk ? d->in_pipe : sizeof chunk);
-        if (n <= 0 || np_buf_append(&d->buf, chunk, n) < 0) break;
-        d->in_pipe -= n;
-    }
-    if (d->in_pipe > 0) np_pipe_discard(&d->pipe);
-    else if (d->pipe.rfd >= 0) np_pipe_put(&d->pipe);
-    d->in_pipe = 0;
-}
+/* ---------------------------------------------------------------- the pump */
 
-/* Reads from the source: >0 bytes, 0 EOF, -1 errno, ENDED. */
-static ssize_t fill(struct np_relay *r, struct direction *d, int fd)
-{
-    ssize_t n;
-
-    if (d->splice && d->pipe.rfd < 0 && np_pipe_get(&d->pipe) < 0) {
-        /* No pipe to be had (fd limit): this direction copies from now on. */
-        np_clog(NP_WARNING, r->conn->id, "no pipe for splice (%s): copying instead",
-                strerror(errno));
-        d->splice = 0;
-    }
-    if (!d->splice) {
-        n = np_buf_read_fd(&d->buf, fd, r->buffer_size);
-        if (n >= 0 && d->hook_ref != LUA_NOREF && run_hook(r, d, n) < 0) return ENDED;
-        return n;
-    }
-    do {
-        n = splice(fd, NULL, d->pipe.wfd, NULL, np_pipepool_pipe_size(),
-                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    } while (n < 0 && errno == EINTR);
-    if (n > 0) d->in_pipe += n;
-    if (n < 0 && errno == EINVAL) {     /* a source splice() cannot read (a terminal) */
-        copy_from_now_on(d);
-        return fill(r, d, fd);
-    }
-    return n;
-}
-
-/* Writes pending bytes to the destination: >0 bytes, -1 errno. */
-static ssize_t flush(struct direction *d, int fd)
-{
-    ssize_t n;
-
-    /* The pipe first: bytes queued in buf while it held some (conn:send) come after them.
-     * Bytes read ahead before the relay are in buf with an empty pipe, and a splice
-     * direction reads nothing until they are out. */
-    if (d->in_pipe > 0) {
-        do {
-            n = splice(d->pipe.rfd, NULL, fd, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        } while (n < 0 && errno == EINTR);
-        if (n > 0) d->in_pipe -= n;
-        if (n >= 0 || errno != EINVAL) return n;
-        copy_from_now_on(d);            /* a destination splice() cannot write (a terminal) */
-    }
-    n = np_buf_write_fd(&d->buf, fd);
-    if (n > 0 && np_buf_len(&d->buf) == 0) np_buf_release(&d->buf);
-    return n;
-}
-
-static void arm(struct event *ev, int *on, int want)
-{
-    if (want && !*on) event_add(ev, NULL);
-    if (!want && *on) event_del(ev);
-    *on = want;
-}
-
-/* Records why the relay must stop; returns -1 for the caller to pass up. */
-static int fail(struct np_relay *r, int side, int err)
-{
-    if (err == ECONNRESET || err == EPIPE)
-        np_conn_end(r->conn, "%s reset", side_name[side]);
-    else
-        np_conn_end(r->conn, "%s error: %s", side_name[side], strerror(err));
-    return -1;
-}
-
-/* The write half ends: shutdown(SHUT_WR) for a socket; closing standard output. */
-static void shut_write(struct side *s)
-{
-    if (s->wfd != s->rfd) {
-        event_del(&s->wev);
-        s->writing = 0;
-        close(s->wfd);
-        s->wfd = -1;
-    } else {
-        shutdown(s->wfd, SHUT_WR);
-    }
-}
-
-/* Moves what it can for one direction, then arms the events it waits on.
- * Returns -1 once the connection has ended (r is then freed). */
+/* Moves what it can for one direction. Returns -1 once the connection has ended (r is
+ * then freed). Each round writes what is pending, then reads what there is room for; a
+ * blocked writer still lets the buffer fill up to its bound. Stop when neither moves. */
 static int pump(struct np_relay *r, struct direction *d)
 {
-    struct side *src = &r->side[d->from], *dst = &r->side[d->from ^ 1];
     int rounds = PUMP_BUDGET, moved = 0;
     ssize_t n;
 
-    /* Each round writes what is pending, then reads what there is room for; a blocked
-     * writer still lets the buffer fill up to its bound. Stop when neither moves. */
     while (rounds-- > 0) {
         int progress = 0;
-        if (pending(d) > 0) {
-            n = flush(d, dst->wfd);
-            if (n < 0 && errno != EAGAIN) return fail(r, dst->idx, errno);
+        if (can_write(r, d)) {
+            n = flush(r, d);
+            if (n < 0 && errno != EAGAIN) return fail(r, dst_of(r, d), errno);
             if (n > 0) {
                 *d->counter += n;
                 moved = progress = 1;
             }
         }
         if (can_read(r, d)) {
-            n = fill(r, d, src->rfd);
+            n = fill(r, d);
             if (n == ENDED) return -1;
-            if (n < 0 && errno != EAGAIN) return fail(r, src->idx, errno);
+            if (n < 0 && errno != EAGAIN) return fail(r, src_of(r, d), errno);
             if (n == 0) d->eof = 1;
             if (n >= 0) progress = 1;
         }
         if (!progress) break;
     }
     if (moved) r->last_active = np_now();
-    if (d->splice) hold_pipe_release(d);
+    if (d->splice && d->in_pipe == 0 && d->pipe.rfd >= 0) np_pipe_put(&d->pipe);
     if (d->eof && pending(d) == 0 && !d->done) {
         d->done = 1;
-        shut_write(dst);
+        shut_write(dst_of(r, d));
     }
     if (r->dir[0].done && r->dir[1].done) {
         np_conn_end(r->conn, "eof");
         return -1;
     }
-    arm(&src->rev, &src->reading, can_read(r, d));
-    arm(&dst->wev, &dst->writing, pending(d) > 0);
-    /* a hook may have queued bytes for the other direction */
-    struct direction *o = &r->dir[d->from ^ 1];
-    if (pending(o) > 0) arm(&r->side[o->from ^ 1].wev, &r->side[o->from ^ 1].writing, 1);
     return 0;
 }
+
+static int start_handshake(struct np_relay *r, struct side *s);
+
+/* STARTTLS: once the bytes toward an upgrading side are out in clear, its handshake starts. */
+static int advance_upgrades(struct np_relay *r)
+{
+    for (int i = 0; i < 2; i++) {
+        struct side *s = &r->side[i];
+        if (s->upgrade == UPGRADE_FLUSHING && pending(&r->dir[i ^ 1]) == 0 &&
+            start_handshake(r, s) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Arms, for both sides, exactly the events that something waits for. */
+static void update_events(struct np_relay *r)
+{
+    for (int i = 0; i < 2; i++) {
+        struct side *s = &r->side[i];
+        struct direction *out = &r->dir[i], *in = &r->dir[i ^ 1];   /* from s, toward s */
+        int want_read, want_write;
+
+        if (s->upgrade == UPGRADE_HANDSHAKE) {
+            want_read = !s->hs_wants_write;
+            want_write = s->hs_wants_write;
+        } else {
+            want_read = (can_read(r, out) && !s->read_wants_write) ||
+                        (can_write(r, in) && s->write_wants_read);
+            want_write = (can_write(r, in) && !s->write_wants_read) ||
+                         (can_read(r, out) && s->read_wants_write);
+        }
+        arm(&s->rev, &s->reading, want_read);
+        if (s->wfd >= 0) arm(&s->wev, &s->writing, want_write);
+        /* TLS may hold decrypted bytes the socket will never signal again */
+        if (s->ssl && want_read && !s->upgrade && SSL_pending(s->ssl) > 0)
+            event_active(&s->rev, EV_READ, 0);
+    }
+}
+
+/* Pumps both directions, then settles upgrades and events. */
+static void pump_all(struct np_relay *r, int first)
+{
+    if (pump(r, &r->dir[first]) < 0 || pump(r, &r->dir[first ^ 1]) < 0) return;
+    if (advance_upgrades(r) < 0) return;
+    update_events(r);
+}
+
+/* ---------------------------------------------------------------- STARTTLS */
+
+static int handshake_step(struct np_relay *r, struct side *s)
+{
+    char info[160];
+
+    switch (np_tls_handshake(s->ssl, s->err, sizeof s->err)) {
+    case NP_TLS_DONE:
+        s->upgrade = UPGRADE_NONE;
+        np_tls_describe(s->ssl, info, sizeof info);
+        np_clog(NP_INFO, r->conn->id, "%s: starttls with the %s: %s", r->conn->proxy->name,
+                side_name[s->idx], info);
+        return 1;
+    case NP_TLS_WANT_READ: s->hs_wants_write = 0; return 0;
+    case NP_TLS_WANT_WRITE: s->hs_wants_write = 1; return 0;
+    default:
+        np_conn_end(r->conn, "%s starttls %s", side_name[s->idx], s->err);
+        return -1;
+    }
+}
+
+static int start_handshake(struct np_relay *r, struct side *s)
+{
+    s->upgrade = UPGRADE_HANDSHAKE;
+    return handshake_step(r, s) < 0 ? -1 : 0;
+}
+
+int np_relay_starttls(struct np_relay *r, int side, SSL_CTX *ctx, int server,
+                      const char *sni, const char *verify_name)
+{
+    struct side *s = &r->side[side];
+
+    if (s->ssl || s->upgrade || s->rfd != s->wfd) return -1;
+    s->ssl = np_tls_new(ctx, server, s->rfd, sni, verify_name);
+    if (!s->ssl) return -1;
+    s->upgrade = UPGRADE_FLUSHING;
+    event_active(&r->kick, EV_TIMEOUT, 0);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- events */
 
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct side *s = arg;
+    struct np_relay *r = s->relay;
 
-    pump(s->relay, &s->relay->dir[s->idx]);
+    if (s->upgrade == UPGRADE_HANDSHAKE && handshake_step(r, s) < 0) return;
+    /* with TLS, a write toward this side may have been waiting for it to be readable */
+    pump_all(r, s->idx);
 }
 
 static void on_writable(evutil_socket_t fd, short what, void *arg)
 {
     struct side *s = arg;
+    struct np_relay *r = s->relay;
 
-    pump(s->relay, &s->relay->dir[s->idx ^ 1]);
+    if (s->upgrade == UPGRADE_HANDSHAKE && handshake_step(r, s) < 0) return;
+    pump_all(r, s->idx ^ 1);
 }
 
 static void on_kick(evutil_socket_t fd, short what, void *arg)
@@ -287,7 +440,8 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
         np_conn_end(r->conn, "closed by hook");
         return;
     }
-    if (pump(r, &r->dir[NP_TO_SERVER]) == 0) pump(r, &r->dir[NP_TO_CLIENT]);
+    settle_injections(r);
+    pump_all(r, CLIENT);
 }
 
 int np_relay_inject(struct np_relay *r, int dir, const char *data, size_t len)
@@ -317,7 +471,9 @@ static void on_idle_check(evutil_socket_t fd, short what, void *arg)
     evtimer_add(&r->idle, &tv);
 }
 
-static void side_init(struct np_relay *r, int idx, int rfd, int wfd)
+/* ---------------------------------------------------------------- life */
+
+static void side_init(struct np_relay *r, int idx, int rfd, int wfd, SSL *ssl)
 {
     struct side *s = &r->side[idx];
 
@@ -325,6 +481,7 @@ static void side_init(struct np_relay *r, int idx, int rfd, int wfd)
     s->idx = idx;
     s->rfd = rfd;
     s->wfd = wfd;
+    s->ssl = ssl;
     event_assign(&s->rev, np_base, rfd, EV_READ | EV_PERSIST, on_readable, s);
     event_assign(&s->wev, np_base, wfd, EV_WRITE | EV_PERSIST, on_writable, s);
 }
@@ -368,6 +525,7 @@ void np_relay_start(struct np_conn *c, const struct np_relay_opts *opts,
         }
         free(r);
         for (int i = 0; i < 2; i++) {
+            if (opts->ssl[i]) SSL_free(opts->ssl[i]);
             if (i == 0 || client_fd[1] != client_fd[0]) close(client_fd[i]);
             if (i == 0 || server_fd[1] != server_fd[0]) close(server_fd[i]);
         }
@@ -379,19 +537,22 @@ void np_relay_start(struct np_conn *c, const struct np_relay_opts *opts,
     r->conn = c;
     np_conn_negotiated(c);
     event_del(&c->deadline);
+    r->mode = opts->mode;
     r->buffer_size = p->buffer_size;
     r->idle_timeout = p->idle_timeout;
     r->last_active = np_now();
     r->conn_ref = opts->conn_ref;
     r->hook_budget = opts->hook_budget;
-    side_init(r, CLIENT, client_fd[0], client_fd[1]);
-    side_init(r, SERVER, server_fd[0], server_fd[1]);
+    side_init(r, CLIENT, client_fd[0], client_fd[1], opts->ssl[CLIENT]);
+    side_init(r, SERVER, server_fd[0], server_fd[1], opts->ssl[SERVER]);
     for (int i = 0; i < 2; i++) {
         struct direction *d = &r->dir[i];
         d->from = i;
         d->hook_ref = opts->hook_ref[i];
-        /* a hook needs the bytes in user space; the other direction may still splice */
-        d->splice = opts->mode != NP_RELAY_BUFFERED && d->hook_ref == LUA_NOREF;
+        /* bytes a hook or TLS must handle leave splice; the other direction may keep it.
+         * A side declared for a later STARTTLS copies from the start. */
+        d->splice = opts->mode != NP_RELAY_BUFFERED && d->hook_ref == LUA_NOREF &&
+                    !opts->ssl[0] && !opts->ssl[1] && !opts->may_starttls;
         d->pipe.rfd = d->pipe.wfd = -1;
     }
     r->dir[CLIENT].counter = &c->bytes_in;
@@ -421,6 +582,7 @@ void np_relay_free(struct np_relay *r)
         struct side *sd = &r->side[i];
         event_del(&sd->rev);
         event_del(&sd->wev);
+        if (sd->ssl) SSL_free(sd->ssl);
         if (sd->wfd >= 0 && sd->wfd != sd->rfd) close(sd->wfd);
         close(sd->rfd);
         np_buf_release(&r->dir[i].buf);

@@ -3,6 +3,7 @@
 #ifndef NP_RELAY_H
 #define NP_RELAY_H
 #include "server.h"
+#include <openssl/ssl.h>
 
 struct np_conn;
 struct evbuffer;
@@ -15,6 +16,8 @@ struct np_relay_opts {
     int hook_ref[2];        /* per direction: a Lua function in the registry, or LUA_NOREF */
     int conn_ref;           /* the Lua conn object handed to hooks (the relay releases it) */
     double hook_budget;     /* seconds one hook call may take; 0 = unbounded */
+    SSL *ssl[2];            /* client, server: a TLS session the relay takes over, or NULL */
+    int may_starttls;       /* a side may be upgraded later: do not splice */
 };
 
 /* Hands both sides' fds ({read, write}: the same socket twice, or stdin and stdout) to a new relay, set as c->relay, which owns the registry refs in opts from
@@ -28,6 +31,12 @@ void np_relay_start(struct np_conn *c, const struct np_relay_opts *opts,
 /* conn:send(): queues bytes for one direction, after the chunk being handled, if any.
  * Returns 0, or -1 when out of memory. */
 int np_relay_inject(struct np_relay *r, int dir, const char *data, size_t len);
+
+/* conn:starttls(): upgrade a side to TLS (in the context's role, sending sni and checking
+ * verify_name as a client) once the bytes toward it are out in clear; reading stops now.
+ * Returns 0, or -1 when that side already speaks TLS (or is not a socket). */
+int np_relay_starttls(struct np_relay *r, int side, SSL_CTX *ctx, int server,
+                      const char *sni, const char *verify_name);
 
 /* conn:close() during the relay: the connection ends once the running hook returns. */
 void np_relay_close_soon(struct np_relay *r);

@@ -10,7 +10,9 @@ struct evbuffer;
 #include <event2/util.h>
 struct np_resolve;
 
-enum np_sock_op { NP_OP_NONE, NP_OP_READ, NP_OP_PEEK, NP_OP_WRITE, NP_OP_CONNECT };
+#include <openssl/ssl.h>
+
+enum np_sock_op { NP_OP_NONE, NP_OP_READ, NP_OP_PEEK, NP_OP_WRITE, NP_OP_CONNECT, NP_OP_HANDSHAKE };
 
 struct np_sock {
     int fd;                       /* -1 when closed or handed to the relay */
@@ -18,7 +20,10 @@ struct np_sock {
     struct np_conn *conn;         /* owner; NULL when closed */
     struct np_sock *next, **pprev;
     struct event rev, wev;        /* assigned while fd is valid */
-    enum np_sock_op rop, wop;     /* what the waiting coroutine asked for */
+    enum np_sock_op op;           /* what the waiting coroutine asked for (one at a time) */
+    int want_write;               /* the op waits for writability (else readability) */
+    SSL *ssl;                     /* once sock:tls() has run */
+    char err[200];                /* why the last I/O failed */
     int self_ref;                 /* anchors the userdata while an op is pending */
     size_t want;
     double op_deadline;           /* 0 = none */
@@ -39,10 +44,11 @@ struct np_sock {
 struct np_sock *np_sock_push(lua_State *L, struct np_conn *c, int rfd, int wfd);
 struct np_sock *np_sock_check(lua_State *L, int idx);
 
-/* Takes the fds and the read-ahead bytes away from the cosocket (for the relay): the Lua
- * object is closed afterwards. Returns the read fd, *wfd the write fd (the same for a
- * socket); *inbuf receives the buffer (may be empty). */
-int np_sock_detach(struct np_sock *s, int *wfd, struct evbuffer **inbuf);
+/* Takes the fds, the TLS session and the read-ahead bytes away from the cosocket (for the
+ * relay): the Lua object is closed afterwards. Returns the read fd, *wfd the write fd (the
+ * same for a socket), *ssl the TLS session or NULL; *inbuf receives the buffer (may be
+ * empty). */
+int np_sock_detach(struct np_sock *s, int *wfd, SSL **ssl, struct evbuffer **inbuf);
 
 /* Closes a cosocket: events off, fd closed, unlinked. Idempotent. */
 void np_sock_close(struct np_sock *s);

@@ -1,0 +1,163 @@
+/* core.connect(): resolve without blocking, then try each address in turn until one
+ * answers or the deadline passes; the result is a cosocket (sock.c). */
+#include "sock_impl.h"
+#include "conn.h"
+#include "loop.h"
+#include "resolve.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/util.h>
+#include <lauxlib.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define DEFAULT_CONNECT_TIMEOUT 10.0
+
+static void arm_connect(struct np_sock *s)
+{
+    struct timeval tv = np_tv(s->deadline - np_now());
+
+    event_add(&s->wev, s->deadline > 0 ? &tv : NULL);
+}
+
+/* Starts connecting to the next address; DONE when connected or out of addresses. */
+static int connect_next(struct np_sock *s)
+{
+    while (s->next_addr) {
+        struct evutil_addrinfo *ai = s->next_addr;
+        int fd;
+
+        s->next_addr = ai->ai_next;
+        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            s->last_errno = errno;
+            continue;
+        }
+        np_addr_format(ai->ai_addr, s->peer, sizeof s->peer);
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 || errno == EINPROGRESS) {
+            np_sock_set_fds(s, fd, fd);
+            if (errno != EINPROGRESS) return DONE;
+            arm_connect(s);
+            return PENDING;
+        }
+        s->last_errno = errno;
+        close(fd);
+    }
+    return DONE;
+}
+
+static void connect_finished(struct np_sock *s)
+{
+    if (s->addrs) evutil_freeaddrinfo(s->addrs);
+    s->addrs = s->next_addr = NULL;
+    if (s->fd >= 0) np_sock_set_nodelay(s->fd);
+}
+
+/* Pushes connect's results: the socket at idx, or nil and why. */
+static int push_connect(lua_State *L, struct np_sock *s, int idx)
+{
+    char why[128];
+
+    connect_finished(s);
+    if (s->fd >= 0) {
+        lua_pushvalue(L, idx);
+        return 1;
+    }
+    if (s->dns_error)
+        snprintf(why, sizeof why, "resolve: %s", evutil_gai_strerror(s->dns_error));
+    else
+        snprintf(why, sizeof why, "%s", s->last_errno ? np_sock_err_token(s->last_errno) : "no address");
+    return np_sock_push_fail(L, why);
+}
+
+static void connect_done_async(struct np_sock *s)
+{
+    lua_State *co = s->conn->co;
+
+    lua_rawgeti(co, LUA_REGISTRYINDEX, s->self_ref);
+    int n = push_connect(co, s, lua_gettop(co));
+    if (n == 1) lua_remove(co, -2);     /* keep just the socket */
+    else lua_remove(co, -3);
+    np_sock_resume(s, n);
+}
+
+static void on_resolved(int err, struct evutil_addrinfo *res, void *arg)
+{
+    struct np_sock *s = arg;
+    int answered_at_once = (s->resolving == NULL);
+
+    s->resolving = NULL;
+    s->dns_error = err;
+    s->addrs = s->next_addr = res;
+    if (answered_at_once) return;       /* core_connect carries on */
+    event_del(&s->wev);                  /* the resolve deadline */
+    if (connect_next(s) == DONE) connect_done_async(s);
+}
+
+void np_sock_connect_ready(struct np_sock *s, short what)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+
+    if (what & EV_TIMEOUT) {
+        s->last_errno = ETIMEDOUT;
+        s->dns_error = 0;
+        s->next_addr = NULL;
+    } else if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) {
+        connect_done_async(s);
+        return;
+    } else {
+        s->last_errno = err ? err : errno;
+    }
+    if (s->resolving) np_resolve_cancel(s->resolving);
+    s->resolving = NULL;
+    if (s->fd >= 0) {
+        event_del(&s->rev);
+        close(s->fd);
+        s->fd = s->wfd = -1;
+    }
+    if (connect_next(s) == DONE) connect_done_async(s);
+}
+
+/* core.connect(host, port [, { timeout = seconds }]) -> sock | nil, err */
+static int core_connect(lua_State *L)
+{
+    const char *host = luaL_checkstring(L, 1);
+    lua_Integer port = luaL_checkinteger(L, 2);
+    double timeout = DEFAULT_CONNECT_TIMEOUT;
+    struct np_conn *c = np_conn_current();
+    struct np_sock *s;
+    int idx;
+
+    luaL_argcheck(L, port > 0 && port < 65536, 2, "port must be 1..65535");
+    if (lua_istable(L, 3)) {
+        lua_getfield(L, 3, "timeout");
+        timeout = luaL_optnumber(L, -1, timeout);
+        luaL_argcheck(L, timeout >= 0, 3, "timeout must be >= 0");
+        lua_pop(L, 1);
+    }
+    if (!c || c->co != L) return luaL_error(L, "connect: only from a connection's coroutine");
+    if (c->ended) return np_sock_push_fail(L, "closed");
+    s = np_sock_new(L, c);
+    idx = lua_gettop(L);
+    s->op = NP_OP_CONNECT;
+    s->deadline = timeout > 0 ? np_now() + timeout : 0;
+    s->resolving = NULL;
+    struct np_resolve *r = np_resolve_start(host, (int)port, on_resolved, s);
+    if (r) {
+        s->resolving = r;
+        arm_connect(s);                 /* a bare timer: the deadline while resolving */
+    } else if (connect_next(s) == DONE) {
+        return push_connect(L, s, idx);
+    }
+    return np_sock_yield(L, s, idx);
+}
+
+void np_sock_connect_open(lua_State *L)
+{
+    lua_pushcfunction(L, core_connect);
+    lua_setfield(L, -2, "connect");
+}
+

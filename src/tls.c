@@ -1,0 +1,381 @@
+/* TLS with OpenSSL: contexts built from Lua tables (certificates chosen by SNI, client and
+ * server verification, ALPN, minimum version, no renegotiation), and the non-blocking
+ * handshake, read and write steps that the cosockets and the relay share. */
+#include "tls.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CTX_MT "netproxy.tls_context"
+#define MAX_SNI 64
+
+struct sni_entry {
+    char *pattern;              /* "www.example.org" or "*.example.org" */
+    SSL_CTX *ctx;
+};
+
+struct tls_ctx {
+    SSL_CTX *ctx;
+    int server;
+    struct sni_entry sni[MAX_SNI];
+    int nsni;
+    unsigned char alpn[256];    /* wire format: length-prefixed names */
+    unsigned int alpn_len;
+};
+
+/* ---------------------------------------------------------------- errors */
+
+static void openssl_error(char *err, size_t errlen, const char *what)
+{
+    unsigned long e = ERR_peek_last_error();
+    char buf[256];
+
+    if (e) ERR_error_string_n(e, buf, sizeof buf);
+    else snprintf(buf, sizeof buf, "%s", errno ? strerror(errno) : "unknown error");
+    snprintf(err, errlen, "%s: %s", what, buf);
+    ERR_clear_error();
+}
+
+static int raise_openssl(lua_State *L, const char *what)
+{
+    char err[400];
+
+    openssl_error(err, sizeof err, what);
+    return luaL_error(L, "%s", err);
+}
+
+/* ---------------------------------------------------------------- contexts */
+
+static int name_matches(const char *pattern, const char *name)
+{
+    if (pattern[0] == '*' && pattern[1] == '.') {   /* one label */
+        const char *dot = strchr(name, '.');
+        return dot && dot != name && strcasecmp(dot + 1, pattern + 2) == 0;
+    }
+    return strcasecmp(pattern, name) == 0;
+}
+
+static int on_servername(SSL *ssl, int *alert, void *arg)
+{
+    struct tls_ctx *t = arg;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+
+    if (!name) return SSL_TLSEXT_ERR_OK;
+    for (int i = 0; i < t->nsni; i++) {
+        if (name_matches(t->sni[i].pattern, name)) {
+            SSL_set_SSL_CTX(ssl, t->sni[i].ctx);
+            break;
+        }
+    }
+    return SSL_TLSEXT_ERR_OK;       /* unknown names get the default certificate */
+}
+
+static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                   const unsigned char *in, unsigned int inlen, void *arg)
+{
+    struct tls_ctx *t = arg;
+
+    if (SSL_select_next_proto((unsigned char **)out, outlen, t->alpn, t->alpn_len, in, inlen) ==
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_OK;
+    return SSL_TLSEXT_ERR_NOACK;    /* no protocol in common: go on without ALPN */
+}
+
+static const char *opt_string(lua_State *L, int t, const char *name)
+{
+    const char *s;
+
+    lua_getfield(L, t, name);
+    s = lua_tostring(L, -1);        /* kept alive by the options table */
+    lua_pop(L, 1);
+    return s;
+}
+
+static int opt_bool(lua_State *L, int t, const char *name, int dflt)
+{
+    int v;
+
+    lua_getfield(L, t, name);
+    v = lua_isnil(L, -1) ? dflt : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static int min_version(lua_State *L, const char *v)
+{
+    if (!v || !strcmp(v, "1.2")) return TLS1_2_VERSION;
+    if (!strcmp(v, "1.3")) return TLS1_3_VERSION;
+    if (!strcmp(v, "1.1")) return TLS1_1_VERSION;
+    if (!strcmp(v, "1.0")) return TLS1_VERSION;
+    return luaL_error(L, "min_version: want \"1.0\", \"1.1\", \"1.2\" or \"1.3\", not \"%s\"", v);
+}
+
+static void load_ca(lua_State *L, SSL_CTX *ctx, const char *ca, int server)
+{
+    if (!ca) {
+        if (!server && !SSL_CTX_set_default_verify_paths(ctx)) raise_openssl(L, "system CA store");
+        return;
+    }
+    if (!SSL_CTX_load_verify_locations(ctx, ca, NULL) &&
+        !SSL_CTX_load_verify_locations(ctx, NULL, ca))
+        raise_openssl(L, lua_pushfstring(L, "ca %s", ca));
+    if (server) {
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca);
+        if (names) SSL_CTX_set_client_CA_list(ctx, names);
+    }
+    ERR_clear_error();
+}
+
+static void load_cert(lua_State *L, SSL_CTX *ctx, const char *cert, const char *key)
+{
+    if (!SSL_CTX_use_certificate_chain_file(ctx, cert))
+        raise_openssl(L, lua_pushfstring(L, "cert %s", cert));
+    if (!SSL_CTX_use_PrivateKey_file(ctx, key ? key : cert, SSL_FILETYPE_PEM))
+        raise_openssl(L, lua_pushfstring(L, "key %s", key ? key : cert));
+    if (!SSL_CTX_check_private_key(ctx))
+        raise_openssl(L, lua_pushfstring(L, "key %s does not match cert %s", key ? key : cert, cert));
+}
+
+/* One SSL_CTX with the settings of opts (table at t) and the given certificate. */
+static SSL_CTX *new_ctx(lua_State *L, int t, struct tls_ctx *owner, const char *cert, const char *key)
+{
+    SSL_CTX *ctx = SSL_CTX_new(owner->server ? TLS_server_method() : TLS_client_method());
+    int verify = opt_bool(L, t, "verify", !owner->server);
+    long opts = SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF;
+
+    if (!ctx) raise_openssl(L, "SSL_CTX_new");
+#ifdef SSL_OP_ENABLE_KTLS
+    opts |= SSL_OP_ENABLE_KTLS;     /* used when the kernel has its tls module */
+#endif
+    SSL_CTX_set_options(ctx, opts);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                          SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_min_proto_version(ctx, min_version(L, opt_string(L, t, "min_version")));
+    if (cert) load_cert(L, ctx, cert, key);
+    if (verify) {
+        load_ca(L, ctx, opt_string(L, t, "ca"), owner->server);
+        SSL_CTX_set_verify(ctx, owner->server ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                                              : SSL_VERIFY_PEER, NULL);
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    if (owner->server) {
+        SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
+        SSL_CTX_set_tlsext_servername_arg(ctx, owner);
+        if (owner->alpn_len) SSL_CTX_set_alpn_select_cb(ctx, on_alpn, owner);
+        /* Session tickets need a shared key across workers to help; keep it simple. */
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    } else if (owner->alpn_len && SSL_CTX_set_alpn_protos(ctx, owner->alpn, owner->alpn_len)) {
+        raise_openssl(L, "alpn");
+    }
+    return ctx;
+}
+
+static void read_alpn(lua_State *L, int t, struct tls_ctx *c)
+{
+    lua_getfield(L, t, "alpn");
+    for (int i = 1; lua_istable(L, -1); i++) {
+        size_t len;
+        lua_rawgeti(L, -1, i);
+        const char *p = lua_tolstring(L, -1, &len);
+        lua_pop(L, 1);
+        if (!p) break;
+        if (len == 0 || len > 255 || c->alpn_len + 1 + len > sizeof c->alpn)
+            luaL_error(L, "alpn: bad protocol name '%s'", p);
+        c->alpn[c->alpn_len++] = (unsigned char)len;
+        memcpy(c->alpn + c->alpn_len, p, len);
+        c->alpn_len += len;
+    }
+    lua_pop(L, 1);
+}
+
+/* certs = { { names = { "a.example", "*.b.example" }, cert = ..., key = ... }, ... } */
+static void read_sni_certs(lua_State *L, int t, struct tls_ctx *c)
+{
+    lua_getfield(L, t, "certs");
+    for (int i = 1; lua_istable(L, -1); i++) {
+        lua_rawgeti(L, -1, i);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            break;
+        }
+        int e = lua_gettop(L);
+        SSL_CTX *ctx = new_ctx(L, t, c, opt_string(L, e, "cert"), opt_string(L, e, "key"));
+        lua_getfield(L, e, "names");
+        for (int j = 1; lua_istable(L, -1); j++) {
+            lua_rawgeti(L, -1, j);
+            const char *name = lua_tostring(L, -1);
+            lua_pop(L, 1);
+            if (!name) break;
+            if (c->nsni == MAX_SNI) luaL_error(L, "certs: at most %d names", MAX_SNI);
+            SSL_CTX_up_ref(ctx);
+            c->sni[c->nsni].pattern = strdup(name);
+            c->sni[c->nsni++].ctx = ctx;
+        }
+        SSL_CTX_free(ctx);          /* the entries hold their own references */
+        lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+}
+
+static int ctx_gc(lua_State *L)
+{
+    struct tls_ctx *c = luaL_checkudata(L, 1, CTX_MT);
+
+    for (int i = 0; i < c->nsni; i++) {
+        free(c->sni[i].pattern);
+        SSL_CTX_free(c->sni[i].ctx);
+    }
+    c->nsni = 0;
+    if (c->ctx) SSL_CTX_free(c->ctx);
+    c->ctx = NULL;
+    return 0;
+}
+
+/* core.tls_context{ server =, cert =, key =, certs =, ca =, verify =, alpn =, min_version = }
+ * Raises an error naming the file or setting at fault. The context must stay referenced
+ * as long as connections use it (the ssl connector keeps it in its config table). */
+static int core_tls_context(lua_State *L)
+{
+    struct tls_ctx *c;
+    int t = 1;
+
+    luaL_checktype(L, t, LUA_TTABLE);
+    c = lua_newuserdata(L, sizeof *c);
+    memset(c, 0, sizeof *c);
+    luaL_getmetatable(L, CTX_MT);
+    lua_setmetatable(L, -2);
+    c->server = opt_bool(L, t, "server", 0);
+    read_alpn(L, t, c);
+    if (c->server && !opt_string(L, t, "cert")) luaL_error(L, "a TLS server needs cert (and key)");
+    c->ctx = new_ctx(L, t, c, opt_string(L, t, "cert"), opt_string(L, t, "key"));
+    if (c->server) read_sni_certs(L, t, c);
+    return 1;
+}
+
+SSL_CTX *np_tls_check_ctx(lua_State *L, int idx, int *is_server)
+{
+    struct tls_ctx *c = luaL_checkudata(L, idx, CTX_MT);
+
+    if (!c->ctx) luaL_argerror(L, idx, "TLS context already freed");
+    *is_server = c->server;
+    return c->ctx;
+}
+
+void np_tls_open(lua_State *L)
+{
+    luaL_newmetatable(L, CTX_MT);
+    lua_pushcfunction(L, ctx_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, core_tls_context);
+    lua_setfield(L, -2, "tls_context");
+}
+
+/* ---------------------------------------------------------------- connections */
+
+SSL *np_tls_new(SSL_CTX *ctx, int is_server, int fd, const char *sni, const char *verify_name)
+{
+    SSL *ssl = SSL_new(ctx);
+
+    if (!ssl) return NULL;
+    SSL_set_fd(ssl, fd);
+    if (is_server) {
+        SSL_set_accept_state(ssl);
+        return ssl;
+    }
+    SSL_set_connect_state(ssl);
+    if (sni) SSL_set_tlsext_host_name(ssl, sni);
+    if (verify_name && SSL_get_verify_mode(ssl) != SSL_VERIFY_NONE) {
+        X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        SSL_set1_host(ssl, verify_name);
+    }
+    return ssl;
+}
+
+/* What a failed SSL call means: a wait, a clean end, or an error with its reason. */
+static enum np_tls_want classify(SSL *ssl, int rc, char *err, size_t errlen, const char *what)
+{
+    int e = SSL_get_error(ssl, rc);
+    long vr;
+
+    switch (e) {
+    case SSL_ERROR_WANT_READ: return NP_TLS_WANT_READ;
+    case SSL_ERROR_WANT_WRITE: return NP_TLS_WANT_WRITE;
+    case SSL_ERROR_ZERO_RETURN:
+        snprintf(err, errlen, "%s: closed", what);
+        return NP_TLS_FAILED;
+    default:
+        vr = SSL_get_verify_result(ssl);
+        if (vr != X509_V_OK && ERR_peek_last_error()) {
+            snprintf(err, errlen, "%s: certificate verify failed: %s", what,
+                     X509_verify_cert_error_string(vr));
+            ERR_clear_error();
+        } else if (e == SSL_ERROR_SYSCALL && !ERR_peek_last_error()) {
+            snprintf(err, errlen, "%s: %s", what, errno ? strerror(errno) : "peer closed");
+        } else {
+            openssl_error(err, errlen, what);
+        }
+        return NP_TLS_FAILED;
+    }
+}
+
+enum np_tls_want np_tls_handshake(SSL *ssl, char *err, size_t errlen)
+{
+    int rc;
+
+    ERR_clear_error();
+    errno = 0;
+    rc = SSL_do_handshake(ssl);
+    if (rc == 1) return NP_TLS_DONE;
+    return classify(ssl, rc, err, errlen, "handshake");
+}
+
+ssize_t np_tls_read(SSL *ssl, void *buf, size_t len, enum np_tls_want *want, char *err, size_t errlen)
+{
+    int rc, e;
+
+    ERR_clear_error();
+    errno = 0;
+    rc = SSL_read(ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+    if (rc > 0) return rc;
+    e = SSL_get_error(ssl, rc);
+    if (e == SSL_ERROR_ZERO_RETURN) return 0;      /* close_notify, or an unexpected EOF */
+    *want = classify(ssl, rc, err, errlen, "read");
+    errno = *want == NP_TLS_FAILED ? EPROTO : EAGAIN;
+    return -1;
+}
+
+ssize_t np_tls_write(SSL *ssl, const void *buf, size_t len, enum np_tls_want *want, char *err, size_t errlen)
+{
+    int rc;
+
+    ERR_clear_error();
+    errno = 0;
+    rc = SSL_write(ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+    if (rc > 0) return rc;
+    *want = classify(ssl, rc, err, errlen, "write");
+    errno = *want == NP_TLS_FAILED ? EPROTO : EAGAIN;
+    return -1;
+}
+
+void np_tls_describe(SSL *ssl, char *out, size_t outlen)
+{
+    const unsigned char *alpn = NULL;
+    unsigned int alpn_len = 0;
+    int ktls_tx = 0, ktls_rx = 0;
+
+    SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
+#ifdef SSL_OP_ENABLE_KTLS
+    ktls_tx = BIO_get_ktls_send(SSL_get_wbio(ssl));
+    ktls_rx = BIO_get_ktls_recv(SSL_get_rbio(ssl));
+#endif
+    snprintf(out, outlen, "%s %s alpn=%.*s ktls=%s", SSL_get_version(ssl), SSL_get_cipher_name(ssl),
+             alpn_len ? (int)alpn_len : 1, alpn_len ? (const char *)alpn : "-",
+             ktls_tx && ktls_rx ? "tx,rx" : ktls_tx ? "tx" : ktls_rx ? "rx" : "no");
+}
