@@ -210,6 +210,34 @@ function _M.tinyproxy(users)
   return p
 end
 
+-- A throw-away PKI: a CA, certificates it signs (for names, 127.0.0.1 included), a client
+-- certificate, an expired one, and a second CA that signs nothing here. Returns the folder;
+-- files are NAME.pem and NAME.key.
+local pki_dir
+function _M.pki()
+  if pki_dir then return pki_dir end
+  pki_dir = _M.tmp() .. "/pki"
+  local key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+  local function sh(cmd) assert(os.execute("cd " .. pki_dir .. " && " .. cmd .. " 2>/dev/null") == 0, cmd) end
+  local function signed(name, days, ext)
+    sh(("openssl req %s -keyout %s.key -out %s.csr -subj /CN=%s"):format(key, name, name, name))
+    _M.write(pki_dir .. "/" .. name .. ".ext", ext)
+    sh(("openssl x509 -req -in %s.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out %s.pem -days %d -extfile %s.ext")
+       :format(name, name, days, name))
+  end
+  os.execute("mkdir -p " .. pki_dir)
+  sh(("openssl req -x509 %s -keyout ca.key -out ca.pem -subj /CN=netproxy-spec-ca -days 2"):format(key))
+  sh(("openssl req -x509 %s -keyout other-ca.key -out other-ca.pem -subj /CN=another-ca -days 2"):format(key))
+  for _, name in ipairs({ "localhost", "a.test", "wild.b.test", "backend.test" }) do
+    local alt = name == "wild.b.test" and "DNS:*.b.test" or ("DNS:" .. name)
+    signed(name, 2, "subjectAltName=" .. alt .. ",IP:127.0.0.1\n")
+  end
+  signed("client", 2, "extendedKeyUsage=clientAuth\n")
+  signed("expired", -1, "subjectAltName=DNS:expired.test,IP:127.0.0.1\n")
+  sh(("openssl req -x509 %s -keyout stranger.key -out stranger.pem -subj /CN=stranger -days 2"):format(key))
+  return pki_dir
+end
+
 -- Resident memory (KiB) and CPU time used so far (seconds) of a running process.
 function _M.usage(pid)
   local status = _M.read("/proc/" .. pid .. "/status") or ""

@@ -84,10 +84,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "netproxy: %s\n", err);
         return 1;
     }
-    if (np_lua_load_config(cli.config, &cli) < 0) return 1;
-    if (cli.check) {
-        printf("%s: OK\n", cli.config ? cli.config : "command line");
-        return 0;
+    int loaded = np_lua_load_config(cli.config, &cli) == 0;
+    if (!loaded || cli.check) {             /* a bad config never starts; --check stops here */
+        if (loaded) printf("%s: OK\n", cli.config ? cli.config : "command line");
+        np_lua_close();
+        np_loop_free();
+        return loaded ? 0 : 1;
     }
     apply_server_options();
     if (np_server_setup(err, sizeof err) < 0) {

@@ -77,6 +77,13 @@ struct np_relay {
 static struct side *src_of(struct np_relay *r, struct direction *d) { return &r->side[d->from]; }
 static struct side *dst_of(struct np_relay *r, struct direction *d) { return &r->side[d->from ^ 1]; }
 
+/* The TLS session a side reads and writes through: none while it still flushes clear text
+ * before a STARTTLS handshake. */
+static SSL *tls_of(const struct side *s)
+{
+    return s->upgrade == UPGRADE_NONE ? s->ssl : NULL;
+}
+
 static size_t pending(const struct direction *d)
 {
     return np_buf_len(&d->buf) + d->in_pipe;
@@ -165,7 +172,7 @@ static ssize_t fill(struct np_relay *r, struct direction *d)
         if (n >= 0 || errno != EINVAL) return n;
         copy_from_now_on(d);            /* a source splice() cannot read (a terminal) */
     }
-    n = src->ssl ? tls_fill(r, d, src) : np_buf_read_fd(&d->buf, src->rfd, r->buffer_size);
+    n = tls_of(src) ? tls_fill(r, d, src) : np_buf_read_fd(&d->buf, src->rfd, r->buffer_size);
     if (n >= 0 && d->hook_ref != LUA_NOREF && run_hook(r, d, n) < 0) return ENDED;
     return n;
 }
@@ -187,7 +194,7 @@ static ssize_t flush(struct np_relay *r, struct direction *d)
         if (n >= 0 || errno != EINVAL) return n;
         copy_from_now_on(d);            /* a destination splice() cannot write (a terminal) */
     }
-    if (dst->ssl) {
+    if (tls_of(dst)) {
         enum np_tls_want want = NP_TLS_WANT_WRITE;
         n = np_tls_write(dst->ssl, d->buf.data + d->buf.start, np_buf_len(&d->buf), &want,
                          dst->err, sizeof dst->err);
@@ -204,7 +211,7 @@ static ssize_t flush(struct np_relay *r, struct direction *d)
  * standard output. */
 static void shut_write(struct side *s)
 {
-    if (s->ssl) {
+    if (tls_of(s)) {
         ERR_clear_error();
         SSL_shutdown(s->ssl);
     }

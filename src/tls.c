@@ -32,9 +32,11 @@ struct tls_ctx {
 static void openssl_error(char *err, size_t errlen, const char *what)
 {
     unsigned long e = ERR_peek_last_error();
+    const char *reason = e ? ERR_reason_error_string(e) : NULL;
     char buf[256];
 
-    if (e) ERR_error_string_n(e, buf, sizeof buf);
+    if (reason) snprintf(buf, sizeof buf, "%s", reason);           /* "wrong version number" */
+    else if (e) ERR_error_string_n(e, buf, sizeof buf);
     else snprintf(buf, sizeof buf, "%s", errno ? strerror(errno) : "unknown error");
     snprintf(err, errlen, "%s: %s", what, buf);
     ERR_clear_error();
@@ -66,7 +68,7 @@ static int on_servername(SSL *ssl, int *alert, void *arg)
 
     if (!name) return SSL_TLSEXT_ERR_OK;
     for (int i = 0; i < t->nsni; i++) {
-        if (name_matches(t->sni[i].pattern, name)) {
+        if (t->sni[i].pattern && name_matches(t->sni[i].pattern, name)) {
             SSL_set_SSL_CTX(ssl, t->sni[i].ctx);
             break;
         }
@@ -140,14 +142,17 @@ static void load_cert(lua_State *L, SSL_CTX *ctx, const char *cert, const char *
         raise_openssl(L, lua_pushfstring(L, "key %s does not match cert %s", key ? key : cert, cert));
 }
 
-/* One SSL_CTX with the settings of opts (table at t) and the given certificate. */
-static SSL_CTX *new_ctx(lua_State *L, int t, struct tls_ctx *owner, const char *cert, const char *key)
+/* One SSL_CTX with the settings of opts (table at t) and the given certificate, stored in
+ * *slot at once so that the userdata frees it even when a setting raises an error. */
+static SSL_CTX *new_ctx(lua_State *L, int t, struct tls_ctx *owner, const char *cert,
+                        const char *key, SSL_CTX **slot)
 {
     SSL_CTX *ctx = SSL_CTX_new(owner->server ? TLS_server_method() : TLS_client_method());
     int verify = opt_bool(L, t, "verify", !owner->server);
     long opts = SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF;
 
     if (!ctx) raise_openssl(L, "SSL_CTX_new");
+    *slot = ctx;
 #ifdef SSL_OP_ENABLE_KTLS
     opts |= SSL_OP_ENABLE_KTLS;     /* used when the kernel has its tls module */
 #endif
@@ -203,20 +208,24 @@ static void read_sni_certs(lua_State *L, int t, struct tls_ctx *c)
             lua_pop(L, 1);
             break;
         }
-        int e = lua_gettop(L);
-        SSL_CTX *ctx = new_ctx(L, t, c, opt_string(L, e, "cert"), opt_string(L, e, "key"));
+        int e = lua_gettop(L), first = c->nsni;
+        if (c->nsni == MAX_SNI) luaL_error(L, "certs: at most %d names", MAX_SNI);
+        /* the first entry owns the context; further names of it take references */
+        SSL_CTX *ctx = new_ctx(L, t, c, opt_string(L, e, "cert"), opt_string(L, e, "key"),
+                               &c->sni[c->nsni++].ctx);
         lua_getfield(L, e, "names");
         for (int j = 1; lua_istable(L, -1); j++) {
             lua_rawgeti(L, -1, j);
             const char *name = lua_tostring(L, -1);
             lua_pop(L, 1);
             if (!name) break;
-            if (c->nsni == MAX_SNI) luaL_error(L, "certs: at most %d names", MAX_SNI);
-            SSL_CTX_up_ref(ctx);
-            c->sni[c->nsni].pattern = strdup(name);
-            c->sni[c->nsni++].ctx = ctx;
+            if (j > 1) {
+                if (c->nsni == MAX_SNI) luaL_error(L, "certs: at most %d names", MAX_SNI);
+                SSL_CTX_up_ref(ctx);
+                c->sni[c->nsni++].ctx = ctx;
+            }
+            c->sni[first + j - 1].pattern = strdup(name);
         }
-        SSL_CTX_free(ctx);          /* the entries hold their own references */
         lua_pop(L, 2);
     }
     lua_pop(L, 1);
@@ -252,7 +261,7 @@ static int core_tls_context(lua_State *L)
     c->server = opt_bool(L, t, "server", 0);
     read_alpn(L, t, c);
     if (c->server && !opt_string(L, t, "cert")) luaL_error(L, "a TLS server needs cert (and key)");
-    c->ctx = new_ctx(L, t, c, opt_string(L, t, "cert"), opt_string(L, t, "key"));
+    new_ctx(L, t, c, opt_string(L, t, "cert"), opt_string(L, t, "key"), &c->ctx);
     if (c->server) read_sni_certs(L, t, c);
     return 1;
 }
@@ -292,8 +301,12 @@ SSL *np_tls_new(SSL_CTX *ctx, int is_server, int fd, const char *sni, const char
     if (sni) SSL_set_tlsext_host_name(ssl, sni);
     if (verify_name && SSL_get_verify_mode(ssl) != SSL_VERIFY_NONE) {
         X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
-        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-        SSL_set1_host(ssl, verify_name);
+        /* an address is checked against the certificate's IP entries, a name against DNS */
+        if (!X509_VERIFY_PARAM_set1_ip_asc(param, verify_name)) {
+            ERR_clear_error();
+            X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+            SSL_set1_host(ssl, verify_name);
+        }
     }
     return ssl;
 }

@@ -37,6 +37,20 @@ function _M.send(self, side, bytes)
   return core.send(self._handle, side, bytes)
 end
 
+-- conn:starttls(["client" | "server"]): upgrade a side declared with start_cleartext = true
+-- to TLS, right after the chunk being handled has been passed on. The side may be left out
+-- when only one is so declared. Returns true, or nil and why.
+function _M.starttls(self, side)
+  local sides = self._starttls or {}
+  if side == nil then
+    if sides.client and sides.server then error("starttls: say which side, \"client\" or \"server\"", 2) end
+    side = sides.client and "client" or "server"
+  end
+  local conf = sides[side]
+  if not conf then error("starttls: the " .. tostring(side) .. " side is not declared with start_cleartext = true", 2) end
+  return core.starttls(self._handle, side, conf._tls, conf._tls_names)
+end
+
 -- conn:close(): end the connection (from a hook: once the hook returns).
 function _M.close(self)
   core.close(self._handle)

@@ -49,11 +49,18 @@ function _M.run(proxy, client, id, peer, handle)
     if not ok then return "client: " .. tostring(cerr) end
   end
 
+  -- sides left in clear text for a hook to upgrade with conn:starttls()
+  local later = {}
+  if proxy.from._tls and proxy.from.start_cleartext and not proxy.from.starttls then later.client = proxy.from end
+  if target._tls and target.start_cleartext and not target.starttls then later.server = target end
+  conn._starttls = later
+
   local ok, why = core.relay(client, server, {
     conn = conn,
     to_server = proxy.from.hook,     -- Net::Proxy's rule: the hook of the connector whose
     to_client = target.hook,         -- socket the data arrived on
     hook_budget = proxy.hook_budget,
+    may_starttls = (later.client or later.server) and true or false,
   })
   if not ok then return why end
 end
