@@ -88,20 +88,48 @@ static void pause_accepting(int err)
     evtimer_add(&resume_accepting, &tv);
 }
 
-/* Too many clients still negotiating (a flood of silent clients on a sniffing port):
- * close the newcomer at once rather than let memory and descriptors run out. */
-static void refuse_busy(struct np_proxy *p, int fd, const struct sockaddr_storage *ss)
+/* A client turned away at accept: closed at once, counted, logged (at most one line a
+ * second per proxy, so a flood cannot flood the log too). */
+static void refuse(struct np_proxy *p, int fd, const struct sockaddr_storage *ss, const char *why)
 {
     char who[NP_ADDRSTRLEN];
 
     close(fd);
     p->refused++;
-    if (np_now() - p->refused_warned < 1.0) return;
+    if (np_now() - p->refused_warned < 1.0) {
+        p->refused_unlogged++;
+        return;
+    }
     p->refused_warned = np_now();
     np_addr_format((const struct sockaddr *)ss, who, sizeof who);
-    np_log(NP_WARNING, "%s: %llu connections negotiating (max_negotiating): refused %s "
-           "(%llu refused so far)", p->name, (unsigned long long)p->negotiating, who,
-           (unsigned long long)p->refused);
+    if (p->refused_unlogged)
+        np_log(NP_NOTICE, "%s: refused %s: %s (and %llu more since the last such line)", p->name,
+               who, why, (unsigned long long)p->refused_unlogged);
+    else
+        np_log(NP_NOTICE, "%s: refused %s: %s", p->name, who, why);
+    p->refused_unlogged = 0;
+}
+
+/* Why a new client may not be served now, or NULL. Too many still negotiating (a flood of
+ * silent clients on a sniffing port) is refused rather than let memory and fds run out. */
+static const char *turned_away(struct np_proxy *p, const struct sockaddr_storage *ss)
+{
+    static char why[96];
+    const char *rule;
+
+    if ((rule = np_acl_refuses(&np_server.acl, (const struct sockaddr *)ss))) {
+        snprintf(why, sizeof why, "%s (server)", rule);
+        return why;
+    }
+    if ((rule = np_acl_refuses(&p->acl, (const struct sockaddr *)ss))) return rule;
+    if (p->max_clients && p->active >= p->max_clients) return "max_clients";
+    if (np_server.max_clients && np_server.active >= np_server.max_clients) return "max_clients (server)";
+    if (p->negotiating >= p->max_negotiating) {
+        snprintf(why, sizeof why, "%llu connections negotiating (max_negotiating)",
+                 (unsigned long long)p->negotiating);
+        return why;
+    }
+    return NULL;
 }
 
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
@@ -121,8 +149,9 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
                 np_log(NP_ERR, "accept on %s: %s", l->addr, strerror(errno));
             return;
         }
-        if (l->proxy->negotiating >= l->proxy->max_negotiating) {
-            refuse_busy(l->proxy, fd, &ss);
+        const char *why = turned_away(l->proxy, &ss);
+        if (why) {
+            refuse(l->proxy, fd, &ss, why);
             continue;
         }
         np_server.accepted++;
@@ -214,6 +243,30 @@ static const char *string_field(lua_State *L, int idx, const char *name)
     return s;
 }
 
+/* allow = { ... }, deny = { ... } of the table at t (already checked by netproxy.config). */
+static int read_acl(lua_State *L, int t, struct np_acl *acl, char *err, size_t errlen)
+{
+    static const char *const lists[] = { "deny", "allow" };
+
+    for (int allow = 0; allow < 2; allow++) {
+        lua_getfield(L, t, lists[allow]);
+        for (int i = 1; lua_istable(L, -1); i++) {
+            struct np_cidr c;
+            lua_rawgeti(L, -1, i);
+            const char *text = lua_tostring(L, -1);
+            lua_pop(L, 1);
+            if (!text) break;
+            if (np_cidr_parse(text, &c) < 0 || np_acl_add(acl, allow, &c) < 0) {
+                snprintf(err, errlen, "%s: bad address or CIDR '%s'", lists[allow], text);
+                lua_pop(L, 1);
+                return -1;
+            }
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
 /* Reads one normalised proxy table (stack top) into p and binds it. */
 static int setup_proxy(lua_State *L, struct np_proxy *p, char *err, size_t errlen)
 {
@@ -229,6 +282,8 @@ static int setup_proxy(lua_State *L, struct np_proxy *p, char *err, size_t errle
     p->idle_timeout = number_field(L, t, "idle_timeout", 3600);
     p->buffer_size = (size_t)number_field(L, t, "buffer_size", 64 * 1024);
     p->max_negotiating = (uint64_t)number_field(L, t, "max_negotiating", 4096);
+    p->max_clients = (uint64_t)number_field(L, t, "max_clients", 0);
+    if (read_acl(L, t, &p->acl, err, errlen) < 0) return -1;
     lua_getfield(L, t, "listen");
     host = string_field(L, -1, "host");
     int port = (int)number_field(L, -1, "port", 0);
@@ -249,6 +304,8 @@ int np_server_setup(char *err, size_t errlen)
     evtimer_assign(&resume_accepting, np_base, on_resume_accepting, NULL);
     lua_getfield(L, cfg, "server");
     np_server.max_connections = (uint64_t)number_field(L, -1, "max_connections", 0);
+    np_server.max_clients = (uint64_t)number_field(L, -1, "max_clients", 0);
+    if (read_acl(L, lua_gettop(L), &np_server.acl, err, errlen) < 0) return -1;
     lua_pop(L, 1);
     lua_getglobal(L, "require");
     lua_pushliteral(L, "netproxy.session");

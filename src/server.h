@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <event2/event_struct.h>
+#include "acl.h"
 
 enum np_relay_mode { NP_RELAY_AUTO, NP_RELAY_SPLICE, NP_RELAY_BUFFERED };
 
@@ -22,8 +23,11 @@ struct np_proxy {
     double idle_timeout;        /* seconds without a byte either way; 0 = none */
     size_t buffer_size;         /* buffered relay: bytes held per direction */
     uint64_t max_negotiating;   /* connections allowed at once before the relay (sniffing) */
+    uint64_t max_clients;       /* connections at once; 0 = no limit */
+    struct np_acl acl;          /* allow / deny */
     uint64_t negotiating;
-    double refused_warned;      /* when "too many negotiating" was last logged */
+    double refused_warned;      /* when a refusal was last logged */
+    uint64_t refused_unlogged;  /* refusals since then */
     struct np_listener *listeners;
     int nlisteners;
     int stdio;                  /* the client is standard input and output, not a listener */
@@ -35,6 +39,8 @@ struct np_server {
     int nproxies;
     uint64_t max_connections;   /* 0 = unlimited; else stop after this many */
     uint64_t accepted, active;
+    uint64_t max_clients;       /* connections at once over all proxies; 0 = no limit */
+    struct np_acl acl;          /* server-wide allow / deny, checked before each proxy's */
     int session_ref;            /* netproxy.session's run function */
     int stopping;
 };

@@ -89,6 +89,37 @@ function _M.resolvers(v)
   return v
 end
 
+-- "10.0.0.0/8", "192.0.2.1", "2001:db8::/32", "::1": an address with an optional prefix.
+function _M.cidr(v)
+  if type(v) ~= "string" then return nil, "want an address or CIDR string" end
+  local ip, bits = v:match("^([^/]+)/(%d+)$")
+  ip = ip or v
+  local max
+  local a, b, c, d = ip:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+  if a then
+    for _, n in ipairs({ a, b, c, d }) do
+      if tonumber(n) > 255 then return nil, "bad address or CIDR '" .. v .. "'" end
+    end
+    max = 32
+  elseif ip:find(":", 1, true) and ip:match("^[%x:%.]+$") and not ip:find(":::", 1, true) then
+    max = 128
+  else
+    return nil, "bad address or CIDR '" .. v .. "'"
+  end
+  if bits and tonumber(bits) > max then return nil, "bad prefix in '" .. v .. "' (at most /" .. max .. ")" end
+  return v
+end
+
+function _M.cidrs(v)
+  if type(v) == "string" then v = { v } end
+  if type(v) ~= "table" then return nil, "want a list of addresses or CIDRs" end
+  for _, c in ipairs(v) do
+    local ok, err = _M.cidr(c)
+    if not ok then return nil, err end
+  end
+  return v
+end
+
 -- A string or a list of strings, as a list.
 function _M.paths(v)
   if type(v) == "string" then return { v } end

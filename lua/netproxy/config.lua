@@ -37,6 +37,14 @@ local COMMON = {
   hook_mode = check.one_of("chunk", "line"),
 }
 
+-- Guards: server{} ones apply to every proxy, a proxy's own come on top.
+local GUARDS = {
+  allow = check.cidrs,
+  deny = check.cidrs,
+  max_clients = check.count,
+  accept = check.func,
+}
+
 local SERVER = {
   log_level = check.log_level,
   max_connections = check.count,
@@ -45,10 +53,12 @@ local SERVER = {
   resolvers = check.resolvers,
 }
 for k, v in pairs(PER_PROXY) do SERVER[k] = v end
+for k, v in pairs(GUARDS) do SERVER[k] = v end
 
 local function as_is(v) return v end  -- from/to: checked by check_connector
 local PROXY = { name = check.string, from = as_is, to = as_is }
 for k, v in pairs(PER_PROXY) do PROXY[k] = v end
+for k, v in pairs(GUARDS) do PROXY[k] = v end
 
 -- "file:line" of the script line that called the function calling this.
 local function caller()
@@ -108,6 +118,8 @@ local function check_proxy(decl, index, server, say_at)
   for k in pairs(PER_PROXY) do
     if fields[k] ~= nil then proxy[k] = fields[k] else proxy[k] = server[k] end
   end
+  for k in pairs(GUARDS) do proxy[k] = fields[k] end
+  proxy.server_accept = server.accept
   if decl.spec.from == nil then say("missing from") else proxy.from = check_connector(decl.spec.from, "from", say) end
   local from_mod = proxy.from and connectors.get(proxy.from.type)
   -- a `from` that hears the target from its client (connect) lets `to` leave it out

@@ -28,6 +28,14 @@ function _M.run(proxy, client, id, peer, handle)
   local conn = Conn.new(proxy, id, peer, handle)
   local target = proxy.to
 
+  -- accept(conn) hooks, server-wide then the proxy's: nil or false (and a reason) refuses
+  for _, accept in ipairs({ proxy.server_accept or false, proxy.accept or false }) do
+    if accept then
+      local ok, why = accept(conn)
+      if not ok then return "refused: " .. tostring(why or "by accept()") end
+    end
+  end
+
   local from = connectors.get(proxy.from.type)
   if from.accept then
     local chosen, err = from.accept(proxy.from, client, conn)

@@ -1,0 +1,105 @@
+-- Guards at accept: allow/deny CIDR lists (per proxy and server-wide, IPv4 and IPv6), the
+-- accept(conn) hook, max_clients per proxy and in total. Clients come from other loopback
+-- addresses (socat's bind=127.0.0.N) to be told apart.
+local h = require "spec.helpers"
+
+-- Says "hi" from source address src (and the given port) and returns what came back.
+local function hi(port, src, host)
+  host = host or "127.0.0.1"
+  local target = host:find(":") and ("TCP6:[%s]:%d"):format(host, port) or ("TCP:%s:%d"):format(host, port)
+  if src then target = target .. ",bind=" .. src end
+  return (h.run({ "sh", "-c", "echo hi | socat -t 1 - " .. target }))
+end
+
+describe("guards", function()
+  local echo, np
+
+  setup(function()
+    echo = h.peer_server("echo")
+    np = h.netproxy_start(([[
+server { deny = { "127.0.0.3" } }
+proxy { name = "acl", allow = { "127.0.0.0/29", "::1" }, deny = { "127.0.0.2/32" },
+        from = { type = "tcp", host = "0.0.0.0", port = 0 }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
+proxy { name = "six", deny = { "::1/128" },
+        from = { type = "tcp", host = "::1", port = 0 }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
+proxy { name = "hooked",
+        accept = function(conn)
+          if conn.client:match("^127%%.0%%.0%%.1:") then return true end
+          return nil, "only 127.0.0.1 may talk here"
+        end,
+        from = { type = "tcp", host = "0.0.0.0", port = 0 }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
+proxy { name = "two", max_clients = 2,
+        from = { type = "tcp", host = "127.0.0.1", port = 0 }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(echo.port, echo.port, echo.port, echo.port))
+  end)
+  teardown(h.stop_all)
+
+  it("serves what the allow list covers", function()
+    assert.are.equal("hi\n", hi(np.ports.acl, "127.0.0.1"))
+    assert.are.equal("hi\n", hi(np.ports.acl, "127.0.0.6"))
+  end)
+
+  it("refuses what deny covers, even inside allow, and says which rule", function()
+    assert.are.equal("", hi(np.ports.acl, "127.0.0.2"))
+    h.wait_log(np, "acl: refused 127%.0%.0%.2:%d+: deny 127%.0%.0%.2/32")
+  end)
+
+  it("refuses what the allow list does not cover", function()
+    h.sleep(1.1)   -- refusal lines are at most one a second per proxy
+    assert.are.equal("", hi(np.ports.acl, "127.0.0.9"))
+    h.wait_log(np, "acl: refused 127%.0%.0%.9:%d+: not in allow")
+  end)
+
+  it("applies server-wide lists to every proxy", function()
+    h.sleep(1.1)
+    assert.are.equal("", hi(np.ports.acl, "127.0.0.3"))
+    h.wait_log(np, "acl: refused 127%.0%.0%.3:%d+: deny 127%.0%.0%.3 %(server%)")
+    assert.are.equal("", hi(np.ports.hooked, "127.0.0.3"))
+  end)
+
+  it("judges IPv6 clients too", function()
+    assert.are.equal("", hi(np.ports.six, nil, "::1"))
+    h.wait_log(np, "six: refused %[::1%]:%d+: deny ::1/128")
+    assert.are.equal("hi\n", hi(np.ports.acl, nil, "127.0.0.1"))
+  end)
+
+  it("lets an accept(conn) hook refuse, with its reason", function()
+    assert.are.equal("hi\n", hi(np.ports.hooked, "127.0.0.1"))
+    assert.are.equal("", hi(np.ports.hooked, "127.0.0.4"))
+    h.wait_log(np, "hooked: 127%.0%.0%.4:%d+ %-> %- [^\n]* end=refused: only 127%.0%.0%.1 may talk here")
+  end)
+
+  it("holds max_clients, refusing the next one at once", function()
+    local held = {}
+    for i = 1, 2 do held[i] = h.spawn({ "sh", "-c", "sleep 3 | socat -t 1 - TCP:127.0.0.1:" .. np.ports.two }) end
+    h.sleep(0.5)   -- both held connections are in by then
+    assert.are.equal("", hi(np.ports.two))
+    h.wait_log(np, "two: refused 127%.0%.0%.1:%d+: max_clients")
+    for i = 1, 2 do h.exit_status(held[i], 5) end
+    assert.are.equal("hi\n", hi(np.ports.two))
+  end)
+
+  it("holds a server-wide max_clients over all proxies", function()
+    local np2 = h.netproxy_start(([[
+server { max_clients = 1 }
+proxy { name = "p1", from = { type = "tcp", host = "127.0.0.1", port = 0 }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
+proxy { name = "p2", from = { type = "tcp", host = "127.0.0.1", port = 0 }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(echo.port, echo.port))
+    local held = h.spawn({ "sh", "-c", "sleep 2 | socat -t 1 - TCP:127.0.0.1:" .. np2.ports.p1 })
+    h.sleep(0.5)
+    assert.are.equal("", hi(np2.ports.p2))
+    h.wait_log(np2, "p2: refused 127%.0%.0%.1:%d+: max_clients %(server%)")
+    h.exit_status(held, 5)
+    assert.are.equal("hi\n", hi(np2.ports.p2))
+    h.stop(np2)
+  end)
+
+  it("reports a bad address or CIDR at --check", function()
+    local path = h.write(h.tmpfile("acl.lua"), 'server { deny = { "::1/129" } }\n' ..
+      'proxy { allow = { "300.1.1.1/8" }, from = { type = "tcp", port = 1 }, to = { type = "tcp", host = "h", port = 2 } }\n')
+    local _, err, rc = h.run({ h.netproxy, "--check", path })
+    assert.are_not.equal(0, rc)
+    assert.truthy(err:find(path .. ":1: server: deny: bad prefix in '::1/129' (at most /128)", 1, true), err)
+    assert.truthy(err:find(path .. ":2: proxy 'proxy1': allow: bad address or CIDR '300.1.1.1/8'", 1, true), err)
+  end)
+end)
