@@ -16,12 +16,14 @@
 local core = require "netproxy.core"
 local check = require "netproxy.check"
 local http = require "netproxy.http"
+local proxy_protocol = require "netproxy.proxy_protocol"
 
 local concat, type, tostring = table.concat, type, tostring
 
 local _M = {
   positions = { from = true, to = true },
   provides_target = true,     -- as `from`, the client says where to go
+  sends_proxy_protocol = true,  -- through the tunnel, to the target
 }
 
 local FROM_ONLY = { route = true, allow = true, users = true, realm = true, request_timeout = true }
@@ -118,7 +120,8 @@ function _M.connect(conf, conn)
     return nil, "proxy " .. proxy .. " said: " .. status
   end
   conn:log("info", "proxy %s: %s", proxy, status)
-  return sock
+  if conf._tls then return sock end     -- connect_ssl: the PROXY header goes before its TLS
+  return proxy_protocol.send(sock, conf, conn)
 end
 
 -- ---------------------------------------------------------------- from: be a proxy

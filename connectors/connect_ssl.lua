@@ -10,6 +10,7 @@ local ssl = assert(connectors.get("ssl"))
 local _M = {
   positions = { to = true },
   params = {},
+  sends_proxy_protocol = true,
 }
 for k, v in pairs(connect.params) do _M.params[k] = v end
 for k, v in pairs(ssl.params) do _M.params[k] = v end

@@ -5,11 +5,13 @@
 -- EHLO/STARTTLS exchange), or from a hook with conn:starttls().
 local core = require "netproxy.core"
 local check = require "netproxy.check"
+local proxy_protocol = require "netproxy.proxy_protocol"
 
 local type, tostring, pcall = type, tostring, pcall
 
 local _M = {
   positions = { from = true, to = true },
+  sends_proxy_protocol = true,        -- in clear, before the handshake
 }
 
 local function alpn(v)
@@ -133,6 +135,8 @@ end
 
 -- TLS to the server on a connected socket; connect_ssl uses it after its CONNECT.
 function _M.client_handshake(sock, conf, conn)
+  local sent, perr = proxy_protocol.send(sock, conf, conn)
+  if not sent then return nil, perr end
   local ok, err = upgrade(sock, conf, conn, names(conf), "to the server")
   if not ok then
     sock:close()

@@ -2,10 +2,12 @@
 -- to localhost); as `to` it connects to host:port. The bytes are left alone.
 local core = require "netproxy.core"
 local check = require "netproxy.check"
+local proxy_protocol = require "netproxy.proxy_protocol"
 
 local _M = {
   positions = { from = true, to = true },
   params = { host = check.host, port = check.port },
+  sends_proxy_protocol = true,
 }
 
 function _M.check(conf, position, ctx)
@@ -24,9 +26,12 @@ function _M.listen(conf)
   return conf.host, conf.port
 end
 
--- Reaches the server; the socket is relayed as it is.
+-- Reaches the server (and tells it who the client is, with proxy_protocol); the socket is
+-- relayed as it is.
 function _M.connect(conf, conn)
-  return core.connect(conf.host, conf.port, { timeout = conn.connect_timeout })
+  local sock, err = core.connect(conf.host, conf.port, { timeout = conn.connect_timeout })
+  if not sock then return nil, err end
+  return proxy_protocol.send(sock, conf, conn)
 end
 
 return _M

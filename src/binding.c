@@ -10,6 +10,7 @@
 #include "timer.h"
 #include "tls.h"
 
+#include <arpa/inet.h>
 #include <lauxlib.h>
 #include <string.h>
 
@@ -62,6 +63,40 @@ static int core_set_target(lua_State *L)
 
     snprintf(c->target, sizeof c->target, "%s", t);
     return 0;
+}
+
+/* core.set_client(text): the client as the logs name it (after a PROXY protocol header). */
+static int core_set_client(lua_State *L)
+{
+    struct np_conn *c = session_conn(L, "set_client");
+
+    snprintf(c->client, sizeof c->client, "%s", luaL_checkstring(L, 1));
+    return 0;
+}
+
+/* core.pack_ip("192.0.2.1" | "2001:db8::1") -> 4 or 16 bytes, or nil */
+static int core_pack_ip(lua_State *L)
+{
+    const char *ip = luaL_checkstring(L, 1);
+    unsigned char bin[16];
+
+    if (inet_pton(AF_INET, ip, bin) == 1) lua_pushlstring(L, (char *)bin, 4);
+    else if (inet_pton(AF_INET6, ip, bin) == 1) lua_pushlstring(L, (char *)bin, 16);
+    else lua_pushnil(L);
+    return 1;
+}
+
+/* core.unpack_ip(4 or 16 bytes) -> "192.0.2.1" | "2001:db8::1" */
+static int core_unpack_ip(lua_State *L)
+{
+    size_t len;
+    const char *bin = luaL_checklstring(L, 1, &len);
+    char text[INET6_ADDRSTRLEN];
+
+    luaL_argcheck(L, len == 4 || len == 16, 1, "want 4 or 16 bytes");
+    inet_ntop(len == 4 ? AF_INET : AF_INET6, bin, text, sizeof text);
+    lua_pushstring(L, text);
+    return 1;
 }
 
 /* A registry ref to opts[name] when it is a function, else LUA_NOREF. */
@@ -185,6 +220,9 @@ static const luaL_Reg core_funcs[] = {
     { "log_enabled", core_log_enabled },
     { "now", core_now },
     { "set_target", core_set_target },
+    { "set_client", core_set_client },
+    { "pack_ip", core_pack_ip },
+    { "unpack_ip", core_unpack_ip },
     { "relay", core_relay },
     { "send", core_send },
     { "close", core_close },

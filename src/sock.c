@@ -16,6 +16,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define DEFAULT_TIMEOUT 30.0
@@ -495,6 +496,22 @@ static int sock_peer(lua_State *L)
     return 1;
 }
 
+/* sock:localaddr() -> "addr:port" this end is bound to (what a client connected to), or nil */
+static int sock_localaddr(lua_State *L)
+{
+    struct np_sock *s = np_sock_check(L, 1);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char text[NP_ADDRSTRLEN];
+
+    if (s->fd < 0 || getsockname(s->fd, (struct sockaddr *)&ss, &len) < 0 ||
+        (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+        return 0;
+    np_addr_format((struct sockaddr *)&ss, text, sizeof text);
+    lua_pushstring(L, text);
+    return 1;
+}
+
 /* sock:unread(bytes): puts bytes back in front of what is to be read (and relayed). */
 static int sock_unread(lua_State *L)
 {
@@ -525,6 +542,7 @@ static const luaL_Reg sock_methods[] = {
     { "close", sock_close },
     { "settimeout", sock_settimeout },
     { "peer", sock_peer },
+    { "localaddr", sock_localaddr },
     { NULL, NULL },
 };
 

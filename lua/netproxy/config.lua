@@ -35,6 +35,7 @@ local PER_PROXY = {
 local COMMON = {
   hook = check.func,
   hook_mode = check.one_of("chunk", "line"),
+  proxy_protocol = check.one_of("v1", "v2", "any"),
 }
 
 -- Guards: server{} ones apply to every proxy, a proxy's own come on top.
@@ -89,6 +90,12 @@ local function check_connector(conf, position, say, ctx)
   for _, p in ipairs(problems) do say("%s: %s", position, p) end
   if #problems > 0 then return end
   if out.hook_mode and not out.hook then return say("%s: hook_mode without a hook", position) end
+  if out.proxy_protocol and position == "to" then
+    if out.proxy_protocol == "any" then return say("to: proxy_protocol: send \"v1\" or \"v2\" (\"any\" is for from)") end
+    if not mod.sends_proxy_protocol then
+      return say("to: the %s connector does not send the PROXY protocol", conf.type)
+    end
+  end
   if out.hook then
     -- Count hooks (the runaway-hook budget) do not run inside compiled traces.
     if jit then jit.off(out.hook, true) end

@@ -5,6 +5,7 @@
 local core = require "netproxy.core"
 local connectors = require "netproxy.connectors"
 local Conn = require "netproxy.conn"
+local proxy_protocol = require "netproxy.proxy_protocol"
 
 local _M = {}
 
@@ -27,6 +28,19 @@ end
 function _M.run(proxy, client, id, peer, handle)
   local conn = Conn.new(proxy, id, peer, handle)
   local target = proxy.to
+
+  conn.reached = client:localaddr()          -- the address the client connected to
+  if proxy.from.proxy_protocol then
+    local header, err = proxy_protocol.read(client, proxy.from.proxy_protocol, proxy.connect_timeout)
+    if not header then return "refused: PROXY protocol: " .. tostring(err) end
+    if not header.local_ then                 -- LOCAL: a health check from the balancer itself
+      conn.proxied_by = conn.client
+      conn.client = describe({ host = header.src, port = header.src_port })
+      conn.reached = describe({ host = header.dst, port = header.dst_port })
+      core.set_client(conn.client)
+      conn:log("info", "PROXY v%d header from %s: client %s", header.version, conn.proxied_by, conn.client)
+    end
+  end
 
   -- accept(conn) hooks, server-wide then the proxy's: nil or false (and a reason) refuses
   for _, accept in ipairs({ proxy.server_accept or false, proxy.accept or false }) do

@@ -1,0 +1,139 @@
+-- netproxy.proxy_protocol: HAProxy's PROXY protocol (v1 text, v2 binary), so that client
+-- addresses survive a load balancer in front (`from = { ..., proxy_protocol = "v1" | "v2" |
+-- "any" }`) or reach a server behind (`to = { ..., proxy_protocol = "v1" | "v2" }`).
+-- parse() is a pure function over the bytes read so far, like the probes.
+local core = require "netproxy.core"
+local byte, char, sub, find = string.byte, string.char, string.sub, string.find
+
+local _M = {}
+
+local V2_SIGNATURE = "\r\n\r\n\0\r\nQUIT\n"
+local V1_MAX = 107                 -- the longest v1 line, CRLF included
+
+local function v4(s)
+  local a, b, c, d = s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+  if not a then return false end
+  for _, n in ipairs({ a, b, c, d }) do if tonumber(n) > 255 or #n > 3 then return false end end
+  return true
+end
+
+local function v6(s)
+  return #s >= 2 and #s <= 45 and s:match("^[%x:%.]+$") ~= nil and s:find(":", 1, true) ~= nil
+end
+
+local function port(s)
+  local n = tonumber(s)
+  if not s:match("^%d+$") or #s > 5 or n > 65535 then return nil end
+  return n
+end
+
+local function parse_v1(buf)
+  local stop = find(buf, "\r\n", 1, true)
+  if not stop then
+    if #buf >= V1_MAX then return nil, "v1 header without CRLF in " .. V1_MAX .. " bytes" end
+    return "more"
+  end
+  if stop + 1 > V1_MAX then return nil, "v1 header longer than " .. V1_MAX .. " bytes" end
+  local line = sub(buf, 1, stop - 1)
+  if line == "PROXY UNKNOWN" or line:match("^PROXY UNKNOWN ") then
+    return { version = 1, local_ = true }, stop + 1
+  end
+  local proto, src, dst, sport, dport = line:match("^PROXY (TCP[46]) (%S+) (%S+) (%d+) (%d+)$")
+  if not proto then return nil, "malformed v1 header" end
+  local ok = proto == "TCP4" and v4 or v6
+  if not ok(src) or not ok(dst) or not port(sport) or not port(dport) then
+    return nil, "malformed v1 addresses"
+  end
+  return { version = 1, src = src, src_port = port(sport), dst = dst, dst_port = port(dport) }, stop + 1
+end
+
+local function u16(s, i) local a, b = byte(s, i, i + 1) return a * 256 + b end
+
+local function parse_v2(buf)
+  if #buf < 16 then return "more" end
+  local ver_cmd, fam = byte(buf, 13, 14)
+  if math.floor(ver_cmd / 16) ~= 2 then return nil, "v2 header with version " .. math.floor(ver_cmd / 16) end
+  local cmd, len = ver_cmd % 16, u16(buf, 15)
+  if cmd > 1 then return nil, "v2 header with command " .. cmd end
+  if #buf < 16 + len then return "more" end
+  local header = { version = 2 }
+  if cmd == 0 or fam == 0x00 then               -- LOCAL (health checks), or UNSPEC
+    header.local_ = true
+  elseif fam == 0x11 then                       -- TCP over IPv4
+    if len < 12 then return nil, "v2 IPv4 header too short" end
+    header.src, header.dst = core.unpack_ip(sub(buf, 17, 20)), core.unpack_ip(sub(buf, 21, 24))
+    header.src_port, header.dst_port = u16(buf, 25), u16(buf, 27)
+  elseif fam == 0x21 then                       -- TCP over IPv6
+    if len < 36 then return nil, "v2 IPv6 header too short" end
+    header.src, header.dst = core.unpack_ip(sub(buf, 17, 32)), core.unpack_ip(sub(buf, 33, 48))
+    header.src_port, header.dst_port = u16(buf, 49), u16(buf, 51)
+  else
+    return nil, ("v2 header with family 0x%02x (want TCP)"):format(fam)
+  end
+  return header, 16 + len
+end
+
+-- parse(bytes, version) -> header, length | "more" | nil, why. version is "v1", "v2" or "any".
+function _M.parse(buf, version)
+  local is_v1 = sub(buf, 1, 6) == sub("PROXY ", 1, #buf)
+  local is_v2 = sub(buf, 1, 12) == sub(V2_SIGNATURE, 1, #buf)
+  if #buf < 6 and (is_v1 or is_v2) then return "more" end
+  if version ~= "v2" and sub(buf, 1, 6) == "PROXY " then return parse_v1(buf) end
+  if version ~= "v1" and is_v2 then
+    if #buf < 12 then return "more" end
+    return parse_v2(buf)
+  end
+  return nil, "no PROXY " .. (version == "any" and "" or version .. " ") .. "header"
+end
+
+-- Reads the header off the client socket (nothing past it). Returns the header or nil, why.
+function _M.read(sock, version, timeout)
+  local want = 1
+  while true do
+    local buf, err = sock:peek(want, timeout)
+    if not buf then return nil, err end
+    local header, len = _M.parse(buf, version)
+    if header == nil then return nil, len end
+    if header ~= "more" then
+      sock:read(len)
+      return header
+    end
+    if #buf >= 16 + 65535 then return nil, "header too long" end
+    want = #buf + 1
+  end
+end
+
+-- "ip:port" / "[ip6]:port" -> ip, port
+local function split(addr)
+  local ip, p = addr:match("^%[(.*)%]:(%d+)$")
+  if not ip then ip, p = addr:match("^([^:]+):(%d+)$") end
+  return ip, tonumber(p)
+end
+
+-- The header that tells the server about conn's client (src) and the address it reached (dst).
+function _M.build(version, client, reached)
+  local src, sport = split(client or "")
+  local dst, dport = split(reached or "")
+  local src_bin, dst_bin = src and core.pack_ip(src), dst and core.pack_ip(dst)
+  local known = src_bin and dst_bin and #src_bin == #dst_bin
+  if version == "v1" then
+    if not known then return "PROXY UNKNOWN\r\n" end
+    return ("PROXY %s %s %s %d %d\r\n"):format(#src_bin == 4 and "TCP4" or "TCP6", src, dst, sport, dport)
+  end
+  if not known then return V2_SIGNATURE .. "\32\0\0\0" end                      -- LOCAL
+  local body = src_bin .. dst_bin .. char(math.floor(sport / 256), sport % 256, math.floor(dport / 256), dport % 256)
+  return V2_SIGNATURE .. "\33" .. (#src_bin == 4 and "\17" or "\33") .. char(0, #body) .. body
+end
+
+-- Sends the header on a `to` socket that has just reached the server (in clear text).
+function _M.send(sock, conf, conn)
+  if not conf.proxy_protocol then return sock end
+  local ok, err = sock:write(_M.build(conf.proxy_protocol, conn.client, conn.reached))
+  if not ok then
+    sock:close()
+    return nil, "PROXY header: " .. err
+  end
+  return sock
+end
+
+return _M
