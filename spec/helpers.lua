@@ -175,7 +175,7 @@ function _M.netproxy_start(config, args, opts)
     if log:find("running %d+ prox") then return true end
     if _M.read(p.rcfile) then error("netproxy exited at start:\n" .. log) end
   end, 10, "netproxy to start")
-  for name, addr in p.log():gmatch("notice %[%d+%] ([%w_%-%.]+): listening on (%S+)") do
+  for name, addr in p.log():gmatch("notice %[%d+%] ([^\n]-): listening on (%S+)") do
     p.ports[name] = tonumber(addr:match(":(%d+)$"))
   end
   return p

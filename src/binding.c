@@ -4,6 +4,7 @@
 #include "conn.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "relay.h"
 #include "server.h"
 #include "sock.h"
@@ -237,6 +238,7 @@ int luaopen_netproxy_core(lua_State *L)
     np_sock_open(L);
     np_timer_open(L);
     np_tls_open(L);
+    np_metrics_open(L);
     lua_pushstring(L, NP_VERSION);
     lua_setfield(L, -2, "version");
     return 1;

@@ -125,8 +125,9 @@ void np_conn_end(struct np_conn *c, const char *fmt, ...)
     c->relay = NULL;
     p->closed++;
     p->active--;
-    p->bytes_in += c->bytes_in;
-    p->bytes_out += c->bytes_out;
+    /* how it ended: refused by a guard or connector, cleanly, or an error of some kind */
+    if (!strncmp(c->reason, "refused", 7)) p->refused++;
+    else if (strcmp(c->reason, "eof") && strncmp(c->reason, "closed by", 9)) p->errors++;
     np_clog(NP_NOTICE, c->id, "%s: %s -> %s in=%llu out=%llu time=%.3fs end=%s", p->name,
             c->client, c->target[0] ? c->target : "-", (unsigned long long)c->bytes_in,
             (unsigned long long)c->bytes_out, np_now() - c->started, c->reason);

@@ -3,6 +3,7 @@
 #include "log.h"
 #include "loop.h"
 #include "luavm.h"
+#include "metrics.h"
 #include "pipepool.h"
 #include "server.h"
 
@@ -15,6 +16,7 @@
 #define STOP_DEADLINE 10.0  /* seconds live connections get after SIGTERM/SIGINT */
 
 static struct event sigterm_ev, sigint_ev, stop_deadline;
+static const char *stats_addr;
 static int stop_signals;
 
 static void on_stop_deadline(evutil_socket_t fd, short what, void *arg)
@@ -57,6 +59,9 @@ static void apply_server_options(void)
     lua_getfield(np_L, -2, "pipe_size");
     np_pipepool_configure((size_t)lua_tointeger(np_L, -1), 1024);
     lua_pop(np_L, 2);
+    lua_getfield(np_L, -1, "stats");
+    stats_addr = lua_tostring(np_L, -1);        /* the config table keeps it alive */
+    lua_pop(np_L, 1);
     lua_getfield(np_L, -1, "resolvers");
     if (lua_istable(np_L, -1)) {
         int n = (int)lua_objlen(np_L, -1);
@@ -92,7 +97,8 @@ int main(int argc, char **argv)
         return loaded ? 0 : 1;
     }
     apply_server_options();
-    if (np_server_setup(err, sizeof err) < 0) {
+    if (np_server_setup(err, sizeof err) < 0 ||
+        (stats_addr && np_metrics_listen(stats_addr, err, sizeof err) < 0)) {
         np_log(NP_ERR, "%s", err);
         return 1;
     }
@@ -103,6 +109,7 @@ int main(int argc, char **argv)
            np_server.nproxies == 1 ? "y" : "ies", cli.config ? cli.config : "the command line");
     event_base_dispatch(np_base);
     np_log(NP_INFO, "exiting: %llu connections handled", (unsigned long long)np_server.accepted);
+    np_metrics_close();
     np_lua_close();
     np_pipepool_free();
     np_loop_free();

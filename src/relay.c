@@ -57,7 +57,8 @@ struct direction {
     struct np_buf injected;     /* conn:send() bytes, queued while a hook runs */
     int hook_ref;               /* LUA_NOREF: no hook */
     int eof, done;
-    uint64_t *counter;
+    uint64_t *counter;          /* the connection's bytes this way */
+    uint64_t *proxy_counter;    /* and its proxy's */
 };
 
 struct np_relay {
@@ -306,6 +307,7 @@ static int pump(struct np_relay *r, struct direction *d)
             if (n < 0 && errno != EAGAIN) return fail(r, dst_of(r, d), errno);
             if (n > 0) {
                 *d->counter += n;
+                *d->proxy_counter += n;
                 moved = progress = 1;
             }
         }
@@ -564,6 +566,8 @@ void np_relay_start(struct np_conn *c, const struct np_relay_opts *opts,
     }
     r->dir[CLIENT].counter = &c->bytes_in;
     r->dir[SERVER].counter = &c->bytes_out;
+    r->dir[CLIENT].proxy_counter = &p->bytes_in;
+    r->dir[SERVER].proxy_counter = &p->bytes_out;
     evtimer_assign(&r->idle, np_base, on_idle_check, r);
     if (r->idle_timeout > 0) {
         struct timeval tv = np_tv(r->idle_timeout);

@@ -31,7 +31,8 @@ struct np_proxy {
     struct np_listener *listeners;
     int nlisteners;
     int stdio;                  /* the client is standard input and output, not a listener */
-    uint64_t opened, closed, active, refused, bytes_in, bytes_out;
+    /* counters (metrics.c serves them): bytes are counted as they move */
+    uint64_t opened, closed, active, refused, errors, bytes_in, bytes_out;
 };
 
 struct np_server {

@@ -120,6 +120,17 @@ function _M.cidrs(v)
   return v
 end
 
+-- "ADDR:PORT" where something listens: "127.0.0.1:9100", "[::1]:9100", "localhost:9100".
+function _M.listen_address(v)
+  if type(v) ~= "string" then return nil, "want \"ADDR:PORT\"" end
+  local host, p = v:match("^%[([%x:%.]+)%]:(%d+)$")
+  if not host then host, p = v:match("^([^:]+):(%d+)$") end
+  if not host or not _M.host(host) or tonumber(p) > 65535 then
+    return nil, "bad address '" .. v .. "' (want \"ADDR:PORT\")"
+  end
+  return v
+end
+
 -- A string or a list of strings, as a list.
 function _M.paths(v)
   if type(v) == "string" then return { v } end

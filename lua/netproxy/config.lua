@@ -52,6 +52,7 @@ local SERVER = {
   pipe_size = check.bytes,
   connector_path = check.paths,
   resolvers = check.resolvers,
+  stats = check.listen_address,
 }
 for k, v in pairs(PER_PROXY) do SERVER[k] = v end
 for k, v in pairs(GUARDS) do SERVER[k] = v end

@@ -166,7 +166,7 @@ timeout 3 head -c $size <&3 | cmp - %s && echo same]]):format(np.ports.probes, h
     h.wait_until(function() local _, n = np.log():gsub("capped: accepted", "") return n == 5 end, 5, "5 clients")
     local out = h.run({ "sh", "-c", "sleep 0.5 | socat -t 1 - TCP:127.0.0.1:" .. np.ports.capped })
     assert.are.equal("", out)
-    h.wait_log(np, "capped: 5 connections negotiating %(max_negotiating%): refused 127%.0%.0%.1:%d+")
+    h.wait_log(np, "capped: refused 127%.0%.0%.1:%d+: 5 connections negotiating %(max_negotiating%)")
     for i = 1, 5 do h.stop(silent[i]) end
   end)
 end)

@@ -1,0 +1,160 @@
+/* Statistics: the per-proxy counters, served in the Prometheus text format at /metrics on
+ * server{ stats = "ADDR:PORT" } by libevent's evhttp, and readable from Lua (core.stats). */
+#include "metrics.h"
+#include "log.h"
+#include "loop.h"
+#include "server.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct evhttp *http;
+
+struct counter {
+    const char *name, *type, *help;
+    size_t offset;              /* into struct np_proxy */
+    const char *labels;         /* extra labels, e.g. direction="in" */
+};
+
+#define FIELD(f) offsetof(struct np_proxy, f)
+static const struct counter counters[] = {
+    { "netproxy_connections_opened_total", "counter", "Client connections accepted.", FIELD(opened), "" },
+    { "netproxy_connections_closed_total", "counter", "Client connections finished.", FIELD(closed), "" },
+    { "netproxy_connections_active", "gauge", "Client connections open now.", FIELD(active), "" },
+    { "netproxy_connections_refused_total", "counter", "Clients turned away (guards, connectors).", FIELD(refused), "" },
+    { "netproxy_connections_errors_total", "counter", "Connections that ended in an error.", FIELD(errors), "" },
+    { "netproxy_bytes_total", "counter", "Bytes relayed (in: client to server, out: server to client).", FIELD(bytes_in), ",direction=\"in\"" },
+    { "netproxy_bytes_total", NULL, NULL, FIELD(bytes_out), ",direction=\"out\"" },
+};
+
+static uint64_t value(const struct np_proxy *p, const struct counter *c)
+{
+    return *(const uint64_t *)((const char *)p + c->offset);
+}
+
+/* A proxy name as a Prometheus label value: backslash, quote and newline escaped. */
+static void label(struct evbuffer *out, const char *name)
+{
+    for (; *name; name++) {
+        if (*name == '\\' || *name == '"') evbuffer_add_printf(out, "\\%c", *name);
+        else if (*name == '\n') evbuffer_add(out, "\\n", 2);
+        else evbuffer_add(out, name, 1);
+    }
+}
+
+/* One series per proxy; totals are PromQL's sum(), so none is emitted (it would count twice). */
+static void render(struct evbuffer *out)
+{
+    for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++) {
+        const struct counter *c = &counters[i];
+
+        if (c->type) evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", c->name, c->help, c->name, c->type);
+        for (int j = 0; j < np_server.nproxies; j++) {
+            evbuffer_add_printf(out, "%s{proxy=\"", c->name);
+            label(out, np_server.proxies[j].name);
+            evbuffer_add_printf(out, "\"%s} %llu\n", c->labels, (unsigned long long)value(&np_server.proxies[j], c));
+        }
+    }
+}
+
+static void on_metrics(struct evhttp_request *req, void *arg)
+{
+    struct evbuffer *out = evbuffer_new();
+
+    if (!out) {
+        evhttp_send_error(req, HTTP_INTERNAL, NULL);
+        return;
+    }
+    render(out);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; version=0.0.4; charset=utf-8");
+    evhttp_send_reply(req, HTTP_OK, "OK", out);
+    evbuffer_free(out);
+}
+
+static void on_other(struct evhttp_request *req, void *arg)
+{
+    evhttp_send_error(req, HTTP_NOTFOUND, "netproxy serves /metrics only");
+}
+
+int np_metrics_listen(const char *addr, char *err, size_t errlen)
+{
+    char host[128];
+    const char *colon = strrchr(addr, ':');
+    int port;
+
+    if (!colon || colon == addr || (size_t)(colon - addr) >= sizeof host) {
+        snprintf(err, errlen, "stats: want \"ADDR:PORT\", not \"%s\"", addr);
+        return -1;
+    }
+    snprintf(host, sizeof host, "%.*s", (int)(colon - addr), addr);
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') {     /* [::1]:9100 */
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = '\0';
+    }
+    port = atoi(colon + 1);
+    http = evhttp_new(np_base);
+    if (!http) goto fail;
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_timeout(http, 10);
+    evhttp_set_cb(http, "/metrics", on_metrics, NULL);
+    evhttp_set_gencb(http, on_other, NULL);
+    struct evhttp_bound_socket *bound = evhttp_bind_socket_with_handle(http, host, (ev_uint16_t)port);
+    if (!bound) goto fail;
+    np_log(NP_NOTICE, "stats: serving /metrics on %s", addr);
+    return 0;
+fail:
+    snprintf(err, errlen, "stats: cannot listen on %s", addr);
+    if (http) evhttp_free(http);
+    http = NULL;
+    return -1;
+}
+
+void np_metrics_close(void)
+{
+    if (http) evhttp_free(http);
+    http = NULL;
+}
+
+/* core.stats() -> { proxies = { NAME = { opened =, closed =, active =, refused =, errors =,
+ * bytes_in =, bytes_out = }, ... }, total = { ... } } */
+static int core_stats(lua_State *L)
+{
+    static const char *const names[] = { "opened", "closed", "active", "refused", "errors", "bytes_in", "bytes_out" };
+    const size_t n = sizeof names / sizeof names[0];
+
+    lua_newtable(L);
+    lua_newtable(L);                                        /* proxies */
+    lua_newtable(L);                                        /* total */
+    for (size_t i = 0; i < n; i++) {
+        lua_pushnumber(L, 0);
+        lua_setfield(L, -2, names[i]);
+    }
+    for (int j = 0; j < np_server.nproxies; j++) {
+        const struct np_proxy *p = &np_server.proxies[j];
+        lua_newtable(L);
+        for (size_t i = 0; i < n; i++) {
+            double v = (double)value(p, &counters[i]);
+            lua_pushnumber(L, v);
+            lua_setfield(L, -2, names[i]);
+            lua_getfield(L, -2, names[i]);                  /* total[name] += v */
+            lua_pushnumber(L, lua_tonumber(L, -1) + v);
+            lua_setfield(L, -4, names[i]);
+            lua_pop(L, 1);
+        }
+        lua_setfield(L, -3, p->name);
+    }
+    lua_setfield(L, -3, "total");
+    lua_setfield(L, -2, "proxies");
+    return 1;
+}
+
+void np_metrics_open(lua_State *L)
+{
+    lua_pushcfunction(L, core_stats);
+    lua_setfield(L, -2, "stats");
+}
