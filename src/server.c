@@ -74,12 +74,12 @@ static void on_resume_accepting(evutil_socket_t fd, short what, void *arg)
 
 /* Out of file descriptors: stop accepting for a moment instead of spinning on a listener
  * that stays readable; say so at most once a second. */
-static void pause_accepting(int err)
+void np_server_pause_accepting(int err)
 {
     struct timeval tv = { 0, 100 * 1000 };
 
     if (np_now() - last_fd_warning >= 1.0) {
-        np_log(NP_WARNING, "accept: %s: pausing accepts for 100 ms", strerror(err));
+        np_log(NP_WARNING, "out of file descriptors (%s): pausing accepts for 100 ms", strerror(err));
         last_fd_warning = np_now();
     }
     if (accepting_paused) return;
@@ -144,7 +144,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-                pause_accepting(errno);
+                np_server_pause_accepting(errno);
             else if (errno != EAGAIN)
                 np_log(NP_ERR, "accept on %s: %s", l->addr, strerror(errno));
             return;

@@ -62,6 +62,10 @@ void np_server_conn_done(void);
 /* Closes every listener: no new connections. */
 void np_server_stop_accepting(void);
 
+/* Out of file descriptors (err): accepting pauses for 100 ms, with a warning at most once
+ * a second. */
+void np_server_pause_accepting(int err);
+
 /* Stops accepting; the loop ends once the live connections have finished. */
 void np_server_stop(void);
 

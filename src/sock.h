@@ -35,6 +35,7 @@ struct np_sock {
     struct evutil_addrinfo *addrs, *next_addr;
     double deadline;
     int last_errno;
+    int waiting_for_fd;           /* connect: no descriptor was free, trying again soon */
     int dns_error;
     char peer[NP_ADDRSTRLEN];
 };

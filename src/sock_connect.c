@@ -4,6 +4,7 @@
 #include "conn.h"
 #include "loop.h"
 #include "resolve.h"
+#include "server.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #define DEFAULT_CONNECT_TIMEOUT 10.0
+#define FD_RETRY 0.05          /* seconds between tries when out of file descriptors */
 
 static void arm_connect(struct np_sock *s)
 {
@@ -23,6 +25,23 @@ static void arm_connect(struct np_sock *s)
 }
 
 /* Starts connecting to the next address; DONE when connected or out of addresses. */
+/* Out of file descriptors: try the same address again in a moment (the client is already
+ * accepted: better it waits than fails), and stop accepting more meanwhile. 1 when a retry
+ * is scheduled, 0 when the deadline is too close. */
+static int retry_when_fds_free(struct np_sock *s, struct evutil_addrinfo *ai, int err)
+{
+    double left = s->deadline > 0 ? s->deadline - np_now() : 1;
+    struct timeval tv = np_tv(left < FD_RETRY ? left : FD_RETRY);
+
+    if (left <= 0) return 0;
+    np_server_pause_accepting(err);
+    s->next_addr = ai;
+    s->waiting_for_fd = 1;
+    event_assign(&s->wev, np_base, -1, 0, np_sock_on_event, s);
+    event_add(&s->wev, &tv);
+    return 1;
+}
+
 static int connect_next(struct np_sock *s)
 {
     while (s->next_addr) {
@@ -32,6 +51,8 @@ static int connect_next(struct np_sock *s)
         s->next_addr = ai->ai_next;
         fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0) {
+            if ((errno == EMFILE || errno == ENFILE) && retry_when_fds_free(s, ai, errno))
+                return PENDING;
             s->last_errno = errno;
             continue;
         }
@@ -101,6 +122,11 @@ void np_sock_connect_ready(struct np_sock *s, short what)
     int err = 0;
     socklen_t len = sizeof err;
 
+    if (s->waiting_for_fd) {
+        s->waiting_for_fd = 0;
+        if (connect_next(s) == DONE) connect_done_async(s);
+        return;
+    }
     if (what & EV_TIMEOUT) {
         s->last_errno = ETIMEDOUT;
         s->dns_error = 0;

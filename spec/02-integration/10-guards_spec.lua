@@ -103,3 +103,36 @@ proxy { name = "p2", from = { type = "tcp", host = "127.0.0.1", port = 0 }, to =
     assert.truthy(err:find(path .. ":2: proxy 'proxy1': allow: bad address or CIDR '300.1.1.1/8'", 1, true), err)
   end)
 end)
+
+describe("running out of file descriptors", function()
+  teardown(h.stop_all)
+
+  it("pauses accepting, serves everybody in turn, logs at most once a second, never spins or dies", function()
+    local echo = h.peer_server("echo")
+    local np = h.netproxy_start(h.tcp_proxy("tight", echo.port), nil, { ulimit = 64 })
+    -- 300 clients, 150 at once: far more than 64 descriptors allow
+    local burst = h.spawn({ h.peer, "client", "--connect", "127.0.0.1:" .. np.ports.tight, "--conns", "300",
+                            "--parallel", "150", "--bytes", "4K", "--timeout", "20" })
+    h.sleep(1)
+    local _, cpu_before = h.usage(np.pid)
+    -- a client already accepted waits for a descriptor rather than fail: all 300 get through
+    assert.are.equal(0, h.exit_status(burst, 30), h.read(burst.err))
+    local _, cpu_after = h.usage(np.pid)
+    assert.is_true(h.alive(np.pid), "netproxy died")
+    local log = np.log()
+    assert.truthy(log:find("pausing accepts for 100 ms", 1, true), "never ran out of descriptors?")
+    -- one warning a second at most: count them against the seconds they span
+    local stamps = {}
+    for ts in log:gmatch("(%d%d:%d%d:%d%d)%.%d+Z warning [^\n]*pausing accepts") do stamps[#stamps + 1] = ts end
+    local seen = {}
+    for _, ts in ipairs(stamps) do
+      assert.is_nil(seen[ts], "two warnings within the second " .. ts)
+      seen[ts] = true
+    end
+    assert.is_true(cpu_after - cpu_before < 5, ("%.1fs of CPU during the burst"):format(cpu_after - cpu_before))
+    -- and it serves normally once the burst is over
+    local r = h.client("127.0.0.1", np.ports.tight, { "--bytes", "64K", "--conns", "10", "--parallel", "5" })
+    assert.are.equal(0, r.rc, r.err)
+    h.stop(np)
+  end)
+end)
