@@ -123,11 +123,11 @@ void np_conn_end(struct np_conn *c, const char *fmt, ...)
     while (c->socks) np_sock_close(c->socks);
     if (c->relay) np_relay_free(c->relay);
     c->relay = NULL;
-    p->closed++;
-    p->active--;
+    NP_COUNTERS(p)->closed++;
+    NP_COUNTERS(p)->active--;
     /* how it ended: refused by a guard or connector, cleanly, or an error of some kind */
-    if (!strncmp(c->reason, "refused", 7)) p->refused++;
-    else if (strcmp(c->reason, "eof") && strncmp(c->reason, "closed by", 9)) p->errors++;
+    if (!strncmp(c->reason, "refused", 7)) NP_COUNTERS(p)->refused++;
+    else if (strcmp(c->reason, "eof") && strncmp(c->reason, "closed by", 9)) NP_COUNTERS(p)->errors++;
     np_clog(NP_NOTICE, c->id, "%s: %s -> %s in=%llu out=%llu time=%.3fs end=%s", p->name,
             c->client, c->target[0] ? c->target : "-", (unsigned long long)c->bytes_in,
             (unsigned long long)c->bytes_out, np_now() - c->started, c->reason);
@@ -197,8 +197,8 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client)
     c->co_ref = LUA_NOREF;
     c->handle_ref = LUA_NOREF;
     snprintf(c->client, sizeof c->client, "%s", client);
-    p->opened++;
-    p->active++;
+    NP_COUNTERS(p)->opened++;
+    NP_COUNTERS(p)->active++;
     p->negotiating++;
     c->negotiating = 1;
     evtimer_assign(&c->deadline, np_base, on_deadline, c);

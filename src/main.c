@@ -6,6 +6,7 @@
 #include "metrics.h"
 #include "pipepool.h"
 #include "server.h"
+#include "shm.h"
 
 #include <event2/event.h>
 #include <lauxlib.h>
@@ -85,6 +86,10 @@ int main(int argc, char **argv)
     if (rc >= 0) return rc;
     /* A peer that closes while we write must be an error code, not a death. */
     signal(SIGPIPE, SIG_IGN);
+    if (np_shm_init() < 0) {
+        fprintf(stderr, "netproxy: cannot map the shared counters\n");
+        return 1;
+    }
     if (np_loop_init(err, sizeof err) < 0 || np_lua_open(err, sizeof err) < 0) {
         fprintf(stderr, "netproxy: %s\n", err);
         return 1;

@@ -4,6 +4,7 @@
 #include "log.h"
 #include "loop.h"
 #include "server.h"
+#include "shm.h"
 
 #include <event2/buffer.h>
 #include <event2/http.h>
@@ -16,11 +17,11 @@ static struct evhttp *http;
 
 struct counter {
     const char *name, *type, *help;
-    size_t offset;              /* into struct np_proxy */
+    size_t offset;              /* into struct np_counters */
     const char *labels;         /* extra labels, e.g. direction="in" */
 };
 
-#define FIELD(f) offsetof(struct np_proxy, f)
+#define FIELD(f) offsetof(struct np_counters, f)
 static const struct counter counters[] = {
     { "netproxy_connections_opened_total", "counter", "Client connections accepted.", FIELD(opened), "" },
     { "netproxy_connections_closed_total", "counter", "Client connections finished.", FIELD(closed), "" },
@@ -31,9 +32,12 @@ static const struct counter counters[] = {
     { "netproxy_bytes_total", NULL, NULL, FIELD(bytes_out), ",direction=\"out\"" },
 };
 
+/* The sum over every worker of one counter of proxy p. */
 static uint64_t value(const struct np_proxy *p, const struct counter *c)
 {
-    return *(const uint64_t *)((const char *)p + c->offset);
+    struct np_counters sum = np_shm_sum(p->row);
+
+    return *(const uint64_t *)((const char *)&sum + c->offset);
 }
 
 /* A proxy name as a Prometheus label value: backslash, quote and newline escaped. */

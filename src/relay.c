@@ -566,8 +566,8 @@ void np_relay_start(struct np_conn *c, const struct np_relay_opts *opts,
     }
     r->dir[CLIENT].counter = &c->bytes_in;
     r->dir[SERVER].counter = &c->bytes_out;
-    r->dir[CLIENT].proxy_counter = &p->bytes_in;
-    r->dir[SERVER].proxy_counter = &p->bytes_out;
+    r->dir[CLIENT].proxy_counter = &NP_COUNTERS(p)->bytes_in;
+    r->dir[SERVER].proxy_counter = &NP_COUNTERS(p)->bytes_out;
     evtimer_assign(&r->idle, np_base, on_idle_check, r);
     if (r->idle_timeout > 0) {
         struct timeval tv = np_tv(r->idle_timeout);

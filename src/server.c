@@ -95,7 +95,7 @@ static void refuse(struct np_proxy *p, int fd, const struct sockaddr_storage *ss
     char who[NP_ADDRSTRLEN];
 
     close(fd);
-    p->refused++;
+    NP_COUNTERS(p)->refused++;
     if (np_now() - p->refused_warned < 1.0) {
         p->refused_unlogged++;
         return;
@@ -110,6 +110,14 @@ static void refuse(struct np_proxy *p, int fd, const struct sockaddr_storage *ss
     p->refused_unlogged = 0;
 }
 
+static uint64_t all_active(void)
+{
+    uint64_t n = 0;
+
+    for (int i = 0; i < np_server.nproxies; i++) n += np_shm_sum(np_server.proxies[i].row).active;
+    return n;
+}
+
 /* Why a new client may not be served now, or NULL. Too many still negotiating (a flood of
  * silent clients on a sniffing port) is refused rather than let memory and fds run out. */
 static const char *turned_away(struct np_proxy *p, const struct sockaddr_storage *ss)
@@ -122,8 +130,9 @@ static const char *turned_away(struct np_proxy *p, const struct sockaddr_storage
         return why;
     }
     if ((rule = np_acl_refuses(&p->acl, (const struct sockaddr *)ss))) return rule;
-    if (p->max_clients && p->active >= p->max_clients) return "max_clients";
-    if (np_server.max_clients && np_server.active >= np_server.max_clients) return "max_clients (server)";
+    /* the limits count every worker's connections (shared counters) */
+    if (p->max_clients && np_shm_sum(p->row).active >= p->max_clients) return "max_clients";
+    if (np_server.max_clients && all_active() >= np_server.max_clients) return "max_clients (server)";
     if (p->negotiating >= p->max_negotiating) {
         snprintf(why, sizeof why, "%llu connections negotiating (max_negotiating)",
                  (unsigned long long)p->negotiating);
@@ -274,6 +283,11 @@ static int setup_proxy(lua_State *L, struct np_proxy *p, char *err, size_t errle
     int t = lua_gettop(L);
 
     snprintf(p->name, sizeof p->name, "%s", string_field(L, t, "name"));
+    p->row = np_shm_row(p->name);
+    if (p->row < 0) {
+        snprintf(err, errlen, "%s: too many proxy names for the statistics (at most %d)", p->name, NP_MAX_PROXIES);
+        return -1;
+    }
     relay = string_field(L, t, "relay");
     p->relay_mode = !strcmp(relay, "splice")     ? NP_RELAY_SPLICE
                     : !strcmp(relay, "buffered") ? NP_RELAY_BUFFERED

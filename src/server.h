@@ -5,6 +5,10 @@
 #include <stdint.h>
 #include <event2/event_struct.h>
 #include "acl.h"
+#include "shm.h"
+
+/* This process's counters of proxy p (bytes are counted as they move; metrics.c sums). */
+#define NP_COUNTERS(p) np_shm_counters((p)->row)
 
 enum np_relay_mode { NP_RELAY_AUTO, NP_RELAY_SPLICE, NP_RELAY_BUFFERED };
 
@@ -31,8 +35,7 @@ struct np_proxy {
     struct np_listener *listeners;
     int nlisteners;
     int stdio;                  /* the client is standard input and output, not a listener */
-    /* counters (metrics.c serves them): bytes are counted as they move */
-    uint64_t opened, closed, active, refused, errors, bytes_in, bytes_out;
+    int row;                    /* of its counters in shared memory (shm.h); see NP_COUNTERS */
 };
 
 struct np_server {

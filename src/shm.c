@@ -1,0 +1,92 @@
+/* Counters shared by the worker processes: one slot per worker (a single writer each, so no
+ * locks), a row per proxy name (so counters survive a reload); the master sums them. */
+#include "shm.h"
+
+#include <string.h>
+#include <sys/mman.h>
+
+#define RETIRED (NP_MAX_SLOTS)  /* where the counters of workers gone are kept */
+
+struct region {
+    char names[NP_MAX_PROXIES][64];
+    int slot_used[NP_MAX_SLOTS];
+    struct np_counters c[NP_MAX_SLOTS + 1][NP_MAX_PROXIES];
+};
+
+static struct region *shm;
+static int my_slot;
+
+int np_shm_init(void)
+{
+    shm = mmap(NULL, sizeof *shm, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shm == MAP_FAILED) {
+        shm = NULL;
+        return -1;
+    }
+    shm->slot_used[0] = 1;      /* the process itself, until it forks */
+    return 0;
+}
+
+int np_shm_row(const char *name)
+{
+    for (int i = 0; i < NP_MAX_PROXIES; i++) {
+        if (shm->names[i][0] == '\0') {
+            strncpy(shm->names[i], name, sizeof shm->names[i] - 1);
+            return i;
+        }
+        if (strncmp(shm->names[i], name, sizeof shm->names[i] - 1) == 0) return i;
+    }
+    return -1;
+}
+
+void np_shm_use_slot(int slot) { my_slot = slot; }
+int np_shm_slot(void) { return my_slot; }
+
+int np_shm_take_slot(void)
+{
+    for (int i = 1; i < NP_MAX_SLOTS; i++) {
+        if (!shm->slot_used[i]) {
+            shm->slot_used[i] = 1;
+            return i;
+        }
+    }
+    return -1;
+}
+
+void np_shm_release_slot(int slot)
+{
+    for (int row = 0; row < NP_MAX_PROXIES; row++) {
+        struct np_counters *from = &shm->c[slot][row], *to = &shm->c[RETIRED][row];
+        to->opened += from->opened;
+        to->closed += from->closed;
+        to->refused += from->refused;
+        to->errors += from->errors;
+        to->bytes_in += from->bytes_in;
+        to->bytes_out += from->bytes_out;
+        memset(from, 0, sizeof *from);  /* its active connections died with it */
+    }
+    shm->slot_used[slot] = 0;
+}
+
+struct np_counters *np_shm_counters(int row)
+{
+    return &shm->c[my_slot][row];
+}
+
+struct np_counters np_shm_sum(int row)
+{
+    struct np_counters sum;
+
+    memset(&sum, 0, sizeof sum);
+    for (int s = 0; s <= NP_MAX_SLOTS; s++) {
+        const struct np_counters *c = &shm->c[s][row];
+        sum.opened += c->opened;
+        sum.closed += c->closed;
+        sum.active += c->active;
+        sum.refused += c->refused;
+        sum.errors += c->errors;
+        sum.bytes_in += c->bytes_in;
+        sum.bytes_out += c->bytes_out;
+    }
+    return sum;
+}

@@ -1,0 +1,35 @@
+/* Counters shared by the worker processes: one slot per worker (a single writer each, so no
+ * locks), a row per proxy name (so counters survive a reload); the master sums them. */
+#ifndef NP_SHM_H
+#define NP_SHM_H
+#include <stdint.h>
+
+#define NP_MAX_SLOTS 64        /* workers alive at once, old and new generations together */
+#define NP_MAX_PROXIES 256
+
+struct np_counters {
+    uint64_t opened, closed, active, refused, errors, bytes_in, bytes_out;
+};
+
+/* Maps the shared region (before any fork). 0, or -1. */
+int np_shm_init(void);
+
+/* The row of a proxy name, given one on first use; -1 when the table is full. */
+int np_shm_row(const char *name);
+
+/* Which slot this process writes (0 in a single process). */
+void np_shm_use_slot(int slot);
+int np_shm_slot(void);
+
+/* A free slot for a new worker, or -1; and giving it back when the worker is gone: its
+ * cumulative counters are kept (folded into a retired slot), its active count dropped. */
+int np_shm_take_slot(void);
+void np_shm_release_slot(int slot);
+
+/* This process's counters for a row. */
+struct np_counters *np_shm_counters(int row);
+
+/* The sum over all slots for a row. */
+struct np_counters np_shm_sum(int row);
+
+#endif
