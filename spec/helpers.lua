@@ -164,7 +164,13 @@ function _M.netproxy_start(config, args, opts)
     path = _M.write(_M.tmpfile("config.lua"), config)
   end
   local argv = { _M.netproxy }
-  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+  local workers_given = false
+  for _, a in ipairs(args or {}) do
+    argv[#argv + 1] = a
+    if a == "-w" or a == "--workers" then workers_given = true end
+  end
+  -- one process unless a spec asks for workers: the process model has specs of its own
+  if not workers_given then argv[#argv + 1] = "-w"; argv[#argv + 1] = "1" end
   argv[#argv + 1] = path
   local p = _M.spawn(argv, opts)
   p.config = path

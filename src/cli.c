@@ -17,6 +17,8 @@ static const char usage[] =
     "\n"
     "  -c, -t, --check          load and check the config, bind nothing; exit 0 when valid\n"
     "  -m, --max-connections N  stop accepting after N connections, exit 0 once they are done\n"
+    "                           (runs a single process)\n"
+    "  -w, --workers N          worker processes (default: one per core; 1: a single process)\n"
     "  -v, --verbose            more log (repeatable)\n"
     "  -q, --quiet              less log (repeatable)\n"
     "      --log-level L        0..4 or err, warning, notice, info, debug (default notice)\n"
@@ -46,6 +48,7 @@ int np_cli_parse(int argc, char **argv, struct np_cli *cli)
     static const struct option longopts[] = {
         { "check", no_argument, NULL, 'c' },
         { "max-connections", required_argument, NULL, 'm' },
+        { "workers", required_argument, NULL, 'w' },
         { "verbose", no_argument, NULL, 'v' },
         { "quiet", no_argument, NULL, 'q' },
         { "log-level", required_argument, NULL, 'G' },
@@ -66,7 +69,7 @@ int np_cli_parse(int argc, char **argv, struct np_cli *cli)
     memset(cli, 0, sizeof *cli);
     cli->max_connections = -1;
     cli->log_level = -1;
-    while ((opt = getopt_long(argc, argv, "ctm:vqI:L:P:Vh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "ctm:w:vqI:L:P:Vh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'c':
         case 't': cli->check = 1; break;
@@ -74,6 +77,11 @@ int np_cli_parse(int argc, char **argv, struct np_cli *cli)
             cli->max_connections = strtoll(optarg, &end, 10);
             if (*optarg == '\0' || *end || cli->max_connections < 1)
                 return bad_usage("--max-connections wants a positive number, not '%s'", optarg);
+            break;
+        case 'w':
+            cli->workers = (int)strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end || cli->workers < 1 || cli->workers > 63)
+                return bad_usage("--workers wants 1..63, not '%s'", optarg);
             break;
         case 'v': cli->verbose++; break;
         case 'q': cli->verbose--; break;

@@ -9,6 +9,7 @@ struct np_cli {
     int log_level;              /* -1: not given */
     int verbose;                /* -v count minus -q count */
     const char *relay;          /* NULL: not given */
+    int workers;                /* 0: not given */
     const char *connector_path[16];
     int nconnector_path;
     /* the one-line form: [-L [HOST:]PORT] [-P PROXYHOST:PORT] HOST PORT */

@@ -7,6 +7,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdio.h>
+#include <unistd.h>
 
 lua_State *np_L;
 
@@ -71,6 +72,12 @@ static void push_overrides(lua_State *L, const struct np_cli *cli)
         lua_pushnumber(L, (lua_Number)cli->max_connections);
         lua_setfield(L, -2, "max_connections");
     }
+    if (cli->workers) {
+        lua_pushinteger(L, cli->workers);
+        lua_setfield(L, -2, "workers");
+    }
+    lua_pushinteger(L, sysconf(_SC_NPROCESSORS_ONLN));
+    lua_setfield(L, -2, "cpus");
     if (cli->relay) {
         lua_pushstring(L, cli->relay);
         lua_setfield(L, -2, "relay");

@@ -171,26 +171,61 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
     }
 }
 
+static void free_proxies(void)
+{
+    for (int i = 0; i < np_server.nproxies; i++) {
+        np_acl_free(&np_server.proxies[i].acl);
+        free(np_server.proxies[i].listeners);
+    }
+    free(np_server.proxies);
+    np_acl_free(&np_server.acl);
+    np_server.proxies = NULL;
+    np_server.nproxies = 0;
+}
+
+/* Listeners of the config being replaced (reload): kept open, handed over to the new one
+ * when it listens on the same address, so no connection attempt is ever refused. */
+static struct np_listener *old_listeners;
+static int nold_listeners;
+
+static int take_old_listener(const struct addrinfo *ai)
+{
+    char want[64];
+
+    np_addr_format(ai->ai_addr, want, sizeof want);
+    if (!strcmp(want + strlen(want) - 2, ":0")) return -1;     /* port 0: always a new one */
+    for (int i = 0; i < nold_listeners; i++) {
+        if (old_listeners[i].fd >= 0 && !strcmp(old_listeners[i].addr, want)) {
+            int fd = old_listeners[i].fd;
+            old_listeners[i].fd = -1;
+            return fd;
+        }
+    }
+    return -1;
+}
+
 static int open_listener(struct np_proxy *p, const struct addrinfo *ai, char *err, size_t errlen)
 {
     struct np_listener *l;
     struct sockaddr_storage bound;
     socklen_t len = sizeof bound;
-    int one = 1, fd;
+    int one = 1, fd = take_old_listener(ai), reused = fd >= 0;
 
-    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) goto fail;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, LISTEN_BACKLOG) < 0) goto fail;
+    if (!reused) {
+        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) goto fail;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, LISTEN_BACKLOG) < 0) goto fail;
+    }
     getsockname(fd, (struct sockaddr *)&bound, &len);
     l = &p->listeners[p->nlisteners++];
     l->fd = fd;
+    l->reused = reused;
     l->proxy = p;
     np_addr_format((struct sockaddr *)&bound, l->addr, sizeof l->addr);
     event_assign(&l->ev, np_base, fd, EV_READ | EV_PERSIST, on_accept, l);
-    event_add(&l->ev, NULL);
-    np_log(NP_NOTICE, "%s: listening on %s", p->name, l->addr);
+    if (!reused) np_log(NP_NOTICE, "%s: listening on %s", p->name, l->addr);
     return 0;
 fail:
     {
@@ -368,6 +403,62 @@ void np_server_start_stdio(void)
         np_server.max_connections = np_server.accepted;     /* done when it is done */
         np_conn_start(p, 0, 1, "stdio");
     }
+}
+
+void np_server_start_accepting(void)
+{
+    for_each_listener(listener_on);
+}
+
+/* Reload, in the master. The running setup is saved aside; its listeners become candidates
+ * for the new setup to take over (same address: same socket, so no connection attempt is
+ * ever refused). */
+static struct np_server saved;
+
+void np_server_prepare_reload(void)
+{
+    int n = 0;
+
+    saved = np_server;
+    for (int i = 0; i < saved.nproxies; i++) n += saved.proxies[i].nlisteners;
+    old_listeners = calloc(n ? n : 1, sizeof *old_listeners);
+    nold_listeners = 0;
+    for (int i = 0; i < saved.nproxies; i++)
+        for (int j = 0; j < saved.proxies[i].nlisteners; j++)
+            old_listeners[nold_listeners++] = saved.proxies[i].listeners[j];
+    np_server.proxies = NULL;
+    np_server.nproxies = 0;
+    memset(&np_server.acl, 0, sizeof np_server.acl);
+}
+
+/* The new setup runs: listeners it did not take are closed, the old setup forgotten. */
+void np_server_reload_done(void)
+{
+    for (int i = 0; i < nold_listeners; i++) {
+        if (old_listeners[i].fd < 0) continue;
+        np_log(NP_NOTICE, "%s: no longer listening on %s", old_listeners[i].proxy->name, old_listeners[i].addr);
+        close(old_listeners[i].fd);
+    }
+    free(old_listeners);
+    old_listeners = NULL;
+    nold_listeners = 0;
+    struct np_server current = np_server;
+    np_server = saved;
+    free_proxies();
+    np_server = current;
+}
+
+/* The new setup failed: its own new sockets are closed, the saved one comes back. */
+void np_server_reload_failed(void)
+{
+    for (int i = 0; i < np_server.nproxies; i++)
+        for (int j = 0; j < np_server.proxies[i].nlisteners; j++)
+            if (!np_server.proxies[i].listeners[j].reused) close(np_server.proxies[i].listeners[j].fd);
+    free_proxies();
+    free(old_listeners);
+    old_listeners = NULL;
+    nold_listeners = 0;
+    np_server = saved;
 }
 
 void np_server_stop(void)

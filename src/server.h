@@ -17,6 +17,7 @@ struct np_listener {
     struct np_proxy *proxy;
     struct event ev;
     char addr[64];
+    int reused;                 /* taken over from the config a reload replaced */
 };
 
 struct np_proxy {
@@ -61,6 +62,16 @@ void np_server_start_stdio(void);
 
 /* Called once a connection has ended and been counted. */
 void np_server_conn_done(void);
+
+/* Arms the listeners (a single process, or a worker after its fork). */
+void np_server_start_accepting(void);
+
+/* Reload, in the master: prepare (the running setup is saved, its listeners become
+ * candidates), np_server_setup on the new config (it takes over the listeners on the same
+ * addresses), then done (the others are closed) or failed (the saved setup comes back). */
+void np_server_prepare_reload(void);
+void np_server_reload_done(void);
+void np_server_reload_failed(void);
 
 /* Closes every listener: no new connections. */
 void np_server_stop_accepting(void);

@@ -53,6 +53,7 @@ local SERVER = {
   connector_path = check.paths,
   resolvers = check.resolvers,
   stats = check.listen_address,
+  workers = check.count,
 }
 for k, v in pairs(PER_PROXY) do SERVER[k] = v end
 for k, v in pairs(GUARDS) do SERVER[k] = v end
@@ -206,6 +207,7 @@ local function server_options(path, servers, cli, say_at)
   if cli.log_level then server.log_level = cli.log_level end
   server.log_level = math.max(0, math.min(4, server.log_level + (cli.verbose or 0)))
   if cli.max_connections then server.max_connections = cli.max_connections end
+  server.workers = cli.workers or server.workers or cli.cpus or 1
   if cli.relay then server.relay = cli.relay end
   return server
 end
@@ -247,6 +249,11 @@ function _M.load(path, cli)
       say_at(proxy.where, "proxy '%s': a stdio proxy must be the only proxy of its config", proxy.name)
     end
   end
+  -- -m counts this process's connections, and stdio is one connection: a single process
+  if server.max_connections > 0 or (proxies[1] and proxies[1].listen and proxies[1].listen.stdio) then
+    server.workers = 1
+  end
+  if server.workers < 1 then say_at(path .. ":1", "server: workers: want at least 1") end
   if #errors > 0 then return nil, errors end
   return { server = server, proxies = proxies }
 end

@@ -1,0 +1,232 @@
+/* The master process: it forks the workers, replaces one that dies, reloads the config on
+ * SIGHUP without closing a listening socket, and stops everything on SIGTERM/SIGINT.
+ * Workers share the listening sockets (accept on a shared socket) and count in their own
+ * slot of the shared counters (shm.c); the master serves /metrics from their sum. */
+#include "master.h"
+#include "cli.h"
+#include "log.h"
+#include "loop.h"
+#include "luavm.h"
+#include "metrics.h"
+#include "server.h"
+#include "shm.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define RESPAWN_PAUSE 1.0       /* seconds between replacing workers that die at once */
+
+struct worker {
+    pid_t pid;                  /* 0: free */
+    int slot;
+    int generation;
+    int stopping;               /* told to drain (reload or stop) */
+    double started;
+};
+
+static struct worker workers[NP_MAX_SLOTS];
+static int generation, nworkers, stopping;
+static const struct np_cli *cli;
+static struct event sigchld_ev, sighup_ev, sigterm_ev, sigint_ev, respawn_ev;
+
+static int alive(void)
+{
+    int n = 0;
+
+    for (int i = 0; i < NP_MAX_SLOTS; i++) n += workers[i].pid != 0;
+    return n;
+}
+
+static int current(void)
+{
+    int n = 0;
+
+    for (int i = 0; i < NP_MAX_SLOTS; i++)
+        n += workers[i].pid && workers[i].generation == generation && !workers[i].stopping;
+    return n;
+}
+
+/* In the new child: drop what belongs to the master, become a worker. */
+static void become_worker(int slot)
+{
+    event_reinit(np_base);
+    event_del(&sigchld_ev);
+    event_del(&sighup_ev);
+    event_del(&sigterm_ev);
+    event_del(&sigint_ev);
+    event_del(&respawn_ev);
+    np_metrics_close();
+    np_shm_use_slot(slot);
+    signal(SIGHUP, SIG_IGN);            /* reloads are the master's */
+}
+
+/* Forks one worker of the current generation. 1 in the child, 0 in the master. */
+static int spawn(void)
+{
+    int slot = np_shm_take_slot(), i;
+    pid_t pid;
+
+    if (slot < 0) {
+        np_log(NP_ERR, "master: no free worker slot (at most %d workers at once)", NP_MAX_SLOTS - 1);
+        return 0;
+    }
+    pid = fork();
+    if (pid < 0) {
+        np_log(NP_ERR, "master: fork: %s", strerror(errno));
+        np_shm_release_slot(slot);
+        return 0;
+    }
+    if (pid == 0) {
+        become_worker(slot);
+        return 1;
+    }
+    for (i = 0; workers[i].pid; i++) {}
+    workers[i] = (struct worker){ .pid = pid, .slot = slot, .generation = generation, .started = np_now() };
+    np_log(NP_INFO, "master: worker %d started (generation %d)", (int)pid, generation);
+    return 0;
+}
+
+/* Brings the current generation up to nworkers. 1 in a child, 0 in the master. */
+static int spawn_missing(void)
+{
+    while (current() < nworkers)
+        if (spawn()) return 1;
+    return 0;
+}
+
+static void drain_old_generations(void)
+{
+    for (int i = 0; i < NP_MAX_SLOTS; i++) {
+        if (workers[i].pid && workers[i].generation != generation && !workers[i].stopping) {
+            workers[i].stopping = 1;
+            kill(workers[i].pid, SIGTERM);
+        }
+    }
+}
+
+static void on_respawn(evutil_socket_t fd, short what, void *arg)
+{
+    if (!stopping && spawn_missing()) event_base_loopbreak(np_base);
+}
+
+static void on_sigchld(evutil_socket_t sig, short what, void *arg)
+{
+    int status, quick = 0;
+    pid_t pid;
+
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        for (int i = 0; i < NP_MAX_SLOTS; i++) {
+            struct worker *w = &workers[i];
+            if (w->pid != pid) continue;
+            np_shm_release_slot(w->slot);
+            if (!w->stopping && !stopping) {
+                if (WIFSIGNALED(status))
+                    np_log(NP_ERR, "master: worker %d killed by signal %d: replacing it", (int)pid, WTERMSIG(status));
+                else
+                    np_log(NP_ERR, "master: worker %d exited with %d: replacing it", (int)pid, WEXITSTATUS(status));
+                quick |= np_now() - w->started < RESPAWN_PAUSE;
+            } else {
+                np_log(NP_INFO, "master: worker %d done", (int)pid);
+            }
+            w->pid = 0;
+        }
+    }
+    if (stopping) {
+        if (alive() == 0) event_base_loopbreak(np_base);
+        return;
+    }
+    /* a worker that dies at once would die again: wait a moment before replacing it */
+    struct timeval tv = np_tv(quick ? RESPAWN_PAUSE : 0);
+    evtimer_add(&respawn_ev, &tv);
+}
+
+/* SIGHUP: the new config is checked first; if it fails, the running one stays. Otherwise
+ * new workers start on the same listening sockets, then the old ones drain. */
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    lua_State *old = np_L;
+    char err[512];
+
+    np_log(NP_NOTICE, "master: SIGHUP: reloading %s", cli->config ? cli->config : "the command line");
+    np_L = NULL;
+    if (np_lua_open(err, sizeof err) < 0 || np_lua_load_config(cli->config, cli) < 0) {
+        np_log(NP_ERR, "master: reload failed (the errors are above): still running the previous config");
+        np_lua_close();
+        np_L = old;
+        return;
+    }
+    np_server_prepare_reload();
+    if (np_server_setup(err, sizeof err) < 0) {
+        np_log(NP_ERR, "master: reload failed: %s: still running the previous config", err);
+        np_server_reload_failed();
+        np_lua_close();
+        np_L = old;
+        return;
+    }
+    np_server_reload_done();
+    lua_pop(np_L, 1);
+    {
+        lua_State *fresh = np_L;        /* the old state goes: nothing of it is used any more */
+        np_L = old;
+        np_lua_close();
+        np_L = fresh;
+    }
+    generation++;
+    if (spawn_missing()) {
+        event_base_loopbreak(np_base);  /* in the child: become a worker */
+        return;
+    }
+    drain_old_generations();
+    np_log(NP_NOTICE, "master: reloaded (generation %d)", generation);
+}
+
+static void on_stop(evutil_socket_t sig, short what, void *arg)
+{
+    if (stopping++) {
+        np_log(NP_NOTICE, "master: second stop signal: killing the workers");
+        for (int i = 0; i < NP_MAX_SLOTS; i++) if (workers[i].pid) kill(workers[i].pid, SIGKILL);
+        event_base_loopbreak(np_base);
+        return;
+    }
+    np_log(NP_NOTICE, "master: signal %d: stopping %d workers", (int)sig, alive());
+    np_server_stop_accepting();         /* the master's copies of the listening sockets */
+    for (int i = 0; i < NP_MAX_SLOTS; i++) {
+        if (workers[i].pid) {
+            workers[i].stopping = 1;
+            kill(workers[i].pid, SIGTERM);
+        }
+    }
+    if (alive() == 0) event_base_loopbreak(np_base);
+}
+
+int np_master_run(int n, const struct np_cli *c)
+{
+    cli = c;
+    nworkers = n;
+    evsignal_assign(&sigchld_ev, np_base, SIGCHLD, on_sigchld, NULL);
+    evsignal_assign(&sighup_ev, np_base, SIGHUP, on_sighup, NULL);
+    evsignal_assign(&sigterm_ev, np_base, SIGTERM, on_stop, NULL);
+    evsignal_assign(&sigint_ev, np_base, SIGINT, on_stop, NULL);
+    evtimer_assign(&respawn_ev, np_base, on_respawn, NULL);
+    evsignal_add(&sigchld_ev, NULL);
+    evsignal_add(&sighup_ev, NULL);
+    evsignal_add(&sigterm_ev, NULL);
+    evsignal_add(&sigint_ev, NULL);
+    np_log(NP_NOTICE, "master: %d workers", n);
+    if (spawn_missing()) return np_worker_run();
+    while (!stopping || alive() > 0) {
+        event_base_dispatch(np_base);
+        if (np_shm_slot() != 0) return np_worker_run();   /* we are a child, forked in a callback */
+        if (stopping && (alive() == 0 || stopping > 1)) break;
+    }
+    np_log(NP_NOTICE, "master: stopped");
+    return 0;
+}
