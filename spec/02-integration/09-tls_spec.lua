@@ -261,3 +261,28 @@ proxy { name = "cs", from = { type = "tcp", host = "127.0.0.1", port = 0 },
     h.wait_log(np, "cs: tls to the server: TLSv1%.3")
   end)
 end)
+
+describe("certificates and reload", function()
+  teardown(h.stop_all)
+
+  it("are read again on SIGHUP: new connections get the new certificate", function()
+    local pki = h.pki()
+    local echo = h.peer_server("echo")
+    local dir = h.tmp() .. "/reload-certs"
+    os.execute(("mkdir -p %s && cp %s/localhost.pem %s/site.pem && cp %s/localhost.key %s/site.key"):format(dir, pki, dir, pki, dir))
+    local port = h.free_port()
+    local np = h.netproxy_start(([[
+proxy { name = "site", from = { type = "ssl", host = "127.0.0.1", port = %d, cert = %q, key = %q },
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(port, dir .. "/site.pem", dir .. "/site.key", echo.port), { "-w", "2" })
+    h.wait_log(np, "master: 2 workers")
+    local function subject()
+      return h.run({ "sh", "-c", ("timeout 5 openssl s_client -connect 127.0.0.1:%d </dev/null 2>/dev/null | grep '^subject='"):format(port) })
+    end
+    assert.truthy(subject():find("CN = localhost", 1, true))
+    os.execute(("cp %s/a.test.pem %s/site.pem && cp %s/a.test.key %s/site.key"):format(pki, dir, pki, dir))
+    os.execute("kill -HUP " .. np.pid)
+    h.wait_log(np, "master: reloaded %(generation 1%)")
+    assert.truthy(subject():find("CN = a.test", 1, true))
+  end)
+end)
