@@ -123,6 +123,12 @@ function _M.stop(p)
   if report then error("sanitizer report from pid " .. p.pid .. ":\n" .. report, 2) end
 end
 
+-- Takes a process this spec did not spawn itself (a daemon) under stop_all's care.
+function _M.adopt(pid)
+  started[pid] = true
+  return { pid = pid }
+end
+
 function _M.stop_all()
   for pid in pairs(started) do _M.stop({ pid = pid }) end
 end

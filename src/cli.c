@@ -23,6 +23,11 @@ static const char usage[] =
     "  -q, --quiet              less log (repeatable)\n"
     "      --log-level L        0..4 or err, warning, notice, info, debug (default notice)\n"
     "      --relay MODE         auto (splice when possible), splice or buffered\n"
+    "  -D, --daemon             run in the background (logs to syslog unless --log-file)\n"
+    "      --pid-file FILE      write the pid there (the file must not exist); removed at exit\n"
+    "      --user U, --group G  run the workers as U / G once the listeners are bound\n"
+    "      --chroot DIR         and inside DIR\n"
+    "      --log-file F         log to file F (SIGUSR1 reopens it) or to \"syslog\"\n"
     "  -I, --connector-path DIR also look for connector scripts in DIR (repeatable)\n"
     "  -L, --listen [HOST:]PORT one-line form: listen there (HOST defaults to localhost)\n"
     "  -P, --via HOST:PORT      one-line form: through this HTTP CONNECT proxy\n"
@@ -59,6 +64,12 @@ int np_cli_parse(int argc, char **argv, struct np_cli *cli)
         { "proxy-user", required_argument, NULL, 'u' },
         { "proxy-pass", required_argument, NULL, 'p' },
         { "proxy-agent", required_argument, NULL, 'a' },
+        { "daemon", no_argument, NULL, 'D' },
+        { "pid-file", required_argument, NULL, 'f' },
+        { "user", required_argument, NULL, 'U' },
+        { "group", required_argument, NULL, 'g' },
+        { "chroot", required_argument, NULL, 'r' },
+        { "log-file", required_argument, NULL, 'o' },
         { "version", no_argument, NULL, 'V' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -69,7 +80,7 @@ int np_cli_parse(int argc, char **argv, struct np_cli *cli)
     memset(cli, 0, sizeof *cli);
     cli->max_connections = -1;
     cli->log_level = -1;
-    while ((opt = getopt_long(argc, argv, "ctm:w:vqI:L:P:Vh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "ctm:w:vqI:L:P:DVh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'c':
         case 't': cli->check = 1; break;
@@ -105,6 +116,12 @@ int np_cli_parse(int argc, char **argv, struct np_cli *cli)
         case 'u': cli->proxy_user = optarg; break;
         case 'p': cli->proxy_pass = optarg; break;
         case 'a': cli->proxy_agent = optarg; break;
+        case 'D': cli->daemon = 1; break;
+        case 'f': cli->pid_file = optarg; break;
+        case 'U': cli->user = optarg; break;
+        case 'g': cli->group = optarg; break;
+        case 'r': cli->chroot = optarg; break;
+        case 'o': cli->log_file = optarg; break;
         case 'V': printf("netproxy %s\n", NP_VERSION); return 0;
         case 'h': fputs(usage, stdout); return 0;
         default: return bad_usage("%s", "unknown option");

@@ -10,6 +10,8 @@ struct np_cli {
     int verbose;                /* -v count minus -q count */
     const char *relay;          /* NULL: not given */
     int workers;                /* 0: not given */
+    int daemon;
+    const char *pid_file, *user, *group, *chroot, *log_file;
     const char *connector_path[16];
     int nconnector_path;
     /* the one-line form: [-L [HOST:]PORT] [-P PROXYHOST:PORT] HOST PORT */

@@ -1,7 +1,10 @@
 /* Logging to stderr: "2026-11-21T13:45:11.123Z notice [pid] #id message". */
 #include "log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
+#include <syslog.h>
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
@@ -10,6 +13,10 @@
 #include <unistd.h>
 
 int np_log_level = NP_NOTICE;
+
+static int log_fd = STDERR_FILENO;
+static int to_syslog;
+static char log_path[4096];
 
 static const char *const level_names[] = { "err", "warning", "notice", "info", "debug" };
 
@@ -28,6 +35,38 @@ const char *np_log_level_name(int level)
     return level_names[level];
 }
 
+int np_log_open(const char *target)
+{
+    if (!strcmp(target, "syslog")) {
+        openlog("netproxy", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+        to_syslog = 1;
+        return 0;
+    }
+    snprintf(log_path, sizeof log_path, "%s", target);
+    int fd = open(target, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) return -1;
+    log_fd = fd;
+    return 0;
+}
+
+const char *np_log_path(void)
+{
+    return log_path[0] ? log_path : NULL;
+}
+
+void np_log_reopen(void)
+{
+    int fd;
+
+    if (!log_path[0]) return;
+    fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) return;         /* keep writing where we were */
+    dup2(fd, log_fd);           /* the same descriptor number: nothing else to update */
+    close(fd);
+}
+
+static const int syslog_priority[] = { LOG_ERR, LOG_WARNING, LOG_NOTICE, LOG_INFO, LOG_DEBUG };
+
 void np_log_conn(int level, uint64_t conn_id, const char *fmt, ...)
 {
     char line[2048], stamp[32];
@@ -36,6 +75,14 @@ void np_log_conn(int level, uint64_t conn_id, const char *fmt, ...)
     va_list ap;
     int n;
 
+    if (to_syslog) {                /* syslog stamps time, level and pid itself */
+        n = conn_id ? snprintf(line, sizeof line, "#%llu ", (unsigned long long)conn_id) : 0;
+        va_start(ap, fmt);
+        vsnprintf(line + n, sizeof line - n, fmt, ap);
+        va_end(ap);
+        syslog(syslog_priority[level < 0 ? 0 : level > 4 ? 4 : level], "%s", line);
+        return;
+    }
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
     strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
@@ -49,5 +96,5 @@ void np_log_conn(int level, uint64_t conn_id, const char *fmt, ...)
     if (n > (int)sizeof line - 2) n = sizeof line - 2;
     line[n++] = '\n';
     /* One write per line so lines from several processes never interleave. */
-    if (write(STDERR_FILENO, line, n) < 0) { /* nowhere left to report it */ }
+    if (write(log_fd, line, n) < 0) { /* nowhere left to report it */ }
 }

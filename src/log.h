@@ -8,6 +8,15 @@ enum np_log_level { NP_ERR = 0, NP_WARNING, NP_NOTICE, NP_INFO, NP_DEBUG };
 
 extern int np_log_level;
 
+/* Sends the log to a file (appended) or to "syslog" instead of stderr. 0, or -1 (errno). */
+int np_log_open(const char *target);
+
+/* Reopens the log file (after logrotate moved it: SIGUSR1). */
+void np_log_reopen(void);
+
+/* The log file's path, or NULL (stderr, syslog). */
+const char *np_log_path(void);
+
 /* Parses "err", "warning", "notice", "info", "debug" or "0".."4"; -1 when neither. */
 int np_log_level_parse(const char *s);
 const char *np_log_level_name(int level);

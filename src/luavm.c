@@ -78,6 +78,19 @@ static void push_overrides(lua_State *L, const struct np_cli *cli)
     }
     lua_pushinteger(L, sysconf(_SC_NPROCESSORS_ONLN));
     lua_setfield(L, -2, "cpus");
+    const char *strings[][2] = {
+        { "pid_file", cli->pid_file }, { "user", cli->user }, { "group", cli->group },
+        { "chroot", cli->chroot }, { "log_file", cli->log_file },
+    };
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
+        if (!strings[i][1]) continue;
+        lua_pushstring(L, strings[i][1]);
+        lua_setfield(L, -2, strings[i][0]);
+    }
+    if (cli->daemon) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "daemon");
+    }
     if (cli->relay) {
         lua_pushstring(L, cli->relay);
         lua_setfield(L, -2, "relay");

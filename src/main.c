@@ -1,5 +1,6 @@
 /* netproxy: load a Lua config, bind its proxies, run the event loop. */
 #include "cli.h"
+#include "daemon.h"
 #include "log.h"
 #include "loop.h"
 #include "luavm.h"
@@ -14,10 +15,55 @@
 #include <lauxlib.h>
 #include <signal.h>
 #include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const char *stats_addr;
 static int workers;
+
+/* A string of the server{} table on the stack top, or NULL. */
+static const char *server_string(const char *name)
+{
+    const char *v;
+
+    lua_getfield(np_L, -1, name);
+    v = lua_tostring(np_L, -1);     /* the config table keeps it alive */
+    lua_pop(np_L, 1);
+    return v;
+}
+
+/* Net::Server's daemon life, in two steps. Before binding: the pid file is checked and the
+ * log file opened, while stderr is still the terminal to say what fails. */
+static const char *log_file, *pid_file;
+static int daemonize;
+
+static int daemon_life_before(char *err, size_t errlen)
+{
+    lua_getfield(np_L, -1, "server");
+    log_file = server_string("log_file");
+    pid_file = server_string("pid_file");
+    lua_getfield(np_L, -1, "daemon");
+    daemonize = lua_toboolean(np_L, -1);
+    lua_pop(np_L, 1);
+    np_daemon_set_privileges(server_string("user"), server_string("group"), server_string("chroot"));
+    lua_pop(np_L, 1);
+    if (pid_file && np_pidfile_check(pid_file, err, errlen) < 0) return -1;
+    if (log_file && strcmp(log_file, "syslog") && np_log_open(log_file) < 0) {
+        snprintf(err, errlen, "log file %s: %s", log_file, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Once bound: the background, syslog (once stderr is gone), the pid file. */
+static int daemon_life_after(char *err, size_t errlen)
+{
+    if (daemonize && np_daemonize(0, err, errlen) < 0) return -1;
+    if (log_file && !strcmp(log_file, "syslog")) np_log_open("syslog");
+    if (pid_file && np_pidfile_write(pid_file, err, errlen) < 0) return -1;
+    return 0;
+}
 
 /* The server{} options C needs before anything runs, from the config on the stack top. */
 static void apply_server_options(void)
@@ -73,9 +119,11 @@ int main(int argc, char **argv)
         return loaded ? 0 : 1;
     }
     apply_server_options();
-    if (np_server_setup(err, sizeof err) < 0 ||
-        (stats_addr && np_metrics_listen(stats_addr, err, sizeof err) < 0)) {
+    if (daemon_life_before(err, sizeof err) < 0 || np_server_setup(err, sizeof err) < 0 ||
+        (stats_addr && np_metrics_listen(stats_addr, err, sizeof err) < 0) ||
+        daemon_life_after(err, sizeof err) < 0) {
         np_log(NP_ERR, "%s", err);
+        if (np_log_path() && !daemonize) fprintf(stderr, "netproxy: %s\n", err);
         return 1;
     }
     lua_pop(np_L, 1);

@@ -4,6 +4,7 @@
  * slot of the shared counters (shm.c); the master serves /metrics from their sum. */
 #include "master.h"
 #include "cli.h"
+#include "daemon.h"
 #include "log.h"
 #include "loop.h"
 #include "luavm.h"
@@ -35,7 +36,7 @@ struct worker {
 static struct worker workers[NP_MAX_SLOTS];
 static int generation, nworkers, stopping;
 static const struct np_cli *cli;
-static struct event sigchld_ev, sighup_ev, sigterm_ev, sigint_ev, respawn_ev;
+static struct event sigchld_ev, sighup_ev, sigterm_ev, sigint_ev, sigusr1_ev, respawn_ev;
 
 static int alive(void)
 {
@@ -62,6 +63,7 @@ static void become_worker(int slot)
     event_del(&sighup_ev);
     event_del(&sigterm_ev);
     event_del(&sigint_ev);
+    event_del(&sigusr1_ev);
     event_del(&respawn_ev);
     np_metrics_close();
     np_shm_use_slot(slot);
@@ -188,6 +190,14 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
     np_log(NP_NOTICE, "master: reloaded (generation %d)", generation);
 }
 
+/* SIGUSR1: the log file was moved (logrotate): everybody reopens it. */
+static void on_reopen(evutil_socket_t sig, short what, void *arg)
+{
+    np_log_reopen();
+    np_daemon_chown_log();      /* a new file is root's: the workers must be able to open it */
+    for (int i = 0; i < NP_MAX_SLOTS; i++) if (workers[i].pid) kill(workers[i].pid, SIGUSR1);
+}
+
 static void on_stop(evutil_socket_t sig, short what, void *arg)
 {
     if (stopping++) {
@@ -215,7 +225,9 @@ int np_master_run(int n, const struct np_cli *c)
     evsignal_assign(&sighup_ev, np_base, SIGHUP, on_sighup, NULL);
     evsignal_assign(&sigterm_ev, np_base, SIGTERM, on_stop, NULL);
     evsignal_assign(&sigint_ev, np_base, SIGINT, on_stop, NULL);
+    evsignal_assign(&sigusr1_ev, np_base, SIGUSR1, on_reopen, NULL);
     evtimer_assign(&respawn_ev, np_base, on_respawn, NULL);
+    evsignal_add(&sigusr1_ev, NULL);
     evsignal_add(&sigchld_ev, NULL);
     evsignal_add(&sighup_ev, NULL);
     evsignal_add(&sigterm_ev, NULL);

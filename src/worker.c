@@ -1,6 +1,7 @@
 /* A process that serves connections: a worker of the master, or netproxy itself when it
  * runs as a single process. */
 #include "worker.h"
+#include "daemon.h"
 #include "log.h"
 #include "loop.h"
 #include "server.h"
@@ -10,7 +11,7 @@
 
 #define STOP_DEADLINE 10.0  /* seconds live connections get after SIGTERM/SIGINT */
 
-static struct event sigterm_ev, sigint_ev, stop_deadline;
+static struct event sigterm_ev, sigint_ev, sigusr1_ev, stop_deadline;
 static int stop_signals;
 
 static void on_stop_deadline(evutil_socket_t fd, short what, void *arg)
@@ -35,8 +36,22 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     np_server_stop();
 }
 
+static void on_reopen(evutil_socket_t sig, short what, void *arg)
+{
+    np_log_reopen();
+}
+
 int np_worker_run(void)
 {
+    char err[256];
+
+    /* bound what it needs: the process that serves gives its privileges up */
+    if (np_daemon_apply_privileges(err, sizeof err) < 0) {
+        np_log(NP_ERR, "%s", err);
+        return 1;
+    }
+    evsignal_assign(&sigusr1_ev, np_base, SIGUSR1, on_reopen, NULL);
+    evsignal_add(&sigusr1_ev, NULL);
     evsignal_assign(&sigterm_ev, np_base, SIGTERM, on_stop_signal, NULL);
     evsignal_assign(&sigint_ev, np_base, SIGINT, on_stop_signal, NULL);
     evtimer_assign(&stop_deadline, np_base, on_stop_deadline, NULL);

@@ -54,6 +54,9 @@ local SERVER = {
   resolvers = check.resolvers,
   stats = check.listen_address,
   workers = check.count,
+  daemon = function(v) if type(v) ~= "boolean" then return nil, "want true or false" end return v end,
+  pid_file = check.string, user = check.string, group = check.string, chroot = check.string,
+  log_file = check.string,
 }
 for k, v in pairs(PER_PROXY) do SERVER[k] = v end
 for k, v in pairs(GUARDS) do SERVER[k] = v end
@@ -208,6 +211,10 @@ local function server_options(path, servers, cli, say_at)
   server.log_level = math.max(0, math.min(4, server.log_level + (cli.verbose or 0)))
   if cli.max_connections then server.max_connections = cli.max_connections end
   server.workers = cli.workers or server.workers or cli.cpus or 1
+  for _, k in ipairs({ "daemon", "pid_file", "user", "group", "chroot", "log_file" }) do
+    if cli[k] ~= nil then server[k] = cli[k] end
+  end
+  if server.daemon and not server.log_file then server.log_file = "syslog" end   -- stderr is gone
   if cli.relay then server.relay = cli.relay end
   return server
 end

@@ -1,0 +1,77 @@
+-- Daemon life: -D, --pid-file, --log-file and SIGUSR1, --user/--group, --chroot.
+local h = require "spec.helpers"
+
+local function is_root() return os.execute("test $(id -u) -eq 0") == 0 end
+
+local function uid_of(pid)
+  local status = h.read("/proc/" .. pid .. "/status") or ""
+  return tonumber(status:match("Uid:%s+(%d+)"))
+end
+
+local function hi(port)
+  return (h.run({ "sh", "-c", "echo hi | socat -t 1 - TCP:127.0.0.1:" .. port }))
+end
+
+describe("daemon life", function()
+  local echo
+
+  setup(function() echo = h.peer_server("echo") end)
+  teardown(h.stop_all)
+
+  it("goes to the background with a pid file and a log file; SIGUSR1 reopens it; SIGTERM cleans up", function()
+    local dir = h.tmp() .. "/daemon"
+    os.execute("mkdir -p " .. dir)
+    local port = h.free_port()
+    local config = h.write(dir .. "/d.lua", h.tcp_proxy("bg", echo.port):gsub("port = 0", "port = " .. port))
+    local out, err, rc = h.run({ h.netproxy, "-D", "-w", "2", "--pid-file", dir .. "/np.pid", "--log-file", dir .. "/np.log", config })
+    assert.are.equal(0, rc, err)
+    assert.are.equal("", out .. err)             -- nothing on the terminal once in the background
+    local pid = tonumber(h.wait_until(function() return h.read(dir .. "/np.pid") end, 5, "the pid file"):match("%d+"))
+    local daemon = h.adopt(pid)
+    h.wait_until(function() return h.port_open(port) end, 5, "the daemon's port")
+    assert.are.equal("hi\n", hi(port))
+    h.wait_until(function() return (h.read(dir .. "/np.log") or ""):find("bg: [^\n]* end=eof") end, 5, "a log line")
+    -- logrotate moves the file, then SIGUSR1: the lines go to a new file
+    os.rename(dir .. "/np.log", dir .. "/np.log.1")
+    os.execute("kill -USR1 " .. pid)
+    h.sleep(0.3)
+    assert.are.equal("hi\n", hi(port))
+    h.wait_until(function() return (h.read(dir .. "/np.log") or ""):find("bg: [^\n]* end=eof") end, 5, "a line in the new file")
+    os.execute("kill -TERM " .. pid)
+    h.wait_until(function() return not h.alive(pid) end, 10, "the daemon to stop")
+    assert.is_nil(h.read(dir .. "/np.pid"))
+    h.stop(daemon)
+  end)
+
+  it("refuses to start over the pid file of a running process, saying so on the terminal", function()
+    local path = h.write(h.tmpfile("busy.pid"), tostring(echo.pid) .. "\n")
+    local _, err, rc = h.run({ h.netproxy, "-D", "--pid-file", path, h.write(h.tmpfile("c.lua"), h.tcp_proxy("x", echo.port)) })
+    assert.are.equal(1, rc)
+    assert.truthy(err:find("pid file " .. path .. ": process " .. echo.pid .. " is running", 1, true), err)
+  end)
+
+  it("runs the workers as --user/--group once bound, the master stays to reload", function()
+    if not is_root() then pending("needs root") return end
+    local np = h.netproxy_start(h.tcp_proxy("dropped", echo.port), { "-w", "2", "--user", "nobody", "--group", "nogroup" })
+    local nobody = tonumber(io.popen("id -u nobody"):read("*l"))
+    h.wait_until(function()
+      local kids = {}
+      for line in io.popen("pgrep -P " .. np.pid):lines() do kids[#kids + 1] = tonumber(line) end
+      return #kids == 2 and uid_of(kids[1]) == nobody and uid_of(kids[2]) == nobody
+    end, 5, "2 workers running as nobody")
+    assert.are.equal(0, uid_of(np.pid))
+    assert.are.equal("hi\n", hi(np.ports.dropped))
+    h.stop(np)
+  end)
+
+  it("serves from inside --chroot", function()
+    if not is_root() then pending("needs root") return end
+    local jail = h.tmp() .. "/jail"
+    os.execute("mkdir -p " .. jail)
+    local np = h.netproxy_start(h.tcp_proxy("jailed", echo.port), { "--chroot", jail, "--user", "nobody" })
+    assert.are.equal("hi\n", hi(np.ports.jailed))
+    local root = io.popen("readlink /proc/" .. np.pid .. "/root"):read("*l")
+    assert.are.equal(jail, root)
+    h.stop(np)
+  end)
+end)

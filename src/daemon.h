@@ -1,0 +1,30 @@
+/* Daemon life (Net::Server's): background and setsid, the pid file, and the privileges
+ * dropped after binding (user, group, chroot). */
+#ifndef NP_DAEMON_H
+#define NP_DAEMON_H
+#include <stddef.h>
+
+/* Goes to the background: forks (the parent exits 0), starts a session, points standard
+ * input and output (and stderr, unless it is the log) at /dev/null. */
+int np_daemonize(int keep_stderr, char *err, size_t errlen);
+
+/* Fails, with err, when path names a pid file of a running process: checked before going to
+ * the background so that the error reaches the terminal. */
+int np_pidfile_check(const char *path, char *err, size_t errlen);
+
+/* Writes our pid to path, which must not exist (O_EXCL); a stale file whose process is gone
+ * is replaced. 0, or -1 with err. The file is removed at exit by this process. */
+int np_pidfile_write(const char *path, char *err, size_t errlen);
+
+/* chroot (if dir), then group and user (if given): for a process that has bound what it
+ * needs. 0, or -1 with err. */
+int np_drop_privileges(const char *user, const char *group, const char *dir, char *err, size_t errlen);
+
+/* The privileges the serving processes give up, kept for np_worker_run. */
+void np_daemon_set_privileges(const char *user, const char *group, const char *dir);
+int np_daemon_apply_privileges(char *err, size_t errlen);
+
+/* Gives the log file to the user the workers run as, so that they can reopen it. */
+void np_daemon_chown_log(void);
+
+#endif
