@@ -17,9 +17,10 @@
 #      second from our own wall clock (s_time rounds to whole seconds), the target's CPU time
 #      per connection, every reply byte counted. Direct row: `openssl s_server -WWW` with the
 #      same certificate serving the same 48 bytes itself. Median, min, max of HS_REPS runs.
-# Targets: netproxy (`from = ssl`, `to = tcp`, -q); stunnel4 (threads, debug = warning);
-# HAProxy in TCP mode with `bind ... ssl crt`, nbthread 1. Repetitions are interleaved (one
-# run of every target, then the next round) so that background noise falls on all alike.
+# Targets: netproxy (`from = ssl`, `to = tcp`, -q, and -w 1 where the build has workers);
+# stunnel4 (a thread per connection, debug = warning); HAProxy in TCP mode with
+# `bind ... ssl crt`, nbthread 1. Repetitions are interleaved (one run of every target, then
+# the next round) so that background noise falls on all alike.
 #
 # How to run (from the repository root, after building):
 #   cmake -S . -B build && make -C build
@@ -101,6 +102,9 @@ check_tools() {
   for tool in awk ps ss openssl haproxy; do
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y procps iproute2 openssl haproxy)"
   done
+  # One event loop, like HAProxy's nbthread 1, on builds that have worker processes.
+  NP_WORKERS=()
+  if "$NETPROXY" --help 2>&1 | grep -q -- --workers; then NP_WORKERS=(-w 1); fi
   STUNNEL=$(command -v stunnel4 || command -v stunnel) || die "stunnel not found (apt-get install -y stunnel4)"
   if ! ulimit -n 20000 2>/dev/null; then
     ulimit -n "$(ulimit -Hn)"
@@ -130,11 +134,15 @@ alive() {
   [[ ${stat%% *} != Z ]]
 }
 
-# cpu_seconds PID: user + system time of PID (all its threads) and of the children it reaped.
+# cpu_seconds PID: user + system time of PID (all its threads), of the children it reaped and
+# of its live children (worker processes), in seconds.
 cpu_seconds() {
-  local stat
-  { read -r stat <"/proc/$1/stat"; } 2>/dev/null || { echo 0; return; }
-  awk -v hz="$HZ" '{printf "%.2f\n", ($12 + $13 + $14 + $15) / hz}' <<<"${stat##*) }"
+  local pid stat total=0
+  for pid in "$1" $(children "$1"); do
+    { read -r stat <"/proc/$pid/stat"; } 2>/dev/null || continue
+    total=$(awk -v t="$total" '{print t + $12 + $13 + $14 + $15}' <<<"${stat##*) }")
+  done
+  awk -v t="$total" -v hz="$HZ" 'BEGIN {printf "%.2f\n", t / hz}'
 }
 
 children() { ps -o pid= --ppid "$1" 2>/dev/null || true; }
@@ -224,7 +232,7 @@ proxy {
   to   = { type = "tcp", host = "127.0.0.1", port = $2 },
 }
 EOF
-  "$NETPROXY" -q "$cfg" >>"$LOG" 2>&1 &
+  "$NETPROXY" -q "${NP_WORKERS[@]}" "$cfg" >>"$LOG" 2>&1 &
   LAUNCHED_PID=$!
 }
 
@@ -621,6 +629,12 @@ git_rev() { # read-only: the commit, and whether the core differs from it
   fi
 }
 
+np_cmd_note() { ((${#NP_WORKERS[@]})) && echo "${NP_WORKERS[*]} "; true; }
+np_workers_note() {
+  ((${#NP_WORKERS[@]})) && echo " (\`-w 1\`: one event loop, like HAProxy's \`nbthread 1\`)"
+  true
+}
+
 section() {
   local mode=""
   ((QUICK)) && mode=" (a --quick smoke run: 1 repetition, small sizes)"
@@ -649,10 +663,10 @@ Every run makes a throw-away self-signed EC P-256 certificate (\`openssl req -x5
 -pkeyopt ec_paramgen_curve:P-256\`, CN and subjectAltName localhost / 127.0.0.1) in a temporary
 folder. The targets, each on 127.0.0.1 in front of a plain np-peer server, all use it:
 
-- **netproxy**: \`netproxy -q tls.lua\` with
+- **netproxy**: \`netproxy -q $(np_cmd_note)tls.lua\` with
   \`proxy { name = "tls", from = { type = "ssl", host = "127.0.0.1", port = P, cert = CERT, key = KEY },
-  to = { type = "tcp", host = "127.0.0.1", port = BACKEND } }\`. One process; TLS always goes
-  through its copying relay (no kTLS on this kernel, see docs/tls.md).
+  to = { type = "tcp", host = "127.0.0.1", port = BACKEND } }\`. One process$(np_workers_note); TLS
+  always goes through its copying relay (no kTLS on this kernel, see docs/tls.md).
 - **stunnel4**: \`stunnel tls.conf\` with \`foreground = yes\`, \`pid =\`, \`debug = warning\` and a
   \`[tls]\` service with \`accept\`, \`connect\`, \`cert\` and \`key\`. One thread per connection.
   \`debug = warning\` because stunnel's default level logs four lines per connection, which cost it

@@ -8,10 +8,13 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 static char pidfile[4096];
@@ -142,4 +145,24 @@ int np_daemon_apply_privileges(char *err, size_t errlen)
     if (!drop_user && !drop_group && !drop_dir) return 0;
     np_daemon_chown_log();
     return np_drop_privileges(drop_user, drop_group, drop_dir, err, errlen);
+}
+
+void np_notify(const char *state)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un sa;
+    char msg[128];
+    int fd, n;
+
+    if (!path || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof sa.sun_path) return;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, path, strlen(path));
+    if (path[0] == '@') sa.sun_path[0] = '\0';        /* an abstract socket */
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return;
+    n = snprintf(msg, sizeof msg, "%s\nMAINPID=%d", state, (int)getpid());
+    sendto(fd, msg, n, MSG_NOSIGNAL, (struct sockaddr *)&sa,
+           (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path)));
+    close(fd);
 }

@@ -27,4 +27,8 @@ int np_daemon_apply_privileges(char *err, size_t errlen);
 /* Gives the log file to the user the workers run as, so that they can reopen it. */
 void np_daemon_chown_log(void);
 
+/* Tells systemd (Type=notify) how we are: "READY=1", "RELOADING=1", "STOPPING=1". Does
+ * nothing outside systemd (no NOTIFY_SOCKET). */
+void np_notify(const char *state);
+
 #endif

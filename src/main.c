@@ -119,6 +119,7 @@ int main(int argc, char **argv)
         return loaded ? 0 : 1;
     }
     apply_server_options();
+    int adopted = np_server_adopt_systemd_sockets();
     if (daemon_life_before(err, sizeof err) < 0 || np_server_setup(err, sizeof err) < 0 ||
         (stats_addr && np_metrics_listen(stats_addr, err, sizeof err) < 0) ||
         daemon_life_after(err, sizeof err) < 0) {
@@ -126,7 +127,9 @@ int main(int argc, char **argv)
         if (np_log_path() && !daemonize) fprintf(stderr, "netproxy: %s\n", err);
         return 1;
     }
+    if (adopted) np_server_adopted_done();
     lua_pop(np_L, 1);
+    np_notify("READY=1");
     np_log(NP_NOTICE, "netproxy %s running %d prox%s from %s", NP_VERSION, np_server.nproxies,
            np_server.nproxies == 1 ? "y" : "ies", cli.config ? cli.config : "the command line");
     rc = workers > 1 ? np_master_run(workers, &cli) : np_worker_run();

@@ -158,11 +158,13 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
     char err[512];
 
     np_log(NP_NOTICE, "master: SIGHUP: reloading %s", cli->config ? cli->config : "the command line");
+    np_notify("RELOADING=1");
     np_L = NULL;
     if (np_lua_open(err, sizeof err) < 0 || np_lua_load_config(cli->config, cli) < 0) {
         np_log(NP_ERR, "master: reload failed (the errors are above): still running the previous config");
         np_lua_close();
         np_L = old;
+        np_notify("READY=1");
         return;
     }
     np_server_prepare_reload();
@@ -171,6 +173,7 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
         np_server_reload_failed();
         np_lua_close();
         np_L = old;
+        np_notify("READY=1");
         return;
     }
     np_server_reload_done();
@@ -187,6 +190,7 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
         return;
     }
     drain_old_generations();
+    np_notify("READY=1");
     np_log(NP_NOTICE, "master: reloaded (generation %d)", generation);
 }
 
@@ -207,6 +211,7 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
         return;
     }
     np_log(NP_NOTICE, "master: signal %d: stopping %d workers", (int)sig, alive());
+    np_notify("STOPPING=1");
     np_server_stop_accepting();         /* the master's copies of the listening sockets */
     for (int i = 0; i < NP_MAX_SLOTS; i++) {
         if (workers[i].pid) {

@@ -436,7 +436,7 @@ void np_server_reload_done(void)
 {
     for (int i = 0; i < nold_listeners; i++) {
         if (old_listeners[i].fd < 0) continue;
-        np_log(NP_NOTICE, "%s: no longer listening on %s", old_listeners[i].proxy->name, old_listeners[i].addr);
+        np_log(NP_NOTICE, "no longer listening on %s", old_listeners[i].addr);
         close(old_listeners[i].fd);
     }
     free(old_listeners);
@@ -446,6 +446,45 @@ void np_server_reload_done(void)
     np_server = saved;
     free_proxies();
     np_server = current;
+}
+
+/* systemd socket activation: the listening sockets systemd passed (fds 3...) become
+ * candidates for the setup to take over by address, as in a reload. Returns how many. */
+int np_server_adopt_systemd_sockets(void)
+{
+    const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+    int n;
+
+    if (!pid || !fds || atoi(pid) != (int)getpid() || (n = atoi(fds)) <= 0) return 0;
+    old_listeners = calloc(n, sizeof *old_listeners);
+    nold_listeners = 0;
+    for (int fd = 3; fd < 3 + n && old_listeners; fd++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        struct np_listener *l = &old_listeners[nold_listeners++];
+        l->fd = fd;
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0) np_addr_format((struct sockaddr *)&ss, l->addr, sizeof l->addr);
+        np_log(NP_INFO, "systemd passed a socket listening on %s", l->addr);
+    }
+    unsetenv("LISTEN_PID");             /* not for the workers to see again */
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    return n;
+}
+
+/* After the setup: systemd sockets no proxy listens on are closed. */
+void np_server_adopted_done(void)
+{
+    for (int i = 0; i < nold_listeners; i++) {
+        if (old_listeners[i].fd < 0) continue;
+        np_log(NP_WARNING, "systemd passed a socket on %s that no proxy listens on: closed", old_listeners[i].addr);
+        close(old_listeners[i].fd);
+    }
+    free(old_listeners);
+    old_listeners = NULL;
+    nold_listeners = 0;
 }
 
 /* The new setup failed: its own new sockets are closed, the saved one comes back. */

@@ -73,6 +73,11 @@ void np_server_prepare_reload(void);
 void np_server_reload_done(void);
 void np_server_reload_failed(void);
 
+/* systemd socket activation: adopt the passed sockets before np_server_setup (it takes
+ * them over by address), then close those no proxy wanted. */
+int np_server_adopt_systemd_sockets(void);
+void np_server_adopted_done(void);
+
 /* Closes every listener: no new connections. */
 void np_server_stop_accepting(void);
 
