@@ -102,6 +102,14 @@ check_tools() {
   for tool in awk ps ss openssl haproxy; do
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y procps iproute2 openssl haproxy)"
   done
+  # The binary loads lua/ and connectors/ from the tree at run time: a binary older than them
+  # (or than src/) may not match them.
+  local newer
+  newer=$(find "$ROOT/src" "$ROOT/lua" "$ROOT/connectors" -type f -newer "$NETPROXY" 2>/dev/null | sed "s#^$ROOT/##" | sort)
+  if [[ -n $newer ]]; then
+    NOTES+=("${NETPROXY#"$ROOT"/} is older than $(wc -l <<<"$newer") file(s) of the tree it runs with ($(head -5 <<<"$newer" | tr '\n' ' ' | sed 's/ $//')$( (($(wc -l <<<"$newer") > 5)) && echo ', ...')): rebuild before trusting the netproxy rows.")
+    say "note: ${NOTES[-1]}"
+  fi
   # One event loop, like HAProxy's nbthread 1, on builds that have worker processes.
   NP_WORKERS=()
   if "$NETPROXY" --help 2>&1 | grep -q -- --workers; then NP_WORKERS=(-w 1); fi
@@ -563,8 +571,9 @@ med() { stat_of "$1" "$2"; }
 reading() {
   if [[ -n ${VALUES[bulk:netproxy]:-} ]]; then
     bullet "Bulk: one TLS stream terminated by netproxy ran at $(med bulk netproxy) MB/s, against" \
-      "$(med bulk stunnel) MB/s through stunnel (netproxy: $(compare bulk netproxy stunnel)) and" \
-      "$(med bulk haproxy) MB/s through HAProxy ($(compare bulk netproxy haproxy))." \
+      "$(med bulk stunnel) MB/s through stunnel and $(med bulk haproxy) MB/s through HAProxy:" \
+      "netproxy's median is $(compare bulk netproxy stunnel) stunnel's and" \
+      "$(compare bulk netproxy haproxy) HAProxy's." \
       "Per GiB the terminating process used $(bulk_cpu netproxy) CPU seconds in netproxy," \
       "$(bulk_cpu stunnel) in stunnel and $(bulk_cpu haproxy) in HAProxy, while the stunnel" \
       "client hop, doing the same decryption for every target, used $(ccpu_range) s/GiB." \
@@ -595,8 +604,32 @@ reading() {
       "$(med hs stunnel) conns/s ($(hs_cpu stunnel) µs CPU/conn), HAProxy $(med hs haproxy)" \
       "($(hs_cpu haproxy) µs) and openssl s_server directly $(med hs direct) ($(hs_cpu direct) µs)."
   fi
-  bullet "All targets negotiated the same parameters (see the negotiated column) with the same" \
-    "OpenSSL library, so the differences are the proxies' own work around it."
+  bullet "$(negotiated_sentence)"
+}
+
+# negotiated_sentence: whether every target negotiated the same and ran on the same libssl.
+negotiated_sentence() {
+  local t seen="" libs
+  for t in "${HS_TARGETS[@]}"; do
+    [[ -n ${NEG[$t]:-} && ${NEG[$t]} != - ]] || continue
+    [[ $seen == *"|${NEG[$t]}|"* ]] || seen+="|${NEG[$t]}|"
+  done
+  libs=$( {
+    haproxy -vv 2>&1 | sed -n 's/^Running on OpenSSL version : OpenSSL \([^ ]*\).*/\1/p'
+    "$STUNNEL" -version 2>&1 | sed -n 's/.*Running  *with OpenSSL \([^ ]*\).*/\1/p'
+    openssl version | sed -n 's/.*Library: OpenSSL \([^ ]*\).*/\1/p'
+  } | sort -u | tr '\n' ' ' | sed 's/ $//')
+  if [[ $seen == "|"*"|" && $seen != *"||"* ]]; then
+    printf 'Every target negotiated %s' "${seen//|/}"
+  else
+    printf 'The targets did not all negotiate the same (see the negotiated column)'
+  fi
+  if [[ -n $libs && $libs != *" "* ]]; then
+    printf ", and stunnel, HAProxy and the openssl tools all ran on OpenSSL %s (netproxy links %s)," "$libs" "$(linked_ssl "$NETPROXY")"
+    printf ' so the differences come from what each proxy does around the same library.\n'
+  else
+    printf '; the OpenSSL versions differ (%s), see above.\n' "$libs"
+  fi
 }
 
 machine_info() {
@@ -669,8 +702,9 @@ folder. The targets, each on 127.0.0.1 in front of a plain np-peer server, all u
   always goes through its copying relay (no kTLS on this kernel, see docs/tls.md).
 - **stunnel4**: \`stunnel tls.conf\` with \`foreground = yes\`, \`pid =\`, \`debug = warning\` and a
   \`[tls]\` service with \`accept\`, \`connect\`, \`cert\` and \`key\`. One thread per connection.
-  \`debug = warning\` because stunnel's default level logs four lines per connection, which cost it
-  a large share of its handshake rate in a trial run; netproxy runs with \`-q\` and HAProxy logs nothing.
+  \`debug = warning\` because stunnel's default level (notice) logs four lines per connection: in a
+  trial run that took its CPU per bare handshake from about 0.7 ms to 3.3 ms. netproxy runs with \`-q\`
+  and HAProxy logs nothing.
 - **HAProxy**: \`haproxy -db -f tls.cfg\` with \`nbthread 1\`, \`maxconn 4096\`, \`mode tcp\`,
   \`timeout connect 5s\`, \`timeout client/server 60s\` and \`bind 127.0.0.1:P ssl crt combined.pem\`
   (certificate and key in one file).

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define PUMP_BUDGET 16          /* rounds per wakeup, so one busy connection cannot starve others */
@@ -43,6 +44,7 @@ struct side {
     int read_wants_write;       /* TLS: the last read needs the socket writable */
     int write_wants_read;       /* TLS: the last write needs the socket readable */
     enum upgrade upgrade;       /* STARTTLS in progress on this side */
+    int rfile, wfile;           /* stdin / stdout is a regular file: no epoll, always ready */
     int hs_wants_write;
     char err[200];
 };
@@ -233,6 +235,17 @@ static void arm(struct event *ev, int *on, int want)
     *on = want;
 }
 
+/* epoll refuses regular files (stdio redirected to one); they are always ready: the
+ * callback runs on the next loop iteration, and again as long as it is wanted. */
+static void arm_side(struct side *s, struct event *ev, int *on, int want)
+{
+    if (ev == &s->rev ? s->rfile : s->wfile) {
+        if (want) event_active(ev, ev == &s->rev ? EV_READ : EV_WRITE, 0);
+        return;
+    }
+    arm(ev, on, want);
+}
+
 /* Records why the relay must stop; returns -1 for the caller to pass up. */
 static int fail(struct np_relay *r, struct side *s, int err)
 {
@@ -364,8 +377,8 @@ static void update_events(struct np_relay *r)
             want_write = (can_write(r, in) && !s->write_wants_read) ||
                          (can_read(r, out) && s->read_wants_write);
         }
-        arm(&s->rev, &s->reading, want_read);
-        if (s->wfd >= 0) arm(&s->wev, &s->writing, want_write);
+        arm_side(s, &s->rev, &s->reading, want_read);
+        if (s->wfd >= 0) arm_side(s, &s->wev, &s->writing, want_write);
         /* TLS may hold decrypted bytes the socket will never signal again */
         if (s->ssl && want_read && !s->upgrade && SSL_pending(s->ssl) > 0)
             event_active(&s->rev, EV_READ, 0);
@@ -491,6 +504,9 @@ static void side_init(struct np_relay *r, int idx, int rfd, int wfd, SSL *ssl)
     s->rfd = rfd;
     s->wfd = wfd;
     s->ssl = ssl;
+    struct stat st;
+    s->rfile = fstat(rfd, &st) == 0 && S_ISREG(st.st_mode);
+    s->wfile = fstat(wfd, &st) == 0 && S_ISREG(st.st_mode);
     event_assign(&s->rev, np_base, rfd, EV_READ | EV_PERSIST, on_readable, s);
     event_assign(&s->wev, np_base, wfd, EV_WRITE | EV_PERSIST, on_writable, s);
 }

@@ -243,6 +243,14 @@ describe("from = stdio", function()
     assert.are.equal("", err)   -- quiet by default: ssh shows ProxyCommand's stderr
   end)
 
+  it("relays a regular file as standard input to a regular file as standard output (no epoll for files)", function()
+    local input = bytes_file(3 * 1024 * 1024)
+    local output = h.tmpfile("out")
+    local _, err, rc = h.run({ "sh", "-c", ("%s -q 127.0.0.1 %d < %s > %s"):format(h.netproxy, echo.port, input, output) })
+    assert.are.equal(0, rc, err)
+    assert.is_true(h.read(input) == h.read(output), "bytes differ")
+  end)
+
   it("relays standard input and output from a config script", function()
     local config = h.write(h.tmpfile("stdio.lua"), ([[
 proxy { from = { type = "stdio" },

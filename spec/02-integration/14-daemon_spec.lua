@@ -24,10 +24,10 @@ describe("daemon life", function()
     local port = h.free_port()
     local config = h.write(dir .. "/d.lua", h.tcp_proxy("bg", echo.port):gsub("port = 0", "port = " .. port))
     local out, err, rc = h.run({ h.netproxy, "-D", "-w", "2", "--pid-file", dir .. "/np.pid", "--log-file", dir .. "/np.log", config })
+    local pid = tonumber(h.wait_until(function() return h.read(dir .. "/np.pid") end, 5, "the pid file"):match("%d+"))
+    local daemon = h.adopt(pid)                  -- stopped by teardown even if a check fails
     assert.are.equal(0, rc, err)
     assert.are.equal("", out .. err)             -- nothing on the terminal once in the background
-    local pid = tonumber(h.wait_until(function() return h.read(dir .. "/np.pid") end, 5, "the pid file"):match("%d+"))
-    local daemon = h.adopt(pid)
     h.wait_until(function() return h.port_open(port) end, 5, "the daemon's port")
     assert.are.equal("hi\n", hi(port))
     h.wait_until(function() return (h.read(dir .. "/np.log") or ""):find("bg: [^\n]* end=eof") end, 5, "a log line")
