@@ -376,7 +376,7 @@ check_fate() {
 log_tail() {
   local log=$WORK/$1-$2.log
   [[ -s $log ]] || return 0
-  echo "; its log ends: '$(tail -5 "$log" | tr '\n' ' ')'"
+  echo "; its log ends: '$(tail -3 "$log" | tr '\n' ' ' | sed 's/ $//')'"
 }
 
 # negotiate TARGET: one connection with openssl s_client, which must get the 48-byte reply
@@ -425,10 +425,10 @@ measure_bulk() {
   report+=" --expect source --bytes $BULK_BYTES\` (through the stunnel client hop to the target on"
   report+=" port ${PORT[$target]}) exited $rc; stdout: '$out'; stderr: '$(tail -3 "$err" | tr '\n' ' ')'"
   check_fate bulk "$target"
-  report+="$FATE$(log_tail bulk "$target")"
-  if [[ -z ${TPID[$target]} ]]; then CPORT[$target]=""; fi
+  report+="$FATE$(log_tail bulk "$target"); its remaining runs were skipped"
   PROBLEMS+=("$report")
   say "  FAILED: $report"
+  stop_targets "$target"
 }
 
 # measure_hs TARGET REP: one `openssl s_time -new` run. Connections per second by our wall
@@ -461,9 +461,10 @@ measure_hs() {
   [[ -n ${n:-} ]] && report+=" after $n connections reading $total bytes (want $REPLY_BYTES each)"
   report+="; output ends: '$(tail -4 <<<"$out" | tr -d '*' | tr '\n' ' ')'"
   check_fate hs "$target"
-  report+="$FATE$(log_tail hs "$target")"
+  report+="$FATE$(log_tail hs "$target"); its remaining runs were skipped"
   PROBLEMS+=("$report")
   say "  FAILED: $report"
+  stop_targets "$target"
 }
 
 # ---------------------------------------------------------------- results
