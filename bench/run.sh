@@ -8,18 +8,20 @@
 #   2. Short-connection rate: SHORT_CONNS connections, SHORT_PARALLEL at a time, each sending
 #      SHORT_BYTES to `np-peer echo` and reading them back; connections per second as np-peer
 #      reports it, plus proxy CPU time per connection. Median, min, max of SHORT_REPS runs.
-# Targets: direct (no proxy); netproxy --relay auto (splice) and --relay buffered; socat (one
-# fork per connection); HAProxy in TCP mode with nbthread 1: defaults, `option splice-auto`,
-# and splice forced with `option splice-request` + `option splice-response` (the splice runs
-# only when `haproxy -vv` shows splice support). Repetitions are interleaved (one run of every
+# Targets: direct (no proxy); netproxy with -w 1 (a single process, one event loop; the default
+# is a worker per core), --relay auto (splice) and --relay buffered, and with an identity and a
+# gsub Lua hook; socat (one fork per connection); HAProxy in TCP mode with nbthread 1: defaults,
+# `option splice-auto`, and splice forced with `option splice-request` + `option splice-response`
+# (the splice runs only when `haproxy -vv` shows splice support). Repetitions are interleaved (one run of every
 # target, then the next round) so background noise falls on all targets alike.
 #
 # How to run (from the repository root, after building):
 #   cmake -S . -B build && make -C build
-#   bash bench/run.sh                   # full run (~2-3 min on 2 cores): prints the tables
-#                                       # and rewrites docs/benchmarks.md
+#   bash bench/run.sh                   # full run (~3 min on 2 cores): prints the tables and
+#                                       # replaces the "## TCP relaying" section of
+#                                       # docs/benchmarks.md (the other sections are kept)
 #   bash bench/run.sh --quick           # smoke run: 1 repetition, small sizes, doc untouched
-#   bash bench/run.sh --quick --write   # smoke run that rewrites the doc anyway
+#   bash bench/run.sh --quick --write   # smoke run that writes the section anyway
 # Needs: bash, awk, ps, ss (iproute2), socat, haproxy. NETPROXY=... NP_PEER=... override the
 # binaries. Everything listens on 127.0.0.1; every process started here is stopped by PID on
 # exit. Exits 1 when a run failed or a target would not start (reported, the rest still runs).
@@ -30,6 +32,12 @@ NETPROXY=${NETPROXY:-$ROOT/build/netproxy}
 NP_PEER=${NP_PEER:-$ROOT/build/np-peer}
 DOC=$ROOT/docs/benchmarks.md
 HZ=$(getconf CLK_TCK)
+SECTION_TITLE="## TCP relaying"
+# The titles this script wrote before it owned one section; replaced by it.
+OLD_TITLES=("## Machine" "## How to run" "## Method" "## Results" "## Reading the numbers"
+            "## Notes" "## Problems seen during this run")
+# shellcheck source=bench/lib/doc.sh
+source "$ROOT/bench/lib/doc.sh"
 
 ALL_TARGETS=(direct netproxy-splice netproxy-buffered netproxy-hook-identity netproxy-hook-gsub
              socat haproxy haproxy-splice-auto haproxy-splice)
@@ -88,6 +96,17 @@ check_tools() {
   for tool in awk ps ss socat haproxy; do
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y procps iproute2 socat haproxy)"
   done
+  # The binary loads lua/ and connectors/ from the tree at run time: a binary older than them
+  # (or than src/) may not match them.
+  local newer
+  newer=$(find "$ROOT/src" "$ROOT/lua" "$ROOT/connectors" -type f -newer "$NETPROXY" 2>/dev/null | sed "s#^$ROOT/##" | sort)
+  if [[ -n $newer ]]; then
+    NOTES+=("${NETPROXY#"$ROOT"/} is older than $(wc -l <<<"$newer") file(s) of the tree it runs with ($(head -5 <<<"$newer" | tr '\n' ' ' | sed 's/ $//')$( (($(wc -l <<<"$newer") > 5)) && echo ', ...')): rebuild before trusting the netproxy rows.")
+    say "note: ${NOTES[-1]}"
+  fi
+  # One event loop, like HAProxy's nbthread 1, on builds that have worker processes.
+  NP_WORKERS=()
+  if "$NETPROXY" --help 2>&1 | grep -q -- --workers; then NP_WORKERS=(-w 1); fi
   TARGETS=("${ALL_TARGETS[@]}")
   if ! haproxy -vv 2>/dev/null | grep -Eq '\+LINUX_SPLICE|USE_LINUX_SPLICE=1'; then
     NOTES+=("This HAProxy build has no Linux splice support: its two splice variants were skipped.")
@@ -110,11 +129,15 @@ alive() {
   [[ ${stat%% *} != Z ]]
 }
 
-# cpu_seconds PID: user + system time of PID and of the children it has reaped (socat's forks).
+# cpu_seconds PID: user + system time of the process tree: PID (all its threads), its live
+# children (netproxy's workers, socat's forks) and the children it has reaped, in seconds.
 cpu_seconds() {
-  local stat
-  { read -r stat <"/proc/$1/stat"; } 2>/dev/null || { echo 0; return; }
-  awk -v hz="$HZ" '{printf "%.2f\n", ($12 + $13 + $14 + $15) / hz}' <<<"${stat##*) }"
+  local pid stat total=0
+  for pid in "$1" $(children "$1"); do
+    { read -r stat <"/proc/$pid/stat"; } 2>/dev/null || continue
+    total=$(awk -v t="$total" '{print t + $12 + $13 + $14 + $15}' <<<"${stat##*) }")
+  done
+  awk -v t="$total" -v hz="$HZ" 'BEGIN {printf "%.2f\n", t / hz}'
 }
 
 # pipe_count PID: pipe descriptors PID holds (spliced pipes stay pooled in netproxy and HAProxy).
@@ -215,7 +238,7 @@ proxy {
   to   = { type = "tcp", host = "127.0.0.1", port = $2, ${4:-} },
 }
 EOF
-  "$NETPROXY" -q --relay "$3" "$cfg" >>"$LOG" 2>&1 &
+  "$NETPROXY" -q "${NP_WORKERS[@]}" --relay "$3" "$cfg" >>"$LOG" 2>&1 &
   LAUNCHED_PID=$!
 }
 
@@ -307,7 +330,7 @@ measure() {
   shift 4
   local port=${PORT[$target]} pid=${TPID[$target]:-} err=$WORK/client.err
   [[ -n $port ]] || return 0
-  [[ -n $pid ]] && cpu0=$(cpu_seconds "$pid")
+  [[ -n $pid ]] && cpu0=$(cpu_seconds "$pid")  # the whole process tree
   out=$("$NP_PEER" client --connect "127.0.0.1:$port" "$@" 2>"$err") || rc=$?
   if [[ -n $pid ]]; then # let socat reap its forks so that their CPU time is counted
     for ((i = 0; i < 40; i++)); do [[ -z $(children "$pid") ]] && break; sleep 0.05; done
@@ -481,7 +504,8 @@ machine_info() {
   echo "- CPUs: $(nproc) ($cpu)"
   echo "- Memory: $mem"
   echo "- Kernel: Linux $(uname -r)"
-  echo "- netproxy: $("$NETPROXY" --version 2>&1 | head -1), git $(git_rev)"
+  echo "- netproxy: $("$NETPROXY" --version 2>&1 | head -1), binary built $(date -u -r "$NETPROXY" '+%Y-%m-%d %H:%M UTC')," \
+    "tree at git $(git_rev)"
   echo "- HAProxy: $(haproxy -v 2>&1 | head -1 | sed 's/ - https.*//')"
   echo "- socat: $(socat -V 2>&1 | awk '/socat version/ {print $3; exit}')"
 }
@@ -496,46 +520,45 @@ git_rev() { # read-only: the commit, and whether the core differs from it
   fi
 }
 
-write_doc() {
-  local tmp=$DOC.tmp.$$ mode=""
+np_cmd_note() { ((${#NP_WORKERS[@]})) && echo "${NP_WORKERS[*]} "; true; }
+
+# section: the "## TCP relaying" section of docs/benchmarks.md.
+section() {
+  local mode=""
   ((QUICK)) && mode=" (a --quick smoke run: 1 repetition, small sizes)"
-  {
-    cat <<EOF
-# Benchmarks
+  cat <<EOF
+$SECTION_TITLE
 
-netproxy measured against the same traffic sent directly and through two other proxies, socat
-and HAProxy, all on one machine over loopback. The point is the comparison: what a proxy hop
-costs, how netproxy's two relays (splice and buffered) compare with each other, and how netproxy
-compares with an established proxy. This file is written by \`bench/run.sh\`; rerun it to refresh it.
+Plain TCP relaying: netproxy against a direct connection, socat and HAProxy, each proxy with one
+event loop. This section is written by \`bench/run.sh\`; rerun it to refresh the section.
 
-**Everything (the load-generating client, the proxy and the server) shares the same 2 cores**,
-so the numbers are relative, not absolute: with the client and the server on other machines every
-number would differ. Compare rows within one table, not with numbers from other machines.
-
-## Machine
+### Machine
 
 Run on $RUN_DATE$mode.
 
 $(machine_info)
 - Load average (1/5/15 min) before / after the run (after includes the run itself): $LOAD_BEFORE / $LOAD_AFTER
 
-## How to run
+### How to run
 
 \`\`\`sh
 cmake -S . -B build && make -C build
-bash bench/run.sh            # full run, 2-3 minutes; rewrites this file
-bash bench/run.sh --quick    # 1 repetition, smaller sizes; leaves this file alone (--write rewrites it)
+bash bench/run.sh            # full run, about 3 minutes; replaces this section
+bash bench/run.sh --quick    # 1 repetition, smaller sizes; leaves this file alone (--write writes it)
 \`\`\`
 
-## Method
+### Method
 
 The servers and the load generator are \`build/np-peer\` (\`spec/tools/np-peer.c\`), which checks
 every byte it receives. Each target listens on 127.0.0.1 in front of the same np-peer server:
 
 - **direct**: the client connects to np-peer itself.
-- **netproxy**: \`netproxy -q [--relay buffered] bench.lua\`, the config generated with one
+- **netproxy**: \`netproxy -q $(np_cmd_note)[--relay buffered] bench.lua\`, the config generated with one
   \`proxy { from = { type = "tcp", ... }, to = { type = "tcp", ... } }\`. \`--relay auto\` (the
   default) splices between the two sockets; \`--relay buffered\` copies through user-space buffers.
+  The hook rows add \`hook = function(data) return data end\` (identity) or
+  \`hook = function(data) return (data:gsub("netproxy", "NETPROXY")) end\` (a scan that never
+  matches) to both \`from\` and \`to\`.
 - **socat**: \`socat TCP-LISTEN:PORT,bind=127.0.0.1,reuseaddr,fork,backlog=1024 TCP:127.0.0.1:BACKEND\`.
   \`backlog=1024\` because socat's default listen backlog of 5 overflows at 64 parallel connects,
   and the dropped SYNs (retried after 1 s and more) made it measure TCP timers (~40 conns/s)
@@ -545,8 +568,9 @@ every byte it receives. Each target listens on 127.0.0.1 in front of the same np
   \`option splice-auto\`, and once with splice forced on (\`option splice-request\` and
   \`option splice-response\`).
 
-netproxy (one process) and HAProxy (one thread) each run one event loop; socat forks a process
-per connection.
+netproxy (\`-w 1\`: one process, where its default is one worker per core) and HAProxy
+(\`nbthread 1\`) each run one event loop; socat forks a process per connection. The
+[Workers](#workers) section compares 1 and 2 workers.
 
 1. **Bulk single stream**: \`np-peer source --bytes $BULK_BYTES\` behind each target, and
    \`np-peer client --expect source --bytes $BULK_BYTES\` reads and verifies the stream over one
@@ -559,37 +583,43 @@ per connection.
 The runs are interleaved (one run of every target, then the next round) so that background noise
 falls on all targets alike. The tables give the median, min and max of the runs; "vs direct" is
 the median over the direct median. A run counts only when every connection in it succeeded.
-"Proxy CPU" is the user + system time of the proxy process (for socat, with its reaped forks)
-during each run, from /proc/PID/stat (10 ms ticks), median per GiB or per connection.
+"Proxy CPU" is the user + system time of the proxy's whole process tree during each run (the
+process with all its threads, its live children, such as netproxy's workers or socat's forks,
+and the children it reaped), from /proc/PID/stat (10 ms ticks), median per GiB or per connection.
 "Spliced" says whether the proxy held more pipe descriptors after the bulk runs than right after
 starting: netproxy and HAProxy keep the pipes of spliced connections pooled.
 The short-connection runs leave tens of thousands of sockets in TIME_WAIT on loopback; every
 target runs under that same condition.
 
-## Results
+### Results
 
-### Bulk single-stream throughput ($BULK_BYTES over one connection)
+#### Bulk single-stream throughput ($BULK_BYTES over one connection, $BULK_REPS runs)
 
 $(bulk_table)
 
-### Short connections ($SHORT_CONNS connections × $SHORT_BYTES echo, $SHORT_PARALLEL in parallel)
+#### Short connections ($SHORT_CONNS connections × $SHORT_BYTES echo, $SHORT_PARALLEL in parallel, $SHORT_REPS runs)
 
 $(short_table)
 
-## Reading the numbers
+### Reading the numbers
 
 $(reading)
 EOF
-    if ((${#NOTES[@]})); then
-      printf '\n## Notes\n\n'
-      printf -- '- %s\n' "${NOTES[@]}"
-    fi
-    if ((${#PROBLEMS[@]})); then
-      printf '\n## Problems seen during this run\n\n'
-      printf -- '- %s\n' "${PROBLEMS[@]}"
-    fi
-  } >"$tmp"
-  mv "$tmp" "$DOC"
+  if ((${#NOTES[@]})); then
+    printf '\n### Notes\n\n'
+    printf -- '- %s\n' "${NOTES[@]}"
+  fi
+  if ((${#PROBLEMS[@]})); then
+    printf '\n### Problems seen during this run\n\n'
+    printf -- '- %s\n' "${PROBLEMS[@]}"
+  fi
+}
+
+# write_doc: replaces this script's section of docs/benchmarks.md (bench/lib/doc.sh), and the
+# titles it wrote before it had one section; the other sections are kept.
+write_doc() {
+  section >"$WORK/section.md"
+  doc_write_section "$DOC" "$SECTION_TITLE" "$WORK/section.md" "${OLD_TITLES[@]}"
 }
 
 # ---------------------------------------------------------------- main
@@ -629,7 +659,7 @@ main() {
   if ((${#PROBLEMS[@]})); then echo; printf 'PROBLEM: %s\n' "${PROBLEMS[@]}"; fi
   if ((WRITE)); then
     write_doc
-    say "wrote ${DOC#"$ROOT"/}"
+    say "wrote the \"${SECTION_TITLE#\#\# }\" section of ${DOC#"$ROOT"/}"
   fi
   say "done in ${SECONDS}s"
   ((${#PROBLEMS[@]} == 0))

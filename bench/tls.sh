@@ -27,7 +27,7 @@
 #   apt-get install -y stunnel4 haproxy openssl
 #   bash bench/tls.sh                   # full run (~2 min on 2 cores): prints the tables and
 #                                       # replaces the "## TLS termination" section of
-#                                       # docs/benchmarks.md (the rest of the file is kept)
+#                                       # docs/benchmarks.md (the other sections are kept)
 #   bash bench/tls.sh --quick           # smoke run: 1 repetition, small sizes, doc untouched
 #   bash bench/tls.sh --quick --write   # smoke run that writes the section anyway
 # Needs: bash, awk, ps, ss (iproute2), openssl, stunnel, haproxy. NETPROXY=... NP_PEER=...
@@ -42,6 +42,8 @@ NP_PEER=${NP_PEER:-$ROOT/build/np-peer}
 DOC=$ROOT/docs/benchmarks.md
 HZ=$(getconf CLK_TCK)
 SECTION_TITLE="## TLS termination"
+# shellcheck source=bench/lib/doc.sh
+source "$ROOT/bench/lib/doc.sh"
 
 BULK_TARGETS=(netproxy stunnel haproxy)
 HS_TARGETS=(direct netproxy stunnel haproxy)
@@ -712,7 +714,7 @@ folder. The targets, each on 127.0.0.1 in front of a plain np-peer server, all u
 - **direct** (handshakes only): \`openssl s_server -quiet -WWW -accept 127.0.0.1:P -cert CERT -key KEY\`,
   answering from its own folder: no proxy and no backend. The bulk test has no direct row: no TLS
   server can send np-peer's verified byte stream (np-peer speaks no TLS), and the plain-TCP
-  direct figure is in the tables above.
+  direct figure is in the [TCP relaying](#tcp-relaying) section.
 
 Before measuring, one \`openssl s_client -brief\` connection to each target checks that a request
 gets its reply through and records what was negotiated (TLS 1.3 with the library defaults; no
@@ -764,32 +766,11 @@ EOF
   fi
 }
 
-# write_doc: replaces the "## TLS termination" section of docs/benchmarks.md (from its title to
-# the next "## " title or the end) or appends it, and adds a pointer to it at the end of the
-# intro (before the first "## " title) when the intro has none. The rest is kept as it was.
+# write_doc: replaces this script's section of docs/benchmarks.md (bench/lib/doc.sh); the
+# other sections are kept.
 write_doc() {
-  local tmp=$DOC.tmp.$$ new=$WORK/section.md
-  [[ -f $DOC ]] || printf '# Benchmarks\n' >"$DOC"
-  section >"$new"
-  awk -v title="$SECTION_TITLE" -v new="$new" '
-    function emit(   line) { while ((getline line < new) > 0) print line; close(new); done = 1 }
-    BEGIN { intro = 1 }
-    intro && /bench\/tls\.sh/ { linked = 1 }
-    $0 == title { emit(); skipping = 1; intro = 0; next }
-    /^## / {
-      if (intro && !linked) {
-        print "TLS termination (netproxy against stunnel and HAProxy) is measured separately by"
-        print "`bench/tls.sh`: see [TLS termination](#tls-termination) at the end of this file."
-        print ""
-      }
-      intro = 0
-      if (skipping) { skipping = 0; print "" }
-    }
-    skipping { next }
-    { print; last = $0 }
-    END { if (!done) { if (last != "") print ""; emit() } }
-  ' "$DOC" >"$tmp"
-  mv "$tmp" "$DOC"
+  section >"$WORK/section.md"
+  doc_write_section "$DOC" "$SECTION_TITLE" "$WORK/section.md"
 }
 
 # ---------------------------------------------------------------- main

@@ -1,0 +1,94 @@
+# shellcheck shell=bash
+# bench/lib/doc.sh: sourced by the bench scripts; writes their sections of docs/benchmarks.md.
+#
+# The file is an introduction (everything before the first "## " title, shared, kept the same by
+# every script) followed by "## " sections, each owned by one script:
+#   doc_write_section DOC TITLE FILE [OLD-TITLE...]
+# replaces the section TITLE (from its title line to the next "## " title or the end of the
+# file) with the text of FILE, which starts with the TITLE line; the other sections are kept as
+# they are. A section not there yet goes in the order of DOC_SECTIONS below (unknown titles
+# keep their place). OLD-TITLES are sections the script used to write under other titles: they
+# are removed, the new section taking the place of the first one found. "## " lines inside
+# ``` code blocks are not titles. Needs ROOT (the repository root) to be set.
+
+# Every section of the file: title, script, what it measures (for the introduction).
+DOC_SECTIONS=(
+  "## TCP relaying|bench/run.sh|bulk single-stream throughput and short-connection rate, netproxy's relays and Lua hooks against a direct connection, socat and HAProxy; one event loop per proxy"
+  "## TLS termination|bench/tls.sh|netproxy terminating TLS against stunnel4 and HAProxy: bulk throughput and full handshakes"
+  "## Workers|bench/workers.sh|connection rate with 1 and 2 worker processes (or threads): netproxy against HAProxy and nginx's stream module"
+)
+
+# doc_anchor TITLE: the GitHub anchor of a "## " title.
+doc_anchor() {
+  local a=${1#\#\# }
+  a=${a,,}
+  a=$(sed 's/[^a-z0-9 _-]//g; s/ /-/g' <<<"$a")
+  echo "#$a"
+}
+
+# doc_intro: the shared introduction.
+doc_intro() {
+  local entry title script what
+  cat <<EOF
+# Benchmarks
+
+netproxy measured against the same traffic sent directly and through other proxies, all on one
+machine over loopback. The point is the comparison: what a proxy hop costs, and how netproxy
+compares with established proxies doing the same job. Each section below is written by its own
+script, which replaces only its own section when rerun and keeps the others as they are:
+
+EOF
+  for entry in "${DOC_SECTIONS[@]}"; do
+    IFS='|' read -r title script what <<<"$entry"
+    echo "- [${title#\#\# }]($(doc_anchor "$title")), \`$script\`: $what."
+  done
+  cat <<EOF
+
+**Everything (the load-generating client, the proxies and the servers) shares the same $(nproc) cores**,
+so the numbers are relative, not absolute: with the client and the server on other machines every
+number would differ. Compare rows within one table. Each section records the date, machine and
+build of its own run; two sections may come from different runs.
+EOF
+}
+
+doc_write_section() {
+  local doc=$1 title=$2 file=$3 tmp intro order="" entry
+  shift 3
+  tmp=$doc.tmp.$$
+  intro=$(mktemp "${TMPDIR:-/tmp}/bench-intro.XXXXXX")
+  doc_intro >"$intro"
+  for entry in "${DOC_SECTIONS[@]}"; do order+="${entry%%|*}"$'\n'; done
+  [[ -f $doc ]] || : >"$doc"
+  DOC_TITLE=$title DOC_NEW=$file DOC_INTRO=$intro DOC_ORDER=$order DOC_OLD=$(printf '%s\n' "$@") \
+  awk '
+    function trim(s) { sub(/\n+$/, "", s); return s }
+    function slurp(f,   s, line) { s = ""; while ((getline line < f) > 0) s = s line "\n"; close(f); return trim(s) }
+    BEGIN {
+      title = ENVIRON["DOC_TITLE"]
+      n = split(ENVIRON["DOC_ORDER"], o, "\n"); for (i = 1; i <= n; i++) if (o[i] != "") rank[o[i]] = i
+      n = split(ENVIRON["DOC_OLD"], o, "\n"); for (i = 1; i <= n; i++) if (o[i] != "") old[o[i]] = 1
+      nb = 0; fence = 0
+    }
+    /^```/ { fence = !fence }
+    !fence && /^## / { nb++; bt[nb] = $0; body[nb] = ""; }
+    { if (nb) body[nb] = body[nb] $0 "\n" }
+    END {
+      new = slurp(ENVIRON["DOC_NEW"])
+      out = slurp(ENVIRON["DOC_INTRO"])
+      done = 0
+      for (i = 1; i <= nb; i++) {
+        t = bt[i]
+        if (t == title || t in old) {
+          if (!done) { out = out "\n\n" new; done = 1 }
+          continue
+        }
+        if (!done && (title in rank) && (t in rank) && rank[t] > rank[title]) { out = out "\n\n" new; done = 1 }
+        out = out "\n\n" trim(body[i])
+      }
+      if (!done) out = out "\n\n" new
+      print out
+    }
+  ' "$doc" >"$tmp"
+  rm -f "$intro"
+  mv "$tmp" "$doc"
+}
