@@ -132,7 +132,7 @@ int main(int argc, char **argv)
     np_notify("READY=1");
     np_log(NP_NOTICE, "netproxy %s running %d prox%s from %s", NP_VERSION, np_server.nproxies,
            np_server.nproxies == 1 ? "y" : "ies", cli.config ? cli.config : "the command line");
-    rc = workers > 1 ? np_master_run(workers, &cli) : np_worker_run();
+    rc = workers > 1 ? np_master_run(workers, &cli) : np_worker_run(0);
     np_metrics_close();
     np_lua_close();
     np_pipepool_free();

@@ -27,6 +27,7 @@
 
 struct worker {
     pid_t pid;                  /* 0: free */
+    int index;                  /* 0..nworkers-1 in its generation: picks reuseport sockets */
     int slot;
     int generation;
     int stopping;               /* told to drain (reload or stop) */
@@ -34,7 +35,7 @@ struct worker {
 };
 
 static struct worker workers[NP_MAX_SLOTS];
-static int generation, nworkers, stopping;
+static int generation, nworkers, stopping, my_index;
 static const struct np_cli *cli;
 static struct event sigchld_ev, sighup_ev, sigterm_ev, sigint_ev, sigusr1_ev, respawn_ev;
 
@@ -43,15 +44,6 @@ static int alive(void)
     int n = 0;
 
     for (int i = 0; i < NP_MAX_SLOTS; i++) n += workers[i].pid != 0;
-    return n;
-}
-
-static int current(void)
-{
-    int n = 0;
-
-    for (int i = 0; i < NP_MAX_SLOTS; i++)
-        n += workers[i].pid && workers[i].generation == generation && !workers[i].stopping;
     return n;
 }
 
@@ -70,8 +62,8 @@ static void become_worker(int slot)
     signal(SIGHUP, SIG_IGN);            /* reloads are the master's */
 }
 
-/* Forks one worker of the current generation. 1 in the child, 0 in the master. */
-static int spawn(void)
+/* Forks worker number index of the current generation. 1 in the child, 0 in the master. */
+static int spawn(int index)
 {
     int slot = np_shm_take_slot(), i;
     pid_t pid;
@@ -88,19 +80,30 @@ static int spawn(void)
     }
     if (pid == 0) {
         become_worker(slot);
+        my_index = index;
         return 1;
     }
     for (i = 0; workers[i].pid; i++) {}
-    workers[i] = (struct worker){ .pid = pid, .slot = slot, .generation = generation, .started = np_now() };
+    workers[i] = (struct worker){ .pid = pid, .index = index, .slot = slot, .generation = generation,
+                                  .started = np_now() };
     np_log(NP_INFO, "master: worker %d started (generation %d)", (int)pid, generation);
     return 0;
 }
 
-/* Brings the current generation up to nworkers. 1 in a child, 0 in the master. */
+static int index_taken(int index)
+{
+    for (int i = 0; i < NP_MAX_SLOTS; i++)
+        if (workers[i].pid && workers[i].generation == generation && !workers[i].stopping &&
+            workers[i].index == index)
+            return 1;
+    return 0;
+}
+
+/* Brings the current generation up to nworkers, each index once. 1 in a child, 0 in the master. */
 static int spawn_missing(void)
 {
-    while (current() < nworkers)
-        if (spawn()) return 1;
+    for (int index = 0; index < nworkers; index++)
+        if (!index_taken(index) && spawn(index)) return 1;
     return 0;
 }
 
@@ -185,6 +188,7 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
         np_L = fresh;
     }
     generation++;
+    nworkers = np_server.nworkers;      /* the new config may ask for another count */
     if (spawn_missing()) {
         event_base_loopbreak(np_base);  /* in the child: become a worker */
         return;
@@ -238,10 +242,10 @@ int np_master_run(int n, const struct np_cli *c)
     evsignal_add(&sigterm_ev, NULL);
     evsignal_add(&sigint_ev, NULL);
     np_log(NP_NOTICE, "master: %d workers", n);
-    if (spawn_missing()) return np_worker_run();
+    if (spawn_missing()) return np_worker_run(my_index);
     while (!stopping || alive() > 0) {
         event_base_dispatch(np_base);
-        if (np_shm_slot() != 0) return np_worker_run();   /* we are a child, forked in a callback */
+        if (np_shm_slot() != 0) return np_worker_run(my_index);   /* a child, forked in a callback */
         if (stopping && (alive() == 0 || stopping > 1)) break;
     }
     np_log(NP_NOTICE, "master: stopped");

@@ -37,12 +37,20 @@ static void for_each_listener(void (*fn)(struct np_listener *))
 static void listener_on(struct np_listener *l) { if (l->fd >= 0) event_add(&l->ev, NULL); }
 static void listener_off(struct np_listener *l) { if (l->fd >= 0) event_del(&l->ev); }
 
+/* Closes a listener's socket(s): the shared one and, in a master, every per-worker one. */
+static void close_sockets(struct np_listener *l)
+{
+    for (int i = 1; i < l->nper_worker; i++) close(l->per_worker[i]);
+    if (l->fd >= 0) close(l->fd);
+    l->fd = -1;
+    l->nper_worker = 0;
+}
+
 static void listener_close(struct np_listener *l)
 {
     if (l->fd < 0) return;
     event_del(&l->ev);
-    close(l->fd);
-    l->fd = -1;
+    close_sockets(l);
 }
 
 void np_server_stop_accepting(void)
@@ -175,6 +183,7 @@ static void free_proxies(void)
 {
     for (int i = 0; i < np_server.nproxies; i++) {
         np_acl_free(&np_server.proxies[i].acl);
+        for (int j = 0; j < np_server.proxies[i].nlisteners; j++) free(np_server.proxies[i].listeners[j].per_worker);
         free(np_server.proxies[i].listeners);
     }
     free(np_server.proxies);
@@ -188,7 +197,8 @@ static void free_proxies(void)
 static struct np_listener *old_listeners;
 static int nold_listeners;
 
-static int take_old_listener(const struct addrinfo *ai)
+/* The old listener on ai's address, moved out of the candidates, or NULL. */
+static int take_old_listener(const struct addrinfo *ai, struct np_listener *into)
 {
     char want[64];
 
@@ -196,33 +206,71 @@ static int take_old_listener(const struct addrinfo *ai)
     if (!strcmp(want + strlen(want) - 2, ":0")) return -1;     /* port 0: always a new one */
     for (int i = 0; i < nold_listeners; i++) {
         if (old_listeners[i].fd >= 0 && !strcmp(old_listeners[i].addr, want)) {
-            int fd = old_listeners[i].fd;
+            *into = old_listeners[i];
             old_listeners[i].fd = -1;
-            return fd;
+            old_listeners[i].per_worker = NULL;
+            old_listeners[i].nper_worker = 0;
+            return into->fd;
         }
     }
     return -1;
 }
 
+static int bound_socket(const struct sockaddr *sa, socklen_t len, int family)
+{
+    int one = 1, fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    if (fd < 0) return -1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (np_server.reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, sa, len) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/* reuseport: one socket per worker index on l's address ([0] is l->fd), grown or shrunk to
+ * the number of workers (a reload may change it). 0, or -1 with errno. */
+static int per_worker_sockets(struct np_listener *l, const struct sockaddr *sa, socklen_t len)
+{
+    int n = np_server.reuseport && np_server.nworkers > 1 ? np_server.nworkers : 0;
+    int *grown;
+
+    for (int i = n; i < l->nper_worker; i++) if (i > 0) close(l->per_worker[i]);
+    if (n == 0) {
+        free(l->per_worker);
+        l->per_worker = NULL;
+        l->nper_worker = 0;
+        return 0;
+    }
+    grown = realloc(l->per_worker, n * sizeof *grown);
+    if (!grown) return -1;
+    l->per_worker = grown;
+    grown[0] = l->fd;
+    for (int i = l->nper_worker ? l->nper_worker : 1; i < n; i++)
+        if ((grown[i] = bound_socket(sa, len, sa->sa_family)) < 0) return -1;
+    l->nper_worker = n;
+    return 0;
+}
+
 static int open_listener(struct np_proxy *p, const struct addrinfo *ai, char *err, size_t errlen)
 {
-    struct np_listener *l;
+    struct np_listener *l = &p->listeners[p->nlisteners];
     struct sockaddr_storage bound;
     socklen_t len = sizeof bound;
-    int one = 1, fd = take_old_listener(ai), reused = fd >= 0;
+    int fd = take_old_listener(ai, l), reused = fd >= 0;
 
-    if (!reused) {
-        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) goto fail;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, LISTEN_BACKLOG) < 0) goto fail;
-    }
+    if (!reused && (fd = bound_socket(ai->ai_addr, ai->ai_addrlen, ai->ai_family)) < 0) goto fail;
     getsockname(fd, (struct sockaddr *)&bound, &len);
-    l = &p->listeners[p->nlisteners++];
+    p->nlisteners++;
     l->fd = fd;
     l->reused = reused;
     l->proxy = p;
+    if (per_worker_sockets(l, (struct sockaddr *)&bound, len) < 0) goto fail;
     np_addr_format((struct sockaddr *)&bound, l->addr, sizeof l->addr);
     event_assign(&l->ev, np_base, fd, EV_READ | EV_PERSIST, on_accept, l);
     if (!reused) np_log(NP_NOTICE, "%s: listening on %s", p->name, l->addr);
@@ -354,6 +402,10 @@ int np_server_setup(char *err, size_t errlen)
     lua_getfield(L, cfg, "server");
     np_server.max_connections = (uint64_t)number_field(L, -1, "max_connections", 0);
     np_server.max_clients = (uint64_t)number_field(L, -1, "max_clients", 0);
+    np_server.nworkers = (int)number_field(L, -1, "workers", 1);
+    lua_getfield(L, -1, "reuseport");
+    np_server.reuseport = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     if (read_acl(L, lua_gettop(L), &np_server.acl, err, errlen) < 0) return -1;
     lua_pop(L, 1);
     lua_getglobal(L, "require");
@@ -405,8 +457,23 @@ void np_server_start_stdio(void)
     }
 }
 
-void np_server_start_accepting(void)
+static int worker_index;
+
+/* reuseport: this worker keeps the socket of its index and closes its copies of the others. */
+static void take_own_socket(struct np_listener *l)
 {
+    if (l->nper_worker == 0) return;
+    for (int i = 0; i < l->nper_worker; i++)
+        if (i != worker_index % l->nper_worker) close(l->per_worker[i]);
+    l->fd = l->per_worker[worker_index % l->nper_worker];
+    l->nper_worker = 0;
+    event_assign(&l->ev, np_base, l->fd, EV_READ | EV_PERSIST, on_accept, l);
+}
+
+void np_server_start_accepting(int index)
+{
+    worker_index = index;
+    for_each_listener(take_own_socket);
     for_each_listener(listener_on);
 }
 
@@ -423,9 +490,12 @@ void np_server_prepare_reload(void)
     for (int i = 0; i < saved.nproxies; i++) n += saved.proxies[i].nlisteners;
     old_listeners = calloc(n ? n : 1, sizeof *old_listeners);
     nold_listeners = 0;
-    for (int i = 0; i < saved.nproxies; i++)
-        for (int j = 0; j < saved.proxies[i].nlisteners; j++)
+    for (int i = 0; i < saved.nproxies; i++) {
+        for (int j = 0; j < saved.proxies[i].nlisteners; j++) {
             old_listeners[nold_listeners++] = saved.proxies[i].listeners[j];
+            saved.proxies[i].listeners[j].per_worker = NULL;    /* owned by the candidate now */
+        }
+    }
     np_server.proxies = NULL;
     np_server.nproxies = 0;
     memset(&np_server.acl, 0, sizeof np_server.acl);
@@ -437,7 +507,8 @@ void np_server_reload_done(void)
     for (int i = 0; i < nold_listeners; i++) {
         if (old_listeners[i].fd < 0) continue;
         np_log(NP_NOTICE, "no longer listening on %s", old_listeners[i].addr);
-        close(old_listeners[i].fd);
+        close_sockets(&old_listeners[i]);
+        free(old_listeners[i].per_worker);
     }
     free(old_listeners);
     old_listeners = NULL;
@@ -487,12 +558,33 @@ void np_server_adopted_done(void)
     nold_listeners = 0;
 }
 
+/* Gives a listener's per-worker sockets back to the saved listener with the same socket. */
+static void give_back(struct np_listener *from)
+{
+    for (int i = 0; i < saved.nproxies; i++) {
+        for (int j = 0; j < saved.proxies[i].nlisteners; j++) {
+            struct np_listener *to = &saved.proxies[i].listeners[j];
+            if (to->fd != from->fd) continue;
+            to->per_worker = from->per_worker;
+            to->nper_worker = from->nper_worker;
+            from->per_worker = NULL;
+            from->nper_worker = 0;
+            return;
+        }
+    }
+}
+
 /* The new setup failed: its own new sockets are closed, the saved one comes back. */
 void np_server_reload_failed(void)
 {
+    for (int i = 0; i < nold_listeners; i++)
+        if (old_listeners[i].fd >= 0) give_back(&old_listeners[i]);
     for (int i = 0; i < np_server.nproxies; i++)
         for (int j = 0; j < np_server.proxies[i].nlisteners; j++)
-            if (!np_server.proxies[i].listeners[j].reused) close(np_server.proxies[i].listeners[j].fd);
+            if (np_server.proxies[i].listeners[j].reused) give_back(&np_server.proxies[i].listeners[j]);
+    for (int i = 0; i < np_server.nproxies; i++)
+        for (int j = 0; j < np_server.proxies[i].nlisteners; j++)
+            if (!np_server.proxies[i].listeners[j].reused) close_sockets(&np_server.proxies[i].listeners[j]);
     free_proxies();
     free(old_listeners);
     old_listeners = NULL;

@@ -18,6 +18,8 @@ struct np_listener {
     struct event ev;
     char addr[64];
     int reused;                 /* taken over from the config a reload replaced */
+    int *per_worker;            /* reuseport: a socket per worker index (fd is [0]) */
+    int nper_worker;
 };
 
 struct np_proxy {
@@ -48,6 +50,8 @@ struct np_server {
     struct np_acl acl;          /* server-wide allow / deny, checked before each proxy's */
     int session_ref;            /* netproxy.session's run function */
     int stopping;
+    int reuseport;              /* a SO_REUSEPORT socket per worker instead of a shared one */
+    int nworkers;               /* how many per_worker sockets a listener gets */
 };
 
 extern struct np_server np_server;
@@ -63,8 +67,9 @@ void np_server_start_stdio(void);
 /* Called once a connection has ended and been counted. */
 void np_server_conn_done(void);
 
-/* Arms the listeners (a single process, or a worker after its fork). */
-void np_server_start_accepting(void);
+/* Arms the listeners (a single process, or a worker after its fork). With reuseport, worker
+ * number index takes the sockets of its index and closes the others (its copies). */
+void np_server_start_accepting(int index);
 
 /* Reload, in the master: prepare (the running setup is saved, its listeners become
  * candidates), np_server_setup on the new config (it takes over the listeners on the same

@@ -41,7 +41,7 @@ static void on_reopen(evutil_socket_t sig, short what, void *arg)
     np_log_reopen();
 }
 
-int np_worker_run(void)
+int np_worker_run(int index)
 {
     char err[256];
 
@@ -57,7 +57,7 @@ int np_worker_run(void)
     evtimer_assign(&stop_deadline, np_base, on_stop_deadline, NULL);
     evsignal_add(&sigterm_ev, NULL);
     evsignal_add(&sigint_ev, NULL);
-    np_server_start_accepting();
+    np_server_start_accepting(index);
     np_server_start_stdio();
     event_base_dispatch(np_base);
     np_log(NP_INFO, "exiting: %llu connections handled", (unsigned long long)np_server.accepted);

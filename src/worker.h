@@ -5,7 +5,8 @@
 
 /* Accepts and serves until stopped (SIGTERM/SIGINT: stop accepting, let live connections
  * finish for up to the stop deadline; a second signal exits at once), or until -m is met.
- * Returns the exit status. */
-int np_worker_run(void);
+ * index is the worker's number (0 in a single process), which picks its own listening
+ * sockets with reuseport. Returns the exit status. */
+int np_worker_run(int index);
 
 #endif

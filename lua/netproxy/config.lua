@@ -54,6 +54,7 @@ local SERVER = {
   resolvers = check.resolvers,
   stats = check.listen_address,
   workers = check.count,
+  reuseport = function(v) if type(v) ~= "boolean" then return nil, "want true or false" end return v end,
   daemon = function(v) if type(v) ~= "boolean" then return nil, "want true or false" end return v end,
   pid_file = check.string, user = check.string, group = check.string, chroot = check.string,
   log_file = check.string,

@@ -104,3 +104,38 @@ describe("workers", function()
     assert.truthy(np.log():find("master: stopped", 1, true))
   end)
 end)
+
+describe("workers with reuseport", function()
+  teardown(h.stop_all)
+
+  it("gives each worker its own socket, spreads the load, and reloads without a failure", function()
+    local echo = h.peer_server("echo")
+    local port = h.free_port()
+    local path = h.write(h.tmpfile("reuseport.lua"), ([[
+server { workers = 2, reuseport = true }
+proxy { name = "rp", from = { type = "tcp", host = "127.0.0.1", port = %d }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(port, echo.port))
+    local np = h.netproxy_start(path, { "-w", "2", "-v" })
+    h.wait_until(function() return #workers_of(np.pid) == 2 end, 5, "2 workers")
+    -- the master holds a listening socket per worker (the same address twice)
+    local listening = io.popen(("ss -ltnH 'sport = :%d' 2>/dev/null | wc -l"):format(port)):read("*n")
+    if listening then assert.is_true(listening >= 2, listening .. " listening sockets") end
+    local r = h.client("127.0.0.1", port, { "--conns", "400", "--parallel", "16", "--bytes", "1K" })
+    assert.are.equal(0, r.rc, r.err)
+    local per, served = {}, 0
+    for pid in np.log():gmatch("info %[(%d+)%] #%d+ rp: accepted") do per[pid] = (per[pid] or 0) + 1 end
+    for _, n in pairs(per) do
+      served = served + 1
+      assert.is_true(n >= 40, "a worker served only " .. n .. " of 400")
+    end
+    assert.are.equal(2, served)
+    local stream = h.spawn({ h.peer, "client", "--connect", "127.0.0.1:" .. port, "--conns", "3000", "--parallel", "8",
+                             "--bytes", "512", "--timeout", "60" })
+    h.sleep(0.2)
+    os.execute("kill -HUP " .. np.pid)
+    h.wait_log(np, "master: reloaded %(generation 1%)")
+    assert.are.equal(0, h.exit_status(stream, 60), h.read(stream.err))
+    assert.truthy(h.read(stream.out):find("ok=3000 failed=0", 1, true))
+    h.stop(np)
+  end)
+end)
