@@ -40,6 +40,8 @@ OLD_TITLES=("## Machine" "## How to run" "## Method" "## Results" "## Reading th
 source "$ROOT/bench/lib/doc.sh"
 # shellcheck source=bench/lib/proc.sh
 source "$ROOT/bench/lib/proc.sh"
+# shellcheck source=bench/lib/stats.sh
+source "$ROOT/bench/lib/stats.sh"
 
 ALL_TARGETS=(direct netproxy-splice netproxy-buffered netproxy-hook-identity netproxy-hook-gsub
              socat haproxy haproxy-splice-auto haproxy-splice)
@@ -339,15 +341,6 @@ to_bytes() { # 2G -> 2147483648
   esac
 }
 
-# stats VALUES...: "median min max" (median of an even count: the mean of the middle two).
-stats() {
-  printf '%s\n' "$@" | sort -g | awk 'NF {v[++n] = $1}
-    END {
-      if (n == 0) { print "- - -"; exit }
-      m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-      printf "%.1f %.1f %.1f\n", m, v[1], v[n]
-    }'
-}
 
 # stat_of SECTION TARGET [median|min|max|runs]: one statistic of a target's metric.
 stat_of() {
@@ -366,9 +359,6 @@ cpu_per() {
     END { m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2; printf f "\n", m / u * s }'
 }
 
-pct() {
-  awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "n/a"; else printf "%.0f%%\n", 100 * a / b }'
-}
 
 # compare SECTION A B: A's median over B's ("1.39x"), marked as noise when each median lies
 # within the other's min-max range.
@@ -460,15 +450,6 @@ machine_info() {
   echo "- socat: $(socat -V 2>&1 | awk '/socat version/ {print $3; exit}')"
 }
 
-git_rev() { # read-only: the commit, and whether the core differs from it
-  local rev
-  rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) || { echo unknown; return; }
-  if git -C "$ROOT" diff-index --quiet HEAD -- src lua connectors CMakeLists.txt 2>/dev/null; then
-    echo "$rev"
-  else
-    echo "$rev (with uncommitted changes to the core)"
-  fi
-}
 
 np_cmd_note() { ((${#NP_WORKERS[@]})) && echo "${NP_WORKERS[*]} "; true; }
 

@@ -46,6 +46,8 @@ SECTION_TITLE="## TLS termination"
 source "$ROOT/bench/lib/doc.sh"
 # shellcheck source=bench/lib/proc.sh
 source "$ROOT/bench/lib/proc.sh"
+# shellcheck source=bench/lib/stats.sh
+source "$ROOT/bench/lib/stats.sh"
 
 BULK_TARGETS=(netproxy stunnel haproxy)
 HS_TARGETS=(direct netproxy stunnel haproxy)
@@ -431,15 +433,6 @@ to_bytes() { # 1G -> 1073741824
   esac
 }
 
-# stats VALUES...: "median min max" (median of an even count: the mean of the middle two).
-stats() {
-  printf '%s\n' "$@" | sort -g | awk 'NF {v[++n] = $1}
-    END {
-      if (n == 0) { print "- - -"; exit }
-      m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-      printf "%.1f %.1f %.1f\n", m, v[1], v[n]
-    }'
-}
 
 # stat_of SECTION TARGET [median|min|max|runs]: one statistic of a target's metric.
 stat_of() {
@@ -472,9 +465,6 @@ ccpu_range() {
     awk 'NR == 1 {lo = $1} {hi = $1} END { if (NR == 0) print "n/a"; else if (lo == hi) print lo; else print lo " to " hi }'
 }
 
-pct() {
-  awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "n/a"; else printf "%.0f%%\n", 100 * a / b }'
-}
 
 # capacity µs: connections per second one core would do at that CPU cost per connection.
 capacity() { awk -v u="$1" 'BEGIN { if (u == "-" || u + 0 == 0) print "n/a"; else printf "%.0f\n", 1000000 / u }'; }
@@ -605,15 +595,6 @@ linked_ssl() {
   if [[ -n $lib ]]; then basename "$(readlink -f "$lib")"; else echo "an unknown libssl"; fi
 }
 
-git_rev() { # read-only: the commit, and whether the core differs from it
-  local rev
-  rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) || { echo unknown; return; }
-  if git -C "$ROOT" diff-index --quiet HEAD -- src lua connectors CMakeLists.txt 2>/dev/null; then
-    echo "$rev"
-  else
-    echo "$rev (with uncommitted changes to the core)"
-  fi
-}
 
 np_cmd_note() { ((${#NP_WORKERS[@]})) && echo "${NP_WORKERS[*]} "; true; }
 np_workers_note() {

@@ -41,6 +41,8 @@ SECTION_TITLE="## Workers"
 source "$ROOT/bench/lib/doc.sh"
 # shellcheck source=bench/lib/proc.sh
 source "$ROOT/bench/lib/proc.sh"
+# shellcheck source=bench/lib/stats.sh
+source "$ROOT/bench/lib/stats.sh"
 
 declare -A LABEL=(
   [direct]="direct (no proxy)"
@@ -397,15 +399,6 @@ measure() {
 
 # ---------------------------------------------------------------- results
 
-# stats VALUES...: "median min max" (median of an even count: the mean of the middle two).
-stats() {
-  printf '%s\n' "$@" | sort -g | awk 'NF {v[++n] = $1}
-    END {
-      if (n == 0) { print "- - -"; exit }
-      m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-      printf "%.1f %.1f %.1f\n", m, v[1], v[n]
-    }'
-}
 
 # stat_of TARGET [median|min|max|runs]: one statistic of a target's conns/s.
 stat_of() {
@@ -428,9 +421,6 @@ median_of() {
 conn_cpu() { median_of CPU "$1" "$(awk -v c="$CONNS" 'BEGIN {print 1000000 / c}')" %.0f; }  # µs/conn
 busy() { median_of BUSY "$1" 1 %.2f; }                                                       # cores
 
-pct() {
-  awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "n/a"; else printf "%.0f%%\n", 100 * a / b }'
-}
 
 # compare A B: A's median over B's ("1.39x"), marked as noise when each median lies within the
 # other's min-max range.
@@ -525,15 +515,6 @@ machine_info() {
   fi
 }
 
-git_rev() { # read-only: the commit, and whether the core differs from it
-  local rev
-  rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) || { echo unknown; return; }
-  if git -C "$ROOT" diff-index --quiet HEAD -- src lua connectors CMakeLists.txt 2>/dev/null; then
-    echo "$rev"
-  else
-    echo "$rev (with uncommitted changes to the core)"
-  fi
-}
 
 # section: the "## Workers" section of docs/benchmarks.md.
 section() {

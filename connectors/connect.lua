@@ -86,7 +86,8 @@ end
 
 -- ---------------------------------------------------------------- to: through a proxy
 
-function _M.connect(conf, conn)
+-- The tunnel: CONNECT through the proxy, its answer read. connect_ssl builds on it.
+function _M.tunnel(conf, conn)
   local proxy = http.authority(conf.proxy_host, conf.proxy_port)
   local sock, err = core.connect(conf.proxy_host, conf.proxy_port, { timeout = conn.connect_timeout })
   if not sock then return nil, "proxy " .. proxy .. ": " .. err end
@@ -120,7 +121,13 @@ function _M.connect(conf, conn)
     return nil, "proxy " .. proxy .. " said: " .. status
   end
   conn:log("info", "proxy %s: %s", proxy, status)
-  if conf._tls then return sock end     -- connect_ssl: the PROXY header goes before its TLS
+  return sock
+end
+
+-- The tunnel, then the PROXY header (if asked for) to the target through it.
+function _M.connect(conf, conn)
+  local sock, err = _M.tunnel(conf, conn)
+  if not sock then return nil, err end
   return proxy_protocol.send(sock, conf, conn)
 end
 

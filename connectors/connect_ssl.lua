@@ -20,7 +20,8 @@ function _M.check(conf, position, ctx)
 end
 
 function _M.connect(conf, conn)
-  local tunnel, err = connect.connect(conf, conn)
+  -- the PROXY header, if any, goes through the tunnel in clear: client_handshake sends it
+  local tunnel, err = connect.tunnel(conf, conn)
   if not tunnel then return nil, err end
   return ssl.client_handshake(tunnel, conf, conn)
 end

@@ -20,7 +20,7 @@
 static char pidfile[4096];
 static pid_t pidfile_owner;
 
-int np_daemonize(int keep_stderr, char *err, size_t errlen)
+int np_daemonize(char *err, size_t errlen)
 {
     pid_t pid = fork();
     int null;
@@ -35,7 +35,7 @@ int np_daemonize(int keep_stderr, char *err, size_t errlen)
     if (null >= 0) {
         dup2(null, STDIN_FILENO);
         dup2(null, STDOUT_FILENO);
-        if (!keep_stderr) dup2(null, STDERR_FILENO);
+        dup2(null, STDERR_FILENO);
         if (null > STDERR_FILENO) close(null);
     }
     return 0;

@@ -5,8 +5,8 @@
 #include <stddef.h>
 
 /* Goes to the background: forks (the parent exits 0), starts a session, points standard
- * input and output (and stderr, unless it is the log) at /dev/null. */
-int np_daemonize(int keep_stderr, char *err, size_t errlen);
+ * input, output and error at /dev/null (the log goes to a file or syslog by then). */
+int np_daemonize(char *err, size_t errlen);
 
 /* Fails, with err, when path names a pid file of a running process: checked before going to
  * the background so that the error reaches the terminal. */

@@ -15,7 +15,7 @@ int np_loop_init(char *err, size_t errlen)
     struct event_config *cfg = event_config_new();
 
     if (!cfg) goto fail;
-    /* Timers are frequent (connect and idle timeouts): a precise clock is not needed. */
+    /* One thread per process: the base needs no locks. */
     event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
     np_base = event_base_new_with_config(cfg);
     event_config_free(cfg);

@@ -37,6 +37,36 @@ void np_lua_close(void)
     np_L = NULL;
 }
 
+const char *np_lua_string(lua_State *L, int idx, const char *name)
+{
+    const char *s;
+
+    lua_getfield(L, idx, name);
+    s = lua_tostring(L, -1);
+    lua_pop(L, 1);
+    return s;
+}
+
+double np_lua_number(lua_State *L, int idx, const char *name, double dflt)
+{
+    double v;
+
+    lua_getfield(L, idx, name);
+    v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : dflt;
+    lua_pop(L, 1);
+    return v;
+}
+
+int np_lua_bool(lua_State *L, int idx, const char *name, int dflt)
+{
+    int v;
+
+    lua_getfield(L, idx, name);
+    v = lua_isnil(L, -1) ? dflt : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
 static int traceback(lua_State *L)
 {
     luaL_traceback(L, L, lua_tostring(L, 1), 1);

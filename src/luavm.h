@@ -17,6 +17,12 @@ void np_lua_close(void);
  * "file:line: message" on stderr and returns -1. */
 int np_lua_load_config(const char *path, const struct np_cli *cli);
 
+/* Fields of the table at idx: a string (kept alive by the table; NULL when absent), a
+ * number or a boolean (dflt when absent). */
+const char *np_lua_string(lua_State *L, int idx, const char *name);
+double np_lua_number(lua_State *L, int idx, const char *name, double dflt);
+int np_lua_bool(lua_State *L, int idx, const char *name, int dflt);
+
 /* Calls a function with nargs arguments under a traceback handler; logs a failure. */
 int np_lua_pcall(lua_State *L, int nargs, int nresults, const char *what);
 

@@ -22,17 +22,6 @@
 static const char *stats_addr;
 static int workers;
 
-/* A string of the server{} table on the stack top, or NULL. */
-static const char *server_string(const char *name)
-{
-    const char *v;
-
-    lua_getfield(np_L, -1, name);
-    v = lua_tostring(np_L, -1);     /* the config table keeps it alive */
-    lua_pop(np_L, 1);
-    return v;
-}
-
 /* Net::Server's daemon life, in two steps. Before binding: the pid file is checked and the
  * log file opened, while stderr is still the terminal to say what fails. */
 static const char *log_file, *pid_file;
@@ -41,12 +30,11 @@ static int daemonize;
 static int daemon_life_before(char *err, size_t errlen)
 {
     lua_getfield(np_L, -1, "server");
-    log_file = server_string("log_file");
-    pid_file = server_string("pid_file");
-    lua_getfield(np_L, -1, "daemon");
-    daemonize = lua_toboolean(np_L, -1);
-    lua_pop(np_L, 1);
-    np_daemon_set_privileges(server_string("user"), server_string("group"), server_string("chroot"));
+    log_file = np_lua_string(np_L, -1, "log_file");
+    pid_file = np_lua_string(np_L, -1, "pid_file");
+    daemonize = np_lua_bool(np_L, -1, "daemon", 0);
+    np_daemon_set_privileges(np_lua_string(np_L, -1, "user"), np_lua_string(np_L, -1, "group"),
+                             np_lua_string(np_L, -1, "chroot"));
     lua_pop(np_L, 1);
     if (pid_file && np_pidfile_check(pid_file, err, errlen) < 0) return -1;
     if (log_file && strcmp(log_file, "syslog") && np_log_open(log_file) < 0) {
@@ -59,7 +47,7 @@ static int daemon_life_before(char *err, size_t errlen)
 /* Once bound: the background, syslog (once stderr is gone), the pid file. */
 static int daemon_life_after(char *err, size_t errlen)
 {
-    if (daemonize && np_daemonize(0, err, errlen) < 0) return -1;
+    if (daemonize && np_daemonize(err, errlen) < 0) return -1;
     if (log_file && !strcmp(log_file, "syslog")) np_log_open("syslog");
     if (pid_file && np_pidfile_write(pid_file, err, errlen) < 0) return -1;
     return 0;
@@ -69,17 +57,10 @@ static int daemon_life_after(char *err, size_t errlen)
 static void apply_server_options(void)
 {
     lua_getfield(np_L, -1, "server");
-    lua_getfield(np_L, -1, "log_level");
-    np_log_level = (int)lua_tointeger(np_L, -1);
-    lua_getfield(np_L, -2, "pipe_size");
-    np_pipepool_configure((size_t)lua_tointeger(np_L, -1), 1024);
-    lua_pop(np_L, 2);
-    lua_getfield(np_L, -1, "workers");
-    workers = (int)lua_tointeger(np_L, -1);
-    lua_pop(np_L, 1);
-    lua_getfield(np_L, -1, "stats");
-    stats_addr = lua_tostring(np_L, -1);        /* the config table keeps it alive */
-    lua_pop(np_L, 1);
+    np_log_level = (int)np_lua_number(np_L, -1, "log_level", NP_NOTICE);
+    np_pipepool_configure((size_t)np_lua_number(np_L, -1, "pipe_size", 64 * 1024), 1024);
+    workers = (int)np_lua_number(np_L, -1, "workers", 1);
+    stats_addr = np_lua_string(np_L, -1, "stats");     /* the config table keeps it alive */
     lua_getfield(np_L, -1, "resolvers");
     if (lua_istable(np_L, -1)) {
         int n = (int)lua_objlen(np_L, -1);

@@ -67,7 +67,6 @@ struct np_relay {
     struct np_conn *conn;
     struct side side[2];
     struct direction dir[2];    /* dir[CLIENT]: client -> server */
-    enum np_relay_mode mode;
     size_t buffer_size;
     double idle_timeout, last_active;
     struct event idle;
@@ -385,10 +384,11 @@ static void update_events(struct np_relay *r)
     }
 }
 
-/* Pumps both directions, then settles upgrades and events. */
-static void pump_all(struct np_relay *r, int first)
+/* Pumps direction first, and the other one too when asked, then settles upgrades and
+ * events. */
+static void pump_then_settle(struct np_relay *r, int first, int both)
 {
-    if (pump(r, &r->dir[first]) < 0 || pump(r, &r->dir[first ^ 1]) < 0) return;
+    if (pump(r, &r->dir[first]) < 0 || (both && pump(r, &r->dir[first ^ 1]) < 0)) return;
     if (advance_upgrades(r) < 0) return;
     update_events(r);
 }
@@ -442,7 +442,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 
     if (s->upgrade == UPGRADE_HANDSHAKE && handshake_step(r, s) < 0) return;
     /* with TLS, a write toward this side may have been waiting for it to be readable */
-    pump_all(r, s->idx);
+    pump_then_settle(r, s->idx, s->ssl != NULL);
 }
 
 static void on_writable(evutil_socket_t fd, short what, void *arg)
@@ -451,7 +451,8 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
     struct np_relay *r = s->relay;
 
     if (s->upgrade == UPGRADE_HANDSHAKE && handshake_step(r, s) < 0) return;
-    pump_all(r, s->idx ^ 1);
+    /* with TLS, a read from this side may have been waiting for it to be writable */
+    pump_then_settle(r, s->idx ^ 1, s->ssl != NULL);
 }
 
 static void on_kick(evutil_socket_t fd, short what, void *arg)
@@ -463,7 +464,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
         return;
     }
     settle_injections(r);
-    pump_all(r, CLIENT);
+    pump_then_settle(r, CLIENT, 1);
 }
 
 int np_relay_inject(struct np_relay *r, int dir, const char *data, size_t len)
@@ -562,7 +563,6 @@ void np_relay_start(struct np_conn *c, const struct np_relay_opts *opts,
     r->conn = c;
     np_conn_negotiated(c);
     event_del(&c->deadline);
-    r->mode = opts->mode;
     r->buffer_size = p->buffer_size;
     r->idle_timeout = p->idle_timeout;
     r->last_active = np_now();

@@ -315,26 +315,6 @@ static int bind_proxy(struct np_proxy *p, const char *host, int port, char *err,
     return p->listeners ? 0 : -1;
 }
 
-static double number_field(lua_State *L, int idx, const char *name, double dflt)
-{
-    double v;
-
-    lua_getfield(L, idx, name);
-    v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : dflt;
-    lua_pop(L, 1);
-    return v;
-}
-
-static const char *string_field(lua_State *L, int idx, const char *name)
-{
-    const char *s;
-
-    lua_getfield(L, idx, name);
-    s = lua_tostring(L, -1);    /* kept alive by the config table */
-    lua_pop(L, 1);
-    return s;
-}
-
 /* allow = { ... }, deny = { ... } of the table at t (already checked by netproxy.config). */
 static int read_acl(lua_State *L, int t, struct np_acl *acl, char *err, size_t errlen)
 {
@@ -365,28 +345,27 @@ static int setup_proxy(lua_State *L, struct np_proxy *p, char *err, size_t errle
     const char *relay, *host;
     int t = lua_gettop(L);
 
-    snprintf(p->name, sizeof p->name, "%s", string_field(L, t, "name"));
+    snprintf(p->name, sizeof p->name, "%s", np_lua_string(L, t, "name"));
     p->row = np_shm_row(p->name);
     if (p->row < 0) {
         snprintf(err, errlen, "%s: too many proxy names for the statistics (at most %d)", p->name, NP_MAX_PROXIES);
         return -1;
     }
-    relay = string_field(L, t, "relay");
+    relay = np_lua_string(L, t, "relay");
     p->relay_mode = !strcmp(relay, "splice")     ? NP_RELAY_SPLICE
                     : !strcmp(relay, "buffered") ? NP_RELAY_BUFFERED
                                                  : NP_RELAY_AUTO;
-    p->negotiation_timeout = number_field(L, t, "negotiation_timeout", 30);
-    p->idle_timeout = number_field(L, t, "idle_timeout", 3600);
-    p->buffer_size = (size_t)number_field(L, t, "buffer_size", 64 * 1024);
-    p->max_negotiating = (uint64_t)number_field(L, t, "max_negotiating", 4096);
-    p->max_clients = (uint64_t)number_field(L, t, "max_clients", 0);
+    p->negotiation_timeout = np_lua_number(L, t, "negotiation_timeout", 30);
+    p->idle_timeout = np_lua_number(L, t, "idle_timeout", 3600);
+    p->buffer_size = (size_t)np_lua_number(L, t, "buffer_size", 64 * 1024);
+    p->max_negotiating = (uint64_t)np_lua_number(L, t, "max_negotiating", 4096);
+    p->max_clients = (uint64_t)np_lua_number(L, t, "max_clients", 0);
     if (read_acl(L, t, &p->acl, err, errlen) < 0) return -1;
     lua_getfield(L, t, "listen");
-    host = string_field(L, -1, "host");
-    int port = (int)number_field(L, -1, "port", 0);
-    lua_getfield(L, -1, "stdio");
-    p->stdio = lua_toboolean(L, -1);
-    lua_pop(L, 2);
+    host = np_lua_string(L, -1, "host");
+    int port = (int)np_lua_number(L, -1, "port", 0);
+    p->stdio = np_lua_bool(L, -1, "stdio", 0);
+    lua_pop(L, 1);
     lua_pushvalue(L, t);
     p->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     if (!host) return 0;        /* a connector that listens on nothing of ours */
@@ -400,12 +379,10 @@ int np_server_setup(char *err, size_t errlen)
 
     evtimer_assign(&resume_accepting, np_base, on_resume_accepting, NULL);
     lua_getfield(L, cfg, "server");
-    np_server.max_connections = (uint64_t)number_field(L, -1, "max_connections", 0);
-    np_server.max_clients = (uint64_t)number_field(L, -1, "max_clients", 0);
-    np_server.nworkers = (int)number_field(L, -1, "workers", 1);
-    lua_getfield(L, -1, "reuseport");
-    np_server.reuseport = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    np_server.max_connections = (uint64_t)np_lua_number(L, -1, "max_connections", 0);
+    np_server.max_clients = (uint64_t)np_lua_number(L, -1, "max_clients", 0);
+    np_server.nworkers = (int)np_lua_number(L, -1, "workers", 1);
+    np_server.reuseport = np_lua_bool(L, -1, "reuseport", 0);
     if (read_acl(L, lua_gettop(L), &np_server.acl, err, errlen) < 0) return -1;
     lua_pop(L, 1);
     lua_getglobal(L, "require");

@@ -2,6 +2,7 @@
  * server verification, ALPN, minimum version, no renegotiation), and the non-blocking
  * handshake, read and write steps that the cosockets and the relay share. */
 #include "tls.h"
+#include "luavm.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -87,26 +88,6 @@ static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
     return SSL_TLSEXT_ERR_NOACK;    /* no protocol in common: go on without ALPN */
 }
 
-static const char *opt_string(lua_State *L, int t, const char *name)
-{
-    const char *s;
-
-    lua_getfield(L, t, name);
-    s = lua_tostring(L, -1);        /* kept alive by the options table */
-    lua_pop(L, 1);
-    return s;
-}
-
-static int opt_bool(lua_State *L, int t, const char *name, int dflt)
-{
-    int v;
-
-    lua_getfield(L, t, name);
-    v = lua_isnil(L, -1) ? dflt : lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
-
 static int min_version(lua_State *L, const char *v)
 {
     if (!v || !strcmp(v, "1.2")) return TLS1_2_VERSION;
@@ -148,7 +129,7 @@ static SSL_CTX *new_ctx(lua_State *L, int t, struct tls_ctx *owner, const char *
                         const char *key, SSL_CTX **slot)
 {
     SSL_CTX *ctx = SSL_CTX_new(owner->server ? TLS_server_method() : TLS_client_method());
-    int verify = opt_bool(L, t, "verify", !owner->server);
+    int verify = np_lua_bool(L, t, "verify", !owner->server);
     long opts = SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF;
 
     if (!ctx) raise_openssl(L, "SSL_CTX_new");
@@ -159,10 +140,10 @@ static SSL_CTX *new_ctx(lua_State *L, int t, struct tls_ctx *owner, const char *
     SSL_CTX_set_options(ctx, opts);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                           SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_min_proto_version(ctx, min_version(L, opt_string(L, t, "min_version")));
+    SSL_CTX_set_min_proto_version(ctx, min_version(L, np_lua_string(L, t, "min_version")));
     if (cert) load_cert(L, ctx, cert, key);
     if (verify) {
-        load_ca(L, ctx, opt_string(L, t, "ca"), owner->server);
+        load_ca(L, ctx, np_lua_string(L, t, "ca"), owner->server);
         SSL_CTX_set_verify(ctx, owner->server ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
                                               : SSL_VERIFY_PEER, NULL);
     } else {
@@ -211,7 +192,7 @@ static void read_sni_certs(lua_State *L, int t, struct tls_ctx *c)
         int e = lua_gettop(L), first = c->nsni;
         if (c->nsni == MAX_SNI) luaL_error(L, "certs: at most %d names", MAX_SNI);
         /* the first entry owns the context; further names of it take references */
-        SSL_CTX *ctx = new_ctx(L, t, c, opt_string(L, e, "cert"), opt_string(L, e, "key"),
+        SSL_CTX *ctx = new_ctx(L, t, c, np_lua_string(L, e, "cert"), np_lua_string(L, e, "key"),
                                &c->sni[c->nsni++].ctx);
         lua_getfield(L, e, "names");
         for (int j = 1; lua_istable(L, -1); j++) {
@@ -258,10 +239,10 @@ static int core_tls_context(lua_State *L)
     memset(c, 0, sizeof *c);
     luaL_getmetatable(L, CTX_MT);
     lua_setmetatable(L, -2);
-    c->server = opt_bool(L, t, "server", 0);
+    c->server = np_lua_bool(L, t, "server", 0);
     read_alpn(L, t, c);
-    if (c->server && !opt_string(L, t, "cert")) luaL_error(L, "a TLS server needs cert (and key)");
-    new_ctx(L, t, c, opt_string(L, t, "cert"), opt_string(L, t, "key"), &c->ctx);
+    if (c->server && !np_lua_string(L, t, "cert")) luaL_error(L, "a TLS server needs cert (and key)");
+    new_ctx(L, t, c, np_lua_string(L, t, "cert"), np_lua_string(L, t, "key"), &c->ctx);
     if (c->server) read_sni_certs(L, t, c);
     return 1;
 }
