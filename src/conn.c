@@ -1,17 +1,17 @@
-/* A client connection from accept to close: the session coroutine runs the connectors,
- * then the relay owns the sockets; at the end, counters and one log line. */
+/* A client connection, owned here from accept to free: the session task runs the
+ * connectors, then the relay owns the sockets; every end is marked by np_conn_close and
+ * carried out by the reaper, after the callback that decided it has returned. */
 #include "conn.h"
+#include "hook.h"
 #include "log.h"
 #include "loop.h"
-#include "luavm.h"
+#include "proxy.h"
 #include "relay.h"
-#include "server.h"
-#include "sock.h"
+#include "task.h"
 
-#include <arpa/inet.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <lauxlib.h>
-#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,45 +20,75 @@
 
 #define HANDLE_MT "netproxy.conn_handle"
 
+struct np_conn {
+    uint64_t id;
+    struct np_proxy *proxy;
+    struct np_task session;     /* while the connectors negotiate */
+    struct np_relay *relay;     /* once they are done */
+    enum np_end end;            /* NP_END_NONE while it runs */
+    char detail[200];
+    int negotiating;            /* counted in proxy->negotiating until the relay or the end */
+    struct event deadline;      /* negotiation timeout */
+    double started;
+    uint64_t bytes[2];          /* client->server, server->client */
+    char client[NP_ADDRSTRLEN];
+    char target[256];
+    int handle_ref;             /* registry anchor of the Lua handle */
+    int hook_ref[2], hook_conn_ref;
+    double hook_budget;
+    np_conn_done_fn *done;
+    void *done_arg;
+    struct np_conn *next_reaped;
+};
+
+/* What Lua holds to name a connection: cleared when the connection is freed, so a stale
+ * handle can never reach freed memory. */
+struct handle {
+    struct np_conn *conn;
+};
+
 static uint64_t next_id = 1;
-static struct np_conn *current;
+static struct np_conn *in_hook;         /* the connection whose hook is running */
+static struct np_conn *reaped;          /* ended, waiting for the reaper */
+static struct event reaper;
+static int reaper_ready;
+
+static const struct np_task_ops session_ops;
+
+/* ---------------------------------------------------------------- who is running */
 
 struct np_conn *np_conn_current(void)
 {
-    return current;
+    struct np_task *t = np_task_running();
+
+    if (in_hook) return in_hook;
+    return t && t->ops == &session_ops ? t->arg : NULL;
 }
 
-void np_addr_format(const struct sockaddr *sa, char *out, size_t outlen)
+uint64_t np_conn_id(const struct np_conn *c) { return c->id; }
+const char *np_conn_proxy_name(const struct np_conn *c) { return c->proxy->name; }
+int np_conn_ended(const struct np_conn *c) { return c->end != NP_END_NONE; }
+
+lua_State *np_conn_session(const struct np_conn *c)
 {
-    char ip[INET6_ADDRSTRLEN] = "?";
-
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
-        snprintf(out, outlen, "%s:%d", ip, ntohs(in->sin_port));
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
-        snprintf(out, outlen, "[%s]:%d", ip, ntohs(in6->sin6_port));
-    } else {
-        snprintf(out, outlen, "unix");
-    }
+    return c->end == NP_END_NONE ? c->session.owner.co : NULL;
 }
 
-int np_conn_call_as(struct np_conn *c, lua_State *L, int nargs, int errfunc)
+void np_conn_set_target(struct np_conn *c, const char *text)
 {
-    struct np_conn *outer = current;
-    int rc;
-
-    current = c;
-    rc = lua_pcall(L, nargs, LUA_MULTRET, errfunc);
-    current = outer;
-    return rc;
+    snprintf(c->target, sizeof c->target, "%s", text);
 }
+
+void np_conn_set_client(struct np_conn *c, const char *text)
+{
+    snprintf(c->client, sizeof c->client, "%s", text);
+}
+
+/* ---------------------------------------------------------------- Lua handles */
 
 static void push_handle(lua_State *L, struct np_conn *c)
 {
-    struct np_conn_handle *h = lua_newuserdata(L, sizeof *h);
+    struct handle *h = lua_newuserdata(L, sizeof *h);
 
     h->conn = c;
     if (luaL_newmetatable(L, HANDLE_MT)) {
@@ -72,159 +102,305 @@ static void push_handle(lua_State *L, struct np_conn *c)
 
 struct np_conn *np_conn_from_handle(lua_State *L, int idx)
 {
-    struct np_conn_handle *h = luaL_checkudata(L, idx, HANDLE_MT);
-
-    return h->conn;
+    return ((struct handle *)luaL_checkudata(L, idx, HANDLE_MT))->conn;
 }
 
-static void conn_free(struct np_conn *c)
-{
-    if (c->co_ref != LUA_NOREF) luaL_unref(np_L, LUA_REGISTRYINDEX, c->co_ref);
-    if (c->handle_ref != LUA_NOREF) {
-        lua_rawgeti(np_L, LUA_REGISTRYINDEX, c->handle_ref);
-        ((struct np_conn_handle *)lua_touserdata(np_L, -1))->conn = NULL;
-        lua_pop(np_L, 1);
-        luaL_unref(np_L, LUA_REGISTRYINDEX, c->handle_ref);
-    }
-    free(c);
-}
+/* ---------------------------------------------------------------- the end */
 
-/* The session has finished: the coroutine is no longer needed. */
-static void release_session(struct np_conn *c)
-{
-    event_del(&c->deadline);
-    event_del(&c->sleep_ev);
-    while (c->socks) np_sock_close(c->socks);
-    if (c->co_ref != LUA_NOREF) luaL_unref(np_L, LUA_REGISTRYINDEX, c->co_ref);
-    c->co_ref = LUA_NOREF;
-    c->co = NULL;
-}
-
-void np_conn_negotiated(struct np_conn *c)
+static void negotiated(struct np_conn *c)
 {
     if (!c->negotiating) return;
     c->negotiating = 0;
     c->proxy->negotiating--;
 }
 
-void np_conn_end(struct np_conn *c, const char *fmt, ...)
+static void unref(lua_State *L, int *ref)
+{
+    if (*ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+    *ref = LUA_NOREF;
+}
+
+static void count_and_log(struct np_conn *c)
 {
     struct np_proxy *p = c->proxy;
-    va_list ap;
+    struct np_counters *n = NP_COUNTERS(p);
 
-    if (c->ended) return;
-    c->ended = 1;
-    va_start(ap, fmt);
-    vsnprintf(c->reason, sizeof c->reason, fmt, ap);
-    va_end(ap);
-    np_conn_negotiated(c);
-    event_del(&c->deadline);
-    event_del(&c->sleep_ev);
-    while (c->socks) np_sock_close(c->socks);
+    n->closed++;
+    n->active--;
+    switch (np_end_class(c->end)) {
+    case NP_END_REFUSAL: n->refused++; break;
+    case NP_END_FAILURE: n->errors++; break;
+    case NP_END_CLEAN: break;
+    }
+    np_clog(NP_NOTICE, c->id, "%s: %s -> %s in=%llu out=%llu time=%.3fs end=%s%s%s", p->name,
+            c->client, c->target[0] ? c->target : "-", (unsigned long long)c->bytes[0],
+            (unsigned long long)c->bytes[1], np_now() - c->started, np_end_name(c->end),
+            c->detail[0] ? ": " : "", c->detail);
+}
+
+/* Tears an ended connection down; nothing of it is on the C stack any more. */
+static void conn_free(struct np_conn *c)
+{
+    lua_State *L = c->proxy->L;
+
+    np_task_release(&c->session);
     if (c->relay) np_relay_free(c->relay);
-    c->relay = NULL;
-    NP_COUNTERS(p)->closed++;
-    NP_COUNTERS(p)->active--;
-    /* how it ended: refused by a guard or connector, cleanly, or an error of some kind */
-    if (!strncmp(c->reason, "refused", 7)) NP_COUNTERS(p)->refused++;
-    else if (strcmp(c->reason, "eof") && strncmp(c->reason, "closed by", 9)) NP_COUNTERS(p)->errors++;
-    np_clog(NP_NOTICE, c->id, "%s: %s -> %s in=%llu out=%llu time=%.3fs end=%s", p->name,
-            c->client, c->target[0] ? c->target : "-", (unsigned long long)c->bytes_in,
-            (unsigned long long)c->bytes_out, np_now() - c->started, c->reason);
-    if (!c->resuming) conn_free(c);
-    np_server_conn_done();
+    unref(L, &c->hook_ref[0]);
+    unref(L, &c->hook_ref[1]);
+    unref(L, &c->hook_conn_ref);
+    if (c->handle_ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->handle_ref);
+        ((struct handle *)lua_touserdata(L, -1))->conn = NULL;
+        lua_pop(L, 1);
+        unref(L, &c->handle_ref);
+    }
+    count_and_log(c);
+    if (c->done) c->done(c->done_arg, c);
+    free(c);
 }
 
-static void on_deadline(evutil_socket_t fd, short what, void *arg)
+static void on_reap(evutil_socket_t fd, short what, void *arg)
 {
-    np_conn_end(arg, "negotiation timeout");
-}
-
-/* After lua_resume returned: what the session's state means for the connection. */
-static void after_resume(struct np_conn *c, int rc)
-{
-    lua_State *co = c->co;
-
-    if (rc == LUA_YIELD) {
-        if (!c->waiting)
-            np_conn_end(c, "lua error: the session yielded outside a netproxy call");
-    } else if (rc == 0) {
-        const char *why = lua_isstring(co, -1) ? lua_tostring(co, -1) : NULL;
-        if (c->relay) release_session(c);
-        else np_conn_end(c, "%s", why ? why : "closed by the connector");
-    } else {
-        const char *msg = lua_tostring(co, -1);
-        if (!msg) msg = "(error object is not a string)";
-        np_clog(NP_ERR, c->id, "%s: lua error: %s", c->proxy->name, msg);
-        if (np_log_level >= NP_DEBUG) {     /* the traceback, kept on one line */
-            luaL_traceback(np_L, co, NULL, 0);
-            luaL_gsub(np_L, lua_tostring(np_L, -1), "\n\t", " | ");
-            np_clog(NP_DEBUG, c->id, "%s: %s", c->proxy->name, lua_tostring(np_L, -1));
-            lua_pop(np_L, 2);
-        }
-        np_conn_end(c, "lua error: %s", msg);
+    while (reaped) {
+        struct np_conn *c = reaped;
+        reaped = c->next_reaped;
+        conn_free(c);
     }
 }
 
-void np_conn_resume(struct np_conn *c, int nargs)
+void np_conn_close(struct np_conn *c, enum np_end how, const char *fmt, ...)
 {
-    struct np_conn *outer = current;
-    int rc;
+    va_list ap;
 
-    current = c;
-    c->resuming++;
-    c->waiting = 0;
-    rc = lua_resume(c->co, nargs);
-    current = outer;
-    if (!c->ended) after_resume(c, rc);
-    if (--c->resuming == 0 && c->ended) conn_free(c);
+    if (c->end != NP_END_NONE) return;
+    c->end = how == NP_END_NONE ? NP_END_CLOSED : how;
+    va_start(ap, fmt);
+    vsnprintf(c->detail, sizeof c->detail, fmt, ap);
+    va_end(ap);
+    negotiated(c);
+    event_del(&c->deadline);
+    np_task_halt(&c->session);
+    if (c->relay) np_relay_halt(c->relay);
+    c->next_reaped = reaped;
+    reaped = c;
+    event_active(&reaper, EV_TIMEOUT, 0);
 }
 
-void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client)
+/* ---------------------------------------------------------------- the session */
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    np_conn_close(arg, NP_END_NEGOTIATION_TIMEOUT, "%s", "");
+}
+
+/* The session returned: relayed (nothing to do but let the coroutine go), or ended without
+ * a relay, saying how: ("refused" | "connect failed" | "closed" ..., detail). */
+static void session_returned(struct np_conn *c, lua_State *co, int nresults)
+{
+    const char *name = nresults >= 1 ? lua_tostring(co, -nresults) : NULL;
+    const char *detail = nresults >= 2 ? lua_tostring(co, 1 - nresults) : NULL;
+    enum np_end how = name ? np_end_parse(name) : NP_END_NONE;
+
+    if (c->relay && !name) {
+        np_task_release(&c->session);
+        return;
+    }
+    if (name && how == NP_END_NONE) {
+        np_clog(NP_ERR, c->id, "%s: the session ended with an unknown reason '%s'", c->proxy->name, name);
+        how = NP_END_LUA_ERROR;
+    }
+    if (!name) np_conn_close(c, NP_END_CLOSED, "%s", "by the connector");
+    else np_conn_close(c, how, "%s", detail ? detail : "");
+}
+
+static void session_failed(struct np_conn *c, lua_State *co)
+{
+    const char *msg = lua_tostring(co, -1);
+    lua_State *L = c->proxy->L;
+
+    np_clog(NP_ERR, c->id, "%s: lua error: %s", c->proxy->name, msg);
+    if (np_log_level >= NP_DEBUG) {     /* the traceback, kept on one line */
+        luaL_traceback(L, co, NULL, 0);
+        luaL_gsub(L, lua_tostring(L, -1), "\n\t", " | ");
+        np_clog(NP_DEBUG, c->id, "%s: %s", c->proxy->name, lua_tostring(L, -1));
+        lua_pop(L, 2);
+    }
+    np_conn_close(c, NP_END_LUA_ERROR, "%s", msg);
+}
+
+static void session_finished(struct np_task *t, int ok, int nresults)
+{
+    struct np_conn *c = t->arg;
+
+    if (ok) session_returned(c, t->owner.co, nresults);
+    else session_failed(c, t->owner.co);
+}
+
+static const struct np_task_ops session_ops = { .finished = session_finished };
+
+static void init_reaper(void)
+{
+    if (reaper_ready) return;
+    event_assign(&reaper, np_base, -1, 0, on_reap, NULL);
+    reaper_ready = 1;
+}
+
+void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
+                   np_conn_done_fn *done, void *done_arg)
 {
     struct np_conn *c = calloc(1, sizeof *c);
     lua_State *co;
 
     if (!c) {
+        np_log(NP_ERR, "%s: out of memory for a new connection from %s", p->name, client);
         close(rfd);
         if (wfd != rfd) close(wfd);
-        np_server_conn_done();
+        if (done) done(done_arg, NULL);
         return;
     }
+    init_reaper();
     c->id = next_id++;
     c->proxy = p;
     c->started = np_now();
-    c->co_ref = LUA_NOREF;
-    c->handle_ref = LUA_NOREF;
+    c->handle_ref = c->hook_ref[0] = c->hook_ref[1] = c->hook_conn_ref = LUA_NOREF;
+    c->done = done;
+    c->done_arg = done_arg;
     snprintf(c->client, sizeof c->client, "%s", client);
     NP_COUNTERS(p)->opened++;
     NP_COUNTERS(p)->active++;
     p->negotiating++;
     c->negotiating = 1;
     evtimer_assign(&c->deadline, np_base, on_deadline, c);
-    evtimer_assign(&c->sleep_ev, np_base, NULL, NULL);
     if (p->negotiation_timeout > 0) {
         struct timeval tv = np_tv(p->negotiation_timeout);
         evtimer_add(&c->deadline, &tv);
     }
     np_clog(NP_INFO, c->id, "%s: accepted %s", p->name, c->client);
 
-    co = lua_newthread(np_L);
-    c->co = co;
-    c->co_ref = luaL_ref(np_L, LUA_REGISTRYINDEX);
-    lua_rawgeti(co, LUA_REGISTRYINDEX, np_server.session_ref);
+    co = np_task_init(&c->session, p->L, &session_ops, c, c->id);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, p->session_ref);
     lua_rawgeti(co, LUA_REGISTRYINDEX, p->lua_ref);
-    np_sock_push(co, c, rfd, wfd);
+    np_sock_push(co, &c->session.owner, rfd, wfd, c->client);
     lua_pushnumber(co, (lua_Number)c->id);
     lua_pushstring(co, c->client);
     push_handle(co, c);
-    np_conn_resume(c, 5);
+    np_task_resume(&c->session, 5);
 }
 
-void np_conn_accept(struct np_proxy *p, int fd, const struct sockaddr *sa, socklen_t len)
-{
-    char client[NP_ADDRSTRLEN];
+/* ---------------------------------------------------------------- the relay */
 
-    np_addr_format(sa, client, sizeof client);
-    np_conn_start(p, fd, fd, client);
+static enum np_filter_rc filter(void *arg, int dir, const char *data, size_t len, int eof,
+                                const char **out, size_t *outlen)
+{
+    struct np_conn *c = arg, *outer = in_hook;
+    char err[256];
+    int rc;
+
+    in_hook = c;
+    rc = np_hook_call(c->proxy->L, c->hook_ref[dir], c->hook_conn_ref, data, len, eof,
+                      c->hook_budget, out, outlen, err, sizeof err);
+    in_hook = outer;
+    if (rc < 0) {
+        np_clog(NP_ERR, c->id, "%s: hook: %s", c->proxy->name, err);
+        np_conn_close(c, NP_END_LUA_ERROR, "%s", err);
+    }
+    if (c->end != NP_END_NONE) {        /* an error, or conn:close() from the hook */
+        if (rc == 1) np_hook_done(c->proxy->L);
+        return NP_FILTER_STOP;
+    }
+    return rc == 1 ? NP_FILTER_REPLACE : NP_FILTER_KEEP;
+}
+
+static void filter_done(void *arg)
+{
+    np_hook_done(((struct np_conn *)arg)->proxy->L);
+}
+
+static void relay_ended(void *arg, enum np_end how, const char *detail)
+{
+    np_conn_close(arg, how, "%s", detail);
+}
+
+static const struct np_relay_ops relay_ops = {
+    .filter = filter, .filter_done = filter_done, .ended = relay_ended,
+};
+
+static void side_of(struct np_relay_side *s, struct np_conn_handoff *h, int i)
+{
+    struct evbuffer *ahead = h->ahead[i];
+
+    s->rfd = h->fd[i][0];
+    s->wfd = h->fd[i][1];
+    s->ssl = h->ssl[i];
+    s->ahead_len = ahead ? evbuffer_get_length(ahead) : 0;
+    s->ahead = s->ahead_len ? (const char *)evbuffer_pullup(ahead, -1) : NULL;
+}
+
+static void drop_handoff(struct np_conn_handoff *h, lua_State *L)
+{
+    for (int i = 0; i < 2; i++) {
+        if (h->ssl[i]) SSL_free(h->ssl[i]);
+        if (h->fd[i][1] != h->fd[i][0] && h->fd[i][1] >= 0) close(h->fd[i][1]);
+        if (h->fd[i][0] >= 0) close(h->fd[i][0]);
+        unref(L, &h->hook_ref[i]);
+    }
+    unref(L, &h->conn_ref);
+}
+
+int np_conn_relay(struct np_conn *c, struct np_conn_handoff *h)
+{
+    struct np_proxy *p = c->proxy;
+    struct np_relay_side client, server;
+    struct np_relay_config cfg = {
+        .mode = p->relay_mode,
+        .filtered = { h->hook_ref[0] != LUA_NOREF, h->hook_ref[1] != LUA_NOREF },
+        .may_starttls = h->may_starttls,
+        .buffer_size = p->buffer_size,
+        .idle_timeout = p->idle_timeout,
+        .bytes = { &c->bytes[0], &c->bytes[1] },
+        .more_bytes = { &NP_COUNTERS(p)->bytes_in, &NP_COUNTERS(p)->bytes_out },
+        .log_id = c->id,
+        .log_name = p->name,
+    };
+    char path[96];
+
+    side_of(&client, h, NP_CLIENT);
+    side_of(&server, h, NP_SERVER);
+    if (c->end == NP_END_NONE && !c->relay)
+        c->relay = np_relay_new(&cfg, &relay_ops, c, &client, &server);
+    for (int i = 0; i < 2; i++)
+        if (h->ahead[i]) evbuffer_free(h->ahead[i]);
+    if (!c->relay) {
+        drop_handoff(h, p->L);
+        np_conn_close(c, NP_END_NO_MEMORY, "%s", "starting the relay");
+        return -1;
+    }
+    c->hook_ref[0] = h->hook_ref[0];
+    c->hook_ref[1] = h->hook_ref[1];
+    c->hook_conn_ref = h->conn_ref;
+    c->hook_budget = h->hook_budget;
+    negotiated(c);
+    event_del(&c->deadline);
+    np_clog(NP_INFO, c->id, "%s: relay: %s", p->name, np_relay_describe(c->relay, path, sizeof path));
+    return 0;
+}
+
+int np_conn_send(struct np_conn *c, int dir, const char *data, size_t len, const char **err)
+{
+    if (c->end != NP_END_NONE) *err = "closed";
+    else if (!c->relay) *err = "not relaying yet: write to the socket";
+    else if (np_relay_inject(c->relay, dir, data, len) < 0) *err = "out of memory";
+    else return 0;
+    return -1;
+}
+
+int np_conn_starttls(struct np_conn *c, int side, SSL_CTX *ctx, int server, const char *sni,
+                     const char *verify_name, const char **err)
+{
+    if (c->end != NP_END_NONE) *err = "closed";
+    else if (!c->relay) *err = "not relaying yet: use sock:tls()";
+    else if (np_relay_starttls(c->relay, side, ctx, server, sni, verify_name) < 0)
+        *err = side == NP_CLIENT ? "the client side already speaks TLS" : "the server side already speaks TLS";
+    else return 0;
+    return -1;
 }

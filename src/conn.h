@@ -1,72 +1,71 @@
-/* A client connection from accept to close: its session coroutine while the connectors
- * negotiate, then its relay; one log line when it ends. */
+/* A client connection from accept to close, and its one owner: its session task while the
+ * connectors negotiate, then its relay; one log line and its counters when it ends. Every
+ * end goes through np_conn_close, which only marks it: the connection is torn down and
+ * freed by a reaper once the running callback has returned. */
 #ifndef NP_CONN_H
 #define NP_CONN_H
+#include "end.h"
+
+#include <stddef.h>
 #include <stdint.h>
-#include <sys/socket.h>
 #include <lua.h>
-#include <event2/event_struct.h>
+#include <openssl/ssl.h>
 
-#define NP_ADDRSTRLEN 64  /* "[ipv6%scope]:port" */
-
+struct np_conn;
 struct np_proxy;
-struct np_sock;
-struct np_relay;
+struct evbuffer;
 
-struct np_conn {
-    uint64_t id;
-    struct np_proxy *proxy;
-    lua_State *co;            /* the session coroutine; NULL once it has finished */
-    int co_ref;               /* registry anchor of co */
-    int waiting;              /* co yielded inside a netproxy call that will resume it */
-    int resuming;             /* depth of lua_resume on the C stack: defer the free */
-    int ended;
-    int negotiating;          /* counted in proxy->negotiating until the relay or the end */
-    struct np_sock *socks;    /* cosockets still owned by the session */
-    struct np_relay *relay;
-    struct event deadline;    /* negotiation timeout */
-    struct event sleep_ev;    /* core.sleep() */
-    double started;
-    uint64_t bytes_in, bytes_out;  /* client->server, server->client */
-    char client[NP_ADDRSTRLEN];
-    char target[256];
-    char reason[200];
-    int handle_ref;           /* registry anchor of the Lua handle (netproxy.conn_handle) */
-};
-
-/* What Lua holds to name a connection: cleared when the connection is freed, so a stale
- * handle can never reach freed memory. */
-struct np_conn_handle {
-    struct np_conn *conn;
-};
+/* Told once a connection has ended, been counted and logged, just before it is freed. */
+typedef void np_conn_done_fn(void *arg, struct np_conn *c);
 
 /* Takes ownership of rfd and wfd (one socket twice, or standard input and output) and
  * starts the proxy's session for a client named `client` in the logs. */
-void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client);
+void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
+                   np_conn_done_fn *done, void *done_arg);
 
-/* Takes ownership of fd, an accepted client socket, and starts the proxy's session. */
-void np_conn_accept(struct np_proxy *p, int fd, const struct sockaddr *sa, socklen_t len);
+/* Ends the connection: how, and a detail for the log line (may be ""). The first call
+ * wins; nothing of the connection runs afterwards, and it is freed once the running
+ * callback has returned. */
+void np_conn_close(struct np_conn *c, enum np_end how, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-/* The connectors are done: the connection leaves the negotiating count. */
-void np_conn_negotiated(struct np_conn *c);
-
-/* Resumes the session coroutine with nargs values already pushed on co. */
-void np_conn_resume(struct np_conn *c, int nargs);
-
-/* Ends the connection: closes its sockets and relay, counts it, logs its line. Idempotent;
- * the memory is released now, or when the running resume returns. */
-void np_conn_end(struct np_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* lua_pcall(L, nargs, LUA_MULTRET, errfunc) with c as the current connection. */
-int np_conn_call_as(struct np_conn *c, lua_State *L, int nargs, int errfunc);
-
-/* The connection a handle at idx names, or NULL once it is gone. */
-struct np_conn *np_conn_from_handle(lua_State *L, int idx);
-
-/* The connection whose Lua code is running, or NULL. */
+/* The connection whose Lua code is running (its session, or one of its hooks), or NULL. */
 struct np_conn *np_conn_current(void);
 
-/* Formats a socket address as "1.2.3.4:5" or "[::1]:5". */
-void np_addr_format(const struct sockaddr *sa, char *out, size_t outlen);
+uint64_t np_conn_id(const struct np_conn *c);
+const char *np_conn_proxy_name(const struct np_conn *c);
+int np_conn_ended(const struct np_conn *c);
+/* The session coroutine, or NULL once the session is over. */
+lua_State *np_conn_session(const struct np_conn *c);
+
+/* What the log line names as the destination, and as the client (after a PROXY header). */
+void np_conn_set_target(struct np_conn *c, const char *text);
+void np_conn_set_client(struct np_conn *c, const char *text);
+
+/* The hand-off to the relay: both sides' fds ({read, write}), TLS sessions and read-ahead
+ * buffers (may be NULL), the hooks and the Lua conn object as registry refs (LUA_NOREF for
+ * none). */
+struct np_conn_handoff {
+    int fd[2][2];
+    SSL *ssl[2];
+    struct evbuffer *ahead[2];
+    int hook_ref[2];
+    int conn_ref;
+    double hook_budget;
+    int may_starttls;
+};
+
+/* The connectors are done: the relay takes everything in h (always, even on failure: then
+ * the connection is closed). 0, or -1 when it could not start. */
+int np_conn_relay(struct np_conn *c, struct np_conn_handoff *h);
+
+/* During the relay: bytes toward one side (NP_TO_SERVER / NP_TO_CLIENT), after the chunk
+ * being handled; and a STARTTLS upgrade of one side. 0, or -1 with a reason in err. */
+int np_conn_send(struct np_conn *c, int dir, const char *data, size_t len, const char **err);
+int np_conn_starttls(struct np_conn *c, int side, SSL_CTX *ctx, int server, const char *sni,
+                     const char *verify_name, const char **err);
+
+/* The connection a Lua handle at idx names, or NULL once it is gone. */
+struct np_conn *np_conn_from_handle(lua_State *L, int idx);
 
 #endif

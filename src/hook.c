@@ -3,8 +3,6 @@
  * looks at the clock every few thousand VM instructions; compiled traces do not run count
  * hooks, so netproxy.config turns the JIT off for hook functions (jit.off(fn, true)). */
 #include "hook.h"
-#include "conn.h"
-#include "luavm.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
@@ -35,11 +33,10 @@ static int traceback(lua_State *L)
     return 1;
 }
 
-int np_hook_call(struct np_conn *c, int fn_ref, int conn_ref, const char *data, size_t len,
+int np_hook_call(lua_State *L, int fn_ref, int conn_ref, const char *data, size_t len,
                  int eof, double budget, const char **result, size_t *rlen,
                  char *err, size_t errlen)
 {
-    lua_State *L = np_L;
     int base = lua_gettop(L), rc, nargs = eof ? 3 : 2;
 
     lua_pushcfunction(L, traceback);
@@ -51,7 +48,7 @@ int np_hook_call(struct np_conn *c, int fn_ref, int conn_ref, const char *data, 
     budget_seconds = budget;
     deadline = monotonic() + budget;
     if (budget > 0) lua_sethook(L, on_count, LUA_MASKCOUNT, INSTRUCTIONS_PER_CHECK);
-    rc = np_conn_call_as(c, L, nargs, base + 1);
+    rc = lua_pcall(L, nargs, LUA_MULTRET, base + 1);
     if (budget > 0) lua_sethook(L, NULL, 0, 0);
     if (rc != 0) {
         const char *msg = lua_tostring(L, -1);
@@ -78,7 +75,7 @@ int np_hook_call(struct np_conn *c, int fn_ref, int conn_ref, const char *data, 
     return 1;
 }
 
-void np_hook_done(void)
+void np_hook_done(lua_State *L)
 {
-    lua_pop(np_L, 1);
+    lua_pop(L, 1);
 }

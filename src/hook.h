@@ -4,18 +4,17 @@
 #ifndef NP_HOOK_H
 #define NP_HOOK_H
 #include <stddef.h>
+#include <lua.h>
 
-struct np_conn;
-
-/* Calls hook(data, conn [, true]) with the functions at the registry refs; eof set means
+/* Calls hook(data, conn [, true]) in L with the values at the registry refs; eof set means
  * the source has ended and data is "". Returns 1 when the hook returned a string: *result
  * points into it until np_hook_done(). 0 when it returned nil: keep the chunk. -1 when it
  * raised an error, returned something else, or overran budget seconds; err says why. */
-int np_hook_call(struct np_conn *c, int fn_ref, int conn_ref, const char *data, size_t len,
+int np_hook_call(lua_State *L, int fn_ref, int conn_ref, const char *data, size_t len,
                  int eof, double budget, const char **result, size_t *rlen,
                  char *err, size_t errlen);
 
 /* Releases the string np_hook_call returned. */
-void np_hook_done(void);
+void np_hook_done(lua_State *L);
 
 #endif

@@ -1,6 +1,5 @@
 /* The process's Lua state: netproxy's own modules, the connectors' path, the config. */
 #include "luavm.h"
-#include "binding.h"
 #include "cli.h"
 #include "log.h"
 
@@ -11,7 +10,7 @@
 
 lua_State *np_L;
 
-int np_lua_open(char *err, size_t errlen)
+int np_lua_open(lua_CFunction core, char *err, size_t errlen)
 {
     np_L = luaL_newstate();
     if (!np_L) {
@@ -25,7 +24,7 @@ int np_lua_open(char *err, size_t errlen)
     lua_concat(np_L, 2);
     lua_setfield(np_L, -2, "path");
     lua_getfield(np_L, -1, "preload");
-    lua_pushcfunction(np_L, luaopen_netproxy_core);
+    lua_pushcfunction(np_L, core);
     lua_setfield(np_L, -2, "netproxy.core");
     lua_pop(np_L, 2);
     return 0;

@@ -8,8 +8,8 @@ extern lua_State *np_L;
 
 struct np_cli;
 
-/* Creates the state with lua/ on package.path and netproxy.core preloaded. */
-int np_lua_open(char *err, size_t errlen);
+/* Creates the state with lua/ on package.path and core preloaded as netproxy.core. */
+int np_lua_open(lua_CFunction core, char *err, size_t errlen);
 void np_lua_close(void);
 
 /* Loads and checks the config script, applying the command line over its server{} options.

@@ -5,7 +5,9 @@
 #include "loop.h"
 #include "luavm.h"
 #include "master.h"
+#include "listener.h"
 #include "metrics.h"
+#include "netproxy_core.h"
 #include "pipepool.h"
 #include "server.h"
 #include "shm.h"
@@ -88,7 +90,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "netproxy: cannot map the shared counters\n");
         return 1;
     }
-    if (np_loop_init(err, sizeof err) < 0 || np_lua_open(err, sizeof err) < 0) {
+    if (np_loop_init(err, sizeof err) < 0 || np_lua_open(luaopen_netproxy_core, err, sizeof err) < 0) {
         fprintf(stderr, "netproxy: %s\n", err);
         return 1;
     }
@@ -100,15 +102,15 @@ int main(int argc, char **argv)
         return loaded ? 0 : 1;
     }
     apply_server_options();
-    int adopted = np_server_adopt_systemd_sockets();
-    if (daemon_life_before(err, sizeof err) < 0 || np_server_setup(err, sizeof err) < 0 ||
+    int adopted = np_listener_adopt_systemd();
+    if (daemon_life_before(err, sizeof err) < 0 || np_server_setup(np_L, err, sizeof err) < 0 ||
         (stats_addr && np_metrics_listen(stats_addr, err, sizeof err) < 0) ||
         daemon_life_after(err, sizeof err) < 0) {
         np_log(NP_ERR, "%s", err);
         if (np_log_path() && !daemonize) fprintf(stderr, "netproxy: %s\n", err);
         return 1;
     }
-    if (adopted) np_server_adopted_done();
+    if (adopted) np_listener_adopted_done();
     lua_pop(np_L, 1);
     np_notify("READY=1");
     np_log(NP_NOTICE, "netproxy %s running %d prox%s from %s", NP_VERSION, np_server.nproxies,

@@ -9,12 +9,14 @@
 #include "loop.h"
 #include "luavm.h"
 #include "metrics.h"
+#include "netproxy_core.h"
 #include "server.h"
 #include "shm.h"
 #include "worker.h"
 
 #include <errno.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <lauxlib.h>
 #include <signal.h>
 #include <stdio.h>
@@ -163,7 +165,7 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
     np_log(NP_NOTICE, "master: SIGHUP: reloading %s", cli->config ? cli->config : "the command line");
     np_notify("RELOADING=1");
     np_L = NULL;
-    if (np_lua_open(err, sizeof err) < 0 || np_lua_load_config(cli->config, cli) < 0) {
+    if (np_lua_open(luaopen_netproxy_core, err, sizeof err) < 0 || np_lua_load_config(cli->config, cli) < 0) {
         np_log(NP_ERR, "master: reload failed (the errors are above): still running the previous config");
         np_lua_close();
         np_L = old;
@@ -171,7 +173,7 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
         return;
     }
     np_server_prepare_reload();
-    if (np_server_setup(err, sizeof err) < 0) {
+    if (np_server_setup(np_L, err, sizeof err) < 0) {
         np_log(NP_ERR, "master: reload failed: %s: still running the previous config", err);
         np_server_reload_failed();
         np_lua_close();

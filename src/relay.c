@@ -6,19 +6,18 @@
  * first error. A side may be upgraded to TLS while relaying (STARTTLS). */
 #include "relay.h"
 #include "buf.h"
-#include "conn.h"
-#include "hook.h"
 #include "log.h"
 #include "loop.h"
-#include "luavm.h"
 #include "pipepool.h"
 #include "tls.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <fcntl.h>
-#include <lauxlib.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <openssl/err.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,9 +26,9 @@
 #include <unistd.h>
 
 #define PUMP_BUDGET 16          /* rounds per wakeup, so one busy connection cannot starve others */
-#define ENDED (-2)              /* fill(): the connection has ended (a hook failed or closed it) */
+#define STOPPED (-2)            /* fill(): the relay has stopped (a filter said so) */
 
-enum { CLIENT = 0, SERVER = 1 };
+enum { CLIENT = NP_CLIENT, SERVER = NP_SERVER };
 static const char *const side_name[] = { "client", "server" };
 
 enum upgrade { UPGRADE_NONE, UPGRADE_FLUSHING, UPGRADE_HANDSHAKE };
@@ -56,24 +55,28 @@ struct direction {
     struct np_pipe pipe;        /* held only while in_pipe > 0 */
     size_t in_pipe;
     struct np_buf buf;          /* the copying path, or bytes read ahead before the relay */
-    struct np_buf injected;     /* conn:send() bytes, queued while a hook runs */
-    int hook_ref;               /* LUA_NOREF: no hook */
+    struct np_buf injected;     /* np_relay_inject() bytes, queued while a filter runs */
+    int filtered;               /* ops->filter sees this direction's bytes */
     int eof, done;
-    uint64_t *counter;          /* the connection's bytes this way */
-    uint64_t *proxy_counter;    /* and its proxy's */
+    uint64_t *counter;          /* the owner's counters of bytes this way */
+    uint64_t *more_counter;     /* may be NULL */
 };
 
 struct np_relay {
-    struct np_conn *conn;
+    const struct np_relay_ops *ops;
+    void *arg;
+    uint64_t id;                /* for log lines */
+    const char *name;
     struct side side[2];
     struct direction dir[2];    /* dir[CLIENT]: client -> server */
     size_t buffer_size;
     double idle_timeout, last_active;
     struct event idle;
     struct event kick;          /* pumps both directions on the next loop iteration */
-    int conn_ref;
-    double hook_budget;
-    int closing;                /* conn:close() from a hook */
+    int injection_failed;       /* out of memory while queueing injected bytes */
+    enum np_end end;            /* why it stopped; NP_END_NONE while it runs */
+    char detail[200];
+    int reported, halted;
 };
 
 static struct side *src_of(struct np_relay *r, struct direction *d) { return &r->side[d->from]; }
@@ -155,9 +158,9 @@ static ssize_t splice_fill(struct np_relay *r, struct direction *d, int fd)
     return n;
 }
 
-static int run_hook(struct np_relay *r, struct direction *d, size_t n);
+static int run_filter(struct np_relay *r, struct direction *d, size_t n);
 
-/* Reads from the source: >0 bytes, 0 EOF, -1 errno, ENDED. */
+/* Reads from the source: >0 bytes, 0 EOF, -1 errno, STOPPED. */
 static ssize_t fill(struct np_relay *r, struct direction *d)
 {
     struct side *src = src_of(r, d);
@@ -165,7 +168,7 @@ static ssize_t fill(struct np_relay *r, struct direction *d)
 
     if (d->splice && d->pipe.rfd < 0 && np_pipe_get(&d->pipe) < 0) {
         /* No pipe to be had (fd limit): this direction copies from now on. */
-        np_clog(NP_WARNING, r->conn->id, "no pipe for splice (%s): copying instead",
+        np_clog(NP_WARNING, r->id, "no pipe for splice (%s): copying instead",
                 strerror(errno));
         d->splice = 0;
     }
@@ -175,7 +178,7 @@ static ssize_t fill(struct np_relay *r, struct direction *d)
         copy_from_now_on(d);            /* a source splice() cannot read (a terminal) */
     }
     n = tls_of(src) ? tls_fill(r, d, src) : np_buf_read_fd(&d->buf, src->rfd, r->buffer_size);
-    if (n >= 0 && d->hook_ref != LUA_NOREF && run_hook(r, d, n) < 0) return ENDED;
+    if (n >= 0 && d->filtered && run_filter(r, d, n) < 0) return STOPPED;
     return n;
 }
 
@@ -245,67 +248,73 @@ static void arm_side(struct side *s, struct event *ev, int *on, int want)
     arm(ev, on, want);
 }
 
-/* Records why the relay must stop; returns -1 for the caller to pass up. */
-static int fail(struct np_relay *r, struct side *s, int err)
+/* Records why the relay stops (the first reason wins); returns -1 for the caller to pass
+ * up. The relay stays valid: the owner is told once the event handler is done (settle). */
+static int stop(struct np_relay *r, enum np_end how, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int stop(struct np_relay *r, enum np_end how, const char *fmt, ...)
 {
-    if (err == EPROTO)
-        np_conn_end(r->conn, "%s tls %s", side_name[s->idx], s->err);
-    else if (err == ECONNRESET || err == EPIPE)
-        np_conn_end(r->conn, "%s reset", side_name[s->idx]);
-    else
-        np_conn_end(r->conn, "%s error: %s", side_name[s->idx], strerror(err));
+    va_list ap;
+
+    if (r->end != NP_END_NONE) return -1;
+    r->end = how;
+    va_start(ap, fmt);
+    vsnprintf(r->detail, sizeof r->detail, fmt, ap);
+    va_end(ap);
     return -1;
 }
 
-/* ---------------------------------------------------------------- hooks */
+/* An I/O error on side s. */
+static int fail(struct np_relay *r, struct side *s, int err)
+{
+    enum np_end how = np_end_io(s->idx, err);
 
-/* Moves bytes conn:send() queued into their directions' buffers. */
-static void settle_injections(struct np_relay *r)
+    if (err == EPROTO) return stop(r, how, "%s", s->err);
+    if (err == ECONNRESET || err == EPIPE) return stop(r, how, "%s", "");
+    return stop(r, how, "%s", strerror(err));
+}
+
+/* ---------------------------------------------------------------- filters */
+
+/* Moves injected bytes into their directions' buffers. -1 when out of memory. */
+static int settle_injections(struct np_relay *r)
 {
     for (int i = 0; i < 2; i++) {
         struct direction *d = &r->dir[i];
         if (np_buf_len(&d->injected) == 0) continue;
         if (np_buf_append(&d->buf, d->injected.data + d->injected.start,
                           np_buf_len(&d->injected)) < 0)
-            r->closing = 1;
+            r->injection_failed = 1;
         np_buf_release(&d->injected);
     }
+    if (r->injection_failed) return stop(r, NP_END_NO_MEMORY, "%s", "injected bytes");
+    return 0;
 }
 
-/* Passes the n bytes just read (the end of d->buf) through the direction's hook; at EOF
- * (n == 0) the hook is called once more with "" and true. Returns -1 once the connection
- * has ended. */
-static int run_hook(struct np_relay *r, struct direction *d, size_t n)
+/* Passes the n bytes just read (the end of d->buf) through the direction's filter; at EOF
+ * (n == 0) it is called once more with eof set. Returns -1 once the relay has stopped. */
+static int run_filter(struct np_relay *r, struct direction *d, size_t n)
 {
     const char *chunk = d->buf.data ? d->buf.data + d->buf.end - n : "", *out;
     size_t outlen;
-    char err[256];
-    int rc = np_hook_call(r->conn, d->hook_ref, r->conn_ref, chunk, n, n == 0, r->hook_budget,
-                          &out, &outlen, err, sizeof err);
+    enum np_filter_rc rc = r->ops->filter(r->arg, d->from, chunk, n, n == 0, &out, &outlen);
 
-    if (rc < 0) {
-        np_clog(NP_ERR, r->conn->id, "%s: hook: %s", r->conn->proxy->name, err);
-        np_conn_end(r->conn, "lua error: %s", err);
-        return -1;
-    }
-    if (rc == 1) {
+    if (rc == NP_FILTER_STOP) return stop(r, NP_END_CLOSED, "%s", "by a filter");
+    if (rc == NP_FILTER_REPLACE) {
+        int appended;
         d->buf.end -= n;
-        if (np_buf_append(&d->buf, out, outlen) < 0) r->closing = 1;
+        appended = np_buf_append(&d->buf, out, outlen);
         if (np_buf_len(&d->buf) == 0) np_buf_release(&d->buf);
-        np_hook_done();
+        r->ops->filter_done(r->arg);
+        if (appended < 0) return stop(r, NP_END_NO_MEMORY, "%s", "filtered bytes");
     }
-    settle_injections(r);
-    if (r->closing) {
-        np_conn_end(r->conn, "closed by hook");
-        return -1;
-    }
-    return 0;
+    return settle_injections(r);
 }
 
 /* ---------------------------------------------------------------- the pump */
 
-/* Moves what it can for one direction. Returns -1 once the connection has ended (r is
- * then freed). Each round writes what is pending, then reads what there is room for; a
+/* Moves what it can for one direction. Returns -1 once the relay has stopped. Each round writes what is pending, then reads what there is room for; a
  * blocked writer still lets the buffer fill up to its bound. Stop when neither moves. */
 static int pump(struct np_relay *r, struct direction *d)
 {
@@ -319,13 +328,13 @@ static int pump(struct np_relay *r, struct direction *d)
             if (n < 0 && errno != EAGAIN) return fail(r, dst_of(r, d), errno);
             if (n > 0) {
                 *d->counter += n;
-                *d->proxy_counter += n;
+                if (d->more_counter) *d->more_counter += n;
                 moved = progress = 1;
             }
         }
         if (can_read(r, d)) {
             n = fill(r, d);
-            if (n == ENDED) return -1;
+            if (n == STOPPED) return -1;
             if (n < 0 && errno != EAGAIN) return fail(r, src_of(r, d), errno);
             if (n == 0) d->eof = 1;
             if (n >= 0) progress = 1;
@@ -338,10 +347,7 @@ static int pump(struct np_relay *r, struct direction *d)
         d->done = 1;
         shut_write(dst_of(r, d));
     }
-    if (r->dir[0].done && r->dir[1].done) {
-        np_conn_end(r->conn, "eof");
-        return -1;
-    }
+    if (r->dir[0].done && r->dir[1].done) return stop(r, NP_END_EOF, "%s", "");
     return 0;
 }
 
@@ -384,13 +390,28 @@ static void update_events(struct np_relay *r)
     }
 }
 
-/* Pumps direction first, and the other one too when asked, then settles upgrades and
- * events. */
-static void pump_then_settle(struct np_relay *r, int first, int both)
+/* The last thing every event handler does: a relay that has stopped tells its owner (once)
+ * and arms nothing more; else the events are armed for what it waits for. */
+static void settle(struct np_relay *r)
+{
+    if (r->halted) return;
+    if (r->end == NP_END_NONE) {
+        update_events(r);
+        return;
+    }
+    np_relay_halt(r);
+    if (!r->reported) {
+        r->reported = 1;
+        r->ops->ended(r->arg, r->end, r->detail);
+    }
+}
+
+/* Pumps direction first, and the other one too when asked, then starts the upgrades whose
+ * clear text is out. */
+static void pump_both(struct np_relay *r, int first, int both)
 {
     if (pump(r, &r->dir[first]) < 0 || (both && pump(r, &r->dir[first ^ 1]) < 0)) return;
-    if (advance_upgrades(r) < 0) return;
-    update_events(r);
+    advance_upgrades(r);
 }
 
 /* ---------------------------------------------------------------- STARTTLS */
@@ -403,14 +424,12 @@ static int handshake_step(struct np_relay *r, struct side *s)
     case NP_TLS_DONE:
         s->upgrade = UPGRADE_NONE;
         np_tls_describe(s->ssl, info, sizeof info);
-        np_clog(NP_INFO, r->conn->id, "%s: starttls with the %s: %s", r->conn->proxy->name,
-                side_name[s->idx], info);
+        np_clog(NP_INFO, r->id, "%s: starttls with the %s: %s", r->name, side_name[s->idx], info);
         return 1;
     case NP_TLS_WANT_READ: s->hs_wants_write = 0; return 0;
     case NP_TLS_WANT_WRITE: s->hs_wants_write = 1; return 0;
     default:
-        np_conn_end(r->conn, "%s starttls %s", side_name[s->idx], s->err);
-        return -1;
+        return stop(r, s->idx ? NP_END_SERVER_STARTTLS : NP_END_CLIENT_STARTTLS, "%s", s->err);
     }
 }
 
@@ -429,7 +448,7 @@ int np_relay_starttls(struct np_relay *r, int side, SSL_CTX *ctx, int server,
     s->ssl = np_tls_new(ctx, server, s->rfd, sni, verify_name);
     if (!s->ssl) return -1;
     s->upgrade = UPGRADE_FLUSHING;
-    event_active(&r->kick, EV_TIMEOUT, 0);
+    if (!r->halted) event_active(&r->kick, EV_TIMEOUT, 0);
     return 0;
 }
 
@@ -440,9 +459,10 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     struct side *s = arg;
     struct np_relay *r = s->relay;
 
-    if (s->upgrade == UPGRADE_HANDSHAKE && handshake_step(r, s) < 0) return;
     /* with TLS, a write toward this side may have been waiting for it to be readable */
-    pump_then_settle(r, s->idx, s->ssl != NULL);
+    if (s->upgrade != UPGRADE_HANDSHAKE || handshake_step(r, s) >= 0)
+        pump_both(r, s->idx, s->ssl != NULL);
+    settle(r);
 }
 
 static void on_writable(evutil_socket_t fd, short what, void *arg)
@@ -450,34 +470,26 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
     struct side *s = arg;
     struct np_relay *r = s->relay;
 
-    if (s->upgrade == UPGRADE_HANDSHAKE && handshake_step(r, s) < 0) return;
     /* with TLS, a read from this side may have been waiting for it to be writable */
-    pump_then_settle(r, s->idx ^ 1, s->ssl != NULL);
+    if (s->upgrade != UPGRADE_HANDSHAKE || handshake_step(r, s) >= 0)
+        pump_both(r, s->idx ^ 1, s->ssl != NULL);
+    settle(r);
 }
 
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
     struct np_relay *r = arg;
 
-    if (r->closing) {
-        np_conn_end(r->conn, "closed by hook");
-        return;
-    }
-    settle_injections(r);
-    pump_then_settle(r, CLIENT, 1);
+    if (settle_injections(r) == 0) pump_both(r, CLIENT, 1);
+    settle(r);
 }
 
 int np_relay_inject(struct np_relay *r, int dir, const char *data, size_t len)
 {
     if (np_buf_append(&r->dir[dir].injected, data, len) < 0) return -1;
-    event_active(&r->kick, EV_TIMEOUT, 0);  /* settled by the running hook, or on the kick */
+    /* settled after the running filter, or on the kick */
+    if (!r->halted) event_active(&r->kick, EV_TIMEOUT, 0);
     return 0;
-}
-
-void np_relay_close_soon(struct np_relay *r)
-{
-    r->closing = 1;
-    event_active(&r->kick, EV_TIMEOUT, 0);
 }
 
 static void on_idle_check(evutil_socket_t fd, short what, void *arg)
@@ -487,128 +499,111 @@ static void on_idle_check(evutil_socket_t fd, short what, void *arg)
     struct timeval tv;
 
     if (quiet >= r->idle_timeout) {
-        np_conn_end(r->conn, "idle timeout");
-        return;
+        stop(r, NP_END_IDLE_TIMEOUT, "%s", "");
+    } else {
+        tv = np_tv(r->idle_timeout - quiet);
+        evtimer_add(&r->idle, &tv);
     }
-    tv = np_tv(r->idle_timeout - quiet);
-    evtimer_add(&r->idle, &tv);
+    settle(r);
 }
 
 /* ---------------------------------------------------------------- life */
 
-static void side_init(struct np_relay *r, int idx, int rfd, int wfd, SSL *ssl)
+static void side_init(struct np_relay *r, int idx, const struct np_relay_side *from)
 {
     struct side *s = &r->side[idx];
+    struct stat st;
 
     s->relay = r;
     s->idx = idx;
-    s->rfd = rfd;
-    s->wfd = wfd;
-    s->ssl = ssl;
-    struct stat st;
-    s->rfile = fstat(rfd, &st) == 0 && S_ISREG(st.st_mode);
-    s->wfile = fstat(wfd, &st) == 0 && S_ISREG(st.st_mode);
-    event_assign(&s->rev, np_base, rfd, EV_READ | EV_PERSIST, on_readable, s);
-    event_assign(&s->wev, np_base, wfd, EV_WRITE | EV_PERSIST, on_writable, s);
-}
-
-/* Moves bytes read ahead during the negotiation into the direction's buffer. */
-static int take_ahead(struct direction *d, struct evbuffer *ahead)
-{
-    int rc = 0;
-
-    if (!ahead) return 0;
-    size_t len = evbuffer_get_length(ahead);
-    if (len > 0) rc = np_buf_append(&d->buf, evbuffer_pullup(ahead, -1), len);
-    evbuffer_free(ahead);
-    return rc;
-}
-
-static void release_refs(const struct np_relay_opts *o)
-{
-    for (int i = 0; i < 2; i++)
-        if (o->hook_ref[i] != LUA_NOREF) luaL_unref(np_L, LUA_REGISTRYINDEX, o->hook_ref[i]);
-    if (o->conn_ref != LUA_NOREF) luaL_unref(np_L, LUA_REGISTRYINDEX, o->conn_ref);
+    s->rfd = from->rfd;
+    s->wfd = from->wfd;
+    s->ssl = from->ssl;
+    s->rfile = fstat(s->rfd, &st) == 0 && S_ISREG(st.st_mode);
+    s->wfile = s->wfd == s->rfd ? s->rfile : fstat(s->wfd, &st) == 0 && S_ISREG(st.st_mode);
+    event_assign(&s->rev, np_base, s->rfd, EV_READ | EV_PERSIST, on_readable, s);
+    event_assign(&s->wev, np_base, s->wfd, EV_WRITE | EV_PERSIST, on_writable, s);
 }
 
 static const char *path_name(const struct direction *d)
 {
-    return d->hook_ref != LUA_NOREF ? "hook" : d->splice ? "splice" : "buffered";
+    return d->filtered ? "hook" : d->splice ? "splice" : "buffered";
 }
 
-void np_relay_start(struct np_conn *c, const struct np_relay_opts *opts,
-                    const int client_fd[2], struct evbuffer *client_ahead,
-                    const int server_fd[2], struct evbuffer *server_ahead)
+const char *np_relay_describe(const struct np_relay *r, char *out, size_t outlen)
+{
+    const char *a = path_name(&r->dir[0]), *b = path_name(&r->dir[1]);
+
+    if (!strcmp(a, b)) snprintf(out, outlen, "%s", a);
+    else snprintf(out, outlen, "client->server %s, server->client %s", a, b);
+    return out;
+}
+
+static void direction_init(struct direction *d, int from, const struct np_relay_config *cfg)
+{
+    d->from = from;
+    d->filtered = cfg->filtered[from];
+    /* bytes a filter or TLS must handle leave splice; the other direction may keep it.
+     * A side declared for a later STARTTLS copies from the start. */
+    d->splice = cfg->mode != NP_RELAY_BUFFERED && !d->filtered && !cfg->may_starttls;
+    d->pipe.rfd = d->pipe.wfd = -1;
+    d->counter = cfg->bytes[from];
+    d->more_counter = cfg->more_bytes[from];
+}
+
+struct np_relay *np_relay_new(const struct np_relay_config *cfg, const struct np_relay_ops *ops,
+                              void *arg, const struct np_relay_side *client,
+                              const struct np_relay_side *server)
 {
     struct np_relay *r = calloc(1, sizeof *r);
-    struct np_proxy *p = c->proxy;
 
-    if (!r || take_ahead(&r->dir[CLIENT], client_ahead) < 0 ||
-        take_ahead(&r->dir[SERVER], server_ahead) < 0) {
-        if (r) {
-            np_buf_release(&r->dir[CLIENT].buf);
-            np_buf_release(&r->dir[SERVER].buf);
-        }
+    if (!r) return NULL;
+    if (np_buf_append(&r->dir[CLIENT].buf, client->ahead, client->ahead_len) < 0 ||
+        np_buf_append(&r->dir[SERVER].buf, server->ahead, server->ahead_len) < 0) {
+        np_buf_release(&r->dir[CLIENT].buf);
         free(r);
-        for (int i = 0; i < 2; i++) {
-            if (opts->ssl[i]) SSL_free(opts->ssl[i]);
-            if (i == 0 || client_fd[1] != client_fd[0]) close(client_fd[i]);
-            if (i == 0 || server_fd[1] != server_fd[0]) close(server_fd[i]);
-        }
-        release_refs(opts);
-        np_conn_end(c, "out of memory");
-        return;
+        return NULL;
     }
-    c->relay = r;
-    r->conn = c;
-    np_conn_negotiated(c);
-    event_del(&c->deadline);
-    r->buffer_size = p->buffer_size;
-    r->idle_timeout = p->idle_timeout;
+    r->ops = ops;
+    r->arg = arg;
+    r->id = cfg->log_id;
+    r->name = cfg->log_name;
+    r->buffer_size = cfg->buffer_size;
+    r->idle_timeout = cfg->idle_timeout;
     r->last_active = np_now();
-    r->conn_ref = opts->conn_ref;
-    r->hook_budget = opts->hook_budget;
-    side_init(r, CLIENT, client_fd[0], client_fd[1], opts->ssl[CLIENT]);
-    side_init(r, SERVER, server_fd[0], server_fd[1], opts->ssl[SERVER]);
-    for (int i = 0; i < 2; i++) {
-        struct direction *d = &r->dir[i];
-        d->from = i;
-        d->hook_ref = opts->hook_ref[i];
-        /* bytes a hook or TLS must handle leave splice; the other direction may keep it.
-         * A side declared for a later STARTTLS copies from the start. */
-        d->splice = opts->mode != NP_RELAY_BUFFERED && d->hook_ref == LUA_NOREF &&
-                    !opts->ssl[0] && !opts->ssl[1] && !opts->may_starttls;
-        d->pipe.rfd = d->pipe.wfd = -1;
-    }
-    r->dir[CLIENT].counter = &c->bytes_in;
-    r->dir[SERVER].counter = &c->bytes_out;
-    r->dir[CLIENT].proxy_counter = &NP_COUNTERS(p)->bytes_in;
-    r->dir[SERVER].proxy_counter = &NP_COUNTERS(p)->bytes_out;
+    side_init(r, CLIENT, client);
+    side_init(r, SERVER, server);
+    direction_init(&r->dir[CLIENT], CLIENT, cfg);
+    direction_init(&r->dir[SERVER], SERVER, cfg);
+    if (client->ssl || server->ssl) r->dir[CLIENT].splice = r->dir[SERVER].splice = 0;
     evtimer_assign(&r->idle, np_base, on_idle_check, r);
     if (r->idle_timeout > 0) {
         struct timeval tv = np_tv(r->idle_timeout);
         evtimer_add(&r->idle, &tv);
     }
-    if (!strcmp(path_name(&r->dir[0]), path_name(&r->dir[1])))
-        np_clog(NP_INFO, c->id, "%s: relay: %s", p->name, path_name(&r->dir[0]));
-    else
-        np_clog(NP_INFO, c->id, "%s: relay: client->server %s, server->client %s", p->name,
-                path_name(&r->dir[0]), path_name(&r->dir[1]));
-    /* Bytes read ahead go out first, from the loop: hooks must not run inside the session
-     * coroutine that is handing over. */
+    /* Bytes read ahead go out first, from the loop: filters must not run inside the caller. */
     evtimer_assign(&r->kick, np_base, on_kick, r);
     event_active(&r->kick, EV_TIMEOUT, 0);
+    return r;
+}
+
+void np_relay_halt(struct np_relay *r)
+{
+    for (int i = 0; i < 2; i++) {
+        event_del(&r->side[i].rev);
+        event_del(&r->side[i].wev);
+        r->side[i].reading = r->side[i].writing = 0;
+    }
+    event_del(&r->idle);
+    event_del(&r->kick);
+    r->halted = 1;
 }
 
 void np_relay_free(struct np_relay *r)
 {
-    struct np_relay_opts refs = { .hook_ref = { r->dir[0].hook_ref, r->dir[1].hook_ref },
-                                  .conn_ref = r->conn_ref };
-
+    np_relay_halt(r);
     for (int i = 0; i < 2; i++) {
         struct side *sd = &r->side[i];
-        event_del(&sd->rev);
-        event_del(&sd->wev);
         if (sd->ssl) SSL_free(sd->ssl);
         if (sd->wfd >= 0 && sd->wfd != sd->rfd) close(sd->wfd);
         close(sd->rfd);
@@ -617,8 +612,5 @@ void np_relay_free(struct np_relay *r)
         if (r->dir[i].in_pipe > 0) np_pipe_discard(&r->dir[i].pipe);
         else if (r->dir[i].pipe.rfd >= 0) np_pipe_put(&r->dir[i].pipe);
     }
-    event_del(&r->idle);
-    event_del(&r->kick);
-    release_refs(&refs);
     free(r);
 }

@@ -1,10 +1,8 @@
-/* Cosockets: read/peek/write/tls that try the call first and, on EAGAIN, yield the session
+/* Cosockets: read/peek/write/tls that try the call first and, on EAGAIN, yield the calling
  * coroutine until the event loop has an answer (OpenResty's cosocket model). A socket on
  * which sock:tls() succeeded reads and writes through OpenSSL; everything else is the same. */
 #include "sock_impl.h"
-#include "conn.h"
 #include "loop.h"
-#include "luavm.h"
 #include "resolve.h"
 #include "tls.h"
 
@@ -24,6 +22,23 @@
 #define PEEK_MAX (64 * 1024)   /* most bytes a connector may look at before deciding */
 
 static char scratch[READ_MAX];
+static struct np_sock_owner *running;
+void (*np_sock_fd_shortage)(int err);
+
+struct np_sock_owner *np_sock_running(void)
+{
+    return running;
+}
+
+void np_sock_set_running(struct np_sock_owner *o)
+{
+    running = o;
+}
+
+void np_sock_on_fd_shortage(void (*fn)(int err))
+{
+    np_sock_fd_shortage = fn;
+}
 
 /* A short, stable token for an errno, as OpenResty's cosockets give. */
 const char *np_sock_err_token(int err)
@@ -71,7 +86,7 @@ static void unlink_sock(struct np_sock *s)
 
 static void drop_anchor(struct np_sock *s)
 {
-    if (s->self_ref != LUA_NOREF) luaL_unref(np_L, LUA_REGISTRYINDEX, s->self_ref);
+    if (s->self_ref != LUA_NOREF) luaL_unref(s->L, LUA_REGISTRYINDEX, s->self_ref);
     s->self_ref = LUA_NOREF;
 }
 
@@ -95,7 +110,20 @@ void np_sock_close(struct np_sock *s)
     s->op = NP_OP_NONE;
     drop_anchor(s);
     unlink_sock(s);
-    s->conn = NULL;
+    s->owner = NULL;
+}
+
+void np_sock_close_all(struct np_sock_owner *o)
+{
+    while (o->socks) np_sock_close(o->socks);
+}
+
+void np_sock_halt_all(struct np_sock_owner *o)
+{
+    for (struct np_sock *s = o->socks; s; s = s->next) {
+        event_del(&s->rev);
+        event_del(&s->wev);
+    }
 }
 
 int np_sock_detach(struct np_sock *s, int *wfd, SSL **ssl, struct evbuffer **inbuf)
@@ -114,7 +142,7 @@ int np_sock_detach(struct np_sock *s, int *wfd, SSL **ssl, struct evbuffer **inb
     return fd;
 }
 
-struct np_sock *np_sock_new(lua_State *L, struct np_conn *c)
+struct np_sock *np_sock_new(lua_State *L, struct np_sock_owner *o)
 {
     struct np_sock *s = lua_newuserdata(L, sizeof *s);
 
@@ -129,21 +157,23 @@ struct np_sock *np_sock_new(lua_State *L, struct np_conn *c)
     event_assign(&s->wev, np_base, -1, 0, np_sock_on_event, s);
     luaL_getmetatable(L, SOCK_MT);
     lua_setmetatable(L, -2);
-    s->conn = c;
-    s->next = c->socks;
-    if (c->socks) c->socks->pprev = &s->next;
-    c->socks = s;
-    s->pprev = &c->socks;
+    s->owner = o;
+    s->L = o->L;
+    s->next = o->socks;
+    if (o->socks) o->socks->pprev = &s->next;
+    o->socks = s;
+    s->pprev = &o->socks;
     return s;
 }
 
-struct np_sock *np_sock_push(lua_State *L, struct np_conn *c, int rfd, int wfd)
+struct np_sock *np_sock_push(lua_State *L, struct np_sock_owner *o, int rfd, int wfd,
+                             const char *peer)
 {
-    struct np_sock *s = np_sock_new(L, c);
+    struct np_sock *s = np_sock_new(L, o);
 
     np_sock_set_fds(s, rfd, wfd);
     if (rfd == wfd) np_sock_set_nodelay(rfd);
-    snprintf(s->peer, sizeof s->peer, "%s", c->client);
+    snprintf(s->peer, sizeof s->peer, "%s", peer);
     return s;
 }
 
@@ -152,12 +182,12 @@ struct np_sock *np_sock_check(lua_State *L, int idx)
     return luaL_checkudata(L, idx, SOCK_MT);
 }
 
-/* A cosocket call may only wait in its own connection's session coroutine. */
+/* A cosocket call may only wait in its owner's coroutine; 0 once the owner has ended. */
 static int check_waitable(lua_State *L, struct np_sock *s)
 {
-    if (!s->conn) return 0;
-    if (L != s->conn->co)
-        luaL_error(L, "socket used outside its connection's coroutine");
+    if (!s->owner || s->owner->closed) return 0;
+    if (L != s->owner->co)
+        luaL_error(L, "socket used outside the coroutine that opened it");
     return 1;
 }
 
@@ -173,7 +203,7 @@ int np_sock_yield(lua_State *L, struct np_sock *s, int idx)
 {
     lua_pushvalue(L, idx);
     s->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    s->conn->waiting = 1;
+    s->owner->waiting = 1;
     return lua_yield(L, 0);
 }
 
@@ -192,7 +222,7 @@ void np_sock_resume(struct np_sock *s, int nresults)
     event_del(&s->wev);
     s->op = NP_OP_NONE;
     drop_anchor(s);
-    np_conn_resume(s->conn, nresults);
+    s->owner->resume(s->owner, nresults);
 }
 
 static double opt_timeout(lua_State *L, int idx, double dflt)
@@ -332,7 +362,7 @@ static int sock_peek(lua_State *L)
 
 static void read_ready(struct np_sock *s, short what)
 {
-    lua_State *co = s->conn->co;
+    lua_State *co = s->owner->co;
     int n;
 
     if (what & EV_TIMEOUT) {
@@ -377,7 +407,7 @@ static int sock_write(lua_State *L)
 
 static void write_ready(struct np_sock *s, short what)
 {
-    lua_State *co = s->conn->co;
+    lua_State *co = s->owner->co;
 
     if (what & EV_TIMEOUT) {
         evbuffer_drain(s->outbuf, evbuffer_get_length(s->outbuf));
@@ -452,8 +482,8 @@ static int sock_tls(lua_State *L)
 
 static void handshake_ready(struct np_sock *s, short what)
 {
-    int n = (what & EV_TIMEOUT) ? np_sock_push_fail(s->conn->co, "tls: handshake timeout")
-                                : handshake_step(s->conn->co, s);
+    int n = (what & EV_TIMEOUT) ? np_sock_push_fail(s->owner->co, "tls: handshake timeout")
+                                : handshake_step(s->owner->co, s);
 
     if (n == 0) arm(s);
     else np_sock_resume(s, n);
@@ -507,7 +537,7 @@ static int sock_localaddr(lua_State *L)
     if (s->fd < 0 || getsockname(s->fd, (struct sockaddr *)&ss, &len) < 0 ||
         (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
         return 0;
-    np_addr_format((struct sockaddr *)&ss, text, sizeof text);
+    np_addr_format((struct sockaddr *)&ss, len, text, sizeof text);
     lua_pushstring(L, text);
     return 1;
 }
@@ -557,5 +587,4 @@ void np_sock_open(lua_State *L)
     lua_pushcfunction(L, sock_tostring);
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
-    np_sock_connect_open(L);
 }

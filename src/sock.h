@@ -1,23 +1,42 @@
-/* Cosockets: sockets whose connect/read/peek/write yield the session coroutine until the
- * event loop has an answer (the OpenResty model), exposed to Lua as netproxy.core. */
+/* Cosockets: sockets whose connect/read/peek/write yield the calling coroutine until the
+ * event loop has an answer (the OpenResty model). A cosocket belongs to an owner (a task:
+ * task.h), which it resumes through the owner's callback. */
 #ifndef NP_SOCK_H
 #define NP_SOCK_H
 #include <lua.h>
 #include <event2/event_struct.h>
-#include "conn.h"
+#include <event2/util.h>
+#include <openssl/ssl.h>
+#include "addr.h"
 
 struct evbuffer;
-#include <event2/util.h>
 struct np_resolve;
+struct np_sock;
 
-#include <openssl/ssl.h>
+/* Who the cosockets of one coroutine belong to. */
+struct np_sock_owner {
+    lua_State *L;               /* the main state: registry refs */
+    lua_State *co;              /* the coroutine its sockets may wait in */
+    struct np_sock *socks;      /* its open cosockets */
+    int waiting;                /* co yielded in a call that will resume it */
+    int closed;                 /* the owner has ended: calls fail with "closed", nothing resumes */
+    void (*resume)(struct np_sock_owner *o, int nresults);   /* nresults pushed on co */
+};
+
+/* The owner whose coroutine is running (set by whoever resumes one), or NULL. */
+struct np_sock_owner *np_sock_running(void);
+void np_sock_set_running(struct np_sock_owner *o);
+
+/* Out of file descriptors while connecting: fn(errno) is told (the server pauses accepting). */
+void np_sock_on_fd_shortage(void (*fn)(int err));
 
 enum np_sock_op { NP_OP_NONE, NP_OP_READ, NP_OP_PEEK, NP_OP_WRITE, NP_OP_CONNECT, NP_OP_HANDSHAKE };
 
 struct np_sock {
     int fd;                       /* -1 when closed or handed to the relay */
     int wfd;                      /* where writes go: fd, except for stdio (0 in, 1 out) */
-    struct np_conn *conn;         /* owner; NULL when closed */
+    struct np_sock_owner *owner;  /* NULL when closed */
+    lua_State *L;                 /* the owner's main state */
     struct np_sock *next, **pprev;
     struct event rev, wev;        /* assigned while fd is valid */
     enum np_sock_op op;           /* what the waiting coroutine asked for (one at a time) */
@@ -40,9 +59,10 @@ struct np_sock {
     char peer[NP_ADDRSTRLEN];
 };
 
-/* Pushes a new cosocket owning rfd and wfd (an accepted client: the same socket twice, or
- * standard input and output). */
-struct np_sock *np_sock_push(lua_State *L, struct np_conn *c, int rfd, int wfd);
+/* Pushes a new cosocket of o owning rfd and wfd (an accepted client: the same socket twice,
+ * or standard input and output), whose peer is named peer. */
+struct np_sock *np_sock_push(lua_State *L, struct np_sock_owner *o, int rfd, int wfd,
+                             const char *peer);
 struct np_sock *np_sock_check(lua_State *L, int idx);
 
 /* Takes the fds, the TLS session and the read-ahead bytes away from the cosocket (for the
@@ -54,7 +74,17 @@ int np_sock_detach(struct np_sock *s, int *wfd, SSL **ssl, struct evbuffer **inb
 /* Closes a cosocket: events off, fd closed, unlinked. Idempotent. */
 void np_sock_close(struct np_sock *s);
 
-/* Registers the cosocket metatable and adds connect() to the module table on the top. */
+/* Closes every cosocket of an owner. */
+void np_sock_close_all(struct np_sock_owner *o);
+
+/* Stops every event of an owner's cosockets (they stay open): nothing will resume it. */
+void np_sock_halt_all(struct np_sock_owner *o);
+
+/* core.connect for o's coroutine L: pushes the socket or nil, err and returns their count,
+ * or yields until it knows. */
+int np_sock_connect(lua_State *L, struct np_sock_owner *o, const char *host, int port, double timeout);
+
+/* Registers the cosocket metatable. */
 void np_sock_open(lua_State *L);
 
 #endif

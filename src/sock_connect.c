@@ -1,10 +1,8 @@
 /* core.connect(): resolve without blocking, then try each address in turn until one
  * answers or the deadline passes; the result is a cosocket (sock.c). */
 #include "sock_impl.h"
-#include "conn.h"
 #include "loop.h"
 #include "resolve.h"
-#include "server.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -14,7 +12,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define DEFAULT_CONNECT_TIMEOUT 10.0
 #define FD_RETRY 0.05          /* seconds between tries when out of file descriptors */
 
 static void arm_connect(struct np_sock *s)
@@ -34,7 +31,7 @@ static int retry_when_fds_free(struct np_sock *s, struct evutil_addrinfo *ai, in
     struct timeval tv = np_tv(left < FD_RETRY ? left : FD_RETRY);
 
     if (left <= 0) return 0;
-    np_server_pause_accepting(err);
+    if (np_sock_fd_shortage) np_sock_fd_shortage(err);
     s->next_addr = ai;
     s->waiting_for_fd = 1;
     event_assign(&s->wev, np_base, -1, 0, np_sock_on_event, s);
@@ -56,7 +53,7 @@ static int connect_next(struct np_sock *s)
             s->last_errno = errno;
             continue;
         }
-        np_addr_format(ai->ai_addr, s->peer, sizeof s->peer);
+        np_addr_format(ai->ai_addr, ai->ai_addrlen, s->peer, sizeof s->peer);
         if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 || errno == EINPROGRESS) {
             np_sock_set_fds(s, fd, fd);
             if (errno != EINPROGRESS) return DONE;
@@ -95,7 +92,7 @@ static int push_connect(lua_State *L, struct np_sock *s, int idx)
 
 static void connect_done_async(struct np_sock *s)
 {
-    lua_State *co = s->conn->co;
+    lua_State *co = s->owner->co;
 
     lua_rawgeti(co, LUA_REGISTRYINDEX, s->self_ref);
     int n = push_connect(co, s, lua_gettop(co));
@@ -147,31 +144,18 @@ void np_sock_connect_ready(struct np_sock *s, short what)
     if (connect_next(s) == DONE) connect_done_async(s);
 }
 
-/* core.connect(host, port [, { timeout = seconds }]) -> sock | nil, err */
-static int core_connect(lua_State *L)
+int np_sock_connect(lua_State *L, struct np_sock_owner *o, const char *host, int port, double timeout)
 {
-    const char *host = luaL_checkstring(L, 1);
-    lua_Integer port = luaL_checkinteger(L, 2);
-    double timeout = DEFAULT_CONNECT_TIMEOUT;
-    struct np_conn *c = np_conn_current();
     struct np_sock *s;
     int idx;
 
-    luaL_argcheck(L, port > 0 && port < 65536, 2, "port must be 1..65535");
-    if (lua_istable(L, 3)) {
-        lua_getfield(L, 3, "timeout");
-        timeout = luaL_optnumber(L, -1, timeout);
-        luaL_argcheck(L, timeout >= 0, 3, "timeout must be >= 0");
-        lua_pop(L, 1);
-    }
-    if (!c || c->co != L) return luaL_error(L, "connect: only from a connection's coroutine");
-    if (c->ended) return np_sock_push_fail(L, "closed");
-    s = np_sock_new(L, c);
+    if (o->closed) return np_sock_push_fail(L, "closed");
+    s = np_sock_new(L, o);
     idx = lua_gettop(L);
     s->op = NP_OP_CONNECT;
     s->deadline = timeout > 0 ? np_now() + timeout : 0;
     s->resolving = NULL;
-    struct np_resolve *r = np_resolve_start(host, (int)port, on_resolved, s);
+    struct np_resolve *r = np_resolve_start(host, port, on_resolved, s);
     if (r) {
         s->resolving = r;
         arm_connect(s);                 /* a bare timer: the deadline while resolving */
@@ -180,10 +164,3 @@ static int core_connect(lua_State *L)
     }
     return np_sock_yield(L, s, idx);
 }
-
-void np_sock_connect_open(lua_State *L)
-{
-    lua_pushcfunction(L, core_connect);
-    lua_setfield(L, -2, "connect");
-}
-

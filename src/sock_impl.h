@@ -9,18 +9,18 @@ enum { PENDING, DONE };
 
 const char *np_sock_err_token(int err);
 int np_sock_push_fail(lua_State *L, const char *err);
-struct np_sock *np_sock_new(lua_State *L, struct np_conn *c);
+struct np_sock *np_sock_new(lua_State *L, struct np_sock_owner *o);
 void np_sock_set_fds(struct np_sock *s, int rfd, int wfd);
 void np_sock_set_nodelay(int fd);
 /* Anchors the userdata at idx, marks the coroutine as waiting, and yields. */
 int np_sock_yield(lua_State *L, struct np_sock *s, int idx);
-/* Hands nresults values, already pushed on the session coroutine, back to it. */
+/* Hands nresults values, already pushed on the owner's coroutine, back to it. */
 void np_sock_resume(struct np_sock *s, int nresults);
 /* The event callback of every cosocket: it continues whatever op is pending. */
 void np_sock_on_event(evutil_socket_t fd, short what, void *arg);
 /* Called by np_sock_on_event for NP_OP_CONNECT. */
 void np_sock_connect_ready(struct np_sock *s, short what);
-/* Adds connect() to the module table on the top of the stack. */
-void np_sock_connect_open(lua_State *L);
+/* The out-of-descriptors handler, or NULL. */
+extern void (*np_sock_fd_shortage)(int err);
 
 #endif

@@ -7,6 +7,7 @@
 #include "server.h"
 
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <signal.h>
 
 #define STOP_DEADLINE 10.0  /* seconds live connections get after SIGTERM/SIGINT */

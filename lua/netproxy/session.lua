@@ -1,7 +1,8 @@
 -- netproxy.session: one client connection, start to hand-off. The C core runs it in a
 -- coroutine per connection: the `from` connector negotiates with the client, the `to`
--- connector reaches the server, and the C relay takes both sockets. The string returned
--- (if any) says why the connection ended without a relay.
+-- connector reaches the server, and the C relay takes both sockets. When the connection
+-- ends without a relay, run returns how (a name of the C core's end vocabulary: "refused",
+-- "connect failed", "client error", "closed") and a detail for the log line.
 local core = require "netproxy.core"
 local connectors = require "netproxy.connectors"
 local Conn = require "netproxy.conn"
@@ -32,7 +33,7 @@ function _M.run(proxy, client, id, peer, handle)
   conn.reached = client:localaddr()          -- the address the client connected to
   if proxy.from.proxy_protocol then
     local header, err = proxy_protocol.read(client, proxy.from.proxy_protocol, proxy.connect_timeout)
-    if not header then return "refused: PROXY protocol: " .. tostring(err) end
+    if not header then return "refused", "PROXY protocol: " .. tostring(err) end
     if not header.local_ then                 -- LOCAL: a health check from the balancer itself
       conn.proxied_by = conn.client
       conn.client = describe({ host = header.src, port = header.src_port })
@@ -46,14 +47,14 @@ function _M.run(proxy, client, id, peer, handle)
   for _, accept in ipairs({ proxy.server_accept or false, proxy.accept or false }) do
     if accept then
       local ok, why = accept(conn)
-      if not ok then return "refused: " .. tostring(why or "by accept()") end
+      if not ok then return "refused", tostring(why or "by accept()") end
     end
   end
 
   local from = connectors.get(proxy.from.type)
   if from.accept then
     local chosen, err = from.accept(proxy.from, client, conn)
-    if not chosen then return "refused: " .. tostring(err or "by " .. proxy.from.type) end
+    if not chosen then return "refused", tostring(err or "by " .. proxy.from.type) end
     if type(chosen) == "table" then target = chosen.type and chosen or with(target, chosen) end
   end
 
@@ -63,12 +64,12 @@ function _M.run(proxy, client, id, peer, handle)
   local server, err = to.connect(target, conn)
   if not server then
     if from.failed then from.failed(proxy.from, client, conn, err) end
-    return "connect failed: " .. tostring(err)
+    return "connect failed", tostring(err)
   end
   conn.server = server:peer()
   if from.connected then
     local ok, cerr = from.connected(proxy.from, client, conn, server)
-    if not ok then return "client: " .. tostring(cerr) end
+    if not ok then return "client error", tostring(cerr) end
   end
 
   -- sides left in clear text for a hook to upgrade with conn:starttls()
@@ -84,7 +85,7 @@ function _M.run(proxy, client, id, peer, handle)
     hook_budget = proxy.hook_budget,
     may_starttls = (later.client or later.server) and true or false,
   })
-  if not ok then return why end
+  if not ok then return "closed", why end
 end
 
 return _M

@@ -147,7 +147,7 @@ describe("hooks", function()
 
   it("lets a hook close its connection", function()
     assert.are.equal("", talk(np.ports.closer, "BYE\n", "1"))
-    h.wait_log(np, "closer: [^\n]* end=closed by hook")
+    h.wait_log(np, "closer: [^\n]* end=closed: by hook")
   end)
 end)
 

@@ -1,25 +1,29 @@
-/* netproxy.core: the whole C surface that Lua sees: cosockets (sock.c), sleep (timer.c),
- * logging, the clock, and the hand-off of a negotiated connection to the relay. */
-#include "binding.h"
+/* netproxy.core, the Lua module of the C core: cosockets (sock.c) and connect, sleep
+ * (sleep.c), TLS contexts (tls.c), stats (metrics.c), logging, the clock, and what a
+ * connection's scripts ask of it (conn.c): its names, the hand-off to the relay, send,
+ * starttls and close. */
+#include "netproxy_core.h"
 #include "conn.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
 #include "relay.h"
-#include "server.h"
+#include "sleep.h"
 #include "sock.h"
-#include "timer.h"
+#include "task.h"
 #include "tls.h"
 
 #include <arpa/inet.h>
 #include <lauxlib.h>
 #include <string.h>
 
+#define DEFAULT_CONNECT_TIMEOUT 10.0
+
 static struct np_conn *session_conn(lua_State *L, const char *what)
 {
     struct np_conn *c = np_conn_current();
 
-    if (!c || c->co != L) luaL_error(L, "%s: only from a connection's coroutine", what);
+    if (!c || np_conn_session(c) != L) luaL_error(L, "%s: only from a connection's coroutine", what);
     return c;
 }
 
@@ -38,8 +42,9 @@ static int core_log(lua_State *L)
     int level = check_level(L, 1);
     const char *msg = luaL_checkstring(L, 2);
     struct np_conn *c = np_conn_current();
+    struct np_task *t = np_task_running();
 
-    if (level <= np_log_level) np_log_conn(level, c ? c->id : 0, "%s", msg);
+    if (level <= np_log_level) np_log_conn(level, c ? np_conn_id(c) : t ? t->id : 0, "%s", msg);
     return 0;
 }
 
@@ -59,19 +64,14 @@ static int core_now(lua_State *L)
 /* core.set_target(text): what the connection's log line names as its destination. */
 static int core_set_target(lua_State *L)
 {
-    struct np_conn *c = session_conn(L, "set_target");
-    const char *t = luaL_checkstring(L, 1);
-
-    snprintf(c->target, sizeof c->target, "%s", t);
+    np_conn_set_target(session_conn(L, "set_target"), luaL_checkstring(L, 1));
     return 0;
 }
 
 /* core.set_client(text): the client as the logs name it (after a PROXY protocol header). */
 static int core_set_client(lua_State *L)
 {
-    struct np_conn *c = session_conn(L, "set_client");
-
-    snprintf(c->client, sizeof c->client, "%s", luaL_checkstring(L, 1));
+    np_conn_set_client(session_conn(L, "set_client"), luaL_checkstring(L, 1));
     return 0;
 }
 
@@ -112,41 +112,72 @@ static int ref_function(lua_State *L, int opts, const char *name)
     return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-/* core.relay(client, server [, { conn =, to_server =, to_client =, hook_budget = }]): the
- * C relay takes both sockets; the session is over. to_server and to_client are the hooks
- * of the two directions. Returns true, or nil and why. */
+/* core.connect(host, port [, { timeout = seconds }]) -> sock | nil, err */
+static int core_connect(lua_State *L)
+{
+    const char *host = luaL_checkstring(L, 1);
+    lua_Integer port = luaL_checkinteger(L, 2);
+    double timeout = DEFAULT_CONNECT_TIMEOUT;
+    struct np_task *t = np_task_running();
+
+    luaL_argcheck(L, port > 0 && port < 65536, 2, "port must be 1..65535");
+    if (lua_istable(L, 3)) {
+        lua_getfield(L, 3, "timeout");
+        timeout = luaL_optnumber(L, -1, timeout);
+        luaL_argcheck(L, timeout >= 0, 3, "timeout must be >= 0");
+        lua_pop(L, 1);
+    }
+    if (!t || t->owner.co != L) return luaL_error(L, "connect: only from a task's coroutine");
+    return np_sock_connect(L, &t->owner, host, (int)port, timeout);
+}
+
+/* core.relay(client, server [, { conn =, to_server =, to_client =, hook_budget =,
+ * may_starttls = }]): the C relay takes both sockets; the session is over. to_server and
+ * to_client are the hooks of the two directions. Returns true, or nil and why. */
 static int core_relay(lua_State *L)
 {
     struct np_sock *client = np_sock_check(L, 1), *server = np_sock_check(L, 2);
     struct np_conn *c = session_conn(L, "relay");
-    struct np_relay_opts opts = { .mode = c->proxy->relay_mode, .conn_ref = LUA_NOREF,
-                                  .hook_ref = { LUA_NOREF, LUA_NOREF } };
-    struct evbuffer *client_ahead, *server_ahead;
-    int cfd[2], sfd[2];
+    struct np_conn_handoff h = { .conn_ref = LUA_NOREF, .hook_ref = { LUA_NOREF, LUA_NOREF } };
 
     luaL_argcheck(L, client != server, 2, "client and server are the same socket");
-    if (c->ended || c->relay || client->fd < 0 || server->fd < 0) {
+    if (client->fd < 0 || server->fd < 0) {
         lua_pushnil(L);
         lua_pushliteral(L, "closed");
         return 2;
     }
     if (lua_istable(L, 3)) {
-        opts.hook_ref[NP_TO_SERVER] = ref_function(L, 3, "to_server");
-        opts.hook_ref[NP_TO_CLIENT] = ref_function(L, 3, "to_client");
+        h.hook_ref[NP_TO_SERVER] = ref_function(L, 3, "to_server");
+        h.hook_ref[NP_TO_CLIENT] = ref_function(L, 3, "to_client");
         lua_getfield(L, 3, "hook_budget");
-        opts.hook_budget = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
+        h.hook_budget = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
         lua_pop(L, 1);
         lua_getfield(L, 3, "may_starttls");
-        opts.may_starttls = lua_toboolean(L, -1);
+        h.may_starttls = lua_toboolean(L, -1);
         lua_pop(L, 1);
         lua_getfield(L, 3, "conn");
-        opts.conn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        h.conn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
-    cfd[0] = np_sock_detach(client, &cfd[1], &opts.ssl[0], &client_ahead);
-    sfd[0] = np_sock_detach(server, &sfd[1], &opts.ssl[1], &server_ahead);
-    np_relay_start(c, &opts, cfd, client_ahead, sfd, server_ahead);
+    h.fd[NP_CLIENT][0] = np_sock_detach(client, &h.fd[NP_CLIENT][1], &h.ssl[NP_CLIENT], &h.ahead[NP_CLIENT]);
+    h.fd[NP_SERVER][0] = np_sock_detach(server, &h.fd[NP_SERVER][1], &h.ssl[NP_SERVER], &h.ahead[NP_SERVER]);
+    if (np_conn_relay(c, &h) < 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
     lua_pushboolean(L, 1);
     return 1;
+}
+
+static int push_outcome(lua_State *L, int rc, const char *err)
+{
+    if (rc == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
 }
 
 /* core.send(handle, "client" | "server", bytes): queue bytes toward one side of a relayed
@@ -157,21 +188,9 @@ static int core_send(lua_State *L)
     static const char *const sides[] = { "server", "client", NULL };
     int dir = luaL_checkoption(L, 2, NULL, sides);   /* server: NP_TO_SERVER (0) */
     size_t len;
-    const char *data = luaL_checklstring(L, 3, &len);
+    const char *data = luaL_checklstring(L, 3, &len), *err = "closed";
 
-    if (!c || c->ended) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
-    if (!c->relay) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "not relaying yet: write to the socket");
-        return 2;
-    }
-    if (np_relay_inject(c->relay, dir, data, len) < 0) return luaL_error(L, "send: out of memory");
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_outcome(L, c ? np_conn_send(c, dir, data, len, &err) : -1, err);
 }
 
 /* core.starttls(handle, "client" | "server", context [, { sni =, verify_name = }]): upgrade
@@ -183,7 +202,7 @@ static int core_starttls(lua_State *L)
     static const char *const sides[] = { "client", "server", NULL };
     int side = luaL_checkoption(L, 2, NULL, sides), server;
     SSL_CTX *ctx = np_tls_check_ctx(L, 3, &server);
-    const char *sni = NULL, *verify_name = NULL;
+    const char *sni = NULL, *verify_name = NULL, *err = "closed";
 
     if (lua_istable(L, 4)) {
         lua_getfield(L, 4, "sni");
@@ -191,28 +210,16 @@ static int core_starttls(lua_State *L)
         sni = lua_tostring(L, -2);
         verify_name = lua_tostring(L, -1);
     }
-    if (!c || c->ended || !c->relay) {
-        lua_pushnil(L);
-        lua_pushstring(L, !c || c->ended ? "closed" : "not relaying yet: use sock:tls()");
-        return 2;
-    }
-    if (np_relay_starttls(c->relay, side, ctx, server, sni, verify_name) < 0) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "the %s side already speaks TLS", sides[side]);
-        return 2;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_outcome(L, c ? np_conn_starttls(c, side, ctx, server, sni, verify_name, &err) : -1, err);
 }
 
-/* core.close(handle): end the connection (after the running hook, during the relay). */
+/* core.close(handle): end the connection. From a hook, the rest of the hook still runs;
+ * nothing is relayed afterwards. */
 static int core_close(lua_State *L)
 {
     struct np_conn *c = np_conn_from_handle(L, 1);
 
-    if (!c || c->ended) return 0;
-    if (c->relay) np_relay_close_soon(c->relay);
-    else np_conn_end(c, "closed by script");
+    if (c) np_conn_close(c, NP_END_CLOSED, "%s", np_conn_session(c) ? "by script" : "by hook");
     return 0;
 }
 
@@ -224,6 +231,7 @@ static const luaL_Reg core_funcs[] = {
     { "set_client", core_set_client },
     { "pack_ip", core_pack_ip },
     { "unpack_ip", core_unpack_ip },
+    { "connect", core_connect },
     { "relay", core_relay },
     { "send", core_send },
     { "close", core_close },
@@ -236,7 +244,7 @@ int luaopen_netproxy_core(lua_State *L)
     lua_newtable(L);
     luaL_register(L, NULL, core_funcs);
     np_sock_open(L);
-    np_timer_open(L);
+    np_sleep_open(L);
     np_tls_open(L);
     np_metrics_open(L);
     lua_pushstring(L, NP_VERSION);

@@ -1,0 +1,74 @@
+/* A proxy's settings, read once from its normalised Lua table (netproxy.config has
+ * checked every value), so that nothing per connection looks them up again. */
+#include "proxy.h"
+#include "luavm.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int np_proxy_read_acl(lua_State *L, int t, struct np_acl *acl, char *err, size_t errlen)
+{
+    static const char *const lists[] = { "deny", "allow" };
+
+    for (int allow = 0; allow < 2; allow++) {
+        lua_getfield(L, t, lists[allow]);
+        for (int i = 1; lua_istable(L, -1); i++) {
+            struct np_cidr c;
+            lua_rawgeti(L, -1, i);
+            const char *text = lua_tostring(L, -1);
+            lua_pop(L, 1);
+            if (!text) break;
+            if (np_cidr_parse(text, &c) < 0 || np_acl_add(acl, allow, &c) < 0) {
+                snprintf(err, errlen, "%s: bad address or CIDR '%s'", lists[allow], text);
+                lua_pop(L, 1);
+                return -1;
+            }
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+static enum np_relay_mode relay_mode(const char *name)
+{
+    if (!name) return NP_RELAY_AUTO;
+    if (!strcmp(name, "splice")) return NP_RELAY_SPLICE;
+    if (!strcmp(name, "buffered")) return NP_RELAY_BUFFERED;
+    return NP_RELAY_AUTO;
+}
+
+int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char *err, size_t errlen)
+{
+    snprintf(p->name, sizeof p->name, "%s", np_lua_string(L, t, "name"));
+    p->row = np_shm_row(p->name);
+    if (p->row < 0) {
+        snprintf(err, errlen, "%s: too many proxy names for the statistics (at most %d)", p->name,
+                 NP_MAX_PROXIES);
+        return -1;
+    }
+    p->L = L;
+    p->session_ref = session_ref;
+    p->relay_mode = relay_mode(np_lua_string(L, t, "relay"));
+    p->negotiation_timeout = np_lua_number(L, t, "negotiation_timeout", 30);
+    p->idle_timeout = np_lua_number(L, t, "idle_timeout", 3600);
+    p->buffer_size = (size_t)np_lua_number(L, t, "buffer_size", 64 * 1024);
+    p->max_negotiating = (uint64_t)np_lua_number(L, t, "max_negotiating", 4096);
+    p->max_clients = (uint64_t)np_lua_number(L, t, "max_clients", 0);
+    if (np_proxy_read_acl(L, t, &p->acl, err, errlen) < 0) return -1;
+    lua_getfield(L, t, "listen");
+    p->stdio = lua_istable(L, -1) && np_lua_bool(L, -1, "stdio", 0);
+    lua_pop(L, 1);
+    lua_pushvalue(L, t);
+    p->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+void np_proxy_free(struct np_proxy *p)
+{
+    np_acl_free(&p->acl);
+    free(p->listeners);
+    p->listeners = NULL;
+    p->nlisteners = 0;
+}

@@ -1,0 +1,50 @@
+/* A proxy as the C core runs it: the settings its config fixed, read once from the
+ * normalised Lua table, its counters' row and its listeners. */
+#ifndef NP_PROXY_H
+#define NP_PROXY_H
+#include "acl.h"
+#include "relay.h"
+#include "shm.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <lua.h>
+
+/* This process's counters of proxy p (bytes are counted as they move; metrics.c sums). */
+#define NP_COUNTERS(p) np_shm_counters((p)->row)
+
+struct np_listener;
+
+struct np_proxy {
+    char name[64];
+    lua_State *L;               /* the state that holds its config and scripts */
+    int lua_ref;                /* its normalised table from netproxy.config */
+    int session_ref;            /* netproxy.session's run function */
+    enum np_relay_mode relay_mode;
+    double negotiation_timeout; /* seconds the connectors may take; 0 = none */
+    double idle_timeout;        /* seconds without a byte either way; 0 = none */
+    size_t buffer_size;         /* buffered relay: bytes held per direction */
+    uint64_t max_negotiating;   /* connections allowed at once before the relay (sniffing) */
+    uint64_t max_clients;       /* connections at once; 0 = no limit */
+    struct np_acl acl;          /* allow / deny */
+    int stdio;                  /* the client is standard input and output, not a listener */
+    int row;                    /* of its counters in shared memory (shm.h); see NP_COUNTERS */
+    struct np_listener **listeners;
+    int nlisteners;
+    /* while running */
+    uint64_t negotiating;
+    double refused_warned;      /* when a refusal was last logged */
+    uint64_t refused_unlogged;  /* refusals since then */
+};
+
+/* Reads the normalised proxy table at index t of L into p (listeners aside). 0, or -1
+ * with a message in err. */
+int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char *err, size_t errlen);
+
+/* allow = { ... }, deny = { ... } of the table at t into acl. 0, or -1 with err. */
+int np_proxy_read_acl(lua_State *L, int t, struct np_acl *acl, char *err, size_t errlen);
+
+/* Releases what np_proxy_read took (not the listeners: their owner puts them). */
+void np_proxy_free(struct np_proxy *p);
+
+#endif

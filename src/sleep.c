@@ -1,0 +1,41 @@
+/* core.sleep(): a task waits without blocking the loop. The timer lives in the task, so
+ * ending the task cancels it. */
+#include "sleep.h"
+#include "loop.h"
+#include "task.h"
+
+#include <event2/event.h>
+#include <lauxlib.h>
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    struct np_task *t = arg;
+
+    lua_pushboolean(t->owner.co, 1);
+    np_task_resume(t, 1);
+}
+
+/* core.sleep(seconds) -> true, or nil, "closed" once the task's owner has ended */
+static int core_sleep(lua_State *L)
+{
+    double seconds = luaL_checknumber(L, 1);
+    struct np_task *t = np_task_running();
+    struct timeval tv = np_tv(seconds);
+
+    luaL_argcheck(L, seconds >= 0, 1, "must be >= 0");
+    if (!t || t->owner.co != L) return luaL_error(L, "sleep: only from a task's coroutine");
+    if (t->owner.closed) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
+    evtimer_assign(&t->sleep_ev, np_base, on_wake, t);
+    evtimer_add(&t->sleep_ev, &tv);
+    return np_task_wait(t, L);
+}
+
+void np_sleep_open(lua_State *L)
+{
+    lua_pushcfunction(L, core_sleep);
+    lua_setfield(L, -2, "sleep");
+}

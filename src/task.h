@@ -1,0 +1,50 @@
+/* A task: a Lua coroutine running straight-line code over cosockets (sock.h) and
+ * core.sleep, for an owner (a connection's session; later timers and checks) that hears of
+ * its end through the ops given at creation. */
+#ifndef NP_TASK_H
+#define NP_TASK_H
+#include "sock.h"
+
+#include <stdint.h>
+#include <lua.h>
+#include <event2/event_struct.h>
+
+struct np_task;
+
+struct np_task_ops {
+    /* The coroutine has finished: ok with nresults values on top of co, or not ok with the
+     * error message on top (a string). Not called once the task is halted. */
+    void (*finished)(struct np_task *t, int ok, int nresults);
+};
+
+struct np_task {
+    struct np_sock_owner owner; /* first: what sock.c sees (np_sock_running() is a task) */
+    int co_ref;                 /* registry anchor of owner.co */
+    struct event sleep_ev;      /* core.sleep() */
+    uint64_t id;                /* the connection id its log lines carry; 0 for none */
+    const struct np_task_ops *ops;
+    void *arg;                  /* the owner's */
+};
+
+/* Creates the coroutine in L, leaving it (owner.co) empty for the caller to push the
+ * function and its arguments onto before np_task_resume. */
+lua_State *np_task_init(struct np_task *t, lua_State *L, const struct np_task_ops *ops,
+                        void *arg, uint64_t id);
+
+/* Starts or continues the coroutine with nargs values pushed on owner.co. */
+void np_task_resume(struct np_task *t, int nargs);
+
+/* The owner has ended: no event fires and nothing resumes the coroutine any more; its
+ * cosocket calls fail with "closed". Safe while the coroutine runs. */
+void np_task_halt(struct np_task *t);
+
+/* Closes its cosockets and lets the coroutine go. Never while it runs. Idempotent. */
+void np_task_release(struct np_task *t);
+
+/* The task whose coroutine is running, or NULL. */
+struct np_task *np_task_running(void);
+
+/* Yields the running coroutine (co) of t until something resumes it. */
+int np_task_wait(struct np_task *t, lua_State *co);
+
+#endif
