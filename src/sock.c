@@ -497,7 +497,7 @@ void np_sock_on_event(evutil_socket_t fd, short what, void *arg)
     case NP_OP_READ:
     case NP_OP_PEEK: read_ready(s, what); break;
     case NP_OP_WRITE: write_ready(s, what); break;
-    case NP_OP_CONNECT: np_sock_connect_ready(s, what); break;
+    case NP_OP_CONNECT: s->connect_step(s, what); break;
     case NP_OP_HANDSHAKE: handshake_ready(s, what); break;
     case NP_OP_NONE: break;
     }

@@ -50,6 +50,7 @@ struct np_sock {
     struct evbuffer *inbuf;       /* read ahead (peek), not yet consumed */
     struct evbuffer *outbuf;      /* accepted by write, not yet sent */
     /* connect */
+    void (*connect_step)(struct np_sock *s, short what);   /* set by sock_connect.c */
     struct np_resolve *resolving;
     struct evutil_addrinfo *addrs, *next_addr;
     double deadline;

@@ -114,7 +114,8 @@ static void on_resolved(int err, struct evutil_addrinfo *res, void *arg)
     if (connect_next(s) == DONE) connect_done_async(s);
 }
 
-void np_sock_connect_ready(struct np_sock *s, short what)
+/* The socket's event while connecting: an address answered, failed or timed out. */
+static void connect_step(struct np_sock *s, short what)
 {
     int err = 0;
     socklen_t len = sizeof err;
@@ -153,6 +154,7 @@ int np_sock_connect(lua_State *L, struct np_sock_owner *o, const char *host, int
     s = np_sock_new(L, o);
     idx = lua_gettop(L);
     s->op = NP_OP_CONNECT;
+    s->connect_step = connect_step;
     s->deadline = timeout > 0 ? np_now() + timeout : 0;
     s->resolving = NULL;
     struct np_resolve *r = np_resolve_start(host, port, on_resolved, s);

@@ -18,8 +18,6 @@ int np_sock_yield(lua_State *L, struct np_sock *s, int idx);
 void np_sock_resume(struct np_sock *s, int nresults);
 /* The event callback of every cosocket: it continues whatever op is pending. */
 void np_sock_on_event(evutil_socket_t fd, short what, void *arg);
-/* Called by np_sock_on_event for NP_OP_CONNECT. */
-void np_sock_connect_ready(struct np_sock *s, short what);
 /* The out-of-descriptors handler, or NULL. */
 extern void (*np_sock_fd_shortage)(int err);
 
