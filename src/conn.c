@@ -39,6 +39,7 @@ struct np_conn {
     np_conn_done_fn *done;
     void *done_arg;
     struct np_conn *next_reaped;
+    struct np_conn *next, **pprev;  /* in proxy->conns */
 };
 
 /* What Lua holds to name a connection: cleared when the connection is freed, so a stale
@@ -155,6 +156,8 @@ static void conn_free(struct np_conn *c)
         unref(L, &c->handle_ref);
     }
     count_and_log(c);
+    if (c->next) c->next->pprev = c->pprev;
+    *c->pprev = c->next;
     if (c->done) c->done(c->done_arg, c);
     free(c);
 }
@@ -184,6 +187,11 @@ void np_conn_close(struct np_conn *c, enum np_end how, const char *fmt, ...)
     c->next_reaped = reaped;
     reaped = c;
     event_active(&reaper, EV_TIMEOUT, 0);
+}
+
+void np_conn_close_all(struct np_proxy *p, enum np_end how, const char *detail)
+{
+    for (struct np_conn *c = p->conns; c; c = c->next) np_conn_close(c, how, "%s", detail);
 }
 
 /* ---------------------------------------------------------------- the session */
@@ -266,6 +274,10 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
     c->done = done;
     c->done_arg = done_arg;
     snprintf(c->client, sizeof c->client, "%s", client);
+    c->next = p->conns;
+    if (p->conns) p->conns->pprev = &c->next;
+    p->conns = c;
+    c->pprev = &p->conns;
     NP_COUNTERS(p)->opened++;
     NP_COUNTERS(p)->active++;
     p->negotiating++;

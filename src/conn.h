@@ -29,6 +29,9 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
 void np_conn_close(struct np_conn *c, enum np_end how, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Closes every live connection of proxy p, as how (a drain or stop deadline). */
+void np_conn_close_all(struct np_proxy *p, enum np_end how, const char *detail);
+
 /* The connection whose Lua code is running (its session, or one of its hooks), or NULL. */
 struct np_conn *np_conn_current(void);
 

@@ -52,7 +52,9 @@ int np_pidfile_check(const char *path, char *err, size_t errlen)
     long old = 0;
 
     if (!f) return 0;
-    if (fscanf(f, "%ld", &old) == 1 && old > 0 && (kill((pid_t)old, 0) == 0 || errno == EPERM)) {
+    /* our own pid: a binary upgrade runs again in the same process */
+    if (fscanf(f, "%ld", &old) == 1 && old > 0 && old != (long)getpid() &&
+        (kill((pid_t)old, 0) == 0 || errno == EPERM)) {
         fclose(f);
         snprintf(err, errlen, "pid file %s: process %ld is running", path, old);
         return -1;

@@ -170,23 +170,65 @@ void np_listener_serve(struct np_listener *l, np_accept_fn *fn, void *arg)
     l->arg = arg;
 }
 
+/* A passed socket joins the open listeners; another on the same address (a reuseport
+ * worker's copy) joins that listener's per-worker sockets. */
+static void adopt(int fd, const char *from)
+{
+    struct np_listener *l, *same = NULL;
+
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    if (!(l = add(fd))) return;
+    for (struct np_listener *o = l->next; o && !same; o = o->next)
+        if (o->adopted && !strcmp(o->addr, l->addr)) same = o;
+    if (same) {                         /* fold into the first one */
+        int *grown = realloc(same->per_worker, (same->nper_worker + 2) * sizeof *grown);
+        listeners = l->next;
+        if (!grown) {
+            close(fd);
+            free(l);
+            return;
+        }
+        if (same->nper_worker == 0) grown[same->nper_worker++] = same->fd;
+        grown[same->nper_worker++] = fd;
+        same->per_worker = grown;
+        free(l);
+        return;
+    }
+    l->adopted = 1;
+    np_log(NP_INFO, "%s passed a socket listening on %s", from, l->addr);
+}
+
 int np_listener_adopt_systemd(void)
 {
     const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
-    int n;
+    const char *upgrade = getenv("NETPROXY_LISTEN_FDS");
+    int n = 0;
 
-    if (!pid || !fds || atoi(pid) != (int)getpid() || (n = atoi(fds)) <= 0) return 0;
-    for (int fd = 3; fd < 3 + n; fd++) {
-        struct np_listener *l;
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-        fcntl(fd, F_SETFD, FD_CLOEXEC);
-        if (!(l = add(fd))) continue;
-        l->adopted = 1;
-        np_log(NP_INFO, "systemd passed a socket listening on %s", l->addr);
+    if (upgrade) {                      /* a binary upgrade: "fd,fd,..." */
+        for (const char *p = upgrade; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
+            adopt(atoi(p), "the previous binary");
+            n++;
+        }
+        unsetenv("NETPROXY_LISTEN_FDS");
+        return n;
     }
+    if (!pid || !fds || atoi(pid) != (int)getpid() || (n = atoi(fds)) <= 0) return 0;
+    for (int fd = 3; fd < 3 + n; fd++) adopt(fd, "systemd");
     unsetenv("LISTEN_PID");             /* not for the workers to see again */
     unsetenv("LISTEN_FDS");
     unsetenv("LISTEN_FDNAMES");
+    return n;
+}
+
+int np_listeners_fds(int *fds, int max)
+{
+    int n = 0;
+
+    for (struct np_listener *l = listeners; l; l = l->next) {
+        if (l->fd >= 0 && n < max) fds[n++] = l->fd;
+        for (int i = 1; i < l->nper_worker && n < max; i++) fds[n++] = l->per_worker[i];
+    }
     return n;
 }
 
@@ -199,7 +241,7 @@ void np_listener_adopted_done(void)
         if (!l->adopted) continue;
         l->adopted = 0;
         if (l->refs == 1)
-            np_log(NP_WARNING, "systemd passed a socket on %s that no proxy listens on: closed", l->addr);
+            np_log(NP_WARNING, "a passed socket on %s is one no proxy listens on: closed", l->addr);
         np_listener_put(l, 0);
     }
 }

@@ -43,13 +43,17 @@ void np_listener_put(struct np_listener *l, int say);
 /* Who accepts from l from now on. */
 void np_listener_serve(struct np_listener *l, np_accept_fn *fn, void *arg);
 
-/* systemd socket activation: the passed sockets (fds 3...) join the open listeners, held
- * until np_listener_adopted_done, so that the setup takes them over by address. Returns
- * how many. */
+/* Passed sockets: systemd's (socket activation, fds 3...) or a binary upgrade's
+ * (NETPROXY_LISTEN_FDS) join the open listeners, held until np_listener_adopted_done, so
+ * that the setup takes them over by address. Returns how many. */
 int np_listener_adopt_systemd(void);
 
-/* Drops systemd's hold; passed sockets no proxy took are closed with a warning. */
+/* Drops the passed sockets' hold; those no proxy took are closed with a warning. */
 void np_listener_adopted_done(void);
+
+/* Every listening socket of this process (per-worker copies included), for an upgrade;
+ * returns how many were written to fds (at most max). */
+int np_listeners_fds(int *fds, int max);
 
 /* A serving process starts accepting. With reuseport, worker number index keeps the
  * sockets of its index and closes its copies of the others. */

@@ -148,7 +148,7 @@ static void push_overrides(lua_State *L, const struct np_cli *cli)
     }
 }
 
-int np_lua_load_config(const char *path, const struct np_cli *cli)
+int np_lua_load_config(const char *path, const struct np_cli *cli, int to_log)
 {
     lua_State *L = np_L;
 
@@ -168,7 +168,8 @@ int np_lua_load_config(const char *path, const struct np_cli *cli)
     for (int i = 1;; i++) {
         lua_rawgeti(L, -1, i);
         if (lua_isnil(L, -1)) break;
-        fprintf(stderr, "%s\n", lua_tostring(L, -1));
+        if (to_log) np_log(NP_ERR, "%s", lua_tostring(L, -1));
+        else fprintf(stderr, "%s\n", lua_tostring(L, -1));
         lua_pop(L, 1);
     }
     lua_pop(L, 3);

@@ -14,8 +14,9 @@ void np_lua_close(void);
 
 /* Loads and checks the config script, applying the command line over its server{} options.
  * On success pushes the config table and returns 0. On failure prints every problem as
- * "file:line: message" on stderr and returns -1. */
-int np_lua_load_config(const char *path, const struct np_cli *cli);
+ * "file:line: message" on stderr (to the log instead when to_log is set: a reload) and
+ * returns -1. */
+int np_lua_load_config(const char *path, const struct np_cli *cli, int to_log);
 
 /* Fields of the table at idx: a string (kept alive by the table; NULL when absent), a
  * number or a boolean (dflt when absent). */

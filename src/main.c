@@ -11,6 +11,7 @@
 #include "pipepool.h"
 #include "server.h"
 #include "shm.h"
+#include "upgrade.h"
 #include "worker.h"
 
 #include <event2/event.h>
@@ -49,7 +50,8 @@ static int daemon_life_before(char *err, size_t errlen)
 /* Once bound: the background, syslog (once stderr is gone), the pid file. */
 static int daemon_life_after(char *err, size_t errlen)
 {
-    if (daemonize && np_daemonize(err, errlen) < 0) return -1;
+    /* an upgraded image is the same process: already in the background */
+    if (daemonize && !np_upgraded() && np_daemonize(err, errlen) < 0) return -1;
     if (log_file && !strcmp(log_file, "syslog")) np_log_open("syslog");
     if (pid_file && np_pidfile_write(pid_file, err, errlen) < 0) return -1;
     return 0;
@@ -84,6 +86,7 @@ int main(int argc, char **argv)
     int rc = np_cli_parse(argc, argv, &cli);
 
     if (rc >= 0) return rc;
+    np_upgrade_init(argv);
     /* A peer that closes while we write must be an error code, not a death. */
     signal(SIGPIPE, SIG_IGN);
     if (np_shm_init() < 0) {
@@ -94,7 +97,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "netproxy: %s\n", err);
         return 1;
     }
-    int loaded = np_lua_load_config(cli.config, &cli) == 0;
+    int loaded = np_lua_load_config(cli.config, &cli, 0) == 0;
     if (!loaded || cli.check) {             /* a bad config never starts; --check stops here */
         if (loaded) printf("%s: OK\n", cli.config ? cli.config : "command line");
         np_lua_close();
@@ -103,7 +106,7 @@ int main(int argc, char **argv)
     }
     apply_server_options();
     int adopted = np_listener_adopt_systemd();
-    if (daemon_life_before(err, sizeof err) < 0 || np_server_setup(np_L, err, sizeof err) < 0 ||
+    if (daemon_life_before(err, sizeof err) < 0 || np_server_install(np_L, err, sizeof err) < 0 ||
         (stats_addr && np_metrics_listen(stats_addr, err, sizeof err) < 0) ||
         daemon_life_after(err, sizeof err) < 0) {
         np_log(NP_ERR, "%s", err);
@@ -113,11 +116,11 @@ int main(int argc, char **argv)
     if (adopted) np_listener_adopted_done();
     lua_pop(np_L, 1);
     np_notify("READY=1");
-    np_log(NP_NOTICE, "netproxy %s running %d prox%s from %s", NP_VERSION, np_server.nproxies,
-           np_server.nproxies == 1 ? "y" : "ies", cli.config ? cli.config : "the command line");
-    rc = workers > 1 ? np_master_run(workers, &cli) : np_worker_run(0);
+    np_log(NP_NOTICE, "netproxy %s running %d prox%s from %s", NP_VERSION, np_server.config->nproxies,
+           np_server.config->nproxies == 1 ? "y" : "ies", cli.config ? cli.config : "the command line");
+    rc = workers > 1 ? np_master_run(workers, &cli) : np_worker_run(0, &cli);
     np_metrics_close();
-    np_lua_close();
+    np_server_free();
     np_pipepool_free();
     np_loop_free();
     return rc;

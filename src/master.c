@@ -9,9 +9,10 @@
 #include "loop.h"
 #include "luavm.h"
 #include "metrics.h"
-#include "netproxy_core.h"
+#include "reload.h"
 #include "server.h"
 #include "shm.h"
+#include "upgrade.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -33,13 +34,16 @@ struct worker {
     int slot;
     int generation;
     int stopping;               /* told to drain (reload or stop) */
+    int told_twice;             /* and to close its connections now */
+    int killed;                 /* by the watchdog */
     double started;
 };
 
 static struct worker workers[NP_MAX_SLOTS];
 static int generation, nworkers, stopping, my_index;
 static const struct np_cli *cli;
-static struct event sigchld_ev, sighup_ev, sigterm_ev, sigint_ev, sigusr1_ev, respawn_ev;
+static struct event sigchld_ev, sighup_ev, sigterm_ev, sigint_ev, sigusr1_ev, sigusr2_ev, respawn_ev, watchdog_ev;
+static pid_t upgrade_check;     /* the new binary's --check, while it runs */
 
 static int alive(void)
 {
@@ -59,9 +63,12 @@ static void become_worker(int slot)
     event_del(&sigint_ev);
     event_del(&sigusr1_ev);
     event_del(&respawn_ev);
+    event_del(&watchdog_ev);
+    event_del(&sigusr2_ev);
     np_metrics_close();
     np_shm_use_slot(slot);
-    signal(SIGHUP, SIG_IGN);            /* reloads are the master's */
+    signal(SIGHUP, SIG_IGN);            /* reloads and upgrades are the master's */
+    signal(SIGUSR2, SIG_IGN);
 }
 
 /* Forks worker number index of the current generation. 1 in the child, 0 in the master. */
@@ -74,6 +81,7 @@ static int spawn(int index)
         np_log(NP_ERR, "master: no free worker slot (at most %d workers at once)", NP_MAX_SLOTS - 1);
         return 0;
     }
+    np_shm_set_beat(slot, np_now());    /* a new worker gets the whole watchdog period */
     pid = fork();
     if (pid < 0) {
         np_log(NP_ERR, "master: fork: %s", strerror(errno));
@@ -114,7 +122,7 @@ static void drain_old_generations(void)
     for (int i = 0; i < NP_MAX_SLOTS; i++) {
         if (workers[i].pid && workers[i].generation != generation && !workers[i].stopping) {
             workers[i].stopping = 1;
-            kill(workers[i].pid, SIGTERM);
+            kill(workers[i].pid, SIGQUIT);
         }
     }
 }
@@ -124,12 +132,18 @@ static void on_respawn(evutil_socket_t fd, short what, void *arg)
     if (!stopping && spawn_missing()) event_base_loopbreak(np_base);
 }
 
+static void upgrade_checked(int status);
+
 static void on_sigchld(evutil_socket_t sig, short what, void *arg)
 {
     int status, quick = 0;
     pid_t pid;
 
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (pid == upgrade_check) {
+            upgrade_checked(status);
+            continue;
+        }
         for (int i = 0; i < NP_MAX_SLOTS; i++) {
             struct worker *w = &workers[i];
             if (w->pid != pid) continue;
@@ -155,49 +169,113 @@ static void on_sigchld(evutil_socket_t sig, short what, void *arg)
     evtimer_add(&respawn_ev, &tv);
 }
 
-/* SIGHUP: the new config is checked first; if it fails, the running one stays. Otherwise
- * new workers start on the same listening sockets, then the old ones drain. */
+/* Old generations still alive, past max_draining: the oldest is told to close its
+ * connections now (a second SIGQUIT). */
+static void bound_generations(int max)
+{
+    for (;;) {
+        int oldest = generation, count = 0, seen[NP_MAX_SLOTS] = { 0 };
+        for (int i = 0; i < NP_MAX_SLOTS; i++) {
+            const struct worker *w = &workers[i];
+            if (!w->pid || w->generation == generation || w->told_twice) continue;
+            if (w->generation < oldest) oldest = w->generation;
+            if (!seen[w->generation % NP_MAX_SLOTS]++) count++;
+        }
+        if (count <= max) return;
+        np_log(NP_WARNING, "master: %d generations draining (max_draining %d): generation %d closes its connections now",
+               count, max, oldest);
+        for (int i = 0; i < NP_MAX_SLOTS; i++) {
+            struct worker *w = &workers[i];
+            if (w->pid && w->generation == oldest) {
+                w->told_twice = 1;
+                kill(w->pid, SIGQUIT);
+            }
+        }
+    }
+}
+
+/* SIGHUP: the new config is loaded first; if it fails, the running one stays. Otherwise new
+ * workers start on the same listening sockets, then the old ones drain (SIGQUIT). */
 static void on_sighup(evutil_socket_t sig, short what, void *arg)
 {
-    lua_State *old = np_L;
-    char err[512];
-
-    np_log(NP_NOTICE, "master: SIGHUP: reloading %s", cli->config ? cli->config : "the command line");
-    np_notify("RELOADING=1");
-    np_L = NULL;
-    if (np_lua_open(luaopen_netproxy_core, err, sizeof err) < 0 || np_lua_load_config(cli->config, cli) < 0) {
-        np_log(NP_ERR, "master: reload failed (the errors are above): still running the previous config");
-        np_lua_close();
-        np_L = old;
-        np_notify("READY=1");
-        return;
-    }
-    np_server_prepare_reload();
-    if (np_server_setup(np_L, err, sizeof err) < 0) {
-        np_log(NP_ERR, "master: reload failed: %s: still running the previous config", err);
-        np_server_reload_failed();
-        np_lua_close();
-        np_L = old;
-        np_notify("READY=1");
-        return;
-    }
-    np_server_reload_done();
-    lua_pop(np_L, 1);
-    {
-        lua_State *fresh = np_L;        /* the old state goes: nothing of it is used any more */
-        np_L = old;
-        np_lua_close();
-        np_L = fresh;
-    }
+    if (np_reload(cli) < 0) return;
     generation++;
-    nworkers = np_server.nworkers;      /* the new config may ask for another count */
+    nworkers = np_server.config->nworkers;  /* the new config may ask for another count */
     if (spawn_missing()) {
         event_base_loopbreak(np_base);  /* in the child: become a worker */
         return;
     }
     drain_old_generations();
-    np_notify("READY=1");
-    np_log(NP_NOTICE, "master: reloaded (generation %d)", generation);
+    bound_generations(np_server.config->max_draining);
+    np_log(NP_NOTICE, "master: generation %d started", generation);
+}
+
+/* SIGUSR2: the binary upgrade starts with the new binary checking the config. */
+static void on_upgrade(evutil_socket_t sig, short what, void *arg)
+{
+    if (upgrade_check > 0 || stopping) {
+        np_log(NP_WARNING, "master: SIGUSR2 ignored: %s", stopping ? "stopping" : "an upgrade is under way");
+        return;
+    }
+    np_log(NP_NOTICE, "master: SIGUSR2: upgrading the binary");
+    upgrade_check = np_upgrade_check();
+}
+
+/* The check has ended: exec the new binary, handing over the live workers. */
+static void upgrade_checked(int status)
+{
+    char list[NP_MAX_SLOTS * 40] = "";
+    size_t used = 0;
+
+    upgrade_check = 0;
+    for (int i = 0; i < NP_MAX_SLOTS; i++) {
+        const struct worker *w = &workers[i];
+        if (w->pid && used < sizeof list - 40)
+            used += snprintf(list + used, sizeof list - used, "%s%d:%d:%d", used ? "," : "",
+                             (int)w->pid, w->slot, w->stopping);
+    }
+    np_notify("RELOADING=1");
+    np_upgrade_checked(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), list);
+    np_notify("READY=1");               /* still here: the upgrade did not happen */
+}
+
+/* In an upgraded image: the previous image's workers, to drain once ours run. */
+static void adopt_workers(void)
+{
+    const char *list = np_upgrade_workers();
+    int n = 0;
+
+    for (const char *p = list; p && *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
+        int pid, slot, draining, i;
+        if (sscanf(p, "%d:%d:%d", &pid, &slot, &draining) != 3) break;
+        for (i = 0; i < NP_MAX_SLOTS && workers[i].pid; i++) {}
+        if (i == NP_MAX_SLOTS) break;
+        /* generation -1: older than any of ours, so drain_old_generations tells them */
+        workers[i] = (struct worker){ .pid = pid, .slot = slot, .generation = -1,
+                                      .stopping = draining, .started = np_now() };
+        n++;
+    }
+    if (list) np_log(NP_NOTICE, "master: upgraded: netproxy %s runs now, with %d workers of the previous binary to drain",
+                     NP_VERSION, n);
+    np_upgrade_done();
+}
+
+/* A worker whose loop has not turned for watchdog seconds is stuck (a runaway script, a
+ * blocking C call): it is killed, and replaced like any worker that dies. */
+static void on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+    double limit = np_server.config ? np_server.config->watchdog : 0, now = np_now();
+
+    if (limit <= 0) return;
+    for (int i = 0; i < NP_MAX_SLOTS; i++) {
+        struct worker *w = &workers[i];
+        double beat = np_shm_last_beat(w->slot);
+        if (!w->pid || w->killed || now - beat <= limit) continue;
+        np_log(NP_ERR, "master: worker %d: its loop has not turned for %.1fs (watchdog %gs): killing it",
+               (int)w->pid, now - beat, limit);
+        kill(w->pid, SIGKILL);
+        w->killed = 1;
+    }
 }
 
 /* SIGUSR1: the log file was moved (logrotate): everybody reopens it. */
@@ -230,6 +308,8 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
 
 int np_master_run(int n, const struct np_cli *c)
 {
+    struct timeval second = { 1, 0 };
+
     cli = c;
     nworkers = n;
     evsignal_assign(&sigchld_ev, np_base, SIGCHLD, on_sigchld, NULL);
@@ -238,16 +318,22 @@ int np_master_run(int n, const struct np_cli *c)
     evsignal_assign(&sigint_ev, np_base, SIGINT, on_stop, NULL);
     evsignal_assign(&sigusr1_ev, np_base, SIGUSR1, on_reopen, NULL);
     evtimer_assign(&respawn_ev, np_base, on_respawn, NULL);
+    event_assign(&watchdog_ev, np_base, -1, EV_PERSIST, on_watchdog, NULL);
+    evsignal_assign(&sigusr2_ev, np_base, SIGUSR2, on_upgrade, NULL);
+    evsignal_add(&sigusr2_ev, NULL);
+    event_add(&watchdog_ev, &second);
     evsignal_add(&sigusr1_ev, NULL);
     evsignal_add(&sigchld_ev, NULL);
     evsignal_add(&sighup_ev, NULL);
     evsignal_add(&sigterm_ev, NULL);
     evsignal_add(&sigint_ev, NULL);
     np_log(NP_NOTICE, "master: %d workers", n);
-    if (spawn_missing()) return np_worker_run(my_index);
+    adopt_workers();
+    if (spawn_missing()) return np_worker_run(my_index, NULL);
+    drain_old_generations();
     while (!stopping || alive() > 0) {
         event_base_dispatch(np_base);
-        if (np_shm_slot() != 0) return np_worker_run(my_index);   /* a child, forked in a callback */
+        if (np_shm_slot() != 0) return np_worker_run(my_index, NULL);   /* a child, forked in a callback */
         if (stopping && (alive() == 0 || stopping > 1)) break;
     }
     np_log(NP_NOTICE, "master: stopped");

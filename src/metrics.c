@@ -57,10 +57,10 @@ static void render(struct evbuffer *out)
         const struct counter *c = &counters[i];
 
         if (c->type) evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", c->name, c->help, c->name, c->type);
-        for (int j = 0; j < np_server.nproxies; j++) {
+        for (int j = 0; j < np_server.config->nproxies; j++) {
             evbuffer_add_printf(out, "%s{proxy=\"", c->name);
-            label(out, np_server.proxies[j].name);
-            evbuffer_add_printf(out, "\"%s} %llu\n", c->labels, (unsigned long long)value(&np_server.proxies[j], c));
+            label(out, np_server.config->proxies[j].name);
+            evbuffer_add_printf(out, "\"%s} %llu\n", c->labels, (unsigned long long)value(&np_server.config->proxies[j], c));
         }
     }
 }
@@ -138,8 +138,8 @@ static int core_stats(lua_State *L)
         lua_pushnumber(L, 0);
         lua_setfield(L, -2, names[i]);
     }
-    for (int j = 0; j < np_server.nproxies; j++) {
-        const struct np_proxy *p = &np_server.proxies[j];
+    for (int j = 0; j < np_server.config->nproxies; j++) {
+        const struct np_proxy *p = &np_server.config->proxies[j];
         lua_newtable(L);
         for (size_t i = 0; i < n; i++) {
             double v = (double)value(p, &counters[i]);

@@ -14,9 +14,12 @@
 #define NP_COUNTERS(p) np_shm_counters((p)->row)
 
 struct np_listener;
+struct np_config;
+struct np_conn;
 
 struct np_proxy {
     char name[64];
+    struct np_config *config;   /* the generation it belongs to (server.h) */
     lua_State *L;               /* the state that holds its config and scripts */
     int lua_ref;                /* its normalised table from netproxy.config */
     int session_ref;            /* netproxy.session's run function */
@@ -32,6 +35,7 @@ struct np_proxy {
     struct np_listener **listeners;
     int nlisteners;
     /* while running */
+    struct np_conn *conns;      /* its live connections (linked by conn.c) */
     uint64_t negotiating;
     double refused_warned;      /* when a refusal was last logged */
     uint64_t refused_unlogged;  /* refusals since then */

@@ -1,5 +1,6 @@
-/* The running config: the proxies and their listeners, the guards every new client passes
- * (allow/deny, limits), the count of live connections, and when the process is done. */
+/* The running configs and the accept path: the guards every new client passes (allow/deny,
+ * limits), the count of live connections, the drain of a replaced config, and when the
+ * process is done. */
 #include "server.h"
 #include "conn.h"
 #include "listener.h"
@@ -21,6 +22,98 @@
 
 struct np_server np_server;
 
+static int next_generation;
+
+/* ---------------------------------------------------------------- configs */
+
+static void release_listeners(struct np_config *g, int say)
+{
+    for (int i = 0; i < g->nproxies; i++) {
+        struct np_proxy *p = &g->proxies[i];
+        for (int j = 0; j < p->nlisteners; j++) np_listener_put(p->listeners[j], say);
+        p->nlisteners = 0;
+    }
+}
+
+static void config_free(struct np_config *g)
+{
+    release_listeners(g, 0);
+    for (int i = 0; i < g->nproxies; i++) np_proxy_free(&g->proxies[i]);
+    free(g->proxies);
+    np_acl_free(&g->acl);
+    event_del(&g->drain_deadline);
+    if (g->L) lua_close(g->L);
+    if (np_L == g->L) np_L = NULL;
+    free(g);
+}
+
+static void unlink_draining(struct np_config *g)
+{
+    for (struct np_config **pp = &np_server.draining; *pp; pp = &(*pp)->next) {
+        if (*pp == g) {
+            *pp = g->next;
+            np_server.ndraining--;
+            return;
+        }
+    }
+}
+
+static void close_config(struct np_config *g, enum np_end how, const char *why)
+{
+    for (int i = 0; i < g->nproxies; i++) np_conn_close_all(&g->proxies[i], how, why);
+}
+
+/* A retired config whose last connection has gone: its Lua state goes with it. */
+static void config_done(struct np_config *g)
+{
+    np_log(NP_INFO, "config generation %d: drained", g->generation);
+    unlink_draining(g);
+    config_free(g);
+}
+
+static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct np_config *g = arg;
+
+    np_log(NP_NOTICE, "config generation %d: %llu connections still open after drain_timeout %gs: closing them",
+           g->generation, (unsigned long long)g->live, g->drain_timeout);
+    close_config(g, NP_END_DRAINED, "drain_timeout");
+}
+
+/* g no longer serves new clients; its connections finish on its code. */
+static void retire(struct np_config *g)
+{
+    g->draining = 1;
+    release_listeners(g, 1);            /* the addresses the new config shares stay open */
+    if (g->live == 0) {
+        config_free(g);
+        return;
+    }
+    g->next = np_server.draining;
+    np_server.draining = g;
+    np_server.ndraining++;
+    np_log(NP_NOTICE, "config generation %d: %llu connections finish on it", g->generation,
+           (unsigned long long)g->live);
+    if (g->drain_timeout > 0) {
+        struct timeval tv = np_tv(g->drain_timeout);
+        evtimer_add(&g->drain_deadline, &tv);
+    }
+}
+
+/* Past max_draining retired configs, the oldest ones are closed now. */
+static void bound_draining(int max)
+{
+    while (np_server.ndraining > max) {
+        struct np_config *oldest = np_server.draining;
+        while (oldest->next) oldest = oldest->next;
+        np_log(NP_WARNING, "config generation %d: %d generations draining (max_draining %d): closing its %llu connections",
+               oldest->generation, np_server.ndraining, max, (unsigned long long)oldest->live);
+        close_config(oldest, NP_END_DRAINED, "max_draining");
+        unlink_draining(oldest);        /* freed when its last connection is */
+        oldest->next = NULL;
+    }
+}
+
 /* ---------------------------------------------------------------- the end of the process */
 
 static void maybe_finish(void)
@@ -34,7 +127,10 @@ static void maybe_finish(void)
 
 static void conn_done(void *arg, struct np_conn *c)
 {
+    struct np_config *g = arg;
+
     np_server.active--;
+    if (--g->live == 0 && g->draining && g != np_server.config) config_done(g);
     maybe_finish();
 }
 
@@ -43,11 +139,58 @@ void np_server_stop_accepting(void)
     np_listeners_close_all();
 }
 
+void np_server_close_all(enum np_end how, const char *why)
+{
+    if (np_server.config) close_config(np_server.config, how, why);
+    for (struct np_config *g = np_server.draining; g; g = g->next) close_config(g, how, why);
+}
+
+static void on_stop_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    np_log(NP_WARNING, "stop: %llu connections still open after stop_timeout: closing them",
+           (unsigned long long)np_server.active);
+    np_server_close_all(NP_END_STOPPED, "stop_timeout");
+}
+
 void np_server_stop(void)
 {
+    double timeout = np_server.config ? np_server.config->stop_timeout : 10;
+    struct timeval tv = np_tv(timeout);
+
     np_server.stopping = 1;
     np_server_stop_accepting();
+    evtimer_assign(&np_server.stop_deadline, np_base, on_stop_deadline, NULL);
+    evtimer_add(&np_server.stop_deadline, &tv);
     maybe_finish();
+}
+
+void np_server_drain(void)
+{
+    struct np_config *g = np_server.config;
+
+    if (np_server.stopping) {           /* told again: too many generations draining */
+        np_server_close_all(NP_END_DRAINED, "max_draining");
+        return;
+    }
+    np_server.stopping = 1;
+    np_server_stop_accepting();
+    if (g && g->drain_timeout > 0) {
+        struct timeval tv = np_tv(g->drain_timeout);
+        evtimer_add(&g->drain_deadline, &tv);
+    }
+    maybe_finish();
+}
+
+void np_server_free(void)
+{
+    while (np_server.draining) {
+        struct np_config *g = np_server.draining;
+        np_server.draining = g->next;
+        config_free(g);
+    }
+    np_server.ndraining = 0;
+    if (np_server.config) config_free(np_server.config);
+    np_server.config = NULL;
 }
 
 /* ---------------------------------------------------------------- the accept path */
@@ -65,7 +208,8 @@ static void refuse(struct np_proxy *p, int fd, const struct sockaddr *sa, sockle
         return;
     }
     p->refused_warned = np_now();
-    np_addr_format(sa, len, who, sizeof who);
+    if (sa) np_addr_format(sa, len, who, sizeof who);
+    else snprintf(who, sizeof who, "stdio");
     if (p->refused_unlogged)
         np_log(NP_NOTICE, "%s: refused %s: %s (and %llu more since the last such line)", p->name,
                who, why, (unsigned long long)p->refused_unlogged);
@@ -74,11 +218,11 @@ static void refuse(struct np_proxy *p, int fd, const struct sockaddr *sa, sockle
     p->refused_unlogged = 0;
 }
 
-static uint64_t all_active(void)
+static uint64_t all_active(const struct np_config *g)
 {
     uint64_t n = 0;
 
-    for (int i = 0; i < np_server.nproxies; i++) n += np_shm_sum(np_server.proxies[i].row).active;
+    for (int i = 0; i < g->nproxies; i++) n += np_shm_sum(g->proxies[i].row).active;
     return n;
 }
 
@@ -87,16 +231,17 @@ static uint64_t all_active(void)
 static const char *turned_away(struct np_proxy *p, const struct sockaddr *sa)
 {
     static char why[96];
+    const struct np_config *g = p->config;
     const char *rule;
 
-    if ((rule = np_acl_refuses(&np_server.acl, sa))) {
+    if (sa && (rule = np_acl_refuses(&g->acl, sa))) {
         snprintf(why, sizeof why, "%s (server)", rule);
         return why;
     }
-    if ((rule = np_acl_refuses(&p->acl, sa))) return rule;
+    if (sa && (rule = np_acl_refuses(&p->acl, sa))) return rule;
     /* the limits count every worker's connections (shared counters) */
     if (p->max_clients && np_shm_sum(p->row).active >= p->max_clients) return "max_clients";
-    if (np_server.max_clients && all_active() >= np_server.max_clients) return "max_clients (server)";
+    if (g->max_clients && all_active(g) >= g->max_clients) return "max_clients (server)";
     if (p->negotiating >= p->max_negotiating) {
         snprintf(why, sizeof why, "%llu connections negotiating (max_negotiating)",
                  (unsigned long long)p->negotiating);
@@ -105,22 +250,38 @@ static const char *turned_away(struct np_proxy *p, const struct sockaddr *sa)
     return NULL;
 }
 
-static void on_client(void *arg, int fd, const struct sockaddr *sa, socklen_t len)
+/* Every client counts toward -m, served or refused. */
+static void count_accepted(void)
 {
-    struct np_proxy *p = arg;
-    char client[NP_ADDRSTRLEN];
-    const char *why = turned_away(p, sa);
-
-    if (why) {
-        refuse(p, fd, sa, len, why);
-        return;
-    }
     np_server.accepted++;
-    np_server.active++;
     if (np_server.max_connections && np_server.accepted >= np_server.max_connections)
         np_server_stop_accepting();
+}
+
+/* A client of proxy p on rfd/wfd (sa: its address, when a socket): served, or refused. */
+static void take_client(struct np_proxy *p, int rfd, int wfd, const struct sockaddr *sa,
+                        socklen_t len, const char *client)
+{
+    const char *why = turned_away(p, sa);
+
+    count_accepted();
+    if (why) {
+        refuse(p, rfd, sa, len, why);
+        if (wfd != rfd) close(wfd);
+        maybe_finish();
+        return;
+    }
+    np_server.active++;
+    p->config->live++;
+    np_conn_start(p, rfd, wfd, client, conn_done, p->config);
+}
+
+static void on_client(void *arg, int fd, const struct sockaddr *sa, socklen_t len)
+{
+    char client[NP_ADDRSTRLEN];
+
     np_addr_format(sa, len, client, sizeof client);
-    np_conn_start(p, fd, fd, client, conn_done, NULL);
+    take_client(arg, fd, fd, sa, len, client);
 }
 
 /* ---------------------------------------------------------------- setup */
@@ -132,7 +293,6 @@ static int add_listener(struct np_proxy *p, struct np_listener *l)
     if (!grown) return -1;
     p->listeners = grown;
     p->listeners[p->nlisteners++] = l;
-    np_listener_serve(l, on_client, p);
     return 0;
 }
 
@@ -140,8 +300,8 @@ static int add_listener(struct np_proxy *p, struct np_listener *l)
 static int bind_entry(struct np_proxy *p, const char *host, int port, int backlog,
                       char *err, size_t errlen)
 {
-    struct np_listen_opts o = { .backlog = backlog, .reuseport = np_server.reuseport,
-                                .nworkers = np_server.nworkers };
+    struct np_listen_opts o = { .backlog = backlog, .reuseport = p->config->reuseport,
+                                .nworkers = p->config->nworkers };
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
     struct addrinfo *res, *ai;
     char service[16], why[256];
@@ -188,19 +348,6 @@ static int bind_proxy(lua_State *L, struct np_proxy *p, int t, char *err, size_t
     return rc;
 }
 
-static void free_proxies(int say)
-{
-    for (int i = 0; i < np_server.nproxies; i++) {
-        struct np_proxy *p = &np_server.proxies[i];
-        for (int j = 0; j < p->nlisteners; j++) np_listener_put(p->listeners[j], say);
-        np_proxy_free(p);
-    }
-    free(np_server.proxies);
-    np_acl_free(&np_server.acl);
-    np_server.proxies = NULL;
-    np_server.nproxies = 0;
-}
-
 static int load_session(lua_State *L, int *ref, char *err, size_t errlen)
 {
     lua_getglobal(L, "require");
@@ -215,31 +362,77 @@ static int load_session(lua_State *L, int *ref, char *err, size_t errlen)
     return 0;
 }
 
-int np_server_setup(lua_State *L, char *err, size_t errlen)
+static int read_server(struct np_config *g, lua_State *L, int cfg, char *err, size_t errlen)
 {
-    int cfg = lua_gettop(L), session_ref;
+    int rc;
 
-    np_sock_on_fd_shortage(np_listeners_pause);
     lua_getfield(L, cfg, "server");
     np_server.max_connections = (uint64_t)np_lua_number(L, -1, "max_connections", 0);
-    np_server.max_clients = (uint64_t)np_lua_number(L, -1, "max_clients", 0);
-    np_server.nworkers = (int)np_lua_number(L, -1, "workers", 1);
-    np_server.reuseport = np_lua_bool(L, -1, "reuseport", 0);
-    if (np_proxy_read_acl(L, lua_gettop(L), &np_server.acl, err, errlen) < 0) return -1;
+    g->max_clients = (uint64_t)np_lua_number(L, -1, "max_clients", 0);
+    g->nworkers = (int)np_lua_number(L, -1, "workers", 1);
+    g->reuseport = np_lua_bool(L, -1, "reuseport", 0);
+    g->drain_timeout = np_lua_number(L, -1, "drain_timeout", 0);
+    g->stop_timeout = np_lua_number(L, -1, "stop_timeout", 10);
+    g->max_draining = (int)np_lua_number(L, -1, "max_draining", 16);
+    g->watchdog = np_lua_number(L, -1, "watchdog", 10);
+    rc = np_proxy_read_acl(L, lua_gettop(L), &g->acl, err, errlen);
     lua_pop(L, 1);
-    if (load_session(L, &session_ref, err, errlen) < 0) return -1;
+    return rc;
+}
+
+/* A new config from the one on L's stack top; NULL with err. */
+static struct np_config *config_new(lua_State *L, char *err, size_t errlen)
+{
+    struct np_config *g = calloc(1, sizeof *g);
+    int cfg = lua_gettop(L), session_ref;
+
+    if (!g) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    g->L = L;
+    evtimer_assign(&g->drain_deadline, np_base, on_drain_deadline, g);
+    if (read_server(g, L, cfg, err, errlen) < 0 || load_session(L, &session_ref, err, errlen) < 0)
+        goto fail;
     lua_getfield(L, cfg, "proxies");
-    np_server.nproxies = (int)lua_objlen(L, -1);
-    np_server.proxies = calloc(np_server.nproxies ? np_server.nproxies : 1, sizeof(struct np_proxy));
-    for (int i = 0; i < np_server.nproxies; i++) {
-        struct np_proxy *p = &np_server.proxies[i];
+    g->nproxies = (int)lua_objlen(L, -1);
+    g->proxies = calloc(g->nproxies ? g->nproxies : 1, sizeof(struct np_proxy));
+    for (int i = 0; g->proxies && i < g->nproxies; i++) {
+        struct np_proxy *p = &g->proxies[i];
+        p->config = g;
         lua_rawgeti(L, -1, i + 1);
         if (np_proxy_read(p, L, lua_gettop(L), session_ref, err, errlen) < 0 ||
-            bind_proxy(L, p, lua_gettop(L), err, errlen) < 0)
-            return -1;
+            bind_proxy(L, p, lua_gettop(L), err, errlen) < 0) {
+            lua_settop(L, cfg);
+            goto fail;
+        }
         lua_pop(L, 1);
     }
-    lua_pop(L, 1);
+    lua_settop(L, cfg);
+    if (!g->proxies) goto fail;
+    return g;
+fail:
+    g->L = NULL;                        /* still the caller's */
+    config_free(g);
+    return NULL;
+}
+
+int np_server_install(lua_State *L, char *err, size_t errlen)
+{
+    struct np_config *g = config_new(L, err, errlen), *old = np_server.config;
+
+    if (!g) return -1;
+    np_sock_on_fd_shortage(np_listeners_pause);
+    g->generation = next_generation++;
+    for (int i = 0; i < g->nproxies; i++)          /* the shared sockets change hands now */
+        for (int j = 0; j < g->proxies[i].nlisteners; j++)
+            np_listener_serve(g->proxies[i].listeners[j], on_client, &g->proxies[i]);
+    np_server.config = g;
+    np_L = L;
+    if (old) {
+        retire(old);
+        bound_draining(g->max_draining);
+    }
     return 0;
 }
 
@@ -255,10 +448,19 @@ static void restore_stdio_flags(void)
         if (saved_fds[i] >= 0) fcntl(saved_fds[i], F_SETFL, saved_flags[i]);
 }
 
+/* inetd style: a socket on standard input is the client, with its address (logs, guards,
+ * conn); anything else (a terminal, pipes, files) is standard input and output. */
 void np_server_start_stdio(void)
 {
-    for (int i = 0; i < np_server.nproxies; i++) {
-        struct np_proxy *p = &np_server.proxies[i];
+    struct np_config *g = np_server.config;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char client[NP_ADDRSTRLEN] = "stdio";
+    int is_socket = getpeername(0, (struct sockaddr *)&ss, &len) == 0;
+
+    if (is_socket) np_addr_format((struct sockaddr *)&ss, len, client, sizeof client);
+    for (int i = 0; i < g->nproxies; i++) {
+        struct np_proxy *p = &g->proxies[i];
         if (!p->stdio) continue;
         for (int fd = 0; fd < 2; fd++) {
             saved_flags[fd] = fcntl(fd, F_GETFL);
@@ -266,43 +468,12 @@ void np_server_start_stdio(void)
             fcntl(fd, F_SETFL, saved_flags[fd] | O_NONBLOCK);
         }
         atexit(restore_stdio_flags);
-        np_server.accepted++;
-        np_server.active++;
-        np_server.max_connections = np_server.accepted;     /* done when it is done */
-        np_conn_start(p, 0, 1, "stdio", conn_done, NULL);
+        np_server.max_connections = np_server.accepted + 1;     /* done when it is done */
+        take_client(p, 0, is_socket ? 0 : 1, is_socket ? (struct sockaddr *)&ss : NULL, len, client);
     }
 }
 
 void np_server_start_accepting(int index)
 {
     np_listeners_start(index);
-}
-
-/* ---------------------------------------------------------------- reload (master) */
-
-static struct np_server saved;
-
-void np_server_prepare_reload(void)
-{
-    saved = np_server;
-    np_server.proxies = NULL;
-    np_server.nproxies = 0;
-    memset(&np_server.acl, 0, sizeof np_server.acl);
-}
-
-/* The new setup runs: the old one lets its listeners go (those the new one shares stay). */
-void np_server_reload_done(void)
-{
-    struct np_server fresh = np_server;
-
-    np_server = saved;
-    free_proxies(1);
-    np_server = fresh;
-}
-
-/* The new setup failed: it lets its listeners go (its new sockets close), the old comes back. */
-void np_server_reload_failed(void)
-{
-    free_proxies(0);
-    np_server = saved;
 }

@@ -2,29 +2,44 @@
  * locks), a row per proxy name (so counters survive a reload); the master sums them. */
 #include "shm.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #define RETIRED (NP_MAX_SLOTS)  /* where the counters of workers gone are kept */
 
 struct region {
     char names[NP_MAX_PROXIES][64];
     int slot_used[NP_MAX_SLOTS];
+    double beat[NP_MAX_SLOTS];  /* when each slot's loop last turned */
     struct np_counters c[NP_MAX_SLOTS + 1][NP_MAX_PROXIES];
 };
 
 static struct region *shm;
-static int my_slot;
+static int my_slot, shm_fd = -1;
 
+/* The region lives in a memfd, so that a binary upgrade (exec) maps the same one. */
 int np_shm_init(void)
 {
-    shm = mmap(NULL, sizeof *shm, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    const char *inherited = getenv("NETPROXY_SHM_FD");
+    int fresh = inherited == NULL;
+
+    shm_fd = fresh ? memfd_create("netproxy-counters", MFD_CLOEXEC) : atoi(inherited);
+    if (shm_fd < 0 || (fresh && ftruncate(shm_fd, sizeof *shm) < 0)) return -1;
+    shm = mmap(NULL, sizeof *shm, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd, 0);
     if (shm == MAP_FAILED) {
         shm = NULL;
         return -1;
     }
-    shm->slot_used[0] = 1;      /* the process itself, until it forks */
+    if (fresh) shm->slot_used[0] = 1;   /* the process itself, until it forks */
+    unsetenv("NETPROXY_SHM_FD");
     return 0;
+}
+
+int np_shm_fd(void)
+{
+    return shm_fd;
 }
 
 int np_shm_row(const char *name)
@@ -89,4 +104,19 @@ struct np_counters np_shm_sum(int row)
         sum.bytes_out += c->bytes_out;
     }
     return sum;
+}
+
+void np_shm_beat(double now)
+{
+    shm->beat[my_slot] = now;
+}
+
+double np_shm_last_beat(int slot)
+{
+    return shm->beat[slot];
+}
+
+void np_shm_set_beat(int slot, double now)
+{
+    shm->beat[slot] = now;
 }

@@ -11,8 +11,12 @@ struct np_counters {
     uint64_t opened, closed, active, refused, errors, bytes_in, bytes_out;
 };
 
-/* Maps the shared region (before any fork). 0, or -1. */
+/* Maps the shared region (before any fork): a new one, or the one a binary upgrade handed
+ * over (NETPROXY_SHM_FD). 0, or -1. */
 int np_shm_init(void);
+
+/* The region's memfd (close-on-exec), for an upgrade to hand over. */
+int np_shm_fd(void);
 
 /* The row of a proxy name, given one on first use; -1 when the table is full. */
 int np_shm_row(const char *name);
@@ -31,5 +35,10 @@ struct np_counters *np_shm_counters(int row);
 
 /* The sum over all slots for a row. */
 struct np_counters np_shm_sum(int row);
+
+/* The serving loop of this process's slot turned at now (the watchdog reads it). */
+void np_shm_beat(double now);
+void np_shm_set_beat(int slot, double now);
+double np_shm_last_beat(int slot);
 
 #endif

@@ -1,40 +1,50 @@
 /* A process that serves connections: a worker of the master, or netproxy itself when it
- * runs as a single process. */
+ * runs as a single process (then it reloads on SIGHUP too). Its loop beats in shared memory
+ * once a second: the master's watchdog reads it. */
 #include "worker.h"
 #include "daemon.h"
 #include "log.h"
 #include "loop.h"
+#include "reload.h"
 #include "server.h"
+#include "shm.h"
 
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <signal.h>
 
-#define STOP_DEADLINE 10.0  /* seconds live connections get after SIGTERM/SIGINT */
-
-static struct event sigterm_ev, sigint_ev, sigusr1_ev, stop_deadline;
+static struct event sigterm_ev, sigint_ev, sigquit_ev, sighup_ev, sigusr1_ev, sigusr2_ev, beat_ev;
+static const struct np_cli *reload_cli;
 static int stop_signals;
-
-static void on_stop_deadline(evutil_socket_t fd, short what, void *arg)
-{
-    np_log(NP_WARNING, "stop: %llu connections still open after %.0fs, closing them",
-           (unsigned long long)np_server.active, STOP_DEADLINE);
-    event_base_loopbreak(np_base);
-}
 
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
-    struct timeval tv = np_tv(STOP_DEADLINE);
-
     if (++stop_signals > 1) {
-        np_log(NP_NOTICE, "second stop signal: exiting now");
-        event_base_loopbreak(np_base);
+        np_log(NP_NOTICE, "second stop signal: closing %llu connections now",
+               (unsigned long long)np_server.active);
+        np_server_close_all(NP_END_STOPPED, "second stop signal");
         return;
     }
     np_log(NP_NOTICE, "signal %d: no new connections; waiting for %llu to finish", (int)sig,
            (unsigned long long)np_server.active);
-    evtimer_add(&stop_deadline, &tv);
     np_server_stop();
+}
+
+static void on_drain_signal(evutil_socket_t sig, short what, void *arg)
+{
+    np_log(NP_INFO, "draining: no new connections; %llu finish here", (unsigned long long)np_server.active);
+    np_server_drain();
+}
+
+static void on_reload(evutil_socket_t sig, short what, void *arg)
+{
+    np_reload(reload_cli);
+}
+
+static void on_upgrade(evutil_socket_t sig, short what, void *arg)
+{
+    np_log(NP_WARNING, "SIGUSR2 ignored: a binary upgrade is the master's (run with -w 2 or more); "
+           "a single process reloads its scripts on SIGHUP");
 }
 
 static void on_reopen(evutil_socket_t sig, short what, void *arg)
@@ -42,8 +52,27 @@ static void on_reopen(evutil_socket_t sig, short what, void *arg)
     np_log_reopen();
 }
 
-int np_worker_run(int index)
+static void on_beat(evutil_socket_t fd, short what, void *arg)
 {
+    np_shm_beat(np_now());
+}
+
+/* The stdio connection starts inside the loop: it may end at once (refused), and a loop
+ * told to stop before it runs would not hear it. */
+static void on_start(evutil_socket_t fd, short what, void *arg)
+{
+    np_server_start_stdio();
+}
+
+static void watch(struct event *ev, int sig, event_callback_fn fn)
+{
+    evsignal_assign(ev, np_base, sig, fn, NULL);
+    evsignal_add(ev, NULL);
+}
+
+int np_worker_run(int index, const struct np_cli *cli)
+{
+    struct timeval second = { 1, 0 };
     char err[256];
 
     /* bound what it needs: the process that serves gives its privileges up */
@@ -51,16 +80,22 @@ int np_worker_run(int index)
         np_log(NP_ERR, "%s", err);
         return 1;
     }
-    evsignal_assign(&sigusr1_ev, np_base, SIGUSR1, on_reopen, NULL);
-    evsignal_add(&sigusr1_ev, NULL);
-    evsignal_assign(&sigterm_ev, np_base, SIGTERM, on_stop_signal, NULL);
-    evsignal_assign(&sigint_ev, np_base, SIGINT, on_stop_signal, NULL);
-    evtimer_assign(&stop_deadline, np_base, on_stop_deadline, NULL);
-    evsignal_add(&sigterm_ev, NULL);
-    evsignal_add(&sigint_ev, NULL);
+    watch(&sigusr1_ev, SIGUSR1, on_reopen);
+    watch(&sigterm_ev, SIGTERM, on_stop_signal);
+    watch(&sigint_ev, SIGINT, on_stop_signal);
+    watch(&sigquit_ev, SIGQUIT, on_drain_signal);
+    if (cli) {
+        reload_cli = cli;
+        watch(&sighup_ev, SIGHUP, on_reload);
+        watch(&sigusr2_ev, SIGUSR2, on_upgrade);
+    }
+    event_assign(&beat_ev, np_base, -1, EV_PERSIST, on_beat, NULL);
+    event_add(&beat_ev, &second);
+    np_shm_beat(np_now());
     np_server_start_accepting(index);
-    np_server_start_stdio();
+    event_base_once(np_base, -1, EV_TIMEOUT, on_start, NULL, NULL);
     event_base_dispatch(np_base);
+    event_del(&beat_ev);
     np_log(NP_INFO, "exiting: %llu connections handled", (unsigned long long)np_server.accepted);
     return 0;
 }

@@ -18,6 +18,10 @@ _M.DEFAULTS = {
   max_connections = 0,          -- 0 = serve forever
   hook_budget = 1,              -- seconds one hook call may run; 0 = unbounded
   max_negotiating = 4096,       -- connections at once before the relay (dual's sniffing)
+  drain_timeout = 0,
+  stop_timeout = 10,
+  max_draining = 16,
+  watchdog = 10,
 }
 
 -- Options a proxy may set for itself, falling back to server{}.
@@ -58,6 +62,11 @@ local SERVER = {
   daemon = function(v) if type(v) ~= "boolean" then return nil, "want true or false" end return v end,
   pid_file = check.string, user = check.string, group = check.string, chroot = check.string,
   log_file = check.string,
+  -- process life: see docs/operations.md
+  drain_timeout = check.seconds,  -- a reload's old connections may run this long; 0 = no bound
+  stop_timeout = check.seconds,   -- SIGTERM: live connections get this long
+  max_draining = check.count,     -- old generations draining at once
+  watchdog = check.seconds,       -- a worker whose loop stands still this long is replaced; 0 = off
 }
 for k, v in pairs(PER_PROXY) do SERVER[k] = v end
 for k, v in pairs(GUARDS) do SERVER[k] = v end

@@ -1,0 +1,138 @@
+/* SIGUSR2, the binary upgrade. The new binary checks the config first (in a child, its
+ * errors captured for the log); only then does the master exec it, in the same process: the
+ * pid, the children and the listening sockets stay, the shared counters come along as a
+ * memfd, and the new image adopts the sockets by address and drains the old workers. */
+#include "upgrade.h"
+#include "listener.h"
+#include "log.h"
+#include "shm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define MAX_FDS 1024
+
+static char exe[PATH_MAX];
+static char **args;
+static int check_output = -1;       /* memfd with the check's stderr */
+
+void np_upgrade_init(char **argv)
+{
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+
+    exe[n > 0 ? n : 0] = '\0';
+    args = argv;
+}
+
+int np_upgraded(void)
+{
+    return getenv("NETPROXY_UPGRADE") != NULL;
+}
+
+const char *np_upgrade_workers(void)
+{
+    return getenv("NETPROXY_WORKERS");
+}
+
+void np_upgrade_done(void)
+{
+    unsetenv("NETPROXY_UPGRADE");
+    unsetenv("NETPROXY_WORKERS");
+}
+
+pid_t np_upgrade_check(void)
+{
+    int argc = 0;
+    pid_t pid;
+
+    if (!exe[0]) {
+        np_log(NP_ERR, "upgrade: the binary's path is unknown");
+        return -1;
+    }
+    while (args[argc]) argc++;
+    if (check_output >= 0) close(check_output);
+    check_output = memfd_create("netproxy-upgrade-check", MFD_CLOEXEC);
+    pid = fork();
+    if (pid < 0) {
+        np_log(NP_ERR, "upgrade: fork: %s", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        char *argv[argc + 2];
+        int null = open("/dev/null", O_RDWR);
+        argv[0] = exe;
+        argv[1] = "--check";
+        for (int i = 1; i <= argc; i++) argv[i + 1] = args[i];
+        dup2(null, STDIN_FILENO);
+        dup2(null, STDOUT_FILENO);
+        if (check_output >= 0) dup2(check_output, STDERR_FILENO);
+        execv(exe, argv);
+        dprintf(STDERR_FILENO, "cannot run %s: %s\n", exe, strerror(errno));
+        _exit(127);
+    }
+    np_log(NP_NOTICE, "upgrade: checking the config with %s", exe);
+    return pid;
+}
+
+/* The check's stderr, line by line, into the log. */
+static void log_check_output(void)
+{
+    char text[4096], *line, *save;
+    ssize_t n;
+
+    if (check_output < 0 || lseek(check_output, 0, SEEK_SET) < 0) return;
+    n = read(check_output, text, sizeof text - 1);
+    text[n > 0 ? n : 0] = '\0';
+    for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+        np_log(NP_ERR, "upgrade: %s", line);
+}
+
+/* fds keep (or lose) close-on-exec. */
+static void set_cloexec(const int *fds, int n, int on)
+{
+    for (int i = 0; i < n; i++) fcntl(fds[i], F_SETFD, on ? FD_CLOEXEC : 0);
+}
+
+static void put_fd_list(const char *name, const int *fds, int n)
+{
+    char list[MAX_FDS * 8] = "";
+    size_t used = 0;
+
+    for (int i = 0; i < n && used < sizeof list - 16; i++)
+        used += snprintf(list + used, sizeof list - used, "%s%d", i ? "," : "", fds[i]);
+    setenv(name, list, 1);
+}
+
+void np_upgrade_checked(int status, const char *workers)
+{
+    int fds[MAX_FDS], n = np_listeners_fds(fds, MAX_FDS), shm = np_shm_fd();
+    char shm_text[16];
+
+    if (status != 0) {
+        log_check_output();
+        np_log(NP_ERR, "upgrade: the new binary refused the config (status %d): still running this one", status);
+        return;
+    }
+    put_fd_list("NETPROXY_LISTEN_FDS", fds, n);
+    snprintf(shm_text, sizeof shm_text, "%d", shm);
+    setenv("NETPROXY_SHM_FD", shm_text, 1);
+    setenv("NETPROXY_WORKERS", workers, 1);
+    setenv("NETPROXY_UPGRADE", "1", 1);
+    set_cloexec(fds, n, 0);
+    set_cloexec(&shm, 1, 0);
+    np_log(NP_NOTICE, "upgrade: running %s again with %d listening sockets and the workers %s", exe, n,
+           workers[0] ? workers : "(none)");
+    execv(exe, args);
+    np_log(NP_ERR, "upgrade: cannot run %s: %s: still running this one", exe, strerror(errno));
+    set_cloexec(fds, n, 1);
+    set_cloexec(&shm, 1, 1);
+    unsetenv("NETPROXY_LISTEN_FDS");
+    unsetenv("NETPROXY_SHM_FD");
+    np_upgrade_done();
+}
