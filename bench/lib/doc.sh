@@ -16,6 +16,7 @@ DOC_SECTIONS=(
   "## TCP relaying|bench/run.sh|bulk single-stream throughput and short-connection rate, netproxy's relays and Lua hooks against a direct connection, socat and HAProxy; one event loop per proxy"
   "## TLS termination|bench/tls.sh|netproxy terminating TLS against stunnel4 and HAProxy: bulk throughput and full handshakes"
   "## Workers|bench/workers.sh|connection rate with 1 and 2 worker processes (or threads): netproxy against HAProxy and nginx's stream module"
+  "## Reload under load|bench/reload.sh|connections and long transfers across 20 reloads (and a binary upgrade): all must succeed"
 )
 
 # doc_anchor TITLE: the GitHub anchor of a "## " title.
