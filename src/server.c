@@ -473,6 +473,15 @@ void np_server_start_stdio(void)
     }
 }
 
+int np_server_serves_stdio(void)
+{
+    const struct np_config *g = np_server.config;
+
+    for (int i = 0; g && i < g->nproxies; i++)
+        if (g->proxies[i].stdio) return 1;
+    return 0;
+}
+
 void np_server_start_accepting(int index)
 {
     np_listeners_start(index);

@@ -70,6 +70,9 @@ void np_server_stop(void);
  * are closed now (too many generations draining). */
 void np_server_drain(void);
 
+/* The running config serves standard input and output (inetd, ProxyCommand). */
+int np_server_serves_stdio(void);
+
 /* Closes every live connection now, as how. */
 void np_server_close_all(enum np_end how, const char *why);
 

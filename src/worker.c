@@ -36,8 +36,15 @@ static void on_drain_signal(evutil_socket_t sig, short what, void *arg)
     np_server_drain();
 }
 
+/* A stdio process (inetd, ssh's ProxyCommand) has one connection and nothing to reload:
+ * SIGHUP is the hangup of whoever started it (ssh sends it when it exits). */
 static void on_reload(evutil_socket_t sig, short what, void *arg)
 {
+    if (np_server_serves_stdio()) {
+        np_log(NP_INFO, "SIGHUP: hangup: ending the standard input/output connection");
+        np_server_close_all(NP_END_CLOSED, "hangup (SIGHUP)");
+        return;
+    }
     np_reload(reload_cli);
 }
 

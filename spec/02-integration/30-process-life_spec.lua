@@ -160,11 +160,17 @@ proxy { name = "stuck",
 end)
 
 describe("inetd style and -m", function()
-  after_each(h.stop_all)
+  local configs = {}
+  after_each(function()
+    h.stop_all()
+    -- the netproxy processes socat started are not ours by PID: by their config's path
+    for _, path in ipairs(configs) do os.execute("pkill -f " .. h.quote(path)) end
+  end)
 
   -- socat accepts and execs netproxy with the TCP socket itself on standard input/output.
   local function inetd(config)
     local path = h.write(h.tmpfile("inetd.lua"), config)
+    configs[#configs + 1] = path
     local port = h.free_port()
     local p = h.spawn({ "socat", "TCP-LISTEN:" .. port .. ",bind=127.0.0.1,reuseaddr,fork",
                         "EXEC:" .. h.netproxy .. " -v " .. path .. ",nofork" })
@@ -218,6 +224,23 @@ proxy { name = "nobody", from = { type = "tcp", host = "127.0.0.1", port = 0 }, 
       if c then c:receive(1, 5); c:close() end
     end
     assert.are.equal(0, h.exit_status(np, 10), np.log())
+  end)
+end)
+
+describe("stdio", function()
+  after_each(h.stop_all)
+
+  it("ends on SIGHUP, the hangup ssh sends its ProxyCommand, with a log line", function()
+    local echo = h.peer_server("echo")
+    local np = h.spawn({ "sh", "-c", ("sleep 30 | exec %s -v -v 127.0.0.1 %d"):format(h.netproxy, echo.port) })
+    local pid
+    h.wait_until(function()
+      pid = tonumber(io.popen("pgrep -f '^" .. h.netproxy .. " -v -v 127.0.0.1 " .. echo.port .. "'"):read("*l") or "")
+      return pid and (h.read(np.err) or ""):find("relay:")
+    end, 10, "the stdio relay")
+    os.execute("kill -HUP " .. pid)
+    h.wait_until(function() return not h.alive(pid) end, 5, "netproxy to exit")
+    assert.truthy(h.read(np.err):find("end=closed: hangup %(SIGHUP%)"), h.read(np.err))
   end)
 end)
 
