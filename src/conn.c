@@ -2,6 +2,7 @@
  * connectors, then the relay owns the sockets; every end is marked by np_conn_close and
  * carried out by the reaper, after the callback that decided it has returned. */
 #include "conn.h"
+#include "defer.h"
 #include "hook.h"
 #include "log.h"
 #include "loop.h"
@@ -20,19 +21,25 @@
 
 #define HANDLE_MT "netproxy.conn_handle"
 
+/* What a connection holds only while its connectors negotiate. */
+struct session {
+    struct np_task task;
+    struct event deadline;      /* negotiation timeout */
+};
+
 struct np_conn {
     uint64_t id;
     struct np_proxy *proxy;
-    struct np_task session;     /* while the connectors negotiate */
+    struct session *session;    /* while the connectors negotiate */
+    struct np_deferred session_over;    /* lets the session go once it has returned */
     struct np_relay *relay;     /* once they are done */
     enum np_end end;            /* NP_END_NONE while it runs */
-    char detail[200];
+    char *detail;               /* of the end, for its log line */
     int negotiating;            /* counted in proxy->negotiating until the relay or the end */
-    struct event deadline;      /* negotiation timeout */
     double started;
     uint64_t bytes[2];          /* client->server, server->client */
-    char client[NP_ADDRSTRLEN];
-    char target[256];
+    char *client;               /* as the log line names them */
+    char *target;
     int handle_ref;             /* registry anchor of the Lua handle */
     int hook_ref[2], hook_conn_ref;
     double hook_budget;
@@ -72,17 +79,27 @@ int np_conn_ended(const struct np_conn *c) { return c->end != NP_END_NONE; }
 
 lua_State *np_conn_session(const struct np_conn *c)
 {
-    return c->end == NP_END_NONE ? c->session.owner.co : NULL;
+    return c->end == NP_END_NONE && c->session ? c->session->task.owner.co : NULL;
+}
+
+/* *field becomes a copy of text (kept as it was when out of memory). */
+static void set_text(char **field, const char *text)
+{
+    char *copy = strdup(text);
+
+    if (!copy) return;
+    free(*field);
+    *field = copy;
 }
 
 void np_conn_set_target(struct np_conn *c, const char *text)
 {
-    snprintf(c->target, sizeof c->target, "%s", text);
+    set_text(&c->target, text);
 }
 
 void np_conn_set_client(struct np_conn *c, const char *text)
 {
-    snprintf(c->client, sizeof c->client, "%s", text);
+    set_text(&c->client, text);
 }
 
 /* ---------------------------------------------------------------- Lua handles */
@@ -134,9 +151,25 @@ static void count_and_log(struct np_conn *c)
     case NP_END_CLEAN: break;
     }
     np_clog(NP_NOTICE, c->id, "%s: %s -> %s in=%llu out=%llu time=%.3fs end=%s%s%s", p->name,
-            c->client, c->target[0] ? c->target : "-", (unsigned long long)c->bytes[0],
+            c->client ? c->client : "?", c->target ? c->target : "-", (unsigned long long)c->bytes[0],
             (unsigned long long)c->bytes[1], np_now() - c->started, np_end_name(c->end),
-            c->detail[0] ? ": " : "", c->detail);
+            c->detail && c->detail[0] ? ": " : "", c->detail ? c->detail : "");
+}
+
+/* The session is over (or the connection): its coroutine, cosockets and deadline go. */
+static void session_free(struct np_conn *c)
+{
+    if (!c->session) return;
+    event_del(&c->session->deadline);
+    np_task_release(&c->session->task);
+    free(c->session);
+    c->session = NULL;
+    np_defer_cancel(&c->session_over);
+}
+
+static void on_session_over(struct np_deferred *d)
+{
+    session_free((struct np_conn *)((char *)d - offsetof(struct np_conn, session_over)));
 }
 
 /* Tears an ended connection down; nothing of it is on the C stack any more. */
@@ -144,7 +177,7 @@ static void conn_free(struct np_conn *c)
 {
     lua_State *L = c->proxy->L;
 
-    np_task_release(&c->session);
+    session_free(c);
     if (c->relay) np_relay_free(c->relay);
     unref(L, &c->hook_ref[0]);
     unref(L, &c->hook_ref[1]);
@@ -159,6 +192,9 @@ static void conn_free(struct np_conn *c)
     if (c->next) c->next->pprev = c->pprev;
     *c->pprev = c->next;
     if (c->done) c->done(c->done_arg, c);
+    free(c->client);
+    free(c->target);
+    free(c->detail);
     free(c);
 }
 
@@ -178,11 +214,13 @@ void np_conn_close(struct np_conn *c, enum np_end how, const char *fmt, ...)
     if (c->end != NP_END_NONE) return;
     c->end = how == NP_END_NONE ? NP_END_CLOSED : how;
     va_start(ap, fmt);
-    vsnprintf(c->detail, sizeof c->detail, fmt, ap);
+    if (vasprintf(&c->detail, fmt, ap) < 0) c->detail = NULL;
     va_end(ap);
     negotiated(c);
-    event_del(&c->deadline);
-    np_task_halt(&c->session);
+    if (c->session) {
+        event_del(&c->session->deadline);
+        np_task_halt(&c->session->task);
+    }
     if (c->relay) np_relay_halt(c->relay);
     c->next_reaped = reaped;
     reaped = c;
@@ -209,8 +247,9 @@ static void session_returned(struct np_conn *c, lua_State *co, int nresults)
     const char *detail = nresults >= 2 ? lua_tostring(co, 1 - nresults) : NULL;
     enum np_end how = name ? np_end_parse(name) : NP_END_NONE;
 
-    if (c->relay && !name) {
-        np_task_release(&c->session);
+    if (c->relay && !name) {                /* its coroutine has returned: let it go */
+        np_task_halt(&c->session->task);
+        np_defer(&c->session_over, on_session_over);
         return;
     }
     if (name && how == NP_END_NONE) {
@@ -259,7 +298,11 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
     struct np_conn *c = calloc(1, sizeof *c);
     lua_State *co;
 
-    if (!c) {
+    if (c) c->session = calloc(1, sizeof *c->session);
+    if (c && c->session) c->client = strdup(client);
+    if (!c || !c->session || !c->client) {
+        if (c) free(c->session);
+        free(c);
         np_log(NP_ERR, "%s: out of memory for a new connection from %s", p->name, client);
         close(rfd);
         if (wfd != rfd) close(wfd);
@@ -273,7 +316,6 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
     c->handle_ref = c->hook_ref[0] = c->hook_ref[1] = c->hook_conn_ref = LUA_NOREF;
     c->done = done;
     c->done_arg = done_arg;
-    snprintf(c->client, sizeof c->client, "%s", client);
     c->next = p->conns;
     if (p->conns) p->conns->pprev = &c->next;
     p->conns = c;
@@ -282,21 +324,21 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
     NP_COUNTERS(p)->active++;
     p->negotiating++;
     c->negotiating = 1;
-    evtimer_assign(&c->deadline, np_base, on_deadline, c);
+    evtimer_assign(&c->session->deadline, np_base, on_deadline, c);
     if (p->negotiation_timeout > 0) {
         struct timeval tv = np_tv(p->negotiation_timeout);
-        evtimer_add(&c->deadline, &tv);
+        evtimer_add(&c->session->deadline, &tv);
     }
     np_clog(NP_INFO, c->id, "%s: accepted %s", p->name, c->client);
 
-    co = np_task_init(&c->session, p->L, &session_ops, c, c->id);
+    co = np_task_init(&c->session->task, p->L, &session_ops, c, c->id);
     lua_rawgeti(co, LUA_REGISTRYINDEX, p->session_ref);
     lua_rawgeti(co, LUA_REGISTRYINDEX, p->lua_ref);
-    np_sock_push(co, &c->session.owner, rfd, wfd, c->client);
+    np_sock_push(co, &c->session->task.owner, rfd, wfd, c->client);
     lua_pushnumber(co, (lua_Number)c->id);
     lua_pushstring(co, c->client);
     push_handle(co, c);
-    np_task_resume(&c->session, 5);
+    np_task_resume(&c->session->task, 5);
 }
 
 /* ---------------------------------------------------------------- the relay */
@@ -392,7 +434,7 @@ int np_conn_relay(struct np_conn *c, struct np_conn_handoff *h)
     c->hook_conn_ref = h->conn_ref;
     c->hook_budget = h->hook_budget;
     negotiated(c);
-    event_del(&c->deadline);
+    event_del(&c->session->deadline);
     np_clog(NP_INFO, c->id, "%s: relay: %s", p->name, np_relay_describe(c->relay, path, sizeof path));
     return 0;
 }

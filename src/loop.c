@@ -17,6 +17,9 @@ int np_loop_init(char *err, size_t errlen)
     if (!cfg) goto fail;
     /* One thread per process: the base needs no locks. */
     event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+    /* changes to a descriptor's events within one loop turn become one epoll_ctl (or none:
+     * an add then a delete), applied just before epoll_wait */
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
     np_base = event_base_new_with_config(cfg);
     event_config_free(cfg);
     if (!np_base) goto fail;

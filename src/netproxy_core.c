@@ -155,8 +155,11 @@ static int core_relay(lua_State *L)
         lua_getfield(L, 3, "may_starttls");
         h.may_starttls = lua_toboolean(L, -1);
         lua_pop(L, 1);
-        lua_getfield(L, 3, "conn");
-        h.conn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        /* the conn object is for the hooks: without one it is not kept */
+        if (h.hook_ref[NP_TO_SERVER] != LUA_NOREF || h.hook_ref[NP_TO_CLIENT] != LUA_NOREF) {
+            lua_getfield(L, 3, "conn");
+            h.conn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        }
     }
     h.fd[NP_CLIENT][0] = np_sock_detach(client, &h.fd[NP_CLIENT][1], &h.ssl[NP_CLIENT], &h.ahead[NP_CLIENT]);
     h.fd[NP_SERVER][0] = np_sock_detach(server, &h.fd[NP_SERVER][1], &h.ssl[NP_SERVER], &h.ahead[NP_SERVER]);

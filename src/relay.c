@@ -6,6 +6,8 @@
  * first error. A side may be upgraded to TLS while relaying (STARTTLS). */
 #include "relay.h"
 #include "buf.h"
+#include "defer.h"
+#include "idle.h"
 #include "log.h"
 #include "loop.h"
 #include "pipepool.h"
@@ -17,6 +19,7 @@
 #include <event2/event_struct.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <openssl/err.h>
 #include <stdlib.h>
@@ -45,7 +48,6 @@ struct side {
     enum upgrade upgrade;       /* STARTTLS in progress on this side */
     int rfile, wfile;           /* stdin / stdout is a regular file: no epoll, always ready */
     int hs_wants_write;
-    char err[200];
 };
 
 /* Bytes from side `from` to side `from ^ 1`. */
@@ -57,6 +59,7 @@ struct direction {
     struct np_buf buf;          /* the copying path, or bytes read ahead before the relay */
     struct np_buf injected;     /* np_relay_inject() bytes, queued while a filter runs */
     int filtered;               /* ops->filter sees this direction's bytes */
+    int drained;                /* the last plain read was short: wait for readability */
     int eof, done;
     uint64_t *counter;          /* the owner's counters of bytes this way */
     uint64_t *more_counter;     /* may be NULL */
@@ -70,14 +73,17 @@ struct np_relay {
     struct side side[2];
     struct direction dir[2];    /* dir[CLIENT]: client -> server */
     size_t buffer_size;
-    double idle_timeout, last_active;
-    struct event idle;
-    struct event kick;          /* pumps both directions on the next loop iteration */
+    double idle_timeout;
+    struct np_idle idle;        /* in the list of relays with the same idle_timeout */
+    struct np_deferred kick;    /* pumps both directions on the next loop turn */
+    char tls_err[160];          /* why the last TLS call failed (either side) */
     int injection_failed;       /* out of memory while queueing injected bytes */
     enum np_end end;            /* why it stopped; NP_END_NONE while it runs */
     char detail[200];
     int reported, halted;
 };
+
+static void on_kick(struct np_deferred *k);
 
 static struct side *src_of(struct np_relay *r, struct direction *d) { return &r->side[d->from]; }
 static struct side *dst_of(struct np_relay *r, struct direction *d) { return &r->side[d->from ^ 1]; }
@@ -140,7 +146,7 @@ static ssize_t tls_fill(struct np_relay *r, struct direction *d, struct side *sr
         errno = ENOMEM;
         return -1;
     }
-    n = np_tls_read(src->ssl, space, room, &want, src->err, sizeof src->err);
+    n = np_tls_read(src->ssl, space, room, &want, r->tls_err, sizeof r->tls_err);
     if (n > 0) np_buf_commit(&d->buf, n);
     src->read_wants_write = n < 0 && errno == EAGAIN && want == NP_TLS_WANT_WRITE;
     return n;
@@ -172,12 +178,21 @@ static ssize_t fill(struct np_relay *r, struct direction *d)
                 strerror(errno));
         d->splice = 0;
     }
+    /* A plain read that returns less than it asked for emptied the socket: the next one
+     * waits for readability rather than cost a call that answers EAGAIN. */
     if (d->splice) {
         n = splice_fill(r, d, src->rfd);
+        d->drained = n > 0 && (size_t)n < np_pipepool_pipe_size();
         if (n >= 0 || errno != EINVAL) return n;
         copy_from_now_on(d);            /* a source splice() cannot read (a terminal) */
     }
-    n = tls_of(src) ? tls_fill(r, d, src) : np_buf_read_fd(&d->buf, src->rfd, r->buffer_size);
+    if (tls_of(src)) {
+        n = tls_fill(r, d, src);
+    } else {
+        size_t asked = r->buffer_size - np_buf_len(&d->buf);
+        n = np_buf_read_fd(&d->buf, src->rfd, r->buffer_size);
+        d->drained = n > 0 && (size_t)n < asked && !src->rfile;
+    }
     if (n >= 0 && d->filtered && run_filter(r, d, n) < 0) return STOPPED;
     return n;
 }
@@ -202,7 +217,7 @@ static ssize_t flush(struct np_relay *r, struct direction *d)
     if (tls_of(dst)) {
         enum np_tls_want want = NP_TLS_WANT_WRITE;
         n = np_tls_write(dst->ssl, d->buf.data + d->buf.start, np_buf_len(&d->buf), &want,
-                         dst->err, sizeof dst->err);
+                         r->tls_err, sizeof r->tls_err);
         if (n > 0) np_buf_consume(&d->buf, n);
         dst->write_wants_read = n < 0 && errno == EAGAIN && want == NP_TLS_WANT_READ;
     } else {
@@ -270,7 +285,7 @@ static int fail(struct np_relay *r, struct side *s, int err)
 {
     enum np_end how = np_end_io(s->idx, err);
 
-    if (err == EPROTO) return stop(r, how, "%s", s->err);
+    if (err == EPROTO) return stop(r, how, "%s", r->tls_err);
     if (err == ECONNRESET || err == EPIPE) return stop(r, how, "%s", "");
     return stop(r, how, "%s", strerror(err));
 }
@@ -332,7 +347,7 @@ static int pump(struct np_relay *r, struct direction *d)
                 moved = progress = 1;
             }
         }
-        if (can_read(r, d)) {
+        if (can_read(r, d) && !d->drained) {
             n = fill(r, d);
             if (n == STOPPED) return -1;
             if (n < 0 && errno != EAGAIN) return fail(r, src_of(r, d), errno);
@@ -341,11 +356,12 @@ static int pump(struct np_relay *r, struct direction *d)
         }
         if (!progress) break;
     }
-    if (moved) r->last_active = np_now();
+    if (moved) np_idle_touch(&r->idle);
     if (d->splice && d->in_pipe == 0 && d->pipe.rfd >= 0) np_pipe_put(&d->pipe);
     if (d->eof && pending(d) == 0 && !d->done) {
         d->done = 1;
-        shut_write(dst_of(r, d));
+        /* the other way done too: closing the socket sends the FIN (TLS still says goodbye) */
+        if (!r->dir[d->from ^ 1].done || tls_of(dst_of(r, d))) shut_write(dst_of(r, d));
     }
     if (r->dir[0].done && r->dir[1].done) return stop(r, NP_END_EOF, "%s", "");
     return 0;
@@ -420,7 +436,7 @@ static int handshake_step(struct np_relay *r, struct side *s)
 {
     char info[160];
 
-    switch (np_tls_handshake(s->ssl, s->err, sizeof s->err)) {
+    switch (np_tls_handshake(s->ssl, r->tls_err, sizeof r->tls_err)) {
     case NP_TLS_DONE:
         s->upgrade = UPGRADE_NONE;
         np_tls_describe(s->ssl, info, sizeof info);
@@ -429,7 +445,7 @@ static int handshake_step(struct np_relay *r, struct side *s)
     case NP_TLS_WANT_READ: s->hs_wants_write = 0; return 0;
     case NP_TLS_WANT_WRITE: s->hs_wants_write = 1; return 0;
     default:
-        return stop(r, s->idx ? NP_END_SERVER_STARTTLS : NP_END_CLIENT_STARTTLS, "%s", s->err);
+        return stop(r, s->idx ? NP_END_SERVER_STARTTLS : NP_END_CLIENT_STARTTLS, "%s", r->tls_err);
     }
 }
 
@@ -448,7 +464,7 @@ int np_relay_starttls(struct np_relay *r, int side, SSL_CTX *ctx, int server,
     s->ssl = np_tls_new(ctx, server, s->rfd, sni, verify_name);
     if (!s->ssl) return -1;
     s->upgrade = UPGRADE_FLUSHING;
-    if (!r->halted) event_active(&r->kick, EV_TIMEOUT, 0);
+    if (!r->halted) np_defer(&r->kick, on_kick);
     return 0;
 }
 
@@ -459,6 +475,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     struct side *s = arg;
     struct np_relay *r = s->relay;
 
+    r->dir[s->idx].drained = 0;
     /* with TLS, a write toward this side may have been waiting for it to be readable */
     if (s->upgrade != UPGRADE_HANDSHAKE || handshake_step(r, s) >= 0)
         pump_both(r, s->idx, s->ssl != NULL);
@@ -476,9 +493,9 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
     settle(r);
 }
 
-static void on_kick(evutil_socket_t fd, short what, void *arg)
+static void on_kick(struct np_deferred *k)
 {
-    struct np_relay *r = arg;
+    struct np_relay *r = (struct np_relay *)((char *)k - offsetof(struct np_relay, kick));
 
     if (settle_injections(r) == 0) pump_both(r, CLIENT, 1);
     settle(r);
@@ -488,22 +505,15 @@ int np_relay_inject(struct np_relay *r, int dir, const char *data, size_t len)
 {
     if (np_buf_append(&r->dir[dir].injected, data, len) < 0) return -1;
     /* settled after the running filter, or on the kick */
-    if (!r->halted) event_active(&r->kick, EV_TIMEOUT, 0);
+    if (!r->halted) np_defer(&r->kick, on_kick);
     return 0;
 }
 
-static void on_idle_check(evutil_socket_t fd, short what, void *arg)
+static void on_idle(struct np_idle *m)
 {
-    struct np_relay *r = arg;
-    double quiet = np_now() - r->last_active;
-    struct timeval tv;
+    struct np_relay *r = (struct np_relay *)((char *)m - offsetof(struct np_relay, idle));
 
-    if (quiet >= r->idle_timeout) {
-        stop(r, NP_END_IDLE_TIMEOUT, "%s", "");
-    } else {
-        tv = np_tv(r->idle_timeout - quiet);
-        evtimer_add(&r->idle, &tv);
-    }
+    stop(r, NP_END_IDLE_TIMEOUT, "%s", "");
     settle(r);
 }
 
@@ -519,8 +529,11 @@ static void side_init(struct np_relay *r, int idx, const struct np_relay_side *f
     s->rfd = from->rfd;
     s->wfd = from->wfd;
     s->ssl = from->ssl;
-    s->rfile = fstat(s->rfd, &st) == 0 && S_ISREG(st.st_mode);
-    s->wfile = s->wfd == s->rfd ? s->rfile : fstat(s->wfd, &st) == 0 && S_ISREG(st.st_mode);
+    /* a socket is never a regular file: only standard input and output may be one */
+    if (s->rfd != s->wfd || s->rfd <= STDERR_FILENO) {
+        s->rfile = fstat(s->rfd, &st) == 0 && S_ISREG(st.st_mode);
+        s->wfile = fstat(s->wfd, &st) == 0 && S_ISREG(st.st_mode);
+    }
     event_assign(&s->rev, np_base, s->rfd, EV_READ | EV_PERSIST, on_readable, s);
     event_assign(&s->wev, np_base, s->wfd, EV_WRITE | EV_PERSIST, on_writable, s);
 }
@@ -547,6 +560,7 @@ static void direction_init(struct direction *d, int from, const struct np_relay_
      * A side declared for a later STARTTLS copies from the start. */
     d->splice = cfg->mode != NP_RELAY_BUFFERED && !d->filtered && !cfg->may_starttls;
     d->pipe.rfd = d->pipe.wfd = -1;
+    d->drained = 1;                 /* nothing read yet: the first read waits for readability */
     d->counter = cfg->bytes[from];
     d->more_counter = cfg->more_bytes[from];
 }
@@ -570,20 +584,19 @@ struct np_relay *np_relay_new(const struct np_relay_config *cfg, const struct np
     r->name = cfg->log_name;
     r->buffer_size = cfg->buffer_size;
     r->idle_timeout = cfg->idle_timeout;
-    r->last_active = np_now();
     side_init(r, CLIENT, client);
     side_init(r, SERVER, server);
     direction_init(&r->dir[CLIENT], CLIENT, cfg);
     direction_init(&r->dir[SERVER], SERVER, cfg);
     if (client->ssl || server->ssl) r->dir[CLIENT].splice = r->dir[SERVER].splice = 0;
-    evtimer_assign(&r->idle, np_base, on_idle_check, r);
-    if (r->idle_timeout > 0) {
-        struct timeval tv = np_tv(r->idle_timeout);
-        evtimer_add(&r->idle, &tv);
+    if (r->idle_timeout > 0 && np_idle_join(&r->idle, r->idle_timeout, on_idle) < 0) {
+        np_buf_release(&r->dir[CLIENT].buf);
+        np_buf_release(&r->dir[SERVER].buf);
+        free(r);
+        return NULL;
     }
     /* Bytes read ahead go out first, from the loop: filters must not run inside the caller. */
-    evtimer_assign(&r->kick, np_base, on_kick, r);
-    event_active(&r->kick, EV_TIMEOUT, 0);
+    np_defer(&r->kick, on_kick);
     return r;
 }
 
@@ -594,8 +607,8 @@ void np_relay_halt(struct np_relay *r)
         event_del(&r->side[i].wev);
         r->side[i].reading = r->side[i].writing = 0;
     }
-    event_del(&r->idle);
-    event_del(&r->kick);
+    np_idle_leave(&r->idle);
+    np_defer_cancel(&r->kick);
     r->halted = 1;
 }
 

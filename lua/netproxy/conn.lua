@@ -3,7 +3,18 @@ local core = require "netproxy.core"
 local select, string_format, tostring = select, string.format, tostring
 
 local _M = {}
-local mt = { __index = _M }
+
+-- conn.reached, the address the client connected to, is looked up (getsockname) only when
+-- something asks for it (the PROXY protocol does): most connections never do.
+local mt = { __index = function(self, key)
+  if key == "reached" then
+    local sock = rawget(self, "_client_sock")
+    local addr = sock and sock:localaddr()
+    rawset(self, "reached", addr or false)
+    return addr
+  end
+  return _M[key]
+end }
 
 function _M.new(proxy, id, client, handle)
   return setmetatable({
@@ -41,7 +52,7 @@ end
 -- to TLS, right after the chunk being handled has been passed on. The side may be left out
 -- when only one is so declared. Returns true, or nil and why.
 function _M.starttls(self, side)
-  local sides = self._starttls or {}
+  local sides = self._starttls or {}   -- nil: no side is declared so
   if side == nil then
     if sides.client and sides.server then error("starttls: say which side, \"client\" or \"server\"", 2) end
     side = sides.client and "client" or "server"

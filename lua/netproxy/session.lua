@@ -30,7 +30,7 @@ function _M.run(proxy, client, id, peer, handle)
   local conn = Conn.new(proxy, id, peer, handle)
   local target = proxy.to
 
-  conn.reached = client:localaddr()          -- the address the client connected to
+  conn._client_sock = client                 -- conn.reached asks it, only when wanted
   if proxy.from.proxy_protocol then
     local header, err = proxy_protocol.read(client, proxy.from.proxy_protocol, proxy.connect_timeout)
     if not header then return "refused", "PROXY protocol: " .. tostring(err) end
@@ -73,17 +73,24 @@ function _M.run(proxy, client, id, peer, handle)
   end
 
   -- sides left in clear text for a hook to upgrade with conn:starttls()
-  local later = {}
-  if proxy.from._tls and proxy.from.start_cleartext and not proxy.from.starttls then later.client = proxy.from end
-  if target._tls and target.start_cleartext and not target.starttls then later.server = target end
+  local later
+  if proxy.from._tls and proxy.from.start_cleartext and not proxy.from.starttls then later = { client = proxy.from } end
+  if target._tls and target.start_cleartext and not target.starttls then
+    later = later or {}
+    later.server = target
+  end
   conn._starttls = later
 
+  -- Net::Proxy's rule: the hook of the connector whose socket the data arrived on
+  local to_server, to_client = proxy.from.hook, target.hook
+  if to_server or to_client then local _ = conn.reached end   -- hooks may ask, after the socket is gone
+  conn._client_sock = nil
   local ok, why = core.relay(client, server, {
-    conn = conn,
-    to_server = proxy.from.hook,     -- Net::Proxy's rule: the hook of the connector whose
-    to_client = target.hook,         -- socket the data arrived on
+    conn = conn,                     -- kept by the relay only when there is a hook to hand it to
+    to_server = to_server,
+    to_client = to_client,
     hook_budget = proxy.hook_budget,
-    may_starttls = (later.client or later.server) and true or false,
+    may_starttls = later ~= nil,
   })
   if not ok then return "closed", why end
 end

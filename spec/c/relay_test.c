@@ -215,7 +215,13 @@ static void exchange(struct rig *g, struct stream *up, struct stream *down, int 
         if (!eof[0] && read_some(g->c, down) != 0) eof[0] = 1;
         if (g->owner.ended) break;
     }
-    for (int i = 0; i < 50 && !(eof[0] && eof[1]); i++) {
+    /* ended: the owner frees the relay, whose close sends what is left and the FINs */
+    if (g->owner.ended && g->relay) {
+        np_relay_free(g->relay);
+        g->relay = NULL;
+    }
+    deadline = clock_now() + 5;
+    while (!(eof[0] && eof[1]) && clock_now() < deadline) {
         if (!eof[1] && read_some(g->s, up) != 0) eof[1] = 1;
         if (!eof[0] && read_some(g->c, down) != 0) eof[0] = 1;
         turn();
