@@ -10,12 +10,14 @@
 -- proxy's `to` connector (tcp by default, or connect to chain through another proxy) goes
 -- there. Which targets are served: route(host, port, conn) decides (returning the target,
 -- possibly rewritten, or nil and a reason to refuse with 403), else an `allow` list of
--- "host:port" patterns ("*.example.com:443", "127.0.0.1:*"); with neither, nothing is served:
+-- "host:port" patterns ("*.example.com:443", "127.0.0.1:*"; netproxy.addr says what `*`
+-- matches: one DNS label, or everything when alone); with neither, nothing is served:
 -- netproxy is never an open proxy by accident. users = { name = "password" } or
 -- users = function(user, pass, conn) asks clients for Basic authentication (407).
 local core = require "netproxy.core"
 local check = require "netproxy.check"
 local http = require "netproxy.http"
+local addr = require "netproxy.addr"
 local proxy_protocol = require "netproxy.proxy_protocol"
 
 local concat, type, tostring = table.concat, type, tostring
@@ -45,22 +47,11 @@ local function users(v)
   return v
 end
 
-local function patterns(v)
-  if type(v) == "string" then v = { v } end
-  if type(v) ~= "table" then return nil, "want a list of \"host:port\" patterns" end
-  for _, p in ipairs(v) do
-    if type(p) ~= "string" or not (p:match("^[%w%.%-_*]+:[%d*]+$") or p:match("^%[[%x:%.*]+%]:[%d*]+$")) then
-      return nil, "bad pattern '" .. tostring(p) .. "' (want host:port, * allowed)"
-    end
-  end
-  return v
-end
-
 _M.params = {
   host = check.host, port = check.port, max_header = header_limit,
   proxy_host = check.host, proxy_port = check.port, proxy_user = check.string,
   proxy_pass = check.string, proxy_agent = check.string, reply_timeout = check.seconds,
-  route = check.func, allow = patterns, users = users, realm = check.string,
+  route = check.func, allow = addr.check_patterns, users = users, realm = check.string,
   request_timeout = check.seconds,
 }
 
@@ -141,19 +132,6 @@ local function reply(client, code, reason, detail, headers)
   client:write(http.response(code, reason, headers, "netproxy: " .. detail .. "\n"))
 end
 
--- "*.example.com:443" -> a Lua pattern anchored on both ends
-local function glob(p)
-  return "^" .. p:lower():gsub("[%^%$%(%)%%%.%[%]%+%-%?]", "%%%0"):gsub("%*", ".*") .. "$"
-end
-
-local function allowed(list, host, port)
-  local subject = http.authority(host:lower(), port)
-  for _, p in ipairs(list) do
-    if subject:match(glob(p)) then return true end
-  end
-  return false
-end
-
 local function authorized(conf, user, pass, conn)
   if user == nil then return false end
   if type(conf.users) == "function" then return conf.users(user, pass, conn) and true or false end
@@ -215,7 +193,7 @@ function _M.accept(conf, client, conn)
       reply(client, 502, "Bad Gateway", "no route")
       error(("route returned a bad target for %s: %s %s"):format(asked, tostring(rhost), tostring(rport)), 0)
     end
-  elseif not allowed(conf.allow, host, port) then
+  elseif not addr.allowed(conf.allow, host, port) then
     reply(client, 403, "Forbidden", "target not allowed")
     return nil, "not in the allow list: " .. asked
   end

@@ -15,6 +15,7 @@
 --            } }
 local probes = require "netproxy.probes"
 local check = require "netproxy.check"
+local addr = require "netproxy.addr"
 
 local type, ipairs, tostring = type, ipairs, tostring
 
@@ -86,16 +87,10 @@ function _M.listen(conf)
   return conf.host, conf.port
 end
 
--- "*.example.org" against "www.example.org" (names are compared in lower case)
-local function name_matches(pattern, name)
-  if not name then return false end
-  local lua = "^" .. pattern:lower():gsub("[%^%$%(%)%%%.%[%]%+%-%?]", "%%%0"):gsub("%*", "[^.]*") .. "$"
-  return name:match(lua) ~= nil
-end
-
+-- sni and alpn are patterns with netproxy.addr's meaning of `*` (within one label)
 local function alpn_matches(wanted, offered)
   for _, proto in ipairs(offered) do
-    if proto == wanted then return true end
+    if addr.host_matches(wanted, proto) then return true end
   end
   return false
 end
@@ -109,7 +104,7 @@ local function run_probe(p, buf)
   end
   local verdict, info = probes[p.match](buf)
   if verdict ~= "match" or p.match ~= "tls" then return verdict end
-  if p.sni and not name_matches(p.sni, info.sni) then return "no" end
+  if p.sni and not addr.host_matches(p.sni, info.sni) then return "no" end
   if p.alpn and not alpn_matches(p.alpn, info.alpn) then return "no" end
   return "match"
 end

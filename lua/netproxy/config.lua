@@ -4,6 +4,7 @@
 local check = require "netproxy.check"
 local connectors = require "netproxy.connectors"
 local lines = require "netproxy.lines"
+local addr = require "netproxy.addr"
 
 local _M = {}
 
@@ -169,25 +170,20 @@ local function run_script(path)
   return decls, servers
 end
 
--- "[HOST:]PORT" / "HOST:PORT" / "[v6]:PORT" -> host, port (strings; checked later)
-local function split_authority(s, default_host)
-  local host, port = s:match("^%[(.*)%]:([^:]*)$")
-  if not host then host, port = s:match("^([^:]*):([^:]*)$") end
-  if not host and s:match("^%d+$") then return default_host, s end
-  return host, port
-end
-
 -- The one-line form as a proxy{} declaration: stdio (or -L) to HOST PORT, maybe via -P.
+-- Returns the declaration, or nil and what is wrong with an address.
 local function oneline_decl(o)
   local from = { type = "stdio" }
   if o.listen then
-    local host, port = split_authority(o.listen, "localhost")
-    from = { type = "tcp", host = host or o.listen, port = port }
+    local host, port = addr.split(o.listen, "localhost")
+    if not host then return nil, "-L " .. o.listen .. ": " .. port end
+    from = { type = "tcp", host = host, port = port }
   end
   local to = { type = "tcp", host = o.host, port = o.port }
   if o.via then
-    local proxy_host, proxy_port = split_authority(o.via)
-    to = { type = "connect", host = o.host, port = o.port, proxy_host = proxy_host or o.via,
+    local proxy_host, proxy_port = addr.split(o.via)
+    if not proxy_host then return nil, "-P " .. o.via .. ": " .. proxy_port end
+    to = { type = "connect", host = o.host, port = o.port, proxy_host = proxy_host,
            proxy_port = proxy_port, proxy_user = o.proxy_user, proxy_pass = o.proxy_pass,
            proxy_agent = o.proxy_agent }
   end
@@ -228,7 +224,9 @@ function _M.load(path, cli)
 
   local decls, servers
   if cli.oneline then
-    decls, servers = { oneline_decl(cli.oneline) }, {}
+    local decl, err = oneline_decl(cli.oneline)
+    if not decl then return nil, { "command line: " .. err } end
+    decls, servers = { decl }, {}
     -- ssh shows ProxyCommand's stderr on the terminal: warnings and errors only, unless -v
     if not cli.oneline.listen and not cli.log_level then cli.log_level = 1 end
   else
