@@ -18,6 +18,7 @@ local core = require "netproxy.core"
 local check = require "netproxy.check"
 local http = require "netproxy.http"
 local addr = require "netproxy.addr"
+local gate = require "netproxy.gate"
 local proxy_protocol = require "netproxy.proxy_protocol"
 
 local concat, type, tostring = table.concat, type, tostring
@@ -38,20 +39,11 @@ local function header_limit(v)
   return n
 end
 
-local function users(v)
-  if type(v) == "function" then return v end
-  if type(v) ~= "table" then return nil, "want { user = \"password\" } or a function" end
-  for k, p in pairs(v) do
-    if type(k) ~= "string" or type(p) ~= "string" then return nil, "want { user = \"password\" }" end
-  end
-  return v
-end
-
 _M.params = {
   host = check.host, port = check.port, max_header = header_limit,
   proxy_host = check.host, proxy_port = check.port, proxy_user = check.string,
   proxy_pass = check.string, proxy_agent = check.string, reply_timeout = check.seconds,
-  route = check.func, allow = addr.check_patterns, users = users, realm = check.string,
+  route = check.func, allow = addr.check_patterns, users = gate.check_users, realm = check.string,
   request_timeout = check.seconds,
 }
 
@@ -63,9 +55,7 @@ function _M.check(conf, position, ctx)
   if position == "from" then
     if conf.port == nil then return "missing port" end
     conf.host = conf.host or "localhost"
-    if not conf.route and not conf.allow then
-      return "needs route = function(host, port, conn) or an allow list: netproxy is no open proxy"
-    end
+    return gate.check_server(conf)
   else
     if not conf.proxy_host or not conf.proxy_port then return "missing proxy_host or proxy_port" end
     if conf.proxy_port == 0 then return "proxy_port 0 is not a port to connect to" end
@@ -77,12 +67,11 @@ end
 
 -- ---------------------------------------------------------------- to: through a proxy
 
--- The tunnel: CONNECT through the proxy, its answer read. connect_ssl builds on it.
-function _M.tunnel(conf, conn)
+-- CONNECT over sock, already connected to the proxy (directly, or through the hops of a
+-- chain before it), to conf.host:conf.port; the proxy's answer read. Returns sock, or nil
+-- and why (sock closed then).
+function _M.handshake(sock, conf, conn)
   local proxy = http.authority(conf.proxy_host, conf.proxy_port)
-  local sock, err = core.connect(conf.proxy_host, conf.proxy_port, { timeout = conn.connect_timeout })
-  if not sock then return nil, "proxy " .. proxy .. ": " .. err end
-
   local target = http.authority(conf.host, conf.port)
   local request = { "CONNECT " .. target .. " HTTP/1.1", "Host: " .. target }
   if conf.proxy_user then
@@ -115,6 +104,13 @@ function _M.tunnel(conf, conn)
   return sock
 end
 
+-- The tunnel: the proxy reached, then CONNECT through it. connect_ssl builds on it.
+function _M.tunnel(conf, conn)
+  local sock, err = core.connect(conf.proxy_host, conf.proxy_port, { timeout = conn.connect_timeout })
+  if not sock then return nil, "proxy " .. http.authority(conf.proxy_host, conf.proxy_port) .. ": " .. err end
+  return _M.handshake(sock, conf, conn)
+end
+
 -- The tunnel, then the PROXY header (if asked for) to the target through it.
 function _M.connect(conf, conn)
   local sock, err = _M.tunnel(conf, conn)
@@ -130,12 +126,6 @@ end
 
 local function reply(client, code, reason, detail, headers)
   client:write(http.response(code, reason, headers, "netproxy: " .. detail .. "\n"))
-end
-
-local function authorized(conf, user, pass, conn)
-  if user == nil then return false end
-  if type(conf.users) == "function" then return conf.users(user, pass, conn) and true or false end
-  return conf.users[user] ~= nil and conf.users[user] == pass
 end
 
 -- The request, checked; returns host, port, or nil after answering the client.
@@ -165,7 +155,7 @@ local function read_request(conf, client, conn)
   end
   if conf.users then
     local user, pass = http.parse_basic(headers["proxy-authorization"])
-    if not authorized(conf, user, pass, conn) then
+    if not gate.authorized(conf.users, user, pass, conn) then
       reply(client, 407, "Proxy Authentication Required", "proxy authentication required",
             { ('Proxy-Authenticate: Basic realm="%s"'):format(conf.realm or "netproxy") })
       return nil, user and ("bad credentials for user %q"):format(user) or "no credentials"
@@ -181,21 +171,14 @@ function _M.accept(conf, client, conn)
   local asked = http.authority(host, port)
   conn.stash.requested = asked
 
-  local to_host, to_port = host, port
-  if conf.route then
-    local rhost, rport = conf.route(host, port, conn)
-    if rhost == nil then
-      reply(client, 403, "Forbidden", rport or "refused")
-      return nil, ("route refused %s: %s"):format(asked, tostring(rport or "no reason"))
-    end
-    to_host, to_port = check.host(rhost), check.port(rport or port)
-    if not to_host or not to_port or to_port == 0 then
+  local to_host, to_port, bug, reason = gate.target(conf, host, port, conn)
+  if not to_host then
+    if bug then
       reply(client, 502, "Bad Gateway", "no route")
-      error(("route returned a bad target for %s: %s %s"):format(asked, tostring(rhost), tostring(rport)), 0)
+      error(to_port, 0)
     end
-  elseif not addr.allowed(conf.allow, host, port) then
-    reply(client, 403, "Forbidden", "target not allowed")
-    return nil, "not in the allow list: " .. asked
+    reply(client, 403, "Forbidden", conf.route and tostring(reason or "refused") or "target not allowed")
+    return nil, to_port
   end
   local target = http.authority(to_host, to_port)
   if target ~= asked then conn:log("notice", "CONNECT %s rewritten to %s", asked, target)
