@@ -47,6 +47,15 @@ _M.params = {
   request_timeout = check.seconds,
 }
 
+_M.from_only = FROM_ONLY
+
+-- The checks of the `to` side, shared with chain's connect hops (which have no host and port
+-- of their own: the next hop is their target).
+function _M.check_proxy(conf)
+  if not conf.proxy_host or not conf.proxy_port then return "missing proxy_host or proxy_port" end
+  if conf.proxy_port == 0 then return "proxy_port 0 is not a port to connect to" end
+end
+
 function _M.check(conf, position, ctx)
   local wrong = position == "from" and TO_ONLY or FROM_ONLY
   for k in pairs(wrong) do
@@ -57,8 +66,8 @@ function _M.check(conf, position, ctx)
     conf.host = conf.host or "localhost"
     return gate.check_server(conf)
   else
-    if not conf.proxy_host or not conf.proxy_port then return "missing proxy_host or proxy_port" end
-    if conf.proxy_port == 0 then return "proxy_port 0 is not a port to connect to" end
+    local problem = _M.check_proxy(conf)
+    if problem then return problem end
     if not (ctx and ctx.target_from_client) and (not conf.host or not conf.port) then
       return "missing host or port"
     end

@@ -40,6 +40,8 @@ local function boolean(v)
   return v
 end
 
+_M.from_only = FROM_ONLY
+
 _M.params = {
   host = check.host, port = check.port,
   route = check.func, allow = addr.check_patterns, users = gate.check_users,
