@@ -62,6 +62,10 @@ function _M.check(conf, position, ctx)
     if conf[k] ~= nil then return ("'%s' is for the other position, not '%s'"):format(k, position) end
   end
   if position == "from" then
+    if ctx and ctx.nested then                      -- a branch of dual: dual listens
+      if conf.host or conf.port then return "no host or port here: the enclosing connector listens" end
+      return gate.check_server(conf)
+    end
     if conf.port == nil then return "missing port" end
     conf.host = conf.host or "localhost"
     return gate.check_server(conf)

@@ -110,9 +110,16 @@ local function check_connector(conf, position, say, ctx)
   end
   if mod.check then
     ctx = ctx or {}
-    -- connectors that hold other connectors (dual) have them checked as `to`s
-    ctx.check_to = function(sub, label)
-      return check_connector(sub, "to", function(fmt, ...) say(position .. "." .. label .. ": " .. fmt, ...) end)
+    -- connectors that hold other connectors (dual) have them checked as `to`s, or as a
+    -- nested `from` that talks to the client after them (dual's socks5 branch): no listener
+    local function sub_say(label)
+      return function(fmt, ...) say(position .. "." .. label .. ": " .. fmt, ...) end
+    end
+    ctx.check_to = function(sub, label, subctx)
+      return check_connector(sub, "to", sub_say(label), subctx)
+    end
+    ctx.check_from = function(sub, label)
+      return check_connector(sub, "from", sub_say(label), { nested = true })
     end
     local problem = mod.check(out, position, ctx)
     if problem == "" then return end           -- already reported through check_to
