@@ -16,6 +16,7 @@ DOC_SECTIONS=(
   "## TCP relaying|bench/run.sh|bulk single-stream throughput and short-connection rate, netproxy's relays and Lua hooks against a direct connection, socat and HAProxy; one event loop per proxy"
   "## TLS termination|bench/tls.sh|netproxy terminating TLS against stunnel4 and HAProxy: bulk throughput and full handshakes"
   "## Workers|bench/workers.sh|connection rate with 1 and 2 worker processes (or threads): netproxy against HAProxy and nginx's stream module"
+  "## SOCKS5|bench/socks5.sh|netproxy's SOCKS5 server against microsocks and dante-server: connection rate and bulk throughput"
 )
 
 # doc_anchor TITLE: the GitHub anchor of a "## " title.
