@@ -5,10 +5,11 @@
 -- (Basic authentication), proxy_agent (User-Agent), reply_timeout (default: the proxy's
 -- connect_timeout), max_header (bytes of reply header accepted, default 16 KiB). Any bytes
 -- the proxy sends after its reply header belong to the tunnel and go to the client.
+-- handshake() runs the CONNECT over a socket already connected to the proxy (chain's hops).
 --
 -- As `from`: be an HTTP CONNECT proxy. The client names its target in the request; the
--- proxy's `to` connector (tcp by default, or connect to chain through another proxy) goes
--- there. Which targets are served: route(host, port, conn) decides (returning the target,
+-- proxy's `to` connector (tcp by default; connect, socks5 or chain to go on through other
+-- proxies) goes there. Which targets are served: route(host, port, conn) decides (returning the target,
 -- possibly rewritten, or nil and a reason to refuse with 403), else an `allow` list of
 -- "host:port" patterns ("*.example.com:443", "127.0.0.1:*"; netproxy.addr says what `*`
 -- matches: one DNS label, or everything when alone); with neither, nothing is served:
