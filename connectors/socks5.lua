@@ -6,7 +6,9 @@
 -- through other proxies) goes there. Which targets are served: route(host, port, conn), else
 -- the `allow` patterns, as connect's server side; with neither the config is refused. Every
 -- message is read whole before it is acted on, at most 262 bytes (the protocol's largest),
--- never a byte past it; a malformed one closes the client with a log line.
+-- never a byte past it; a malformed one closes the client with a log line. socks4 = true
+-- also serves SOCKS4 and SOCKS4a clients on the same port (CONNECT only; no passwords in
+-- that protocol, so not with `users`).
 --
 -- As `to`: reach host:port through a SOCKS5 proxy (proxy_host, proxy_port), with proxy_user
 -- and proxy_pass when it wants them. remote_dns (default true) sends the name for the proxy
@@ -26,7 +28,7 @@ local _M = {
   sends_proxy_protocol = true,  -- through the tunnel, to the target
 }
 
-local FROM_ONLY = { route = true, allow = true, users = true, request_timeout = true }
+local FROM_ONLY = { route = true, allow = true, users = true, request_timeout = true, socks4 = true }
 local TO_ONLY = { proxy_host = true, proxy_port = true, proxy_user = true, proxy_pass = true,
                   remote_dns = true, reply_timeout = true }
 
@@ -45,7 +47,7 @@ _M.from_only = FROM_ONLY
 _M.params = {
   host = check.host, port = check.port,
   route = check.func, allow = addr.check_patterns, users = gate.check_users,
-  request_timeout = check.seconds,
+  request_timeout = check.seconds, socks4 = boolean,
   proxy_host = check.host, proxy_port = check.port, proxy_user = short_string,
   proxy_pass = short_string, remote_dns = boolean, reply_timeout = check.seconds,
 }
@@ -66,6 +68,7 @@ function _M.check(conf, position, ctx)
     if conf[k] ~= nil then return ("'%s' is for the other position, not '%s'"):format(k, position) end
   end
   if position == "from" then
+    if conf.socks4 and conf.users then return "socks4 = true with users: SOCKS4 carries no password" end
     if ctx and ctx.nested then                      -- a branch of dual: dual listens
       if conf.host or conf.port then return "no host or port here: the enclosing connector listens" end
       return gate.check_server(conf)
@@ -132,8 +135,53 @@ local function offered(methods)
   return concat(list, ",")
 end
 
+-- Where it may go: route or allow, as connect's server side. Returns the target or nil, why
+-- after answering the client with `refusal(bug)`.
+local function decide(conf, client, conn, host, port, refuse)
+  local asked = addr.join(host, port)
+  conn.stash.requested = asked
+  local to_host, to_port, bug = gate.target(conf, host, port, conn)
+  if not to_host then
+    client:write(refuse(bug))
+    if bug then error(to_port, 0) end
+    return nil, to_port
+  end
+  local who = conn.stash.user and (" for user %q"):format(conn.stash.user) or ""
+  local target = addr.join(to_host, to_port)
+  local proto = conn._socks4 and "SOCKS4" or "SOCKS5"
+  if target ~= asked then conn:log("notice", "%s CONNECT %s%s rewritten to %s", proto, asked, who, target)
+  else conn:log("info", "%s CONNECT %s%s", proto, asked, who) end
+  return { host = to_host, port = to_port }
+end
+
+-- SOCKS4 and 4a (socks4 = true): one request, one reply; the user id is only logged.
+local function accept_socks4(conf, client, conn)
+  conn._socks4 = true
+  local req, err = read_message(client, socks5.parse_socks4_request, conf.request_timeout)
+  local function reject() return socks5.socks4_reply(socks5.SOCKS4_REJECTED) end
+  if not req then
+    client:write(reject())
+    return nil, "request: " .. err
+  end
+  if req.cmd ~= socks5.CONNECT then
+    client:write(reject())
+    return nil, "SOCKS4 BIND is not supported"
+  end
+  local host = host_of(req)
+  if not check.host(host) or req.port == 0 then
+    client:write(reject())
+    return nil, ("bad target %q"):format(addr.join(host, req.port))
+  end
+  if req.user ~= "" then conn.stash.socks4_user = req.user end
+  return decide(conf, client, conn, host, req.port, reject)
+end
+
 function _M.accept(conf, client, conn)
   local timeout = conf.request_timeout
+  if conf.socks4 then
+    local first = client:peek(1, timeout)
+    if first and first:byte(1) == 4 then return accept_socks4(conf, client, conn) end
+  end
 
   -- 1. The greeting: the methods the client offers. With users, only username/password will do.
   local hello, err = read_message(client, socks5.parse_greeting, timeout)
@@ -167,31 +215,24 @@ function _M.accept(conf, client, conn)
     return nil, socks5.command_name(req.cmd) .. " is not supported"
   end
   local host = host_of(req)
-  local asked = addr.join(host, req.port)
   if not check.host(host) or req.port == 0 then
     client:write(socks5.reply(socks5.GENERAL_FAILURE))
-    return nil, ("bad target %q"):format(asked)
+    return nil, ("bad target %q"):format(addr.join(host, req.port))
   end
-  conn.stash.requested = asked
 
-  -- 4. Where it may go: route or allow, as connect's server side.
-  local to_host, to_port, bug = gate.target(conf, host, req.port, conn)
-  if not to_host then
-    client:write(socks5.reply(bug and socks5.GENERAL_FAILURE or socks5.NOT_ALLOWED))
-    if bug then error(to_port, 0) end
-    return nil, to_port
-  end
-  local who = conn.stash.user and (" for user %q"):format(conn.stash.user) or ""
-  local target = addr.join(to_host, to_port)
-  if target ~= asked then conn:log("notice", "SOCKS5 CONNECT %s%s rewritten to %s", asked, who, target)
-  else conn:log("info", "SOCKS5 CONNECT %s%s", asked, who) end
-  return { host = to_host, port = to_port }
+  -- 4. Where it may go: route or allow.
+  return decide(conf, client, conn, host, req.port, function(bug)
+    return socks5.reply(bug and socks5.GENERAL_FAILURE or socks5.NOT_ALLOWED)
+  end)
 end
 
 -- The server is reached: success, with the address we connect from (BND.ADDR, BND.PORT).
 function _M.connected(conf, client, conn, server)
   local ip, port = addr.split(server:localaddr() or "")
   local bin = ip and core.pack_ip(ip)
+  if conn._socks4 then
+    return client:write(socks5.socks4_reply(socks5.SOCKS4_GRANTED, port, bin and #bin == 4 and bin or nil))
+  end
   if not bin then return client:write(socks5.reply(socks5.SUCCEEDED)) end
   return client:write(socks5.reply(socks5.SUCCEEDED, #bin == 4 and socks5.IPV4 or socks5.IPV6, bin, port))
 end
@@ -213,6 +254,7 @@ function _M.reply_code(err)
 end
 
 function _M.failed(conf, client, conn, err)
+  if conn._socks4 then return client:write(socks5.socks4_reply(socks5.SOCKS4_REJECTED)) end
   client:write(socks5.reply(_M.reply_code(err)))
 end
 

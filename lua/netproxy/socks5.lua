@@ -144,6 +144,50 @@ function _M.parse_reply(buf)
   return { rep = byte(buf, 2), atyp = atyp, addr = addr, port = port }, past - 1
 end
 
+-- ---------------------------------------------------------------- SOCKS4 and 4a
+
+-- The longest SOCKS4a request: 8 bytes, a user id and a name, each up to 255 and a NUL.
+_M.MAX_SOCKS4 = 8 + 256 + 256
+
+-- The NUL-terminated string at buf[i]: the string and the index past its NUL | "more" | nil, why
+local function cstring(buf, i, what)
+  local stop = buf:find("\0", i, true)
+  if not stop then
+    if #buf - i + 1 >= 256 then return nil, what .. " longer than 255 bytes" end
+    return "more"
+  end
+  if stop - i > 255 then return nil, what .. " longer than 255 bytes" end
+  return sub(buf, i, stop - 1), stop + 1
+end
+
+-- VN=4 CD DSTPORT DSTIP USERID NUL [NAME NUL]: { cmd, atyp, addr, port, user }. SOCKS4a: an
+-- address 0.0.0.x (x not 0) says a name follows the user id.
+function _M.parse_socks4_request(buf)
+  if #buf >= 1 and byte(buf, 1) ~= 4 then return nil, "version " .. byte(buf, 1) .. ", not 4" end
+  if #buf >= 2 and byte(buf, 2) ~= 1 and byte(buf, 2) ~= 2 then return nil, "SOCKS4 command " .. byte(buf, 2) end
+  if #buf < 9 then return more(9) end
+  local user, past = cstring(buf, 9, "SOCKS4 user id")
+  if user == "more" then return more(#buf + 1) end
+  if not user then return nil, past end
+  local msg = { cmd = byte(buf, 2), port = bytes.u16(buf, 3), atyp = 1, addr = sub(buf, 5, 8), user = user }
+  local a, b, c, d = byte(buf, 5, 8)
+  if a == 0 and b == 0 and c == 0 and d ~= 0 then         -- SOCKS4a
+    local name, after = cstring(buf, past, "SOCKS4a name")
+    if name == "more" then return more(#buf + 1) end
+    if not name then return nil, after end
+    if name == "" or not name:match("^[%w%-%._:]+$") then return nil, "bad SOCKS4a name" end
+    msg.atyp, msg.addr, past = 3, name, after
+  end
+  return msg, past - 1
+end
+
+-- VN=0 CD DSTPORT DSTIP: 90 granted, 91 rejected or failed.
+_M.SOCKS4_GRANTED, _M.SOCKS4_REJECTED = 90, 91
+
+function _M.socks4_reply(cd, port, ipv4)
+  return "\0" .. char(cd) .. bytes.be16(port or 0) .. (ipv4 or "\0\0\0\0")
+end
+
 -- ---------------------------------------------------------------- builders
 
 local function check_port(port)

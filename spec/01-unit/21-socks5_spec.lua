@@ -167,6 +167,43 @@ describe("socks5 parsers", function()
   end)
 end)
 
+describe("socks4 and 4a requests", function()
+  local V4 = "\4\1" .. be16(80) .. "\127\0\0\1" .. "alice\0"
+  local V4A = "\4\1" .. be16(443) .. "\0\0\0\1" .. "\0" .. "example.org\0"
+
+  it("read whole, every prefix asking for more", function()
+    exhaustive(socks5.parse_socks4_request, {
+      { V4, { cmd = 1, atyp = 1, addr = "\127\0\0\1", port = 80, user = "alice" } },
+      { V4A, { cmd = 1, atyp = 3, addr = "example.org", port = 443, user = "" } },
+      { "\4\2\0\0\0\0\0\0\0", { cmd = 2, port = 0, user = "" } },
+    })
+  end)
+
+  it("refuse what is not one, and over-long strings, without raising", function()
+    assert.is_nil((socks5.parse_socks4_request("\5\1\0")))
+    assert.is_nil((socks5.parse_socks4_request("\4\3" .. ("\0"):rep(7))))
+    assert.is_nil((socks5.parse_socks4_request("\4\1\0\80\1\2\3\4" .. ("u"):rep(256))))
+    assert.is_nil((socks5.parse_socks4_request("\4\1\0\80\0\0\0\9\0" .. ("n"):rep(300))))
+    assert.is_nil((socks5.parse_socks4_request("\4\1\0\80\0\0\0\9\0\0")))        -- empty name
+    assert.is_nil((socks5.parse_socks4_request("\4\1\0\80\0\0\0\9\0a b\0")))
+    math.randomseed(4)
+    for _ = 1, 3000 do
+      local t = { "\4", string.char(math.random(1, 2)) }
+      for i = 3, math.random(3, 600) do t[i] = string.char(math.random() < 0.1 and 0 or math.random(0, 255)) end
+      local buf = table.concat(t)
+      local ok, a, b = pcall(socks5.parse_socks4_request, buf)
+      assert.is_true(ok, tostring(a))
+      if a == "more" then assert.is_true(b > #buf and b <= socks5.MAX_SOCKS4, tostring(b)) end
+      if type(a) == "table" then assert.is_true(b <= #buf and b <= socks5.MAX_SOCKS4) end
+    end
+  end)
+
+  it("build replies", function()
+    assert.are.equal("\0\90\0\80\127\0\0\1", socks5.socks4_reply(socks5.SOCKS4_GRANTED, 80, "\127\0\0\1"))
+    assert.are.equal("\0\91\0\0\0\0\0\0", socks5.socks4_reply(socks5.SOCKS4_REJECTED))
+  end)
+end)
+
 describe("socks5 builders", function()
   it("build what the parsers read back", function()
     assert.are.equal("\5\2\0\2", socks5.greeting({ 0, 2 }))

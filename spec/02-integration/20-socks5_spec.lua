@@ -63,6 +63,8 @@ proxy { name = "locked",
 proxy { name = "askfn",
         from = { type = "socks5", host = "127.0.0.1", port = 0, allow = { "*:*" },
                  users = function(user, pass, conn) return user == "bob" and pass == "builder" end } }
+proxy { name = "four",
+        from = { type = "socks5", host = "127.0.0.1", port = 0, socks4 = true, allow = { "127.0.0.1:*", "localhost:*" } } }
 proxy { name = "quick", connect_timeout = 1, negotiation_timeout = 2,
         from = { type = "socks5", host = "127.0.0.1", port = 0, allow = { "*:*" } } }
 ]]):format(web.port), { "-v" })
@@ -214,7 +216,26 @@ proxy { name = "quick", connect_timeout = 1, negotiation_timeout = 2,
     assert.are.equal("hello\n", out)
   end)
 
-  it("closes a SOCKS4 client with a log line", function()
+  it("serves SOCKS4 and SOCKS4a with socks4 = true, SOCKS5 on the same port", function()
+    for _, mode in ipairs({ "--socks4", "--socks4a", "--socks5", "--socks5-hostname" }) do
+      local out, err, rc = socks_curl(mode, np.ports.four, "http://localhost:" .. web.port .. "/")
+      assert.are.equal(0, rc, mode .. ": " .. err)
+      assert.are.equal("hello\n", out)
+    end
+    h.wait_log(np, "four: SOCKS4 CONNECT localhost:" .. web.port .. "\n")     -- 4a: the name
+    h.wait_log(np, "four: SOCKS4 CONNECT 127%.0%.0%.1:" .. web.port .. "\n")  -- 4: curl resolved it
+    local _, err, rc = socks_curl("--socks4", np.ports.four, "http://127.0.0.1:" .. h.free_port() .. "/")
+    assert.are_not.equal(0, rc)
+    h.wait_log(np, "four: [^\n]* end=connect failed: refused")
+    assert.are.equal("\0\91\0\0\0\0\0\0", raw(np.ports.four, "\4\1\0\80\10\0\0\1\0"))
+    h.wait_log(np, "four: [^\n]* end=refused: not in the allow list: 10%.0%.0%.1:80")
+    local path = h.write(h.tmpfile("four.lua"), 'proxy { from = { type = "socks5", port = 1, socks4 = true, allow = { "*:*" }, users = { a = "b" } } }\n')
+    _, err, rc = h.run({ h.netproxy, "--check", path })
+    assert.are_not.equal(0, rc)
+    assert.truthy(err:find("socks4 = true with users: SOCKS4 carries no password", 1, true), err)
+  end)
+
+  it("closes a SOCKS4 client with a log line without socks4 = true", function()
     assert.are.equal("", raw(np.ports.routed, "\4\1" .. be16(web.port) .. "\127\0\0\1user\0"))
     h.wait_log(np, "routed: [^\n]* end=refused: greeting: version 4, not 5")
   end)
