@@ -5,17 +5,21 @@
 -- (Basic authentication), proxy_agent (User-Agent), reply_timeout (default: the proxy's
 -- connect_timeout), max_header (bytes of reply header accepted, default 16 KiB). Any bytes
 -- the proxy sends after its reply header belong to the tunnel and go to the client.
+-- handshake() runs the CONNECT over a socket already connected to the proxy (chain's hops).
 --
 -- As `from`: be an HTTP CONNECT proxy. The client names its target in the request; the
--- proxy's `to` connector (tcp by default, or connect to chain through another proxy) goes
--- there. Which targets are served: route(host, port, conn) decides (returning the target,
+-- proxy's `to` connector (tcp by default; connect, socks5 or chain to go on through other
+-- proxies) goes there. Which targets are served: route(host, port, conn) decides (returning the target,
 -- possibly rewritten, or nil and a reason to refuse with 403), else an `allow` list of
--- "host:port" patterns ("*.example.com:443", "127.0.0.1:*"); with neither, nothing is served:
+-- "host:port" patterns ("*.example.com:443", "127.0.0.1:*"; netproxy.addr says what `*`
+-- matches: one DNS label, or everything when alone); with neither, nothing is served:
 -- netproxy is never an open proxy by accident. users = { name = "password" } or
 -- users = function(user, pass, conn) asks clients for Basic authentication (407).
 local core = require "netproxy.core"
 local check = require "netproxy.check"
 local http = require "netproxy.http"
+local addr = require "netproxy.addr"
+local gate = require "netproxy.gate"
 local proxy_protocol = require "netproxy.proxy_protocol"
 
 local concat, type, tostring = table.concat, type, tostring
@@ -36,33 +40,22 @@ local function header_limit(v)
   return n
 end
 
-local function users(v)
-  if type(v) == "function" then return v end
-  if type(v) ~= "table" then return nil, "want { user = \"password\" } or a function" end
-  for k, p in pairs(v) do
-    if type(k) ~= "string" or type(p) ~= "string" then return nil, "want { user = \"password\" }" end
-  end
-  return v
-end
-
-local function patterns(v)
-  if type(v) == "string" then v = { v } end
-  if type(v) ~= "table" then return nil, "want a list of \"host:port\" patterns" end
-  for _, p in ipairs(v) do
-    if type(p) ~= "string" or not (p:match("^[%w%.%-_*]+:[%d*]+$") or p:match("^%[[%x:%.*]+%]:[%d*]+$")) then
-      return nil, "bad pattern '" .. tostring(p) .. "' (want host:port, * allowed)"
-    end
-  end
-  return v
-end
-
 _M.params = {
   host = check.host, port = check.port, max_header = header_limit,
   proxy_host = check.host, proxy_port = check.port, proxy_user = check.string,
   proxy_pass = check.string, proxy_agent = check.string, reply_timeout = check.seconds,
-  route = check.func, allow = patterns, users = users, realm = check.string,
+  route = check.func, allow = addr.check_patterns, users = gate.check_users, realm = check.string,
   request_timeout = check.seconds,
 }
+
+_M.from_only = FROM_ONLY
+
+-- The checks of the `to` side, shared with chain's connect hops (which have no host and port
+-- of their own: the next hop is their target).
+function _M.check_proxy(conf)
+  if not conf.proxy_host or not conf.proxy_port then return "missing proxy_host or proxy_port" end
+  if conf.proxy_port == 0 then return "proxy_port 0 is not a port to connect to" end
+end
 
 function _M.check(conf, position, ctx)
   local wrong = position == "from" and TO_ONLY or FROM_ONLY
@@ -70,14 +63,16 @@ function _M.check(conf, position, ctx)
     if conf[k] ~= nil then return ("'%s' is for the other position, not '%s'"):format(k, position) end
   end
   if position == "from" then
+    if ctx and ctx.nested then                      -- a branch of dual: dual listens
+      if conf.host or conf.port then return "no host or port here: the enclosing connector listens" end
+      return gate.check_server(conf)
+    end
     if conf.port == nil then return "missing port" end
     conf.host = conf.host or "localhost"
-    if not conf.route and not conf.allow then
-      return "needs route = function(host, port, conn) or an allow list: netproxy is no open proxy"
-    end
+    return gate.check_server(conf)
   else
-    if not conf.proxy_host or not conf.proxy_port then return "missing proxy_host or proxy_port" end
-    if conf.proxy_port == 0 then return "proxy_port 0 is not a port to connect to" end
+    local problem = _M.check_proxy(conf)
+    if problem then return problem end
     if not (ctx and ctx.target_from_client) and (not conf.host or not conf.port) then
       return "missing host or port"
     end
@@ -86,12 +81,11 @@ end
 
 -- ---------------------------------------------------------------- to: through a proxy
 
--- The tunnel: CONNECT through the proxy, its answer read. connect_ssl builds on it.
-function _M.tunnel(conf, conn)
+-- CONNECT over sock, already connected to the proxy (directly, or through the hops of a
+-- chain before it), to conf.host:conf.port; the proxy's answer read. Returns sock, or nil
+-- and why (sock closed then).
+function _M.handshake(sock, conf, conn)
   local proxy = http.authority(conf.proxy_host, conf.proxy_port)
-  local sock, err = core.connect(conf.proxy_host, conf.proxy_port, { timeout = conn.connect_timeout })
-  if not sock then return nil, "proxy " .. proxy .. ": " .. err end
-
   local target = http.authority(conf.host, conf.port)
   local request = { "CONNECT " .. target .. " HTTP/1.1", "Host: " .. target }
   if conf.proxy_user then
@@ -124,6 +118,13 @@ function _M.tunnel(conf, conn)
   return sock
 end
 
+-- The tunnel: the proxy reached, then CONNECT through it. connect_ssl builds on it.
+function _M.tunnel(conf, conn)
+  local sock, err = core.connect(conf.proxy_host, conf.proxy_port, { timeout = conn.connect_timeout })
+  if not sock then return nil, "proxy " .. http.authority(conf.proxy_host, conf.proxy_port) .. ": " .. err end
+  return _M.handshake(sock, conf, conn)
+end
+
 -- The tunnel, then the PROXY header (if asked for) to the target through it.
 function _M.connect(conf, conn)
   local sock, err = _M.tunnel(conf, conn)
@@ -139,25 +140,6 @@ end
 
 local function reply(client, code, reason, detail, headers)
   client:write(http.response(code, reason, headers, "netproxy: " .. detail .. "\n"))
-end
-
--- "*.example.com:443" -> a Lua pattern anchored on both ends
-local function glob(p)
-  return "^" .. p:lower():gsub("[%^%$%(%)%%%.%[%]%+%-%?]", "%%%0"):gsub("%*", ".*") .. "$"
-end
-
-local function allowed(list, host, port)
-  local subject = http.authority(host:lower(), port)
-  for _, p in ipairs(list) do
-    if subject:match(glob(p)) then return true end
-  end
-  return false
-end
-
-local function authorized(conf, user, pass, conn)
-  if user == nil then return false end
-  if type(conf.users) == "function" then return conf.users(user, pass, conn) and true or false end
-  return conf.users[user] ~= nil and conf.users[user] == pass
 end
 
 -- The request, checked; returns host, port, or nil after answering the client.
@@ -187,7 +169,7 @@ local function read_request(conf, client, conn)
   end
   if conf.users then
     local user, pass = http.parse_basic(headers["proxy-authorization"])
-    if not authorized(conf, user, pass, conn) then
+    if not gate.authorized(conf.users, user, pass, conn) then
       reply(client, 407, "Proxy Authentication Required", "proxy authentication required",
             { ('Proxy-Authenticate: Basic realm="%s"'):format(conf.realm or "netproxy") })
       return nil, user and ("bad credentials for user %q"):format(user) or "no credentials"
@@ -203,21 +185,14 @@ function _M.accept(conf, client, conn)
   local asked = http.authority(host, port)
   conn.stash.requested = asked
 
-  local to_host, to_port = host, port
-  if conf.route then
-    local rhost, rport = conf.route(host, port, conn)
-    if rhost == nil then
-      reply(client, 403, "Forbidden", rport or "refused")
-      return nil, ("route refused %s: %s"):format(asked, tostring(rport or "no reason"))
-    end
-    to_host, to_port = check.host(rhost), check.port(rport or port)
-    if not to_host or not to_port or to_port == 0 then
+  local to_host, to_port, bug, reason = gate.target(conf, host, port, conn)
+  if not to_host then
+    if bug then
       reply(client, 502, "Bad Gateway", "no route")
-      error(("route returned a bad target for %s: %s %s"):format(asked, tostring(rhost), tostring(rport)), 0)
+      error(to_port, 0)
     end
-  elseif not allowed(conf.allow, host, port) then
-    reply(client, 403, "Forbidden", "target not allowed")
-    return nil, "not in the allow list: " .. asked
+    reply(client, 403, "Forbidden", conf.route and tostring(reason or "refused") or "target not allowed")
+    return nil, to_port
   end
   local target = http.authority(to_host, to_port)
   if target ~= asked then conn:log("notice", "CONNECT %s rewritten to %s", asked, target)

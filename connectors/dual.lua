@@ -12,11 +12,18 @@
 --              { match = "tls",  sni = "*.example.org", to = { ... } },
 --              { match = "http", to = { ... } },
 --              { match = function(bytes) return bytes:sub(1, 4) == "PING" or nil end, to = { ... } },
+--              { match = "socks5", from = { type = "socks5", allow = { "*.example.org:*" } } },
 --            } }
+--
+-- A probe with `from` hands the client to a server-side connector that names the target
+-- itself (socks5, connect): it speaks its protocol with the client, and the probe's `to` (tcp
+-- when left out; connect, socks5 or chain) goes where the client asked.
 local probes = require "netproxy.probes"
+local connectors = require "netproxy.connectors"
 local check = require "netproxy.check"
+local addr = require "netproxy.addr"
 
-local type, ipairs, tostring = type, ipairs, tostring
+local type, ipairs, pairs, tostring = type, ipairs, pairs, tostring
 
 local _M = {
   positions = { from = true },
@@ -32,9 +39,9 @@ local function probe_list(v)
     if not (BUILTIN[p.match] or type(p.match) == "function") then
       return nil, "probe " .. i .. ": match wants ssh, tls, http, socks5 or a function, not " .. tostring(p.match)
     end
-    if p.to == nil then return nil, "probe " .. i .. ": missing to" end
+    if p.to == nil and p.from == nil then return nil, "probe " .. i .. ": missing to (or from)" end
     for k in pairs(p) do
-      if k ~= "match" and k ~= "to" and k ~= "sni" and k ~= "alpn" then
+      if k ~= "match" and k ~= "to" and k ~= "from" and k ~= "sni" and k ~= "alpn" then
         return nil, "probe " .. i .. ": unknown parameter '" .. tostring(k) .. "'"
       end
     end
@@ -60,6 +67,21 @@ _M.params = {
   probe_timeout = check.seconds, max_peek = peek_limit,
 }
 
+-- A probe's `from`: a server side that hears the target from the client; its `to` (tcp by
+-- default) is checked as the `to` of such a server. Returns a problem, or nil.
+local function check_branch(p, i, ctx)
+  local label = "probes[" .. i .. "]"
+  if type(p.from) ~= "table" then return label .. ".from: want a connector table like { type = \"socks5\", ... }" end
+  local mod = connectors.get(p.from.type)
+  if mod and not mod.provides_target then
+    return label .. ".from: the " .. tostring(p.from.type) .. " connector does not hear a target from the client (want socks5 or connect)"
+  end
+  p.from = ctx.check_from(p.from, label .. ".from")
+  if not p.from then return "" end
+  p.to = ctx.check_to(p.to or { type = "tcp" }, label .. ".to", { target_from_client = true })
+  if not p.to then return "" end
+end
+
 function _M.check(conf, position, ctx)
   if conf.port == nil then return "missing port" end
   conf.host = conf.host or "localhost"
@@ -77,8 +99,12 @@ function _M.check(conf, position, ctx)
     end
   end
   for i, p in ipairs(conf.probes or {}) do
-    p.to = ctx.check_to(p.to, "probes[" .. i .. "].to")
-    if not p.to then return "" end
+    local problem = p.from and check_branch(p, i, ctx)
+    if problem then return problem end
+    if not p.from then
+      p.to = ctx.check_to(p.to, "probes[" .. i .. "].to")
+      if not p.to then return "" end
+    end
   end
 end
 
@@ -86,16 +112,10 @@ function _M.listen(conf)
   return conf.host, conf.port
 end
 
--- "*.example.org" against "www.example.org" (names are compared in lower case)
-local function name_matches(pattern, name)
-  if not name then return false end
-  local lua = "^" .. pattern:lower():gsub("[%^%$%(%)%%%.%[%]%+%-%?]", "%%%0"):gsub("%*", "[^.]*") .. "$"
-  return name:match(lua) ~= nil
-end
-
+-- sni and alpn are patterns with netproxy.addr's meaning of `*` (within one label)
 local function alpn_matches(wanted, offered)
   for _, proto in ipairs(offered) do
-    if proto == wanted then return true end
+    if addr.host_matches(wanted, proto) then return true end
   end
   return false
 end
@@ -109,7 +129,7 @@ local function run_probe(p, buf)
   end
   local verdict, info = probes[p.match](buf)
   if verdict ~= "match" or p.match ~= "tls" then return verdict end
-  if p.sni and not name_matches(p.sni, info.sni) then return "no" end
+  if p.sni and not addr.host_matches(p.sni, info.sni) then return "no" end
   if p.alpn and not alpn_matches(p.alpn, info.alpn) then return "no" end
   return "match"
 end
@@ -125,6 +145,19 @@ local function choose(conf, buf)
   return nil, more
 end
 
+-- A branch with a server side of its own: it talks to the client and names the target,
+-- which the probe's `to` reaches. Its connected/failed answer the client later.
+local function serve(p, client, conn)
+  local mod = connectors.get(p.from.type)
+  local asked, err = mod.accept(p.from, client, conn)
+  if not asked then return nil, err end
+  conn._dual_branch = { mod = mod, conf = p.from }
+  local target = {}
+  for k, v in pairs(p.to) do target[k] = v end
+  target.host, target.port = asked.host, asked.port
+  return target
+end
+
 local function talking(conf, client, conn, buf)
   if not conf.probes then return conf.client_first end
   local deadline = conn.now() + conf.probe_timeout
@@ -132,6 +165,7 @@ local function talking(conf, client, conn, buf)
     local chosen, i = choose(conf, buf)
     if chosen then
       conn:log("info", "dual: probe %d (%s) matched after %d bytes", i, tostring(chosen.match), #buf)
+      if chosen.from then return serve(chosen, client, conn) end
       return chosen.to
     end
     if not i or #buf >= conf.max_peek then break end        -- nothing more to learn
@@ -154,6 +188,18 @@ function _M.accept(conf, client, conn)
   if err ~= "timeout" then return nil, "client " .. err end
   if conf.server_first then return conf.server_first end
   return nil, "client silent for " .. conf.timeout .. "s"
+end
+
+-- The server is reached (or not): a branch's server side answers its client.
+function _M.connected(conf, client, conn, server)
+  local b = conn._dual_branch
+  if b and b.mod.connected then return b.mod.connected(b.conf, client, conn, server) end
+  return true
+end
+
+function _M.failed(conf, client, conn, err)
+  local b = conn._dual_branch
+  if b and b.mod.failed then b.mod.failed(b.conf, client, conn, err) end
 end
 
 return _M

@@ -9,11 +9,12 @@
 
 static const char usage[] =
     "usage: netproxy [options] CONFIG.lua\n"
-    "       netproxy [options] [-L [HOST:]PORT] [-P PROXYHOST:PORT] HOST PORT\n"
+    "       netproxy [options] [-L [HOST:]PORT] [-P [SCHEME://]PROXYHOST:PORT]... HOST PORT\n"
     "Runs every proxy the Lua config script declares; or, in the one-line form, relays\n"
     "standard input and output (or, with -L, each client of a listening port) to HOST PORT,\n"
-    "directly or through an HTTP CONNECT proxy (-P). As an ssh ProxyCommand:\n"
+    "directly or through proxies (-P). As an ssh ProxyCommand:\n"
     "  ssh -o ProxyCommand='netproxy -P proxy.example:3128 %h %p' server\n"
+    "  ssh -o ProxyCommand='netproxy -P http://a:3128 -P socks5://b:1080 %h %p' server\n"
     "\n"
     "  -c, -t, --check          load and check the config, bind nothing; exit 0 when valid\n"
     "  -m, --max-connections N  stop accepting after N connections, exit 0 once they are done\n"
@@ -30,8 +31,10 @@ static const char usage[] =
     "      --log-file F         log to file F (SIGUSR1 reopens it) or to \"syslog\"\n"
     "  -I, --connector-path DIR also look for connector scripts in DIR (repeatable)\n"
     "  -L, --listen [HOST:]PORT one-line form: listen there (HOST defaults to localhost)\n"
-    "  -P, --via HOST:PORT      one-line form: through this HTTP CONNECT proxy\n"
-    "      --proxy-user USER    Basic authentication for -P (the password is read from the\n"
+    "  -P, --via [SCHEME://]HOST:PORT\n"
+    "                           one-line form: through this proxy, http:// (HTTP CONNECT, the\n"
+    "                           default) or socks5://; repeated: a chain, in the order given\n"
+    "      --proxy-user USER    credentials for the first -P (the password is read from the\n"
     "                           NETPROXY_PROXY_PASS environment variable, or --proxy-pass)\n"
     "      --proxy-pass PASS    visible to other users in the process list: prefer the variable\n"
     "      --proxy-agent TEXT   User-Agent for -P\n"
@@ -112,7 +115,11 @@ int np_cli_parse(int argc, char **argv, struct np_cli *cli)
             break;
         case 'L':
         case 'l': cli->listen = optarg; break;
-        case 'P': cli->via = optarg; break;
+        case 'P':
+            if (cli->nvia == (int)(sizeof cli->via / sizeof cli->via[0]))
+                return bad_usage("%s", "at most 8 -P proxies");
+            cli->via[cli->nvia++] = optarg;
+            break;
         case 'u': cli->proxy_user = optarg; break;
         case 'p': cli->proxy_pass = optarg; break;
         case 'a': cli->proxy_agent = optarg; break;
@@ -133,7 +140,7 @@ int np_cli_parse(int argc, char **argv, struct np_cli *cli)
         if (!cli->proxy_pass) cli->proxy_pass = getenv("NETPROXY_PROXY_PASS");
         return -1;
     }
-    if (cli->listen || cli->via || cli->proxy_user)
+    if (cli->listen || cli->nvia || cli->proxy_user)
         return bad_usage("%s", "-L, -P and --proxy-user go with the one-line form: ... HOST PORT");
     if (optind != argc - 1)
         return bad_usage("%s", optind < argc ? "want CONFIG.lua, or HOST PORT" : "no config script given");

@@ -14,9 +14,11 @@ struct np_cli {
     const char *pid_file, *user, *group, *chroot, *log_file;
     const char *connector_path[16];
     int nconnector_path;
-    /* the one-line form: [-L [HOST:]PORT] [-P PROXYHOST:PORT] HOST PORT */
+    /* the one-line form: [-L [HOST:]PORT] [-P [SCHEME://]PROXYHOST:PORT]... HOST PORT */
     const char *target_host, *target_port;
-    const char *listen, *via, *proxy_user, *proxy_pass, *proxy_agent;
+    const char *listen, *proxy_user, *proxy_pass, *proxy_agent;
+    const char *via[8];         /* -P in the order given: a chain when more than one */
+    int nvia;
 };
 
 /* Fills cli from argv. Returns -1 to carry on, else the exit status (after --help,

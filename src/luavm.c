@@ -135,8 +135,8 @@ static void push_overrides(lua_State *L, const struct np_cli *cli)
     if (cli->target_host) {
         const char *fields[][2] = {
             { "host", cli->target_host }, { "port", cli->target_port }, { "listen", cli->listen },
-            { "via", cli->via }, { "proxy_user", cli->proxy_user },
-            { "proxy_pass", cli->proxy_pass }, { "proxy_agent", cli->proxy_agent },
+            { "proxy_user", cli->proxy_user }, { "proxy_pass", cli->proxy_pass },
+            { "proxy_agent", cli->proxy_agent },
         };
         lua_newtable(L);
         for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
@@ -144,6 +144,12 @@ static void push_overrides(lua_State *L, const struct np_cli *cli)
             lua_pushstring(L, fields[i][1]);
             lua_setfield(L, -2, fields[i][0]);
         }
+        lua_newtable(L);                        /* via: the -P proxies, in order */
+        for (int i = 0; i < cli->nvia; i++) {
+            lua_pushstring(L, cli->via[i]);
+            lua_rawseti(L, -2, i + 1);
+        }
+        lua_setfield(L, -2, "via");
         lua_setfield(L, -2, "oneline");
     }
 }

@@ -4,6 +4,7 @@
 local check = require "netproxy.check"
 local connectors = require "netproxy.connectors"
 local lines = require "netproxy.lines"
+local addr = require "netproxy.addr"
 
 local _M = {}
 
@@ -118,9 +119,16 @@ local function check_connector(conf, position, say, ctx)
   end
   if mod.check then
     ctx = ctx or {}
-    -- connectors that hold other connectors (dual) have them checked as `to`s
-    ctx.check_to = function(sub, label)
-      return check_connector(sub, "to", function(fmt, ...) say(position .. "." .. label .. ": " .. fmt, ...) end)
+    -- connectors that hold other connectors (dual) have them checked as `to`s, or as a
+    -- nested `from` that talks to the client after them (dual's socks5 branch): no listener
+    local function sub_say(label)
+      return function(fmt, ...) say(position .. "." .. label .. ": " .. fmt, ...) end
+    end
+    ctx.check_to = function(sub, label, subctx)
+      return check_connector(sub, "to", sub_say(label), subctx)
+    end
+    ctx.check_from = function(sub, label)
+      return check_connector(sub, "from", sub_say(label), { nested = true })
     end
     local problem = mod.check(out, position, ctx)
     if problem == "" then return end           -- already reported through check_to
@@ -178,28 +186,51 @@ local function run_script(path)
   return decls, servers
 end
 
--- "[HOST:]PORT" / "HOST:PORT" / "[v6]:PORT" -> host, port (strings; checked later)
-local function split_authority(s, default_host)
-  local host, port = s:match("^%[(.*)%]:([^:]*)$")
-  if not host then host, port = s:match("^([^:]*):([^:]*)$") end
-  if not host and s:match("^%d+$") then return default_host, s end
-  return host, port
+-- -P's schemes: the connector that speaks to such a proxy. socks5h is curl's name for
+-- "the proxy resolves", which socks5 does here anyway (remote_dns).
+local SCHEMES = { http = "connect", socks5 = "socks5", socks5h = "socks5" }
+
+-- "-P [SCHEME://]HOST:PORT" -> { type = ..., proxy_host = ..., proxy_port = ... }, or nil, why.
+local function proxy_hop(s)
+  local scheme, rest = s:match("^(%w+)://(.-)/?$")
+  local kind = SCHEMES[scheme or "http"]
+  if not kind then return nil, ("-P %s: unknown scheme '%s' (want http:// or socks5://)"):format(s, scheme) end
+  local host, port = addr.split(rest or s)
+  if not host then return nil, "-P " .. s .. ": " .. port end
+  return { type = kind, proxy_host = host, proxy_port = port }
+end
+
+-- The -P proxies as the `to` of HOST PORT: one proxy's connector, or a chain of them. The
+-- credentials are the first proxy's (the one reached directly); proxy_agent goes to every
+-- HTTP proxy.
+local function oneline_to(o)
+  local hops = {}
+  for i, s in ipairs(o.via or {}) do
+    local hop, err = proxy_hop(s)
+    if not hop then return nil, err end
+    if i == 1 then hop.proxy_user, hop.proxy_pass = o.proxy_user, o.proxy_pass end
+    if hop.type == "connect" then hop.proxy_agent = o.proxy_agent end
+    hops[i] = hop
+  end
+  if #hops == 0 then return { type = "tcp", host = o.host, port = o.port } end
+  if #hops == 1 then
+    hops[1].host, hops[1].port = o.host, o.port
+    return hops[1]
+  end
+  return { type = "chain", host = o.host, port = o.port, hops = hops }
 end
 
 -- The one-line form as a proxy{} declaration: stdio (or -L) to HOST PORT, maybe via -P.
+-- Returns the declaration, or nil and what is wrong with an address.
 local function oneline_decl(o)
   local from = { type = "stdio" }
   if o.listen then
-    local host, port = split_authority(o.listen, "localhost")
-    from = { type = "tcp", host = host or o.listen, port = port }
+    local host, port = addr.split(o.listen, "localhost")
+    if not host then return nil, "-L " .. o.listen .. ": " .. port end
+    from = { type = "tcp", host = host, port = port }
   end
-  local to = { type = "tcp", host = o.host, port = o.port }
-  if o.via then
-    local proxy_host, proxy_port = split_authority(o.via)
-    to = { type = "connect", host = o.host, port = o.port, proxy_host = proxy_host or o.via,
-           proxy_port = proxy_port, proxy_user = o.proxy_user, proxy_pass = o.proxy_pass,
-           proxy_agent = o.proxy_agent }
-  end
+  local to, err = oneline_to(o)
+  if not to then return nil, err end
   return { spec = { name = o.listen and "oneline" or "stdio", from = from, to = to }, where = "command line" }
 end
 
@@ -237,7 +268,9 @@ function _M.load(path, cli)
 
   local decls, servers
   if cli.oneline then
-    decls, servers = { oneline_decl(cli.oneline) }, {}
+    local decl, err = oneline_decl(cli.oneline)
+    if not decl then return nil, { "command line: " .. err } end
+    decls, servers = { decl }, {}
     -- ssh shows ProxyCommand's stderr on the terminal: warnings and errors only, unless -v
     if not cli.oneline.listen and not cli.log_level then cli.log_level = 1 end
   else

@@ -3,6 +3,7 @@
 -- authorities. Parsing is strict: anything unexpected is an error, never a guess.
 local stream = require "netproxy.stream"
 local check = require "netproxy.check"
+local addr = require "netproxy.addr"
 local byte, char, concat, floor = string.byte, string.char, table.concat, math.floor
 
 local _M = {}
@@ -50,20 +51,15 @@ end
 
 -- "host:port" or "[v6]:port" -> host, port; nil and why otherwise.
 function _M.parse_authority(authority)
-  local host, port = authority:match("^%[([%x:%.]+)%]:(%d+)$")
-  if not host then host, port = authority:match("^([^:%[%]]+):(%d+)$") end
-  if not host then return nil, "want host:port" end
+  local host, port = addr.split(authority)
+  if not host then return nil, port end
   local h, herr = check.host(host)
   if not h then return nil, herr end
-  port = tonumber(port)
-  if port < 1 or port > 65535 then return nil, "bad port" end
+  if port < 1 then return nil, "bad port" end
   return h, port
 end
 
-function _M.authority(host, port)
-  if host:find(":", 1, true) then return "[" .. host .. "]:" .. port end
-  return host .. ":" .. port
-end
+_M.authority = addr.join     -- "host:port", "[v6]:port"
 
 local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 

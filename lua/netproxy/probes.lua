@@ -2,6 +2,7 @@
 -- bytes the client has sent so far, answering "match", "no" or "more" (too few bytes to tell),
 -- never reading past the string it was given (sslh's probe.c model). The TLS probe also
 -- returns what it read from the ClientHello: { sni = "host", alpn = { "h2", ... } }.
+local bytes = require "netproxy.bytes"
 local byte, sub = string.byte, string.sub
 
 local _M = {}
@@ -44,8 +45,7 @@ end
 
 -- ---------------------------------------------------------------- TLS
 
-local function u16(s, i) local a, b = byte(s, i, i + 1) return a * 256 + b end
-local function u24(s, i) local a, b, c = byte(s, i, i + 2) return (a * 256 + b) * 256 + c end
+local u16, u24 = bytes.u16, bytes.u24
 
 -- The handshake bytes carried by the leading TLS records of buf (a ClientHello may span
 -- several). Returns the bytes, or nil and a verdict ("no" or "more").

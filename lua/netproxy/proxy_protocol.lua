@@ -3,6 +3,8 @@
 -- "any" }`) or reach a server behind (`to = { ..., proxy_protocol = "v1" | "v2" }`).
 -- parse() is a pure function over the bytes read so far, like the probes.
 local core = require "netproxy.core"
+local addr = require "netproxy.addr"
+local bytes = require "netproxy.bytes"
 local byte, char, sub, find = string.byte, string.char, string.sub, string.find
 
 local _M = {}
@@ -47,7 +49,7 @@ local function parse_v1(buf)
   return { version = 1, src = src, src_port = port(sport), dst = dst, dst_port = port(dport) }, stop + 1
 end
 
-local function u16(s, i) local a, b = byte(s, i, i + 1) return a * 256 + b end
+local u16 = bytes.u16
 
 local function parse_v2(buf)
   if #buf < 16 then return "more" end
@@ -103,17 +105,10 @@ function _M.read(sock, version, timeout)
   end
 end
 
--- "ip:port" / "[ip6]:port" -> ip, port
-local function split(addr)
-  local ip, p = addr:match("^%[(.*)%]:(%d+)$")
-  if not ip then ip, p = addr:match("^([^:]+):(%d+)$") end
-  return ip, tonumber(p)
-end
-
 -- The header that tells the server about conn's client (src) and the address it reached (dst).
 function _M.build(version, client, reached)
-  local src, sport = split(client or "")
-  local dst, dport = split(reached or "")
+  local src, sport = addr.split(client or "")
+  local dst, dport = addr.split(reached or "")
   local src_bin, dst_bin = src and core.pack_ip(src), dst and core.pack_ip(dst)
   local known = src_bin and dst_bin and #src_bin == #dst_bin
   if version == "v1" then
@@ -121,7 +116,7 @@ function _M.build(version, client, reached)
     return ("PROXY %s %s %s %d %d\r\n"):format(#src_bin == 4 and "TCP4" or "TCP6", src, dst, sport, dport)
   end
   if not known then return V2_SIGNATURE .. "\32\0\0\0" end                      -- LOCAL
-  local body = src_bin .. dst_bin .. char(math.floor(sport / 256), sport % 256, math.floor(dport / 256), dport % 256)
+  local body = src_bin .. dst_bin .. bytes.be16(sport) .. bytes.be16(dport)
   return V2_SIGNATURE .. "\33" .. (#src_bin == 4 and "\17" or "\33") .. char(0, #body) .. body
 end
 

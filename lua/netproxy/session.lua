@@ -7,14 +7,12 @@ local core = require "netproxy.core"
 local connectors = require "netproxy.connectors"
 local Conn = require "netproxy.conn"
 local proxy_protocol = require "netproxy.proxy_protocol"
+local addr = require "netproxy.addr"
 
 local _M = {}
 
 local function describe(target)
-  if target.host and target.port then
-    local host = target.host:find(":", 1, true) and "[" .. target.host .. "]" or target.host
-    return host .. ":" .. target.port
-  end
+  if target.host and target.port then return addr.join(target.host, target.port) end
   return target.type
 end
 

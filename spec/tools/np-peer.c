@@ -43,6 +43,8 @@ static const char USAGE[] =
     "client:\n"
     "  np-peer client --connect HOST:PORT [--expect echo|source|sink] [--bytes N[K|M]]\n"
     "         [--seed S] [--conns C] [--parallel P] [--barrier] [--half-close] [--timeout SEC]\n"
+    "         [--socks5 HOST:PORT]  (--connect is then a SOCKS5 proxy, no authentication, asked\n"
+    "         for HOST:PORT, an IP address, before the stream starts)\n"
     "  prints: ok= failed= bytes_sent= bytes_recv= seconds= MBps= conns_per_sec=\n"
     "  exits 0 iff every connection succeeded.\n"
     "HOST:PORT is 127.0.0.1:0 or [::1]:0 style; PORT 0 picks an ephemeral port.\n";
@@ -52,7 +54,7 @@ enum mode { M_ECHO, M_SOURCE, M_SINK, M_BANNER, M_SILENT, M_CLIENT, M_BLACKHOLE,
 static struct {
     enum mode mode;
     enum mode expect; /* client: M_ECHO, M_SOURCE or M_SINK */
-    const char *listen, *port_file, *connect, *text, *save;
+    const char *listen, *port_file, *connect, *text, *save, *socks5;
     uint64_t bytes, seed;
     long max_conns, conns, parallel;
     int barrier, half_close, close_after;
@@ -471,6 +473,7 @@ static int run_server(void) {
 
 struct conn {
     int fd, used, connected, going, eof, shut;
+    int socks;              /* --socks5: 1 awaiting the method reply, 2 the CONNECT reply */
     long idx;
     struct event *rd, *wr;
     uint64_t sent, recvd;
@@ -478,7 +481,7 @@ struct conn {
     size_t rlen;
 };
 
-static struct addrinfo *target;
+static struct addrinfo *target, *socks_target;
 static struct conn *slots;
 static long *free_slots, n_free;
 static long n_started, n_active, n_ok, n_failed, n_arrived, n_reasons;
@@ -606,17 +609,73 @@ static int cl_read(struct conn *c) {
     return cl_check(c);
 }
 
-static void cl_connected(struct conn *c) {
+static void cl_established(struct conn *c) {
     c->connected = 1;
-    event_del(c->wr);
-    event_add(c->rd, NULL);
     if (!opt.barrier || released) cl_go(c);
     else barrier_arrive(c->idx); /* the release starts every waiting connection, c included */
 }
 
+/* --socks5: a few bytes each way on a fresh socket; a short write would be a broken proxy. */
+static int socks_send(struct conn *c, const void *p, size_t n) {
+    if (send(c->fd, p, n, MSG_NOSIGNAL) != (ssize_t)n) return cl_fail(c, "socks5: short write");
+    c->rlen = 0;
+    return 0;
+}
+
+static int socks_connect_request(struct conn *c) {
+    uint8_t req[22] = {5, 1, 0};
+    size_t n;
+    if (socks_target->ai_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)socks_target->ai_addr;
+        req[3] = 1, memcpy(req + 4, &in->sin_addr, 4), memcpy(req + 8, &in->sin_port, 2), n = 10;
+    } else {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)socks_target->ai_addr;
+        req[3] = 4, memcpy(req + 4, &in6->sin6_addr, 16), memcpy(req + 20, &in6->sin6_port, 2), n = 22;
+    }
+    c->socks = 2;
+    return socks_send(c, req, n);
+}
+
+/* The length of the answer awaited, as far as the bytes so far tell. */
+static size_t socks_want(const struct conn *c) {
+    if (c->socks == 1) return 2;
+    if (c->rlen < 5) return 5;
+    return c->reply[3] == 1 ? 10 : c->reply[3] == 4 ? 22 : 7 + (uint8_t)c->reply[4];
+}
+
+/* Reads the proxy's answers exactly (the target's bytes may follow the last one at once). */
+static int socks_read(struct conn *c) {
+    size_t want;
+    while (c->rlen < (want = socks_want(c))) {
+        ssize_t n = recv(c->fd, c->reply + c->rlen, want - c->rlen, 0);
+        if (n < 0) return would_block() ? 0 : cl_fail(c, "socks5: read: %s", strerror(errno));
+        if (n == 0) return cl_fail(c, "socks5: the proxy closed after %zu bytes", c->rlen);
+        c->rlen += n;
+    }
+    if (c->reply[0] != 5 || c->reply[1] != 0)
+        return cl_fail(c, "socks5: the proxy answered %d %d", c->reply[0], c->reply[1]);
+    if (c->socks == 1) return socks_connect_request(c);
+    c->socks = 0, c->rlen = 0;
+    cl_established(c);
+    return 0;
+}
+
+static void cl_connected(struct conn *c) {
+    event_del(c->wr);
+    event_add(c->rd, NULL);
+    if (!opt.socks5) {
+        cl_established(c);
+        return;
+    }
+    c->socks = 1;
+    socks_send(c, "\5\1\0", 3);
+}
+
 static void cl_rd_cb(evutil_socket_t fd, short what, void *arg) {
+    struct conn *c = arg;
     (void)fd, (void)what;
-    cl_read(arg);
+    if (c->socks) socks_read(c);
+    else cl_read(c);
 }
 
 static void cl_wr_cb(evutil_socket_t fd, short what, void *arg) {
@@ -624,8 +683,8 @@ static void cl_wr_cb(evutil_socket_t fd, short what, void *arg) {
     int err = 0;
     socklen_t len = sizeof err;
     (void)what;
-    if (c->connected) {
-        cl_write(c);
+    if (c->connected || c->socks) {
+        if (c->connected) cl_write(c);
         return;
     }
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
@@ -685,6 +744,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg) {
 static int run_client(void) {
     if (opt.parallel <= 0 || opt.parallel > opt.conns) opt.parallel = opt.conns;
     target = resolve(opt.connect, 0);
+    if (opt.socks5) socks_target = resolve(opt.socks5, 0);
     slots = calloc(opt.parallel, sizeof *slots);
     free_slots = calloc(opt.parallel, sizeof *free_slots);
     if (!slots || !free_slots) die("out of memory");
@@ -735,7 +795,8 @@ static void parse_args(int argc, char **argv) {
         {"connect", 1, 0, 'c'},  {"expect", 1, 0, 'e'},    {"conns", 1, 0, 'n'},
         {"parallel", 1, 0, 'p'}, {"barrier", 0, 0, 'B'},   {"half-close", 0, 0, 'H'},
         {"timeout", 1, 0, 'T'},  {"help", 0, 0, 'h'},      {"delay", 1, 0, 'D'},
-        {"close", 0, 0, 'C'},    {"save", 1, 0, 'S'},      {0, 0, 0, 0}};
+        {"close", 0, 0, 'C'},    {"save", 1, 0, 'S'},      {"socks5", 1, 0, 'X'},
+        {0, 0, 0, 0}};
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fputs(USAGE, argc < 2 ? stderr : stdout);
         exit(argc < 2 ? 2 : 0);
@@ -760,6 +821,7 @@ static void parse_args(int argc, char **argv) {
         case 'D': opt.delay = atof(optarg); break;
         case 'C': opt.close_after = 1; break;
         case 'S': opt.save = optarg; break;
+        case 'X': opt.socks5 = optarg; break;
         case 'h': fputs(USAGE, stdout); exit(0);
         default: fputs(USAGE, stderr); exit(2);
         }
