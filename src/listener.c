@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -45,17 +46,47 @@ static void close_sockets(struct np_listener *l)
     if (l->fd >= 0) close(l->fd);
     l->fd = -1;
     l->nper_worker = 0;
+    if (l->unlink_path && l->owner_pid == getpid()) unlink(l->unlink_path);
+    free(l->unlink_path);
+    l->unlink_path = NULL;
+}
+
+/* A unix socket file already at the path: a stale one (nothing accepts on it) is removed;
+ * a live one is an error (EADDRINUSE), and so is a file that is not a socket (EEXIST). */
+static int clear_unix_path(const struct sockaddr_un *un, socklen_t len)
+{
+    struct stat st;
+    int probe, live;
+
+    if (un->sun_path[0] == '\0' || lstat(un->sun_path, &st) < 0) return 0;   /* abstract, or free */
+    if (!S_ISSOCK(st.st_mode)) {
+        errno = EEXIST;
+        return -1;
+    }
+    probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    live = probe >= 0 && connect(probe, (const struct sockaddr *)un, len) == 0;
+    if (probe >= 0) close(probe);
+    if (live) {
+        errno = EADDRINUSE;
+        return -1;
+    }
+    return unlink(un->sun_path);
 }
 
 static int bound_socket(const struct sockaddr *sa, socklen_t len, const struct np_listen_opts *o)
 {
-    int one = 1, fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1, fd;
 
+    if (sa->sa_family == AF_UNIX && clear_unix_path((const struct sockaddr_un *)sa, len) < 0) return -1;
+    fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     if (sa->sa_family != AF_UNIX) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (o->reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (o->reuseport && sa->sa_family != AF_UNIX) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (sa->sa_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (bind(fd, sa, len) < 0 || listen(fd, o->backlog) < 0) {
+    if (bind(fd, sa, len) < 0 ||
+        (sa->sa_family == AF_UNIX && o->mode >= 0 && ((const struct sockaddr_un *)sa)->sun_path[0] &&
+         chmod(((const struct sockaddr_un *)sa)->sun_path, (mode_t)o->mode) < 0) ||
+        listen(fd, o->backlog) < 0) {
         int e = errno;
         close(fd);
         errno = e;
@@ -69,7 +100,7 @@ static int bound_socket(const struct sockaddr *sa, socklen_t len, const struct n
 static int per_worker_sockets(struct np_listener *l, const struct sockaddr *sa, socklen_t len,
                               const struct np_listen_opts *o)
 {
-    int n = o->reuseport && o->nworkers > 1 ? o->nworkers : 0;
+    int n = o->reuseport && o->nworkers > 1 && sa->sa_family != AF_UNIX ? o->nworkers : 0;
     int *grown;
 
     for (int i = n > 0 ? n : 1; i < l->nper_worker; i++) close(l->per_worker[i]);
@@ -141,6 +172,10 @@ struct np_listener *np_listener_get(const struct sockaddr *sa, socklen_t len,
         np_listener_put(l, 0);
         fd = -1;
         goto fail;
+    }
+    if (sa->sa_family == AF_UNIX && ((const struct sockaddr_un *)sa)->sun_path[0]) {
+        l->unlink_path = strdup(((const struct sockaddr_un *)sa)->sun_path);
+        l->owner_pid = getpid();
     }
     np_log(NP_INFO, "bound %s", l->addr);
     return l;
@@ -309,6 +344,6 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
                 np_log(NP_ERR, "accept on %s: %s", l->addr, strerror(errno));
             return;
         }
-        l->accept(l->arg, fd, (struct sockaddr *)&ss, len);   /* may close every listener */
+        l->accept(l->arg, l, fd, (struct sockaddr *)&ss, len);   /* may close every listener */
     }
 }

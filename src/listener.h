@@ -9,14 +9,19 @@
 #include <sys/socket.h>
 #include <event2/event_struct.h>
 
-/* A new client: fd is nonblocking and close-on-exec; the callee owns it. */
-typedef void np_accept_fn(void *arg, int fd, const struct sockaddr *sa, socklen_t len);
+struct np_listener;
+
+/* A new client of l: fd is nonblocking and close-on-exec; the callee owns it. */
+typedef void np_accept_fn(void *arg, struct np_listener *l, int fd, const struct sockaddr *sa,
+                          socklen_t len);
 
 struct np_listener {
     int fd;                     /* -1 once closed */
     char addr[NP_ADDRSTRLEN];   /* the bound address */
     int refs;                   /* configs (and systemd's hand-over) using it */
     int adopted;                /* passed by systemd */
+    char *unlink_path;          /* a unix socket file this process made: removed with it */
+    int owner_pid;              /* the process that made it (workers share the socket) */
     int *per_worker;            /* reuseport: a socket per worker index ([0] is fd) */
     int nper_worker;
     struct event ev;
@@ -28,6 +33,7 @@ struct np_listener {
 
 struct np_listen_opts {
     int backlog;
+    int mode;                   /* a unix socket file's permissions, or -1 */
     int reuseport;              /* a SO_REUSEPORT socket per worker */
     int nworkers;               /* how many (with reuseport) */
 };

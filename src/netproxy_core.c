@@ -131,6 +131,23 @@ static int core_connect(lua_State *L)
     return np_sock_connect(L, &t->owner, host, (int)port, timeout);
 }
 
+/* core.connect_unix(path [, { timeout = seconds }]) -> sock | nil, err; "@name" is abstract */
+static int core_connect_unix(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    double timeout = DEFAULT_CONNECT_TIMEOUT;
+    struct np_task *t = np_task_running();
+
+    if (lua_istable(L, 2)) {
+        lua_getfield(L, 2, "timeout");
+        timeout = luaL_optnumber(L, -1, timeout);
+        luaL_argcheck(L, timeout >= 0, 2, "timeout must be >= 0");
+        lua_pop(L, 1);
+    }
+    if (!t || t->owner.co != L) return luaL_error(L, "connect_unix: only from a task's coroutine");
+    return np_sock_connect_unix(L, &t->owner, path, timeout);
+}
+
 /* core.relay(client, server [, { conn =, to_server =, to_client =, hook_budget =,
  * may_starttls = }]): the C relay takes both sockets; the session is over. to_server and
  * to_client are the hooks of the two directions. Returns true, or nil and why. */
@@ -235,6 +252,7 @@ static const luaL_Reg core_funcs[] = {
     { "pack_ip", core_pack_ip },
     { "unpack_ip", core_unpack_ip },
     { "connect", core_connect },
+    { "connect_unix", core_connect_unix },
     { "relay", core_relay },
     { "send", core_send },
     { "close", core_close },

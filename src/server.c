@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <lauxlib.h>
 #include <netdb.h>
+#include <sys/un.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -276,11 +277,13 @@ static void take_client(struct np_proxy *p, int rfd, int wfd, const struct socka
     np_conn_start(p, rfd, wfd, client, conn_done, p->config);
 }
 
-static void on_client(void *arg, int fd, const struct sockaddr *sa, socklen_t len)
+/* A unix client has no address of its own: the log names it by the listener's path. */
+static void on_client(void *arg, struct np_listener *l, int fd, const struct sockaddr *sa, socklen_t len)
 {
     char client[NP_ADDRSTRLEN];
 
-    np_addr_format(sa, len, client, sizeof client);
+    if (sa->sa_family == AF_UNIX) snprintf(client, sizeof client, "%s", l->addr);
+    else np_addr_format(sa, len, client, sizeof client);
     take_client(arg, fd, fd, sa, len, client);
 }
 
@@ -296,15 +299,48 @@ static int add_listener(struct np_proxy *p, struct np_listener *l)
     return 0;
 }
 
+static int add_bound(struct np_proxy *p, const struct sockaddr *sa, socklen_t len,
+                     const struct np_listen_opts *o, char *err, size_t errlen)
+{
+    char why[256];
+    struct np_listener *l = np_listener_get(sa, len, o, why, sizeof why);
+
+    if (!l || add_listener(p, l) < 0) {
+        if (l) np_listener_put(l, 0);
+        snprintf(err, errlen, "%s: %s", p->name, l ? "out of memory" : why);
+        return -1;
+    }
+    if (l->refs == 1) np_log(NP_NOTICE, "%s: listening on %s", p->name, l->addr);
+    return 0;
+}
+
+/* A unix socket: a path, or "@name" in Linux's abstract namespace. */
+static int bind_unix(struct np_proxy *p, const char *path, const struct np_listen_opts *o,
+                     char *err, size_t errlen)
+{
+    struct sockaddr_un un = { .sun_family = AF_UNIX };
+    size_t n = strlen(path);
+
+    if (n == 0 || n >= sizeof un.sun_path) {
+        snprintf(err, errlen, "%s: unix socket path '%s': want 1..%zu bytes", p->name, path,
+                 sizeof un.sun_path - 1);
+        return -1;
+    }
+    memcpy(un.sun_path, path, n);
+    if (path[0] == '@') un.sun_path[0] = '\0';    /* abstract: no file */
+    return add_bound(p, (struct sockaddr *)&un, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n),
+                     o, err, errlen);
+}
+
 /* Binds every address a listen entry's host resolves to (both for "localhost"). */
 static int bind_entry(struct np_proxy *p, const char *host, int port, int backlog,
                       char *err, size_t errlen)
 {
-    struct np_listen_opts o = { .backlog = backlog, .reuseport = p->config->reuseport,
+    struct np_listen_opts o = { .backlog = backlog, .mode = -1, .reuseport = p->config->reuseport,
                                 .nworkers = p->config->nworkers };
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
     struct addrinfo *res, *ai;
-    char service[16], why[256];
+    char service[16];
     int rc;
 
     snprintf(service, sizeof service, "%d", port);
@@ -314,14 +350,10 @@ static int bind_entry(struct np_proxy *p, const char *host, int port, int backlo
         return -1;
     }
     for (ai = res; ai; ai = ai->ai_next) {
-        struct np_listener *l = np_listener_get(ai->ai_addr, ai->ai_addrlen, &o, why, sizeof why);
-        if (!l || add_listener(p, l) < 0) {
-            if (l) np_listener_put(l, 0);
-            snprintf(err, errlen, "%s: %s", p->name, l ? "out of memory" : why);
+        if (add_bound(p, ai->ai_addr, ai->ai_addrlen, &o, err, errlen) < 0) {
             freeaddrinfo(res);
             return -1;
         }
-        if (l->refs == 1) np_log(NP_NOTICE, "%s: listening on %s", p->name, l->addr);
     }
     freeaddrinfo(res);
     return 0;
@@ -338,10 +370,14 @@ static int bind_proxy(lua_State *L, struct np_proxy *p, int t, char *err, size_t
     for (int i = n ? 1 : 0; rc == 0 && i <= n && lua_istable(L, listen); i++) {
         if (i) lua_rawgeti(L, listen, i);
         else lua_pushvalue(L, listen);
-        const char *host = np_lua_string(L, -1, "host");
-        if (host)
-            rc = bind_entry(p, host, (int)np_lua_number(L, -1, "port", 0),
-                            (int)np_lua_number(L, -1, "backlog", DEFAULT_BACKLOG), err, errlen);
+        const char *host = np_lua_string(L, -1, "host"), *path = np_lua_string(L, -1, "path");
+        int backlog = (int)np_lua_number(L, -1, "backlog", DEFAULT_BACKLOG);
+        if (path) {
+            struct np_listen_opts o = { .backlog = backlog, .mode = (int)np_lua_number(L, -1, "mode", -1) };
+            rc = bind_unix(p, path, &o, err, errlen);
+        } else if (host) {
+            rc = bind_entry(p, host, (int)np_lua_number(L, -1, "port", 0), backlog, err, errlen);
+        }
         lua_pop(L, 1);
     }
     lua_pop(L, 1);

@@ -96,6 +96,11 @@ void np_sock_close(struct np_sock *s)
     s->resolving = NULL;
     if (s->addrs) evutil_freeaddrinfo(s->addrs);
     s->addrs = s->next_addr = NULL;
+    if (s->unix_target) {
+        free(s->unix_target->ai_addr);
+        free(s->unix_target);
+        s->unix_target = NULL;
+    }
     /* The events are assigned from creation on (a bare timer while resolving). */
     event_del(&s->rev);
     event_del(&s->wev);
@@ -542,6 +547,21 @@ static int sock_localaddr(lua_State *L)
     return 1;
 }
 
+/* sock:peercred() -> uid, gid, pid of a unix socket's peer (SO_PEERCRED), or nil */
+static int sock_peercred(lua_State *L)
+{
+    struct np_sock *s = np_sock_check(L, 1);
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+
+    if (s->fd < 0 || getsockopt(s->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.pid == 0)
+        return 0;
+    lua_pushinteger(L, cred.uid);
+    lua_pushinteger(L, cred.gid);
+    lua_pushinteger(L, cred.pid);
+    return 3;
+}
+
 /* sock:unread(bytes): puts bytes back in front of what is to be read (and relayed). */
 static int sock_unread(lua_State *L)
 {
@@ -573,6 +593,7 @@ static const luaL_Reg sock_methods[] = {
     { "settimeout", sock_settimeout },
     { "peer", sock_peer },
     { "localaddr", sock_localaddr },
+    { "peercred", sock_peercred },
     { NULL, NULL },
 };
 

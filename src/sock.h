@@ -51,6 +51,7 @@ struct np_sock {
     struct evbuffer *outbuf;      /* accepted by write, not yet sent */
     /* connect */
     void (*connect_step)(struct np_sock *s, short what);   /* set by sock_connect.c */
+    struct evutil_addrinfo *unix_target;    /* a unix socket to connect to (not from DNS) */
     struct np_resolve *resolving;
     struct evutil_addrinfo *addrs, *next_addr;
     double deadline;
@@ -84,6 +85,9 @@ void np_sock_halt_all(struct np_sock_owner *o);
 /* core.connect for o's coroutine L: pushes the socket or nil, err and returns their count,
  * or yields until it knows. */
 int np_sock_connect(lua_State *L, struct np_sock_owner *o, const char *host, int port, double timeout);
+
+/* The same to a unix socket: a path, or "@name" (abstract). */
+int np_sock_connect_unix(lua_State *L, struct np_sock_owner *o, const char *path, double timeout);
 
 /* Registers the cosocket metatable. */
 void np_sock_open(lua_State *L);

@@ -8,8 +8,12 @@
 #include <event2/event.h>
 #include <event2/util.h>
 #include <lauxlib.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define FD_RETRY 0.05          /* seconds between tries when out of file descriptors */
@@ -66,10 +70,19 @@ static int connect_next(struct np_sock *s)
     return DONE;
 }
 
+static void free_unix_target(struct np_sock *s)
+{
+    if (!s->unix_target) return;
+    free(s->unix_target->ai_addr);
+    free(s->unix_target);
+    s->unix_target = NULL;
+}
+
 static void connect_finished(struct np_sock *s)
 {
     if (s->addrs) evutil_freeaddrinfo(s->addrs);
     s->addrs = s->next_addr = NULL;
+    free_unix_target(s);
     if (s->fd >= 0) np_sock_set_nodelay(s->fd);
 }
 
@@ -164,5 +177,45 @@ int np_sock_connect(lua_State *L, struct np_sock_owner *o, const char *host, int
     } else if (connect_next(s) == DONE) {
         return push_connect(L, s, idx);
     }
+    return np_sock_yield(L, s, idx);
+}
+
+/* An address list of one unix socket, made here rather than by the resolver. */
+static struct evutil_addrinfo *unix_addrinfo(const char *path)
+{
+    struct evutil_addrinfo *ai = calloc(1, sizeof *ai);
+    struct sockaddr_un *un = calloc(1, sizeof *un);
+    size_t n = strlen(path);
+
+    if (!ai || !un || n == 0 || n >= sizeof un->sun_path) {
+        free(ai);
+        free(un);
+        return NULL;
+    }
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, path, n);
+    if (path[0] == '@') un->sun_path[0] = '\0';
+    ai->ai_family = AF_UNIX;
+    ai->ai_socktype = SOCK_STREAM;
+    ai->ai_addr = (struct sockaddr *)un;
+    ai->ai_addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+    return ai;
+}
+
+int np_sock_connect_unix(lua_State *L, struct np_sock_owner *o, const char *path, double timeout)
+{
+    struct np_sock *s;
+    int idx;
+
+    if (o->closed) return np_sock_push_fail(L, "closed");
+    s = np_sock_new(L, o);
+    idx = lua_gettop(L);
+    s->op = NP_OP_CONNECT;
+    s->connect_step = connect_step;
+    s->deadline = timeout > 0 ? np_now() + timeout : 0;
+    s->unix_target = unix_addrinfo(path);
+    if (!s->unix_target) return np_sock_push_fail(L, "bad unix socket path");
+    s->next_addr = s->unix_target;
+    if (connect_next(s) == DONE) return push_connect(L, s, idx);
     return np_sock_yield(L, s, idx);
 }

@@ -162,6 +162,10 @@ local function check_proxy(decl, index, server, say_at)
   if proxy.from then
     local host, port = from_mod.listen(proxy.from)
     proxy.listen = type(host) == "table" and host or { host = host, port = port }
+    if proxy.listen.path and (proxy.allow or proxy.deny) then
+      say("%s: a unix socket's clients have no address to match: use accept(conn) with conn.peer",
+          proxy.allow and "allow" or "deny")
+    end
   end
   return proxy
 end

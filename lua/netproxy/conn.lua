@@ -6,12 +6,22 @@ local _M = {}
 
 -- conn.reached, the address the client connected to, is looked up (getsockname) only when
 -- something asks for it (the PROXY protocol does): most connections never do.
+-- conn.peer, the uid, gid and pid of a unix client (SO_PEERCRED), likewise.
+local lazy = {
+  reached = function(sock) return sock:localaddr() end,
+  peer = function(sock)
+    local uid, gid, pid = sock:peercred()
+    return uid and { uid = uid, gid = gid, pid = pid }
+  end,
+}
+
 local mt = { __index = function(self, key)
-  if key == "reached" then
+  local look = lazy[key]
+  if look then
     local sock = rawget(self, "_client_sock")
-    local addr = sock and sock:localaddr()
-    rawset(self, "reached", addr or false)
-    return addr
+    local value = sock and look(sock)
+    rawset(self, key, value or false)
+    return value
   end
   return _M[key]
 end }
