@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #define PUMP_BUDGET 16          /* rounds per wakeup, so one busy connection cannot starve others */
+#define COPY_READ (16 * 1024)   /* auto: copied reads of at most this; one that fills it: splice */
 #define STOPPED (-2)            /* fill(): the relay has stopped (a filter said so) */
 
 enum { CLIENT = NP_CLIENT, SERVER = NP_SERVER };
@@ -53,7 +54,8 @@ struct side {
 /* Bytes from side `from` to side `from ^ 1`. */
 struct direction {
     int from;
-    int splice;
+    int splice;                 /* moves its bytes through the pipe now */
+    int may_splice;             /* auto: starts copying, splices once a read fills COPY_READ */
     struct np_pipe pipe;        /* held only while in_pipe > 0 */
     size_t in_pipe;
     struct np_buf buf;          /* the copying path, or bytes read ahead before the relay */
@@ -122,7 +124,7 @@ static int can_write(struct np_relay *r, struct direction *d)
 /* Leaves the splice path for good: bytes still in the pipe move to the buffer first. */
 static void copy_from_now_on(struct direction *d)
 {
-    d->splice = 0;
+    d->splice = d->may_splice = 0;
     while (d->in_pipe > 0) {
         char chunk[16384];
         ssize_t n = read(d->pipe.rfd, chunk, d->in_pipe < sizeof chunk ? d->in_pipe : sizeof chunk);
@@ -166,6 +168,37 @@ static ssize_t splice_fill(struct np_relay *r, struct direction *d, int fd)
 
 static int run_filter(struct np_relay *r, struct direction *d, size_t n);
 
+/* Auto mode before splicing, plain both sides, no filter: a read into a scratch buffer,
+ * written on at once (what the destination does not take waits in d->buf): short
+ * exchanges cost two calls and no allocation. A read that fills the scratch buffer means
+ * bulk: the direction splices from then on. >0 bytes read, 0 EOF, -1 errno. */
+static ssize_t pass_through(struct np_relay *r, struct direction *d, struct side *src)
+{
+    static char scratch[COPY_READ];
+    struct side *dst = dst_of(r, d);
+    ssize_t n, w = 0;
+
+    do {
+        n = read(src->rfd, scratch, sizeof scratch);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) return n;
+    d->drained = (size_t)n < sizeof scratch && !src->rfile;
+    if ((size_t)n == sizeof scratch) d->splice = d->may_splice;
+    do {
+        w = write(dst->wfd, scratch, n);
+    } while (w < 0 && errno == EINTR);
+    if (w < 0) w = 0;                   /* EAGAIN, or an error the next flush reports */
+    if (w > 0) {
+        *d->counter += w;
+        if (d->more_counter) *d->more_counter += w;
+    }
+    if (w < n && np_buf_append(&d->buf, scratch + w, n - w) < 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return n;
+}
+
 /* Reads from the source: >0 bytes, 0 EOF, -1 errno, STOPPED. */
 static ssize_t fill(struct np_relay *r, struct direction *d)
 {
@@ -186,7 +219,10 @@ static ssize_t fill(struct np_relay *r, struct direction *d)
         if (n >= 0 || errno != EINVAL) return n;
         copy_from_now_on(d);            /* a source splice() cannot read (a terminal) */
     }
-    if (tls_of(src)) {
+    if (d->may_splice && np_buf_len(&d->buf) == 0 && !tls_of(src) && !tls_of(dst_of(r, d)) &&
+        dst_of(r, d)->upgrade == UPGRADE_NONE) {
+        n = pass_through(r, d, src);
+    } else if (tls_of(src)) {
         n = tls_fill(r, d, src);
     } else {
         size_t asked = r->buffer_size - np_buf_len(&d->buf);
@@ -352,6 +388,7 @@ static int pump(struct np_relay *r, struct direction *d)
             if (n == STOPPED) return -1;
             if (n < 0 && errno != EAGAIN) return fail(r, src_of(r, d), errno);
             if (n == 0) d->eof = 1;
+            if (n > 0) moved = 1;
             if (n >= 0) progress = 1;
         }
         if (!progress) break;
@@ -540,7 +577,7 @@ static void side_init(struct np_relay *r, int idx, const struct np_relay_side *f
 
 static const char *path_name(const struct direction *d)
 {
-    return d->filtered ? "hook" : d->splice ? "splice" : "buffered";
+    return d->filtered ? "hook" : d->splice || d->may_splice ? "splice" : "buffered";
 }
 
 const char *np_relay_describe(const struct np_relay *r, char *out, size_t outlen)
@@ -554,11 +591,15 @@ const char *np_relay_describe(const struct np_relay *r, char *out, size_t outlen
 
 static void direction_init(struct direction *d, int from, const struct np_relay_config *cfg)
 {
+    int spliceable = cfg->mode != NP_RELAY_BUFFERED && !cfg->filtered[from] && !cfg->may_starttls;
+
     d->from = from;
     d->filtered = cfg->filtered[from];
-    /* bytes a filter or TLS must handle leave splice; the other direction may keep it.
-     * A side declared for a later STARTTLS copies from the start. */
-    d->splice = cfg->mode != NP_RELAY_BUFFERED && !d->filtered && !cfg->may_starttls;
+    /* bytes a filter or TLS must handle leave splice; the other direction may keep it. A
+     * side declared for a later STARTTLS copies from the start. Forced splice splices at
+     * once; auto copies until a read fills COPY_READ (HAProxy's splice-auto). */
+    d->splice = spliceable && cfg->mode == NP_RELAY_SPLICE;
+    d->may_splice = spliceable && cfg->mode == NP_RELAY_AUTO;
     d->pipe.rfd = d->pipe.wfd = -1;
     d->drained = 1;                 /* nothing read yet: the first read waits for readability */
     d->counter = cfg->bytes[from];
@@ -588,7 +629,8 @@ struct np_relay *np_relay_new(const struct np_relay_config *cfg, const struct np
     side_init(r, SERVER, server);
     direction_init(&r->dir[CLIENT], CLIENT, cfg);
     direction_init(&r->dir[SERVER], SERVER, cfg);
-    if (client->ssl || server->ssl) r->dir[CLIENT].splice = r->dir[SERVER].splice = 0;
+    if (client->ssl || server->ssl)
+        r->dir[CLIENT].splice = r->dir[SERVER].splice = r->dir[CLIENT].may_splice = r->dir[SERVER].may_splice = 0;
     if (r->idle_timeout > 0 && np_idle_join(&r->idle, r->idle_timeout, on_idle) < 0) {
         np_buf_release(&r->dir[CLIENT].buf);
         np_buf_release(&r->dir[SERVER].buf);
