@@ -152,7 +152,7 @@ static void count_and_log(struct np_conn *c)
     }
     np_clog(NP_NOTICE, c->id, "%s: %s -> %s in=%llu out=%llu time=%.3fs end=%s%s%s", p->name,
             c->client ? c->client : "?", c->target ? c->target : "-", (unsigned long long)c->bytes[0],
-            (unsigned long long)c->bytes[1], np_now() - c->started, np_end_name(c->end),
+            (unsigned long long)c->bytes[1], np_clock() - c->started, np_end_name(c->end),
             c->detail && c->detail[0] ? ": " : "", c->detail ? c->detail : "");
 }
 
@@ -312,7 +312,7 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
     init_reaper();
     c->id = next_id++;
     c->proxy = p;
-    c->started = np_now();
+    c->started = np_clock();
     c->handle_ref = c->hook_ref[0] = c->hook_ref[1] = c->hook_conn_ref = LUA_NOREF;
     c->done = done;
     c->done_arg = done_arg;
@@ -332,6 +332,8 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
     np_clog(NP_INFO, c->id, "%s: accepted %s", p->name, c->client);
 
     co = np_task_init(&c->session->task, p->L, &session_ops, c, c->id);
+    c->session->task.budget = p->budget;
+    c->session->task.max_alloc = p->call_memory;
     lua_rawgeti(co, LUA_REGISTRYINDEX, p->session_ref);
     lua_rawgeti(co, LUA_REGISTRYINDEX, p->lua_ref);
     np_sock_push(co, &c->session->task.owner, rfd, wfd, c->client);
@@ -352,7 +354,7 @@ static enum np_filter_rc filter(void *arg, int dir, const char *data, size_t len
 
     in_hook = c;
     rc = np_hook_call(c->proxy->L, c->hook_ref[dir], c->hook_conn_ref, data, len, eof,
-                      c->hook_budget, out, outlen, err, sizeof err);
+                      c->hook_budget, c->proxy->call_memory, out, outlen, err, sizeof err);
     in_hook = outer;
     if (rc < 0) {
         np_clog(NP_ERR, c->id, "%s: hook: %s", c->proxy->name, err);

@@ -69,3 +69,11 @@ struct timeval np_tv(double seconds)
     tv.tv_usec = (suseconds_t)((seconds - floor(seconds)) * 1e6);
     return tv;
 }
+
+double np_clock(void)
+{
+    struct timeval tv;
+
+    gettimeofday(&tv, NULL);
+    return tv.tv_sec + tv.tv_usec / 1e6;
+}

@@ -21,4 +21,8 @@ void np_loop_set_nameservers(const char *const *list, int n);
 double np_now(void);
 struct timeval np_tv(double seconds);
 
+/* Seconds since the epoch now, not the loop's cached time (for durations that a long
+ * callback may have stretched). */
+double np_clock(void);
+
 #endif

@@ -1,5 +1,6 @@
 /* The process's Lua state: netproxy's own modules, the connectors' path, the config. */
 #include "luavm.h"
+#include "budget.h"
 #include "cli.h"
 #include "log.h"
 
@@ -12,7 +13,7 @@ lua_State *np_L;
 
 int np_lua_open(lua_CFunction core, char *err, size_t errlen)
 {
-    np_L = luaL_newstate();
+    np_L = np_budget_newstate();
     if (!np_L) {
         snprintf(err, errlen, "cannot create the Lua state");
         return -1;
@@ -157,6 +158,7 @@ static void push_overrides(lua_State *L, const struct np_cli *cli)
 int np_lua_load_config(const char *path, const struct np_cli *cli, int to_log)
 {
     lua_State *L = np_L;
+    int rc;
 
     lua_getglobal(L, "require");
     lua_pushliteral(L, "netproxy.config");
@@ -165,7 +167,9 @@ int np_lua_load_config(const char *path, const struct np_cli *cli, int to_log)
     lua_remove(L, -2);
     lua_pushstring(L, path ? path : "command line");
     push_overrides(L, cli);
-    if (np_lua_pcall(L, 2, 2, "netproxy.config") < 0) return -1;
+    rc = np_lua_pcall(L, 2, 2, "netproxy.config");
+    np_budget_rearm(L);                 /* the load's own bound may have replaced the hook */
+    if (rc < 0) return -1;
     if (!lua_isnil(L, -2)) {
         lua_pop(L, 1);
         return 0;

@@ -54,6 +54,8 @@ int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char
     p->negotiation_timeout = np_lua_number(L, t, "negotiation_timeout", 30);
     p->idle_timeout = np_lua_number(L, t, "idle_timeout", 3600);
     p->buffer_size = (size_t)np_lua_number(L, t, "buffer_size", 64 * 1024);
+    p->budget = np_lua_number(L, t, "hook_budget", 1);
+    p->call_memory = (size_t)np_lua_number(L, t, "lua_call_memory", 64 * 1024 * 1024);
     p->max_negotiating = (uint64_t)np_lua_number(L, t, "max_negotiating", 4096);
     p->max_clients = (uint64_t)np_lua_number(L, t, "max_clients", 0);
     if (np_proxy_read_acl(L, t, &p->acl, err, errlen) < 0) return -1;

@@ -27,6 +27,8 @@ struct np_proxy {
     double negotiation_timeout; /* seconds the connectors may take; 0 = none */
     double idle_timeout;        /* seconds without a byte either way; 0 = none */
     size_t buffer_size;         /* buffered relay: bytes held per direction */
+    double budget;              /* seconds one call into its Lua may run (hook_budget) */
+    size_t call_memory;         /* bytes one call into its Lua may allocate (lua_call_memory) */
     uint64_t max_negotiating;   /* connections allowed at once before the relay (sniffing) */
     uint64_t max_clients;       /* connections at once; 0 = no limit */
     struct np_acl acl;          /* allow / deny */

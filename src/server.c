@@ -2,6 +2,7 @@
  * limits), the count of live connections, the drain of a replaced config, and when the
  * process is done. */
 #include "server.h"
+#include "budget.h"
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
@@ -411,6 +412,7 @@ static int read_server(struct np_config *g, lua_State *L, int cfg, char *err, si
     g->stop_timeout = np_lua_number(L, -1, "stop_timeout", 10);
     g->max_draining = (int)np_lua_number(L, -1, "max_draining", 16);
     g->watchdog = np_lua_number(L, -1, "watchdog", 10);
+    np_budget_set_cap((size_t)np_lua_number(L, -1, "lua_memory", 0));
     rc = np_proxy_read_acl(L, lua_gettop(L), &g->acl, err, errlen);
     lua_pop(L, 1);
     return rc;

@@ -22,6 +22,8 @@ struct np_task {
     int co_ref;                 /* registry anchor of owner.co */
     struct event sleep_ev;      /* core.sleep() */
     uint64_t id;                /* the connection id its log lines carry; 0 for none */
+    double budget;              /* seconds one resume may run; 0 = unbounded (budget.h) */
+    size_t max_alloc;           /* bytes one resume may allocate; 0 = no limit */
     const struct np_task_ops *ops;
     void *arg;                  /* the owner's */
 };

@@ -21,9 +21,22 @@ _M.DEFAULTS = {
   max_negotiating = 4096,       -- connections at once before the relay (dual's sniffing)
   drain_timeout = 0,
   stop_timeout = 10,
+  lua_memory = 0,
+  lua_call_memory = 64 * 1024 * 1024,
   max_draining = 16,
   watchdog = 10,
 }
+
+-- "256m", "1g", "64k" or bytes, as a number of bytes in lo..hi (0 allowed: no limit).
+local function memory_size(lo, hi)
+  local units = { k = 1024, m = 1024 ^ 2, g = 1024 ^ 3 }
+  return function(v)
+    local n, unit = tostring(v):lower():match("^(%d+)([kmg]?)$")
+    n = n and tonumber(n) * (units[unit] or 1)
+    if n and (n == 0 or (n >= lo and n <= hi)) then return n end
+    return nil, ("bad size '%s' (want bytes, or a number with k, m or g: %d..%d, or 0 for no limit)"):format(tostring(v), lo, hi)
+  end
+end
 
 -- Options a proxy may set for itself, falling back to server{}.
 local PER_PROXY = {
@@ -34,6 +47,7 @@ local PER_PROXY = {
   buffer_size = check.bytes,
   hook_budget = check.seconds,
   max_negotiating = check.count,
+  lua_call_memory = memory_size(64 * 1024, 4 * 1024 ^ 3),  -- one call into Lua (a hook, a resume)
 }
 
 -- Parameters every connector takes, whatever its type.
@@ -68,6 +82,7 @@ local SERVER = {
   stop_timeout = check.seconds,   -- SIGTERM: live connections get this long
   max_draining = check.count,     -- old generations draining at once
   watchdog = check.seconds,       -- a worker whose loop stands still this long is replaced; 0 = off
+  lua_memory = memory_size(1024 * 1024, 64 * 1024 ^ 3),    -- all of a worker's Lua; 0 = no cap
 }
 for k, v in pairs(PER_PROXY) do SERVER[k] = v end
 for k, v in pairs(GUARDS) do SERVER[k] = v end
@@ -184,6 +199,9 @@ local function run_script(path)
   end
   local chunk, err = loadfile(path)
   if not chunk then return nil, err end
+  -- Every function the script defines (hooks, route, accept, their helpers) stays in the
+  -- interpreter, where the budget's count hook sees it: compiled loops would escape it.
+  if jit then jit.off(chunk, true) end
   setfenv(chunk, env)
   local ok, runerr = pcall(chunk)
   if not ok then return nil, tostring(runerr) end

@@ -18,9 +18,11 @@ local function exists(file)
   return f ~= nil
 end
 
-local function load_module(file, name)
+local function load_module(file, name, builtin)
   local chunk, err = loadfile(file)
   if not chunk then return nil, err end
+  -- a user's connector runs under the budget like the config: no compiled loops
+  if jit and not builtin then jit.off(chunk, true) end
   local ok, mod = pcall(chunk, name)
   if not ok then return nil, file .. ": " .. tostring(mod) end
   if type(mod) ~= "table" then return nil, file .. ": a connector script must return a table" end
@@ -37,7 +39,7 @@ function _M.get(name)
   for _, folder in ipairs(path) do
     local file = folder .. "/" .. name .. ".lua"
     if exists(file) then
-      local mod, err = load_module(file, name)
+      local mod, err = load_module(file, name, folder == path[1])
       if not mod then return nil, err end
       loaded[name] = mod
       return mod

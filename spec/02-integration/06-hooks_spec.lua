@@ -140,7 +140,7 @@ describe("hooks", function()
 
   it("stops a runaway hook after its budget, closing only that connection", function()
     talk(np.ports.runaway, "LOOP\n", "1")
-    h.wait_log(np, "runaway: [^\n]* end=lua error: [^\n]*hook ran longer than its budget of 0%.5")
+    h.wait_log(np, "runaway: [^\n]* end=lua error: [^\n]*:%d+: ran longer than its budget of 0%.5")
     assert.are.equal("still serving\n", talk(np.ports.runaway, "still serving\n"))
     assert.are.equal("qux\n", talk(np.ports.both, "foo\n"))
   end)

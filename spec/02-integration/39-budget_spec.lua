@@ -1,0 +1,104 @@
+-- Budgets on user Lua: a runaway loop in route, in accept(), or in a helper a hook calls
+-- that is defined outside it (once JIT-compiled, it escaped the hook-only budget) costs its
+-- own connection only, within the budget, with file:line in the log; an allocation that
+-- runs away fails in its own call (lua_call_memory) and the worker goes on.
+local h = require "spec.helpers"
+local tcp = require "spec.support.tcp"
+
+local function served(port)
+  local c = tcp.connect(port)
+  if not c then return false end
+  local got = c:exchange("still here\n", nil, 5)
+  c:close()
+  return got == "still here\n"
+end
+
+describe("the budget of user code", function()
+  local echo
+  before_each(function() echo = h.peer_server("echo") end)
+  after_each(h.stop_all)
+
+  it("stops a loop in a CONNECT proxy's route, closing that connection only", function()
+    local np = h.netproxy_start(([[
+proxy { name = "looping", hook_budget = 0.5,
+        from = { type = "connect", host = "127.0.0.1", port = 0,
+                 route = function(host, port) while true do end end } }
+proxy { name = "plain", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(echo.port))
+    local victim = assert(tcp.connect(np.ports.looping))
+    victim:send("CONNECT 127.0.0.1:1 HTTP/1.1\r\n\r\n")
+    h.wait_log(np, "looping: [^\n]* end=lua error: [^\n]*%.lua:3: ran longer than its budget of 0%.5", 5)
+    victim:close()
+    assert.is_true(served(np.ports.plain))
+  end)
+
+  it("stops a loop in accept(conn)", function()
+    local np = h.netproxy_start(([[
+proxy { name = "picky", hook_budget = 0.5, accept = function(conn) while true do end end,
+        from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+proxy { name = "plain", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(echo.port, echo.port))
+    local victim = assert(tcp.connect(np.ports.picky))
+    h.wait_log(np, "picky: [^\n]* end=lua error: [^\n]*ran longer than its budget", 5)
+    victim:close()
+    assert.is_true(served(np.ports.plain))
+  end)
+
+  it("stops a loop in a helper defined outside the hook, hot enough to be compiled", function()
+    local np = h.netproxy_start(([[
+local function spin(n)   -- a hot loop: the JIT would compile it, and a trace runs no hook
+  local x = 0
+  while true do x = (x + n) %% 1000003 end
+end
+proxy { name = "spinning", hook_budget = 0.5,
+        from = { type = "tcp", host = "127.0.0.1", port = 0,
+                 hook = function(d) if d:find("spin", 1, true) then spin(7) end return d end },
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+proxy { name = "plain", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(echo.port, echo.port))
+    local victim = assert(tcp.connect(np.ports.spinning))
+    victim:send("spin\n")
+    local started = os.time()
+    h.wait_log(np, "spinning: [^\n]* end=lua error: [^\n]*:3: ran longer than its budget of 0%.5", 5)
+    assert.is_true(os.time() - started <= 3, "stopped after " .. (os.time() - started) .. " s")
+    victim:close()
+    assert.is_true(served(np.ports.plain))
+  end)
+
+  it("fails an allocation that runs away in its own call, and the worker goes on", function()
+    local np = h.netproxy_start(([[
+server { lua_call_memory = "16m" }
+proxy { name = "hungry", hook_budget = 5,
+        from = { type = "tcp", host = "127.0.0.1", port = 0,
+                 hook = function(d)
+                   local t = {}
+                   for i = 1, 1e8 do t[i] = ("x"):rep(100) .. i end   -- distinct strings
+                   return d
+                 end },
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+proxy { name = "plain", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(echo.port, echo.port))
+    local victim = assert(tcp.connect(np.ports.hungry))
+    victim:send("eat\n")
+    h.wait_log(np, "hungry: [^\n]* end=lua error: not enough memory", 10)
+    victim:close()
+    assert.is_true(served(np.ports.plain))
+    local rss = h.usage(np.pid)
+    assert.is_true(rss < 200 * 1024, "RSS " .. rss .. " KiB after a 16 MiB call budget")
+  end)
+
+  it("refuses a bad lua_memory at --check, with the range", function()
+    local file = h.write(h.tmpfile("mem.lua"), [[
+server { lua_memory = "12q" }
+proxy { from = { type = "tcp", port = 1 }, to = { type = "tcp", host = "127.0.0.1", port = 2 } }
+]])
+    local _, err, rc = h.run({ h.netproxy, "--check", file })
+    assert.are_not.equal(0, rc)
+    assert.truthy(err:find("lua_memory: bad size '12q'", 1, true), err)
+  end)
+end)

@@ -1,0 +1,116 @@
+/* Limits on user code: a time budget per call into Lua (a count hook that reads the clock)
+ * and a memory budget per call and per state (the allocator). See budget.h. */
+#include "budget.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define INSTRUCTIONS_PER_CHECK 4096
+
+static struct np_budget current;
+static size_t in_use, cap;
+
+static double monotonic(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* "file:line" of the Lua code running now, for the error's message. */
+static void where(lua_State *L, char *out, size_t outlen)
+{
+    lua_Debug ar;
+
+    for (int level = 0; lua_getstack(L, level, &ar); level++) {
+        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+            snprintf(out, outlen, "%s:%d", ar.short_src, ar.currentline);
+            return;
+        }
+    }
+    snprintf(out, outlen, "?");
+}
+
+static void on_count(lua_State *L, lua_Debug *ar)
+{
+    char at[256];
+
+    if (!current.active || current.deadline == 0 || monotonic() <= current.deadline) return;
+    where(L, at, sizeof at);
+    current.deadline = 0;       /* once: the error's own handling may run Lua too */
+    lua_pushfstring(L, "%s: ran longer than its budget of %f seconds", at, current.seconds);
+    lua_error(L);               /* not luaL_error: its position would be the caller's */
+}
+
+/* Inside a call, an allocation past the call's budget or the state's cap fails: Lua raises
+ * "not enough memory" in the call, which ends it (and its connection) only. */
+static void *allocate(void *ud, void *ptr, size_t old, size_t size)
+{
+    size_t before = ptr ? old : 0;
+    void *p;
+
+    if (size == 0) {
+        free(ptr);
+        in_use -= before;
+        return NULL;
+    }
+    if (current.active && size > before) {
+        size_t more = size - before;
+        if ((current.max_alloc && current.allocated + more > current.max_alloc) ||
+            (cap && in_use + more > cap))
+            return NULL;
+        current.allocated += more;
+    }
+    p = realloc(ptr, size);
+    if (p) in_use = in_use - before + size;
+    return p;
+}
+
+static int panic(lua_State *L)
+{
+    fprintf(stderr, "netproxy: Lua panic: %s\n", lua_tostring(L, -1));
+    abort();
+}
+
+lua_State *np_budget_newstate(void)
+{
+    lua_State *L = lua_newstate(allocate, NULL);
+
+    if (!L) return NULL;
+    lua_atpanic(L, panic);
+    np_budget_rearm(L);
+    return L;
+}
+
+void np_budget_rearm(lua_State *L)
+{
+    lua_sethook(L, on_count, LUA_MASKCOUNT, INSTRUCTIONS_PER_CHECK);
+}
+
+void np_budget_set_cap(size_t bytes)
+{
+    cap = bytes;
+}
+
+void np_budget_begin(struct np_budget *saved, double seconds, size_t max_alloc)
+{
+    *saved = current;
+    current.active = 1;
+    current.seconds = seconds;
+    current.deadline = seconds > 0 ? monotonic() + seconds : 0;
+    current.max_alloc = max_alloc;
+    current.allocated = 0;
+}
+
+void np_budget_end(const struct np_budget *saved)
+{
+    current = *saved;
+}
+
+size_t np_budget_memory(void)
+{
+    return in_use;
+}

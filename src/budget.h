@@ -1,0 +1,41 @@
+/* Limits on user code: every call into Lua (a hook, a resume of a connector's coroutine,
+ * a timer, the config's load) runs under a time budget and a memory budget, and the Lua
+ * state under a memory cap. Time is checked by a count hook every few thousand VM
+ * instructions (the JIT is off for user code, so compiled loops cannot escape it); memory
+ * by the state's allocator. Outside a call nothing is limited, so netproxy's own C code
+ * never meets a failing allocation in an unprotected place. */
+#ifndef NP_BUDGET_H
+#define NP_BUDGET_H
+#include <stddef.h>
+#include <lua.h>
+
+/* What a call may use, and what was in force before it (calls may nest). */
+struct np_budget {
+    double deadline;            /* CLOCK_MONOTONIC seconds; 0 = no time limit */
+    double seconds;
+    size_t max_alloc;           /* bytes the call may allocate; 0 = no limit */
+    size_t allocated;
+    int active;
+};
+
+/* A new Lua state whose allocator counts and limits memory, with the count hook set. */
+lua_State *np_budget_newstate(void);
+
+/* Sets the count hook again (after code that replaced it: a debug.sethook while loading). */
+void np_budget_rearm(lua_State *L);
+
+/* The cap on what every Lua state of this process holds together, checked during calls
+ * (0 = none): a worker's lua_memory. */
+void np_budget_set_cap(size_t bytes);
+
+/* Starts a call of at most seconds (0 = unbounded) and max_alloc bytes; *saved receives
+ * the budget it replaces. */
+void np_budget_begin(struct np_budget *saved, double seconds, size_t max_alloc);
+
+/* Ends it: the budget before it is in force again. */
+void np_budget_end(const struct np_budget *saved);
+
+/* Bytes the state allocated and holds now. */
+size_t np_budget_memory(void);
+
+#endif
