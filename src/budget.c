@@ -58,11 +58,10 @@ static void *allocate(void *ud, void *ptr, size_t old, size_t size)
         return NULL;
     }
     if (current.active && size > before) {
-        size_t more = size - before;
-        if ((current.max_alloc && current.allocated + more > current.max_alloc) ||
-            (cap && in_use + more > cap))
+        size_t after = in_use + (size - before);
+        if ((current.max_alloc && after > current.in_use_at_start + current.max_alloc) ||
+            (cap && after > cap))
             return NULL;
-        current.allocated += more;
     }
     p = realloc(ptr, size);
     if (p) in_use = in_use - before + size;
@@ -102,7 +101,7 @@ void np_budget_begin(struct np_budget *saved, double seconds, size_t max_alloc)
     current.seconds = seconds;
     current.deadline = seconds > 0 ? monotonic() + seconds : 0;
     current.max_alloc = max_alloc;
-    current.allocated = 0;
+    current.in_use_at_start = in_use;
 }
 
 void np_budget_end(const struct np_budget *saved)

@@ -13,8 +13,9 @@
 struct np_budget {
     double deadline;            /* CLOCK_MONOTONIC seconds; 0 = no time limit */
     double seconds;
-    size_t max_alloc;           /* bytes the call may allocate; 0 = no limit */
-    size_t allocated;
+    size_t max_alloc;           /* bytes the call may add to what Lua holds; 0 = no limit */
+    size_t in_use_at_start;     /* what Lua held when it began: garbage freed along the way
+                                 * does not count against it, what it keeps does */
     int active;
 };
 

@@ -131,6 +131,18 @@ static int core_connect(lua_State *L)
     return np_sock_connect(L, &t->owner, host, (int)port, timeout);
 }
 
+/* core.resolve(host [, timeout]) -> { "ip", ... } | nil, err: without blocking the loop */
+static int core_resolve(lua_State *L)
+{
+    const char *host = luaL_checkstring(L, 1);
+    double timeout = luaL_optnumber(L, 2, DEFAULT_CONNECT_TIMEOUT);
+    struct np_task *t = np_task_running();
+
+    luaL_argcheck(L, timeout >= 0, 2, "timeout must be >= 0");
+    if (!t || t->owner.co != L) return luaL_error(L, "resolve: only from a task's coroutine");
+    return np_sock_resolve(L, &t->owner, host, timeout);
+}
+
 /* core.connect_unix(path [, { timeout = seconds }]) -> sock | nil, err; "@name" is abstract */
 static int core_connect_unix(lua_State *L)
 {
@@ -253,6 +265,7 @@ static const luaL_Reg core_funcs[] = {
     { "unpack_ip", core_unpack_ip },
     { "connect", core_connect },
     { "connect_unix", core_connect_unix },
+    { "resolve", core_resolve },
     { "relay", core_relay },
     { "send", core_send },
     { "close", core_close },

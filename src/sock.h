@@ -52,6 +52,7 @@ struct np_sock {
     /* connect */
     void (*connect_step)(struct np_sock *s, short what);   /* set by sock_connect.c */
     struct evutil_addrinfo *unix_target;    /* a unix socket to connect to (not from DNS) */
+    int resolve_only;             /* core.resolve: the addresses are the answer */
     struct np_resolve *resolving;
     struct evutil_addrinfo *addrs, *next_addr;
     double deadline;
@@ -85,6 +86,10 @@ void np_sock_halt_all(struct np_sock_owner *o);
 /* core.connect for o's coroutine L: pushes the socket or nil, err and returns their count,
  * or yields until it knows. */
 int np_sock_connect(lua_State *L, struct np_sock_owner *o, const char *host, int port, double timeout);
+
+/* core.resolve for o's coroutine L: pushes a list of the host's addresses ("192.0.2.1",
+ * "2001:db8::1") or nil, err, or yields until the resolver answers (or timeout seconds). */
+int np_sock_resolve(lua_State *L, struct np_sock_owner *o, const char *host, double timeout);
 
 /* The same to a unix socket: a path, or "@name" (abstract). */
 int np_sock_connect_unix(lua_State *L, struct np_sock_owner *o, const char *path, double timeout);

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #define FD_RETRY 0.05          /* seconds between tries when out of file descriptors */
@@ -114,6 +116,8 @@ static void connect_done_async(struct np_sock *s)
     np_sock_resume(s, n);
 }
 
+static void resolve_answered(struct np_sock *s);
+
 static void on_resolved(int err, struct evutil_addrinfo *res, void *arg)
 {
     struct np_sock *s = arg;
@@ -124,7 +128,8 @@ static void on_resolved(int err, struct evutil_addrinfo *res, void *arg)
     s->addrs = s->next_addr = res;
     if (answered_at_once) return;       /* core_connect carries on */
     event_del(&s->wev);                  /* the resolve deadline */
-    if (connect_next(s) == DONE) connect_done_async(s);
+    if (s->resolve_only) resolve_answered(s);
+    else if (connect_next(s) == DONE) connect_done_async(s);
 }
 
 /* The socket's event while connecting: an address answered, failed or timed out. */
@@ -218,4 +223,76 @@ int np_sock_connect_unix(lua_State *L, struct np_sock_owner *o, const char *path
     s->next_addr = s->unix_target;
     if (connect_next(s) == DONE) return push_connect(L, s, idx);
     return np_sock_yield(L, s, idx);
+}
+
+/* ---- core.resolve: a lookup alone, on a socket object that holds it (so that closing its
+ * owner cancels it) and is closed once the answer is pushed ---- */
+
+/* Pushes { "ip", ... } (each address once) or nil, "resolve: why". */
+static int push_addresses(lua_State *L, struct np_sock *s)
+{
+    char ip[INET6_ADDRSTRLEN];
+    int n = 0;
+
+    if (s->dns_error || !s->addrs) {
+        return np_sock_push_fail(L, s->dns_error ? evutil_gai_strerror(s->dns_error) : "no address");
+    }
+    lua_newtable(L);
+    for (struct evutil_addrinfo *ai = s->addrs; ai; ai = ai->ai_next) {
+        const void *a = ai->ai_family == AF_INET ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr
+                      : ai->ai_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr : NULL;
+        int seen = 0;
+        if (!a || !inet_ntop(ai->ai_family, a, ip, sizeof ip)) continue;
+        for (int i = 1; i <= n && !seen; i++) {
+            lua_rawgeti(L, -1, i);
+            seen = !strcmp(lua_tostring(L, -1), ip);
+            lua_pop(L, 1);
+        }
+        if (seen) continue;
+        lua_pushstring(L, ip);
+        lua_rawseti(L, -2, ++n);
+    }
+    return 1;
+}
+
+/* The answer (or the deadline): pushed on the owner's coroutine, which is resumed. */
+static void resolve_finish(struct np_sock *s, int timed_out)
+{
+    struct np_sock_owner *o = s->owner;
+    int n = timed_out ? np_sock_push_fail(o->co, "timeout") : push_addresses(o->co, s);
+
+    np_sock_close(s);                   /* cancels a lookup still running, frees the answer */
+    o->resume(o, n);
+}
+
+static void resolve_answered(struct np_sock *s)
+{
+    resolve_finish(s, 0);
+}
+
+static void resolve_step(struct np_sock *s, short what)
+{
+    resolve_finish(s, 1);               /* only the deadline's timer fires here */
+}
+
+int np_sock_resolve(lua_State *L, struct np_sock_owner *o, const char *host, double timeout)
+{
+    struct np_sock *s;
+    int n;
+
+    if (o->closed) return np_sock_push_fail(L, "closed");
+    s = np_sock_new(L, o);
+    s->op = NP_OP_CONNECT;
+    s->connect_step = resolve_step;
+    s->resolve_only = 1;
+    s->deadline = timeout > 0 ? np_now() + timeout : 0;
+    s->resolving = np_resolve_start(host, 1, on_resolved, s);
+    if (s->resolving) {
+        arm_connect(s);                 /* the deadline */
+        return np_sock_yield(L, s, lua_gettop(L));
+    }
+    n = push_addresses(L, s);           /* answered at once: a literal, /etc/hosts */
+    np_sock_close(s);
+    lua_remove(L, -n - 1);              /* the socket object */
+    return n;
 }

@@ -289,6 +289,19 @@ describe("to = socks5 (through a SOCKS5 proxy)", function()
     h.wait_log(np, "refused: [^\n]* end=connect failed: proxy 127%.0%.0%.1:%d+ said: connection refused %(5%)")
   end)
 
+  it("resolves the name itself with remote_dns = false (core.resolve), and sends the address", function()
+    local ms = h.microsocks()
+    local np = h.netproxy_start(through("localdns", "localhost", echo.port, ms.port, "remote_dns = false") ..
+                                through("nowhere", "no-such-host.invalid", echo.port, ms.port, "remote_dns = false"),
+                                { "-v" })
+    local r = h.client("127.0.0.1", np.ports.localdns, { "--bytes", "1M" })
+    assert.are.equal(0, r.rc, r.err)
+    assert.are.equal(1024 * 1024, r.bytes_recv)
+    h.wait_log(np, "localdns: proxy 127%.0%.0%.1:" .. ms.port .. ": SOCKS5 CONNECT localhost:" .. echo.port .. " succeeded")
+    assert.are.equal(1, h.client("127.0.0.1", np.ports.nowhere, { "--bytes", "1K", "--timeout", "10" }).failed)
+    h.wait_log(np, "nowhere: [^\n]* end=connect failed: [^\n]*resolve", 10)
+  end)
+
   it("carries 1 MiB byte-exact through dante-server, and logs its failure codes by name", function()
     local dante = h.danted()
     local np = h.netproxy_start(through("dante", "localhost", echo.port, dante.port) ..
