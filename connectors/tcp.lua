@@ -29,7 +29,7 @@ end
 -- Reaches the server (and tells it who the client is, with proxy_protocol); the socket is
 -- relayed as it is.
 function _M.connect(conf, conn)
-  local sock, err = core.connect(conf.host, conf.port, { timeout = conn.connect_timeout })
+  local sock, err = core.connect(conf.host, conf.port, conn.connect_timeout)
   if not sock then return nil, err end
   return proxy_protocol.send(sock, conf, conn)
 end

@@ -112,7 +112,7 @@ static int ref_function(lua_State *L, int opts, const char *name)
     return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-/* core.connect(host, port [, { timeout = seconds }]) -> sock | nil, err */
+/* core.connect(host, port [, { timeout = seconds } | seconds]) -> sock | nil, err */
 static int core_connect(lua_State *L)
 {
     const char *host = luaL_checkstring(L, 1);
@@ -121,7 +121,10 @@ static int core_connect(lua_State *L)
     struct np_task *t = np_task_running();
 
     luaL_argcheck(L, port > 0 && port < 65536, 2, "port must be 1..65535");
-    if (lua_istable(L, 3)) {
+    if (lua_type(L, 3) == LUA_TNUMBER) {
+        timeout = lua_tonumber(L, 3);
+        luaL_argcheck(L, timeout >= 0, 3, "timeout must be >= 0");
+    } else if (lua_istable(L, 3)) {
         lua_getfield(L, 3, "timeout");
         timeout = luaL_optnumber(L, -1, timeout);
         luaL_argcheck(L, timeout >= 0, 3, "timeout must be >= 0");
@@ -160,9 +163,10 @@ static int core_connect_unix(lua_State *L)
     return np_sock_connect_unix(L, &t->owner, path, timeout);
 }
 
-/* core.relay(client, server [, { conn =, to_server =, to_client =, hook_budget =,
- * may_starttls = }]): the C relay takes both sockets; the session is over. to_server and
- * to_client are the hooks of the two directions. Returns true, or nil and why. */
+/* core.relay(client, server [, { to_server =, to_client =, hook_budget =, may_starttls = }
+ * [, conn]]): the C relay takes both sockets; the session is over. to_server and to_client
+ * are the hooks of the two directions, conn the object handed to them (also accepted as
+ * opts.conn). Returns true, or nil and why. */
 static int core_relay(lua_State *L)
 {
     struct np_sock *client = np_sock_check(L, 1), *server = np_sock_check(L, 2);
@@ -186,7 +190,8 @@ static int core_relay(lua_State *L)
         lua_pop(L, 1);
         /* the conn object is for the hooks: without one it is not kept */
         if (h.hook_ref[NP_TO_SERVER] != LUA_NOREF || h.hook_ref[NP_TO_CLIENT] != LUA_NOREF) {
-            lua_getfield(L, 3, "conn");
+            if (lua_isnoneornil(L, 4)) lua_getfield(L, 3, "conn");
+            else lua_pushvalue(L, 4);
             h.conn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         }
     }

@@ -7,19 +7,25 @@ local _M = {}
 -- conn.reached, the address the client connected to, is looked up (getsockname) only when
 -- something asks for it (the PROXY protocol does): most connections never do.
 -- conn.peer, the uid, gid and pid of a unix client (SO_PEERCRED), likewise.
+-- conn.stash, made when first used.
 local lazy = {
-  reached = function(sock) return sock:localaddr() end,
-  peer = function(sock)
-    local uid, gid, pid = sock:peercred()
+  reached = function(self)
+    local sock = rawget(self, "_client_sock")
+    return sock and sock:localaddr()
+  end,
+  peer = function(self)
+    local sock = rawget(self, "_client_sock")
+    local uid, gid, pid
+    if sock then uid, gid, pid = sock:peercred() end
     return uid and { uid = uid, gid = gid, pid = pid }
   end,
+  stash = function() return {} end,
 }
 
 local mt = { __index = function(self, key)
   local look = lazy[key]
   if look then
-    local sock = rawget(self, "_client_sock")
-    local value = sock and look(sock)
+    local value = look(self)
     rawset(self, key, value or false)
     return value
   end
@@ -33,7 +39,7 @@ function _M.new(proxy, id, client, handle)
     client = client,            -- "addr:port" of the client
     server = nil,               -- "addr:port" of the server, once connected
     target = nil,               -- what the `to` connector was asked to reach ("host:port")
-    stash = {},                 -- shared by everything that handles this connection
+    -- stash: a table shared by everything that handles this connection (made when first used)
     connect_timeout = proxy.connect_timeout,
     _handle = handle,
   }, mt)

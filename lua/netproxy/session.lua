@@ -16,6 +16,28 @@ local function describe(target)
   return target.type
 end
 
+-- What the config fixes is worked out once per target table, not per connection: its name
+-- in the log, and the relay's options (hooks, budget, STARTTLS sides).
+local fixed = setmetatable({}, { __mode = "k" })
+
+local function fixed_for(proxy, target)
+  local f = fixed[target]
+  if f and f.proxy == proxy then return f end
+  local later
+  if proxy.from._tls and proxy.from.start_cleartext and not proxy.from.starttls then later = { client = proxy.from } end
+  if target._tls and target.start_cleartext and not target.starttls then
+    later = later or {}
+    later.server = target
+  end
+  f = { proxy = proxy, label = describe(target), later = later,
+        -- Net::Proxy's rule: the hook of the connector whose socket the data arrived on
+        relay = { to_server = proxy.from.hook, to_client = target.hook,
+                  hook_budget = proxy.hook_budget, may_starttls = later ~= nil } }
+  f.hooked = f.relay.to_server ~= nil or f.relay.to_client ~= nil
+  fixed[target] = f
+  return f
+end
+
 -- A copy of a connector table with some fields replaced (the target a client asked for).
 local function with(conf, fields)
   local copy = {}
@@ -42,11 +64,13 @@ function _M.run(proxy, client, id, peer, handle)
   end
 
   -- accept(conn) hooks, server-wide then the proxy's: nil or false (and a reason) refuses
-  for _, accept in ipairs({ proxy.server_accept or false, proxy.accept or false }) do
-    if accept then
-      local ok, why = accept(conn)
-      if not ok then return "refused", tostring(why or "by accept()") end
-    end
+  if proxy.server_accept then
+    local ok, why = proxy.server_accept(conn)
+    if not ok then return "refused", tostring(why or "by accept()") end
+  end
+  if proxy.accept then
+    local ok, why = proxy.accept(conn)
+    if not ok then return "refused", tostring(why or "by accept()") end
   end
 
   local from = connectors.get(proxy.from.type)
@@ -57,7 +81,8 @@ function _M.run(proxy, client, id, peer, handle)
   end
 
   local to = connectors.get(target.type)
-  conn.target = describe(target)
+  local f = fixed_for(proxy, target)
+  conn.target = f.label
   core.set_target(conn.target)
   local server, err = to.connect(target, conn)
   if not server then
@@ -71,25 +96,11 @@ function _M.run(proxy, client, id, peer, handle)
   end
 
   -- sides left in clear text for a hook to upgrade with conn:starttls()
-  local later
-  if proxy.from._tls and proxy.from.start_cleartext and not proxy.from.starttls then later = { client = proxy.from } end
-  if target._tls and target.start_cleartext and not target.starttls then
-    later = later or {}
-    later.server = target
-  end
-  conn._starttls = later
-
-  -- Net::Proxy's rule: the hook of the connector whose socket the data arrived on
-  local to_server, to_client = proxy.from.hook, target.hook
-  if to_server or to_client then local _ = conn.reached end   -- hooks may ask, after the socket is gone
+  conn._starttls = f.later
+  if f.hooked then local _ = conn.reached end   -- hooks may ask, after the socket is gone
   conn._client_sock = nil
-  local ok, why = core.relay(client, server, {
-    conn = conn,                     -- kept by the relay only when there is a hook to hand it to
-    to_server = to_server,
-    to_client = to_client,
-    hook_budget = proxy.hook_budget,
-    may_starttls = later ~= nil,
-  })
+  -- the conn object is kept by the relay only when there is a hook to hand it to
+  local ok, why = core.relay(client, server, f.relay, conn)
   if not ok then return "closed", why end
 end
 
