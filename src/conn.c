@@ -297,6 +297,7 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
 {
     struct np_conn *c = calloc(1, sizeof *c);
     lua_State *co;
+    int reused;
 
     if (c) c->session = calloc(1, sizeof *c->session);
     if (c && c->session) c->client = strdup(client);
@@ -331,10 +332,11 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
     }
     np_clog(NP_INFO, c->id, "%s: accepted %s", p->name, c->client);
 
-    co = np_task_init(&c->session->task, p->L, &session_ops, c, c->id);
+    co = np_task_init(&c->session->task, p->L, &session_ops, c, c->id, &reused);
     c->session->task.budget = p->budget;
     c->session->task.max_alloc = p->call_memory;
-    lua_rawgeti(co, LUA_REGISTRYINDEX, p->session_ref);
+    /* a pooled coroutine waits in netproxy.session.serve for the next connection's arguments */
+    if (!reused) lua_rawgeti(co, LUA_REGISTRYINDEX, p->session_ref);
     lua_rawgeti(co, LUA_REGISTRYINDEX, p->lua_ref);
     np_sock_push(co, &c->session->task.owner, rfd, wfd, c->client);
     lua_pushnumber(co, (lua_Number)c->id);

@@ -288,5 +288,7 @@ int luaopen_netproxy_core(lua_State *L)
     np_metrics_open(L);
     lua_pushstring(L, NP_VERSION);
     lua_setfield(L, -2, "version");
+    np_task_push_done(L);
+    lua_setfield(L, -2, "task_done");
     return 1;
 }

@@ -393,7 +393,7 @@ static int load_session(lua_State *L, int *ref, char *err, size_t errlen)
         snprintf(err, errlen, "cannot load netproxy.session");
         return -1;
     }
-    lua_getfield(L, -1, "run");
+    lua_getfield(L, -1, "serve");
     lua_remove(L, -2);
     *ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;

@@ -22,16 +22,24 @@ struct np_task {
     int co_ref;                 /* registry anchor of owner.co */
     struct event sleep_ev;      /* core.sleep() */
     uint64_t id;                /* the connection id its log lines carry; 0 for none */
+    int reusable;               /* its function yielded np_task_done: the coroutine can serve again */
     double budget;              /* seconds one resume may run; 0 = unbounded (budget.h) */
     size_t max_alloc;           /* bytes one resume may allocate; 0 = no limit */
     const struct np_task_ops *ops;
     void *arg;                  /* the owner's */
 };
 
-/* Creates the coroutine in L, leaving it (owner.co) empty for the caller to push the
- * function and its arguments onto before np_task_resume. */
+/* Creates the coroutine in L, or takes one from L's pool of coroutines whose function
+ * yielded the done marker (*reused is then set: it waits for its next arguments, with no
+ * function to push). The caller pushes (the function and) the arguments before
+ * np_task_resume. A function that serves one request after another ends each with
+ * coroutine.yield(done_marker, results...): the owner hears "finished" with the results,
+ * and the coroutine goes back to the pool when the task is released. */
 lua_State *np_task_init(struct np_task *t, lua_State *L, const struct np_task_ops *ops,
-                        void *arg, uint64_t id);
+                        void *arg, uint64_t id, int *reused);
+
+/* Pushes the done marker (netproxy.core's task_done). */
+void np_task_push_done(lua_State *L);
 
 /* Starts or continues the coroutine with nargs values pushed on owner.co. */
 void np_task_resume(struct np_task *t, int nargs);

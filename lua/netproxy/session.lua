@@ -104,4 +104,15 @@ function _M.run(proxy, client, id, peer, handle)
   if not ok then return "closed", why end
 end
 
+-- What the C core runs in a session coroutine: one connection after another. Each ends
+-- with a yield of core.task_done and how it ended; the core keeps the coroutine and
+-- resumes it with the next connection's arguments, so a connection costs no new coroutine.
+local yield, DONE = coroutine.yield, core.task_done
+
+function _M.serve(proxy, client, id, peer, handle)
+  while true do
+    proxy, client, id, peer, handle = yield(DONE, _M.run(proxy, client, id, peer, handle))
+  end
+end
+
 return _M
