@@ -17,6 +17,7 @@ DOC_SECTIONS=(
   "## TLS termination|bench/tls.sh|netproxy terminating TLS against stunnel4 and HAProxy: bulk throughput and full handshakes"
   "## Workers|bench/workers.sh|connection rate with 1 and 2 worker processes (or threads): netproxy against HAProxy and nginx's stream module"
   "## Reload under load|bench/reload.sh|connections and long transfers across 20 reloads (and a binary upgrade): all must succeed"
+  "## Unix sockets|bench/unix.sh|a TCP port in front of a unix-socket service: netproxy against socat, bulk throughput and CPU per GiB"
   "## SOCKS5|bench/socks5.sh|netproxy's SOCKS5 server against microsocks and dante-server: connection rate and bulk throughput"
 )
 
