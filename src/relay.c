@@ -41,8 +41,9 @@ struct side {
     struct np_relay *relay;
     int idx;
     int rfd, wfd;               /* the same socket, or standard input and output */
-    struct event rev, wev;
-    int reading, writing;       /* rev / wev armed */
+    struct event ev;            /* a socket's reads and writes; standard input's reads */
+    struct event *out_ev;       /* standard output's writes, when it is another descriptor */
+    short armed, out_armed;     /* what ev (and out_ev) wait for now */
     SSL *ssl;
     int read_wants_write;       /* TLS: the last read needs the socket writable */
     int write_wants_read;       /* TLS: the last write needs the socket readable */
@@ -272,8 +273,8 @@ static void shut_write(struct side *s)
         SSL_shutdown(s->ssl);
     }
     if (s->wfd != s->rfd) {
-        event_del(&s->wev);
-        s->writing = 0;
+        if (s->out_armed) event_del(s->out_ev);
+        s->out_armed = 0;
         close(s->wfd);
         s->wfd = -1;
     } else {
@@ -281,22 +282,42 @@ static void shut_write(struct side *s)
     }
 }
 
-static void arm(struct event *ev, int *on, int want)
+static void on_event(evutil_socket_t fd, short what, void *arg);
+
+/* A socket's one event waits for what is wanted (a change of it is one epoll_ctl). */
+static void arm_socket(struct side *s, short want)
 {
-    if (want && !*on) event_add(ev, NULL);
-    if (!want && *on) event_del(ev);
-    *on = want;
+    if (want == s->armed) return;
+    if (s->armed) event_del(&s->ev);
+    if (want) {
+        event_assign(&s->ev, np_base, s->rfd, want | EV_PERSIST, on_event, s);
+        event_add(&s->ev, NULL);
+    }
+    s->armed = want;
 }
 
-/* epoll refuses regular files (stdio redirected to one); they are always ready: the
- * callback runs on the next loop iteration, and again as long as it is wanted. */
-static void arm_side(struct side *s, struct event *ev, int *on, int want)
+/* Standard input and output: an event each; epoll refuses regular files (stdio redirected
+ * to one), which are always ready: the callback runs on the next loop turn, and again as
+ * long as it is wanted. */
+static void arm_split(struct event *ev, short *armed, int want, int is_file, short what)
 {
-    if (ev == &s->rev ? s->rfile : s->wfile) {
-        if (want) event_active(ev, ev == &s->rev ? EV_READ : EV_WRITE, 0);
+    if (is_file) {
+        if (want) event_active(ev, what, 0);
         return;
     }
-    arm(ev, on, want);
+    if (want && !*armed) event_add(ev, NULL);
+    if (!want && *armed) event_del(ev);
+    *armed = want ? what : 0;
+}
+
+static void arm_side(struct side *s, int want_read, int want_write)
+{
+    if (s->out_ev == NULL) {
+        arm_socket(s, (want_read ? EV_READ : 0) | (want_write ? EV_WRITE : 0));
+        return;
+    }
+    arm_split(&s->ev, &s->armed, want_read, s->rfile, EV_READ);
+    if (s->wfd >= 0) arm_split(s->out_ev, &s->out_armed, want_write, s->wfile, EV_WRITE);
 }
 
 /* Records why the relay stops (the first reason wins); returns -1 for the caller to pass
@@ -435,11 +456,10 @@ static void update_events(struct np_relay *r)
             want_write = (can_write(r, in) && !s->write_wants_read) ||
                          (can_read(r, out) && s->read_wants_write);
         }
-        arm_side(s, &s->rev, &s->reading, want_read);
-        if (s->wfd >= 0) arm_side(s, &s->wev, &s->writing, want_write);
+        arm_side(s, want_read, want_write);
         /* TLS may hold decrypted bytes the socket will never signal again */
         if (s->ssl && want_read && !s->upgrade && SSL_pending(s->ssl) > 0)
-            event_active(&s->rev, EV_READ, 0);
+            event_active(&s->ev, EV_READ, 0);
     }
 }
 
@@ -530,6 +550,15 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
     settle(r);
 }
 
+/* A socket's event: readable, writable or both. */
+static void on_event(evutil_socket_t fd, short what, void *arg)
+{
+    struct side *s = arg;
+
+    if (what & EV_READ) on_readable(fd, what, arg);
+    if ((what & EV_WRITE) && !s->relay->halted) on_writable(fd, what, arg);
+}
+
 static void on_kick(struct np_deferred *k)
 {
     struct np_relay *r = (struct np_relay *)((char *)k - offsetof(struct np_relay, kick));
@@ -556,7 +585,8 @@ static void on_idle(struct np_idle *m)
 
 /* ---------------------------------------------------------------- life */
 
-static void side_init(struct np_relay *r, int idx, const struct np_relay_side *from)
+/* 0, or -1 when out of memory. */
+static int side_init(struct np_relay *r, int idx, const struct np_relay_side *from)
 {
     struct side *s = &r->side[idx];
     struct stat st;
@@ -571,8 +601,13 @@ static void side_init(struct np_relay *r, int idx, const struct np_relay_side *f
         s->rfile = fstat(s->rfd, &st) == 0 && S_ISREG(st.st_mode);
         s->wfile = fstat(s->wfd, &st) == 0 && S_ISREG(st.st_mode);
     }
-    event_assign(&s->rev, np_base, s->rfd, EV_READ | EV_PERSIST, on_readable, s);
-    event_assign(&s->wev, np_base, s->wfd, EV_WRITE | EV_PERSIST, on_writable, s);
+    if (s->rfd != s->wfd || s->rfile) {     /* standard input and output: an event each */
+        event_assign(&s->ev, np_base, s->rfd, EV_READ | EV_PERSIST, on_readable, s);
+        s->out_ev = event_new(np_base, s->wfd, EV_WRITE | EV_PERSIST, on_writable, s);
+        return s->out_ev ? 0 : -1;
+    }
+    event_assign(&s->ev, np_base, s->rfd, EV_READ | EV_PERSIST, on_event, s);
+    return 0;
 }
 
 static const char *path_name(const struct direction *d)
@@ -625,15 +660,16 @@ struct np_relay *np_relay_new(const struct np_relay_config *cfg, const struct np
     r->name = cfg->log_name;
     r->buffer_size = cfg->buffer_size;
     r->idle_timeout = cfg->idle_timeout;
-    side_init(r, CLIENT, client);
-    side_init(r, SERVER, server);
     direction_init(&r->dir[CLIENT], CLIENT, cfg);
     direction_init(&r->dir[SERVER], SERVER, cfg);
     if (client->ssl || server->ssl)
         r->dir[CLIENT].splice = r->dir[SERVER].splice = r->dir[CLIENT].may_splice = r->dir[SERVER].may_splice = 0;
-    if (r->idle_timeout > 0 && np_idle_join(&r->idle, r->idle_timeout, on_idle) < 0) {
-        np_buf_release(&r->dir[CLIENT].buf);
-        np_buf_release(&r->dir[SERVER].buf);
+    if (side_init(r, CLIENT, client) < 0 || side_init(r, SERVER, server) < 0 ||
+        (r->idle_timeout > 0 && np_idle_join(&r->idle, r->idle_timeout, on_idle) < 0)) {
+        for (int i = 0; i < 2; i++) {
+            if (r->side[i].out_ev) event_free(r->side[i].out_ev);
+            np_buf_release(&r->dir[i].buf);
+        }
         free(r);
         return NULL;
     }
@@ -645,9 +681,10 @@ struct np_relay *np_relay_new(const struct np_relay_config *cfg, const struct np
 void np_relay_halt(struct np_relay *r)
 {
     for (int i = 0; i < 2; i++) {
-        event_del(&r->side[i].rev);
-        event_del(&r->side[i].wev);
-        r->side[i].reading = r->side[i].writing = 0;
+        struct side *sd = &r->side[i];
+        event_del(&sd->ev);
+        if (sd->out_ev) event_del(sd->out_ev);
+        sd->armed = sd->out_armed = 0;
     }
     np_idle_leave(&r->idle);
     np_defer_cancel(&r->kick);
@@ -666,6 +703,7 @@ void np_relay_free(struct np_relay *r)
         np_buf_release(&r->dir[i].injected);
         if (r->dir[i].in_pipe > 0) np_pipe_discard(&r->dir[i].pipe);
         else if (r->dir[i].pipe.rfd >= 0) np_pipe_put(&r->dir[i].pipe);
+        if (sd->out_ev) event_free(sd->out_ev);
     }
     free(r);
 }
