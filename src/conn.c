@@ -313,7 +313,7 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
     init_reaper();
     c->id = next_id++;
     c->proxy = p;
-    c->started = np_now();        /* the loop's time, as its timers count: a deadline is never shorter */
+    c->started = np_now();        /* the loop's time, as its timers count */
     c->handle_ref = c->hook_ref[0] = c->hook_ref[1] = c->hook_conn_ref = LUA_NOREF;
     c->done = done;
     c->done_arg = done_arg;

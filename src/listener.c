@@ -9,6 +9,7 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,8 @@ static int bound_socket(const struct sockaddr *sa, socklen_t len, const struct n
     if (sa->sa_family != AF_UNIX) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (o->reuseport && sa->sa_family != AF_UNIX) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (sa->sa_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    /* accepted sockets inherit it: no setsockopt per connection */
+    if (sa->sa_family != AF_UNIX) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (bind(fd, sa, len) < 0 ||
         (sa->sa_family == AF_UNIX && o->mode >= 0 && ((const struct sockaddr_un *)sa)->sun_path[0] &&
          chmod(((const struct sockaddr_un *)sa)->sun_path, (mode_t)o->mode) < 0) ||
@@ -210,9 +213,11 @@ void np_listener_serve(struct np_listener *l, np_accept_fn *fn, void *arg)
 static void adopt(int fd, const char *from)
 {
     struct np_listener *l, *same = NULL;
+    int one = 1;
 
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     fcntl(fd, F_SETFD, FD_CLOEXEC);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);     /* fails harmlessly on unix */
     if (!(l = add(fd))) return;
     for (struct np_listener *o = l->next; o && !same; o = o->next)
         if (o->adopted && !strcmp(o->addr, l->addr)) same = o;

@@ -70,10 +70,10 @@ struct timeval np_tv(double seconds)
     return tv;
 }
 
+/* The loop's clock brought up to now (libevent's cached time is a monotonic clock with an
+ * offset: mixing it with gettimeofday gives negative durations). */
 double np_clock(void)
 {
-    struct timeval tv;
-
-    gettimeofday(&tv, NULL);
-    return tv.tv_sec + tv.tv_usec / 1e6;
+    event_base_update_cache_time(np_base);
+    return np_now();
 }

@@ -14,6 +14,8 @@
 #include <fcntl.h>
 #include <lauxlib.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/un.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -496,7 +498,11 @@ void np_server_start_stdio(void)
     char client[NP_ADDRSTRLEN] = "stdio";
     int is_socket = getpeername(0, (struct sockaddr *)&ss, &len) == 0;
 
-    if (is_socket) np_addr_format((struct sockaddr *)&ss, len, client, sizeof client);
+    if (is_socket) {
+        int one = 1;
+        np_addr_format((struct sockaddr *)&ss, len, client, sizeof client);
+        setsockopt(0, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  /* not from our listener */
+    }
     for (int i = 0; i < g->nproxies; i++) {
         struct np_proxy *p = &g->proxies[i];
         if (!p->stdio) continue;

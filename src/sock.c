@@ -177,7 +177,6 @@ struct np_sock *np_sock_push(lua_State *L, struct np_sock_owner *o, int rfd, int
     struct np_sock *s = np_sock_new(L, o);
 
     np_sock_set_fds(s, rfd, wfd);
-    if (rfd == wfd) np_sock_set_nodelay(rfd);
     snprintf(s->peer, sizeof s->peer, "%s", peer);
     return s;
 }

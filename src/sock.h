@@ -63,7 +63,8 @@ struct np_sock {
 };
 
 /* Pushes a new cosocket of o owning rfd and wfd (an accepted client: the same socket twice,
- * or standard input and output), whose peer is named peer. */
+ * or standard input and output), whose peer is named peer. An accepted TCP socket has
+ * TCP_NODELAY from its listener already; whoever passes another sets it. */
 struct np_sock *np_sock_push(lua_State *L, struct np_sock_owner *o, int rfd, int wfd,
                              const char *peer);
 struct np_sock *np_sock_check(lua_State *L, int idx);
