@@ -74,6 +74,7 @@ struct np_conn *np_conn_current(void)
 }
 
 uint64_t np_conn_id(const struct np_conn *c) { return c->id; }
+uint64_t np_conn_new_id(void) { return next_id++; }
 const char *np_conn_proxy_name(const struct np_conn *c) { return c->proxy->name; }
 int np_conn_ended(const struct np_conn *c) { return c->end != NP_END_NONE; }
 

@@ -36,6 +36,8 @@ void np_conn_close_all(struct np_proxy *p, enum np_end how, const char *detail);
 struct np_conn *np_conn_current(void);
 
 uint64_t np_conn_id(const struct np_conn *c);
+/* A new id from the connections' sequence (UDP flows take theirs from it too: one id space in the log). */
+uint64_t np_conn_new_id(void);
 const char *np_conn_proxy_name(const struct np_conn *c);
 int np_conn_ended(const struct np_conn *c);
 /* The session coroutine, or NULL once the session is over. */

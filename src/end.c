@@ -28,6 +28,7 @@ static const struct {
     [NP_END_NO_MEMORY] = { "out of memory", NP_END_FAILURE },
     [NP_END_STOPPED] = { "stopped", NP_END_FAILURE },
     [NP_END_DRAINED] = { "drained", NP_END_FAILURE },
+    [NP_END_EVICTED] = { "evicted", NP_END_FAILURE },
 };
 
 const char *np_end_name(enum np_end e)

@@ -25,6 +25,7 @@ enum np_end {
     NP_END_NO_MEMORY,
     NP_END_STOPPED,             /* still open at the stop deadline */
     NP_END_DRAINED,             /* still open at the drain deadline of a reload */
+    NP_END_EVICTED,             /* a UDP flow pushed out by max_flows (the longest idle) */
     NP_END_COUNT
 };
 

@@ -30,6 +30,13 @@ static const struct counter counters[] = {
     { "netproxy_connections_errors_total", "counter", "Connections that ended in an error.", FIELD(errors), "" },
     { "netproxy_bytes_total", "counter", "Bytes relayed (in: client to server, out: server to client).", FIELD(bytes_in), ",direction=\"in\"" },
     { "netproxy_bytes_total", NULL, NULL, FIELD(bytes_out), ",direction=\"out\"" },
+    { "netproxy_udp_flows_opened_total", "counter", "UDP flows started (a new client address:port).", FIELD(flows_opened), "" },
+    { "netproxy_udp_flows_closed_total", "counter", "UDP flows ended.", FIELD(flows_closed), "" },
+    { "netproxy_udp_flows_active", "gauge", "UDP flows open now.", FIELD(flows_active), "" },
+    { "netproxy_udp_flows_evicted_total", "counter", "UDP flows ended by max_flows.", FIELD(flows_evicted), "" },
+    { "netproxy_udp_datagrams_total", "counter", "Datagrams carried (in: client to server, out: server to client).", FIELD(datagrams_in), ",direction=\"in\"" },
+    { "netproxy_udp_datagrams_total", NULL, NULL, FIELD(datagrams_out), ",direction=\"out\"" },
+    { "netproxy_udp_datagrams_dropped_total", "counter", "Datagrams dropped (a full socket buffer, the queue of a flow resolving its server).", FIELD(datagrams_dropped), "" },
 };
 
 /* The sum over every worker of one counter of proxy p. */
@@ -125,10 +132,13 @@ void np_metrics_close(void)
 }
 
 /* core.stats() -> { proxies = { NAME = { opened =, closed =, active =, refused =, errors =,
- * bytes_in =, bytes_out = }, ... }, total = { ... } } */
+ * bytes_in =, bytes_out =, flows_opened =, flows_closed =, flows_active =, flows_evicted =,
+ * datagrams_in =, datagrams_out =, datagrams_dropped = }, ... }, total = { ... } } */
 static int core_stats(lua_State *L)
 {
-    static const char *const names[] = { "opened", "closed", "active", "refused", "errors", "bytes_in", "bytes_out" };
+    static const char *const names[] = { "opened", "closed", "active", "refused", "errors", "bytes_in", "bytes_out",
+                                         "flows_opened", "flows_closed", "flows_active", "flows_evicted",
+                                         "datagrams_in", "datagrams_out", "datagrams_dropped" };
     const size_t n = sizeof names / sizeof names[0];
 
     lua_newtable(L);

@@ -12,6 +12,7 @@
 #include "sock.h"
 #include "task.h"
 #include "tls.h"
+#include "udp.h"
 
 #include <arpa/inet.h>
 #include <lauxlib.h>
@@ -286,6 +287,7 @@ int luaopen_netproxy_core(lua_State *L)
     np_sleep_open(L);
     np_tls_open(L);
     np_metrics_open(L);
+    np_udp_open(L);
     lua_pushstring(L, NP_VERSION);
     lua_setfield(L, -2, "version");
     np_task_push_done(L);

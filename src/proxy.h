@@ -16,6 +16,7 @@
 struct np_listener;
 struct np_config;
 struct np_conn;
+struct np_udp;
 
 struct np_proxy {
     char name[64];
@@ -36,6 +37,7 @@ struct np_proxy {
     int row;                    /* of its counters in shared memory (shm.h); see NP_COUNTERS */
     struct np_listener **listeners;
     int nlisteners;
+    struct np_udp *udp;         /* a udp from: its sockets and flows (udp.c) */
     /* while running */
     struct np_conn *conns;      /* its live connections (linked by conn.c) */
     uint64_t negotiating;

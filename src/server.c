@@ -9,6 +9,7 @@
 #include "loop.h"
 #include "luavm.h"
 #include "sock.h"
+#include "udp.h"
 
 #include <event2/event.h>
 #include <fcntl.h>
@@ -36,6 +37,7 @@ static void release_listeners(struct np_config *g, int say)
         struct np_proxy *p = &g->proxies[i];
         for (int j = 0; j < p->nlisteners; j++) np_listener_put(p->listeners[j], say);
         p->nlisteners = 0;
+        np_udp_release(p, say);
     }
 }
 
@@ -64,7 +66,10 @@ static void unlink_draining(struct np_config *g)
 
 static void close_config(struct np_config *g, enum np_end how, const char *why)
 {
-    for (int i = 0; i < g->nproxies; i++) np_conn_close_all(&g->proxies[i], how, why);
+    for (int i = 0; i < g->nproxies; i++) {
+        np_conn_close_all(&g->proxies[i], how, why);
+        np_udp_close_all(&g->proxies[i], how, why);
+    }
 }
 
 /* A retired config whose last connection has gone: its Lua state goes with it. */
@@ -141,6 +146,7 @@ static void conn_done(void *arg, struct np_conn *c)
 void np_server_stop_accepting(void)
 {
     np_listeners_close_all();
+    np_udp_stop_reading();
 }
 
 void np_server_close_all(enum np_end how, const char *why)
@@ -156,6 +162,11 @@ static void on_stop_deadline(evutil_socket_t fd, short what, void *arg)
     np_server_close_all(NP_END_STOPPED, "stop_timeout");
 }
 
+static void close_flows(struct np_config *g)
+{
+    for (int i = 0; g && i < g->nproxies; i++) np_udp_close_all(&g->proxies[i], NP_END_STOPPED, "stop");
+}
+
 void np_server_stop(void)
 {
     double timeout = np_server.config ? np_server.config->stop_timeout : 10;
@@ -163,6 +174,8 @@ void np_server_stop(void)
 
     np_server.stopping = 1;
     np_server_stop_accepting();
+    close_flows(np_server.config);      /* a UDP flow has nothing in flight to finish */
+    for (struct np_config *g = np_server.draining; g; g = g->next) close_flows(g);
     evtimer_assign(&np_server.stop_deadline, np_base, on_stop_deadline, NULL);
     evtimer_add(&np_server.stop_deadline, &tv);
     maybe_finish();
@@ -290,6 +303,24 @@ static void on_client(void *arg, struct np_listener *l, int fd, const struct soc
     take_client(arg, fd, fd, sa, len, client);
 }
 
+/* A new UDP flow passes the allow/deny guards and counts as a live client of its config. */
+static const char *udp_admit(void *arg, struct np_proxy *p, const struct sockaddr *sa)
+{
+    const char *rule;
+
+    if ((rule = np_acl_refuses(&p->config->acl, sa)) || (rule = np_acl_refuses(&p->acl, sa))) return rule;
+    np_server.active++;
+    p->config->live++;
+    return NULL;
+}
+
+static void udp_done(void *arg, struct np_proxy *p)
+{
+    conn_done(p->config, NULL);
+}
+
+static const struct np_udp_ops udp_ops = { .admit = udp_admit, .done = udp_done };
+
 /* ---------------------------------------------------------------- setup */
 
 static int add_listener(struct np_proxy *p, struct np_listener *l)
@@ -378,6 +409,8 @@ static int bind_proxy(lua_State *L, struct np_proxy *p, int t, char *err, size_t
         if (path) {
             struct np_listen_opts o = { .backlog = backlog, .mode = (int)np_lua_number(L, -1, "mode", -1) };
             rc = bind_unix(p, path, &o, err, errlen);
+        } else if (host && np_lua_bool(L, -1, "udp", 0)) {
+            rc = np_udp_bind(p, host, (int)np_lua_number(L, -1, "port", 0), &udp_ops, NULL, err, errlen);
         } else if (host) {
             rc = bind_entry(p, host, (int)np_lua_number(L, -1, "port", 0), backlog, err, errlen);
         }
@@ -467,6 +500,7 @@ int np_server_install(lua_State *L, char *err, size_t errlen)
     for (int i = 0; i < g->nproxies; i++)          /* the shared sockets change hands now */
         for (int j = 0; j < g->proxies[i].nlisteners; j++)
             np_listener_serve(g->proxies[i].listeners[j], on_client, &g->proxies[i]);
+    for (int i = 0; i < g->nproxies; i++) np_udp_serve(&g->proxies[i]);
     np_server.config = g;
     np_L = L;
     if (old) {
@@ -529,4 +563,5 @@ int np_server_serves_stdio(void)
 void np_server_start_accepting(int index)
 {
     np_listeners_start(index);
+    np_udp_start(index);
 }

@@ -57,6 +57,15 @@ int np_shm_row(const char *name)
 void np_shm_use_slot(int slot) { my_slot = slot; }
 int np_shm_slot(void) { return my_slot; }
 
+/* to += from, every counter (struct np_counters is uint64_t fields only). */
+static void add(struct np_counters *to, const struct np_counters *from)
+{
+    uint64_t *t = (uint64_t *)to;
+    const uint64_t *f = (const uint64_t *)from;
+
+    for (size_t i = 0; i < sizeof *to / sizeof *t; i++) t[i] += f[i];
+}
+
 int np_shm_take_slot(void)
 {
     for (int i = 1; i < NP_MAX_SLOTS; i++) {
@@ -72,13 +81,10 @@ void np_shm_release_slot(int slot)
 {
     for (int row = 0; row < NP_MAX_PROXIES; row++) {
         struct np_counters *from = &shm->c[slot][row], *to = &shm->c[RETIRED][row];
-        to->opened += from->opened;
-        to->closed += from->closed;
-        to->refused += from->refused;
-        to->errors += from->errors;
-        to->bytes_in += from->bytes_in;
-        to->bytes_out += from->bytes_out;
-        memset(from, 0, sizeof *from);  /* its active connections died with it */
+        add(to, from);
+        to->active -= from->active;     /* its live connections and flows died with it */
+        to->flows_active -= from->flows_active;
+        memset(from, 0, sizeof *from);
     }
     shm->slot_used[slot] = 0;
 }
@@ -95,13 +101,7 @@ struct np_counters np_shm_sum(int row)
     memset(&sum, 0, sizeof sum);
     for (int s = 0; s <= NP_MAX_SLOTS; s++) {
         const struct np_counters *c = &shm->c[s][row];
-        sum.opened += c->opened;
-        sum.closed += c->closed;
-        sum.active += c->active;
-        sum.refused += c->refused;
-        sum.errors += c->errors;
-        sum.bytes_in += c->bytes_in;
-        sum.bytes_out += c->bytes_out;
+        add(&sum, c);
     }
     return sum;
 }

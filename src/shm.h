@@ -9,6 +9,9 @@
 
 struct np_counters {
     uint64_t opened, closed, active, refused, errors, bytes_in, bytes_out;
+    /* UDP (udp.c): flows, and datagrams carried toward the server (in) and the client (out) */
+    uint64_t flows_opened, flows_closed, flows_active, flows_evicted;
+    uint64_t datagrams_in, datagrams_out, datagrams_dropped;
 };
 
 /* Maps the shared region (before any fork): a new one, or the one a binary upgrade handed

@@ -5,6 +5,7 @@ local check = require "netproxy.check"
 local connectors = require "netproxy.connectors"
 local lines = require "netproxy.lines"
 local addr = require "netproxy.addr"
+local udp_service = require "netproxy.udp_service"
 
 local _M = {}
 
@@ -25,6 +26,8 @@ _M.DEFAULTS = {
   lua_call_memory = 64 * 1024 * 1024,
   max_draining = 16,
   watchdog = 10,
+  udp_idle_timeout = 30,        -- seconds a UDP flow lives without a datagram either way
+  max_flows = 10000,            -- UDP flows at once per proxy; past it the longest idle goes
 }
 
 -- "256m", "1g", "64k" or bytes, as a number of bytes in lo..hi (0 allowed: no limit).
@@ -48,6 +51,8 @@ local PER_PROXY = {
   hook_budget = check.seconds,
   max_negotiating = check.count,
   lua_call_memory = memory_size(64 * 1024, 4 * 1024 ^ 3),  -- one call into Lua (a hook, a resume)
+  udp_idle_timeout = check.seconds,
+  max_flows = check.count,
 }
 
 -- Parameters every connector takes, whatever its type.
@@ -107,8 +112,14 @@ end
 local function check_connector(conf, position, say, ctx)
   if type(conf) ~= "table" then return say("%s: want a table like { type = \"tcp\", ... }", position) end
   if conf.type == nil then return say("%s: missing type", position) end
-  local mod, err = connectors.get(conf.type)
+  -- a udp from's `to`: udp, or the datagram form of a service (netproxy.udp_service)
+  local datagram = ctx and ctx.datagram
+  local mod, err
+  if datagram and conf.type == "service" then mod = udp_service else mod, err = connectors.get(conf.type) end
   if not mod then return say("%s: %s", position, err) end
+  if datagram and not mod.datagram and mod ~= udp_service then
+    return say("%s: a udp from wants a udp to or a datagram service, not %s", position, conf.type)
+  end
   if position == "from" and (mod.positions or {}).from and type(mod.listen) ~= "function" then
     return say("%s: the %s connector has no listen() function", position, conf.type)
   end
@@ -168,7 +179,8 @@ local function check_proxy(decl, index, server, say_at)
   if decl.spec.from == nil then say("missing from") else proxy.from = check_connector(decl.spec.from, "from", say) end
   local from_mod = proxy.from and connectors.get(proxy.from.type)
   -- a `from` that hears the target from its client (connect) lets `to` leave it out
-  local ctx = { target_from_client = from_mod and from_mod.provides_target or false }
+  local ctx = { target_from_client = from_mod and from_mod.provides_target or false,
+                datagram = from_mod and from_mod.datagram or false }
   local to = decl.spec.to
   if to == nil and ctx.target_from_client then to = { type = "tcp" } end
   if to == nil and from_mod and from_mod.default_to then to = from_mod.default_to end
