@@ -158,6 +158,23 @@ describe("a udp proxy", function()
     c:close()
   end)
 
+  it("with workers, is served by worker 0 alone: every flow in one process", function()
+    local np = h.netproxy_start(udp_config(echo.port), { "-w", "2", "-v" })
+    local out = python("many", "127.0.0.1", tostring(np.ports.u), "40")
+    assert.truthy(out:find("ok=40 distinct=40", 1, true), out)
+    local c = udp.new()
+    local first = c:ask(np.ports.u, "whoami")
+    for _ = 1, 20 do assert.are.equal(first, c:ask(np.ports.u, "whoami")) end
+    c:close()
+    h.stop(np)
+    local pids = {}
+    for pid in np.log():gmatch("%[(%d+)%] #%d+ u: udp flow from") do pids[pid] = (pids[pid] or 0) + 1 end
+    local n, count = 0, 0
+    for _, k in pairs(pids) do n = n + 1; count = count + k end
+    assert.are.equal(1, n, np.log())
+    assert.are.equal(41, count)
+  end)
+
   it("keeps its socket and its flows across a reload: an old flow runs the old hook", function()
     local port = h.free_port()
     local function config(word)
@@ -234,5 +251,65 @@ proxy { name = "d", from = { type = "udp", port = 6 }, to = { type = "udp", host
     assert.truthy(err:find("a udp to wants a udp from", 1, true), err)
     assert.truthy(err:find("missing datagram", 1, true), err)
     assert.truthy(err:find("max_flows", 1, true), err)
+  end)
+end)
+
+describe("examples/dns.lua, a DNS forwarder", function()
+  after_each(h.stop_all)
+
+  -- dnsmasq answering test.example names with 192.0.2.1, on a free port; ready once dig
+  -- gets an answer straight from it.
+  local function dnsmasq()
+    local port = h.free_port()
+    local p = h.spawn({ "dnsmasq", "--no-daemon", "--port=" .. port, "--listen-address=127.0.0.1",
+                        "--bind-interfaces", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
+                        "--user=" .. (io.popen("id -un"):read("*l")), "--address=/test.example/192.0.2.1",
+                        "--pid-file=" })
+    p.port = port
+    h.wait_until(function()
+      local out = h.run({ "dig", "@127.0.0.1", "-p", tostring(port), "+short", "+tries=1", "+time=1", "ready.test.example" })
+      return out:find("192.0.2.1", 1, true)
+    end, 10, "dnsmasq")
+    return p
+  end
+
+  it("forwards dig's queries from many source ports to dnsmasq and logs each query name", function()
+    local dns = dnsmasq()
+    local config = h.read(h.root .. "/examples/dns.lua")
+        :gsub("port = 5353", "port = 0"):gsub("port = 53 }", "port = " .. dns.port .. " }")
+    local np = h.netproxy_start(config, { "-v" })
+    for i = 1, 25 do
+      local out, err = h.run({ "dig", "@127.0.0.1", "-p", tostring(np.ports.dns), "+short", "+tries=1",
+                               "+time=2", "host" .. i .. ".test.example", i % 2 == 0 and "AAAA" or "A" })
+      if i % 2 == 1 then assert.are.equal("192.0.2.1\n", out, err) end
+    end
+    local log = np.log()
+    for i = 1, 25 do
+      assert.truthy(log:find("dns: query host" .. i .. ".test.example " .. (i % 2 == 0 and "AAAA" or "A") .. " from 127.0.0.1:", 1, true), log)
+    end
+    h.stop(np)
+    local flows, clients = 0, {}
+    for client in np.log():gmatch("dns: udp (%S+) %-> 127%.0%.0%.1:%d+ [^\n]*datagrams_in=1 datagrams_out=1") do
+      flows = flows + 1
+      clients[client] = true
+    end
+    local distinct = 0
+    for _ in pairs(clients) do distinct = distinct + 1 end
+    assert.are.equal(25, flows, np.log())
+    assert.are.equal(25, distinct)
+  end)
+end)
+
+describe("examples/udp-echo.lua", function()
+  after_each(h.stop_all)
+
+  it("echoes datagrams and counts them per flow", function()
+    local config = h.read(h.root .. "/examples/udp-echo.lua"):gsub("port = 7007", "port = 0")
+    local np = h.netproxy_start(config)
+    local c = udp.new()
+    assert.are.equal("hi", c:ask(np.ports["udp-echo"], "hi"))
+    assert.are.equal(("x"):rep(60000), c:ask(np.ports["udp-echo"], ("x"):rep(60000)))
+    assert.are.equal("3 datagrams from 127.0.0.1:" .. c.port .. "\n", c:ask(np.ports["udp-echo"], "stats"))
+    c:close()
   end)
 end)
