@@ -11,6 +11,8 @@ local _M = {
 }
 
 function _M.check(conf, position, ctx)
+  if conf.hook_mode then return "hook_mode: a udp hook sees whole datagrams" end
+  if conf.proxy_protocol then return "proxy_protocol: not for udp" end
   if position == "from" then
     if conf.port == nil then return "missing port" end
     conf.host = conf.host or "localhost"

@@ -186,6 +186,7 @@ local function check_proxy(decl, index, server, say_at)
   if to == nil and from_mod and from_mod.default_to then to = from_mod.default_to end
   if to ~= nil then proxy.to = check_connector(to, "to", say, ctx)
   elseif proxy.from or decl.spec.from == nil then say("missing to") end   -- (a bad from said enough)
+  if ctx.datagram and proxy.max_flows < 1 then say("max_flows: want at least 1 (the flow table is bounded)") end
   if proxy.from then
     local host, port = from_mod.listen(proxy.from)
     proxy.listen = type(host) == "table" and host or { host = host, port = port }

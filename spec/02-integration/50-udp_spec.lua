@@ -243,14 +243,16 @@ describe("udp configs", function()
 proxy { name = "a", from = { type = "udp", port = 1 }, to = { type = "tcp", host = "127.0.0.1", port = 2 } }
 proxy { name = "b", from = { type = "tcp", port = 3 }, to = { type = "udp", host = "127.0.0.1", port = 4 } }
 proxy { name = "c", from = { type = "udp", port = 5 }, to = { type = "service" } }
-proxy { name = "d", from = { type = "udp", port = 6 }, to = { type = "udp", host = "127.0.0.1", port = 7 }, max_flows = -1 }
+proxy { name = "d", from = { type = "udp", port = 6 }, to = { type = "udp", host = "127.0.0.1", port = 7 }, max_flows = 0 }
+proxy { name = "e", from = { type = "udp", port = 8, hook_mode = "line", hook = function() end }, to = { type = "udp", host = "127.0.0.1", port = 9 } }
 ]])
     local _, err, rc = h.run({ h.netproxy, "--check", path })
     assert.are_not.equal(0, rc)
     assert.truthy(err:find("a udp from wants a udp to or a datagram service, not tcp", 1, true), err)
     assert.truthy(err:find("a udp to wants a udp from", 1, true), err)
     assert.truthy(err:find("missing datagram", 1, true), err)
-    assert.truthy(err:find("max_flows", 1, true), err)
+    assert.truthy(err:find("max_flows: want at least 1", 1, true), err)
+    assert.truthy(err:find("hook_mode: a udp hook sees whole datagrams", 1, true), err)
   end)
 end)
 
