@@ -19,6 +19,7 @@ DOC_SECTIONS=(
   "## Reload under load|bench/reload.sh|connections and long transfers across 20 reloads (and a binary upgrade): all must succeed"
   "## Unix sockets|bench/unix.sh|a TCP port in front of a unix-socket service: netproxy against socat, bulk throughput and CPU per GiB"
   "## SOCKS5|bench/socks5.sh|netproxy's SOCKS5 server against microsocks and dante-server: connection rate and bulk throughput"
+  "## UDP|bench/udp.sh|netproxy's UDP relay against socat and a direct path: datagrams per second, round trip, memory per flow"
 )
 
 # doc_anchor TITLE: the GitHub anchor of a "## " title.
