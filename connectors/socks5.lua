@@ -210,7 +210,10 @@ function _M.accept(conf, client, conn)
     if rep then client:write(socks5.reply(rep)) end
     return nil, "request: " .. rerr
   end
-  if req.cmd ~= socks5.CONNECT then           -- BIND and UDP ASSOCIATE: not yet
+  if req.cmd == socks5.UDP_ASSOCIATE then      -- lives as long as this connection
+    return require("netproxy.socks5_udp").associate(conf, client, conn, req, conn.hook_budget)
+  end
+  if req.cmd ~= socks5.CONNECT then           -- BIND: not yet
     client:write(socks5.reply(socks5.COMMAND_NOT_SUPPORTED))
     return nil, socks5.command_name(req.cmd) .. " is not supported"
   end

@@ -45,6 +45,8 @@ struct np_conn {
     double hook_budget;
     np_conn_done_fn *done;
     void *done_arg;
+    void (*attached)(void *arg);        /* released with the connection (a UDP association) */
+    void *attached_arg;
     struct np_conn *next_reaped;
     struct np_conn *next, **pprev;  /* in proxy->conns */
 };
@@ -62,6 +64,7 @@ static struct event reaper;
 static int reaper_ready;
 
 static const struct np_task_ops session_ops;
+static void negotiated(struct np_conn *c);
 
 /* ---------------------------------------------------------------- who is running */
 
@@ -75,6 +78,15 @@ struct np_conn *np_conn_current(void)
 
 uint64_t np_conn_id(const struct np_conn *c) { return c->id; }
 uint64_t np_conn_new_id(void) { return next_id++; }
+lua_State *np_conn_lua(const struct np_conn *c) { return c->proxy->L; }
+
+void np_conn_attach(struct np_conn *c, void (*release)(void *arg), void *arg)
+{
+    c->attached = release;
+    c->attached_arg = arg;
+    negotiated(c);
+    if (c->session) event_del(&c->session->deadline);
+}
 const char *np_conn_proxy_name(const struct np_conn *c) { return c->proxy->name; }
 int np_conn_ended(const struct np_conn *c) { return c->end != NP_END_NONE; }
 
@@ -178,6 +190,7 @@ static void conn_free(struct np_conn *c)
 {
     lua_State *L = c->proxy->L;
 
+    if (c->attached) c->attached(c->attached_arg);
     session_free(c);
     if (c->relay) np_relay_free(c->relay);
     unref(L, &c->hook_ref[0]);

@@ -38,6 +38,11 @@ struct np_conn *np_conn_current(void);
 uint64_t np_conn_id(const struct np_conn *c);
 /* A new id from the connections' sequence (UDP flows take theirs from it too: one id space in the log). */
 uint64_t np_conn_new_id(void);
+/* The main Lua state of its config (where hooks run). */
+lua_State *np_conn_lua(const struct np_conn *c);
+/* Something the connection carries besides a relay (a UDP association): its negotiation is
+ * over, and release(arg) is called once when the connection is freed. */
+void np_conn_attach(struct np_conn *c, void (*release)(void *arg), void *arg);
 const char *np_conn_proxy_name(const struct np_conn *c);
 int np_conn_ended(const struct np_conn *c);
 /* The session coroutine, or NULL once the session is over. */

@@ -13,6 +13,7 @@
 #include "task.h"
 #include "tls.h"
 #include "udp.h"
+#include "udp_assoc.h"
 
 #include <arpa/inet.h>
 #include <lauxlib.h>
@@ -288,6 +289,7 @@ int luaopen_netproxy_core(lua_State *L)
     np_tls_open(L);
     np_metrics_open(L);
     np_udp_open(L);
+    np_udp_assoc_open(L);
     lua_pushstring(L, NP_VERSION);
     lua_setfield(L, -2, "version");
     np_task_push_done(L);

@@ -75,8 +75,9 @@ function _M.run(proxy, client, id, peer, handle)
 
   local from = connectors.get(proxy.from.type)
   if from.accept then
-    local chosen, err = from.accept(proxy.from, client, conn)
-    if not chosen then return "refused", tostring(err or "by " .. proxy.from.type) end
+    -- nil, why [, end word]: refused, unless the connector says how it ended
+    local chosen, err, how = from.accept(proxy.from, client, conn)
+    if not chosen then return how or "refused", tostring(err or "by " .. proxy.from.type) end
     if type(chosen) == "table" then target = chosen.type and chosen or with(target, chosen) end
   end
 
