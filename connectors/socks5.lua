@@ -211,7 +211,7 @@ function _M.accept(conf, client, conn)
     return nil, "request: " .. rerr
   end
   if req.cmd == socks5.UDP_ASSOCIATE then      -- lives as long as this connection
-    return require("netproxy.socks5_udp").associate(conf, client, conn, req, conn.hook_budget)
+    return require("netproxy.socks5_udp").associate(conf, client, conn, req)
   end
   if req.cmd ~= socks5.CONNECT then           -- BIND: not yet
     client:write(socks5.reply(socks5.COMMAND_NOT_SUPPORTED))
