@@ -128,6 +128,7 @@ describe("a udp proxy", function()
                  conn.stash.n = (conn.stash.n or 0) + 1
                  if d == "drop me" then return "" end
                  if d == "inject" then conn:send("client", "injected " .. conn.stash.n) return "" end
+                 if d == "twice" then conn:send("server", "first") end
                  return (d:gsub("ping", "PING"))
                end]],
       to = [[, hook = function(d) return "<" .. d .. ">" end]] }))
@@ -136,6 +137,9 @@ describe("a udp proxy", function()
     assert.is_nil(c:ask(np.ports.u, "drop me", 0.5))
     assert.are.equal("injected 3", c:ask(np.ports.u, "inject"))
     assert.are.equal("<PING 4>", c:ask(np.ports.u, "ping 4"))
+    c:send(np.ports.u, "twice")                   -- conn:send("server") goes out at once, first
+    assert.are.equal("<first>", c:recv())
+    assert.are.equal("<twice>", c:recv())
     c:close()
   end)
 
