@@ -8,8 +8,8 @@
 #     (master_process on) and N worker processes, listening on 127.0.0.1:PORT in front of
 #     127.0.0.1:BACKEND; sets LAUNCHED_PID (the master). -p and -e keep every file it writes in
 #     $WORK; as root its workers run as nobody. Config in $WORK/$TAG.conf, output to $LOG.
-#     NGINX_CONNS: worker_connections (default 4096); with more, worker_rlimit_nofile is raised
-#     to twice it (a proxied connection is two descriptors). NGINX_PIN: a command put in front
+#     NGINX_CONNS: worker_connections (default 4096; it counts client and upstream connections
+#     alike, one descriptor each); with more, worker_rlimit_nofile is raised to match. NGINX_PIN: a command put in front
 #     (e.g. "taskset -c 0"; word-split).
 # Needs NGINX, WORK, TAG and LOG from the script.
 
@@ -48,7 +48,7 @@ $NGINX_LOAD
 daemon off;
 master_process on;
 worker_processes $3;
-$( ((conns > 4096)) && echo "worker_rlimit_nofile $((2 * conns + 100));")
+$( ((conns > 4096)) && echo "worker_rlimit_nofile $((conns + 100));")
 $( ((EUID == 0)) && echo "user nobody nogroup;")
 pid $WORK/$TAG.pid;
 error_log $WORK/$TAG.error.log warn;
