@@ -253,10 +253,10 @@ cleanup() {
 HOOK_IDENTITY='hook = function(data) return data end'
 HOOK_GSUB='hook = function(data) return (data:gsub("netproxy", "NETPROXY")) end'
 
-# start_netproxy CONFIG RELAY: netproxy -q (NP_LOUD=1: at its default log level, info).
+# start_netproxy CONFIG RELAY: netproxy -q (NP_LOUD=1: --log-level info instead).
 start_netproxy() {
   local quiet=(-q)
-  [[ ${NP_LOUD:-0} == 1 ]] && quiet=()
+  [[ ${NP_LOUD:-0} == 1 ]] && quiet=(--log-level info)
   # shellcheck disable=SC2086 # PIN_PROXY is a command and its arguments
   $PIN_PROXY "$NETPROXY" "${quiet[@]}" "${NP_WORKERS[@]}" --relay "$2" "$1" >>"$LOG" 2>&1 &
   LAUNCHED_PID=$!
@@ -402,7 +402,7 @@ client() {
 # seconds, when every connection succeeded; a problem report (with the proxy's fate and log)
 # is filed otherwise.
 measure() {
-  local section=$1 target=$2 metrics=$3 rep=$4 out rc=0 value failed i cpu0=0 cpu1=0 m key unit
+  local section=$1 target=$2 metrics=$3 rep=$4 out rc=0 value failed i cpu0=0 cpu1=0 m unit others
   shift 4
   local port=${PORT[$target]} pid=${TPID[$target]:-} err=$WORK/client.err
   [[ -n $port ]] || return 0
@@ -414,11 +414,10 @@ measure() {
   [[ -n $pid ]] && cpu1=$(cpu_seconds "$pid")
   value=$(field "${metrics%%,*}" "$out") failed=$(field failed "$out")
   if ((rc == 0)) && [[ $failed == 0 && -n $value ]]; then
-    key=$section
-    for m in ${metrics//,/ }; do
-      VALUES[$key:$target]+="$(field "$m" "$out") "
-      key=$section.$m
-    done
+    VALUES[$section:$target]+="$value "
+    IFS=, read -r -a others <<<"${metrics#*,}"
+    [[ $metrics == *,* ]] || others=()
+    for m in "${others[@]}"; do VALUES[$section.$m:$target]+="$(field "$m" "$out") "; done
     [[ -n $pid ]] && CPU[$section:$target]+="$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {print b - a}') "
     case ${metrics%%,*} in MBps) unit=MB/s ;; conns_per_sec) unit=conns/s ;; *) unit="µs p50, p99 $(field p99_us "$out")" ;; esac
     printf '  %-6s rep %d  %-40s %10s %s\n' "$section" "$rep" "${LABEL[$target]}" "$value" "$unit" >&2
@@ -478,7 +477,7 @@ dual_check() {
       [[ -n $line ]] && break
       sleep 0.05
     done
-    DUAL_MATCHED=${line#dual: }
+    DUAL_MATCHED=$(sed 's/^dual: //; s/(function: 0x[0-9a-f]*)/(the Lua function)/' <<<"$line")
     [[ -n $DUAL_MATCHED ]] || DUAL_MATCHED="no probe line logged (client_first, or a log change): see $LOG"
   else
     DUAL_MATCHED="the check run failed: see $LOG"
@@ -567,7 +566,8 @@ skmem_bytes() {
 # hold PORT N: bench/lib/hold.py holding N connections through PORT (on CPU 1); sets HOLD_PID
 # once it printed "held N" (every connection relayed a byte each way); 1 when it failed.
 hold() {
-  local out=$WORK/hold-$2.out i
+  local out=$WORK/hold-$TAG-$2.out i
+  rm -f "$out" # (a reading of an old "held" line would start measuring too early)
   # shellcheck disable=SC2086
   $PIN_LOAD python3 "$ROOT/bench/lib/hold.py" "$1" "$2" 600 >"$out" 2>&1 &
   HOLD_PID=$!
@@ -757,12 +757,11 @@ now_of() {
 }
 
 BA_TARGETS=(direct haproxy haproxy-splice-auto haproxy-splice nginx netproxy-splice netproxy-hook-from netproxy-dual)
-declare -A BA_FIGURE=([conns]="short connections/s" [cpu]="proxy CPU µs per connection"
-  [rss]="idle: bytes of RSS each ($IDLE_CONNS held)" [pss]="idle: bytes of PSS each ($IDLE_CONNS held)"
-  [gbit]="1 stream Gbit/s" [p50]="ping-pong 64 B p50 µs" [p99]="ping-pong 64 B p99 µs")
-
 before_after_table() {
   local t f line head="| figure |" rule="|---|" b n
+  local -A BA_FIGURE=([conns]="short connections/s" [cpu]="proxy CPU µs per connection"
+    [rss]="idle: bytes of RSS each ($IDLE_CONNS held)" [pss]="idle: bytes of PSS each ($IDLE_CONNS held)"
+    [gbit]="1 stream Gbit/s" [p50]="ping-pong $PP_BYTES B p50 µs" [p99]="ping-pong $PP_BYTES B p99 µs")
   for t in "${BA_TARGETS[@]}"; do has_target "$t" && head+=" ${LABEL[$t]} |" && rule+="---:|"; done
   echo "$head"
   echo "$rule"
@@ -840,10 +839,10 @@ reading() {
     "netproxy $(conn_cpu netproxy-splice) µs (one-direction hook $(conn_cpu netproxy-hook-from), dual $(conn_cpu netproxy-dual))," \
     "HAProxy $(conn_cpu haproxy), nginx $(conn_cpu nginx). Every proxied connection is two TCP connections," \
     "so no proxy can reach the direct rate."
-  bullet "dual: on its first bytes the client was taken by ${DUAL_MATCHED:-not checked} (checked with the same" \
-    "config at the info log level over 3 connections): np-peer's stream is pseudo-random bytes, so the" \
-    "tls and http probes answer no and the Lua probe, which matches anything, decides. Its cost is the" \
-    "peek, the three probes and the Lua call on each connection."
+  bullet "dual: netproxy logged \"${DUAL_MATCHED:-not checked}\" (the same config run at the info log" \
+    "level over 3 connections before the counted runs): np-peer's stream is pseudo-random bytes, which" \
+    "neither the tls nor the http probe matches, and the Lua probe, which matches anything, decides." \
+    "Its cost per connection is the peek, the three probes and the Lua call."
   bullet "Ping-pong: direct p50 $(med pp direct) µs; netproxy $(med pp netproxy-splice) µs (p99 $(med pp.p99_us netproxy-splice))," \
     "HAProxy $(med pp haproxy) µs (p99 $(med pp.p99_us haproxy)), nginx $(med pp nginx) µs (p99 $(med pp.p99_us nginx))."
   bullet "Idle connections: the kernel holds, for each proxied connection, the proxy's two sockets and the" \
