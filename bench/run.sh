@@ -213,11 +213,8 @@ cpu_seconds() {
 # pipe_count PID: pipe descriptors the tree of PID holds (spliced pipes stay pooled in
 # netproxy and HAProxy).
 pipe_count() {
-  local pid fd n=0
-  for pid in $(tree "$1"); do
-    for fd in /proc/"$pid"/fd/*; do [[ $(readlink "$fd" 2>/dev/null) == pipe:* ]] && n=$((n + 1)); done
-  done
-  echo "$n"
+  local pid
+  for pid in $(tree "$1"); do find "/proc/$pid/fd" -lname 'pipe:*' 2>/dev/null; done | wc -l
 }
 
 children() { ps -o pid= --ppid "$1" 2>/dev/null || true; }
@@ -306,7 +303,8 @@ launch_socat() { # PORT BACKEND
   LAUNCHED_PID=$!
 }
 
-# HAPROXY_MAXCONN: global and defaults maxconn (4096; the idle test raises it).
+# HAPROXY_MAXCONN: global and defaults maxconn (4096; the idle test raises it);
+# HAPROXY_TIMEOUT: timeout client and server (60s; the idle test holds connections longer).
 launch_haproxy() { # PORT BACKEND SPLICE(none|auto|forced)
   local cfg=$WORK/$TAG.cfg
   {
@@ -318,8 +316,8 @@ launch_haproxy() { # PORT BACKEND SPLICE(none|auto|forced)
     echo "  mode tcp"
     echo "  maxconn ${HAPROXY_MAXCONN:-4096}"
     echo "  timeout connect 5s"
-    echo "  timeout client 60s"
-    echo "  timeout server 60s"
+    echo "  timeout client ${HAPROXY_TIMEOUT:-60s}"
+    echo "  timeout server ${HAPROXY_TIMEOUT:-60s}"
     case $3 in
       auto) echo "  option splice-auto" ;;
       forced) echo "  option splice-request"; echo "  option splice-response" ;;
@@ -539,11 +537,8 @@ mem_kb() {
 }
 
 fd_count() { # PID: descriptors the tree holds
-  local pid n=0 f
-  for pid in $(tree "$1"); do
-    for f in /proc/"$pid"/fd/*; do [[ -e $f || -L $f ]] && n=$((n + 1)); done
-  done
-  echo "$n"
+  local pid
+  for pid in $(tree "$1"); do ls -U "/proc/$pid/fd" 2>/dev/null; done | wc -l
 }
 
 fd_limit() { # PID: the lowest soft RLIMIT_NOFILE in the tree
@@ -593,7 +588,7 @@ idle_section() {
   local backend=$1 target pid port need lim h1 b a
   for target in "${IDLE_TARGETS[@]}"; do
     has_target "$target" || continue
-    HAPROXY_MAXCONN=$((IDLE_CONNS + IDLE_WARM + 400)) NGINX_CONNS=$((2 * (IDLE_CONNS + IDLE_WARM) + 400)) \
+    HAPROXY_MAXCONN=$((IDLE_CONNS + IDLE_WARM + 400)) HAPROXY_TIMEOUT=10m NGINX_CONNS=$((2 * (IDLE_CONNS + IDLE_WARM) + 400)) \
       start_target idle "$target" "$backend"
     port=${PORT[$target]} pid=${TPID[$target]}
     [[ -n $port ]] || continue
@@ -929,7 +924,7 @@ inherit it), the np-peer servers, the np-peer client and bench/lib/hold.py on CP
   (socat's default backlog of 5 drops SYNs at 32 parallel connects).
 - **HAProxy**: \`haproxy -db -f haproxy.cfg\` with \`nbthread 1\`, \`maxconn 4096\` (global and
   defaults; $((IDLE_CONNS + IDLE_WARM + 400)) in the idle test), \`mode tcp\`, \`timeout connect 5s\`,
-  \`timeout client/server 60s\`: once with its defaults, once with \`option splice-auto\`, and once
+  \`timeout client/server 60s\` (10m in the idle test): once with its defaults, once with \`option splice-auto\`, and once
   with splice forced on (\`option splice-request\` and \`option splice-response\`).
 - **nginx**: \`nginx -p WORK/ -e WORK/error.log -c nginx.conf\` (bench/lib/nginx.sh, shared with
   bench/workers.sh): \`daemon off; master_process on; worker_processes 1;\`,

@@ -9,8 +9,8 @@
 #     127.0.0.1:BACKEND; sets LAUNCHED_PID (the master). -p and -e keep every file it writes in
 #     $WORK; as root its workers run as nobody. Config in $WORK/$TAG.conf, output to $LOG.
 #     NGINX_CONNS: worker_connections (default 4096; it counts client and upstream connections
-#     alike, one descriptor each); with more, worker_rlimit_nofile is raised to match. NGINX_PIN: a command put in front
-#     (e.g. "taskset -c 0"; word-split).
+#     alike, one descriptor each); with more, worker_rlimit_nofile is raised to match.
+#     NGINX_PIN: a command put in front (e.g. "taskset -c 0"; word-split).
 # Needs NGINX, WORK, TAG and LOG from the script.
 
 nginx_detect() {
