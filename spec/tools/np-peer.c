@@ -783,7 +783,10 @@ static double percentile(const double *v, long n, double p) {
     return v[k < 1 ? 0 : k > n ? n - 1 : k - 1];
 }
 
+static double *rtt; /* the round-trip times, in seconds */
+
 static int pingpong_fail(long done, const char *what) {
+    free(rtt), rtt = NULL;
     fprintf(stderr, "np-peer: ping-pong round %ld: %s\n", done + 1, what);
     printf("ok=0 failed=1 rounds=%ld\n", done);
     fflush(stdout);
@@ -796,7 +799,8 @@ static int run_pingpong(void) {
     long n = opt.pingpong, i;
     size_t len = opt.bytes, got;
     static uint8_t out[BUF];
-    double *rtt = malloc(n * sizeof *rtt), t0, start, sum = 0;
+    double t0, start, sum = 0;
+    rtt = malloc(n * sizeof *rtt);
     if (!rtt) die("out of memory");
     target = resolve(opt.connect, 0);
     int fd = socket(target->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -837,7 +841,7 @@ static int run_pingpong(void) {
            percentile(rtt, n, 50) * 1e6, percentile(rtt, n, 99) * 1e6, rtt[n - 1] * 1e6,
            sum / n * 1e6);
     fflush(stdout);
-    free(rtt);
+    free(rtt), rtt = NULL;
     return 0;
 }
 
