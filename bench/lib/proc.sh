@@ -41,10 +41,12 @@ wait_listen() {
 }
 
 # start_peer MODE [ARGS...]: an np-peer server on an ephemeral port; sets PEER_PORT, PEER_PID.
+# PEER_PIN: a command put in front (e.g. "taskset -c 1"; word-split).
 start_peer() {
   local mode=$1 pf=$WORK/peer-$1.port i
   shift
-  "$NP_PEER" "$mode" --listen 127.0.0.1:0 --port-file "$pf" "$@" >"$WORK/peer-$mode.log" 2>&1 &
+  # shellcheck disable=SC2086 # PEER_PIN is a command and its arguments
+  ${PEER_PIN:-} "$NP_PEER" "$mode" --listen 127.0.0.1:0 --port-file "$pf" "$@" >"$WORK/peer-$mode.log" 2>&1 &
   PEER_PID=$!
   PIDS+=("$PEER_PID")
   for ((i = 0; i < 200; i++)); do

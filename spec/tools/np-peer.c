@@ -47,6 +47,10 @@ static const char USAGE[] =
     "         for HOST:PORT, an IP address, before the stream starts)\n"
     "  prints: ok= failed= bytes_sent= bytes_recv= seconds= MBps= conns_per_sec=\n"
     "  exits 0 iff every connection succeeded.\n"
+    "  np-peer client --connect HOST:PORT --pingpong N [--bytes N] [--timeout SEC]\n"
+    "         one connection to an echo server: N times, send --bytes (default 64) of the stream\n"
+    "         and wait for their verified echo before the next; --timeout bounds each wait\n"
+    "  prints: ok= failed= rounds= seconds= min_us= p50_us= p99_us= max_us= mean_us=\n"
     "HOST:PORT is 127.0.0.1:0 or [::1]:0 style; PORT 0 picks an ephemeral port.\n";
 
 enum mode { M_ECHO, M_SOURCE, M_SINK, M_BANNER, M_SILENT, M_CLIENT, M_BLACKHOLE, M_REPLY };
@@ -56,7 +60,7 @@ static struct {
     enum mode expect; /* client: M_ECHO, M_SOURCE or M_SINK */
     const char *listen, *port_file, *connect, *text, *save, *socks5;
     uint64_t bytes, seed;
-    long max_conns, conns, parallel;
+    long max_conns, conns, parallel, pingpong;
     int barrier, half_close, close_after;
     double timeout, delay;
 } opt = {.expect = M_ECHO, .seed = 1, .conns = 1, .timeout = 60};
@@ -766,6 +770,81 @@ static int run_client(void) {
     return n_failed == 0 && n_ok == opt.conns ? 0 : 1;
 }
 
+/* ---- ping-pong: one request in flight at a time, on one connection ---- */
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Nearest rank: the smallest value with at least p% of the n sorted values at or below it. */
+static double percentile(const double *v, long n, double p) {
+    long k = (long)(p / 100 * n + 0.999999);
+    return v[k < 1 ? 0 : k > n ? n - 1 : k - 1];
+}
+
+static double *rtt; /* the round-trip times, in seconds */
+
+static int pingpong_fail(long done, const char *what) {
+    free(rtt), rtt = NULL;
+    fprintf(stderr, "np-peer: ping-pong round %ld: %s\n", done + 1, what);
+    printf("ok=0 failed=1 rounds=%ld\n", done);
+    fflush(stdout);
+    return 1;
+}
+
+/* Blocking socket with SO_RCVTIMEO/SO_SNDTIMEO: the loop does nothing but wait for the echo,
+ * so the time measured is the round trip through whatever sits between client and server. */
+static int run_pingpong(void) {
+    long n = opt.pingpong, i;
+    size_t len = opt.bytes, got;
+    static uint8_t out[BUF];
+    double t0, start, sum = 0;
+    rtt = malloc(n * sizeof *rtt);
+    if (!rtt) die("out of memory");
+    target = resolve(opt.connect, 0);
+    int fd = socket(target->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) die("socket: %s", strerror(errno));
+    struct timeval tv = {(time_t)opt.timeout, (long)((opt.timeout - (time_t)opt.timeout) * 1e6)};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, target->ai_addr, target->ai_addrlen) < 0)
+        return pingpong_fail(0, strerror(errno));
+    set_nodelay(fd);
+    start = now();
+    for (i = 0; i < n; i++) {
+        uint64_t off = (uint64_t)i * len;
+        stream_fill(off, out, len);
+        t0 = now();
+        for (got = 0; got < len;) {
+            ssize_t w = send(fd, out + got, len - got, MSG_NOSIGNAL);
+            if (w < 0 && errno != EINTR) return pingpong_fail(i, strerror(errno));
+            if (w > 0) got += w;
+        }
+        for (got = 0; got < len;) {
+            ssize_t r = recv(fd, rxbuf + got, len - got, 0);
+            if (r == 0) return pingpong_fail(i, "EOF before the echo");
+            if (r < 0 && errno != EINTR)
+                return pingpong_fail(i, would_block() ? "timeout" : strerror(errno));
+            if (r > 0) got += r;
+        }
+        rtt[i] = now() - t0;
+        if (verify(&rxc, off, rxbuf, len) >= 0) return pingpong_fail(i, "data mismatch");
+        sum += rtt[i];
+    }
+    double secs = now() - start;
+    close(fd);
+    qsort(rtt, n, sizeof *rtt, cmp_double);
+    printf("ok=1 failed=0 rounds=%ld bytes_sent=%llu bytes_recv=%llu seconds=%.3f min_us=%.1f "
+           "p50_us=%.1f p99_us=%.1f max_us=%.1f mean_us=%.1f\n",
+           n, (unsigned long long)(n * len), (unsigned long long)(n * len), secs, rtt[0] * 1e6,
+           percentile(rtt, n, 50) * 1e6, percentile(rtt, n, 99) * 1e6, rtt[n - 1] * 1e6,
+           sum / n * 1e6);
+    fflush(stdout);
+    free(rtt), rtt = NULL;
+    return 0;
+}
+
 /* ---- command line ---- */
 
 static uint64_t parse_size(const char *s) {
@@ -796,7 +875,7 @@ static void parse_args(int argc, char **argv) {
         {"parallel", 1, 0, 'p'}, {"barrier", 0, 0, 'B'},   {"half-close", 0, 0, 'H'},
         {"timeout", 1, 0, 'T'},  {"help", 0, 0, 'h'},      {"delay", 1, 0, 'D'},
         {"close", 0, 0, 'C'},    {"save", 1, 0, 'S'},      {"socks5", 1, 0, 'X'},
-        {0, 0, 0, 0}};
+        {"pingpong", 1, 0, 'P'}, {0, 0, 0, 0}};
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fputs(USAGE, argc < 2 ? stderr : stdout);
         exit(argc < 2 ? 2 : 0);
@@ -822,6 +901,7 @@ static void parse_args(int argc, char **argv) {
         case 'C': opt.close_after = 1; break;
         case 'S': opt.save = optarg; break;
         case 'X': opt.socks5 = optarg; break;
+        case 'P': opt.pingpong = (long)parse_size(optarg); break;
         case 'h': fputs(USAGE, stdout); exit(0);
         default: fputs(USAGE, stderr); exit(2);
         }
@@ -831,6 +911,12 @@ static void parse_args(int argc, char **argv) {
         die(opt.mode == M_CLIENT ? "client needs --connect HOST:PORT" : "needs --listen HOST:PORT");
     if ((opt.mode == M_BANNER || opt.mode == M_REPLY) && !opt.text) die("banner and reply need --text STR");
     if (opt.conns < 1 || opt.timeout <= 0) die("--conns and --timeout must be positive");
+    if (opt.pingpong) {
+        if (opt.mode != M_CLIENT || opt.expect != M_ECHO || opt.conns != 1 || opt.socks5)
+            die("--pingpong is a client of an echo server over one connection (no --conns, --socks5)");
+        if (!opt.bytes) opt.bytes = 64;
+        if (opt.bytes > BUF) die("--pingpong takes --bytes up to %d", BUF);
+    }
 }
 
 int main(int argc, char **argv) {
@@ -840,5 +926,6 @@ int main(int argc, char **argv) {
     base = event_base_new();
     if (!base) die("event_base_new failed");
     if (opt.mode == M_BLACKHOLE) return run_blackhole();
+    if (opt.mode == M_CLIENT && opt.pingpong) return run_pingpong();
     return opt.mode == M_CLIENT ? run_client() : run_server();
 }
