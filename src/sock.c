@@ -155,8 +155,7 @@ struct np_sock *np_sock_new(lua_State *L, struct np_sock_owner *o)
     s->fd = s->wfd = -1;
     s->self_ref = LUA_NOREF;
     s->timeout = DEFAULT_TIMEOUT;
-    s->inbuf = evbuffer_new();
-    s->outbuf = evbuffer_new();
+    /* inbuf and outbuf are made when first needed: most sockets never need them */
     /* A bare timer until there is an fd: connect's deadline while resolving. */
     event_assign(&s->rev, np_base, -1, 0, np_sock_on_event, s);
     event_assign(&s->wev, np_base, -1, 0, np_sock_on_event, s);
@@ -283,7 +282,7 @@ static int push_read(lua_State *L, struct np_sock *s, size_t max)
 {
     ssize_t n;
 
-    if (evbuffer_get_length(s->inbuf) > 0) {
+    if (s->inbuf && evbuffer_get_length(s->inbuf) > 0) {
         n = evbuffer_remove(s->inbuf, scratch, max);
         lua_pushlstring(L, scratch, n);
         return 1;
@@ -320,6 +319,10 @@ static int fill_inbuf(struct np_sock *s, size_t n)
 {
     size_t have;
 
+    if (!s->inbuf && !(s->inbuf = evbuffer_new())) {
+        snprintf(s->err, sizeof s->err, "out of memory");
+        return -2;
+    }
     while ((have = evbuffer_get_length(s->inbuf)) < n) {
         ssize_t got = io_read(s, scratch, n - have < READ_MAX ? n - have : READ_MAX);
         if (got == 0) return -1;
@@ -331,8 +334,12 @@ static int fill_inbuf(struct np_sock *s, size_t n)
 
 static void push_inbuf(lua_State *L, struct np_sock *s)
 {
-    size_t len = evbuffer_get_length(s->inbuf);
+    size_t len = s->inbuf ? evbuffer_get_length(s->inbuf) : 0;
 
+    if (len == 0) {
+        lua_pushliteral(L, "");
+        return;
+    }
     lua_pushlstring(L, (const char *)evbuffer_pullup(s->inbuf, -1), len);
 }
 
@@ -404,6 +411,7 @@ static int sock_write(lua_State *L)
         lua_pushinteger(L, len);
         return 1;
     }
+    if (!s->outbuf && !(s->outbuf = evbuffer_new())) return np_sock_push_fail(L, "out of memory");
     evbuffer_add(s->outbuf, data + sent, len - sent);
     s->want = len;
     return wait_on(L, s, NP_OP_WRITE, timeout);
@@ -476,7 +484,7 @@ static int sock_tls(lua_State *L)
     }
     if (!check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
     if (s->ssl) return luaL_error(L, "tls: this socket already speaks TLS");
-    if (evbuffer_get_length(s->inbuf) > 0)
+    if (s->inbuf && evbuffer_get_length(s->inbuf) > 0)
         return np_sock_push_fail(L, "tls: bytes were read ahead of the handshake");
     s->ssl = np_tls_new(ctx, server, s->fd, sni, verify_name);
     if (!s->ssl) return np_sock_push_fail(L, "tls: out of memory");
@@ -568,7 +576,8 @@ static int sock_unread(lua_State *L)
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
 
-    if (!s->inbuf) return np_sock_push_fail(L, "closed");
+    if (s->fd < 0) return np_sock_push_fail(L, "closed");
+    if (!s->inbuf && !(s->inbuf = evbuffer_new())) return np_sock_push_fail(L, "out of memory");
     evbuffer_prepend(s->inbuf, data, len);
     lua_pushboolean(L, 1);
     return 1;

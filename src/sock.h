@@ -51,7 +51,8 @@ struct np_sock {
     struct evbuffer *outbuf;      /* accepted by write, not yet sent */
     /* connect */
     void (*connect_step)(struct np_sock *s, short what);   /* set by sock_connect.c */
-    struct evutil_addrinfo *unix_target;    /* a unix socket to connect to (not from DNS) */
+    struct evutil_addrinfo *unix_target;    /* a unix socket or an address literal: a list
+                                             * of one made here, not by the resolver */
     int resolve_only;             /* core.resolve: the addresses are the answer */
     struct np_resolve *resolving;
     struct evutil_addrinfo *addrs, *next_addr;

@@ -163,6 +163,8 @@ static void connect_step(struct np_sock *s, short what)
     if (connect_next(s) == DONE) connect_done_async(s);
 }
 
+static struct evutil_addrinfo *literal_addrinfo(const char *host, int port);
+
 int np_sock_connect(lua_State *L, struct np_sock_owner *o, const char *host, int port, double timeout)
 {
     struct np_sock *s;
@@ -175,6 +177,12 @@ int np_sock_connect(lua_State *L, struct np_sock_owner *o, const char *host, int
     s->connect_step = connect_step;
     s->deadline = timeout > 0 ? np_now() + timeout : 0;
     s->resolving = NULL;
+    /* an address needs no resolver: straight to connect() */
+    if ((s->unix_target = literal_addrinfo(host, port))) {
+        s->next_addr = s->unix_target;
+        if (connect_next(s) == DONE) return push_connect(L, s, idx);
+        return np_sock_yield(L, s, idx);
+    }
     struct np_resolve *r = np_resolve_start(host, port, on_resolved, s);
     if (r) {
         s->resolving = r;
@@ -295,4 +303,37 @@ int np_sock_resolve(lua_State *L, struct np_sock_owner *o, const char *host, dou
     np_sock_close(s);
     lua_remove(L, -n - 1);              /* the socket object */
     return n;
+}
+
+/* The one address an IPv4 or IPv6 literal names, made here; NULL for a name. */
+static struct evutil_addrinfo *literal_addrinfo(const char *host, int port)
+{
+    struct sockaddr_storage ss = { 0 };
+    struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    struct evutil_addrinfo *ai;
+    socklen_t len;
+
+    if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons((uint16_t)port);
+        len = sizeof *in;
+    } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        len = sizeof *in6;
+    } else {
+        return NULL;
+    }
+    ai = calloc(1, sizeof *ai);
+    if (ai) ai->ai_addr = malloc(len);
+    if (!ai || !ai->ai_addr) {
+        free(ai);
+        return NULL;                /* the resolver will do, slower */
+    }
+    memcpy(ai->ai_addr, &ss, len);
+    ai->ai_family = ss.ss_family;
+    ai->ai_socktype = SOCK_STREAM;
+    ai->ai_addrlen = len;
+    return ai;
 }
