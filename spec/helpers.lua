@@ -5,7 +5,12 @@ local ffi = require "ffi"
 ffi.cdef [[
   int poll(void *fds, unsigned long nfds, int timeout);
   int kill(int pid, int sig);
+  struct np_spec_timespec { long tv_sec; long tv_nsec; };
+  int clock_gettime(int clk_id, struct np_spec_timespec *tp);
 ]]
+
+local CLOCK_MONOTONIC = 1   -- <linux/time.h>
+local ts = ffi.new("struct np_spec_timespec")
 
 local _M = {}
 
@@ -23,6 +28,12 @@ package.path = ROOT .. "/lua/?.lua;" .. package.path
 local started = {}   -- pid -> true, for stop_all
 local tmpdir
 
+-- Seconds (with millisecond precision and better) on a clock that never jumps.
+function _M.now()
+  ffi.C.clock_gettime(CLOCK_MONOTONIC, ts)
+  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) / 1e9
+end
+
 function _M.sleep(seconds)
   ffi.C.poll(nil, 0, math.floor(seconds * 1000))
 end
@@ -31,15 +42,17 @@ function _M.alive(pid)
   return ffi.C.kill(pid, 0) == 0
 end
 
--- Polls fn until it returns a true value or timeout seconds pass; returns that value.
+-- Polls fn every 10 ms until it returns a true value (returned) or timeout seconds pass
+-- (an error naming `what`). fn is always tried once more at the deadline.
 function _M.wait_until(fn, timeout, what)
-  local deadline = os.time() + (timeout or 10)
-  repeat
+  local deadline = _M.now() + (timeout or 10)
+  while true do
     local v = fn()
     if v then return v end
-    _M.sleep(0.02)
-  until os.time() > deadline
-  error("timed out waiting for " .. (what or "a condition"), 2)
+    if _M.now() >= deadline then break end
+    _M.sleep(0.01)
+  end
+  error(("timed out after %gs waiting for %s"):format(timeout or 10, what or "a condition"), 2)
 end
 
 function _M.tmp()
