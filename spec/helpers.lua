@@ -7,6 +7,20 @@ ffi.cdef [[
   int kill(int pid, int sig);
   struct np_spec_timespec { long tv_sec; long tv_nsec; };
   int clock_gettime(int clk_id, struct np_spec_timespec *tp);
+  struct np_spec_pollfd { int fd; short events; short revents; };
+  struct np_spec_sockaddr_in { uint16_t family; uint16_t port; uint8_t addr[4]; uint8_t zero[8]; };
+  struct np_spec_sockaddr_in6 { uint16_t family; uint16_t port; uint32_t flowinfo; uint8_t addr[16]; uint32_t scope; };
+  int socket(int domain, int type, int protocol);
+  int bind(int fd, const void *addr, unsigned int len);
+  int connect(int fd, const void *addr, unsigned int len);
+  int getsockname(int fd, void *addr, unsigned int *len);
+  int getsockopt(int fd, int level, int name, void *val, unsigned int *len);
+  long send(int fd, const void *buf, unsigned long n, int flags);
+  long recv(int fd, void *buf, unsigned long n, int flags);
+  int shutdown(int fd, int how);
+  int close(int fd);
+  int inet_pton(int af, const char *src, void *dst);
+  char *strerror(int errnum);
 ]]
 
 local CLOCK_MONOTONIC = 1   -- <linux/time.h>
@@ -25,7 +39,11 @@ _M.sanitized = _M.build:match("asan/?$") ~= nil
 
 package.path = ROOT .. "/lua/?.lua;" .. package.path
 
-local started = {}   -- pid -> true, for stop_all
+-- What the spec started, for stop_all and test_end: pid -> sequence number, and the sockets it
+-- holds (closed_port, connect): fd -> sequence number.
+local started, held = {}, {}
+local seq, test_from = 0, nil
+local function stamp() seq = seq + 1 return seq end
 local tmpdir
 
 -- Seconds (with millisecond precision and better) on a clock that never jumps.
@@ -104,7 +122,7 @@ function _M.spawn(argv, opts)
     local s = _M.read(pidfile)
     return s and s:match("%d+")
   end, 5, "a pid"))
-  started[p.pid] = true
+  started[p.pid] = stamp()
   return p
 end
 
@@ -138,12 +156,36 @@ end
 
 -- Takes a process this spec did not spawn itself (a daemon) under stop_all's care.
 function _M.adopt(pid)
-  started[pid] = true
+  started[pid] = stamp()
   return { pid = pid }
 end
 
+local function stop_from(first)
+  for pid, n in pairs(started) do
+    if n >= first then _M.stop({ pid = pid }) end
+  end
+  for fd, n in pairs(held) do
+    if n >= first then
+      held[fd] = nil
+      ffi.C.close(fd)
+    end
+  end
+end
+
+-- Stops every process the spec started and closes every socket it holds.
 function _M.stop_all()
-  for pid in pairs(started) do _M.stop({ pid = pid }) end
+  stop_from(0)
+end
+
+-- For a describe whose setup starts peers that its tests share: before_each(h.test_begin) and
+-- after_each(h.test_end) stop what each test started itself, and only that, even when it fails.
+function _M.test_begin()
+  test_from = seq + 1
+end
+
+function _M.test_end()
+  if test_from then stop_from(test_from) end
+  test_from = nil
 end
 
 -- Runs argv to completion; returns stdout, stderr, exit status.
@@ -152,6 +194,38 @@ function _M.run(argv)
   local rc = _M.exit_status(p, 120)
   if rc == nil then _M.stop(p) end
   return _M.read(p.out) or "", _M.read(p.err) or "", rc
+end
+
+-- Runs argv with its standard input held open: input is written first, and stdin stays open
+-- until the output so far (stdout .. stderr) satisfies opts.want (a Lua pattern or a function
+-- of it), or the process exits, or opts.timeout seconds (default 10) pass. Then stdin is closed
+-- (or, with opts.stop, the process is stopped: for clients that ignore the end of their input)
+-- and the exit awaited. For clients that quit at the end of their input before the answer is
+-- in (s_client, socat, netproxy's stdio form). Returns stdout, stderr, exit status, and whether
+-- want was met.
+function _M.interact(argv, input, opts)
+  opts = opts or {}
+  local want = opts.want
+  local function met(out)
+    if type(want) == "function" then return want(out) and true or false end
+    return want ~= nil and out:find(want) ~= nil
+  end
+  local words = {}
+  for i, a in ipairs(argv) do words[i] = quote(a) end
+  local infile, release, pidfile = _M.write(_M.tmpfile("stdin"), input or ""), _M.tmpfile("release"), _M.tmpfile("pid")
+  local feeder = ("{ cat %s; while [ ! -e %s ]; do sleep 0.02; done; }"):format(quote(infile), quote(release))
+  -- (the pid file is in the spec's mktemp folder: no quoting needed inside the quotes)
+  local cmd = ("sh -c 'echo $$ >%s; exec \"$@\"' sh %s"):format(pidfile, table.concat(words, " "))
+  local p = _M.spawn({ "sh", "-c", feeder .. " | " .. cmd })
+  local function output() return (_M.read(p.out) or "") .. (_M.read(p.err) or "") end
+  pcall(_M.wait_until, function() return _M.read(p.rcfile) or met(output()) end, opts.timeout or 10)
+  local ok = met(output())
+  local pid = tonumber(_M.read(pidfile) or "")
+  if opts.stop and pid and not _M.read(p.rcfile) then ffi.C.kill(pid, 15) end
+  _M.write(release, "")
+  local rc = _M.exit_status(p, 10)
+  if rc == nil then _M.stop(p) end
+  return _M.read(p.out) or "", _M.read(p.err) or "", rc, ok
 end
 
 -- A real peer server (np-peer MODE) on an ephemeral loopback port.
@@ -175,6 +249,20 @@ function _M.client(host, port, args)
   return r
 end
 
+-- The port of server{ stats = ... } once netproxy has started, from its log line. That line
+-- gives the address as configured: for port 0, the port bound is the one left in the socket
+-- table once the proxies' ports are set aside.
+local function stats_port(p)
+  local addr = p.full_log():match("stats: serving /metrics on (%S+)")
+  local port = addr and tonumber(addr:match(":(%d+)$"))
+  if port ~= 0 then return port end
+  local proxies = {}
+  for n in p.full_log():gmatch(": listening on %S-:(%d+)\n") do proxies[tonumber(n)] = true end
+  for n in pairs(_M.listening_ports(p.pid)) do
+    if not proxies[n] then return n end
+  end
+end
+
 -- Starts netproxy on a config (text written to a file, or a path); waits until each of its
 -- proxies listens. Returns the process with .ports[name] and .log().
 function _M.netproxy_start(config, args, opts)
@@ -193,16 +281,22 @@ function _M.netproxy_start(config, args, opts)
   argv[#argv + 1] = path
   local p = _M.spawn(argv, opts)
   p.config = path
-  function p.log() return _M.read(p.err) or "" end
+  -- p.log(): the log since the last p.mark() (a spec sharing one netproxy between tests marks
+  -- it before each, so that no test sees the lines of another); p.full_log(): all of it.
+  local from = 0
+  function p.full_log() return _M.read(p.err) or "" end
+  function p.log() return p.full_log():sub(from + 1) end
+  function p.mark() from = #p.full_log() end
   p.ports = {}
   _M.wait_until(function()
     local log = p.log()
     if log:find("running %d+ prox") then return true end
     if _M.read(p.rcfile) then error("netproxy exited at start:\n" .. log) end
   end, 10, "netproxy to start")
-  for name, addr in p.log():gmatch("notice %[%d+%] ([^\n]-): listening on (%S+)") do
+  for name, addr in p.full_log():gmatch("notice %[%d+%] ([^\n]-): listening on (%S+)") do
     p.ports[name] = tonumber(addr:match(":(%d+)$"))
   end
+  p.stats_port = stats_port(p)
   return p
 end
 
@@ -211,28 +305,240 @@ function _M.wait_log(p, pattern, timeout)
   return _M.wait_until(function() return p.log():match(pattern) end, timeout or 10, "log line " .. pattern)
 end
 
--- A port number free on 127.0.0.1 just now (for peers that cannot take port 0).
+-- ---- sockets in the spec process: real TCP on loopback, driven with poll() ----
+
+local AF_INET, AF_INET6, SOCK_STREAM = 2, 10, 1
+local SOCK_NONBLOCK, SOCK_CLOEXEC = 0x800, 0x80000
+local SOL_SOCKET, SO_ERROR = 1, 4
+local POLLIN, POLLOUT = 1, 4
+local EINTR, EAGAIN, EINPROGRESS = 4, 11, 115
+local MSG_NOSIGNAL = 0x4000
+local ERRNO_WORDS = { [104] = "reset", [111] = "refused", [32] = "reset", [110] = "timeout" }
+
+local function swap16(n) return (n % 256) * 256 + math.floor(n / 256) end   -- x86: little-endian
+
+-- A sockaddr for host ("127.0.0.1", "::1", "[::1]") and port.
+local function sockaddr(host, port)
+  host = host:gsub("^%[(.*)%]$", "%1")
+  local family = host:find(":") and AF_INET6 or AF_INET
+  local sa = ffi.new(family == AF_INET6 and "struct np_spec_sockaddr_in6" or "struct np_spec_sockaddr_in")
+  sa.family, sa.port = family, swap16(port)
+  assert(ffi.C.inet_pton(family, host, sa.addr) == 1, "not an IP address: " .. host)
+  return sa, ffi.sizeof(sa), family
+end
+
+local function bound_socket(host, port)
+  local sa, len, family = sockaddr(host, port)
+  local fd = ffi.C.socket(family, SOCK_STREAM + SOCK_NONBLOCK + SOCK_CLOEXEC, 0)
+  assert(fd >= 0, "socket: " .. ffi.string(ffi.C.strerror(ffi.errno())))
+  if ffi.C.bind(fd, sa, len) ~= 0 then
+    local e = ffi.errno()
+    ffi.C.close(fd)
+    error(("bind %s:%d: %s"):format(host, port, ffi.string(ffi.C.strerror(e))), 3)
+  end
+  local len_out = ffi.new("unsigned int[1]", len)
+  ffi.C.getsockname(fd, sa, len_out)
+  return fd, swap16(sa.port)
+end
+
+local function poll1(fd, events, ms)
+  local pfd = ffi.new("struct np_spec_pollfd[1]")
+  pfd[0].fd, pfd[0].events = fd, events
+  local n = ffi.C.poll(pfd, 1, ms)
+  return n > 0 and pfd[0].revents or 0
+end
+
+-- A port number free on 127.0.0.1 just now, for peers that cannot take port 0 (prefer
+-- h.on_free_port, which retries when somebody takes the port first).
 function _M.free_port()
-  local p = _M.peer_server("silent")
-  _M.stop(p)
-  return p.port
+  local fd, port = bound_socket("127.0.0.1", 0)
+  ffi.C.close(fd)
+  return port
+end
+
+-- A port on 127.0.0.1 where connections are refused, and stay refused: a socket bound there
+-- without listen() is held until stop_all, so nobody else can take the port meanwhile.
+function _M.closed_port()
+  local fd, port = bound_socket("127.0.0.1", 0)
+  held[fd] = stamp()
+  return port
+end
+
+local Conn = {}
+Conn.__index = Conn
+
+-- Connects to host:port (opts.host, default 127.0.0.1; opts.from binds the source address,
+-- e.g. "127.0.0.2"). Returns a connection (send, read, shutdown, close; held until stop_all
+-- if the spec does not close it), or nil and "refused", "reset", "timeout"...
+function _M.connect(port, opts)
+  opts = opts or {}
+  local host = opts.host or "127.0.0.1"
+  local sa, len, family = sockaddr(host, port)
+  local fd = ffi.C.socket(family, SOCK_STREAM + SOCK_NONBLOCK + SOCK_CLOEXEC, 0)
+  assert(fd >= 0, "socket failed")
+  if opts.from then
+    local from = sockaddr(opts.from, 0)
+    assert(ffi.C.bind(fd, from, ffi.sizeof(from)) == 0, "bind " .. opts.from)
+  end
+  if ffi.C.connect(fd, sa, len) ~= 0 and ffi.errno() ~= EINPROGRESS then
+    local e = ffi.errno()
+    ffi.C.close(fd)
+    return nil, ERRNO_WORDS[e] or ffi.string(ffi.C.strerror(e))
+  end
+  poll1(fd, POLLOUT, math.floor((opts.timeout or 5) * 1000))
+  local soerr, elen = ffi.new("int[1]"), ffi.new("unsigned int[1]", 4)
+  ffi.C.getsockopt(fd, SOL_SOCKET, SO_ERROR, soerr, elen)
+  if soerr[0] ~= 0 then
+    ffi.C.close(fd)
+    return nil, ERRNO_WORDS[soerr[0]] or ffi.string(ffi.C.strerror(soerr[0]))
+  end
+  held[fd] = stamp()
+  return setmetatable({ fd = fd, pending = {}, got = {}, nrecv = 0 }, Conn)
+end
+
+-- The bytes received so far, as one string.
+function Conn:received()
+  if #self.got > 1 then self.got = { table.concat(self.got) } end
+  return self.got[1] or ""
+end
+
+local function satisfied(self, want)
+  if want == nil then return false end
+  if want == true then return true end
+  if type(want) == "number" then return self.nrecv >= want end
+  if type(want) == "function" then return want(self:received()) end
+  return self:received():find(want) ~= nil
+end
+
+-- Moves bytes both ways (sending what is queued, reading what comes) until nothing is left to
+-- send and want is met (a byte count, a Lua pattern, a function of the bytes received, or true:
+-- at once), or the server closes, or the deadline. Returns how it ended: "want", "eof",
+-- "reset", "timeout".
+function Conn:pump(want, timeout)
+  local deadline = _M.now() + (timeout or 5)
+  local buf = ffi.new("uint8_t[?]", 65536)
+  while true do
+    if #self.pending == 0 and satisfied(self, want) then return "want" end
+    if self.ended then return self.ended end
+    local left = deadline - _M.now()
+    if left <= 0 then return "timeout" end
+    local events = POLLIN + (#self.pending > 0 and POLLOUT or 0)
+    local revents = poll1(self.fd, events, math.min(math.ceil(left * 1000), 100))
+    if bit.band(revents, POLLOUT) ~= 0 and #self.pending > 0 then
+      local chunk = self.pending[1]
+      local n = tonumber(ffi.C.send(self.fd, chunk, #chunk, MSG_NOSIGNAL))
+      if n > 0 then
+        if n == #chunk then table.remove(self.pending, 1) else self.pending[1] = chunk:sub(n + 1) end
+      elseif ffi.errno() ~= EAGAIN and ffi.errno() ~= EINTR then
+        self.pending = {}
+      end
+      if #self.pending == 0 and self.shut_after then ffi.C.shutdown(self.fd, 1) end
+    end
+    if bit.band(revents, 0x19) ~= 0 then   -- POLLIN, POLLERR, POLLHUP
+      local n = tonumber(ffi.C.recv(self.fd, buf, 65536, 0))
+      if n > 0 then
+        self.got[#self.got + 1] = ffi.string(buf, n)
+        self.nrecv = self.nrecv + n
+      elseif n == 0 then
+        self.ended = "eof"
+      elseif ffi.errno() ~= EAGAIN and ffi.errno() ~= EINTR then
+        self.ended = "reset"
+      end
+    end
+  end
+end
+
+-- Queues data and sends it (reading meanwhile, so that an echo never deadlocks us).
+function Conn:send(data, timeout)
+  if #data > 0 then self.pending[#self.pending + 1] = data end
+  return self:pump(true, timeout) == "want"
+end
+
+-- Reads until want (see pump) or the end; returns the bytes received so far and how it ended.
+function Conn:read(want, timeout)
+  local how = self:pump(want, timeout)
+  return self:received(), how
+end
+
+-- Half-closes (SHUT_WR) once everything queued is sent.
+function Conn:shutdown()
+  self.shut_after = true
+  if #self.pending == 0 then ffi.C.shutdown(self.fd, 1) end
+end
+
+function Conn:close()
+  if held[self.fd] then
+    held[self.fd] = nil
+    ffi.C.close(self.fd)
+  end
+end
+
+-- One exchange: connects, sends input, half-closes (unless opts.keep_open), and reads until
+-- opts.want (a byte count, a Lua pattern or a function) is met or the server closes; then
+-- closes. Returns the bytes received and how it ended ("want", "eof", "reset", "timeout",
+-- "refused"). opts: host, from (source address), want, keep_open, timeout (default 5 s).
+function _M.talk(port, input, opts)
+  opts = opts or {}
+  local c, err = _M.connect(port, opts)
+  if not c then return "", err end
+  c.pending[1] = input ~= "" and input or nil
+  if not opts.keep_open then c:shutdown() end
+  local out, how = c:read(opts.want, opts.timeout)
+  c:close()
+  return out, how
+end
+
+-- The TCP ports (UDP with udp = true) process pid listens on, read from ss, as a set.
+function _M.listening_ports(pid, udp)
+  local ports = {}
+  for line in io.popen(udp and "ss -lunpH 2>/dev/null" or "ss -ltnpH 2>/dev/null"):lines() do
+    if line:find("pid=" .. pid .. ",", 1, true) then
+      local port = line:match("^%S+%s+%d+%s+%d+%s+%S-:(%d+)%s")
+      if port then ports[tonumber(port)] = true end
+    end
+  end
+  return ports
 end
 
 function _M.port_open(port)
-  return os.execute("bash -c 'exec 3<>/dev/tcp/127.0.0.1/" .. port .. "' 2>/dev/null") == 0
+  local c = _M.connect(port)
+  if c then c:close() end
+  return c ~= nil
+end
+
+-- Starts a peer that cannot take port 0 itself (tinyproxy, sshd, haproxy, s_server):
+-- start(port) spawns it on a port just seen free. If it did not come up there (it exited: the
+-- port was taken meanwhile), it is started again on another port. Returns the process with
+-- .port once that process listens on it (a UDP port with opts.udp).
+function _M.on_free_port(what, start, opts)
+  opts = opts or {}
+  local last
+  for _ = 1, 5 do
+    local port = _M.free_port()
+    local p = start(port)
+    local up = _M.wait_until(function()
+      if _M.listening_ports(p.pid, opts.udp)[port] then return "up" end
+      if _M.read(p.rcfile) then return "exited" end
+    end, opts.timeout or 10, what .. " on port " .. port)
+    if up == "up" then
+      p.port = port
+      return p
+    end
+    last = (_M.read(p.err) or "") .. (_M.read(p.out) or "")
+    _M.stop(p)
+  end
+  error(what .. " did not start on any of 5 free ports; last said:\n" .. last, 2)
 end
 
 -- tinyproxy, the real HTTP CONNECT proxy, with its own config file; users = { name = pass }.
 function _M.tinyproxy(users)
-  local port = _M.free_port()
-  local lines = { "Port " .. port, "Listen 127.0.0.1", "Timeout 30", "MaxClients 200",
-                  "Allow 127.0.0.1", "LogLevel Info" }
-  for user, pass in pairs(users or {}) do lines[#lines + 1] = ("BasicAuth %s %s"):format(user, pass) end
-  local conf = _M.write(_M.tmpfile("tinyproxy.conf"), table.concat(lines, "\n") .. "\n")
-  local p = _M.spawn({ "tinyproxy", "-d", "-c", conf })
-  p.port = port
-  _M.wait_until(function() return _M.port_open(port) end, 10, "tinyproxy")
-  return p
+  return _M.on_free_port("tinyproxy", function(port)
+    local lines = { "Port " .. port, "Listen 127.0.0.1", "Timeout 30", "MaxClients 200",
+                    "Allow 127.0.0.1", "LogLevel Info" }
+    for user, pass in pairs(users or {}) do lines[#lines + 1] = ("BasicAuth %s %s"):format(user, pass) end
+    local conf = _M.write(_M.tmpfile("tinyproxy.conf"), table.concat(lines, "\n") .. "\n")
+    return _M.spawn({ "tinyproxy", "-d", "-c", conf })
+  end)
 end
 
 -- A throw-away PKI: a CA, certificates it signs (for names, 127.0.0.1 included), a client

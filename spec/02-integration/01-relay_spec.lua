@@ -11,8 +11,9 @@ describe("the relay", function()
     source = h.peer_server("source", { "--bytes", "8M" })
     sink = h.peer_server("sink")
   end)
-
   teardown(h.stop_all)
+  before_each(h.test_begin)
+  after_each(h.test_end)
 
   for _, mode in ipairs({ "splice", "buffered" }) do
     describe("(" .. mode .. " path)", function()
@@ -23,6 +24,7 @@ describe("the relay", function()
                               h.tcp_proxy("sink", sink.port), { "--relay", mode, "-v" })
       end)
       teardown(function() h.stop(np) end)
+      before_each(function() np.mark() end)
 
       it("relays 64 MiB both ways byte-exact", function()
         local r = h.client("127.0.0.1", np.ports.echo, { "--bytes", "64M", "--half-close" })
@@ -51,7 +53,8 @@ describe("the relay", function()
       end)
 
       it("names the path it used in the debug log", function()
-        assert.truthy(np.log():find("relay: " .. mode, 1, true))
+        assert.are.equal(0, h.client("127.0.0.1", np.ports.echo, { "--bytes", "1K", "--half-close" }).rc)
+        h.wait_log(np, "relay: " .. mode, 5)
       end)
     end)
   end
@@ -103,8 +106,28 @@ proxy { name = "six", from = { type = "tcp", host = "::1", port = 0 },
   end)
 end)
 
+-- Bytes waiting in the send queues of the established sockets on local port `port`.
+local function send_queue(port)
+  local total = 0
+  for line in io.popen(("ss -tnH state established '( sport = :%d )'"):format(port)):lines() do
+    total = total + (tonumber(line:match("^%s*%d+%s+(%d+)")) or 0)
+  end
+  return total
+end
+
+-- True once the server's send queue holds bytes and has not moved for 0.2 s: backpressure
+-- has reached the writer, netproxy no longer reads from it.
+local function stalled(port)
+  local last, since
+  return function()
+    local q = send_queue(port)
+    if q == 0 or q ~= last then last, since = q, h.now() return false end
+    return h.now() - since >= 0.2
+  end
+end
+
 describe("a slow reader", function()
-  teardown(h.stop_all)
+  after_each(h.stop_all)
 
   -- the bound is the relay's buffer: 64 KiB by default, here also a 16 MiB one that the
   -- stall does not fill (it must still neither spin nor grow past it)
@@ -124,20 +147,22 @@ describe("a slow reader", function()
       if case.hook then config = config:gsub("port = (%d+) }", "port = %1, " .. case.hook .. " }") end
       local np = h.netproxy_start(config, { "--relay", case.mode })
       local rss_before = h.usage(np.pid)
-      -- socat reads into a pipe that nobody drains for 2 seconds: the client stops reading
-      local reader = h.spawn({ "socat", "-u", "TCP:127.0.0.1:" .. np.ports.src, "SYSTEM:sleep 2; cat >/dev/null" })
-      h.sleep(0.7)
+      -- socat reads into a pipe that nobody drains until the file `go` exists: the client
+      -- stops reading
+      local go = h.tmpfile("go")
+      local reader = h.spawn({ "socat", "-u", "TCP:127.0.0.1:" .. np.ports.src,
+                               ("SYSTEM:while [ ! -e %s ]; do sleep 0.05; done; cat >/dev/null"):format(go) })
+      h.wait_until(stalled(source.port), 20, "the source to be held back")
       local _, cpu_stalled = h.usage(np.pid)
-      h.sleep(1)
+      h.sleep(1)   -- the measuring window: one second of stall (what is measured, not a wait)
       local rss_later, cpu_later = h.usage(np.pid)
+      h.write(go, "")
       if not h.sanitized then
         assert.is_true(rss_later - rss_before < case.bound, ("RSS grew by %d KiB"):format(rss_later - rss_before))
       end
       assert.is_true(cpu_later - cpu_stalled < 0.1, ("%.2fs of CPU while stalled"):format(cpu_later - cpu_stalled))
-      assert.are.equal(0, h.exit_status(reader, 20))
+      assert.are.equal(0, h.exit_status(reader, 30))
       h.wait_log(np, "src: %S+ %-> %S+ in=0 out=" .. (case.out or 64 * MiB) .. " time=[%d%.]+s end=eof")
-      h.stop(np)
-      h.stop(source)
     end)
   end
 end)

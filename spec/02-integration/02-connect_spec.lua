@@ -6,11 +6,11 @@ describe("connecting to the server", function()
 
   setup(function() echo = h.peer_server("echo") end)
   teardown(h.stop_all)
+  before_each(h.test_begin)
+  after_each(h.test_end)
 
   it("closes the client promptly when the backend refuses, and keeps serving", function()
-    local closed = h.peer_server("echo")
-    local dead_port = closed.port
-    h.stop(closed)
+    local dead_port = h.closed_port()
     local np = h.netproxy_start(h.tcp_proxy("dead", dead_port) .. h.tcp_proxy("live", echo.port))
     local r = h.client("127.0.0.1", np.ports.dead, { "--bytes", "1K", "--timeout", "5" })
     assert.are.equal(1, r.failed)
@@ -48,11 +48,10 @@ proxy { name = "byname", from = { type = "tcp", host = "127.0.0.1", port = 0 },
   end)
 
   it("never blocks the loop on a DNS server that does not answer", function()
-    -- a UDP "nameserver" that swallows every query, on a port number just seen free
-    local silent_dns = h.peer_server("silent")
-    h.stop(silent_dns)
-    local udp = h.spawn({ "socat", "-u", "UDP-RECV:" .. silent_dns.port .. ",bind=127.0.0.1", "/dev/null" })
-    h.sleep(0.2)
+    -- a UDP "nameserver" that swallows every query
+    local silent_dns = h.on_free_port("a silent UDP nameserver", function(port)
+      return h.spawn({ "socat", "-u", "UDP-RECV:" .. port .. ",bind=127.0.0.1", "/dev/null" })
+    end, { udp = true })
     local np = h.netproxy_start(([[
 server { resolvers = { "127.0.0.1:%d" } }
 proxy { name = "slowdns", connect_timeout = 2,
@@ -66,7 +65,5 @@ proxy { name = "slowdns", connect_timeout = 2,
     assert.is_true(r.seconds < 1.5, "served in " .. r.seconds .. "s while DNS hung")
     h.wait_log(np, "slowdns: %S+ %-> backend%.netproxy%.test:80 in=0 out=0 time=2%.%d+s end=connect failed: timeout")
     assert.are.equal(1, h.exit_status(waiting, 5))
-    h.stop(np)
-    h.stop(udp)
   end)
 end)

@@ -13,7 +13,7 @@ local function check(path, ...)
 end
 
 describe("netproxy --check", function()
-  teardown(h.stop_all)
+  after_each(h.stop_all)
 
   it("accepts a valid config, binds nothing and exits 0", function()
     local out, err, rc = check(h.root .. "/examples/tcp.lua")

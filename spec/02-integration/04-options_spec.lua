@@ -6,6 +6,8 @@ describe("options", function()
 
   setup(function() echo = h.peer_server("echo") end)
   teardown(h.stop_all)
+  before_each(h.test_begin)
+  after_each(h.test_end)
 
   it("lets the command line win over server{}", function()
     local config = 'server { log_level = "err", max_connections = 1 }\n' .. h.tcp_proxy("echo", echo.port)
@@ -29,10 +31,24 @@ describe("options", function()
   end)
 
   it("is quiet with -q: warnings and errors only", function()
-    local np = h.spawn({ h.netproxy, "-q", "-m", "1", h.write(h.tmpfile("c.lua"), h.tcp_proxy("echo", echo.port)) })
-    h.sleep(0.3)
-    h.stop(np)
-    assert.are.equal("", h.read(np.err))
+    local config = h.write(h.tmpfile("c.lua"), h.tcp_proxy("echo", echo.port) ..
+                           h.tcp_proxy("faulty", echo.port):gsub("port = (%d+) }", "port = %1, hook = function() error('shown under -q') end }"))
+    local np = h.spawn({ h.netproxy, "-q", "-w", "1", "-m", "2", config })
+    -- -q hides the "listening on" lines: the ports are read from the socket table instead
+    local ports = h.wait_until(function()
+      local set, list = h.listening_ports(np.pid), {}
+      for port in pairs(set) do list[#list + 1] = port end
+      table.sort(list)
+      return #list == 2 and list
+    end, 10, "netproxy to listen on 2 ports")
+    -- one connection through each proxy: a served one (a notice line), one whose hook fails (an error)
+    for _, port in ipairs(ports) do h.talk(port, "x") end
+    assert.are.equal(0, h.exit_status(np, 10))   -- -m 2: both connections are done, all is logged
+    local log = h.read(np.err)
+    assert.truthy(log:find(" err %[%d+%] #%d+ faulty: [^\n]*shown under %-q"), log)
+    for line in log:gmatch("[^\n]+") do
+      assert.truthy(line:match("^%S+ err ") or line:match("^%S+ warning "), "a line below warning: " .. line)
+    end
   end)
 end)
 
@@ -41,21 +57,23 @@ describe("timeouts", function()
 
   setup(function() echo = h.peer_server("echo") end)
   teardown(h.stop_all)
+  before_each(h.test_begin)
+  after_each(h.test_end)
 
   it("closes a relayed connection idle for idle_timeout seconds", function()
     local np = h.netproxy_start(h.tcp_proxy("idle", echo.port, "idle_timeout = 1,"))
-    local quiet = h.spawn({ "sh", "-c", "sleep 4 | socat -t 5 - TCP:127.0.0.1:" .. np.ports.idle })
-    h.wait_log(np, "idle: %S+ %-> %S+ in=0 out=0 time=1%.%d+s end=idle timeout", 5)
-    assert.are.equal(0, h.exit_status(quiet, 6))
-    h.stop(np)
+    -- a client that stays silent, its write side open, until netproxy closes
+    local out, how = h.talk(np.ports.idle, "", { keep_open = true, timeout = 5 })
+    assert.are.same({ "", "eof" }, { out, how })
+    h.wait_log(np, "idle: %S+ %-> %S+ in=0 out=0 time=1%.%d+s end=idle timeout")
   end)
 
   it("keeps a connection that moves bytes past idle_timeout", function()
     local np = h.netproxy_start(h.tcp_proxy("busy", echo.port, "idle_timeout = 1,"))
+    -- the sleeps pace the client (a tick every 0.5 s for 2 s): the behaviour under test
     local out = h.run({ "sh", "-c", "(for i in 1 2 3 4; do echo tick; sleep 0.5; done) | socat -t 1 - TCP:127.0.0.1:" .. np.ports.busy })
     assert.are.equal(("tick\n"):rep(4), out)
     h.wait_log(np, "busy: [^\n]* in=20 out=20 time=[%d%.]+s end=eof")
-    h.stop(np)
   end)
 
   it("ends a negotiation that takes longer than negotiation_timeout", function()
@@ -63,9 +81,8 @@ describe("timeouts", function()
 server { connector_path = "%s/spec/fixtures/connectors" }
 proxy { name = "slow", negotiation_timeout = 1, from = { type = "linetarget", port = 0, timeout = 10 }, to = { type = "dummy" } }
 ]]):format(h.root))
-    local quiet = h.spawn({ "sh", "-c", "sleep 3 | socat -t 4 - TCP:127.0.0.1:" .. np.ports.slow })
-    h.wait_log(np, "slow: %S+ %-> %- in=0 out=0 time=1%.%d+s end=negotiation timeout", 5)
-    h.exit_status(quiet, 5)
-    h.stop(np)
+    local out, how = h.talk(np.ports.slow, "", { keep_open = true, timeout = 5 })
+    assert.are.same({ "", "eof" }, { out, how })
+    h.wait_log(np, "slow: %S+ %-> %- in=0 out=0 time=1%.%d+s end=negotiation timeout")
   end)
 end)

@@ -14,11 +14,9 @@ proxy {
 ]]):format(name, from_extra or "", port, to_extra or "", proxy_extra or "")
 end
 
--- Sends input through port with socat (keeping the write side open `wait` seconds).
-local function talk(port, input, wait)
-  local file = h.write(h.tmpfile("in"), input)
-  return h.run({ "sh", "-c", ("(cat %s; sleep %s) | socat -t 2 - TCP:127.0.0.1:%d")
-                   :format(h.quote(file), wait or "0.3", port) })
+-- Sends input through port, half-closes, and returns all that came back until netproxy closed.
+local function talk(port, input, opts)
+  return (h.talk(port, input, opts))
 end
 
 describe("hooks", function()
@@ -61,6 +59,11 @@ describe("hooks", function()
       { "-v" })
   end)
   teardown(h.stop_all)
+  before_each(function()
+    h.test_begin()
+    np.mark()
+  end)
+  after_each(h.test_end)
 
   it("rewrites client-to-server data with from.hook", function()
     assert.are.equal("bar bar\n", talk(np.ports.up, "foo foo\n"))
@@ -76,7 +79,7 @@ describe("hooks", function()
 
   it("grows data, staying byte-exact through the buffers", function()
     -- every byte tripled: the result does not depend on where the chunks were cut
-    local out = talk(np.ports.grow, ("0123456789abcdef"):rep(65536), "1")   -- 1 MiB
+    local out = talk(np.ports.grow, ("0123456789abcdef"):rep(65536))   -- 1 MiB
     assert.are.equal(3 * 1024 * 1024, #out)
     assert.is_true(out == ("000111222333444555666777888999aaabbbcccdddeeefff"):rep(65536), "tripled bytes differ")
   end)
@@ -106,15 +109,23 @@ describe("hooks", function()
   end)
 
   it("in line mode, rewrites a pattern split across two TCP writes", function()
-    local out = h.run({ "sh", "-c", ("(printf 'I like net'; sleep 0.3; printf 'proxy\\nand netproxy'; sleep 0.3) | socat -t 2 - TCP:127.0.0.1:%d")
-                          :format(np.ports.lines) })
-    assert.are.equal("I like NETPROXY\nand NETPROXY", out)
+    local c = assert(h.connect(np.ports.lines))
+    c:send("I like net")
+    -- nothing comes back for half a line, so nothing can be awaited: the pause makes two TCP
+    -- writes of it (the split under test), it does not wait for anything
+    h.sleep(0.3)
+    c:send("proxy\nand netproxy")
+    c:shutdown()
+    assert.are.same({ "I like NETPROXY\nand NETPROXY", "eof" }, { c:read() })
   end)
 
   it("(in chunk mode the same split goes through unchanged: why line mode exists)", function()
-    local out = h.run({ "sh", "-c", ("(printf 'I like net'; sleep 0.3; printf 'proxy\\n'; sleep 0.3) | socat -t 2 - TCP:127.0.0.1:%d")
-                          :format(np.ports.chunks) })
-    assert.are.equal("I like netproxy\n", out)
+    local c = assert(h.connect(np.ports.chunks))
+    c:send("I like net")
+    assert.are.same({ "I like net", "want" }, { c:read(10) })   -- the first write went through alone
+    c:send("proxy\n")
+    c:shutdown()
+    assert.are.same({ "I like netproxy\n", "eof" }, { c:read() })
   end)
 
   it("carries 16 MiB byte-exact through identity hooks", function()
@@ -129,30 +140,34 @@ describe("hooks", function()
   end)
 
   it("closes only the connection whose hook raised an error, and logs file:line and the id", function()
-    local bystander = h.spawn({ h.peer, "client", "--connect", "127.0.0.1:" .. np.ports.faulty,
-                                "--bytes", "8M", "--half-close" })
+    local bystander = assert(h.connect(np.ports.faulty))
+    bystander:send("before\n")
+    assert.are.same({ "before\n", "want" }, { bystander:read(7) })
     talk(np.ports.faulty, "BOOM\n")
     local id = h.wait_log(np, "err %[%d+%] #(%d+) faulty: hook: [^\n]*config%.lua:%d+: boom in a hook")
     h.wait_log(np, "#" .. id .. " faulty: [^\n]* end=lua error: [^\n]*boom in a hook")
-    assert.are.equal(0, h.exit_status(bystander, 20))
+    bystander:send("after\n")
+    bystander:shutdown()
+    assert.are.same({ "before\nafter\n", "eof" }, { bystander:read() })
     assert.are.equal("fine\n", talk(np.ports.faulty, "fine\n"))
   end)
 
   it("stops a runaway hook after its budget, closing only that connection", function()
-    talk(np.ports.runaway, "LOOP\n", "1")
+    talk(np.ports.runaway, "LOOP\n")
     h.wait_log(np, "runaway: [^\n]* end=lua error: [^\n]*:%d+: ran longer than its budget of 0%.5")
     assert.are.equal("still serving\n", talk(np.ports.runaway, "still serving\n"))
     assert.are.equal("qux\n", talk(np.ports.both, "foo\n"))
   end)
 
   it("lets a hook close its connection", function()
-    assert.are.equal("", talk(np.ports.closer, "BYE\n", "1"))
+    -- the client keeps its write side open: the close is the hook's
+    assert.are.same({ "", "eof" }, { h.talk(np.ports.closer, "BYE\n", { keep_open = true }) })
     h.wait_log(np, "closer: [^\n]* end=closed: by hook")
   end)
 end)
 
 describe("examples/log-traffic.lua", function()
-  teardown(h.stop_all)
+  after_each(h.stop_all)
 
   it("dumps the first bytes of each direction at debug level", function()
     local echo = h.peer_server("echo")

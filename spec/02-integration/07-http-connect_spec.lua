@@ -30,14 +30,19 @@ describe("to = connect (through an HTTP proxy)", function()
     echo = h.peer_server("echo")
     tiny = h.tinyproxy()
     tiny_auth = h.tinyproxy({ alice = "wonderland" })
-  end)
-  teardown(h.stop_all)
-
-  it("carries 1 MiB byte-exact through tinyproxy", function()
     np = h.netproxy_start(via("plain", echo.port, tiny.port) ..
                           via("auth", echo.port, tiny_auth.port, 'proxy_user = "alice", proxy_pass = "wonderland",') ..
                           via("wrongpass", echo.port, tiny_auth.port, 'proxy_user = "alice", proxy_pass = "nope",'),
                           { "-v" })
+  end)
+  teardown(h.stop_all)
+  before_each(function()
+    h.test_begin()
+    np.mark()
+  end)
+  after_each(h.test_end)
+
+  it("carries 1 MiB byte-exact through tinyproxy", function()
     local r = h.client("127.0.0.1", np.ports.plain, { "--bytes", "1M" })
     assert.are.equal(0, r.rc, r.err)
     assert.are.equal(1024 * 1024, r.bytes_recv)
@@ -73,6 +78,8 @@ describe("to = connect (through an HTTP proxy)", function()
       end
       np2 = h.netproxy_start(config .. via("ok", echo.port, tiny.port), { "-v" })
     end)
+    teardown(function() h.stop(np2) end)
+    before_each(function() np2.mark() end)
 
     it("sends a proper CONNECT request with the User-Agent", function()
       h.client("127.0.0.1", np2.ports.eager, { "--bytes", "1K", "--timeout", "2" })
@@ -105,8 +112,8 @@ describe("to = connect (through an HTTP proxy)", function()
     end)
 
     it("passes bytes the proxy sent right after its 200 on to the client", function()
-      local out = h.run({ "sh", "-c", ("(printf 'hello\\n'; sleep 0.5) | socat -t 1 - TCP:127.0.0.1:%d"):format(np2.ports.eager) })
-      assert.are.equal("BANNER from the tunnel\r\nhello\n", out)
+      local want = "BANNER from the tunnel\r\nhello\n"
+      assert.are.same({ want, "want" }, { h.talk(np2.ports.eager, "hello\n", { keep_open = true, want = #want }) })
     end)
   end)
 end)
@@ -133,6 +140,11 @@ proxy { name = "locked",
 ]]):format(web.port), { "-v" })
   end)
   teardown(h.stop_all)
+  before_each(function()
+    h.test_begin()
+    np.mark()
+  end)
+  after_each(h.test_end)
 
   local function curl(port, url, ...)
     local argv = { "curl", "-sS", "-p", "-x", "http://127.0.0.1:" .. port, "--max-time", "5", ... }
@@ -183,15 +195,17 @@ proxy { name = "locked",
   end)
 
   it("answers 502 when the target cannot be reached", function()
-    local closed = h.free_port()
+    local closed = h.closed_port()
     local _, err, rc = curl(np.ports.routed, "http://127.0.0.1:" .. closed .. "/")
     assert.are_not.equal(0, rc)
     assert.truthy(err:find("502", 1, true), err)
   end)
 
+  -- Sends bytes, the write side left open, and returns what came back until netproxy closed.
   local function raw(port, bytes)
-    local file = h.write(h.tmpfile("raw"), bytes)
-    return h.run({ "sh", "-c", ("(cat %s; sleep 0.5) | socat -t 1 - TCP:127.0.0.1:%d"):format(h.quote(file), port) })
+    local out, how = h.talk(port, bytes, { keep_open = true })
+    assert.are_not.equal("timeout", how, "netproxy did not close")
+    return out
   end
 
   it("answers a garbage request with 400 and closes, unharmed", function()
@@ -225,7 +239,17 @@ describe("from = stdio", function()
     tiny = h.tinyproxy({ alice = "wonderland" })
   end)
   teardown(h.stop_all)
+  before_each(h.test_begin)
+  after_each(h.test_end)
 
+  -- Runs a shell command whose stdin gets the file `input` and is held open until `output`
+  -- has as many bytes (tinyproxy closes both ways at the first EOF: what is in flight is lost).
+  local function through(cmd, input, output)
+    local size = #h.read(input)
+    return h.interact({ "sh", "-c", cmd }, h.read(input), { want = function()
+      return #(h.read(output) or "") >= size
+    end })
+  end
   local function bytes_file(n)
     local path = h.tmpfile("bytes")
     os.execute(("head -c %d /dev/urandom > %s"):format(n, path))
@@ -235,9 +259,9 @@ describe("from = stdio", function()
   it("relays standard input and output through tinyproxy (one-line form), then exits 0", function()
     local input = bytes_file(1024 * 1024)
     local output = h.tmpfile("out")
-    local cmd = ("(cat %s; sleep 1) | NETPROXY_PROXY_PASS=wonderland %s -P 127.0.0.1:%d --proxy-user alice 127.0.0.1 %d > %s")
-        :format(input, h.netproxy, tiny.port, echo.port, output)
-    local _, err, rc = h.run({ "sh", "-c", cmd })
+    local cmd = ("NETPROXY_PROXY_PASS=wonderland %s -P 127.0.0.1:%d --proxy-user alice 127.0.0.1 %d > %s")
+        :format(h.netproxy, tiny.port, echo.port, output)
+    local _, err, rc = through(cmd, input, output)
     assert.are.equal(0, rc, err)
     assert.are.equal(h.read(input), h.read(output))
     assert.are.equal("", err)   -- quiet by default: ssh shows ProxyCommand's stderr
@@ -259,7 +283,7 @@ proxy { from = { type = "stdio" },
 ]]):format(echo.port, tiny.port))
     local input = bytes_file(200000)
     local output = h.tmpfile("out")
-    local _, err, rc = h.run({ "sh", "-c", ("(cat %s; sleep 1) | %s %s > %s"):format(input, h.netproxy, config, output) })
+    local _, err, rc = through(("%s %s > %s"):format(h.netproxy, config, output), input, output)
     assert.are.equal(0, rc, err)
     assert.are.equal(h.read(input), h.read(output))
     assert.truthy(err:find("stdio -> 127.0.0.1:" .. echo.port .. " in=200000 out=200000", 1, true), err)
@@ -274,15 +298,16 @@ proxy { from = { type = "stdio" },
     os.execute("mkdir -p " .. dir .. " /run/sshd && chmod 700 " .. dir)
     os.execute(("ssh-keygen -q -t ed25519 -N '' -f %s/host_key && ssh-keygen -q -t ed25519 -N '' -f %s/user_key && cp %s/user_key.pub %s/authorized_keys")
                :format(dir, dir, dir, dir))
-    local port = h.free_port()
-    h.write(dir .. "/sshd_config", table.concat({
-      "Port " .. port, "ListenAddress 127.0.0.1", "HostKey " .. dir .. "/host_key",
-      "AuthorizedKeysFile " .. dir .. "/authorized_keys", "PasswordAuthentication no",
-      "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "StrictModes no",
-      "UsePAM no", "PermitRootLogin prohibit-password", "PidFile " .. dir .. "/sshd.pid", "",
-    }, "\n"))
-    local sshd = h.spawn({ "/usr/sbin/sshd", "-D", "-e", "-f", dir .. "/sshd_config" })
-    h.wait_until(function() return h.port_open(port) end, 10, "sshd")
+    local sshd = h.on_free_port("sshd", function(port)
+      h.write(dir .. "/sshd_config", table.concat({
+        "Port " .. port, "ListenAddress 127.0.0.1", "HostKey " .. dir .. "/host_key",
+        "AuthorizedKeysFile " .. dir .. "/authorized_keys", "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "StrictModes no",
+        "UsePAM no", "PermitRootLogin prohibit-password", "PidFile " .. dir .. "/sshd.pid", "",
+      }, "\n"))
+      return h.spawn({ "/usr/sbin/sshd", "-D", "-e", "-f", dir .. "/sshd_config" })
+    end)
+    local port = sshd.port
     local proxy_command = ("env NETPROXY_PROXY_PASS=wonderland %s -P 127.0.0.1:%d --proxy-user alice %%h %%p")
         :format(h.netproxy, tiny.port)
     local out, err, rc = h.run({ "ssh", "-F", "/dev/null", "-i", dir .. "/user_key", "-p", tostring(port),

@@ -37,6 +37,11 @@ proxy { name = "mixed",
 ]]):format(banner.port, echo.port, source.port, echo.port), { "-v" })
   end)
   teardown(h.stop_all)
+  before_each(function()
+    h.test_begin()
+    np.mark()
+  end)
+  after_each(h.test_end)
 
   it("sends a silent client to server_first after about `timeout`", function()
     local line, seconds = first_line(np.ports.timing)
@@ -65,7 +70,7 @@ proxy { name = "mixed",
   it("does not let 50 silent clients delay a talking one", function()
     local silent = h.spawn({ h.peer, "client", "--connect", "127.0.0.1:" .. np.ports.mixed, "--expect", "source",
                              "--bytes", "64K", "--conns", "50", "--parallel", "50", "--timeout", "20" })
-    h.sleep(0.2)
+    h.wait_until(function() local _, n = np.log():gsub("mixed: accepted", "") return n == 50 end, 10, "50 silent clients")
     local line, seconds = first_line(np.ports.timing, "me first\\n")
     assert.are.equal("me first", line)
     assert.is_true(seconds < 0.5, "after " .. seconds .. "s")
@@ -83,12 +88,10 @@ describe("dual with probes", function()
     os.execute(("mkdir -p %s && cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 " ..
                 "-nodes -keyout key.pem -out cert.pem -subj /CN=%s -days 2 2>/dev/null && echo 'backend %s' > who.txt")
                :format(d, d, name, name))
-    local port = h.free_port()
-    local p = h.spawn({ "sh", "-c", ("cd %s && exec openssl s_server -quiet -WWW -accept 127.0.0.1:%d -cert cert.pem -key key.pem")
-                                     :format(d, port) })
-    p.port = port
-    h.wait_until(function() return h.port_open(port) end, 10, "s_server")
-    return p
+    return h.on_free_port("s_server", function(port)
+      return h.spawn({ "sh", "-c", ("cd %s && exec openssl s_server -quiet -WWW -accept 127.0.0.1:%d -cert cert.pem -key key.pem")
+                                   :format(d, port) })
+    end)
   end
 
   setup(function()
@@ -119,6 +122,11 @@ proxy { name = "capped",
 ]]):format(banner.port, tls_a.port, tls_b.port, echo.port, web.port, echo.port, banner.port), { "-v" })
   end)
   teardown(h.stop_all)
+  before_each(function()
+    h.test_begin()
+    np.mark()
+  end)
+  after_each(h.test_end)
 
   local function curl_tls(name)
     return h.run({ "curl", "-sSk", "--max-time", "5", "--resolve", ("%s:%d:127.0.0.1"):format(name, np.ports.probes),
@@ -144,7 +152,7 @@ proxy { name = "capped",
     local hello = h.root .. "/spec/fixtures/tls/clienthello-openssl.bin"
     local script = ([[exec 3<>/dev/tcp/127.0.0.1/%d || exit 1
 size=$(stat -c %%s %s)
-for i in $(seq 0 $((size - 1))); do dd if=%s bs=1 skip=$i count=1 status=none >&3; sleep 0.002; done
+for i in $(seq 0 $((size - 1))); do dd if=%s bs=1 skip=$i count=1 status=none >&3; sleep 0.002; done  # paces the bytes: what is tested
 timeout 3 head -c $size <&3 | cmp - %s && echo same]]):format(np.ports.probes, hello, hello, hello)
     local out, err = h.run({ "bash", "-c", script })
     assert.are.equal("same\n", out, err)
@@ -159,14 +167,10 @@ timeout 3 head -c $size <&3 | cmp - %s && echo same]]):format(np.ports.probes, h
   end)
 
   it("caps how many clients may sit in the sniffing state", function()
-    local silent = {}
-    for i = 1, 5 do
-      silent[i] = h.spawn({ "sh", "-c", "sleep 4 | socat -t 1 - TCP:127.0.0.1:" .. np.ports.capped })
-    end
+    for _ = 1, 5 do assert(h.connect(np.ports.capped)) end   -- silent, held until the test ends
     h.wait_until(function() local _, n = np.log():gsub("capped: accepted", "") return n == 5 end, 5, "5 clients")
-    local out = h.run({ "sh", "-c", "sleep 0.5 | socat -t 1 - TCP:127.0.0.1:" .. np.ports.capped })
-    assert.are.equal("", out)
+    -- the sixth keeps its write side open: netproxy closes it at once
+    assert.are.same({ "", "eof" }, { h.talk(np.ports.capped, "", { keep_open = true, timeout = 5 }) })
     h.wait_log(np, "capped: refused 127%.0%.0%.1:%d+: 5 connections negotiating %(max_negotiating%)")
-    for i = 1, 5 do h.stop(silent[i]) end
   end)
 end)

@@ -4,10 +4,9 @@ local h = require "spec.helpers"
 
 local V2 = "\r\n\r\n\0\r\nQUIT\n"
 
--- Sends bytes (a Lua string) and returns what came back.
-local function send(port, bytes, wait)
-  local file = h.write(h.tmpfile("in"), bytes)
-  return (h.run({ "sh", "-c", ("(cat %s; sleep %s) | socat -t 1 - TCP:127.0.0.1:%d"):format(h.quote(file), wait or "0.3", port) }))
+-- Sends bytes (a Lua string), half-closes, and returns what came back until netproxy closed.
+local function send(port, bytes, from)
+  return (h.talk(port, bytes, { from = from }))
 end
 
 local function v2_tcp4(src, dst, sport, dport)
@@ -32,6 +31,11 @@ proxy { name = "out2", from = { type = "tcp", host = "127.0.0.1", port = 0 },
 ]]):format(echo.port, echo.port, echo.port, echo.port), { "-v" })
   end)
   teardown(h.stop_all)
+  before_each(function()
+    h.test_begin()
+    np.mark()
+  end)
+  after_each(h.test_end)
 
   it("reads a v1 header and logs the real client", function()
     assert.are.equal("hello\n", send(np.ports.in1, "PROXY TCP4 203.0.113.7 192.0.2.1 4444 443\r\nhello\n"))
@@ -79,26 +83,28 @@ proxy { name = "inner", from = { type = "tcp", host = "127.0.0.1", port = 0, pro
 proxy { name = "outer", from = { type = "tcp", host = "127.0.0.1", port = 0 },
         to = { type = "tcp", host = "127.0.0.1", port = %d, proxy_protocol = "v2" } }
 ]]):format(inner.ports.inner))
-    local out = h.run({ "sh", "-c", ("(echo across; sleep 0.3) | socat -t 1 - TCP:127.0.0.1:%d,bind=127.0.0.9"):format(outer.ports.outer) })
-    assert.are.equal("across\n", out)
+    assert.are.equal("across\n", send(outer.ports.outer, "across\n", "127.0.0.9"))
     h.wait_log(inner, "inner: 127%.0%.0%.9:%d+ %-> ")
     h.stop(outer)
     h.stop(inner)
   end)
 
   describe("with HAProxy", function()
-    local function haproxy(cfg)
-      local path = h.write(h.tmpfile("haproxy.cfg"), cfg)
-      return h.spawn({ "haproxy", "-db", "-f", path })
+    -- HAProxy with cfg (a format string whose first %d is its frontend's port) on a free port.
+    local function haproxy(cfg, ...)
+      local args = { ... }
+      return h.on_free_port("haproxy", function(port)
+        local path = h.write(h.tmpfile("haproxy.cfg"), cfg:format(port, unpack(args)))
+        return h.spawn({ "haproxy", "-db", "-f", path })
+      end)
     end
 
     it("reads what HAProxy sends (send-proxy-v2)", function()
-      local front = h.free_port()
       local np2 = h.netproxy_start(([[
 proxy { name = "behind", from = { type = "tcp", host = "127.0.0.1", port = 0, proxy_protocol = "v2" },
         to = { type = "tcp", host = "127.0.0.1", port = %d } }
 ]]):format(echo.port))
-      haproxy(([[
+      local front = haproxy([[
 defaults
   mode tcp
   timeout connect 5s
@@ -109,16 +115,13 @@ frontend f
   default_backend b
 backend b
   server s 127.0.0.1:%d send-proxy-v2
-]]):format(front, np2.ports.behind))
-      h.wait_until(function() return h.port_open(front) end, 10, "haproxy")
-      local out = h.run({ "sh", "-c", ("(echo via haproxy; sleep 0.3) | socat -t 1 - TCP:127.0.0.1:%d,bind=127.0.0.7"):format(front) })
-      assert.are.equal("via haproxy\n", out)
+]], np2.ports.behind).port
+      assert.are.equal("via haproxy\n", send(front, "via haproxy\n", "127.0.0.7"))
       h.wait_log(np2, "behind: 127%.0%.0%.7:%d+ %-> ")
     end)
 
     it("is read by HAProxy (accept-proxy)", function()
-      local front = h.free_port()
-      local p = haproxy(([[
+      local p = haproxy([[
 global
   log stdout format raw local0
 defaults
@@ -133,14 +136,12 @@ frontend f
   default_backend b
 backend b
   server s 127.0.0.1:%d
-]]):format(front, echo.port))
-      h.wait_until(function() return h.port_open(front) end, 10, "haproxy")
+]], echo.port)
       local np2 = h.netproxy_start(([[
 proxy { name = "front", from = { type = "tcp", host = "127.0.0.1", port = 0 },
         to = { type = "tcp", host = "127.0.0.1", port = %d, proxy_protocol = "v1" } }
-]]):format(front))
-      local out = h.run({ "sh", "-c", ("(echo to haproxy; sleep 0.3) | socat -t 1 - TCP:127.0.0.1:%d,bind=127.0.0.8"):format(np2.ports.front) })
-      assert.are.equal("to haproxy\n", out)
+]]):format(p.port))
+      assert.are.equal("to haproxy\n", send(np2.ports.front, "to haproxy\n", "127.0.0.8"))
       h.wait_until(function() return (h.read(p.out) or ""):find("127.0.0.8:", 1, true) end, 5, "haproxy's log line")
     end)
   end)

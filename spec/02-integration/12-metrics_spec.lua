@@ -3,14 +3,13 @@
 local h = require "spec.helpers"
 
 describe("metrics", function()
-  teardown(h.stop_all)
+  after_each(h.stop_all)
 
   it("count connections, refusals, errors and bytes per proxy", function()
     local echo = h.peer_server("echo")
-    local dead = h.free_port()
-    local stats = h.free_port()
+    local dead = h.closed_port()
     local np = h.netproxy_start(([[
-server { stats = "127.0.0.1:%d" }
+server { stats = "127.0.0.1:0" }
 proxy { name = "web", deny = { "127.0.0.2" },
         accept = function(conn)
           local s = require("netproxy.core").stats()
@@ -20,10 +19,11 @@ proxy { name = "web", deny = { "127.0.0.2" },
         from = { type = "tcp", host = "0.0.0.0", port = 0 }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
 proxy { name = "dead \"one\"", from = { type = "tcp", host = "127.0.0.1", port = 0 },
         to = { type = "tcp", host = "127.0.0.1", port = %d } }
-]]):format(stats, echo.port, dead))
+]]):format(echo.port, dead))
+    local stats = np.stats_port
     assert.are.equal(0, h.client("127.0.0.1", np.ports.web, { "--bytes", "1000", "--conns", "3", "--half-close" }).rc)
-    h.run({ "sh", "-c", "echo hi | socat -t 1 - TCP:127.0.0.1:" .. np.ports.web .. ",bind=127.0.0.2" })
-    h.run({ "sh", "-c", "echo hi | socat -t 1 - TCP:127.0.0.1:" .. np.ports['dead "one"'] })
+    h.talk(np.ports.web, "hi\n", { from = "127.0.0.2" })
+    h.talk(np.ports['dead "one"'], "hi\n")
     h.wait_log(np, "end=connect failed: refused")
     local body, err, rc = h.run({ "curl", "-sS", "--max-time", "5", "http://127.0.0.1:" .. stats .. "/metrics" })
     assert.are.equal(0, rc, err)

@@ -4,15 +4,18 @@
 -- SIGTERM lets live connections finish; metrics add up over the workers.
 local h = require "spec.helpers"
 
-local function config(echo_port, word, stats)
+-- The config with the marker hook saying `word`, proxies on the given ports (0 at first: the
+-- ports are read back, then written into the file so that a reload keeps them).
+local function config(echo_port, word, ports)
+  ports = ports or {}
   return ([[
-server { workers = 2, stats = "127.0.0.1:%d" }
-proxy { name = "bulk", from = { type = "tcp", host = "127.0.0.1", port = %%d },
+server { workers = 2, stats = "127.0.0.1:0" }
+proxy { name = "bulk", from = { type = "tcp", host = "127.0.0.1", port = %d },
         to = { type = "tcp", host = "127.0.0.1", port = %d } }
-proxy { name = "marker", from = { type = "tcp", host = "127.0.0.1", port = %%d,
+proxy { name = "marker", from = { type = "tcp", host = "127.0.0.1", port = %d,
                                   hook = function(d) return (d:gsub("ping", %q)) end },
         to = { type = "tcp", host = "127.0.0.1", port = %d } }
-]]):format(stats, echo_port, word, echo_port)
+]]):format(ports.bulk or 0, echo_port, ports.marker or 0, word, echo_port)
 end
 
 local function workers_of(pid)
@@ -22,23 +25,41 @@ local function workers_of(pid)
 end
 
 local function ping(port)
-  return (h.run({ "sh", "-c", "(echo ping; sleep 0.2) | socat -t 1 - TCP:127.0.0.1:" .. port }))
+  return (h.talk(port, "ping\n"))
+end
+
+-- Waits until n more connections of proxy name have been accepted (the log is at -v).
+local function accepted(np, name, n)
+  local _, before = np.log():gsub(name .. ": accepted", "")
+  return function()
+    h.wait_until(function()
+      local _, now = np.log():gsub(name .. ": accepted", "")
+      return now >= before + n
+    end, 20, n .. " connections to " .. name)
+  end
 end
 
 describe("workers", function()
-  local echo, np, path, stats, bulk, marker
+  local echo
 
-  setup(function()
-    echo = h.peer_server("echo")
-    stats, bulk, marker = h.free_port(), h.free_port(), h.free_port()
-    path = h.write(h.tmpfile("workers.lua"), config(echo.port, "v1", stats):format(bulk, marker))
-    np = h.netproxy_start(path, { "-w", "2", "-v" })
-    h.wait_until(function() return #workers_of(np.pid) == 2 end, 5, "2 workers")
-  end)
+  setup(function() echo = h.peer_server("echo") end)
   teardown(h.stop_all)
+  before_each(h.test_begin)
+  after_each(h.test_end)
+
+  -- A master with 2 workers on config(word); the file is then rewritten with the ports bound.
+  local function start(word)
+    local path = h.write(h.tmpfile("workers.lua"), config(echo.port, word or "v1"))
+    local np = h.netproxy_start(path, { "-w", "2", "-v" })
+    h.wait_until(function() return #workers_of(np.pid) == 2 end, 5, "2 workers")
+    np.path = path
+    h.write(path, config(echo.port, word or "v1", np.ports))
+    return np
+  end
 
   it("spreads the load over both workers", function()
-    local r = h.client("127.0.0.1", bulk, { "--conns", "400", "--parallel", "16", "--bytes", "1K" })
+    local np = start()
+    local r = h.client("127.0.0.1", np.ports.bulk, { "--conns", "400", "--parallel", "16", "--bytes", "1K" })
     assert.are.equal(0, r.rc, r.err)
     local per = {}
     for pid in np.log():gmatch("info %[(%d+)%] #%d+ bulk: accepted") do per[pid] = (per[pid] or 0) + 1 end
@@ -51,16 +72,19 @@ describe("workers", function()
   end)
 
   it("reloads on SIGHUP without failing a connection; new connections run the new hook", function()
-    assert.are.equal("v1\n", ping(marker))
+    local np = start("v1")
+    assert.are.equal("v1\n", ping(np.ports.marker))
     -- a long transfer, and connections opened back to back, both across the reload
-    local long = h.spawn({ h.peer, "client", "--connect", "127.0.0.1:" .. bulk, "--bytes", "1G", "--half-close", "--timeout", "60" })
-    local stream = h.spawn({ h.peer, "client", "--connect", "127.0.0.1:" .. bulk, "--conns", "4000", "--parallel", "8",
+    local under_way = accepted(np, "bulk", 10)
+    local long = h.spawn({ h.peer, "client", "--connect", "127.0.0.1:" .. np.ports.bulk, "--bytes", "1G", "--half-close", "--timeout", "60" })
+    local stream = h.spawn({ h.peer, "client", "--connect", "127.0.0.1:" .. np.ports.bulk, "--conns", "4000", "--parallel", "8",
                              "--bytes", "512", "--timeout", "60" })
-    h.sleep(0.3)
-    h.write(path, config(echo.port, "v2", stats):format(bulk, marker))
+    under_way()
+    h.write(np.path, config(echo.port, "v2", np.ports))
     os.execute("kill -HUP " .. np.pid)
     h.wait_log(np, "master: generation 1 started")
-    assert.are.equal("v2\n", ping(marker))
+    assert.is_nil(h.read(stream.rcfile), "the stream of connections was over before the reload")
+    assert.are.equal("v2\n", ping(np.ports.marker))
     assert.are.equal(0, h.exit_status(stream, 60), h.read(stream.err))
     assert.truthy(h.read(stream.out):find("ok=4000 failed=0", 1, true))
     assert.are.equal(0, h.exit_status(long, 60), h.read(long.err))
@@ -68,14 +92,16 @@ describe("workers", function()
   end)
 
   it("keeps serving with the running config when the new one is broken", function()
-    h.write(path, "proxy { this is not lua\n")
+    local np = start("v1")
+    h.write(np.path, "proxy { this is not lua\n")
     os.execute("kill -HUP " .. np.pid)
     h.wait_log(np, "reload failed %(the problems are above%): still running the previous config")
-    assert.truthy(np.log():find(path .. ":1:", 1, true), "the error with its file and line")
-    assert.are.equal("v2\n", ping(marker))
+    assert.truthy(np.log():find(np.path .. ":1:", 1, true), "the error with its file and line")
+    assert.are.equal("v1\n", ping(np.ports.marker))
   end)
 
   it("replaces a worker that dies, and only that one's connections are lost", function()
+    local np = start()
     local before = workers_of(np.pid)
     os.execute("kill -9 " .. before[1])
     h.wait_log(np, "master: worker " .. before[1] .. " killed by signal 9: replacing it")
@@ -83,39 +109,54 @@ describe("workers", function()
       local now = workers_of(np.pid)
       return #now == 2 and now[1] ~= before[1] and now[2] ~= before[1]
     end, 5, "a replacement worker")
-    local r = h.client("127.0.0.1", bulk, { "--conns", "50", "--parallel", "10", "--bytes", "1K" })
+    local r = h.client("127.0.0.1", np.ports.bulk, { "--conns", "50", "--parallel", "10", "--bytes", "1K" })
     assert.are.equal(0, r.rc, r.err)
   end)
 
-  it("sums every worker's counters at /metrics", function()
-    local body = h.run({ "curl", "-sS", "--max-time", "5", "http://127.0.0.1:" .. stats .. "/metrics" })
+  it("sums every worker's counters at /metrics, a dead worker's included", function()
+    local np = start()
+    assert.are.equal(0, h.client("127.0.0.1", np.ports.bulk, { "--conns", "100", "--parallel", "10", "--bytes", "1K" }).rc)
+    local before = workers_of(np.pid)
+    os.execute("kill -9 " .. before[1])
+    h.wait_until(function()
+      local now = workers_of(np.pid)
+      return #now == 2 and now[1] ~= before[1] and now[2] ~= before[1]
+    end, 5, "a replacement worker")
+    assert.are.equal(0, h.client("127.0.0.1", np.ports.bulk, { "--conns", "50", "--parallel", "10", "--bytes", "1K" }).rc)
+    local body = h.run({ "curl", "-sS", "--max-time", "5", "http://127.0.0.1:" .. np.stats_port .. "/metrics" })
     local opened = tonumber(body:match('netproxy_connections_opened_total{proxy="bulk"} (%d+)'))
-    -- 400 + 4000 + 1 (the long one) + 50, whichever worker served them, dead ones included
-    assert.are.equal(4451, opened, body)
+    assert.are.equal(150, opened, body)
   end)
 
   it("stops on SIGTERM after live connections finish, and exits 0", function()
-    local live = h.spawn({ "sh", "-c", "(echo first; sleep 1.5; echo last) | socat -t 3 - TCP:127.0.0.1:" .. bulk })
-    h.sleep(0.5)
+    local np = start()
+    local live = assert(h.connect(np.ports.bulk))
+    live:send("first\n")
+    assert.are.same({ "first\n", "want" }, { live:read(6) })
     os.execute("kill -TERM " .. np.pid)
-    assert.are.equal(0, h.exit_status(live, 10))
-    assert.are.equal("first\nlast\n", h.read(live.out))
+    h.wait_log(np, "master: signal 15: stopping 2 workers")
+    h.wait_log(np, "signal 15: no new connections; waiting for 1 to finish")   -- the live one's worker
+    live:send("last\n")
+    live:shutdown()
+    assert.are.same({ "first\nlast\n", "eof" }, { live:read() })
     assert.are.equal(0, h.exit_status(np, 10))
     assert.truthy(np.log():find("master: stopped", 1, true))
   end)
 end)
 
 describe("workers with reuseport", function()
-  teardown(h.stop_all)
+  after_each(h.stop_all)
 
   it("gives each worker its own socket, spreads the load, and reloads without a failure", function()
     local echo = h.peer_server("echo")
-    local port = h.free_port()
-    local path = h.write(h.tmpfile("reuseport.lua"), ([[
+    local text = [[
 server { workers = 2, reuseport = true }
 proxy { name = "rp", from = { type = "tcp", host = "127.0.0.1", port = %d }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
-]]):format(port, echo.port))
+]]
+    local path = h.write(h.tmpfile("reuseport.lua"), text:format(0, echo.port))
     local np = h.netproxy_start(path, { "-w", "2", "-v" })
+    local port = np.ports.rp
+    h.write(path, text:format(port, echo.port))   -- the reload keeps the port bound
     h.wait_until(function() return #workers_of(np.pid) == 2 end, 5, "2 workers")
     -- the master holds a listening socket per worker (the same address twice)
     local listening = io.popen(("ss -ltnH 'sport = :%d' 2>/dev/null | wc -l"):format(port)):read("*n")
@@ -129,13 +170,14 @@ proxy { name = "rp", from = { type = "tcp", host = "127.0.0.1", port = %d }, to 
       assert.is_true(n >= 40, "a worker served only " .. n .. " of 400")
     end
     assert.are.equal(2, served)
+    local under_way = accepted(np, "rp", 10)
     local stream = h.spawn({ h.peer, "client", "--connect", "127.0.0.1:" .. port, "--conns", "3000", "--parallel", "8",
                              "--bytes", "512", "--timeout", "60" })
-    h.sleep(0.2)
+    under_way()
     os.execute("kill -HUP " .. np.pid)
     h.wait_log(np, "master: generation 1 started")
+    assert.is_nil(h.read(stream.rcfile), "the stream of connections was over before the reload")
     assert.are.equal(0, h.exit_status(stream, 60), h.read(stream.err))
     assert.truthy(h.read(stream.out):find("ok=3000 failed=0", 1, true))
-    h.stop(np)
   end)
 end)

@@ -9,7 +9,20 @@ local function uid_of(pid)
 end
 
 local function hi(port)
-  return (h.run({ "sh", "-c", "echo hi | socat -t 1 - TCP:127.0.0.1:" .. port }))
+  return (h.talk(port, "hi\n"))
+end
+
+-- True once no process of pid's family (the master, its workers) writes to `old` any more.
+local function none_writes_to(pid, old)
+  local pids = { pid }
+  for line in io.popen("pgrep -P " .. pid):lines() do pids[#pids + 1] = line end
+  for _, p in ipairs(pids) do
+    for fd in io.popen("ls /proc/" .. p .. "/fd 2>/dev/null"):lines() do
+      local target = io.popen("readlink /proc/" .. p .. "/fd/" .. fd .. " 2>/dev/null"):read("*l")
+      if target == old then return false end
+    end
+  end
+  return true
 end
 
 describe("daemon life", function()
@@ -17,24 +30,27 @@ describe("daemon life", function()
 
   setup(function() echo = h.peer_server("echo") end)
   teardown(h.stop_all)
+  before_each(h.test_begin)
+  after_each(h.test_end)
 
   it("goes to the background with a pid file and a log file; SIGUSR1 reopens it; SIGTERM cleans up", function()
     local dir = h.tmp() .. "/daemon"
     os.execute("mkdir -p " .. dir)
-    local port = h.free_port()
-    local config = h.write(dir .. "/d.lua", h.tcp_proxy("bg", echo.port):gsub("port = 0", "port = " .. port))
+    local config = h.write(dir .. "/d.lua", h.tcp_proxy("bg", echo.port))
     local out, err, rc = h.run({ h.netproxy, "-D", "-w", "2", "--pid-file", dir .. "/np.pid", "--log-file", dir .. "/np.log", config })
     local pid = tonumber(h.wait_until(function() return h.read(dir .. "/np.pid") end, 5, "the pid file"):match("%d+"))
-    local daemon = h.adopt(pid)                  -- stopped by teardown even if a check fails
+    local daemon = h.adopt(pid)                  -- stopped by test_end even if a check fails
     assert.are.equal(0, rc, err)
     assert.are.equal("", out .. err)             -- nothing on the terminal once in the background
-    h.wait_until(function() return h.port_open(port) end, 5, "the daemon's port")
+    local port = tonumber(h.wait_until(function()
+      return (h.read(dir .. "/np.log") or ""):match("bg: listening on 127%.0%.0%.1:(%d+)")
+    end, 5, "the daemon's port in its log"))
     assert.are.equal("hi\n", hi(port))
     h.wait_until(function() return (h.read(dir .. "/np.log") or ""):find("bg: [^\n]* end=eof") end, 5, "a log line")
     -- logrotate moves the file, then SIGUSR1: the lines go to a new file
     os.rename(dir .. "/np.log", dir .. "/np.log.1")
     os.execute("kill -USR1 " .. pid)
-    h.sleep(0.3)
+    h.wait_until(function() return none_writes_to(pid, dir .. "/np.log.1") end, 5, "every process to reopen the log")
     assert.are.equal("hi\n", hi(port))
     h.wait_until(function() return (h.read(dir .. "/np.log") or ""):find("bg: [^\n]* end=eof") end, 5, "a line in the new file")
     os.execute("kill -TERM " .. pid)

@@ -6,6 +6,8 @@ describe("systemd", function()
 
   setup(function() echo = h.peer_server("echo") end)
   teardown(h.stop_all)
+  before_each(h.test_begin)
+  after_each(h.test_end)
 
   it("tells NOTIFY_SOCKET when it is ready, reloading and stopping", function()
     local sock = h.tmpfile("notify.sock")
@@ -28,13 +30,13 @@ describe("systemd", function()
       pending("needs systemd-socket-activate (Debian's systemd package)")
       return
     end
-    local port = h.free_port()
-    local config = h.write(h.tmpfile("c.lua"), h.tcp_proxy("activated", echo.port):gsub("port = 0", "port = " .. port))
-    local sa = h.spawn({ "systemd-socket-activate", "-l", "127.0.0.1:" .. port, h.netproxy, "-v", "-w", "2", config })
-    h.wait_until(function() return (h.read(sa.err) or ""):find("Listening on", 1, true) end, 5, "the activator")
+    local sa = h.on_free_port("systemd-socket-activate", function(port)
+      local config = h.write(h.tmpfile("c.lua"), h.tcp_proxy("activated", echo.port):gsub("port = 0", "port = " .. port))
+      return h.spawn({ "systemd-socket-activate", "-l", "127.0.0.1:" .. port, h.netproxy, "-v", "-w", "2", config })
+    end)
+    local port = sa.port
     -- the first client makes systemd start netproxy, which takes the socket over
-    local out = h.run({ "sh", "-c", "(echo activated; sleep 0.5) | socat -t 1 - TCP:127.0.0.1:" .. port })
-    assert.are.equal("activated\n", out)
+    assert.are.equal("activated\n", (h.talk(port, "activated\n")))
     assert.truthy(h.read(sa.err):find("systemd passed a socket listening on 127.0.0.1:" .. port, 1, true))
     h.stop(sa)
   end)
