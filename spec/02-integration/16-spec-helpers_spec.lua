@@ -1,0 +1,55 @@
+-- The spec helpers themselves: the clock, the in-process client, ports that stay refused, and
+-- the retry of peers that cannot take port 0. Other specs trust these to fail when they should.
+local h = require "spec.helpers"
+
+describe("spec helpers", function()
+  after_each(h.stop_all)
+
+  it("wait_until keeps time in milliseconds", function()
+    local t = h.now()
+    local ok, err = pcall(h.wait_until, function() return false end, 0.25, "nothing")
+    local took = h.now() - t
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("timed out after 0.25s waiting for nothing", 1, true), err)
+    assert.is_true(took >= 0.25 and took < 0.5, took .. "s")
+  end)
+
+  it("talk reads until the server closes, or until what is wanted came, or times out", function()
+    local echo = h.peer_server("echo")
+    assert.are.same({ "abc", "eof" }, { h.talk(echo.port, "abc") })
+    assert.are.same({ "abc\n", "want" }, { h.talk(echo.port, "abc\n", { keep_open = true, want = "\n" }) })
+    assert.are.same({ "abc", "timeout" }, { h.talk(echo.port, "abc", { keep_open = true, timeout = 0.2 }) })
+    local big = ("0123456789abcdef"):rep(256 * 1024)   -- 4 MiB: sent while the echo is read
+    local out, how = h.talk(echo.port, big)
+    assert.are.equal("eof", how)
+    assert.is_true(out == big, "bytes differ")
+  end)
+
+  it("closed_port refuses connections until stop_all", function()
+    local port = h.closed_port()
+    assert.are.same({ "", "refused" }, { h.talk(port, "x") })
+    -- nobody else can listen there meanwhile
+    local _, err, rc = h.run({ h.peer, "echo", "--listen", "127.0.0.1:" .. port })
+    assert.are.equal(2, rc, err)
+    h.stop_all()
+    local after = h.spawn({ h.peer, "echo", "--listen", "127.0.0.1:" .. port })
+    h.wait_until(function() return h.listening_ports(after.pid)[port] end, 5, "the port to be free again")
+  end)
+
+  it("on_free_port starts a peer again on another port when its port was taken", function()
+    local taken = h.peer_server("silent")
+    local real, tries = h.free_port, 0
+    h.free_port = function()
+      tries = tries + 1
+      return tries == 1 and taken.port or real()
+    end
+    local ok, p = pcall(h.on_free_port, "np-peer echo", function(port)
+      return h.spawn({ h.peer, "echo", "--listen", "127.0.0.1:" .. port })
+    end)
+    h.free_port = real
+    assert.is_true(ok, p)
+    assert.are.equal(2, tries)
+    assert.are_not.equal(taken.port, p.port)
+    assert.are.equal("hi\n", (h.talk(p.port, "hi\n")))
+  end)
+end)
