@@ -15,6 +15,7 @@ ffi.cdef [[
   int connect(int fd, const void *addr, unsigned int len);
   int getsockname(int fd, void *addr, unsigned int *len);
   int getsockopt(int fd, int level, int name, void *val, unsigned int *len);
+  int setsockopt(int fd, int level, int name, const void *val, unsigned int len);
   long send(int fd, const void *buf, unsigned long n, int flags);
   long recv(int fd, void *buf, unsigned long n, int flags);
   int shutdown(int fd, int how);
@@ -29,7 +30,11 @@ local ts = ffi.new("struct np_spec_timespec")
 local _M = {}
 
 local ROOT = os.getenv("NETPROXY_ROOT") or (debug.getinfo(1, "S").source:match("^@(.*)/spec/helpers.lua$") or ".")
-ROOT = io.popen("cd '" .. ROOT .. "' && pwd"):read("*l")   -- absolute: configs live in /tmp
+do   -- absolute: configs live in /tmp
+  local f = io.popen("cd '" .. ROOT .. "' && pwd")
+  ROOT = f:read("*l")
+  f:close()
+end
 _M.root = ROOT
 _M.build = os.getenv("NETPROXY_BUILD") or (ROOT .. "/build")
 _M.netproxy = _M.build .. "/netproxy"
@@ -75,7 +80,7 @@ end
 
 function _M.tmp()
   if not tmpdir then
-    tmpdir = io.popen("mktemp -d /tmp/netproxy-spec.XXXXXX"):read("*l")
+    tmpdir = _M.lines("mktemp -d /tmp/netproxy-spec.XXXXXX")()
   end
   return tmpdir
 end
@@ -91,6 +96,15 @@ function _M.write(path, text)
   f:write(text)
   f:close()
   return path
+end
+
+-- The lines a shell command prints, as an iterator (its pipe is closed at once: a popen
+-- handle left to the garbage collector is a descriptor every later child inherits).
+function _M.lines(cmd)
+  local f = io.popen(cmd)
+  local text = f:read("*a")
+  f:close()
+  return text:gmatch("[^\n]+")
 end
 
 function _M.read(path)
@@ -160,15 +174,16 @@ function _M.adopt(pid)
   return { pid = pid }
 end
 
+-- Sockets first: netproxy's graceful stop would wait for the connections they hold.
 local function stop_from(first)
-  for pid, n in pairs(started) do
-    if n >= first then _M.stop({ pid = pid }) end
-  end
   for fd, n in pairs(held) do
     if n >= first then
       held[fd] = nil
       ffi.C.close(fd)
     end
+  end
+  for pid, n in pairs(started) do
+    if n >= first then _M.stop({ pid = pid }) end
   end
 end
 
@@ -309,7 +324,7 @@ end
 
 local AF_INET, AF_INET6, SOCK_STREAM = 2, 10, 1
 local SOCK_NONBLOCK, SOCK_CLOEXEC = 0x800, 0x80000
-local SOL_SOCKET, SO_ERROR = 1, 4
+local SOL_SOCKET, SO_ERROR, IPPROTO_TCP, TCP_NODELAY = 1, 4, 6, 1
 local POLLIN, POLLOUT = 1, 4
 local EINTR, EAGAIN, EINPROGRESS = 4, 11, 115
 local MSG_NOSIGNAL = 0x4000
@@ -368,7 +383,7 @@ local Conn = {}
 Conn.__index = Conn
 
 -- Connects to host:port (opts.host, default 127.0.0.1; opts.from binds the source address,
--- e.g. "127.0.0.2"). Returns a connection (send, read, shutdown, close; held until stop_all
+-- e.g. "127.0.0.2"; opts.nodelay: each send its own segment). Returns a connection (send, read, shutdown, close; held until stop_all
 -- if the spec does not close it), or nil and "refused", "reset", "timeout"...
 function _M.connect(port, opts)
   opts = opts or {}
@@ -380,6 +395,7 @@ function _M.connect(port, opts)
     local from = sockaddr(opts.from, 0)
     assert(ffi.C.bind(fd, from, ffi.sizeof(from)) == 0, "bind " .. opts.from)
   end
+  if opts.nodelay then ffi.C.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, ffi.new("int[1]", 1), 4) end
   if ffi.C.connect(fd, sa, len) ~= 0 and ffi.errno() ~= EINPROGRESS then
     local e = ffi.errno()
     ffi.C.close(fd)
@@ -491,7 +507,7 @@ end
 -- The TCP ports (UDP with udp = true) process pid listens on, read from ss, as a set.
 function _M.listening_ports(pid, udp)
   local ports = {}
-  for line in io.popen(udp and "ss -lunpH 2>/dev/null" or "ss -ltnpH 2>/dev/null"):lines() do
+  for line in _M.lines(udp and "ss -lunpH 2>/dev/null" or "ss -ltnpH 2>/dev/null") do
     if line:find("pid=" .. pid .. ",", 1, true) then
       local port = line:match("^%S+%s+%d+%s+%d+%s+%S-:(%d+)%s")
       if port then ports[tonumber(port)] = true end

@@ -109,7 +109,7 @@ end)
 -- Bytes waiting in the send queues of the established sockets on local port `port`.
 local function send_queue(port)
   local total = 0
-  for line in io.popen(("ss -tnH state established '( sport = :%d )'"):format(port)):lines() do
+  for line in h.lines(("ss -tnH state established '( sport = :%d )'"):format(port)) do
     total = total + (tonumber(line:match("^%s*%d+%s+(%d+)")) or 0)
   end
   return total

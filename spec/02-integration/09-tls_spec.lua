@@ -28,6 +28,12 @@ local function s_server(dir, cert, ...)
   end)
 end
 
+-- The files s_server -WWW serves from the PKI folder: who.txt, and 4 MiB of random bytes.
+local function site_files(pki)
+  if h.read(pki .. "/who.txt") then return end
+  os.execute(("head -c 4194304 /dev/urandom > %s/big.bin && echo 'served by s_server' > %s/who.txt"):format(pki, pki))
+end
+
 describe("ssl", function()
   local pki, echo, web, np
 
@@ -35,7 +41,7 @@ describe("ssl", function()
     pki = h.pki()
     echo = h.peer_server("echo")
     web = h.peer_server("reply", { "--text", "HTTP/1.0 200 OK\\r\\nContent-Length: 6\\r\\n\\r\\nhello\\n", "--close" })
-    os.execute(("head -c 4194304 /dev/urandom > %s/big.bin && echo 'served by s_server' > %s/who.txt"):format(pki, pki))
+    site_files(pki)
     np = h.netproxy_start(([[
 local pki = %q
 proxy { name = "term", from = { type = "ssl", host = "127.0.0.1", port = 0,
@@ -271,6 +277,7 @@ describe("connect_ssl", function()
 
   it("goes through tinyproxy with CONNECT, then TLS to the target", function()
     local pki = h.pki()
+    site_files(pki)
     local tiny = h.tinyproxy()
     local server = s_server(pki, "backend.test")
     local np = h.netproxy_start(([[

@@ -15,11 +15,10 @@ end
 -- True once no process of pid's family (the master, its workers) writes to `old` any more.
 local function none_writes_to(pid, old)
   local pids = { pid }
-  for line in io.popen("pgrep -P " .. pid):lines() do pids[#pids + 1] = line end
+  for line in h.lines("pgrep -P " .. pid) do pids[#pids + 1] = line end
   for _, p in ipairs(pids) do
-    for fd in io.popen("ls /proc/" .. p .. "/fd 2>/dev/null"):lines() do
-      local target = io.popen("readlink /proc/" .. p .. "/fd/" .. fd .. " 2>/dev/null"):read("*l")
-      if target == old then return false end
+    for line in h.lines("ls -l /proc/" .. p .. "/fd 2>/dev/null") do
+      if line:sub(-#old - 4) == " -> " .. old then return false end
     end
   end
   return true
@@ -69,10 +68,10 @@ describe("daemon life", function()
   it("runs the workers as --user/--group once bound, the master stays to reload", function()
     if not is_root() then pending("needs root") return end
     local np = h.netproxy_start(h.tcp_proxy("dropped", echo.port), { "-w", "2", "--user", "nobody", "--group", "nogroup" })
-    local nobody = tonumber(io.popen("id -u nobody"):read("*l"))
+    local nobody = tonumber(h.lines("id -u nobody")())
     h.wait_until(function()
       local kids = {}
-      for line in io.popen("pgrep -P " .. np.pid):lines() do kids[#kids + 1] = tonumber(line) end
+      for line in h.lines("pgrep -P " .. np.pid) do kids[#kids + 1] = tonumber(line) end
       return #kids == 2 and uid_of(kids[1]) == nobody and uid_of(kids[2]) == nobody
     end, 5, "2 workers running as nobody")
     assert.are.equal(0, uid_of(np.pid))
@@ -86,7 +85,7 @@ describe("daemon life", function()
     os.execute("mkdir -p " .. jail)
     local np = h.netproxy_start(h.tcp_proxy("jailed", echo.port), { "--chroot", jail, "--user", "nobody" })
     assert.are.equal("hi\n", hi(np.ports.jailed))
-    local root = io.popen("readlink /proc/" .. np.pid .. "/root"):read("*l")
+    local root = h.lines("readlink /proc/" .. np.pid .. "/root")()
     assert.are.equal(jail, root)
     h.stop(np)
   end)
