@@ -104,6 +104,7 @@ describe("to = connect (through an HTTP proxy)", function()
 
     it("gives up on a silent proxy after reply_timeout, while other connections are served", function()
       local waiting = h.spawn({ h.peer, "client", "--connect", "127.0.0.1:" .. np2.ports.slow, "--bytes", "1K", "--timeout", "10" })
+      h.wait_until(proxies.slow.request, 5, "netproxy's request to the silent proxy")
       local r = h.client("127.0.0.1", np2.ports.ok, { "--conns", "20", "--parallel", "5", "--bytes", "64K" })
       assert.are.equal(0, r.rc, r.err)
       assert.is_true(r.seconds < 1, "served in " .. r.seconds .. "s")
