@@ -80,7 +80,9 @@ end
 
 function _M.tmp()
   if not tmpdir then
-    tmpdir = _M.lines("mktemp -d /tmp/netproxy-spec.XXXXXX")()
+    -- in $TMPDIR (run-tests gives each run its own); short: Lua shortens chunk names past 60
+    -- characters, and specs match "file:line: message"
+    tmpdir = _M.lines("mktemp -d -t np.XXXXXX")()
   end
   return tmpdir
 end
@@ -264,6 +266,23 @@ function _M.client(host, port, args)
   return r
 end
 
+-- True once process pid has a handler for each signal number in sigs (its SigCgt mask).
+function _M.catches(pid, sigs)
+  local mask = (_M.read("/proc/" .. pid .. "/status") or ""):match("SigCgt:%s*(%x+)")
+  if not mask then return false end
+  local low = tonumber(mask:sub(-8), 16)
+  for _, sig in ipairs(sigs) do
+    if bit.band(low, bit.lshift(1, sig - 1)) == 0 then return false end
+  end
+  return true
+end
+
+-- netproxy logs "running" (and says READY=1) before its loop watches for signals: until then
+-- SIGHUP, SIGUSR1 or SIGUSR2 would kill it. This waits for its handlers of HUP, USR1, USR2, TERM.
+function _M.wait_signals(pid)
+  _M.wait_until(function() return _M.catches(pid, { 1, 10, 12, 15 }) end, 10, "netproxy's signal handlers")
+end
+
 -- The port of server{ stats = ... } once netproxy has started, from its log line. That line
 -- gives the address as configured: for port 0, the port bound is the one left in the socket
 -- table once the proxies' ports are set aside.
@@ -308,6 +327,7 @@ function _M.netproxy_start(config, args, opts)
     if log:find("running %d+ prox") then return true end
     if _M.read(p.rcfile) then error("netproxy exited at start:\n" .. log) end
   end, 10, "netproxy to start")
+  _M.wait_signals(p.pid)
   for name, addr in p.full_log():gmatch("notice %[%d+%] ([^\n]-): listening on (%S+)") do
     p.ports[name] = tonumber(addr:match(":(%d+)$"))
   end

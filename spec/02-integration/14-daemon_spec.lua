@@ -48,6 +48,7 @@ describe("daemon life", function()
     h.wait_until(function() return (h.read(dir .. "/np.log") or ""):find("bg: [^\n]* end=eof") end, 5, "a log line")
     -- logrotate moves the file, then SIGUSR1: the lines go to a new file
     os.rename(dir .. "/np.log", dir .. "/np.log.1")
+    h.wait_signals(pid)
     os.execute("kill -USR1 " .. pid)
     h.wait_until(function() return none_writes_to(pid, dir .. "/np.log.1") end, 5, "every process to reopen the log")
     assert.are.equal("hi\n", hi(port))

@@ -17,6 +17,7 @@ describe("systemd", function()
     local np = h.spawn({ "env", "NOTIFY_SOCKET=" .. sock, h.netproxy, "-w", "2", config })
     local function said() return h.read(listener.out) or "" end
     h.wait_until(function() return said():find("READY=1", 1, true) end, 5, "READY=1")
+    h.wait_signals(np.pid)   -- READY=1 comes before the handlers: a SIGHUP just after would kill it
     assert.truthy(said():find("MAINPID=" .. np.pid, 1, true), said())
     os.execute("kill -HUP " .. np.pid)
     h.wait_until(function() return said():find("RELOADING=1.-READY=1") end, 5, "RELOADING=1 then READY=1")
