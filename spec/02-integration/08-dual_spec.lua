@@ -46,13 +46,13 @@ proxy { name = "mixed",
   it("sends a silent client to server_first after about `timeout`", function()
     local line, seconds = first_line(np.ports.timing)
     assert.are.equal(BANNER, line)
-    assert.is_true(seconds >= 0.9 and seconds < 2, "after " .. seconds .. "s")
+    assert.is_true(seconds >= 0.9 and seconds < 3, "after " .. seconds .. "s")
   end)
 
   it("sends a talking client to client_first at once, its first bytes intact", function()
     local line, seconds = first_line(np.ports.timing, "hello from the client\\n")
     assert.are.equal("hello from the client", line)
-    assert.is_true(seconds < 0.5, "after " .. seconds .. "s")
+    assert.is_true(seconds < 0.9, "after " .. seconds .. "s")   -- before the 1 s timeout
   end)
 
   it("routes 200 mixed clients at once, each to the right server", function()
@@ -73,7 +73,7 @@ proxy { name = "mixed",
     h.wait_until(function() local _, n = np.log():gsub("mixed: accepted", "") return n == 50 end, 10, "50 silent clients")
     local line, seconds = first_line(np.ports.timing, "me first\\n")
     assert.are.equal("me first", line)
-    assert.is_true(seconds < 0.5, "after " .. seconds .. "s")
+    assert.is_true(seconds < 0.9, "after " .. seconds .. "s")   -- before the 1 s timeout
     assert.are.equal(0, h.exit_status(silent, 20))
   end)
 end)
