@@ -5,6 +5,7 @@ local ffi = require "ffi"
 ffi.cdef [[
   int poll(void *fds, unsigned long nfds, int timeout);
   int kill(int pid, int sig);
+  int getpid(void);
   struct np_spec_timespec { long tv_sec; long tv_nsec; };
   int clock_gettime(int clk_id, struct np_spec_timespec *tp);
   struct np_spec_pollfd { int fd; short events; short revents; };
@@ -59,6 +60,11 @@ end
 
 function _M.sleep(seconds)
   ffi.C.poll(nil, 0, math.floor(seconds * 1000))
+end
+
+-- The spec process's own pid: for names that parallel runs must not share (system users...).
+function _M.pid()
+  return ffi.C.getpid()
 end
 
 function _M.alive(pid)
@@ -333,6 +339,24 @@ function _M.netproxy_start(config, args, opts)
   end
   p.stats_port = stats_port(p)
   return p
+end
+
+-- After a SIGHUP to a master run with -v: waits until generation n has started and every worker
+-- of an older one has stopped accepting (or is gone), so that new connections get the new config.
+function _M.wait_reloaded(p, n)
+  _M.wait_log(p, "master: generation " .. n .. " started")
+  local old = {}
+  for pid, g in p.full_log():gmatch("master: worker (%d+) started %(generation (%d+)%)") do
+    if tonumber(g) < n then old[#old + 1] = pid end
+  end
+  assert(#old > 0, "no \"worker started\" lines: wait_reloaded needs netproxy -v")
+  _M.wait_until(function()
+    local log = p.full_log()
+    for _, pid in ipairs(old) do
+      if _M.alive(tonumber(pid)) and not log:find("%[" .. pid .. "%] draining: no new connections") then return false end
+    end
+    return true
+  end, 10, "the old workers to stop accepting")
 end
 
 -- Waits until netproxy's log matches pattern; returns the capture (or whole match).

@@ -306,7 +306,7 @@ proxy { name = "site", from = { type = "ssl", host = "127.0.0.1", port = %d, cer
         to = { type = "tcp", host = "127.0.0.1", port = %d } }
 ]]
     local path = h.write(h.tmpfile("site.lua"), text:format(0, dir .. "/site.pem", dir .. "/site.key", echo.port))
-    local np = h.netproxy_start(path, { "-w", "2" })
+    local np = h.netproxy_start(path, { "-w", "2", "-v" })
     local port = np.ports.site
     h.write(path, text:format(port, dir .. "/site.pem", dir .. "/site.key", echo.port))   -- the reload keeps it
     h.wait_log(np, "master: 2 workers")
@@ -316,7 +316,7 @@ proxy { name = "site", from = { type = "ssl", host = "127.0.0.1", port = %d, cer
     assert.truthy(subject():find("CN = localhost", 1, true))
     os.execute(("cp %s/a.test.pem %s/site.pem && cp %s/a.test.key %s/site.key"):format(pki, dir, pki, dir))
     os.execute("kill -HUP " .. np.pid)
-    h.wait_log(np, "master: generation 1 started")
+    h.wait_reloaded(np, 1)
     assert.truthy(subject():find("CN = a.test", 1, true))
   end)
 end)
