@@ -653,34 +653,30 @@ end
 
 -- microsocks, a real SOCKS5 server, on a free port; with user and pass it wants them.
 function _M.microsocks(user, pass)
-  local port = _M.free_port()
-  local argv = { "microsocks", "-i", "127.0.0.1", "-p", tostring(port) }
-  if user then for _, a in ipairs({ "-u", user, "-P", pass }) do argv[#argv + 1] = a end end
-  local p = _M.spawn(argv)
-  p.port = port
-  _M.wait_until(function() return _M.port_open(port) end, 10, "microsocks")
-  return p
+  return _M.on_free_port("microsocks", function(port)
+    local argv = { "microsocks", "-i", "127.0.0.1", "-p", tostring(port) }
+    if user then for _, a in ipairs({ "-u", user, "-P", pass }) do argv[#argv + 1] = a end end
+    return _M.spawn(argv)
+  end)
 end
 
 -- dante-server (danted), a real SOCKS5 server, in the foreground with its own config file, on
 -- a free port. method: "none" (default) or "username" (system users: needs root).
 function _M.danted(method)
-  local port = _M.free_port()
-  local root = io.popen("id -u"):read("*l") == "0"
-  local lines = { "logoutput: stderr", "internal: 127.0.0.1 port = " .. port, "external: 127.0.0.1",
-                  "external: ::1", "socksmethod: " .. (method or "none"),
-                  "client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }",
-                  "socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0 log: error connect }",
-                  "socks pass { from: 127.0.0.0/8 to: ::/0 log: error connect }" }
-  if root then
-    table.insert(lines, 4, "user.privileged: root")
-    table.insert(lines, 5, "user.unprivileged: nobody")
-  end
-  local conf = _M.write(_M.tmpfile("danted.conf"), table.concat(lines, "\n") .. "\n")
-  local p = _M.spawn({ "danted", "-f", conf, "-N", "1", "-p", _M.tmpfile("danted.pid") })
-  p.port = port
-  _M.wait_until(function() return _M.port_open(port) end, 10, "danted")
-  return p
+  local root = _M.lines("id -u")() == "0"
+  return _M.on_free_port("danted", function(port)
+    local lines = { "logoutput: stderr", "internal: 127.0.0.1 port = " .. port, "external: 127.0.0.1",
+                    "external: ::1", "socksmethod: " .. (method or "none"),
+                    "client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }",
+                    "socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0 log: error connect }",
+                    "socks pass { from: 127.0.0.0/8 to: ::/0 log: error connect }" }
+    if root then
+      table.insert(lines, 4, "user.privileged: root")
+      table.insert(lines, 5, "user.unprivileged: nobody")
+    end
+    local conf = _M.write(_M.tmpfile("danted.conf"), table.concat(lines, "\n") .. "\n")
+    return _M.spawn({ "danted", "-f", conf, "-N", "1", "-p", _M.tmpfile("danted.pid") })
+  end)
 end
 
 return _M
