@@ -341,6 +341,20 @@ function _M.netproxy_start(config, args, opts)
   return p
 end
 
+-- Waits until master pid has n workers, each with its SIGTERM handler: a worker signalled in
+-- the moment after its fork loses the signal (src/master.c: it still has the master's handler),
+-- and the master then waits for it for ever. Returns the workers' pids.
+function _M.wait_workers(pid, n)
+  return _M.wait_until(function()
+    local kids = {}
+    for line in _M.lines("pgrep -P " .. pid) do
+      if not _M.catches(tonumber(line), { 15 }) then return false end
+      kids[#kids + 1] = tonumber(line)
+    end
+    return #kids == n and kids
+  end, 10, n .. " workers of " .. pid .. " with their handlers")
+end
+
 -- After a SIGHUP to a master run with -v: waits until generation n has started and every worker
 -- of an older one has stopped accepting (or is gone), so that new connections get the new config.
 function _M.wait_reloaded(p, n)
@@ -360,8 +374,19 @@ function _M.wait_reloaded(p, n)
 end
 
 -- Waits until netproxy's log matches pattern; returns the capture (or whole match).
+-- A logged duration ("time=0.997s") against a timeout of want seconds: the loop's clock may
+-- fire a few ms early, and a loaded machine late.
+function _M.about(seconds, want)
+  seconds = tonumber(seconds)
+  return seconds ~= nil and seconds >= want - 0.05 and seconds < want + 1.5
+end
+
+-- On a timeout, the error shows the end of the log (since the mark).
 function _M.wait_log(p, pattern, timeout)
-  return _M.wait_until(function() return p.log():match(pattern) end, timeout or 10, "log line " .. pattern)
+  local ok, v = pcall(_M.wait_until, function() return p.log():match(pattern) end, timeout or 10, "log line " .. pattern)
+  if ok then return v end
+  local tail = p.log():sub(-3000)
+  error(v:gsub("^.-:%d+: ", "") .. "\n--- the log" .. (#tail < #p.log() and " (its end)" or "") .. ":\n" .. tail, 2)
 end
 
 -- ---- sockets in the spec process: real TCP on loopback, driven with poll() ----

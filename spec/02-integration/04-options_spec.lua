@@ -65,7 +65,8 @@ describe("timeouts", function()
     -- a client that stays silent, its write side open, until netproxy closes
     local out, how = h.talk(np.ports.idle, "", { keep_open = true, timeout = 5 })
     assert.are.same({ "", "eof" }, { out, how })
-    h.wait_log(np, "idle: %S+ %-> %S+ in=0 out=0 time=1%.%d+s end=idle timeout")
+    local took = h.wait_log(np, "idle: %S+ %-> %S+ in=0 out=0 time=([%d%.]+)s end=idle timeout")
+    assert.is_true(h.about(took, 1), "closed after " .. took .. "s")
   end)
 
   it("keeps a connection that moves bytes past idle_timeout", function()
@@ -83,6 +84,7 @@ proxy { name = "slow", negotiation_timeout = 1, from = { type = "linetarget", po
 ]]):format(h.root))
     local out, how = h.talk(np.ports.slow, "", { keep_open = true, timeout = 5 })
     assert.are.same({ "", "eof" }, { out, how })
-    h.wait_log(np, "slow: %S+ %-> %- in=0 out=0 time=1%.%d+s end=negotiation timeout")
+    local took = h.wait_log(np, "slow: %S+ %-> %- in=0 out=0 time=([%d%.]+)s end=negotiation timeout")
+    assert.is_true(h.about(took, 1), "ended after " .. took .. "s")
   end)
 end)

@@ -51,7 +51,7 @@ describe("workers", function()
   local function start(word)
     local path = h.write(h.tmpfile("workers.lua"), config(echo.port, word or "v1"))
     local np = h.netproxy_start(path, { "-w", "2", "-v" })
-    h.wait_until(function() return #workers_of(np.pid) == 2 end, 5, "2 workers")
+    h.wait_workers(np.pid, 2)
     np.path = path
     h.write(path, config(echo.port, word or "v1", np.ports))
     return np
@@ -169,7 +169,7 @@ proxy { name = "rp", from = { type = "tcp", host = "127.0.0.1", port = %d }, to 
     end
     assert(np, "netproxy found no free port in 5 tries")
     local port = np.ports.rp
-    h.wait_until(function() return #workers_of(np.pid) == 2 end, 5, "2 workers")
+    h.wait_workers(np.pid, 2)
     -- the master holds a listening socket per worker (the same address twice)
     local listening = tonumber(h.lines(("ss -ltnH 'sport = :%d' 2>/dev/null | wc -l"):format(port))())
     assert.is_true(listening >= 2, listening .. " listening sockets")
