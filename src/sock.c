@@ -19,7 +19,7 @@
 
 #define DEFAULT_TIMEOUT 30.0
 #define READ_MAX (64 * 1024)   /* most one read() hands to Lua */
-#define PEEK_MAX (64 * 1024)   /* most bytes a connector may look at before deciding */
+#define PEEK_MAX (16 + 65535)  /* most bytes a connector may look at: the longest PROXY v2 header */
 
 static char scratch[READ_MAX];
 static struct np_sock_owner *running;
@@ -373,7 +373,7 @@ static int sock_peek(lua_State *L)
     double timeout = opt_timeout(L, 3, s->timeout);
     int status;
 
-    luaL_argcheck(L, n > 0 && n <= PEEK_MAX, 2, "must be 1..65536");
+    luaL_argcheck(L, n > 0 && n <= PEEK_MAX, 2, "must be 1..65551");
     if (!check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
     status = fill_inbuf(s, n);
     if (status) return push_peek(L, s, status, NULL);
