@@ -16,7 +16,7 @@ for _, decl in ipairs({
   "int inet_pton(int af, const char *src, void *dst);",
   "struct np_rawtcp_pollfd { int fd; short events; short revents; };",
   "struct np_rawtcp_timespec { long tv_sec; long tv_nsec; };",
-  "int clock_gettime(int clk, struct np_rawtcp_timespec *ts);",
+  'int np_rawtcp_clock_gettime(int clk, struct np_rawtcp_timespec *ts) __asm__("clock_gettime");',
   "char *strerror(int errnum);",
 }) do pcall(ffi.cdef, decl) end
 
@@ -29,7 +29,7 @@ local _M = {}
 -- Seconds on a monotonic clock, as a float.
 function _M.now()
   local ts = ffi.new("struct np_rawtcp_timespec")
-  C.clock_gettime(CLOCK_MONOTONIC, ts)
+  C.np_rawtcp_clock_gettime(CLOCK_MONOTONIC, ts)
   return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) / 1e9
 end
 

@@ -6,6 +6,7 @@ local connectors = require "netproxy.connectors"
 local lines = require "netproxy.lines"
 local addr = require "netproxy.addr"
 local udp_service = require "netproxy.udp_service"
+local sandbox = require "netproxy.sandbox"
 
 local _M = {}
 
@@ -298,6 +299,8 @@ end
 -- load(path, cli) -> config | nil, { "file:line: message", ... }
 function _M.load(path, cli)
   cli = cli or {}
+  -- from here on, user code cannot end the process (os.exit, ...): docs/hooks.md
+  if sandbox.in_netproxy() then sandbox.lock() end
   local errors = {}
   local function say_at(where, fmt, ...) errors[#errors + 1] = where .. ": " .. fmt:format(...) end
 
