@@ -217,8 +217,8 @@ local function run_script(path)
   -- interpreter, where the budget's count hook sees it: compiled loops would escape it.
   if jit then jit.off(chunk, true) end
   setfenv(chunk, env)
-  local ok, runerr = pcall(chunk)
-  if not ok then return nil, tostring(runerr) end
+  local ok, runerr = xpcall(chunk, sandbox.error_message)
+  if not ok then return nil, runerr end
   return decls, servers
 end
 
@@ -296,11 +296,7 @@ local function server_options(path, servers, cli, say_at)
   return server
 end
 
--- load(path, cli) -> config | nil, { "file:line: message", ... }
-function _M.load(path, cli)
-  cli = cli or {}
-  -- from here on, user code cannot end the process (os.exit, ...): docs/hooks.md
-  if sandbox.in_netproxy() then sandbox.lock() end
+local function load(path, cli)
   local errors = {}
   local function say_at(where, fmt, ...) errors[#errors + 1] = where .. ": " .. fmt:format(...) end
 
@@ -344,6 +340,20 @@ function _M.load(path, cli)
   if server.workers < 1 then say_at(path .. ":1", "server: workers: want at least 1") end
   if #errors > 0 then return nil, errors end
   return { server = server, proxies = proxies }
+end
+
+-- load(path, cli) -> config | nil, { "file:line: message", ... }
+-- Loading has a time bound of its own (netproxy.sandbox.bounded), for --check, start and
+-- reload alike: a config that loops gives up with "file:line: config took longer than N s".
+function _M.load(path, cli)
+  cli = cli or {}
+  -- from here on, user code cannot end the process (os.exit, ...): docs/hooks.md
+  if sandbox.in_netproxy() then sandbox.lock() end
+  local budget, berr = sandbox.load_budget()
+  if not budget then return nil, { berr } end
+  local ok, cfg, errors = pcall(sandbox.bounded, budget, load, path, cli)
+  if not ok then return nil, { tostring(cfg) } end
+  return cfg, errors
 end
 
 return _M

@@ -7,7 +7,8 @@
 -- time budget that also sees loops the JIT would compile.
 local ffi = require "ffi"
 
-local error, type, pcall, ipairs, unpack, maxn = error, type, pcall, ipairs, unpack, table.maxn
+local error, type, tostring, pcall, pairs, ipairs = error, type, tostring, pcall, pairs, ipairs
+local getmetatable, unpack, maxn = getmetatable, unpack, table.maxn
 
 local _M = {}
 
@@ -71,6 +72,19 @@ end
 -- ---------------------------------------------------------------- the loading bound
 
 _M.LOAD_BUDGET = 5               -- seconds a config may take to load (--check, start, reload)
+local BUDGET_RANGE = { 0.1, 3600 }
+
+-- The loading bound: NETPROXY_LOAD_BUDGET (seconds) when set, else LOAD_BUDGET. Returns it,
+-- or nil and why.
+function _M.load_budget()
+  local text = os.getenv("NETPROXY_LOAD_BUDGET")
+  if text == nil or text == "" then return _M.LOAD_BUDGET end
+  local n = tonumber(text)
+  if not n or n ~= n or n < BUDGET_RANGE[1] or n > BUDGET_RANGE[2] then
+    return nil, ("NETPROXY_LOAD_BUDGET: bad value '%s' (want seconds, %g..%g)"):format(text, BUDGET_RANGE[1], BUDGET_RANGE[2])
+  end
+  return n
+end
 local INSTRUCTIONS_PER_CHECK = 10000
 
 -- A wall clock (a loop that waits in C calls counts too); names of our own, so that other
@@ -117,6 +131,43 @@ function _M.bounded(budget, fn, ...)
   if jit_was_on then original.jit_on() end
   if not results[1] then error(results[2], 0) end
   return unpack(results, 2, maxn(results))
+end
+
+-- A readable description of a value raised as an error that is not a message.
+local function describe(v)
+  local mt = getmetatable(v)
+  if type(v) == "table" and not (mt and mt.__tostring) then
+    local fields, n = {}, 0
+    for k, x in pairs(v) do
+      n = n + 1
+      if n > 4 then fields[#fields + 1] = "..." break end
+      local kt, xt = type(k), type(x)
+      local key = kt == "string" and k or "[" .. tostring(k) .. "]"
+      local val = xt == "string" and ("%q"):format(x:sub(1, 40))
+                  or (xt == "number" or xt == "boolean") and tostring(x) or xt
+      fields[#fields + 1] = key .. " = " .. val
+    end
+    return "a table { " .. table.concat(fields, ", ") .. (n > 0 and " }" or "}")
+  end
+  local ok, text = pcall(tostring, v)
+  return type(v) .. " " .. (ok and text or "?")
+end
+
+-- The message handler for running user code (xpcall): a string error is kept as it is; any
+-- other value (error({ code = 3 }), error(nil)) becomes "file:line: error raised with ..." with
+-- the place it was raised from, instead of "table: 0x55...".
+function _M.error_message(err)
+  if type(err) == "string" then return err end
+  local at
+  for level = 2, 20 do
+    local info = original.getinfo(level, "Sl")
+    if not info then break end
+    if info.what ~= "C" and (info.currentline or 0) > 0 then
+      at = (info.source:sub(1, 1) == "@" and info.source:sub(2) or info.short_src) .. ":" .. info.currentline
+      break
+    end
+  end
+  return (at and at .. ": " or "") .. "error raised with " .. describe(err) .. " (want a message: error(\"...\"))"
 end
 
 _M.where = where
