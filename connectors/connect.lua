@@ -34,14 +34,8 @@ local FROM_ONLY = { route = true, allow = true, users = true, realm = true, requ
 local TO_ONLY = { proxy_host = true, proxy_port = true, proxy_user = true, proxy_pass = true,
                   proxy_agent = true, reply_timeout = true }
 
-local function header_limit(v)
-  local n = tonumber(v)
-  if not n or n < 1024 or n > 65536 or n % 1 ~= 0 then return nil, "bad size (want 1024..65536 bytes)" end
-  return n
-end
-
 _M.params = {
-  host = check.host, port = check.port, max_header = header_limit,
+  host = check.host, port = check.port, max_header = check.int_range(1024, 65536, "bytes"),
   proxy_host = check.host, proxy_port = check.port, proxy_user = check.string,
   proxy_pass = check.string, proxy_agent = check.string, reply_timeout = check.seconds,
   route = check.func, allow = addr.check_patterns, users = gate.check_users, realm = check.string,
@@ -67,8 +61,8 @@ function _M.check(conf, position, ctx)
       if conf.host or conf.port then return "no host or port here: the enclosing connector listens" end
       return gate.check_server(conf)
     end
-    if conf.port == nil then return "missing port" end
-    conf.host = conf.host or "localhost"
+    local problem = check.listen(conf)
+    if problem then return problem end
     return gate.check_server(conf)
   else
     local problem = _M.check_proxy(conf)

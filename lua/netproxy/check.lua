@@ -26,26 +26,54 @@ function _M.host(v)
   return nil, "bad host '" .. v .. "'"
 end
 
+-- Durations: 0 (which each option documents: none, never, unbounded) or 1 ms .. 30 days. A
+-- timeout under a millisecond is a slip of units, one over a month is meant as "never" and has
+-- 0 for that; the bound keeps every deadline exact in a double and far from the overflow of a
+-- time_t when the C core turns it into a timeval. NaN and infinities are refused.
+_M.MIN_SECONDS, _M.MAX_SECONDS = 0.001, 30 * 24 * 3600
+
 function _M.seconds(v)
   local n = tonumber(v)
-  if not n or n < 0 then return nil, "bad duration '" .. tostring(v) .. "' (want seconds >= 0)" end
-  return n
-end
-
-function _M.count(v)
-  local n = tonumber(v)
-  if not n or n ~= math_floor(n) or n < 0 then
-    return nil, "bad number '" .. tostring(v) .. "' (want an integer >= 0)"
+  if not n or n ~= n or n < 0 or n > _M.MAX_SECONDS or (n > 0 and n < _M.MIN_SECONDS) then
+    return nil, ("bad duration '%s' (want 0 or %g..%d seconds)"):format(tostring(v), _M.MIN_SECONDS, _M.MAX_SECONDS)
   end
   return n
 end
 
+-- A validator for whole numbers lo..hi; unit ("bytes", ...) is for the message.
+function _M.int_range(lo, hi, unit)
+  local want = ("want an integer, %d..%d%s"):format(lo, hi, unit and " " .. unit or "")
+  return function(v)
+    local n = tonumber(v)
+    if not n or n ~= n or n ~= math_floor(n) or n < lo or n > hi then
+      return nil, "bad value '" .. tostring(v) .. "' (" .. want .. ")"
+    end
+    return n
+  end
+end
+
+-- Counts (max_clients, max_connections, ...): 0 (none, no limit) up to a billion, far past any
+-- real limit and still exact as a C integer.
+_M.MAX_COUNT = 1000000000
+_M.count = _M.int_range(0, _M.MAX_COUNT)
+
+-- Worker processes: the shared counters have NP_MAX_SLOTS (64) slots, slot 0 the master's
+-- (src/shm.h); -w takes the same range.
+_M.MAX_WORKERS = 63
+_M.workers = _M.int_range(1, _M.MAX_WORKERS)
+
+-- Buffer sizes.
 function _M.bytes(v)
   local n = tonumber(v)
-  if not n or n ~= math_floor(n) or n < 4096 or n > 64 * 1024 * 1024 then
+  if not n or n ~= n or n ~= math_floor(n) or n < 4096 or n > 64 * 1024 * 1024 then
     return nil, "bad size '" .. tostring(v) .. "' (want bytes, 4096..67108864)"
   end
   return n
+end
+
+function _M.boolean(v)
+  if type(v) ~= "boolean" then return nil, "want true or false, not " .. tostring(v) end
+  return v
 end
 
 function _M.string(v)
@@ -139,6 +167,13 @@ function _M.paths(v)
     if type(p) ~= "string" then return nil, "want a folder or a list of folders" end
   end
   return v
+end
+
+-- The listening side of a `from` connector: port is required, host defaults to localhost.
+-- Fills conf.host; returns a problem, or nil.
+function _M.listen(conf)
+  if conf.port == nil then return "missing port" end
+  conf.host = conf.host or "localhost"
 end
 
 -- Checks t's fields against spec { name = validator }; returns the normalised copy and a

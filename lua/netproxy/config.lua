@@ -50,7 +50,7 @@ local PER_PROXY = {
   relay = check.one_of("auto", "splice", "buffered"),
   buffer_size = check.bytes,
   hook_budget = check.seconds,
-  max_negotiating = check.count,
+  max_negotiating = check.int_range(1, check.MAX_COUNT),
   lua_call_memory = memory_size(64 * 1024, 4 * 1024 ^ 3),  -- one call into Lua (a hook, a resume)
   udp_idle_timeout = check.seconds,
   max_flows = check.count,
@@ -78,9 +78,9 @@ local SERVER = {
   connector_path = check.paths,
   resolvers = check.resolvers,
   stats = check.listen_address,
-  workers = check.count,
-  reuseport = function(v) if type(v) ~= "boolean" then return nil, "want true or false" end return v end,
-  daemon = function(v) if type(v) ~= "boolean" then return nil, "want true or false" end return v end,
+  workers = check.workers,
+  reuseport = check.boolean,
+  daemon = check.boolean,
   pid_file = check.string, user = check.string, group = check.string, chroot = check.string,
   log_file = check.string,
   -- process life: see docs/operations.md
@@ -287,7 +287,7 @@ local function server_options(path, servers, cli, say_at)
   if cli.log_level then server.log_level = cli.log_level end
   server.log_level = math.max(0, math.min(4, server.log_level + (cli.verbose or 0)))
   if cli.max_connections then server.max_connections = cli.max_connections end
-  server.workers = cli.workers or server.workers or cli.cpus or 1
+  server.workers = cli.workers or server.workers or math.min(cli.cpus or 1, check.MAX_WORKERS)
   for _, k in ipairs({ "daemon", "pid_file", "user", "group", "chroot", "log_file" }) do
     if cli[k] ~= nil then server[k] = cli[k] end
   end
