@@ -275,10 +275,11 @@ local function server_options(path, servers, cli, say_at)
   local server = {}
   for k, v in pairs(_M.DEFAULTS) do server[k] = v end
   server.connector_path = {}
+  local set_at = {}       -- option -> "file:line" of the server{} that set it
   for _, decl in ipairs(servers) do
     local fields, problems = check.fields(decl.spec, SERVER)
     for _, p in ipairs(problems) do say_at(decl.where, "server: %s", p) end
-    for k, v in pairs(fields) do server[k] = v end
+    for k, v in pairs(fields) do server[k], set_at[k] = v, decl.where end
   end
   local base = dirname(path)
   for i, p in ipairs(server.connector_path) do
@@ -293,7 +294,25 @@ local function server_options(path, servers, cli, say_at)
   end
   if server.daemon and not server.log_file then server.log_file = "syslog" end   -- stderr is gone
   if cli.relay then server.relay = cli.relay end
-  return server
+  return server, set_at
+end
+
+-- Two listeners on one address are an error, with or without reuseport (which would let
+-- both bind and split the clients between them).
+local function check_clashes(proxies, server, set_at, say_at)
+  local listeners = {}
+  for _, proxy in ipairs(proxies) do
+    local l = proxy.listen
+    if l and l.host and l.port then
+      listeners[#listeners + 1] = { host = l.host, port = l.port, label = "proxy '" .. proxy.name .. "'", where = proxy.where }
+    end
+  end
+  if server.stats then
+    local host, port = server.stats:match("^%[(.*)%]:(%d+)$")
+    if not host then host, port = server.stats:match("^(.*):(%d+)$") end
+    listeners[#listeners + 1] = { host = host, port = port, label = "server: stats", where = set_at.stats }
+  end
+  for _, clash in ipairs(check.listen_clashes(listeners)) do say_at(clash.where, "%s", clash.message) end
 end
 
 local function load(path, cli)
@@ -311,7 +330,7 @@ local function load(path, cli)
     decls, servers = run_script(path)
     if not decls then return nil, { servers } end
   end
-  local server = server_options(path, servers, cli, say_at)
+  local server, set_at = server_options(path, servers, cli, say_at)
 
   local folders = { cli.builtin_connectors }
   for _, p in ipairs(cli.connector_path or {}) do folders[#folders + 1] = p end
@@ -333,6 +352,7 @@ local function load(path, cli)
       say_at(proxy.where, "proxy '%s': a stdio proxy must be the only proxy of its config", proxy.name)
     end
   end
+  check_clashes(proxies, server, set_at, say_at)
   -- -m counts this process's connections, and stdio is one connection: a single process
   if server.max_connections > 0 or (proxies[1] and proxies[1].listen and proxies[1].listen.stdio) then
     server.workers = 1

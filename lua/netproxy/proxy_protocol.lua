@@ -5,6 +5,7 @@
 local core = require "netproxy.core"
 local addr = require "netproxy.addr"
 local bytes = require "netproxy.bytes"
+local check = require "netproxy.check"
 local byte, char, sub, find, concat = string.byte, string.char, string.sub, string.find, table.concat
 local math_max = math.max
 
@@ -15,16 +16,8 @@ local V1_MAX = 107                 -- the longest v1 line, CRLF included
 local V1_MIN = 15                  -- the shortest: "PROXY UNKNOWN\r\n"
 local V2_MIN = 16                  -- signature, version and command, family, length
 
-local function v4(s)
-  local a, b, c, d = s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
-  if not a then return false end
-  for _, n in ipairs({ a, b, c, d }) do if tonumber(n) > 255 or #n > 3 then return false end end
-  return true
-end
-
-local function v6(s)
-  return #s >= 2 and #s <= 45 and s:match("^[%x:%.]+$") ~= nil and s:find(":", 1, true) ~= nil
-end
+local function v4(s) return check.ipv4(s) ~= nil end
+local function v6(s) return check.ipv6(s) ~= nil end
 
 local function port(s)
   local n = tonumber(s)

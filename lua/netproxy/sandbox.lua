@@ -147,7 +147,8 @@ local function describe(v)
                   or (xt == "number" or xt == "boolean") and tostring(x) or xt
       fields[#fields + 1] = key .. " = " .. val
     end
-    return "a table { " .. table.concat(fields, ", ") .. (n > 0 and " }" or "}")
+    if n == 0 then return "a table {}" end
+    return "a table { " .. table.concat(fields, ", ") .. " }"
   end
   local ok, text = pcall(tostring, v)
   return type(v) .. " " .. (ok and text or "?")
