@@ -150,8 +150,9 @@ local function describe(v)
     if n == 0 then return "a table {}" end
     return "a table { " .. table.concat(fields, ", ") .. " }"
   end
+  if v == nil then return "nil" end
   local ok, text = pcall(tostring, v)
-  return type(v) .. " " .. (ok and text or "?")
+  return "a " .. type(v) .. " (" .. (ok and text or "?") .. ")"
 end
 
 -- The message handler for running user code (xpcall): a string error is kept as it is; any
