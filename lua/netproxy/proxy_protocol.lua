@@ -99,7 +99,10 @@ function _M.read(sock, version, timeout)
       parts = { buf }
       local header, n = _M.parse(buf, version)
       if header == nil then return nil, n end
-      if header ~= "more" then return header end
+      if header ~= "more" then
+        if n < have then sock:unread(sub(buf, n + 1)) end   -- (reads stop at the header)
+        return header
+      end
       goal = have + n
     end
     local left = deadline and deadline - core.now() or timeout

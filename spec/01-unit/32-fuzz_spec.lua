@@ -27,7 +27,7 @@ describe("the fuzz harness", function()
     local report = fuzz.run()
     print("\n" .. fuzz.format(report))
     assert.are.same({}, report.failures)
-    assert.is_true(#report.targets >= 19, #report.targets)
+    if not os.getenv("FUZZ_ONLY") then assert.is_true(#report.targets >= 19, #report.targets) end
     for _, t in ipairs(report.targets) do
       assert.is_true(t.inputs >= 20, t.name .. ": only " .. t.inputs .. " inputs")
     end
