@@ -15,6 +15,7 @@ local _M = {}
 -- Taken before lock() replaces them.
 local original = {
   sethook = debug.sethook,
+  gethook = debug.gethook,
   getinfo = debug.getinfo,
   collectgarbage = collectgarbage,
   jit_on = jit and jit.on,
@@ -121,13 +122,14 @@ function _M.bounded(budget, fn, ...)
     original.jit_off()
     original.jit_flush()
   end
+  local outer, outer_mask, outer_count = original.gethook()    -- a caller's own Lua hook comes back
   original.sethook(function()
     if monotonic() > deadline then
       error((where(2) or "config") .. ": " .. message, 0)
     end
   end, "", INSTRUCTIONS_PER_CHECK)
   local results = { pcall(fn, ...) }
-  original.sethook()
+  if type(outer) == "function" then original.sethook(outer, outer_mask, outer_count) else original.sethook() end
   if jit_was_on then original.jit_on() end
   if not results[1] then error(results[2], 0) end
   return unpack(results, 2, maxn(results))
