@@ -274,18 +274,20 @@ local function authority(host, port)
   return host .. ":" .. tostring(port)
 end
 
--- listeners: a list of { host =, port =, label = "proxy 'web'", where = "file:line" }, in
--- declaration order. Returns a list of { where =, message = } for each listener that shares
+-- listeners: a list of { host =, port =, label = "proxy 'web'", where = "file:line" } (or
+-- { path = } for a unix socket), in declaration order. Returns a list of { where =, message = } for each listener that shares
 -- an address and port with an earlier one (SO_REUSEPORT would let both bind and split the
 -- clients between them unseen; without it the second fails at start).
 function _M.listen_clashes(listeners)
   local problems = {}
   for i, b in ipairs(listeners) do
-    local kb = _M.listen_keys(b.host, b.port)
+    local kb = b.path and {} or _M.listen_keys(b.host, b.port)
     for j = 1, i - 1 do
       local a = listeners[j]
       local clash = false
-      if tonumber(a.port) == tonumber(b.port) then
+      if a.path or b.path then
+        clash = a.path == b.path
+      elseif tonumber(a.port) == tonumber(b.port) then
         for _, x in ipairs(_M.listen_keys(a.host, a.port)) do
           for _, y in ipairs(kb) do clash = clash or overlap(x, y) end
         end
@@ -293,8 +295,9 @@ function _M.listen_clashes(listeners)
       if clash then
         problems[#problems + 1] = {
           where = b.where,
-          message = ("%s: listen address %s clashes with %s of %s at %s"):format(
-            b.label, authority(b.host, b.port), authority(a.host, a.port), a.label, a.where),
+          message = ("%s: listen %s %s clashes with %s of %s at %s"):format(b.label,
+            b.path and "path" or "address", b.path or authority(b.host, b.port),
+            a.path or authority(a.host, a.port), a.label, a.where),
         }
         break
       end

@@ -303,8 +303,9 @@ local function check_clashes(proxies, server, set_at, say_at)
   local listeners = {}
   for _, proxy in ipairs(proxies) do
     local l = proxy.listen
-    if l and l.host and l.port then
-      listeners[#listeners + 1] = { host = l.host, port = l.port, label = "proxy '" .. proxy.name .. "'", where = proxy.where }
+    if l and (l.path or l.host and l.port) then
+      listeners[#listeners + 1] = { host = l.host, port = l.port, path = l.path,
+                                    label = "proxy '" .. proxy.name .. "'", where = proxy.where }
     end
   end
   if server.stats then

@@ -66,6 +66,18 @@ describe("duplicate listen addresses", function()
                            "127.0.0.1:18080 of proxy 'a' at " .. path .. ":1", 1, true), err)
   end)
 
+  it("two unix listeners on one path clash; two paths do not", function()
+    local function unix(name, path)
+      return ('proxy { name = %q, from = { type = "unix", path = %q }, to = { type = "tcp", host = "h", port = 2 } }\n'):format(name, path)
+    end
+    local rc, err, path = check(unix("a", "/tmp/np-clash.sock") .. unix("b", "/tmp/np-clash.sock"))
+    assert.are.equal(1, rc)
+    assert.truthy(err:find(path .. ":2: proxy 'b': listen path /tmp/np-clash.sock clashes with /tmp/np-clash.sock of proxy 'a' at " ..
+                           path .. ":1", 1, true), err)
+    rc, err = check(unix("a", "/tmp/np-clash.sock") .. unix("b", "@np-clash"))
+    assert.are.equal(0, rc, err)
+  end)
+
   it("such a config does not start, even with reuseport", function()
     local path = write("server { reuseport = true }\n" .. listener("a", "127.0.0.1", 18082) ..
                        listener("b", "127.0.0.1", 18082))
