@@ -50,4 +50,20 @@ function _M.read_line(sock, max, timeout)
   return _M.read_until(sock, "\n", max, timeout)
 end
 
+-- Reads and drops what the peer still sends, up to max bytes or timeout seconds or its EOF;
+-- returns how many bytes went. For the end of a refused request: closing a socket with bytes
+-- unread makes the kernel send a reset, and a client still sending its (too long) request
+-- then loses the answer that says why (nginx's lingering close).
+function _M.discard(sock, max, timeout)
+  local deadline, dropped = core.now() + timeout, 0
+  while dropped < max do
+    local left = deadline - core.now()
+    if left <= 0 then break end
+    local data = sock:read(math_min(65536, max - dropped), left)
+    if not data then break end
+    dropped = dropped + #data
+  end
+  return dropped
+end
+
 return _M
