@@ -275,7 +275,8 @@ local function authority(host, port)
 end
 
 -- listeners: a list of { host =, port =, label = "proxy 'web'", where = "file:line" } (or
--- { path = } for a unix socket), in declaration order. Returns a list of { where =, message = } for each listener that shares
+-- { path = } for a unix socket; udp = true for a UDP one, whose ports are apart from TCP's),
+-- in declaration order. Returns a list of { where =, message = } for each listener that shares
 -- an address and port with an earlier one (SO_REUSEPORT would let both bind and split the
 -- clients between them unseen; without it the second fails at start).
 function _M.listen_clashes(listeners)
@@ -287,6 +288,8 @@ function _M.listen_clashes(listeners)
       local clash = false
       if a.path or b.path then
         clash = a.path == b.path
+      elseif (a.udp or false) ~= (b.udp or false) then
+        clash = false
       elseif tonumber(a.port) == tonumber(b.port) then
         for _, x in ipairs(_M.listen_keys(a.host, a.port)) do
           for _, y in ipairs(kb) do clash = clash or overlap(x, y) end
@@ -296,7 +299,7 @@ function _M.listen_clashes(listeners)
         problems[#problems + 1] = {
           where = b.where,
           message = ("%s: listen %s %s clashes with %s of %s at %s"):format(b.label,
-            b.path and "path" or "address", b.path or authority(b.host, b.port),
+            b.path and "path" or b.udp and "address udp" or "address", b.path or authority(b.host, b.port),
             a.path or authority(a.host, a.port), a.label, a.where),
         }
         break

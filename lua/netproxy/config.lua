@@ -304,7 +304,7 @@ local function check_clashes(proxies, server, set_at, say_at)
   for _, proxy in ipairs(proxies) do
     local l = proxy.listen
     if l and (l.path or l.host and l.port) then
-      listeners[#listeners + 1] = { host = l.host, port = l.port, path = l.path,
+      listeners[#listeners + 1] = { host = l.host, port = l.port, path = l.path, udp = l.udp,
                                     label = "proxy '" .. proxy.name .. "'", where = proxy.where }
     end
   end

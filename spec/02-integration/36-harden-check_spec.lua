@@ -66,6 +66,19 @@ describe("duplicate listen addresses", function()
                            "127.0.0.1:18080 of proxy 'a' at " .. path .. ":1", 1, true), err)
   end)
 
+  it("UDP ports are apart from TCP ports; two UDP listeners on one port clash", function()
+    local function udp(name, port)
+      return ('proxy { name = %q, from = { type = "udp", host = "127.0.0.1", port = %d }, to = { type = "udp", host = "h", port = 2 } }\n')
+             :format(name, port)
+    end
+    local rc, err, path = check(listener("a", "127.0.0.1", 18083) .. udp("b", 18083))
+    assert.are.equal(0, rc, err)
+    rc, err, path = check(udp("a", 18083) .. udp("b", 18083))
+    assert.are.equal(1, rc)
+    assert.truthy(err:find(path .. ":2: proxy 'b': listen address udp 127.0.0.1:18083 clashes with 127.0.0.1:18083 of proxy 'a' at " ..
+                           path .. ":1", 1, true), err)
+  end)
+
   it("two unix listeners on one path clash; two paths do not", function()
     local function unix(name, path)
       return ('proxy { name = %q, from = { type = "unix", path = %q }, to = { type = "tcp", host = "h", port = 2 } }\n'):format(name, path)
