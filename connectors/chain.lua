@@ -58,12 +58,7 @@ local function hop_list(v)
   return out
 end
 
-local function boolean(v)
-  if type(v) ~= "boolean" then return nil, "want true or false" end
-  return v
-end
-
-_M.params = { host = check.host, port = check.port, hops = hop_list, tls = boolean }
+_M.params = { host = check.host, port = check.port, hops = hop_list, tls = check.boolean }
 local TLS_PARAMS = {}
 for k, v in pairs(ssl.params) do
   if not _M.params[k] then

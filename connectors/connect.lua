@@ -18,6 +18,7 @@
 local core = require "netproxy.core"
 local check = require "netproxy.check"
 local http = require "netproxy.http"
+local stream = require "netproxy.stream"
 local addr = require "netproxy.addr"
 local gate = require "netproxy.gate"
 local proxy_protocol = require "netproxy.proxy_protocol"
@@ -34,14 +35,8 @@ local FROM_ONLY = { route = true, allow = true, users = true, realm = true, requ
 local TO_ONLY = { proxy_host = true, proxy_port = true, proxy_user = true, proxy_pass = true,
                   proxy_agent = true, reply_timeout = true }
 
-local function header_limit(v)
-  local n = tonumber(v)
-  if not n or n < 1024 or n > 65536 or n % 1 ~= 0 then return nil, "bad size (want 1024..65536 bytes)" end
-  return n
-end
-
 _M.params = {
-  host = check.host, port = check.port, max_header = header_limit,
+  host = check.host, port = check.port, max_header = check.int_range(1024, 65536, "bytes"),
   proxy_host = check.host, proxy_port = check.port, proxy_user = check.string,
   proxy_pass = check.string, proxy_agent = check.string, reply_timeout = check.seconds,
   route = check.func, allow = addr.check_patterns, users = gate.check_users, realm = check.string,
@@ -67,8 +62,8 @@ function _M.check(conf, position, ctx)
       if conf.host or conf.port then return "no host or port here: the enclosing connector listens" end
       return gate.check_server(conf)
     end
-    if conf.port == nil then return "missing port" end
-    conf.host = conf.host or "localhost"
+    local problem = check.listen(conf)
+    if problem then return problem end
     return gate.check_server(conf)
   else
     local problem = _M.check_proxy(conf)
@@ -138,8 +133,13 @@ function _M.listen(conf)
   return conf.host, conf.port
 end
 
+-- An error answer, then what the client still sends is read and dropped for a moment (up to
+-- 1 MiB, 1 s, or its EOF), so that a client still sending a refused request gets the answer
+-- rather than a reset.
 local function reply(client, code, reason, detail, headers)
-  client:write(http.response(code, reason, headers, "netproxy: " .. detail .. "\n"))
+  if client:write(http.response(code, reason, headers, "netproxy: " .. detail .. "\n")) then
+    stream.discard(client, 1024 * 1024, 1)
+  end
 end
 
 -- The request, checked; returns host, port, or nil after answering the client.

@@ -55,16 +55,10 @@ local function connector_table(v)
   return v
 end
 
-local function peek_limit(v)
-  local n = tonumber(v)
-  if not n or n % 1 ~= 0 or n < 16 or n > 65536 then return nil, "bad size (want 16..65536 bytes)" end
-  return n
-end
-
 _M.params = {
   host = check.host, port = check.port, timeout = check.seconds,
   server_first = connector_table, client_first = connector_table, probes = probe_list,
-  probe_timeout = check.seconds, max_peek = peek_limit,
+  probe_timeout = check.seconds, max_peek = check.int_range(16, 65536, "bytes"),
 }
 
 -- A probe's `from`: a server side that hears the target from the client; its `to` (tcp by
@@ -83,8 +77,8 @@ local function check_branch(p, i, ctx)
 end
 
 function _M.check(conf, position, ctx)
-  if conf.port == nil then return "missing port" end
-  conf.host = conf.host or "localhost"
+  local problem = check.listen(conf)
+  if problem then return problem end
   conf.timeout = conf.timeout or 1          -- Net::Proxy's default
   conf.probe_timeout = conf.probe_timeout or 5
   conf.max_peek = conf.max_peek or 16384

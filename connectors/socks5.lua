@@ -37,19 +37,14 @@ local function short_string(v)   -- RFC 1929: user name and password are at most
   return v
 end
 
-local function boolean(v)
-  if type(v) ~= "boolean" then return nil, "want true or false" end
-  return v
-end
-
 _M.from_only = FROM_ONLY
 
 _M.params = {
   host = check.host, port = check.port,
   route = check.func, allow = addr.check_patterns, users = gate.check_users,
-  request_timeout = check.seconds, socks4 = boolean,
+  request_timeout = check.seconds, socks4 = check.boolean,
   proxy_host = check.host, proxy_port = check.port, proxy_user = short_string,
-  proxy_pass = short_string, remote_dns = boolean, reply_timeout = check.seconds,
+  proxy_pass = short_string, remote_dns = check.boolean, reply_timeout = check.seconds,
 }
 
 -- The checks of the `to` side, shared with chain's socks5 hops (which have no host and port
@@ -73,8 +68,8 @@ function _M.check(conf, position, ctx)
       if conf.host or conf.port then return "no host or port here: the enclosing connector listens" end
       return gate.check_server(conf)
     end
-    if conf.port == nil then return "missing port" end
-    conf.host = conf.host or "localhost"
+    local problem = check.listen(conf)
+    if problem then return problem end
     return gate.check_server(conf)
   end
   local problem = _M.check_proxy(conf)

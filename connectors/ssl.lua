@@ -37,19 +37,14 @@ local function certs(v)
   return v
 end
 
-local function boolean(v)
-  if type(v) ~= "boolean" then return nil, "want true or false" end
-  return v
-end
-
 _M.params = {
   host = check.host, port = check.port,
   cert = check.string, key = check.string,
   SSL_cert_file = check.string, SSL_key_file = check.string,    -- Net::Proxy's names
-  certs = certs, ca = check.string, verify = boolean, alpn = alpn,
+  certs = certs, ca = check.string, verify = check.boolean, alpn = alpn,
   min_version = check.one_of("1.0", "1.1", "1.2", "1.3"),
   sni = check.string, verify_name = check.string,
-  start_cleartext = boolean, starttls = check.func, handshake_timeout = check.seconds,
+  start_cleartext = check.boolean, starttls = check.func, handshake_timeout = check.seconds,
 }
 
 local CLIENT_ONLY = { sni = true, verify_name = true }
@@ -100,8 +95,8 @@ end
 
 function _M.check(conf, position, ctx)
   if position == "from" then
-    if conf.port == nil then return "missing port" end
-    conf.host = conf.host or "localhost"
+    local problem = check.listen(conf)
+    if problem then return problem end
   elseif not ctx.target_from_client then
     if conf.host == nil or conf.port == nil then return "missing host or port" end
   end

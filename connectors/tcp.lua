@@ -12,8 +12,7 @@ local _M = {
 
 function _M.check(conf, position, ctx)
   if position == "from" then
-    if conf.port == nil then return "missing port" end
-    conf.host = conf.host or "localhost"
+    return check.listen(conf)
   elseif not ctx.target_from_client then   -- else the client names host and port
     if conf.port == nil then return "missing port" end
     if conf.host == nil then return "missing host" end

@@ -13,11 +13,7 @@ local _M = {
 function _M.check(conf, position, ctx)
   if conf.hook_mode then return "hook_mode: a udp hook sees whole datagrams" end
   if conf.proxy_protocol then return "proxy_protocol: not for udp" end
-  if position == "from" then
-    if conf.port == nil then return "missing port" end
-    conf.host = conf.host or "localhost"
-    return
-  end
+  if position == "from" then return check.listen(conf) end
   if not ctx.datagram then return "a udp to wants a udp from" end
   if conf.port == nil then return "missing port" end
   if conf.host == nil then return "missing host" end

@@ -19,7 +19,7 @@
 
 #define DEFAULT_TIMEOUT 30.0
 #define READ_MAX (64 * 1024)   /* most one read() hands to Lua */
-#define PEEK_MAX (64 * 1024)   /* most bytes a connector may look at before deciding */
+#define PEEK_MAX (16 + 65535)  /* most bytes a connector may look at: the longest PROXY v2 header */
 
 static char scratch[READ_MAX];
 static struct np_sock_owner *running;
@@ -314,22 +314,32 @@ static int sock_read(lua_State *L)
 
 /* ---- peek: wait until n bytes are buffered, return them all, consume none ---- */
 
-/* 1 when n bytes are buffered, 0 to wait, -1 at EOF, -2 on error (s->err). */
+/* Reads what the socket has on the way, up to PEEK_MAX buffered, until at least n bytes are:
+ * one pass takes whatever has arrived, so a caller that asks for one byte more each time
+ * (a delimited read) costs one read per arrival, not one per byte.
+ * 1 when n bytes are buffered, 0 to wait, -1 at EOF, -2 on error (s->err). */
 static int fill_inbuf(struct np_sock *s, size_t n)
 {
-    size_t have;
-
     if (!s->inbuf && !(s->inbuf = evbuffer_new())) {
         snprintf(s->err, sizeof s->err, "out of memory");
         return -2;
     }
-    while ((have = evbuffer_get_length(s->inbuf)) < n) {
-        ssize_t got = io_read(s, scratch, n - have < READ_MAX ? n - have : READ_MAX);
+    for (;;) {
+        size_t have = evbuffer_get_length(s->inbuf), room;
+        ssize_t got;
+
+        if (have >= PEEK_MAX) return 1;
+        room = PEEK_MAX - have < READ_MAX ? PEEK_MAX - have : READ_MAX;
+        got = io_read(s, scratch, room);
+        if (got > 0) {
+            evbuffer_add(s->inbuf, scratch, got);
+            if ((size_t)got < room && have + got >= n) return 1;   /* drained, and enough */
+            continue;
+        }
+        if (have >= n) return 1;        /* EOF or an error: the next call reports it */
         if (got == 0) return -1;
-        if (got < 0) return errno == EAGAIN ? 0 : -2;
-        evbuffer_add(s->inbuf, scratch, got);
+        return errno == EAGAIN ? 0 : -2;
     }
-    return 1;
 }
 
 static void push_inbuf(lua_State *L, struct np_sock *s)
@@ -363,7 +373,7 @@ static int sock_peek(lua_State *L)
     double timeout = opt_timeout(L, 3, s->timeout);
     int status;
 
-    luaL_argcheck(L, n > 0 && n <= PEEK_MAX, 2, "must be 1..65536");
+    luaL_argcheck(L, n > 0 && n <= PEEK_MAX, 2, "must be 1..65551");
     if (!check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
     status = fill_inbuf(s, n);
     if (status) return push_peek(L, s, status, NULL);

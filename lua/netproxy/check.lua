@@ -1,6 +1,7 @@
 -- netproxy.check: validators for config values. Each takes a value and returns the
 -- normalised value, or nil and a message saying what is wrong with it.
-local type, tonumber, tostring, math_floor = type, tonumber, tostring, math.floor
+local type, tonumber, tostring, ipairs, pairs, unpack = type, tonumber, tostring, ipairs, pairs, unpack
+local math_floor = math.floor
 
 local _M = {}
 
@@ -12,6 +13,65 @@ function _M.port(v)
   return n
 end
 
+-- An IPv4 address as inet_pton reads it: four decimal numbers 0..255, no leading zeros.
+-- Returns the four numbers, or nil.
+function _M.ipv4(s)
+  if type(s) ~= "string" then return nil end
+  local a, b, c, d = s:match("^(%d%d?%d?)%.(%d%d?%d?)%.(%d%d?%d?)%.(%d%d?%d?)$")
+  if not a then return nil end
+  local out = {}
+  for i, n in ipairs({ a, b, c, d }) do
+    if #n > 1 and n:sub(1, 1) == "0" then return nil end
+    out[i] = tonumber(n)
+    if out[i] > 255 then return nil end
+  end
+  return out
+end
+
+-- The groups of one side of "::": "1:2:ab" (the last may be a dotted quad when tail is true);
+-- adds them to out; false when malformed.
+local function ipv6_part(part, out, tail)
+  if part == "" then return true end
+  local pos = 1
+  while true do
+    local colon = part:find(":", pos, true)
+    local field = part:sub(pos, (colon or 0) - 1)
+    if not colon and tail and field:find(".", 1, true) then
+      local q = _M.ipv4(field)
+      if not q then return false end
+      out[#out + 1] = q[1] * 256 + q[2]
+      out[#out + 1] = q[3] * 256 + q[4]
+      return true
+    end
+    if not field:match("^%x%x?%x?%x?$") then return false end
+    out[#out + 1] = tonumber(field, 16)
+    if not colon then return true end
+    pos = colon + 1
+  end
+end
+
+-- An IPv6 address (RFC 4291 2.2, as inet_pton reads it): eight groups of 1..4 hex digits, at
+-- most one "::" standing for one or more groups of zeros, a dotted quad for the last two.
+-- Returns the eight groups as numbers, or nil.
+function _M.ipv6(s)
+  if type(s) ~= "string" or #s < 2 or #s > 45 or not s:match("^[%x:%.]+$") then return nil end
+  local gap = s:find("::", 1, true)
+  local left, right = {}, {}
+  if gap then
+    if s:find("::", gap + 1, true) then return nil end           -- two of them, or ":::"
+    if not ipv6_part(s:sub(1, gap - 1), left, false) or not ipv6_part(s:sub(gap + 2), right, true) then
+      return nil
+    end
+    if #left + #right > 7 then return nil end
+  else
+    if not ipv6_part(s, left, true) or #left ~= 8 then return nil end
+  end
+  local groups = left
+  for _ = 1, 8 - #left - #right do groups[#groups + 1] = 0 end
+  for _, g in ipairs(right) do groups[#groups + 1] = g end
+  return groups
+end
+
 -- A host name or an IP literal; IPv6 may come with or without brackets.
 function _M.host(v)
   if type(v) ~= "string" or v == "" then
@@ -19,33 +79,67 @@ function _M.host(v)
   end
   local bare = v:match("^%[(.*)%]$") or v
   if bare:find(":", 1, true) then
-    if bare:match("^[%x:%.]+$") then return bare end
-  elseif #v <= 253 and v:match("^[%w_%-%.]+$") and not v:find("..", 1, true) then
+    if _M.ipv6(bare) then return bare end
+    return nil, "bad host '" .. v .. "' (not an IPv6 address)"
+  end
+  if v:match("^[%d%.]+$") then
+    if _M.ipv4(v) then return v end
+    return nil, "bad host '" .. v .. "' (not an IPv4 address)"
+  end
+  if #v <= 253 and v:match("^[%w_%-%.]+$") and not v:find("..", 1, true) then
     return v
   end
   return nil, "bad host '" .. v .. "'"
 end
 
+-- Durations: 0 (which each option documents: none, never, unbounded) or 1 ms .. 30 days. A
+-- timeout under a millisecond is a slip of units, one over a month is meant as "never" and has
+-- 0 for that; the bound keeps every deadline exact in a double and far from the overflow of a
+-- time_t when the C core turns it into a timeval. NaN and infinities are refused.
+_M.MIN_SECONDS, _M.MAX_SECONDS = 0.001, 30 * 24 * 3600
+
 function _M.seconds(v)
   local n = tonumber(v)
-  if not n or n < 0 then return nil, "bad duration '" .. tostring(v) .. "' (want seconds >= 0)" end
-  return n
-end
-
-function _M.count(v)
-  local n = tonumber(v)
-  if not n or n ~= math_floor(n) or n < 0 then
-    return nil, "bad number '" .. tostring(v) .. "' (want an integer >= 0)"
+  if not n or n ~= n or n < 0 or n > _M.MAX_SECONDS or (n > 0 and n < _M.MIN_SECONDS) then
+    return nil, ("bad duration '%s' (want 0 or %g..%d seconds)"):format(tostring(v), _M.MIN_SECONDS, _M.MAX_SECONDS)
   end
   return n
 end
 
+-- A validator for whole numbers lo..hi; unit ("bytes", ...) is for the message.
+function _M.int_range(lo, hi, unit)
+  local want = ("want an integer, %d..%d%s"):format(lo, hi, unit and " " .. unit or "")
+  return function(v)
+    local n = tonumber(v)
+    if not n or n ~= n or n ~= math_floor(n) or n < lo or n > hi then
+      return nil, "bad value '" .. tostring(v) .. "' (" .. want .. ")"
+    end
+    return n
+  end
+end
+
+-- Counts (max_clients, max_connections, ...): 0 (none, no limit) up to a billion, far past any
+-- real limit and still exact as a C integer.
+_M.MAX_COUNT = 1000000000
+_M.count = _M.int_range(0, _M.MAX_COUNT)
+
+-- Worker processes: the shared counters have NP_MAX_SLOTS (64) slots, slot 0 the master's
+-- (src/shm.h); -w takes the same range.
+_M.MAX_WORKERS = 63
+_M.workers = _M.int_range(1, _M.MAX_WORKERS)
+
+-- Buffer sizes.
 function _M.bytes(v)
   local n = tonumber(v)
-  if not n or n ~= math_floor(n) or n < 4096 or n > 64 * 1024 * 1024 then
+  if not n or n ~= n or n ~= math_floor(n) or n < 4096 or n > 64 * 1024 * 1024 then
     return nil, "bad size '" .. tostring(v) .. "' (want bytes, 4096..67108864)"
   end
   return n
+end
+
+function _M.boolean(v)
+  if type(v) ~= "boolean" then return nil, "want true or false, not " .. tostring(v) end
+  return v
 end
 
 function _M.string(v)
@@ -78,13 +172,19 @@ function _M.log_level(v)
 end
 
 -- Nameservers: a list of "ip" or "ip:port" ("[v6]:port" for IPv6).
+local function nameserver(s)
+  if type(s) ~= "string" then return false end
+  local ip, port = s:match("^%[(.*)%]:(%d+)$")
+  if not ip then ip, port = s:match("^([%d%.]+):(%d+)$") end
+  if ip then return (_M.ipv4(ip) or _M.ipv6(ip)) and tonumber(port) <= 65535 end
+  return (_M.ipv4(s) or _M.ipv6(s)) ~= nil
+end
+
 function _M.resolvers(v)
   if type(v) == "string" then v = { v } end
   if type(v) ~= "table" or #v == 0 then return nil, "want a list of \"ip:port\" nameservers" end
   for _, s in ipairs(v) do
-    local ok = type(s) == "string" and (s:match("^%d+%.%d+%.%d+%.%d+:?%d*$") or s:match("^%[[%x:%.]+%]:%d+$")
-                                        or s:match("^[%x:%.]*:[%x:%.]*$"))
-    if not ok then return nil, "bad nameserver '" .. tostring(s) .. "' (want ip or ip:port)" end
+    if not nameserver(s) then return nil, "bad nameserver '" .. tostring(s) .. "' (want ip or ip:port)" end
   end
   return v
 end
@@ -92,20 +192,10 @@ end
 -- "10.0.0.0/8", "192.0.2.1", "2001:db8::/32", "::1": an address with an optional prefix.
 function _M.cidr(v)
   if type(v) ~= "string" then return nil, "want an address or CIDR string" end
-  local ip, bits = v:match("^([^/]+)/(%d+)$")
+  local ip, bits = v:match("^([^/]+)/(%d%d?%d?)$")
   ip = ip or v
-  local max
-  local a, b, c, d = ip:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
-  if a then
-    for _, n in ipairs({ a, b, c, d }) do
-      if tonumber(n) > 255 then return nil, "bad address or CIDR '" .. v .. "'" end
-    end
-    max = 32
-  elseif ip:find(":", 1, true) and ip:match("^[%x:%.]+$") and not ip:find(":::", 1, true) then
-    max = 128
-  else
-    return nil, "bad address or CIDR '" .. v .. "'"
-  end
+  local max = _M.ipv4(ip) and 32 or _M.ipv6(ip) and 128
+  if not max then return nil, "bad address or CIDR '" .. v .. "'" end
   if bits and tonumber(bits) > max then return nil, "bad prefix in '" .. v .. "' (at most /" .. max .. ")" end
   return v
 end
@@ -139,6 +229,84 @@ function _M.paths(v)
     if type(p) ~= "string" then return nil, "want a folder or a list of folders" end
   end
   return v
+end
+
+-- The listening side of a `from` connector: port is required, host defaults to localhost.
+-- Fills conf.host; returns a problem, or nil.
+function _M.listen(conf)
+  if conf.port == nil then return "missing port" end
+  conf.host = conf.host or "localhost"
+end
+
+-- What a listen address stands for, to tell when two would clash: a list of keys
+-- { family = 4 | 6 | "name", addr = canonical text, or "*" for every address of the family }.
+-- localhost is 127.0.0.1 and ::1; port 0 (any free port) never clashes: no keys.
+function _M.listen_keys(host, port)
+  if tonumber(port) == 0 then return {} end
+  host = tostring(host):lower():match("^%[(.*)%]$") or tostring(host):lower()
+  if host == "localhost" then
+    return { { family = 4, addr = "127.0.0.1" }, { family = 6, addr = "0:0:0:0:0:0:0:1" } }
+  end
+  local q, g = _M.ipv4(host), _M.ipv6(host)
+  if q then
+    local text = table.concat(q, ".")
+    return { { family = 4, addr = text == "0.0.0.0" and "*" or text } }
+  elseif g then
+    local text = ("%x:%x:%x:%x:%x:%x:%x:%x"):format(unpack(g))
+    return { { family = 6, addr = text == "0:0:0:0:0:0:0:0" and "*" or text } }
+  end
+  return { { family = "name", addr = host } }
+end
+
+-- Do two keys share an address? A name is not resolved here: it clashes with itself and, as
+-- it may stand for addresses of either family, with a wildcard.
+local function overlap(a, b)
+  if a.family == "name" or b.family == "name" then
+    if a.family == b.family then return a.addr == b.addr end
+    return (a.family == "name" and b or a).addr == "*"
+  end
+  return a.family == b.family and (a.addr == b.addr or a.addr == "*" or b.addr == "*")
+end
+
+local function authority(host, port)
+  host = tostring(host)
+  if host:find(":", 1, true) then host = "[" .. host .. "]" end
+  return host .. ":" .. tostring(port)
+end
+
+-- listeners: a list of { host =, port =, label = "proxy 'web'", where = "file:line" } (or
+-- { path = } for a unix socket; udp = true for a UDP one, whose ports are apart from TCP's),
+-- in declaration order. Returns a list of { where =, message = } for each listener that shares
+-- an address and port with an earlier one (SO_REUSEPORT would let both bind and split the
+-- clients between them unseen; without it the second fails at start).
+function _M.listen_clashes(listeners)
+  local problems = {}
+  for i, b in ipairs(listeners) do
+    local kb = b.path and {} or _M.listen_keys(b.host, b.port)
+    for j = 1, i - 1 do
+      local a = listeners[j]
+      local clash = false
+      if a.path or b.path then
+        clash = a.path == b.path
+      elseif (a.udp or false) ~= (b.udp or false) then
+        clash = false
+      elseif tonumber(a.port) == tonumber(b.port) then
+        for _, x in ipairs(_M.listen_keys(a.host, a.port)) do
+          for _, y in ipairs(kb) do clash = clash or overlap(x, y) end
+        end
+      end
+      if clash then
+        problems[#problems + 1] = {
+          where = b.where,
+          message = ("%s: listen %s %s clashes with %s of %s at %s"):format(b.label,
+            b.path and "path" or b.udp and "address udp" or "address", b.path or authority(b.host, b.port),
+            a.path or authority(a.host, a.port), a.label, a.where),
+        }
+        break
+      end
+    end
+  end
+  return problems
 end
 
 -- Checks t's fields against spec { name = validator }; returns the normalised copy and a

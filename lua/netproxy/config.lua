@@ -6,6 +6,7 @@ local connectors = require "netproxy.connectors"
 local lines = require "netproxy.lines"
 local addr = require "netproxy.addr"
 local udp_service = require "netproxy.udp_service"
+local sandbox = require "netproxy.sandbox"
 
 local _M = {}
 
@@ -49,7 +50,7 @@ local PER_PROXY = {
   relay = check.one_of("auto", "splice", "buffered"),
   buffer_size = check.bytes,
   hook_budget = check.seconds,
-  max_negotiating = check.count,
+  max_negotiating = check.int_range(1, check.MAX_COUNT),
   lua_call_memory = memory_size(64 * 1024, 4 * 1024 ^ 3),  -- one call into Lua (a hook, a resume)
   udp_idle_timeout = check.seconds,
   max_flows = check.count,
@@ -77,9 +78,9 @@ local SERVER = {
   connector_path = check.paths,
   resolvers = check.resolvers,
   stats = check.listen_address,
-  workers = check.count,
-  reuseport = function(v) if type(v) ~= "boolean" then return nil, "want true or false" end return v end,
-  daemon = function(v) if type(v) ~= "boolean" then return nil, "want true or false" end return v end,
+  workers = check.workers,
+  reuseport = check.boolean,
+  daemon = check.boolean,
   pid_file = check.string, user = check.string, group = check.string, chroot = check.string,
   log_file = check.string,
   -- process life: see docs/operations.md
@@ -216,8 +217,8 @@ local function run_script(path)
   -- interpreter, where the budget's count hook sees it: compiled loops would escape it.
   if jit then jit.off(chunk, true) end
   setfenv(chunk, env)
-  local ok, runerr = pcall(chunk)
-  if not ok then return nil, tostring(runerr) end
+  local ok, runerr = xpcall(chunk, sandbox.error_message)
+  if not ok then return nil, runerr end
   return decls, servers
 end
 
@@ -274,10 +275,11 @@ local function server_options(path, servers, cli, say_at)
   local server = {}
   for k, v in pairs(_M.DEFAULTS) do server[k] = v end
   server.connector_path = {}
+  local set_at = {}       -- option -> "file:line" of the server{} that set it
   for _, decl in ipairs(servers) do
     local fields, problems = check.fields(decl.spec, SERVER)
     for _, p in ipairs(problems) do say_at(decl.where, "server: %s", p) end
-    for k, v in pairs(fields) do server[k] = v end
+    for k, v in pairs(fields) do server[k], set_at[k] = v, decl.where end
   end
   local base = dirname(path)
   for i, p in ipairs(server.connector_path) do
@@ -286,18 +288,35 @@ local function server_options(path, servers, cli, say_at)
   if cli.log_level then server.log_level = cli.log_level end
   server.log_level = math.max(0, math.min(4, server.log_level + (cli.verbose or 0)))
   if cli.max_connections then server.max_connections = cli.max_connections end
-  server.workers = cli.workers or server.workers or cli.cpus or 1
+  server.workers = cli.workers or server.workers or math.min(cli.cpus or 1, check.MAX_WORKERS)
   for _, k in ipairs({ "daemon", "pid_file", "user", "group", "chroot", "log_file" }) do
     if cli[k] ~= nil then server[k] = cli[k] end
   end
   if server.daemon and not server.log_file then server.log_file = "syslog" end   -- stderr is gone
   if cli.relay then server.relay = cli.relay end
-  return server
+  return server, set_at
 end
 
--- load(path, cli) -> config | nil, { "file:line: message", ... }
-function _M.load(path, cli)
-  cli = cli or {}
+-- Two listeners on one address are an error, with or without reuseport (which would let
+-- both bind and split the clients between them).
+local function check_clashes(proxies, server, set_at, say_at)
+  local listeners = {}
+  for _, proxy in ipairs(proxies) do
+    local l = proxy.listen
+    if l and (l.path or l.host and l.port) then
+      listeners[#listeners + 1] = { host = l.host, port = l.port, path = l.path, udp = l.udp,
+                                    label = "proxy '" .. proxy.name .. "'", where = proxy.where }
+    end
+  end
+  if server.stats then
+    local host, port = server.stats:match("^%[(.*)%]:(%d+)$")
+    if not host then host, port = server.stats:match("^(.*):(%d+)$") end
+    listeners[#listeners + 1] = { host = host, port = port, label = "server: stats", where = set_at.stats }
+  end
+  for _, clash in ipairs(check.listen_clashes(listeners)) do say_at(clash.where, "%s", clash.message) end
+end
+
+local function load(path, cli)
   local errors = {}
   local function say_at(where, fmt, ...) errors[#errors + 1] = where .. ": " .. fmt:format(...) end
 
@@ -312,7 +331,7 @@ function _M.load(path, cli)
     decls, servers = run_script(path)
     if not decls then return nil, { servers } end
   end
-  local server = server_options(path, servers, cli, say_at)
+  local server, set_at = server_options(path, servers, cli, say_at)
 
   local folders = { cli.builtin_connectors }
   for _, p in ipairs(cli.connector_path or {}) do folders[#folders + 1] = p end
@@ -334,6 +353,7 @@ function _M.load(path, cli)
       say_at(proxy.where, "proxy '%s': a stdio proxy must be the only proxy of its config", proxy.name)
     end
   end
+  check_clashes(proxies, server, set_at, say_at)
   -- -m counts this process's connections, and stdio is one connection: a single process
   if server.max_connections > 0 or (proxies[1] and proxies[1].listen and proxies[1].listen.stdio) then
     server.workers = 1
@@ -341,6 +361,20 @@ function _M.load(path, cli)
   if server.workers < 1 then say_at(path .. ":1", "server: workers: want at least 1") end
   if #errors > 0 then return nil, errors end
   return { server = server, proxies = proxies }
+end
+
+-- load(path, cli) -> config | nil, { "file:line: message", ... }
+-- Loading has a time bound of its own (netproxy.sandbox.bounded), for --check, start and
+-- reload alike: a config that loops gives up with "file:line: config took longer than N s".
+function _M.load(path, cli)
+  cli = cli or {}
+  -- from here on, user code cannot end the process (os.exit, ...): docs/hooks.md
+  if sandbox.in_netproxy() then sandbox.lock() end
+  local budget, berr = sandbox.load_budget()
+  if not budget then return nil, { berr } end
+  local ok, cfg, errors = pcall(sandbox.bounded, budget, load, path, cli)
+  if not ok then return nil, { tostring(cfg) } end
+  return cfg, errors
 end
 
 return _M

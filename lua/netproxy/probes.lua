@@ -33,14 +33,21 @@ function _M.http(buf)
   return verdict
 end
 
--- SOCKS5: version 5, a method count n >= 1, then n method bytes (RFC 1928 3).
+-- SOCKS5: version 5, a method count n >= 1, then n method bytes (RFC 1928 3), each one a
+-- method that exists: 0x00..0x09 assigned by IANA, 0x80..0xfe private (sslh's rule). Bytes
+-- after the greeting do not matter: a peek may have read them along with it (a client that
+-- sends its authentication or request without waiting for our answer).
 function _M.socks5(buf)
   if #buf >= 1 and byte(buf, 1) ~= 5 then return "no" end
   if #buf < 2 then return "more" end
   local n = byte(buf, 2)
   if n == 0 then return "no" end
+  for i = 3, math.min(#buf, 2 + n) do
+    local m = byte(buf, i)
+    if (m > 0x09 and m < 0x80) or m == 0xff then return "no" end
+  end
   if #buf < 2 + n then return "more" end
-  return #buf == 2 + n and "match" or "no"   -- the client waits for our answer: no more bytes
+  return "match"
 end
 
 -- ---------------------------------------------------------------- TLS

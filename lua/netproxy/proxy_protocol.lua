@@ -5,23 +5,19 @@
 local core = require "netproxy.core"
 local addr = require "netproxy.addr"
 local bytes = require "netproxy.bytes"
-local byte, char, sub, find = string.byte, string.char, string.sub, string.find
+local check = require "netproxy.check"
+local byte, char, sub, find, concat = string.byte, string.char, string.sub, string.find, table.concat
+local math_max = math.max
 
 local _M = {}
 
 local V2_SIGNATURE = "\r\n\r\n\0\r\nQUIT\n"
 local V1_MAX = 107                 -- the longest v1 line, CRLF included
+local V1_MIN = 15                  -- the shortest: "PROXY UNKNOWN\r\n"
+local V2_MIN = 16                  -- signature, version and command, family, length
 
-local function v4(s)
-  local a, b, c, d = s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
-  if not a then return false end
-  for _, n in ipairs({ a, b, c, d }) do if tonumber(n) > 255 or #n > 3 then return false end end
-  return true
-end
-
-local function v6(s)
-  return #s >= 2 and #s <= 45 and s:match("^[%x:%.]+$") ~= nil and s:find(":", 1, true) ~= nil
-end
+local function v4(s) return check.ipv4(s) ~= nil end
+local function v6(s) return check.ipv6(s) ~= nil end
 
 local function port(s)
   local n = tonumber(s)
@@ -33,7 +29,7 @@ local function parse_v1(buf)
   local stop = find(buf, "\r\n", 1, true)
   if not stop then
     if #buf >= V1_MAX then return nil, "v1 header without CRLF in " .. V1_MAX .. " bytes" end
-    return "more"
+    return "more", math_max(V1_MIN - #buf, byte(buf, -1) == 13 and 1 or 2)
   end
   if stop + 1 > V1_MAX then return nil, "v1 header longer than " .. V1_MAX .. " bytes" end
   local line = sub(buf, 1, stop - 1)
@@ -52,12 +48,12 @@ end
 local u16 = bytes.u16
 
 local function parse_v2(buf)
-  if #buf < 16 then return "more" end
+  if #buf < V2_MIN then return "more", V2_MIN - #buf end
   local ver_cmd, fam = byte(buf, 13, 14)
   if math.floor(ver_cmd / 16) ~= 2 then return nil, "v2 header with version " .. math.floor(ver_cmd / 16) end
   local cmd, len = ver_cmd % 16, u16(buf, 15)
   if cmd > 1 then return nil, "v2 header with command " .. cmd end
-  if #buf < 16 + len then return "more" end
+  if #buf < 16 + len then return "more", 16 + len - #buf end
   local header = { version = 2 }
   if cmd == 0 or fam == 0x00 then               -- LOCAL (health checks), or UNSPEC
     header.local_ = true
@@ -75,33 +71,46 @@ local function parse_v2(buf)
   return header, 16 + len
 end
 
--- parse(bytes, version) -> header, length | "more" | nil, why. version is "v1", "v2" or "any".
+-- parse(bytes, version) -> header, length | "more", need | nil, why. version is "v1", "v2"
+-- or "any". need is how many more bytes the header takes at the least: reading no more than
+-- that never takes a byte past the header.
 function _M.parse(buf, version)
   local is_v1 = sub(buf, 1, 6) == sub("PROXY ", 1, #buf)
   local is_v2 = sub(buf, 1, 12) == sub(V2_SIGNATURE, 1, #buf)
-  if #buf < 6 and (is_v1 or is_v2) then return "more" end
+  if #buf < 6 and (is_v1 or is_v2) then return "more", (version == "v2" and V2_MIN or V1_MIN) - #buf end
   if version ~= "v2" and sub(buf, 1, 6) == "PROXY " then return parse_v1(buf) end
   if version ~= "v1" and is_v2 then
-    if #buf < 12 then return "more" end
+    if #buf < 12 then return "more", V2_MIN - #buf end
     return parse_v2(buf)
   end
   return nil, "no PROXY " .. (version == "any" and "" or version .. " ") .. "header"
 end
 
--- Reads the header off the client socket (nothing past it). Returns the header or nil, why.
+-- Reads the header off the client socket and nothing past it: what follows (a TLS
+-- ClientHello, say) stays in the socket for the next step. Reads take what parse() says is
+-- needed at the least, and parse runs once per such step, so a client that sends its header a
+-- byte at a time costs no more than one that sends it whole. Returns the header or nil, why.
 function _M.read(sock, version, timeout)
-  local want = 1
+  local deadline = timeout and timeout > 0 and core.now() + timeout
+  local parts, have, goal = {}, 0, 0
   while true do
-    local buf, err = sock:peek(want, timeout)
-    if not buf then return nil, err end
-    local header, len = _M.parse(buf, version)
-    if header == nil then return nil, len end
-    if header ~= "more" then
-      sock:read(len)
-      return header
+    if have >= goal then
+      local buf = concat(parts)
+      parts = { buf }
+      local header, n = _M.parse(buf, version)
+      if header == nil then return nil, n end
+      if header ~= "more" then
+        if n < have then sock:unread(sub(buf, n + 1)) end   -- (reads stop at the header)
+        return header
+      end
+      goal = have + n
     end
-    if #buf >= 16 + 65535 then return nil, "header too long" end
-    want = #buf + 1
+    local left = deadline and deadline - core.now() or timeout
+    if deadline and left <= 0 then return nil, "timeout" end
+    local chunk, err = sock:read(goal - have, left)
+    if not chunk then return nil, err end
+    parts[#parts + 1] = chunk
+    have = have + #chunk
   end
 end
 

@@ -44,7 +44,10 @@ describe("probes", function()
     assert.are.equal("more", probes.socks5("\5\2\0"))
     assert.are.equal("no", probes.socks5("\5\0"))
     assert.are.equal("no", probes.socks5("\4\1\0\80"))
-    assert.are.equal("no", probes.socks5("\5\1\0\5"))
+    -- bytes after the greeting: a client that did not wait for the answer (a peek reads them too)
+    assert.are.equal("match", probes.socks5("\5\1\2\1\5alice"))
+    assert.are.equal("no", probes.socks5("\5\1\66"))           -- no such method
+    assert.are.equal("no", probes.socks5("\5\3\0\255"))
   end)
 
   describe("tls", function()
