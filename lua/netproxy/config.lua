@@ -87,10 +87,14 @@ local SERVER = {
 for k, v in pairs(PER_PROXY) do SERVER[k] = v end
 for k, v in pairs(GUARDS) do SERVER[k] = v end
 
+-- What server{} and proxy{} accept, for the man page's spec and for tools.
+_M.SERVER_OPTIONS, _M.PROXY_OPTIONS = SERVER, nil
+
 local function as_is(v) return v end  -- from/to: checked by check_connector
 local PROXY = { name = check.string, from = as_is, to = as_is }
 for k, v in pairs(PER_PROXY) do PROXY[k] = v end
 for k, v in pairs(GUARDS) do PROXY[k] = v end
+_M.PROXY_OPTIONS = PROXY
 
 -- "file:line" of the script line that called the function calling this.
 local function caller()

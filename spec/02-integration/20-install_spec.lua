@@ -47,15 +47,24 @@ describe("cmake --install", function()
     bin = prefix .. "/bin/netproxy"
   end)
 
-  it("installs the layout: binary, lua/, connectors/, examples, docs, units, config", function()
+  it("installs the layout: binary, lua/, connectors/, examples, docs, man pages, units, config", function()
     for _, path in ipairs({
       "bin/netproxy", "share/netproxy/lua/netproxy/config.lua", "share/netproxy/lua/netproxy/session.lua",
       "share/netproxy/connectors/tcp.lua", "share/netproxy/connectors/dual.lua",
       "share/netproxy/examples/tcp.lua", "share/doc/netproxy/guide.md", "share/doc/netproxy/README.md",
       "lib/systemd/system/netproxy.service", "lib/systemd/system/netproxy.socket",
-      "etc/netproxy/netproxy.lua",
+      "etc/netproxy/netproxy.lua", "share/man/man1/netproxy.1", "share/man/man5/netproxy.lua.5",
     }) do
       assert.is_true(exists(prefix .. "/" .. path), path)
+    end
+  end)
+
+  it("installs man pages that man reads without a warning", function()
+    for _, page in ipairs({ "man1/netproxy.1", "man5/netproxy.lua.5" }) do
+      local out, err, rc = h.run({ "man", "--warnings", "-l", prefix .. "/share/man/" .. page })
+      assert.are.equal(0, rc, err)
+      assert.are.equal("", err)
+      assert.truthy(out:find("SEE ALSO", 1, true), page)
     end
   end)
 
