@@ -100,6 +100,8 @@ static void push_overrides(lua_State *L, const struct np_cli *cli)
     }
     lua_pushinteger(L, cli->verbose);
     lua_setfield(L, -2, "verbose");
+    lua_pushboolean(L, cli->check);     /* warnings go to stderr, not the log */
+    lua_setfield(L, -2, "check");
     if (cli->max_connections > 0) {
         lua_pushnumber(L, (lua_Number)cli->max_connections);
         lua_setfield(L, -2, "max_connections");

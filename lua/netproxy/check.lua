@@ -158,4 +158,15 @@ function _M.fields(t, spec, ignore)
   return out, problems
 end
 
+-- A host made of digits and dots is an IPv4 literal and must be a valid one: "256.1.1.1"
+-- would otherwise be looked up as a name, and fail only at start. nil passes.
+function _M.ipv4_literal(v)
+  if type(v) ~= "string" or not v:match("^[%d%.]+$") then return true end
+  local parts = { v:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$") }
+  local ok = #parts == 4
+  for _, n in ipairs(parts) do ok = ok and #n <= 3 and tonumber(n) <= 255 end
+  if ok then return true end
+  return nil, "bad IPv4 address '" .. v .. "' (want four numbers 0..255)"
+end
+
 return _M

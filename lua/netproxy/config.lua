@@ -96,6 +96,29 @@ for k, v in pairs(PER_PROXY) do PROXY[k] = v end
 for k, v in pairs(GUARDS) do PROXY[k] = v end
 _M.PROXY_OPTIONS = PROXY
 
+-- Validators quote the value they refuse; a table or a function quoted is an address
+-- ('table: 0x7f...'), so the message names its type instead.
+local function typed(validate)
+  return function(v)
+    local value, err = validate(v)
+    local t = type(v)
+    if value == nil and err and (t == "table" or t == "function" or t == "userdata" or t == "boolean") then
+      local quoted = " '" .. tostring(v) .. "'"
+      local i, j = err:find(quoted, 1, true)
+      if i then err = err:sub(1, i - 1) .. ": a " .. t .. err:sub(j + 1) end
+    end
+    return value, err
+  end
+end
+
+local function fields(t, spec, ignore)
+  local wrapped = setmetatable({}, { __index = function(_, k)
+    local validate = spec[k]
+    return validate and typed(validate)
+  end })
+  return check.fields(t, wrapped, ignore)
+end
+
 -- "file:line" of the script line that called the function calling this.
 local function caller()
   local info = debug.getinfo(3, "Sl")
@@ -120,9 +143,13 @@ local function check_connector(conf, position, say, ctx)
     return say("%s: the %s connector cannot be used as '%s'", position, conf.type, position)
   end
   local spec = setmetatable({}, { __index = function(_, k) return (mod.params or {})[k] or COMMON[k] end })
-  local out, problems = check.fields(conf, spec, { type = true })
+  local out, problems = fields(conf, spec, { type = true })
   out.type = conf.type
   for _, p in ipairs(problems) do say("%s: %s", position, p) end
+  for _, k in ipairs({ "host", "proxy_host" }) do
+    local ok, err = check.ipv4_literal(out[k])
+    if not ok then problems[#problems + 1] = k; say("%s: %s: %s", position, k, err) end
+  end
   if #problems > 0 then return end
   if out.hook_mode and not out.hook then return say("%s: hook_mode without a hook", position) end
   if out.proxy_protocol and position == "to" then
@@ -143,11 +170,16 @@ local function check_connector(conf, position, say, ctx)
     local function sub_say(label)
       return function(fmt, ...) say(position .. "." .. label .. ": " .. fmt, ...) end
     end
+    -- (what they hold is kept in ctx.subs: the sides a proxy may relay, for check_effects)
+    local function keep(checked)
+      if checked and ctx.subs then ctx.subs[#ctx.subs + 1] = checked end
+      return checked
+    end
     ctx.check_to = function(sub, label, subctx)
-      return check_connector(sub, "to", sub_say(label), subctx)
+      return keep(check_connector(sub, "to", sub_say(label), subctx))
     end
     ctx.check_from = function(sub, label)
-      return check_connector(sub, "from", sub_say(label), { nested = true })
+      return keep(check_connector(sub, "from", sub_say(label), { nested = true }))
     end
     local problem = mod.check(out, position, ctx)
     if problem == "" then return end           -- already reported through check_to
@@ -156,20 +188,70 @@ local function check_connector(conf, position, say, ctx)
   return out
 end
 
-local function check_proxy(decl, index, server, say_at)
+-- Why the bytes of this side must pass through user space, or nil.
+local function needs_copy(side)
+  if side.hook then return "a hook" end
+  if side._tls then return "TLS" end
+end
+
+-- Settings that would pass and then do nothing. Each is an error, except where it is
+-- harmless (a relay mode inherited from server{} or the command line, which applies to
+-- every proxy): a warning then, printed by --check and at start.
+local function check_effects(proxy, spec, given, from_mod, dests, server, say, warn)
+  local sides = { proxy.from }
+  for _, d in ipairs(dests) do sides[#sides + 1] = d end
+
+  if proxy.listen.stdio then
+    for _, k in ipairs({ "allow", "deny", "max_clients" }) do
+      if given[k] ~= nil or server.set_at[k] then
+        say("%s%s does nothing on a stdio proxy: its client is standard input, not a peer accepted from a listener",
+            given[k] == nil and "server{} " or "", k)
+      end
+    end
+  end
+  if from_mod.picks_to and spec.to ~= nil and not (type(spec.to) == "table" and spec.to.type == "dummy") then
+    say("to: the %s connector picks the destination itself (server_first, client_first, probes): leave to out",
+        proxy.from.type)
+  end
+  if from_mod.provides_target and type(spec.to) == "table" and (spec.to.host ~= nil or spec.to.port ~= nil) then
+    say("to: host and port come from the client's request (from = %s): leave them out", proxy.from.type)
+  end
+
+  local why
+  for _, side in ipairs(sides) do why = why or needs_copy(side) end
+  if proxy.relay == "splice" and why and given.relay then
+    say("relay = \"splice\" cannot be honoured: %s needs the bytes (the copying relay); use \"auto\"", why)
+  elseif proxy.relay == "splice" and why then
+    warn("relay \"splice\" (%s) cannot be honoured: %s needs the bytes, so this proxy copies",
+         server.set_at.relay and "from server{}" or "from the command line", why)
+  end
+
+  local hooked = false
+  for _, side in ipairs(sides) do hooked = hooked or side.hook ~= nil end
+  for i, side in ipairs(sides) do
+    if side._tls and side.start_cleartext and not side.starttls and not hooked then
+      say("%s: start_cleartext = true without a starttls function or a hook calling conn:starttls(): it would stay in clear text",
+          i == 1 and "from" or "to")
+    end
+  end
+end
+
+local function check_proxy(decl, index, server, say_at, warn_at)
   local where = decl.where
   local label = "proxy '" .. tostring(decl.spec.name or ("proxy" .. index)) .. "'"
   local function say(fmt, ...) say_at(where, label .. ": " .. fmt, ...) end
+  local function warn(fmt, ...) warn_at(where, label .. ": " .. fmt, ...) end
 
-  local fields, problems = check.fields(decl.spec, PROXY)
+  local given, problems = fields(decl.spec, PROXY)
   for _, p in ipairs(problems) do say("%s", p) end
-  local proxy = { name = fields.name or ("proxy" .. index), where = where }
+  local proxy = { name = given.name or ("proxy" .. index), where = where }
   for k in pairs(PER_PROXY) do
-    if fields[k] ~= nil then proxy[k] = fields[k] else proxy[k] = server[k] end
+    if given[k] ~= nil then proxy[k] = given[k] else proxy[k] = server[k] end
   end
-  for k in pairs(GUARDS) do proxy[k] = fields[k] end
+  for k in pairs(GUARDS) do proxy[k] = given[k] end
   proxy.server_accept = server.accept
-  if decl.spec.from == nil then say("missing from") else proxy.from = check_connector(decl.spec.from, "from", say) end
+  local from_ctx = { subs = {} }      -- the destinations a `from` holds (dual's)
+  if decl.spec.from == nil then say("missing from") else proxy.from = check_connector(decl.spec.from, "from", say, from_ctx) end
   local from_mod = proxy.from and connectors.get(proxy.from.type)
   -- a `from` that hears the target from its client (connect) lets `to` leave it out
   local ctx = { target_from_client = from_mod and from_mod.provides_target or false }
@@ -186,7 +268,53 @@ local function check_proxy(decl, index, server, say_at)
           proxy.allow and "allow" or "deny")
     end
   end
+  if proxy.from and proxy.to then
+    local dests = { proxy.to }
+    for _, d in ipairs(from_ctx.subs) do dests[#dests + 1] = d end
+    check_effects(proxy, decl.spec, given, from_mod, dests, server, say, warn)
+  end
   return proxy
+end
+
+-- The addresses a listen host covers, for telling two listeners on one address apart
+-- without resolving names: "localhost" is both loopbacks, "*" both wildcards.
+local function covered(host)
+  if host == "localhost" then return { "127.0.0.1", "::1" } end
+  if host == "*" then return { "0.0.0.0", "::" } end
+  return { host }
+end
+
+local function overlap(a, b)
+  if a == b then return true end
+  local v6a, v6b = a:find(":", 1, true) ~= nil, b:find(":", 1, true) ~= nil
+  if v6a ~= v6b then return false end       -- IPv6 sockets are v6-only
+  return a == "0.0.0.0" or b == "0.0.0.0" or a == "::" or b == "::"
+end
+
+-- The listener already seen on an address of host at port, or nil; records host's.
+local function taken(seen, host, port, owner)
+  local addrs = covered(host)
+  for _, addr in ipairs(addrs) do
+    for _, other in ipairs(seen) do
+      if other.port == port and overlap(other.addr, addr) then return other end
+    end
+  end
+  for _, addr in ipairs(addrs) do seen[#seen + 1] = { addr = addr, port = port, owner = owner } end
+end
+
+-- Two listeners on one address and port: the second would fail at start (or, with
+-- reuseport, silently share the clients).
+local function check_addresses(proxies, say_at)
+  local seen = {}
+  for _, proxy in ipairs(proxies) do
+    for _, l in ipairs(proxy.listen and proxy.listen.host and { proxy.listen } or {}) do
+      local other = l.port ~= 0 and taken(seen, l.host, l.port, proxy)
+      if other then
+        say_at(proxy.where, "proxy '%s': listens on %s port %d, as proxy '%s' does (%s)", proxy.name,
+               l.host, l.port, other.owner.name, other.owner.where)
+      end
+    end
+  end
 end
 
 -- Runs the script with proxy{} and server{} in its environment.
@@ -262,13 +390,14 @@ end
 
 -- server{} options, then the command line over them.
 local function server_options(path, servers, cli, say_at)
-  local server = {}
+  local server = { set_at = {} }     -- set_at[option]: where server{} set it
   for k, v in pairs(_M.DEFAULTS) do server[k] = v end
   server.connector_path = {}
   for _, decl in ipairs(servers) do
-    local fields, problems = check.fields(decl.spec, SERVER)
+    local given, problems = fields(decl.spec, SERVER)
     for _, p in ipairs(problems) do say_at(decl.where, "server: %s", p) end
-    for k, v in pairs(fields) do server[k] = v end
+    for k, v in pairs(given) do server[k] = v end
+    for k in pairs(given) do server.set_at[k] = decl.where end
   end
   local base = dirname(path)
   for i, p in ipairs(server.connector_path) do
@@ -282,15 +411,32 @@ local function server_options(path, servers, cli, say_at)
     if cli[k] ~= nil then server[k] = cli[k] end
   end
   if server.daemon and not server.log_file then server.log_file = "syslog" end   -- stderr is gone
-  if cli.relay then server.relay = cli.relay end
+  if cli.relay then server.relay, server.set_at.relay = cli.relay, nil end
   return server
+end
+
+-- A master keeps one slot of its 64 for the workers of a reload.
+local MAX_WORKERS = 63
+
+-- Warnings go to stderr under --check, else to the log (stderr at start, the log file on a
+-- reload), and are also returned with the config.
+local function report(warnings, cli)
+  local ok, core = pcall(require, "netproxy.core")
+  for _, w in ipairs(warnings) do
+    if cli.check or not (ok and type(core) == "table" and core.log) then
+      io.stderr:write((w:gsub(": ", ": warning: ", 1)), "\n")
+    else
+      core.log("warning", w)
+    end
+  end
 end
 
 -- load(path, cli) -> config | nil, { "file:line: message", ... }
 function _M.load(path, cli)
   cli = cli or {}
-  local errors = {}
+  local errors, warnings = {}, {}
   local function say_at(where, fmt, ...) errors[#errors + 1] = where .. ": " .. fmt:format(...) end
+  local function warn_at(where, fmt, ...) warnings[#warnings + 1] = where .. ": " .. fmt:format(...) end
 
   local decls, servers
   if cli.oneline then
@@ -313,7 +459,7 @@ function _M.load(path, cli)
   if #decls == 0 then say_at(path .. ":1", "no proxy declared (want at least one proxy { ... })") end
   local proxies, names = {}, {}
   for i, decl in ipairs(decls) do
-    local proxy = check_proxy(decl, i, server, say_at)
+    local proxy = check_proxy(decl, i, server, say_at, warn_at)
     if names[proxy.name] then
       say_at(decl.where, "proxy '%s': name already used at %s", proxy.name, names[proxy.name])
     end
@@ -330,8 +476,17 @@ function _M.load(path, cli)
     server.workers = 1
   end
   if server.workers < 1 then say_at(path .. ":1", "server: workers: want at least 1") end
-  if #errors > 0 then return nil, errors end
-  return { server = server, proxies = proxies }
+  if server.workers > MAX_WORKERS then
+    say_at(server.set_at.workers or (path .. ":1"), "server: workers: at most %d, not %d", MAX_WORKERS, server.workers)
+  end
+  if server.reuseport and server.workers == 1 then
+    warn_at(server.set_at.reuseport or "command line",
+            "server: reuseport with one worker does nothing but let other processes bind the same ports")
+  end
+  check_addresses(proxies, say_at)
+  report(warnings, cli)
+  if #errors > 0 then return nil, errors, warnings end
+  return { server = server, proxies = proxies, warnings = warnings }
 end
 
 return _M
