@@ -135,6 +135,12 @@ static void push_overrides(lua_State *L, const struct np_cli *cli)
         lua_rawseti(L, -2, i + 1);
     }
     lua_setfield(L, -2, "connector_path");
+    lua_newtable(L);
+    for (int i = 0; i < cli->nset; i++) {
+        lua_pushstring(L, cli->set[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "set");
     lua_pushfstring(L, "%s/connectors", np_paths_datadir());
     lua_setfield(L, -2, "builtin_connectors");
     if (cli->target_host) {

@@ -169,4 +169,26 @@ function _M.ipv4_literal(v)
   return nil, "bad IPv4 address '" .. v .. "' (want four numbers 0..255)"
 end
 
+-- The listen(2) queue of a listening socket (the kernel caps it at net.core.somaxconn).
+function _M.backlog(v)
+  local n = tonumber(v)
+  if not n or n ~= math_floor(n) or n < 1 or n > 65535 then
+    return nil, "bad backlog '" .. tostring(v) .. "' (want 1..65535)"
+  end
+  return n
+end
+
+-- syslog's ident: what each line is tagged with ("netproxy" by default).
+function _M.syslog_ident(v)
+  if type(v) ~= "string" or not v:match("^[%w_%-%.]+$") or #v > 32 then
+    return nil, "bad syslog ident '" .. tostring(v) .. "' (want 1..32 letters, digits, _ - .)"
+  end
+  return v
+end
+
+_M.SYSLOG_FACILITIES = { "auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail", "news",
+                         "syslog", "user", "uucp", "local0", "local1", "local2", "local3", "local4",
+                         "local5", "local6", "local7" }
+_M.syslog_facility = _M.one_of(unpack(_M.SYSLOG_FACILITIES))
+
 return _M

@@ -5,6 +5,7 @@ local check = require "netproxy.check"
 local connectors = require "netproxy.connectors"
 local lines = require "netproxy.lines"
 local addr = require "netproxy.addr"
+local listen = require "netproxy.listen"
 
 local _M = {}
 
@@ -48,6 +49,7 @@ local PER_PROXY = {
   hook_budget = check.seconds,
   max_negotiating = check.count,
   lua_call_memory = memory_size(64 * 1024, 4 * 1024 ^ 3),  -- one call into Lua (a hook, a resume)
+  backlog = check.backlog,
 }
 
 -- Parameters every connector takes, whatever its type.
@@ -83,6 +85,7 @@ local SERVER = {
   max_draining = check.count,     -- old generations draining at once
   watchdog = check.seconds,       -- a worker whose loop stands still this long is replaced; 0 = off
   lua_memory = memory_size(1024 * 1024, 64 * 1024 ^ 3),    -- all of a worker's Lua; 0 = no cap
+  syslog_ident = check.syslog_ident, syslog_facility = check.syslog_facility,
 }
 for k, v in pairs(PER_PROXY) do SERVER[k] = v end
 for k, v in pairs(GUARDS) do SERVER[k] = v end
@@ -130,6 +133,46 @@ local function dirname(path)
   return path:match("^(.*)/[^/]*$") or "."
 end
 
+-- Where each checked `from` listens beyond its connector's host and port (listen.parse).
+local parsed_ports = setmetatable({}, { __mode = "k" })
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+-- Net::Server's port and host forms, turned into the plain host and port a connector
+-- checks: a `from`'s port list and "host:port" entries are kept aside for the listen list,
+-- host "*" is checked as 0.0.0.0; a service name is a port anywhere. Returns the table to
+-- check, the parsed ports, whether host was "*"; or nil and the problem.
+local function plain_ports(conf, position)
+  local plain, parsed = conf, nil
+  if position == "from" and conf.port ~= nil then
+    local err
+    parsed, err = listen.parse(conf.port)
+    if not parsed then return nil, "port: " .. err end
+    plain = copy(conf)
+    plain.port = parsed[1].port
+  end
+  for _, k in ipairs(position == "to" and { "port", "proxy_port" } or { "proxy_port" }) do
+    local v = conf[k]
+    if type(v) == "table" and k == "port" then return nil, "port: a list of ports is for listening (from), not to" end
+    if type(v) == "string" and not v:match("^%d+$") then
+      local n, err = listen.port(v)
+      if not n then return nil, k .. ": " .. err end
+      if plain == conf then plain = copy(conf) end
+      plain[k] = n
+    end
+  end
+  local wildcard = position == "from" and conf.host == "*"
+  if wildcard then
+    if plain == conf then plain = copy(conf) end
+    plain.host = "0.0.0.0"
+  end
+  return plain, parsed, wildcard
+end
+
 -- Checks one connector table in position "from" or "to"; returns the normalised copy.
 local function check_connector(conf, position, say, ctx)
   if type(conf) ~= "table" then return say("%s: want a table like { type = \"tcp\", ... }", position) end
@@ -142,6 +185,9 @@ local function check_connector(conf, position, say, ctx)
   if not (mod.positions or {})[position] then
     return say("%s: the %s connector cannot be used as '%s'", position, conf.type, position)
   end
+  local plain, parsed, wildcard = plain_ports(conf, position)
+  if not plain then return say("%s: %s", position, parsed) end
+  conf = plain
   local spec = setmetatable({}, { __index = function(_, k) return (mod.params or {})[k] or COMMON[k] end })
   local out, problems = fields(conf, spec, { type = true })
   out.type = conf.type
@@ -185,6 +231,8 @@ local function check_connector(conf, position, say, ctx)
     if problem == "" then return end           -- already reported through check_to
     if problem then return say("%s: %s", position, problem) end
   end
+  if wildcard then out.host = "*" end
+  parsed_ports[out] = parsed
   return out
 end
 
@@ -262,7 +310,8 @@ local function check_proxy(decl, index, server, say_at, warn_at)
   elseif proxy.from or decl.spec.from == nil then say("missing to") end   -- (a bad from said enough)
   if proxy.from then
     local host, port = from_mod.listen(proxy.from)
-    proxy.listen = type(host) == "table" and host or { host = host, port = port }
+    proxy.listen = type(host) == "table" and host
+                   or listen.entries(host, port, parsed_ports[proxy.from], proxy.backlog)
     if proxy.listen.path and (proxy.allow or proxy.deny) then
       say("%s: a unix socket's clients have no address to match: use accept(conn) with conn.peer",
           proxy.allow and "allow" or "deny")
@@ -276,42 +325,18 @@ local function check_proxy(decl, index, server, say_at, warn_at)
   return proxy
 end
 
--- The addresses a listen host covers, for telling two listeners on one address apart
--- without resolving names: "localhost" is both loopbacks, "*" both wildcards.
-local function covered(host)
-  if host == "localhost" then return { "127.0.0.1", "::1" } end
-  if host == "*" then return { "0.0.0.0", "::" } end
-  return { host }
-end
-
-local function overlap(a, b)
-  if a == b then return true end
-  local v6a, v6b = a:find(":", 1, true) ~= nil, b:find(":", 1, true) ~= nil
-  if v6a ~= v6b then return false end       -- IPv6 sockets are v6-only
-  return a == "0.0.0.0" or b == "0.0.0.0" or a == "::" or b == "::"
-end
-
--- The listener already seen on an address of host at port, or nil; records host's.
-local function taken(seen, host, port, owner)
-  local addrs = covered(host)
-  for _, addr in ipairs(addrs) do
-    for _, other in ipairs(seen) do
-      if other.port == port and overlap(other.addr, addr) then return other end
-    end
-  end
-  for _, addr in ipairs(addrs) do seen[#seen + 1] = { addr = addr, port = port, owner = owner } end
-end
-
 -- Two listeners on one address and port: the second would fail at start (or, with
 -- reuseport, silently share the clients).
 local function check_addresses(proxies, say_at)
   local seen = {}
   for _, proxy in ipairs(proxies) do
-    for _, l in ipairs(proxy.listen and proxy.listen.host and { proxy.listen } or {}) do
-      local other = l.port ~= 0 and taken(seen, l.host, l.port, proxy)
-      if other then
+    for _, e in ipairs(proxy.listen or {}) do
+      local other = listen.clash(seen, e, proxy)
+      if other and other.owner == proxy then
+        say_at(proxy.where, "proxy '%s': listens twice on %s port %d", proxy.name, e.host, e.port)
+      elseif other then
         say_at(proxy.where, "proxy '%s': listens on %s port %d, as proxy '%s' does (%s)", proxy.name,
-               l.host, l.port, other.owner.name, other.owner.where)
+               e.host, e.port, other.owner.name, other.owner.where)
       end
     end
   end
@@ -388,8 +413,59 @@ local function oneline_decl(o)
   return { spec = { name = o.listen and "oneline" or "stdio", from = from, to = to }, where = "command line" }
 end
 
+-- Options whose --set value is a comma-separated list.
+local LISTS = { allow = true, deny = true, resolvers = true, connector_path = true }
+
+-- A --set value as the option wants it: the text itself when its validator takes it, else
+-- true/false, else a list split on commas (allow, deny, ...). Returns value or nil, err.
+local function set_value(key, text)
+  local validate = typed(SERVER[key])
+  local value, err = validate(text)
+  if value ~= nil then return value end
+  if text == "true" or text == "false" then
+    local b = validate(text == "true")
+    if b ~= nil then return b end
+  end
+  if LISTS[key] then
+    local list = {}
+    for item in text:gmatch("[^,%s]+") do list[#list + 1] = item end
+    return validate(list)
+  end
+  return nil, err
+end
+
+-- --set KEY=VALUE (repeatable): any server{} option from the command line, over server{}.
+local function apply_sets(server, sets, say_at)
+  for _, pair in ipairs(sets or {}) do
+    local key, text = pair:match("^([%w_]+)=(.*)$")
+    if not key then
+      say_at("command line", "--set %s: want KEY=VALUE", pair)
+    elseif not SERVER[key] then
+      say_at("command line", "--set %s: unknown server{} option '%s'", pair, key)
+    elseif SERVER[key] == check.func then
+      say_at("command line", "--set %s: %s wants a Lua function: set it in the config", pair, key)
+    else
+      local value, err = set_value(key, text)
+      if value == nil then say_at("command line", "--set %s: %s", key, err)
+      else server[key], server.set_at[key] = value, "command line" end
+    end
+  end
+end
+
+-- syslog's ident and facility go to the C core inside log_file: "syslog:IDENT:FACILITY"
+-- (src/log.c). They do nothing for a log that is not syslog: a warning then.
+local function syslog_target(server, warn_at)
+  if not server.syslog_ident and not server.syslog_facility then return end
+  if server.log_file ~= "syslog" then
+    warn_at(server.set_at.syslog_ident or server.set_at.syslog_facility,
+            "server: syslog_ident and syslog_facility do nothing unless the log goes to syslog (log_file = \"syslog\", or -D)")
+    return
+  end
+  server.log_file = ("syslog:%s:%s"):format(server.syslog_ident or "netproxy", server.syslog_facility or "daemon")
+end
+
 -- server{} options, then the command line over them.
-local function server_options(path, servers, cli, say_at)
+local function server_options(path, servers, cli, say_at, warn_at)
   local server = { set_at = {} }     -- set_at[option]: where server{} set it
   for k, v in pairs(_M.DEFAULTS) do server[k] = v end
   server.connector_path = {}
@@ -403,6 +479,7 @@ local function server_options(path, servers, cli, say_at)
   for i, p in ipairs(server.connector_path) do
     if p:sub(1, 1) ~= "/" then server.connector_path[i] = base .. "/" .. p end
   end
+  apply_sets(server, cli.set, say_at)        -- the options below win over it
   if cli.log_level then server.log_level = cli.log_level end
   server.log_level = math.max(0, math.min(4, server.log_level + (cli.verbose or 0)))
   if cli.max_connections then server.max_connections = cli.max_connections end
@@ -412,6 +489,7 @@ local function server_options(path, servers, cli, say_at)
   end
   if server.daemon and not server.log_file then server.log_file = "syslog" end   -- stderr is gone
   if cli.relay then server.relay, server.set_at.relay = cli.relay, nil end
+  syslog_target(server, warn_at)
   return server
 end
 
@@ -423,7 +501,9 @@ local MAX_WORKERS = 63
 local function report(warnings, cli)
   local ok, core = pcall(require, "netproxy.core")
   for _, w in ipairs(warnings) do
-    if cli.check or not (ok and type(core) == "table" and core.log) then
+    if cli.on_warning then       -- a tool (or a spec) that reads them itself
+      cli.on_warning(w)
+    elseif cli.check or not (ok and type(core) == "table" and core.log) then
       io.stderr:write((w:gsub(": ", ": warning: ", 1)), "\n")
     else
       core.log("warning", w)
@@ -449,7 +529,7 @@ function _M.load(path, cli)
     decls, servers = run_script(path)
     if not decls then return nil, { servers } end
   end
-  local server = server_options(path, servers, cli, say_at)
+  local server = server_options(path, servers, cli, say_at, warn_at)
 
   local folders = { cli.builtin_connectors }
   for _, p in ipairs(cli.connector_path or {}) do folders[#folders + 1] = p end
