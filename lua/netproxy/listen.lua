@@ -64,8 +64,7 @@ function _M.parse(v)
 end
 
 -- The C core's list for a from that listens on host, port (its connector's listen()), with
--- the further entries parsed from its `port` (nil: that one address). Also carries .host
--- and .port of the first entry, for a C core that reads a single address.
+-- the further entries parsed from its `port` (nil: that one address).
 function _M.entries(host, port, parsed, backlog)
   local list = {}
   local function add(h, p)
@@ -81,7 +80,6 @@ function _M.entries(host, port, parsed, backlog)
   else
     add(host, port)
   end
-  list.host, list.port = list[1].host, list[1].port
   return list
 end
 

@@ -138,9 +138,10 @@ describe("messages for bad values", function()
   end)
 
   it("names the type of a table given as a port", function()
-    local rc, err, path = check(proxy("p", '{ type = "tcp", port = { 80 } }', TO))
+    local rc, err, path = check(proxy("p", '{ type = "tcp", port = 0 }',
+      '{ type = "connect", host = "h", port = 1, proxy_host = "127.0.0.1", proxy_port = { 3128 } }'))
     assert.are.equal(1, rc)
-    assert.truthy(err:find(path .. ":1: proxy 'p': from: port: bad port: a table (want 0..65535)", 1, true), err)
+    assert.truthy(err:find(path .. ":1: proxy 'p': to: proxy_port: bad port: a table (want 0..65535)", 1, true), err)
     assert.falsy(err:find("0x", 1, true), err)
   end)
 
