@@ -249,13 +249,10 @@ local function check_effects(proxy, spec, given, from_mod, dests, server, say, w
   local sides = { proxy.from }
   for _, d in ipairs(dests) do sides[#sides + 1] = d end
 
-  if proxy.listen.stdio then
-    for _, k in ipairs({ "allow", "deny", "max_clients" }) do
-      if given[k] ~= nil or server.set_at[k] then
-        say("%s%s does nothing on a stdio proxy: its client is standard input, not a peer accepted from a listener",
-            given[k] == nil and "server{} " or "", k)
-      end
-    end
+  -- (allow and deny apply to a stdio proxy whose standard input is a socket: inetd style)
+  if proxy.listen.stdio and (given.max_clients ~= nil or server.set_at.max_clients) then
+    say("%smax_clients does nothing on a stdio proxy: the process serves its one connection",
+        given.max_clients == nil and "server{} " or "")
   end
   if from_mod.picks_to and spec.to ~= nil and not (type(spec.to) == "table" and spec.to.type == "dummy") then
     say("to: the %s connector picks the destination itself (server_first, client_first, probes): leave to out",
