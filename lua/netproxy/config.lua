@@ -325,8 +325,15 @@ end
 -- Two listeners on one address and port: the second would fail at start (or, with
 -- reuseport, silently share the clients).
 local function check_addresses(proxies, say_at)
-  local seen = {}
+  local seen, paths = {}, {}
   for _, proxy in ipairs(proxies) do
+    local path = proxy.listen and proxy.listen.path
+    if path and paths[path] then
+      say_at(proxy.where, "proxy '%s': listens on unix:%s, as proxy '%s' does (%s)", proxy.name, path,
+             paths[path].name, paths[path].where)
+    elseif path then
+      paths[path] = proxy
+    end
     for _, e in ipairs(proxy.listen or {}) do
       local other = listen.clash(seen, e, proxy)
       if other and other.owner == proxy then

@@ -75,6 +75,10 @@ describe("--check on settings that would do nothing", function()
              proxy("b", '{ type = "tcp", host = "127.0.0.2", port = 6101 }', TO) ..
              proxy("c", '{ type = "tcp", host = "::1", port = 6102 }', TO) ..
              proxy("d", '{ type = "tcp", host = "0.0.0.0", port = 6102 }', TO) },
+    { "two unix listeners on one path",
+      bad = proxy("a", '{ type = "unix", path = "@np-spec-same" }', TO) .. proxy("b", '{ type = "unix", path = "@np-spec-same" }', TO),
+      line = 2, says = { "proxy 'b': listens on unix:@np-spec-same, as proxy 'a' does" },
+      good = proxy("a", '{ type = "unix", path = "@np-spec-a" }', TO) .. proxy("b", '{ type = "unix", path = "@np-spec-b" }', TO) },
     { "a wildcard and a specific address on one port",
       bad = proxy("a", '{ type = "tcp", host = "0.0.0.0", port = 6103 }', TO) ..
             proxy("b", '{ type = "tcp", host = "127.0.0.1", port = 6103 }', TO),
