@@ -28,6 +28,7 @@ local type, ipairs, pairs, tostring = type, ipairs, pairs, tostring
 local _M = {
   positions = { from = true },
   default_to = { type = "dummy" },   -- the destination is chosen here; `to` may be left out
+  picks_to = true,                   -- and a `to` given would never be used
 }
 
 local BUILTIN = { ssh = true, tls = true, http = true, socks5 = true }
@@ -173,6 +174,10 @@ local function talking(conf, client, conn, buf)
     buf = more
   end
   if conf.client_first then return conf.client_first end
+  -- the probes may have decided on the first byte alone: say how much the client did send
+  -- (what has arrived, read without consuming it)
+  local _, _, arrived = client:peek(conf.max_peek, 0.001)
+  if arrived and #arrived > #buf then buf = arrived end
   return nil, ("no probe matched the first %d bytes"):format(#buf)
 end
 

@@ -27,10 +27,18 @@ local function alpn(v)
   return v
 end
 
+local CERT_ENTRY = { names = true, cert = true, key = true }
+
 local function certs(v)
   if type(v) ~= "table" then return nil, "want a list of { names = { ... }, cert = ..., key = ... }" end
   for i, c in ipairs(v) do
     if type(c) ~= "table" or type(c.cert) ~= "string" then return nil, "certs[" .. i .. "]: missing cert" end
+    for k in pairs(c) do
+      if not CERT_ENTRY[k] then
+        return nil, "certs[" .. i .. "]: unknown parameter '" .. tostring(k) .. "' (want names, cert, key)"
+      end
+    end
+    if c.key ~= nil and type(c.key) ~= "string" then return nil, "certs[" .. i .. "]: key: want a file name" end
     if type(c.names) == "string" then c.names = { c.names } end
     if type(c.names) ~= "table" or #c.names == 0 then return nil, "certs[" .. i .. "]: missing names" end
   end
@@ -83,6 +91,9 @@ function _M.check_tls(conf, server)
   if server then
     if not conf.cert and not conf.certs then return "missing cert (and key)" end
     if conf.verify and not conf.ca then return "verify (client certificates) needs ca" end
+    if conf.ca and not conf.verify then
+      return "ca without verify = true: no client certificate is asked for (add verify = true, or leave ca out)"
+    end
   elseif conf.verify == nil then
     conf.verify = true                  -- check the server's certificate unless told not to
   end

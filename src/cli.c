@@ -30,6 +30,8 @@ static const char usage[] =
     "      --chroot DIR         and inside DIR\n"
     "      --log-file F         log to file F (SIGUSR1 reopens it) or to \"syslog\"\n"
     "  -I, --connector-path DIR also look for connector scripts in DIR (repeatable)\n"
+    "      --set KEY=VALUE      set a server{} option (repeatable): --set stats=127.0.0.1:9100,\n"
+    "                           --set reuseport=true, --set allow=10.0.0.0/8,192.0.2.1\n"
     "  -L, --listen [HOST:]PORT one-line form: listen there (HOST defaults to localhost)\n"
     "  -P, --via [SCHEME://]HOST:PORT\n"
     "                           one-line form: through this proxy, http:// (HTTP CONNECT, the\n"
@@ -62,6 +64,7 @@ int np_cli_parse(int argc, char **argv, struct np_cli *cli)
         { "log-level", required_argument, NULL, 'G' },
         { "relay", required_argument, NULL, 'R' },
         { "connector-path", required_argument, NULL, 'I' },
+        { "set", required_argument, NULL, 'S' },
         { "listen", required_argument, NULL, 'l' },
         { "via", required_argument, NULL, 'P' },
         { "proxy-user", required_argument, NULL, 'u' },
@@ -112,6 +115,11 @@ int np_cli_parse(int argc, char **argv, struct np_cli *cli)
         case 'I':
             if (cli->nconnector_path == 16) return bad_usage("%s", "too many --connector-path");
             cli->connector_path[cli->nconnector_path++] = optarg;
+            break;
+        case 'S':
+            if (!strchr(optarg, '=')) return bad_usage("--set wants KEY=VALUE, not '%s'", optarg);
+            if (cli->nset == 32) return bad_usage("%s", "too many --set");
+            cli->set[cli->nset++] = optarg;
             break;
         case 'L':
         case 'l': cli->listen = optarg; break;

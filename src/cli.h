@@ -14,6 +14,8 @@ struct np_cli {
     const char *pid_file, *user, *group, *chroot, *log_file;
     const char *connector_path[16];
     int nconnector_path;
+    const char *set[32];        /* --set KEY=VALUE: server{} options, checked by netproxy.config */
+    int nset;
     /* the one-line form: [-L [HOST:]PORT] [-P [SCHEME://]PROXYHOST:PORT]... HOST PORT */
     const char *target_host, *target_port;
     const char *listen, *proxy_user, *proxy_pass, *proxy_agent;

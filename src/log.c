@@ -35,10 +35,45 @@ const char *np_log_level_name(int level)
     return level_names[level];
 }
 
+static const struct { const char *name; int facility; } facilities[] = {
+    { "auth", LOG_AUTH }, { "authpriv", LOG_AUTHPRIV }, { "cron", LOG_CRON },
+    { "daemon", LOG_DAEMON }, { "ftp", LOG_FTP }, { "kern", LOG_KERN }, { "lpr", LOG_LPR },
+    { "mail", LOG_MAIL }, { "news", LOG_NEWS }, { "syslog", LOG_SYSLOG }, { "user", LOG_USER },
+    { "uucp", LOG_UUCP }, { "local0", LOG_LOCAL0 }, { "local1", LOG_LOCAL1 },
+    { "local2", LOG_LOCAL2 }, { "local3", LOG_LOCAL3 }, { "local4", LOG_LOCAL4 },
+    { "local5", LOG_LOCAL5 }, { "local6", LOG_LOCAL6 }, { "local7", LOG_LOCAL7 },
+};
+
+/* "IDENT:FACILITY" (the facility after the last colon) into openlog's arguments; openlog
+ * keeps the ident pointer, so it lives in a static buffer. 0, or -1 (EINVAL). */
+static int syslog_options(const char *spec, const char **ident, int *facility)
+{
+    static char ident_buf[64];
+    const char *colon = strrchr(spec, ':');
+
+    if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof ident_buf) goto bad;
+    memcpy(ident_buf, spec, colon - spec);
+    ident_buf[colon - spec] = '\0';
+    for (size_t i = 0; i < sizeof facilities / sizeof facilities[0]; i++) {
+        if (!strcmp(colon + 1, facilities[i].name)) {
+            *ident = ident_buf;
+            *facility = facilities[i].facility;
+            return 0;
+        }
+    }
+bad:
+    errno = EINVAL;
+    return -1;
+}
+
 int np_log_open(const char *target)
 {
-    if (!strcmp(target, "syslog")) {
-        openlog("netproxy", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+    const char *ident = "netproxy";
+    int facility = LOG_DAEMON;
+
+    if (!strcmp(target, "syslog") || !strncmp(target, "syslog:", 7)) {
+        if (target[6] && syslog_options(target + 7, &ident, &facility) < 0) return -1;
+        openlog(ident, LOG_PID | LOG_NDELAY, facility);
         to_syslog = 1;
         return 0;
     }

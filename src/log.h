@@ -8,7 +8,10 @@ enum np_log_level { NP_ERR = 0, NP_WARNING, NP_NOTICE, NP_INFO, NP_DEBUG };
 
 extern int np_log_level;
 
-/* Sends the log to a file (appended) or to "syslog" instead of stderr. 0, or -1 (errno). */
+/* Sends the log to a file (appended) or to syslog instead of stderr: "syslog" (ident
+ * netproxy, facility daemon) or "syslog:IDENT:FACILITY" (FACILITY: daemon, local0..local7,
+ * ...; what netproxy.config makes of server{ syslog_ident, syslog_facility }). 0, or -1
+ * (errno). */
 int np_log_open(const char *target);
 
 /* Reopens the log file (after logrotate moved it: SIGUSR1). */

@@ -3,6 +3,7 @@
 #include "budget.h"
 #include "cli.h"
 #include "log.h"
+#include "paths.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -20,7 +21,8 @@ int np_lua_open(lua_CFunction core, char *err, size_t errlen)
     }
     luaL_openlibs(np_L);
     lua_getglobal(np_L, "package");
-    lua_pushfstring(np_L, "%s/lua/?.lua;%s/lua/?/init.lua;", NP_DATADIR, NP_DATADIR);
+    /* our modules first, from the tree this binary belongs to (paths.c) */
+    lua_pushfstring(np_L, "%s/lua/?.lua;%s/lua/?/init.lua;", np_paths_datadir(), np_paths_datadir());
     lua_getfield(np_L, -2, "path");
     lua_concat(np_L, 2);
     lua_setfield(np_L, -2, "path");
@@ -98,6 +100,8 @@ static void push_overrides(lua_State *L, const struct np_cli *cli)
     }
     lua_pushinteger(L, cli->verbose);
     lua_setfield(L, -2, "verbose");
+    lua_pushboolean(L, cli->check);     /* warnings go to stderr, not the log */
+    lua_setfield(L, -2, "check");
     if (cli->max_connections > 0) {
         lua_pushnumber(L, (lua_Number)cli->max_connections);
         lua_setfield(L, -2, "max_connections");
@@ -131,7 +135,13 @@ static void push_overrides(lua_State *L, const struct np_cli *cli)
         lua_rawseti(L, -2, i + 1);
     }
     lua_setfield(L, -2, "connector_path");
-    lua_pushfstring(L, "%s/connectors", NP_DATADIR);
+    lua_newtable(L);
+    for (int i = 0; i < cli->nset; i++) {
+        lua_pushstring(L, cli->set[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "set");
+    lua_pushfstring(L, "%s/connectors", np_paths_datadir());
     lua_setfield(L, -2, "builtin_connectors");
     if (cli->target_host) {
         const char *fields[][2] = {

@@ -10,6 +10,7 @@
 #include <openssl/x509v3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define CTX_MT "netproxy.tls_context"
 #define MAX_SNI 64
@@ -97,12 +98,19 @@ static int min_version(lua_State *L, const char *v)
     return luaL_error(L, "min_version: want \"1.0\", \"1.1\", \"1.2\" or \"1.3\", not \"%s\"", v);
 }
 
+/* OpenSSL says "system lib" for a file it cannot open: say what the system said. */
+static void check_readable(lua_State *L, const char *what, const char *path)
+{
+    if (access(path, R_OK) < 0) luaL_error(L, "%s %s: %s", what, path, strerror(errno));
+}
+
 static void load_ca(lua_State *L, SSL_CTX *ctx, const char *ca, int server)
 {
     if (!ca) {
         if (!server && !SSL_CTX_set_default_verify_paths(ctx)) raise_openssl(L, "system CA store");
         return;
     }
+    check_readable(L, "ca", ca);
     if (!SSL_CTX_load_verify_locations(ctx, ca, NULL) &&
         !SSL_CTX_load_verify_locations(ctx, NULL, ca))
         raise_openssl(L, lua_pushfstring(L, "ca %s", ca));
@@ -115,6 +123,8 @@ static void load_ca(lua_State *L, SSL_CTX *ctx, const char *ca, int server)
 
 static void load_cert(lua_State *L, SSL_CTX *ctx, const char *cert, const char *key)
 {
+    check_readable(L, "cert", cert);
+    if (key) check_readable(L, "key", key);
     if (!SSL_CTX_use_certificate_chain_file(ctx, cert))
         raise_openssl(L, lua_pushfstring(L, "cert %s", cert));
     if (!SSL_CTX_use_PrivateKey_file(ctx, key ? key : cert, SSL_FILETYPE_PEM))

@@ -326,4 +326,37 @@ function _M.fields(t, spec, ignore)
   return out, problems
 end
 
+-- A host made of digits and dots is an IPv4 literal and must be a valid one: "256.1.1.1"
+-- would otherwise be looked up as a name, and fail only at start. nil passes.
+function _M.ipv4_literal(v)
+  if type(v) ~= "string" or not v:match("^[%d%.]+$") then return true end
+  local parts = { v:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$") }
+  local ok = #parts == 4
+  for _, n in ipairs(parts) do ok = ok and #n <= 3 and tonumber(n) <= 255 end
+  if ok then return true end
+  return nil, "bad IPv4 address '" .. v .. "' (want four numbers 0..255)"
+end
+
+-- The listen(2) queue of a listening socket (the kernel caps it at net.core.somaxconn).
+function _M.backlog(v)
+  local n = tonumber(v)
+  if not n or n ~= math_floor(n) or n < 1 or n > 65535 then
+    return nil, "bad backlog '" .. tostring(v) .. "' (want 1..65535)"
+  end
+  return n
+end
+
+-- syslog's ident: what each line is tagged with ("netproxy" by default).
+function _M.syslog_ident(v)
+  if type(v) ~= "string" or not v:match("^[%w_%-%.]+$") or #v > 32 then
+    return nil, "bad syslog ident '" .. tostring(v) .. "' (want 1..32 letters, digits, _ - .)"
+  end
+  return v
+end
+
+_M.SYSLOG_FACILITIES = { "auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail", "news",
+                         "syslog", "user", "uucp", "local0", "local1", "local2", "local3", "local4",
+                         "local5", "local6", "local7" }
+_M.syslog_facility = _M.one_of(unpack(_M.SYSLOG_FACILITIES))
+
 return _M

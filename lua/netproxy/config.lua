@@ -7,6 +7,7 @@ local lines = require "netproxy.lines"
 local addr = require "netproxy.addr"
 local udp_service = require "netproxy.udp_service"
 local sandbox = require "netproxy.sandbox"
+local listen = require "netproxy.listen"
 
 local _M = {}
 
@@ -54,6 +55,7 @@ local PER_PROXY = {
   lua_call_memory = memory_size(64 * 1024, 4 * 1024 ^ 3),  -- one call into Lua (a hook, a resume)
   udp_idle_timeout = check.seconds,
   max_flows = check.count,
+  backlog = check.backlog,
 }
 
 -- Parameters every connector takes, whatever its type.
@@ -89,14 +91,42 @@ local SERVER = {
   max_draining = check.count,     -- old generations draining at once
   watchdog = check.seconds,       -- a worker whose loop stands still this long is replaced; 0 = off
   lua_memory = memory_size(1024 * 1024, 64 * 1024 ^ 3),    -- all of a worker's Lua; 0 = no cap
+  syslog_ident = check.syslog_ident, syslog_facility = check.syslog_facility,
 }
 for k, v in pairs(PER_PROXY) do SERVER[k] = v end
 for k, v in pairs(GUARDS) do SERVER[k] = v end
+
+-- What server{} and proxy{} accept, for the man page's spec and for tools.
+_M.SERVER_OPTIONS, _M.PROXY_OPTIONS = SERVER, nil
 
 local function as_is(v) return v end  -- from/to: checked by check_connector
 local PROXY = { name = check.string, from = as_is, to = as_is }
 for k, v in pairs(PER_PROXY) do PROXY[k] = v end
 for k, v in pairs(GUARDS) do PROXY[k] = v end
+_M.PROXY_OPTIONS = PROXY
+
+-- Validators quote the value they refuse; a table or a function quoted is an address
+-- ('table: 0x7f...'), so the message names its type instead.
+local function typed(validate)
+  return function(v)
+    local value, err = validate(v)
+    local t = type(v)
+    if value == nil and err and (t == "table" or t == "function" or t == "userdata" or t == "boolean") then
+      local quoted = " '" .. tostring(v) .. "'"
+      local i, j = err:find(quoted, 1, true)
+      if i then err = err:sub(1, i - 1) .. ": a " .. t .. err:sub(j + 1) end
+    end
+    return value, err
+  end
+end
+
+local function fields(t, spec, ignore)
+  local wrapped = setmetatable({}, { __index = function(_, k)
+    local validate = spec[k]
+    return validate and typed(validate)
+  end })
+  return check.fields(t, wrapped, ignore)
+end
 
 -- "file:line" of the script line that called the function calling this.
 local function caller()
@@ -107,6 +137,46 @@ end
 
 local function dirname(path)
   return path:match("^(.*)/[^/]*$") or "."
+end
+
+-- Where each checked `from` listens beyond its connector's host and port (listen.parse).
+local parsed_ports = setmetatable({}, { __mode = "k" })
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+-- Net::Server's port and host forms, turned into the plain host and port a connector
+-- checks: a `from`'s port list and "host:port" entries are kept aside for the listen list,
+-- host "*" is checked as 0.0.0.0; a service name is a port anywhere. Returns the table to
+-- check, the parsed ports, whether host was "*"; or nil and the problem.
+local function plain_ports(conf, position)
+  local plain, parsed = conf, nil
+  if position == "from" and conf.port ~= nil then
+    local err
+    parsed, err = listen.parse(conf.port)
+    if not parsed then return nil, "port: " .. err end
+    plain = copy(conf)
+    plain.port = parsed[1].port
+  end
+  for _, k in ipairs(position == "to" and { "port", "proxy_port" } or { "proxy_port" }) do
+    local v = conf[k]
+    if type(v) == "table" and k == "port" then return nil, "port: a list of ports is for listening (from), not to" end
+    if type(v) == "string" and not v:match("^%d+$") then
+      local n, err = listen.port(v)
+      if not n then return nil, k .. ": " .. err end
+      if plain == conf then plain = copy(conf) end
+      plain[k] = n
+    end
+  end
+  local wildcard = position == "from" and conf.host == "*"
+  if wildcard then
+    if plain == conf then plain = copy(conf) end
+    plain.host = "0.0.0.0"
+  end
+  return plain, parsed, wildcard
 end
 
 -- Checks one connector table in position "from" or "to"; returns the normalised copy.
@@ -127,10 +197,17 @@ local function check_connector(conf, position, say, ctx)
   if not (mod.positions or {})[position] then
     return say("%s: the %s connector cannot be used as '%s'", position, conf.type, position)
   end
+  local plain, parsed, wildcard = plain_ports(conf, position)
+  if not plain then return say("%s: %s", position, parsed) end
+  conf = plain
   local spec = setmetatable({}, { __index = function(_, k) return (mod.params or {})[k] or COMMON[k] end })
-  local out, problems = check.fields(conf, spec, { type = true })
+  local out, problems = fields(conf, spec, { type = true })
   out.type = conf.type
   for _, p in ipairs(problems) do say("%s: %s", position, p) end
+  for _, k in ipairs({ "host", "proxy_host" }) do
+    local ok, err = check.ipv4_literal(out[k])
+    if not ok then problems[#problems + 1] = k; say("%s: %s: %s", position, k, err) end
+  end
   if #problems > 0 then return end
   if out.hook_mode and not out.hook then return say("%s: hook_mode without a hook", position) end
   if out.proxy_protocol and position == "to" then
@@ -151,33 +228,87 @@ local function check_connector(conf, position, say, ctx)
     local function sub_say(label)
       return function(fmt, ...) say(position .. "." .. label .. ": " .. fmt, ...) end
     end
+    -- (what they hold is kept in ctx.subs: the sides a proxy may relay, for check_effects)
+    local function keep(checked)
+      if checked and ctx.subs then ctx.subs[#ctx.subs + 1] = checked end
+      return checked
+    end
     ctx.check_to = function(sub, label, subctx)
-      return check_connector(sub, "to", sub_say(label), subctx)
+      return keep(check_connector(sub, "to", sub_say(label), subctx))
     end
     ctx.check_from = function(sub, label)
-      return check_connector(sub, "from", sub_say(label), { nested = true })
+      return keep(check_connector(sub, "from", sub_say(label), { nested = true }))
     end
     local problem = mod.check(out, position, ctx)
     if problem == "" then return end           -- already reported through check_to
     if problem then return say("%s: %s", position, problem) end
   end
+  if wildcard then out.host = "*" end
+  parsed_ports[out] = parsed
   return out
 end
 
-local function check_proxy(decl, index, server, say_at)
+-- Why the bytes of this side must pass through user space, or nil.
+local function needs_copy(side)
+  if side.hook then return "a hook" end
+  if side._tls then return "TLS" end
+end
+
+-- Settings that would pass and then do nothing. Each is an error, except where it is
+-- harmless (a relay mode inherited from server{} or the command line, which applies to
+-- every proxy): a warning then, printed by --check and at start.
+local function check_effects(proxy, spec, given, from_mod, dests, server, say, warn)
+  local sides = { proxy.from }
+  for _, d in ipairs(dests) do sides[#sides + 1] = d end
+
+  -- (allow and deny apply to a stdio proxy whose standard input is a socket: inetd style)
+  if proxy.listen.stdio and (given.max_clients ~= nil or server.set_at.max_clients) then
+    say("%smax_clients does nothing on a stdio proxy: the process serves its one connection",
+        given.max_clients == nil and "server{} " or "")
+  end
+  if from_mod.picks_to and spec.to ~= nil and not (type(spec.to) == "table" and spec.to.type == "dummy") then
+    say("to: the %s connector picks the destination itself (server_first, client_first, probes): leave to out",
+        proxy.from.type)
+  end
+  if from_mod.provides_target and type(spec.to) == "table" and (spec.to.host ~= nil or spec.to.port ~= nil) then
+    say("to: host and port come from the client's request (from = %s): leave them out", proxy.from.type)
+  end
+
+  local why
+  for _, side in ipairs(sides) do why = why or needs_copy(side) end
+  if proxy.relay == "splice" and why and given.relay then
+    say("relay = \"splice\" cannot be honoured: %s needs the bytes (the copying relay); use \"auto\"", why)
+  elseif proxy.relay == "splice" and why then
+    warn("relay \"splice\" (%s) cannot be honoured: %s needs the bytes, so this proxy copies",
+         server.set_at.relay and "from server{}" or "from the command line", why)
+  end
+
+  local hooked = false
+  for _, side in ipairs(sides) do hooked = hooked or side.hook ~= nil end
+  for i, side in ipairs(sides) do
+    if side._tls and side.start_cleartext and not side.starttls and not hooked then
+      say("%s: start_cleartext = true without a starttls function or a hook calling conn:starttls(): it would stay in clear text",
+          i == 1 and "from" or "to")
+    end
+  end
+end
+
+local function check_proxy(decl, index, server, say_at, warn_at)
   local where = decl.where
   local label = "proxy '" .. tostring(decl.spec.name or ("proxy" .. index)) .. "'"
   local function say(fmt, ...) say_at(where, label .. ": " .. fmt, ...) end
+  local function warn(fmt, ...) warn_at(where, label .. ": " .. fmt, ...) end
 
-  local fields, problems = check.fields(decl.spec, PROXY)
+  local given, problems = fields(decl.spec, PROXY)
   for _, p in ipairs(problems) do say("%s", p) end
-  local proxy = { name = fields.name or ("proxy" .. index), where = where }
+  local proxy = { name = given.name or ("proxy" .. index), where = where }
   for k in pairs(PER_PROXY) do
-    if fields[k] ~= nil then proxy[k] = fields[k] else proxy[k] = server[k] end
+    if given[k] ~= nil then proxy[k] = given[k] else proxy[k] = server[k] end
   end
-  for k in pairs(GUARDS) do proxy[k] = fields[k] end
+  for k in pairs(GUARDS) do proxy[k] = given[k] end
   proxy.server_accept = server.accept
-  if decl.spec.from == nil then say("missing from") else proxy.from = check_connector(decl.spec.from, "from", say) end
+  local from_ctx = { subs = {} }      -- the destinations a `from` holds (dual's)
+  if decl.spec.from == nil then say("missing from") else proxy.from = check_connector(decl.spec.from, "from", say, from_ctx) end
   local from_mod = proxy.from and connectors.get(proxy.from.type)
   -- a `from` that hears the target from its client (connect) lets `to` leave it out
   local ctx = { target_from_client = from_mod and from_mod.provides_target or false,
@@ -190,13 +321,43 @@ local function check_proxy(decl, index, server, say_at)
   if ctx.datagram and proxy.max_flows < 1 then say("max_flows: want at least 1 (the flow table is bounded)") end
   if proxy.from then
     local host, port = from_mod.listen(proxy.from)
-    proxy.listen = type(host) == "table" and host or { host = host, port = port }
+    proxy.listen = type(host) == "table" and host
+                   or listen.entries(host, port, parsed_ports[proxy.from], proxy.backlog)
     if proxy.listen.path and (proxy.allow or proxy.deny) then
       say("%s: a unix socket's clients have no address to match: use accept(conn) with conn.peer",
           proxy.allow and "allow" or "deny")
     end
   end
+  if proxy.from and proxy.to then
+    local dests = { proxy.to }
+    for _, d in ipairs(from_ctx.subs) do dests[#dests + 1] = d end
+    check_effects(proxy, decl.spec, given, from_mod, dests, server, say, warn)
+  end
   return proxy
+end
+
+-- Two listeners on one address and port: the second would fail at start (or, with
+-- reuseport, silently share the clients).
+local function check_addresses(proxies, say_at)
+  local seen, paths = {}, {}
+  for _, proxy in ipairs(proxies) do
+    local path = proxy.listen and proxy.listen.path
+    if path and paths[path] then
+      say_at(proxy.where, "proxy '%s': listens on unix:%s, as proxy '%s' does (%s)", proxy.name, path,
+             paths[path].name, paths[path].where)
+    elseif path then
+      paths[path] = proxy
+    end
+    for _, e in ipairs(proxy.listen or {}) do
+      local other = listen.clash(seen, e, proxy)
+      if other and other.owner == proxy then
+        say_at(proxy.where, "proxy '%s': listens twice on %s port %d", proxy.name, e.host, e.port)
+      elseif other then
+        say_at(proxy.where, "proxy '%s': listens on %s port %d, as proxy '%s' does (%s)", proxy.name,
+               e.host, e.port, other.owner.name, other.owner.where)
+      end
+    end
+  end
 end
 
 -- Runs the script with proxy{} and server{} in its environment.
@@ -270,21 +431,74 @@ local function oneline_decl(o)
   return { spec = { name = o.listen and "oneline" or "stdio", from = from, to = to }, where = "command line" }
 end
 
+-- Options whose --set value is a comma-separated list.
+local LISTS = { allow = true, deny = true, resolvers = true, connector_path = true }
+
+-- A --set value as the option wants it: the text itself when its validator takes it, else
+-- true/false, else a list split on commas (allow, deny, ...). Returns value or nil, err.
+local function set_value(key, text)
+  local validate = typed(SERVER[key])
+  local value, err = validate(text)
+  if value ~= nil then return value end
+  if text == "true" or text == "false" then
+    local b = validate(text == "true")
+    if b ~= nil then return b end
+  end
+  if LISTS[key] then
+    local list = {}
+    for item in text:gmatch("[^,%s]+") do list[#list + 1] = item end
+    return validate(list)
+  end
+  return nil, err
+end
+
+-- --set KEY=VALUE (repeatable): any server{} option from the command line, over server{}.
+local function apply_sets(server, sets, say_at)
+  for _, pair in ipairs(sets or {}) do
+    local key, text = pair:match("^([%w_]+)=(.*)$")
+    if not key then
+      say_at("command line", "--set %s: want KEY=VALUE", pair)
+    elseif not SERVER[key] then
+      say_at("command line", "--set %s: unknown server{} option '%s'", pair, key)
+    elseif SERVER[key] == check.func then
+      say_at("command line", "--set %s: %s wants a Lua function: set it in the config", pair, key)
+    else
+      local value, err = set_value(key, text)
+      if value == nil then say_at("command line", "--set %s: %s", key, err)
+      else server[key], server.set_at[key] = value, "command line" end
+    end
+  end
+end
+
+-- syslog's ident and facility go to the C core inside log_file: "syslog:IDENT:FACILITY"
+-- (src/log.c). They do nothing for a log that is not syslog: a warning then.
+local function syslog_target(server, warn_at)
+  if not server.syslog_ident and not server.syslog_facility then return end
+  if server.log_file ~= "syslog" then
+    warn_at(server.set_at.syslog_ident or server.set_at.syslog_facility,
+            "server: syslog_ident and syslog_facility do nothing unless the log goes to syslog (log_file = \"syslog\", or -D)")
+    return
+  end
+  server.log_file = ("syslog:%s:%s"):format(server.syslog_ident or "netproxy", server.syslog_facility or "daemon")
+end
+
 -- server{} options, then the command line over them.
-local function server_options(path, servers, cli, say_at)
-  local server = {}
+local function server_options(path, servers, cli, say_at, warn_at)
+  local server = { set_at = {} }     -- set_at[option]: where server{} set it
   for k, v in pairs(_M.DEFAULTS) do server[k] = v end
   server.connector_path = {}
   local set_at = {}       -- option -> "file:line" of the server{} that set it
   for _, decl in ipairs(servers) do
-    local fields, problems = check.fields(decl.spec, SERVER)
+    local given, problems = fields(decl.spec, SERVER)
     for _, p in ipairs(problems) do say_at(decl.where, "server: %s", p) end
-    for k, v in pairs(fields) do server[k], set_at[k] = v, decl.where end
+    for k, v in pairs(given) do server[k] = v end
+    for k in pairs(given) do server.set_at[k] = decl.where end
   end
   local base = dirname(path)
   for i, p in ipairs(server.connector_path) do
     if p:sub(1, 1) ~= "/" then server.connector_path[i] = base .. "/" .. p end
   end
+  apply_sets(server, cli.set, say_at)        -- the options below win over it
   if cli.log_level then server.log_level = cli.log_level end
   server.log_level = math.max(0, math.min(4, server.log_level + (cli.verbose or 0)))
   if cli.max_connections then server.max_connections = cli.max_connections end
@@ -293,13 +507,33 @@ local function server_options(path, servers, cli, say_at)
     if cli[k] ~= nil then server[k] = cli[k] end
   end
   if server.daemon and not server.log_file then server.log_file = "syslog" end   -- stderr is gone
-  if cli.relay then server.relay = cli.relay end
-  return server, set_at
+  if cli.relay then server.relay, server.set_at.relay = cli.relay, nil end
+  syslog_target(server, warn_at)
+  return server
 end
+
+-- A master keeps one slot of its 64 for the workers of a reload.
+local MAX_WORKERS = 63
+
+-- Warnings go to stderr under --check, else to the log (stderr at start, the log file on a
+-- reload), and are also returned with the config.
+local function report(warnings, cli)
+  local ok, core = pcall(require, "netproxy.core")
+  for _, w in ipairs(warnings) do
+    if cli.on_warning then       -- a tool (or a spec) that reads them itself
+      cli.on_warning(w)
+    elseif cli.check or not (ok and type(core) == "table" and core.log) then
+      io.stderr:write((w:gsub(": ", ": warning: ", 1)), "\n")
+    else
+      core.log("warning", w)
+    end
+  end
+end
+
 
 -- Two listeners on one address are an error, with or without reuseport (which would let
 -- both bind and split the clients between them).
-local function check_clashes(proxies, server, set_at, say_at)
+local function check_clashes(proxies, server, say_at)
   local listeners = {}
   for _, proxy in ipairs(proxies) do
     local l = proxy.listen
@@ -311,14 +545,15 @@ local function check_clashes(proxies, server, set_at, say_at)
   if server.stats then
     local host, port = server.stats:match("^%[(.*)%]:(%d+)$")
     if not host then host, port = server.stats:match("^(.*):(%d+)$") end
-    listeners[#listeners + 1] = { host = host, port = port, label = "server: stats", where = set_at.stats }
+    listeners[#listeners + 1] = { host = host, port = port, label = "server: stats", where = server.set_at.stats }
   end
   for _, clash in ipairs(check.listen_clashes(listeners)) do say_at(clash.where, "%s", clash.message) end
 end
 
 local function load(path, cli)
-  local errors = {}
+  local errors, warnings = {}, {}
   local function say_at(where, fmt, ...) errors[#errors + 1] = where .. ": " .. fmt:format(...) end
+  local function warn_at(where, fmt, ...) warnings[#warnings + 1] = where .. ": " .. fmt:format(...) end
 
   local decls, servers
   if cli.oneline then
@@ -331,7 +566,7 @@ local function load(path, cli)
     decls, servers = run_script(path)
     if not decls then return nil, { servers } end
   end
-  local server, set_at = server_options(path, servers, cli, say_at)
+  local server = server_options(path, servers, cli, say_at, warn_at)
 
   local folders = { cli.builtin_connectors }
   for _, p in ipairs(cli.connector_path or {}) do folders[#folders + 1] = p end
@@ -341,7 +576,7 @@ local function load(path, cli)
   if #decls == 0 then say_at(path .. ":1", "no proxy declared (want at least one proxy { ... })") end
   local proxies, names = {}, {}
   for i, decl in ipairs(decls) do
-    local proxy = check_proxy(decl, i, server, say_at)
+    local proxy = check_proxy(decl, i, server, say_at, warn_at)
     if names[proxy.name] then
       say_at(decl.where, "proxy '%s': name already used at %s", proxy.name, names[proxy.name])
     end
@@ -353,14 +588,23 @@ local function load(path, cli)
       say_at(proxy.where, "proxy '%s': a stdio proxy must be the only proxy of its config", proxy.name)
     end
   end
-  check_clashes(proxies, server, set_at, say_at)
   -- -m counts this process's connections, and stdio is one connection: a single process
   if server.max_connections > 0 or (proxies[1] and proxies[1].listen and proxies[1].listen.stdio) then
     server.workers = 1
   end
   if server.workers < 1 then say_at(path .. ":1", "server: workers: want at least 1") end
-  if #errors > 0 then return nil, errors end
-  return { server = server, proxies = proxies }
+  if server.workers > MAX_WORKERS then
+    say_at(server.set_at.workers or (path .. ":1"), "server: workers: at most %d, not %d", MAX_WORKERS, server.workers)
+  end
+  if server.reuseport and server.workers == 1 then
+    warn_at(server.set_at.reuseport or "command line",
+            "server: reuseport with one worker does nothing but let other processes bind the same ports")
+  end
+  check_addresses(proxies, say_at)
+  check_clashes(proxies, server, say_at)  -- (both checks report: netproxy.listen's and check's)
+  report(warnings, cli)
+  if #errors > 0 then return nil, errors, warnings end
+  return { server = server, proxies = proxies, warnings = warnings }
 end
 
 -- load(path, cli) -> config | nil, { "file:line: message", ... }

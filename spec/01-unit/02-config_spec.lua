@@ -21,7 +21,7 @@ proxy { from = { type = "tcp", port = 1 }, to = { type = "tcp", host = "h", port
 ]])
     local web = cfg.proxies[1]
     assert.are.equal("web", web.name)
-    assert.are.same({ host = "localhost", port = 6789 }, web.listen)
+    assert.are.same({ { host = "localhost", port = 6789, backlog = 4096 } }, web.listen)
     assert.are.equal(3, web.connect_timeout)
     assert.are.equal(3600, web.idle_timeout)
     assert.are.equal("auto", web.relay)

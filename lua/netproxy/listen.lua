@@ -1,0 +1,113 @@
+-- netproxy.listen: where a `from` listens, in Net::Server's forms. `port` is a number, a
+-- service name ("https", from /etc/services), "host:port" ("127.0.0.1:8080", "[::1]:8080",
+-- "*:443") or a list of those; `host = "*"` is every address (0.0.0.0 and ::). The C core
+-- gets a list of { host =, port =, backlog = } entries (proxy.listen).
+local check = require "netproxy.check"
+local services = require "netproxy.services"
+
+local type, ipairs, pairs, tostring = type, ipairs, pairs, tostring
+
+local _M = {}
+
+_M.BACKLOG = 4096     -- listen(2)'s queue when neither proxy{} nor server{} says
+
+-- A port as a number, digits or a service name -> number, or nil and why.
+function _M.port(v)
+  if type(v) == "string" and not v:match("^%d+$") then
+    if v:match("^%a[%w%-_%.+]*$") then return services.port(v) end
+    return nil, "bad port '" .. v .. "' (want 0..65535 or a service name)"
+  end
+  return check.port(v)
+end
+
+-- One element of `port` -> { host = (nil: the from's host), port = }, or nil and why.
+local function element(v)
+  if type(v) ~= "number" and type(v) ~= "string" then
+    return nil, "bad port: a " .. type(v) .. " (want a port, a service name or \"host:port\")"
+  end
+  local host, port
+  if type(v) == "string" then
+    host, port = v:match("^%[(.+)%]:([^:]+)$")
+    if not host then host, port = v:match("^([^:%[%]]+):([^:]+)$") end
+  end
+  local n, err = _M.port(port or v)
+  if not n then return nil, err end
+  if host and host ~= "*" then
+    local h, herr = check.host(host)
+    if not h then return nil, herr end
+    local ok, verr = check.ipv4_literal(h)
+    if not ok then return nil, verr end
+    host = h
+  end
+  return { host = host, port = n }
+end
+
+-- from.port -> list of { host =, port = }, or nil and why.
+function _M.parse(v)
+  if type(v) ~= "table" then
+    local e, err = element(v)
+    return e and { e }, err
+  end
+  for k in pairs(v) do
+    if type(k) ~= "number" or k < 1 or k > #v or k % 1 ~= 0 then
+      return nil, "want a list of ports, not a table with key '" .. tostring(k) .. "'"
+    end
+  end
+  if #v == 0 then return nil, "want at least one port" end
+  local list = {}
+  for i, item in ipairs(v) do
+    local e, err = element(item)
+    if not e then return nil, "[" .. i .. "]: " .. err end
+    list[i] = e
+  end
+  return list
+end
+
+-- The C core's list for a from that listens on host, port (its connector's listen()), with
+-- the further entries parsed from its `port` (nil: that one address).
+function _M.entries(host, port, parsed, backlog)
+  local list = {}
+  local function add(h, p)
+    if h == "*" then
+      add("0.0.0.0", p)
+      add("::", p)
+    else
+      list[#list + 1] = { host = h, port = p, backlog = backlog or _M.BACKLOG }
+    end
+  end
+  if parsed and parsed[1].port == port then
+    for _, e in ipairs(parsed) do add(e.host or host, e.port) end
+  else
+    add(host, port)
+  end
+  return list
+end
+
+-- The addresses a listen host covers, for telling two listeners on one address apart
+-- without resolving names: "localhost" is both loopbacks.
+local function covered(host)
+  if host == "localhost" then return { "127.0.0.1", "::1" } end
+  return { host }
+end
+
+local function overlap(a, b)
+  if a == b then return true end
+  local v6a, v6b = a:find(":", 1, true) ~= nil, b:find(":", 1, true) ~= nil
+  if v6a ~= v6b then return false end       -- IPv6 sockets are v6-only
+  return a == "0.0.0.0" or b == "0.0.0.0" or a == "::" or b == "::"
+end
+
+-- The entry already in `seen` that e's address and port clash with (nil: none), after
+-- which e is recorded there, with its owner. Port 0 never clashes (a fresh port each).
+function _M.clash(seen, e, owner)
+  if e.port == 0 then return end
+  local addrs = covered(e.host)
+  for _, addr in ipairs(addrs) do
+    for _, other in ipairs(seen) do
+      if other.port == e.port and overlap(other.addr, addr) then return other end
+    end
+  end
+  for _, addr in ipairs(addrs) do seen[#seen + 1] = { addr = addr, port = e.port, owner = owner, host = e.host } end
+end
+
+return _M
