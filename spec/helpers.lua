@@ -247,7 +247,15 @@ function _M.interact(argv, input, opts)
   if opts.stop and pid and not _M.read(p.rcfile) then ffi.C.kill(pid, 15) end
   _M.write(release, "")
   local rc = _M.exit_status(p, 10)
-  if rc == nil then _M.stop(p) end
+  if rc == nil then
+    -- still running with its input ended: stopped, and the client too (the pipeline's shell
+    -- going alone would leave it behind)
+    if pid then
+      for child in _M.lines("pgrep -P " .. pid) do ffi.C.kill(tonumber(child), 15) end
+      ffi.C.kill(pid, 15)
+    end
+    _M.stop(p)
+  end
   return _M.read(p.out) or "", _M.read(p.err) or "", rc, ok
 end
 
