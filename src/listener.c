@@ -162,7 +162,9 @@ struct np_listener *np_listener_get(const struct sockaddr *sa, socklen_t len,
 {
     char where[NP_ADDRSTRLEN];
     struct np_listener *l = find(sa, len);
-    int fd = -1;
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    int fd = -1, per_worker_sockets_rc;
 
     if (l) {
         l->refs++;
@@ -171,7 +173,12 @@ struct np_listener *np_listener_get(const struct sockaddr *sa, socklen_t len,
         goto fail;
     }
     if ((fd = bound_socket(sa, len, o)) < 0 || !(l = add(fd))) goto fail;
-    if (per_worker_sockets(l, sa, len, o) < 0) {
+    /* the copies bind the address bound (a port 0 became a port of its own) */
+    if (sa->sa_family != AF_UNIX && getsockname(fd, (struct sockaddr *)&bound, &blen) == 0)
+        per_worker_sockets_rc = per_worker_sockets(l, (struct sockaddr *)&bound, blen, o);
+    else
+        per_worker_sockets_rc = per_worker_sockets(l, sa, len, o);
+    if (per_worker_sockets_rc < 0) {
         np_listener_put(l, 0);
         fd = -1;
         goto fail;

@@ -40,7 +40,7 @@ static int daemon_life_before(char *err, size_t errlen)
                              np_lua_string(np_L, -1, "chroot"));
     lua_pop(np_L, 1);
     if (pid_file && np_pidfile_check(pid_file, err, errlen) < 0) return -1;
-    if (log_file && strcmp(log_file, "syslog") && np_log_open(log_file) < 0) {
+    if (log_file && strncmp(log_file, "syslog", 6) && np_log_open(log_file) < 0) {
         snprintf(err, errlen, "log file %s: %s", log_file, strerror(errno));
         return -1;
     }
@@ -52,7 +52,7 @@ static int daemon_life_after(char *err, size_t errlen)
 {
     /* an upgraded image is the same process: already in the background */
     if (daemonize && !np_upgraded() && np_daemonize(err, errlen) < 0) return -1;
-    if (log_file && !strcmp(log_file, "syslog")) np_log_open("syslog");
+    if (log_file && !strncmp(log_file, "syslog", 6)) np_log_open(log_file);   /* "syslog[:IDENT:FACILITY]" */
     if (pid_file && np_pidfile_write(pid_file, err, errlen) < 0) return -1;
     return 0;
 }
@@ -77,6 +77,17 @@ static void apply_server_options(void)
         np_loop_set_nameservers(list, n);
     }
     lua_pop(np_L, 2);
+}
+
+/* Ready: said (to systemd and the log) once the signal handlers are in place, so that a
+ * SIGHUP sent on seeing it reloads rather than kills. */
+static const char *config_name;
+
+static void announce(void)
+{
+    np_notify("READY=1");
+    np_log(NP_NOTICE, "netproxy %s running %d prox%s from %s", NP_VERSION, np_server.config->nproxies,
+           np_server.config->nproxies == 1 ? "y" : "ies", config_name);
 }
 
 int main(int argc, char **argv)
@@ -115,10 +126,8 @@ int main(int argc, char **argv)
     }
     if (adopted) np_listener_adopted_done();
     lua_pop(np_L, 1);
-    np_notify("READY=1");
-    np_log(NP_NOTICE, "netproxy %s running %d prox%s from %s", NP_VERSION, np_server.config->nproxies,
-           np_server.config->nproxies == 1 ? "y" : "ies", cli.config ? cli.config : "the command line");
-    rc = workers > 1 ? np_master_run(workers, &cli) : np_worker_run(0, &cli);
+    config_name = cli.config ? cli.config : "the command line";
+    rc = workers > 1 ? np_master_run(workers, &cli, announce) : np_worker_run(0, &cli, announce);
     np_metrics_close();
     np_server_free();
     np_pipepool_free();

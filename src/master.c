@@ -75,6 +75,7 @@ static void become_worker(int slot)
 static int spawn(int index)
 {
     int slot = np_shm_take_slot(), i;
+    sigset_t all, before;
     pid_t pid;
 
     if (slot < 0) {
@@ -82,7 +83,13 @@ static int spawn(int index)
         return 0;
     }
     np_shm_set_beat(slot, np_now());    /* a new worker gets the whole watchdog period */
+    /* Signals wait, blocked, until the child has its own handlers (np_worker_run unblocks
+     * them): one sent between fork() and then would be lost, and the master would wait for
+     * a worker that never heard its SIGTERM. */
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &before);
     pid = fork();
+    if (pid != 0) sigprocmask(SIG_SETMASK, &before, NULL);
     if (pid < 0) {
         np_log(NP_ERR, "master: fork: %s", strerror(errno));
         np_shm_release_slot(slot);
@@ -306,7 +313,7 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
     if (alive() == 0) event_base_loopbreak(np_base);
 }
 
-int np_master_run(int n, const struct np_cli *c)
+int np_master_run(int n, const struct np_cli *c, void (*ready)(void))
 {
     struct timeval second = { 1, 0 };
 
@@ -327,13 +334,14 @@ int np_master_run(int n, const struct np_cli *c)
     evsignal_add(&sighup_ev, NULL);
     evsignal_add(&sigterm_ev, NULL);
     evsignal_add(&sigint_ev, NULL);
+    if (ready) ready();                 /* its handlers are in place: signals are safe now */
     np_log(NP_NOTICE, "master: %d workers", n);
     adopt_workers();
-    if (spawn_missing()) return np_worker_run(my_index, NULL);
+    if (spawn_missing()) return np_worker_run(my_index, NULL, NULL);
     drain_old_generations();
     while (!stopping || alive() > 0) {
         event_base_dispatch(np_base);
-        if (np_shm_slot() != 0) return np_worker_run(my_index, NULL);   /* a child, forked in a callback */
+        if (np_shm_slot() != 0) return np_worker_run(my_index, NULL, NULL);   /* a child, forked in a callback */
         if (stopping && (alive() == 0 || stopping > 1)) break;
     }
     np_log(NP_NOTICE, "master: stopped");

@@ -7,6 +7,6 @@ struct np_cli;
 
 /* Runs the master with n workers until it stops. Returns the exit status in the master; in
  * a worker, returns -1 once the worker's loop has ended (main then cleans up and exits). */
-int np_master_run(int n, const struct np_cli *cli);
+int np_master_run(int n, const struct np_cli *cli, void (*ready)(void));
 
 #endif

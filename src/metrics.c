@@ -1,6 +1,7 @@
 /* Statistics: the per-proxy counters, served in the Prometheus text format at /metrics on
  * server{ stats = "ADDR:PORT" } by libevent's evhttp, and readable from Lua (core.stats). */
 #include "metrics.h"
+#include "addr.h"
 #include "log.h"
 #include "loop.h"
 #include "server.h"
@@ -116,7 +117,16 @@ int np_metrics_listen(const char *addr, char *err, size_t errlen)
     evhttp_set_gencb(http, on_other, NULL);
     struct evhttp_bound_socket *bound = evhttp_bind_socket_with_handle(http, host, (ev_uint16_t)port);
     if (!bound) goto fail;
-    np_log(NP_NOTICE, "stats: serving /metrics on %s", addr);
+    {   /* the address bound: a port 0 is told as the one the kernel chose */
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        char where[NP_ADDRSTRLEN];
+        if (getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&ss, &len) == 0)
+            np_addr_format((struct sockaddr *)&ss, len, where, sizeof where);
+        else
+            snprintf(where, sizeof where, "%s", addr);
+        np_log(NP_NOTICE, "stats: serving /metrics on %s", where);
+    }
     return 0;
 fail:
     snprintf(err, errlen, "stats: cannot listen on %s", addr);

@@ -77,8 +77,9 @@ static void watch(struct event *ev, int sig, event_callback_fn fn)
     evsignal_add(ev, NULL);
 }
 
-int np_worker_run(int index, const struct np_cli *cli)
+int np_worker_run(int index, const struct np_cli *cli, void (*ready)(void))
 {
+    sigset_t none;
     struct timeval second = { 1, 0 };
     char err[256];
 
@@ -96,6 +97,9 @@ int np_worker_run(int index, const struct np_cli *cli)
         watch(&sighup_ev, SIGHUP, on_reload);
         watch(&sigusr2_ev, SIGUSR2, on_upgrade);
     }
+    sigemptyset(&none);                 /* a worker's signals waited, blocked, for these handlers */
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (ready) ready();
     event_assign(&beat_ev, np_base, -1, EV_PERSIST, on_beat, NULL);
     event_add(&beat_ev, &second);
     np_shm_beat(np_now());

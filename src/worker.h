@@ -11,6 +11,6 @@ struct np_cli;
  * reopens the log; in a single process SIGHUP reloads. index is the worker's number (0 in
  * a single process), which picks its own listening sockets with reuseport. cli is given to
  * a single process (it reloads), NULL to a worker. Returns the exit status. */
-int np_worker_run(int index, const struct np_cli *cli);
+int np_worker_run(int index, const struct np_cli *cli, void (*ready)(void));
 
 #endif

@@ -537,9 +537,12 @@ local function check_clashes(proxies, server, say_at)
   local listeners = {}
   for _, proxy in ipairs(proxies) do
     local l = proxy.listen
-    if l and (l.path or l.host and l.port) then
-      listeners[#listeners + 1] = { host = l.host, port = l.port, path = l.path, udp = l.udp,
-                                    label = "proxy '" .. proxy.name .. "'", where = proxy.where }
+    -- a list of { host, port } entries (netproxy.listen), or one table (unix, udp)
+    for _, e in ipairs(l and (l[1] and l or { l }) or {}) do
+      if e.path or e.host and e.port then
+        listeners[#listeners + 1] = { host = e.host, port = e.port, path = e.path, udp = e.udp or l.udp,
+                                      label = "proxy '" .. proxy.name .. "'", where = proxy.where }
+      end
     end
   end
   if server.stats then

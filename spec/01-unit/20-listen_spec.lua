@@ -64,7 +64,7 @@ describe("listen forms", function()
       { 'port = { 80, {} }', "from: port: [2]: bad port: a table (want a port, a service name or \"host:port\")" },
       { 'port = {}', "from: port: want at least one port" },
       { 'port = { a = 1 }', "from: port: want a list of ports, not a table with key 'a'" },
-      { 'port = "300.1.1.1:80"', "from: port: bad IPv4 address '300.1.1.1'" },
+      { 'port = "300.1.1.1:80"', "from: port: bad host '300.1.1.1' (not an IPv4 address)" },
       { 'port = "127.0.0.1:99999"', "from: port: bad port '99999' (want 0..65535)" },
     }
     for _, case in ipairs(cases) do
@@ -152,7 +152,7 @@ describe("--set KEY=VALUE", function()
     local _, errors = load(P, { set = { "bogus=1", "workers=many", "accept=x", "reuseport=maybe", "noequals" } })
     local all = table.concat(errors, "\n")
     assert.truthy(all:find("command line: --set bogus=1: unknown server{} option 'bogus'", 1, true), all)
-    assert.truthy(all:find("command line: --set workers: bad number 'many'", 1, true), all)
+    assert.truthy(all:find("command line: --set workers: bad value 'many' (want an integer, 1..63)", 1, true), all)
     assert.truthy(all:find("command line: --set accept=x: accept wants a Lua function", 1, true), all)
     assert.truthy(all:find("command line: --set reuseport: want true or false", 1, true), all)
     assert.truthy(all:find("command line: --set noequals: want KEY=VALUE", 1, true), all)

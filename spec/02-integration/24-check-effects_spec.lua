@@ -61,11 +61,11 @@ describe("--check on settings that would do nothing", function()
       good = function() return proxy("t", ssl("start_cleartext = true, hook = function(d, conn) end"), TO) end },
     { "workers = 100000",
       bad = 'server { workers = 100000 }\n' .. proxy("w", '{ type = "tcp", port = 0 }', TO),
-      line = 1, says = { "server: workers: at most 63, not 100000" },
+      line = 1, says = { "server: workers: bad value '100000' (want an integer, 1..63)" },
       good = 'server { workers = 63 }\n' .. proxy("w", '{ type = "tcp", port = 0 }', TO) },
     { "a host such as 256.1.1.1",
       bad = proxy("a", '{ type = "tcp", host = "256.1.1.1", port = 0 }', TO),
-      says = { "proxy 'a': from: host: bad IPv4 address '256.1.1.1'" },
+      says = { "proxy 'a': from: host: bad host '256.1.1.1' (not an IPv4 address)" },
       good = proxy("a", '{ type = "tcp", host = "255.1.1.1", port = 0 }', TO) },
     { "two proxies on one address and port",
       bad = proxy("a", '{ type = "tcp", host = "127.0.0.1", port = 6101 }', TO) ..
