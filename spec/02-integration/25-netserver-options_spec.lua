@@ -131,9 +131,12 @@ proxy { name = "sl", from = { type = "tcp", host = "127.0.0.1", port = 0 },
     end
     local np = h.spawn(argv)
     local function got() return h.read(receiver.out) or "" end
-    local port = tonumber(h.wait_until(function() return got():match("sl: listening on 127%.0%.0%.1:(%d+)") end, 10, "the listening line in syslog"))
+    -- syslog takes over once the listeners are bound (start-up errors reach the terminal):
+    -- the listening line is on stderr, the ready line on syslog
+    local port = tonumber(h.wait_until(function() return (h.read(np.err) or ""):match("sl: listening on 127%.0%.0%.1:(%d+)") end, 10, "the listening line"))
+    h.wait_until(function() return got():find("netproxy [^<]* running 1 proxy") end, 10, "the running line in syslog")
     -- local3 (19) * 8 + notice (5) = 157; the ident and the pid tag the line
-    assert.truthy(got():find("<157>[^<]*edge%-np%[" .. np.pid .. "%]: sl: listening on"), got())
+    assert.truthy(got():find("<157>[^<]*edge%-np%[" .. np.pid .. "%]: netproxy [^<]* running 1 proxy"), got())
     echo_through("127.0.0.1", port)
     h.wait_until(function() return got():find("<157>[^<]*edge%-np%[%d+%]: #1 sl: [^<]*end=eof") end, 10, "the connection's line")
     h.stop(np)
