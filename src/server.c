@@ -551,6 +551,15 @@ void np_server_start_stdio(void)
     }
 }
 
+int np_server_serves_udp(void)
+{
+    const struct np_config *g = np_server.config;
+
+    for (int i = 0; g && i < g->nproxies; i++)
+        if (g->proxies[i].udp) return 1;
+    return 0;
+}
+
 int np_server_serves_stdio(void)
 {
     const struct np_config *g = np_server.config;
