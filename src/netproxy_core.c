@@ -11,6 +11,7 @@
 #include "sleep.h"
 #include "sock.h"
 #include "task.h"
+#include "timer.h"
 #include "tls.h"
 #include "udp.h"
 #include "udp_assoc.h"
@@ -286,6 +287,7 @@ int luaopen_netproxy_core(lua_State *L)
     luaL_register(L, NULL, core_funcs);
     np_sock_open(L);
     np_sleep_open(L);
+    np_timer_open(L);
     np_tls_open(L);
     np_metrics_open(L);
     np_udp_open(L);
