@@ -9,6 +9,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "relay.h"
+#include "shdict.h"
 #include "sleep.h"
 #include "sock.h"
 #include "task.h"
@@ -335,6 +336,7 @@ int luaopen_netproxy_core(lua_State *L)
     np_sock_open(L);
     np_sleep_open(L);
     np_timer_open(L);
+    np_shdict_open(L);
     np_tls_open(L);
     np_metrics_open(L);
     np_udp_open(L);

@@ -8,6 +8,7 @@
 #include "log.h"
 #include "loop.h"
 #include "luavm.h"
+#include "shdict.h"
 #include "sock.h"
 #include "udp.h"
 #include "timer.h"
@@ -483,6 +484,25 @@ static int ref_field(lua_State *L, int t, const char *name)
     return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+/* server{ shared = { name = bytes } } (checked and sized by netproxy.config): made now,
+ * before any worker is forked; a reload keeps those it has. */
+static int define_dicts(lua_State *L, int t, char *err, size_t errlen)
+{
+    int rc = 0;
+
+    lua_getfield(L, t, "shared");
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (rc == 0 && lua_next(L, -2)) {
+            rc = np_shdict_define(lua_tostring(L, -2), (size_t)lua_tonumber(L, -1), err, errlen);
+            lua_pop(L, 1);
+        }
+        if (rc) lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
 static int read_server(struct np_config *g, lua_State *L, int cfg, char *err, size_t errlen)
 {
     int rc;
@@ -502,6 +522,7 @@ static int read_server(struct np_config *g, lua_State *L, int cfg, char *err, si
     g->on_start_ref = ref_field(L, -1, "on_start");
     g->on_stop_ref = ref_field(L, -1, "on_stop");
     rc = np_proxy_read_acl(L, lua_gettop(L), &g->acl, err, errlen);
+    if (rc == 0) rc = define_dicts(L, lua_gettop(L), err, errlen);
     lua_pop(L, 1);
     return rc;
 }
