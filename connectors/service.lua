@@ -170,7 +170,8 @@ function Mux:write(data)
   if not pending then return nil, err end
   if pending > self._conf.max_output then
     local why = ("write buffer over %d bytes (a slow reader)"):format(self._conf.max_output)
-    self._conn:log("notice", "%s: closing", why)
+    local c = self._conn
+    core.log("notice", ("#%d %s: %s: %s: closing"):format(c.id, c.proxy, c.client, why))
     self._gone = true
     self.service._clients[self] = nil
     core.close(self._conn._handle, "closed", why)

@@ -406,8 +406,12 @@ void np_conn_serving(struct np_conn *c, struct np_sock *client)
 {
     struct np_proxy *p = c->proxy;
 
+    size_t ahead = client->inbuf ? evbuffer_get_length(client->inbuf) : 0;
+
     negotiated(c);
     if (c->session) event_del(&c->session->deadline);
+    c->bytes[0] += ahead;               /* read ahead (a probe's peek): the service reads them */
+    NP_COUNTERS(p)->bytes_in += ahead;
     client->bytes[0] = &c->bytes[0];
     client->bytes[1] = &c->bytes[1];
     client->more_bytes[0] = &NP_COUNTERS(p)->bytes_in;
