@@ -5,6 +5,7 @@
 #include "defer.h"
 #include "log.h"
 #include "loop.h"
+#include "luavm.h"
 #include "task.h"
 
 #include <event2/event.h>
@@ -124,6 +125,9 @@ static int add_timer(lua_State *L, int repeat)
 
     luaL_argcheck(L, seconds >= (repeat ? 0.001 : 0), 1, repeat ? "must be >= 0.001" : "must be >= 0");
     luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (np_lua_loading)     /* the master and --check load configs too: timers are the workers' */
+        return luaL_error(L, "%s: not while the config loads: start timers in server{ on_start }",
+                          repeat ? "every" : "after");
     t = calloc(1, sizeof *t);
     if (!t) return luaL_error(L, "timer: out of memory");
     t->id = next_id++;

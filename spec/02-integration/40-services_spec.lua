@@ -72,6 +72,32 @@ proxy { name = "stats", from = { type = "tcp", host = "127.0.0.1", port = 0 },
     assert.not_matches("negotiation timeout", np.log())
   end)
 
+  it("passes the guards: deny, accept(), max_clients, and the PROXY protocol on from", function()
+    local np = h.netproxy_start([[
+local function who(client, conn) client:write("you are " .. conn.client .. "\n") client:read("*l") end
+proxy { name = "denied", from = { type = "tcp", host = "127.0.0.1", port = 0 }, deny = { "127.0.0.1/32" },
+        to = { type = "service", serve = who } }
+proxy { name = "picky", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        accept = function(conn) return nil, "not today" end, to = { type = "service", serve = who } }
+proxy { name = "one", from = { type = "tcp", host = "127.0.0.1", port = 0 }, max_clients = 1,
+        to = { type = "service", serve = who } }
+proxy { name = "behind", from = { type = "tcp", host = "127.0.0.1", port = 0, proxy_protocol = "v1" },
+        to = { type = "service", serve = who } }
+]])
+    assert.equal("", (socat(np.ports.denied, "x\n")))
+    h.wait_log(np, "denied: refused 127%.0%.0%.1:%d+: ")
+    assert.equal("", (socat(np.ports.picky, "x\n")))
+    h.wait_log(np, "picky: [^\n]*end=refused: not today")
+    local first = assert(tcp.connect(np.ports.one))
+    assert.matches("^you are ", line_of(first))
+    assert.equal("", (socat(np.ports.one, "x\n")))
+    h.wait_log(np, "one: refused 127%.0%.0%.1:%d+: max_clients")
+    first:send("done\n")
+    first:close()
+    assert.equal("you are 192.0.2.7:4321\n", (socat(np.ports.behind, "PROXY TCP4 192.0.2.7 192.0.2.1 4321 80\r\nbye\n")))
+    h.wait_log(np, "behind: 192%.0%.2%.7:4321 %-> service in=4 out=%d+ [^\n]*end=closed")
+  end)
+
   it("closes that connection only on a Lua error, with the script and line", function()
     local np = h.netproxy_start([[
 proxy { name = "bad", from = { type = "tcp", host = "127.0.0.1", port = 0 },

@@ -139,6 +139,17 @@ proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = 0 },
     assert.equal(0, count(log, "never"))
   end)
 
+  it("are refused while the config loads (the master and --check load it too)", function()
+    local path = h.write(h.tmpfile("config.lua"), [[
+local core = require "netproxy.core"
+core.every(1, function() end)
+proxy { name = "p", from = { type = "tcp", port = 0 }, to = { type = "service", serve = function() end } }
+]])
+    local _, err, rc = h.run({ h.netproxy, "--check", path })
+    assert.equal(1, rc)
+    assert.matches("config%.lua:2: every: not while the config loads: start timers in server{ on_start }", err)
+  end)
+
   it("of a config generation stop when a reload replaces it; the new config starts its own", function()
     local port = h.free_port()
     local config = [[
