@@ -18,7 +18,6 @@
 -- negotiation_timeout does not (core.serving ends that phase).
 local core = require "netproxy.core"
 local check = require "netproxy.check"
-local stream = require "netproxy.stream"
 
 local pairs, setmetatable, type, tostring = pairs, setmetatable, type, tostring
 
@@ -59,47 +58,56 @@ end
 local Client = {}
 Client.__index = Client
 
--- A read that met the client's end remembers it: returning then is end=eof.
-local function note(self, data, err, partial)
-  if err == "closed" then self._eof = true end
-  return data, err, partial
+-- The service owns the client socket: reads take whatever has arrived (up to 64 KiB a
+-- system call) into a buffer of its own, and lines are cut from it. One more chunk into the
+-- buffer; nil, err (and the client's end remembered) when there is none.
+function Client:_fill()
+  local data, err = self._sock:read(nil, self._timeout)
+  if not data then
+    if err == "closed" then self._eof = true end
+    return nil, err
+  end
+  self._buf = self._buf .. data
+  return true
+end
+
+-- Takes n bytes from the front of the buffer.
+function Client:_take(n)
+  local out = self._buf:sub(1, n)
+  self._buf = self._buf:sub(n + 1)
+  return out
 end
 
 -- read(n): exactly n bytes; read("*l"): a line without its end of line; read("*a"):
 -- everything until the client ends its side. nil, err, partial on failure.
 function Client:read(what)
-  local sock = self._sock
   if what == nil or what == "*l" or what == "l" then
-    local line, err, partial = stream.read_line(sock, MAX_LINE, self._timeout)
-    if not line then
-      if err == "closed" and partial ~= "" then      -- a last line without its newline
-        sock:read(#partial)
-        self._eof = true
-        return partial
-      end
-      return note(self, nil, err, partial)
-    end
-    return (line:gsub("\r?\n$", ""))
-  elseif what == "*a" or what == "a" then
-    local parts = {}
+    local from = 1
     while true do
-      local data, err = sock:read()
-      if not data then
-        note(self, nil, err)
-        if err == "closed" then return table.concat(parts) end
-        return nil, err, table.concat(parts)
+      local nl = self._buf:find("\n", from, true)
+      if nl then return (self:_take(nl):gsub("\r?\n$", "")) end
+      if #self._buf > MAX_LINE then return nil, "line too long", self:_take(#self._buf) end
+      from = #self._buf + 1
+      local ok, err = self:_fill()
+      if not ok then
+        if err == "closed" and self._buf ~= "" then return self:_take(#self._buf) end  -- a last line without its newline
+        return nil, err, self:_take(#self._buf)
       end
-      parts[#parts + 1] = data
+    end
+  elseif what == "*a" or what == "a" then
+    while true do
+      local ok, err = self:_fill()
+      if not ok then
+        if err == "closed" then return self:_take(#self._buf) end
+        return nil, err, self:_take(#self._buf)
+      end
     end
   elseif type(what) == "number" and what > 0 then
-    local parts, got = {}, 0
-    while got < what do
-      local data, err = sock:read(what - got)
-      if not data then return note(self, nil, err, table.concat(parts)) end
-      parts[#parts + 1] = data
-      got = got + #data
+    while #self._buf < what do
+      local ok, err = self:_fill()
+      if not ok then return nil, err, self:_take(#self._buf) end
     end
-    return table.concat(parts)
+    return self:_take(what)
   end
   error("read: want a byte count, \"*l\" or \"*a\", not " .. tostring(what), 2)
 end
@@ -110,18 +118,25 @@ function Client:lines()
 end
 
 -- Bytes as they come: up to max, at least one.
-function Client:receive_some(max) return note(self, self._sock:read(max)) end
+function Client:receive_some(max)
+  if self._buf == "" then
+    local ok, err = self:_fill()
+    if not ok then return nil, err end
+  end
+  return self:_take(max or #self._buf)
+end
+
 function Client:write(data) return self._sock:write(data) end
 function Client:shutdown() return self._sock:shutdown() end
 function Client:close() return self._sock:close() end
 function Client:peer() return self._sock:peer() end
 function Client:settimeout(s)
-  self._timeout = (s and s > 0) and s or nil
-  self._sock:settimeout(s or 0)
+  self._timeout = (s and s > 0) and s or 0
+  self._sock:settimeout(self._timeout)
 end
 
 local function serve_straight(conf, sock, conn)
-  local client = setmetatable({ _sock = sock }, Client)
+  local client = setmetatable({ _sock = sock, _buf = "", _timeout = 0 }, Client)
   sock:settimeout(0)                  -- no bound but idle_timeout, unless the service sets one
   conf.serve(client, conn)
   if client._eof then return "eof" end
