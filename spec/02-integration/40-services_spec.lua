@@ -231,6 +231,32 @@ proxy { name = "mux", from = { type = "tcp", host = "127.0.0.1", port = 0 },
   end)
 end)
 
+describe("a service's budget", function()
+  after_each(h.stop_all)
+
+  it("stops a runaway callback or serve function (hook_budget), closing that connection only", function()
+    local np = h.netproxy_start([[
+proxy { name = "mux", hook_budget = 0.2, from = { type = "tcp", host = "127.0.0.1", port = 0 },
+  to = { type = "service", input_mode = "line",
+         on_input = function(conn, line)
+           if line == "spin" then while true do end end
+           conn:write("ok " .. line .. "\n")
+         end } }
+proxy { name = "straight", hook_budget = 0.2, from = { type = "tcp", host = "127.0.0.1", port = 0 },
+  to = { type = "service", serve = function(client) client:read("*l") while true do end end } }
+]])
+    local a, b = assert(tcp.connect(np.ports.mux)), assert(tcp.connect(np.ports.mux))
+    a:send("spin\n")
+    assert.is_nil(line_of(a, 5))
+    h.wait_log(np, "mux: [^\n]*end=lua error: [^\n]*budget of 0%.2")
+    b:send("alive\n")
+    assert.equal("ok alive", line_of(b))
+    assert.equal("", (socat(np.ports.straight, "go\n")))
+    h.wait_log(np, "straight: [^\n]*end=lua error: [^\n]*budget of 0%.2")
+    a:close(); b:close()
+  end)
+end)
+
 describe("examples/http-status.lua", function()
   after_each(h.stop_all)
 
