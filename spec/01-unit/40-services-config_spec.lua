@@ -14,8 +14,8 @@ describe("the service connector's config", function()
   it("takes serve, or the on_* callbacks with input_mode, timeout and max_output", function()
     local cfg = assert(load(([[
 proxy { name = "a", %s, to = { type = "service", serve = function() end } }
-proxy { name = "b", %s, to = { type = "service", on_input = function() end, input_mode = "line", timeout = 5 } }
-]]):format(FROM, FROM)))
+proxy { name = "b", from = { type = "tcp", port = 2 }, to = { type = "service", on_input = function() end, input_mode = "line", timeout = 5 } }
+]]):format(FROM)))
     assert.equal("function", type(cfg.proxies[1].to.serve))
     assert.equal("line", cfg.proxies[2].to.input_mode)
     assert.equal(5, cfg.proxies[2].to.timeout)
