@@ -4,10 +4,12 @@
 #include "conn.h"
 #include "defer.h"
 #include "hook.h"
+#include "idle.h"
 #include "log.h"
 #include "loop.h"
 #include "proxy.h"
 #include "relay.h"
+#include "sock.h"
 #include "task.h"
 
 #include <event2/buffer.h>
@@ -42,6 +44,8 @@ struct np_conn {
     char *target;
     int handle_ref;             /* registry anchor of the Lua handle */
     int hook_ref[2], hook_conn_ref;
+    int closed_ref;             /* np_conn_when_closed's function, or LUA_NOREF */
+    struct np_idle idle;        /* a served connection's idle_timeout */
     double hook_budget;
     np_conn_done_fn *done;
     void *done_arg;
@@ -185,6 +189,34 @@ static void on_session_over(struct np_deferred *d)
     session_free((struct np_conn *)((char *)d - offsetof(struct np_conn, session_over)));
 }
 
+/* np_conn_when_closed's function, told how it went, under the proxy's call budget. */
+static void tell_closed(struct np_conn *c)
+{
+    lua_State *L = c->proxy->L;
+    char err[512];
+
+    if (c->closed_ref == LUA_NOREF) return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->closed_ref);
+    lua_createtable(L, 0, 6);
+    lua_pushnumber(L, (lua_Number)c->bytes[0]);
+    lua_setfield(L, -2, "bytes_in");
+    lua_pushnumber(L, (lua_Number)c->bytes[1]);
+    lua_setfield(L, -2, "bytes_out");
+    lua_pushnumber(L, np_clock() - c->started);
+    lua_setfield(L, -2, "duration");
+    lua_pushstring(L, np_end_name(c->end));
+    lua_setfield(L, -2, "reason");
+    lua_pushstring(L, c->detail ? c->detail : "");
+    lua_setfield(L, -2, "detail");
+    if (c->target) {
+        lua_pushstring(L, c->target);
+        lua_setfield(L, -2, "server");
+    }
+    if (np_hook_pcall(L, 1, c->proxy->budget, c->proxy->call_memory, err, sizeof err) < 0)
+        np_clog(NP_ERR, c->id, "%s: on_close: %s", c->proxy->name, err);
+    unref(L, &c->closed_ref);
+}
+
 /* Tears an ended connection down; nothing of it is on the C stack any more. */
 static void conn_free(struct np_conn *c)
 {
@@ -192,6 +224,7 @@ static void conn_free(struct np_conn *c)
 
     if (c->attached) c->attached(c->attached_arg);
     session_free(c);
+    np_idle_leave(&c->idle);
     if (c->relay) np_relay_free(c->relay);
     unref(L, &c->hook_ref[0]);
     unref(L, &c->hook_ref[1]);
@@ -203,6 +236,7 @@ static void conn_free(struct np_conn *c)
         unref(L, &c->handle_ref);
     }
     count_and_log(c);
+    tell_closed(c);
     if (c->next) c->next->pprev = c->pprev;
     *c->pprev = c->next;
     if (c->done) c->done(c->done_arg, c);
@@ -328,7 +362,7 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
     c->id = next_id++;
     c->proxy = p;
     c->started = np_now();        /* the loop's time, as its timers count */
-    c->handle_ref = c->hook_ref[0] = c->hook_ref[1] = c->hook_conn_ref = LUA_NOREF;
+    c->handle_ref = c->hook_ref[0] = c->hook_ref[1] = c->hook_conn_ref = c->closed_ref = LUA_NOREF;
     c->done = done;
     c->done_arg = done_arg;
     c->next = p->conns;
@@ -357,6 +391,39 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
     lua_pushstring(co, c->client);
     push_handle(co, c);
     np_task_resume(&c->session->task, 5);
+}
+
+/* ---------------------------------------------------------------- served here */
+
+static void on_idle(struct np_idle *m)
+{
+    struct np_conn *c = (struct np_conn *)((char *)m - offsetof(struct np_conn, idle));
+
+    np_conn_close(c, NP_END_IDLE_TIMEOUT, "%s", "");
+}
+
+void np_conn_serving(struct np_conn *c, struct np_sock *client)
+{
+    struct np_proxy *p = c->proxy;
+
+    size_t ahead = client->inbuf ? evbuffer_get_length(client->inbuf) : 0;
+
+    negotiated(c);
+    if (c->session) event_del(&c->session->deadline);
+    c->bytes[0] += ahead;               /* read ahead (a probe's peek): the service reads them */
+    NP_COUNTERS(p)->bytes_in += ahead;
+    client->bytes[0] = &c->bytes[0];
+    client->bytes[1] = &c->bytes[1];
+    client->more_bytes[0] = &NP_COUNTERS(p)->bytes_in;
+    client->more_bytes[1] = &NP_COUNTERS(p)->bytes_out;
+    if (p->idle_timeout > 0 && !c->idle.list && np_idle_join(&c->idle, p->idle_timeout, on_idle) == 0)
+        client->idle = &c->idle;
+}
+
+void np_conn_when_closed(struct np_conn *c, int fn_ref)
+{
+    unref(c->proxy->L, &c->closed_ref);
+    c->closed_ref = fn_ref;
 }
 
 /* ---------------------------------------------------------------- the relay */

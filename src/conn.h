@@ -75,6 +75,17 @@ int np_conn_send(struct np_conn *c, int dir, const char *data, size_t len, const
 int np_conn_starttls(struct np_conn *c, int side, SSL_CTX *ctx, int server, const char *sni,
                      const char *verify_name, const char **err);
 
+/* The connection is served here (a service `to`): the negotiation phase ends without a
+ * relay (no negotiation_timeout, not counted in max_negotiating), the bytes read from and
+ * written to client count as the connection's, and idle_timeout applies to them. */
+struct np_sock;
+void np_conn_serving(struct np_conn *c, struct np_sock *client);
+
+/* Once the connection has ended, been counted and logged, the function at registry ref
+ * fn_ref (taken over) is called in the main state with an info table: bytes_in,
+ * bytes_out, duration, reason (the end word), detail, server. An error is logged. */
+void np_conn_when_closed(struct np_conn *c, int fn_ref);
+
 /* The connection a Lua handle at idx names, or NULL once it is gone. */
 struct np_conn *np_conn_from_handle(lua_State *L, int idx);
 

@@ -54,6 +54,24 @@ int np_hook_call(lua_State *L, int fn_ref, int conn_ref, const char *data, size_
     return 1;
 }
 
+int np_hook_pcall(lua_State *L, int nargs, double budget, size_t max_alloc, char *err, size_t errlen)
+{
+    int base = lua_gettop(L) - nargs, rc;
+    struct np_budget outer;
+
+    lua_pushcfunction(L, traceback);
+    lua_insert(L, base);
+    np_budget_begin(&outer, budget, max_alloc);
+    rc = lua_pcall(L, nargs, 0, base);
+    np_budget_end(&outer);
+    if (rc != 0) {
+        const char *msg = lua_tostring(L, -1);
+        snprintf(err, errlen, "%.*s", (int)strcspn(msg ? msg : "?", "\n"), msg ? msg : "?");
+    }
+    lua_settop(L, base - 1);
+    return rc ? -1 : 0;
+}
+
 void np_hook_done(lua_State *L)
 {
     lua_pop(L, 1);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 lua_State *np_L;
+int np_lua_loading;
 
 int np_lua_open(lua_CFunction core, char *err, size_t errlen)
 {
@@ -177,7 +178,9 @@ int np_lua_load_config(const char *path, const struct np_cli *cli, int to_log)
     lua_remove(L, -2);
     lua_pushstring(L, path ? path : "command line");
     push_overrides(L, cli);
+    np_lua_loading = 1;
     rc = np_lua_pcall(L, 2, 2, "netproxy.config");
+    np_lua_loading = 0;
     np_budget_rearm(L);                 /* the load's own bound may have replaced the hook */
     if (rc < 0) return -1;
     if (!lua_isnil(L, -2)) {

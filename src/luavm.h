@@ -6,6 +6,10 @@
 
 extern lua_State *np_L;
 
+/* Set while a config script runs (np_lua_load_config): what only a running config may do
+ * (timers) refuses then. */
+extern int np_lua_loading;
+
 struct np_cli;
 
 /* Creates the state with lua/ on package.path and core preloaded as netproxy.core. */

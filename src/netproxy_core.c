@@ -4,13 +4,16 @@
  * starttls and close. */
 #include "netproxy_core.h"
 #include "conn.h"
+#include "hook.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
 #include "relay.h"
+#include "shdict.h"
 #include "sleep.h"
 #include "sock.h"
 #include "task.h"
+#include "timer.h"
 #include "tls.h"
 #include "udp.h"
 #include "udp_assoc.h"
@@ -252,17 +255,63 @@ static int core_starttls(lua_State *L)
     return push_outcome(L, c ? np_conn_starttls(c, side, ctx, server, sni, verify_name, &err) : -1, err);
 }
 
-/* core.close(handle): end the connection. From a hook, the rest of the hook still runs;
- * nothing is relayed afterwards. */
+/* core.close(handle [, how [, detail]]): end the connection (how: an end word, "closed" by
+ * default). From a hook, the rest of the hook still runs; nothing is relayed afterwards. */
 static int core_close(lua_State *L)
 {
     struct np_conn *c = np_conn_from_handle(L, 1);
+    enum np_end how = np_end_parse(luaL_optstring(L, 2, "closed"));
+    const char *detail = luaL_optstring(L, 3, NULL);
 
-    if (c) np_conn_close(c, NP_END_CLOSED, "%s", np_conn_session(c) ? "by script" : "by hook");
+    luaL_argcheck(L, how != NP_END_NONE, 2, "not an end word");
+    if (c) np_conn_close(c, how, "%s", detail ? detail : np_conn_session(c) ? "by script" : "by hook");
     return 0;
 }
 
+/* core.serving(client): the connection is served here (a service): negotiation is over
+ * without a relay; client's bytes are the connection's. */
+static int core_serving(lua_State *L)
+{
+    np_conn_serving(session_conn(L, "serving"), np_sock_check(L, 1));
+    return 0;
+}
+
+/* core.when_closed(handle, fn): fn(info) once the connection has ended and been logged. */
+static int core_when_closed(lua_State *L)
+{
+    struct np_conn *c = np_conn_from_handle(L, 1);
+
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (!c || np_conn_ended(c)) return 0;
+    lua_pushvalue(L, 2);
+    np_conn_when_closed(c, luaL_ref(L, LUA_REGISTRYINDEX));
+    return 0;
+}
+
+/* core.call(budget, max_alloc, fn, ...) -> true | false, err: fn(...) bounded like a data
+ * hook (it must not wait: a cosocket call in it fails). A service's callbacks run so. */
+static int core_call(lua_State *L)
+{
+    double budget = luaL_checknumber(L, 1);
+    size_t max_alloc = (size_t)luaL_checknumber(L, 2);
+    char err[512];
+
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    lua_remove(L, 1);
+    lua_remove(L, 1);
+    if (np_hook_pcall(L, lua_gettop(L) - 1, budget, max_alloc, err, sizeof err) == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushboolean(L, 0);
+    lua_pushstring(L, err);
+    return 2;
+}
+
 static const luaL_Reg core_funcs[] = {
+    { "call", core_call },
+    { "serving", core_serving },
+    { "when_closed", core_when_closed },
     { "log", core_log },
     { "log_enabled", core_log_enabled },
     { "now", core_now },
@@ -286,6 +335,8 @@ int luaopen_netproxy_core(lua_State *L)
     luaL_register(L, NULL, core_funcs);
     np_sock_open(L);
     np_sleep_open(L);
+    np_timer_open(L);
+    np_shdict_open(L);
     np_tls_open(L);
     np_metrics_open(L);
     np_udp_open(L);

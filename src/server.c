@@ -8,8 +8,10 @@
 #include "log.h"
 #include "loop.h"
 #include "luavm.h"
+#include "shdict.h"
 #include "sock.h"
 #include "udp.h"
+#include "timer.h"
 
 #include <event2/event.h>
 #include <fcntl.h>
@@ -48,7 +50,10 @@ static void config_free(struct np_config *g)
     free(g->proxies);
     np_acl_free(&g->acl);
     event_del(&g->drain_deadline);
-    if (g->L) lua_close(g->L);
+    if (g->L) {
+        np_timer_cancel_all(g->L);
+        lua_close(g->L);
+    }
     if (np_L == g->L) np_L = NULL;
     free(g);
 }
@@ -93,6 +98,7 @@ static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
 static void retire(struct np_config *g)
 {
     g->draining = 1;
+    np_timer_cancel_all(g->L);          /* a retired generation's timers stop with it */
     release_listeners(g, 1);            /* the addresses the new config shares stay open */
     if (g->live == 0) {
         config_free(g);
@@ -176,6 +182,7 @@ void np_server_stop(void)
     np_server_stop_accepting();
     close_flows(np_server.config);      /* a UDP flow has nothing in flight to finish */
     for (struct np_config *g = np_server.draining; g; g = g->next) close_flows(g);
+    if (np_server.config) np_timer_cancel_all(np_server.config->L);
     evtimer_assign(&np_server.stop_deadline, np_base, on_stop_deadline, NULL);
     evtimer_add(&np_server.stop_deadline, &tv);
     maybe_finish();
@@ -191,11 +198,43 @@ void np_server_drain(void)
     }
     np_server.stopping = 1;
     np_server_stop_accepting();
+    if (g) np_timer_cancel_all(g->L);
     if (g && g->drain_timeout > 0) {
         struct timeval tv = np_tv(g->drain_timeout);
         evtimer_add(&g->drain_deadline, &tv);
     }
     maybe_finish();
+}
+
+/* ---------------------------------------------------------------- lifecycle hooks */
+
+static void run_hook(lua_State *L, int ref, const char *what, int nargs)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_insert(L, -1 - nargs);
+    np_lua_pcall(L, nargs, 0, what);
+}
+
+void np_server_run_start(int index)
+{
+    struct np_config *g = np_server.config;
+
+    if (!g || g->started || g->on_start_ref == LUA_NOREF) return;
+    g->started = 1;
+    lua_createtable(g->L, 0, 2);
+    lua_pushinteger(g->L, index);
+    lua_setfield(g->L, -2, "id");
+    lua_pushinteger(g->L, getpid());
+    lua_setfield(g->L, -2, "pid");
+    run_hook(g->L, g->on_start_ref, "on_start", 1);
+}
+
+void np_server_run_stop(void)
+{
+    struct np_config *g = np_server.config;
+
+    if (!g || g->on_stop_ref == LUA_NOREF) return;
+    run_hook(g->L, g->on_stop_ref, "on_stop", 0);
 }
 
 void np_server_free(void)
@@ -434,6 +473,36 @@ static int load_session(lua_State *L, int *ref, char *err, size_t errlen)
     return 0;
 }
 
+/* A registry ref to t[name] when it is a function, else LUA_NOREF. */
+static int ref_field(lua_State *L, int t, const char *name)
+{
+    lua_getfield(L, t, name);
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        return LUA_NOREF;
+    }
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* server{ shared = { name = bytes } } (checked and sized by netproxy.config): made now,
+ * before any worker is forked; a reload keeps those it has. */
+static int define_dicts(lua_State *L, int t, char *err, size_t errlen)
+{
+    int rc = 0;
+
+    lua_getfield(L, t, "shared");
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (rc == 0 && lua_next(L, -2)) {
+            rc = np_shdict_define(lua_tostring(L, -2), (size_t)lua_tonumber(L, -1), err, errlen);
+            lua_pop(L, 1);
+        }
+        if (rc) lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
 static int read_server(struct np_config *g, lua_State *L, int cfg, char *err, size_t errlen)
 {
     int rc;
@@ -448,7 +517,12 @@ static int read_server(struct np_config *g, lua_State *L, int cfg, char *err, si
     g->max_draining = (int)np_lua_number(L, -1, "max_draining", 16);
     g->watchdog = np_lua_number(L, -1, "watchdog", 10);
     np_budget_set_cap((size_t)np_lua_number(L, -1, "lua_memory", 0));
+    np_timer_set_budget(np_lua_number(L, -1, "hook_budget", 1),
+                        (size_t)np_lua_number(L, -1, "lua_call_memory", 64 * 1024 * 1024));
+    g->on_start_ref = ref_field(L, -1, "on_start");
+    g->on_stop_ref = ref_field(L, -1, "on_stop");
     rc = np_proxy_read_acl(L, lua_gettop(L), &g->acl, err, errlen);
+    if (rc == 0) rc = define_dicts(L, lua_gettop(L), err, errlen);
     lua_pop(L, 1);
     return rc;
 }
@@ -464,6 +538,7 @@ static struct np_config *config_new(lua_State *L, char *err, size_t errlen)
         return NULL;
     }
     g->L = L;
+    g->on_start_ref = g->on_stop_ref = LUA_NOREF;
     evtimer_assign(&g->drain_deadline, np_base, on_drain_deadline, g);
     if (read_server(g, L, cfg, err, errlen) < 0 || load_session(L, &session_ref, err, errlen) < 0)
         goto fail;

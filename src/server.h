@@ -26,6 +26,8 @@ struct np_config {
     double stop_timeout;        /* seconds live connections get after a stop signal */
     int max_draining;           /* retired configs kept at once; past it the oldest is closed */
     double watchdog;            /* seconds a worker's loop may stand still; 0 = no watchdog */
+    int on_start_ref, on_stop_ref;  /* server{ on_start, on_stop }, or LUA_NOREF */
+    int started;                /* on_start has run in this process */
     uint64_t live;              /* its connections not yet freed */
     struct event drain_deadline;
     int draining;               /* retired: no new clients */
@@ -78,6 +80,14 @@ int np_server_serves_udp(void);
 
 /* Closes every live connection now, as how. */
 void np_server_close_all(enum np_end how, const char *why);
+
+/* server{ on_start = function(worker) }: runs once per process for the config that serves
+ * new clients (a worker after its privileges are dropped; a single process again after
+ * each reload), with worker = { id = index, pid = getpid() }. An error is logged. */
+void np_server_run_start(int index);
+
+/* server{ on_stop }: before the process exits. An error is logged. */
+void np_server_run_stop(void);
 
 /* Frees every config (at exit). */
 void np_server_free(void);

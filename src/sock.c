@@ -2,6 +2,7 @@
  * coroutine until the event loop has an answer (OpenResty's cosocket model). A socket on
  * which sock:tls() succeeded reads and writes through OpenSSL; everything else is the same. */
 #include "sock_impl.h"
+#include "idle.h"
 #include "loop.h"
 #include "resolve.h"
 #include "tls.h"
@@ -61,12 +62,24 @@ int np_sock_push_fail(lua_State *L, const char *err)
     return 2;
 }
 
+static void on_flush(evutil_socket_t fd, short what, void *arg);
+
 void np_sock_set_fds(struct np_sock *s, int rfd, int wfd)
 {
     s->fd = rfd;
     s->wfd = wfd;
     event_assign(&s->rev, np_base, rfd, EV_READ, np_sock_on_event, s);
     event_assign(&s->wev, np_base, wfd, EV_WRITE, np_sock_on_event, s);
+    event_assign(&s->flush_ev, np_base, wfd, EV_WRITE, on_flush, s);
+}
+
+/* Bytes moved on a socket a connection serves through: its counters and idle clock. */
+static void count(struct np_sock *s, int dir, ssize_t n)
+{
+    if (n <= 0 || !s->bytes[dir]) return;
+    *s->bytes[dir] += n;
+    *s->more_bytes[dir] += n;
+    if (s->idle) np_idle_touch(s->idle);
 }
 
 void np_sock_set_nodelay(int fd)
@@ -104,6 +117,7 @@ void np_sock_close(struct np_sock *s)
     /* The events are assigned from creation on (a bare timer while resolving). */
     event_del(&s->rev);
     event_del(&s->wev);
+    event_del(&s->flush_ev);
     if (s->ssl) SSL_free(s->ssl);
     s->ssl = NULL;
     if (s->wfd >= 0 && s->wfd != s->fd) close(s->wfd);
@@ -111,7 +125,10 @@ void np_sock_close(struct np_sock *s)
     s->fd = s->wfd = -1;
     if (s->inbuf) evbuffer_free(s->inbuf);
     if (s->outbuf) evbuffer_free(s->outbuf);
-    s->inbuf = s->outbuf = NULL;
+    if (s->sendbuf) evbuffer_free(s->sendbuf);
+    s->inbuf = s->outbuf = s->sendbuf = NULL;
+    s->bytes[0] = s->bytes[1] = NULL;
+    s->idle = NULL;
     s->op = NP_OP_NONE;
     drop_anchor(s);
     unlink_sock(s);
@@ -128,6 +145,7 @@ void np_sock_halt_all(struct np_sock_owner *o)
     for (struct np_sock *s = o->socks; s; s = s->next) {
         event_del(&s->rev);
         event_del(&s->wev);
+        event_del(&s->flush_ev);
     }
 }
 
@@ -137,6 +155,7 @@ int np_sock_detach(struct np_sock *s, int *wfd, SSL **ssl, struct evbuffer **inb
 
     event_del(&s->rev);
     event_del(&s->wev);
+    event_del(&s->flush_ev);
     *wfd = s->wfd;
     *ssl = s->ssl;
     *inbuf = s->inbuf;
@@ -159,6 +178,7 @@ struct np_sock *np_sock_new(lua_State *L, struct np_sock_owner *o)
     /* A bare timer until there is an fd: connect's deadline while resolving. */
     event_assign(&s->rev, np_base, -1, 0, np_sock_on_event, s);
     event_assign(&s->wev, np_base, -1, 0, np_sock_on_event, s);
+    event_assign(&s->flush_ev, np_base, -1, 0, on_flush, s);
     luaL_getmetatable(L, SOCK_MT);
     lua_setmetatable(L, -2);
     s->owner = o;
@@ -247,12 +267,14 @@ static ssize_t io_read(struct np_sock *s, void *buf, size_t len)
         enum np_tls_want want = NP_TLS_WANT_READ;
         n = np_tls_read(s->ssl, buf, len, &want, s->err, sizeof s->err);
         s->want_write = want == NP_TLS_WANT_WRITE;
+        count(s, 0, n);
         return n;
     }
     do {
         n = read(s->fd, buf, len);
     } while (n < 0 && errno == EINTR);
     s->want_write = 0;
+    count(s, 0, n);
     if (n < 0 && errno != EAGAIN) snprintf(s->err, sizeof s->err, "%s", np_sock_err_token(errno));
     return n;
 }
@@ -265,12 +287,14 @@ static ssize_t io_write(struct np_sock *s, const void *buf, size_t len)
         enum np_tls_want want = NP_TLS_WANT_WRITE;
         n = np_tls_write(s->ssl, buf, len, &want, s->err, sizeof s->err);
         s->want_write = want != NP_TLS_WANT_READ;
+        count(s, 1, n);
         return n;
     }
     do {
         n = write(s->wfd, buf, len);    /* SIGPIPE is ignored */
     } while (n < 0 && errno == EINTR);
     s->want_write = 1;
+    count(s, 1, n);
     if (n < 0 && errno != EAGAIN) snprintf(s->err, sizeof s->err, "%s", np_sock_err_token(errno));
     return n;
 }
@@ -454,6 +478,108 @@ static void write_ready(struct np_sock *s, short what)
     np_sock_resume(s, 1);
 }
 
+/* ---- send: write without waiting; the rest is flushed in the background ---- */
+
+/* Writes what the send buffer holds: 1 when it is empty, 0 when the socket is full, -1 on
+ * an error (s->err). */
+static int flush_some(struct np_sock *s)
+{
+    while (evbuffer_get_length(s->sendbuf) > 0) {
+        size_t len = evbuffer_get_length(s->sendbuf);
+        if (len > READ_MAX) len = READ_MAX;
+        ssize_t n = io_write(s, evbuffer_pullup(s->sendbuf, len), len);
+        if (n > 0) evbuffer_drain(s->sendbuf, n);
+        else if (n < 0 && errno == EAGAIN) return 0;
+        else return -1;
+    }
+    return 1;
+}
+
+/* A flush error ends the reader too: a coroutine waiting on this socket hears of it. */
+static void send_failed(struct np_sock *s)
+{
+    s->send_failed = 1;
+    evbuffer_drain(s->sendbuf, evbuffer_get_length(s->sendbuf));
+    if (s->op == NP_OP_READ || s->op == NP_OP_PEEK || s->op == NP_OP_FLUSH)
+        np_sock_resume(s, np_sock_push_fail(s->owner->co, s->err));
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct np_sock *s = arg;
+    int rc = flush_some(s);
+
+    if (rc == 0) {
+        event_add(&s->flush_ev, NULL);
+    } else if (rc < 0) {
+        send_failed(s);
+    } else if (s->op == NP_OP_FLUSH) {
+        lua_pushboolean(s->owner->co, 1);
+        np_sock_resume(s, 1);
+    }
+}
+
+/* sock:send(data) -> bytes still waiting to be sent (0: all written) | nil, err
+ * Never waits, and may be called from any coroutine or hook: what the socket cannot take
+ * now is kept and flushed as it drains. The caller bounds it (sock:pending()). */
+static int sock_send(lua_State *L)
+{
+    struct np_sock *s = np_sock_check(L, 1);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+
+    if (!s->owner || s->owner->closed || s->fd < 0) return np_sock_push_fail(L, "closed");
+    if (s->send_failed) return np_sock_push_fail(L, s->err);
+    if (!s->sendbuf && !(s->sendbuf = evbuffer_new())) return np_sock_push_fail(L, "out of memory");
+    if (evbuffer_add(s->sendbuf, data, len) < 0) return np_sock_push_fail(L, "out of memory");
+    if (!event_pending(&s->flush_ev, EV_WRITE, NULL)) {
+        int rc = flush_some(s);
+        if (rc < 0) {
+            send_failed(s);
+            return np_sock_push_fail(L, s->err);
+        }
+        if (rc == 0) event_add(&s->flush_ev, NULL);
+    }
+    lua_pushinteger(L, (lua_Integer)evbuffer_get_length(s->sendbuf));
+    return 1;
+}
+
+/* sock:pending() -> bytes accepted by send and not yet written */
+static int sock_pending(lua_State *L)
+{
+    struct np_sock *s = np_sock_check(L, 1);
+
+    lua_pushinteger(L, s->sendbuf ? (lua_Integer)evbuffer_get_length(s->sendbuf) : 0);
+    return 1;
+}
+
+/* sock:flush() -> true | nil, err: waits until everything sent is written. */
+static int sock_flush(lua_State *L)
+{
+    struct np_sock *s = np_sock_check(L, 1);
+
+    if (!check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
+    if (s->send_failed) return np_sock_push_fail(L, s->err);
+    if (!s->sendbuf || evbuffer_get_length(s->sendbuf) == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    s->op = NP_OP_FLUSH;
+    return np_sock_yield(L, s, 1);
+}
+
+/* sock:shutdown(): no more writes (the peer reads EOF); reading goes on. */
+static int sock_shutdown(lua_State *L)
+{
+    struct np_sock *s = np_sock_check(L, 1);
+
+    if (s->fd < 0) return np_sock_push_fail(L, "closed");
+    if (s->ssl) SSL_shutdown(s->ssl);
+    if (s->wfd == s->fd) shutdown(s->fd, SHUT_WR);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* ---- tls: the handshake, as a server or a client ---- */
 
 /* One handshake step; pushes the results and returns their count, or 0 to wait more. */
@@ -521,6 +647,7 @@ void np_sock_on_event(evutil_socket_t fd, short what, void *arg)
     case NP_OP_WRITE: write_ready(s, what); break;
     case NP_OP_CONNECT: s->connect_step(s, what); break;
     case NP_OP_HANDSHAKE: handshake_ready(s, what); break;
+    case NP_OP_FLUSH:
     case NP_OP_NONE: break;
     }
 }
@@ -605,6 +732,10 @@ static const luaL_Reg sock_methods[] = {
     { "read", sock_read },
     { "peek", sock_peek },
     { "write", sock_write },
+    { "send", sock_send },
+    { "pending", sock_pending },
+    { "flush", sock_flush },
+    { "shutdown", sock_shutdown },
     { "tls", sock_tls },
     { "unread", sock_unread },
     { "close", sock_close },

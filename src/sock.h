@@ -12,6 +12,7 @@
 struct evbuffer;
 struct np_resolve;
 struct np_sock;
+struct np_idle;
 
 /* Who the cosockets of one coroutine belong to. */
 struct np_sock_owner {
@@ -30,7 +31,7 @@ void np_sock_set_running(struct np_sock_owner *o);
 /* Out of file descriptors while connecting: fn(errno) is told (the server pauses accepting). */
 void np_sock_on_fd_shortage(void (*fn)(int err));
 
-enum np_sock_op { NP_OP_NONE, NP_OP_READ, NP_OP_PEEK, NP_OP_WRITE, NP_OP_CONNECT, NP_OP_HANDSHAKE };
+enum np_sock_op { NP_OP_NONE, NP_OP_READ, NP_OP_PEEK, NP_OP_WRITE, NP_OP_CONNECT, NP_OP_HANDSHAKE, NP_OP_FLUSH };
 
 struct np_sock {
     int fd;                       /* -1 when closed or handed to the relay */
@@ -49,6 +50,14 @@ struct np_sock {
     double timeout;               /* default for read/peek/write, seconds; 0 = none */
     struct evbuffer *inbuf;       /* read ahead (peek), not yet consumed */
     struct evbuffer *outbuf;      /* accepted by write, not yet sent */
+    /* send: writes that never wait, flushed in the background (a service's conn:write) */
+    struct evbuffer *sendbuf;     /* accepted by send, not yet sent; NULL until the first */
+    struct event flush_ev;        /* the background flush: writability of wfd */
+    int send_failed;              /* the flush hit an error (in err): sends fail from then on */
+    /* set by the connection that serves through this socket (conn.c): bytes read [0] and
+     * written [1] are added to these counters, and every byte touches idle; NULL for none */
+    uint64_t *bytes[2], *more_bytes[2];
+    struct np_idle *idle;
     /* connect */
     void (*connect_step)(struct np_sock *s, short what);   /* set by sock_connect.c */
     struct evutil_addrinfo *unix_target;    /* a unix socket or an address literal: a list

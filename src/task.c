@@ -72,8 +72,10 @@ lua_State *np_task_init(struct np_task *t, lua_State *L, const struct np_task_op
                         void *arg, uint64_t id, int *reused)
 {
     t->owner = (struct np_sock_owner){ .L = L, .resume = resume_from_sock };
-    *reused = take_pooled(L);
-    t->owner.co = *reused ? lua_tothread(L, -1) : lua_newthread(L);
+    int pooled = reused ? take_pooled(L) : 0;
+
+    if (reused) *reused = pooled;
+    t->owner.co = pooled ? lua_tothread(L, -1) : lua_newthread(L);
     t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     t->reusable = 0;
     t->ops = ops;

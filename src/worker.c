@@ -15,7 +15,7 @@
 
 static struct event sigterm_ev, sigint_ev, sigquit_ev, sighup_ev, sigusr1_ev, sigusr2_ev, beat_ev;
 static const struct np_cli *reload_cli;
-static int stop_signals;
+static int stop_signals, my_index;
 
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
@@ -45,7 +45,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         np_server_close_all(NP_END_CLOSED, "hangup (SIGHUP)");
         return;
     }
-    np_reload(reload_cli);
+    if (np_reload(reload_cli) == 0) np_server_run_start(my_index);   /* the new config's */
 }
 
 static void on_upgrade(evutil_socket_t sig, short what, void *arg)
@@ -103,9 +103,12 @@ int np_worker_run(int index, const struct np_cli *cli, void (*ready)(void))
     event_assign(&beat_ev, np_base, -1, EV_PERSIST, on_beat, NULL);
     event_add(&beat_ev, &second);
     np_shm_beat(np_now());
+    my_index = index;
     np_server_start_accepting(index);
     event_base_once(np_base, -1, EV_TIMEOUT, on_start, NULL, NULL);
+    np_server_run_start(index);
     event_base_dispatch(np_base);
+    np_server_run_stop();
     event_del(&beat_ev);
     np_log(NP_INFO, "exiting: %llu connections handled", (unsigned long long)np_server.accepted);
     return 0;

@@ -20,6 +20,7 @@ DOC_SECTIONS=(
   "## Unix sockets|bench/unix.sh|a TCP port in front of a unix-socket service: netproxy against socat, bulk throughput and CPU per GiB"
   "## SOCKS5|bench/socks5.sh|netproxy's SOCKS5 server against microsocks and dante-server: connection rate and bulk throughput"
   "## UDP|bench/udp.sh|netproxy's UDP relay against socat and a direct path: datagrams per second, round trip, memory per flow"
+  "## Services|bench/services.sh|requests per second of a Lua HTTP service (examples/http-status.lua) against nginx's return 200, keep-alive on and off"
 )
 
 # doc_anchor TITLE: the GitHub anchor of a "## " title.

@@ -142,6 +142,32 @@ function _M.boolean(v)
   return v
 end
 
+-- "64k", "1m", "1g" or a number of bytes -> bytes, or nil
+function _M.size(v)
+  if type(v) == "number" then return v end
+  if type(v) ~= "string" then return nil end
+  local n, unit = v:lower():match("^(%d+)([kmg]?)b?$")
+  if not n then return nil end
+  return tonumber(n) * ({ [""] = 1, k = 1024, m = 1024 ^ 2, g = 1024 ^ 3 })[unit]
+end
+
+-- server{ shared = { name = "1m", ... } }: dicts of 8 KiB .. 1 GiB, names of [%w_]+
+function _M.shared_dicts(v)
+  if type(v) ~= "table" then return nil, "want a table like { limits = \"1m\" }" end
+  local out = {}
+  for name, size in pairs(v) do
+    if type(name) ~= "string" or not name:match("^[%w_]+$") then
+      return nil, "bad dict name '" .. tostring(name) .. "' (want letters, digits, _)"
+    end
+    local n = _M.size(size)
+    if not n or n % 1 ~= 0 or n < 8192 or n > 1024 ^ 3 then
+      return nil, name .. ": bad size '" .. tostring(size) .. "' (want 8k..1g)"
+    end
+    out[name] = n
+  end
+  return out
+end
+
 function _M.string(v)
   if type(v) ~= "string" then return nil, "want a string, not " .. type(v) end
   return v

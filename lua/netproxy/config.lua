@@ -92,6 +92,10 @@ local SERVER = {
   watchdog = check.seconds,       -- a worker whose loop stands still this long is replaced; 0 = off
   lua_memory = memory_size(1024 * 1024, 64 * 1024 ^ 3),    -- all of a worker's Lua; 0 = no cap
   syslog_ident = check.syslog_ident, syslog_facility = check.syslog_facility,
+  -- lifecycle hooks and shared dicts: see docs/services.md
+  on_start = check.func,          -- function(worker) in each serving process, after bind and privilege drop
+  on_stop = check.func,           -- function() before a serving process exits
+  shared = check.shared_dicts,    -- { name = "1m", ... }
 }
 for k, v in pairs(PER_PROXY) do SERVER[k] = v end
 for k, v in pairs(GUARDS) do SERVER[k] = v end
@@ -100,7 +104,7 @@ for k, v in pairs(GUARDS) do SERVER[k] = v end
 _M.SERVER_OPTIONS, _M.PROXY_OPTIONS = SERVER, nil
 
 local function as_is(v) return v end  -- from/to: checked by check_connector
-local PROXY = { name = check.string, from = as_is, to = as_is }
+local PROXY = { name = check.string, from = as_is, to = as_is, on_close = check.func }
 for k, v in pairs(PER_PROXY) do PROXY[k] = v end
 for k, v in pairs(GUARDS) do PROXY[k] = v end
 _M.PROXY_OPTIONS = PROXY
@@ -306,6 +310,7 @@ local function check_proxy(decl, index, server, say_at, warn_at)
     if given[k] ~= nil then proxy[k] = given[k] else proxy[k] = server[k] end
   end
   for k in pairs(GUARDS) do proxy[k] = given[k] end
+  proxy.on_close = given.on_close
   proxy.server_accept = server.accept
   local from_ctx = { subs = {} }      -- the destinations a `from` holds (dual's)
   if decl.spec.from == nil then say("missing from") else proxy.from = check_connector(decl.spec.from, "from", say, from_ctx) end

@@ -78,6 +78,24 @@ function _M.starttls(self, side)
   return core.starttls(self._handle, side, conf._tls, conf._tls_names)
 end
 
+-- conn:_when_closed(fn): fn(info) once the connection has ended and been logged (info:
+-- bytes_in, bytes_out, duration, reason, detail, server). Each fn's error is logged alone.
+function _M._when_closed(self, fn)
+  local list = rawget(self, "_closers")
+  if not list then
+    list = {}
+    rawset(self, "_closers", list)
+    local name, id = self.proxy, self.id
+    core.when_closed(self._handle, function(info)
+      for i = 1, #list do
+        local ok, err = pcall(list[i], info)
+        if not ok then core.log("err", ("%s: conn %d: on_close: %s"):format(name, id, tostring(err))) end
+      end
+    end)
+  end
+  list[#list + 1] = fn
+end
+
 -- conn:close(): end the connection (from a hook: once the hook returns).
 function _M.close(self)
   core.close(self._handle)

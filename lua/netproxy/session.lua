@@ -51,6 +51,9 @@ function _M.run(proxy, client, id, peer, handle)
   local target = proxy.to
 
   conn._client_sock = client                 -- conn.reached asks it, only when wanted
+  if proxy.on_close then
+    conn:_when_closed(function(info) return proxy.on_close(conn, info) end)
+  end
   if proxy.from.proxy_protocol then
     local header, err = proxy_protocol.read(client, proxy.from.proxy_protocol, proxy.connect_timeout)
     if not header then return "refused", "PROXY protocol: " .. tostring(err) end
@@ -82,6 +85,12 @@ function _M.run(proxy, client, id, peer, handle)
   end
 
   local to = connectors.get(target.type)
+  if to.serve then                            -- answered here: no server, no relay
+    conn.target = "service"
+    core.set_target(conn.target)
+    core.serving(client)
+    return to.serve(target, client, conn, proxy)
+  end
   local f = fixed_for(proxy, target)
   conn.target = f.label
   core.set_target(conn.target)

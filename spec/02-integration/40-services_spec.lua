@@ -1,0 +1,280 @@
+-- Services: netproxy answering clients itself (Net::Server's process_request, the
+-- Net::Server::Multiplex callbacks), counted and logged like any connection.
+local h = require "spec.helpers"
+local tcp = require "spec.support.tcp"
+local ffi = require "ffi"
+
+-- Reads one line (without "\n") from a spec.support.tcp client, or nil at EOF/timeout.
+local function line_of(c, timeout)
+  local parts = {}
+  while true do
+    local b, why = c:receive(1, timeout or 5)
+    if b == "" then return nil, why end
+    if b == "\n" then return table.concat(parts) end
+    parts[#parts + 1] = b
+  end
+end
+
+local function socat(port, input)
+  local f = h.write(h.tmpfile("input"), input)
+  local out, err, rc = h.run({ "sh", "-c", "socat -t 5 - TCP:127.0.0.1:" .. port .. " < " .. f })
+  return out, err, rc
+end
+
+describe("a straight-line service (serve)", function()
+  after_each(h.stop_all)
+
+  local UPPER = [[
+proxy { name = "up", from = { type = "tcp", host = "127.0.0.1", port = 0 }, %s
+  to = { type = "service", serve = function(client, conn)
+    client:write("hello\n")
+    for line in client:lines() do client:write(line:upper() .. "\n") end
+    client:write("bye\n")         -- after the client's end: the half-close works
+  end } }
+]]
+
+  it("answers line by line, writes after the client half-closed, ends with eof, counted in and out", function()
+    local np = h.netproxy_start(UPPER:format(""))
+    local out = socat(np.ports.up, "abc\ndef\r\nlast")
+    assert.equal("hello\nABC\nDEF\nLAST\nbye\n", out)
+    local line = h.wait_log(np, "#%d+ up: [^\n]*")
+    assert.matches("127%.0%.0%.1:%d+ %-> service in=13 out=23 time=[%d.]+s end=eof$", line)
+  end)
+
+  it("counts opened, closed, active and bytes each way, and is neither refused nor an error", function()
+    local np = h.netproxy_start(UPPER:format("") .. [[
+proxy { name = "stats", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+  to = { type = "service", serve = function(client)
+    local s = require("netproxy.core").stats().proxies.up
+    client:write(("opened=%d closed=%d active=%d refused=%d errors=%d in=%d out=%d\n"):format(
+      s.opened, s.closed, s.active, s.refused, s.errors, s.bytes_in, s.bytes_out))
+  end } }
+]])
+    assert.equal("hello\nA\nbye\n", (socat(np.ports.up, "a\n")))
+    assert.equal("hello\nBB\nbye\n", (socat(np.ports.up, "bb\n")))
+    h.wait_log(np, "end=eof.-end=eof")
+    assert.equal("opened=2 closed=2 active=0 refused=0 errors=0 in=5 out=25\n", (socat(np.ports.stats, "")))
+  end)
+
+  it("is cut by idle_timeout but not by negotiation_timeout, nor held back by max_negotiating", function()
+    local np = h.netproxy_start(UPPER:format("negotiation_timeout = 0.2, idle_timeout = 0.8, max_negotiating = 1,"))
+    local a, b = assert(tcp.connect(np.ports.up)), assert(tcp.connect(np.ports.up))
+    assert.equal("hello", line_of(a))
+    assert.equal("hello", line_of(b))          -- both served at once
+    h.sleep(0.4)                                -- past negotiation_timeout
+    a:send("x\n")
+    assert.equal("X", line_of(a))
+    b:send("y\n")
+    assert.equal("Y", line_of(b))
+    assert.is_nil(line_of(a, 3))                -- silent: closed by idle_timeout
+    a:close(); b:close()
+    h.wait_log(np, "%-> service in=2 out=8 time=[%d.]+s end=idle timeout")
+    assert.not_matches("negotiation timeout", np.log())
+  end)
+
+  it("passes the guards: deny, accept(), max_clients, and the PROXY protocol on from", function()
+    local np = h.netproxy_start([[
+local function who(client, conn) client:write("you are " .. conn.client .. "\n") client:read("*l") end
+proxy { name = "denied", from = { type = "tcp", host = "127.0.0.1", port = 0 }, deny = { "127.0.0.1/32" },
+        to = { type = "service", serve = who } }
+proxy { name = "picky", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        accept = function(conn) return nil, "not today" end, to = { type = "service", serve = who } }
+proxy { name = "one", from = { type = "tcp", host = "127.0.0.1", port = 0 }, max_clients = 1,
+        to = { type = "service", serve = who } }
+proxy { name = "behind", from = { type = "tcp", host = "127.0.0.1", port = 0, proxy_protocol = "v1" },
+        to = { type = "service", serve = who } }
+]])
+    assert.equal("", (socat(np.ports.denied, "x\n")))
+    h.wait_log(np, "denied: refused 127%.0%.0%.1:%d+: ")
+    assert.equal("", (socat(np.ports.picky, "x\n")))
+    h.wait_log(np, "picky: [^\n]*end=refused: not today")
+    local first = assert(tcp.connect(np.ports.one))
+    assert.matches("^you are ", line_of(first))
+    assert.equal("", (socat(np.ports.one, "x\n")))
+    h.wait_log(np, "one: refused 127%.0%.0%.1:%d+: max_clients")
+    first:send("done\n")
+    first:close()
+    assert.equal("you are 192.0.2.7:4321\n", (socat(np.ports.behind, "PROXY TCP4 192.0.2.7 192.0.2.1 4321 80\r\nbye\n")))
+    h.wait_log(np, "behind: 192%.0%.2%.7:4321 %-> service in=4 out=%d+ [^\n]*end=closed")
+  end)
+
+  it("closes that connection only on a Lua error, with the script and line", function()
+    local np = h.netproxy_start([[
+proxy { name = "bad", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+  to = { type = "service", serve = function(client)
+    local line = client:read("*l")
+    if line == "boom" then error("boom asked") end
+    client:write("fine " .. line .. "\n")
+  end } }
+]])
+    local ok = assert(tcp.connect(np.ports.bad))
+    assert.equal("", (socat(np.ports.bad, "boom\n")))
+    local line = h.wait_log(np, "#%d+ bad: [^\n]*end=lua error[^\n]*")
+    assert.matches("end=lua error: [^\n]*config%.lua:4: boom asked", line)
+    ok:send("ok\n")
+    assert.equal("fine ok", line_of(ok))
+    ok:close()
+  end)
+
+  it("works behind tls (ssl from) and as one of dual's probes", function()
+    local pki = h.pki()
+    local np = h.netproxy_start(([[
+local function serve(client) client:write("you said " .. client:read("*l") .. "\n") end
+proxy { name = "tls", from = { type = "ssl", host = "127.0.0.1", port = 0,
+        cert = %q, key = %q }, to = { type = "service", serve = serve } }
+proxy { name = "sniff", from = { type = "dual", host = "127.0.0.1", port = 0, timeout = 5,
+        probes = { { match = function(b) return b:sub(1, 4) == "PING" or nil end,
+                     to = { type = "service", serve = serve } } },
+        client_first = { type = "tcp", host = "127.0.0.1", port = 9 },
+        server_first = { type = "tcp", host = "127.0.0.1", port = 9 } } }
+]]):format(pki .. "/localhost.pem", pki .. "/localhost.key"))
+    local out = h.run({ "sh", "-c", "printf 'over tls\\n' | socat -t 5 - OPENSSL:127.0.0.1:" .. np.ports.tls ..
+                        ",cafile=" .. pki .. "/ca.pem,verify=1" })
+    assert.equal("you said over tls\n", out)
+    assert.equal("you said PING sniffed\n", (socat(np.ports.sniff, "PING sniffed\n")))
+    h.wait_log(np, "tls: [^\n]*%-> service in=%d+ out=%d+ [^\n]*end=")
+    h.wait_log(np, "sniff: [^\n]*%-> service in=13 out=22 [^\n]*end=closed: by the service")
+  end)
+end)
+
+describe("a Multiplex service (on_* callbacks)", function()
+  after_each(h.stop_all)
+
+  local function chat()
+    local config = h.read(h.root .. "/examples/chat.lua"):gsub("port = 2020", "port = 0")
+    return h.netproxy_start(config)
+  end
+
+  it("examples/chat.lua: a line reaches the two others, not its sender", function()
+    local np = chat()
+    local a = assert(tcp.connect(np.ports.chat))
+    assert.matches("^%* welcome", line_of(a))
+    local b = assert(tcp.connect(np.ports.chat))
+    assert.matches("^%* welcome", line_of(b))
+    assert.matches("joined$", line_of(a))
+    local c = assert(tcp.connect(np.ports.chat))
+    assert.matches("^%* welcome", line_of(c))
+    assert.matches("joined$", line_of(a))
+    assert.matches("joined$", line_of(b))
+    a:send("/nick alice\n")
+    assert.equal("* 127.0.0.1", line_of(b):match("^%* [%d.]+"))
+    line_of(c)
+    a:send("hello all\n")
+    assert.equal("alice: hello all", line_of(b))
+    assert.equal("alice: hello all", line_of(c))
+    b:send("from b\n")
+    assert.matches(": from b$", line_of(a))     -- a's next line is b's: its own never came back
+    assert.matches(": from b$", line_of(c))
+    a:send("/quit\n")
+    assert.equal("* bye", line_of(a))
+    assert.is_nil(line_of(a))
+    assert.equal("* alice left", line_of(b))
+    for _, x in ipairs({ a, b, c }) do x:close() end
+    h.wait_log(np, "chat: [^\n]*%-> service in=28 out=%d+ [^\n]*end=closed: by the service")
+  end)
+
+  it("closes a slow reader at the write bound while the others go on", function()
+    local np = chat()
+    local out = h.run({ "python3", h.root .. "/spec/tools/chat_slow_reader.py", tostring(np.ports.chat), "10000" })
+    assert.equal("fast_lines=10000 slow_closed=1 after=1\n", out)
+    h.wait_log(np, "end=closed: write buffer over 262144 bytes %(a slow reader%)")
+  end)
+
+  local MUX = [[
+proxy { name = "mux", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+  to = { type = "service", input_mode = "line", timeout = %s,
+    on_connect = function(conn) conn:write("hi\n") end,
+    on_input = function(conn, line)
+      if line == "boom" then error("boom in on_input") end
+      if line == "slow" then conn:set_timeout(0.3) end
+      conn:write("got " .. line .. "\n")
+    end,
+    on_eof = function(conn) conn:write("eof seen\n") end,
+    %s } }
+]]
+
+  it("calls on_timeout after timeout without input; conn:set_timeout changes it; without on_timeout: end=timeout", function()
+    local np = h.netproxy_start(MUX:format("30", [[on_timeout = function(conn) conn:write("too quiet\n") conn:close() end]]))
+    local a = assert(tcp.connect(np.ports.mux))
+    assert.equal("hi", line_of(a))
+    a:send("slow\n")
+    assert.equal("got slow", line_of(a))
+    assert.equal("too quiet", line_of(a, 3))
+    assert.is_nil(line_of(a))
+    a:close()
+    h.wait_log(np, "mux: [^\n]*in=5 out=22 [^\n]*end=closed: by the service")
+    h.stop(np)
+    np = h.netproxy_start(MUX:format("0.3", ""))
+    a = assert(tcp.connect(np.ports.mux))
+    assert.equal("hi", line_of(a))
+    assert.is_nil(line_of(a, 3))
+    a:close()
+    h.wait_log(np, "mux: [^\n]*end=timeout: no input for 0%.3s")
+  end)
+
+  it("closes that connection only on a Lua error in a callback, with the script and line; on_eof may still write", function()
+    local np = h.netproxy_start(MUX:format("30", ""))
+    local a, b = assert(tcp.connect(np.ports.mux)), assert(tcp.connect(np.ports.mux))
+    assert.equal("hi", line_of(a))
+    assert.equal("hi", line_of(b))
+    a:send("boom\n")
+    assert.is_nil(line_of(a))
+    local line = h.wait_log(np, "mux: [^\n]*end=lua error[^\n]*")
+    assert.matches("on_input: [^\n]*config%.lua:5: boom in on_input", line)
+    b:send("still\n")
+    assert.equal("got still", line_of(b))
+    ffi.C.shutdown(b.fd, 1)                     -- the client half-closes
+    assert.equal("eof seen", line_of(b))
+    assert.is_nil(line_of(b))
+    a:close(); b:close()
+    h.wait_log(np, "mux: [^\n]*in=6 out=22 [^\n]*end=eof")
+  end)
+end)
+
+describe("a service's budget", function()
+  after_each(h.stop_all)
+
+  it("stops a runaway callback or serve function (hook_budget), closing that connection only", function()
+    local np = h.netproxy_start([[
+proxy { name = "mux", hook_budget = 0.2, from = { type = "tcp", host = "127.0.0.1", port = 0 },
+  to = { type = "service", input_mode = "line",
+         on_input = function(conn, line)
+           if line == "spin" then while true do end end
+           conn:write("ok " .. line .. "\n")
+         end } }
+proxy { name = "straight", hook_budget = 0.2, from = { type = "tcp", host = "127.0.0.1", port = 0 },
+  to = { type = "service", serve = function(client) client:read("*l") while true do end end } }
+]])
+    local a, b = assert(tcp.connect(np.ports.mux)), assert(tcp.connect(np.ports.mux))
+    a:send("spin\n")
+    assert.is_nil(line_of(a, 5))
+    h.wait_log(np, "mux: [^\n]*end=lua error: [^\n]*budget of 0%.2")
+    b:send("alive\n")
+    assert.equal("ok alive", line_of(b))
+    assert.equal("", (socat(np.ports.straight, "go\n")))
+    h.wait_log(np, "straight: [^\n]*end=lua error: [^\n]*budget of 0%.2")
+    a:close(); b:close()
+  end)
+end)
+
+describe("examples/http-status.lua", function()
+  after_each(h.stop_all)
+
+  it("serves /health and the stats as JSON over HTTP/1.1, keep-alive on (curl)", function()
+    local config = h.read(h.root .. "/examples/http-status.lua"):gsub("port = 8080", "port = 0")
+    local np = h.netproxy_start(config)
+    local base = "http://127.0.0.1:" .. np.ports.status
+    local out = h.run({ "curl", "-s", "-w", "%{http_code}\n", base .. "/health", base .. "/stats", base .. "/nope" })
+    assert.matches("^ok\n200\n{", out)
+    local status = assert(out:match('"status":(%b{})'))
+    -- the /stats of the second request came over the first one's connection (keep-alive)
+    for _, field in ipairs({ '"active":1', '"opened":1', '"closed":0', '"errors":0', '"refused":0', '"bytes_in":%d+', '"bytes_out":%d+' }) do
+      assert.matches(field, status)
+    end
+    assert.matches("not found\n404\n$", out)
+    local log = h.wait_log(np, "status: [^\n]*end=eof")
+    assert.matches("%-> service in=%d+ out=%d+", log)
+    out = h.run({ "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", base .. "/health" })
+    assert.equal("405", out)
+  end)
+end)
