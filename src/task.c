@@ -105,6 +105,9 @@ void np_task_resume(struct np_task *t, int nargs)
     int rc;
 
     if (t->owner.closed || !co) return;
+    /* the deadlines this resume sets count from now, not from the start of a loop turn
+     * that many other callbacks may have made long */
+    np_clock();
     t->owner.waiting = 0;
     np_sock_set_running(&t->owner);
     np_budget_begin(&outer_budget, t->budget, t->max_alloc);
