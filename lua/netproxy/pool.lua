@@ -193,17 +193,22 @@ local function target_text(name, failed)
 end
 
 -- p:connect(conn, connect_one) -> sock, server | nil, err. connect_one(server, conn) reaches
--- one server (conn.connect_timeout is then the time left of the client's).
+-- one server; conn.connect_timeout is then this attempt's share of the client's
+-- connect_timeout: the time left divided by the attempts left (1 + retries at most, one per
+-- server).
 function Pool:connect(conn, connect_one)
   local timeout = conn.connect_timeout
   local deadline = core.now() + timeout
   local tried, failed, last
-  for _ = 0, self.retries do
+  local attempts = math.min(self.retries + 1, #self.servers)
+  for done = 0, attempts - 1 do
     local s, why = self:pick(conn, tried)
     if not s then last = last or why break end
     local left = deadline - core.now()
     if left <= 0 then last = "connect_timeout spent" break end
-    conn.connect_timeout = left
+    -- each attempt gets its share of the time left, so that a server that swallows SYNs
+    -- cannot eat the whole of it
+    conn.connect_timeout = left / (attempts - done)
     core.set_target(target_text(s.name, failed))
     local sock, err = connect_one(s, conn)
     conn.connect_timeout = timeout
