@@ -3,6 +3,7 @@
  * connection's scripts ask of it (conn.c): its names, the hand-off to the relay, send,
  * starttls and close. */
 #include "netproxy_core.h"
+#include "checker.h"
 #include "conn.h"
 #include "hook.h"
 #include "log.h"
@@ -351,6 +352,7 @@ int luaopen_netproxy_core(lua_State *L)
     np_udp_open(L);
     np_udp_assoc_open(L);
     np_pool_open(L);
+    np_checker_open(L);
     lua_pushstring(L, NP_VERSION);
     lua_setfield(L, -2, "version");
     np_task_push_done(L);

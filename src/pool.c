@@ -29,6 +29,7 @@ struct row {
 
 struct table {
     int32_t lock;
+    int32_t epoch;              /* the newest start of the active checks (checker.c) */
     struct row rows[NP_POOL_ROWS];
 };
 
@@ -108,6 +109,16 @@ static struct row *row_at(int row)
 static int is_up(struct row *r, int64_t now)
 {
     return !LOAD(r->check_down) && LOAD(r->down_until) <= now;
+}
+
+int np_pool_new_epoch(void)
+{
+    return tab ? ADD(tab->epoch, 1) : 0;
+}
+
+int np_pool_epoch(void)
+{
+    return tab ? LOAD(tab->epoch) : 0;
 }
 
 void np_pool_acquire(int row)

@@ -22,6 +22,10 @@ int np_pool_row(const char *proxy, const char *server);
 void np_pool_acquire(int row);
 void np_pool_release(int row);
 
+/* The active checks' epoch: a new one for each start of them, the newest. */
+int np_pool_new_epoch(void);
+int np_pool_epoch(void);
+
 /* What /metrics and core.stats() show of a row. */
 struct np_pool_view {
     const char *proxy, *server;

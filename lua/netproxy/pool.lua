@@ -16,7 +16,7 @@ local bit = require "bit"
 
 local type, tostring, tonumber, ipairs, pairs, math_floor, math_random =
   type, tostring, tonumber, ipairs, pairs, math.floor, math.random
-local bxor, lshift, tobit, byte = bit.bxor, bit.lshift, bit.tobit, string.byte
+local bxor, band, rshift, tobit, byte = bit.bxor, bit.band, bit.rshift, bit.tobit, string.byte
 local concat, table_sort = table.concat, table.sort
 
 local _M = {}
@@ -111,15 +111,19 @@ function balancers.random(_, list, _, tried)
   return active(b) * a.weight < active(a) * b.weight and b or a
 end
 
--- FNV-1a (32 bits); the multiplication by the FNV prime done as shifts so that no double
--- loses bits.
+-- 32-bit multiplication without a double losing bits: the high half of a done apart.
+local function mul32(a, b)
+  return tobit(band(a, 0xffff) * b + tobit(rshift(a, 16) * b) * 65536)
+end
+
+-- FNV-1a (32 bits), then murmur3's finaliser: addresses that differ in their last digit
+-- land far apart on the ring.
 local function hash(s)
   local h = tobit(2166136261)
-  for i = 1, #s do
-    h = bxor(h, byte(s, i))
-    h = tobit(h + lshift(h, 1) + lshift(h, 4) + lshift(h, 7) + lshift(h, 8) + lshift(h, 24))
-  end
-  return h
+  for i = 1, #s do h = mul32(bxor(h, byte(s, i)), 16777619) end
+  h = mul32(bxor(h, rshift(h, 16)), 0x85ebca6b)
+  h = mul32(bxor(h, rshift(h, 13)), 0xc2b2ae35)
+  return bxor(h, rshift(h, 16))
 end
 
 local POINTS = 160   -- ring points per unit of weight
@@ -399,10 +403,75 @@ function _M.new(spec, proxy_name)
     local v = { name = s.name, weight = s.weight, backup = s.backup, up = true, active = 0, failures = 0 }
     for k, x in pairs(s.fields) do v[k] = x end
     v.host, v.port = v.host or v.proxy_host or v.path, v.port or v.proxy_port
-    p.views[i], p.by_view[v] = v, s
+    p.views[i], p.by_view[v], s.view = v, s, v
   end
+  _M.all[#_M.all + 1] = p
   if p.balance == "source" then p.ring, p.backup_ring = ring(p.normal), ring(p.backups) end
   return p
+end
+
+-- ---------------------------------------------------------------- active checks
+
+_M.all = {}   -- the pools of this Lua state (one config), for start_checks
+
+-- One check of a server: true, or nil and why. A TCP connect; then send/expect, or the
+-- check function with the connected socket.
+local function check_once(c, s)
+  local f = s.fields
+  local sock, err
+  if f.path then sock, err = core.connect_unix(f.path, { timeout = c.timeout })
+  else sock, err = core.connect(f.host or f.proxy_host, f.port or f.proxy_port, { timeout = c.timeout }) end
+  if not sock then return nil, err end
+  local ok, why = true, nil
+  if c.fn then
+    local pok, res, fwhy = pcall(c.fn, sock, s.view)
+    if not pok then ok, why = nil, "check function: " .. tostring(res)
+    elseif not res then ok, why = nil, tostring(fwhy or "check function said no") end
+  elseif c.send or c.expect then
+    local deadline = core.now() + c.timeout
+    if c.send then ok, why = sock:write(c.send, c.timeout) end
+    if ok and c.expect then
+      local got = ""
+      ok = nil
+      while #got < 65536 do
+        local left = deadline - core.now()
+        if left <= 0 then why = "timeout" break end
+        local more, rerr = sock:read(65536, left)
+        if not more then why = rerr break end
+        got = got .. more
+        if got:find(c.expect) then ok = true break end
+      end
+      if not ok then why = ("expected %q, got %q (%s)"):format(c.expect, got:sub(1, 60), tostring(why or "too long")) end
+    end
+  end
+  sock:close()
+  return ok, why
+end
+
+-- A server's check loop, in a task of its own, until a newer checker starts.
+local function check_loop(p, s, epoch)
+  local c = p.check
+  while core.pool_epoch() == epoch do
+    local ok, why = check_once(c, s)
+    local verdict = core.pool_checked(s.row, ok, c.rise, c.fall)
+    if verdict == "down" then
+      core.log("warning", ("%s: server %s down: check failed %d times: %s"):format(p.proxy, s.name, c.fall, tostring(why)))
+    elseif verdict == "up" then
+      core.log("notice", ("%s: server %s up: check passed %d times"):format(p.proxy, s.name, c.rise))
+    end
+    core.sleep(c.interval)
+  end
+end
+
+-- Called by the C core in the one process that checks (checker.c).
+function _M.start_checks(epoch)
+  for _, p in ipairs(_M.all) do
+    if p.check then
+      for _, s in ipairs(p.servers) do
+        if s.row then core.pool_spawn(check_loop, p, s, epoch) end
+      end
+    end
+  end
 end
 
 _M.hash = hash   -- for the specs

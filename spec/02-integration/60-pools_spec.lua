@@ -222,8 +222,8 @@ server { stats = "127.0.0.1:%d" }
     }) do
       assert.matches(want, body, 1, true)
     end
-    held:close()
     reach(np.ports.pool)
+    held:close()
     local log = np.log()
     assert.matches(("stats 127.0.0.1:%d up=true active=1 connections=2 failures=0"):format(b.a.port), log, 1, true)
     assert.matches(("stats 127.0.0.1:%d up=false active=0 connections=0 failures=1"):format(refused), log, 1, true)
@@ -266,5 +266,73 @@ proxy { name = "c", from = { type = "tcp", port = 3 }, to = { type = "tcp", host
     assert.matches(":2: proxy 'b': to: servers[3]: weight 300 out of range (want 1..256)", err, 1, true)
     assert.matches(":2: proxy 'b': to: balance: unknown 'fastest'", err, 1, true)
     assert.matches(":5: proxy 'c': to: host and servers: give one or the other", err, 1, true)
+  end)
+end)
+
+describe("pools: active checks", function()
+  after_each(h.stop_all)
+
+  -- the end lines of the connections that came after position `from` of the log
+  local function served(log, from)
+    local lines = {}
+    for line in log:sub(from):gmatch("[^\n]*end=[^\n]*") do lines[#lines + 1] = line end
+    return lines
+  end
+
+  it("one checker for two workers: a killed server gets no more clients from either, and is back after rise", function()
+    local b = backends(3)
+    local b_port = b.b.port
+    -- reuseport: each worker its own socket, so the kernel spreads clients over both (a
+    -- fixed port: copies of a port 0 listener would each get a port of their own)
+    local port = h.free_port()
+    local np = h.netproxy_start(([[
+server { reuseport = true }
+]] .. proxy(([[{ type = "tcp", max_fails = 0,    -- passive health off: only the checks mark down
+      servers = { "127.0.0.1:%d", "127.0.0.1:%d", "127.0.0.1:%d" },
+      check = { interval = 0.2, timeout = 0.5, fall = 2, rise = 2, expect = "^%%a\n" } }]])
+      :format(b.a.port, b.b.port, b.c.port))):gsub("port = 0", "port = " .. port), { "-w", "2" })
+    np.ports.pool = port
+    h.wait_workers(np.pid, 2)
+    h.stop(b.b)
+    -- within interval x fall (and a little for the loop): down, said by one process only
+    local t0 = now()
+    h.wait_log(np, "server 127%.0%.0%.1:" .. b_port .. " down: check failed 2 times", 0.2 * 2 + 1)
+    assert.is_true(now() - t0 < 1.4)
+    local mark = #np.log()
+    local pids = {}
+    for i = 1, 24 do
+      local name = assert(reach(np.ports.pool))
+      assert.are_not.equal("b", name, "client " .. i)
+    end
+    h.wait_until(function() return #served(np.log(), mark) >= 24 end, 5, "24 end lines")
+    for _, line in ipairs(served(np.log(), mark)) do
+      assert.is_nil(line:find("failed=", 1, true), line)      -- nobody even tried b
+      pids[line:match("%[(%d+)%]")] = true
+    end
+    local n = 0
+    for _ in pairs(pids) do n = n + 1 end
+    assert.are.equal(2, n, "clients served by both workers:\n" .. np.log())
+    local downs = select(2, np.log():gsub("server 127%.0%.0%.1:" .. b_port .. " down", ""))
+    assert.are.equal(1, downs)
+    -- back: up after rise checks, and clients reach it again
+    local back = h.spawn({ h.peer, "banner", "--listen", "127.0.0.1:" .. b_port, "--text", "b" })
+    h.wait_log(np, "server 127%.0%.0%.1:" .. b_port .. " up: check passed 2 times", 0.2 * 2 + 2)
+    local seen = {}
+    for _ = 1, 12 do seen[#seen + 1] = assert(reach(np.ports.pool)) end
+    assert.truthy(table.concat(seen):find("b"), table.concat(seen))
+    h.stop(back)
+  end)
+
+  it("a check function with a cosocket decides", function()
+    local b = backends(2)
+    local np = h.netproxy_start(proxy(([[{ type = "tcp", max_fails = 0,
+      servers = { "127.0.0.1:%d", "127.0.0.1:%d" },
+      check = { interval = 0.2, timeout = 0.5, fall = 1, rise = 1,
+                fn = function(sock, server)
+                  local banner = sock:read(10, 0.5)
+                  return banner == "a\n", "banner " .. tostring(banner) .. " from " .. server.name
+                end } }]]):format(b.a.port, b.b.port)))
+    h.wait_log(np, "server 127%.0%.0%.1:" .. b.b.port .. " down: check failed 1 times: banner b\n from", 3)
+    assert.are.equal("aaaa", clients(np, np.ports.pool, 4))
   end)
 end)
