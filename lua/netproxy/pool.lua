@@ -191,7 +191,8 @@ end
 
 -- ---------------------------------------------------------------- connecting
 
-local function target_text(name, failed)
+local function target_text(name, failed, via)
+  if via then name = via .. " via " .. name end
   if not failed then return name end
   return name .. " failed=" .. concat(failed, ",")
 end
@@ -200,7 +201,9 @@ end
 -- one server; conn.connect_timeout is then this attempt's share of the client's
 -- connect_timeout: the time left divided by the attempts left (1 + retries at most, one per
 -- server).
-function Pool:connect(conn, connect_one)
+-- via: what the servers are asked to reach, when they are proxies (the log line says
+-- "TARGET via PROXY").
+function Pool:connect(conn, connect_one, via)
   local timeout = conn.connect_timeout
   local deadline = core.now() + timeout
   local tried, failed, last
@@ -213,7 +216,7 @@ function Pool:connect(conn, connect_one)
     -- each attempt gets its share of the time left, so that a server that swallows SYNs
     -- cannot eat the whole of it
     conn.connect_timeout = left / (attempts - done)
-    core.set_target(target_text(s.name, failed))
+    core.set_target(target_text(s.name, failed, via))
     local sock, err = connect_one(s, conn)
     conn.connect_timeout = timeout
     if sock then
@@ -230,7 +233,7 @@ function Pool:connect(conn, connect_one)
                self.max_fails, self.max_fails > 1 and "s" or "")
     end
   end
-  core.set_target(target_text("none", failed))
+  core.set_target(target_text("none", failed, via))
   if not failed then conn:log("warning", "no server: %s", last) end
   return nil, "no server: " .. tostring(last)
 end
@@ -383,6 +386,7 @@ function _M.check(conf, fields)
     if not c then say("check: %s", err) else spec.check = c end
   end
   if #problems > 0 then return nil, problems end
+  spec.proxies = fields[1] == "proxy_host"   -- a pool of proxies, not of servers
   return spec
 end
 

@@ -52,10 +52,13 @@ end
 local function pool_connect(target, to, conn)
   local p = target._pool
   local own = target == p.conf
+  -- a pool of proxies: conn.target is what they are asked for (the CONNECT target)
+  local via = p.proxies and target.host and describe(target) or nil
+  conn.target = via
   local sock, s = p:connect(conn, function(s, c)
     return to.connect(own and s.conf or with(target, s.fields), c)
-  end)
-  if sock then conn.target = s.name end
+  end, via)
+  if sock and not via then conn.target = s.name end
   return sock, s
 end
 
