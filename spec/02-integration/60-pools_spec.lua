@@ -336,3 +336,18 @@ server { reuseport = true }
     assert.are.equal("aaaa", clients(np, np.ports.pool, 4))
   end)
 end)
+
+describe("pools: an HTTP-style check (send, expect)", function()
+  after_each(h.stop_all)
+
+  it("keeps the servers whose answer matches, marks the others down", function()
+    local ok = h.peer_server("reply", { "--text", "HTTP/1.0 200 OK\\r\\n\\r\\nok" })
+    local sick = h.peer_server("reply", { "--text", "HTTP/1.0 503 Busy\\r\\n\\r\\n" })
+    local np = h.netproxy_start(proxy(([[{ type = "tcp", max_fails = 0,
+      servers = { "127.0.0.1:%d", "127.0.0.1:%d" },
+      check = { interval = 0.2, timeout = 0.5, fall = 1, rise = 1,
+                send = "GET /health HTTP/1.0\r\n\r\n", expect = "^HTTP/1%%.[01] 200" } }]]):format(ok.port, sick.port)))
+    h.wait_log(np, "server 127%.0%.0%.1:" .. sick.port .. " down: check failed 1 times: expected", 3)
+    assert.is_nil(np.log():find("server 127.0.0.1:" .. ok.port .. " down", 1, true))
+  end)
+end)
