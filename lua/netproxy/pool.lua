@@ -221,7 +221,6 @@ function Pool:connect(conn, connect_one, via)
     conn.connect_timeout = timeout
     if sock then
       if s.row then core.pool_connected(s.row) end
-      conn.upstream = s.name
       return sock, s
     end
     tried, failed = tried or {}, failed or {}
