@@ -29,6 +29,7 @@ local _M = {
   positions = { from = true, to = true },
   provides_target = true,     -- as `from`, the client says where to go
   sends_proxy_protocol = true,  -- through the tunnel, to the target
+  pool_fields = { "proxy_host", "proxy_port" },   -- `servers` is a pool of proxies
 }
 
 local FROM_ONLY = { route = true, allow = true, users = true, realm = true, request_timeout = true }

@@ -11,6 +11,7 @@ local _M = {
   positions = { to = true },
   params = {},
   sends_proxy_protocol = true,
+  pool_fields = { "proxy_host", "proxy_port" },   -- `servers` is a pool of proxies
 }
 for k, v in pairs(connect.params) do _M.params[k] = v end
 for k, v in pairs(ssl.params) do _M.params[k] = v end

@@ -116,7 +116,7 @@ local function alpn_matches(wanted, offered)
 end
 
 -- Runs one probe entry over buf: "match", "no" or "more".
-local function run_probe(p, buf)
+local function run_probe(p, buf, conn)
   if type(p.match) == "function" then
     local r = p.match(buf)
     if r == nil then return "more" end
@@ -124,16 +124,17 @@ local function run_probe(p, buf)
   end
   local verdict, info = probes[p.match](buf)
   if verdict ~= "match" or p.match ~= "tls" then return verdict end
+  conn.sni = info.sni             -- for a pool's balance function, and hooks
   if p.sni and not addr.host_matches(p.sni, info.sni) then return "no" end
   if p.alpn and not alpn_matches(p.alpn, info.alpn) then return "no" end
   return "match"
 end
 
 -- The first probe that matches, or nil and whether any still wants more bytes.
-local function choose(conf, buf)
+local function choose(conf, buf, conn)
   local more = false
   for i, p in ipairs(conf.probes) do
-    local verdict = run_probe(p, buf)
+    local verdict = run_probe(p, buf, conn)
     if verdict == "match" then return p, i end
     if verdict == "more" then more = true end
   end
@@ -157,7 +158,7 @@ local function talking(conf, client, conn, buf)
   if not conf.probes then return conf.client_first end
   local deadline = conn.now() + conf.probe_timeout
   while true do
-    local chosen, i = choose(conf, buf)
+    local chosen, i = choose(conf, buf, conn)
     if chosen then
       conn:log("info", "dual: probe %d (%s) matched after %d bytes", i, tostring(chosen.match), #buf)
       if chosen.from then return serve(chosen, client, conn) end

@@ -26,6 +26,7 @@ local _M = {
   positions = { from = true, to = true },
   provides_target = true,       -- as `from`, the client says where to go
   sends_proxy_protocol = true,  -- through the tunnel, to the target
+  pool_fields = { "proxy_host", "proxy_port" },   -- `servers` is a pool of proxies
 }
 
 local FROM_ONLY = { route = true, allow = true, users = true, request_timeout = true, socks4 = true }

@@ -32,6 +32,7 @@ local function mode(v)
 end
 
 _M.params = { path = path, mode = mode }
+_M.pool_fields = { "path" }   -- `servers` is a list of socket paths
 
 function _M.check(conf, position)
   if conf.path == nil then return "missing path" end

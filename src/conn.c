@@ -7,6 +7,7 @@
 #include "idle.h"
 #include "log.h"
 #include "loop.h"
+#include "pool.h"
 #include "proxy.h"
 #include "relay.h"
 #include "sock.h"
@@ -42,6 +43,7 @@ struct np_conn {
     uint64_t bytes[2];          /* client->server, server->client */
     char *client;               /* as the log line names them */
     char *target;
+    int pool_row;               /* the pool server it holds (active count), or -1 */
     int handle_ref;             /* registry anchor of the Lua handle */
     int hook_ref[2], hook_conn_ref;
     int closed_ref;             /* np_conn_when_closed's function, or LUA_NOREF */
@@ -107,6 +109,13 @@ static void set_text(char **field, const char *text)
     if (!copy) return;
     free(*field);
     *field = copy;
+}
+
+void np_conn_hold_pool_row(struct np_conn *c, int row)
+{
+    if (c->pool_row >= 0) np_pool_release(c->pool_row);
+    c->pool_row = row;
+    np_pool_acquire(row);
 }
 
 void np_conn_set_target(struct np_conn *c, const char *text)
@@ -237,6 +246,7 @@ static void conn_free(struct np_conn *c)
     }
     count_and_log(c);
     tell_closed(c);
+    if (c->pool_row >= 0) np_pool_release(c->pool_row);
     if (c->next) c->next->pprev = c->pprev;
     *c->pprev = c->next;
     if (c->done) c->done(c->done_arg, c);
@@ -363,6 +373,7 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
     c->proxy = p;
     c->started = np_now();        /* the loop's time, as its timers count */
     c->handle_ref = c->hook_ref[0] = c->hook_ref[1] = c->hook_conn_ref = c->closed_ref = LUA_NOREF;
+    c->pool_row = -1;
     c->done = done;
     c->done_arg = done_arg;
     c->next = p->conns;

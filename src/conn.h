@@ -48,6 +48,9 @@ int np_conn_ended(const struct np_conn *c);
 /* The session coroutine, or NULL once the session is over. */
 lua_State *np_conn_session(const struct np_conn *c);
 
+/* The connection reached a pool server: counted in its row (pool.c) until the connection ends. */
+void np_conn_hold_pool_row(struct np_conn *c, int row);
+
 /* What the log line names as the destination, and as the client (after a PROXY header). */
 void np_conn_set_target(struct np_conn *c, const char *text);
 void np_conn_set_client(struct np_conn *c, const char *text);

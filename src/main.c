@@ -11,6 +11,7 @@
 #include "pipepool.h"
 #include "server.h"
 #include "shm.h"
+#include "pool.h"
 #include "upgrade.h"
 #include "worker.h"
 
@@ -100,7 +101,7 @@ int main(int argc, char **argv)
     np_upgrade_init(argv);
     /* A peer that closes while we write must be an error code, not a death. */
     signal(SIGPIPE, SIG_IGN);
-    if (np_shm_init() < 0) {
+    if (np_shm_init() < 0 || np_pool_init() < 0) {
         fprintf(stderr, "netproxy: cannot map the shared counters\n");
         return 1;
     }

@@ -4,6 +4,7 @@
 #include "addr.h"
 #include "log.h"
 #include "loop.h"
+#include "pool.h"
 #include "server.h"
 #include "shm.h"
 
@@ -73,6 +74,39 @@ static void render(struct evbuffer *out)
     }
 }
 
+/* Is name one of the running config's proxies? (the pool table keeps rows of old configs) */
+static int live_proxy(const char *name)
+{
+    for (int j = 0; j < np_server.config->nproxies; j++)
+        if (strcmp(np_server.config->proxies[j].name, name) == 0) return 1;
+    return 0;
+}
+
+/* The pool servers, one series each: {proxy="NAME",server="HOST:PORT"}. */
+static void render_pools(struct evbuffer *out)
+{
+    static const char *const series[][3] = {
+        { "netproxy_server_up", "gauge", "1 when the pool server takes clients, 0 when it is down." },
+        { "netproxy_server_active", "gauge", "Connections open now to the pool server." },
+        { "netproxy_server_connections_total", "counter", "Connections that reached the pool server." },
+        { "netproxy_server_failures_total", "counter", "Connects to the pool server that failed." },
+    };
+    struct np_pool_view v;
+
+    for (size_t i = 0; i < sizeof series / sizeof series[0]; i++) {
+        evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", series[i][0], series[i][2], series[i][0], series[i][1]);
+        for (int row = 0; row < NP_POOL_ROWS; row++) {
+            if (np_pool_view(row, &v) < 0 || !live_proxy(v.proxy)) continue;
+            uint64_t n = i == 0 ? (uint64_t)v.up : i == 1 ? v.active : i == 2 ? v.connections : v.failures;
+            evbuffer_add_printf(out, "%s{proxy=\"", series[i][0]);
+            label(out, v.proxy);
+            evbuffer_add(out, "\",server=\"", 10);
+            label(out, v.server);
+            evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)n);
+        }
+    }
+}
+
 static void on_metrics(struct evhttp_request *req, void *arg)
 {
     struct evbuffer *out = evbuffer_new();
@@ -82,6 +116,7 @@ static void on_metrics(struct evhttp_request *req, void *arg)
         return;
     }
     render(out);
+    render_pools(out);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4; charset=utf-8");
     evhttp_send_reply(req, HTTP_OK, "OK", out);
@@ -141,6 +176,35 @@ void np_metrics_close(void)
     http = NULL;
 }
 
+/* core.stats().servers = { PROXY = { ["HOST:PORT"] = { up =, active =, connections =, failures = } } } */
+static void push_servers(lua_State *L)
+{
+    struct np_pool_view v;
+
+    lua_newtable(L);
+    for (int row = 0; row < NP_POOL_ROWS; row++) {
+        if (np_pool_view(row, &v) < 0 || !live_proxy(v.proxy)) continue;
+        lua_getfield(L, -1, v.proxy);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_newtable(L);
+            lua_pushvalue(L, -1);
+            lua_setfield(L, -3, v.proxy);
+        }
+        lua_newtable(L);
+        lua_pushboolean(L, v.up);
+        lua_setfield(L, -2, "up");
+        lua_pushnumber(L, (double)v.active);
+        lua_setfield(L, -2, "active");
+        lua_pushnumber(L, (double)v.connections);
+        lua_setfield(L, -2, "connections");
+        lua_pushnumber(L, (double)v.failures);
+        lua_setfield(L, -2, "failures");
+        lua_setfield(L, -2, v.server);
+        lua_pop(L, 1);
+    }
+}
+
 /* core.stats() -> { proxies = { NAME = { opened =, closed =, active =, refused =, errors =,
  * bytes_in =, bytes_out =, flows_opened =, flows_closed =, flows_active =, flows_evicted =,
  * datagrams_in =, datagrams_out =, datagrams_dropped = }, ... }, total = { ... } } */
@@ -174,6 +238,8 @@ static int core_stats(lua_State *L)
     }
     lua_setfield(L, -3, "total");
     lua_setfield(L, -2, "proxies");
+    push_servers(L);
+    lua_setfield(L, -2, "servers");
     return 1;
 }
 

@@ -3,11 +3,13 @@
  * connection's scripts ask of it (conn.c): its names, the hand-off to the relay, send,
  * starttls and close. */
 #include "netproxy_core.h"
+#include "checker.h"
 #include "conn.h"
 #include "hook.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
+#include "pool.h"
 #include "relay.h"
 #include "shdict.h"
 #include "sleep.h"
@@ -70,6 +72,13 @@ static int core_now(lua_State *L)
 static int core_set_target(lua_State *L)
 {
     np_conn_set_target(session_conn(L, "set_target"), luaL_checkstring(L, 1));
+    return 0;
+}
+
+/* core.pool_connected(row): the connection reached that pool server (counted until it ends). */
+static int core_pool_connected(lua_State *L)
+{
+    np_conn_hold_pool_row(session_conn(L, "pool_connected"), (int)luaL_checkinteger(L, 1));
     return 0;
 }
 
@@ -317,6 +326,7 @@ static const luaL_Reg core_funcs[] = {
     { "now", core_now },
     { "set_target", core_set_target },
     { "set_client", core_set_client },
+    { "pool_connected", core_pool_connected },
     { "pack_ip", core_pack_ip },
     { "unpack_ip", core_unpack_ip },
     { "connect", core_connect },
@@ -341,6 +351,8 @@ int luaopen_netproxy_core(lua_State *L)
     np_metrics_open(L);
     np_udp_open(L);
     np_udp_assoc_open(L);
+    np_pool_open(L);
+    np_checker_open(L);
     lua_pushstring(L, NP_VERSION);
     lua_setfield(L, -2, "version");
     np_task_push_done(L);

@@ -3,6 +3,7 @@
  * process is done. */
 #include "server.h"
 #include "budget.h"
+#include "checker.h"
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
@@ -52,6 +53,7 @@ static void config_free(struct np_config *g)
     event_del(&g->drain_deadline);
     if (g->L) {
         np_timer_cancel_all(g->L);
+        np_checker_stop(g->L);
         lua_close(g->L);
     }
     if (np_L == g->L) np_L = NULL;

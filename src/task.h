@@ -35,7 +35,7 @@ struct np_task {
  * np_task_resume. A function that serves one request after another ends each with
  * coroutine.yield(done_marker, results...): the owner hears "finished" with the results,
  * and the coroutine goes back to the pool when the task is released. reused NULL: always a
- * new coroutine (a timer's, whose function is not a session's). */
+ * new coroutine (a timer's or a pool check's, whose function is not a session's). */
 lua_State *np_task_init(struct np_task *t, lua_State *L, const struct np_task_ops *ops,
                         void *arg, uint64_t id, int *reused);
 

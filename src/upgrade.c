@@ -5,6 +5,7 @@
 #include "upgrade.h"
 #include "listener.h"
 #include "log.h"
+#include "pool.h"
 #include "shm.h"
 
 #include <errno.h>
@@ -112,7 +113,8 @@ static void put_fd_list(const char *name, const int *fds, int n)
 void np_upgrade_checked(int status, const char *workers)
 {
     int fds[MAX_FDS], n = np_listeners_fds(fds, MAX_FDS), shm = np_shm_fd();
-    char shm_text[16];
+    int pool = np_pool_fd();
+    char shm_text[16], pool_text[16];
 
     if (status != 0) {
         log_check_output();
@@ -122,17 +124,22 @@ void np_upgrade_checked(int status, const char *workers)
     put_fd_list("NETPROXY_LISTEN_FDS", fds, n);
     snprintf(shm_text, sizeof shm_text, "%d", shm);
     setenv("NETPROXY_SHM_FD", shm_text, 1);
+    snprintf(pool_text, sizeof pool_text, "%d", pool);
+    setenv("NETPROXY_POOL_FD", pool_text, 1);
     setenv("NETPROXY_WORKERS", workers, 1);
     setenv("NETPROXY_UPGRADE", "1", 1);
     set_cloexec(fds, n, 0);
     set_cloexec(&shm, 1, 0);
+    set_cloexec(&pool, 1, 0);
     np_log(NP_NOTICE, "upgrade: running %s again with %d listening sockets and the workers %s", exe, n,
            workers[0] ? workers : "(none)");
     execv(exe, args);
     np_log(NP_ERR, "upgrade: cannot run %s: %s: still running this one", exe, strerror(errno));
     set_cloexec(fds, n, 1);
     set_cloexec(&shm, 1, 1);
+    set_cloexec(&pool, 1, 1);
     unsetenv("NETPROXY_LISTEN_FDS");
     unsetenv("NETPROXY_SHM_FD");
+    unsetenv("NETPROXY_POOL_FD");
     np_upgrade_done();
 }

@@ -5,6 +5,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "loop.h"
+#include "checker.h"
 #include "reload.h"
 #include "server.h"
 #include "shm.h"
@@ -45,7 +46,10 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         np_server_close_all(NP_END_CLOSED, "hangup (SIGHUP)");
         return;
     }
-    if (np_reload(reload_cli) == 0) np_server_run_start(my_index);   /* the new config's */
+    if (np_reload(reload_cli) == 0) {
+        np_server_run_start(my_index);   /* the new config's */
+        if (my_index == 0) np_checker_start(np_server.config->L);
+    }
 }
 
 static void on_upgrade(evutil_socket_t sig, short what, void *arg)
@@ -105,6 +109,7 @@ int np_worker_run(int index, const struct np_cli *cli, void (*ready)(void))
     np_shm_beat(np_now());
     my_index = index;
     np_server_start_accepting(index);
+    if (index == 0) np_checker_start(np_server.config->L);     /* one checker for all workers: worker 0's */
     event_base_once(np_base, -1, EV_TIMEOUT, on_start, NULL, NULL);
     np_server_run_start(index);
     event_base_dispatch(np_base);

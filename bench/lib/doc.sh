@@ -21,6 +21,7 @@ DOC_SECTIONS=(
   "## SOCKS5|bench/socks5.sh|netproxy's SOCKS5 server against microsocks and dante-server: connection rate and bulk throughput"
   "## UDP|bench/udp.sh|netproxy's UDP relay against socat and a direct path: datagrams per second, round trip, memory per flow"
   "## Services|bench/services.sh|requests per second of a Lua HTTP service (examples/http-status.lua) against nginx's return 200, keep-alive on and off"
+  "## Pools|bench/pools.sh|an upstream pool's cost per connection: netproxy with one server and with a pool of three, against HAProxy the same two ways"
 )
 
 # doc_anchor TITLE: the GitHub anchor of a "## " title.

@@ -8,6 +8,7 @@ local addr = require "netproxy.addr"
 local udp_service = require "netproxy.udp_service"
 local sandbox = require "netproxy.sandbox"
 local listen = require "netproxy.listen"
+local pool          -- netproxy.pool, loaded by the first `to` with servers
 
 local _M = {}
 
@@ -183,8 +184,46 @@ local function plain_ports(conf, position)
   return plain, parsed, wildcard
 end
 
+local check_connector
+local pool_proxy = "?"   -- the name of the proxy being checked: pool rows are keyed by it
+
+-- A `to` with servers: the pool's settings checked, then the connector's as if each server
+-- were its only one (so a per-server default, such as ssl's SNI, is that server's). Returns
+-- the first server's normalised table, with the pool in _pool.
+local function check_pool(conf, mod, say, ctx)
+  pool = pool or require "netproxy.pool"
+  local fields = mod.pool_fields or { "host", "port" }
+  local spec, problems = pool.check(conf, fields)
+  for _, p in ipairs(problems or {}) do say("to: %s", p) end
+  if not spec then return end
+  local base = {}
+  for k, v in pairs(conf) do
+    if not pool.PARAMS[k] then base[k] = v end
+  end
+  for _, f in ipairs(fields) do
+    if base[f] ~= nil then return say("to: %s and servers: give one or the other", f) end
+  end
+  local first
+  for i, s in ipairs(spec.servers) do
+    local one = {}
+    for k, v in pairs(base) do one[k] = v end
+    for k, v in pairs(s.fields) do one[k] = v end
+    s.conf = check_connector(one, "to", i == 1 and say or function() end, ctx)
+    if not s.conf then
+      if i > 1 then say("to: servers[%d]: %s refused by the %s connector", i, s.name, conf.type) end
+      return
+    end
+    first = first or s.conf
+  end
+  local out = {}
+  for k, v in pairs(first) do out[k] = v end
+  out._pool = pool.new(spec, pool_proxy)
+  out._pool.conf = out       -- the table as configured (a client-named target is a copy)
+  return out
+end
+
 -- Checks one connector table in position "from" or "to"; returns the normalised copy.
-local function check_connector(conf, position, say, ctx)
+function check_connector(conf, position, say, ctx)
   if type(conf) ~= "table" then return say("%s: want a table like { type = \"tcp\", ... }", position) end
   if conf.type == nil then return say("%s: missing type", position) end
   -- a udp from's `to`: udp, or the datagram form of a service (netproxy.udp_service)
@@ -204,6 +243,11 @@ local function check_connector(conf, position, say, ctx)
   local plain, parsed, wildcard = plain_ports(conf, position)
   if not plain then return say("%s: %s", position, parsed) end
   conf = plain
+  if conf.servers ~= nil then
+    if position ~= "to" then return say("%s: servers: only a `to` has a pool of servers", position) end
+    if datagram then return say("%s: servers: not for udp yet (a pool per flow is to come)", position) end
+    return check_pool(conf, mod, say, ctx)
+  end
   local spec = setmetatable({}, { __index = function(_, k) return (mod.params or {})[k] or COMMON[k] end })
   local out, problems = fields(conf, spec, { type = true })
   out.type = conf.type
@@ -306,6 +350,7 @@ local function check_proxy(decl, index, server, say_at, warn_at)
   local given, problems = fields(decl.spec, PROXY)
   for _, p in ipairs(problems) do say("%s", p) end
   local proxy = { name = given.name or ("proxy" .. index), where = where }
+  pool_proxy = proxy.name
   for k in pairs(PER_PROXY) do
     if given[k] ~= nil then proxy[k] = given[k] else proxy[k] = server[k] end
   end

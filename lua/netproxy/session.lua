@@ -46,6 +46,22 @@ local function with(conf, fields)
   return copy
 end
 
+-- A `to` with servers: the pool picks and retries; each server's own connector table, or,
+-- when the client named the target (a CONNECT through a pool of proxies), that target with
+-- the server's fields.
+local function pool_connect(target, to, conn)
+  local p = target._pool
+  local own = target == p.conf
+  -- a pool of proxies: conn.target is what they are asked for (the CONNECT target)
+  local via = p.proxies and target.host and describe(target) or nil
+  conn.target = via
+  local sock, s = p:connect(conn, function(s, c)
+    return to.connect(own and s.conf or with(target, s.fields), c)
+  end, via)
+  if sock and not via then conn.target = s.name end
+  return sock, s
+end
+
 function _M.run(proxy, client, id, peer, handle)
   local conn = Conn.new(proxy, id, peer, handle)
   local target = proxy.to
@@ -92,9 +108,14 @@ function _M.run(proxy, client, id, peer, handle)
     return to.serve(target, client, conn, proxy)
   end
   local f = fixed_for(proxy, target)
-  conn.target = f.label
-  core.set_target(conn.target)
-  local server, err = to.connect(target, conn)
+  local server, err
+  if target._pool then
+    server, err = pool_connect(target, to, conn)
+  else
+    conn.target = f.label
+    core.set_target(conn.target)
+    server, err = to.connect(target, conn)
+  end
   if not server then
     if from.failed then from.failed(proxy.from, client, conn, err) end
     return "connect failed", tostring(err)

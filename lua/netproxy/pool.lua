@@ -1,0 +1,482 @@
+-- netproxy.pool: several servers behind one `to`. A pool picks a server for each connection
+-- (balance), connects through the `to` connector and, when that fails, tries the next one
+-- (retries) within the client's connect_timeout, so the bytes a `from` connector read ahead
+-- are still unsent and go to the server finally reached. Health (passive failures, active
+-- checks) and load (active connections) live in a table in shared memory (src/pool.c) that
+-- every worker reads, keyed by proxy name and server address.
+--
+-- config.lua builds a pool for every `to` that has `servers`; custom connectors get it for
+-- free (the servers fill their host and port, or the fields their module names in
+-- `pool_fields`). A connector may also drive a pool itself: pool.new(spec, proxy_name) and
+-- p:connect(conn, function(server, conn) return sock | nil, err end).
+local core = require "netproxy.core"
+local addr = require "netproxy.addr"
+local check = require "netproxy.check"
+local bit = require "bit"
+
+local type, tostring, tonumber, ipairs, pairs, math_floor, math_random =
+  type, tostring, tonumber, ipairs, pairs, math.floor, math.random
+local bxor, band, rshift, tobit, byte = bit.bxor, bit.band, bit.rshift, bit.tobit, string.byte
+local concat, table_sort = table.concat, table.sort
+
+local _M = {}
+local Pool = {}
+Pool.__index = Pool
+
+_M.MAX_WEIGHT = 256
+_M.DEFAULTS = { balance = "roundrobin", retries = 2, max_fails = 1, fail_timeout = 10 }
+_M.CHECK_DEFAULTS = { interval = 2, timeout = 1, rise = 2, fall = 3 }
+
+-- The `to` parameters that belong to the pool, not to the connector.
+_M.PARAMS = { servers = true, balance = true, retries = true, max_fails = true, fail_timeout = true,
+              check = true }
+
+-- ---------------------------------------------------------------- shared state
+
+local pool_up, pool_active, pool_state = core.pool_up, core.pool_active, core.pool_state
+
+local function is_up(s)
+  return not s.row or pool_up(s.row)
+end
+
+local function active(s)
+  return s.row and pool_active(s.row) or 0
+end
+
+-- ---------------------------------------------------------------- balancers
+-- Each gets the pool, a list (the normal servers, or the backups), the conn and the servers
+-- this connection already tried (nil before a failure), and returns a server or nil.
+
+local function usable(s, tried)
+  return not (tried and tried[s]) and is_up(s)
+end
+
+-- nginx's smooth weighted round robin: every candidate gains its weight, the richest is
+-- chosen and pays the total. Weights 5,1,1 give a a b a c a a, not a a a a a b c.
+local function smooth(list, tried, only)
+  local best, total = nil, 0
+  for i = 1, #list do
+    local s = list[i]
+    if (not only or only[s]) and usable(s, tried) then
+      s.cw = s.cw + s.weight
+      total = total + s.weight
+      if not best or s.cw > best.cw then best = s end
+    end
+  end
+  if best then best.cw = best.cw - total end
+  return best
+end
+
+local balancers = {}
+
+function balancers.roundrobin(_, list, _, tried)
+  return smooth(list, tried)
+end
+
+-- Fewest active connections for its weight; among equals, round robin.
+function balancers.leastconn(_, list, _, tried)
+  local low, ties = nil, nil
+  for i = 1, #list do
+    local s = list[i]
+    if usable(s, tried) then
+      local load = active(s) / s.weight
+      if not low or load < low then low, ties = load, { [s] = true }
+      elseif load == low then ties[s] = true end
+    end
+  end
+  return ties and smooth(list, tried, ties)
+end
+
+-- HAProxy's "first": the first server in the order given that is up.
+function balancers.first(_, list, _, tried)
+  for i = 1, #list do
+    if usable(list[i], tried) then return list[i] end
+  end
+end
+
+-- Two random choices, the less loaded of the two (for its weight).
+function balancers.random(_, list, _, tried)
+  local n = 0
+  for i = 1, #list do if usable(list[i], tried) then n = n + 1 end end
+  if n == 0 then return end
+  local function nth(k)
+    for i = 1, #list do
+      if usable(list[i], tried) then
+        k = k - 1
+        if k == 0 then return list[i] end
+      end
+    end
+  end
+  local a, b = nth(math_random(n)), nth(math_random(n))
+  return active(b) * a.weight < active(a) * b.weight and b or a
+end
+
+-- 32-bit multiplication without a double losing bits: the high half of a done apart.
+local function mul32(a, b)
+  return tobit(band(a, 0xffff) * b + tobit(rshift(a, 16) * b) * 65536)
+end
+
+-- FNV-1a (32 bits), then murmur3's finaliser: addresses that differ in their last digit
+-- land far apart on the ring.
+local function hash(s)
+  local h = tobit(2166136261)
+  for i = 1, #s do h = mul32(bxor(h, byte(s, i)), 16777619) end
+  h = mul32(bxor(h, rshift(h, 16)), 0x85ebca6b)
+  h = mul32(bxor(h, rshift(h, 13)), 0xc2b2ae35)
+  return bxor(h, rshift(h, 16))
+end
+
+local POINTS = 160   -- ring points per unit of weight
+
+-- Consistent hashing: each server owns weight x POINTS points of a ring; a client address
+-- goes to the first point at or after its hash whose server is usable. A server that leaves
+-- gives its points' clients to their next points, and nobody else moves.
+local function ring(list)
+  local points = {}
+  for _, s in ipairs(list) do
+    for i = 1, s.weight * POINTS do points[#points + 1] = { h = hash(s.name .. "#" .. i), s = s } end
+  end
+  table_sort(points, function(a, b) return a.h < b.h end)
+  return points
+end
+
+local function client_key(conn)
+  local c = conn.client or ""
+  local host = addr.split(c)
+  return host or c
+end
+
+function balancers.source(p, list, conn, tried)
+  local points = list == p.normal and p.ring or p.backup_ring
+  local n = #points
+  if n == 0 then return end
+  local h = hash(client_key(conn))
+  local lo, hi = 1, n + 1
+  while lo < hi do                 -- first point with points[i].h >= h
+    local mid = math_floor((lo + hi) / 2)
+    if points[mid].h < h then lo = mid + 1 else hi = mid end
+  end
+  for k = 0, n - 1 do
+    local s = points[(lo - 1 + k) % n + 1].s
+    if usable(s, tried) then return s end
+  end
+end
+
+-- balance = function(servers, conn): the servers as the function sees them, state filled in.
+local function by_function(p, conn, tried)
+  for i, s in ipairs(p.servers) do
+    local v = p.views[i]
+    local up, act, fails = true, 0, 0
+    if s.row then up, act, fails = pool_state(s.row) end
+    v.up = up and not (tried and tried[s]) or false
+    v.active, v.failures, v.tried = act, fails, tried and tried[s] or false
+  end
+  local chosen = p.balance(p.views, conn)
+  if chosen == nil then return nil, "the balance function chose no server" end
+  local s = p.by_view[chosen]
+  if not s then return nil, "the balance function returned " .. tostring(chosen) .. ", not one of its servers" end
+  return s
+end
+
+-- The server for this attempt: a normal one, else a backup; nil and why when none will do.
+function Pool:pick(conn, tried)
+  if type(self.balance) == "function" then return by_function(self, conn, tried) end
+  local choose = balancers[self.balance]
+  local s = choose(self, self.normal, conn, tried)
+  if not s and #self.backups > 0 then s = choose(self, self.backups, conn, tried) end
+  if s then return s end
+  if tried then return nil, "no server left to try" end
+  return nil, "every server is down"
+end
+
+-- ---------------------------------------------------------------- connecting
+
+local function target_text(name, failed, via)
+  if via then name = via .. " via " .. name end
+  if not failed then return name end
+  return name .. " failed=" .. concat(failed, ",")
+end
+
+-- p:connect(conn, connect_one) -> sock, server | nil, err. connect_one(server, conn) reaches
+-- one server; conn.connect_timeout is then this attempt's share of the client's
+-- connect_timeout: the time left divided by the attempts left (1 + retries at most, one per
+-- server).
+-- via: what the servers are asked to reach, when they are proxies (the log line says
+-- "TARGET via PROXY").
+function Pool:connect(conn, connect_one, via)
+  local timeout = conn.connect_timeout
+  local deadline = core.now() + timeout
+  local tried, failed, last
+  local attempts = math.min(self.retries + 1, #self.servers)
+  for done = 0, attempts - 1 do
+    local s, why = self:pick(conn, tried)
+    if not s then last = last or why break end
+    local left = deadline - core.now()
+    if left <= 0 then last = "connect_timeout spent" break end
+    -- each attempt gets its share of the time left, so that a server that swallows SYNs
+    -- cannot eat the whole of it
+    conn.connect_timeout = left / (attempts - done)
+    core.set_target(target_text(s.name, failed, via))
+    local sock, err = connect_one(s, conn)
+    conn.connect_timeout = timeout
+    if sock then
+      if s.row then core.pool_connected(s.row) end
+      return sock, s
+    end
+    tried, failed = tried or {}, failed or {}
+    tried[s] = true
+    failed[#failed + 1] = s.name
+    last = s.name .. ": " .. tostring(err)
+    if s.row and core.pool_failed(s.row, self.max_fails, self.fail_timeout) then
+      conn:log("warning", "server %s down for %gs after %d failed connect%s", s.name, self.fail_timeout,
+               self.max_fails, self.max_fails > 1 and "s" or "")
+    end
+  end
+  core.set_target(target_text("none", failed, via))
+  if not failed then conn:log("warning", "no server: %s", last) end
+  return nil, "no server: " .. tostring(last)
+end
+
+-- ---------------------------------------------------------------- checking a config
+
+local function weight(v)
+  local n = tonumber(v)
+  if not n or n ~= math_floor(n) or n < 1 or n > _M.MAX_WEIGHT then
+    return nil, ("weight %s out of range (want 1..%d)"):format(tostring(v), _M.MAX_WEIGHT)
+  end
+  return n
+end
+
+-- One entry of servers: "host:port" or { host =, port =, weight =, backup = } (fields are
+-- the connector's: { "host", "port" }, { "proxy_host", "proxy_port" } or { "path" }).
+local function entry(e, fields)
+  local s = { weight = 1, backup = false, fields = {} }
+  local f1, f2 = fields[1], fields[2]
+  if type(e) == "string" then
+    if f2 then
+      local host, port = addr.split(e)
+      if not host then return nil, "'" .. e .. "': " .. port end
+      e = { [f1] = host, [f2] = port }
+    else
+      e = { [f1] = e }
+    end
+  elseif type(e) ~= "table" then
+    return nil, "want \"HOST:PORT\" or a table, not " .. type(e)
+  else
+    -- a table says host and port by those names, whatever the connector calls them
+    local t = {}
+    for k, v in pairs(e) do t[k] = v end
+    if f2 and f1 ~= "host" then
+      t[f1], t[f2], t.host, t.port = t[f1] or t.host, t[f2] or t.port, nil, nil
+    end
+    e = t
+  end
+  for k, v in pairs(e) do
+    if k == "weight" then
+      local w, err = weight(v)
+      if not w then return nil, err end
+      s.weight = w
+    elseif k == "backup" then
+      if type(v) ~= "boolean" then return nil, "backup: want true or false" end
+      s.backup = v
+    elseif k == f1 or k == f2 then
+      local ok, err
+      if k == "port" or k == "proxy_port" then ok, err = check.port(v)
+      elseif k == "path" then ok, err = check.string(v)
+      else ok, err = check.host(v) end
+      if ok == nil then return nil, k .. ": " .. err end
+      if ok == 0 and (k == "port" or k == "proxy_port") then return nil, "port 0 is not a port to connect to" end
+      s.fields[k] = ok
+    else
+      return nil, "unknown parameter '" .. tostring(k) .. "'"
+    end
+  end
+  for _, f in ipairs(fields) do
+    if s.fields[f] == nil then return nil, "missing " .. (f:gsub("^proxy_", "")) end
+  end
+  s.name = f2 and addr.join(s.fields[f1], s.fields[f2]) or s.fields[f1]
+  return s
+end
+
+local function check_check(v)
+  if type(v) == "function" then
+    if jit then jit.off(v, true) end
+    return { fn = v, interval = _M.CHECK_DEFAULTS.interval, timeout = _M.CHECK_DEFAULTS.timeout,
+             rise = _M.CHECK_DEFAULTS.rise, fall = _M.CHECK_DEFAULTS.fall }
+  end
+  if type(v) ~= "table" then return nil, "want a table { interval =, timeout =, rise =, fall =, send =, expect = } or a function(sock, server)" end
+  local c = {}
+  for k, d in pairs(_M.CHECK_DEFAULTS) do c[k] = d end
+  for k, x in pairs(v) do
+    if k == "interval" or k == "timeout" then
+      local n = tonumber(x)
+      if not n or n <= 0 then return nil, k .. ": want seconds > 0" end
+      c[k] = n
+    elseif k == "rise" or k == "fall" then
+      local n = tonumber(x)
+      if not n or n ~= math_floor(n) or n < 1 then return nil, k .. ": want an integer >= 1" end
+      c[k] = n
+    elseif k == "send" then
+      if type(x) ~= "string" then return nil, "send: want a string" end
+      c.send = x
+    elseif k == "expect" then
+      if type(x) ~= "string" then return nil, "expect: want a Lua pattern" end
+      local ok, err = pcall(string.find, "", x)
+      if not ok then return nil, "expect: bad pattern: " .. tostring(err):gsub("^.-: ", "") end
+      c.expect = x
+    elseif k == "fn" then
+      if type(x) ~= "function" then return nil, "fn: want a function(sock, server)" end
+      if jit then jit.off(x, true) end
+      c.fn = x
+    else
+      return nil, "unknown parameter '" .. tostring(k) .. "'"
+    end
+  end
+  return c
+end
+
+-- check(conf, fields) -> spec, or nil and a list of problems. spec: the servers (each with
+-- the connector fields it fills) and the pool's settings, defaults applied.
+function _M.check(conf, fields)
+  fields = fields or { "host", "port" }
+  local problems = {}
+  local function say(fmt, ...) problems[#problems + 1] = fmt:format(...) end
+  local spec = {}
+  for k, d in pairs(_M.DEFAULTS) do spec[k] = d end
+  local list = conf.servers
+  if type(list) ~= "table" then
+    say("servers: want a list of \"HOST:PORT\" or { host =, port =, weight =, backup = }")
+  elseif #list == 0 then
+    say("servers: empty list (want at least one server)")
+  else
+    spec.servers = {}
+    local seen = {}
+    for i, e in ipairs(list) do
+      local s, err = entry(e, fields)
+      if not s then say("servers[%d]: %s", i, err)
+      elseif seen[s.name] then say("servers[%d]: %s is already servers[%d]", i, s.name, seen[s.name])
+      else
+        seen[s.name] = i
+        spec.servers[#spec.servers + 1] = s
+      end
+    end
+  end
+  local b = conf.balance
+  if b ~= nil then
+    if type(b) == "function" then
+      if jit then jit.off(b, true) end
+    elseif not balancers[b] then
+      say("balance: unknown '%s' (want roundrobin, leastconn, source, random, first or a function(servers, conn))", tostring(b))
+    end
+    spec.balance = b
+  end
+  for _, k in ipairs({ "retries", "max_fails" }) do
+    if conf[k] ~= nil then
+      local n, err = check.count(conf[k])
+      if n == nil then say("%s: %s", k, err) else spec[k] = n end
+    end
+  end
+  if conf.fail_timeout ~= nil then
+    local n = tonumber(conf.fail_timeout)
+    if not n or n <= 0 then say("fail_timeout: want seconds > 0") else spec.fail_timeout = n end
+  end
+  if conf.check ~= nil then
+    local c, err = check_check(conf.check)
+    if not c then say("check: %s", err) else spec.check = c end
+  end
+  if #problems > 0 then return nil, problems end
+  spec.proxies = fields[1] == "proxy_host"   -- a pool of proxies, not of servers
+  return spec
+end
+
+-- ---------------------------------------------------------------- a pool
+
+-- new(spec, proxy_name) -> pool. spec: what check() returned (or the same shape: servers with
+-- name, weight, backup). Each server gets its row of the shared table.
+function _M.new(spec, proxy_name)
+  local p = setmetatable({ proxy = proxy_name, servers = {}, normal = {}, backups = {}, views = {},
+                           by_view = {} }, Pool)
+  for k, v in pairs(spec) do if k ~= "servers" then p[k] = v end end
+  for i, s in ipairs(spec.servers) do
+    s.cw = 0
+    s.row = core.pool_row and core.pool_row(proxy_name, s.name) or nil
+    p.servers[i] = s
+    local list = s.backup and p.backups or p.normal
+    list[#list + 1] = s
+    local v = { name = s.name, weight = s.weight, backup = s.backup, up = true, active = 0, failures = 0 }
+    for k, x in pairs(s.fields) do v[k] = x end
+    v.host, v.port = v.host or v.proxy_host or v.path, v.port or v.proxy_port
+    p.views[i], p.by_view[v], s.view = v, s, v
+  end
+  _M.all[#_M.all + 1] = p
+  if p.balance == "source" then p.ring, p.backup_ring = ring(p.normal), ring(p.backups) end
+  return p
+end
+
+-- ---------------------------------------------------------------- active checks
+
+_M.all = {}   -- the pools of this Lua state (one config), for start_checks
+
+-- One check of a server: true, or nil and why. A TCP connect; then send/expect, or the
+-- check function with the connected socket.
+local function check_once(c, s)
+  local f = s.fields
+  local sock, err
+  if f.path then sock, err = core.connect_unix(f.path, { timeout = c.timeout })
+  else sock, err = core.connect(f.host or f.proxy_host, f.port or f.proxy_port, { timeout = c.timeout }) end
+  if not sock then return nil, err end
+  local ok, why = true, nil
+  if c.fn then
+    local pok, res, fwhy = pcall(c.fn, sock, s.view)
+    if not pok then ok, why = nil, "check function: " .. tostring(res)
+    elseif not res then ok, why = nil, tostring(fwhy or "check function said no") end
+  elseif c.send or c.expect then
+    local deadline = core.now() + c.timeout
+    if c.send then ok, why = sock:write(c.send, c.timeout) end
+    if ok and c.expect then
+      local got = ""
+      ok = nil
+      while #got < 65536 do
+        local left = deadline - core.now()
+        if left <= 0 then why = "timeout" break end
+        local more, rerr = sock:read(65536, left)
+        if not more then why = rerr break end
+        got = got .. more
+        if got:find(c.expect) then ok = true break end
+      end
+      if not ok then why = ("expected %q, got %q (%s)"):format(c.expect, got:sub(1, 60), tostring(why or "too long")) end
+    end
+  end
+  sock:close()
+  return ok, why
+end
+
+-- A server's check loop, in a task of its own, until a newer checker starts.
+local function check_loop(p, s, epoch)
+  local c = p.check
+  while core.pool_epoch() == epoch do
+    local ok, why = check_once(c, s)
+    local verdict = core.pool_checked(s.row, ok, c.rise, c.fall)
+    if verdict == "down" then
+      core.log("warning", ("%s: server %s down: check failed %d times: %s"):format(p.proxy, s.name, c.fall, tostring(why)))
+    elseif verdict == "up" then
+      core.log("notice", ("%s: server %s up: check passed %d times"):format(p.proxy, s.name, c.rise))
+    end
+    core.sleep(c.interval)
+  end
+end
+
+-- Called by the C core in the one process that checks (checker.c).
+function _M.start_checks(epoch)
+  for _, p in ipairs(_M.all) do
+    if p.check then
+      for _, s in ipairs(p.servers) do
+        if s.row then core.pool_spawn(check_loop, p, s, epoch) end
+      end
+    end
+  end
+end
+
+_M.hash = hash   -- for the specs
+
+return _M

@@ -1,0 +1,130 @@
+/* Active checks: each checked server's loop (Lua, netproxy.pool) runs in a task of its own,
+ * so a server that swallows connects delays only its own checks. The tasks of a Lua state
+ * are kept in a list, so that closing the state (a drained config) ends them first. */
+#include "checker.h"
+#include "log.h"
+#include "loop.h"
+#include "pool.h"
+#include "task.h"
+
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <stdlib.h>
+
+#define CHECK_BUDGET 1.0                    /* seconds one resume of a check may run */
+#define CHECK_MEMORY (64 * 1024 * 1024)     /* bytes one resume may allocate */
+
+struct check {
+    struct np_task task;
+    lua_State *L;
+    struct event reap;          /* the task is let go outside its own resume */
+    struct check *next, **pprev;
+};
+
+static struct check *checks;
+
+static void check_free(struct check *k)
+{
+    if (k->next) k->next->pprev = k->pprev;
+    *k->pprev = k->next;
+    event_del(&k->reap);
+    np_task_release(&k->task);
+    free(k);
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    check_free(arg);
+}
+
+static void finished(struct np_task *t, int ok, int nresults)
+{
+    struct check *k = (struct check *)t;
+    struct timeval now = { 0, 0 };
+
+    if (!ok) np_log(NP_ERR, "pool check: %s", lua_tostring(t->owner.co, -1));
+    np_task_halt(t);
+    evtimer_add(&k->reap, &now);
+}
+
+static const struct np_task_ops check_ops = { .finished = finished };
+
+/* core.pool_spawn(fn, ...): runs fn(...) in a task of its own (cosockets, core.sleep). */
+static int core_pool_spawn(lua_State *L)
+{
+    int nargs = lua_gettop(L) - 1;
+    struct check *k;
+    lua_State *main_L, *co;
+
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_getfield(L, LUA_REGISTRYINDEX, "netproxy.checker.main");
+    main_L = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (!main_L) return luaL_error(L, "pool_spawn: only while the checks start");
+    k = calloc(1, sizeof *k);
+    if (!k) return luaL_error(L, "pool_spawn: out of memory");
+    co = np_task_init(&k->task, main_L, &check_ops, k, 0, NULL);
+    k->task.budget = CHECK_BUDGET;
+    k->task.max_alloc = CHECK_MEMORY;
+    k->L = main_L;
+    evtimer_assign(&k->reap, np_base, on_reap, k);
+    k->next = checks;
+    k->pprev = &checks;
+    if (checks) checks->pprev = &k->next;
+    checks = k;
+    lua_xmove(L, co, nargs + 1);
+    np_task_resume(&k->task, nargs);
+    return 0;
+}
+
+/* core.pool_epoch() -> the newest start's number: an older checker stops when it differs. */
+static int core_pool_epoch(lua_State *L)
+{
+    lua_pushinteger(L, np_pool_epoch());
+    return 1;
+}
+
+void np_checker_start(lua_State *L)
+{
+    int epoch = np_pool_new_epoch(), top = lua_gettop(L);   /* a new epoch ends the older checks */
+
+    /* no pool in this config: netproxy.pool was never loaded, and is not loaded now */
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_getfield(L, -1, "netproxy.pool");
+    if (lua_isnil(L, -1)) {
+        lua_settop(L, top);
+        return;
+    }
+    lua_settop(L, top);
+    lua_pushlightuserdata(L, L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "netproxy.checker.main");
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "netproxy.pool");
+    if (lua_pcall(L, 1, 1, 0) == 0) {
+        lua_getfield(L, -1, "start_checks");
+        lua_pushinteger(L, epoch);
+        if (lua_pcall(L, 1, 0, 0) != 0) np_log(NP_ERR, "pool checks: %s", lua_tostring(L, -1));
+    } else {
+        np_log(NP_ERR, "pool checks: %s", lua_tostring(L, -1));
+    }
+    lua_pushnil(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "netproxy.checker.main");
+    lua_settop(L, top);
+}
+
+void np_checker_stop(lua_State *L)
+{
+    for (struct check *k = checks, *next; k; k = next) {
+        next = k->next;
+        if (k->L == L) check_free(k);
+    }
+}
+
+void np_checker_open(lua_State *L)
+{
+    lua_pushcfunction(L, core_pool_spawn);
+    lua_setfield(L, -2, "pool_spawn");
+    lua_pushcfunction(L, core_pool_epoch);
+    lua_setfield(L, -2, "pool_epoch");
+}

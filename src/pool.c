@@ -1,0 +1,277 @@
+/* Upstream pools' shared table: per (proxy, server) row, the passive health (failures in the
+ * current window, down until when), the active checks' verdict and the load counters. Every
+ * worker reads and writes it with __atomic builtins: a row's fields are independent words,
+ * and a race between two workers counting a failure at once costs at most one count, so no
+ * lock is needed to update. Adding a row takes a spin lock (once per server per config
+ * load), so that two workers adding the same server cannot make two rows of it. */
+#include "pool.h"
+
+#include <lauxlib.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NAME_MAX_LEN 200
+
+struct row {
+    char name[NAME_MAX_LEN];    /* "proxy\0server" */
+    int32_t used;               /* set last, once the name is written */
+    int32_t check_down;         /* the active checks say down */
+    int32_t rise, fall;         /* consecutive check successes / failures */
+    int32_t fails;              /* passive failures in the current window */
+    int64_t window_start, down_until;   /* ms on CLOCK_MONOTONIC (the same for every process) */
+    int64_t active, connections, failures;
+};
+
+struct table {
+    int32_t lock;
+    int32_t epoch;              /* the newest start of the active checks (checker.c) */
+    struct row rows[NP_POOL_ROWS];
+};
+
+static struct table *tab;
+static int tab_fd = -1;
+
+int np_pool_init(void)
+{
+    const char *inherited = getenv("NETPROXY_POOL_FD");
+    int fresh = inherited == NULL;
+
+    tab_fd = fresh ? memfd_create("netproxy-pools", MFD_CLOEXEC) : atoi(inherited);
+    if (tab_fd < 0 || (fresh && ftruncate(tab_fd, sizeof *tab) < 0)) return -1;
+    tab = mmap(NULL, sizeof *tab, PROT_READ | PROT_WRITE, MAP_SHARED, tab_fd, 0);
+    if (tab == MAP_FAILED) {
+        tab = NULL;
+        return -1;
+    }
+    unsetenv("NETPROXY_POOL_FD");
+    return 0;
+}
+
+int np_pool_fd(void)
+{
+    return tab_fd;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#define ADD(x, v) __atomic_add_fetch(&(x), (v), __ATOMIC_RELAXED)
+
+static int same(const struct row *r, const char *key, size_t len)
+{
+    return __atomic_load_n(&r->used, __ATOMIC_ACQUIRE) && memcmp(r->name, key, len) == 0;
+}
+
+int np_pool_row(const char *proxy, const char *server)
+{
+    char key[NAME_MAX_LEN];
+    size_t lp = strlen(proxy), ls = strlen(server), len = lp + 1 + ls + 1;
+    int found = -1;
+
+    if (!tab || len > sizeof key) return -1;
+    memcpy(key, proxy, lp + 1);
+    memcpy(key + lp + 1, server, ls + 1);
+    for (int i = 0; i < NP_POOL_ROWS && found < 0; i++)
+        if (same(&tab->rows[i], key, len)) found = i;
+    if (found >= 0) return found;
+    while (__atomic_exchange_n(&tab->lock, 1, __ATOMIC_ACQUIRE)) sched_yield();
+    for (int i = 0; i < NP_POOL_ROWS && found < 0; i++) {   /* again: someone may have added it */
+        struct row *r = &tab->rows[i];
+        if (same(r, key, len)) found = i;
+        else if (!__atomic_load_n(&r->used, __ATOMIC_ACQUIRE)) {
+            memset(r, 0, sizeof *r);
+            memcpy(r->name, key, len);
+            __atomic_store_n(&r->used, 1, __ATOMIC_RELEASE);
+            found = i;
+        }
+    }
+    __atomic_store_n(&tab->lock, 0, __ATOMIC_RELEASE);
+    return found;
+}
+
+static struct row *row_at(int row)
+{
+    return tab && row >= 0 && row < NP_POOL_ROWS ? &tab->rows[row] : NULL;
+}
+
+static int is_up(struct row *r, int64_t now)
+{
+    return !LOAD(r->check_down) && LOAD(r->down_until) <= now;
+}
+
+int np_pool_new_epoch(void)
+{
+    return tab ? ADD(tab->epoch, 1) : 0;
+}
+
+int np_pool_epoch(void)
+{
+    return tab ? LOAD(tab->epoch) : 0;
+}
+
+void np_pool_acquire(int row)
+{
+    struct row *r = row_at(row);
+
+    if (!r) return;
+    ADD(r->active, 1);
+    ADD(r->connections, 1);
+}
+
+void np_pool_release(int row)
+{
+    struct row *r = row_at(row);
+
+    if (r) ADD(r->active, -1);
+}
+
+int np_pool_view(int row, struct np_pool_view *v)
+{
+    struct row *r = row_at(row);
+
+    if (!r || !__atomic_load_n(&r->used, __ATOMIC_ACQUIRE)) return -1;
+    v->proxy = r->name;
+    v->server = r->name + strlen(r->name) + 1;
+    v->up = is_up(r, now_ms());
+    v->active = (uint64_t)LOAD(r->active);
+    v->connections = (uint64_t)LOAD(r->connections);
+    v->failures = (uint64_t)LOAD(r->failures);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- Lua: core.pool_* */
+
+static struct row *check_row(lua_State *L, int idx)
+{
+    struct row *r = row_at((int)luaL_checkinteger(L, idx));
+
+    if (!r) luaL_argerror(L, idx, "not a pool row");
+    return r;
+}
+
+/* core.pool_row(proxy, "host:port") -> row | nil (not mapped, as in --check, or full) */
+static int l_row(lua_State *L)
+{
+    int row = np_pool_row(luaL_checkstring(L, 1), luaL_checkstring(L, 2));
+
+    if (row < 0) return 0;
+    lua_pushinteger(L, row);
+    return 1;
+}
+
+/* core.pool_up(row) -> boolean */
+static int l_up(lua_State *L)
+{
+    lua_pushboolean(L, is_up(check_row(L, 1), now_ms()));
+    return 1;
+}
+
+/* core.pool_active(row) -> connections open now to the server, all workers */
+static int l_active(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)LOAD(check_row(L, 1)->active));
+    return 1;
+}
+
+/* core.pool_state(row) -> up, active, failures (in the current window), connections, failures_total */
+static int l_state(lua_State *L)
+{
+    struct row *r = check_row(L, 1);
+
+    lua_pushboolean(L, is_up(r, now_ms()));
+    lua_pushinteger(L, (lua_Integer)LOAD(r->active));
+    lua_pushinteger(L, LOAD(r->fails));
+    lua_pushinteger(L, (lua_Integer)LOAD(r->connections));
+    lua_pushinteger(L, (lua_Integer)LOAD(r->failures));
+    return 5;
+}
+
+/* core.pool_failed(row, max_fails, fail_timeout) -> true when this failure marked it down.
+ * nginx's meaning: max_fails failures within fail_timeout seconds make the server down for
+ * fail_timeout seconds; max_fails = 0 counts but never marks down. */
+static int l_failed(lua_State *L)
+{
+    struct row *r = check_row(L, 1);
+    lua_Integer max_fails = luaL_checkinteger(L, 2);
+    int64_t span = (int64_t)(luaL_checknumber(L, 3) * 1000), now = now_ms();
+    int64_t start = LOAD(r->window_start);
+    int32_t fails;
+
+    ADD(r->failures, 1);
+    if (now - start >= span && __atomic_compare_exchange_n(&r->window_start, &start, now, 0, __ATOMIC_RELAXED,
+                                                          __ATOMIC_RELAXED)) {
+        STORE(r->fails, 1);       /* a new window: this failure is its first */
+        fails = 1;
+    } else {
+        fails = ADD(r->fails, 1);
+    }
+    int down = max_fails > 0 && fails >= max_fails;
+    if (down) {
+        STORE(r->down_until, now + span);
+        STORE(r->fails, 0);
+        STORE(r->window_start, 0);
+    }
+    lua_pushboolean(L, down);
+    return 1;
+}
+
+/* core.pool_checked(row, ok, rise, fall) -> "up" | "down" when this result changed the
+ * verdict, else nothing. HAProxy's meaning: fall failures in a row mark a server down, rise
+ * successes in a row mark it up again. */
+static int l_checked(lua_State *L)
+{
+    struct row *r = check_row(L, 1);
+    int ok = lua_toboolean(L, 2);
+    int32_t rise = (int32_t)luaL_checkinteger(L, 3), fall = (int32_t)luaL_checkinteger(L, 4);
+    int down = LOAD(r->check_down);
+
+    if (ok) {
+        STORE(r->fall, 0);
+        if (down && ADD(r->rise, 1) >= rise) {
+            STORE(r->rise, 0);
+            STORE(r->check_down, 0);
+            STORE(r->down_until, 0);    /* passively down too: a check that passes says up */
+            lua_pushliteral(L, "up");
+            return 1;
+        }
+    } else {
+        STORE(r->rise, 0);
+        if (!down && ADD(r->fall, 1) >= fall) {
+            STORE(r->fall, 0);
+            STORE(r->check_down, 1);
+            lua_pushliteral(L, "down");
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static const luaL_Reg funcs[] = {
+    { "pool_row", l_row },
+    { "pool_up", l_up },
+    { "pool_active", l_active },
+    { "pool_state", l_state },
+    { "pool_failed", l_failed },
+    { "pool_checked", l_checked },
+    { NULL, NULL },
+};
+
+void np_pool_open(lua_State *L)
+{
+    for (const luaL_Reg *f = funcs; f->name; f++) {
+        lua_pushcfunction(L, f->func);
+        lua_setfield(L, -2, f->name);
+    }
+}

@@ -1,0 +1,42 @@
+/* Upstream pools: the health and load of every pool server, shared by all workers. A table in
+ * shared memory, mapped before the workers fork, a row per proxy name and server address (so a
+ * server's state survives a reload while it stays configured). Updates are atomic; only
+ * adding a row takes a lock. */
+#ifndef NP_POOL_H
+#define NP_POOL_H
+#include <lua.h>
+#include <stdint.h>
+
+#define NP_POOL_ROWS 1024
+
+/* Maps the table (before any fork): a new one, or the one a binary upgrade handed over
+ * (NETPROXY_POOL_FD). 0, or -1. */
+int np_pool_init(void);
+int np_pool_fd(void);
+
+/* The row of (proxy, server), added on first use; -1 when the table is full or not mapped. */
+int np_pool_row(const char *proxy, const char *server);
+
+
+/* A connection to a row's server is open (active and connections counted) / has ended. */
+void np_pool_acquire(int row);
+void np_pool_release(int row);
+
+/* The active checks' epoch: a new one for each start of them, the newest. */
+int np_pool_new_epoch(void);
+int np_pool_epoch(void);
+
+/* What /metrics and core.stats() show of a row. */
+struct np_pool_view {
+    const char *proxy, *server;
+    int up;
+    uint64_t active, connections, failures;
+};
+
+/* Fills *v for row (0 .. NP_POOL_ROWS-1); 0 when the row is in use, -1 when not. */
+int np_pool_view(int row, struct np_pool_view *v);
+
+/* core.pool_* (the Lua side is netproxy.pool): registered into the table on top of L. */
+void np_pool_open(lua_State *L);
+
+#endif
