@@ -1,5 +1,6 @@
 -- Net::Server's options, end to end: several listen addresses for one proxy, host = "*",
 -- service names, the listen backlog, syslog ident and facility, --set KEY=VALUE.
+-- run-tests: alone (the syslog spec serves /dev/log itself: two builds at once would share it)
 local h = require "spec.helpers"
 
 -- Every "name: listening on ADDR" of a netproxy log, as { { host, port }, ... }.
