@@ -108,3 +108,23 @@ proxy { name = "u", from = { type = "unix", path = "/tmp/x.sock" }, allow = { "1
     assert.truthy(err:find(file .. ":1: proxy 'u': allow: a unix socket's clients have no address to match", 1, true), err)
   end)
 end)
+
+describe("a service behind a unix listener", function()
+  after_each(h.stop_all)
+
+  it("answers a unix client with the straight-line service, counted and logged as unix:PATH", function()
+    local path = h.tmpfile("service.sock")
+    local np = h.netproxy_start(([[
+proxy { name = "in", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "unix", path = %q } }
+proxy { name = "svc", from = { type = "unix", path = %q },
+        to = { type = "service", serve = function(client, conn)
+          for line in client:lines() do client:write(line:upper() .. "\n") end
+        end } }
+]]):format(path, path))
+    local c = assert(tcp.connect(np.ports["in"]))
+    assert.are.equal("HELLO UNIX\n", c:exchange("hello unix\n"))
+    c:close()
+    h.wait_log(np, "svc: unix:" .. path:gsub("%p", "%%%0") .. " %-> [^\n]* in=11 out=11 [^\n]*end=")
+  end)
+end)
