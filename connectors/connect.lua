@@ -54,25 +54,7 @@ function _M.check_proxy(conf)
 end
 
 function _M.check(conf, position, ctx)
-  local wrong = position == "from" and TO_ONLY or FROM_ONLY
-  for k in pairs(wrong) do
-    if conf[k] ~= nil then return ("'%s' is for the other position, not '%s'"):format(k, position) end
-  end
-  if position == "from" then
-    if ctx and ctx.nested then                      -- a branch of dual: dual listens
-      if conf.host or conf.port then return "no host or port here: the enclosing connector listens" end
-      return gate.check_server(conf)
-    end
-    local problem = check.listen(conf)
-    if problem then return problem end
-    return gate.check_server(conf)
-  else
-    local problem = _M.check_proxy(conf)
-    if problem then return problem end
-    if not (ctx and ctx.target_from_client) and (not conf.host or not conf.port) then
-      return "missing host or port"
-    end
-  end
+  return gate.check_sides(conf, position, ctx, { from = FROM_ONLY, to = TO_ONLY }, _M.check_proxy)
 end
 
 -- ---------------------------------------------------------------- to: through a proxy

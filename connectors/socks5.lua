@@ -59,24 +59,11 @@ function _M.check_proxy(conf)
 end
 
 function _M.check(conf, position, ctx)
-  local wrong = position == "from" and TO_ONLY or FROM_ONLY
-  for k in pairs(wrong) do
-    if conf[k] ~= nil then return ("'%s' is for the other position, not '%s'"):format(k, position) end
-  end
+  local problem = gate.check_sides(conf, position, ctx, { from = FROM_ONLY, to = TO_ONLY }, _M.check_proxy)
+  if problem then return problem end
   if position == "from" then
     if conf.socks4 and conf.users then return "socks4 = true with users: SOCKS4 carries no password" end
-    if ctx and ctx.nested then                      -- a branch of dual: dual listens
-      if conf.host or conf.port then return "no host or port here: the enclosing connector listens" end
-      return gate.check_server(conf)
-    end
-    local problem = check.listen(conf)
-    if problem then return problem end
-    return gate.check_server(conf)
-  end
-  local problem = _M.check_proxy(conf)
-  if problem then return problem end
-  if not (ctx and ctx.target_from_client) and (not conf.host or not conf.port) then
-    return "missing host or port"
+    return
   end
   if conf.remote_dns == false and conf.host and core.pack_ip and not core.pack_ip(conf.host) and not core.resolve then
     return "remote_dns = false with a host name: this build cannot resolve names for it (give an address)"

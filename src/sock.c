@@ -103,17 +103,21 @@ static void drop_anchor(struct np_sock *s)
     s->self_ref = LUA_NOREF;
 }
 
+void np_sock_free_own_addr(struct np_sock *s)
+{
+    if (!s->own_addr) return;
+    free(s->own_addr->ai_addr);
+    free(s->own_addr);
+    s->own_addr = NULL;
+}
+
 void np_sock_close(struct np_sock *s)
 {
     if (s->resolving) np_resolve_cancel(s->resolving);
     s->resolving = NULL;
     if (s->addrs) evutil_freeaddrinfo(s->addrs);
     s->addrs = s->next_addr = NULL;
-    if (s->unix_target) {
-        free(s->unix_target->ai_addr);
-        free(s->unix_target);
-        s->unix_target = NULL;
-    }
+    np_sock_free_own_addr(s);
     /* The events are assigned from creation on (a bare timer while resolving). */
     event_del(&s->rev);
     event_del(&s->wev);

@@ -60,7 +60,7 @@ struct np_sock {
     struct np_idle *idle;
     /* connect */
     void (*connect_step)(struct np_sock *s, short what);   /* set by sock_connect.c */
-    struct evutil_addrinfo *unix_target;    /* a unix socket or an address literal: a list
+    struct evutil_addrinfo *own_addr;    /* a unix socket or an address literal: a list
                                              * of one made here, not by the resolver */
     int resolve_only;             /* core.resolve: the addresses are the answer */
     struct np_resolve *resolving;

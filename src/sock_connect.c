@@ -72,19 +72,11 @@ static int connect_next(struct np_sock *s)
     return DONE;
 }
 
-static void free_unix_target(struct np_sock *s)
-{
-    if (!s->unix_target) return;
-    free(s->unix_target->ai_addr);
-    free(s->unix_target);
-    s->unix_target = NULL;
-}
-
 static void connect_finished(struct np_sock *s)
 {
     if (s->addrs) evutil_freeaddrinfo(s->addrs);
     s->addrs = s->next_addr = NULL;
-    free_unix_target(s);
+    np_sock_free_own_addr(s);
     if (s->fd >= 0) np_sock_set_nodelay(s->fd);
 }
 
@@ -178,8 +170,8 @@ int np_sock_connect(lua_State *L, struct np_sock_owner *o, const char *host, int
     s->deadline = timeout > 0 ? np_now() + timeout : 0;
     s->resolving = NULL;
     /* an address needs no resolver: straight to connect() */
-    if ((s->unix_target = literal_addrinfo(host, port))) {
-        s->next_addr = s->unix_target;
+    if ((s->own_addr = literal_addrinfo(host, port))) {
+        s->next_addr = s->own_addr;
         if (connect_next(s) == DONE) return push_connect(L, s, idx);
         return np_sock_yield(L, s, idx);
     }
@@ -226,9 +218,9 @@ int np_sock_connect_unix(lua_State *L, struct np_sock_owner *o, const char *path
     s->op = NP_OP_CONNECT;
     s->connect_step = connect_step;
     s->deadline = timeout > 0 ? np_now() + timeout : 0;
-    s->unix_target = unix_addrinfo(path);
-    if (!s->unix_target) return np_sock_push_fail(L, "bad unix socket path");
-    s->next_addr = s->unix_target;
+    s->own_addr = unix_addrinfo(path);
+    if (!s->own_addr) return np_sock_push_fail(L, "bad unix socket path");
+    s->next_addr = s->own_addr;
     if (connect_next(s) == DONE) return push_connect(L, s, idx);
     return np_sock_yield(L, s, idx);
 }

@@ -31,6 +31,28 @@ function _M.check_server(conf)
   end
 end
 
+-- What a proxy connector (connect, socks5) checks in either position: the other
+-- position's parameters refused; as `from`, listen defaults (none as a branch of dual,
+-- which listens) and never an open proxy; as `to`, the proxy's address (check_proxy) and
+-- the target unless the client names it. only = { from = {...}, to = {...} }.
+function _M.check_sides(conf, position, ctx, only, check_proxy)
+  for k in pairs(position == "from" and only.to or only.from) do
+    if conf[k] ~= nil then return ("'%s' is for the other position, not '%s'"):format(k, position) end
+  end
+  if position == "from" then
+    if ctx and ctx.nested then
+      if conf.host or conf.port then return "no host or port here: the enclosing connector listens" end
+      return _M.check_server(conf)
+    end
+    return check.listen(conf) or _M.check_server(conf)
+  end
+  local problem = check_proxy(conf)
+  if problem then return problem end
+  if not (ctx and ctx.target_from_client) and (not conf.host or not conf.port) then
+    return "missing host or port"
+  end
+end
+
 -- The target to reach for what a client asked: route's answer, or the same when the allow
 -- list has it. Returns host, port; or nil, why, false, reason (refused; reason: route's own
 -- words, for the client); or nil, why, true when route returned something that is not a
