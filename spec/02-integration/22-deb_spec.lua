@@ -1,6 +1,7 @@
 -- The Debian package (scripts/package: CPack's DEB generator): built from the build under
 -- test, installed with dpkg, run from its installed files, purged. Needs root (dpkg), and
 -- never touches a netproxy package that was installed before the spec.
+-- run-tests: alone (dpkg takes a lock: the two builds' runs of this file cannot overlap)
 local h = require "spec.helpers"
 
 local function sh(cmd)
