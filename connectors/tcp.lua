@@ -25,6 +25,12 @@ function _M.listen(conf)
   return conf.host, conf.port
 end
 
+-- Where connect() goes when it has nothing else to do: the C core may then connect by
+-- itself (netproxy.session.route).
+function _M.fixed(conf)
+  if conf.proxy_protocol == nil then return conf.host, conf.port end
+end
+
 -- Reaches the server (and tells it who the client is, with proxy_protocol); the socket is
 -- relayed as it is.
 function _M.connect(conf, conn)

@@ -3,6 +3,7 @@
  * carried out by the reaper, after the callback that decided it has returned. */
 #include "conn.h"
 #include "defer.h"
+#include "dial.h"
 #include "hook.h"
 #include "idle.h"
 #include "log.h"
@@ -14,6 +15,7 @@
 #include "task.h"
 
 #include <event2/buffer.h>
+#include <errno.h>
 #include <event2/event.h>
 #include <lauxlib.h>
 #include <stdarg.h>
@@ -24,10 +26,14 @@
 
 #define HANDLE_MT "netproxy.conn_handle"
 
-/* What a connection holds only while its connectors negotiate. */
+/* What a connection holds only while its connectors negotiate: their coroutine, or, for
+ * a routed proxy (proxy.h), the connect the core makes itself and the client's socket. */
 struct session {
     struct np_task task;
     struct event deadline;      /* negotiation timeout */
+    int routed;
+    struct np_dial dial;
+    int client_fd[2];           /* read, write; -1 once the relay has them */
 };
 
 struct np_conn {
@@ -71,6 +77,7 @@ static int reaper_ready;
 
 static const struct np_task_ops session_ops;
 static void negotiated(struct np_conn *c);
+static void start_routed(struct np_conn *c, int rfd, int wfd);
 
 /* ---------------------------------------------------------------- who is running */
 
@@ -164,6 +171,13 @@ static void unref(lua_State *L, int *ref)
     *ref = LUA_NOREF;
 }
 
+/* What the log line names as the target: set by the session, or fixed by the route. */
+static const char *target_of(const struct np_conn *c)
+{
+    if (c->target) return c->target;
+    return c->proxy->route ? c->proxy->route->label : NULL;
+}
+
 static void count_and_log(struct np_conn *c)
 {
     struct np_proxy *p = c->proxy;
@@ -177,7 +191,7 @@ static void count_and_log(struct np_conn *c)
     case NP_END_CLEAN: break;
     }
     np_clog(NP_NOTICE, c->id, "%s: %s -> %s in=%llu out=%llu time=%.3fs end=%s%s%s", p->name,
-            c->client ? c->client : "?", c->target ? c->target : "-", (unsigned long long)c->bytes[0],
+            c->client ? c->client : "?", target_of(c) ? target_of(c) : "-", (unsigned long long)c->bytes[0],
             (unsigned long long)c->bytes[1], np_clock() - c->started, np_end_name(c->end),
             c->detail && c->detail[0] ? ": " : "", c->detail ? c->detail : "");
 }
@@ -185,10 +199,18 @@ static void count_and_log(struct np_conn *c)
 /* The session is over (or the connection): its coroutine, cosockets and deadline go. */
 static void session_free(struct np_conn *c)
 {
-    if (!c->session) return;
-    event_del(&c->session->deadline);
-    np_task_release(&c->session->task);
-    free(c->session);
+    struct session *s = c->session;
+
+    if (!s) return;
+    if (s->routed) {
+        np_dial_cancel(&s->dial);
+        if (s->client_fd[1] != s->client_fd[0] && s->client_fd[1] >= 0) close(s->client_fd[1]);
+        if (s->client_fd[0] >= 0) close(s->client_fd[0]);
+    } else {
+        event_del(&s->deadline);
+        np_task_release(&s->task);
+    }
+    free(s);
     c->session = NULL;
     np_defer_cancel(&c->session_over);
 }
@@ -217,8 +239,8 @@ static void tell_closed(struct np_conn *c)
     lua_setfield(L, -2, "reason");
     lua_pushstring(L, c->detail ? c->detail : "");
     lua_setfield(L, -2, "detail");
-    if (c->target) {
-        lua_pushstring(L, c->target);
+    if (target_of(c)) {
+        lua_pushstring(L, target_of(c));
         lua_setfield(L, -2, "server");
     }
     if (np_hook_pcall(L, 1, c->proxy->budget, c->proxy->call_memory, err, sizeof err) < 0)
@@ -275,7 +297,9 @@ void np_conn_close(struct np_conn *c, enum np_end how, const char *fmt, ...)
     if (vasprintf(&c->detail, fmt, ap) < 0) c->detail = NULL;
     va_end(ap);
     negotiated(c);
-    if (c->session) {
+    if (c->session && c->session->routed) {
+        np_dial_cancel(&c->session->dial);
+    } else if (c->session) {
         event_del(&c->session->deadline);
         np_task_halt(&c->session->task);
     }
@@ -350,12 +374,11 @@ static void init_reaper(void)
     reaper_ready = 1;
 }
 
-void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
-                   np_conn_done_fn *done, void *done_arg)
+/* A new connection, counted and logged; NULL (the fds closed, done told) when out of memory. */
+static struct np_conn *conn_new(struct np_proxy *p, int rfd, int wfd, const char *client,
+                                np_conn_done_fn *done, void *done_arg)
 {
     struct np_conn *c = calloc(1, sizeof *c);
-    lua_State *co;
-    int reused;
 
     if (c) c->session = calloc(1, sizeof *c->session);
     if (c && c->session) c->client = strdup(client);
@@ -366,7 +389,7 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
         close(rfd);
         if (wfd != rfd) close(wfd);
         if (done) done(done_arg, NULL);
-        return;
+        return NULL;
     }
     init_reaper();
     c->id = next_id++;
@@ -385,12 +408,21 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
     p->negotiating++;
     c->negotiating = 1;
     evtimer_assign(&c->session->deadline, np_base, on_deadline, c);
+    np_clog(NP_INFO, c->id, "%s: accepted %s", p->name, c->client);
+    return c;
+}
+
+/* The connectors run in a session coroutine (netproxy.session.serve). */
+static void start_session(struct np_conn *c, int rfd, int wfd)
+{
+    struct np_proxy *p = c->proxy;
+    lua_State *co;
+    int reused;
+
     if (p->negotiation_timeout > 0) {
         struct timeval tv = np_tv(p->negotiation_timeout);
         evtimer_add(&c->session->deadline, &tv);
     }
-    np_clog(NP_INFO, c->id, "%s: accepted %s", p->name, c->client);
-
     co = np_task_init(&c->session->task, p->L, &session_ops, c, c->id, &reused);
     c->session->task.budget = p->budget;
     c->session->task.max_alloc = p->call_memory;
@@ -402,6 +434,16 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
     lua_pushstring(co, c->client);
     push_handle(co, c);
     np_task_resume(&c->session->task, 5);
+}
+
+void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
+                   np_conn_done_fn *done, void *done_arg)
+{
+    struct np_conn *c = conn_new(p, rfd, wfd, client, done, done_arg);
+
+    if (!c) return;
+    if (p->route) start_routed(c, rfd, wfd);
+    else start_session(c, rfd, wfd);
 }
 
 /* ---------------------------------------------------------------- served here */
@@ -497,14 +539,16 @@ static void drop_handoff(struct np_conn_handoff *h, lua_State *L)
     unref(L, &h->conn_ref);
 }
 
-int np_conn_relay(struct np_conn *c, struct np_conn_handoff *h)
+/* The relay over both sides, which it owns from then on; -1 when it could not start
+ * (nothing taken). The negotiation is over. */
+static int start_relay(struct np_conn *c, const struct np_relay_side *client,
+                       const struct np_relay_side *server, const int filtered[2], int may_starttls)
 {
     struct np_proxy *p = c->proxy;
-    struct np_relay_side client, server;
     struct np_relay_config cfg = {
         .mode = p->relay_mode,
-        .filtered = { h->hook_ref[0] != LUA_NOREF, h->hook_ref[1] != LUA_NOREF },
-        .may_starttls = h->may_starttls,
+        .filtered = { filtered[0], filtered[1] },
+        .may_starttls = may_starttls,
         .buffer_size = p->buffer_size,
         .idle_timeout = p->idle_timeout,
         .bytes = { &c->bytes[0], &c->bytes[1] },
@@ -514,14 +558,27 @@ int np_conn_relay(struct np_conn *c, struct np_conn_handoff *h)
     };
     char path[96];
 
+    if (c->end == NP_END_NONE && !c->relay) c->relay = np_relay_new(&cfg, &relay_ops, c, client, server);
+    if (!c->relay) return -1;
+    negotiated(c);
+    event_del(&c->session->deadline);
+    np_clog(NP_INFO, c->id, "%s: relay: %s", p->name, np_relay_describe(c->relay, path, sizeof path));
+    return 0;
+}
+
+int np_conn_relay(struct np_conn *c, struct np_conn_handoff *h)
+{
+    struct np_relay_side client, server;
+    int filtered[2] = { h->hook_ref[0] != LUA_NOREF, h->hook_ref[1] != LUA_NOREF };
+    int rc;
+
     side_of(&client, h, NP_CLIENT);
     side_of(&server, h, NP_SERVER);
-    if (c->end == NP_END_NONE && !c->relay)
-        c->relay = np_relay_new(&cfg, &relay_ops, c, &client, &server);
+    rc = start_relay(c, &client, &server, filtered, h->may_starttls);
     for (int i = 0; i < 2; i++)
         if (h->ahead[i]) evbuffer_free(h->ahead[i]);
-    if (!c->relay) {
-        drop_handoff(h, p->L);
+    if (rc < 0) {
+        drop_handoff(h, c->proxy->L);
         np_conn_close(c, NP_END_NO_MEMORY, "%s", "starting the relay");
         return -1;
     }
@@ -529,10 +586,42 @@ int np_conn_relay(struct np_conn *c, struct np_conn_handoff *h)
     c->hook_ref[1] = h->hook_ref[1];
     c->hook_conn_ref = h->conn_ref;
     c->hook_budget = h->hook_budget;
-    negotiated(c);
-    event_del(&c->session->deadline);
-    np_clog(NP_INFO, c->id, "%s: relay: %s", p->name, np_relay_describe(c->relay, path, sizeof path));
     return 0;
+}
+
+/* ---------------------------------------------------------------- routed */
+
+static void routed_connected(void *arg, int fd, int err)
+{
+    static const int unfiltered[2];
+    struct np_conn *c = arg;
+    struct session *s = c->session;
+    struct np_relay_side client = { .rfd = s->client_fd[0], .wfd = s->client_fd[1] };
+    struct np_relay_side server = { .rfd = fd, .wfd = fd };
+
+    if (fd < 0 && err == ETIMEDOUT && c->proxy->route->on_timeout == NP_END_NEGOTIATION_TIMEOUT) {
+        np_conn_close(c, NP_END_NEGOTIATION_TIMEOUT, "%s", "");
+    } else if (fd < 0) {
+        np_conn_close(c, NP_END_CONNECT_FAILED, "%s", np_sock_err_token(err));
+    } else if (start_relay(c, &client, &server, unfiltered, 0) < 0) {
+        close(fd);
+        np_conn_close(c, NP_END_NO_MEMORY, "%s", "starting the relay");
+    } else {
+        s->client_fd[0] = s->client_fd[1] = -1;
+        np_defer(&c->session_over, on_session_over);
+    }
+}
+
+/* The config fixed the server and nothing runs before the relay: connect, then relay. */
+static void start_routed(struct np_conn *c, int rfd, int wfd)
+{
+    const struct np_route *r = c->proxy->route;
+    struct session *s = c->session;
+
+    s->routed = 1;
+    s->client_fd[0] = rfd;
+    s->client_fd[1] = wfd;
+    np_dial_start(&s->dial, (const struct sockaddr *)&r->addr, r->addrlen, r->timeout, routed_connected, c);
 }
 
 int np_conn_send(struct np_conn *c, int dir, const char *data, size_t len, const char **err)

@@ -4,6 +4,7 @@
 #include "luavm.h"
 
 #include <lauxlib.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,8 +68,41 @@ int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char
     return 0;
 }
 
+void np_proxy_read_route(struct np_proxy *p, lua_State *L, int t)
+{
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
+    struct addrinfo *res = NULL;
+    const char *host = lua_istable(L, t) ? np_lua_string(L, t, "host") : NULL;
+    double connect_timeout;
+    char port[16];
+
+    if (!host) return;
+    connect_timeout = np_lua_number(L, t, "connect_timeout", 10);
+    snprintf(port, sizeof port, "%d", (int)np_lua_number(L, t, "port", 0));
+    if (getaddrinfo(host, port, &hints, &res) != 0) return;
+    if ((p->route = calloc(1, sizeof *p->route)) && res->ai_addrlen <= sizeof p->route->addr) {
+        memcpy(&p->route->addr, res->ai_addr, res->ai_addrlen);
+        p->route->addrlen = res->ai_addrlen;
+        const char *label = np_lua_string(L, t, "label");
+        snprintf(p->route->label, sizeof p->route->label, "%s", label ? label : host);
+        /* the session's connect is bounded by both: the nearer deadline decides the end */
+        p->route->timeout = connect_timeout;
+        p->route->on_timeout = NP_END_CONNECT_FAILED;
+        if (p->negotiation_timeout > 0 && (connect_timeout <= 0 || p->negotiation_timeout < connect_timeout)) {
+            p->route->timeout = p->negotiation_timeout;
+            p->route->on_timeout = NP_END_NEGOTIATION_TIMEOUT;
+        }
+    } else {
+        free(p->route);
+        p->route = NULL;
+    }
+    freeaddrinfo(res);
+}
+
 void np_proxy_free(struct np_proxy *p)
 {
+    free(p->route);
+    p->route = NULL;
     np_acl_free(&p->acl);
     free(p->listeners);
     p->listeners = NULL;

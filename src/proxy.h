@@ -3,12 +3,15 @@
 #ifndef NP_PROXY_H
 #define NP_PROXY_H
 #include "acl.h"
+#include "addr.h"
+#include "end.h"
 #include "relay.h"
 #include "shm.h"
 
 #include <stddef.h>
 #include <stdint.h>
 #include <lua.h>
+#include <sys/socket.h>
 
 /* This process's counters of proxy p (bytes are counted as they move; metrics.c sums). */
 #define NP_COUNTERS(p) np_shm_counters((p)->row)
@@ -17,6 +20,17 @@ struct np_listener;
 struct np_config;
 struct np_conn;
 struct np_udp;
+
+/* The server of a proxy whose connections run no Lua before the relay (netproxy.session's
+ * route(): nothing to negotiate, hook or tell, and a `to` fixed by the config): conn.c
+ * connects there itself. */
+struct np_route {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    double timeout;             /* the connect's: connect_timeout or negotiation_timeout */
+    enum np_end on_timeout;     /* and which of the two it is */
+    char label[NP_ADDRSTRLEN];  /* the target, as the log line names it */
+};
 
 struct np_proxy {
     char name[64];
@@ -38,6 +52,7 @@ struct np_proxy {
     struct np_listener **listeners;
     int nlisteners;
     struct np_udp *udp;         /* a udp from: its sockets and flows (udp.c) */
+    struct np_route *route;     /* NULL: each connection runs netproxy.session */
     /* while running */
     struct np_conn *conns;      /* its live connections (linked by conn.c) */
     uint64_t negotiating;
@@ -48,6 +63,10 @@ struct np_proxy {
 /* Reads the normalised proxy table at index t of L into p (listeners aside). 0, or -1
  * with a message in err. */
 int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char *err, size_t errlen);
+
+/* The route table at index t (from netproxy.session.route: host, port, label), when its
+ * host is an IP address; a name is left to the session, which resolves per connection. */
+void np_proxy_read_route(struct np_proxy *p, lua_State *L, int t);
 
 /* allow = { ... }, deny = { ... } of the table at t into acl. 0, or -1 with err. */
 int np_proxy_read_acl(lua_State *L, int t, struct np_acl *acl, char *err, size_t errlen);

@@ -461,6 +461,7 @@ static int bind_proxy(lua_State *L, struct np_proxy *p, int t, char *err, size_t
     return rc;
 }
 
+/* netproxy.session: *ref anchors its serve function; its table is left on the stack. */
 static int load_session(lua_State *L, int *ref, char *err, size_t errlen)
 {
     lua_getglobal(L, "require");
@@ -470,9 +471,19 @@ static int load_session(lua_State *L, int *ref, char *err, size_t errlen)
         return -1;
     }
     lua_getfield(L, -1, "serve");
-    lua_remove(L, -2);
     *ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
+}
+
+/* Asks netproxy.session (at index session) whether p's connections may skip it. */
+static void read_route(lua_State *L, int session, struct np_proxy *p, int t)
+{
+    lua_getfield(L, session, "route");
+    lua_pushvalue(L, t);
+    if (np_lua_pcall(L, 1, 1, "netproxy.session.route") < 0) return;
+    np_proxy_read_route(p, L, lua_gettop(L));
+    lua_pop(L, 1);
+    if (p->route) np_log(NP_DEBUG, "%s: routed to %s: its connections run no Lua before the relay", p->name, p->route->label);
 }
 
 /* A registry ref to t[name] when it is a function, else LUA_NOREF. */
@@ -533,7 +544,7 @@ static int read_server(struct np_config *g, lua_State *L, int cfg, char *err, si
 static struct np_config *config_new(lua_State *L, char *err, size_t errlen)
 {
     struct np_config *g = calloc(1, sizeof *g);
-    int cfg = lua_gettop(L), session_ref;
+    int cfg = lua_gettop(L), session_ref, session;
 
     if (!g) {
         snprintf(err, errlen, "out of memory");
@@ -544,6 +555,7 @@ static struct np_config *config_new(lua_State *L, char *err, size_t errlen)
     evtimer_assign(&g->drain_deadline, np_base, on_drain_deadline, g);
     if (read_server(g, L, cfg, err, errlen) < 0 || load_session(L, &session_ref, err, errlen) < 0)
         goto fail;
+    session = lua_gettop(L);
     lua_getfield(L, cfg, "proxies");
     g->nproxies = (int)lua_objlen(L, -1);
     g->proxies = calloc(g->nproxies ? g->nproxies : 1, sizeof(struct np_proxy));
@@ -556,6 +568,7 @@ static struct np_config *config_new(lua_State *L, char *err, size_t errlen)
             lua_settop(L, cfg);
             goto fail;
         }
+        read_route(L, session, p, lua_gettop(L));
         lua_pop(L, 1);
     }
     lua_settop(L, cfg);

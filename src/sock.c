@@ -41,6 +41,11 @@ void np_sock_on_fd_shortage(void (*fn)(int err))
     np_sock_fd_shortage = fn;
 }
 
+void np_sock_report_fd_shortage(int err)
+{
+    if (np_sock_fd_shortage) np_sock_fd_shortage(err);
+}
+
 /* A short, stable token for an errno, as OpenResty's cosockets give. */
 const char *np_sock_err_token(int err)
 {

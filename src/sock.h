@@ -30,6 +30,12 @@ void np_sock_set_running(struct np_sock_owner *o);
 
 /* Out of file descriptors while connecting: fn(errno) is told (the server pauses accepting). */
 void np_sock_on_fd_shortage(void (*fn)(int err));
+void np_sock_report_fd_shortage(int err);      /* a connect outside the cosockets met one */
+
+/* A short, stable token for an errno ("refused", "timeout"...), as OpenResty's cosockets
+ * give; and TCP_NODELAY on a connected socket. */
+const char *np_sock_err_token(int err);
+void np_sock_set_nodelay(int fd);
 
 enum np_sock_op { NP_OP_NONE, NP_OP_READ, NP_OP_PEEK, NP_OP_WRITE, NP_OP_CONNECT, NP_OP_HANDSHAKE, NP_OP_FLUSH };
 

@@ -7,11 +7,9 @@
 
 enum { PENDING, DONE };
 
-const char *np_sock_err_token(int err);
 int np_sock_push_fail(lua_State *L, const char *err);
 struct np_sock *np_sock_new(lua_State *L, struct np_sock_owner *o);
 void np_sock_set_fds(struct np_sock *s, int rfd, int wfd);
-void np_sock_set_nodelay(int fd);
 /* Frees the one-address list a connect made itself (a unix path, an IP literal). */
 void np_sock_free_own_addr(struct np_sock *s);
 /* Anchors the userdata at idx, marks the coroutine as waiting, and yields. */

@@ -135,6 +135,25 @@ function _M.run(proxy, client, id, peer, handle)
   if not ok then return "closed", why end
 end
 
+-- A proxy whose connections have nothing to run here before the relay: no PROXY protocol,
+-- no accept or on_close function, a `from` connector without a step of its own (accept,
+-- connected, failed), no hook, no TLS, no pool, and a `to` connector that says where it
+-- connects (fixed(conf) -> host, port). The C core then connects and relays by itself
+-- (conn.c): such a connection costs no coroutine, no Lua object and no garbage. Returns
+-- what the core needs, or nil: every connection then runs run() above.
+function _M.route(proxy)
+  local from_conf, target = proxy.from, proxy.to
+  if from_conf.proxy_protocol or proxy.server_accept or proxy.accept or proxy.on_close then return nil end
+  if from_conf.hook or target.hook or from_conf._tls or target._tls or target._pool then return nil end
+  local from, to = connectors.get(from_conf.type), connectors.get(target.type)
+  if not (from and to) or from.accept or from.connected or from.failed or to.serve or not to.fixed then
+    return nil
+  end
+  local host, port = to.fixed(target)
+  if not host then return nil end
+  return { host = host, port = port, label = describe(target), connect_timeout = proxy.connect_timeout }
+end
+
 -- What the C core runs in a session coroutine: one connection after another. Each ends
 -- with a yield of core.task_done and how it ended; the core keeps the coroutine and
 -- resumes it with the next connection's arguments, so a connection costs no new coroutine.

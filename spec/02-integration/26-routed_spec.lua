@@ -1,0 +1,108 @@
+-- Routed proxies: when nothing of a proxy runs in Lua before the relay (a plain tcp from, a
+-- tcp to an IP address, no hook, accept, on_close, PROXY protocol, TLS or pool), the C core
+-- connects and relays by itself (netproxy.session.route, src/conn.c, src/dial.c). The
+-- connection must look the same from outside as one that runs the session: same bytes, same
+-- log lines, same ends, and a reload may switch a proxy between the two ways.
+local h = require "spec.helpers"
+local tcp = require "spec.support.tcp"
+
+local function routed(np, name)
+  return np.full_log():find("debug %[%d+%] " .. name .. ": routed to ") ~= nil
+end
+
+describe("a routed proxy", function()
+  local echo
+  before_each(function() echo = h.peer_server("echo") end)
+  after_each(h.stop_all)
+
+  it("is taken only when nothing runs in Lua before the relay, and serves like the session", function()
+    local e = echo.port
+    local np = h.netproxy_start(h.tcp_proxy("plain", e) ..
+      h.tcp_proxy("hooked", e, "") :gsub('port = 0 }', 'port = 0, hook = function(d) return d end }', 1) ..
+      h.tcp_proxy("accepting", e, "accept = function(conn) return true end,") ..
+      h.tcp_proxy("pp", e) :gsub('port = ' .. e .. ' }', 'port = ' .. e .. ', proxy_protocol = "v1" }', 1) ..
+      ([[proxy { name = "named", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+                 to = { type = "tcp", host = "localhost", port = %d } }
+]]):format(e), { "-vv" })
+    assert.is_true(routed(np, "plain"), np.full_log())
+    for _, name in ipairs({ "hooked", "accepting", "pp", "named" }) do
+      assert.is_false(routed(np, name), name .. " runs the session")
+    end
+    for _, name in ipairs({ "plain", "hooked", "accepting", "named" }) do
+      local r = h.client("127.0.0.1", np.ports[name], { "--bytes", "1M", "--half-close" })
+      assert.are.equal(0, r.rc, name .. ": " .. r.err)
+    end
+    -- the same lines, whichever way: accepted, relay, the end
+    for _, name in ipairs({ "plain", "hooked" }) do
+      h.wait_log(np, name .. ": 127%.0%.0%.1:%d+ %-> 127%.0%.0%.1:" .. e .. " in=1048576 out=1048576 time=[%d%.]+s end=eof")
+      assert.truthy(np.log():find(name .. ": accepted 127.0.0.1:", 1, true))
+      assert.truthy(np.log():find(name .. ": relay: ", 1, true))
+    end
+    h.stop(np)
+  end)
+
+  it("connects to an IPv6 address", function()
+    local echo6 = h.peer_server("echo", nil, "[::1]")
+    local np = h.netproxy_start(([[
+proxy { name = "six", from = { type = "tcp", host = "::1", port = 0 },
+        to = { type = "tcp", host = "::1", port = %d } }
+]]):format(echo6.port), { "-vv" })
+    assert.is_true(routed(np, "six"))
+    local r = h.client("::1", np.ports.six, { "--bytes", "256K", "--conns", "20", "--parallel", "4" })
+    assert.are.equal(0, r.rc, r.err)
+    h.wait_log(np, "six: %[::1%]:%d+ %-> %[::1%]:" .. echo6.port .. " in=262144 out=262144")
+    h.stop(np)
+  end)
+
+  it("ends as the session would: refused, connect_timeout, negotiation_timeout", function()
+    local hole = h.peer_server("blackhole")
+    local np = h.netproxy_start(h.tcp_proxy("refused", h.closed_port()) ..
+      h.tcp_proxy("slow_connect", hole.port, "connect_timeout = 1, negotiation_timeout = 5,") ..
+      h.tcp_proxy("slow_negotiation", hole.port, "connect_timeout = 5, negotiation_timeout = 1,"), { "-vv" })
+    for _, name in ipairs({ "refused", "slow_connect", "slow_negotiation" }) do
+      assert.is_true(routed(np, name), name)
+    end
+    local r = h.client("127.0.0.1", np.ports.refused, { "--bytes", "1K", "--timeout", "5" })
+    assert.are.equal(1, r.failed)
+    h.wait_log(np, "refused: %S+ %-> 127%.0%.0%.1:%d+ in=0 out=0 time=[%d%.]+s end=connect failed: refused")
+    local a = h.spawn({ h.peer, "client", "--connect", "127.0.0.1:" .. np.ports.slow_connect, "--bytes", "1K", "--timeout", "10" })
+    local b = h.spawn({ h.peer, "client", "--connect", "127.0.0.1:" .. np.ports.slow_negotiation, "--bytes", "1K", "--timeout", "10" })
+    local took = h.wait_log(np, "slow_connect: %S+ %-> %S+ in=0 out=0 time=([%d%.]+)s end=connect failed: timeout")
+    assert.is_true(h.about(took, 1), "ended after " .. took .. "s")
+    took = h.wait_log(np, "slow_negotiation: %S+ %-> %S+ in=0 out=0 time=([%d%.]+)s end=negotiation timeout\n")
+    assert.is_true(h.about(took, 1), "ended after " .. took .. "s")
+    h.exit_status(a, 10)
+    h.exit_status(b, 10)
+    h.stop(np)
+  end)
+
+  it("is switched by a reload to the session and back, the running connection untouched", function()
+    local port = h.free_port()
+    local plain = ([[
+proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = %d },
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(port, echo.port)
+    local hooked = plain:gsub("(port = " .. port .. ")", '%1, hook = function(d) return (d:gsub("ping", "PING")) end', 1)
+    local path = h.write(h.tmpfile("routed.lua"), plain)
+    local np = h.netproxy_start(path, { "-vv" })
+    local old = assert(tcp.connect(port))
+    assert.are.equal("ping\n", old:exchange("ping\n", "ping\n"))
+    h.write(path, hooked)
+    os.execute("kill -HUP " .. np.pid)
+    h.wait_log(np, "reloaded [^\n]*%(config generation 1%)")
+    local new = assert(tcp.connect(port))
+    assert.are.equal("PING\n", new:exchange("ping\n", "PING\n"), "a new connection runs the hook")
+    assert.are.equal("ping\n", old:exchange("ping\n", "ping\n"), "the routed one goes on as it was")
+    new:close()
+    h.write(path, plain)
+    os.execute("kill -HUP " .. np.pid)
+    h.wait_log(np, "reloaded [^\n]*%(config generation 2%)")
+    new = assert(tcp.connect(port))
+    assert.are.equal("ping\n", new:exchange("ping\n", "ping\n"), "routed again")
+    assert.are.equal("ping\n", old:exchange("ping\n", "ping\n"))
+    old:close()
+    new:close()
+    h.wait_log(np, "config generation 0: drained")
+    h.stop(np)
+  end)
+end)
