@@ -12,6 +12,14 @@
 static struct np_budget current;
 static size_t in_use, cap;
 
+/* LuaJIT's own allocator (a private dlmalloc space per state, faster for Lua's many small
+ * objects than malloc), which ours wraps to count. */
+struct state_alloc {
+    lua_Alloc f;
+    void *ud;
+    size_t in_use;              /* what this state holds: given back to in_use at its close */
+};
+
 static double monotonic(void)
 {
     struct timespec ts;
@@ -49,12 +57,14 @@ static void on_count(lua_State *L, lua_Debug *ar)
  * "not enough memory" in the call, which ends it (and its connection) only. */
 static void *allocate(void *ud, void *ptr, size_t old, size_t size)
 {
+    struct state_alloc *a = ud;
     size_t before = ptr ? old : 0;
     void *p;
 
     if (size == 0) {
-        free(ptr);
+        a->f(a->ud, ptr, old, 0);
         in_use -= before;
+        a->in_use -= before;
         return NULL;
     }
     if (current.active && size > before) {
@@ -63,8 +73,11 @@ static void *allocate(void *ud, void *ptr, size_t old, size_t size)
             (cap && after > cap))
             return NULL;
     }
-    p = realloc(ptr, size);
-    if (p) in_use = in_use - before + size;
+    p = a->f(a->ud, ptr, old, size);
+    if (p) {
+        in_use = in_use - before + size;
+        a->in_use = a->in_use - before + size;
+    }
     return p;
 }
 
@@ -76,12 +89,30 @@ static int panic(lua_State *L)
 
 lua_State *np_budget_newstate(void)
 {
-    lua_State *L = lua_newstate(allocate, NULL);
+    struct state_alloc *a = calloc(1, sizeof *a);
+    lua_State *L = a ? luaL_newstate() : NULL;
 
-    if (!L) return NULL;
+    if (!L) {
+        free(a);
+        return NULL;
+    }
+    a->f = lua_getallocf(L, &a->ud);
+    lua_setallocf(L, allocate, a);
     lua_atpanic(L, panic);
     np_budget_rearm(L);
     return L;
+}
+
+void np_budget_close(lua_State *L)
+{
+    struct state_alloc *a;
+
+    if (!L) return;
+    lua_getallocf(L, (void **)&a);
+    lua_setallocf(L, a->f, a->ud);      /* LuaJIT frees its space whole only with its own */
+    lua_close(L);
+    in_use -= a->in_use;
+    free(a);
 }
 
 void np_budget_rearm(lua_State *L)

@@ -22,6 +22,9 @@ struct np_budget {
 /* A new Lua state whose allocator counts and limits memory, with the count hook set. */
 lua_State *np_budget_newstate(void);
 
+/* Closes a state made by np_budget_newstate (NULL: nothing), its memory uncounted. */
+void np_budget_close(lua_State *L);
+
 /* Sets the count hook again (after code that replaced it: a debug.sethook while loading). */
 void np_budget_rearm(lua_State *L);
 

@@ -36,7 +36,7 @@ int np_lua_open(lua_CFunction core, char *err, size_t errlen)
 
 void np_lua_close(void)
 {
-    if (np_L) lua_close(np_L);
+    np_budget_close(np_L);
     np_L = NULL;
 }
 

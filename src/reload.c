@@ -1,6 +1,7 @@
 /* SIGHUP: the config and every script loaded again into a new Lua state, which replaces
  * the running config; when anything fails the running one stays, and the log says why. */
 #include "reload.h"
+#include "budget.h"
 #include "cli.h"
 #include "daemon.h"
 #include "log.h"
@@ -38,7 +39,7 @@ int np_reload(const struct np_cli *cli)
     np_log(NP_NOTICE, "reloaded %s (config generation %d)", what, np_server.config->generation);
     return 0;
 failed:
-    if (np_L) lua_close(np_L);
+    np_budget_close(np_L);
     np_L = running;
     np_notify("READY=1");
     return -1;

@@ -54,7 +54,7 @@ static void config_free(struct np_config *g)
     if (g->L) {
         np_timer_cancel_all(g->L);
         np_checker_stop(g->L);
-        lua_close(g->L);
+        np_budget_close(g->L);
     }
     if (np_L == g->L) np_L = NULL;
     free(g);
