@@ -589,6 +589,11 @@ int np_conn_relay(struct np_conn *c, struct np_conn_handoff *h)
     return 0;
 }
 
+int np_conn_client_fd(const struct np_conn *c)
+{
+    return c->relay && c->end == NP_END_NONE ? np_relay_client_fd(c->relay) : -1;
+}
+
 /* ---------------------------------------------------------------- routed */
 
 static void routed_connected(void *arg, int fd, int err)

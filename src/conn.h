@@ -72,6 +72,9 @@ struct np_conn_handoff {
  * the connection is closed). 0, or -1 when it could not start. */
 int np_conn_relay(struct np_conn *c, struct np_conn_handoff *h);
 
+/* The relayed client's socket (a hook asking where the client connected to), or -1. */
+int np_conn_client_fd(const struct np_conn *c);
+
 /* During the relay: bytes toward one side (NP_TO_SERVER / NP_TO_CLIENT), after the chunk
  * being handled; and a STARTTLS upgrade of one side. 0, or -1 with a reason in err. */
 int np_conn_send(struct np_conn *c, int dir, const char *data, size_t len, const char **err);

@@ -277,6 +277,24 @@ static int core_close(lua_State *L)
     return 0;
 }
 
+/* core.reached(handle) -> "addr:port" the relayed client connected to, or nil: conn.reached
+ * once the client's socket belongs to the relay (looked up only when a hook asks). */
+static int core_reached(lua_State *L)
+{
+    struct np_conn *c = np_conn_from_handle(L, 1);
+    int fd = c ? np_conn_client_fd(c) : -1;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char text[NP_ADDRSTRLEN];
+
+    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
+        (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+        return 0;
+    np_addr_format((struct sockaddr *)&ss, len, text, sizeof text);
+    lua_pushstring(L, text);
+    return 1;
+}
+
 /* core.serving(client): the connection is served here (a service): negotiation is over
  * without a relay; client's bytes are the connection's. */
 static int core_serving(lua_State *L)
@@ -327,6 +345,7 @@ static const luaL_Reg core_funcs[] = {
     { "set_target", core_set_target },
     { "set_client", core_set_client },
     { "pool_connected", core_pool_connected },
+    { "reached", core_reached },
     { "pack_ip", core_pack_ip },
     { "unpack_ip", core_unpack_ip },
     { "connect", core_connect },

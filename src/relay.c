@@ -615,6 +615,11 @@ static const char *path_name(const struct direction *d)
     return d->filtered ? "hook" : d->splice || d->may_splice ? "splice" : "buffered";
 }
 
+int np_relay_client_fd(const struct np_relay *r)
+{
+    return r->side[NP_CLIENT].rfd;
+}
+
 const char *np_relay_describe(const struct np_relay *r, char *out, size_t outlen)
 {
     const char *a = path_name(&r->dir[0]), *b = path_name(&r->dir[1]);

@@ -77,6 +77,9 @@ void np_relay_halt(struct np_relay *r);
 void np_relay_free(struct np_relay *r);
 
 /* "splice", "buffered", "hook" or "client->server splice, server->client hook". */
+/* The client side's socket (its read end for standard input and output). */
+int np_relay_client_fd(const struct np_relay *r);
+
 const char *np_relay_describe(const struct np_relay *r, char *out, size_t outlen);
 
 #endif

@@ -11,7 +11,8 @@ local _M = {}
 local lazy = {
   reached = function(self)
     local sock = rawget(self, "_client_sock")
-    return sock and sock:localaddr()
+    if sock then return sock:localaddr() end
+    return core.reached(self._handle)          -- relayed: the relay has the socket
   end,
   peer = function(self)
     local sock = rawget(self, "_client_sock")

@@ -33,7 +33,6 @@ local function fixed_for(proxy, target)
         -- Net::Proxy's rule: the hook of the connector whose socket the data arrived on
         relay = { to_server = proxy.from.hook, to_client = target.hook,
                   hook_budget = proxy.hook_budget, may_starttls = later ~= nil } }
-  f.hooked = f.relay.to_server ~= nil or f.relay.to_client ~= nil
   fixed[target] = f
   return f
 end
@@ -128,7 +127,6 @@ function _M.run(proxy, client, id, peer, handle)
 
   -- sides left in clear text for a hook to upgrade with conn:starttls()
   conn._starttls = f.later
-  if f.hooked then local _ = conn.reached end   -- hooks may ask, after the socket is gone
   conn._client_sock = nil
   -- the conn object is kept by the relay only when there is a hook to hand it to
   local ok, why = core.relay(client, server, f.relay, conn)

@@ -54,7 +54,7 @@ describe("hooks", function()
           if d:find("BYE") then conn:close() end
         end]]) ..
       hooked("addresses", echo.port, nil, [[hook = function(d, conn, eof)
-          if eof then return conn.client .. " " .. conn.server .. " " .. conn.target .. "\n" end
+          if eof then return conn.client .. " " .. conn.server .. " " .. conn.target .. " " .. tostring(conn.reached) .. "\n" end
         end]]),
       { "-v" })
   end)
@@ -105,7 +105,9 @@ describe("hooks", function()
 
   it("gives hooks the connection's addresses", function()
     local out = talk(np.ports.addresses, "x")
-    assert.truthy(out:match("^x127%.0%.0%.1:%d+ 127%.0%.0%.1:" .. echo.port .. " 127%.0%.0%.1:" .. echo.port .. "\n$"), out)
+    -- conn.reached (where the client connected: the proxy's port) is looked up when asked
+    assert.truthy(out:match("^x127%.0%.0%.1:%d+ 127%.0%.0%.1:" .. echo.port .. " 127%.0%.0%.1:" .. echo.port ..
+                            " 127%.0%.0%.1:" .. np.ports.addresses .. "\n$"), out)
   end)
 
   it("in line mode, rewrites a pattern split across two TCP writes", function()
