@@ -18,7 +18,12 @@ struct state_alloc {
     lua_Alloc f;
     void *ud;
     size_t in_use;              /* what this state holds: given back to in_use at its close */
+    struct state_alloc *next, **pprev;
 };
+
+/* Every open state's: LuaJIT keeps its pointer in memory it maps itself, which a leak
+ * checker does not scan, so a state still open at exit must be reachable from here. */
+static struct state_alloc *open_states;
 
 static double monotonic(void)
 {
@@ -98,6 +103,10 @@ lua_State *np_budget_newstate(void)
     }
     a->f = lua_getallocf(L, &a->ud);
     lua_setallocf(L, allocate, a);
+    a->next = open_states;
+    if (open_states) open_states->pprev = &a->next;
+    open_states = a;
+    a->pprev = &open_states;
     lua_atpanic(L, panic);
     np_budget_rearm(L);
     return L;
@@ -112,6 +121,8 @@ void np_budget_close(lua_State *L)
     lua_setallocf(L, a->f, a->ud);      /* LuaJIT frees its space whole only with its own */
     lua_close(L);
     in_use -= a->in_use;
+    if (a->next) a->next->pprev = a->pprev;
+    *a->pprev = a->next;
     free(a);
 }
 

@@ -386,30 +386,6 @@ local function check_proxy(decl, index, server, say_at, warn_at)
   return proxy
 end
 
--- Two listeners on one address and port: the second would fail at start (or, with
--- reuseport, silently share the clients).
-local function check_addresses(proxies, say_at)
-  local seen, paths = {}, {}
-  for _, proxy in ipairs(proxies) do
-    local path = proxy.listen and proxy.listen.path
-    if path and paths[path] then
-      say_at(proxy.where, "proxy '%s': listens on unix:%s, as proxy '%s' does (%s)", proxy.name, path,
-             paths[path].name, paths[path].where)
-    elseif path then
-      paths[path] = proxy
-    end
-    for _, e in ipairs(proxy.listen or {}) do
-      local other = listen.clash(seen, e, proxy)
-      if other and other.owner == proxy then
-        say_at(proxy.where, "proxy '%s': listens twice on %s port %d", proxy.name, e.host, e.port)
-      elseif other then
-        say_at(proxy.where, "proxy '%s': listens on %s port %d, as proxy '%s' does (%s)", proxy.name,
-               e.host, e.port, other.owner.name, other.owner.where)
-      end
-    end
-  end
-end
-
 -- Runs the script with proxy{} and server{} in its environment.
 local function run_script(path)
   local decls, servers = {}, {}
@@ -653,8 +629,7 @@ local function load(path, cli)
     warn_at(server.set_at.reuseport or "command line",
             "server: reuseport with one worker does nothing but let other processes bind the same ports")
   end
-  check_addresses(proxies, say_at)
-  check_clashes(proxies, server, say_at)  -- (both checks report: netproxy.listen's and check's)
+  check_clashes(proxies, server, say_at)
   report(warnings, cli)
   if #errors > 0 then return nil, errors, warnings end
   return { server = server, proxies = proxies, warnings = warnings }

@@ -83,31 +83,4 @@ function _M.entries(host, port, parsed, backlog)
   return list
 end
 
--- The addresses a listen host covers, for telling two listeners on one address apart
--- without resolving names: "localhost" is both loopbacks.
-local function covered(host)
-  if host == "localhost" then return { "127.0.0.1", "::1" } end
-  return { host }
-end
-
-local function overlap(a, b)
-  if a == b then return true end
-  local v6a, v6b = a:find(":", 1, true) ~= nil, b:find(":", 1, true) ~= nil
-  if v6a ~= v6b then return false end       -- IPv6 sockets are v6-only
-  return a == "0.0.0.0" or b == "0.0.0.0" or a == "::" or b == "::"
-end
-
--- The entry already in `seen` that e's address and port clash with (nil: none), after
--- which e is recorded there, with its owner. Port 0 never clashes (a fresh port each).
-function _M.clash(seen, e, owner)
-  if e.port == 0 then return end
-  local addrs = covered(e.host)
-  for _, addr in ipairs(addrs) do
-    for _, other in ipairs(seen) do
-      if other.port == e.port and overlap(other.addr, addr) then return other end
-    end
-  end
-  for _, addr in ipairs(addrs) do seen[#seen + 1] = { addr = addr, port = e.port, owner = owner, host = e.host } end
-end
-
 return _M

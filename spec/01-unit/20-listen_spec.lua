@@ -78,10 +78,10 @@ describe("listen forms", function()
 
   it("refuses one address twice, within a proxy or across two", function()
     local _, errors = load('proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = { 81, 81 } }, ' .. TO .. ' }')
-    assert.truthy(errors[1]:find("proxy 'p': listens twice on 127.0.0.1 port 81", 1, true), errors[1])
+    assert.truthy(errors[1]:find("proxy 'p': listen address 127.0.0.1:81 clashes with 127.0.0.1:81 of proxy 'p' at ", 1, true), errors[1])
     _, errors = load('proxy { name = "a", from = { type = "tcp", host = "*", port = 82 }, ' .. TO .. ' }\n' ..
                      'proxy { name = "b", from = { type = "tcp", host = "::1", port = 82 }, ' .. TO .. ' }')
-    assert.truthy(errors[1]:find(":2: proxy 'b': listens on ::1 port 82, as proxy 'a' does", 1, true), errors[1])
+    assert.truthy(errors[1]:find(":2: proxy 'b': listen address [::1]:82 clashes with [::]:82 of proxy 'a' at ", 1, true), errors[1])
   end)
 
   it("gives every entry its backlog: the proxy's, else server{}'s, else 4096", function()

@@ -70,19 +70,19 @@ describe("--check on settings that would do nothing", function()
     { "two proxies on one address and port",
       bad = proxy("a", '{ type = "tcp", host = "127.0.0.1", port = 6101 }', TO) ..
             proxy("b", '{ type = "tcp", host = "localhost", port = 6101 }', TO),
-      line = 2, says = { "proxy 'b': listens on localhost port 6101, as proxy 'a' does (" },
+      line = 2, says = { "proxy 'b': listen address localhost:6101 clashes with 127.0.0.1:6101 of proxy 'a' at " },
       good = proxy("a", '{ type = "tcp", host = "127.0.0.1", port = 6101 }', TO) ..
              proxy("b", '{ type = "tcp", host = "127.0.0.2", port = 6101 }', TO) ..
              proxy("c", '{ type = "tcp", host = "::1", port = 6102 }', TO) ..
              proxy("d", '{ type = "tcp", host = "0.0.0.0", port = 6102 }', TO) },
     { "two unix listeners on one path",
       bad = proxy("a", '{ type = "unix", path = "@np-spec-same" }', TO) .. proxy("b", '{ type = "unix", path = "@np-spec-same" }', TO),
-      line = 2, says = { "proxy 'b': listens on unix:@np-spec-same, as proxy 'a' does" },
+      line = 2, says = { "proxy 'b': listen path @np-spec-same clashes with @np-spec-same of proxy 'a' at " },
       good = proxy("a", '{ type = "unix", path = "@np-spec-a" }', TO) .. proxy("b", '{ type = "unix", path = "@np-spec-b" }', TO) },
     { "a wildcard and a specific address on one port",
       bad = proxy("a", '{ type = "tcp", host = "0.0.0.0", port = 6103 }', TO) ..
             proxy("b", '{ type = "tcp", host = "127.0.0.1", port = 6103 }', TO),
-      line = 2, says = { "proxy 'b': listens on 127.0.0.1 port 6103, as proxy 'a' does" } },
+      line = 2, says = { "proxy 'b': listen address 127.0.0.1:6103 clashes with 0.0.0.0:6103 of proxy 'a' at " } },
   }
 
   for _, case in ipairs(cases) do
