@@ -799,8 +799,8 @@ int np_udp_fds(int *fds, int max)
     int n = 0;
 
     for (struct usock *ls = socks; ls; ls = ls->next)
-        for (int i = 0; i < ls->group.n && n < max; i++)
-            if (ls->group.fds[i] >= 0) fds[n++] = ls->group.fds[i];
+        for (int i = 0; i < ls->group.n; i++)
+            if (ls->group.fds[i] >= 0 && n++ < max) fds[n - 1] = ls->group.fds[i];
     return n;
 }
 

@@ -49,7 +49,8 @@ void np_udp_start(int index);
 void np_udp_stop_reading(void);
 
 /* A binary upgrade: the text of NETPROXY_UDP_FDS ("FD:INDEX:NAME-IN-HEX,..."), malloc'd,
- * or NULL; np_udp_fds writes every socket's fd (at most max), for their close-on-exec. */
+ * or NULL; np_udp_fds writes every socket's fd (at most max), for their close-on-exec, and
+ * returns how many there are (max 0: just count). */
 char *np_udp_handover(void);
 int np_udp_fds(int *fds, int max);
 

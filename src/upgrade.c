@@ -115,18 +115,21 @@ static void put_fd_list(const char *name, const int *fds, int n)
 void np_upgrade_checked(int status, const char *workers)
 {
     int fds[MAX_FDS], n = np_listeners_fds(fds, MAX_FDS), shm = np_shm_fd();
-    int udp[MAX_FDS], nudp = np_udp_fds(udp, MAX_FDS), pool = np_pool_fd();
-    char shm_text[16], pool_text[16], *udp_text;
+    int nudp = np_udp_fds(NULL, 0), *udp = malloc((nudp + 1) * sizeof *udp), pool = np_pool_fd();
+    char shm_text[16], pool_text[16], *udp_text = NULL;
 
     if (status != 0) {
         log_check_output();
         np_log(NP_ERR, "upgrade: the new binary refused the config (status %d): still running this one", status);
+        free(udp);
         return;
     }
-    if (!(udp_text = np_udp_handover())) {
+    if (!udp || !(udp_text = np_udp_handover())) {
         np_log(NP_ERR, "upgrade: out of memory: still running this one");
+        free(udp);
         return;
     }
+    np_udp_fds(udp, nudp);
     put_fd_list("NETPROXY_LISTEN_FDS", fds, n);
     setenv("NETPROXY_UDP_FDS", udp_text, 1);
     free(udp_text);
@@ -150,6 +153,7 @@ void np_upgrade_checked(int status, const char *workers)
     set_cloexec(&pool, 1, 1);
     unsetenv("NETPROXY_LISTEN_FDS");
     unsetenv("NETPROXY_UDP_FDS");
+    free(udp);
     unsetenv("NETPROXY_SHM_FD");
     unsetenv("NETPROXY_POOL_FD");
     np_upgrade_done();
