@@ -11,6 +11,11 @@
 #   3. Memory per flow: netproxy's resident memory before and after FLOWS client sockets (one
 #      flow each) have each been answered once; (after - before) / FLOWS. The kernel's socket
 #      memory is not in it (each flow holds a socket toward the server).
+#   4. Workers: datagrams per second of 64 bytes through netproxy -w 1 and -w 2, with WFLOWS
+#      flows (client sockets, from 2 client processes, WWINDOW datagrams in flight each) in
+#      front of an echo server of 2 processes (a flow stays on one worker, so one flow could
+#      not use two). Median of REPS runs. With 4 cores or more both netproxies get CPUs 0-1
+#      and the load CPUs 2-3; with fewer nothing is pinned (everything shares the cores).
 # Paths: direct (the client to the echo server), netproxy (from = udp, to = udp, -w 1, no hook),
 # socat (UDP4-LISTEN:PORT,fork UDP4:...: a process per client address). With two cores or more,
 # the proxy is pinned to CPU 0 and the client and the echo server to CPU 1 (taskset).
@@ -51,7 +56,7 @@ while (($#)); do
   shift
 done
 if ((QUICK)); then SECONDS_=1 REPS=1 COUNT=2000 FLOWS=1000; else SECONDS_=5 REPS=3 COUNT=20000 FLOWS=10000; fi
-WINDOW=32
+WINDOW=32 WFLOWS=16 WWINDOW=4
 [[ -x $NETPROXY ]] || die "no $NETPROXY: run scripts/build first"
 for tool in cc socat taskset ss; do command -v $tool >/dev/null || die "needs $tool"; done
 
@@ -72,6 +77,9 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 free_port; ECHO_PORT=$FREE_PORT
 free_port; NP_PORT=$FREE_PORT
 free_port; SOCAT_PORT=$FREE_PORT
+free_port; ECHO2_PORT=$FREE_PORT
+free_port; W1_PORT=$FREE_PORT
+free_port; W2_PORT=$FREE_PORT
 "${LOAD_CPU[@]}" "$LOAD" echo "$ECHO_PORT" & PIDS+=($!)
 cat >"$WORK/udp.lua" <<CONF
 proxy { name = "udp", from = { type = "udp", host = "127.0.0.1", port = $NP_PORT },
@@ -81,10 +89,22 @@ CONF
 "${PROXY_CPU[@]}" "$NETPROXY" -w 1 -q "$WORK/udp.lua" 2>"$WORK/netproxy.log" & NP_PID=$!; PIDS+=($NP_PID)
 "${PROXY_CPU[@]}" socat -T 60 "UDP4-LISTEN:$SOCAT_PORT,fork,reuseaddr" "UDP4:127.0.0.1:$ECHO_PORT" & PIDS+=($!)
 
-declare -A PORT=([direct]=$ECHO_PORT [netproxy]=$NP_PORT [socat]=$SOCAT_PORT)
+# the workers' comparison: its own echo server (2 processes) and two netproxies
+if (($(nproc) >= 4)); then WPROXY_CPU=(taskset -c 0,1) WLOAD_CPU=(taskset -c 2,3); else WPROXY_CPU=() WLOAD_CPU=(); fi
+"${WLOAD_CPU[@]}" "$LOAD" echo "$ECHO2_PORT" 2 & PIDS+=($!)
+for w in 1 2; do
+  wport=W${w}_PORT
+  cat >"$WORK/udp-w$w.lua" <<CONF
+proxy { name = "udp", from = { type = "udp", host = "127.0.0.1", port = ${!wport} },
+        to = { type = "udp", host = "127.0.0.1", port = $ECHO2_PORT }, udp_idle_timeout = 600 }
+CONF
+  "${WPROXY_CPU[@]}" "$NETPROXY" -w $w -q "$WORK/udp-w$w.lua" 2>"$WORK/netproxy-w$w.log" & PIDS+=($!)
+done
+
+declare -A PORT=([direct]=$ECHO_PORT [netproxy]=$NP_PORT [socat]=$SOCAT_PORT [w1]=$W1_PORT [w2]=$W2_PORT)
 declare -A LABEL=([direct]="direct" [netproxy]="netproxy, from/to udp, -w 1" [socat]="socat UDP4-LISTEN,fork")
 TARGETS=(direct netproxy socat)
-for t in "${TARGETS[@]}"; do      # ready once a ping-pong gets through
+for t in "${TARGETS[@]}" w1 w2; do      # ready once a ping-pong gets through
   for ((i = 0; i < 100; i++)); do
     "$LOAD" latency "${PORT[$t]}" 8 1 >/dev/null 2>&1 && break
     sleep 0.05
@@ -109,6 +129,19 @@ for size in 64 1400; do
   done
 done
 
+declare -A WPPS
+for r in $(seq "$REPS"); do       # interleaved: noise falls on both alike
+  for w in 1 2; do
+    out=$("${WLOAD_CPU[@]}" "$LOAD" mrate "${PORT[w$w]}" 64 $SECONDS_ $WWINDOW $WFLOWS 2)
+    WPPS[$w]+=" $(sed 's/.*pps=\([0-9]*\).*/\1/' <<<"$out")"
+  done
+done
+for w in 1 2; do
+  WPPS[$w]=$(median <<<"${WPPS[$w]}")
+  say "netproxy -w $w, $WFLOWS flows, 64 B: ${WPPS[$w]} datagrams/s"
+done
+WRATIO=$(awk -v a="${WPPS[2]}" -v b="${WPPS[1]}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 before=$(rss $NP_PID)
 "${LOAD_CPU[@]}" "$LOAD" flows "$NP_PORT" "$FLOWS" >"$WORK/flows.out" & FLOWS_PID=$!; PIDS+=($FLOWS_PID)
@@ -132,6 +165,13 @@ say "memory: $before KiB before, $after KiB with $FLOWS flows: $PER_FLOW bytes p
   done
   echo
   echo "Memory per flow (netproxy, no hook): $PER_FLOW bytes of resident memory per flow with $FLOWS flows ($before KiB before, $after KiB after; $fds descriptors open), plus one kernel socket per flow."
+  echo
+  echo "Workers: $WFLOWS flows from 2 client processes, $WWINDOW datagrams of 64 B in flight per flow, in front of an echo server of 2 processes (median of $REPS runs of ${SECONDS_} s; $( (($(nproc) >= 4)) && echo "netproxy on CPUs 0-1, the load on CPUs 2-3" || echo "nothing pinned: netproxy, the clients and the echo server share the $(nproc) cores"))."
+  echo
+  echo "| netproxy | 64 B datagrams/s | against -w 1 |"
+  echo "| --- | ---: | ---: |"
+  echo "| -w 1 | ${WPPS[1]} | 1.00 |"
+  echo "| -w 2 | ${WPPS[2]} | $WRATIO |"
   echo
 } >"$WORK/section.md"
 cat "$WORK/section.md"

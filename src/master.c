@@ -224,13 +224,6 @@ static void on_upgrade(evutil_socket_t sig, short what, void *arg)
         np_log(NP_WARNING, "master: SIGUSR2 ignored: %s", stopping ? "stopping" : "an upgrade is under way");
         return;
     }
-    /* the old worker 0 keeps its UDP sockets bound: the new binary could not bind them, and
-     * a new image that cannot start would leave no master */
-    if (np_server_serves_udp()) {
-        np_log(NP_ERR, "master: SIGUSR2 refused: UDP sockets are not handed over by an upgrade yet; "
-               "restart to change the binary, or reload (SIGHUP) for the scripts");
-        return;
-    }
     np_log(NP_NOTICE, "master: SIGUSR2: upgrading the binary");
     upgrade_check = np_upgrade_check();
 }

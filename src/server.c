@@ -451,7 +451,8 @@ static int bind_proxy(lua_State *L, struct np_proxy *p, int t, char *err, size_t
             struct np_listen_opts o = { .backlog = backlog, .mode = (int)np_lua_number(L, -1, "mode", -1) };
             rc = bind_unix(p, path, &o, err, errlen);
         } else if (host && np_lua_bool(L, -1, "udp", 0)) {
-            rc = np_udp_bind(p, host, (int)np_lua_number(L, -1, "port", 0), &udp_ops, NULL, err, errlen);
+            rc = np_udp_bind(p, host, (int)np_lua_number(L, -1, "port", 0), p->config->nworkers,
+                             &udp_ops, NULL, err, errlen);
         } else if (host) {
             rc = bind_entry(p, host, (int)np_lua_number(L, -1, "port", 0), backlog, err, errlen);
         }
@@ -582,8 +583,11 @@ fail:
 
 int np_server_install(lua_State *L, char *err, size_t errlen)
 {
-    struct np_config *g = config_new(L, err, errlen), *old = np_server.config;
+    struct np_config *g, *old = np_server.config;
 
+    if (!old) np_udp_adopt();           /* an upgraded image's UDP sockets, taken over by address */
+    g = config_new(L, err, errlen);
+    if (!old) np_udp_adopted_done();
     if (!g) return -1;
     np_sock_on_fd_shortage(np_listeners_pause);
     g->generation = next_generation++;
@@ -639,15 +643,6 @@ void np_server_start_stdio(void)
         np_server.max_connections = np_server.accepted + 1;     /* done when it is done */
         take_client(p, 0, is_socket ? 0 : 1, is_socket ? (struct sockaddr *)&ss : NULL, len, client);
     }
-}
-
-int np_server_serves_udp(void)
-{
-    const struct np_config *g = np_server.config;
-
-    for (int i = 0; g && i < g->nproxies; i++)
-        if (g->proxies[i].udp) return 1;
-    return 0;
 }
 
 int np_server_serves_stdio(void)

@@ -75,9 +75,6 @@ void np_server_drain(void);
 /* The running config serves standard input and output (inetd, ProxyCommand). */
 int np_server_serves_stdio(void);
 
-/* The running config has a UDP proxy (their sockets are not handed over by an upgrade). */
-int np_server_serves_udp(void);
-
 /* Closes every live connection now, as how. */
 void np_server_close_all(enum np_end how, const char *why);
 

@@ -4,6 +4,7 @@
  * counters). Datagrams are carried one by one, never merged or split; nothing is buffered
  * except a bounded queue while the server's name resolves. */
 #include "udp.h"
+#include "udp_group.h"
 #include "addr.h"
 #include "budget.h"
 #include "conn.h"
@@ -18,6 +19,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -29,16 +31,19 @@
 #define MAX_DATAGRAM 65535
 #define READS_PER_WAKEUP 64
 #define MAX_QUEUED 16           /* datagrams held per flow while its server's name resolves */
-#define RCVBUF (4 << 20)        /* asked of the listening sockets (the kernel caps it) */
 #define HANDLE_MT "netproxy.flow_handle"
 
 struct flow;
 
-/* A listening UDP socket and its flows. */
+/* A listening UDP address and its flows. The master holds its group (udp_group.h: a
+ * socket per worker index); a serving process keeps the socket of its index. */
 struct usock {
-    int fd;                     /* -1 once closed */
+    int fd;                     /* the socket this process reads and answers from; -1 once closed */
+    struct np_udp_group group;  /* every socket of the address this process holds ([0] is fd) */
     char addr[NP_ADDRSTRLEN];
-    int refs;                   /* proxies using it */
+    int refs;                   /* proxies using it, and the hold of a hand-over */
+    int passed;                 /* handed over by an upgrade: held until np_udp_adopted_done */
+    char *passed_by;            /* the name of the proxy that had it, until one takes it */
     struct event ev;
     int armed, reading;
     struct np_udp *serve;       /* whose new flows */
@@ -104,7 +109,7 @@ struct handle {
 static struct usock *socks;
 static struct flow *reaped;
 static struct event reaper;
-static int reaper_ready, worker_index, started;
+static int reaper_ready, started;
 static char buf[MAX_DATAGRAM + 1];
 
 static void flow_close(struct flow *f, enum np_end how, const char *fmt, ...)
@@ -665,55 +670,80 @@ static void usock_arm(struct usock *ls)
     ls->armed = 1;
 }
 
-static int udp_socket(const struct sockaddr *sa, socklen_t len)
+/* "127.0.0.1:53" and "127.0.0.1:0" name the same host. */
+static int same_host(const char *a, const char *b)
 {
-    int one = 1, size = RCVBUF, fd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    const char *ca = strrchr(a, ':'), *cb = strrchr(b, ':');
 
-    if (fd < 0) return -1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
-    if (sa->sa_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (bind(fd, sa, len) < 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    return fd;
+    return ca && cb && ca - a == cb - b && !strncmp(a, b, (size_t)(ca - a));
 }
 
-static struct usock *usock_get(const struct sockaddr *sa, socklen_t len, char *err, size_t errlen)
+/* The open socket for sa: by address; a port 0 is a new one, except the group a binary
+ * upgrade passed for the same proxy (name) on the same host, which it takes over. */
+static struct usock *usock_find(const char *want, const char *name)
 {
-    char want[NP_ADDRSTRLEN];
-    size_t n;
-    struct usock *ls;
-    struct sockaddr_storage ss;
-    socklen_t sslen = sizeof ss;
-    int fd;
+    size_t n = strlen(want);
+    int port0 = n >= 2 && !strcmp(want + n - 2, ":0");
 
-    np_addr_format(sa, len, want, sizeof want);
-    n = strlen(want);
-    if (n < 2 || strcmp(want + n - 2, ":0")) {          /* a port 0 always gets a new one */
-        for (ls = socks; ls; ls = ls->next) {
-            if (ls->fd >= 0 && !strcmp(ls->addr, want)) {
-                ls->refs++;
-                return ls;
-            }
+    for (struct usock *ls = socks; ls; ls = ls->next) {
+        if (ls->fd < 0) continue;
+        if (!port0 && !strcmp(ls->addr, want)) return ls;
+        if (port0 && ls->passed_by && !strcmp(ls->passed_by, name) && same_host(ls->addr, want)) {
+            free(ls->passed_by);        /* taken: another port 0 of that proxy gets its own */
+            ls->passed_by = NULL;
+            return ls;
         }
     }
-    if ((fd = udp_socket(sa, len)) < 0 || !(ls = calloc(1, sizeof *ls))) {
-        snprintf(err, errlen, "cannot listen on udp %s: %s", want, strerror(errno));
-        if (fd >= 0) close(fd);
-        return NULL;
-    }
-    ls->fd = fd;
+    return NULL;
+}
+
+static struct usock *usock_new(void)
+{
+    struct usock *ls = calloc(1, sizeof *ls);
+
+    if (!ls) return NULL;
+    ls->fd = -1;
     ls->refs = 1;
     ls->reading = 1;
-    if (getsockname(fd, (struct sockaddr *)&ss, &sslen) == 0)
-        np_addr_format((struct sockaddr *)&ss, sslen, ls->addr, sizeof ls->addr);
     ls->next = socks;
     socks = ls;
+    return ls;
+}
+
+static void usock_named(struct usock *ls)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof ss;
+
+    ls->fd = ls->group.fds[0];
+    if (getsockname(ls->fd, (struct sockaddr *)&ss, &sslen) == 0)
+        np_addr_format((struct sockaddr *)&ss, sslen, ls->addr, sizeof ls->addr);
+}
+
+static void usock_put(struct usock *ls, int say);
+
+/* The socket of sa for proxy name, shared (refs + 1) or bound, with its group grown to n
+ * sockets and steering over n (the workers). NULL with a message in err. */
+static struct usock *usock_get(const struct sockaddr *sa, socklen_t len, int n, const char *name,
+                               char *err, size_t errlen)
+{
+    char want[NP_ADDRSTRLEN];
+    struct usock *ls;
+
+    np_addr_format(sa, len, want, sizeof want);
+    if ((ls = usock_find(want, name))) {
+        ls->refs++;
+        if (np_udp_group_resize(&ls->group, n) == 0) return ls;
+        snprintf(err, errlen, "cannot listen on udp %s with %d sockets: %s", ls->addr, n, strerror(errno));
+        usock_put(ls, 0);
+        return NULL;
+    }
+    if (!(ls = usock_new()) || np_udp_group_open(&ls->group, sa, len, n) < 0) {
+        snprintf(err, errlen, "cannot listen on udp %s: %s", want, strerror(ls ? errno : ENOMEM));
+        if (ls) usock_put(ls, 0);
+        return NULL;
+    }
+    usock_named(ls);
     return ls;
 }
 
@@ -724,7 +754,7 @@ static void usock_put(struct usock *ls, int say)
     usock_disarm(ls);
     for (size_t i = 0; i < ls->nbuckets; i++)           /* flows cannot outlive their socket */
         while (ls->buckets[i]) flow_close(ls->buckets[i], NP_END_DRAINED, "%s", "no longer listening");
-    if (ls->fd >= 0) close(ls->fd);
+    np_udp_group_close(&ls->group);
     ls->fd = -1;
     for (struct usock **pp = &socks; *pp; pp = &(*pp)->next) {
         if (*pp == ls) {
@@ -732,8 +762,129 @@ static void usock_put(struct usock *ls, int say)
             break;
         }
     }
+    free(ls->passed_by);
     free(ls->buckets);                  /* flows being reaped no longer look at it */
     free(ls);
+}
+
+/* ---------------------------------------------------------------- the hand-over (SIGUSR2) */
+
+/* NETPROXY_UDP_FDS: "FD:INDEX:NAME,..." per socket, NAME the proxy's name in hex (any
+ * byte may be in a name). */
+char *np_udp_handover(void)
+{
+    size_t size = 1, used = 0;
+    char *text;
+
+    for (struct usock *ls = socks; ls; ls = ls->next) {
+        const char *name = ls->serve ? ls->serve->p->name : "";
+        size += (size_t)ls->group.n * (32 + 2 * strlen(name));
+    }
+    if (!(text = malloc(size))) return NULL;
+    text[0] = '\0';
+    for (struct usock *ls = socks; ls; ls = ls->next) {
+        const char *name = ls->serve ? ls->serve->p->name : "";
+        for (int i = 0; i < ls->group.n; i++) {
+            if (ls->group.fds[i] < 0) continue;
+            used += (size_t)snprintf(text + used, size - used, "%s%d:%d:", used ? "," : "", ls->group.fds[i], i);
+            for (const unsigned char *c = (const unsigned char *)name; *c; c++)
+                used += (size_t)snprintf(text + used, size - used, "%02x", *c);
+        }
+    }
+    return text;
+}
+
+int np_udp_fds(int *fds, int max)
+{
+    int n = 0;
+
+    for (struct usock *ls = socks; ls; ls = ls->next)
+        for (int i = 0; i < ls->group.n; i++)
+            if (ls->group.fds[i] >= 0 && n++ < max) fds[n - 1] = ls->group.fds[i];
+    return n;
+}
+
+static char *unhex(const char *p, size_t n)
+{
+    char *name = malloc(n / 2 + 1);
+    size_t i = 0;
+    unsigned v;
+
+    if (!name) return NULL;
+    for (; 2 * i + 1 < n && sscanf(p + 2 * i, "%2x", &v) == 1; i++) name[i] = (char)v;
+    name[i] = '\0';
+    return name;
+}
+
+/* One passed socket joins the group of its address (made on its first socket). */
+static void adopt_one(int fd, int index, const char *hexname, size_t hexlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char addr[NP_ADDRSTRLEN];
+    struct usock *ls;
+
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    if (index < 0 || index > 1024 || getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+        np_log(NP_WARNING, "the previous binary passed a bad udp socket (fd %d, index %d): closed", fd, index);
+        close(fd);
+        return;
+    }
+    np_addr_format((struct sockaddr *)&ss, len, addr, sizeof addr);
+    for (ls = socks; ls && !(ls->passed && !strcmp(ls->addr, addr)); ls = ls->next) {}
+    if (!ls && (ls = usock_new())) {
+        ls->passed = 1;
+        ls->passed_by = unhex(hexname, hexlen);
+        snprintf(ls->addr, sizeof ls->addr, "%s", addr);
+    }
+    if (!ls || np_udp_group_put(&ls->group, index, fd) < 0) {
+        np_log(NP_ERR, "out of memory for a passed udp socket on %s: closed", addr);
+        close(fd);
+    }
+}
+
+int np_udp_adopt(void)
+{
+    const char *list = getenv("NETPROXY_UDP_FDS");
+    int n = 0;
+
+    if (!list) return 0;
+    for (const char *p = list; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
+        int fd, index, at = 0;
+        size_t end = strcspn(p, ",");
+        if (sscanf(p, "%d:%d:%n", &fd, &index, &at) < 2 || at == 0 || (size_t)at > end) continue;
+        adopt_one(fd, index, p + at, end - (size_t)at);
+        n++;
+    }
+    unsetenv("NETPROXY_UDP_FDS");       /* not for the workers to see */
+    for (struct usock *ls = socks, *next; ls; ls = next) {
+        int holes = 0;
+        next = ls->next;
+        if (!ls->passed) continue;
+        for (int i = 0; i < ls->group.n; i++) holes += ls->group.fds[i] < 0;
+        if (holes || ls->group.n == 0) {    /* the kernel's order of the group is unknown */
+            np_log(NP_WARNING, "the previous binary passed an incomplete udp group on %s: closed", ls->addr);
+            ls->passed = 0;
+            usock_put(ls, 0);
+            continue;
+        }
+        usock_named(ls);
+        np_log(NP_INFO, "the previous binary passed %d udp sockets on %s", ls->group.n, ls->addr);
+    }
+    return n;
+}
+
+void np_udp_adopted_done(void)
+{
+    for (struct usock *ls = socks, *next; ls; ls = next) {
+        next = ls->next;
+        if (!ls->passed) continue;
+        ls->passed = 0;
+        if (ls->refs == 1)
+            np_log(NP_WARNING, "passed udp sockets on %s are ones no proxy listens on: closed", ls->addr);
+        usock_put(ls, 0);
+    }
 }
 
 /* ---------------------------------------------------------------- the proxy's side */
@@ -817,14 +968,28 @@ static struct np_udp *udp_of(struct np_proxy *p, const struct np_udp_ops *ops, v
     return u;
 }
 
-int np_udp_bind(struct np_proxy *p, const char *host, int port, const struct np_udp_ops *ops,
-                void *arg, char *err, size_t errlen)
+/* The first user of a socket in this process says so; n sockets when a group. */
+static void say_listening(const struct np_proxy *p, const struct usock *ls)
+{
+    char what[64] = "";
+
+    if (ls->refs != 1 + ls->passed) return;
+    if (ls->passed) snprintf(what, sizeof what, ", %d socket%s passed by the previous binary", ls->group.n,
+                             ls->group.n == 1 ? "" : "s");
+    else if (ls->group.n > 1) snprintf(what, sizeof what, ", %d sockets", ls->group.n);
+    np_log(NP_NOTICE, "%s: listening on %s (udp%s)", p->name, ls->addr, what);
+}
+
+int np_udp_bind(struct np_proxy *p, const char *host, int port, int workers,
+                const struct np_udp_ops *ops, void *arg, char *err, size_t errlen)
 {
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM, .ai_flags = AI_PASSIVE };
     struct addrinfo *res, *ai;
     struct np_udp *u = udp_of(p, ops, arg, err, errlen);
     char service[16], why[256];
-    int rc;
+    /* a process that already reads its sockets and binds again is a single process
+     * reloading (workers never load a config): one socket, whatever the config says */
+    int n = started || workers < 1 ? 1 : workers, rc;
 
     if (!u) return -1;
     snprintf(service, sizeof service, "%d", port);
@@ -833,7 +998,7 @@ int np_udp_bind(struct np_proxy *p, const char *host, int port, const struct np_
         return -1;
     }
     for (ai = res; ai; ai = ai->ai_next) {
-        struct usock *ls = usock_get(ai->ai_addr, ai->ai_addrlen, why, sizeof why);
+        struct usock *ls = usock_get(ai->ai_addr, ai->ai_addrlen, n, p->name, why, sizeof why);
         struct usock **grown = ls ? realloc(u->socks, (u->nsocks + 1) * sizeof *grown) : NULL;
         if (!grown) {
             if (ls) usock_put(ls, 0);
@@ -843,7 +1008,7 @@ int np_udp_bind(struct np_proxy *p, const char *host, int port, const struct np_
         }
         u->socks = grown;
         u->socks[u->nsocks++] = ls;
-        if (ls->refs == 1) np_log(NP_NOTICE, "%s: listening on %s (udp)", p->name, ls->addr);
+        say_listening(p, ls);
     }
     freeaddrinfo(res);
     return 0;
@@ -854,7 +1019,7 @@ void np_udp_serve(struct np_proxy *p)
     for (int i = 0; p->udp && i < p->udp->nsocks; i++) {
         struct usock *ls = p->udp->socks[i];
         ls->serve = p->udp;
-        if (started && worker_index == 0 && ls->reading) usock_arm(ls);   /* a reload's new address */
+        if (started && ls->reading) usock_arm(ls);     /* a single process's reload: a new address */
     }
 }
 
@@ -895,11 +1060,10 @@ void np_udp_close_all(struct np_proxy *p, enum np_end how, const char *why)
 
 void np_udp_start(int index)
 {
-    worker_index = index;
     started = 1;
     for (struct usock *ls = socks; ls; ls = ls->next) {
-        if (index == 0) usock_arm(ls);
-        else ls->reading = 0;           /* worker 0 reads; the others leave it alone */
+        ls->fd = np_udp_group_keep(&ls->group, index);
+        usock_arm(ls);
     }
 }
 

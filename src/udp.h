@@ -1,4 +1,5 @@
-/* UDP proxies: listening UDP sockets shared by address (a reload takes them over), and
+/* UDP proxies: listening UDP sockets shared by address (a reload takes them over; with
+ * workers a SO_REUSEPORT group per address, a socket per worker index, udp_group.h), and
  * flows: one per client address:port, each with its own connected socket towards the
  * server (or a Lua datagram service), ended by udp_idle_timeout or, past max_flows, by
  * eviction of the longest idle. */
@@ -21,9 +22,12 @@ struct np_udp_ops {
 };
 
 /* Binds (or takes over, by address) the UDP sockets of host:port for proxy p, whose
- * settings are read from its Lua table. 0, or -1 with a message in err. */
-int np_udp_bind(struct np_proxy *p, const char *host, int port, const struct np_udp_ops *ops,
-                void *arg, char *err, size_t errlen);
+ * settings are read from its Lua table: with workers > 1, a group of that many sockets per
+ * address (grown, never shrunk, when a reload asks for more) steering each client to one.
+ * A port 0 is a new socket, except the one an upgrade passed for a proxy of p's name on
+ * the same host. 0, or -1 with a message in err. */
+int np_udp_bind(struct np_proxy *p, const char *host, int port, int workers,
+                const struct np_udp_ops *ops, void *arg, char *err, size_t errlen);
 
 /* New flows on p's sockets go to p from now on (a reload's new config). */
 void np_udp_serve(struct np_proxy *p);
@@ -35,13 +39,26 @@ void np_udp_release(struct np_proxy *p, int say);
 /* Ends every flow of p now, as how. */
 void np_udp_close_all(struct np_proxy *p, enum np_end how, const char *why);
 
-/* A serving process starts reading: UDP proxies are served by worker 0 alone (index 0),
- * so that every datagram of a flow meets the same flow table; other workers close theirs. */
+/* A serving process starts reading: worker number index keeps socket index of each group
+ * (the kernel steers every datagram of a client to it) and closes its copies of the
+ * others; a single process (index 0) reads its one socket. */
 void np_udp_start(int index);
 
 /* No new flows (a drain or a stop): sockets are no longer read; replies of live flows
  * still go out through them until their flows end. */
 void np_udp_stop_reading(void);
+
+/* A binary upgrade: the text of NETPROXY_UDP_FDS ("FD:INDEX:NAME-IN-HEX,..."), malloc'd,
+ * or NULL; np_udp_fds writes every socket's fd (at most max), for their close-on-exec, and
+ * returns how many there are (max 0: just count). */
+char *np_udp_handover(void);
+int np_udp_fds(int *fds, int max);
+
+/* In the upgraded image: the passed sockets (NETPROXY_UDP_FDS) are held, by address, until
+ * np_udp_adopted_done; np_udp_bind takes them over. Returns how many. Those no proxy took
+ * are closed with a warning by np_udp_adopted_done. */
+int np_udp_adopt(void);
+void np_udp_adopted_done(void);
 
 /* Registers core.flow_send and core.flow_close in the table on the top of L. */
 void np_udp_open(lua_State *L);

@@ -1,12 +1,14 @@
 /* SIGUSR2, the binary upgrade. The new binary checks the config first (in a child, its
  * errors captured for the log); only then does the master exec it, in the same process: the
  * pid, the children and the listening sockets stay, the shared counters come along as a
- * memfd, and the new image adopts the sockets by address and drains the old workers. */
+ * memfd, and the new image adopts the sockets by address and drains the old workers. UDP
+ * groups go too (NETPROXY_UDP_FDS), each socket with its index in its group. */
 #include "upgrade.h"
 #include "listener.h"
 #include "log.h"
 #include "pool.h"
 #include "shm.h"
+#include "udp.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -113,15 +115,24 @@ static void put_fd_list(const char *name, const int *fds, int n)
 void np_upgrade_checked(int status, const char *workers)
 {
     int fds[MAX_FDS], n = np_listeners_fds(fds, MAX_FDS), shm = np_shm_fd();
-    int pool = np_pool_fd();
-    char shm_text[16], pool_text[16];
+    int nudp = np_udp_fds(NULL, 0), *udp = malloc((nudp + 1) * sizeof *udp), pool = np_pool_fd();
+    char shm_text[16], pool_text[16], *udp_text = NULL;
 
     if (status != 0) {
         log_check_output();
         np_log(NP_ERR, "upgrade: the new binary refused the config (status %d): still running this one", status);
+        free(udp);
         return;
     }
+    if (!udp || !(udp_text = np_udp_handover())) {
+        np_log(NP_ERR, "upgrade: out of memory: still running this one");
+        free(udp);
+        return;
+    }
+    np_udp_fds(udp, nudp);
     put_fd_list("NETPROXY_LISTEN_FDS", fds, n);
+    setenv("NETPROXY_UDP_FDS", udp_text, 1);
+    free(udp_text);
     snprintf(shm_text, sizeof shm_text, "%d", shm);
     setenv("NETPROXY_SHM_FD", shm_text, 1);
     snprintf(pool_text, sizeof pool_text, "%d", pool);
@@ -129,16 +140,20 @@ void np_upgrade_checked(int status, const char *workers)
     setenv("NETPROXY_WORKERS", workers, 1);
     setenv("NETPROXY_UPGRADE", "1", 1);
     set_cloexec(fds, n, 0);
+    set_cloexec(udp, nudp, 0);
     set_cloexec(&shm, 1, 0);
     set_cloexec(&pool, 1, 0);
-    np_log(NP_NOTICE, "upgrade: running %s again with %d listening sockets and the workers %s", exe, n,
-           workers[0] ? workers : "(none)");
+    np_log(NP_NOTICE, "upgrade: running %s again with %d listening sockets, %d udp sockets and the workers %s",
+           exe, n, nudp, workers[0] ? workers : "(none)");
     execv(exe, args);
     np_log(NP_ERR, "upgrade: cannot run %s: %s: still running this one", exe, strerror(errno));
     set_cloexec(fds, n, 1);
+    set_cloexec(udp, nudp, 1);
     set_cloexec(&shm, 1, 1);
     set_cloexec(&pool, 1, 1);
     unsetenv("NETPROXY_LISTEN_FDS");
+    unsetenv("NETPROXY_UDP_FDS");
+    free(udp);
     unsetenv("NETPROXY_SHM_FD");
     unsetenv("NETPROXY_POOL_FD");
     np_upgrade_done();

@@ -1,7 +1,12 @@
 /* bench/lib/udp-load.c: the UDP load of bench/udp.sh (built by it with cc -O2).
- *   udp-load echo PORT                       an echo server on 127.0.0.1:PORT
+ *   udp-load echo PORT [PROCS]               an echo server on 127.0.0.1:PORT (PROCS processes
+ *                                            on a SO_REUSEPORT group; default 1)
  *   udp-load rate PORT SIZE SECONDS WINDOW   one socket keeps WINDOW datagrams of SIZE bytes in
  *                                            flight for SECONDS; prints "pps=N lost=N"
+ *   udp-load mrate PORT SIZE SECONDS WINDOW FLOWS PROCS
+ *                                            PROCS processes, FLOWS sockets (flows) in all, each
+ *                                            keeping WINDOW datagrams in flight; prints the sum,
+ *                                            "pps=N lost=N"
  *   udp-load latency PORT SIZE COUNT         ping-pong; prints "p50_us=N p99_us=N avg_us=N"
  *   udp-load flows PORT N                    N sockets (N flows) each ask once and stay open;
  *                                            prints "ready ok=N", then waits to be killed */
@@ -11,7 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,6 +58,39 @@ static int cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* FLOWS sockets in one process, each with WINDOW in flight; a socket with no reply for
+ * 100 ms has lost its window, which is sent again. */
+static void mrate(int port, int size, double seconds, int window, int flows, long *got, long *lost)
+{
+    static char buf[65536];
+    struct pollfd *p = calloc(flows, sizeof *p);
+    double *last = calloc(flows, sizeof *last), end, t;
+
+    memset(buf, 'x', size);
+    for (int i = 0; i < flows; i++) {
+        p[i] = (struct pollfd){ .fd = client(port), .events = POLLIN };
+        for (int w = 0; w < window; w++) send(p[i].fd, buf, size, 0);
+        last[i] = now();
+    }
+    end = now() + seconds;
+    while ((t = now()) < end) {
+        if (poll(p, flows, 10) < 0) continue;
+        for (int i = 0; i < flows; i++) {
+            if (p[i].revents & POLLIN) {
+                while (recv(p[i].fd, buf, sizeof buf, MSG_DONTWAIT) >= 0) {
+                    (*got)++;
+                    send(p[i].fd, buf, size, 0);
+                }
+                last[i] = t;
+            } else if (t - last[i] > 0.1) {
+                *lost += window;
+                for (int w = 0; w < window; w++) send(p[i].fd, buf, size, 0);
+                last[i] = t;
+            }
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     static char buf[65536];
@@ -57,7 +98,15 @@ int main(int argc, char **argv)
     int port = atoi(argv[2]);
     if (!strcmp(argv[1], "echo")) {
         struct sockaddr_in sa = addr(port), peer;
+        int procs = argc > 3 ? atoi(argv[3]) : 1, one = 1;
+        pid_t parent = getpid();
+        for (int i = 1; i < procs && fork() > 0; i++) {}   /* the children go on as servers too */
+        if (getpid() != parent) {                           /* and end with the parent */
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            if (getppid() != parent) return 0;
+        }
         int fd = socket(AF_INET, SOCK_DGRAM, 0), size = 4 << 20;
+        if (procs > 1) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
         if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) { perror("bind"); return 1; }
         for (;;) {
@@ -84,6 +133,30 @@ int main(int argc, char **argv)
             send(fd, buf, size, 0);
             sent++;
         }
+        printf("pps=%.0f lost=%ld\n", got / seconds, lost);
+        return 0;
+    }
+    if (!strcmp(argv[1], "mrate") && argc == 8) {
+        int size = atoi(argv[3]), window = atoi(argv[5]), flows = atoi(argv[6]), procs = atoi(argv[7]);
+        double seconds = atof(argv[4]);
+        int out[2];
+        long got = 0, lost = 0, g, l;
+        if (procs < 1 || flows < procs || pipe(out) < 0) return 2;
+        for (int i = 0; i < procs; i++) {
+            if (fork() == 0) {
+                long mine = 0, mine_lost = 0;
+                mrate(port, size, seconds, window, flows / procs + (i < flows % procs), &mine, &mine_lost);
+                dprintf(out[1], "%ld %ld\n", mine, mine_lost);
+                _exit(0);
+            }
+        }
+        close(out[1]);
+        FILE *in = fdopen(out[0], "r");
+        while (fscanf(in, "%ld %ld", &g, &l) == 2) {
+            got += g;
+            lost += l;
+        }
+        while (wait(NULL) > 0) {}
         printf("pps=%.0f lost=%ld\n", got / seconds, lost);
         return 0;
     }

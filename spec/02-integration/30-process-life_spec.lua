@@ -290,24 +290,3 @@ describe("binary upgrade (SIGUSR2)", function()
     assert.are.equal("v1\n", ping(port))
   end)
 end)
-
-describe("binary upgrade with a UDP proxy", function()
-  after_each(h.stop_all)
-
-  it("is refused with a log line, and the running binary goes on serving", function()
-    local echo = h.peer_server("echo")
-    local np = h.netproxy_start(([[
-server { workers = 2 }
-proxy { name = "dns", from = { type = "udp", host = "127.0.0.1", port = 0 },
-        to = { type = "udp", host = "127.0.0.1", port = 9 } }
-proxy { name = "marker", from = { type = "tcp", host = "127.0.0.1", port = 0,
-                                  hook = function(d) return (d:gsub("ping", "v1")) end },
-        to = { type = "tcp", host = "127.0.0.1", port = %d } }
-]]):format(echo.port), { "-w", "2" })
-    h.wait_log(np, "master: 2 workers")
-    os.execute("kill -USR2 " .. np.pid)
-    h.wait_log(np, "master: SIGUSR2 refused: UDP sockets are not handed over by an upgrade yet")
-    assert.is_true(h.alive(np.pid))
-    assert.are.equal("v1\n", ping(np.ports.marker))
-  end)
-end)

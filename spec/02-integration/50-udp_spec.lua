@@ -162,23 +162,6 @@ describe("a udp proxy", function()
     c:close()
   end)
 
-  it("with workers, is served by worker 0 alone: every flow in one process", function()
-    local np = h.netproxy_start(udp_config(echo.port), { "-w", "2", "-v" })
-    local out = python("many", "127.0.0.1", tostring(np.ports.u), "40")
-    assert.truthy(out:find("ok=40 distinct=40", 1, true), out)
-    local c = udp.new()
-    local first = c:ask(np.ports.u, "whoami")
-    for _ = 1, 20 do assert.are.equal(first, c:ask(np.ports.u, "whoami")) end
-    c:close()
-    h.stop(np)
-    local pids = {}
-    for pid in np.log():gmatch("%[(%d+)%] #%d+ u: udp flow from") do pids[pid] = (pids[pid] or 0) + 1 end
-    local n, count = 0, 0
-    for _, k in pairs(pids) do n = n + 1; count = count + k end
-    assert.are.equal(1, n, np.log())
-    assert.are.equal(41, count)
-  end)
-
   it("keeps its socket and its flows across a reload: an old flow runs the old hook", function()
     local port = h.free_port()
     local function config(word)
