@@ -148,6 +148,29 @@ static int core_connect(lua_State *L)
     return np_sock_connect(L, &t->owner, host, (int)port, timeout);
 }
 
+/* core.connect_udp(host, port [, { timeout = seconds } | seconds]) -> sock | nil, err: a
+ * connected UDP socket; sock:read() is one datagram, sock:write(d) sends d as one */
+static int core_connect_udp(lua_State *L)
+{
+    const char *host = luaL_checkstring(L, 1);
+    lua_Integer port = luaL_checkinteger(L, 2);
+    double timeout = DEFAULT_CONNECT_TIMEOUT;
+    struct np_task *t = np_task_running();
+
+    luaL_argcheck(L, port > 0 && port < 65536, 2, "port must be 1..65535");
+    if (lua_type(L, 3) == LUA_TNUMBER) {
+        timeout = lua_tonumber(L, 3);
+        luaL_argcheck(L, timeout >= 0, 3, "timeout must be >= 0");
+    } else if (lua_istable(L, 3)) {
+        lua_getfield(L, 3, "timeout");
+        timeout = luaL_optnumber(L, -1, timeout);
+        luaL_argcheck(L, timeout >= 0, 3, "timeout must be >= 0");
+        lua_pop(L, 1);
+    }
+    if (!t || t->owner.co != L) return luaL_error(L, "connect_udp: only from a task's coroutine");
+    return np_sock_connect_udp(L, &t->owner, host, (int)port, timeout);
+}
+
 /* core.resolve(host [, timeout]) -> { "ip", ... } | nil, err: without blocking the loop */
 static int core_resolve(lua_State *L)
 {
@@ -350,6 +373,7 @@ static const luaL_Reg core_funcs[] = {
     { "unpack_ip", core_unpack_ip },
     { "connect", core_connect },
     { "connect_unix", core_connect_unix },
+    { "connect_udp", core_connect_udp },
     { "resolve", core_resolve },
     { "relay", core_relay },
     { "send", core_send },

@@ -121,13 +121,24 @@ int np_pool_epoch(void)
     return tab ? LOAD(tab->epoch) : 0;
 }
 
-void np_pool_acquire(int row)
+void np_pool_hold(int row)
 {
     struct row *r = row_at(row);
 
-    if (!r) return;
-    ADD(r->active, 1);
-    ADD(r->connections, 1);
+    if (r) ADD(r->active, 1);
+}
+
+void np_pool_count(int row)
+{
+    struct row *r = row_at(row);
+
+    if (r) ADD(r->connections, 1);
+}
+
+void np_pool_acquire(int row)
+{
+    np_pool_hold(row);
+    np_pool_count(row);
 }
 
 void np_pool_release(int row)

@@ -22,6 +22,12 @@ int np_pool_row(const char *proxy, const char *server);
 void np_pool_acquire(int row);
 void np_pool_release(int row);
 
+/* The two halves of np_pool_acquire, for a UDP flow, which holds its server from its choice
+ * on (active: leastconn counts it at once) but has reached it only once the server replied
+ * or, without a reply, did not refuse (connections). np_pool_release ends the hold. */
+void np_pool_hold(int row);
+void np_pool_count(int row);
+
 /* The active checks' epoch: a new one for each start of them, the newest. */
 int np_pool_new_epoch(void);
 int np_pool_epoch(void);

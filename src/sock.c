@@ -1,6 +1,7 @@
 /* Cosockets: read/peek/write/tls that try the call first and, on EAGAIN, yield the calling
  * coroutine until the event loop has an answer (OpenResty's cosocket model). A socket on
- * which sock:tls() succeeded reads and writes through OpenSSL; everything else is the same. */
+ * which sock:tls() succeeded reads and writes through OpenSSL; everything else is the same.
+ * A UDP cosocket (core.connect_udp) reads and writes one datagram per call. */
 #include "sock_impl.h"
 #include "idle.h"
 #include "loop.h"
@@ -321,7 +322,7 @@ static int push_read(lua_State *L, struct np_sock *s, size_t max)
         return 1;
     }
     n = io_read(s, scratch, max);
-    if (n > 0) {
+    if (n > 0 || (n == 0 && s->dgram)) {       /* (an empty datagram is not an end) */
         lua_pushlstring(L, scratch, n);
         return 1;
     }
@@ -407,6 +408,7 @@ static int sock_peek(lua_State *L)
     int status;
 
     luaL_argcheck(L, n > 0 && n <= PEEK_MAX, 2, "must be 1..65551");
+    if (s->dgram) return luaL_error(L, "peek: a udp socket reads whole datagrams (use read)");
     if (!check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
     status = fill_inbuf(s, n);
     if (status) return push_peek(L, s, status, NULL);
@@ -444,6 +446,11 @@ static int sock_write(lua_State *L)
     double timeout = opt_timeout(L, 3, s->timeout);
 
     if (!check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
+    if (s->dgram && len == 0) {         /* an empty datagram, which the loop below would skip */
+        if (send(s->fd, data, 0, 0) < 0) return np_sock_push_fail(L, np_sock_err_token(errno));
+        lua_pushinteger(L, 0);
+        return 1;
+    }
     while (sent < len) {
         ssize_t n = io_write(s, data + sent, len - sent);
         if (n > 0) sent += n;
@@ -537,6 +544,7 @@ static int sock_send(lua_State *L)
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
 
+    if (s->dgram) return luaL_error(L, "send: a udp socket sends whole datagrams (use write)");
     if (!s->owner || s->owner->closed || s->fd < 0) return np_sock_push_fail(L, "closed");
     if (s->send_failed) return np_sock_push_fail(L, s->err);
     if (!s->sendbuf && !(s->sendbuf = evbuffer_new())) return np_sock_push_fail(L, "out of memory");
@@ -628,6 +636,7 @@ static int sock_tls(lua_State *L)
         lua_pop(L, 3);
     }
     if (!check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
+    if (s->dgram) return luaL_error(L, "tls: not over a udp socket");
     if (s->ssl) return luaL_error(L, "tls: this socket already speaks TLS");
     if (s->inbuf && evbuffer_get_length(s->inbuf) > 0)
         return np_sock_push_fail(L, "tls: bytes were read ahead of the handshake");

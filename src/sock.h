@@ -75,6 +75,7 @@ struct np_sock {
     int last_errno;
     int waiting_for_fd;           /* connect: no descriptor was free, trying again soon */
     int dns_error;
+    int dgram;                    /* a connected UDP socket: a read is one datagram, a write one */
     char peer[NP_ADDRSTRLEN];
 };
 
@@ -107,6 +108,10 @@ int np_sock_connect(lua_State *L, struct np_sock_owner *o, const char *host, int
 /* core.resolve for o's coroutine L: pushes a list of the host's addresses ("192.0.2.1",
  * "2001:db8::1") or nil, err, or yields until the resolver answers (or timeout seconds). */
 int np_sock_resolve(lua_State *L, struct np_sock_owner *o, const char *host, double timeout);
+
+/* The same with a connected UDP socket (core.connect_udp): nothing is sent, so only the name
+ * can fail (or a route); the first address is used. */
+int np_sock_connect_udp(lua_State *L, struct np_sock_owner *o, const char *host, int port, double timeout);
 
 /* The same to a unix socket: a path, or "@name" (abstract). */
 int np_sock_connect_unix(lua_State *L, struct np_sock_owner *o, const char *path, double timeout);

@@ -1,5 +1,6 @@
 /* core.connect(): resolve without blocking, then try each address in turn until one
- * answers or the deadline passes; the result is a cosocket (sock.c). */
+ * answers or the deadline passes; the result is a cosocket (sock.c). core.connect_udp() the
+ * same with a UDP socket, whose connect() answers at once. */
 #include "sock_impl.h"
 #include "loop.h"
 #include "resolve.h"
@@ -49,10 +50,10 @@ static int connect_next(struct np_sock *s)
 {
     while (s->next_addr) {
         struct evutil_addrinfo *ai = s->next_addr;
-        int fd;
+        int fd, rc;
 
         s->next_addr = ai->ai_next;
-        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        fd = socket(ai->ai_family, (s->dgram ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0) {
             if ((errno == EMFILE || errno == ENFILE) && retry_when_fds_free(s, ai, errno))
                 return PENDING;
@@ -60,9 +61,10 @@ static int connect_next(struct np_sock *s)
             continue;
         }
         np_addr_format(ai->ai_addr, ai->ai_addrlen, s->peer, sizeof s->peer);
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 || errno == EINPROGRESS) {
+        rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+        if (rc == 0 || errno == EINPROGRESS) {    /* (errno is stale after a success) */
             np_sock_set_fds(s, fd, fd);
-            if (errno != EINPROGRESS) return DONE;
+            if (rc == 0) return DONE;
             arm_connect(s);
             return PENDING;
         }
@@ -77,7 +79,7 @@ static void connect_finished(struct np_sock *s)
     if (s->addrs) evutil_freeaddrinfo(s->addrs);
     s->addrs = s->next_addr = NULL;
     np_sock_free_own_addr(s);
-    if (s->fd >= 0) np_sock_set_nodelay(s->fd);
+    if (s->fd >= 0 && !s->dgram) np_sock_set_nodelay(s->fd);
 }
 
 /* Pushes connect's results: the socket at idx, or nil and why. */
@@ -157,13 +159,15 @@ static void connect_step(struct np_sock *s, short what)
 
 static struct evutil_addrinfo *literal_addrinfo(const char *host, int port);
 
-int np_sock_connect(lua_State *L, struct np_sock_owner *o, const char *host, int port, double timeout)
+static int start_connect(lua_State *L, struct np_sock_owner *o, const char *host, int port, double timeout,
+                         int dgram)
 {
     struct np_sock *s;
     int idx;
 
     if (o->closed) return np_sock_push_fail(L, "closed");
     s = np_sock_new(L, o);
+    s->dgram = dgram;
     idx = lua_gettop(L);
     s->op = NP_OP_CONNECT;
     s->connect_step = connect_step;
@@ -183,6 +187,16 @@ int np_sock_connect(lua_State *L, struct np_sock_owner *o, const char *host, int
         return push_connect(L, s, idx);
     }
     return np_sock_yield(L, s, idx);
+}
+
+int np_sock_connect(lua_State *L, struct np_sock_owner *o, const char *host, int port, double timeout)
+{
+    return start_connect(L, o, host, port, timeout, 0);
+}
+
+int np_sock_connect_udp(lua_State *L, struct np_sock_owner *o, const char *host, int port, double timeout)
+{
+    return start_connect(L, o, host, port, timeout, 1);
 }
 
 /* An address list of one unix socket, made here rather than by the resolver. */

@@ -1,8 +1,10 @@
 /* UDP proxies: the listening sockets (shared by address, with references, so a reload
  * keeps them), the flow table of each socket (client address:port -> flow), and the life
- * of a flow: its connected socket towards the server, its hooks, its end (one log line,
- * counters). Datagrams are carried one by one, never merged or split; nothing is buffered
- * except a bounded queue while the server's name resolves. */
+ * of a flow: its connected socket towards the server (chosen by the `to`'s pool, when it
+ * has one), its hooks, its end (one log line, counters). Datagrams are carried one by one,
+ * never merged or split; nothing is buffered except a bounded queue while the server's name
+ * resolves and, in a pool, until the server's first reply (to send again to the next server
+ * when this one refuses). */
 #include "udp.h"
 #include "udp_group.h"
 #include "addr.h"
@@ -12,6 +14,7 @@
 #include "idle.h"
 #include "log.h"
 #include "loop.h"
+#include "pool.h"
 #include "proxy.h"
 #include "resolve.h"
 #include "luavm.h"
@@ -30,7 +33,7 @@
 
 #define MAX_DATAGRAM 65535
 #define READS_PER_WAKEUP 64
-#define MAX_QUEUED 16           /* datagrams held per flow while its server's name resolves */
+#define MAX_QUEUED 16           /* datagrams held per flow: while resolving, in a pool until the first reply */
 #define HANDLE_MT "netproxy.flow_handle"
 
 struct flow;
@@ -64,6 +67,8 @@ struct np_udp {
     int hook_ref[2];            /* toward the server, toward the client */
     int datagram_ref;           /* a service's datagram function */
     int start_ref;              /* netproxy.udp.start, when a flow needs a Lua conn */
+    int pooled;                 /* the `to` has servers: netproxy.udp.pick and .failed choose */
+    int pick_ref, failed_ref;
     struct usock **socks;
     int nsocks;
     struct flow *lru_head, *lru_tail;   /* its flows, longest idle first */
@@ -75,6 +80,7 @@ struct np_udp {
 struct queued {
     struct queued *next;
     size_t len;
+    int sent;                   /* counted as carried (a pool's failover sends it again) */
     char data[];
 };
 
@@ -96,6 +102,14 @@ struct flow {
     uint64_t dropped;
     double started;
     char target[NP_ADDRSTRLEN];
+    /* a pool flow: its server (held in the shared table from its choice to the flow's end or
+     * the server's failure), the servers that failed before it, whether it replied */
+    int row;                            /* -1: none */
+    char *server_host;
+    int server_port;
+    char *failed;                       /* "a,b", or NULL */
+    int replied, counted;
+    unsigned attempt;                   /* a new one for each server tried */
     enum np_end end;
     char *detail;
     int conn_ref, handle_ref;
@@ -283,8 +297,8 @@ static void count_and_log(struct flow *f)
     case NP_END_CLEAN: break;
     }
     np_addr_format((struct sockaddr *)&f->peer, f->peerlen, client, sizeof client);
-    np_clog(NP_NOTICE, f->id, "%s: udp %s -> %s in=%llu out=%llu datagrams_in=%llu datagrams_out=%llu dropped=%llu time=%.3fs end=%s%s%s",
-            u->p->name, client, f->target[0] ? f->target : "-",
+    np_clog(NP_NOTICE, f->id, "%s: udp %s -> %s%s%s in=%llu out=%llu datagrams_in=%llu datagrams_out=%llu dropped=%llu time=%.3fs end=%s%s%s",
+            u->p->name, client, f->target[0] ? f->target : "-", f->failed ? " failed=" : "", f->failed ? f->failed : "",
             (unsigned long long)f->bytes[0], (unsigned long long)f->bytes[1],
             (unsigned long long)f->dgrams[0], (unsigned long long)f->dgrams[1],
             (unsigned long long)f->dropped, np_now() - f->started, np_end_name(f->end),
@@ -313,6 +327,10 @@ static void flow_free(struct flow *f)
         close(f->fd);
     }
     free_queue(f);
+    if (f->row >= 0) {                  /* its server was not refused: reached, as far as UDP tells */
+        if (!f->counted) np_pool_count(f->row);
+        np_pool_release(f->row);
+    }
     if (f->handle_ref != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, f->handle_ref);
         ((struct handle *)lua_touserdata(L, -1))->f = NULL;
@@ -324,6 +342,8 @@ static void flow_free(struct flow *f)
     u->nflows--;
     u->ops->done(u->arg, u->p);         /* may free u's config: nothing of u after this */
     free(f->detail);
+    free(f->server_host);
+    free(f->failed);
     free(f);
 }
 
@@ -414,12 +434,64 @@ static int call_lua(struct flow *f, int fn_ref, const char *data, size_t len,
     return rc;
 }
 
+/* A pool flow keeps what it sends until its server first replies: a server that refuses
+ * (ICMP port unreachable) before that is replaced, and the next one gets the same
+ * datagrams. */
+static int holding(const struct flow *f)
+{
+    return f->u->pooled && !f->replied;
+}
+
+/* Keeps a copy of a datagram at the end of the flow's queue; NULL when it is full
+ * (MAX_QUEUED) or memory is short. */
+static struct queued *hold(struct flow *f, const char *data, size_t len)
+{
+    struct queued *q = f->nqueued < MAX_QUEUED ? malloc(sizeof *q + len) : NULL;
+
+    if (!q) return NULL;
+    q->next = NULL;
+    q->len = len;
+    q->sent = 0;
+    memcpy(q->data, data, len);
+    *f->qtail = q;
+    f->qtail = &q->next;
+    f->nqueued++;
+    return q;
+}
+
+/* One datagram on the flow's connected socket: 1 sent, 0 not (the kernel's buffer is full:
+ * dropped, as UDP does), -1 refused while holding. Linux reports an ICMP port unreachable
+ * (for an earlier datagram) on the next send instead of sending: outside a pool's first
+ * exchange the error is then cleared and the datagram is sent after all. */
+static int put(struct flow *f, const char *data, size_t len)
+{
+    if (send(f->fd, data, len, 0) >= 0) return 1;
+    if (errno != ECONNREFUSED) return 0;
+    if (holding(f)) return -1;
+    return send(f->fd, data, len, 0) >= 0;
+}
+
+static void server_failed(struct flow *f, const char *why);
+
+/* Sends a held datagram; it is counted the first time it goes. */
+static void put_held(struct flow *f, struct queued *q)
+{
+    int rc = put(f, q->data, q->len);
+
+    if (rc > 0 && !q->sent) sent_to_server(f, q->len);
+    if (rc > 0) q->sent = 1;
+    else if (rc < 0) server_failed(f, "refused");       /* q goes to the next server */
+    else if (!q->sent) drop(f);
+}
+
 static void to_server(struct flow *f, const char *data, size_t len)
 {
+    struct queued *q;
+    int rc;
+
     if (f->u->datagram_ref != LUA_NOREF) {     /* a service: its answer goes back */
         const char *reply;
         size_t rlen;
-        int rc;
         sent_to_server(f, len);
         /* netproxy.udp_service made "no reply" an empty string: "keep" is the datagram itself */
         if ((rc = call_lua(f, f->u->datagram_ref, data, len, &reply, &rlen)) == 0) to_client(f, data, len);
@@ -428,22 +500,16 @@ static void to_server(struct flow *f, const char *data, size_t len)
         return;
     }
     if (f->fd < 0) {                    /* resolving: held, up to MAX_QUEUED */
-        struct queued *q = f->nqueued < MAX_QUEUED ? malloc(sizeof *q + len) : NULL;
-        if (!q) {
-            drop(f);
-            return;
-        }
-        q->next = NULL;
-        q->len = len;
-        memcpy(q->data, data, len);
-        *f->qtail = q;
-        f->qtail = &q->next;
-        f->nqueued++;
+        if (!hold(f, data, len)) drop(f);
         return;
     }
-    if (send(f->fd, data, len, 0) >= 0) sent_to_server(f, len);
-    else if (errno == ECONNREFUSED) sent_to_server(f, len);  /* an earlier ICMP; this one went */
-    else drop(f);
+    if (holding(f) && (q = hold(f, data, len))) {
+        put_held(f, q);
+        return;
+    }
+    if ((rc = put(f, data, len)) > 0) sent_to_server(f, len);
+    else drop(f);                       /* (past MAX_QUEUED a refused one is not sent again) */
+    if (rc < 0) server_failed(f, "refused");
 }
 
 /* One datagram in direction dir (0: from the client), through its hook. */
@@ -464,6 +530,15 @@ static void carry(struct flow *f, int dir, const char *data, size_t len)
     if (rc == 1) np_hook_done(f->u->p->L);
 }
 
+/* The server's first reply: it is reached (counted), and what was held for a failover goes. */
+static void first_reply(struct flow *f)
+{
+    f->replied = 1;
+    free_queue(f);
+    if (f->row >= 0 && !f->counted) np_pool_count(f->row);
+    f->counted = 1;
+}
+
 static void on_server_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct flow *f = arg;
@@ -472,39 +547,64 @@ static void on_server_readable(evutil_socket_t fd, short what, void *arg)
         ssize_t n = recv(f->fd, buf, MAX_DATAGRAM, MSG_TRUNC);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            if (errno == ECONNREFUSED && holding(f)) {   /* before any reply: the next server */
+                server_failed(f, "refused");
+                return;
+            }
             if (errno == ECONNREFUSED || errno == EINTR) continue;  /* ICMP: the idle timeout decides */
             flow_close(f, NP_END_SERVER_ERROR, "recv: %s", strerror(errno));
             return;
         }
         if (n > MAX_DATAGRAM) continue;         /* cannot be: UDP's own bound */
+        if (!f->replied) first_reply(f);
         carry(f, 1, buf, (size_t)n);
     }
 }
 
 /* ---------------------------------------------------------------- the server side */
 
+/* Sends what the flow holds, in order: what came while the server's name resolved and, in a
+ * pool before the first reply, what an earlier server was sent. Held datagrams stay (the
+ * next server gets them if this one refuses); the others are freed once sent. A failover
+ * inside (this server refused at once) has sent them all to the next server already. */
+static void flush_queue(struct flow *f)
+{
+    unsigned attempt = f->attempt;
+
+    for (struct queued *q = f->queue, *next; q && f->end == NP_END_NONE && f->attempt == attempt; q = next) {
+        next = q->next;
+        if (holding(f)) {
+            put_held(f, q);
+            continue;
+        }
+        f->queue = next;
+        f->nqueued--;
+        put_held(f, q);
+        free(q);
+    }
+    if (!f->queue) f->qtail = &f->queue;
+}
+
 static void connected(struct flow *f, const struct sockaddr *sa, socklen_t len)
 {
-    int fd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), e;
 
-    np_addr_format(sa, len, f->target, sizeof f->target);
-    if (fd < 0 || connect(fd, sa, len) < 0) {
-        int e = errno;
-        if (fd >= 0) close(fd);
-        flow_close(f, NP_END_CONNECT_FAILED, "%s", strerror(e));
+    if (!f->u->pooled) np_addr_format(sa, len, f->target, sizeof f->target);  /* a pool's: the server's name */
+    if (fd < 0) {
+        flow_close(f, NP_END_CONNECT_FAILED, "%s", strerror(errno));
+        return;
+    }
+    if (connect(fd, sa, len) < 0) {
+        e = errno;
+        close(fd);
+        if (f->u->pooled) server_failed(f, strerror(e));
+        else flow_close(f, NP_END_CONNECT_FAILED, "%s", strerror(e));
         return;
     }
     f->fd = fd;
     event_assign(&f->ev, np_base, fd, EV_READ | EV_PERSIST, on_server_readable, f);
     event_add(&f->ev, NULL);
-    while (f->queue && f->end == NP_END_NONE) {   /* what arrived while resolving, in order */
-        struct queued *q = f->queue;
-        f->queue = q->next;
-        f->nqueued--;
-        to_server(f, q->data, q->len);
-        free(q);
-    }
-    if (!f->queue) f->qtail = &f->queue;
+    flush_queue(f);
 }
 
 static void on_resolved(int err, struct evutil_addrinfo *res, void *arg)
@@ -517,12 +617,107 @@ static void on_resolved(int err, struct evutil_addrinfo *res, void *arg)
         return;
     }
     if (err || !res) {
+        const char *why = evutil_gai_strerror(err);
+        if (res) evutil_freeaddrinfo(res);
+        if (f->u->pooled) {
+            server_failed(f, why);
+            return;
+        }
         snprintf(f->target, sizeof f->target, "%s:%d", f->u->host, f->u->port);
-        flow_close(f, NP_END_CONNECT_FAILED, "%s: %s", f->u->host, evutil_gai_strerror(err));
-    } else {
-        connected(f, res->ai_addr, (socklen_t)res->ai_addrlen);
+        flow_close(f, NP_END_CONNECT_FAILED, "%s: %s", f->u->host, why);
+        return;
     }
-    if (res) evutil_freeaddrinfo(res);
+    connected(f, res->ai_addr, (socklen_t)res->ai_addrlen);
+    evutil_freeaddrinfo(res);
+}
+
+/* Resolves the flow's server. The answer may come before this returns (an IP literal) and
+ * start a failover whose own lookup is then the one pending: only a pending lookup is kept. */
+static void resolve(struct flow *f, const char *host, int port)
+{
+    struct np_resolve *r = np_resolve_start(host, port, on_resolved, f);
+
+    if (r) f->resolving = r;
+}
+
+/* ---------------------------------------------------------------- a pool's choice */
+
+/* Calls netproxy.udp's fn(conn, ...) (nargs pushed after fn) under the hook budget, with
+ * nresults. 0, or -1 (the flow is closed: a Lua error). */
+static int call_pool(struct flow *f, int nargs, int nresults)
+{
+    struct np_budget saved;
+    int rc;
+
+    np_budget_begin(&saved, f->u->hook_budget, f->u->p->call_memory);
+    rc = np_lua_pcall(f->u->p->L, nargs + 1, nresults, f->u->p->name);
+    np_budget_end(&saved);
+    if (rc < 0) flow_close(f, NP_END_LUA_ERROR, "%s", "balance");
+    return rc;
+}
+
+/* The pool chooses the flow's server (netproxy.udp.pick: the balance, the servers up, those
+ * this flow tried), which is resolved next. None: the flow ends at once. */
+static void choose_server(struct flow *f)
+{
+    struct np_udp *u = f->u;
+    lua_State *L = u->p->L;
+    int base = lua_gettop(L);
+    const char *failed;
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, u->pick_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, f->conn_ref);
+    if (call_pool(f, 0, 5) < 0) return;
+    /* name, host, port, row, failed | nil, why, failed */
+    failed = lua_tostring(L, lua_isnil(L, base + 1) ? base + 3 : base + 5);
+    free(f->failed);
+    f->failed = failed ? strdup(failed) : NULL;
+    if (lua_isnil(L, base + 1)) {
+        const char *why = lua_tostring(L, base + 2) ? lua_tostring(L, base + 2) : "no server";
+        snprintf(f->target, sizeof f->target, "none");
+        if (!f->failed) np_clog(NP_WARNING, f->id, "%s: no server: %s", u->p->name, why);
+        flow_close(f, NP_END_CONNECT_FAILED, "no server: %s", why);
+        lua_settop(L, base);
+        return;
+    }
+    snprintf(f->target, sizeof f->target, "%s", lua_tostring(L, base + 1));
+    free(f->server_host);
+    f->server_host = strdup(lua_tostring(L, base + 2));
+    f->server_port = (int)lua_tointeger(L, base + 3);
+    f->row = lua_isnumber(L, base + 4) ? (int)lua_tointeger(L, base + 4) : -1;
+    lua_settop(L, base);
+    if (f->row >= 0) np_pool_hold(f->row);
+    f->counted = 0;
+    if (!f->server_host) {
+        flow_close(f, NP_END_NO_MEMORY, "%s", "the server's name");
+        return;
+    }
+    resolve(f, f->server_host, f->server_port);
+}
+
+/* The flow's server refused (or its name did not resolve, or it cannot be reached) before
+ * replying: a failure in its row (max_fails within fail_timeout mark it down), and the flow
+ * goes on with the next server, if the pool has one left to try. */
+static void server_failed(struct flow *f, const char *why)
+{
+    lua_State *L = f->u->p->L;
+    int base = lua_gettop(L);
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, f->u->failed_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, f->conn_ref);
+    lua_pushstring(L, why);
+    if (call_pool(f, 1, 1) < 0) return;
+    if (lua_isstring(L, -1)) np_clog(NP_WARNING, f->id, "%s: %s", f->u->p->name, lua_tostring(L, -1));
+    lua_settop(L, base);
+    if (f->fd >= 0) {
+        event_del(&f->ev);
+        close(f->fd);
+        f->fd = -1;
+    }
+    if (f->row >= 0) np_pool_release(f->row);
+    f->row = -1;
+    f->attempt++;
+    choose_server(f);
 }
 
 /* ---------------------------------------------------------------- a new flow */
@@ -609,6 +804,7 @@ static struct flow *flow_new(struct usock *ls, const struct sockaddr_storage *pe
     f->peer = *peer;
     f->peerlen = len;
     f->fd = -1;
+    f->row = -1;
     f->qtail = &f->queue;
     f->started = np_now();
     f->conn_ref = f->handle_ref = LUA_NOREF;
@@ -624,8 +820,9 @@ static struct flow *flow_new(struct usock *ls, const struct sockaddr_storage *pe
     np_addr_format((const struct sockaddr *)peer, len, client, sizeof client);
     np_clog(NP_INFO, f->id, "%s: udp flow from %s", u->p->name, client);
     if (u->start_ref != LUA_NOREF && start_lua(f, client) < 0) return f;
-    if (!u->host) snprintf(f->target, sizeof f->target, "service");
-    else f->resolving = np_resolve_start(u->host, u->port, on_resolved, f);
+    if (u->pooled) choose_server(f);
+    else if (!u->host) snprintf(f->target, sizeof f->target, "service");
+    else resolve(f, u->host, u->port);
     return f;
 no_memory:
     u->ops->done(u->arg, u->p);
@@ -920,14 +1117,18 @@ static int read_settings(struct np_udp *u, lua_State *L, char *err, size_t errle
     type = np_lua_string(L, -1, "type");
     host = np_lua_string(L, -1, "host");
     u->port = (int)np_lua_number(L, -1, "port", 0);
-    if (type && !strcmp(type, "udp") && host) u->host = strdup(host);
+    lua_getfield(L, -1, "_pool");       /* servers: its host and port are only the first's */
+    u->pooled = type && !strcmp(type, "udp") && !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (type && !strcmp(type, "udp") && host && !u->pooled) u->host = strdup(host);
     lua_pop(L, 1);
     lua_getfield(L, t, "accept");
     lua_getfield(L, t, "server_accept");
+    /* a pool's balance sees the flow's conn */
     int wants_lua = !lua_isnil(L, -1) || !lua_isnil(L, -2) || u->hook_ref[0] != LUA_NOREF ||
-                    u->hook_ref[1] != LUA_NOREF || u->datagram_ref != LUA_NOREF;
+                    u->hook_ref[1] != LUA_NOREF || u->datagram_ref != LUA_NOREF || u->pooled;
     lua_settop(L, t - 1);
-    if (!u->host && u->datagram_ref == LUA_NOREF) {
+    if (!u->host && !u->pooled && u->datagram_ref == LUA_NOREF) {
         snprintf(err, errlen, "%s: a udp from wants to = { type = \"udp\", host =, port = } or a datagram service", u->p->name);
         return -1;
     }
@@ -939,8 +1140,14 @@ static int read_settings(struct np_udp *u, lua_State *L, char *err, size_t errle
             return -1;
         }
         lua_getfield(L, -1, "start");
-        lua_remove(L, -2);
         u->start_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        if (u->pooled) {
+            lua_getfield(L, -1, "pick");
+            u->pick_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+            lua_getfield(L, -1, "failed");
+            u->failed_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        }
+        lua_pop(L, 1);
     }
     return 0;
 }
@@ -959,6 +1166,7 @@ static struct np_udp *udp_of(struct np_proxy *p, const struct np_udp_ops *ops, v
     u->ops = ops;
     u->arg = arg;
     u->hook_ref[0] = u->hook_ref[1] = u->datagram_ref = u->start_ref = LUA_NOREF;
+    u->pick_ref = u->failed_ref = LUA_NOREF;
     p->udp = u;
     if (read_settings(u, p->L, err, errlen) < 0) return NULL;    /* freed by np_udp_release */
     if (!reaper_ready) {
@@ -1045,6 +1253,8 @@ void np_udp_release(struct np_proxy *p, int say)
         unref(L, &u->hook_ref[1]);
         unref(L, &u->datagram_ref);
         unref(L, &u->start_ref);
+        unref(L, &u->pick_ref);
+        unref(L, &u->failed_ref);
     }
     free(u->host);
     free(u);

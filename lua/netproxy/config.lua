@@ -193,7 +193,7 @@ local pool_proxy = "?"   -- the name of the proxy being checked: pool rows are k
 local function check_pool(conf, mod, say, ctx)
   pool = pool or require "netproxy.pool"
   local fields = mod.pool_fields or { "host", "port" }
-  local spec, problems = pool.check(conf, fields)
+  local spec, problems = pool.check(conf, fields, ctx and ctx.datagram)
   for _, p in ipairs(problems or {}) do say("to: %s", p) end
   if not spec then return end
   local base = {}
@@ -245,7 +245,7 @@ function check_connector(conf, position, say, ctx)
   conf = plain
   if conf.servers ~= nil then
     if position ~= "to" then return say("%s: servers: only a `to` has a pool of servers", position) end
-    if datagram then return say("%s: servers: not for udp yet (a pool per flow is to come)", position) end
+    if mod == udp_service then return say("%s: servers: a datagram service answers itself: it has no servers", position) end
     return check_pool(conf, mod, say, ctx)
   end
   local spec = setmetatable({}, { __index = function(_, k) return (mod.params or {})[k] or COMMON[k] end })

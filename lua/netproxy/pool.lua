@@ -298,7 +298,9 @@ local function entry(e, fields)
   return s
 end
 
-local function check_check(v)
+-- A udp pool's check sends a datagram (send) and waits for the reply (matching expect, when
+-- given): without send there is nothing to wait for, as a connect is for TCP.
+local function check_check(v, datagram)
   if type(v) == "function" then
     if jit then jit.off(v, true) end
     return { fn = v, interval = _M.CHECK_DEFAULTS.interval, timeout = _M.CHECK_DEFAULTS.timeout,
@@ -332,12 +334,17 @@ local function check_check(v)
       return nil, "unknown parameter '" .. tostring(k) .. "'"
     end
   end
+  if datagram and not c.fn and not c.send then
+    return nil, "send: required for udp (a check sends one datagram and waits for a reply" ..
+                (c.expect and " matching expect" or "") .. "), or give a function(sock, server)"
+  end
   return c
 end
 
--- check(conf, fields) -> spec, or nil and a list of problems. spec: the servers (each with
--- the connector fields it fills) and the pool's settings, defaults applied.
-function _M.check(conf, fields)
+-- check(conf, fields [, datagram]) -> spec, or nil and a list of problems. spec: the servers
+-- (each with the connector fields it fills) and the pool's settings, defaults applied.
+-- datagram: the servers are UDP servers (a udp to: its checks send datagrams).
+function _M.check(conf, fields, datagram)
   fields = fields or { "host", "port" }
   local problems = {}
   local function say(fmt, ...) problems[#problems + 1] = fmt:format(...) end
@@ -381,11 +388,13 @@ function _M.check(conf, fields)
     if not n or n <= 0 then say("fail_timeout: want seconds > 0") else spec.fail_timeout = n end
   end
   if conf.check ~= nil then
-    local c, err = check_check(conf.check)
+    local c, err = check_check(conf.check, datagram)
     if not c then say("check: %s", err) else spec.check = c end
   end
   if #problems > 0 then return nil, problems end
   spec.proxies = fields[1] == "proxy_host"   -- a pool of proxies, not of servers
+  spec.datagram = datagram or nil
+  if spec.check then spec.check.datagram = spec.datagram end
   return spec
 end
 
@@ -417,19 +426,43 @@ end
 
 _M.all = {}   -- the pools of this Lua state (one config), for start_checks
 
--- One check of a server: true, or nil and why. A TCP connect; then send/expect, or the
--- check function with the connected socket.
+-- A udp check: send one datagram, then the first reply that matches expect (any reply
+-- without expect) within timeout. ICMP port unreachable reads as "refused".
+local function exchange_datagram(c, sock)
+  local deadline = core.now() + c.timeout
+  local ok, why = sock:write(c.send)
+  if not ok then return nil, why end
+  local last
+  while true do
+    local left = deadline - core.now()
+    if left <= 0 then why = "timeout" break end
+    local d, rerr = sock:read(65536, left)
+    if not d then why = rerr break end
+    if not c.expect or d:find(c.expect) then return true end
+    last = d
+  end
+  if last then return nil, ("expected %q, got %q (%s)"):format(c.expect, last:sub(1, 60), why) end
+  return nil, why
+end
+
+local function check_connect(c, f)
+  if c.datagram then return core.connect_udp(f.host, f.port, { timeout = c.timeout }) end
+  if f.path then return core.connect_unix(f.path, { timeout = c.timeout }) end
+  return core.connect(f.host or f.proxy_host, f.port or f.proxy_port, { timeout = c.timeout })
+end
+
+-- One check of a server: true, or nil and why. A TCP connect (a connected UDP socket for a
+-- udp pool); then send/expect, or the check function with the connected socket.
 local function check_once(c, s)
-  local f = s.fields
-  local sock, err
-  if f.path then sock, err = core.connect_unix(f.path, { timeout = c.timeout })
-  else sock, err = core.connect(f.host or f.proxy_host, f.port or f.proxy_port, { timeout = c.timeout }) end
+  local sock, err = check_connect(c, s.fields)
   if not sock then return nil, err end
   local ok, why = true, nil
   if c.fn then
     local pok, res, fwhy = pcall(c.fn, sock, s.view)
     if not pok then ok, why = nil, "check function: " .. tostring(res)
     elseif not res then ok, why = nil, tostring(fwhy or "check function said no") end
+  elseif c.datagram then
+    ok, why = exchange_datagram(c, sock)
   elseif c.send or c.expect then
     local deadline = core.now() + c.timeout
     if c.send then ok, why = sock:write(c.send, c.timeout) end
