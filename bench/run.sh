@@ -129,7 +129,7 @@ parse_args() {
   if ((QUICK)); then
     BULK_BYTES=256M BULK_REPS=1 SHORT_CONNS=2000 SHORT_REPS=1 PP_ROUNDS=2000 PP_REPS=1
   else
-    BULK_BYTES=2G BULK_REPS=5 SHORT_CONNS=20000 SHORT_REPS=3 PP_ROUNDS=20000 PP_REPS=3
+    BULK_BYTES=2G BULK_REPS=5 SHORT_CONNS=20000 SHORT_REPS=5 PP_ROUNDS=20000 PP_REPS=5
     WRITE=1
   fi
 }
@@ -828,6 +828,20 @@ kernel_bound() {
     "$tu in user space and $(awk -v a="$tt" -v b="$tu" 'BEGIN {printf "%.1f", a - b}') in the kernel. A proxy making" \
     "HAProxy's system calls with no user time at all would reach $(awk -v a="$ht" -v b="$hu" 'BEGIN {printf "%.2f", a / (a - b)}') ×" \
     "HAProxy's rate: 1.25 × needs less kernel work per connection than HAProxy does, not less user time."
+  client_bound
+}
+
+# client_bound: when the direct path runs no faster than a proxy, the client and the server
+# on the other core were the limit of the rate, and only CPU per connection tells proxies apart.
+client_bound() {
+  local d p
+  d=$(med short direct) p=$(med short haproxy)
+  [[ $d != - && $p != - ]] || return 0
+  awk -v d="$d" -v p="$p" 'BEGIN { exit !(d < 1.2 * p) }' || return 0
+  bullet "**The rate is the client's here**: the direct path (no proxy) ran at $d connections/s, only" \
+    "$(awk -v d="$d" -v p="$p" 'BEGIN {printf "%.2f", d / p}') × HAProxy's $p: the client and the echo server," \
+    "on the other core, could not go much faster than the proxies, so the connection rates above say little;" \
+    "proxy CPU per connection is the figure that compares the proxies in this run."
 }
 
 reading() {
