@@ -47,6 +47,15 @@ proxy { name = "s5", from = { type = "socks5", host = "127.0.0.1", port = 0,
     h.wait_log(np, "UDP ASSOCIATE ended: datagrams_in=0 [^\n]*dropped=3 refused=3")
   end)
 
+  it("serves a real client: PySocks (python3-socks) over UDP ASSOCIATE", function()
+    -- Debian's python3, where python3-socks is installed (another python3 may be first on PATH)
+    local out, err, rc = h.run({ "/usr/bin/python3", h.root .. "/spec/support/pysocks_udp.py",
+                                 tostring(np.ports.s5), "127.0.0.1", tostring(echo.port), "20" })
+    assert.are.equal(0, rc, err)
+    assert.truthy(out:find("ok=20 failed=0 source=127.0.0.1:" .. echo.port, 1, true), out .. err)
+    h.wait_log(np, "UDP ASSOCIATE ended: datagrams_in=20 [^\n]*datagrams_out=20")
+  end)
+
   it("ends the association with its TCP control connection: the relay answers no more", function()
     local out = associate(np, "127.0.0.1", echo.port, 2)
     assert.truthy(out:find("after_close=none", 1, true), out)
