@@ -126,26 +126,40 @@ static int ref_function(lua_State *L, int opts, const char *name)
     return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+/* The options of a connect at idx: its timeout, from { timeout = seconds } or, when
+ * bare_number, from seconds alone; DEFAULT_CONNECT_TIMEOUT without one. Raises on a negative
+ * timeout, and (what: the call's name) outside a task's coroutine. Returns the task's
+ * cosocket owner. */
+static struct np_sock_owner *connect_opts(lua_State *L, int idx, int bare_number, const char *what,
+                                          double *timeout)
+{
+    struct np_task *t = np_task_running();
+
+    *timeout = DEFAULT_CONNECT_TIMEOUT;
+    if (bare_number && lua_type(L, idx) == LUA_TNUMBER) {
+        *timeout = lua_tonumber(L, idx);
+        luaL_argcheck(L, *timeout >= 0, idx, "timeout must be >= 0");
+    } else if (lua_istable(L, idx)) {
+        lua_getfield(L, idx, "timeout");
+        *timeout = luaL_optnumber(L, -1, *timeout);
+        luaL_argcheck(L, *timeout >= 0, idx, "timeout must be >= 0");
+        lua_pop(L, 1);
+    }
+    if (!t || t->owner.co != L) luaL_error(L, "%s: only from a task's coroutine", what);
+    return &t->owner;
+}
+
 /* core.connect(host, port [, { timeout = seconds } | seconds]) -> sock | nil, err */
 static int core_connect(lua_State *L)
 {
     const char *host = luaL_checkstring(L, 1);
     lua_Integer port = luaL_checkinteger(L, 2);
-    double timeout = DEFAULT_CONNECT_TIMEOUT;
-    struct np_task *t = np_task_running();
+    double timeout;
+    struct np_sock_owner *o;
 
     luaL_argcheck(L, port > 0 && port < 65536, 2, "port must be 1..65535");
-    if (lua_type(L, 3) == LUA_TNUMBER) {
-        timeout = lua_tonumber(L, 3);
-        luaL_argcheck(L, timeout >= 0, 3, "timeout must be >= 0");
-    } else if (lua_istable(L, 3)) {
-        lua_getfield(L, 3, "timeout");
-        timeout = luaL_optnumber(L, -1, timeout);
-        luaL_argcheck(L, timeout >= 0, 3, "timeout must be >= 0");
-        lua_pop(L, 1);
-    }
-    if (!t || t->owner.co != L) return luaL_error(L, "connect: only from a task's coroutine");
-    return np_sock_connect(L, &t->owner, host, (int)port, timeout);
+    o = connect_opts(L, 3, 1, "connect", &timeout);
+    return np_sock_connect(L, o, host, (int)port, timeout);
 }
 
 /* core.connect_udp(host, port [, { timeout = seconds } | seconds]) -> sock | nil, err: a
@@ -154,21 +168,12 @@ static int core_connect_udp(lua_State *L)
 {
     const char *host = luaL_checkstring(L, 1);
     lua_Integer port = luaL_checkinteger(L, 2);
-    double timeout = DEFAULT_CONNECT_TIMEOUT;
-    struct np_task *t = np_task_running();
+    double timeout;
+    struct np_sock_owner *o;
 
     luaL_argcheck(L, port > 0 && port < 65536, 2, "port must be 1..65535");
-    if (lua_type(L, 3) == LUA_TNUMBER) {
-        timeout = lua_tonumber(L, 3);
-        luaL_argcheck(L, timeout >= 0, 3, "timeout must be >= 0");
-    } else if (lua_istable(L, 3)) {
-        lua_getfield(L, 3, "timeout");
-        timeout = luaL_optnumber(L, -1, timeout);
-        luaL_argcheck(L, timeout >= 0, 3, "timeout must be >= 0");
-        lua_pop(L, 1);
-    }
-    if (!t || t->owner.co != L) return luaL_error(L, "connect_udp: only from a task's coroutine");
-    return np_sock_connect_udp(L, &t->owner, host, (int)port, timeout);
+    o = connect_opts(L, 3, 1, "connect_udp", &timeout);
+    return np_sock_connect_udp(L, o, host, (int)port, timeout);
 }
 
 /* core.resolve(host [, timeout]) -> { "ip", ... } | nil, err: without blocking the loop */
@@ -187,17 +192,10 @@ static int core_resolve(lua_State *L)
 static int core_connect_unix(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
-    double timeout = DEFAULT_CONNECT_TIMEOUT;
-    struct np_task *t = np_task_running();
+    double timeout;
+    struct np_sock_owner *o = connect_opts(L, 2, 0, "connect_unix", &timeout);
 
-    if (lua_istable(L, 2)) {
-        lua_getfield(L, 2, "timeout");
-        timeout = luaL_optnumber(L, -1, timeout);
-        luaL_argcheck(L, timeout >= 0, 2, "timeout must be >= 0");
-        lua_pop(L, 1);
-    }
-    if (!t || t->owner.co != L) return luaL_error(L, "connect_unix: only from a task's coroutine");
-    return np_sock_connect_unix(L, &t->owner, path, timeout);
+    return np_sock_connect_unix(L, o, path, timeout);
 }
 
 /* core.relay(client, server [, { to_server =, to_client =, hook_budget =, may_starttls = }

@@ -1,12 +1,10 @@
-/* UDP proxies: the listening sockets (shared by address, with references, so a reload
- * keeps them), the flow table of each socket (client address:port -> flow), and the life
- * of a flow: its connected socket towards the server (chosen by the `to`'s pool, when it
- * has one), its hooks, its end (one log line, counters). Datagrams are carried one by one,
- * never merged or split; nothing is buffered except a bounded queue while the server's name
- * resolves and, in a pool, until the server's first reply (to send again to the next server
- * when this one refuses). */
-#include "udp.h"
-#include "udp_group.h"
+/* UDP flows: one per client address:port of a listening socket, and the life of each: its
+ * connected socket towards the server (chosen by the `to`'s pool, when it has one), its
+ * hooks, its end (one log line, counters); and core.flow_send/flow_close. Datagrams are
+ * carried one by one, never merged or split; nothing is buffered except a bounded queue
+ * while the server's name resolves and, in a pool, until the server's first reply (to send
+ * again to the next server when this one refuses). */
+#include "udp_impl.h"
 #include "addr.h"
 #include "budget.h"
 #include "conn.h"
@@ -22,9 +20,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
-#include <fcntl.h>
 #include <lauxlib.h>
-#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,47 +32,6 @@
 #define MAX_QUEUED 16           /* datagrams held per flow: while resolving, in a pool until the first reply */
 #define HANDLE_MT "netproxy.flow_handle"
 
-struct flow;
-
-/* A listening UDP address and its flows. The master holds its group (udp_group.h: a
- * socket per worker index); a serving process keeps the socket of its index. */
-struct usock {
-    int fd;                     /* the socket this process reads and answers from; -1 once closed */
-    struct np_udp_group group;  /* every socket of the address this process holds ([0] is fd) */
-    char addr[NP_ADDRSTRLEN];
-    int refs;                   /* proxies using it, and the hold of a hand-over */
-    int passed;                 /* handed over by an upgrade: held until np_udp_adopted_done */
-    char *passed_by;            /* the name of the proxy that had it, until one takes it */
-    struct event ev;
-    int armed, reading;
-    struct np_udp *serve;       /* whose new flows */
-    struct flow **buckets;
-    size_t nbuckets, nflows;
-    struct usock *next;
-};
-
-/* A proxy's UDP side. */
-struct np_udp {
-    struct np_proxy *p;
-    const struct np_udp_ops *ops;
-    void *arg;
-    char *host;                 /* the server; NULL for a service */
-    int port;
-    double idle_timeout, hook_budget;
-    uint64_t max_flows, nflows;
-    int hook_ref[2];            /* toward the server, toward the client */
-    int datagram_ref;           /* a service's datagram function */
-    int start_ref;              /* netproxy.udp.start, when a flow needs a Lua conn */
-    int pooled;                 /* the `to` has servers: netproxy.udp.pick and .failed choose */
-    int pick_ref, failed_ref;
-    struct usock **socks;
-    int nsocks;
-    struct flow *lru_head, *lru_tail;   /* its flows, longest idle first */
-    int released;
-    double warned;              /* rate of the eviction and refusal warnings */
-    uint64_t unlogged;
-};
-
 struct queued {
     struct queued *next;
     size_t len;
@@ -84,173 +39,14 @@ struct queued {
     char data[];
 };
 
-struct flow {
-    uint64_t id;
-    struct np_udp *u;
-    struct usock *ls;
-    struct sockaddr_storage peer;
-    socklen_t peerlen;
-    int fd;                     /* connected to the server; -1 while resolving or for a service */
-    struct event ev;
-    struct np_resolve *resolving;
-    struct queued *queue, **qtail;
-    int nqueued;
-    struct np_idle idle;
-    struct flow *hnext;                 /* in ls->buckets */
-    struct flow *lprev, *lnext;         /* in u's LRU list */
-    uint64_t dgrams[2], bytes[2];       /* carried: toward the server, toward the client */
-    uint64_t dropped;
-    double started;
-    char target[NP_ADDRSTRLEN];
-    /* a pool flow: its server (held in the shared table from its choice to the flow's end or
-     * the server's failure), the servers that failed before it, whether it replied */
-    int row;                            /* -1: none */
-    char *server_host;
-    int server_port;
-    char *failed;                       /* "a,b", or NULL */
-    int replied, counted;
-    unsigned attempt;                   /* a new one for each server tried */
-    enum np_end end;
-    char *detail;
-    int conn_ref, handle_ref;
-    struct flow *next_reaped;
-};
-
 struct handle {
     struct flow *f;
 };
 
-static struct usock *socks;
 static struct flow *reaped;
 static struct event reaper;
-static int reaper_ready, started;
+static int reaper_ready;
 static char buf[MAX_DATAGRAM + 1];
-
-static void flow_close(struct flow *f, enum np_end how, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void on_listen_readable(evutil_socket_t fd, short what, void *arg);
-
-/* ---------------------------------------------------------------- the flow table */
-
-static int same_peer(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-    if (a->ss_family != b->ss_family) return 0;
-    if (a->ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-    return x->sin6_port == y->sin6_port && !memcmp(&x->sin6_addr, &y->sin6_addr, 16) &&
-           x->sin6_scope_id == y->sin6_scope_id;
-}
-
-static size_t hash_peer(const struct sockaddr_storage *a)
-{
-    const unsigned char *p;
-    size_t n, h = 2166136261u;
-    uint16_t port;
-
-    if (a->ss_family == AF_INET) {
-        p = (const void *)&((const struct sockaddr_in *)a)->sin_addr;
-        n = 4;
-        port = ((const struct sockaddr_in *)a)->sin_port;
-    } else {
-        p = (const void *)&((const struct sockaddr_in6 *)a)->sin6_addr;
-        n = 16;
-        port = ((const struct sockaddr_in6 *)a)->sin6_port;
-    }
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
-    h = (h ^ (port & 0xff)) * 16777619u;
-    return (h ^ (port >> 8)) * 16777619u;
-}
-
-static struct flow *lookup(struct usock *ls, const struct sockaddr_storage *peer)
-{
-    if (!ls->nbuckets) return NULL;
-    for (struct flow *f = ls->buckets[hash_peer(peer) & (ls->nbuckets - 1)]; f; f = f->hnext)
-        if (same_peer(&f->peer, peer)) return f;
-    return NULL;
-}
-
-/* Doubles the buckets once there are more flows than buckets. 0, or -1 (kept as it was). */
-static int grow(struct usock *ls)
-{
-    size_t n = ls->nbuckets ? ls->nbuckets * 2 : 64;
-    struct flow **b = calloc(n, sizeof *b);
-
-    if (!b) return ls->nbuckets ? 0 : -1;
-    for (size_t i = 0; i < ls->nbuckets; i++) {
-        for (struct flow *f = ls->buckets[i], *next; f; f = next) {
-            next = f->hnext;
-            size_t j = hash_peer(&f->peer) & (n - 1);
-            f->hnext = b[j];
-            b[j] = f;
-        }
-    }
-    free(ls->buckets);
-    ls->buckets = b;
-    ls->nbuckets = n;
-    return 0;
-}
-
-static int insert(struct usock *ls, struct flow *f)
-{
-    if (ls->nflows >= ls->nbuckets && grow(ls) < 0) return -1;
-    size_t j = hash_peer(&f->peer) & (ls->nbuckets - 1);
-    f->hnext = ls->buckets[j];
-    ls->buckets[j] = f;
-    ls->nflows++;
-    return 0;
-}
-
-static void unhash(struct flow *f)
-{
-    struct usock *ls = f->ls;
-
-    if (!ls || !ls->nbuckets) return;
-    for (struct flow **pp = &ls->buckets[hash_peer(&f->peer) & (ls->nbuckets - 1)]; *pp; pp = &(*pp)->hnext) {
-        if (*pp == f) {
-            *pp = f->hnext;
-            ls->nflows--;
-            return;
-        }
-    }
-}
-
-/* ---------------------------------------------------------------- LRU, per proxy */
-
-static void lru_unlink(struct flow *f)
-{
-    struct np_udp *u = f->u;
-
-    if (f->lprev) f->lprev->lnext = f->lnext;
-    else if (u->lru_head == f) u->lru_head = f->lnext;
-    else return;                        /* not a member */
-    if (f->lnext) f->lnext->lprev = f->lprev;
-    else u->lru_tail = f->lprev;
-    f->lprev = f->lnext = NULL;
-}
-
-static void lru_append(struct flow *f)
-{
-    struct np_udp *u = f->u;
-
-    f->lnext = NULL;
-    f->lprev = u->lru_tail;
-    if (u->lru_tail) u->lru_tail->lnext = f;
-    else u->lru_head = f;
-    u->lru_tail = f;
-}
-
-/* A datagram either way: the flow is the most recently active. */
-static void touch(struct flow *f)
-{
-    np_idle_touch(&f->idle);
-    if (f->u->lru_tail != f) {
-        lru_unlink(f);
-        lru_append(f);
-    }
-}
 
 /* ---------------------------------------------------------------- Lua handles */
 
@@ -273,12 +69,6 @@ static struct flow *from_handle(lua_State *L, int idx)
     struct flow *f = ((struct handle *)luaL_checkudata(L, idx, HANDLE_MT))->f;
 
     return f && f->end == NP_END_NONE ? f : NULL;
-}
-
-static void unref(lua_State *L, int *ref)
-{
-    if (*ref != LUA_NOREF && *ref != LUA_REFNIL) luaL_unref(L, LUA_REGISTRYINDEX, *ref);
-    *ref = LUA_NOREF;
 }
 
 /* ---------------------------------------------------------------- the end of a flow */
@@ -356,9 +146,17 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+void flow_reaper_init(void)
+{
+    if (!reaper_ready) {
+        event_assign(&reaper, np_base, -1, 0, on_reap, NULL);
+        reaper_ready = 1;
+    }
+}
+
 /* The one way a flow ends: it leaves the table at once (the client's next datagram starts
  * a new flow), and the reaper frees it once the running callback has returned. */
-static void flow_close(struct flow *f, enum np_end how, const char *fmt, ...)
+void flow_close(struct flow *f, enum np_end how, const char *fmt, ...)
 {
     va_list ap;
 
@@ -367,7 +165,7 @@ static void flow_close(struct flow *f, enum np_end how, const char *fmt, ...)
     va_start(ap, fmt);
     if (vasprintf(&f->detail, fmt, ap) < 0) f->detail = NULL;
     va_end(ap);
-    unhash(f);
+    flow_unhash(f);
     lru_unlink(f);
     np_idle_leave(&f->idle);
     if (f->fd >= 0) event_del(&f->ev);
@@ -519,7 +317,7 @@ static void carry(struct flow *f, int dir, const char *data, size_t len)
     size_t outlen = len;
     int rc = 0;
 
-    touch(f);
+    flow_touch(f);
     if (f->u->hook_ref[dir] != LUA_NOREF &&
         (rc = call_lua(f, f->u->hook_ref[dir], data, len, &out, &outlen)) < 0)
         return;
@@ -808,8 +606,8 @@ static struct flow *flow_new(struct usock *ls, const struct sockaddr_storage *pe
     f->qtail = &f->queue;
     f->started = np_now();
     f->conn_ref = f->handle_ref = LUA_NOREF;
-    if (insert(ls, f) < 0 || np_idle_join(&f->idle, u->idle_timeout > 0 ? u->idle_timeout : 1e9, on_idle) < 0) {
-        unhash(f);
+    if (flow_insert(ls, f) < 0 || np_idle_join(&f->idle, u->idle_timeout > 0 ? u->idle_timeout : 1e9, on_idle) < 0) {
+        flow_unhash(f);
         free(f);
         goto no_memory;
     }
@@ -830,7 +628,7 @@ no_memory:
     return NULL;
 }
 
-static void on_listen_readable(evutil_socket_t fd, short what, void *arg)
+void on_listen_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct usock *ls = arg;
 
@@ -846,442 +644,8 @@ static void on_listen_readable(evutil_socket_t fd, short what, void *arg)
             if (errno == EINTR || errno == ECONNREFUSED) continue;
             return;
         }
-        if (!(f = lookup(ls, &peer)) && !(f = flow_new(ls, &peer, len))) continue;
+        if (!(f = flow_lookup(ls, &peer)) && !(f = flow_new(ls, &peer, len))) continue;
         if (f->end == NP_END_NONE) carry(f, 0, buf, (size_t)n);
-    }
-}
-
-/* ---------------------------------------------------------------- sockets by address */
-
-static void usock_disarm(struct usock *ls)
-{
-    if (ls->armed) event_del(&ls->ev);
-    ls->armed = 0;
-}
-
-static void usock_arm(struct usock *ls)
-{
-    if (ls->fd < 0 || ls->armed) return;
-    event_assign(&ls->ev, np_base, ls->fd, EV_READ | EV_PERSIST, on_listen_readable, ls);
-    event_add(&ls->ev, NULL);
-    ls->armed = 1;
-}
-
-/* "127.0.0.1:53" and "127.0.0.1:0" name the same host. */
-static int same_host(const char *a, const char *b)
-{
-    const char *ca = strrchr(a, ':'), *cb = strrchr(b, ':');
-
-    return ca && cb && ca - a == cb - b && !strncmp(a, b, (size_t)(ca - a));
-}
-
-/* The open socket for sa: by address; a port 0 is a new one, except the group a binary
- * upgrade passed for the same proxy (name) on the same host, which it takes over. */
-static struct usock *usock_find(const char *want, const char *name)
-{
-    size_t n = strlen(want);
-    int port0 = n >= 2 && !strcmp(want + n - 2, ":0");
-
-    for (struct usock *ls = socks; ls; ls = ls->next) {
-        if (ls->fd < 0) continue;
-        if (!port0 && !strcmp(ls->addr, want)) return ls;
-        if (port0 && ls->passed_by && !strcmp(ls->passed_by, name) && same_host(ls->addr, want)) {
-            free(ls->passed_by);        /* taken: another port 0 of that proxy gets its own */
-            ls->passed_by = NULL;
-            return ls;
-        }
-    }
-    return NULL;
-}
-
-static struct usock *usock_new(void)
-{
-    struct usock *ls = calloc(1, sizeof *ls);
-
-    if (!ls) return NULL;
-    ls->fd = -1;
-    ls->refs = 1;
-    ls->reading = 1;
-    ls->next = socks;
-    socks = ls;
-    return ls;
-}
-
-static void usock_named(struct usock *ls)
-{
-    struct sockaddr_storage ss;
-    socklen_t sslen = sizeof ss;
-
-    ls->fd = ls->group.fds[0];
-    if (getsockname(ls->fd, (struct sockaddr *)&ss, &sslen) == 0)
-        np_addr_format((struct sockaddr *)&ss, sslen, ls->addr, sizeof ls->addr);
-}
-
-static void usock_put(struct usock *ls, int say);
-
-/* The socket of sa for proxy name, shared (refs + 1) or bound, with its group grown to n
- * sockets and steering over n (the workers). NULL with a message in err. */
-static struct usock *usock_get(const struct sockaddr *sa, socklen_t len, int n, const char *name,
-                               char *err, size_t errlen)
-{
-    char want[NP_ADDRSTRLEN];
-    struct usock *ls;
-
-    np_addr_format(sa, len, want, sizeof want);
-    if ((ls = usock_find(want, name))) {
-        ls->refs++;
-        if (np_udp_group_resize(&ls->group, n) == 0) return ls;
-        snprintf(err, errlen, "cannot listen on udp %s with %d sockets: %s", ls->addr, n, strerror(errno));
-        usock_put(ls, 0);
-        return NULL;
-    }
-    if (!(ls = usock_new()) || np_udp_group_open(&ls->group, sa, len, n) < 0) {
-        snprintf(err, errlen, "cannot listen on udp %s: %s", want, strerror(ls ? errno : ENOMEM));
-        if (ls) usock_put(ls, 0);
-        return NULL;
-    }
-    usock_named(ls);
-    return ls;
-}
-
-static void usock_put(struct usock *ls, int say)
-{
-    if (--ls->refs > 0) return;
-    if (say && ls->fd >= 0) np_log(NP_NOTICE, "no longer listening on udp %s", ls->addr);
-    usock_disarm(ls);
-    for (size_t i = 0; i < ls->nbuckets; i++)           /* flows cannot outlive their socket */
-        while (ls->buckets[i]) flow_close(ls->buckets[i], NP_END_DRAINED, "%s", "no longer listening");
-    np_udp_group_close(&ls->group);
-    ls->fd = -1;
-    for (struct usock **pp = &socks; *pp; pp = &(*pp)->next) {
-        if (*pp == ls) {
-            *pp = ls->next;
-            break;
-        }
-    }
-    free(ls->passed_by);
-    free(ls->buckets);                  /* flows being reaped no longer look at it */
-    free(ls);
-}
-
-/* ---------------------------------------------------------------- the hand-over (SIGUSR2) */
-
-/* NETPROXY_UDP_FDS: "FD:INDEX:NAME,..." per socket, NAME the proxy's name in hex (any
- * byte may be in a name). */
-char *np_udp_handover(void)
-{
-    size_t size = 1, used = 0;
-    char *text;
-
-    for (struct usock *ls = socks; ls; ls = ls->next) {
-        const char *name = ls->serve ? ls->serve->p->name : "";
-        size += (size_t)ls->group.n * (32 + 2 * strlen(name));
-    }
-    if (!(text = malloc(size))) return NULL;
-    text[0] = '\0';
-    for (struct usock *ls = socks; ls; ls = ls->next) {
-        const char *name = ls->serve ? ls->serve->p->name : "";
-        for (int i = 0; i < ls->group.n; i++) {
-            if (ls->group.fds[i] < 0) continue;
-            used += (size_t)snprintf(text + used, size - used, "%s%d:%d:", used ? "," : "", ls->group.fds[i], i);
-            for (const unsigned char *c = (const unsigned char *)name; *c; c++)
-                used += (size_t)snprintf(text + used, size - used, "%02x", *c);
-        }
-    }
-    return text;
-}
-
-int np_udp_fds(int *fds, int max)
-{
-    int n = 0;
-
-    for (struct usock *ls = socks; ls; ls = ls->next)
-        for (int i = 0; i < ls->group.n; i++)
-            if (ls->group.fds[i] >= 0 && n++ < max) fds[n - 1] = ls->group.fds[i];
-    return n;
-}
-
-static char *unhex(const char *p, size_t n)
-{
-    char *name = malloc(n / 2 + 1);
-    size_t i = 0;
-    unsigned v;
-
-    if (!name) return NULL;
-    for (; 2 * i + 1 < n && sscanf(p + 2 * i, "%2x", &v) == 1; i++) name[i] = (char)v;
-    name[i] = '\0';
-    return name;
-}
-
-/* One passed socket joins the group of its address (made on its first socket). */
-static void adopt_one(int fd, int index, const char *hexname, size_t hexlen)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    char addr[NP_ADDRSTRLEN];
-    struct usock *ls;
-
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    fcntl(fd, F_SETFD, FD_CLOEXEC);
-    if (index < 0 || index > 1024 || getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
-        np_log(NP_WARNING, "the previous binary passed a bad udp socket (fd %d, index %d): closed", fd, index);
-        close(fd);
-        return;
-    }
-    np_addr_format((struct sockaddr *)&ss, len, addr, sizeof addr);
-    for (ls = socks; ls && !(ls->passed && !strcmp(ls->addr, addr)); ls = ls->next) {}
-    if (!ls && (ls = usock_new())) {
-        ls->passed = 1;
-        ls->passed_by = unhex(hexname, hexlen);
-        snprintf(ls->addr, sizeof ls->addr, "%s", addr);
-    }
-    if (!ls || np_udp_group_put(&ls->group, index, fd) < 0) {
-        np_log(NP_ERR, "out of memory for a passed udp socket on %s: closed", addr);
-        close(fd);
-    }
-}
-
-int np_udp_adopt(void)
-{
-    const char *list = getenv("NETPROXY_UDP_FDS");
-    int n = 0;
-
-    if (!list) return 0;
-    for (const char *p = list; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
-        int fd, index, at = 0;
-        size_t end = strcspn(p, ",");
-        if (sscanf(p, "%d:%d:%n", &fd, &index, &at) < 2 || at == 0 || (size_t)at > end) continue;
-        adopt_one(fd, index, p + at, end - (size_t)at);
-        n++;
-    }
-    unsetenv("NETPROXY_UDP_FDS");       /* not for the workers to see */
-    for (struct usock *ls = socks, *next; ls; ls = next) {
-        int holes = 0;
-        next = ls->next;
-        if (!ls->passed) continue;
-        for (int i = 0; i < ls->group.n; i++) holes += ls->group.fds[i] < 0;
-        if (holes || ls->group.n == 0) {    /* the kernel's order of the group is unknown */
-            np_log(NP_WARNING, "the previous binary passed an incomplete udp group on %s: closed", ls->addr);
-            ls->passed = 0;
-            usock_put(ls, 0);
-            continue;
-        }
-        usock_named(ls);
-        np_log(NP_INFO, "the previous binary passed %d udp sockets on %s", ls->group.n, ls->addr);
-    }
-    return n;
-}
-
-void np_udp_adopted_done(void)
-{
-    for (struct usock *ls = socks, *next; ls; ls = next) {
-        next = ls->next;
-        if (!ls->passed) continue;
-        ls->passed = 0;
-        if (ls->refs == 1)
-            np_log(NP_WARNING, "passed udp sockets on %s are ones no proxy listens on: closed", ls->addr);
-        usock_put(ls, 0);
-    }
-}
-
-/* ---------------------------------------------------------------- the proxy's side */
-
-static int ref_field(lua_State *L, int t, const char *sub, const char *name)
-{
-    int ref = LUA_NOREF;
-
-    lua_getfield(L, t, sub);
-    if (lua_istable(L, -1)) {
-        lua_getfield(L, -1, name);
-        if (lua_isfunction(L, -1)) ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        else lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-    return ref;
-}
-
-static int read_settings(struct np_udp *u, lua_State *L, char *err, size_t errlen)
-{
-    int t;
-    const char *type, *host;
-
-    lua_rawgeti(L, LUA_REGISTRYINDEX, u->p->lua_ref);
-    t = lua_gettop(L);
-    u->idle_timeout = np_lua_number(L, t, "udp_idle_timeout", 30);
-    u->max_flows = (uint64_t)np_lua_number(L, t, "max_flows", 10000);
-    u->hook_budget = np_lua_number(L, t, "hook_budget", 1);
-    u->hook_ref[0] = ref_field(L, t, "from", "hook");
-    u->hook_ref[1] = ref_field(L, t, "to", "hook");
-    u->datagram_ref = ref_field(L, t, "to", "datagram");
-    lua_getfield(L, t, "to");
-    type = np_lua_string(L, -1, "type");
-    host = np_lua_string(L, -1, "host");
-    u->port = (int)np_lua_number(L, -1, "port", 0);
-    lua_getfield(L, -1, "_pool");       /* servers: its host and port are only the first's */
-    u->pooled = type && !strcmp(type, "udp") && !lua_isnil(L, -1);
-    lua_pop(L, 1);
-    if (type && !strcmp(type, "udp") && host && !u->pooled) u->host = strdup(host);
-    lua_pop(L, 1);
-    lua_getfield(L, t, "accept");
-    lua_getfield(L, t, "server_accept");
-    /* a pool's balance sees the flow's conn */
-    int wants_lua = !lua_isnil(L, -1) || !lua_isnil(L, -2) || u->hook_ref[0] != LUA_NOREF ||
-                    u->hook_ref[1] != LUA_NOREF || u->datagram_ref != LUA_NOREF || u->pooled;
-    lua_settop(L, t - 1);
-    if (!u->host && !u->pooled && u->datagram_ref == LUA_NOREF) {
-        snprintf(err, errlen, "%s: a udp from wants to = { type = \"udp\", host =, port = } or a datagram service", u->p->name);
-        return -1;
-    }
-    if (wants_lua) {
-        lua_getglobal(L, "require");
-        lua_pushliteral(L, "netproxy.udp");
-        if (np_lua_pcall(L, 1, 1, "netproxy.udp") < 0) {
-            snprintf(err, errlen, "cannot load netproxy.udp");
-            return -1;
-        }
-        lua_getfield(L, -1, "start");
-        u->start_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        if (u->pooled) {
-            lua_getfield(L, -1, "pick");
-            u->pick_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-            lua_getfield(L, -1, "failed");
-            u->failed_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        }
-        lua_pop(L, 1);
-    }
-    return 0;
-}
-
-static struct np_udp *udp_of(struct np_proxy *p, const struct np_udp_ops *ops, void *arg,
-                             char *err, size_t errlen)
-{
-    struct np_udp *u = p->udp;
-
-    if (u) return u;
-    if (!(u = calloc(1, sizeof *u))) {
-        snprintf(err, errlen, "%s: out of memory", p->name);
-        return NULL;
-    }
-    u->p = p;
-    u->ops = ops;
-    u->arg = arg;
-    u->hook_ref[0] = u->hook_ref[1] = u->datagram_ref = u->start_ref = LUA_NOREF;
-    u->pick_ref = u->failed_ref = LUA_NOREF;
-    p->udp = u;
-    if (read_settings(u, p->L, err, errlen) < 0) return NULL;    /* freed by np_udp_release */
-    if (!reaper_ready) {
-        event_assign(&reaper, np_base, -1, 0, on_reap, NULL);
-        reaper_ready = 1;
-    }
-    return u;
-}
-
-/* The first user of a socket in this process says so; n sockets when a group. */
-static void say_listening(const struct np_proxy *p, const struct usock *ls)
-{
-    char what[64] = "";
-
-    if (ls->refs != 1 + ls->passed) return;
-    if (ls->passed) snprintf(what, sizeof what, ", %d socket%s passed by the previous binary", ls->group.n,
-                             ls->group.n == 1 ? "" : "s");
-    else if (ls->group.n > 1) snprintf(what, sizeof what, ", %d sockets", ls->group.n);
-    np_log(NP_NOTICE, "%s: listening on %s (udp%s)", p->name, ls->addr, what);
-}
-
-int np_udp_bind(struct np_proxy *p, const char *host, int port, int workers,
-                const struct np_udp_ops *ops, void *arg, char *err, size_t errlen)
-{
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM, .ai_flags = AI_PASSIVE };
-    struct addrinfo *res, *ai;
-    struct np_udp *u = udp_of(p, ops, arg, err, errlen);
-    char service[16], why[256];
-    /* a process that already reads its sockets and binds again is a single process
-     * reloading (workers never load a config): one socket, whatever the config says */
-    int n = started || workers < 1 ? 1 : workers, rc;
-
-    if (!u) return -1;
-    snprintf(service, sizeof service, "%d", port);
-    if ((rc = getaddrinfo(host, service, &hints, &res)) != 0) {
-        snprintf(err, errlen, "%s: cannot resolve listen host '%s': %s", p->name, host, gai_strerror(rc));
-        return -1;
-    }
-    for (ai = res; ai; ai = ai->ai_next) {
-        struct usock *ls = usock_get(ai->ai_addr, ai->ai_addrlen, n, p->name, why, sizeof why);
-        struct usock **grown = ls ? realloc(u->socks, (u->nsocks + 1) * sizeof *grown) : NULL;
-        if (!grown) {
-            if (ls) usock_put(ls, 0);
-            snprintf(err, errlen, "%s: %s", p->name, ls ? "out of memory" : why);
-            freeaddrinfo(res);
-            return -1;
-        }
-        u->socks = grown;
-        u->socks[u->nsocks++] = ls;
-        say_listening(p, ls);
-    }
-    freeaddrinfo(res);
-    return 0;
-}
-
-void np_udp_serve(struct np_proxy *p)
-{
-    for (int i = 0; p->udp && i < p->udp->nsocks; i++) {
-        struct usock *ls = p->udp->socks[i];
-        ls->serve = p->udp;
-        if (started && ls->reading) usock_arm(ls);     /* a single process's reload: a new address */
-    }
-}
-
-void np_udp_release(struct np_proxy *p, int say)
-{
-    struct np_udp *u = p->udp;
-    lua_State *L = p->L;
-
-    if (!u) return;
-    for (int i = 0; i < u->nsocks; i++) {
-        if (u->socks[i]->serve == u) u->socks[i]->serve = NULL;
-        usock_put(u->socks[i], say);
-    }
-    free(u->socks);
-    u->socks = NULL;
-    u->nsocks = 0;
-    if (u->nflows) {            /* its flows run on; freed with the proxy's config */
-        u->released = 1;
-        return;
-    }
-    if (L) {
-        unref(L, &u->hook_ref[0]);
-        unref(L, &u->hook_ref[1]);
-        unref(L, &u->datagram_ref);
-        unref(L, &u->start_ref);
-        unref(L, &u->pick_ref);
-        unref(L, &u->failed_ref);
-    }
-    free(u->host);
-    free(u);
-    p->udp = NULL;
-}
-
-void np_udp_close_all(struct np_proxy *p, enum np_end how, const char *why)
-{
-    struct np_udp *u = p->udp;
-
-    while (u && u->lru_head) flow_close(u->lru_head, how, "%s", why);
-}
-
-void np_udp_start(int index)
-{
-    started = 1;
-    for (struct usock *ls = socks; ls; ls = ls->next) {
-        ls->fd = np_udp_group_keep(&ls->group, index);
-        usock_arm(ls);
-    }
-}
-
-void np_udp_stop_reading(void)
-{
-    for (struct usock *ls = socks; ls; ls = ls->next) {
-        usock_disarm(ls);
-        ls->reading = 0;
     }
 }
 
