@@ -1,5 +1,6 @@
 /* A proxy's UDP side: its settings (read once from its Lua table), its listening addresses
- * (bound or taken over, udp_sock.c), whose new flows (udp.c) they start, and its release. */
+ * (bound or taken over by address, udp_sock.c), the proxy their new flows (udp.c) go to
+ * after a reload, and its release. */
 #include "udp_impl.h"
 #include "log.h"
 #include "luavm.h"
