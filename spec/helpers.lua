@@ -712,4 +712,13 @@ function _M.danted(method)
   end)
 end
 
+-- The Python UDP echo server of spec/support/udp_peer.py on host (127.0.0.1 by default; "::"
+-- takes both families), once it listens: p.port.
+function _M.udp_echo_server(host)
+  local portfile = _M.tmpfile("udp-port")
+  local p = _M.spawn({ "python3", _M.root .. "/spec/support/udp_peer.py", "echo", host or "127.0.0.1", portfile })
+  p.port = tonumber(_M.wait_until(function() return _M.read(portfile) end, 10, "the udp echo server"))
+  return p
+end
+
 return _M

@@ -6,7 +6,7 @@
 #include <sys/socket.h>
 
 /* fd: the connected socket (TCP_NODELAY set), the caller's now; or -1 and err (an errno,
- * ETIMEDOUT at the deadline). A timeout of 0 is none.. Called from the loop, never from np_dial_start. */
+ * ETIMEDOUT at the deadline). Called from the loop, never from np_dial_start. */
 typedef void np_dial_done_fn(void *arg, int fd, int err);
 
 struct np_dial {
@@ -21,8 +21,8 @@ struct np_dial {
     void *arg;
 };
 
-/* Starts connecting to addr (kept by the caller until done): done is called once, unless
- * np_dial_cancel comes first. */
+/* Starts connecting to addr (kept by the caller until done) within timeout seconds (0: no
+ * limit): done is called once, unless np_dial_cancel comes first. */
 void np_dial_start(struct np_dial *d, const struct sockaddr *addr, socklen_t addrlen,
                    double timeout, np_dial_done_fn *done, void *arg);
 

@@ -6,13 +6,7 @@ local udp = require "spec.support.udp"
 
 local PEER = h.root .. "/spec/support/udp_peer.py"
 
--- The Python UDP echo server on host (127.0.0.1 by default).
-local function echo_server(host)
-  local portfile = h.tmpfile("udp-port")
-  local p = h.spawn({ "python3", PEER, "echo", host or "127.0.0.1", portfile })
-  p.port = tonumber(h.wait_until(function() return h.read(portfile) end, 10, "the udp echo server"))
-  return p
-end
+local echo_server = h.udp_echo_server
 
 -- A config with one udp proxy "u" from 127.0.0.1:0 (or listen) to target_port.
 local function udp_config(target_port, extra, opts)

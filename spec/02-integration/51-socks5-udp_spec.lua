@@ -6,12 +6,7 @@ local h = require "spec.helpers"
 
 local PEER = h.root .. "/spec/support/udp_peer.py"
 
-local function echo_server()
-  local portfile = h.tmpfile("udp-port")
-  local p = h.spawn({ "python3", PEER, "echo", "127.0.0.1", portfile })
-  p.port = tonumber(h.wait_until(function() return h.read(portfile) end, 10, "the udp echo server"))
-  return p
-end
+local echo_server = h.udp_echo_server
 
 local function associate(np, target, port, n)
   local out, err, rc = h.run({ "python3", PEER, "socks5udp", tostring(np.ports.s5), target, tostring(port), tostring(n) })

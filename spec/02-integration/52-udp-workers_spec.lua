@@ -6,15 +6,7 @@ local h = require "spec.helpers"
 local udp = require "spec.support.udp"
 local ffi = require "ffi"
 
-local PEER = h.root .. "/spec/support/udp_peer.py"
-
--- The Python UDP echo server ("whoami" answers the flow's own address toward it).
-local function echo_server(host)
-  local portfile = h.tmpfile("udp-port")
-  local p = h.spawn({ "python3", PEER, "echo", host or "127.0.0.1", portfile })
-  p.port = tonumber(h.wait_until(function() return h.read(portfile) end, 10, "the udp echo server"))
-  return p
-end
+local echo_server = h.udp_echo_server
 
 local function config(target, opts)
   opts = opts or {}
