@@ -596,7 +596,7 @@ int np_conn_client_fd(const struct np_conn *c)
 
 /* ---------------------------------------------------------------- routed */
 
-static void routed_connected(void *arg, int fd, int err)
+static void routed_connected(void *arg, int fd, int err, const char *why)
 {
     static const int unfiltered[2];
     struct np_conn *c = arg;
@@ -607,7 +607,7 @@ static void routed_connected(void *arg, int fd, int err)
     if (fd < 0 && err == ETIMEDOUT && c->proxy->route->on_timeout == NP_END_NEGOTIATION_TIMEOUT) {
         np_conn_close(c, NP_END_NEGOTIATION_TIMEOUT, "%s", "");
     } else if (fd < 0) {
-        np_conn_close(c, NP_END_CONNECT_FAILED, "%s", np_sock_err_token(err));
+        np_conn_close(c, NP_END_CONNECT_FAILED, "%s", why);
     } else if (start_relay(c, &client, &server, unfiltered, 0) < 0) {
         close(fd);
         np_conn_close(c, NP_END_NO_MEMORY, "%s", "starting the relay");
@@ -626,7 +626,8 @@ static void start_routed(struct np_conn *c, int rfd, int wfd)
     s->routed = 1;
     s->client_fd[0] = rfd;
     s->client_fd[1] = wfd;
-    np_dial_start(&s->dial, (const struct sockaddr *)&r->addr, r->addrlen, r->timeout, routed_connected, c);
+    if (r->host) np_dial_start_name(&s->dial, r->host, r->port, r->timeout, routed_connected, c);
+    else np_dial_start(&s->dial, &r->ai, r->timeout, routed_connected, c);
 }
 
 int np_conn_send(struct np_conn *c, int dir, const char *data, size_t len, const char **err)

@@ -68,39 +68,57 @@ int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char
     return 0;
 }
 
-void np_proxy_read_route(struct np_proxy *p, lua_State *L, int t)
+/* An IP literal's one address into r->ai (pointing at r->addr); 0, or -1 for a name. */
+static int literal_address(struct np_route *r, const char *host)
 {
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
     struct addrinfo *res = NULL;
-    const char *host = lua_istable(L, t) ? np_lua_string(L, t, "host") : NULL;
-    double connect_timeout;
     char port[16];
+    int ok;
 
-    if (!host) return;
-    connect_timeout = np_lua_number(L, t, "connect_timeout", 10);
-    snprintf(port, sizeof port, "%d", (int)np_lua_number(L, t, "port", 0));
-    if (getaddrinfo(host, port, &hints, &res) != 0) return;
-    if ((p->route = calloc(1, sizeof *p->route)) && res->ai_addrlen <= sizeof p->route->addr) {
-        memcpy(&p->route->addr, res->ai_addr, res->ai_addrlen);
-        p->route->addrlen = res->ai_addrlen;
-        const char *label = np_lua_string(L, t, "label");
-        snprintf(p->route->label, sizeof p->route->label, "%s", label ? label : host);
-        /* the session's connect is bounded by both: the nearer deadline decides the end */
-        p->route->timeout = connect_timeout;
-        p->route->on_timeout = NP_END_CONNECT_FAILED;
-        if (p->negotiation_timeout > 0 && (connect_timeout <= 0 || p->negotiation_timeout < connect_timeout)) {
-            p->route->timeout = p->negotiation_timeout;
-            p->route->on_timeout = NP_END_NEGOTIATION_TIMEOUT;
-        }
-    } else {
-        free(p->route);
-        p->route = NULL;
+    snprintf(port, sizeof port, "%d", r->port);
+    if (getaddrinfo(host, port, &hints, &res) != 0) return -1;
+    ok = res->ai_addrlen <= sizeof r->addr;
+    if (ok) {
+        memcpy(&r->addr, res->ai_addr, res->ai_addrlen);
+        r->ai.ai_family = res->ai_family;
+        r->ai.ai_socktype = SOCK_STREAM;
+        r->ai.ai_addrlen = res->ai_addrlen;
+        r->ai.ai_addr = (struct sockaddr *)&r->addr;
     }
     freeaddrinfo(res);
+    return ok ? 0 : -1;
+}
+
+void np_proxy_read_route(struct np_proxy *p, lua_State *L, int t)
+{
+    const char *host = lua_istable(L, t) ? np_lua_string(L, t, "host") : NULL;
+    const char *label;
+    struct np_route *r;
+    double connect_timeout;
+
+    if (!host || !(r = calloc(1, sizeof *r))) return;
+    r->port = (int)np_lua_number(L, t, "port", 0);
+    if (literal_address(r, host) < 0 && !(r->host = strdup(host))) {
+        free(r);
+        return;
+    }
+    label = np_lua_string(L, t, "label");
+    snprintf(r->label, sizeof r->label, "%s", label ? label : host);
+    /* the session's connect is bounded by both: the nearer deadline decides the end */
+    connect_timeout = np_lua_number(L, t, "connect_timeout", 10);
+    r->timeout = connect_timeout;
+    r->on_timeout = NP_END_CONNECT_FAILED;
+    if (p->negotiation_timeout > 0 && (connect_timeout <= 0 || p->negotiation_timeout < connect_timeout)) {
+        r->timeout = p->negotiation_timeout;
+        r->on_timeout = NP_END_NEGOTIATION_TIMEOUT;
+    }
+    p->route = r;
 }
 
 void np_proxy_free(struct np_proxy *p)
 {
+    if (p->route) free(p->route->host);
     free(p->route);
     p->route = NULL;
     np_acl_free(&p->acl);

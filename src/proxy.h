@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <lua.h>
+#include <event2/util.h>
 #include <sys/socket.h>
 
 /* This process's counters of proxy p (bytes are counted as they move; metrics.c sums). */
@@ -25,8 +26,10 @@ struct np_udp;
  * route(): nothing to negotiate, hook or tell, and a `to` fixed by the config): conn.c
  * connects there itself. */
 struct np_route {
+    struct evutil_addrinfo ai;  /* the address (ai.ai_addr is addr), when host is an IP */
     struct sockaddr_storage addr;
-    socklen_t addrlen;
+    char *host;                 /* else the name, resolved per connection */
+    int port;
     double timeout;             /* the connect's: connect_timeout or negotiation_timeout */
     enum np_end on_timeout;     /* and which of the two it is */
     char label[NP_ADDRSTRLEN];  /* the target, as the log line names it */
@@ -64,8 +67,7 @@ struct np_proxy {
  * with a message in err. */
 int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char *err, size_t errlen);
 
-/* The route table at index t (from netproxy.session.route: host, port, label), when its
- * host is an IP address; a name is left to the session, which resolves per connection. */
+/* The route table at index t (from netproxy.session.route: host, port, label), if any. */
 void np_proxy_read_route(struct np_proxy *p, lua_State *L, int t);
 
 /* allow = { ... }, deny = { ... } of the table at t into acl. 0, or -1 with err. */

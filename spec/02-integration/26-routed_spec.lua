@@ -1,5 +1,5 @@
 -- Routed proxies: when nothing of a proxy runs in Lua before the relay (a plain tcp from, a
--- tcp to an IP address, no hook, accept, on_close, PROXY protocol, TLS or pool), the C core
+-- tcp to, no hook, accept, on_close, PROXY protocol, TLS or pool), the C core
 -- connects and relays by itself (netproxy.session.route, src/conn.c, src/dial.c). The
 -- connection must look the same from outside as one that runs the session: same bytes, same
 -- log lines, same ends, and a reload may switch a proxy between the two ways.
@@ -25,7 +25,8 @@ describe("a routed proxy", function()
                  to = { type = "tcp", host = "localhost", port = %d } }
 ]]):format(e), { "-vv" })
     assert.is_true(routed(np, "plain"), np.full_log())
-    for _, name in ipairs({ "hooked", "accepting", "pp", "named" }) do
+    assert.is_true(routed(np, "named"), "a name is resolved per connection, without Lua")
+    for _, name in ipairs({ "hooked", "accepting", "pp" }) do
       assert.is_false(routed(np, name), name .. " runs the session")
     end
     for _, name in ipairs({ "plain", "hooked", "accepting", "named" }) do
@@ -33,6 +34,7 @@ describe("a routed proxy", function()
       assert.are.equal(0, r.rc, name .. ": " .. r.err)
     end
     -- the same lines, whichever way: accepted, relay, the end
+    h.wait_log(np, "named: 127%.0%.0%.1:%d+ %-> localhost:" .. e .. " in=1048576 out=1048576 time=[%d%.]+s end=eof")
     for _, name in ipairs({ "plain", "hooked" }) do
       h.wait_log(np, name .. ": 127%.0%.0%.1:%d+ %-> 127%.0%.0%.1:" .. e .. " in=1048576 out=1048576 time=[%d%.]+s end=eof")
       assert.truthy(np.log():find(name .. ": accepted 127.0.0.1:", 1, true))
@@ -51,6 +53,26 @@ proxy { name = "six", from = { type = "tcp", host = "::1", port = 0 },
     local r = h.client("::1", np.ports.six, { "--bytes", "256K", "--conns", "20", "--parallel", "4" })
     assert.are.equal(0, r.rc, r.err)
     h.wait_log(np, "six: %[::1%]:%d+ %-> %[::1%]:" .. echo6.port .. " in=262144 out=262144")
+    h.stop(np)
+  end)
+
+  it("ends as the session would for a name that does not resolve", function()
+    -- the same name through a routed proxy and through one that runs the session (a hook)
+    local np = h.netproxy_start(([[
+proxy { name = "routed_name", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "tcp", host = "no-such-host.invalid", port = 80 } }
+proxy { name = "session_name", from = { type = "tcp", host = "127.0.0.1", port = 0, hook = function(d) return d end },
+        to = { type = "tcp", host = "no-such-host.invalid", port = 80 } }
+]]), { "-vv" })
+    assert.is_true(routed(np, "routed_name"))
+    assert.is_false(routed(np, "session_name"))
+    for _, name in ipairs({ "routed_name", "session_name" }) do
+      local r = h.client("127.0.0.1", np.ports[name], { "--bytes", "1K", "--timeout", "5" })
+      assert.are.equal(1, r.failed)
+    end
+    local a = h.wait_log(np, "routed_name: %S+ %-> no%-such%-host%.invalid:80 in=0 out=0 time=[%d%.]+s (end=connect failed: resolve: [^\n]*)")
+    local b = h.wait_log(np, "session_name: %S+ %-> no%-such%-host%.invalid:80 in=0 out=0 time=[%d%.]+s (end=connect failed: resolve: [^\n]*)")
+    assert.are.equal(b, a)
     h.stop(np)
   end)
 
