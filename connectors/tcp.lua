@@ -28,7 +28,7 @@ end
 -- Where connect() goes when it has nothing else to do: the C core may then connect by
 -- itself (netproxy.session.route).
 function _M.fixed(conf)
-  if conf.proxy_protocol == nil then return conf.host, conf.port end
+  if conf.proxy_protocol == nil then return { host = conf.host, port = conf.port } end
 end
 
 -- Reaches the server (and tells it who the client is, with proxy_protocol); the socket is

@@ -45,6 +45,11 @@ function _M.listen(conf)
   return { path = conf.path, mode = conf.mode }
 end
 
+-- Where connect() goes when it has nothing else to do (netproxy.session.route).
+function _M.fixed(conf)
+  if conf.proxy_protocol == nil then return { path = conf.path } end
+end
+
 function _M.connect(conf, conn)
   local sock, err = core.connect_unix(conf.path, { timeout = conn.connect_timeout })
   if not sock then return nil, err end

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -80,6 +81,7 @@ static void try_next(struct np_dial *d)
             d->last_errno = errno;
             continue;
         }
+        d->family = ai->ai_family;
         if (connect(d->fd, ai->ai_addr, ai->ai_addrlen) == 0 || errno == EINPROGRESS) {
             arm(d, d->fd, EV_WRITE, left);  /* a socket connected at once is writable at once */
             return;
@@ -100,7 +102,7 @@ static void connect_answered(struct np_dial *d, short what)
         d->last_errno = ETIMEDOUT;
         d->next = NULL;
     } else if (getsockopt(d->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) {
-        np_sock_set_nodelay(d->fd);
+        if (d->family != AF_UNIX) np_sock_set_nodelay(d->fd);
         finish(d, d->fd);
         return;
     } else {

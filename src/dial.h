@@ -1,13 +1,13 @@
-/* One TCP socket connected to a server without blocking, within a timeout: how the core
+/* One stream socket connected to a server without blocking, within a timeout: how the core
  * reaches the server by itself when the config fixes it (conn.c, a routed proxy). The
- * server is an address, or a name resolved without blocking whose addresses are tried in
- * turn, as core.connect does. A leaf (resolve.c below it). */
+ * server is an address (IP or unix), or a name resolved without blocking whose addresses
+ * are tried in turn, as core.connect does. A leaf (resolve.c below it). */
 #ifndef NP_DIAL_H
 #define NP_DIAL_H
 #include <event2/event_struct.h>
 #include <event2/util.h>
 
-/* fd: the connected socket (TCP_NODELAY set), the caller's now; or -1, err (the last
+/* fd: the connected socket (TCP_NODELAY set on TCP), the caller's now; or -1, err (the last
  * connect's errno, ETIMEDOUT at the deadline, 0 for a name that did not resolve) and why,
  * the words for the log line ("refused", "timeout", "resolve: ..."). Called from the loop,
  * never from the start functions. */
@@ -25,6 +25,7 @@ struct np_dial {
     const struct evutil_addrinfo *next;     /* the address to try next */
     struct evutil_addrinfo *owned;          /* the resolver's answer, freed at the end */
     int dns_error, last_errno;
+    int family;                 /* of the address being tried */
     double deadline;
     np_dial_done_fn *done;
     void *arg;

@@ -5,6 +5,8 @@
 
 #include <lauxlib.h>
 #include <netdb.h>
+#include <stddef.h>
+#include <sys/un.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,21 +92,47 @@ static int literal_address(struct np_route *r, const char *host)
     return ok ? 0 : -1;
 }
 
+/* A unix socket's address ("@name": the abstract namespace) into r->ai; 0, or -1. */
+static int unix_address(struct np_route *r, const char *path)
+{
+    struct sockaddr_un *un = (struct sockaddr_un *)&r->addr;
+    size_t n = strlen(path);
+
+    if (n == 0 || n >= sizeof un->sun_path) return -1;
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, path, n);
+    if (path[0] == '@') un->sun_path[0] = '\0';
+    r->ai.ai_family = AF_UNIX;
+    r->ai.ai_socktype = SOCK_STREAM;
+    r->ai.ai_addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+    r->ai.ai_addr = (struct sockaddr *)un;
+    return 0;
+}
+
+/* The route's address: a unix path, an IP literal, or a name kept for the connection. */
+static int route_address(struct np_route *r, const char *host, const char *path)
+{
+    if (path) return unix_address(r, path);
+    if (literal_address(r, host) == 0) return 0;
+    return (r->host = strdup(host)) ? 0 : -1;
+}
+
 void np_proxy_read_route(struct np_proxy *p, lua_State *L, int t)
 {
     const char *host = lua_istable(L, t) ? np_lua_string(L, t, "host") : NULL;
+    const char *path = lua_istable(L, t) ? np_lua_string(L, t, "path") : NULL;
     const char *label;
     struct np_route *r;
     double connect_timeout;
 
-    if (!host || !(r = calloc(1, sizeof *r))) return;
+    if ((!host && !path) || !(r = calloc(1, sizeof *r))) return;
     r->port = (int)np_lua_number(L, t, "port", 0);
-    if (literal_address(r, host) < 0 && !(r->host = strdup(host))) {
+    if (route_address(r, host, path) < 0) {
         free(r);
         return;
     }
     label = np_lua_string(L, t, "label");
-    snprintf(r->label, sizeof r->label, "%s", label ? label : host);
+    snprintf(r->label, sizeof r->label, "%s", label ? label : host ? host : path);
     /* the session's connect is bounded by both: the nearer deadline decides the end */
     connect_timeout = np_lua_number(L, t, "connect_timeout", 10);
     r->timeout = connect_timeout;

@@ -26,7 +26,7 @@ struct np_udp;
  * route(): nothing to negotiate, hook or tell, and a `to` fixed by the config): conn.c
  * connects there itself. */
 struct np_route {
-    struct evutil_addrinfo ai;  /* the address (ai.ai_addr is addr), when host is an IP */
+    struct evutil_addrinfo ai;  /* the address (ai.ai_addr is addr): an IP or a unix path */
     struct sockaddr_storage addr;
     char *host;                 /* else the name, resolved per connection */
     int port;

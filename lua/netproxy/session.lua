@@ -136,7 +136,7 @@ end
 -- A proxy whose connections have nothing to run here before the relay: no PROXY protocol,
 -- no accept or on_close function, a `from` connector without a step of its own (accept,
 -- connected, failed), no hook, no TLS, no pool, and a `to` connector that says where it
--- connects (fixed(conf) -> host, port). The C core then connects and relays by itself
+-- connects (fixed(conf) -> { host =, port = } or { path = }). The C core then connects and relays by itself
 -- (conn.c): such a connection costs no coroutine, no Lua object and no garbage. Returns
 -- what the core needs, or nil: every connection then runs run() above.
 function _M.route(proxy)
@@ -147,9 +147,10 @@ function _M.route(proxy)
   if not (from and to) or from.accept or from.connected or from.failed or to.serve or not to.fixed then
     return nil
   end
-  local host, port = to.fixed(target)
-  if not host then return nil end
-  return { host = host, port = port, label = describe(target), connect_timeout = proxy.connect_timeout }
+  local where = to.fixed(target)
+  if not where then return nil end
+  return { host = where.host, port = where.port, path = where.path, label = describe(target),
+           connect_timeout = proxy.connect_timeout }
 end
 
 -- What the C core runs in a session coroutine: one connection after another. Each ends

@@ -56,6 +56,36 @@ proxy { name = "six", from = { type = "tcp", host = "::1", port = 0 },
     h.stop(np)
   end)
 
+  it("reaches a unix socket (a path, an abstract name), and fails on a missing one as the session does", function()
+    local echo = h.peer_server("echo")
+    local path, abstract = h.tmpfile("routed.sock"), "@netproxy-routed-" .. h.pid() .. "-" .. math.random(1e6)
+    local missing = h.tmpfile("missing.sock")
+    local np = h.netproxy_start(([[
+proxy { name = "file", from = { type = "tcp", host = "127.0.0.1", port = 0 }, to = { type = "unix", path = %q } }
+proxy { name = "abstract", from = { type = "tcp", host = "127.0.0.1", port = 0 }, to = { type = "unix", path = %q } }
+proxy { name = "back_file", from = { type = "unix", path = %q }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
+proxy { name = "back_abstract", from = { type = "unix", path = %q }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
+proxy { name = "routed_missing", from = { type = "tcp", host = "127.0.0.1", port = 0 }, to = { type = "unix", path = %q } }
+proxy { name = "session_missing", from = { type = "tcp", host = "127.0.0.1", port = 0, hook = function(d) return d end },
+        to = { type = "unix", path = %q } }
+]]):format(path, abstract, path, echo.port, abstract, echo.port, missing, missing), { "-vv" })
+    for _, name in ipairs({ "file", "abstract", "back_file", "back_abstract", "routed_missing" }) do
+      assert.is_true(routed(np, name), name)
+    end
+    for _, name in ipairs({ "file", "abstract" }) do
+      local r = h.client("127.0.0.1", np.ports[name], { "--bytes", "1M", "--half-close" })
+      assert.are.equal(0, r.rc, name .. ": " .. r.err)
+      h.wait_log(np, name .. ": 127%.0%.0%.1:%d+ %-> unix in=1048576 out=1048576 time=[%d%.]+s end=eof")
+    end
+    for _, name in ipairs({ "routed_missing", "session_missing" }) do
+      assert.are.equal(1, h.client("127.0.0.1", np.ports[name], { "--bytes", "1K", "--timeout", "5" }).failed)
+    end
+    local a = h.wait_log(np, "routed_missing: %S+ %-> unix in=0 out=0 time=[%d%.]+s (end=connect failed: [^\n]*)")
+    local b = h.wait_log(np, "session_missing: %S+ %-> unix in=0 out=0 time=[%d%.]+s (end=connect failed: [^\n]*)")
+    assert.are.equal(b, a)
+    h.stop(np)
+  end)
+
   it("ends as the session would for a name that does not resolve", function()
     -- the same name through a routed proxy and through one that runs the session (a hook)
     local np = h.netproxy_start(([[
