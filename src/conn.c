@@ -294,7 +294,12 @@ void np_conn_close(struct np_conn *c, enum np_end how, const char *fmt, ...)
     if (c->end != NP_END_NONE) return;
     c->end = how == NP_END_NONE ? NP_END_CLOSED : how;
     va_start(ap, fmt);
-    if (vasprintf(&c->detail, fmt, ap) < 0) c->detail = NULL;
+    if (!strcmp(fmt, "%s")) {           /* the common case, often empty: no formatting */
+        const char *detail = va_arg(ap, const char *);
+        c->detail = detail && detail[0] ? strdup(detail) : NULL;
+    } else if (vasprintf(&c->detail, fmt, ap) < 0) {
+        c->detail = NULL;
+    }
     va_end(ap);
     negotiated(c);
     if (c->session && c->session->routed) {
