@@ -97,22 +97,6 @@ check_tools() {
 
 # ---------------------------------------------------------------- processes
 
-cpu_seconds() {
-  local stat
-  { read -r stat <"/proc/$1/stat"; } 2>/dev/null || { echo 0; return; }
-  awk -v hz="$HZ" '{printf "%.2f\n", ($12 + $13) / hz}' <<<"${stat##*) }"
-}
-
-stop_pid() {
-  local pid=$1 i p keep=()
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.05; done
-  if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
-  wait "$pid" 2>/dev/null || true
-  for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-
 cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
@@ -202,8 +186,6 @@ start_target() {
 
 # ---------------------------------------------------------------- measuring
 
-field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
-
 measure() { # TARGET REP
   local target=$1 rep=$2 out rc=0 value t0 t1 err=$WORK/client.err
   local port=${PORT[$target]:-} tpid=${TPID[$target]:-}
@@ -239,7 +221,6 @@ cpu_us() { # TARGET: median proxy CPU µs per connection
 }
 
 diff_us() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-") print "n/a"; else printf "%+.1f\n", a - b }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "n/a"; else printf "%.2fx\n", a / b }'; }
 
 table() {
   local t

@@ -142,13 +142,11 @@ check_tools() {
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y procps iproute2 socat haproxy strace python3)"
   done
   "$NP_PEER" --help 2>&1 | grep -q -- --pingpong || die "$NP_PEER has no --pingpong: rebuild it"
-  # The binary loads lua/ and connectors/ from the tree at run time: a binary older than them
-  # (or than src/) may not match them.
-  local newer
-  newer=$(find "$ROOT/src" "$ROOT/lua" "$ROOT/connectors" -type f -newer "$NETPROXY" 2>/dev/null | sed "s#^$ROOT/##" | sort)
-  if [[ -n $newer ]]; then
-    NOTES+=("${NETPROXY#"$ROOT"/} is older than $(wc -l <<<"$newer") file(s) of the tree it runs with ($(head -5 <<<"$newer" | tr '\n' ' ' | sed 's/ $//')$( (($(wc -l <<<"$newer") > 5)) && echo ', ...' || true)): rebuild before trusting the netproxy rows.")
-    say "note: ${NOTES[-1]}"
+  local stale
+  stale=$(stale_binary)
+  if [[ -n $stale ]]; then
+    NOTES+=("$stale")
+    say "note: $stale"
   fi
   # One event loop, like HAProxy's nbthread 1, on builds that have worker processes.
   NP_WORKERS=()
@@ -196,42 +194,11 @@ section_targets() {
 
 # ---------------------------------------------------------------- processes
 
-
-# tree PID: PID and its children (nginx's workers, socat's forks).
-tree() { echo "$1"; children "$1"; }
-
-# cpu_seconds PID: user + system time of the process tree: PID (all its threads), its live
-# children (nginx's workers, socat's forks) and the children it has reaped, in seconds; then
-# the user time alone.
-cpu_seconds() {
-  local pid stat total=0 user=0
-  for pid in $(tree "$1"); do
-    { read -r stat <"/proc/$pid/stat"; } 2>/dev/null || continue
-    read -r total user < <(awk -v t="$total" -v u="$user" '{print t + $12 + $13 + $14 + $15, u + $12 + $14}' <<<"${stat##*) }")
-  done
-  awk -v t="$total" -v u="$user" -v hz="$HZ" 'BEGIN {printf "%.2f %.2f\n", t / hz, u / hz}'
-}
-
 # pipe_count PID: pipe descriptors the tree of PID holds (spliced pipes stay pooled in
 # netproxy and HAProxy).
 pipe_count() {
   local pid
   for pid in $(tree "$1"); do find "/proc/$pid/fd" -lname 'pipe:*' 2>/dev/null; done | wc -l
-}
-
-children() { ps -o pid= --ppid "$1" 2>/dev/null || true; }
-
-# stop_pid PID: TERM its children (socat's forks, nginx's workers) and itself, KILL after 5 s,
-# reap it.
-stop_pid() {
-  local pid=$1 child i p keep=()
-  for child in $(children "$pid"); do kill -TERM "$child" 2>/dev/null || true; done
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.05; done
-  if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
-  wait "$pid" 2>/dev/null || true
-  for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
 }
 
 cleanup() {
@@ -388,8 +355,6 @@ stop_targets() {
 
 # ---------------------------------------------------------------- measuring
 
-field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
-
 # client ARGS...: the load generator, pinned to CPU 1.
 client() {
   # shellcheck disable=SC2086
@@ -406,12 +371,12 @@ measure() {
   shift 4
   local port=${PORT[$target]} pid=${TPID[$target]:-} err=$WORK/client.err
   [[ -n $port ]] || return 0
-  [[ -n $pid ]] && read -r cpu0 user0 < <(cpu_seconds "$pid")  # the whole process tree
+  [[ -n $pid ]] && read -r cpu0 user0 < <(cpu_times "$pid")  # the whole process tree
   out=$(client --connect "127.0.0.1:$port" "$@" 2>"$err") || rc=$?
   if [[ -n $pid && $target == socat ]]; then # let socat reap its forks so that their CPU time is counted
     for ((i = 0; i < 40; i++)); do [[ -z $(children "$pid") ]] && break; sleep 0.05; done
   fi
-  [[ -n $pid ]] && read -r cpu1 user1 < <(cpu_seconds "$pid")
+  [[ -n $pid ]] && read -r cpu1 user1 < <(cpu_times "$pid")
   value=$(field "${metrics%%,*}" "$out") failed=$(field failed "$out")
   if ((rc == 0)) && [[ $failed == 0 && -n $value ]]; then
     VALUES[$section:$target]+="$value "
@@ -624,16 +589,6 @@ idle_section() {
 }
 
 # ---------------------------------------------------------------- results
-
-to_bytes() { # 2G -> 2147483648
-  local n=${1%[KkMmGg]}
-  case $1 in
-    *[Kk]) echo $((n << 10)) ;;
-    *[Mm]) echo $((n << 20)) ;;
-    *[Gg]) echo $((n << 30)) ;;
-    *) echo "$n" ;;
-  esac
-}
 
 # stat_of KEY TARGET [median|min|max|runs]: one statistic of VALUES[KEY:TARGET].
 stat_of() {

@@ -78,8 +78,6 @@ check_tools() {
   ulimit -n 20000 2>/dev/null || true
 }
 
-children() { ps -o pid= --ppid "$1" 2>/dev/null || true; }
-
 # cpu_ticks PID: user + system ticks of PID and of its live children (nginx's worker).
 cpu_ticks() {
   local pid stat total=0
@@ -88,16 +86,6 @@ cpu_ticks() {
     total=$(awk -v t="$total" '{print t + $12 + $13}' <<<"${stat##*) }")
   done
   echo "$total"
-}
-
-stop_pid() {
-  local pid=$1 i p keep=()
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.05; done
-  if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
-  wait "$pid" 2>/dev/null || true
-  for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
 }
 
 cleanup() {

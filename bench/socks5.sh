@@ -108,31 +108,6 @@ check_tools() {
 
 # ---------------------------------------------------------------- processes
 
-children() { ps -o pid= --ppid "$1" 2>/dev/null || true; }
-
-# cpu_seconds PID: user + system time of PID, of the children it reaped and of its live
-# children (dante's), in seconds.
-cpu_seconds() {
-  local pid stat total=0
-  for pid in "$1" $(children "$1"); do
-    { read -r stat <"/proc/$pid/stat"; } 2>/dev/null || continue
-    total=$(awk -v t="$total" '{print t + $12 + $13 + $14 + $15}' <<<"${stat##*) }")
-  done
-  awk -v t="$total" -v hz="$HZ" 'BEGIN {printf "%.2f\n", t / hz}'
-}
-
-# stop_pid PID: TERM its children and itself, KILL after 5 s, reap it.
-stop_pid() {
-  local pid=$1 child i p keep=()
-  for child in $(children "$pid"); do kill -TERM "$child" 2>/dev/null || true; done
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.05; done
-  if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
-  wait "$pid" 2>/dev/null || true
-  for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-
 cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
@@ -225,8 +200,6 @@ start_peer_pinned() {
 
 # ---------------------------------------------------------------- measuring
 
-field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
-
 # measure SECTION TARGET REP METRIC ARGS...: one np-peer client run through the target; keeps
 # METRIC and the server's CPU seconds when every connection succeeded, files a problem (and
 # stops the target) otherwise.
@@ -257,16 +230,6 @@ measure() {
 
 # ---------------------------------------------------------------- results
 
-to_bytes() { # 1G -> 1073741824
-  local n=${1%[KkMmGg]}
-  case $1 in
-    *[Kk]) echo $((n << 10)) ;;
-    *[Mm]) echo $((n << 20)) ;;
-    *[Gg]) echo $((n << 30)) ;;
-    *) echo "$n" ;;
-  esac
-}
-
 # stat_of SECTION TARGET [median|min|max|runs]
 stat_of() {
   local v m lo hi
@@ -283,8 +246,6 @@ cpu_per() {
   printf '%s\n' "${v[@]}" | sort -g | awk -v s="$3" -v f="$4" 'NF {v[++n] = $1}
     END { m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2; printf f "\n", m * s }'
 }
-
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "n/a"; else printf "%.2fx\n", a / b }'; }
 
 conn_table() {
   local target

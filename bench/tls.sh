@@ -108,13 +108,11 @@ check_tools() {
   for tool in awk ps ss openssl haproxy; do
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y procps iproute2 openssl haproxy)"
   done
-  # The binary loads lua/ and connectors/ from the tree at run time: a binary older than them
-  # (or than src/) may not match them.
-  local newer
-  newer=$(find "$ROOT/src" "$ROOT/lua" "$ROOT/connectors" -type f -newer "$NETPROXY" 2>/dev/null | sed "s#^$ROOT/##" | sort)
-  if [[ -n $newer ]]; then
-    NOTES+=("${NETPROXY#"$ROOT"/} is older than $(wc -l <<<"$newer") file(s) of the tree it runs with ($(head -5 <<<"$newer" | tr '\n' ' ' | sed 's/ $//')$( (($(wc -l <<<"$newer") > 5)) && echo ', ...')): rebuild before trusting the netproxy rows.")
-    say "note: ${NOTES[-1]}"
+  local stale
+  stale=$(stale_binary)
+  if [[ -n $stale ]]; then
+    NOTES+=("$stale")
+    say "note: $stale"
   fi
   # One event loop, like HAProxy's nbthread 1, on builds that have worker processes.
   NP_WORKERS=()
@@ -140,31 +138,6 @@ make_cert() {
 
 # ---------------------------------------------------------------- processes
 
-
-# cpu_seconds PID: user + system time of PID (all its threads), of the children it reaped and
-# of its live children (worker processes), in seconds.
-cpu_seconds() {
-  local pid stat total=0
-  for pid in "$1" $(children "$1"); do
-    { read -r stat <"/proc/$pid/stat"; } 2>/dev/null || continue
-    total=$(awk -v t="$total" '{print t + $12 + $13 + $14 + $15}' <<<"${stat##*) }")
-  done
-  awk -v t="$total" -v hz="$HZ" 'BEGIN {printf "%.2f\n", t / hz}'
-}
-
-children() { ps -o pid= --ppid "$1" 2>/dev/null || true; }
-
-# stop_pid PID: TERM its children and itself, KILL after 5 s, reap it.
-stop_pid() {
-  local pid=$1 child i p keep=()
-  for child in $(children "$pid"); do kill -TERM "$child" 2>/dev/null || true; done
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.05; done
-  if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
-  wait "$pid" 2>/dev/null || true
-  for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
 
 cleanup() {
   local pid
@@ -355,8 +328,6 @@ negotiate() {
 
 # ---------------------------------------------------------------- measuring
 
-field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
-
 # measure_bulk TARGET REP: one np-peer client run through the client hop. Keeps MB/s and
 # both processes' CPU seconds when it succeeded; files a problem report otherwise.
 measure_bulk() {
@@ -423,16 +394,6 @@ measure_hs() {
 
 # ---------------------------------------------------------------- results
 
-to_bytes() { # 1G -> 1073741824
-  local n=${1%[KkMmGg]}
-  case $1 in
-    *[Kk]) echo $((n << 10)) ;;
-    *[Mm]) echo $((n << 20)) ;;
-    *[Gg]) echo $((n << 30)) ;;
-    *) echo "$n" ;;
-  esac
-}
-
 
 # stat_of SECTION TARGET [median|min|max|runs]: one statistic of a target's metric.
 stat_of() {
@@ -481,9 +442,6 @@ compare() {
     if (a >= blo + 0 && a <= bhi + 0 && b >= alo + 0 && b <= ahi + 0) s = s " (within the run-to-run noise)"
     print s }'
 }
-
-# ratio A B: A / B as "1.23x" ("n/a" when either is missing).
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "n/a"; else printf "%.2fx\n", a / b }'; }
 
 bulk_table() {
   local target

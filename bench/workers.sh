@@ -98,17 +98,18 @@ parse_args() {
 }
 
 check_tools() {
-  local tool newer
+  local tool
   [[ -x $NETPROXY ]] || die "no $NETPROXY: build first (cmake -S . -B build && make -C build)"
   [[ -x $NP_PEER ]] || die "no $NP_PEER: build first (cmake -S . -B build && make -C build)"
   for tool in awk ps ss; do
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y procps iproute2)"
   done
   "$NETPROXY" --help 2>&1 | grep -q -- --workers || die "$NETPROXY has no -w/--workers option"
-  newer=$(find "$ROOT/src" "$ROOT/lua" "$ROOT/connectors" -type f -newer "$NETPROXY" 2>/dev/null | sed "s#^$ROOT/##" | sort)
-  if [[ -n $newer ]]; then
-    NOTES+=("${NETPROXY#"$ROOT"/} is older than $(wc -l <<<"$newer") file(s) of the tree it runs with ($(head -5 <<<"$newer" | tr '\n' ' ' | sed 's/ $//')$( (($(wc -l <<<"$newer") > 5)) && echo ', ...')): rebuild before trusting the netproxy rows.")
-    say "note: ${NOTES[-1]}"
+  local stale
+  stale=$(stale_binary)
+  if [[ -n $stale ]]; then
+    NOTES+=("$stale")
+    say "note: $stale"
   fi
   TARGETS=(direct netproxy-1 netproxy-2 netproxyrp-2)
   if command -v haproxy >/dev/null; then
@@ -131,19 +132,6 @@ check_tools() {
 
 # ---------------------------------------------------------------- processes
 
-
-children() { ps -o pid= --ppid "$1" 2>/dev/null || true; }
-
-# cpu_seconds PID: user + system time of the process tree: PID (all its threads), its live
-# children (workers) and the children it has reaped, in seconds.
-cpu_seconds() {
-  local pid stat total=0
-  for pid in "$1" $(children "$1"); do
-    { read -r stat <"/proc/$pid/stat"; } 2>/dev/null || continue
-    total=$(awk -v t="$total" '{print t + $12 + $13 + $14 + $15}' <<<"${stat##*) }")
-  done
-  awk -v t="$total" -v hz="$HZ" 'BEGIN {printf "%.2f\n", t / hz}'
-}
 
 # shape PID: "N processes, M threads" of the tree (PID and its children).
 shape() {
@@ -189,7 +177,8 @@ split() {
     print out }'
 }
 
-# stop_pid PID: TERM it (a master stops its own workers), KILL it after 5 s, reap it; then
+# stop_pid PID (in place of bench/lib/proc.sh's, which TERMs the children itself): TERM it
+# (a master stops its own workers), KILL it after 5 s, reap it; then
 # KILL any of its children (recorded with their start time, so that no reused PID is hit)
 # still there 2 s later.
 stop_pid() {
@@ -319,8 +308,6 @@ stop_targets() {
 }
 
 # ---------------------------------------------------------------- measuring
-
-field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 
 # measure TARGET REP CONNS: one np-peer client run (REP 0: the warm-up, not counted). Keeps
 # conns/s, the tree's CPU seconds and the cores it kept busy when every connection succeeded;

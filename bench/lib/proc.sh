@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # bench/lib/proc.sh: sourced by the bench scripts: processes, free ports, readiness, np-peer
-# servers. Needs NP_PEER, WORK, PIDS (an array) and die() from the script.
+# servers, CPU time. Needs NP_PEER, WORK, PIDS (an array), HZ (getconf CLK_TCK) and die() from
+# the script.
 
 # alive PID: the process exists and is not a zombie.
 alive() {
@@ -58,4 +59,37 @@ start_peer() {
     sleep 0.05
   done
   die "np-peer $mode did not start: $(tail -5 "$WORK/peer-$mode.log")"
+}
+
+# children PID: its live children (nginx's workers, socat's forks, a master's workers).
+children() { ps -o pid= --ppid "$1" 2>/dev/null || true; }
+
+# tree PID: PID and its children.
+tree() { echo "$1"; children "$1"; }
+
+# cpu_times PID: user + system time of the process tree: PID (all its threads), its live
+# children and the children it has reaped, in seconds; then the user time alone. Needs HZ.
+cpu_times() {
+  local pid stat total=0 user=0
+  for pid in $(tree "$1"); do
+    { read -r stat <"/proc/$pid/stat"; } 2>/dev/null || continue
+    read -r total user < <(awk -v t="$total" -v u="$user" '{print t + $12 + $13 + $14 + $15, u + $12 + $14}' <<<"${stat##*) }")
+  done
+  awk -v t="$total" -v u="$user" -v hz="$HZ" 'BEGIN {printf "%.2f %.2f\n", t / hz, u / hz}'
+}
+
+# cpu_seconds PID: the first of cpu_times, user + system.
+cpu_seconds() { local t; read -r t _ < <(cpu_times "$1"); echo "$t"; }
+
+# stop_pid PID: TERM its children (socat's forks, nginx's workers) and itself, KILL after 5 s,
+# reap it, and take it out of PIDS.
+stop_pid() {
+  local pid=$1 child i p keep=()
+  for child in $(children "$pid"); do kill -TERM "$child" 2>/dev/null || true; done
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.05; done
+  if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+  wait "$pid" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
 }
