@@ -303,17 +303,8 @@ static int core_close(lua_State *L)
 static int core_reached(lua_State *L)
 {
     struct np_conn *c = np_conn_from_handle(L, 1);
-    int fd = c ? np_conn_client_fd(c) : -1;
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    char text[NP_ADDRSTRLEN];
 
-    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
-        (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
-        return 0;
-    np_addr_format((struct sockaddr *)&ss, len, text, sizeof text);
-    lua_pushstring(L, text);
-    return 1;
+    return np_sock_push_localaddr(L, c ? np_conn_client_fd(c) : -1);
 }
 
 /* core.serving(client): the connection is served here (a service): negotiation is over

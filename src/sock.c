@@ -693,20 +693,26 @@ static int sock_peer(lua_State *L)
     return 1;
 }
 
-/* sock:localaddr() -> "addr:port" this end is bound to (what a client connected to), or nil */
-static int sock_localaddr(lua_State *L)
+int np_sock_push_localaddr(lua_State *L, int fd)
 {
-    struct np_sock *s = np_sock_check(L, 1);
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     char text[NP_ADDRSTRLEN];
 
-    if (s->fd < 0 || getsockname(s->fd, (struct sockaddr *)&ss, &len) < 0 ||
+    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
         (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
         return 0;
     np_addr_format((struct sockaddr *)&ss, len, text, sizeof text);
     lua_pushstring(L, text);
     return 1;
+}
+
+/* sock:localaddr() -> "addr:port" this end is bound to (what a client connected to), or nil */
+static int sock_localaddr(lua_State *L)
+{
+    struct np_sock *s = np_sock_check(L, 1);
+
+    return np_sock_push_localaddr(L, s->fd);
 }
 
 /* sock:peercred() -> uid, gid, pid of a unix socket's peer (SO_PEERCRED), or nil */

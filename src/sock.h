@@ -37,6 +37,10 @@ void np_sock_report_fd_shortage(int err);      /* a connect outside the cosocket
 const char *np_sock_err_token(int err);
 void np_sock_set_nodelay(int fd);
 
+/* Pushes the "addr:port" TCP socket fd is bound to and returns 1, or pushes nothing and
+ * returns 0 (no socket, not TCP): sock:localaddr() and core.reached. */
+int np_sock_push_localaddr(lua_State *L, int fd);
+
 enum np_sock_op { NP_OP_NONE, NP_OP_READ, NP_OP_PEEK, NP_OP_WRITE, NP_OP_CONNECT, NP_OP_HANDSHAKE, NP_OP_FLUSH };
 
 struct np_sock {

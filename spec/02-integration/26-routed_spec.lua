@@ -10,6 +10,17 @@ local function routed(np, name)
   return np.full_log():find("debug %[%d+%] " .. name .. ": routed to ") ~= nil
 end
 
+-- One failing client through each of two proxies (a routed one, one running the session);
+-- returns the end word and detail of each one's log line, whose target matches target.
+local function ends_of(np, routed_name, session_name, target, end_pattern)
+  local got = {}
+  for i, name in ipairs({ routed_name, session_name }) do
+    assert.are.equal(1, h.client("127.0.0.1", np.ports[name], { "--bytes", "1K", "--timeout", "5" }).failed)
+    got[i] = h.wait_log(np, name .. ": %S+ %-> " .. target .. " in=0 out=0 time=[%d%.]+s (" .. end_pattern .. "[^\n]*)")
+  end
+  return got[1], got[2]
+end
+
 describe("a routed proxy", function()
   local echo
   before_each(function() echo = h.peer_server("echo") end)
@@ -77,11 +88,7 @@ proxy { name = "session_missing", from = { type = "tcp", host = "127.0.0.1", por
       assert.are.equal(0, r.rc, name .. ": " .. r.err)
       h.wait_log(np, name .. ": 127%.0%.0%.1:%d+ %-> unix in=1048576 out=1048576 time=[%d%.]+s end=eof")
     end
-    for _, name in ipairs({ "routed_missing", "session_missing" }) do
-      assert.are.equal(1, h.client("127.0.0.1", np.ports[name], { "--bytes", "1K", "--timeout", "5" }).failed)
-    end
-    local a = h.wait_log(np, "routed_missing: %S+ %-> unix in=0 out=0 time=[%d%.]+s (end=connect failed: [^\n]*)")
-    local b = h.wait_log(np, "session_missing: %S+ %-> unix in=0 out=0 time=[%d%.]+s (end=connect failed: [^\n]*)")
+    local a, b = ends_of(np, "routed_missing", "session_missing", "unix", "end=connect failed: ")
     assert.are.equal(b, a)
     h.stop(np)
   end)
@@ -96,12 +103,8 @@ proxy { name = "session_name", from = { type = "tcp", host = "127.0.0.1", port =
 ]]), { "-vv" })
     assert.is_true(routed(np, "routed_name"))
     assert.is_false(routed(np, "session_name"))
-    for _, name in ipairs({ "routed_name", "session_name" }) do
-      local r = h.client("127.0.0.1", np.ports[name], { "--bytes", "1K", "--timeout", "5" })
-      assert.are.equal(1, r.failed)
-    end
-    local a = h.wait_log(np, "routed_name: %S+ %-> no%-such%-host%.invalid:80 in=0 out=0 time=[%d%.]+s (end=connect failed: resolve: [^\n]*)")
-    local b = h.wait_log(np, "session_name: %S+ %-> no%-such%-host%.invalid:80 in=0 out=0 time=[%d%.]+s (end=connect failed: resolve: [^\n]*)")
+    local a, b = ends_of(np, "routed_name", "session_name", "no%-such%-host%.invalid:80",
+                         "end=connect failed: resolve: ")
     assert.are.equal(b, a)
     h.stop(np)
   end)
