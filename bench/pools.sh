@@ -53,21 +53,9 @@ PROBLEMS=()
 NOTES=()
 BACKENDS=()
 
-die() { echo "pools.sh: $*" >&2; exit 1; }
-say() { echo "$*" >&2; }
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 
 parse_args() {
-  QUICK=0 WRITE=0
-  while (($#)); do
-    case $1 in
-      --quick) QUICK=1 ;;
-      --write) WRITE=1 ;;
-      -h | --help) usage; exit 0 ;;
-      *) die "unknown option '$1' (try --help)" ;;
-    esac
-    shift
-  done
+  bench_options "$@"
   if ((QUICK)); then
     CONN_COUNT=2000 CONN_PARALLEL=20 CONN_BYTES=1K CONN_REPS=1
   else

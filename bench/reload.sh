@@ -23,8 +23,6 @@ source "$ROOT/bench/lib/proc.sh"
 source "$ROOT/bench/lib/stats.sh"
 
 PIDS=()
-die() { echo "reload.sh: $*" >&2; exit 1; }
-say() { echo "$*" >&2; }
 cleanup() { local p; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 WORK=$(mktemp -d /tmp/netproxy-reload.XXXXXX)
 trap cleanup EXIT

@@ -107,24 +107,12 @@ declare -A IDLE     # "target:what" -> idle-memory readings (rss, pss, pipes, ..
 PROBLEMS=()         # failures, for the summary and the doc
 NOTES=()            # remarks on the run (skipped targets, ...)
 
-die() { echo "run.sh: $*" >&2; exit 1; }
-say() { echo "$*" >&2; }
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 
 # ---------------------------------------------------------------- options and checks
 
 parse_args() {
-  QUICK=0 WRITE=0
-  while (($#)); do
-    case $1 in
-      --quick) QUICK=1 ;;
-      --write) WRITE=1 ;;
-      -h | --help) usage; exit 0 ;;
-      *) die "unknown option '$1' (try --help)" ;;
-    esac
-    shift
-  done
+  bench_options "$@"
   SHORT_PARALLEL=32 SHORT_BYTES=100 PP_BYTES=64 STRACE_CONNS=1000 IDLE_CONNS=9000 IDLE_WARM=100
   if ((QUICK)); then
     BULK_BYTES=256M BULK_REPS=1 SHORT_CONNS=2000 SHORT_REPS=1 PP_ROUNDS=2000 PP_REPS=1

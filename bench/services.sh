@@ -45,20 +45,9 @@ PIDS=()
 PROBLEMS=()
 NOTES=()
 
-die() { echo "services.sh: $*" >&2; exit 1; }
-say() { echo "$*" >&2; }
 
 parse_args() {
-  QUICK=0 WRITE=0
-  while (($#)); do
-    case $1 in
-      --quick) QUICK=1 ;;
-      --write) WRITE=1 ;;
-      -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
-      *) die "unknown option $1 (want --quick, --write)" ;;
-    esac
-    shift
-  done
+  bench_options "$@"
   if ((QUICK)); then DURATION=2 REPS=1 WRK_CONNS=20; else DURATION=8 REPS=3 WRK_CONNS=50; WRITE=1; fi
 }
 

@@ -58,24 +58,12 @@ declare -A CPU      # "section:target" -> server CPU seconds of every successful
 PROBLEMS=()
 NOTES=()
 
-die() { echo "socks5.sh: $*" >&2; exit 1; }
-say() { echo "$*" >&2; }
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 
 # ---------------------------------------------------------------- options and checks
 
 parse_args() {
-  QUICK=0 WRITE=0
-  while (($#)); do
-    case $1 in
-      --quick) QUICK=1 ;;
-      --write) WRITE=1 ;;
-      -h | --help) usage; exit 0 ;;
-      *) die "unknown option '$1' (try --help)" ;;
-    esac
-    shift
-  done
+  bench_options "$@"
   if ((QUICK)); then
     BULK_BYTES=64M BULK_REPS=1 CONN_COUNT=500 CONN_PARALLEL=20 CONN_BYTES=1K CONN_REPS=1
   else

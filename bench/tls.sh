@@ -75,24 +75,12 @@ declare -A CCPU     # "section:target" -> client CPU seconds of every successful
 PROBLEMS=()         # failures, for the summary and the doc
 NOTES=()            # remarks on the run
 
-die() { echo "tls.sh: $*" >&2; exit 1; }
-say() { echo "$*" >&2; }
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 
 # ---------------------------------------------------------------- options and checks
 
 parse_args() {
-  QUICK=0 WRITE=0
-  while (($#)); do
-    case $1 in
-      --quick) QUICK=1 ;;
-      --write) WRITE=1 ;;
-      -h | --help) usage; exit 0 ;;
-      *) die "unknown option '$1' (try --help)" ;;
-    esac
-    shift
-  done
+  bench_options "$@"
   if ((QUICK)); then
     BULK_BYTES=256M BULK_REPS=1 HS_TIME=2 HS_REPS=1
   else

@@ -41,20 +41,8 @@ source "$ROOT/bench/lib/doc.sh"
 source "$ROOT/bench/lib/proc.sh"
 
 PIDS=()
-die() { echo "udp.sh: $*" >&2; exit 1; }
-say() { echo "$*" >&2; }
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 
-QUICK=0 WRITE=0
-while (($#)); do
-  case $1 in
-    --quick) QUICK=1 ;;
-    --write) WRITE=1 ;;
-    -h | --help) usage; exit 0 ;;
-    *) die "unknown option '$1' (try --help)" ;;
-  esac
-  shift
-done
+bench_options "$@"
 if ((QUICK)); then SECONDS_=1 REPS=1 COUNT=2000 FLOWS=1000; else SECONDS_=5 REPS=3 COUNT=20000 FLOWS=10000; fi
 WINDOW=32 WFLOWS=16 WWINDOW=4
 [[ -x $NETPROXY ]] || die "no $NETPROXY: run scripts/build first"

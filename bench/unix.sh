@@ -21,7 +21,6 @@ source "$ROOT/bench/lib/proc.sh"
 source "$ROOT/bench/lib/stats.sh"
 
 PIDS=()
-die() { echo "unix.sh: $*" >&2; exit 1; }
 cleanup() { local p; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 WORK=$(mktemp -d /tmp/netproxy-unix.XXXXXX)
 trap cleanup EXIT

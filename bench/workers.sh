@@ -70,24 +70,12 @@ declare -A BUSY     # target -> CPU seconds over wall seconds (cores kept busy) 
 PROBLEMS=()         # failures, for the summary and the doc
 NOTES=()            # remarks on the run (skipped targets, ...)
 
-die() { echo "workers.sh: $*" >&2; exit 1; }
-say() { echo "$*" >&2; }
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 
 # ---------------------------------------------------------------- options and checks
 
 parse_args() {
-  QUICK=0 WRITE=0
-  while (($#)); do
-    case $1 in
-      --quick) QUICK=1 ;;
-      --write) WRITE=1 ;;
-      -h | --help) usage; exit 0 ;;
-      *) die "unknown option '$1' (try --help)" ;;
-    esac
-    shift
-  done
+  bench_options "$@"
   CONN_BYTES=1K PARALLEL=128 WARM_CONNS=3000
   if ((QUICK)); then
     CONNS=5000 REPS=1

@@ -24,6 +24,24 @@ DOC_SECTIONS=(
   "## Pools|bench/pools.sh|an upstream pool's cost per connection: netproxy with one server and with a pool of three, against HAProxy the same two ways"
 )
 
+# usage: the script's opening comment, its help.
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
+
+# bench_options ARGS...: the options every bench script takes: --quick (a smoke run) and
+# --write (write the doc section even then) into QUICK and WRITE; --help.
+bench_options() {
+  QUICK=0 WRITE=0
+  while (($#)); do
+    case $1 in
+      --quick) QUICK=1 ;;
+      --write) WRITE=1 ;;
+      -h | --help) usage; exit 0 ;;
+      *) die "unknown option '$1' (try --help)" ;;
+    esac
+    shift
+  done
+}
+
 # doc_anchor TITLE: the GitHub anchor of a "## " title.
 doc_anchor() {
   local a=${1#\#\# }

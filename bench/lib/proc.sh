@@ -1,7 +1,10 @@
 # shellcheck shell=bash
 # bench/lib/proc.sh: sourced by the bench scripts: processes, free ports, readiness, np-peer
-# servers, CPU time. Needs NP_PEER, WORK, PIDS (an array), HZ (getconf CLK_TCK) and die() from
-# the script.
+# servers, CPU time; die and say. Needs NP_PEER, WORK, PIDS (an array) and HZ (getconf CLK_TCK)
+# from the script.
+
+die() { echo "${0##*/}: $*" >&2; exit 1; }
+say() { echo "$*" >&2; }
 
 # alive PID: the process exists and is not a zombie.
 alive() {
