@@ -77,21 +77,10 @@ check_tools() {
     PIN_SERVER=() PIN_LOAD=()
     NOTES+=("one CPU: nothing pinned; the client, the servers and the proxy under test share it.")
   fi
-  if ! ulimit -n 20000 2>/dev/null; then
-    ulimit -n "$(ulimit -Hn)"
-    NOTES+=("ulimit -n 20000 was refused; ran with $(ulimit -n) descriptors.")
-  fi
+  raise_fd_limit
 }
 
 # ---------------------------------------------------------------- processes
-
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  if [[ -n ${WORK:-} && -d $WORK ]]; then
-    if ((${#PROBLEMS[@]})); then say "logs and configs kept in $WORK"; else rm -rf "$WORK"; fi
-  fi
-}
 
 # start_backends: three np-peer echo servers, pinned with the load; sets BACKENDS (ports).
 start_backends() {

@@ -160,10 +160,7 @@ check_tools() {
   NGINX_PIN=$PIN_PROXY PEER_PIN=$PIN_LOAD
   # IDLE_CONNS idle connections: 2 descriptors each in the proxy, 1 in the holder and 1 in
   # the echo server; 20000 covers 9,000 and the rest.
-  if ! ulimit -n 20000 2>/dev/null; then
-    ulimit -n "$(ulimit -Hn)"
-    NOTES+=("ulimit -n 20000 was refused; ran with $(ulimit -n) descriptors.")
-  fi
+  raise_fd_limit
 }
 
 drop_target() {
@@ -187,14 +184,6 @@ section_targets() {
 pipe_count() {
   local pid
   for pid in $(tree "$1"); do find "/proc/$pid/fd" -lname 'pipe:*' 2>/dev/null; done | wc -l
-}
-
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  if [[ -n ${WORK:-} && -d $WORK ]]; then
-    if ((${#PROBLEMS[@]})); then say "logs and configs kept in $WORK"; else rm -rf "$WORK"; fi
-  fi
 }
 
 # ---------------------------------------------------------------- servers and proxies

@@ -77,14 +77,6 @@ cpu_ticks() {
   echo "$total"
 }
 
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  if [[ -n ${WORK:-} && -d $WORK ]]; then
-    if ((${#PROBLEMS[@]})); then say "logs and configs kept in $WORK"; else rm -rf "$WORK"; fi
-  fi
-}
-
 start_netproxy() {
   free_port
   PORT[netproxy]=$FREE_PORT

@@ -88,21 +88,10 @@ check_tools() {
     PIN_SERVER=() PIN_LOAD=()
     NOTES+=("one CPU: nothing pinned; the client, the servers and the SOCKS5 server under test share it.")
   fi
-  if ! ulimit -n 20000 2>/dev/null; then
-    ulimit -n "$(ulimit -Hn)"
-    NOTES+=("ulimit -n 20000 was refused; ran with $(ulimit -n) descriptors.")
-  fi
+  raise_fd_limit
 }
 
 # ---------------------------------------------------------------- processes
-
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  if [[ -n ${WORK:-} && -d $WORK ]]; then
-    if ((${#PROBLEMS[@]})); then say "logs and configs kept in $WORK"; else rm -rf "$WORK"; fi
-  fi
-}
 
 # The launch_* functions start one SOCKS5 server on 127.0.0.1:PORT (pinned), config in
 # $WORK/$1.*, output to $LOG; they set LAUNCHED_PID.

@@ -106,10 +106,7 @@ check_tools() {
   NP_WORKERS=()
   if "$NETPROXY" --help 2>&1 | grep -q -- --workers; then NP_WORKERS=(-w 1); fi
   STUNNEL=$(command -v stunnel4 || command -v stunnel) || die "stunnel not found (apt-get install -y stunnel4)"
-  if ! ulimit -n 20000 2>/dev/null; then
-    ulimit -n "$(ulimit -Hn)"
-    NOTES+=("ulimit -n 20000 was refused; ran with $(ulimit -n) descriptors.")
-  fi
+  raise_fd_limit
 }
 
 # make_cert: a throw-away self-signed EC P-256 certificate for localhost and 127.0.0.1.
@@ -126,14 +123,6 @@ make_cert() {
 
 # ---------------------------------------------------------------- processes
 
-
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  if [[ -n ${WORK:-} && -d $WORK ]]; then
-    if ((${#PROBLEMS[@]})); then say "logs and configs kept in $WORK"; else rm -rf "$WORK"; fi
-  fi
-}
 
 # ---------------------------------------------------------------- ports and readiness
 

@@ -112,10 +112,7 @@ check_tools() {
     NOTES+=("$NGINX_MISSING: its rows were skipped.")
   fi
   # PARALLEL connections need ~2 descriptors each in every process; 20000 leaves ample room.
-  if ! ulimit -n 20000 2>/dev/null; then
-    ulimit -n "$(ulimit -Hn)"
-    NOTES+=("ulimit -n 20000 was refused; ran with $(ulimit -n) descriptors.")
-  fi
+  raise_fd_limit
 }
 
 # ---------------------------------------------------------------- processes
@@ -190,14 +187,6 @@ start_time() {
   local stat
   { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 0
   awk '{print $20}' <<<"${stat##*) }"
-}
-
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  if [[ -n ${WORK:-} && -d $WORK ]]; then
-    if ((${#PROBLEMS[@]})); then say "logs and configs kept in $WORK"; else rm -rf "$WORK"; fi
-  fi
 }
 
 # ---------------------------------------------------------------- ports and readiness

@@ -96,3 +96,21 @@ stop_pid() {
   for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
   PIDS=("${keep[@]}")
 }
+
+# cleanup: stops every process in PIDS; removes WORK unless PROBLEMS were filed (their logs
+# and configs are kept there).
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+  if [[ -n ${WORK:-} && -d $WORK ]]; then
+    if ((${#PROBLEMS[@]})); then say "logs and configs kept in $WORK"; else rm -rf "$WORK"; fi
+  fi
+}
+
+# raise_fd_limit: ulimit -n 20000 (the machines' cap), or the hard limit with a note.
+raise_fd_limit() {
+  if ! ulimit -n 20000 2>/dev/null; then
+    ulimit -n "$(ulimit -Hn)"
+    NOTES+=("ulimit -n 20000 was refused; ran with $(ulimit -n) descriptors.")
+  fi
+}
