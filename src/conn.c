@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define HANDLE_MT "netproxy.conn_handle"
@@ -486,16 +487,52 @@ void np_conn_when_closed(struct np_conn *c, int fn_ref)
 
 /* ---------------------------------------------------------------- the relay */
 
+/* "addr:port" (or the unix path) of fd's peer into out. */
+static const char *peer_of(int fd, char *out, size_t outlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0) snprintf(out, outlen, "?");
+    else np_addr_format((struct sockaddr *)&ss, len, out, outlen);
+    return out;
+}
+
+/* A routed proxy's hooks get their conn object at their first call, from session.route's
+ * conn(id, client, handle, server): what a session would have handed them. 0, or -1 with err. */
+static int make_hook_conn(struct np_conn *c, char *err, size_t errlen)
+{
+    const struct np_route *r = c->proxy->route;
+    lua_State *L = c->proxy->L;
+    char server[NP_ADDRSTRLEN];
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->conn_ref);
+    lua_pushnumber(L, (lua_Number)c->id);
+    lua_pushstring(L, c->client);
+    push_handle(L, c);
+    lua_pushstring(L, r->server[0] ? r->server : peer_of(np_relay_server_fd(c->relay), server, sizeof server));
+    if (lua_pcall(L, 4, 1, 0) != 0) {
+        snprintf(err, errlen, "the hooks' conn: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return -1;
+    }
+    c->hook_conn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
 static enum np_filter_rc filter(void *arg, int dir, const char *data, size_t len, int eof,
                                 const char **out, size_t *outlen)
 {
     struct np_conn *c = arg, *outer = in_hook;
+    const struct np_route *r = c->proxy->route;
     char err[256];
-    int rc;
+    int rc = -1;
 
     in_hook = c;
-    rc = np_hook_call(c->proxy->L, c->hook_ref[dir], c->hook_conn_ref, data, len, eof,
-                      c->hook_budget, c->proxy->call_memory, out, outlen, err, sizeof err);
+    if (c->hook_conn_ref != LUA_NOREF || make_hook_conn(c, err, sizeof err) == 0)
+        rc = np_hook_call(c->proxy->L, r ? r->hook_ref[dir] : c->hook_ref[dir], c->hook_conn_ref,
+                          data, len, eof, c->hook_budget, c->proxy->call_memory, out, outlen, err,
+                          sizeof err);
     in_hook = outer;
     if (rc < 0) {
         np_clog(NP_ERR, c->id, "%s: hook: %s", c->proxy->name, err);
@@ -603,17 +640,19 @@ int np_conn_client_fd(const struct np_conn *c)
 
 static void routed_connected(void *arg, int fd, int err, const char *why)
 {
-    static const int unfiltered[2];
     struct np_conn *c = arg;
+    const struct np_route *r = c->proxy->route;
     struct session *s = c->session;
     struct np_relay_side client = { .rfd = s->client_fd[0], .wfd = s->client_fd[1] };
     struct np_relay_side server = { .rfd = fd, .wfd = fd };
+    const int filtered[2] = { r->hook_ref[0] != LUA_NOREF, r->hook_ref[1] != LUA_NOREF };
 
-    if (fd < 0 && err == ETIMEDOUT && c->proxy->route->on_timeout == NP_END_NEGOTIATION_TIMEOUT) {
+    c->hook_budget = r->hook_budget;
+    if (fd < 0 && err == ETIMEDOUT && r->on_timeout == NP_END_NEGOTIATION_TIMEOUT) {
         np_conn_close(c, NP_END_NEGOTIATION_TIMEOUT, "%s", "");
     } else if (fd < 0) {
         np_conn_close(c, NP_END_CONNECT_FAILED, "%s", why);
-    } else if (start_relay(c, &client, &server, unfiltered, 0) < 0) {
+    } else if (start_relay(c, &client, &server, filtered, 0) < 0) {
         close(fd);
         np_conn_close(c, NP_END_NO_MEMORY, "%s", "starting the relay");
     } else {
@@ -622,7 +661,8 @@ static void routed_connected(void *arg, int fd, int err, const char *why)
     }
 }
 
-/* The config fixed the server and nothing runs before the relay: connect, then relay. */
+/* The config fixed the server and nothing runs before the relay: connect, then relay
+ * (through the route's hooks, if it has any). */
 static void start_routed(struct np_conn *c, int rfd, int wfd)
 {
     const struct np_route *r = c->proxy->route;

@@ -70,6 +70,16 @@ int np_lua_bool(lua_State *L, int idx, const char *name, int dflt)
     return v;
 }
 
+int np_lua_ref_function(lua_State *L, int idx, const char *name)
+{
+    lua_getfield(L, idx, name);
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        return LUA_NOREF;
+    }
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
 static int traceback(lua_State *L)
 {
     luaL_traceback(L, L, lua_tostring(L, 1), 1);

@@ -28,6 +28,9 @@ const char *np_lua_string(lua_State *L, int idx, const char *name);
 double np_lua_number(lua_State *L, int idx, const char *name, double dflt);
 int np_lua_bool(lua_State *L, int idx, const char *name, int dflt);
 
+/* A registry ref to the field when it is a function, else LUA_NOREF. */
+int np_lua_ref_function(lua_State *L, int idx, const char *name);
+
 /* Calls a function with nargs arguments under a traceback handler; logs a failure. */
 int np_lua_pcall(lua_State *L, int nargs, int nresults, const char *what);
 

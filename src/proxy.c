@@ -133,6 +133,11 @@ void np_proxy_read_route(struct np_proxy *p, lua_State *L, int t)
     }
     label = np_lua_string(L, t, "label");
     snprintf(r->label, sizeof r->label, "%s", label ? label : host ? host : path);
+    if (!r->host) np_addr_format(r->ai.ai_addr, r->ai.ai_addrlen, r->server, sizeof r->server);
+    r->hook_ref[0] = np_lua_ref_function(L, t, "to_server");
+    r->hook_ref[1] = np_lua_ref_function(L, t, "to_client");
+    r->conn_ref = np_lua_ref_function(L, t, "conn");
+    r->hook_budget = np_lua_number(L, t, "hook_budget", 1);
     /* the session's connect is bounded by both: the nearer deadline decides the end */
     connect_timeout = np_lua_number(L, t, "connect_timeout", 10);
     r->timeout = connect_timeout;

@@ -23,8 +23,8 @@ struct np_conn;
 struct np_udp;
 
 /* The server of a proxy whose connections run no Lua before the relay (netproxy.session's
- * route(): nothing to negotiate, hook or tell, and a `to` fixed by the config): conn.c
- * connects there itself. */
+ * route(): nothing to negotiate or tell, and a `to` fixed by the config): conn.c connects
+ * there itself. Its hooks, if any, run in the relay as a session's would. */
 struct np_route {
     struct evutil_addrinfo ai;  /* the address (ai.ai_addr is addr): an IP or a unix path */
     struct sockaddr_storage addr;
@@ -33,6 +33,10 @@ struct np_route {
     double timeout;             /* the connect's: connect_timeout or negotiation_timeout */
     enum np_end on_timeout;     /* and which of the two it is */
     char label[NP_ADDRSTRLEN];  /* the target, as the log line names it */
+    char server[NP_ADDRSTRLEN]; /* the address as conn.server names it; "" for a name */
+    int hook_ref[2];            /* client->server, server->client; LUA_NOREF: none */
+    int conn_ref;               /* function(id, client, handle, server) -> the hooks' conn */
+    double hook_budget;
 };
 
 struct np_proxy {
@@ -67,7 +71,8 @@ struct np_proxy {
  * with a message in err. */
 int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char *err, size_t errlen);
 
-/* The route table at index t (from netproxy.session.route: host, port, label), if any. */
+/* The route table at index t (from netproxy.session.route: host, port or path, label,
+ * connect_timeout; to_server, to_client, conn and hook_budget when it has hooks), if any. */
 void np_proxy_read_route(struct np_proxy *p, lua_State *L, int t);
 
 /* allow = { ... }, deny = { ... } of the table at t into acl. 0, or -1 with err. */

@@ -620,6 +620,11 @@ int np_relay_client_fd(const struct np_relay *r)
     return r->side[NP_CLIENT].rfd;
 }
 
+int np_relay_server_fd(const struct np_relay *r)
+{
+    return r->side[NP_SERVER].rfd;
+}
+
 const char *np_relay_describe(const struct np_relay *r, char *out, size_t outlen)
 {
     const char *a = path_name(&r->dir[0]), *b = path_name(&r->dir[1]);

@@ -76,10 +76,11 @@ void np_relay_halt(struct np_relay *r);
 /* Closes both sides and frees everything. Never from inside one of the relay's callbacks. */
 void np_relay_free(struct np_relay *r);
 
-/* "splice", "buffered", "hook" or "client->server splice, server->client hook". */
-/* The client side's socket (its read end for standard input and output). */
+/* The client side's socket (its read end for standard input and output), the server's. */
 int np_relay_client_fd(const struct np_relay *r);
+int np_relay_server_fd(const struct np_relay *r);
 
+/* "splice", "buffered", "hook" or "client->server splice, server->client hook". */
 const char *np_relay_describe(const struct np_relay *r, char *out, size_t outlen);
 
 #endif

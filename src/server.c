@@ -487,17 +487,6 @@ static void read_route(lua_State *L, int session, struct np_proxy *p, int t)
     if (p->route) np_log(NP_DEBUG, "%s: routed to %s: its connections run no Lua before the relay", p->name, p->route->label);
 }
 
-/* A registry ref to t[name] when it is a function, else LUA_NOREF. */
-static int ref_field(lua_State *L, int t, const char *name)
-{
-    lua_getfield(L, t, name);
-    if (!lua_isfunction(L, -1)) {
-        lua_pop(L, 1);
-        return LUA_NOREF;
-    }
-    return luaL_ref(L, LUA_REGISTRYINDEX);
-}
-
 /* server{ shared = { name = bytes } } (checked and sized by netproxy.config): made now,
  * before any worker is forked; a reload keeps those it has. */
 static int define_dicts(lua_State *L, int t, char *err, size_t errlen)
@@ -533,8 +522,8 @@ static int read_server(struct np_config *g, lua_State *L, int cfg, char *err, si
     np_budget_set_cap((size_t)np_lua_number(L, -1, "lua_memory", 0));
     np_timer_set_budget(np_lua_number(L, -1, "hook_budget", 1),
                         (size_t)np_lua_number(L, -1, "lua_call_memory", 64 * 1024 * 1024));
-    g->on_start_ref = ref_field(L, -1, "on_start");
-    g->on_stop_ref = ref_field(L, -1, "on_stop");
+    g->on_start_ref = np_lua_ref_function(L, -1, "on_start");
+    g->on_stop_ref = np_lua_ref_function(L, -1, "on_stop");
     rc = np_proxy_read_acl(L, lua_gettop(L), &g->acl, err, errlen);
     if (rc == 0) rc = define_dicts(L, lua_gettop(L), err, errlen);
     lua_pop(L, 1);

@@ -18,11 +18,7 @@ static int ref_field(lua_State *L, int t, const char *sub, const char *name)
     int ref = LUA_NOREF;
 
     lua_getfield(L, t, sub);
-    if (lua_istable(L, -1)) {
-        lua_getfield(L, -1, name);
-        if (lua_isfunction(L, -1)) ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        else lua_pop(L, 1);
-    }
+    if (lua_istable(L, -1)) ref = np_lua_ref_function(L, -1, name);
     lua_pop(L, 1);
     return ref;
 }

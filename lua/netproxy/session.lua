@@ -135,22 +135,33 @@ end
 
 -- A proxy whose connections have nothing to run here before the relay: no PROXY protocol,
 -- no accept or on_close function, a `from` connector without a step of its own (accept,
--- connected, failed), no hook, no TLS, no pool, and a `to` connector that says where it
--- connects (fixed(conf) -> { host =, port = } or { path = }). The C core then connects and relays by itself
--- (conn.c): such a connection costs no coroutine, no Lua object and no garbage. Returns
--- what the core needs, or nil: every connection then runs run() above.
+-- connected, failed), no TLS, no pool, and a `to` connector that says where it connects
+-- (fixed(conf) -> { host =, port = } or { path = }). The C core then connects and relays by
+-- itself (conn.c): such a connection costs no coroutine and no connector call. Hooks may
+-- stay: the relay calls them as usual, with a conn object the core asks `conn` for at the
+-- first call. Returns what the core needs, or nil: every connection then runs run() above.
 function _M.route(proxy)
   local from_conf, target = proxy.from, proxy.to
   if from_conf.proxy_protocol or proxy.server_accept or proxy.accept or proxy.on_close then return nil end
-  if from_conf.hook or target.hook or from_conf._tls or target._tls or target._pool then return nil end
+  if from_conf._tls or target._tls or target._pool then return nil end
   local from, to = connectors.get(from_conf.type), connectors.get(target.type)
   if not (from and to) or from.accept or from.connected or from.failed or to.serve or not to.fixed then
     return nil
   end
   local where = to.fixed(target)
   if not where then return nil end
-  return { host = where.host, port = where.port, path = where.path, label = describe(target),
-           connect_timeout = proxy.connect_timeout }
+  local route = { host = where.host, port = where.port, path = where.path, label = describe(target),
+                  connect_timeout = proxy.connect_timeout }
+  if from_conf.hook or target.hook then
+    route.to_server, route.to_client, route.hook_budget = from_conf.hook, target.hook, proxy.hook_budget
+    -- the hooks' conn: as run() would have made it, the server named as the core reached it
+    route.conn = function(id, client, handle, server)
+      local conn = Conn.new(proxy, id, client, handle)
+      conn.target, conn.server = route.label, server
+      return conn
+    end
+  end
+  return route
 end
 
 -- What the C core runs in a session coroutine: one connection after another. Each ends

@@ -1,8 +1,9 @@
 -- Routed proxies: when nothing of a proxy runs in Lua before the relay (a plain tcp from, a
--- tcp to, no hook, accept, on_close, PROXY protocol, TLS or pool), the C core
--- connects and relays by itself (netproxy.session.route, src/conn.c, src/dial.c). The
--- connection must look the same from outside as one that runs the session: same bytes, same
--- log lines, same ends, and a reload may switch a proxy between the two ways.
+-- tcp to, no accept, on_close, PROXY protocol, TLS or pool), the C core connects and relays
+-- by itself (netproxy.session.route, src/conn.c, src/dial.c); hooks still run in the relay.
+-- The connection must look the same from outside as one that runs the session: same bytes,
+-- same log lines, same ends, the same conn object for hooks, and a reload may switch a proxy
+-- between the two ways. A proxy is made to run the session here by an accept function.
 local h = require "spec.helpers"
 local tcp = require "spec.support.tcp"
 
@@ -26,7 +27,7 @@ describe("a routed proxy", function()
   before_each(function() echo = h.peer_server("echo") end)
   after_each(h.stop_all)
 
-  it("is taken only when nothing runs in Lua before the relay, and serves like the session", function()
+  it("is taken only when nothing but hooks runs in Lua, and serves like the session", function()
     local e = echo.port
     local np = h.netproxy_start(h.tcp_proxy("plain", e) ..
       h.tcp_proxy("hooked", e, "") :gsub('port = 0 }', 'port = 0, hook = function(d) return d end }', 1) ..
@@ -37,7 +38,8 @@ describe("a routed proxy", function()
 ]]):format(e), { "-vv" })
     assert.is_true(routed(np, "plain"), np.full_log())
     assert.is_true(routed(np, "named"), "a name is resolved per connection, without Lua")
-    for _, name in ipairs({ "hooked", "accepting", "pp" }) do
+    assert.is_true(routed(np, "hooked"), "hooks run in the relay")
+    for _, name in ipairs({ "accepting", "pp" }) do
       assert.is_false(routed(np, name), name .. " runs the session")
     end
     for _, name in ipairs({ "plain", "hooked", "accepting", "named" }) do
@@ -51,6 +53,62 @@ describe("a routed proxy", function()
       assert.truthy(np.log():find(name .. ": accepted 127.0.0.1:", 1, true))
       assert.truthy(np.log():find(name .. ": relay: ", 1, true))
     end
+    h.stop(np)
+  end)
+
+  it("runs hooks in the relay with the conn object the session gives them", function()
+    -- the same hooks in a routed proxy (r) and in one that runs the session (s)
+    local hooks = [[
+      from = { type = "tcp", host = "127.0.0.1", port = 0,
+        hook = function(data, conn, eof)
+          conn.stash.calls = (conn.stash.calls or 0) + 1
+          if eof then return "trailer\n" end
+          if data == "send\n" then conn:send("client", "INJECTED\n") return "" end
+          if data == "close\n" then conn:close() return "" end
+          if data == "boom\n" then error("boom") end
+          conn:log("notice", "seen id=%d proxy=%s client=%s server=%s target=%s calls=%d reached=%s",
+                   conn.id, conn.proxy, conn.client, conn.server, conn.target, conn.stash.calls, conn.reached)
+        end },
+      to = { type = "tcp", host = "127.0.0.1", port = ECHO, hook = function(data) return data:upper() end },
+    ]]
+    hooks = hooks:gsub("ECHO", echo.port)
+    local np = h.netproxy_start("proxy { name = \"r\", " .. hooks .. " }\n" ..
+      "proxy { name = \"s\", accept = function() return true end, " .. hooks .. " }\n", { "-vv" })
+    assert.is_true(routed(np, "r"))
+    assert.is_false(routed(np, "s"))
+    local seen, ends = {}, {}
+    for _, name in ipairs({ "r", "s" }) do
+      local c = assert(tcp.connect(np.ports[name]))
+      assert.are.equal("HI\n", c:exchange("hi\n", "HI\n"))
+      assert.are.equal("INJECTED\n", c:exchange("send\n", "INJECTED\n"))
+      assert.are.equal("HO\n", c:exchange("ho\n", "HO\n"))
+      local line = h.wait_log(np, "(#%d+ " .. name .. ": seen [^\n]*calls=3[^\n]*)")
+      local id = line:match("^#(%d+)")
+      assert.truthy(line:find(" id=" .. id .. " proxy=" .. name .. " client=127.0.0.1:", 1, true), line)
+      seen[name] = line:gsub("^#%d+ %a+: ", ""):gsub("id=%d+", "id=ID"):gsub("client=127%.0%.0%.1:%d+", "client=CLIENT")
+                       :gsub("proxy=" .. name, "proxy=NAME"):gsub("reached=[^ ]+", "reached=PORT")
+      assert.truthy(line:find("server=127.0.0.1:" .. echo.port .. " target=127.0.0.1:" .. echo.port, 1, true), line)
+      assert.truthy(line:find("reached=127.0.0.1:" .. np.ports[name], 1, true), line)
+      c:send("close\n")
+      assert.are.equal("eof", select(2, c:receive(1, 5)))
+      c:close()
+      ends[#ends + 1] = h.wait_log(np, name .. ": 127[^\n]* (end=closed: by hook)")
+      -- an error in the hook ends its connection only
+      c = assert(tcp.connect(np.ports[name]))
+      c:send("boom\n")
+      assert.are.equal("eof", select(2, c:receive(1, 5)))
+      c:close()
+      -- (the same hook's line differs: the config holds it twice)
+      ends[#ends + 1] = h.wait_log(np, name .. ": 127[^\n]* (end=lua error: [^\n]*boom)"):gsub(":%d+: boom", ": boom")
+      -- the EOF call's trailer goes out before the shutdown
+      c = assert(tcp.connect(np.ports[name]))
+      assert.are.equal("LAST\n", c:exchange("last\n", "LAST\n"))
+      assert.is_true(c:shutdown())
+      assert.are.same({ "TRAILER\n", "eof" }, { c:receive(100, 5) })
+      c:close()
+    end
+    assert.are.equal(seen.s, seen.r)
+    assert.are.same({ ends[3], ends[4] }, { ends[1], ends[2] })
     h.stop(np)
   end)
 
@@ -77,8 +135,8 @@ proxy { name = "abstract", from = { type = "tcp", host = "127.0.0.1", port = 0 }
 proxy { name = "back_file", from = { type = "unix", path = %q }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
 proxy { name = "back_abstract", from = { type = "unix", path = %q }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
 proxy { name = "routed_missing", from = { type = "tcp", host = "127.0.0.1", port = 0 }, to = { type = "unix", path = %q } }
-proxy { name = "session_missing", from = { type = "tcp", host = "127.0.0.1", port = 0, hook = function(d) return d end },
-        to = { type = "unix", path = %q } }
+proxy { name = "session_missing", accept = function() return true end,
+        from = { type = "tcp", host = "127.0.0.1", port = 0 }, to = { type = "unix", path = %q } }
 ]]):format(path, abstract, path, echo.port, abstract, echo.port, missing, missing), { "-vv" })
     for _, name in ipairs({ "file", "abstract", "back_file", "back_abstract", "routed_missing" }) do
       assert.is_true(routed(np, name), name)
@@ -94,11 +152,12 @@ proxy { name = "session_missing", from = { type = "tcp", host = "127.0.0.1", por
   end)
 
   it("ends as the session would for a name that does not resolve", function()
-    -- the same name through a routed proxy and through one that runs the session (a hook)
+    -- the same name through a routed proxy and through one that runs the session
     local np = h.netproxy_start(([[
 proxy { name = "routed_name", from = { type = "tcp", host = "127.0.0.1", port = 0 },
         to = { type = "tcp", host = "no-such-host.invalid", port = 80 } }
-proxy { name = "session_name", from = { type = "tcp", host = "127.0.0.1", port = 0, hook = function(d) return d end },
+proxy { name = "session_name", accept = function() return true end,
+        from = { type = "tcp", host = "127.0.0.1", port = 0 },
         to = { type = "tcp", host = "no-such-host.invalid", port = 80 } }
 ]]), { "-vv" })
     assert.is_true(routed(np, "routed_name"))
@@ -138,6 +197,7 @@ proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = %d },
         to = { type = "tcp", host = "127.0.0.1", port = %d } }
 ]]):format(port, echo.port)
     local hooked = plain:gsub("(port = " .. port .. ")", '%1, hook = function(d) return (d:gsub("ping", "PING")) end', 1)
+                        :gsub('name = "p",', 'name = "p", accept = function() return true end,', 1)
     local path = h.write(h.tmpfile("routed.lua"), plain)
     local np = h.netproxy_start(path, { "-vv" })
     local old = assert(tcp.connect(port))
@@ -146,7 +206,7 @@ proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = %d },
     os.execute("kill -HUP " .. np.pid)
     h.wait_log(np, "reloaded [^\n]*%(config generation 1%)")
     local new = assert(tcp.connect(port))
-    assert.are.equal("PING\n", new:exchange("ping\n", "PING\n"), "a new connection runs the hook")
+    assert.are.equal("PING\n", new:exchange("ping\n", "PING\n"), "a new connection runs the session and its hook")
     assert.are.equal("ping\n", old:exchange("ping\n", "ping\n"), "the routed one goes on as it was")
     new:close()
     h.write(path, plain)

@@ -70,6 +70,11 @@ function _M.exchange(self, line, expect, timeout)
   return self:receive(#(expect or line), timeout)
 end
 
+-- No more writes: the peer reads EOF; reading goes on.
+function _M.shutdown(self)
+  return C.shutdown(self.fd, 1) == 0
+end
+
 function _M.close(self)
   if self.fd then C.close(self.fd) end
   self.fd = nil
