@@ -13,6 +13,22 @@ static int traceback(lua_State *L)
     return 1;
 }
 
+/* Pushes traceback, made once per state and kept in its registry: a C function pushed anew
+ * is a new object for the collector, at every chunk of every hooked connection. */
+static void push_traceback(lua_State *L)
+{
+    static const char key = 0;
+
+    lua_pushlightuserdata(L, (void *)&key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (!lua_isnil(L, -1)) return;
+    lua_pop(L, 1);
+    lua_pushcfunction(L, traceback);
+    lua_pushlightuserdata(L, (void *)&key);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
 int np_hook_call(lua_State *L, int fn_ref, int conn_ref, const char *data, size_t len,
                  int eof, double budget, size_t max_alloc, const char **result, size_t *rlen,
                  char *err, size_t errlen)
@@ -20,7 +36,7 @@ int np_hook_call(lua_State *L, int fn_ref, int conn_ref, const char *data, size_
     int base = lua_gettop(L), rc, nargs = eof ? 3 : 2;
     struct np_budget outer;
 
-    lua_pushcfunction(L, traceback);
+    push_traceback(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, fn_ref);
     lua_pushlstring(L, data, len);
     const char *given = lua_tostring(L, -1);
@@ -59,7 +75,7 @@ int np_hook_pcall(lua_State *L, int nargs, double budget, size_t max_alloc, char
     int base = lua_gettop(L) - nargs, rc;
     struct np_budget outer;
 
-    lua_pushcfunction(L, traceback);
+    push_traceback(L);
     lua_insert(L, base);
     np_budget_begin(&outer, budget, max_alloc);
     rc = lua_pcall(L, nargs, 0, base);
