@@ -23,7 +23,10 @@
 # matches anything); socat (one fork per connection); HAProxy in TCP mode with nbthread 1:
 # defaults, `option splice-auto`, and splice forced with `option splice-request` +
 # `option splice-response` (the splice rows run only when `haproxy -vv` shows splice support);
-# nginx's stream module with 1 worker (bench/lib/nginx.sh). Every proxy runs on CPU 0
+# nginx's stream module with 1 worker (bench/lib/nginx.sh); and the floor: bench/lib/floor-relay.c,
+# a bare C relay making the fewest system calls a relay can make and doing nothing else, which
+# shows what the kernel alone charges any proxy per connection (short and ping-pong tests, and
+# its system calls; it cannot carry a bulk stream). Every proxy runs on CPU 0
 # (`taskset -c 0`), the load generator and the servers on CPU 1 (`taskset -c 1`). Repetitions
 # are interleaved (one run of every target, then the next round) so background noise falls on
 # all targets alike.
@@ -63,7 +66,7 @@ source "$ROOT/bench/lib/stats.sh"
 source "$ROOT/bench/lib/nginx.sh"
 
 ALL_TARGETS=(direct netproxy-splice netproxy-buffered netproxy-hook-identity netproxy-hook-gsub
-             netproxy-hook-from netproxy-dual socat haproxy haproxy-splice-auto haproxy-splice nginx)
+             netproxy-hook-from netproxy-dual socat haproxy haproxy-splice-auto haproxy-splice nginx floor)
 declare -A LABEL=(
   [direct]="direct (no proxy)"
   [netproxy-splice]="netproxy, --relay auto (splice)"
@@ -77,11 +80,12 @@ declare -A LABEL=(
   [haproxy-splice-auto]="HAProxy, option splice-auto"
   [haproxy-splice]="HAProxy, splice-request/response"
   [nginx]="nginx stream, 1 worker"
+  [floor]="floor: bare C relay, no user-space work"
 )
 # The targets each test leaves out: dual needs the client to speak first, and the bulk client
-# (reading from `np-peer source`) sends nothing.
-declare -A SKIP=([bulk]=" netproxy-dual ")
-STRACE_TARGETS=(netproxy-splice netproxy-buffered haproxy haproxy-splice-auto nginx)
+# (reading from `np-peer source`) sends nothing; the floor relay writes each chunk once.
+declare -A SKIP=([bulk]=" netproxy-dual floor ")
+STRACE_TARGETS=(netproxy-splice netproxy-buffered haproxy haproxy-splice-auto nginx floor)
 IDLE_TARGETS=(netproxy-splice haproxy nginx)
 
 # The figures issue 12 quotes, measured before its wave of work (same machine, pinned the same
@@ -250,6 +254,12 @@ launch_socat() { # PORT BACKEND
 }
 
 # HAPROXY_MAXCONN: global and defaults maxconn (4096; the idle test raises it);
+launch_floor() { # PORT BACKEND
+  # shellcheck disable=SC2086
+  $PIN_PROXY "$WORK/floor-relay" "$1" "$2" >>"$LOG" 2>&1 &
+  LAUNCHED_PID=$!
+}
+
 # HAPROXY_TIMEOUT: timeout client and server (60s; the idle test holds connections longer).
 launch_haproxy() { # PORT BACKEND SPLICE(none|auto|forced)
   local cfg=$WORK/$TAG.cfg
@@ -292,6 +302,7 @@ launch_target() { # TARGET PORT BACKEND
     haproxy-splice-auto) launch_haproxy "$2" "$3" auto ;;
     haproxy-splice) launch_haproxy "$2" "$3" forced ;;
     nginx) launch_nginx "$2" "$3" 1 ;;
+    floor) launch_floor "$2" "$3" ;;
     *) die "unknown target $1" ;;
   esac
 }
@@ -760,7 +771,18 @@ kernel_bound() {
     "$tu in user space and $(awk -v a="$tt" -v b="$tu" 'BEGIN {printf "%.1f", a - b}') in the kernel. A proxy making" \
     "HAProxy's system calls with no user time at all would reach $(awk -v a="$ht" -v b="$hu" 'BEGIN {printf "%.2f", a / (a - b)}') ×" \
     "HAProxy's rate: 1.25 × needs less kernel work per connection than HAProxy does, not less user time."
+  floor_bound
   client_bound
+}
+
+# floor_bound: the bare relay measured in the same run, what its kernel time alone costs.
+floor_bound() {
+  local f=floor h=haproxy
+  [[ $(conn_cpu "$f") != - && $(med short "$f") != - && $(med short "$h") != - ]] || return 0
+  bullet "**The floor**: bench/lib/floor-relay.c, a C relay that makes the fewest system calls a relay can" \
+    "make and does nothing else, used $(conn_cpu "$f") µs of CPU per short connection ($(conn_user_cpu "$f") in user space)" \
+    "and ran at $(med short "$f") connections/s, $(awk -v a="$(med short "$f")" -v b="$(med short "$h")" 'BEGIN {printf "%.2f", a / b}') ×" \
+    "HAProxy's $(med short "$h") in the same run: no proxy doing this exchange on this kernel reaches much past that."
 }
 
 # client_bound: when the direct path runs no faster than a proxy, the client and the server
@@ -1003,6 +1025,7 @@ main() {
   check_tools
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/netproxy-bench.XXXXXX")
   trap cleanup EXIT
+  cc -O2 -o "$WORK/floor-relay" "$ROOT/bench/lib/floor-relay.c" || die "cannot build bench/lib/floor-relay.c"
   trap 'exit 130' INT
   trap 'exit 143' TERM
 

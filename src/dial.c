@@ -63,6 +63,14 @@ static void fail_soon(struct np_dial *d)
     arm(d, -1, 0, 0);
 }
 
+/* Tells a connected socket from the loop, as every outcome is. */
+static void connected_soon(struct np_dial *d)
+{
+    d->established = 1;
+    event_assign(&d->ev, np_base, -1, 0, on_event, d);
+    event_active(&d->ev, EV_WRITE, 0);
+}
+
 static void try_next(struct np_dial *d)
 {
     while (d->next) {
@@ -82,8 +90,13 @@ static void try_next(struct np_dial *d)
             continue;
         }
         d->family = ai->ai_family;
-        if (connect(d->fd, ai->ai_addr, ai->ai_addrlen) == 0 || errno == EINPROGRESS) {
-            arm(d, d->fd, EV_WRITE, left);  /* a socket connected at once is writable at once */
+        if (connect(d->fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+            connected_soon(d);
+            return;
+        }
+        if (errno == EINPROGRESS) {
+            if (np_sock_established(d->fd, d->family)) connected_soon(d);
+            else arm(d, d->fd, EV_WRITE, left);
             return;
         }
         d->last_errno = errno;
@@ -101,7 +114,7 @@ static void connect_answered(struct np_dial *d, short what)
     if (what & EV_TIMEOUT) {
         d->last_errno = ETIMEDOUT;
         d->next = NULL;
-    } else if (getsockopt(d->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) {
+    } else if (d->established || (getsockopt(d->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0)) {
         if (d->family != AF_UNIX) np_sock_set_nodelay(d->fd);
         finish(d, d->fd);
         return;

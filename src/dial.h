@@ -20,6 +20,7 @@ struct np_dial {
     int fd;                     /* -1 while none is open */
     int waiting_for_fd;         /* out of descriptors: the event is a retry timer */
     int failing;                /* out of addresses: the event tells it from the loop */
+    int established;            /* connected inside connect(): the event tells it */
     int started;                /* the start function has returned */
     struct np_resolve *resolving;
     const struct evutil_addrinfo *next;     /* the address to try next */

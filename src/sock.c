@@ -94,6 +94,16 @@ void np_sock_set_nodelay(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
+int np_sock_established(int fd, int family)
+{
+    unsigned char state;        /* struct tcp_info's first field, tcpi_state */
+    socklen_t len = sizeof state;
+
+    if (family != AF_INET && family != AF_INET6) return 0;
+    return getsockopt(fd, IPPROTO_TCP, TCP_INFO, &state, &len) == 0 && len == sizeof state &&
+           state == TCP_ESTABLISHED;
+}
+
 static void unlink_sock(struct np_sock *s)
 {
     if (!s->pprev) return;

@@ -37,6 +37,11 @@ void np_sock_report_fd_shortage(int err);      /* a connect outside the cosocket
 const char *np_sock_err_token(int err);
 void np_sock_set_nodelay(int fd);
 
+/* Whether a TCP socket whose connect() said EINPROGRESS is connected already: to a loopback
+ * address the handshake is done inside the call, and one getsockopt then saves waiting for
+ * writability (an epoll_ctl ADD, a turn of the loop, getsockopt SO_ERROR, the MOD after). */
+int np_sock_established(int fd, int family);
+
 /* Pushes the "addr:port" TCP socket fd is bound to and returns 1, or pushes nothing and
  * returns 0 (no socket, not TCP): sock:localaddr() and core.reached. */
 int np_sock_push_localaddr(lua_State *L, int fd);

@@ -64,7 +64,7 @@ static int connect_next(struct np_sock *s)
         rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
         if (rc == 0 || errno == EINPROGRESS) {    /* (errno is stale after a success) */
             np_sock_set_fds(s, fd, fd);
-            if (rc == 0) return DONE;
+            if (rc == 0 || (!s->dgram && np_sock_established(fd, ai->ai_family))) return DONE;
             arm_connect(s);
             return PENDING;
         }
