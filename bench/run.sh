@@ -820,9 +820,9 @@ reading() {
   bullet "Short connections: netproxy $(med short netproxy-splice) conns/s (auto) and $(med short netproxy-buffered)" \
     "(buffered), $(med short netproxy-hook-from) with the one-direction hook and $(med short netproxy-dual) with dual;" \
     "HAProxy $(med short haproxy) ($(med short haproxy-splice-auto) splice-auto, $(med short haproxy-splice) forced splice);" \
-    "nginx $(med short nginx); socat $(med short socat); direct $(med short direct). CPU per connection:" \
+    "nginx $(med short nginx); socat $(med short socat); the floor relay $(med short floor); direct $(med short direct). CPU per connection:" \
     "netproxy $(conn_cpu netproxy-splice) µs (one-direction hook $(conn_cpu netproxy-hook-from), dual $(conn_cpu netproxy-dual))," \
-    "HAProxy $(conn_cpu haproxy), nginx $(conn_cpu nginx). Every proxied connection is two TCP connections," \
+    "HAProxy $(conn_cpu haproxy), nginx $(conn_cpu nginx), the floor $(conn_cpu floor). Every proxied connection is two TCP connections," \
     "so no proxy can reach the direct rate."
   bullet "dual: netproxy logged \"${DUAL_MATCHED:-not checked}\" (the same config run at the info log" \
     "level over 3 connections before the counted runs): np-peer's stream is pseudo-random bytes, which" \
@@ -921,6 +921,13 @@ inherit it), the np-peer servers, the np-peer client and bench/lib/hold.py on CP
   \`events { worker_connections 4096; }\` ($((2 * (IDLE_CONNS + IDLE_WARM) + 400)) and
   \`worker_rlimit_nofile\` to match in the idle test),
   \`stream { server { listen 127.0.0.1:P; proxy_pass 127.0.0.1:BACKEND; } }\`.
+- **floor**: \`floor-relay PORT BACKEND\` (bench/lib/floor-relay.c, built with \`cc -O2\`): not a
+  proxy but a measuring stick. A bare epoll relay with no timeouts, logs or limits that makes the
+  fewest system calls relaying one connection can take (accept4, socket, connect, TCP_NODELAY,
+  one edge-triggered registration per socket, a read and a write per chunk, a read per EOF, one
+  shutdown, two close) and nothing else: its CPU per connection is the kernel's part of the
+  exchange, which every proxy pays. It writes each chunk once, so it is left out of the bulk and
+  idle tests.
 
 The tests:
 
