@@ -8,9 +8,12 @@ local byte, sub = string.byte, string.sub
 local _M = {}
 
 -- Does buf start with word, or could it still (buf shorter than word)?
+-- byte by byte: a probe runs on every connection, and sub() would make a string each time
 local function prefix(buf, word)
   local n = #buf < #word and #buf or #word
-  if sub(buf, 1, n) ~= sub(word, 1, n) then return "no" end
+  for i = 1, n do
+    if byte(buf, i) ~= byte(word, i) then return "no" end
+  end
   return #buf >= #word and "match" or "more"
 end
 
@@ -57,6 +60,7 @@ local u16, u24 = bytes.u16, bytes.u24
 -- The handshake bytes carried by the leading TLS records of buf (a ClientHello may span
 -- several). Returns the bytes, or nil and a verdict ("no" or "more").
 local function handshake_bytes(buf, want)
+  if #buf >= 1 and byte(buf, 1) ~= 0x16 then return nil, "no" end       -- (before any garbage)
   local parts, have, pos = {}, 0, 1
   while true do
     if #buf < pos then return nil, "more" end
