@@ -190,6 +190,35 @@ proxy { name = "session_name", accept = function() return true end,
     h.stop(np)
   end)
 
+  it("keeps a running connection's hooks through a reload that drops them", function()
+    local port = h.free_port()
+    local hooked = ([[
+proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = %d,
+                             hook = function(d, conn) conn.stash.n = (conn.stash.n or 0) + 1
+                                                      return (d:gsub("ping", "PING" .. conn.stash.n)) end },
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(port, echo.port)
+    local plain = ([[
+proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = %d },
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(port, echo.port)
+    local path = h.write(h.tmpfile("routed-hooks.lua"), hooked)
+    local np = h.netproxy_start(path, { "-vv" })
+    assert.is_true(routed(np, "p"))
+    local old = assert(tcp.connect(port))
+    assert.are.equal("PING1\n", old:exchange("ping\n", "PING1\n"))
+    h.write(path, plain)
+    os.execute("kill -HUP " .. np.pid)
+    h.wait_log(np, "reloaded [^\n]*%(config generation 1%)")
+    local new = assert(tcp.connect(port))
+    assert.are.equal("ping\n", new:exchange("ping\n", "ping\n"), "new connections have no hook")
+    assert.are.equal("PING2\n", old:exchange("ping\n", "PING2\n"), "the old one keeps its hook and its conn")
+    old:close()
+    new:close()
+    h.wait_log(np, "config generation 0: drained")
+    h.stop(np)
+  end)
+
   it("is switched by a reload to the session and back, the running connection untouched", function()
     local port = h.free_port()
     local plain = ([[
