@@ -322,6 +322,16 @@ static void arm_side(struct side *s, int want_read, int want_write)
 
 /* Records why the relay stops (the first reason wins); returns -1 for the caller to pass
  * up. The relay stays valid: the owner is told once the event handler is done (settle). */
+/* text into out, cut to outlen as snprintf would. */
+static void copy_text(char *out, size_t outlen, const char *text)
+{
+    size_t n = strlen(text);
+
+    if (n >= outlen) n = outlen - 1;
+    memcpy(out, text, n);
+    out[n] = '\0';
+}
+
 static int stop(struct np_relay *r, enum np_end how, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -332,7 +342,10 @@ static int stop(struct np_relay *r, enum np_end how, const char *fmt, ...)
     if (r->end != NP_END_NONE) return -1;
     r->end = how;
     va_start(ap, fmt);
-    vsnprintf(r->detail, sizeof r->detail, fmt, ap);
+    if (!strcmp(fmt, "%s"))             /* every connection's end (often ""): no formatting */
+        copy_text(r->detail, sizeof r->detail, va_arg(ap, const char *));
+    else
+        vsnprintf(r->detail, sizeof r->detail, fmt, ap);
     va_end(ap);
     return -1;
 }
