@@ -520,6 +520,16 @@ static int make_hook_conn(struct np_conn *c, char *err, size_t errlen)
     return 0;
 }
 
+/* The hooks' conn object: a session's, or a routed proxy's made at the first call; none
+ * when no hook takes one. 0, or -1 with err. */
+static int hook_conn_ready(struct np_conn *c, char *err, size_t errlen)
+{
+    const struct np_route *r = c->proxy->route;
+
+    if (c->hook_conn_ref != LUA_NOREF || !r || r->conn_ref == LUA_NOREF) return 0;
+    return make_hook_conn(c, err, errlen);
+}
+
 static enum np_filter_rc filter(void *arg, int dir, const char *data, size_t len, int eof,
                                 const char **out, size_t *outlen)
 {
@@ -529,7 +539,7 @@ static enum np_filter_rc filter(void *arg, int dir, const char *data, size_t len
     int rc = -1;
 
     in_hook = c;
-    if (c->hook_conn_ref != LUA_NOREF || make_hook_conn(c, err, sizeof err) == 0)
+    if (hook_conn_ready(c, err, sizeof err) == 0)
         rc = np_hook_call(c->proxy->L, r ? r->hook_ref[dir] : c->hook_ref[dir], c->hook_conn_ref,
                           data, len, eof, c->hook_budget, c->proxy->call_memory, out, outlen, err,
                           sizeof err);

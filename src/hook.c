@@ -40,7 +40,8 @@ int np_hook_call(lua_State *L, int fn_ref, int conn_ref, const char *data, size_
     lua_rawgeti(L, LUA_REGISTRYINDEX, fn_ref);
     lua_pushlstring(L, data, len);
     const char *given = lua_tostring(L, -1);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, conn_ref);
+    if (conn_ref == LUA_NOREF) lua_pushnil(L);      /* a hook that takes none */
+    else lua_rawgeti(L, LUA_REGISTRYINDEX, conn_ref);
     if (eof) lua_pushboolean(L, 1);
     np_budget_begin(&outer, budget, max_alloc);
     rc = lua_pcall(L, nargs, LUA_MULTRET, base + 1);

@@ -6,7 +6,8 @@
 #include <stddef.h>
 #include <lua.h>
 
-/* Calls hook(data, conn [, true]) in L with the values at the registry refs, under a call
+/* Calls hook(data, conn [, true]) in L with the values at the registry refs (conn nil for
+ * LUA_NOREF), under a call
  * budget of budget seconds and max_alloc bytes (0: no limit); eof set means
  * the source has ended and data is "". Returns 1 when the hook returned a string: *result
  * points into it until np_hook_done(). 0 when it returned nil: keep the chunk. -1 when it

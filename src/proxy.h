@@ -35,7 +35,8 @@ struct np_route {
     char label[NP_ADDRSTRLEN];  /* the target, as the log line names it */
     char server[NP_ADDRSTRLEN]; /* the address as conn.server names it; "" for a name */
     int hook_ref[2];            /* client->server, server->client; LUA_NOREF: none */
-    int conn_ref;               /* function(id, client, handle, server) -> the hooks' conn */
+    int conn_ref;               /* function(id, client, handle, server) -> the hooks' conn;
+                                 * LUA_NOREF when no hook takes one */
     double hook_budget;
 };
 

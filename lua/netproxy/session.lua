@@ -133,6 +133,13 @@ function _M.run(proxy, client, id, peer, handle)
   if not ok then return "closed", why end
 end
 
+-- Whether hook(data, conn, eof) may see its conn: two parameters or more, or "...".
+local function takes_conn(hook)
+  if not hook then return false end
+  local info = debug.getinfo(hook, "u")
+  return info.isvararg or info.nparams >= 2
+end
+
 -- A proxy whose connections have nothing to run here before the relay: no PROXY protocol,
 -- no accept or on_close function, a `from` connector without a step of its own (accept,
 -- connected, failed), no TLS, no pool, and a `to` connector that says where it connects
@@ -154,7 +161,10 @@ function _M.route(proxy)
                   connect_timeout = proxy.connect_timeout }
   if from_conf.hook or target.hook then
     route.to_server, route.to_client, route.hook_budget = from_conf.hook, target.hook, proxy.hook_budget
-    -- the hooks' conn: as run() would have made it, the server named as the core reached it
+  end
+  -- the hooks' conn: as run() would have made it, the server named as the core reached it;
+  -- none is made when no hook takes one (function(data) ... end)
+  if takes_conn(from_conf.hook) or takes_conn(target.hook) then
     route.conn = function(id, client, handle, server)
       local conn = Conn.new(proxy, id, client, handle)
       conn.target, conn.server = route.label, server

@@ -72,8 +72,18 @@ describe("a routed proxy", function()
       to = { type = "tcp", host = "127.0.0.1", port = ECHO, hook = function(data) return data:upper() end },
     ]]
     hooks = hooks:gsub("ECHO", echo.port)
+    -- a hook taking "..." may reach its conn too (one taking data alone gets none made)
+    local vararg = ([[proxy { name = "v", from = { type = "tcp", host = "127.0.0.1", port = 0,
+      hook = function(...) local data, conn = ... if #data > 0 then conn:log("notice", "vararg saw #%%d", conn.id) end end },
+      to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(echo.port)
     local np = h.netproxy_start("proxy { name = \"r\", " .. hooks .. " }\n" ..
-      "proxy { name = \"s\", accept = function() return true end, " .. hooks .. " }\n", { "-vv" })
+      "proxy { name = \"s\", accept = function() return true end, " .. hooks .. " }\n" .. vararg, { "-vv" })
+    assert.is_true(routed(np, "v"))
+    local vc = assert(tcp.connect(np.ports.v))
+    assert.are.equal("x\n", vc:exchange("x\n", "x\n"))
+    vc:close()
+    h.wait_log(np, "#(%d+) v: vararg saw #%1")
     assert.is_true(routed(np, "r"))
     assert.is_false(routed(np, "s"))
     local seen, ends = {}, {}
