@@ -232,6 +232,8 @@ static int core_relay(lua_State *L)
     }
     h.fd[NP_CLIENT][0] = np_sock_detach(client, &h.fd[NP_CLIENT][1], &h.ssl[NP_CLIENT], &h.ahead[NP_CLIENT]);
     h.fd[NP_SERVER][0] = np_sock_detach(server, &h.fd[NP_SERVER][1], &h.ssl[NP_SERVER], &h.ahead[NP_SERVER]);
+    np_sock_forget(L, 1);
+    np_sock_forget(L, 2);
     if (np_conn_relay(c, &h) < 0) {
         lua_pushnil(L);
         lua_pushliteral(L, "closed");

@@ -222,7 +222,16 @@ struct np_sock *np_sock_push(lua_State *L, struct np_sock_owner *o, int rfd, int
 
 struct np_sock *np_sock_check(lua_State *L, int idx)
 {
-    return luaL_checkudata(L, idx, SOCK_MT);
+    struct np_sock *s = luaL_testudata(L, idx, SOCK_DONE_MT);
+
+    return s ? s : luaL_checkudata(L, idx, SOCK_MT);
+}
+
+void np_sock_forget(lua_State *L, int idx)
+{
+    if (idx < 0) idx = lua_gettop(L) + idx + 1;
+    luaL_getmetatable(L, SOCK_DONE_MT);
+    lua_setmetatable(L, idx);
 }
 
 /* A cosocket call may only wait in its owner's coroutine; 0 once the owner has ended. */
@@ -685,6 +694,7 @@ void np_sock_on_event(evutil_socket_t fd, short what, void *arg)
 static int sock_close(lua_State *L)
 {
     np_sock_close(np_sock_check(L, 1));
+    np_sock_forget(L, 1);
     return 0;
 }
 
@@ -790,5 +800,10 @@ void np_sock_open(lua_State *L)
     lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, sock_tostring);
     lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    luaL_newmetatable(L, SOCK_DONE_MT);     /* the same, but __gc */
+    lua_getfield(L, -2, "__index");
+    lua_setfield(L, -2, "__index");
+    lua_getfield(L, -2, "__tostring");
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 2);
 }

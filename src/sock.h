@@ -95,6 +95,10 @@ struct np_sock *np_sock_push(lua_State *L, struct np_sock_owner *o, int rfd, int
                              const char *peer);
 struct np_sock *np_sock_check(lua_State *L, int idx);
 
+/* The socket at idx is closed or handed over: it holds nothing its finalizer would release,
+ * and loses it. A userdata with __gc costs the collector a call and a cycle more alive. */
+void np_sock_forget(lua_State *L, int idx);
+
 /* Takes the fds, the TLS session and the read-ahead bytes away from the cosocket (for the
  * relay): the Lua object is closed afterwards. Returns the read fd, *wfd the write fd (the
  * same for a socket), *ssl the TLS session or NULL; *inbuf receives the buffer (may be

@@ -4,6 +4,7 @@
 #include "sock.h"
 
 #define SOCK_MT "netproxy.sock"
+#define SOCK_DONE_MT "netproxy.sock.done"   /* the same methods, no __gc: np_sock_forget */
 
 enum { PENDING, DONE };
 

@@ -28,6 +28,12 @@ describe("a connector written on netproxy.core", function()
     h.wait_log(np, "lt: client asked for port " .. echo.port)
   end)
 
+  it("answers \"closed\" from every call on a socket closed twice", function()
+    h.talk(np.ports.lt, "CLOSED " .. echo.port .. "\n")
+    h.wait_log(np, "lt: after close: closed,closed,closed,closed,closed; sock%(127%.0%.0%.1:" .. echo.port .. ", closed%)")
+    h.wait_log(np, "end=refused: closed probe")
+  end)
+
   it("can sleep without holding up other connections", function()
     local slow = assert(h.connect(np.ports.lt))
     slow:send("SLEEP 2\nTO " .. echo.port .. "\nslow\n")
