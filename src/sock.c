@@ -186,6 +186,16 @@ int np_sock_detach(struct np_sock *s, int *wfd, SSL **ssl, struct evbuffer **inb
     return fd;
 }
 
+/* The two metatables are also kept under these keys: every method call checks its socket,
+ * and a light userdata key is found without hashing a name. */
+static const char open_mt_key, done_mt_key;
+
+static void push_mt(lua_State *L, const char *key)
+{
+    lua_pushlightuserdata(L, (void *)key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+}
+
 struct np_sock *np_sock_new(lua_State *L, struct np_sock_owner *o)
 {
     struct np_sock *s = lua_newuserdata(L, sizeof *s);
@@ -199,7 +209,7 @@ struct np_sock *np_sock_new(lua_State *L, struct np_sock_owner *o)
     event_assign(&s->rev, np_base, -1, 0, np_sock_on_event, s);
     event_assign(&s->wev, np_base, -1, 0, np_sock_on_event, s);
     event_assign(&s->flush_ev, np_base, -1, 0, on_flush, s);
-    luaL_getmetatable(L, SOCK_MT);
+    push_mt(L, &open_mt_key);
     lua_setmetatable(L, -2);
     s->owner = o;
     s->L = o->L;
@@ -220,17 +230,34 @@ struct np_sock *np_sock_push(lua_State *L, struct np_sock_owner *o, int rfd, int
     return s;
 }
 
+/* Whether the value on top is the metatable under key. */
+static int top_is_mt(lua_State *L, const char *key)
+{
+    int same;
+
+    push_mt(L, key);
+    same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 1);
+    return same;
+}
+
 struct np_sock *np_sock_check(lua_State *L, int idx)
 {
-    struct np_sock *s = luaL_testudata(L, idx, SOCK_DONE_MT);
+    struct np_sock *s = lua_touserdata(L, idx);
 
-    return s ? s : luaL_checkudata(L, idx, SOCK_MT);
+    if (s && lua_getmetatable(L, idx)) {
+        int ok = top_is_mt(L, &open_mt_key) || top_is_mt(L, &done_mt_key);
+        lua_pop(L, 1);
+        if (ok) return s;
+    }
+    luaL_typerror(L, idx, SOCK_MT);
+    return NULL;
 }
 
 void np_sock_forget(lua_State *L, int idx)
 {
     if (idx < 0) idx = lua_gettop(L) + idx + 1;
-    luaL_getmetatable(L, SOCK_DONE_MT);
+    push_mt(L, &done_mt_key);
     lua_setmetatable(L, idx);
 }
 
@@ -805,5 +832,10 @@ void np_sock_open(lua_State *L)
     lua_setfield(L, -2, "__index");
     lua_getfield(L, -2, "__tostring");
     lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 2);
+    lua_pushlightuserdata(L, (void *)&done_mt_key);
+    lua_insert(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_pushlightuserdata(L, (void *)&open_mt_key);
+    lua_insert(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
 }
