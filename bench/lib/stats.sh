@@ -14,7 +14,7 @@ stats() {
 git_rev() { # read-only: the commit, and whether the core differs from it
   local rev
   rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) || { echo unknown; return; }
-  if git -C "$ROOT" diff-index --quiet HEAD -- src lua connectors CMakeLists.txt 2>/dev/null; then
+  if git -C "$ROOT" diff --quiet HEAD -- src lua connectors CMakeLists.txt 2>/dev/null; then   # (by content: a touched file is no change)
     echo "$rev"
   else
     echo "$rev (with uncommitted changes to the core)"
