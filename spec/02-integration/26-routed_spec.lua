@@ -22,6 +22,13 @@ local function ends_of(np, routed_name, session_name, target, end_pattern)
   return got[1], got[2]
 end
 
+-- Rewrites the config at path to text, reloads and waits for config generation gen.
+local function reload(np, path, text, gen)
+  h.write(path, text)
+  os.execute("kill -HUP " .. np.pid)
+  h.wait_log(np, "reloaded [^\n]*%(config generation " .. gen .. "%)")
+end
+
 describe("a routed proxy", function()
   local echo
   before_each(function() echo = h.peer_server("echo") end)
@@ -217,9 +224,7 @@ proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = %d },
     assert.is_true(routed(np, "p"))
     local old = assert(tcp.connect(port))
     assert.are.equal("PING1\n", old:exchange("ping\n", "PING1\n"))
-    h.write(path, plain)
-    os.execute("kill -HUP " .. np.pid)
-    h.wait_log(np, "reloaded [^\n]*%(config generation 1%)")
+    reload(np, path, plain, 1)
     local new = assert(tcp.connect(port))
     assert.are.equal("ping\n", new:exchange("ping\n", "ping\n"), "new connections have no hook")
     assert.are.equal("PING2\n", old:exchange("ping\n", "PING2\n"), "the old one keeps its hook and its conn")
@@ -241,16 +246,12 @@ proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = %d },
     local np = h.netproxy_start(path, { "-vv" })
     local old = assert(tcp.connect(port))
     assert.are.equal("ping\n", old:exchange("ping\n", "ping\n"))
-    h.write(path, hooked)
-    os.execute("kill -HUP " .. np.pid)
-    h.wait_log(np, "reloaded [^\n]*%(config generation 1%)")
+    reload(np, path, hooked, 1)
     local new = assert(tcp.connect(port))
     assert.are.equal("PING\n", new:exchange("ping\n", "PING\n"), "a new connection runs the session and its hook")
     assert.are.equal("ping\n", old:exchange("ping\n", "ping\n"), "the routed one goes on as it was")
     new:close()
-    h.write(path, plain)
-    os.execute("kill -HUP " .. np.pid)
-    h.wait_log(np, "reloaded [^\n]*%(config generation 2%)")
+    reload(np, path, plain, 2)
     new = assert(tcp.connect(port))
     assert.are.equal("ping\n", new:exchange("ping\n", "ping\n"), "routed again")
     assert.are.equal("ping\n", old:exchange("ping\n", "ping\n"))
