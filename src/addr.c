@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/un.h>
@@ -49,6 +50,38 @@ static void format_inet(const struct sockaddr_in *in, char *out, size_t outlen)
     n = (size_t)(p - text) < outlen ? (size_t)(p - text) : outlen - 1;   /* cut as snprintf would */
     memcpy(out, text, n);
     out[n] = '\0';
+}
+
+socklen_t np_addr_ip(const char *host, int port, struct sockaddr_storage *ss)
+{
+    struct sockaddr_in *in = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+
+    memset(ss, 0, sizeof *ss);
+    if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons((uint16_t)port);
+        return sizeof *in;
+    }
+    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        return sizeof *in6;
+    }
+    return 0;
+}
+
+socklen_t np_addr_unix(const char *path, struct sockaddr_storage *ss)
+{
+    struct sockaddr_un *un = (struct sockaddr_un *)ss;
+    size_t n = strlen(path);
+
+    if (n == 0 || n >= sizeof un->sun_path) return 0;
+    memset(ss, 0, sizeof *ss);
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, path, n);
+    if (path[0] == '@') un->sun_path[0] = '\0';   /* abstract: no file */
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
 }
 
 void np_addr_format(const struct sockaddr *sa, socklen_t len, char *out, size_t outlen)

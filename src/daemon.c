@@ -1,6 +1,7 @@
 /* Daemon life (Net::Server's): background and setsid, the pid file, and the privileges
  * dropped after binding (user, group, chroot). */
 #include "daemon.h"
+#include "addr.h"
 #include "log.h"
 
 #include <errno.h>
@@ -14,7 +15,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 static char pidfile[4096];
@@ -152,19 +152,15 @@ int np_daemon_apply_privileges(char *err, size_t errlen)
 void np_notify(const char *state)
 {
     const char *path = getenv("NOTIFY_SOCKET");
-    struct sockaddr_un sa;
+    struct sockaddr_storage sa;
+    socklen_t len;
     char msg[128];
     int fd, n;
 
-    if (!path || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof sa.sun_path) return;
-    memset(&sa, 0, sizeof sa);
-    sa.sun_family = AF_UNIX;
-    memcpy(sa.sun_path, path, strlen(path));
-    if (path[0] == '@') sa.sun_path[0] = '\0';        /* an abstract socket */
+    if (!path || (path[0] != '/' && path[0] != '@') || !(len = np_addr_unix(path, &sa))) return;
     fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return;
     n = snprintf(msg, sizeof msg, "%s\nMAINPID=%d", state, (int)getpid());
-    sendto(fd, msg, n, MSG_NOSIGNAL, (struct sockaddr *)&sa,
-           (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path)));
+    sendto(fd, msg, n, MSG_NOSIGNAL, (struct sockaddr *)&sa, len);
     close(fd);
 }

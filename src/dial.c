@@ -10,7 +10,6 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -55,10 +54,7 @@ static double time_left(const struct np_dial *d)
 /* No address left: the failure is told from the loop, as every outcome is. */
 static void fail_soon(struct np_dial *d)
 {
-    if (d->dns_error)
-        snprintf(d->why, sizeof d->why, "resolve: %s", evutil_gai_strerror(d->dns_error));
-    else
-        snprintf(d->why, sizeof d->why, "%s", d->last_errno ? np_sock_err_token(d->last_errno) : "no address");
+    np_sock_connect_why(d->dns_error, d->last_errno, d->why, sizeof d->why);
     d->failing = 1;
     arm(d, -1, 0, 0);
 }

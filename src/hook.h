@@ -7,9 +7,8 @@
 #include <lua.h>
 
 /* Calls hook(data, conn [, true]) in L with the values at the registry refs (conn nil for
- * LUA_NOREF), under a call
- * budget of budget seconds and max_alloc bytes (0: no limit); eof set means
- * the source has ended and data is "". Returns 1 when the hook returned a string: *result
+ * LUA_NOREF), under a call budget of budget seconds and max_alloc bytes (0: no limit); eof
+ * set means the source has ended and data is "". Returns 1 when the hook returned a string: *result
  * points into it until np_hook_done(). 0 when it returned nil: keep the chunk. -1 when it
  * raised an error, returned something else, or overran budget seconds; err says why. */
 int np_hook_call(lua_State *L, int fn_ref, int conn_ref, const char *data, size_t len,

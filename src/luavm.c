@@ -101,6 +101,13 @@ int np_lua_pcall(lua_State *L, int nargs, int nresults, const char *what)
     return 0;
 }
 
+int np_lua_require(lua_State *L, const char *module)
+{
+    lua_getglobal(L, "require");
+    lua_pushstring(L, module);
+    return np_lua_pcall(L, 1, 1, module);
+}
+
 /* The command line as a table: what it sets wins over server{}. */
 static void push_overrides(lua_State *L, const struct np_cli *cli)
 {
@@ -181,9 +188,7 @@ int np_lua_load_config(const char *path, const struct np_cli *cli, int to_log)
     lua_State *L = np_L;
     int rc;
 
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "netproxy.config");
-    if (np_lua_pcall(L, 1, 1, "netproxy.config") < 0) return -1;
+    if (np_lua_require(L, "netproxy.config") < 0) return -1;
     lua_getfield(L, -1, "load");
     lua_remove(L, -2);
     lua_pushstring(L, path ? path : "command line");

@@ -34,4 +34,7 @@ int np_lua_ref_function(lua_State *L, int idx, const char *name);
 /* Calls a function with nargs arguments under a traceback handler; logs a failure. */
 int np_lua_pcall(lua_State *L, int nargs, int nresults, const char *what);
 
+/* Pushes require(module): 0, or -1 (logged, nothing pushed). */
+int np_lua_require(lua_State *L, const char *module);
+
 #endif

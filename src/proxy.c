@@ -4,9 +4,6 @@
 #include "luavm.h"
 
 #include <lauxlib.h>
-#include <netdb.h>
-#include <stddef.h>
-#include <sys/un.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,51 +67,19 @@ int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char
     return 0;
 }
 
-/* An IP literal's one address into r->ai (pointing at r->addr); 0, or -1 for a name. */
-static int literal_address(struct np_route *r, const char *host)
-{
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
-    struct addrinfo *res = NULL;
-    char port[16];
-    int ok;
-
-    snprintf(port, sizeof port, "%d", r->port);
-    if (getaddrinfo(host, port, &hints, &res) != 0) return -1;
-    ok = res->ai_addrlen <= sizeof r->addr;
-    if (ok) {
-        memcpy(&r->addr, res->ai_addr, res->ai_addrlen);
-        r->ai.ai_family = res->ai_family;
-        r->ai.ai_socktype = SOCK_STREAM;
-        r->ai.ai_addrlen = res->ai_addrlen;
-        r->ai.ai_addr = (struct sockaddr *)&r->addr;
-    }
-    freeaddrinfo(res);
-    return ok ? 0 : -1;
-}
-
-/* A unix socket's address ("@name": the abstract namespace) into r->ai; 0, or -1. */
-static int unix_address(struct np_route *r, const char *path)
-{
-    struct sockaddr_un *un = (struct sockaddr_un *)&r->addr;
-    size_t n = strlen(path);
-
-    if (n == 0 || n >= sizeof un->sun_path) return -1;
-    un->sun_family = AF_UNIX;
-    memcpy(un->sun_path, path, n);
-    if (path[0] == '@') un->sun_path[0] = '\0';
-    r->ai.ai_family = AF_UNIX;
-    r->ai.ai_socktype = SOCK_STREAM;
-    r->ai.ai_addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
-    r->ai.ai_addr = (struct sockaddr *)un;
-    return 0;
-}
-
-/* The route's address: a unix path, an IP literal, or a name kept for the connection. */
+/* The route's address: a unix path or an IP literal, made once into r->ai (pointing at
+ * r->addr), or a name kept for the connection to resolve. 0, or -1. */
 static int route_address(struct np_route *r, const char *host, const char *path)
 {
-    if (path) return unix_address(r, path);
-    if (literal_address(r, host) == 0) return 0;
-    return (r->host = strdup(host)) ? 0 : -1;
+    socklen_t len = path ? np_addr_unix(path, &r->addr) : np_addr_ip(host, r->port, &r->addr);
+
+    if (len == 0 && path) return -1;
+    if (len == 0) return (r->host = strdup(host)) ? 0 : -1;
+    r->ai.ai_family = r->addr.ss_family;
+    r->ai.ai_socktype = SOCK_STREAM;
+    r->ai.ai_addrlen = len;
+    r->ai.ai_addr = (struct sockaddr *)&r->addr;
+    return 0;
 }
 
 void np_proxy_read_route(struct np_proxy *p, lua_State *L, int t)

@@ -320,8 +320,6 @@ static void arm_side(struct side *s, int want_read, int want_write)
     if (s->wfd >= 0) arm_split(s->out_ev, &s->out_armed, want_write, s->wfile, EV_WRITE);
 }
 
-/* Records why the relay stops (the first reason wins); returns -1 for the caller to pass
- * up. The relay stays valid: the owner is told once the event handler is done (settle). */
 /* text into out, cut to outlen as snprintf would. */
 static void copy_text(char *out, size_t outlen, const char *text)
 {
@@ -332,6 +330,8 @@ static void copy_text(char *out, size_t outlen, const char *text)
     out[n] = '\0';
 }
 
+/* Records why the relay stops (the first reason wins); returns -1 for the caller to pass
+ * up. The relay stays valid: the owner is told once the event handler is done (settle). */
 static int stop(struct np_relay *r, enum np_end how, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

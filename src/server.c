@@ -393,18 +393,15 @@ static int add_bound(struct np_proxy *p, const struct sockaddr *sa, socklen_t le
 static int bind_unix(struct np_proxy *p, const char *path, const struct np_listen_opts *o,
                      char *err, size_t errlen)
 {
-    struct sockaddr_un un = { .sun_family = AF_UNIX };
-    size_t n = strlen(path);
+    struct sockaddr_storage ss;
+    socklen_t len = np_addr_unix(path, &ss);
 
-    if (n == 0 || n >= sizeof un.sun_path) {
+    if (len == 0) {
         snprintf(err, errlen, "%s: unix socket path '%s': want 1..%zu bytes", p->name, path,
-                 sizeof un.sun_path - 1);
+                 sizeof ((struct sockaddr_un *)0)->sun_path - 1);
         return -1;
     }
-    memcpy(un.sun_path, path, n);
-    if (path[0] == '@') un.sun_path[0] = '\0';    /* abstract: no file */
-    return add_bound(p, (struct sockaddr *)&un, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n),
-                     o, err, errlen);
+    return add_bound(p, (struct sockaddr *)&ss, len, o, err, errlen);
 }
 
 /* Binds every address a listen entry's host resolves to (both for "localhost"). */
@@ -465,9 +462,7 @@ static int bind_proxy(lua_State *L, struct np_proxy *p, int t, char *err, size_t
 /* netproxy.session: *ref anchors its serve function; its table is left on the stack. */
 static int load_session(lua_State *L, int *ref, char *err, size_t errlen)
 {
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "netproxy.session");
-    if (np_lua_pcall(L, 1, 1, "netproxy.session") < 0) {
+    if (np_lua_require(L, "netproxy.session") < 0) {
         snprintf(err, errlen, "cannot load netproxy.session");
         return -1;
     }

@@ -11,9 +11,11 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/util.h>
 #include <lauxlib.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -92,6 +94,14 @@ void np_sock_set_nodelay(int fd)
 {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+void np_sock_connect_why(int dns_error, int last_errno, char *out, size_t outlen)
+{
+    if (dns_error)
+        snprintf(out, outlen, "resolve: %s", evutil_gai_strerror(dns_error));
+    else
+        snprintf(out, outlen, "%s", last_errno ? np_sock_err_token(last_errno) : "no address");
 }
 
 int np_sock_established(int fd, int family)

@@ -37,6 +37,10 @@ void np_sock_report_fd_shortage(int err);      /* a connect outside the cosocket
 const char *np_sock_err_token(int err);
 void np_sock_set_nodelay(int fd);
 
+/* Why a connect failed, as core.connect and the routed dial both say it: "resolve: ..." for
+ * a name that did not resolve, else the last errno's token, or "no address". */
+void np_sock_connect_why(int dns_error, int last_errno, char *out, size_t outlen);
+
 /* Whether a TCP socket whose connect() said EINPROGRESS is connected already: to a loopback
  * address the handshake is done inside the call, and one getsockopt then saves waiting for
  * writability (an epoll_ctl ADD, a turn of the loop, getsockopt SO_ERROR, the MOD after). */

@@ -14,9 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <arpa/inet.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
 #define FD_RETRY 0.05          /* seconds between tries when out of file descriptors */
@@ -92,10 +90,7 @@ static int push_connect(lua_State *L, struct np_sock *s, int idx)
         lua_pushvalue(L, idx);
         return 1;
     }
-    if (s->dns_error)
-        snprintf(why, sizeof why, "resolve: %s", evutil_gai_strerror(s->dns_error));
-    else
-        snprintf(why, sizeof why, "%s", s->last_errno ? np_sock_err_token(s->last_errno) : "no address");
+    np_sock_connect_why(s->dns_error, s->last_errno, why, sizeof why);
     return np_sock_push_fail(L, why);
 }
 
@@ -157,7 +152,38 @@ static void connect_step(struct np_sock *s, short what)
     if (connect_next(s) == DONE) connect_done_async(s);
 }
 
-static struct evutil_addrinfo *literal_addrinfo(const char *host, int port);
+/* An address list of one, made here rather than by the resolver (len 0: none). */
+static struct evutil_addrinfo *addrinfo_of(const struct sockaddr_storage *ss, socklen_t len)
+{
+    struct evutil_addrinfo *ai = len ? calloc(1, sizeof *ai) : NULL;
+
+    if (ai) ai->ai_addr = malloc(len);
+    if (!ai || !ai->ai_addr) {
+        free(ai);
+        return NULL;
+    }
+    memcpy(ai->ai_addr, ss, len);
+    ai->ai_family = ss->ss_family;
+    ai->ai_socktype = SOCK_STREAM;
+    ai->ai_addrlen = len;
+    return ai;
+}
+
+static struct evutil_addrinfo *unix_addrinfo(const char *path)
+{
+    struct sockaddr_storage ss;
+
+    return addrinfo_of(&ss, np_addr_unix(path, &ss));
+}
+
+/* The one address an IPv4 or IPv6 literal names; NULL for a name (or out of memory: the
+ * resolver will do, slower). */
+static struct evutil_addrinfo *literal_addrinfo(const char *host, int port)
+{
+    struct sockaddr_storage ss;
+
+    return addrinfo_of(&ss, np_addr_ip(host, port, &ss));
+}
 
 static int start_connect(lua_State *L, struct np_sock_owner *o, const char *host, int port, double timeout,
                          int dgram)
@@ -197,28 +223,6 @@ int np_sock_connect(lua_State *L, struct np_sock_owner *o, const char *host, int
 int np_sock_connect_udp(lua_State *L, struct np_sock_owner *o, const char *host, int port, double timeout)
 {
     return start_connect(L, o, host, port, timeout, 1);
-}
-
-/* An address list of one unix socket, made here rather than by the resolver. */
-static struct evutil_addrinfo *unix_addrinfo(const char *path)
-{
-    struct evutil_addrinfo *ai = calloc(1, sizeof *ai);
-    struct sockaddr_un *un = calloc(1, sizeof *un);
-    size_t n = strlen(path);
-
-    if (!ai || !un || n == 0 || n >= sizeof un->sun_path) {
-        free(ai);
-        free(un);
-        return NULL;
-    }
-    un->sun_family = AF_UNIX;
-    memcpy(un->sun_path, path, n);
-    if (path[0] == '@') un->sun_path[0] = '\0';
-    ai->ai_family = AF_UNIX;
-    ai->ai_socktype = SOCK_STREAM;
-    ai->ai_addr = (struct sockaddr *)un;
-    ai->ai_addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
-    return ai;
 }
 
 int np_sock_connect_unix(lua_State *L, struct np_sock_owner *o, const char *path, double timeout)
@@ -311,35 +315,3 @@ int np_sock_resolve(lua_State *L, struct np_sock_owner *o, const char *host, dou
     return n;
 }
 
-/* The one address an IPv4 or IPv6 literal names, made here; NULL for a name. */
-static struct evutil_addrinfo *literal_addrinfo(const char *host, int port)
-{
-    struct sockaddr_storage ss = { 0 };
-    struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-    struct evutil_addrinfo *ai;
-    socklen_t len;
-
-    if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
-        in->sin_family = AF_INET;
-        in->sin_port = htons((uint16_t)port);
-        len = sizeof *in;
-    } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons((uint16_t)port);
-        len = sizeof *in6;
-    } else {
-        return NULL;
-    }
-    ai = calloc(1, sizeof *ai);
-    if (ai) ai->ai_addr = malloc(len);
-    if (!ai || !ai->ai_addr) {
-        free(ai);
-        return NULL;                /* the resolver will do, slower */
-    }
-    memcpy(ai->ai_addr, &ss, len);
-    ai->ai_family = ss.ss_family;
-    ai->ai_socktype = SOCK_STREAM;
-    ai->ai_addrlen = len;
-    return ai;
-}

@@ -56,9 +56,7 @@ static int read_settings(struct np_udp *u, lua_State *L, char *err, size_t errle
         return -1;
     }
     if (wants_lua) {
-        lua_getglobal(L, "require");
-        lua_pushliteral(L, "netproxy.udp");
-        if (np_lua_pcall(L, 1, 1, "netproxy.udp") < 0) {
+        if (np_lua_require(L, "netproxy.udp") < 0) {
             snprintf(err, errlen, "cannot load netproxy.udp");
             return -1;
         }
