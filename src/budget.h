@@ -1,5 +1,5 @@
 /* Limits on user code: every call into Lua (a hook, a resume of a connector's coroutine,
- * a timer, the config's load) runs under a time budget and a memory budget, and the Lua
+ * a timer, the config's load) runs under a time budget (CPU time) and a memory budget, and the Lua
  * state under a memory cap. Time is checked by a count hook every few thousand VM
  * instructions (the JIT is off for user code, so compiled loops cannot escape it); memory
  * by the state's allocator. Outside a call nothing is limited, so netproxy's own C code
@@ -11,8 +11,11 @@
 
 /* What a call may use, and what was in force before it (calls may nest). */
 struct np_budget {
-    double deadline;            /* CLOCK_MONOTONIC seconds; 0 = no time limit */
-    double seconds;
+    double seconds;             /* of CPU time; 0 = no time limit */
+    double started;             /* CLOCK_MONOTONIC seconds at the call's start */
+    double cpu_base;            /* the thread's CPU seconds at its first count tick; -1 before */
+    double before_base;         /* clock seconds from the start to that tick */
+    int spent;                  /* the overrun was raised */
     size_t max_alloc;           /* bytes the call may add to what Lua holds; 0 = no limit */
     size_t in_use_at_start;     /* what Lua held when it began: garbage freed along the way
                                  * does not count against it, what it keeps does */

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "loop.h"
 #include "pipepool.h"
+#include "text.h"
 #include "tls.h"
 
 #include <errno.h>
@@ -320,16 +321,6 @@ static void arm_side(struct side *s, int want_read, int want_write)
     if (s->wfd >= 0) arm_split(s->out_ev, &s->out_armed, want_write, s->wfile, EV_WRITE);
 }
 
-/* text into out, cut to outlen as snprintf would. */
-static void copy_text(char *out, size_t outlen, const char *text)
-{
-    size_t n = strlen(text);
-
-    if (n >= outlen) n = outlen - 1;
-    memcpy(out, text, n);
-    out[n] = '\0';
-}
-
 /* Records why the relay stops (the first reason wins); returns -1 for the caller to pass
  * up. The relay stays valid: the owner is told once the event handler is done (settle). */
 static int stop(struct np_relay *r, enum np_end how, const char *fmt, ...)
@@ -343,7 +334,7 @@ static int stop(struct np_relay *r, enum np_end how, const char *fmt, ...)
     r->end = how;
     va_start(ap, fmt);
     if (!strcmp(fmt, "%s"))             /* every connection's end (often ""): no formatting */
-        copy_text(r->detail, sizeof r->detail, va_arg(ap, const char *));
+        np_copy_text(r->detail, sizeof r->detail, va_arg(ap, const char *));
     else
         vsnprintf(r->detail, sizeof r->detail, fmt, ap);
     va_end(ap);
@@ -642,7 +633,7 @@ const char *np_relay_describe(const struct np_relay *r, char *out, size_t outlen
 {
     const char *a = path_name(&r->dir[0]), *b = path_name(&r->dir[1]);
 
-    if (!strcmp(a, b)) snprintf(out, outlen, "%s", a);
+    if (!strcmp(a, b)) np_copy_text(out, outlen, a);
     else snprintf(out, outlen, "client->server %s, server->client %s", a, b);
     return out;
 }
@@ -705,8 +696,9 @@ void np_relay_halt(struct np_relay *r)
 {
     for (int i = 0; i < 2; i++) {
         struct side *sd = &r->side[i];
-        event_del(&sd->ev);
-        if (sd->out_ev) event_del(sd->out_ev);
+        /* an event on a regular file is made active, never added: armed does not say */
+        if (sd->armed || sd->rfile) event_del(&sd->ev);
+        if (sd->out_ev && (sd->out_armed || sd->wfile)) event_del(sd->out_ev);
         sd->armed = sd->out_armed = 0;
     }
     np_idle_leave(&r->idle);

@@ -6,6 +6,7 @@
 #include "idle.h"
 #include "loop.h"
 #include "resolve.h"
+#include "text.h"
 #include "tls.h"
 
 #include <errno.h>
@@ -78,7 +79,7 @@ void np_sock_set_fds(struct np_sock *s, int rfd, int wfd)
     s->wfd = wfd;
     event_assign(&s->rev, np_base, rfd, EV_READ, np_sock_on_event, s);
     event_assign(&s->wev, np_base, wfd, EV_WRITE, np_sock_on_event, s);
-    event_assign(&s->flush_ev, np_base, wfd, EV_WRITE, on_flush, s);
+    if (s->sendbuf) event_assign(&s->flush_ev, np_base, wfd, EV_WRITE, on_flush, s);
 }
 
 /* Bytes moved on a socket a connection serves through: its counters and idle clock. */
@@ -144,10 +145,11 @@ void np_sock_close(struct np_sock *s)
     if (s->addrs) evutil_freeaddrinfo(s->addrs);
     s->addrs = s->next_addr = NULL;
     np_sock_free_own_addr(s);
-    /* The events are assigned from creation on (a bare timer while resolving). */
+    /* rev and wev are assigned from creation on (a bare timer while resolving); flush_ev
+     * with the first send */
     event_del(&s->rev);
     event_del(&s->wev);
-    event_del(&s->flush_ev);
+    if (s->sendbuf) event_del(&s->flush_ev);
     if (s->ssl) SSL_free(s->ssl);
     s->ssl = NULL;
     if (s->wfd >= 0 && s->wfd != s->fd) close(s->wfd);
@@ -175,7 +177,7 @@ void np_sock_halt_all(struct np_sock_owner *o)
     for (struct np_sock *s = o->socks; s; s = s->next) {
         event_del(&s->rev);
         event_del(&s->wev);
-        event_del(&s->flush_ev);
+        if (s->sendbuf) event_del(&s->flush_ev);
     }
 }
 
@@ -183,16 +185,13 @@ int np_sock_detach(struct np_sock *s, int *wfd, SSL **ssl, struct evbuffer **inb
 {
     int fd = s->fd;
 
-    event_del(&s->rev);
-    event_del(&s->wev);
-    event_del(&s->flush_ev);
     *wfd = s->wfd;
     *ssl = s->ssl;
     *inbuf = s->inbuf;
     s->fd = s->wfd = -1;
     s->ssl = NULL;
     s->inbuf = NULL;
-    np_sock_close(s);
+    np_sock_close(s);         /* events off; the fds, taken, stay open */
     return fd;
 }
 
@@ -206,7 +205,8 @@ static void push_mt(lua_State *L, const char *key)
     lua_rawget(L, LUA_REGISTRYINDEX);
 }
 
-struct np_sock *np_sock_new(lua_State *L, struct np_sock_owner *o)
+/* A cosocket of o with no fd and no event assigned yet. */
+static struct np_sock *sock_alloc(lua_State *L, struct np_sock_owner *o)
 {
     struct np_sock *s = lua_newuserdata(L, sizeof *s);
 
@@ -214,11 +214,7 @@ struct np_sock *np_sock_new(lua_State *L, struct np_sock_owner *o)
     s->fd = s->wfd = -1;
     s->self_ref = LUA_NOREF;
     s->timeout = DEFAULT_TIMEOUT;
-    /* inbuf and outbuf are made when first needed: most sockets never need them */
-    /* A bare timer until there is an fd: connect's deadline while resolving. */
-    event_assign(&s->rev, np_base, -1, 0, np_sock_on_event, s);
-    event_assign(&s->wev, np_base, -1, 0, np_sock_on_event, s);
-    event_assign(&s->flush_ev, np_base, -1, 0, on_flush, s);
+    /* inbuf, outbuf and sendbuf are made when first needed: most sockets never need them */
     push_mt(L, &open_mt_key);
     lua_setmetatable(L, -2);
     s->owner = o;
@@ -230,13 +226,23 @@ struct np_sock *np_sock_new(lua_State *L, struct np_sock_owner *o)
     return s;
 }
 
+struct np_sock *np_sock_new(lua_State *L, struct np_sock_owner *o)
+{
+    struct np_sock *s = sock_alloc(L, o);
+
+    /* A bare timer until there is an fd: connect's deadline while resolving. */
+    event_assign(&s->rev, np_base, -1, 0, np_sock_on_event, s);
+    event_assign(&s->wev, np_base, -1, 0, np_sock_on_event, s);
+    return s;
+}
+
 struct np_sock *np_sock_push(lua_State *L, struct np_sock_owner *o, int rfd, int wfd,
                              const char *peer)
 {
-    struct np_sock *s = np_sock_new(L, o);
+    struct np_sock *s = sock_alloc(L, o);
 
     np_sock_set_fds(s, rfd, wfd);
-    snprintf(s->peer, sizeof s->peer, "%s", peer);
+    np_copy_text(s->peer, sizeof s->peer, peer);
     return s;
 }
 
@@ -603,7 +609,10 @@ static int sock_send(lua_State *L)
     if (s->dgram) return luaL_error(L, "send: a udp socket sends whole datagrams (use write)");
     if (!s->owner || s->owner->closed || s->fd < 0) return np_sock_push_fail(L, "closed");
     if (s->send_failed) return np_sock_push_fail(L, s->err);
-    if (!s->sendbuf && !(s->sendbuf = evbuffer_new())) return np_sock_push_fail(L, "out of memory");
+    if (!s->sendbuf) {
+        if (!(s->sendbuf = evbuffer_new())) return np_sock_push_fail(L, "out of memory");
+        event_assign(&s->flush_ev, np_base, s->wfd, EV_WRITE, on_flush, s);
+    }
     if (evbuffer_add(s->sendbuf, data, len) < 0) return np_sock_push_fail(L, "out of memory");
     if (!event_pending(&s->flush_ev, EV_WRITE, NULL)) {
         int rc = flush_some(s);

@@ -4,6 +4,7 @@
 -- runs away fails in its own call (lua_call_memory) and the worker goes on.
 local h = require "spec.helpers"
 local tcp = require "spec.support.tcp"
+local ffi = require "ffi"            -- kill(), declared by spec.helpers
 
 local function served(port)
   local c = tcp.connect(port)
@@ -67,6 +68,35 @@ proxy { name = "plain", from = { type = "tcp", host = "127.0.0.1", port = 0 },
     assert.is_true(os.time() - started <= 3, "stopped after " .. (os.time() - started) .. " s")
     victim:close()
     assert.is_true(served(np.ports.plain))
+  end)
+
+  -- The budget is CPU time: a call that is not running (the process stopped, or waiting for
+  -- a core on a loaded machine) has not used it. Here the hook waits, spinning, for a file
+  -- the spec makes only after netproxy was stopped for longer than the budget; on the clock
+  -- the call lasts past its budget, in CPU time far less.
+  it("counts CPU time, not time on the clock: a hook paused past its budget goes on", function()
+    local flag = h.tmpfile("go-on")
+    local np = h.netproxy_start(([[
+proxy { name = "paused", hook_budget = 1.5,
+        from = { type = "tcp", host = "127.0.0.1", port = 0,
+                 hook = function(d, conn)
+                   conn:log("notice", "hook waiting")
+                   local t0 = os.time()
+                   while not io.open(%q) do end
+                   return d .. (os.time() - t0 >= 2 and "paused\n" or "not paused\n")
+                 end },
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(flag, echo.port))
+    local c = assert(tcp.connect(np.ports.paused))
+    c:send("work\n")
+    h.wait_log(np, "paused: hook waiting")
+    assert.equal(0, ffi.C.kill(np.pid, 19))               -- SIGSTOP
+    h.sleep(2.2)                                          -- what is measured: a pause past the budget
+    assert.equal(0, ffi.C.kill(np.pid, 18))               -- SIGCONT
+    h.write(flag, "")
+    assert.equal("work\npaused\n", (c:receive(#"work\npaused\n", 10)))
+    c:close()
+    assert.falsy(np.log():find("ran longer than its budget", 1, true))
   end)
 
   it("fails an allocation that runs away in its own call, and the worker goes on", function()

@@ -175,8 +175,8 @@ describe("a Multiplex service (on_* callbacks)", function()
 
   it("closes a slow reader at the write bound while the others go on", function()
     local np = chat()
-    local out = h.run({ "python3", h.root .. "/spec/tools/chat_slow_reader.py", tostring(np.ports.chat), "10000" })
-    assert.equal("fast_lines=10000 slow_closed=1 after=1\n", out)
+    local out, err = h.run({ "python3", h.root .. "/spec/tools/chat_slow_reader.py", tostring(np.ports.chat), "10000" })
+    assert.equal("fast_lines=10000 slow_closed=1 after=1\n", out, err .. "\n--- the log:\n" .. np.log():sub(-3000))
     h.wait_log(np, "end=closed: write buffer over 262144 bytes %(a slow reader%)")
   end)
 
