@@ -56,33 +56,47 @@ static double thread_cpu(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* Whether the call has used more than its seconds of CPU. The budget is CPU time, not time
- * on the clock: on a loaded machine a call that is preempted has not run, and a healthy
+/* A call is stopped past its seconds of CPU time, or past this many times its seconds on the
+ * clock: a loop that waits (sleeps, blocks in C calls) rather than computes uses little CPU,
+ * and a preempted call is never held back that long. */
+#define CLOCK_BOUND_FACTOR 10
+
+enum overrun { WITHIN, OVER_CPU, OVER_CLOCK };
+
+/* Whether the call is over its budget, and how. The budget is CPU time, not time on
+ * the clock: on a loaded machine a call that is preempted has not run, and a healthy
  * connection must not be closed for the machine's load. The clock is cheap (vDSO) and CPU
- * time never exceeds it, so the CPU clock is read only for a call that has been going for
- * its budget on the clock; its first count tick takes the CPU reading the call is measured
- * from (the 4,096 instructions before it are counted as their time on the clock). A call
- * shorter than one tick reads no CPU clock at all. */
-static int over_budget(void)
+ * time never exceeds it, so the CPU clock (a system call) is read only for a call that has
+ * been going for its budget on the clock; its first count tick takes the CPU reading the
+ * call is measured from (the 4,096 instructions before it are counted as their time on the
+ * clock). A call shorter than one tick reads no CPU clock at all. */
+static enum overrun over_budget(void)
 {
-    double now = monotonic();
+    double now = monotonic(), on_clock;
 
     if (current.cpu_base < 0) {
         current.cpu_base = thread_cpu();
         current.before_base = now - current.started;
     }
-    if (now - current.started <= current.seconds) return 0;
-    return current.before_base + (thread_cpu() - current.cpu_base) > current.seconds;
+    on_clock = now - current.started;
+    if (on_clock <= current.seconds) return WITHIN;
+    if (on_clock > current.seconds * CLOCK_BOUND_FACTOR) return OVER_CLOCK;
+    return current.before_base + (thread_cpu() - current.cpu_base) > current.seconds ? OVER_CPU : WITHIN;
 }
 
 static void on_count(lua_State *L, lua_Debug *ar)
 {
     char at[256];
+    enum overrun how;
 
-    if (!current.active || current.seconds <= 0 || current.spent || !over_budget()) return;
+    if (!current.active || current.seconds <= 0 || current.spent || (how = over_budget()) == WITHIN) return;
     where(L, at, sizeof at);
     current.spent = 1;          /* once: the error's own handling may run Lua too */
-    lua_pushfstring(L, "%s: ran longer than its budget of %f seconds", at, current.seconds);
+    if (how == OVER_CLOCK)
+        lua_pushfstring(L, "%s: ran longer than its budget of %f seconds (%d times that on the clock, mostly waiting)",
+                        at, current.seconds, CLOCK_BOUND_FACTOR);
+    else
+        lua_pushfstring(L, "%s: ran longer than its budget of %f seconds", at, current.seconds);
     lua_error(L);               /* not luaL_error: its position would be the caller's */
 }
 

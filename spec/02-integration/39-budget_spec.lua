@@ -99,6 +99,37 @@ proxy { name = "paused", hook_budget = 1.5,
     assert.falsy(np.log():find("ran longer than its budget", 1, true))
   end)
 
+  -- A loop that waits rather than computes (here in poll(), through the FFI) uses almost no
+  -- CPU: it is stopped on the clock, at ten times its budget.
+  it("stops a loop that waits, at ten times its budget on the clock", function()
+    local np = h.netproxy_start(([[
+local ffi = require "ffi"
+ffi.cdef "int poll(void *fds, unsigned long nfds, int timeout);"
+proxy { name = "waiting", hook_budget = 0.2,
+        from = { type = "tcp", host = "127.0.0.1", port = 0,
+                 hook = function(d)
+                   if d:find("wait", 1, true) then
+                     while true do
+                       for _ = 1, 1000 do end            -- instructions, so that the count hook runs
+                       ffi.C.poll(nil, 0, 50)
+                     end
+                   end
+                   return d
+                 end },
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+proxy { name = "plain", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(echo.port, echo.port))
+    local victim = assert(tcp.connect(np.ports.waiting))
+    local started = h.now()
+    victim:send("wait\n")
+    h.wait_log(np, "waiting: [^\n]* end=lua error: [^\n]*:8: ran longer than its budget of 0%.2 seconds %(10 times that on the clock, mostly waiting%)", 10)
+    local took = h.now() - started
+    assert.is_true(took >= 2 and took < 5, "stopped after " .. took .. " s")
+    victim:close()
+    assert.is_true(served(np.ports.plain))
+  end)
+
   it("fails an allocation that runs away in its own call, and the worker goes on", function()
     local np = h.netproxy_start(([[
 server { lua_call_memory = "16m" }
