@@ -6,6 +6,12 @@ local h = require "spec.helpers"
 local tcp = require "spec.support.tcp"
 local ffi = require "ffi"            -- kill(), declared by spec.helpers
 
+-- A second proxy in every config: that it still serves shows the fault cost one connection.
+local PLAIN = [[
+proxy { name = "plain", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]
+
 local function served(port)
   local c = tcp.connect(port)
   if not c then return false end
@@ -24,9 +30,7 @@ describe("the budget of user code", function()
 proxy { name = "looping", hook_budget = 0.5,
         from = { type = "connect", host = "127.0.0.1", port = 0,
                  route = function(host, port) while true do end end } }
-proxy { name = "plain", from = { type = "tcp", host = "127.0.0.1", port = 0 },
-        to = { type = "tcp", host = "127.0.0.1", port = %d } }
-]]):format(echo.port))
+]] .. PLAIN):format(echo.port))
     local victim = assert(tcp.connect(np.ports.looping))
     victim:send("CONNECT 127.0.0.1:1 HTTP/1.1\r\n\r\n")
     h.wait_log(np, "looping: [^\n]* end=lua error: [^\n]*%.lua:3: ran longer than its budget of 0%.5", 5)
@@ -39,9 +43,7 @@ proxy { name = "plain", from = { type = "tcp", host = "127.0.0.1", port = 0 },
 proxy { name = "picky", hook_budget = 0.5, accept = function(conn) while true do end end,
         from = { type = "tcp", host = "127.0.0.1", port = 0 },
         to = { type = "tcp", host = "127.0.0.1", port = %d } }
-proxy { name = "plain", from = { type = "tcp", host = "127.0.0.1", port = 0 },
-        to = { type = "tcp", host = "127.0.0.1", port = %d } }
-]]):format(echo.port, echo.port))
+]] .. PLAIN):format(echo.port, echo.port))
     local victim = assert(tcp.connect(np.ports.picky))
     h.wait_log(np, "picky: [^\n]* end=lua error: [^\n]*ran longer than its budget", 5)
     victim:close()
@@ -58,9 +60,7 @@ proxy { name = "spinning", hook_budget = 0.5,
         from = { type = "tcp", host = "127.0.0.1", port = 0,
                  hook = function(d) if d:find("spin", 1, true) then spin(7) end return d end },
         to = { type = "tcp", host = "127.0.0.1", port = %d } }
-proxy { name = "plain", from = { type = "tcp", host = "127.0.0.1", port = 0 },
-        to = { type = "tcp", host = "127.0.0.1", port = %d } }
-]]):format(echo.port, echo.port))
+]] .. PLAIN):format(echo.port, echo.port))
     local victim = assert(tcp.connect(np.ports.spinning))
     victim:send("spin\n")
     local started = os.time()
@@ -117,9 +117,7 @@ proxy { name = "waiting", hook_budget = 0.2,
                    return d
                  end },
         to = { type = "tcp", host = "127.0.0.1", port = %d } }
-proxy { name = "plain", from = { type = "tcp", host = "127.0.0.1", port = 0 },
-        to = { type = "tcp", host = "127.0.0.1", port = %d } }
-]]):format(echo.port, echo.port))
+]] .. PLAIN):format(echo.port, echo.port))
     local victim = assert(tcp.connect(np.ports.waiting))
     local started = h.now()
     victim:send("wait\n")
@@ -141,9 +139,7 @@ proxy { name = "hungry", hook_budget = 5,
                    return d
                  end },
         to = { type = "tcp", host = "127.0.0.1", port = %d } }
-proxy { name = "plain", from = { type = "tcp", host = "127.0.0.1", port = 0 },
-        to = { type = "tcp", host = "127.0.0.1", port = %d } }
-]]):format(echo.port, echo.port))
+]] .. PLAIN):format(echo.port, echo.port))
     local victim = assert(tcp.connect(np.ports.hungry))
     victim:send("eat\n")
     h.wait_log(np, "hungry: [^\n]* end=lua error: not enough memory", 10)
