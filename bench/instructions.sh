@@ -120,7 +120,7 @@ count() {
 
 for t in "${TARGETS[@]}"; do count "$t"; done
 
-vs() { awk -v a="${COUNT[$1]:-}" -v b="${COUNT[haproxy]:-}" 'BEGIN { if (a == "" || b == "") print "-"; else printf "%.2fx\n", a / b }'; }
+vs() { ratio "${COUNT[$1]:--}" "${COUNT[haproxy]:--}"; }
 
 section() {
   echo "$SECTION_TITLE"

@@ -253,13 +253,13 @@ launch_socat() { # PORT BACKEND
   LAUNCHED_PID=$!
 }
 
-# HAPROXY_MAXCONN: global and defaults maxconn (4096; the idle test raises it);
 launch_floor() { # PORT BACKEND
   # shellcheck disable=SC2086
   $PIN_PROXY "$WORK/floor-relay" "$1" "$2" >>"$LOG" 2>&1 &
   LAUNCHED_PID=$!
 }
 
+# HAPROXY_MAXCONN: global and defaults maxconn (4096; the idle test raises it);
 # HAPROXY_TIMEOUT: timeout client and server (60s; the idle test holds connections longer).
 launch_haproxy() { # PORT BACKEND SPLICE(none|auto|forced)
   local cfg=$WORK/$TAG.cfg

@@ -19,7 +19,6 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <openssl/err.h>
@@ -321,23 +320,14 @@ static void arm_side(struct side *s, int want_read, int want_write)
     if (s->wfd >= 0) arm_split(s->out_ev, &s->out_armed, want_write, s->wfile, EV_WRITE);
 }
 
-/* Records why the relay stops (the first reason wins); returns -1 for the caller to pass
- * up. The relay stays valid: the owner is told once the event handler is done (settle). */
-static int stop(struct np_relay *r, enum np_end how, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int stop(struct np_relay *r, enum np_end how, const char *fmt, ...)
+/* Records why the relay stops (the first reason wins) and its detail for the log line;
+ * returns -1 for the caller to pass up. The relay stays valid: the owner is told once the
+ * event handler is done (settle). */
+static int stop(struct np_relay *r, enum np_end how, const char *detail)
 {
-    va_list ap;
-
     if (r->end != NP_END_NONE) return -1;
     r->end = how;
-    va_start(ap, fmt);
-    if (!strcmp(fmt, "%s"))             /* every connection's end (often ""): no formatting */
-        np_copy_text(r->detail, sizeof r->detail, va_arg(ap, const char *));
-    else
-        vsnprintf(r->detail, sizeof r->detail, fmt, ap);
-    va_end(ap);
+    np_copy_text(r->detail, sizeof r->detail, detail);
     return -1;
 }
 
@@ -346,9 +336,9 @@ static int fail(struct np_relay *r, struct side *s, int err)
 {
     enum np_end how = np_end_io(s->idx, err);
 
-    if (err == EPROTO) return stop(r, how, "%s", r->tls_err);
-    if (err == ECONNRESET || err == EPIPE) return stop(r, how, "%s", "");
-    return stop(r, how, "%s", strerror(err));
+    if (err == EPROTO) return stop(r, how, r->tls_err);
+    if (err == ECONNRESET || err == EPIPE) return stop(r, how, "");
+    return stop(r, how, strerror(err));
 }
 
 /* ---------------------------------------------------------------- filters */
@@ -364,7 +354,7 @@ static int settle_injections(struct np_relay *r)
             r->injection_failed = 1;
         np_buf_release(&d->injected);
     }
-    if (r->injection_failed) return stop(r, NP_END_NO_MEMORY, "%s", "injected bytes");
+    if (r->injection_failed) return stop(r, NP_END_NO_MEMORY, "injected bytes");
     return 0;
 }
 
@@ -376,14 +366,14 @@ static int run_filter(struct np_relay *r, struct direction *d, size_t n)
     size_t outlen;
     enum np_filter_rc rc = r->ops->filter(r->arg, d->from, chunk, n, n == 0, &out, &outlen);
 
-    if (rc == NP_FILTER_STOP) return stop(r, NP_END_CLOSED, "%s", "by a filter");
+    if (rc == NP_FILTER_STOP) return stop(r, NP_END_CLOSED, "by a filter");
     if (rc == NP_FILTER_REPLACE) {
         int appended;
         d->buf.end -= n;
         appended = np_buf_append(&d->buf, out, outlen);
         if (np_buf_len(&d->buf) == 0) np_buf_release(&d->buf);
         r->ops->filter_done(r->arg);
-        if (appended < 0) return stop(r, NP_END_NO_MEMORY, "%s", "filtered bytes");
+        if (appended < 0) return stop(r, NP_END_NO_MEMORY, "filtered bytes");
     }
     return settle_injections(r);
 }
@@ -425,7 +415,7 @@ static int pump(struct np_relay *r, struct direction *d)
         /* the other way done too: closing the socket sends the FIN (TLS still says goodbye) */
         if (!r->dir[d->from ^ 1].done || tls_of(dst_of(r, d))) shut_write(dst_of(r, d));
     }
-    if (r->dir[0].done && r->dir[1].done) return stop(r, NP_END_EOF, "%s", "");
+    if (r->dir[0].done && r->dir[1].done) return stop(r, NP_END_EOF, "");
     return 0;
 }
 
@@ -506,7 +496,7 @@ static int handshake_step(struct np_relay *r, struct side *s)
     case NP_TLS_WANT_READ: s->hs_wants_write = 0; return 0;
     case NP_TLS_WANT_WRITE: s->hs_wants_write = 1; return 0;
     default:
-        return stop(r, s->idx ? NP_END_SERVER_STARTTLS : NP_END_CLIENT_STARTTLS, "%s", r->tls_err);
+        return stop(r, s->idx ? NP_END_SERVER_STARTTLS : NP_END_CLIENT_STARTTLS, r->tls_err);
     }
 }
 
@@ -583,7 +573,7 @@ static void on_idle(struct np_idle *m)
 {
     struct np_relay *r = (struct np_relay *)((char *)m - offsetof(struct np_relay, idle));
 
-    stop(r, NP_END_IDLE_TIMEOUT, "%s", "");
+    stop(r, NP_END_IDLE_TIMEOUT, "");
     settle(r);
 }
 

@@ -102,7 +102,7 @@ void np_sock_connect_why(int dns_error, int last_errno, char *out, size_t outlen
     if (dns_error)
         snprintf(out, outlen, "resolve: %s", evutil_gai_strerror(dns_error));
     else
-        snprintf(out, outlen, "%s", last_errno ? np_sock_err_token(last_errno) : "no address");
+        np_copy_text(out, outlen, last_errno ? np_sock_err_token(last_errno) : "no address");
 }
 
 int np_sock_established(int fd, int family)

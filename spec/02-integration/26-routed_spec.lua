@@ -34,6 +34,14 @@ describe("a routed proxy", function()
   before_each(function() echo = h.peer_server("echo") end)
   after_each(h.stop_all)
 
+  -- proxy "p" on port, plain tcp -> tcp to the echo server: what the reload cases switch to
+  local function plain_config(port)
+    return ([[
+proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = %d },
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(port, echo.port)
+  end
+
   it("is taken only when nothing but hooks runs in Lua, and serves like the session", function()
     local e = echo.port
     local np = h.netproxy_start(h.tcp_proxy("plain", e) ..
@@ -215,10 +223,7 @@ proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = %d,
                                                       return (d:gsub("ping", "PING" .. conn.stash.n)) end },
         to = { type = "tcp", host = "127.0.0.1", port = %d } }
 ]]):format(port, echo.port)
-    local plain = ([[
-proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = %d },
-        to = { type = "tcp", host = "127.0.0.1", port = %d } }
-]]):format(port, echo.port)
+    local plain = plain_config(port)
     local path = h.write(h.tmpfile("routed-hooks.lua"), hooked)
     local np = h.netproxy_start(path, { "-vv" })
     assert.is_true(routed(np, "p"))
@@ -236,10 +241,7 @@ proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = %d },
 
   it("is switched by a reload to the session and back, the running connection untouched", function()
     local port = h.free_port()
-    local plain = ([[
-proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = %d },
-        to = { type = "tcp", host = "127.0.0.1", port = %d } }
-]]):format(port, echo.port)
+    local plain = plain_config(port)
     local hooked = plain:gsub("(port = " .. port .. ")", '%1, hook = function(d) return (d:gsub("ping", "PING")) end', 1)
                         :gsub('name = "p",', 'name = "p", accept = function() return true end,', 1)
     local path = h.write(h.tmpfile("routed.lua"), plain)
