@@ -182,6 +182,35 @@ local function talking(conf, client, conn, buf)
   return nil, ("no probe matched the first %d bytes"):format(#buf)
 end
 
+-- What the C core needs to sniff by itself (netproxy.session.route): the probes as one
+-- pure function of the bytes read so far, and the connector tables it picks among. A probe
+-- with a server side of its own (`from`) talks to the client: then every connection runs
+-- accept() above. pick(bytes) answers a probe's index, nil while a probe wants more bytes,
+-- or false when none can match.
+function _M.sniff(conf)
+  local probes = conf.probes or {}
+  local targets, notes, tls = {}, {}, false
+  for i, p in ipairs(probes) do
+    if p.from then return nil end
+    targets[i] = p.to
+    notes[i] = ("dual: probe %d (%s) matched"):format(i, tostring(p.match))
+    tls = tls or p.match == "tls"
+  end
+  local scratch = {}              -- takes the tls probe's sni, which no conn is here to hold
+  return {
+    pick = function(buf)
+      if not conf.probes then return false end
+      local chosen, i = choose(conf, buf, scratch)
+      if chosen then return i end
+      if i then return nil end
+      return false
+    end,
+    targets = targets, notes = notes, reads_sni = tls,
+    silent = conf.server_first, fallback = conf.client_first,
+    timeout = conf.timeout, probe_timeout = conf.probe_timeout, max_peek = conf.max_peek,
+  }
+end
+
 function _M.accept(conf, client, conn)
   local buf, err = client:peek(1, conf.timeout)
   if buf then return talking(conf, client, conn, buf) end

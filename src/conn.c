@@ -28,13 +28,19 @@
 #define HANDLE_MT "netproxy.conn_handle"
 
 /* What a connection holds only while its connectors negotiate: their coroutine, or, for
- * a routed proxy (proxy.h), the connect the core makes itself and the client's socket. */
+ * a routed proxy (proxy.h), the connect the core makes itself and the client's socket;
+ * for a sniffing one, also the bytes it has read to choose the route by. */
 struct session {
     struct np_task task;
     struct event deadline;      /* negotiation timeout */
     int routed;
     struct np_dial dial;
     int client_fd[2];           /* read, write; -1 once the relay has them */
+    int sniffing;               /* wait is assigned */
+    struct event wait;          /* for the client's bytes, until its deadline */
+    double heard;               /* when its first bytes came; 0: silent so far */
+    char *ahead;                /* what was read, for the server first */
+    size_t ahead_len;
 };
 
 struct np_conn {
@@ -43,6 +49,7 @@ struct np_conn {
     struct session *session;    /* while the connectors negotiate */
     struct np_deferred session_over;    /* lets the session go once it has returned */
     struct np_relay *relay;     /* once they are done */
+    const struct np_route *route;       /* the server conn.c reaches itself (proxy.h), if any */
     enum np_end end;            /* NP_END_NONE while it runs */
     char *detail;               /* of the end, for its log line */
     int negotiating;            /* counted in proxy->negotiating until the relay or the end */
@@ -79,6 +86,7 @@ static int reaper_ready;
 static const struct np_task_ops session_ops;
 static void negotiated(struct np_conn *c);
 static void start_routed(struct np_conn *c, int rfd, int wfd);
+static void start_sniffing(struct np_conn *c, int rfd, int wfd);
 
 /* ---------------------------------------------------------------- who is running */
 
@@ -176,7 +184,7 @@ static void unref(lua_State *L, int *ref)
 static const char *target_of(const struct np_conn *c)
 {
     if (c->target) return c->target;
-    return c->proxy->route ? c->proxy->route->label : NULL;
+    return c->route ? c->route->label : NULL;
 }
 
 static void count_and_log(struct np_conn *c)
@@ -205,6 +213,11 @@ static void session_free(struct np_conn *c)
     if (!s) return;
     if (s->routed) {
         np_dial_cancel(&s->dial);
+        if (s->sniffing) {
+            event_del(&s->wait);
+            event_del(&s->deadline);
+        }
+        free(s->ahead);
         if (s->client_fd[1] != s->client_fd[0] && s->client_fd[1] >= 0) close(s->client_fd[1]);
         if (s->client_fd[0] >= 0) close(s->client_fd[0]);
     } else {
@@ -244,7 +257,7 @@ static void tell_closed(struct np_conn *c)
         lua_pushstring(L, target_of(c));
         lua_setfield(L, -2, "server");
     }
-    if (np_hook_pcall(L, 1, c->proxy->budget, c->proxy->call_memory, err, sizeof err) < 0)
+    if (np_hook_pcall(L, 1, 0, c->proxy->budget, c->proxy->call_memory, err, sizeof err) < 0)
         np_clog(NP_ERR, c->id, "%s: on_close: %s", c->proxy->name, err);
     unref(L, &c->closed_ref);
 }
@@ -305,6 +318,7 @@ void np_conn_close(struct np_conn *c, enum np_end how, const char *fmt, ...)
     negotiated(c);
     if (c->session && c->session->routed) {
         np_dial_cancel(&c->session->dial);
+        if (c->session->sniffing) event_del(&c->session->wait);
     } else if (c->session) {
         event_del(&c->session->deadline);
         np_task_halt(&c->session->task);
@@ -448,8 +462,14 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
     struct np_conn *c = conn_new(p, rfd, wfd, client, done, done_arg);
 
     if (!c) return;
-    if (p->route) start_routed(c, rfd, wfd);
-    else start_session(c, rfd, wfd);
+    if (p->route) {
+        c->route = p->route;
+        start_routed(c, rfd, wfd);
+    } else if (p->sniff) {
+        start_sniffing(c, rfd, wfd);
+    } else {
+        start_session(c, rfd, wfd);
+    }
 }
 
 /* ---------------------------------------------------------------- served here */
@@ -502,7 +522,7 @@ static const char *peer_of(int fd, char *out, size_t outlen)
  * conn(id, client, handle, server): what a session would have handed them. 0, or -1 with err. */
 static int make_hook_conn(struct np_conn *c, char *err, size_t errlen)
 {
-    const struct np_route *r = c->proxy->route;
+    const struct np_route *r = c->route;
     lua_State *L = c->proxy->L;
     char server[NP_ADDRSTRLEN];
 
@@ -524,7 +544,7 @@ static int make_hook_conn(struct np_conn *c, char *err, size_t errlen)
  * when no hook takes one. 0, or -1 with err. */
 static int hook_conn_ready(struct np_conn *c, char *err, size_t errlen)
 {
-    const struct np_route *r = c->proxy->route;
+    const struct np_route *r = c->route;
 
     if (c->hook_conn_ref != LUA_NOREF || !r || r->conn_ref == LUA_NOREF) return 0;
     return make_hook_conn(c, err, errlen);
@@ -534,7 +554,7 @@ static enum np_filter_rc filter(void *arg, int dir, const char *data, size_t len
                                 const char **out, size_t *outlen)
 {
     struct np_conn *c = arg, *outer = in_hook;
-    const struct np_route *r = c->proxy->route;
+    const struct np_route *r = c->route;
     char err[256];
     int rc = -1;
 
@@ -651,9 +671,10 @@ int np_conn_client_fd(const struct np_conn *c)
 static void routed_connected(void *arg, int fd, int err, const char *why)
 {
     struct np_conn *c = arg;
-    const struct np_route *r = c->proxy->route;
+    const struct np_route *r = c->route;
     struct session *s = c->session;
-    struct np_relay_side client = { .rfd = s->client_fd[0], .wfd = s->client_fd[1] };
+    struct np_relay_side client = { .rfd = s->client_fd[0], .wfd = s->client_fd[1],
+                                    .ahead = s->ahead, .ahead_len = s->ahead_len };
     struct np_relay_side server = { .rfd = fd, .wfd = fd };
     const int filtered[2] = { r->hook_ref[0] != LUA_NOREF, r->hook_ref[1] != LUA_NOREF };
 
@@ -671,18 +692,154 @@ static void routed_connected(void *arg, int fd, int err, const char *why)
     }
 }
 
+/* Connects to c->route; the relay starts from routed_connected. */
+static void dial_route(struct np_conn *c)
+{
+    const struct np_route *r = c->route;
+    struct session *s = c->session;
+
+    if (r->host) np_dial_start_name(&s->dial, r->host, r->port, r->timeout, routed_connected, c);
+    else np_dial_start(&s->dial, &r->ai, r->timeout, routed_connected, c);
+}
+
 /* The config fixed the server and nothing runs before the relay: connect, then relay
  * (through the route's hooks, if it has any). */
 static void start_routed(struct np_conn *c, int rfd, int wfd)
 {
-    const struct np_route *r = c->proxy->route;
     struct session *s = c->session;
 
     s->routed = 1;
     s->client_fd[0] = rfd;
     s->client_fd[1] = wfd;
-    if (r->host) np_dial_start_name(&s->dial, r->host, r->port, r->timeout, routed_connected, c);
-    else np_dial_start(&s->dial, &r->ai, r->timeout, routed_connected, c);
+    dial_route(c);
+}
+
+/* ---------------------------------------------------------------- sniffed */
+
+/* Reads what has arrived into s->ahead, as a session's peek does (one read of up to 64 KiB:
+ * the caller stops once max_peek are held): the count read, 0 at EOF, -1 with errno
+ * (EAGAIN: nothing yet). */
+static ssize_t sniff_read(struct session *s)
+{
+    static char scratch[65536];
+    ssize_t got = read(s->client_fd[0], scratch, sizeof scratch);
+    char *grown;
+
+    if (got <= 0) return got;
+    if (!(grown = realloc(s->ahead, s->ahead_len + got))) {
+        errno = ENOMEM;
+        return -1;
+    }
+    memcpy(grown + s->ahead_len, scratch, got);
+    s->ahead = grown;
+    s->ahead_len += got;
+    return got;
+}
+
+static void sniff_wait(struct session *s, double seconds)
+{
+    struct timeval tv = np_tv(seconds > 0 ? seconds : 0);
+
+    event_add(&s->wait, &tv);
+}
+
+/* The route is chosen: the bytes read go to its server first. */
+static void sniff_chose(struct np_conn *c, const struct np_route *r)
+{
+    c->route = r;
+    dial_route(c);
+}
+
+/* Nothing picked a route: the fallback's, or the client is refused. */
+static void sniff_gave_up(struct np_conn *c)
+{
+    const struct np_sniff *sn = c->proxy->sniff;
+
+    if (sn->fallback) sniff_chose(c, sn->fallback);
+    else np_conn_close(c, NP_END_REFUSED, "no probe matched the first %zu bytes", c->session->ahead_len);
+}
+
+/* pick(bytes) under the proxy's call budget: 1 with *chosen set (NULL: nothing can match),
+ * 0 while it wants more bytes, -1 on a Lua error (the connection closed). */
+static int sniff_pick(struct np_conn *c, const struct np_route **chosen)
+{
+    const struct np_sniff *sn = c->proxy->sniff;
+    struct session *s = c->session;
+    struct np_conn *outer = in_hook;
+    lua_State *L = c->proxy->L;
+    char err[256];
+    int rc, i;
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sn->pick_ref);
+    lua_pushlstring(L, s->ahead, s->ahead_len);
+    in_hook = c;
+    rc = np_hook_pcall(L, 1, 1, c->proxy->budget, c->proxy->call_memory, err, sizeof err);
+    in_hook = outer;
+    if (rc < 0) {
+        np_clog(NP_ERR, c->id, "%s: lua error: %s", c->proxy->name, err);
+        np_conn_close(c, NP_END_LUA_ERROR, "%s", err);
+        return -1;
+    }
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    i = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tointeger(L, -1) : 0;
+    lua_pop(L, 1);
+    *chosen = i >= 1 && i <= sn->npicked ? sn->picked[i - 1] : NULL;
+    if (*chosen) np_clog(NP_INFO, c->id, "%s: %s after %zu bytes", c->proxy->name, sn->notes[i - 1], s->ahead_len);
+    return 1;
+}
+
+/* The client's bytes have come (or its end): pick by them, or wait for more. */
+static void sniff_heard(struct np_conn *c)
+{
+    const struct np_sniff *sn = c->proxy->sniff;
+    struct session *s = c->session;
+    const struct np_route *chosen;
+    ssize_t got = sniff_read(s);
+    int rc;
+
+    if (got < 0 && errno == EAGAIN) {
+        sniff_wait(s, s->heard ? s->heard + sn->probe_timeout - np_now() : c->started + sn->silence - np_now());
+    } else if (got <= 0) {
+        np_conn_close(c, NP_END_REFUSED, "client %s%s", got == 0 ? "closed" : np_sock_err_token(errno),
+                      s->heard ? " while probed" : "");
+    } else {
+        if (!s->heard) s->heard = np_now();
+        if ((rc = sniff_pick(c, &chosen)) == 1 && chosen) sniff_chose(c, chosen);
+        else if (rc == 1 || (rc == 0 && s->ahead_len >= sn->max_peek)) sniff_gave_up(c);
+        else if (rc == 0) sniff_wait(s, s->heard + sn->probe_timeout - np_now());
+    }
+}
+
+static void on_client_bytes(evutil_socket_t fd, short what, void *arg)
+{
+    struct np_conn *c = arg;
+    const struct np_sniff *sn = c->proxy->sniff;
+
+    if (!(what & EV_TIMEOUT)) sniff_heard(c);
+    else if (c->session->heard) sniff_gave_up(c);
+    else if (sn->silent) sniff_chose(c, sn->silent);
+    else np_conn_close(c, NP_END_REFUSED, "client silent for %gs", sn->silence);
+}
+
+/* The proxy chooses its server by the client's first bytes (np_sniff): read them as they
+ * come, then connect and relay as a routed proxy does. */
+static void start_sniffing(struct np_conn *c, int rfd, int wfd)
+{
+    struct np_proxy *p = c->proxy;
+    struct session *s = c->session;
+
+    s->routed = s->sniffing = 1;
+    s->client_fd[0] = rfd;
+    s->client_fd[1] = wfd;
+    event_assign(&s->wait, np_base, rfd, EV_READ, on_client_bytes, c);
+    if (p->negotiation_timeout > 0) {
+        struct timeval tv = np_tv(p->negotiation_timeout);
+        evtimer_add(&s->deadline, &tv);
+    }
+    sniff_heard(c);                     /* its bytes are often there already */
 }
 
 int np_conn_send(struct np_conn *c, int dir, const char *data, size_t len, const char **err)

@@ -71,7 +71,8 @@ int np_hook_call(lua_State *L, int fn_ref, int conn_ref, const char *data, size_
     return 1;
 }
 
-int np_hook_pcall(lua_State *L, int nargs, double budget, size_t max_alloc, char *err, size_t errlen)
+int np_hook_pcall(lua_State *L, int nargs, int nresults, double budget, size_t max_alloc,
+                  char *err, size_t errlen)
 {
     int base = lua_gettop(L) - nargs, rc;
     struct np_budget outer;
@@ -79,14 +80,16 @@ int np_hook_pcall(lua_State *L, int nargs, double budget, size_t max_alloc, char
     push_traceback(L);
     lua_insert(L, base);
     np_budget_begin(&outer, budget, max_alloc);
-    rc = lua_pcall(L, nargs, 0, base);
+    rc = lua_pcall(L, nargs, nresults, base);
     np_budget_end(&outer);
     if (rc != 0) {
         const char *msg = lua_tostring(L, -1);
         snprintf(err, errlen, "%.*s", (int)strcspn(msg ? msg : "?", "\n"), msg ? msg : "?");
+        lua_settop(L, base - 1);
+        return -1;
     }
-    lua_settop(L, base - 1);
-    return rc ? -1 : 0;
+    lua_remove(L, base);                /* the traceback function */
+    return 0;
 }
 
 void np_hook_done(lua_State *L)

@@ -16,9 +16,11 @@ int np_hook_call(lua_State *L, int fn_ref, int conn_ref, const char *data, size_
                  char *err, size_t errlen);
 
 /* Calls the function under nargs arguments on L's stack (L may be a coroutine: the function
- * must not wait) under a call budget of budget seconds and max_alloc bytes; leaves nothing on the stack. 0, or -1 with err (the
- * first line of the error). */
-int np_hook_pcall(lua_State *L, int nargs, double budget, size_t max_alloc, char *err, size_t errlen);
+ * must not wait) under a call budget of budget seconds and max_alloc bytes. 0 with its first
+ * nresults results left on the stack, or -1 with err (the first line of the error) and
+ * nothing left. */
+int np_hook_pcall(lua_State *L, int nargs, int nresults, double budget, size_t max_alloc,
+                  char *err, size_t errlen);
 
 /* Releases the string np_hook_call returned. */
 void np_hook_done(lua_State *L);

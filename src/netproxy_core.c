@@ -340,7 +340,7 @@ static int core_call(lua_State *L)
     luaL_checktype(L, 3, LUA_TFUNCTION);
     lua_remove(L, 1);
     lua_remove(L, 1);
-    if (np_hook_pcall(L, lua_gettop(L) - 1, budget, max_alloc, err, sizeof err) == 0) {
+    if (np_hook_pcall(L, lua_gettop(L) - 1, 0, budget, max_alloc, err, sizeof err) == 0) {
         lua_pushboolean(L, 1);
         return 1;
     }

@@ -82,7 +82,8 @@ static int route_address(struct np_route *r, const char *host, const char *path)
     return 0;
 }
 
-void np_proxy_read_route(struct np_proxy *p, lua_State *L, int t)
+/* One route table at index t, or NULL (not one, or out of memory). */
+static struct np_route *read_route(struct np_proxy *p, lua_State *L, int t)
 {
     const char *host = lua_istable(L, t) ? np_lua_string(L, t, "host") : NULL;
     const char *path = lua_istable(L, t) ? np_lua_string(L, t, "path") : NULL;
@@ -90,11 +91,11 @@ void np_proxy_read_route(struct np_proxy *p, lua_State *L, int t)
     struct np_route *r;
     double connect_timeout;
 
-    if ((!host && !path) || !(r = calloc(1, sizeof *r))) return;
+    if ((!host && !path) || !(r = calloc(1, sizeof *r))) return NULL;
     r->port = (int)np_lua_number(L, t, "port", 0);
     if (route_address(r, host, path) < 0) {
         free(r);
-        return;
+        return NULL;
     }
     label = np_lua_string(L, t, "label");
     snprintf(r->label, sizeof r->label, "%s", label ? label : host ? host : path);
@@ -111,14 +112,121 @@ void np_proxy_read_route(struct np_proxy *p, lua_State *L, int t)
         r->timeout = p->negotiation_timeout;
         r->on_timeout = NP_END_NEGOTIATION_TIMEOUT;
     }
-    p->route = r;
+    return r;
+}
+
+static void route_free(struct np_route *r)
+{
+    if (r) free(r->host);
+    free(r);
+}
+
+/* (its Lua refs, as a route's, go with the config's state) */
+static void sniff_free(struct np_sniff *s)
+{
+    if (!s) return;
+    for (int i = 0; i < s->nroutes; i++) route_free(s->routes[i]);
+    for (int i = 0; i < s->npicked; i++) free(s->notes[i]);
+    free(s->routes);
+    free(s->picked);
+    free(s->notes);
+    free(s);
+}
+
+/* The route at 1-based index i of s->routes, or NULL. */
+static struct np_route *route_at(const struct np_sniff *s, int i)
+{
+    return i >= 1 && i <= s->nroutes ? s->routes[i - 1] : NULL;
+}
+
+/* Pushes the array at field name of the table at t; its length, or -1 (then s unusable). */
+static int push_list(lua_State *L, int t, const char *name, void **array, size_t size)
+{
+    int n;
+
+    lua_getfield(L, t, name);
+    n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
+    *array = calloc(n ? n : 1, size);
+    return *array ? n : -1;
+}
+
+/* routes = { route tables }: 0, or -1. */
+static int read_sniff_routes(struct np_sniff *s, struct np_proxy *p, lua_State *L, int t)
+{
+    int n = push_list(L, t, "routes", (void **)&s->routes, sizeof *s->routes);
+
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        s->routes[i - 1] = read_route(p, L, lua_gettop(L));
+        lua_pop(L, 1);
+        if (!s->routes[i - 1]) break;
+        s->nroutes = i;
+    }
+    lua_pop(L, 1);
+    return n >= 0 && s->nroutes == n ? 0 : -1;
+}
+
+/* picked = { index into routes, per pick answer }, notes = { what the log says of each }: 0, or -1. */
+static int read_sniff_picks(struct np_sniff *s, lua_State *L, int t)
+{
+    int n = push_list(L, t, "picked", (void **)&s->picked, sizeof *s->picked);
+
+    lua_pop(L, 1);
+    if (n < 0 || push_list(L, t, "notes", (void **)&s->notes, sizeof *s->notes) < 0) {
+        lua_pop(L, 1);
+        return -1;
+    }
+    for (int i = 1; i <= n; i++) {
+        const char *note;
+        lua_getfield(L, t, "picked");
+        lua_rawgeti(L, -1, i);
+        s->picked[i - 1] = route_at(s, (int)lua_tointeger(L, -1));
+        lua_pop(L, 2);
+        lua_rawgeti(L, -1, i);
+        note = lua_tostring(L, -1);
+        s->notes[i - 1] = strdup(note ? note : "picked");
+        lua_pop(L, 1);
+        if (!s->picked[i - 1] || !s->notes[i - 1]) break;
+        s->npicked = i;
+    }
+    lua_pop(L, 1);
+    return s->npicked == n ? 0 : -1;
+}
+
+/* The sniff table at t, or NULL (then the connections run the session). */
+static struct np_sniff *read_sniff(struct np_proxy *p, lua_State *L, int t)
+{
+    struct np_sniff *s = calloc(1, sizeof *s);
+
+    if (!s) return NULL;
+    if (read_sniff_routes(s, p, L, t) < 0 || read_sniff_picks(s, L, t) < 0) {
+        sniff_free(s);
+        return NULL;
+    }
+    s->silent = route_at(s, (int)np_lua_number(L, t, "silent", 0));
+    s->fallback = route_at(s, (int)np_lua_number(L, t, "fallback", 0));
+    s->silence = np_lua_number(L, t, "timeout", 1);
+    s->probe_timeout = np_lua_number(L, t, "probe_timeout", 5);
+    s->max_peek = (size_t)np_lua_number(L, t, "max_peek", 16384);
+    s->pick_ref = np_lua_ref_function(L, t, "pick");
+    return s;
+}
+
+void np_proxy_read_route(struct np_proxy *p, lua_State *L, int t)
+{
+    if (!lua_istable(L, t)) return;
+    lua_getfield(L, t, "sniff");
+    if (lua_istable(L, -1)) p->sniff = read_sniff(p, L, lua_gettop(L));
+    else p->route = read_route(p, L, t);
+    lua_pop(L, 1);
 }
 
 void np_proxy_free(struct np_proxy *p)
 {
-    if (p->route) free(p->route->host);
-    free(p->route);
+    route_free(p->route);
     p->route = NULL;
+    sniff_free(p->sniff);
+    p->sniff = NULL;
     np_acl_free(&p->acl);
     free(p->listeners);
     p->listeners = NULL;

@@ -40,6 +40,23 @@ struct np_route {
     double hook_budget;
 };
 
+/* A proxy whose `from` only looks at the client's first bytes to choose among fixed targets
+ * (netproxy.session.route's sniff: dual's probes): conn.c reads them itself, calls pick
+ * once per arrival and connects to the route it names. The bytes read go to the server
+ * first. */
+struct np_sniff {
+    int pick_ref;               /* function(bytes) -> index into picked | nil: more | false */
+    struct np_route **routes;   /* every target's route, owned here */
+    int nroutes;
+    struct np_route **picked;   /* pick's answer i (1-based) -> its route */
+    char **notes;               /* and what the info log says of it ("dual: probe 1 (tls) matched") */
+    int npicked;
+    struct np_route *silent;    /* a client silent for `silence` seconds; NULL: refused */
+    struct np_route *fallback;  /* no pick; NULL: refused */
+    double silence, probe_timeout;
+    size_t max_peek;
+};
+
 struct np_proxy {
     char name[64];
     struct np_config *config;   /* the generation it belongs to (server.h) */
@@ -60,7 +77,8 @@ struct np_proxy {
     struct np_listener **listeners;
     int nlisteners;
     struct np_udp *udp;         /* a udp from: its sockets and flows (udp.c) */
-    struct np_route *route;     /* NULL: each connection runs netproxy.session */
+    struct np_route *route;     /* NULL: each connection runs netproxy.session, */
+    struct np_sniff *sniff;     /* unless it sniffs */
     /* while running */
     struct np_conn *conns;      /* its live connections (linked by conn.c) */
     uint64_t negotiating;
@@ -73,7 +91,8 @@ struct np_proxy {
 int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char *err, size_t errlen);
 
 /* The route table at index t (from netproxy.session.route: host, port or path, label,
- * connect_timeout; to_server, to_client, conn and hook_budget when it has hooks), if any. */
+ * connect_timeout; to_server, to_client, conn and hook_budget when it has hooks; or a sniff
+ * table of them), if any, into p->route or p->sniff. */
 void np_proxy_read_route(struct np_proxy *p, lua_State *L, int t);
 
 /* allow = { ... }, deny = { ... } of the table at t into acl. 0, or -1 with err. */

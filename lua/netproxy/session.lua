@@ -140,23 +140,16 @@ local function takes_conn(hook)
   return info.isvararg or info.nparams >= 2
 end
 
--- A proxy whose connections have nothing to run here before the relay: no PROXY protocol,
--- no accept or on_close function, a `from` connector without a step of its own (accept,
--- connected, failed), no TLS, no pool, and a `to` connector that says where it connects
--- (fixed(conf) -> { host =, port = } or { path = }). The C core then connects and relays by
--- itself (conn.c): such a connection costs no coroutine and no connector call. Hooks may
--- stay: the relay calls them as usual, with a conn object the core asks `conn` for at the
--- first call. Returns what the core needs, or nil: every connection then runs run() above.
-function _M.route(proxy)
-  local from_conf, target = proxy.from, proxy.to
-  if from_conf.proxy_protocol or proxy.server_accept or proxy.accept or proxy.on_close then return nil end
-  if from_conf._tls or target._tls or target._pool then return nil end
-  local from, to = connectors.get(from_conf.type), connectors.get(target.type)
-  if not (from and to) or from.accept or from.connected or from.failed or to.serve or not to.fixed then
-    return nil
-  end
+-- The route to one fixed target (a `to` connector that says where it connects:
+-- fixed(conf) -> { host =, port = } or { path = }), or nil. Hooks may stay: the relay calls
+-- them as usual, with a conn object the core asks `conn` for at the first call.
+local function fixed_route(proxy, target)
+  if target._tls or target._pool then return nil end
+  local to = connectors.get(target.type)
+  if not to or to.serve or not to.fixed then return nil end
   local where = to.fixed(target)
   if not where then return nil end
+  local from_conf = proxy.from
   local route = { host = where.host, port = where.port, path = where.path, label = describe(target),
                   connect_timeout = proxy.connect_timeout }
   if from_conf.hook or target.hook then
@@ -172,6 +165,54 @@ function _M.route(proxy)
     end
   end
   return route
+end
+
+-- A `from` that only looks at the client's first bytes to choose among fixed targets
+-- (dual's probes: sniff(conf) -> pick, targets, silent, fallback, timeouts): every target
+-- as a route, and the rest as the core reads it (src/proxy.c). Nil when a target is not fixed,
+-- or when a hook would want the conn.sni that only the session's probe sets.
+local function sniff_route(proxy, sniff)
+  local routes, wants_conn = {}, false
+  local function add(target)      -- its index in routes, or nil when it is not fixed
+    local r = fixed_route(proxy, target)
+    if not r then return nil end
+    routes[#routes + 1] = r
+    wants_conn = wants_conn or r.conn ~= nil
+    return #routes
+  end
+  local picked = {}
+  for i, target in ipairs(sniff.targets) do
+    picked[i] = add(target)
+    if not picked[i] then return nil end
+  end
+  local silent = sniff.silent and add(sniff.silent)
+  local fallback = sniff.fallback and add(sniff.fallback)
+  if (sniff.silent and not silent) or (sniff.fallback and not fallback) then return nil end
+  if wants_conn and sniff.reads_sni then return nil end
+  return { sniff = {
+    pick = sniff.pick, routes = routes, picked = picked, notes = sniff.notes,
+    silent = silent or nil, fallback = fallback or nil,
+    timeout = sniff.timeout, probe_timeout = sniff.probe_timeout, max_peek = sniff.max_peek,
+  } }
+end
+
+-- A proxy whose connections have nothing to run here before the relay: no PROXY protocol,
+-- no accept or on_close function, no TLS, no pool, a `from` connector without a step of its
+-- own (accept, connected, failed) and a fixed `to`; or a `from` that sniffs (above). The C
+-- core then connects and relays by itself (conn.c): such a connection costs no coroutine
+-- and no connector call. Returns what the core needs, or nil: every connection then runs
+-- run() above.
+function _M.route(proxy)
+  local from_conf = proxy.from
+  if from_conf.proxy_protocol or proxy.server_accept or proxy.accept or proxy.on_close then return nil end
+  local from = connectors.get(from_conf.type)
+  if not from or from_conf._tls then return nil end
+  if from.sniff then
+    local sniff = from.sniff(from_conf)
+    return sniff and sniff_route(proxy, sniff)
+  end
+  if from.accept or from.connected or from.failed then return nil end
+  return fixed_route(proxy, proxy.to)
 end
 
 -- What the C core runs in a session coroutine: one connection after another. Each ends
