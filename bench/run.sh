@@ -11,7 +11,8 @@
 #   3. Ping-pong latency: one connection to `np-peer echo`, PP_ROUNDS round trips of PP_BYTES,
 #      one at a time (`np-peer client --pingpong`); p50 and p99 in µs, median of PP_REPS runs.
 #   4. System calls per short connection: `strace -f -c` attached to the proxy over
-#      STRACE_CONNS connections of the short test (after a warm-up), calls divided by connections.
+#      STRACE_CONNS connections of the short test (after a warm-up), calls divided by connections;
+#      and per ping-pong round, over one connection's STRACE_ROUNDS rounds.
 #   5. Idle memory per proxied connection: bench/lib/hold.py holds IDLE_CONNS idle connections
 #      through the proxy (one byte echoed on each first); the proxy's RSS and PSS growth
 #      (/proc/PID/smaps_rollup) over a baseline taken with 100 held, per connection; the
@@ -86,6 +87,7 @@ declare -A LABEL=(
 # (reading from `np-peer source`) sends nothing; the floor relay writes each chunk once.
 declare -A SKIP=([bulk]=" netproxy-dual floor ")
 STRACE_TARGETS=(netproxy-splice netproxy-buffered haproxy haproxy-splice-auto nginx floor)
+STRACE_PP_TARGETS=(netproxy-splice netproxy-hook-from netproxy-dual haproxy nginx floor)
 IDLE_TARGETS=(netproxy-splice haproxy nginx)
 
 # The figures issue 12 quotes, measured before its wave of work (same machine, pinned the same
@@ -106,7 +108,7 @@ declare -A SPLICED  # target -> yes/no: the proxy held more pipes after the bulk
 declare -A VALUES   # "section:target" -> the metric of every successful run, space-separated
 declare -A CPU      # "section:target" -> proxy CPU seconds of every successful run
 declare -A USER_CPU # "section:target" -> the user part of those seconds
-declare -A SYSCALLS # "target" -> "name calls errors" lines from strace -c
+declare -A SYSCALLS # "short|pp:target" -> "name calls errors" lines from strace -c
 declare -A IDLE     # "target:what" -> idle-memory readings (rss, pss, pipes, ...)
 PROBLEMS=()         # failures, for the summary and the doc
 NOTES=()            # remarks on the run (skipped targets, ...)
@@ -117,7 +119,7 @@ NOTES=()            # remarks on the run (skipped targets, ...)
 
 parse_args() {
   bench_options "$@"
-  SHORT_PARALLEL=32 SHORT_BYTES=100 PP_BYTES=64 STRACE_CONNS=1000 IDLE_CONNS=9000 IDLE_WARM=100
+  SHORT_PARALLEL=32 SHORT_BYTES=100 PP_BYTES=64 STRACE_CONNS=1000 STRACE_ROUNDS=2000 IDLE_CONNS=9000 IDLE_WARM=100
   if ((QUICK)); then
     BULK_BYTES=256M BULK_REPS=1 SHORT_CONNS=2000 SHORT_REPS=1 PP_ROUNDS=2000 PP_REPS=1
   else
@@ -443,12 +445,21 @@ dual_check() {
 
 # ---------------------------------------------------------------- system calls per connection
 
-# syscall_section BACKEND: for each of STRACE_TARGETS, a warm-up of 200 short connections (not
-# counted), then `strace -f -c` attached to every process of the proxy's tree over
-# STRACE_CONNS short connections; SYSCALLS[TARGET] keeps its "name calls errors" lines.
+# syscall_section KIND BACKEND: for each target of the test (short: STRACE_TARGETS, pp:
+# STRACE_PP_TARGETS), a warm-up of 200 short connections (not counted), then `strace -f -c`
+# attached to every process of the proxy's tree over STRACE_CONNS short connections (short) or
+# one connection's STRACE_ROUNDS ping-pong rounds (pp); SYSCALLS[KIND:TARGET] keeps its "name
+# calls errors" lines.
 syscall_section() {
-  local backend=$1 target pid sp i out rc args
-  for target in "${STRACE_TARGETS[@]}"; do
+  local kind=$1 backend=$2 target pid sp i out rc args load n targets unit
+  if [[ $kind == short ]]; then
+    targets=("${STRACE_TARGETS[@]}") n=$STRACE_CONNS unit=conn
+    load=(--expect echo --bytes "$SHORT_BYTES" --conns "$STRACE_CONNS" --parallel "$SHORT_PARALLEL" --timeout 120)
+  else
+    targets=("${STRACE_PP_TARGETS[@]}") n=$STRACE_ROUNDS unit=round
+    load=(--pingpong "$STRACE_ROUNDS" --bytes "$PP_BYTES" --timeout 10)
+  fi
+  for target in "${targets[@]}"; do
     has_target "$target" || continue
     start_target strace "$target" "$backend"
     [[ -n ${PORT[$target]} ]] || continue
@@ -456,23 +467,22 @@ syscall_section() {
       --parallel "$SHORT_PARALLEL" --timeout 60 >/dev/null 2>&1 || true
     args=()
     for pid in $(tree "${TPID[$target]}"); do args+=(-p "$pid"); done
-    strace -f -c -o "$WORK/strace-$target.txt" "${args[@]}" 2>"$WORK/strace-$target.err" &
+    strace -f -c -o "$WORK/strace-$kind-$target.txt" "${args[@]}" 2>"$WORK/strace-$kind-$target.err" &
     sp=$!
     PIDS+=("$sp")
     for ((i = 0; i < 200; i++)); do # attached once it says so for every process
-      (($(cat "$WORK/strace-$target.err" 2>/dev/null | grep -c 'attached' || true) >= ${#args[@]} / 2)) && break
+      (($(cat "$WORK/strace-$kind-$target.err" 2>/dev/null | grep -c 'attached' || true) >= ${#args[@]} / 2)) && break
       alive "$sp" || break
       sleep 0.05
     done
     rc=0
-    out=$(client --connect "127.0.0.1:${PORT[$target]}" --expect echo --bytes "$SHORT_BYTES" \
-      --conns "$STRACE_CONNS" --parallel "$SHORT_PARALLEL" --timeout 120 2>&1) || rc=$?
+    out=$(client --connect "127.0.0.1:${PORT[$target]}" "${load[@]}" 2>&1) || rc=$?
     stop_pid "$sp" # strace detaches on SIGTERM and writes its summary
-    if ((rc == 0)) && [[ -s $WORK/strace-$target.txt ]]; then
-      SYSCALLS[$target]=$(awk 'NF >= 5 && $1 ~ /^[0-9.]+$/ { print $NF, $4, (NF == 6 ? $5 : 0) }' "$WORK/strace-$target.txt")
-      say "  strace $(printf '%-40s' "${LABEL[$target]}") $(awk -v n="$STRACE_CONNS" '$1 == "total" {printf "%.1f calls/conn", $2 / n}' <<<"${SYSCALLS[$target]}")"
+    if ((rc == 0)) && [[ -s $WORK/strace-$kind-$target.txt ]]; then
+      SYSCALLS[$kind:$target]=$(awk 'NF >= 5 && $1 ~ /^[0-9.]+$/ { print $NF, $4, (NF == 6 ? $5 : 0) }' "$WORK/strace-$kind-$target.txt")
+      say "  strace $(printf '%-40s' "${LABEL[$target]}") $(awk -v n="$n" -v u="$unit" '$1 == "total" {printf "%.1f calls/%s", $2 / n, u}' <<<"${SYSCALLS[$kind:$target]}")"
     else
-      PROBLEMS+=("strace, ${LABEL[$target]}: client exited $rc ('$out'); strace: '$(tail -3 "$WORK/strace-$target.err" | tr '\n' ' ')'")
+      PROBLEMS+=("strace ($kind), ${LABEL[$target]}: client exited $rc ('$out'); strace: '$(tail -3 "$WORK/strace-$kind-$target.err" | tr '\n' ' ')'")
       say "  FAILED: ${PROBLEMS[-1]}"
     fi
     stop_pid "${TPID[$target]}"
@@ -650,19 +660,20 @@ pingpong_table() {
   done
 }
 
-# syscall_table: calls per connection, the calls any target makes most first (TOP of them),
-# then the total; "(n failed)" when some returned an error.
+# syscall_table KIND: calls per connection (short) or per ping-pong round (pp), the calls any
+# target makes most first (TOP of them), then the total; "(n failed)" when some returned an error.
 syscall_table() {
-  local t cols=() head="| system call |" rule="|---|"
-  for t in "${STRACE_TARGETS[@]}"; do
-    [[ -n ${SYSCALLS[$t]:-} ]] || continue
+  local kind=$1 t cols=() head="| system call |" rule="|---|" targets n
+  if [[ $kind == short ]]; then targets=("${STRACE_TARGETS[@]}") n=$STRACE_CONNS; else targets=("${STRACE_PP_TARGETS[@]}") n=$STRACE_ROUNDS; fi
+  for t in "${targets[@]}"; do
+    [[ -n ${SYSCALLS[$kind:$t]:-} ]] || continue
     cols+=("$t") head+=" ${LABEL[$t]} |" rule+="---:|"
   done
   ((${#cols[@]})) || { echo "(no strace results: see the problems below)"; return; }
   echo "$head"
   echo "$rule"
-  for t in "${cols[@]}"; do sed "s/^/$t /" <<<"${SYSCALLS[$t]}"; done |
-    awk -v cols="${cols[*]}" -v n="$STRACE_CONNS" -v top=16 '
+  for t in "${cols[@]}"; do sed "s/^/$t /" <<<"${SYSCALLS[$kind:$t]}"; done |
+    awk -v cols="${cols[*]}" -v n="$n" -v top=16 '
       function cell(t, s) { if (!((t, s) in c)) return "-"
         return sprintf("%.2f", c[t, s] / n) (e[t, s] > 0 ? sprintf(" (%.2f failed)", e[t, s] / n) : "") }
       { c[$1, $2] = $3; e[$1, $2] = $4
@@ -842,7 +853,7 @@ reading() {
   bullet "dual: netproxy logged \"${DUAL_MATCHED:-not checked}\" (the same config run at the info log" \
     "level over 3 connections before the counted runs): np-peer's stream is pseudo-random bytes, which" \
     "neither the tls nor the http probe matches, and the Lua probe, which matches anything, decides." \
-    "Its cost per connection is the peek, the three probes and the Lua call."
+    "The core sniffs (docs/internals.md): its cost per connection is one read and the three probes in one Lua call."
   bullet "Ping-pong: direct p50 $(med pp direct) µs; netproxy $(med pp netproxy-splice) µs (p99 $(med pp.p99_us netproxy-splice))," \
     "HAProxy $(med pp haproxy) µs (p99 $(med pp.p99_us haproxy)), nginx $(med pp nginx) µs (p99 $(med pp.p99_us nginx))."
   bullet "Idle connections: the kernel holds, for each proxied connection, the proxy's two sockets and the" \
@@ -960,7 +971,8 @@ The tests:
 4. **System calls per short connection**: after a warm-up of 200 connections, \`strace -f -c -p PID\`
    (every process of the proxy's tree) over $STRACE_CONNS connections of test 2; each call's count
    (and how many failed) divided by $STRACE_CONNS. strace slows the proxy; the counts, not the
-   times, are the figure.
+   times, are the figure. The same over one connection's $STRACE_ROUNDS ping-pong rounds
+   (test 3), divided by $STRACE_ROUNDS: what each round trip costs in system calls.
 5. **Idle memory**: \`python3 bench/lib/hold.py PORT N\` opens N connections through the proxy to
    \`np-peer echo\`, sends one byte on each, reads it back, then holds them all idle. First
    $IDLE_WARM (the warm-up, still held), then the baseline reading, then $IDLE_CONNS more and a
@@ -1013,7 +1025,11 @@ $(pingpong_table)
 
 #### System calls per short connection (strace -f -c over $STRACE_CONNS connections; the 16 calls made most, then the total)
 
-$(syscall_table)
+$(syscall_table short)
+
+#### System calls per ping-pong round (strace -f -c over one connection's $STRACE_ROUNDS rounds of $PP_BYTES B)
+
+$(syscall_table pp)
 
 #### Idle memory per proxied connection ($IDLE_CONNS held, baseline with $IDLE_WARM held)
 
@@ -1067,7 +1083,9 @@ main() {
   say "ping-pong: $PP_ROUNDS x $PP_BYTES B on one connection, $PP_REPS runs per target"
   run_section pp p50_us,p99_us "$PP_REPS" "$PEER_PORT" --pingpong "$PP_ROUNDS" --bytes "$PP_BYTES" --timeout 10
   say "system calls: strace -f -c over $STRACE_CONNS short connections"
-  syscall_section "$PEER_PORT"
+  syscall_section short "$PEER_PORT"
+  say "system calls: strace -f -c over $STRACE_ROUNDS ping-pong rounds"
+  syscall_section pp "$PEER_PORT"
   say "idle memory: $IDLE_CONNS connections held (baseline with $IDLE_WARM)"
   idle_section "$PEER_PORT"
   stop_pid "$PEER_PID"
@@ -1085,7 +1103,9 @@ main() {
   printf '\n### Ping-pong (%d x %s B, %d runs)\n\n' "$PP_ROUNDS" "$PP_BYTES" "$PP_REPS"
   pingpong_table
   printf '\n### System calls per short connection (%d connections)\n\n' "$STRACE_CONNS"
-  syscall_table
+  syscall_table short
+  printf '\n### System calls per ping-pong round (%d rounds of %s B)\n\n' "$STRACE_ROUNDS" "$PP_BYTES"
+  syscall_table pp
   printf '\n### Idle memory per connection (%d held)\n\n' "$IDLE_CONNS"
   idle_table
   echo
