@@ -62,6 +62,7 @@ struct np_conn {
     int hook_ref[2], hook_conn_ref;
     int closed_ref;             /* np_conn_when_closed's function, or LUA_NOREF */
     struct np_idle idle;        /* a served connection's idle_timeout */
+    struct event *total;        /* its total_timeout, when the proxy sets one */
     double hook_budget;
     np_conn_done_fn *done;
     void *done_arg;
@@ -270,6 +271,7 @@ static void conn_free(struct np_conn *c)
     if (c->attached) c->attached(c->attached_arg);
     session_free(c);
     np_idle_leave(&c->idle);
+    if (c->total) event_free(c->total);
     if (c->relay) np_relay_free(c->relay);
     unref(L, &c->hook_ref[0]);
     unref(L, &c->hook_ref[1]);
@@ -387,6 +389,29 @@ static void session_finished(struct np_task *t, int ok, int nresults)
 
 static const struct np_task_ops session_ops = { .finished = session_finished };
 
+static void on_total_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct np_conn *c = arg;
+
+    np_conn_close(c, NP_END_TOTAL_TIMEOUT, "%gs", c->proxy->total_timeout);
+}
+
+/* total_timeout: one timer from accept to the end, on libevent's common queue for its
+ * length (every connection of the proxy has the same), so adding one costs no heap work.
+ * Without the memory for it the connection goes on unbounded, which is said. */
+static void arm_total_timeout(struct np_conn *c)
+{
+    struct timeval tv = np_tv(c->proxy->total_timeout);
+    const struct timeval *common = event_base_init_common_timeout(np_base, &tv);
+
+    c->total = evtimer_new(np_base, on_total_timeout, c);
+    if (!c->total) {
+        np_clog(NP_WARNING, c->id, "%s: out of memory for total_timeout's timer: not bounded", c->proxy->name);
+        return;
+    }
+    evtimer_add(c->total, common ? common : &tv);
+}
+
 static void init_reaper(void)
 {
     if (reaper_ready) return;
@@ -428,6 +453,7 @@ static struct np_conn *conn_new(struct np_proxy *p, int rfd, int wfd, const char
     p->negotiating++;
     c->negotiating = 1;
     evtimer_assign(&c->session->deadline, np_base, on_deadline, c);
+    if (p->total_timeout > 0) arm_total_timeout(c);
     np_clog(NP_INFO, c->id, "%s: accepted %s", p->name, c->client);
     return c;
 }

@@ -15,6 +15,7 @@ static const struct {
     [NP_END_CONNECT_FAILED] = { "connect failed", NP_END_FAILURE },
     [NP_END_NEGOTIATION_TIMEOUT] = { "negotiation timeout", NP_END_FAILURE },
     [NP_END_IDLE_TIMEOUT] = { "idle timeout", NP_END_FAILURE },
+    [NP_END_TOTAL_TIMEOUT] = { "total timeout", NP_END_FAILURE },
     [NP_END_TIMEOUT] = { "timeout", NP_END_FAILURE },
     [NP_END_CLIENT_RESET] = { "client reset", NP_END_FAILURE },
     [NP_END_SERVER_RESET] = { "server reset", NP_END_FAILURE },

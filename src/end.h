@@ -12,6 +12,7 @@ enum np_end {
     NP_END_CONNECT_FAILED,      /* the server could not be reached */
     NP_END_NEGOTIATION_TIMEOUT, /* the connectors took longer than negotiation_timeout */
     NP_END_IDLE_TIMEOUT,        /* no byte either way for idle_timeout */
+    NP_END_TOTAL_TIMEOUT,       /* open for total_timeout */
     NP_END_TIMEOUT,             /* a service's own timeout */
     NP_END_CLIENT_RESET,
     NP_END_SERVER_RESET,

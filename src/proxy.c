@@ -53,6 +53,7 @@ int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char
     p->relay_mode = relay_mode(np_lua_string(L, t, "relay"));
     p->negotiation_timeout = np_lua_number(L, t, "negotiation_timeout", 30);
     p->idle_timeout = np_lua_number(L, t, "idle_timeout", 3600);
+    p->total_timeout = np_lua_number(L, t, "total_timeout", 0);
     p->buffer_size = (size_t)np_lua_number(L, t, "buffer_size", 64 * 1024);
     p->budget = np_lua_number(L, t, "hook_budget", 1);
     p->call_memory = (size_t)np_lua_number(L, t, "lua_call_memory", 64 * 1024 * 1024);

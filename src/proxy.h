@@ -66,6 +66,7 @@ struct np_proxy {
     enum np_relay_mode relay_mode;
     double negotiation_timeout; /* seconds the connectors may take; 0 = none */
     double idle_timeout;        /* seconds without a byte either way; 0 = none */
+    double total_timeout;       /* seconds a connection may last in all; 0 = none */
     size_t buffer_size;         /* buffered relay: bytes held per direction */
     double budget;              /* seconds one call into its Lua may run (hook_budget) */
     size_t call_memory;         /* bytes one call into its Lua may allocate (lua_call_memory) */

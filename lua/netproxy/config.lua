@@ -17,6 +17,7 @@ _M.DEFAULTS = {
   connect_timeout = 10,         -- seconds to reach the server (DNS included)
   negotiation_timeout = 30,     -- seconds the connectors may take before the relay
   idle_timeout = 3600,          -- seconds without a byte either way; 0 = never
+  total_timeout = 0,            -- seconds a connection may last in all; 0 = no bound
   relay = "auto",               -- splice whenever nothing needs to see the bytes
   buffer_size = 64 * 1024,      -- copying relay: bytes held per direction
   pipe_size = 64 * 1024,        -- splice relay: size asked of each pipe
@@ -49,6 +50,7 @@ local PER_PROXY = {
   connect_timeout = check.seconds,
   negotiation_timeout = check.seconds,
   idle_timeout = check.seconds,
+  total_timeout = check.seconds,
   relay = check.one_of("auto", "splice", "buffered"),
   buffer_size = check.bytes,
   hook_budget = check.seconds,
@@ -314,6 +316,9 @@ local function check_effects(proxy, spec, given, from_mod, dests, server, say, w
     say("%smax_clients does nothing on a stdio proxy: the process serves its one connection",
         given.max_clients == nil and "server{} " or "")
   end
+  if from_mod.datagram and given.total_timeout ~= nil then
+    say("total_timeout does nothing on a udp proxy: a flow ends by udp_idle_timeout (or max_flows)")
+  end
   if from_mod.picks_to and spec.to ~= nil and not (type(spec.to) == "table" and spec.to.type == "dummy") then
     say("to: the %s connector picks the destination itself (server_first, client_first, probes): leave to out",
         proxy.from.type)
@@ -329,6 +334,22 @@ local function check_effects(proxy, spec, given, from_mod, dests, server, say, w
   elseif proxy.relay == "splice" and why then
     warn("relay \"splice\" (%s) cannot be honoured: %s needs the bytes, so this proxy copies",
          server.set_at.relay and "from server{}" or "from the command line", why)
+  end
+
+  -- a stream service answers the client itself: no relay runs, so no hook sees a byte
+  if not from_mod.datagram then
+    local relayed = false
+    for i, d in ipairs(dests) do
+      local served = connectors.get(d.type).serve ~= nil
+      if served and d.hook then
+        say("%s: hook does nothing on a service: no relay runs (the service reads and writes the client itself)",
+            i == 1 and "to" or "a " .. proxy.from.type .. " destination")
+      end
+      relayed = relayed or not (served or (i == 1 and from_mod.picks_to))
+    end
+    if proxy.from.hook and not relayed then
+      say("from: hook does nothing when the connection is answered by a service: no relay runs (read the client in the service)")
+    end
   end
 
   local hooked = false

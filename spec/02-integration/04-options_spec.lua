@@ -77,6 +77,33 @@ describe("timeouts", function()
     h.wait_log(np, "busy: [^\n]* in=20 out=20 time=[%d%.]+s end=eof")
   end)
 
+  it("closes a busy connection open for total_timeout seconds: relayed, through the session, served", function()
+    local np = h.netproxy_start("server { total_timeout = 1 }\n" ..
+      h.tcp_proxy("routed", echo.port, "idle_timeout = 10,") ..
+      h.tcp_proxy("session", echo.port, "accept = function() return true end,") ..
+      h.tcp_proxy("unbounded", echo.port, "total_timeout = 0,") ..
+      [[proxy { name = "served", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "service", serve = function(client)
+          while true do
+            local line = client:read("*l")
+            if not line then return "eof" end
+            client:write(line .. "\n")
+          end
+        end } }
+]])
+    -- a tick every 0.3 s for 3 s: never idle, cut at 1 s (the sleeps pace the client)
+    local ticks = "(for i in 1 2 3 4 5 6 7 8 9 10; do echo tick; sleep 0.3; done)"
+    for _, name in ipairs({ "routed", "session", "served" }) do
+      local out = h.run({ "sh", "-c", ticks .. " | socat -t 5 - TCP:127.0.0.1:" .. np.ports[name] .. " 2>/dev/null" })
+      assert.is_true(#out >= 5 and #out < 50, name .. " got " .. #out .. " bytes")
+      local took = h.wait_log(np, name .. ": %S+ %-> %S+ in=%d+ out=%d+ time=([%d%.]+)s end=total timeout: 1s")
+      assert.is_true(h.about(took, 1), name .. " closed after " .. took .. "s")
+    end
+    local out = h.run({ "sh", "-c", "(for i in 1 2 3 4 5; do echo tick; sleep 0.3; done) | socat -t 1 - TCP:127.0.0.1:" .. np.ports.unbounded })
+    assert.are.equal(("tick\n"):rep(5), out, "total_timeout = 0 on the proxy: no bound")
+    h.wait_log(np, "unbounded: [^\n]* in=25 out=25 time=[%d%.]+s end=eof")
+  end)
+
   it("ends a negotiation that takes longer than negotiation_timeout", function()
     local np = h.netproxy_start(([[
 server { connector_path = "%s/spec/fixtures/connectors" }
