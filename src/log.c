@@ -66,6 +66,21 @@ bad:
     return -1;
 }
 
+/* The log file, if any, is closed: the log goes to stderr again. */
+static void close_file(void)
+{
+    if (log_fd != STDERR_FILENO) close(log_fd);
+    log_fd = STDERR_FILENO;
+    log_path[0] = '\0';
+}
+
+void np_log_to_stderr(void)
+{
+    close_file();
+    if (to_syslog) closelog();
+    to_syslog = 0;
+}
+
 int np_log_open(const char *target)
 {
     const char *ident = "netproxy";
@@ -73,13 +88,16 @@ int np_log_open(const char *target)
 
     if (!strcmp(target, "syslog") || !strncmp(target, "syslog:", 7)) {
         if (target[6] && syslog_options(target + 7, &ident, &facility) < 0) return -1;
+        if (to_syslog) closelog();
         openlog(ident, LOG_PID | LOG_NDELAY, facility);
+        close_file();
         to_syslog = 1;
         return 0;
     }
-    snprintf(log_path, sizeof log_path, "%s", target);
     int fd = open(target, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (fd < 0) return -1;
+    np_log_to_stderr();
+    snprintf(log_path, sizeof log_path, "%s", target);
     log_fd = fd;
     return 0;
 }

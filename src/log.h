@@ -14,6 +14,9 @@ extern int np_log_level;
  * (errno). */
 int np_log_open(const char *target);
 
+/* Back to stderr: the log file closed, or syslog. */
+void np_log_to_stderr(void);
+
 /* Reopens the log file (after logrotate moved it: SIGUSR1). */
 void np_log_reopen(void);
 

@@ -44,6 +44,14 @@ void np_loop_set_nameservers(const char *const *list, int n)
     evdns_base_resume(np_dns);
 }
 
+void np_loop_use_system_nameservers(void)
+{
+    evdns_base_clear_nameservers_and_suspend(np_dns);
+    if (evdns_base_resolv_conf_parse(np_dns, DNS_OPTION_NAMESERVERS, "/etc/resolv.conf") != 0)
+        np_log(NP_WARNING, "resolver: /etc/resolv.conf gives no nameserver: 127.0.0.1 is asked");
+    evdns_base_resume(np_dns);
+}
+
 void np_loop_free(void)
 {
     if (np_dns) evdns_base_free(np_dns, 0);

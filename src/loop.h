@@ -16,6 +16,8 @@ void np_loop_free(void);
 
 /* Replaces the nameservers from resolv.conf with these "ip[:port]" entries. */
 void np_loop_set_nameservers(const char *const *list, int n);
+/* Back to the nameservers of /etc/resolv.conf, as at start without server{ resolvers }. */
+void np_loop_use_system_nameservers(void);
 
 /* Seconds since the epoch, as cached by the loop for the current iteration. */
 double np_now(void);

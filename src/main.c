@@ -8,6 +8,7 @@
 #include "listener.h"
 #include "metrics.h"
 #include "netproxy_core.h"
+#include "options.h"
 #include "pipepool.h"
 #include "server.h"
 #include "shm.h"
@@ -24,23 +25,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *stats_addr;
-static int workers;
-
 /* Net::Server's daemon life, in two steps. Before binding: the pid file is checked and the
  * log file opened, while stderr is still the terminal to say what fails. */
-static const char *log_file, *pid_file;
-static int daemonize;
-
 static int daemon_life_before(char *err, size_t errlen)
 {
-    lua_getfield(np_L, -1, "server");
-    log_file = np_lua_string(np_L, -1, "log_file");
-    pid_file = np_lua_string(np_L, -1, "pid_file");
-    daemonize = np_lua_bool(np_L, -1, "daemon", 0);
-    np_daemon_set_privileges(np_lua_string(np_L, -1, "user"), np_lua_string(np_L, -1, "group"),
-                             np_lua_string(np_L, -1, "chroot"));
-    lua_pop(np_L, 1);
+    const char *log_file = np_options_log_file(), *pid_file = np_options_pid_file();
+
     if (pid_file && np_pidfile_check(pid_file, err, errlen) < 0) return -1;
     if (log_file && strncmp(log_file, "syslog", 6) && np_log_open(log_file) < 0) {
         snprintf(err, errlen, "log file %s: %s", log_file, strerror(errno));
@@ -52,33 +42,13 @@ static int daemon_life_before(char *err, size_t errlen)
 /* Once bound: the background, syslog (once stderr is gone), the pid file. */
 static int daemon_life_after(char *err, size_t errlen)
 {
+    const char *log_file = np_options_log_file(), *pid_file = np_options_pid_file();
+
     /* an upgraded image is the same process: already in the background */
-    if (daemonize && !np_upgraded() && np_daemonize(err, errlen) < 0) return -1;
+    if (np_options_daemon() && !np_upgraded() && np_daemonize(err, errlen) < 0) return -1;
     if (log_file && !strncmp(log_file, "syslog", 6)) np_log_open(log_file);   /* "syslog[:IDENT:FACILITY]" */
     if (pid_file && np_pidfile_write(pid_file, err, errlen) < 0) return -1;
     return 0;
-}
-
-/* The server{} options C needs before anything runs, from the config on the stack top. */
-static void apply_server_options(void)
-{
-    lua_getfield(np_L, -1, "server");
-    np_log_level = (int)np_lua_number(np_L, -1, "log_level", NP_NOTICE);
-    np_pipepool_configure((size_t)np_lua_number(np_L, -1, "pipe_size", 64 * 1024), 1024);
-    workers = (int)np_lua_number(np_L, -1, "workers", 1);
-    stats_addr = np_lua_string(np_L, -1, "stats");     /* the config table keeps it alive */
-    lua_getfield(np_L, -1, "resolvers");
-    if (lua_istable(np_L, -1)) {
-        int n = (int)lua_objlen(np_L, -1);
-        const char *list[n > 0 ? n : 1];
-        for (int i = 0; i < n; i++) {
-            lua_rawgeti(np_L, -1, i + 1);
-            list[i] = lua_tostring(np_L, -1);   /* kept alive by the config table */
-            lua_pop(np_L, 1);
-        }
-        np_loop_set_nameservers(list, n);
-    }
-    lua_pop(np_L, 2);
 }
 
 /* Ready: said (to systemd and the log) once the signal handlers are in place, so that a
@@ -121,19 +91,21 @@ int main(int argc, char **argv)
         np_loop_free();
         return loaded ? 0 : 1;
     }
-    apply_server_options();
+    lua_getfield(np_L, -1, "server");
+    np_options_start(np_L, lua_gettop(np_L));
+    lua_pop(np_L, 1);
     int adopted = np_listener_adopt_systemd();
     if (daemon_life_before(err, sizeof err) < 0 || np_server_install(np_L, err, sizeof err) < 0 ||
-        (stats_addr && np_metrics_listen(stats_addr, err, sizeof err) < 0) ||
+        (np_options_stats() && np_metrics_listen(np_options_stats(), err, sizeof err) < 0) ||
         daemon_life_after(err, sizeof err) < 0) {
         np_log(NP_ERR, "%s", err);
-        if (np_log_path() && !daemonize) fprintf(stderr, "netproxy: %s\n", err);
+        if (np_log_path() && !np_options_daemon()) fprintf(stderr, "netproxy: %s\n", err);
         return 1;
     }
     if (adopted) np_listener_adopted_done();
     lua_pop(np_L, 1);
     config_name = cli.config ? cli.config : "the command line";
-    rc = workers > 1 ? np_master_run(workers, &cli, announce) : np_worker_run(0, &cli, announce);
+    rc = np_options_workers() > 1 ? np_master_run(np_options_workers(), &cli, announce) : np_worker_run(0, &cli, announce);
     np_metrics_close();
     np_server_free();
     np_pipepool_free();

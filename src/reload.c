@@ -7,6 +7,7 @@
 #include "log.h"
 #include "luavm.h"
 #include "netproxy_core.h"
+#include "options.h"
 #include "server.h"
 
 #include <lauxlib.h>
@@ -33,7 +34,7 @@ int np_reload(const struct np_cli *cli)
         goto failed;
     }
     lua_getfield(np_L, -1, "server");
-    np_log_level = (int)np_lua_number(np_L, -1, "log_level", np_log_level);
+    np_options_reload(np_L, lua_gettop(np_L));
     lua_pop(np_L, 2);                   /* server, the config table (kept by the registry) */
     np_notify("READY=1");
     np_log(NP_NOTICE, "reloaded %s (config generation %d)", what, np_server.config->generation);
