@@ -41,6 +41,7 @@ static enum np_relay_mode relay_mode(const char *name)
 
 int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char *err, size_t errlen)
 {
+    p->denied_ref = LUA_NOREF;
     snprintf(p->name, sizeof p->name, "%s", np_lua_string(L, t, "name"));
     p->row = np_shm_row(p->name);
     if (p->row < 0) {
@@ -65,6 +66,7 @@ int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char
     lua_pop(L, 1);
     lua_pushvalue(L, t);
     p->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    p->denied_ref = np_lua_ref_function(L, t, "on_denied");
     return 0;
 }
 

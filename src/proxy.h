@@ -63,6 +63,7 @@ struct np_proxy {
     lua_State *L;               /* the state that holds its config and scripts */
     int lua_ref;                /* its normalised table from netproxy.config */
     int session_ref;            /* netproxy.session's run function */
+    int denied_ref;             /* on_denied(info), or LUA_NOREF */
     enum np_relay_mode relay_mode;
     double negotiation_timeout; /* seconds the connectors may take; 0 = none */
     double idle_timeout;        /* seconds without a byte either way; 0 = none */

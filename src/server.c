@@ -5,6 +5,7 @@
 #include "budget.h"
 #include "checker.h"
 #include "conn.h"
+#include "hook.h"
 #include "listener.h"
 #include "log.h"
 #include "loop.h"
@@ -308,6 +309,30 @@ static const char *turned_away(struct np_proxy *p, const struct sockaddr *sa)
     return NULL;
 }
 
+/* Net::Server's request_denied_hook: server{ on_denied } then the proxy's, each given
+ * { proxy, client, reason } once the client is closed, under the proxy's call budget; an
+ * error is logged and changes nothing. */
+static void tell_denied(struct np_proxy *p, const char *client, const char *why)
+{
+    const int refs[2] = { p->config->denied_ref, p->denied_ref };
+    lua_State *L = p->L;
+    char err[256];
+
+    for (int i = 0; i < 2; i++) {
+        if (refs[i] == LUA_NOREF) continue;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, refs[i]);
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, p->name);
+        lua_setfield(L, -2, "proxy");
+        lua_pushstring(L, client);
+        lua_setfield(L, -2, "client");
+        lua_pushstring(L, why);
+        lua_setfield(L, -2, "reason");
+        if (np_hook_pcall(L, 1, 0, p->budget, p->call_memory, err, sizeof err) < 0)
+            np_log(NP_ERR, "%s: on_denied: %s", p->name, err);
+    }
+}
+
 /* Every client counts toward -m, served or refused. */
 static void count_accepted(void)
 {
@@ -326,6 +351,7 @@ static void take_client(struct np_proxy *p, int rfd, int wfd, const struct socka
     if (why) {
         refuse(p, rfd, sa, len, why);
         if (wfd != rfd) close(wfd);
+        tell_denied(p, client, why);
         maybe_finish();
         return;
     }
@@ -519,6 +545,7 @@ static int read_server(struct np_config *g, lua_State *L, int cfg, char *err, si
     np_timer_set_budget(np_lua_number(L, -1, "hook_budget", 1),
                         (size_t)np_lua_number(L, -1, "lua_call_memory", 64 * 1024 * 1024));
     g->on_start_ref = np_lua_ref_function(L, -1, "on_start");
+    g->denied_ref = np_lua_ref_function(L, -1, "on_denied");
     g->on_stop_ref = np_lua_ref_function(L, -1, "on_stop");
     rc = np_proxy_read_acl(L, lua_gettop(L), &g->acl, err, errlen);
     if (rc == 0) rc = define_dicts(L, lua_gettop(L), err, errlen);
@@ -537,7 +564,7 @@ static struct np_config *config_new(lua_State *L, char *err, size_t errlen)
         return NULL;
     }
     g->L = L;
-    g->on_start_ref = g->on_stop_ref = LUA_NOREF;
+    g->on_start_ref = g->on_stop_ref = g->denied_ref = LUA_NOREF;
     evtimer_assign(&g->drain_deadline, np_base, on_drain_deadline, g);
     if (read_server(g, L, cfg, err, errlen) < 0 || load_session(L, &session_ref, err, errlen) < 0)
         goto fail;

@@ -74,6 +74,7 @@ local GUARDS = {
   deny = check.cidrs,
   max_clients = check.count,
   accept = check.func,
+  on_denied = check.func,         -- function(info): a client turned away by allow, deny or a limit
 }
 
 local SERVER = {

@@ -115,6 +115,39 @@ proxy { name = "p2", from = { type = "tcp", host = "127.0.0.1", port = 0 }, to =
     assert.are.equal("hi\n", hi(np2.ports.p2))
   end)
 
+  it("tells on_denied (server{} then the proxy's) of every client the guards turn away", function()
+    -- each call counted (one process: hooks and the service share the config's Lua state)
+    local np2 = h.netproxy_start(([[
+local seen = {}
+local function count(key) seen[key] = (seen[key] or 0) + 1 end
+server { on_denied = function(info) count("server " .. info.proxy .. " " .. info.reason) end }
+proxy { name = "d", deny = { "127.0.0.2" },
+        on_denied = function(info)
+          count("proxy " .. info.reason)
+          seen.client = info.client:gsub(":%%d+$", "")
+        end,
+        from = { type = "tcp", host = "0.0.0.0", port = 0 }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
+proxy { name = "one", max_clients = 1, on_denied = function(info) error("boom in on_denied") end,
+        from = { type = "tcp", host = "127.0.0.1", port = 0 }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
+proxy { name = "ask", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "service", serve = function(client)
+          client:write(("%%s|%%s|%%s|%%s\n"):format(seen["server d deny 127.0.0.2"], seen["proxy deny 127.0.0.2"],
+                                              seen.client, seen["server one max_clients"]))
+          return "closed"
+        end } }
+]]):format(echo.port, echo.port))
+    for _ = 1, 5 do assert.are.equal("", hi(np2.ports.d, "127.0.0.2")) end
+    assert.are.equal("hi\n", hi(np2.ports.d, "127.0.0.1"), "a client the guards let in is not told of")
+    local held = hold(np2.ports.one)
+    assert.are.equal("", hi(np2.ports.one))
+    h.wait_log(np2, "one: on_denied: [^\n]*boom in on_denied")
+    held:close()
+    ended(np2, "one", 1)
+    assert.are.equal("hi\n", hi(np2.ports.one), "an error in on_denied changes nothing else")
+    h.wait_until(function() return hi(np2.ports.ask) == "5|5|127.0.0.2|1\n" end, 5, "the counts")
+    h.stop(np2)
+  end)
+
   it("reports a bad address or CIDR at --check", function()
     local path = h.write(h.tmpfile("acl.lua"), 'server { deny = { "::1/129" } }\n' ..
       'proxy { allow = { "300.1.1.1/8" }, from = { type = "tcp", port = 1 }, to = { type = "tcp", host = "h", port = 2 } }\n')
