@@ -546,6 +546,7 @@ static int read_server(struct np_config *g, lua_State *L, int cfg, char *err, si
                         (size_t)np_lua_number(L, -1, "lua_call_memory", 64 * 1024 * 1024));
     g->on_start_ref = np_lua_ref_function(L, -1, "on_start");
     g->denied_ref = np_lua_ref_function(L, -1, "on_denied");
+    g->bound_ref = np_lua_ref_function(L, -1, "on_bound");
     g->on_stop_ref = np_lua_ref_function(L, -1, "on_stop");
     rc = np_proxy_read_acl(L, lua_gettop(L), &g->acl, err, errlen);
     if (rc == 0) rc = define_dicts(L, lua_gettop(L), err, errlen);
@@ -564,7 +565,7 @@ static struct np_config *config_new(lua_State *L, char *err, size_t errlen)
         return NULL;
     }
     g->L = L;
-    g->on_start_ref = g->on_stop_ref = g->denied_ref = LUA_NOREF;
+    g->on_start_ref = g->on_stop_ref = g->denied_ref = g->bound_ref = LUA_NOREF;
     evtimer_assign(&g->drain_deadline, np_base, on_drain_deadline, g);
     if (read_server(g, L, cfg, err, errlen) < 0 || load_session(L, &session_ref, err, errlen) < 0)
         goto fail;
@@ -613,6 +614,9 @@ int np_server_install(lua_State *L, char *err, size_t errlen)
         retire(old);
         bound_draining(g->max_draining);
     }
+    /* Net::Server's post_bind_hook: in the process that binds (the master, or the single
+     * process), before any privilege is dropped */
+    if (g->bound_ref != LUA_NOREF) run_hook(L, g->bound_ref, "on_bound", 0);
     return 0;
 }
 

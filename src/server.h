@@ -28,6 +28,7 @@ struct np_config {
     double watchdog;            /* seconds a worker's loop may stand still; 0 = no watchdog */
     int on_start_ref, on_stop_ref;  /* server{ on_start, on_stop }, or LUA_NOREF */
     int denied_ref;             /* server{ on_denied }, or LUA_NOREF */
+    int bound_ref;              /* server{ on_bound }, or LUA_NOREF */
     int started;                /* on_start has run in this process */
     uint64_t live;              /* its connections not yet freed */
     struct event drain_deadline;

@@ -99,6 +99,7 @@ local SERVER = {
   -- lifecycle hooks and shared dicts: see docs/services.md
   on_start = check.func,          -- function(worker) in each serving process, after bind and privilege drop
   on_stop = check.func,           -- function() before a serving process exits
+  on_bound = check.func,          -- function() once the listeners are bound, before the privilege drop
   shared = check.shared_dicts,    -- { name = "1m", ... }
 }
 for k, v in pairs(PER_PROXY) do SERVER[k] = v end

@@ -80,6 +80,30 @@ describe("daemon life", function()
     h.stop(np)
   end)
 
+  it("runs on_bound once bound, before the privilege drop; on_start after it", function()
+    if not is_root() then pending("needs root") return end
+    local dir = h.tmp() .. "/root-only"
+    os.execute("mkdir -p " .. dir .. " && chmod 700 " .. dir)
+    for _, workers in ipairs({ "1", "2" }) do
+      local config = ([[
+local function try(what)
+  local f, err = io.open(%q .. "/" .. what, "w")
+  if f then f:write(what) f:close() end
+  require("netproxy.core").log("notice", ("%%s wrote: %%s"):format(what, f and "yes" or tostring(err)))
+end
+server { on_bound = function() try("bound") end, on_start = function() try("started") end }
+]]):format(dir) .. h.tcp_proxy("p", echo.port)
+      local np = h.netproxy_start(config, { "-w", workers, "--user", "nobody", "--group", "nogroup" })
+      h.wait_log(np, "bound wrote: yes")
+      h.wait_log(np, "started wrote: [^\n]*Permission denied")
+      assert.are.equal("bound", h.read(dir .. "/bound"))
+      assert.is_nil(h.read(dir .. "/started"))
+      assert.are.equal("hi\n", hi(np.ports.p))
+      h.stop(np)
+      os.remove(dir .. "/bound")
+    end
+  end)
+
   it("serves from inside --chroot", function()
     if not is_root() then pending("needs root") return end
     local jail = h.tmp() .. "/jail"
