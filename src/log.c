@@ -44,18 +44,43 @@ static const struct { const char *name; int facility; } facilities[] = {
     { "local5", LOG_LOCAL5 }, { "local6", LOG_LOCAL6 }, { "local7", LOG_LOCAL7 },
 };
 
-/* "IDENT:FACILITY" (the facility after the last colon) into openlog's arguments; openlog
- * keeps the ident pointer, so it lives in a static buffer. 0, or -1 (EINVAL). */
-static int syslog_options(const char *spec, const char **ident, int *facility)
+static const struct { const char *name; int option; } logopts[] = {
+    { "pid", LOG_PID }, { "cons", LOG_CONS }, { "ndelay", LOG_NDELAY }, { "nowait", LOG_NOWAIT },
+    { "perror", LOG_PERROR },
+};
+
+/* openlog's options from "pid|ndelay"; -1 for a word that is none. */
+static int parse_logopt(const char *text)
+{
+    int options = 0;
+
+    while (*text) {
+        size_t n = strcspn(text, "|"), i;
+        for (i = 0; i < sizeof logopts / sizeof logopts[0]; i++)
+            if (strlen(logopts[i].name) == n && !strncmp(text, logopts[i].name, n)) break;
+        if (i == sizeof logopts / sizeof logopts[0]) return -1;
+        options |= logopts[i].option;
+        text += n + (text[n] == '|');
+    }
+    return options;
+}
+
+/* "IDENT:FACILITY[:OPTS]" into openlog's arguments; openlog keeps the ident pointer, so it
+ * lives in a static buffer. 0, or -1 (EINVAL). */
+static int syslog_options(const char *spec, const char **ident, int *facility, int *options)
 {
     static char ident_buf[64];
-    const char *colon = strrchr(spec, ':');
+    const char *colon = strchr(spec, ':'), *opts;
+    size_t flen;
 
     if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof ident_buf) goto bad;
     memcpy(ident_buf, spec, colon - spec);
     ident_buf[colon - spec] = '\0';
+    opts = strchr(colon + 1, ':');
+    flen = opts ? (size_t)(opts - colon - 1) : strlen(colon + 1);
+    if (opts && (*options = parse_logopt(opts + 1)) < 0) goto bad;
     for (size_t i = 0; i < sizeof facilities / sizeof facilities[0]; i++) {
-        if (!strcmp(colon + 1, facilities[i].name)) {
+        if (strlen(facilities[i].name) == flen && !strncmp(colon + 1, facilities[i].name, flen)) {
             *ident = ident_buf;
             *facility = facilities[i].facility;
             return 0;
@@ -84,12 +109,12 @@ void np_log_to_stderr(void)
 int np_log_open(const char *target)
 {
     const char *ident = "netproxy";
-    int facility = LOG_DAEMON;
+    int facility = LOG_DAEMON, options = LOG_PID | LOG_NDELAY;
 
     if (!strcmp(target, "syslog") || !strncmp(target, "syslog:", 7)) {
-        if (target[6] && syslog_options(target + 7, &ident, &facility) < 0) return -1;
+        if (target[6] && syslog_options(target + 7, &ident, &facility, &options) < 0) return -1;
         if (to_syslog) closelog();
-        openlog(ident, LOG_PID | LOG_NDELAY, facility);
+        openlog(ident, options, facility);
         close_file();
         to_syslog = 1;
         return 0;

@@ -9,9 +9,10 @@ enum np_log_level { NP_ERR = 0, NP_WARNING, NP_NOTICE, NP_INFO, NP_DEBUG };
 extern int np_log_level;
 
 /* Sends the log to a file (appended) or to syslog instead of stderr: "syslog" (ident
- * netproxy, facility daemon) or "syslog:IDENT:FACILITY" (FACILITY: daemon, local0..local7,
- * ...; what netproxy.config makes of server{ syslog_ident, syslog_facility }). 0, or -1
- * (errno). */
+ * netproxy, facility daemon, options pid|ndelay) or "syslog:IDENT:FACILITY[:OPTS]"
+ * (FACILITY: daemon, local0..local7, ...; OPTS: openlog's, "pid|cons|ndelay|nowait|perror";
+ * what netproxy.config makes of server{ syslog_ident, syslog_facility, syslog_logopt }).
+ * 0, or -1 (errno). */
 int np_log_open(const char *target);
 
 /* Back to stderr: the log file closed, or syslog. */

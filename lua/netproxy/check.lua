@@ -385,4 +385,19 @@ _M.SYSLOG_FACILITIES = { "auth", "authpriv", "cron", "daemon", "ftp", "kern", "l
                          "local5", "local6", "local7" }
 _M.syslog_facility = _M.one_of(unpack(_M.SYSLOG_FACILITIES))
 
+-- Net::Server's syslog_logopt: openlog(3)'s options, "pid|ndelay" (or with commas or
+-- spaces), normalised to "pid|ndelay".
+local LOGOPTS = { pid = true, cons = true, ndelay = true, nowait = true, perror = true }
+function _M.syslog_logopt(v)
+  local words = {}
+  for w in tostring(v):gmatch("[^|,%s]+") do
+    if type(v) ~= "string" or not LOGOPTS[w] then
+      return nil, "bad syslog_logopt '" .. tostring(v) .. "' (want pid, cons, ndelay, nowait or perror, joined by |)"
+    end
+    words[#words + 1] = w
+  end
+  if #words == 0 then return nil, "bad syslog_logopt '" .. tostring(v) .. "' (want pid, cons, ndelay, nowait or perror, joined by |)" end
+  return table.concat(words, "|")
+end
+
 return _M

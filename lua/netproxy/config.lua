@@ -96,6 +96,7 @@ local SERVER = {
   watchdog = check.seconds,       -- a worker whose loop stands still this long is replaced; 0 = off
   lua_memory = memory_size(1024 * 1024, 64 * 1024 ^ 3),    -- all of a worker's Lua; 0 = no cap
   syslog_ident = check.syslog_ident, syslog_facility = check.syslog_facility,
+  syslog_logopt = check.syslog_logopt,
   -- lifecycle hooks and shared dicts: see docs/services.md
   on_start = check.func,          -- function(worker) in each serving process, after bind and privilege drop
   on_stop = check.func,           -- function() before a serving process exits
@@ -519,16 +520,18 @@ local function apply_sets(server, sets, say_at)
   end
 end
 
--- syslog's ident and facility go to the C core inside log_file: "syslog:IDENT:FACILITY"
--- (src/log.c). They do nothing for a log that is not syslog: a warning then.
+-- syslog's ident, facility and options go to the C core inside log_file:
+-- "syslog:IDENT:FACILITY[:OPTS]" (src/log.c). They do nothing for a log that is not syslog:
+-- a warning then.
 local function syslog_target(server, warn_at)
-  if not server.syslog_ident and not server.syslog_facility then return end
+  if not server.syslog_ident and not server.syslog_facility and not server.syslog_logopt then return end
   if server.log_file ~= "syslog" then
-    warn_at(server.set_at.syslog_ident or server.set_at.syslog_facility,
-            "server: syslog_ident and syslog_facility do nothing unless the log goes to syslog (log_file = \"syslog\", or -D)")
+    warn_at(server.set_at.syslog_ident or server.set_at.syslog_facility or server.set_at.syslog_logopt,
+            "server: syslog_ident, syslog_facility and syslog_logopt do nothing unless the log goes to syslog (log_file = \"syslog\", or -D)")
     return
   end
-  server.log_file = ("syslog:%s:%s"):format(server.syslog_ident or "netproxy", server.syslog_facility or "daemon")
+  server.log_file = ("syslog:%s:%s%s"):format(server.syslog_ident or "netproxy", server.syslog_facility or "daemon",
+                                             server.syslog_logopt and ":" .. server.syslog_logopt or "")
 end
 
 -- server{} options, then the command line over them.

@@ -113,36 +113,49 @@ describe("syslog ident and facility", function()
   teardown(h.stop_all)
   local root = io.popen("id -u"):read("*l") == "0"
 
-  it("tag each line with syslog_ident and send it with syslog_facility", function()
-    if not root then return pending("not root: the spec serves /dev/log itself") end
-    local own_dev_log = os.execute("test -e /dev/log") ~= 0
-    local sock = own_dev_log and "/dev/log" or (h.tmp() .. "/log.sock")
-    -- the receiving end of syslog(3): datagrams on a unix socket
-    local receiver = h.spawn({ "socat", "-u", "UNIX-RECV:" .. sock .. ",mode=666", "-" })
-    h.wait_until(function() return os.execute("test -S " .. h.quote(sock)) == 0 end, 5, "the syslog socket")
-    local echo = h.peer_server("echo")
-    local config = h.write(h.tmpfile("syslog.lua"), ([[
-server { log_file = "syslog", syslog_ident = "edge-np", syslog_facility = "local3" }
-proxy { name = "sl", from = { type = "tcp", host = "127.0.0.1", port = 0 },
-        to = { type = "tcp", host = "127.0.0.1", port = %d } }
-]]):format(echo.port))
-    local argv = { h.netproxy, "-w", "1", config }
-    if not own_dev_log then       -- a syslog daemon owns /dev/log: ours, in a mount namespace
-      argv = { "unshare", "-m", "sh", "-c", 'mount --bind "$0" /dev/log && exec "$@"', sock, h.netproxy, "-w", "1", config }
-    end
-    local np = h.spawn(argv)
-    local function got() return h.read(receiver.out) or "" end
-    -- syslog takes over once the listeners are bound (start-up errors reach the terminal):
-    -- the listening line is on stderr, the ready line on syslog
-    local port = tonumber(h.wait_until(function() return (h.read(np.err) or ""):match("sl: listening on 127%.0%.0%.1:(%d+)") end, 10, "the listening line"))
-    h.wait_until(function() return got():find("netproxy [^<]* running 1 proxy") end, 10, "the running line in syslog")
-    -- local3 (19) * 8 + notice (5) = 157; the ident and the pid tag the line
-    assert.truthy(got():find("<157>[^<]*edge%-np%[" .. np.pid .. "%]: netproxy [^<]* running 1 proxy"), got())
-    echo_through("127.0.0.1", port)
-    h.wait_until(function() return got():find("<157>[^<]*edge%-np%[%d+%]: #1 sl: [^<]*end=eof") end, 10, "the connection's line")
-    h.stop(np)
-    h.stop(echo)
-    h.stop(receiver)
-    if own_dev_log then os.remove("/dev/log") end
+  -- the default options tag each line with the pid; syslog_logopt = "ndelay" leaves it out
+  for _, case in ipairs({ { "", "%[" }, { ', syslog_logopt = "ndelay"', ": " } }) do
+    local logopt, tag = case[1], case[2]
+    it("tag each line with syslog_ident and send it with syslog_facility" .. (logopt ~= "" and " and syslog_logopt" or ""), function()
+      if not root then return pending("not root: the spec serves /dev/log itself") end
+      local own_dev_log = os.execute("test -e /dev/log") ~= 0
+      local sock = own_dev_log and "/dev/log" or (h.tmp() .. "/log.sock")
+      -- the receiving end of syslog(3): datagrams on a unix socket
+      local receiver = h.spawn({ "socat", "-u", "UNIX-RECV:" .. sock .. ",mode=666", "-" })
+      h.wait_until(function() return os.execute("test -S " .. h.quote(sock)) == 0 end, 5, "the syslog socket")
+      local echo = h.peer_server("echo")
+      local config = h.write(h.tmpfile("syslog.lua"), ([[
+  server { log_file = "syslog", syslog_ident = "edge-np", syslog_facility = "local3"%s }
+  proxy { name = "sl", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+          to = { type = "tcp", host = "127.0.0.1", port = %d } }
+  ]]):format(logopt, echo.port))
+      local argv = { h.netproxy, "-w", "1", config }
+      if not own_dev_log then       -- a syslog daemon owns /dev/log: ours, in a mount namespace
+        argv = { "unshare", "-m", "sh", "-c", 'mount --bind "$0" /dev/log && exec "$@"', sock, h.netproxy, "-w", "1", config }
+      end
+      local np = h.spawn(argv)
+      local function got() return h.read(receiver.out) or "" end
+      -- syslog takes over once the listeners are bound (start-up errors reach the terminal):
+      -- the listening line is on stderr, the ready line on syslog
+      local port = tonumber(h.wait_until(function() return (h.read(np.err) or ""):match("sl: listening on 127%.0%.0%.1:(%d+)") end, 10, "the listening line"))
+      h.wait_until(function() return got():find("netproxy [^<]* running 1 proxy") end, 10, "the running line in syslog")
+      -- local3 (19) * 8 + notice (5) = 157; the ident and the pid tag the line
+      local tagged = tag == "%[" and "%[" .. np.pid .. "%]: " or ": "
+      assert.truthy(got():find("<157>[^<]*edge%-np" .. tagged .. "netproxy [^<]* running 1 proxy"), got())
+      echo_through("127.0.0.1", port)
+      h.wait_until(function() return got():find("<157>[^<]*edge%-np" .. tagged .. "#1 sl: [^<]*end=eof") end, 10, "the connection's line")
+      h.stop(np)
+      h.stop(echo)
+      h.stop(receiver)
+      if own_dev_log then os.remove("/dev/log") end
+    end)
+  end
+
+  it("refuses a syslog_logopt word openlog does not have", function()
+    local path = h.write(h.tmpfile("logopt.lua"), 'server { log_file = "syslog", syslog_logopt = "pid|loud" }\n' ..
+      'proxy { from = { type = "tcp", port = 1 }, to = { type = "tcp", host = "h", port = 2 } }\n')
+    local _, err, rc = h.run({ h.netproxy, "--check", path })
+    assert.are_not.equal(0, rc)
+    assert.truthy(err:find("syslog_logopt: bad syslog_logopt 'pid|loud' (want pid, cons, ndelay, nowait or perror, joined by |)", 1, true), err)
   end)
 end)
