@@ -188,6 +188,18 @@ static int core_resolve(lua_State *L)
     return np_sock_resolve(L, &t->owner, host, timeout);
 }
 
+/* core.reverse(ip [, timeout]) -> name | nil, err: a PTR lookup, without blocking the loop */
+static int core_reverse(lua_State *L)
+{
+    const char *ip = luaL_checkstring(L, 1);
+    double timeout = luaL_optnumber(L, 2, DEFAULT_CONNECT_TIMEOUT);
+    struct np_task *t = np_task_running();
+
+    luaL_argcheck(L, timeout >= 0, 2, "timeout must be >= 0");
+    if (!t || t->owner.co != L) return luaL_error(L, "reverse: only from a task's coroutine");
+    return np_sock_reverse(L, &t->owner, ip, timeout);
+}
+
 /* core.connect_unix(path [, { timeout = seconds }]) -> sock | nil, err; "@name" is abstract */
 static int core_connect_unix(lua_State *L)
 {
@@ -366,6 +378,7 @@ static const luaL_Reg core_funcs[] = {
     { "connect_unix", core_connect_unix },
     { "connect_udp", core_connect_udp },
     { "resolve", core_resolve },
+    { "reverse", core_reverse },
     { "relay", core_relay },
     { "send", core_send },
     { "close", core_close },

@@ -13,6 +13,13 @@ typedef void (*np_resolve_cb)(int err, struct evutil_addrinfo *res, void *arg);
  * runs or np_resolve_cancel() is called. */
 struct np_resolve *np_resolve_start(const char *host, int port, np_resolve_cb cb, void *arg);
 
+/* err is 0 with the name (valid during the call), or a DNS_ERR_* code (evdns_err_to_string). */
+typedef void (*np_reverse_cb)(int err, const char *name, void *arg);
+
+/* Starts looking up the name of an IP address (a PTR query; /etc/hosts is not read). As
+ * np_resolve_start: cb may run before this returns (a bad address), then NULL. */
+struct np_resolve *np_resolve_reverse(const char *ip, np_reverse_cb cb, void *arg);
+
 /* Abandons a lookup: cb will not be called. */
 void np_resolve_cancel(struct np_resolve *r);
 

@@ -144,6 +144,8 @@ void np_sock_close(struct np_sock *s)
     s->resolving = NULL;
     if (s->addrs) evutil_freeaddrinfo(s->addrs);
     s->addrs = s->next_addr = NULL;
+    free(s->reverse_name);
+    s->reverse_name = NULL;
     np_sock_free_own_addr(s);
     /* rev and wev are assigned from creation on (a bare timer while resolving); flush_ev
      * with the first send */

@@ -82,6 +82,8 @@ struct np_sock {
     struct evutil_addrinfo *own_addr;    /* a unix socket or an address literal: a list
                                              * of one made here, not by the resolver */
     int resolve_only;             /* core.resolve: the addresses are the answer */
+    int reverse;                  /* core.reverse: the name is (reverse_name, or dns_error) */
+    char *reverse_name;
     struct np_resolve *resolving;
     struct evutil_addrinfo *addrs, *next_addr;
     double deadline;
@@ -125,6 +127,8 @@ int np_sock_connect(lua_State *L, struct np_sock_owner *o, const char *host, int
 /* core.resolve for o's coroutine L: pushes a list of the host's addresses ("192.0.2.1",
  * "2001:db8::1") or nil, err, or yields until the resolver answers (or timeout seconds). */
 int np_sock_resolve(lua_State *L, struct np_sock_owner *o, const char *host, double timeout);
+/* core.reverse: the name of an IP address (a PTR query), or nil, "resolve: why" | "timeout". */
+int np_sock_reverse(lua_State *L, struct np_sock_owner *o, const char *ip, double timeout);
 
 /* The same with a connected UDP socket (core.connect_udp): nothing is sent, so only the name
  * can fail (or a route); the first address is used. */

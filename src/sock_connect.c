@@ -6,6 +6,7 @@
 #include "resolve.h"
 
 #include <errno.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/util.h>
 #include <lauxlib.h>
@@ -273,11 +274,25 @@ static int push_addresses(lua_State *L, struct np_sock *s)
     return 1;
 }
 
+/* Pushes core.reverse's answer: the name, or nil, "resolve: why". */
+static int push_name(lua_State *L, struct np_sock *s)
+{
+    char why[96];
+
+    if (!s->reverse_name) {
+        snprintf(why, sizeof why, "resolve: %s", evdns_err_to_string(s->dns_error));
+        return np_sock_push_fail(L, why);
+    }
+    lua_pushstring(L, s->reverse_name);
+    return 1;
+}
+
 /* The answer (or the deadline): pushed on the owner's coroutine, which is resumed. */
 static void resolve_finish(struct np_sock *s, int timed_out)
 {
     struct np_sock_owner *o = s->owner;
-    int n = timed_out ? np_sock_push_fail(o->co, "timeout") : push_addresses(o->co, s);
+    int n = timed_out ? np_sock_push_fail(o->co, "timeout")
+          : s->reverse ? push_name(o->co, s) : push_addresses(o->co, s);
 
     np_sock_close(s);                   /* cancels a lookup still running, frees the answer */
     o->resume(o, n);
@@ -291,6 +306,41 @@ static void resolve_answered(struct np_sock *s)
 static void resolve_step(struct np_sock *s, short what)
 {
     resolve_finish(s, 1);               /* only the deadline's timer fires here */
+}
+
+static void on_reversed(int err, const char *name, void *arg)
+{
+    struct np_sock *s = arg;
+    int answered_at_once = (s->resolving == NULL);
+
+    s->resolving = NULL;
+    s->dns_error = err;
+    s->reverse_name = name ? strdup(name) : NULL;
+    if (answered_at_once) return;
+    event_del(&s->wev);                  /* the deadline */
+    resolve_answered(s);
+}
+
+int np_sock_reverse(lua_State *L, struct np_sock_owner *o, const char *ip, double timeout)
+{
+    struct np_sock *s;
+    int n;
+
+    if (o->closed) return np_sock_push_fail(L, "closed");
+    s = np_sock_new(L, o);
+    s->op = NP_OP_CONNECT;
+    s->connect_step = resolve_step;
+    s->resolve_only = s->reverse = 1;
+    s->deadline = timeout > 0 ? np_now() + timeout : 0;
+    s->resolving = np_resolve_reverse(ip, on_reversed, s);
+    if (s->resolving) {
+        arm_connect(s);                 /* the deadline */
+        return np_sock_yield(L, s, lua_gettop(L));
+    }
+    n = push_name(L, s);                /* answered at once: not an address */
+    np_sock_close(s);
+    lua_remove(L, -n - 1);              /* the socket object */
+    return n;
 }
 
 int np_sock_resolve(lua_State *L, struct np_sock_owner *o, const char *host, double timeout)

@@ -59,6 +59,7 @@ local PER_PROXY = {
   udp_idle_timeout = check.seconds,
   max_flows = check.count,
   backlog = check.backlog,
+  reverse_lookups = check.boolean,  -- conn.host: the client's name (a PTR lookup) before accept()
 }
 
 -- Parameters every connector takes, whatever its type.

@@ -81,6 +81,13 @@ function _M.run(proxy, client, id, peer, handle)
     end
   end
 
+  -- Net::Server's reverse_lookups: conn.host is the client's name, or nil when it has none
+  -- (the lookup is bounded by connect_timeout; a unix client has no address to look up)
+  if proxy.reverse_lookups then
+    local ip = addr.split(conn.client)
+    if ip then conn.host = core.reverse(ip, proxy.connect_timeout) end
+  end
+
   -- accept(conn) hooks, server-wide then the proxy's: nil or false (and a reason) refuses
   if proxy.server_accept then
     local ok, why = proxy.server_accept(conn)
@@ -197,14 +204,16 @@ local function sniff_route(proxy, sniff)
 end
 
 -- A proxy whose connections have nothing to run here before the relay: no PROXY protocol,
--- no accept or on_close function, no TLS, no pool, a `from` connector without a step of its
+-- no accept or on_close function, no reverse_lookups, no TLS, no pool, a `from` connector without a step of its
 -- own (accept, connected, failed) and a fixed `to`; or a `from` that sniffs (above). The C
 -- core then connects and relays by itself (conn.c): such a connection costs no coroutine
 -- and no connector call. Returns what the core needs, or nil: every connection then runs
 -- run() above.
 function _M.route(proxy)
   local from_conf = proxy.from
-  if from_conf.proxy_protocol or proxy.server_accept or proxy.accept or proxy.on_close then return nil end
+  if from_conf.proxy_protocol or proxy.server_accept or proxy.accept or proxy.on_close or proxy.reverse_lookups then
+    return nil
+  end
   local from = connectors.get(from_conf.type)
   if not from or from_conf._tls then return nil end
   if from.sniff then

@@ -148,6 +148,59 @@ proxy { name = "ask", from = { type = "tcp", host = "127.0.0.1", port = 0 },
     h.stop(np2)
   end)
 
+  it("looks the client's name up for accept(conn) with reverse_lookups (Net::Server's)", function()
+    -- dnsmasq knows 127.0.0.1 as client.netproxy.test, and no name for 127.0.0.2
+    local dns_port = h.free_port()
+    local dns = h.spawn({ "dnsmasq", "--no-daemon", "--port=" .. dns_port, "--listen-address=127.0.0.1",
+                          "--bind-interfaces", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
+                          "--user=" .. (io.popen("id -un"):read("*l")), "--pid-file=",
+                          "--ptr-record=1.0.0.127.in-addr.arpa,client.netproxy.test" })
+    h.wait_until(function()
+      local out = h.run({ "dig", "@127.0.0.1", "-p", tostring(dns_port), "+short", "+tries=1", "+time=1", "-x", "127.0.0.1" })
+      return out:find("client.netproxy.test", 1, true)
+    end, 10, "dnsmasq")
+    local np2 = h.netproxy_start(([[
+server { resolvers = { "127.0.0.1:%d" } }
+proxy { name = "named", reverse_lookups = true, connect_timeout = 2,
+        accept = function(conn)
+          if conn.host == "client.netproxy.test" then return true end
+          return nil, "host " .. tostring(conn.host)
+        end,
+        from = { type = "tcp", host = "0.0.0.0", port = 0 }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
+proxy { name = "plain", accept = function(conn) return conn.host == nil or nil, "looked up" end,
+        from = { type = "tcp", host = "127.0.0.1", port = 0 }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(dns_port, echo.port, echo.port))
+    assert.are.equal("hi\n", hi(np2.ports.named, "127.0.0.1"))
+    assert.are.equal("", hi(np2.ports.named, "127.0.0.2"))
+    h.wait_log(np2, "named: 127%.0%.0%.2:%d+ %-> %- [^\n]* end=refused: host nil")
+    assert.are.equal("hi\n", hi(np2.ports.plain, "127.0.0.1"), "no lookup unless asked")
+    h.stop(np2)
+    h.stop(dns)
+  end)
+
+  it("bounds reverse_lookups by connect_timeout, and a negotiation deadline cancels one", function()
+    local silent_dns = h.on_free_port("a silent UDP nameserver", function(p)
+      return h.spawn({ "socat", "-u", "UDP-RECV:" .. p .. ",bind=127.0.0.1", "/dev/null" })
+    end, { udp = true })
+    local np2 = h.netproxy_start(([[
+server { resolvers = { "127.0.0.1:%d" } }
+proxy { name = "slow", reverse_lookups = true, connect_timeout = 0.5,
+        accept = function(conn) return nil, "host " .. tostring(conn.host) end,
+        from = { type = "tcp", host = "127.0.0.1", port = 0 }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
+proxy { name = "cut", reverse_lookups = true, connect_timeout = 10, negotiation_timeout = 0.5,
+        from = { type = "tcp", host = "127.0.0.1", port = 0 }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(silent_dns.port, echo.port, echo.port))
+    assert.are.equal("", hi(np2.ports.slow))
+    local took = h.wait_log(np2, "slow: 127%.0%.0%.1:%d+ %-> %- in=0 out=0 time=([%d%.]+)s end=refused: host nil")
+    assert.is_true(h.about(took, 0.5), "refused after " .. took .. "s")
+    for _ = 1, 3 do assert.are.equal("", hi(np2.ports.cut)) end
+    h.wait_until(function() local _, n = np2.log():gsub("cut: [^\n]* end=negotiation timeout", "") return n == 3 end, 10,
+                 "3 lookups cut by negotiation_timeout")
+    assert.are.equal("", hi(np2.ports.slow), "the process goes on")
+    h.wait_until(function() local _, n = np2.log():gsub("slow: [^\n]* end=refused: host nil", "") return n == 2 end, 10, "a second refusal")
+    h.stop(np2)
+  end)
+
   it("reports a bad address or CIDR at --check", function()
     local path = h.write(h.tmpfile("acl.lua"), 'server { deny = { "::1/129" } }\n' ..
       'proxy { allow = { "300.1.1.1/8" }, from = { type = "tcp", port = 1 }, to = { type = "tcp", host = "h", port = 2 } }\n')
