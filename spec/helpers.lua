@@ -714,6 +714,25 @@ end
 
 -- The Python UDP echo server of spec/support/udp_peer.py on host (127.0.0.1 by default; "::"
 -- takes both families), once it listens: p.port.
+-- A UDP "nameserver" on 127.0.0.1 that swallows every query and never answers; .port.
+function _M.silent_dns()
+  return _M.on_free_port("a silent UDP nameserver", function(port)
+    return _M.spawn({ "socat", "-u", "UDP-RECV:" .. port .. ",bind=127.0.0.1", "/dev/null" })
+  end, { udp = true })
+end
+
+-- dnsmasq on 127.0.0.1 answering from its records only (records: options such as
+-- "--address=/test.example/192.0.2.1" or "--ptr-record=..."); .port, once it listens.
+function _M.dnsmasq(records)
+  local user = io.popen("id -un"):read("*l")
+  return _M.on_free_port("dnsmasq", function(port)
+    local argv = { "dnsmasq", "--no-daemon", "--port=" .. port, "--listen-address=127.0.0.1", "--bind-interfaces",
+                   "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--user=" .. user, "--pid-file=" }
+    for _, r in ipairs(records) do argv[#argv + 1] = r end
+    return _M.spawn(argv)
+  end, { udp = true })
+end
+
 function _M.udp_echo_server(host)
   local portfile = _M.tmpfile("udp-port")
   local p = _M.spawn({ "python3", _M.root .. "/spec/support/udp_peer.py", "echo", host or "127.0.0.1", portfile })

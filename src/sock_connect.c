@@ -321,29 +321,9 @@ static void on_reversed(int err, const char *name, void *arg)
     resolve_answered(s);
 }
 
-int np_sock_reverse(lua_State *L, struct np_sock_owner *o, const char *ip, double timeout)
-{
-    struct np_sock *s;
-    int n;
-
-    if (o->closed) return np_sock_push_fail(L, "closed");
-    s = np_sock_new(L, o);
-    s->op = NP_OP_CONNECT;
-    s->connect_step = resolve_step;
-    s->resolve_only = s->reverse = 1;
-    s->deadline = timeout > 0 ? np_now() + timeout : 0;
-    s->resolving = np_resolve_reverse(ip, on_reversed, s);
-    if (s->resolving) {
-        arm_connect(s);                 /* the deadline */
-        return np_sock_yield(L, s, lua_gettop(L));
-    }
-    n = push_name(L, s);                /* answered at once: not an address */
-    np_sock_close(s);
-    lua_remove(L, -n - 1);              /* the socket object */
-    return n;
-}
-
-int np_sock_resolve(lua_State *L, struct np_sock_owner *o, const char *host, double timeout)
+/* A lookup alone (core.resolve of a name, core.reverse of an address): its answer pushed at
+ * once, or a yield until it comes or timeout seconds pass. */
+static int lookup(lua_State *L, struct np_sock_owner *o, const char *what, int reverse, double timeout)
 {
     struct np_sock *s;
     int n;
@@ -353,15 +333,27 @@ int np_sock_resolve(lua_State *L, struct np_sock_owner *o, const char *host, dou
     s->op = NP_OP_CONNECT;
     s->connect_step = resolve_step;
     s->resolve_only = 1;
+    s->reverse = reverse;
     s->deadline = timeout > 0 ? np_now() + timeout : 0;
-    s->resolving = np_resolve_start(host, 1, on_resolved, s);
+    s->resolving = reverse ? np_resolve_reverse(what, on_reversed, s) : np_resolve_start(what, 1, on_resolved, s);
     if (s->resolving) {
         arm_connect(s);                 /* the deadline */
         return np_sock_yield(L, s, lua_gettop(L));
     }
-    n = push_addresses(L, s);           /* answered at once: a literal, /etc/hosts */
+    /* answered at once: a literal or /etc/hosts; for a reverse lookup, not an address */
+    n = reverse ? push_name(L, s) : push_addresses(L, s);
     np_sock_close(s);
     lua_remove(L, -n - 1);              /* the socket object */
     return n;
+}
+
+int np_sock_resolve(lua_State *L, struct np_sock_owner *o, const char *host, double timeout)
+{
+    return lookup(L, o, host, 0, timeout);
+}
+
+int np_sock_reverse(lua_State *L, struct np_sock_owner *o, const char *ip, double timeout)
+{
+    return lookup(L, o, ip, 1, timeout);
 }
 

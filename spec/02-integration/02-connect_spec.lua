@@ -51,9 +51,7 @@ proxy { name = "byname", from = { type = "tcp", host = "127.0.0.1", port = 0 },
 
   it("never blocks the loop on a DNS server that does not answer", function()
     -- a UDP "nameserver" that swallows every query
-    local silent_dns = h.on_free_port("a silent UDP nameserver", function(port)
-      return h.spawn({ "socat", "-u", "UDP-RECV:" .. port .. ",bind=127.0.0.1", "/dev/null" })
-    end, { udp = true })
+    local silent_dns = h.silent_dns()
     local np = h.netproxy_start(([[
 server { resolvers = { "127.0.0.1:%d" } }
 proxy { name = "slowdns", connect_timeout = 2,

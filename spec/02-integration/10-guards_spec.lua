@@ -150,15 +150,8 @@ proxy { name = "ask", from = { type = "tcp", host = "127.0.0.1", port = 0 },
 
   it("looks the client's name up for accept(conn) with reverse_lookups (Net::Server's)", function()
     -- dnsmasq knows 127.0.0.1 as client.netproxy.test, and no name for 127.0.0.2
-    local dns_port = h.free_port()
-    local dns = h.spawn({ "dnsmasq", "--no-daemon", "--port=" .. dns_port, "--listen-address=127.0.0.1",
-                          "--bind-interfaces", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
-                          "--user=" .. (io.popen("id -un"):read("*l")), "--pid-file=",
-                          "--ptr-record=1.0.0.127.in-addr.arpa,client.netproxy.test" })
-    h.wait_until(function()
-      local out = h.run({ "dig", "@127.0.0.1", "-p", tostring(dns_port), "+short", "+tries=1", "+time=1", "-x", "127.0.0.1" })
-      return out:find("client.netproxy.test", 1, true)
-    end, 10, "dnsmasq")
+    local dns = h.dnsmasq({ "--ptr-record=1.0.0.127.in-addr.arpa,client.netproxy.test" })
+    local dns_port = dns.port
     local np2 = h.netproxy_start(([[
 server { resolvers = { "127.0.0.1:%d" } }
 proxy { name = "named", reverse_lookups = true, connect_timeout = 2,
@@ -179,9 +172,7 @@ proxy { name = "plain", accept = function(conn) return conn.host == nil or nil, 
   end)
 
   it("bounds reverse_lookups by connect_timeout, and a negotiation deadline cancels one", function()
-    local silent_dns = h.on_free_port("a silent UDP nameserver", function(p)
-      return h.spawn({ "socat", "-u", "UDP-RECV:" .. p .. ",bind=127.0.0.1", "/dev/null" })
-    end, { udp = true })
+    local silent_dns = h.silent_dns()
     local np2 = h.netproxy_start(([[
 server { resolvers = { "127.0.0.1:%d" } }
 proxy { name = "slow", reverse_lookups = true, connect_timeout = 0.5,

@@ -61,18 +61,9 @@ describe("a reload", function()
   end
 
   it("asks the resolvers it names from then on", function()
-    local silent_dns = h.on_free_port("a silent UDP nameserver", function(p)
-      return h.spawn({ "socat", "-u", "UDP-RECV:" .. p .. ",bind=127.0.0.1", "/dev/null" })
-    end, { udp = true })
-    local dns_port = h.free_port()
-    local dns = h.spawn({ "dnsmasq", "--no-daemon", "--port=" .. dns_port, "--listen-address=127.0.0.1",
-                          "--bind-interfaces", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
-                          "--user=" .. (io.popen("id -un"):read("*l")), "--address=/backend.netproxy.test/127.0.0.1",
-                          "--pid-file=" })
-    h.wait_until(function()
-      local out = h.run({ "dig", "@127.0.0.1", "-p", tostring(dns_port), "+short", "+tries=1", "+time=1", "backend.netproxy.test" })
-      return out:find("127.0.0.1", 1, true)
-    end, 10, "dnsmasq")
+    local silent_dns = h.silent_dns()
+    local dns = h.dnsmasq({ "--address=/backend.netproxy.test/127.0.0.1" })
+    local dns_port = dns.port
     local port = h.free_port()
     local function config(ns)
       return ([[
