@@ -8,6 +8,7 @@
 #include "idle.h"
 #include "log.h"
 #include "loop.h"
+#include "luavm.h"
 #include "pool.h"
 #include "proxy.h"
 #include "relay.h"
@@ -175,11 +176,6 @@ static void negotiated(struct np_conn *c)
     c->proxy->negotiating--;
 }
 
-static void unref(lua_State *L, int *ref)
-{
-    if (*ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, *ref);
-    *ref = LUA_NOREF;
-}
 
 /* What the log line names as the target: set by the session, or fixed by the route. */
 static const char *target_of(const struct np_conn *c)
@@ -260,7 +256,7 @@ static void tell_closed(struct np_conn *c)
     }
     if (np_hook_pcall(L, 1, 0, c->proxy->budget, c->proxy->call_memory, err, sizeof err) < 0)
         np_clog(NP_ERR, c->id, "%s: on_close: %s", c->proxy->name, err);
-    unref(L, &c->closed_ref);
+    np_lua_unref(L, &c->closed_ref);
 }
 
 /* Tears an ended connection down; nothing of it is on the C stack any more. */
@@ -273,14 +269,14 @@ static void conn_free(struct np_conn *c)
     np_idle_leave(&c->idle);
     if (c->total) event_free(c->total);
     if (c->relay) np_relay_free(c->relay);
-    unref(L, &c->hook_ref[0]);
-    unref(L, &c->hook_ref[1]);
-    unref(L, &c->hook_conn_ref);
+    np_lua_unref(L, &c->hook_ref[0]);
+    np_lua_unref(L, &c->hook_ref[1]);
+    np_lua_unref(L, &c->hook_conn_ref);
     if (c->handle_ref != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->handle_ref);
         ((struct handle *)lua_touserdata(L, -1))->conn = NULL;
         lua_pop(L, 1);
-        unref(L, &c->handle_ref);
+        np_lua_unref(L, &c->handle_ref);
     }
     count_and_log(c);
     tell_closed(c);
@@ -527,7 +523,7 @@ void np_conn_serving(struct np_conn *c, struct np_sock *client)
 
 void np_conn_when_closed(struct np_conn *c, int fn_ref)
 {
-    unref(c->proxy->L, &c->closed_ref);
+    np_lua_unref(c->proxy->L, &c->closed_ref);
     c->closed_ref = fn_ref;
 }
 
@@ -632,9 +628,9 @@ static void drop_handoff(struct np_conn_handoff *h, lua_State *L)
         if (h->ssl[i]) SSL_free(h->ssl[i]);
         if (h->fd[i][1] != h->fd[i][0] && h->fd[i][1] >= 0) close(h->fd[i][1]);
         if (h->fd[i][0] >= 0) close(h->fd[i][0]);
-        unref(L, &h->hook_ref[i]);
+        np_lua_unref(L, &h->hook_ref[i]);
     }
-    unref(L, &h->conn_ref);
+    np_lua_unref(L, &h->conn_ref);
 }
 
 /* The relay over both sides, which it owns from then on; -1 when it could not start

@@ -70,6 +70,12 @@ int np_lua_bool(lua_State *L, int idx, const char *name, int dflt)
     return v;
 }
 
+void np_lua_unref(lua_State *L, int *ref)
+{
+    if (*ref != LUA_NOREF && *ref != LUA_REFNIL) luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+    *ref = LUA_NOREF;
+}
+
 int np_lua_ref_function(lua_State *L, int idx, const char *name)
 {
     lua_getfield(L, idx, name);

@@ -31,6 +31,10 @@ int np_lua_bool(lua_State *L, int idx, const char *name, int dflt);
 /* A registry ref to the field when it is a function, else LUA_NOREF. */
 int np_lua_ref_function(lua_State *L, int idx, const char *name);
 
+/* Lets the registry reference *ref go (none: LUA_NOREF or LUA_REFNIL) and sets it to
+ * LUA_NOREF; idempotent. */
+void np_lua_unref(lua_State *L, int *ref);
+
 /* Calls a function with nargs arguments under a traceback handler; logs a failure. */
 int np_lua_pcall(lua_State *L, int nargs, int nresults, const char *what);
 

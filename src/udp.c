@@ -125,9 +125,9 @@ static void flow_free(struct flow *f)
         lua_rawgeti(L, LUA_REGISTRYINDEX, f->handle_ref);
         ((struct handle *)lua_touserdata(L, -1))->f = NULL;
         lua_pop(L, 1);
-        unref(L, &f->handle_ref);
+        np_lua_unref(L, &f->handle_ref);
     }
-    unref(L, &f->conn_ref);
+    np_lua_unref(L, &f->conn_ref);
     count_and_log(f);
     u->nflows--;
     u->ops->done(u->arg, u->p);         /* may free u's config: nothing of u after this */
@@ -538,7 +538,7 @@ static void evict(struct np_udp *u)
     u->unlogged = 0;
 }
 
-static void refused(struct np_udp *u, const struct sockaddr_storage *peer, socklen_t len, const char *why)
+static void refuse_flow(struct np_udp *u, const struct sockaddr_storage *peer, socklen_t len, const char *why)
 {
     char who[NP_ADDRSTRLEN];
 
@@ -591,7 +591,7 @@ static struct flow *flow_new(struct usock *ls, const struct sockaddr_storage *pe
 
     if (!u) return NULL;
     if ((why = u->ops->admit(u->arg, u->p, (const struct sockaddr *)peer))) {
-        refused(u, peer, len, why);
+        refuse_flow(u, peer, len, why);
         return NULL;
     }
     if (u->max_flows && u->nflows >= u->max_flows) evict(u);

@@ -11,6 +11,7 @@
 #include "hook.h"
 #include "log.h"
 #include "loop.h"
+#include "luavm.h"
 #include "resolve.h"
 #include "shm.h"
 
@@ -333,11 +334,6 @@ static void on_out_readable(evutil_socket_t fd, short what, void *arg)
 
 /* ---------------------------------------------------------------- life */
 
-static void unref(lua_State *L, int *ref)
-{
-    if (*ref != LUA_NOREF && *ref != LUA_REFNIL) luaL_unref(L, LUA_REGISTRYINDEX, *ref);
-    *ref = LUA_NOREF;
-}
 
 /* The connection is being freed: everything goes. */
 static void assoc_release(void *arg)
@@ -364,9 +360,9 @@ static void assoc_release(void *arg)
         ((struct handle *)lua_touserdata(a->L, -1))->a = NULL;
         lua_pop(a->L, 1);
     }
-    unref(a->L, &a->self_ref);
-    unref(a->L, &a->check_ref);
-    unref(a->L, &a->conn_ref);
+    np_lua_unref(a->L, &a->self_ref);
+    np_lua_unref(a->L, &a->check_ref);
+    np_lua_unref(a->L, &a->conn_ref);
     free(a);
 }
 

@@ -89,13 +89,6 @@ struct flow {
     struct flow *next_reaped;
 };
 
-/* Lets a registry reference go; idempotent. */
-static inline void unref(lua_State *L, int *ref)
-{
-    if (*ref != LUA_NOREF && *ref != LUA_REFNIL) luaL_unref(L, LUA_REGISTRYINDEX, *ref);
-    *ref = LUA_NOREF;
-}
-
 /* ---------------------------------------------------------------- udp_table.c */
 
 /* The flow of peer on ls, or NULL. */

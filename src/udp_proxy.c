@@ -167,12 +167,12 @@ void np_udp_release(struct np_proxy *p, int say)
         return;
     }
     if (L) {
-        unref(L, &u->hook_ref[0]);
-        unref(L, &u->hook_ref[1]);
-        unref(L, &u->datagram_ref);
-        unref(L, &u->start_ref);
-        unref(L, &u->pick_ref);
-        unref(L, &u->failed_ref);
+        np_lua_unref(L, &u->hook_ref[0]);
+        np_lua_unref(L, &u->hook_ref[1]);
+        np_lua_unref(L, &u->datagram_ref);
+        np_lua_unref(L, &u->start_ref);
+        np_lua_unref(L, &u->pick_ref);
+        np_lua_unref(L, &u->failed_ref);
     }
     free(u->host);
     free(u);
