@@ -144,6 +144,23 @@ void np_log_reopen(void)
 }
 
 static const int syslog_priority[] = { LOG_ERR, LOG_WARNING, LOG_NOTICE, LOG_INFO, LOG_DEBUG };
+static np_log_sink_fn *sink;
+
+void np_log_set_sink(np_log_sink_fn *fn)
+{
+    sink = fn;
+}
+
+void np_log_write_line(const char *line, size_t len)
+{
+    char buf[2048];
+
+    if (len > sizeof buf - 1) len = sizeof buf - 1;
+    memcpy(buf, line, len);
+    buf[len++] = '\n';
+    /* One write per line so lines from several processes never interleave. */
+    if (write(log_fd, buf, len) < 0) { /* nowhere left to report it */ }
+}
 
 void np_log_conn(int level, uint64_t conn_id, const char *fmt, ...)
 {
@@ -151,6 +168,7 @@ void np_log_conn(int level, uint64_t conn_id, const char *fmt, ...)
     struct timeval tv;
     struct tm tm;
     va_list ap;
+    size_t msg_at;
     int n;
 
     if (to_syslog) {                /* syslog stamps time, level and pid itself */
@@ -168,10 +186,12 @@ void np_log_conn(int level, uint64_t conn_id, const char *fmt, ...)
                  np_log_level_name(level), (int)getpid());
     if (conn_id)
         n += snprintf(line + n, sizeof line - n, "#%llu ", (unsigned long long)conn_id);
+    msg_at = (size_t)n;
     va_start(ap, fmt);
     n += vsnprintf(line + n, sizeof line - n, fmt, ap);
     va_end(ap);
     if (n > (int)sizeof line - 2) n = sizeof line - 2;
+    if (sink && sink(level, conn_id, line, n, msg_at)) return;
     line[n++] = '\n';
     /* One write per line so lines from several processes never interleave. */
     if (write(log_fd, line, n) < 0) { /* nowhere left to report it */ }

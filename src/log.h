@@ -2,6 +2,7 @@
  * connection id when the message is about a connection. */
 #ifndef NP_LOG_H
 #define NP_LOG_H
+#include <stddef.h>
 #include <stdint.h>
 
 enum np_log_level { NP_ERR = 0, NP_WARNING, NP_NOTICE, NP_INFO, NP_DEBUG };
@@ -27,6 +28,14 @@ const char *np_log_path(void);
 /* Parses "err", "warning", "notice", "info", "debug" or "0".."4"; -1 when neither. */
 int np_log_level_parse(const char *s);
 const char *np_log_level_name(int level);
+
+/* Takes a formatted line (len bytes, no newline; its message from msg_at) instead of it
+ * being written: 1 when taken, 0 to write it as usual. Not for syslog. */
+typedef int np_log_sink_fn(int level, uint64_t conn_id, const char *line, size_t len, size_t msg_at);
+void np_log_set_sink(np_log_sink_fn *sink);
+
+/* Writes one formatted line (without its newline) to the log file or stderr. */
+void np_log_write_line(const char *line, size_t len);
 
 /* conn_id 0 means "not about a connection". */
 void np_log_conn(int level, uint64_t conn_id, const char *fmt, ...)

@@ -8,6 +8,7 @@
 #include "hook.h"
 #include "listener.h"
 #include "log.h"
+#include "logsink.h"
 #include "loop.h"
 #include "luavm.h"
 #include "shdict.h"
@@ -222,8 +223,10 @@ void np_server_run_start(int index)
 {
     struct np_config *g = np_server.config;
 
-    if (!g || g->started || g->on_start_ref == LUA_NOREF) return;
+    if (!g || g->started) return;
     g->started = 1;
+    np_logsink_use(g->L, g->log_ref, g->log_budget, g->log_memory);  /* this config's on_log, or none */
+    if (g->on_start_ref == LUA_NOREF) return;
     lua_createtable(g->L, 0, 2);
     lua_pushinteger(g->L, index);
     lua_setfield(g->L, -2, "id");
@@ -547,6 +550,9 @@ static int read_server(struct np_config *g, lua_State *L, int cfg, char *err, si
     g->on_start_ref = np_lua_ref_function(L, -1, "on_start");
     g->denied_ref = np_lua_ref_function(L, -1, "on_denied");
     g->bound_ref = np_lua_ref_function(L, -1, "on_bound");
+    g->log_ref = np_lua_ref_function(L, -1, "on_log");
+    g->log_budget = np_lua_number(L, -1, "hook_budget", 1);
+    g->log_memory = (size_t)np_lua_number(L, -1, "lua_call_memory", 64 * 1024 * 1024);
     g->on_stop_ref = np_lua_ref_function(L, -1, "on_stop");
     rc = np_proxy_read_acl(L, lua_gettop(L), &g->acl, err, errlen);
     if (rc == 0) rc = define_dicts(L, lua_gettop(L), err, errlen);
@@ -565,7 +571,7 @@ static struct np_config *config_new(lua_State *L, char *err, size_t errlen)
         return NULL;
     }
     g->L = L;
-    g->on_start_ref = g->on_stop_ref = g->denied_ref = g->bound_ref = LUA_NOREF;
+    g->on_start_ref = g->on_stop_ref = g->denied_ref = g->bound_ref = g->log_ref = LUA_NOREF;
     evtimer_assign(&g->drain_deadline, np_base, on_drain_deadline, g);
     if (read_server(g, L, cfg, err, errlen) < 0 || load_session(L, &session_ref, err, errlen) < 0)
         goto fail;

@@ -29,6 +29,9 @@ struct np_config {
     int on_start_ref, on_stop_ref;  /* server{ on_start, on_stop }, or LUA_NOREF */
     int denied_ref;             /* server{ on_denied }, or LUA_NOREF */
     int bound_ref;              /* server{ on_bound }, or LUA_NOREF */
+    int log_ref;                /* server{ on_log }, or LUA_NOREF */
+    double log_budget;          /* its call budget: hook_budget, lua_call_memory */
+    size_t log_memory;
     int started;                /* on_start has run in this process */
     uint64_t live;              /* its connections not yet freed */
     struct event drain_deadline;

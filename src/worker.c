@@ -4,6 +4,7 @@
 #include "worker.h"
 #include "daemon.h"
 #include "log.h"
+#include "logsink.h"
 #include "loop.h"
 #include "checker.h"
 #include "reload.h"
@@ -11,6 +12,7 @@
 #include "shm.h"
 
 #include <event2/event.h>
+#include <lauxlib.h>
 #include <event2/event_struct.h>
 #include <signal.h>
 
@@ -113,6 +115,7 @@ int np_worker_run(int index, const struct np_cli *cli, void (*ready)(void))
     event_base_once(np_base, -1, EV_TIMEOUT, on_start, NULL, NULL);
     np_server_run_start(index);
     event_base_dispatch(np_base);
+    np_logsink_use(NULL, LUA_NOREF, 0, 0);      /* no loop left to deliver: written from now on */
     np_server_run_stop();
     event_del(&beat_ev);
     np_log(NP_INFO, "exiting: %llu connections handled", (unsigned long long)np_server.accepted);

@@ -102,6 +102,7 @@ local SERVER = {
   on_start = check.func,          -- function(worker) in each serving process, after bind and privilege drop
   on_stop = check.func,           -- function() before a serving process exits
   on_bound = check.func,          -- function() once the listeners are bound, before the privilege drop
+  on_log = check.func,            -- function(entry): the serving processes' log lines, instead of writing them
   shared = check.shared_dicts,    -- { name = "1m", ... }
 }
 for k, v in pairs(PER_PROXY) do SERVER[k] = v end
@@ -525,6 +526,9 @@ end
 -- "syslog:IDENT:FACILITY[:OPTS]" (src/log.c). They do nothing for a log that is not syslog:
 -- a warning then.
 local function syslog_target(server, warn_at)
+  if server.on_log and server.log_file and server.log_file:match("^syslog") then
+    warn_at(server.set_at.on_log or server.set_at.log_file, "server: on_log is not called when the log goes to syslog")
+  end
   if not server.syslog_ident and not server.syslog_facility and not server.syslog_logopt then return end
   if server.log_file ~= "syslog" then
     warn_at(server.set_at.syslog_ident or server.set_at.syslog_facility or server.set_at.syslog_logopt,

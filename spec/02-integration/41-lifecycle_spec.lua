@@ -81,6 +81,67 @@ proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = 0 },
   end)
 end)
 
+describe("on_log", function()
+  after_each(h.stop_all)
+
+  -- a config whose on_log appends each entry to a file (and fails on a line saying "boom")
+  local function logging_config(path, extra)
+    return ([[
+local core = require "netproxy.core"
+server { on_log = function(e)
+  if e.message:find("boom") then error("cannot ship this line") end
+  local f = assert(io.open(%q, "a"))
+  f:write(("%%s|%%s|%%s\n"):format(e.level, tostring(e.conn), e.message))
+  f:close()
+  core.log("info", "shipped a line")   -- written as usual, never handed back to on_log
+end }
+proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "service", serve = function(c)
+          local line = c:read("*l")
+          core.log("notice", "said " .. tostring(line))
+          c:write("ok\n")
+        end } }
+%s]]):format(path, extra or "")
+  end
+
+  for _, workers in ipairs({ "1", "2" }) do
+    it("takes the serving processes' lines instead of the log, in order (-w " .. workers .. ")", function()
+      local path = h.tmpfile("shipped.log")
+      local np = h.netproxy_start(logging_config(path), { "-v", "-w", workers })
+      for i = 1, 3 do assert.equal("ok\n", ask(np.ports.p, "line " .. i .. "\n")) end
+      local shipped = h.wait_until(function()
+        local text = h.read(path) or ""
+        return count(text, "|p: 127%.0%.0%.1:%d+ %-> service [^\n]*end=") == 3 and text
+      end, 10, "3 end lines shipped")
+      -- each connection: accepted, said, the end, in that order, with its id
+      assert.equal(3, count(shipped, "notice|%d+|said line %d\n"))
+      for id in shipped:gmatch("notice|(%d+)|said line %d\n") do
+        local accepted = shipped:find("info|" .. id .. "|p: accepted 127.0.0.1:", 1, true)
+        local said = shipped:find("notice|" .. id .. "|said line", 1, true)
+        local ended = shipped:find("notice|" .. id .. "|p: 127.0.0.1:", 1, true)
+        assert.is_true(accepted ~= nil and accepted < said and said < ended, shipped)
+      end
+      assert.is_nil(np.log():find("said line", 1, true), "taken lines are not written")
+      assert.truthy(np.log():find("shipped a line", 1, true), "on_log's own lines are written")
+      h.stop(np)
+    end)
+  end
+
+  it("is turned off by its first error, which writes that line and every later one as usual", function()
+    local path = h.tmpfile("shipped.log")
+    local np = h.netproxy_start(logging_config(path), { "-w", "1" })
+    assert.equal("ok\n", ask(np.ports.p, "fine\n"))
+    h.wait_until(function() return (h.read(path) or ""):find("said fine", 1, true) end, 10, "the first line shipped")
+    assert.equal("ok\n", ask(np.ports.p, "boom\n"))
+    h.wait_log(np, "on_log: [^\n]*cannot ship this line: the log is written as usual until a reload")
+    h.wait_log(np, "#%d+ said boom")
+    assert.equal("ok\n", ask(np.ports.p, "after\n"))
+    h.wait_log(np, "#%d+ said after")
+    assert.is_nil((h.read(path) or ""):find("said after", 1, true))
+    h.stop(np)
+  end)
+end)
+
 describe("on_close", function()
   after_each(h.stop_all)
 
