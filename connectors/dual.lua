@@ -187,22 +187,34 @@ end
 -- with a server side of its own (`from`) talks to the client: then every connection runs
 -- accept() above. pick(bytes) answers a probe's index, nil while a probe wants more bytes,
 -- or false when none can match.
+-- Each probe as one function of the bytes answering "match", "no" or "more", worked out
+-- once: a built-in without sni or alpn is netproxy.probes' own function.
+local function probe_check(p, scratch)
+  if type(p.match) ~= "function" and not (p.sni or p.alpn) then return probes[p.match] end
+  return function(buf) return run_probe(p, buf, scratch) end
+end
+
 function _M.sniff(conf)
-  local probes = conf.probes or {}
-  local targets, notes, tls = {}, {}, false
-  for i, p in ipairs(probes) do
+  local targets, notes, checks, tls = {}, {}, {}, false
+  local scratch = {}              -- takes the tls probe's sni, which no conn is here to hold
+  for i, p in ipairs(conf.probes or {}) do
     if p.from then return nil end
     targets[i] = p.to
     notes[i] = ("dual: probe %d (%s) matched"):format(i, tostring(p.match))
+    checks[i] = probe_check(p, scratch)
     tls = tls or p.match == "tls"
   end
-  local scratch = {}              -- takes the tls probe's sni, which no conn is here to hold
+  local n = #checks
   return {
+    -- the first probe that matches, as choose() above; nil while one wants more bytes
     pick = function(buf)
-      if not conf.probes then return false end
-      local chosen, i = choose(conf, buf, scratch)
-      if chosen then return i end
-      if i then return nil end
+      local more = false
+      for i = 1, n do
+        local verdict = checks[i](buf)
+        if verdict == "match" then return i end
+        if verdict == "more" then more = true end
+      end
+      if more then return nil end
       return false
     end,
     targets = targets, notes = notes, reads_sni = tls,

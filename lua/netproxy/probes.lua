@@ -25,8 +25,14 @@ end
 local METHODS = { "GET ", "POST ", "HEAD ", "PUT ", "DELETE ", "OPTIONS ", "CONNECT ", "PATCH ",
                   "TRACE ", "PRI * HTTP/2.0" }
 
+-- The first letters of METHODS: any other first byte is "no" without trying each method
+-- (the probe runs on every connection of a sniffing port, most of them not HTTP).
+local METHOD_STARTS = {}
+for _, m in ipairs(METHODS) do METHOD_STARTS[byte(m, 1)] = true end
+
 -- HTTP/1.x: a request line's method and space (and HTTP/2's cleartext preface).
 function _M.http(buf)
+  if #buf >= 1 and not METHOD_STARTS[byte(buf, 1)] then return "no" end
   local verdict = "no"
   for _, m in ipairs(METHODS) do
     local r = prefix(buf, m)
