@@ -454,6 +454,14 @@ static struct np_conn *conn_new(struct np_proxy *p, int rfd, int wfd, const char
     return c;
 }
 
+/* The negotiation's deadline (negotiation_timeout), when the proxy has one. */
+static void arm_deadline(struct np_conn *c)
+{
+    struct timeval tv = np_tv(c->proxy->negotiation_timeout);
+
+    if (c->proxy->negotiation_timeout > 0) evtimer_add(&c->session->deadline, &tv);
+}
+
 /* The connectors run in a session coroutine (netproxy.session.serve). */
 static void start_session(struct np_conn *c, int rfd, int wfd)
 {
@@ -461,10 +469,7 @@ static void start_session(struct np_conn *c, int rfd, int wfd)
     lua_State *co;
     int reused;
 
-    if (p->negotiation_timeout > 0) {
-        struct timeval tv = np_tv(p->negotiation_timeout);
-        evtimer_add(&c->session->deadline, &tv);
-    }
+    arm_deadline(c);
     co = np_task_init(&c->session->task, p->L, &session_ops, c, c->id, &reused);
     c->session->task.budget = p->budget;
     c->session->task.max_alloc = p->call_memory;
@@ -808,7 +813,7 @@ static int sniff_pick(struct np_conn *c, const struct np_route **chosen)
     }
     i = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tointeger(L, -1) : 0;
     lua_pop(L, 1);
-    *chosen = i >= 1 && i <= sn->npicked ? sn->picked[i - 1] : NULL;
+    *chosen = i >= 1 && i <= sn->npicks ? sn->picks[i - 1] : NULL;
     if (*chosen) np_clog(NP_INFO, c->id, "%s: %s after %zu bytes", c->proxy->name, sn->notes[i - 1], s->ahead_len);
     return 1;
 }
@@ -850,17 +855,13 @@ static void on_client_bytes(evutil_socket_t fd, short what, void *arg)
  * come, then connect and relay as a routed proxy does. */
 static void start_sniffing(struct np_conn *c, int rfd, int wfd)
 {
-    struct np_proxy *p = c->proxy;
     struct session *s = c->session;
 
     s->routed = s->sniffing = 1;
     s->client_fd[0] = rfd;
     s->client_fd[1] = wfd;
     event_assign(&s->wait, np_base, rfd, EV_READ, on_client_bytes, c);
-    if (p->negotiation_timeout > 0) {
-        struct timeval tv = np_tv(p->negotiation_timeout);
-        evtimer_add(&s->deadline, &tv);
-    }
+    arm_deadline(c);
     sniff_heard(c);                     /* its bytes are often there already */
 }
 

@@ -192,7 +192,5 @@ void np_log_conn(int level, uint64_t conn_id, const char *fmt, ...)
     va_end(ap);
     if (n > (int)sizeof line - 2) n = sizeof line - 2;
     if (sink && sink(level, conn_id, line, n, msg_at)) return;
-    line[n++] = '\n';
-    /* One write per line so lines from several processes never interleave. */
-    if (write(log_fd, line, n) < 0) { /* nowhere left to report it */ }
+    np_log_write_line(line, n);
 }

@@ -176,28 +176,37 @@ static int core_connect_udp(lua_State *L)
     return np_sock_connect_udp(L, o, host, (int)port, timeout);
 }
 
+/* The arguments of a lookup (core.resolve, core.reverse): what to look up, the timeout,
+ * and the running task's coroutine, which the lookup suspends. */
+static struct np_sock_owner *lookup_args(lua_State *L, const char *what, const char **arg, double *timeout)
+{
+    struct np_task *t = np_task_running();
+
+    *arg = luaL_checkstring(L, 1);
+    *timeout = luaL_optnumber(L, 2, DEFAULT_CONNECT_TIMEOUT);
+    luaL_argcheck(L, *timeout >= 0, 2, "timeout must be >= 0");
+    if (!t || t->owner.co != L) luaL_error(L, "%s: only from a task's coroutine", what);
+    return &t->owner;
+}
+
 /* core.resolve(host [, timeout]) -> { "ip", ... } | nil, err: without blocking the loop */
 static int core_resolve(lua_State *L)
 {
-    const char *host = luaL_checkstring(L, 1);
-    double timeout = luaL_optnumber(L, 2, DEFAULT_CONNECT_TIMEOUT);
-    struct np_task *t = np_task_running();
+    const char *host;
+    double timeout;
+    struct np_sock_owner *o = lookup_args(L, "resolve", &host, &timeout);
 
-    luaL_argcheck(L, timeout >= 0, 2, "timeout must be >= 0");
-    if (!t || t->owner.co != L) return luaL_error(L, "resolve: only from a task's coroutine");
-    return np_sock_resolve(L, &t->owner, host, timeout);
+    return np_sock_resolve(L, o, host, timeout);
 }
 
 /* core.reverse(ip [, timeout]) -> name | nil, err: a PTR lookup, without blocking the loop */
 static int core_reverse(lua_State *L)
 {
-    const char *ip = luaL_checkstring(L, 1);
-    double timeout = luaL_optnumber(L, 2, DEFAULT_CONNECT_TIMEOUT);
-    struct np_task *t = np_task_running();
+    const char *ip;
+    double timeout;
+    struct np_sock_owner *o = lookup_args(L, "reverse", &ip, &timeout);
 
-    luaL_argcheck(L, timeout >= 0, 2, "timeout must be >= 0");
-    if (!t || t->owner.co != L) return luaL_error(L, "reverse: only from a task's coroutine");
-    return np_sock_reverse(L, &t->owner, ip, timeout);
+    return np_sock_reverse(L, o, ip, timeout);
 }
 
 /* core.connect_unix(path [, { timeout = seconds }]) -> sock | nil, err; "@name" is abstract */

@@ -128,72 +128,53 @@ static void route_free(struct np_route *r)
 static void sniff_free(struct np_sniff *s)
 {
     if (!s) return;
-    for (int i = 0; i < s->nroutes; i++) route_free(s->routes[i]);
-    for (int i = 0; i < s->npicked; i++) free(s->notes[i]);
-    free(s->routes);
-    free(s->picked);
+    for (int i = 0; i < s->npicks; i++) {
+        route_free(s->picks[i]);
+        free(s->notes[i]);
+    }
+    route_free(s->silent);
+    route_free(s->fallback);
+    free(s->picks);
     free(s->notes);
     free(s);
 }
 
-/* The route at 1-based index i of s->routes, or NULL. */
-static struct np_route *route_at(const struct np_sniff *s, int i)
-{
-    return i >= 1 && i <= s->nroutes ? s->routes[i - 1] : NULL;
-}
-
-/* Pushes the array at field name of the table at t; its length, or -1 (then s unusable). */
-static int push_list(lua_State *L, int t, const char *name, void **array, size_t size)
+/* picks = { route tables with their note, in pick's order }: 0, or -1. */
+static int read_sniff_picks(struct np_sniff *s, struct np_proxy *p, lua_State *L, int t)
 {
     int n;
 
-    lua_getfield(L, t, name);
+    lua_getfield(L, t, "picks");
     n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
-    *array = calloc(n ? n : 1, size);
-    return *array ? n : -1;
-}
-
-/* routes = { route tables }: 0, or -1. */
-static int read_sniff_routes(struct np_sniff *s, struct np_proxy *p, lua_State *L, int t)
-{
-    int n = push_list(L, t, "routes", (void **)&s->routes, sizeof *s->routes);
-
-    for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, -1, i);
-        s->routes[i - 1] = read_route(p, L, lua_gettop(L));
-        lua_pop(L, 1);
-        if (!s->routes[i - 1]) break;
-        s->nroutes = i;
-    }
-    lua_pop(L, 1);
-    return n >= 0 && s->nroutes == n ? 0 : -1;
-}
-
-/* picked = { index into routes, per pick answer }, notes = { what the log says of each }: 0, or -1. */
-static int read_sniff_picks(struct np_sniff *s, lua_State *L, int t)
-{
-    int n = push_list(L, t, "picked", (void **)&s->picked, sizeof *s->picked);
-
-    lua_pop(L, 1);
-    if (n < 0 || push_list(L, t, "notes", (void **)&s->notes, sizeof *s->notes) < 0) {
-        lua_pop(L, 1);
-        return -1;
-    }
-    for (int i = 1; i <= n; i++) {
+    s->picks = calloc(n ? n : 1, sizeof *s->picks);
+    s->notes = calloc(n ? n : 1, sizeof *s->notes);
+    for (int i = 1; i <= n && s->picks && s->notes; i++) {
         const char *note;
-        lua_getfield(L, t, "picked");
         lua_rawgeti(L, -1, i);
-        s->picked[i - 1] = route_at(s, (int)lua_tointeger(L, -1));
-        lua_pop(L, 2);
-        lua_rawgeti(L, -1, i);
-        note = lua_tostring(L, -1);
+        s->picks[i - 1] = read_route(p, L, lua_gettop(L));
+        note = lua_istable(L, -1) ? np_lua_string(L, -1, "note") : NULL;
         s->notes[i - 1] = strdup(note ? note : "picked");
         lua_pop(L, 1);
-        if (!s->picked[i - 1] || !s->notes[i - 1]) break;
-        s->npicked = i;
+        if (!s->picks[i - 1] || !s->notes[i - 1]) {
+            route_free(s->picks[i - 1]);
+            free(s->notes[i - 1]);
+            break;
+        }
+        s->npicks = i;
     }
     lua_pop(L, 1);
-    return s->npicked == n ? 0 : -1;
+    return s->picks && s->notes && s->npicks == n ? 0 : -1;
+}
+
+/* The route table at field name of the table at t, or NULL. */
+static struct np_route *read_route_field(struct np_proxy *p, lua_State *L, int t, const char *name)
+{
+    struct np_route *r;
+
+    lua_getfield(L, t, name);
+    r = lua_istable(L, -1) ? read_route(p, L, lua_gettop(L)) : NULL;
+    lua_pop(L, 1);
+    return r;
 }
 
 /* The sniff table at t, or NULL (then the connections run the session). */
@@ -202,12 +183,12 @@ static struct np_sniff *read_sniff(struct np_proxy *p, lua_State *L, int t)
     struct np_sniff *s = calloc(1, sizeof *s);
 
     if (!s) return NULL;
-    if (read_sniff_routes(s, p, L, t) < 0 || read_sniff_picks(s, L, t) < 0) {
+    if (read_sniff_picks(s, p, L, t) < 0) {
         sniff_free(s);
         return NULL;
     }
-    s->silent = route_at(s, (int)np_lua_number(L, t, "silent", 0));
-    s->fallback = route_at(s, (int)np_lua_number(L, t, "fallback", 0));
+    s->silent = read_route_field(p, L, t, "silent");
+    s->fallback = read_route_field(p, L, t, "fallback");
     s->silence = np_lua_number(L, t, "timeout", 1);
     s->probe_timeout = np_lua_number(L, t, "probe_timeout", 5);
     s->max_peek = (size_t)np_lua_number(L, t, "max_peek", 16384);

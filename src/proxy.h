@@ -45,14 +45,12 @@ struct np_route {
  * once per arrival and connects to the route it names. The bytes read go to the server
  * first. */
 struct np_sniff {
-    int pick_ref;               /* function(bytes) -> index into picked | nil: more | false */
-    struct np_route **routes;   /* every target's route, owned here */
-    int nroutes;
-    struct np_route **picked;   /* pick's answer i (1-based) -> its route */
+    int pick_ref;               /* function(bytes) -> i (1-based, into picks) | nil: more | false */
+    struct np_route **picks;    /* the route of each answer of pick, owned here */
     char **notes;               /* and what the info log says of it ("dual: probe 1 (tls) matched") */
-    int npicked;
+    int npicks;
     struct np_route *silent;    /* a client silent for `silence` seconds; NULL: refused */
-    struct np_route *fallback;  /* no pick; NULL: refused */
+    struct np_route *fallback;  /* nothing picked; NULL: refused */
     double silence, probe_timeout;
     size_t max_peek;
 };

@@ -509,7 +509,7 @@ static void read_route(lua_State *L, int session, struct np_proxy *p, int t)
     np_proxy_read_route(p, L, lua_gettop(L));
     lua_pop(L, 1);
     if (p->route) np_log(NP_DEBUG, "%s: routed to %s: its connections run no Lua before the relay", p->name, p->route->label);
-    if (p->sniff) np_log(NP_DEBUG, "%s: routed by the client's first bytes among %d targets: its connections run no Lua before the relay but pick()", p->name, p->sniff->nroutes);
+    if (p->sniff) np_log(NP_DEBUG, "%s: routed by the client's first bytes (%d probes): its connections run no Lua before the relay but pick()", p->name, p->sniff->npicks);
 }
 
 /* server{ shared = { name = bytes } } (checked and sized by netproxy.config): made now,

@@ -175,30 +175,29 @@ local function fixed_route(proxy, target)
 end
 
 -- A `from` that only looks at the client's first bytes to choose among fixed targets
--- (dual's probes: sniff(conf) -> pick, targets, silent, fallback, timeouts): every target
--- as a route, and the rest as the core reads it (src/proxy.c). Nil when a target is not fixed,
--- or when a hook would want the conn.sni that only the session's probe sets.
+-- (dual's probes: sniff(conf) -> pick, targets, notes, silent, fallback, timeouts): what the
+-- core reads (src/proxy.c): picks, each target's route with the note the log gives it, in
+-- pick's order, and silent and fallback as routes. Nil when a target is not fixed, or when
+-- a hook would want the conn.sni that only the session's probe sets.
 local function sniff_route(proxy, sniff)
-  local routes, wants_conn = {}, false
-  local function add(target)      -- its index in routes, or nil when it is not fixed
+  local wants_conn = false
+  local function route_of(target)       -- nil when it is not fixed
     local r = fixed_route(proxy, target)
-    if not r then return nil end
-    routes[#routes + 1] = r
-    wants_conn = wants_conn or r.conn ~= nil
-    return #routes
+    wants_conn = wants_conn or (r and r.conn ~= nil)
+    return r
   end
-  local picked = {}
+  local picks = {}
   for i, target in ipairs(sniff.targets) do
-    picked[i] = add(target)
-    if not picked[i] then return nil end
+    picks[i] = route_of(target)
+    if not picks[i] then return nil end
+    picks[i].note = sniff.notes[i]
   end
-  local silent = sniff.silent and add(sniff.silent)
-  local fallback = sniff.fallback and add(sniff.fallback)
+  local silent = sniff.silent and route_of(sniff.silent)
+  local fallback = sniff.fallback and route_of(sniff.fallback)
   if (sniff.silent and not silent) or (sniff.fallback and not fallback) then return nil end
   if wants_conn and sniff.reads_sni then return nil end
   return { sniff = {
-    pick = sniff.pick, routes = routes, picked = picked, notes = sniff.notes,
-    silent = silent or nil, fallback = fallback or nil,
+    pick = sniff.pick, picks = picks, silent = silent or nil, fallback = fallback or nil,
     timeout = sniff.timeout, probe_timeout = sniff.probe_timeout, max_peek = sniff.max_peek,
   } }
 end
