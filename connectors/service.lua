@@ -217,7 +217,7 @@ local function fire(mc, name, ...)
   local fn = mc._conf[name]
   if not fn or mc._gone then return true end
   mc._in_callback = true
-  local ok, err = core.call(mc._budget, mc._memory, fn, mc, ...)
+  local ok, err = core.call(fn, mc, ...)
   mc._in_callback = false
   if not ok then return nil, name .. ": " .. tostring(err) end
   return true
@@ -246,15 +246,14 @@ end
 
 local function serve_mux(conf, sock, conn, proxy)
   local svc = service_of(conf)
-  local mc = setmetatable({ _conn = conn, _sock = sock, _conf = conf, service = svc,
-                            _budget = proxy.hook_budget or 1, _memory = proxy.lua_call_memory or 0 }, MuxMT)
+  local mc = setmetatable({ _conn = conn, _sock = sock, _conf = conf, service = svc }, MuxMT)
   mc:set_timeout(conf.timeout)
   svc._clients[mc] = true
   conn:_when_closed(function(info)
     svc._clients[mc] = nil
     mc._gone = true
     if conf.on_close then
-      local ok, err = core.call(mc._budget, mc._memory, conf.on_close, mc, info)
+      local ok, err = core.call(conf.on_close, mc, info)
       if not ok then conn:log("err", "on_close: %s", err) end
     end
   end)

@@ -3,6 +3,7 @@
  * are kept in a list, so that closing the state (a drained config) ends them first. */
 #include "checker.h"
 #include "log.h"
+#include "luavm.h"
 #include "loop.h"
 #include "pool.h"
 #include "task.h"
@@ -10,9 +11,7 @@
 #include <event2/event.h>
 #include <lauxlib.h>
 #include <stdlib.h>
-
-#define CHECK_BUDGET 1.0                    /* seconds one resume of a check may run */
-#define CHECK_MEMORY (64 * 1024 * 1024)     /* bytes one resume may allocate */
+#include <string.h>
 
 struct check {
     struct np_task task;
@@ -22,6 +21,21 @@ struct check {
 };
 
 static struct check *checks;
+
+/* While np_checker_start runs (core.pool_spawn works only then): its state and proxies. */
+static struct {
+    lua_State *L;
+    const struct np_proxy *proxies;
+    int nproxies;
+} starting;
+
+/* The limits of the proxy named name among those starting: the ones its hooks run under. */
+static const struct np_limits *limits_of(const char *name)
+{
+    for (int i = 0; i < starting.nproxies; i++)
+        if (!strcmp(starting.proxies[i].name, name)) return &starting.proxies[i].limits;
+    return NULL;
+}
 
 static void check_free(struct check *k)
 {
@@ -49,24 +63,24 @@ static void finished(struct np_task *t, int ok, int nresults)
 
 static const struct np_task_ops check_ops = { .finished = finished };
 
-/* core.pool_spawn(fn, ...): runs fn(...) in a task of its own (cosockets, core.sleep). */
+/* core.pool_spawn(proxy, fn, ...): runs fn(...) in a task of its own (cosockets, core.sleep),
+ * each resume under the proxy's limits. */
 static int core_pool_spawn(lua_State *L)
 {
-    int nargs = lua_gettop(L) - 1;
+    const char *proxy = luaL_checkstring(L, 1);
+    int nargs = lua_gettop(L) - 2;
+    const struct np_limits *lim;
     struct check *k;
-    lua_State *main_L, *co;
+    lua_State *co;
 
-    luaL_checktype(L, 1, LUA_TFUNCTION);
-    lua_getfield(L, LUA_REGISTRYINDEX, "netproxy.checker.main");
-    main_L = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    if (!main_L) return luaL_error(L, "pool_spawn: only while the checks start");
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (!starting.L) return luaL_error(L, "pool_spawn: only while the checks start");
+    if (!(lim = limits_of(proxy))) return luaL_error(L, "pool_spawn: no proxy named '%s'", proxy);
     k = calloc(1, sizeof *k);
     if (!k) return luaL_error(L, "pool_spawn: out of memory");
-    co = np_task_init(&k->task, main_L, &check_ops, k, 0, NULL);
-    k->task.budget = CHECK_BUDGET;
-    k->task.max_alloc = CHECK_MEMORY;
-    k->L = main_L;
+    co = np_task_init(&k->task, starting.L, &check_ops, k, 0, NULL);
+    k->task.limits = *lim;
+    k->L = starting.L;
     evtimer_assign(&k->reap, np_base, on_reap, k);
     k->next = checks;
     k->pprev = &checks;
@@ -84,7 +98,7 @@ static int core_pool_epoch(lua_State *L)
     return 1;
 }
 
-void np_checker_start(lua_State *L)
+void np_checker_start(lua_State *L, const struct np_proxy *proxies, int nproxies)
 {
     int epoch = np_pool_new_epoch(), top = lua_gettop(L);   /* a new epoch ends the older checks */
 
@@ -96,20 +110,15 @@ void np_checker_start(lua_State *L)
         lua_settop(L, top);
         return;
     }
-    lua_settop(L, top);
-    lua_pushlightuserdata(L, L);
-    lua_setfield(L, LUA_REGISTRYINDEX, "netproxy.checker.main");
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "netproxy.pool");
-    if (lua_pcall(L, 1, 1, 0) == 0) {
-        lua_getfield(L, -1, "start_checks");
-        lua_pushinteger(L, epoch);
-        if (lua_pcall(L, 1, 0, 0) != 0) np_log(NP_ERR, "pool checks: %s", lua_tostring(L, -1));
-    } else {
-        np_log(NP_ERR, "pool checks: %s", lua_tostring(L, -1));
-    }
-    lua_pushnil(L);
-    lua_setfield(L, LUA_REGISTRYINDEX, "netproxy.checker.main");
+    lua_getfield(L, -1, "start_checks");
+    lua_pushinteger(L, epoch);
+    starting.L = L;
+    starting.proxies = proxies;
+    starting.nproxies = nproxies;
+    np_lua_run(L, 1, 0, "pool checks");
+    starting.L = NULL;
+    starting.proxies = NULL;
+    starting.nproxies = 0;
     lua_settop(L, top);
 }
 

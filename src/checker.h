@@ -5,15 +5,18 @@
  * master never calls this: it runs no user Lua. */
 #ifndef NP_CHECKER_H
 #define NP_CHECKER_H
+#include "proxy.h"
+
 #include <lua.h>
 
-/* Starts the checks of the config whose state is L: calls netproxy.pool.start_checks(epoch). */
-void np_checker_start(lua_State *L);
+/* Starts the checks of the config whose state is L and whose proxies are given (each check
+ * runs under its proxy's limits): calls netproxy.pool.start_checks(epoch). */
+void np_checker_start(lua_State *L, const struct np_proxy *proxies, int nproxies);
 
 /* L is about to be closed: its check tasks end now. */
 void np_checker_stop(lua_State *L);
 
-/* core.pool_spawn(fn, ...) and core.pool_epoch(): registered into the table on top of L. */
+/* core.pool_spawn(proxy, fn, ...) and core.pool_epoch(): registered into the table on top of L. */
 void np_checker_open(lua_State *L);
 
 #endif

@@ -64,7 +64,6 @@ struct np_conn {
     int closed_ref;             /* np_conn_when_closed's function, or LUA_NOREF */
     struct np_idle idle;        /* a served connection's idle_timeout */
     struct event *total;        /* its total_timeout, when the proxy sets one */
-    double hook_budget;
     np_conn_done_fn *done;
     void *done_arg;
     void (*attached)(void *arg);        /* released with the connection (a UDP association) */
@@ -254,7 +253,7 @@ static void tell_closed(struct np_conn *c)
         lua_pushstring(L, target_of(c));
         lua_setfield(L, -2, "server");
     }
-    if (np_hook_pcall(L, 1, 0, c->proxy->budget, c->proxy->call_memory, err, sizeof err) < 0)
+    if (np_call(L, 1, 0, &c->proxy->limits, err, sizeof err) < 0)
         np_clog(NP_ERR, c->id, "%s: on_close: %s", c->proxy->name, err);
     np_lua_unref(L, &c->closed_ref);
 }
@@ -471,8 +470,7 @@ static void start_session(struct np_conn *c, int rfd, int wfd)
 
     arm_deadline(c);
     co = np_task_init(&c->session->task, p->L, &session_ops, c, c->id, &reused);
-    c->session->task.budget = p->budget;
-    c->session->task.max_alloc = p->call_memory;
+    c->session->task.limits = p->limits;
     /* a pooled coroutine waits in netproxy.session.serve for the next connection's arguments */
     if (!reused) lua_rawgeti(co, LUA_REGISTRYINDEX, p->session_ref);
     lua_rawgeti(co, LUA_REGISTRYINDEX, p->lua_ref);
@@ -558,11 +556,7 @@ static int make_hook_conn(struct np_conn *c, char *err, size_t errlen)
     lua_pushstring(L, c->client);
     push_handle(L, c);
     lua_pushstring(L, r->server[0] ? r->server : peer_of(np_relay_server_fd(c->relay), server, sizeof server));
-    if (lua_pcall(L, 4, 1, 0) != 0) {
-        snprintf(err, errlen, "the hooks' conn: %s", lua_tostring(L, -1));
-        lua_pop(L, 1);
-        return -1;
-    }
+    if (np_call(L, 4, 1, &c->proxy->limits, err, errlen) < 0) return -1;
     c->hook_conn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
 }
@@ -588,8 +582,7 @@ static enum np_filter_rc filter(void *arg, int dir, const char *data, size_t len
     in_hook = c;
     if (hook_conn_ready(c, err, sizeof err) == 0)
         rc = np_hook_call(c->proxy->L, r ? r->hook_ref[dir] : c->hook_ref[dir], c->hook_conn_ref,
-                          data, len, eof, c->hook_budget, c->proxy->call_memory, out, outlen, err,
-                          sizeof err);
+                          data, len, eof, &c->proxy->limits, out, outlen, err, sizeof err);
     in_hook = outer;
     if (rc < 0) {
         np_clog(NP_ERR, c->id, "%s: hook: %s", c->proxy->name, err);
@@ -684,7 +677,6 @@ int np_conn_relay(struct np_conn *c, struct np_conn_handoff *h)
     c->hook_ref[0] = h->hook_ref[0];
     c->hook_ref[1] = h->hook_ref[1];
     c->hook_conn_ref = h->conn_ref;
-    c->hook_budget = h->hook_budget;
     return 0;
 }
 
@@ -705,7 +697,6 @@ static void routed_connected(void *arg, int fd, int err, const char *why)
     struct np_relay_side server = { .rfd = fd, .wfd = fd };
     const int filtered[2] = { r->hook_ref[0] != LUA_NOREF, r->hook_ref[1] != LUA_NOREF };
 
-    c->hook_budget = r->hook_budget;
     if (fd < 0 && err == ETIMEDOUT && r->on_timeout == NP_END_NEGOTIATION_TIMEOUT) {
         np_conn_close(c, NP_END_NEGOTIATION_TIMEOUT, "%s", "");
     } else if (fd < 0) {
@@ -800,7 +791,7 @@ static int sniff_pick(struct np_conn *c, const struct np_route **chosen)
     lua_rawgeti(L, LUA_REGISTRYINDEX, sn->pick_ref);
     lua_pushlstring(L, s->ahead, s->ahead_len);
     in_hook = c;
-    rc = np_hook_pcall(L, 1, 1, c->proxy->budget, c->proxy->call_memory, err, sizeof err);
+    rc = np_call(L, 1, 1, &c->proxy->limits, err, sizeof err);
     in_hook = outer;
     if (rc < 0) {
         np_clog(NP_ERR, c->id, "%s: lua error: %s", c->proxy->name, err);

@@ -64,7 +64,6 @@ struct np_conn_handoff {
     struct evbuffer *ahead[2];
     int hook_ref[2];
     int conn_ref;
-    double hook_budget;
     int may_starttls;
 };
 

@@ -2,7 +2,7 @@
  * The queue is bounded; the function runs under the call budget; a line it does not take is
  * written as usual, so that no line is lost. */
 #include "logsink.h"
-#include "hook.h"
+#include "call.h"
 #include "log.h"
 #include "loop.h"
 
@@ -26,8 +26,7 @@ struct entry {
 static struct {
     lua_State *L;
     int fn_ref;
-    double budget;
-    size_t max_alloc;
+    struct np_limits limits;
     struct entry *head, **tail;
     int queued;
     int delivering;             /* inside the function: its own lines are written as usual */
@@ -77,7 +76,7 @@ static void deliver_one(const struct entry *e)
         lua_pushnumber(L, (lua_Number)e->conn_id);
         lua_setfield(L, -2, "conn");
     }
-    if (np_hook_pcall(L, 1, 0, sink.budget, sink.max_alloc, err, sizeof err) < 0) {
+    if (np_call(L, 1, 0, &sink.limits, err, sizeof err) < 0) {
         /* one failure turns it off: a function that fails (or overruns its budget) on every
          * line would cost that much on every line */
         sink.fn_ref = LUA_NOREF;
@@ -116,7 +115,7 @@ void np_logsink_flush(void)
     sink.queued = 0;
 }
 
-void np_logsink_use(lua_State *L, int fn_ref, double budget, size_t max_alloc)
+void np_logsink_use(lua_State *L, int fn_ref, const struct np_limits *lim)
 {
     if (!sink.ready) {
         event_assign(&sink.deliver, np_base, -1, 0, on_deliver, NULL);
@@ -126,7 +125,6 @@ void np_logsink_use(lua_State *L, int fn_ref, double budget, size_t max_alloc)
     if (fn_ref == LUA_NOREF) np_logsink_flush();
     sink.L = L;
     sink.fn_ref = fn_ref;
-    sink.budget = budget;
-    sink.max_alloc = max_alloc;
+    sink.limits = *lim;
     np_log_set_sink(fn_ref == LUA_NOREF ? NULL : take);
 }

@@ -5,13 +5,15 @@
  * reload) and its line, and every one after it, is written as usual. */
 #ifndef NP_LOGSINK_H
 #define NP_LOGSINK_H
+#include "call.h"
+
 #include <stddef.h>
 #include <lua.h>
 
-/* Hands the lines to the function at registry ref fn_ref in L, under a call budget of
- * budget seconds and max_alloc bytes; LUA_NOREF: back to writing them (what is queued is
+/* Hands the lines to the function at registry ref fn_ref in L, each call under lim;
+ * LUA_NOREF: back to writing them (what is queued is
  * written first). */
-void np_logsink_use(lua_State *L, int fn_ref, double budget, size_t max_alloc);
+void np_logsink_use(lua_State *L, int fn_ref, const struct np_limits *lim);
 
 /* Writes what is still queued, as usual (a process about to exit). */
 void np_logsink_flush(void);

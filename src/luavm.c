@@ -60,6 +60,28 @@ double np_lua_number(lua_State *L, int idx, const char *name, double dflt)
     return v;
 }
 
+double np_lua_setting(lua_State *L, int idx, const char *name)
+{
+    double v;
+
+    lua_getfield(L, idx, name);
+    v = lua_tonumber(L, -1);
+    if (lua_isnumber(L, -1) || np_lua_require(L, "netproxy.config") < 0) {
+        lua_pop(L, 1);
+        return v;
+    }
+    lua_getfield(L, -1, "DEFAULTS");
+    v = np_lua_number(L, -1, name, 0);
+    lua_pop(L, 3);
+    return v;
+}
+
+struct np_limits np_lua_limits(lua_State *L, int idx)
+{
+    return (struct np_limits){ .seconds = np_lua_setting(L, idx, "hook_budget"),
+                               .max_alloc = (size_t)np_lua_setting(L, idx, "lua_call_memory") };
+}
+
 int np_lua_bool(lua_State *L, int idx, const char *name, int dflt)
 {
     int v;
@@ -86,32 +108,20 @@ int np_lua_ref_function(lua_State *L, int idx, const char *name)
     return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-static int traceback(lua_State *L)
+int np_lua_run(lua_State *L, int nargs, int nresults, const char *what)
 {
-    luaL_traceback(L, L, lua_tostring(L, 1), 1);
-    return 1;
-}
+    char err[512];
 
-int np_lua_pcall(lua_State *L, int nargs, int nresults, const char *what)
-{
-    int base = lua_gettop(L) - nargs;
-
-    lua_pushcfunction(L, traceback);
-    lua_insert(L, base);
-    if (lua_pcall(L, nargs, nresults, base) != 0) {
-        np_log(NP_ERR, "%s: %s", what, lua_tostring(L, -1));
-        lua_pop(L, 2);
-        return -1;
-    }
-    lua_remove(L, base);
-    return 0;
+    if (np_call(L, nargs, nresults, &np_limits_none, err, sizeof err) == 0) return 0;
+    np_log(NP_ERR, "%s: %s", what, err);
+    return -1;
 }
 
 int np_lua_require(lua_State *L, const char *module)
 {
     lua_getglobal(L, "require");
     lua_pushstring(L, module);
-    return np_lua_pcall(L, 1, 1, module);
+    return np_lua_run(L, 1, 1, module);
 }
 
 /* The command line as a table: what it sets wins over server{}. */
@@ -200,7 +210,7 @@ int np_lua_load_config(const char *path, const struct np_cli *cli, int to_log)
     lua_pushstring(L, path ? path : "command line");
     push_overrides(L, cli);
     np_lua_loading = 1;
-    rc = np_lua_pcall(L, 2, 2, "netproxy.config");
+    rc = np_lua_run(L, 2, 2, "netproxy.config");
     np_lua_loading = 0;
     np_budget_rearm(L);                 /* the load's own bound may have replaced the hook */
     if (rc < 0) return -1;

@@ -1,6 +1,8 @@
 /* The process's Lua state: netproxy's own modules, the connectors' path, the config. */
 #ifndef NP_LUAVM_H
 #define NP_LUAVM_H
+#include "call.h"
+
 #include <stddef.h>
 #include <lua.h>
 
@@ -28,6 +30,13 @@ const char *np_lua_string(lua_State *L, int idx, const char *name);
 double np_lua_number(lua_State *L, int idx, const char *name, double dflt);
 int np_lua_bool(lua_State *L, int idx, const char *name, int dflt);
 
+/* A number netproxy.config sets in every normalised server and proxy table: the field, or
+ * (never in practice) its DEFAULTS entry. C restates no default. */
+double np_lua_setting(lua_State *L, int idx, const char *name);
+
+/* hook_budget and lua_call_memory of the normalised proxy or server table at idx. */
+struct np_limits np_lua_limits(lua_State *L, int idx);
+
 /* A registry ref to the field when it is a function, else LUA_NOREF. */
 int np_lua_ref_function(lua_State *L, int idx, const char *name);
 
@@ -35,8 +44,9 @@ int np_lua_ref_function(lua_State *L, int idx, const char *name);
  * LUA_NOREF; idempotent. */
 void np_lua_unref(lua_State *L, int *ref);
 
-/* Calls a function with nargs arguments under a traceback handler; logs a failure. */
-int np_lua_pcall(lua_State *L, int nargs, int nresults, const char *what);
+/* Calls one of netproxy's own functions (np_call, no limits) with nargs arguments; logs a
+ * failure as "what: error". 0, or -1. */
+int np_lua_run(lua_State *L, int nargs, int nresults, const char *what);
 
 /* Pushes require(module): 0, or -1 (logged, nothing pushed). */
 int np_lua_require(lua_State *L, const char *module);

@@ -5,7 +5,7 @@
 #include "netproxy_core.h"
 #include "checker.h"
 #include "conn.h"
-#include "hook.h"
+#include "call.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -115,6 +115,14 @@ static int core_unpack_ip(lua_State *L)
 }
 
 /* A registry ref to opts[name] when it is a function, else LUA_NOREF. */
+/* Raises unless opts.name is a function or nil: checked before ref_function takes a ref. */
+static void check_function(lua_State *L, int opts, const char *name)
+{
+    lua_getfield(L, opts, name);
+    if (!lua_isnil(L, -1) && !lua_isfunction(L, -1)) luaL_error(L, "relay: %s must be a function", name);
+    lua_pop(L, 1);
+}
+
 static int ref_function(lua_State *L, int opts, const char *name)
 {
     lua_getfield(L, opts, name);
@@ -122,7 +130,6 @@ static int ref_function(lua_State *L, int opts, const char *name)
         lua_pop(L, 1);
         return LUA_NOREF;
     }
-    if (!lua_isfunction(L, -1)) luaL_error(L, "relay: %s must be a function", name);
     return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
@@ -219,10 +226,10 @@ static int core_connect_unix(lua_State *L)
     return np_sock_connect_unix(L, o, path, timeout);
 }
 
-/* core.relay(client, server [, { to_server =, to_client =, hook_budget =, may_starttls = }
- * [, conn]]): the C relay takes both sockets; the session is over. to_server and to_client
- * are the hooks of the two directions, conn the object handed to them (also accepted as
- * opts.conn). Returns true, or nil and why. */
+/* core.relay(client, server [, { to_server =, to_client =, may_starttls = } [, conn]]): the
+ * C relay takes both sockets; the session is over. to_server and to_client are the hooks of
+ * the two directions (run under the proxy's limits), conn the object handed to them (also
+ * accepted as opts.conn). Returns true, or nil and why. */
 static int core_relay(lua_State *L)
 {
     struct np_sock *client = np_sock_check(L, 1), *server = np_sock_check(L, 2);
@@ -236,11 +243,10 @@ static int core_relay(lua_State *L)
         return 2;
     }
     if (lua_istable(L, 3)) {
+        check_function(L, 3, "to_server");
+        check_function(L, 3, "to_client");
         h.hook_ref[NP_TO_SERVER] = ref_function(L, 3, "to_server");
         h.hook_ref[NP_TO_CLIENT] = ref_function(L, 3, "to_client");
-        lua_getfield(L, 3, "hook_budget");
-        h.hook_budget = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
-        lua_pop(L, 1);
         lua_getfield(L, 3, "may_starttls");
         h.may_starttls = lua_toboolean(L, -1);
         lua_pop(L, 1);
@@ -350,18 +356,17 @@ static int core_when_closed(lua_State *L)
     return 0;
 }
 
-/* core.call(budget, max_alloc, fn, ...) -> true | false, err: fn(...) bounded like a data
- * hook (it must not wait: a cosocket call in it fails). A service's callbacks run so. */
+/* core.call(fn, ...) -> true | false, err: fn(...) protected; from a task's coroutine under
+ * the task's limits (its proxy's or server's) counted afresh, like a data hook's, elsewhere
+ * within the call already running. It must not wait (a cosocket call in it fails). A
+ * service's callbacks run so. */
 static int core_call(lua_State *L)
 {
-    double budget = luaL_checknumber(L, 1);
-    size_t max_alloc = (size_t)luaL_checknumber(L, 2);
+    struct np_task *t = np_task_running();
     char err[512];
 
-    luaL_checktype(L, 3, LUA_TFUNCTION);
-    lua_remove(L, 1);
-    lua_remove(L, 1);
-    if (np_hook_pcall(L, lua_gettop(L) - 1, 0, budget, max_alloc, err, sizeof err) == 0) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    if (np_call(L, lua_gettop(L) - 1, 0, t && t->owner.co == L ? &t->limits : NULL, err, sizeof err) == 0) {
         lua_pushboolean(L, 1);
         return 1;
     }

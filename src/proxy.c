@@ -52,13 +52,12 @@ int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char
     p->L = L;
     p->session_ref = session_ref;
     p->relay_mode = relay_mode(np_lua_string(L, t, "relay"));
-    p->negotiation_timeout = np_lua_number(L, t, "negotiation_timeout", 30);
-    p->idle_timeout = np_lua_number(L, t, "idle_timeout", 3600);
-    p->total_timeout = np_lua_number(L, t, "total_timeout", 0);
-    p->buffer_size = (size_t)np_lua_number(L, t, "buffer_size", 64 * 1024);
-    p->budget = np_lua_number(L, t, "hook_budget", 1);
-    p->call_memory = (size_t)np_lua_number(L, t, "lua_call_memory", 64 * 1024 * 1024);
-    p->max_negotiating = (uint64_t)np_lua_number(L, t, "max_negotiating", 4096);
+    p->negotiation_timeout = np_lua_setting(L, t, "negotiation_timeout");
+    p->idle_timeout = np_lua_setting(L, t, "idle_timeout");
+    p->total_timeout = np_lua_setting(L, t, "total_timeout");
+    p->buffer_size = (size_t)np_lua_setting(L, t, "buffer_size");
+    p->limits = np_lua_limits(L, t);
+    p->max_negotiating = (uint64_t)np_lua_setting(L, t, "max_negotiating");
     p->max_clients = (uint64_t)np_lua_number(L, t, "max_clients", 0);
     if (np_proxy_read_acl(L, t, &p->acl, err, errlen) < 0) return -1;
     lua_getfield(L, t, "listen");
@@ -106,9 +105,8 @@ static struct np_route *read_route(struct np_proxy *p, lua_State *L, int t)
     r->hook_ref[0] = np_lua_ref_function(L, t, "to_server");
     r->hook_ref[1] = np_lua_ref_function(L, t, "to_client");
     r->conn_ref = np_lua_ref_function(L, t, "conn");
-    r->hook_budget = np_lua_number(L, t, "hook_budget", 1);
     /* the session's connect is bounded by both: the nearer deadline decides the end */
-    connect_timeout = np_lua_number(L, t, "connect_timeout", 10);
+    connect_timeout = np_lua_setting(L, t, "connect_timeout");
     r->timeout = connect_timeout;
     r->on_timeout = NP_END_CONNECT_FAILED;
     if (p->negotiation_timeout > 0 && (connect_timeout <= 0 || p->negotiation_timeout < connect_timeout)) {

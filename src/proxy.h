@@ -4,6 +4,7 @@
 #define NP_PROXY_H
 #include "acl.h"
 #include "addr.h"
+#include "call.h"
 #include "end.h"
 #include "relay.h"
 #include "shm.h"
@@ -37,7 +38,6 @@ struct np_route {
     int hook_ref[2];            /* client->server, server->client; LUA_NOREF: none */
     int conn_ref;               /* function(id, client, handle, server) -> the hooks' conn;
                                  * LUA_NOREF when no hook takes one */
-    double hook_budget;
 };
 
 /* A proxy whose `from` only looks at the client's first bytes to choose among fixed targets
@@ -67,8 +67,7 @@ struct np_proxy {
     double idle_timeout;        /* seconds without a byte either way; 0 = none */
     double total_timeout;       /* seconds a connection may last in all; 0 = none */
     size_t buffer_size;         /* buffered relay: bytes held per direction */
-    double budget;              /* seconds one call into its Lua may run (hook_budget) */
-    size_t call_memory;         /* bytes one call into its Lua may allocate (lua_call_memory) */
+    struct np_limits limits;    /* what one call into its Lua may use (call.h) */
     uint64_t max_negotiating;   /* connections allowed at once before the relay (sniffing) */
     uint64_t max_clients;       /* connections at once; 0 = no limit */
     struct np_acl acl;          /* allow / deny */
@@ -91,7 +90,7 @@ struct np_proxy {
 int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char *err, size_t errlen);
 
 /* The route table at index t (from netproxy.session.route: host, port or path, label,
- * connect_timeout; to_server, to_client, conn and hook_budget when it has hooks; or a sniff
+ * connect_timeout; to_server, to_client and conn when it has hooks; or a sniff
  * table of them), if any, into p->route or p->sniff. */
 void np_proxy_read_route(struct np_proxy *p, lua_State *L, int t);
 

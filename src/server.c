@@ -5,7 +5,7 @@
 #include "budget.h"
 #include "checker.h"
 #include "conn.h"
-#include "hook.h"
+#include "call.h"
 #include "listener.h"
 #include "log.h"
 #include "logsink.h"
@@ -212,11 +212,15 @@ void np_server_drain(void)
 
 /* ---------------------------------------------------------------- lifecycle hooks */
 
-static void run_hook(lua_State *L, int ref, const char *what, int nargs)
+/* server{}'s on_start, on_stop or on_bound, under the server's limits: a loop in one is
+ * stopped at hook_budget and logged with its file:line, and the process goes on. */
+static void run_hook(struct np_config *g, int ref, const char *what, int nargs)
 {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-    lua_insert(L, -1 - nargs);
-    np_lua_pcall(L, nargs, 0, what);
+    char err[512];
+
+    lua_rawgeti(g->L, LUA_REGISTRYINDEX, ref);
+    lua_insert(g->L, -1 - nargs);
+    if (np_call(g->L, nargs, 0, &g->limits, err, sizeof err) < 0) np_log(NP_ERR, "%s: %s", what, err);
 }
 
 void np_server_run_start(int index)
@@ -225,14 +229,14 @@ void np_server_run_start(int index)
 
     if (!g || g->started) return;
     g->started = 1;
-    np_logsink_use(g->L, g->log_ref, g->log_budget, g->log_memory);  /* this config's on_log, or none */
+    np_logsink_use(g->L, g->log_ref, &g->limits);  /* this config's on_log, or none */
     if (g->on_start_ref == LUA_NOREF) return;
     lua_createtable(g->L, 0, 2);
     lua_pushinteger(g->L, index);
     lua_setfield(g->L, -2, "id");
     lua_pushinteger(g->L, getpid());
     lua_setfield(g->L, -2, "pid");
-    run_hook(g->L, g->on_start_ref, "on_start", 1);
+    run_hook(g, g->on_start_ref, "on_start", 1);
 }
 
 void np_server_run_stop(void)
@@ -240,7 +244,7 @@ void np_server_run_stop(void)
     struct np_config *g = np_server.config;
 
     if (!g || g->on_stop_ref == LUA_NOREF) return;
-    run_hook(g->L, g->on_stop_ref, "on_stop", 0);
+    run_hook(g, g->on_stop_ref, "on_stop", 0);
 }
 
 void np_server_free(void)
@@ -331,7 +335,7 @@ static void tell_denied(struct np_proxy *p, const char *client, const char *why)
         lua_setfield(L, -2, "client");
         lua_pushstring(L, why);
         lua_setfield(L, -2, "reason");
-        if (np_hook_pcall(L, 1, 0, p->budget, p->call_memory, err, sizeof err) < 0)
+        if (np_call(L, 1, 0, &p->limits, err, sizeof err) < 0)
             np_log(NP_ERR, "%s: on_denied: %s", p->name, err);
     }
 }
@@ -505,7 +509,7 @@ static void read_route(lua_State *L, int session, struct np_proxy *p, int t)
 {
     lua_getfield(L, session, "route");
     lua_pushvalue(L, t);
-    if (np_lua_pcall(L, 1, 1, "netproxy.session.route") < 0) return;
+    if (np_lua_run(L, 1, 1, "netproxy.session.route") < 0) return;
     np_proxy_read_route(p, L, lua_gettop(L));
     lua_pop(L, 1);
     if (p->route) np_log(NP_DEBUG, "%s: routed to %s: its connections run no Lua before the relay", p->name, p->route->label);
@@ -536,23 +540,21 @@ static int read_server(struct np_config *g, lua_State *L, int cfg, char *err, si
     int rc;
 
     lua_getfield(L, cfg, "server");
-    np_server.max_connections = (uint64_t)np_lua_number(L, -1, "max_connections", 0);
+    np_server.max_connections = (uint64_t)np_lua_setting(L, -1, "max_connections");
     g->max_clients = (uint64_t)np_lua_number(L, -1, "max_clients", 0);
     g->nworkers = (int)np_lua_number(L, -1, "workers", 1);
     g->reuseport = np_lua_bool(L, -1, "reuseport", 0);
-    g->drain_timeout = np_lua_number(L, -1, "drain_timeout", 0);
-    g->stop_timeout = np_lua_number(L, -1, "stop_timeout", 10);
-    g->max_draining = (int)np_lua_number(L, -1, "max_draining", 16);
-    g->watchdog = np_lua_number(L, -1, "watchdog", 10);
-    np_budget_set_cap((size_t)np_lua_number(L, -1, "lua_memory", 0));
-    np_timer_set_budget(np_lua_number(L, -1, "hook_budget", 1),
-                        (size_t)np_lua_number(L, -1, "lua_call_memory", 64 * 1024 * 1024));
+    g->drain_timeout = np_lua_setting(L, -1, "drain_timeout");
+    g->stop_timeout = np_lua_setting(L, -1, "stop_timeout");
+    g->max_draining = (int)np_lua_setting(L, -1, "max_draining");
+    g->watchdog = np_lua_setting(L, -1, "watchdog");
+    g->limits = np_lua_limits(L, lua_gettop(L));
+    np_budget_set_cap((size_t)np_lua_setting(L, -1, "lua_memory"));
+    np_timer_set_limits(&g->limits);
     g->on_start_ref = np_lua_ref_function(L, -1, "on_start");
     g->denied_ref = np_lua_ref_function(L, -1, "on_denied");
     g->bound_ref = np_lua_ref_function(L, -1, "on_bound");
     g->log_ref = np_lua_ref_function(L, -1, "on_log");
-    g->log_budget = np_lua_number(L, -1, "hook_budget", 1);
-    g->log_memory = (size_t)np_lua_number(L, -1, "lua_call_memory", 64 * 1024 * 1024);
     g->on_stop_ref = np_lua_ref_function(L, -1, "on_stop");
     rc = np_proxy_read_acl(L, lua_gettop(L), &g->acl, err, errlen);
     if (rc == 0) rc = define_dicts(L, lua_gettop(L), err, errlen);
@@ -622,7 +624,7 @@ int np_server_install(lua_State *L, char *err, size_t errlen)
     }
     /* Net::Server's post_bind_hook: in the process that binds (the master, or the single
      * process), before any privilege is dropped */
-    if (g->bound_ref != LUA_NOREF) run_hook(L, g->bound_ref, "on_bound", 0);
+    if (g->bound_ref != LUA_NOREF) run_hook(g, g->bound_ref, "on_bound", 0);
     return 0;
 }
 

@@ -4,6 +4,7 @@
 #ifndef NP_SERVER_H
 #define NP_SERVER_H
 #include "acl.h"
+#include "call.h"
 #include "proxy.h"
 
 #include <stddef.h>
@@ -30,8 +31,7 @@ struct np_config {
     int denied_ref;             /* server{ on_denied }, or LUA_NOREF */
     int bound_ref;              /* server{ on_bound }, or LUA_NOREF */
     int log_ref;                /* server{ on_log }, or LUA_NOREF */
-    double log_budget;          /* its call budget: hook_budget, lua_call_memory */
-    size_t log_memory;
+    struct np_limits limits;    /* what one call of its server{} functions may use (call.h) */
     int started;                /* on_start has run in this process */
     uint64_t live;              /* its connections not yet freed */
     struct event drain_deadline;

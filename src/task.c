@@ -1,7 +1,7 @@
 /* A task: a Lua coroutine over cosockets, resumed by the event loop when what it waits for
  * is there; its owner hears of the end through the task's ops. */
 #include "task.h"
-#include "budget.h"
+#include "call.h"
 #include "loop.h"
 
 #include <event2/event.h>
@@ -101,7 +101,6 @@ void np_task_resume(struct np_task *t, int nargs)
 {
     struct np_sock_owner *outer = np_sock_running();
     lua_State *co = t->owner.co;
-    struct np_budget outer_budget;
     int rc;
 
     if (t->owner.closed || !co) return;
@@ -110,9 +109,7 @@ void np_task_resume(struct np_task *t, int nargs)
     np_clock();
     t->owner.waiting = 0;
     np_sock_set_running(&t->owner);
-    np_budget_begin(&outer_budget, t->budget, t->max_alloc);
-    rc = lua_resume(co, nargs);
-    np_budget_end(&outer_budget);
+    rc = np_call_resume(co, nargs, &t->limits);
     np_sock_set_running(outer);
     if (t->owner.closed) return;
     if (rc == LUA_YIELD) {

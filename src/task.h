@@ -3,6 +3,7 @@
  * its end through the ops given at creation. */
 #ifndef NP_TASK_H
 #define NP_TASK_H
+#include "call.h"
 #include "sock.h"
 
 #include <stdint.h>
@@ -23,8 +24,7 @@ struct np_task {
     struct event sleep_ev;      /* core.sleep() */
     uint64_t id;                /* the connection id its log lines carry; 0 for none */
     int reusable;               /* its function yielded np_task_done: the coroutine can serve again */
-    double budget;              /* seconds one resume may run; 0 = unbounded (budget.h) */
-    size_t max_alloc;           /* bytes one resume may allocate; 0 = no limit */
+    struct np_limits limits;    /* what one resume may use: its proxy's or server's (call.h) */
     const struct np_task_ops *ops;
     void *arg;                  /* the owner's */
 };

@@ -20,8 +20,7 @@ struct timer {
     lua_State *L;               /* the main state of the config that made it */
     int fn_ref;
     double interval;
-    double budget;              /* each resume of a run: as a hook (hook_budget, lua_call_memory) */
-    size_t max_alloc;
+    struct np_limits limits;    /* each resume of a run: the config's (as a hook) */
     int repeat;
     int cancelled;
     int running;                /* its task has not finished yet */
@@ -37,13 +36,11 @@ struct handle {
 
 static struct timer *timers;
 static uint64_t next_id = 1;
-static double run_budget = 1;
-static size_t run_max_alloc;
+static struct np_limits run_limits;
 
-void np_timer_set_budget(double seconds, size_t max_alloc)
+void np_timer_set_limits(const struct np_limits *lim)
 {
-    run_budget = seconds;
-    run_max_alloc = max_alloc;
+    run_limits = *lim;
 }
 static const struct np_task_ops timer_ops;
 
@@ -100,8 +97,7 @@ static void on_fire(evutil_socket_t fd, short what, void *arg)
         np_task_release(&t->task);
     }
     co = np_task_init(&t->task, t->L, &timer_ops, t, 0, NULL);
-    t->task.budget = t->budget;
-    t->task.max_alloc = t->max_alloc;
+    t->task.limits = t->limits;
     lua_rawgeti(co, LUA_REGISTRYINDEX, t->fn_ref);
     t->running = 1;
     np_task_resume(&t->task, 0);
@@ -133,8 +129,7 @@ static int add_timer(lua_State *L, int repeat)
     t->id = next_id++;
     t->L = main_state(L);
     t->interval = seconds;
-    t->budget = run_budget;
-    t->max_alloc = run_max_alloc;
+    t->limits = run_limits;
     t->repeat = repeat;
     lua_pushvalue(L, 2);
     t->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -4,15 +4,16 @@
  * retires. */
 #ifndef NP_TIMER_H
 #define NP_TIMER_H
+#include "call.h"
+
 #include <stddef.h>
 #include <lua.h>
 
 /* Adds every and after to the table on the top of L (netproxy.core). */
 void np_timer_open(lua_State *L);
 
-/* The budget of each resume of the timers made from now on (the running config's
- * hook_budget and lua_call_memory; 0 = unbounded). */
-void np_timer_set_budget(double seconds, size_t max_alloc);
+/* The limits of each resume of the timers made from now on: the running config's. */
+void np_timer_set_limits(const struct np_limits *lim);
 
 /* Cancels every timer created in the Lua state main (a running one is halted). */
 void np_timer_cancel_all(lua_State *main);

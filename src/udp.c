@@ -6,7 +6,6 @@
  * again to the next server when this one refuses). */
 #include "udp_impl.h"
 #include "addr.h"
-#include "budget.h"
 #include "conn.h"
 #include "hook.h"
 #include "idle.h"
@@ -217,7 +216,7 @@ static int call_lua(struct flow *f, int fn_ref, const char *data, size_t len,
 {
     char err[256];
     lua_State *L = f->u->p->L;
-    int rc = np_hook_call(L, fn_ref, f->conn_ref, data, len, 0, f->u->hook_budget, f->u->p->call_memory, out, outlen,
+    int rc = np_hook_call(L, fn_ref, f->conn_ref, data, len, 0, &f->u->p->limits, out, outlen,
                           err, sizeof err);
 
     if (rc < 0) {
@@ -444,14 +443,12 @@ static void resolve(struct flow *f, const char *host, int port)
  * nresults. 0, or -1 (the flow is closed: a Lua error). */
 static int call_pool(struct flow *f, int nargs, int nresults)
 {
-    struct np_budget saved;
-    int rc;
+    char err[512];
 
-    np_budget_begin(&saved, f->u->hook_budget, f->u->p->call_memory);
-    rc = np_lua_pcall(f->u->p->L, nargs + 1, nresults, f->u->p->name);
-    np_budget_end(&saved);
-    if (rc < 0) flow_close(f, NP_END_LUA_ERROR, "%s", "balance");
-    return rc;
+    if (np_call(f->u->p->L, nargs + 1, nresults, &f->u->p->limits, err, sizeof err) == 0) return 0;
+    np_clog(NP_ERR, f->id, "%s: %s", f->u->p->name, err);
+    flow_close(f, NP_END_LUA_ERROR, "%s", "balance");
+    return -1;
 }
 
 /* The pool chooses the flow's server (netproxy.udp.pick: the balance, the servers up, those
@@ -556,18 +553,16 @@ static void refuse_flow(struct np_udp *u, const struct sockaddr_storage *peer, s
 static int start_lua(struct flow *f, const char *client)
 {
     lua_State *L = f->u->p->L;
-    int base = lua_gettop(L), rc;
-    struct np_budget saved;
+    int base = lua_gettop(L);
+    char err[512];
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, f->u->start_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, f->u->p->lua_ref);
     lua_pushnumber(L, (lua_Number)f->id);
     lua_pushstring(L, client);
     push_handle(L, f);
-    np_budget_begin(&saved, f->u->hook_budget, f->u->p->call_memory);   /* accept() as a hook */
-    rc = np_lua_pcall(L, 4, 2, f->u->p->name);
-    np_budget_end(&saved);
-    if (rc < 0) {
+    if (np_call(L, 4, 2, &f->u->p->limits, err, sizeof err) < 0) {   /* accept() as a hook */
+        np_clog(NP_ERR, f->id, "%s: %s", f->u->p->name, err);
         flow_close(f, NP_END_LUA_ERROR, "%s", "accept");
         return -1;
     }

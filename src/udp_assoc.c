@@ -14,9 +14,11 @@
 #include "luavm.h"
 #include "resolve.h"
 #include "shm.h"
+#include "task.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <lauxlib.h>
@@ -46,8 +48,7 @@ struct assoc {
     uint64_t conn_id;
     lua_State *L;               /* the connection's main Lua state */
     int check_ref, conn_ref, self_ref;
-    double budget;
-    size_t max_alloc;           /* lua_call_memory */
+    struct np_limits limits;    /* its check's: the session's, which are its proxy's */
     int row;                    /* the proxy's counters */
     int relay_fd;
     struct event relay_ev;
@@ -236,8 +237,8 @@ static void from_client(struct assoc *a, const char *msg, size_t len)
         dropped(a);
         return;
     }
-    rc = np_hook_call(a->L, a->check_ref, a->conn_ref, target, strlen(target), 0, a->budget,
-                      a->max_alloc, &out, &olen, err, sizeof err);
+    rc = np_hook_call(a->L, a->check_ref, a->conn_ref, target, strlen(target), 0, &a->limits,
+                      &out, &olen, err, sizeof err);
     if (rc < 0) {
         np_clog(NP_ERR, a->conn_id, "UDP ASSOCIATE: %s", err);
         dropped(a);
@@ -374,7 +375,7 @@ static int fail(lua_State *L, const char *what)
 }
 
 /* core.udp_associate({ bind = IP, client = IP, client_port = n, check = fn, conn = conn,
- * budget = s }) -> association, "ip:port" | nil, err: from the session coroutine of a
+ * }) -> association, "ip:port" | nil, err: from the session coroutine of a
  * connection; the association is the connection's from then on (freed with it), and its
  * negotiation is over. check(target, conn) sees each datagram's "host:port". */
 static int core_udp_associate(lua_State *L)
@@ -389,19 +390,18 @@ static int core_udp_associate(lua_State *L)
 
     if (!c || np_conn_session(c) != L) return luaL_error(L, "udp_associate: only from a connection's coroutine");
     luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "check");        /* every check that may raise comes before what it would leak */
+    luaL_argcheck(L, lua_isfunction(L, -1), 1, "check must be a function");
+    lua_pop(L, 1);
     lua_getfield(L, 1, "bind");
     lua_getfield(L, 1, "client");
     lua_getfield(L, 1, "client_port");
-    lua_getfield(L, 1, "budget");
-    bind_ip = luaL_checkstring(L, -4);
-    client_ip = luaL_checkstring(L, -3);
-    port = (int)luaL_optinteger(L, -2, 0);
+    bind_ip = luaL_checkstring(L, -3);
+    client_ip = luaL_checkstring(L, -2);
+    port = (int)luaL_optinteger(L, -1, 0);
     if (!(a = calloc(1, sizeof *a))) return luaL_error(L, "udp_associate: out of memory");
-    a->budget = luaL_optnumber(L, -1, 1);
+    a->limits = np_task_running()->limits;
     a->L = np_conn_lua(c);
-    lua_getfield(L, 1, "call_memory");
-    a->max_alloc = (size_t)luaL_optnumber(L, -1, 64 * 1024 * 1024);
-    lua_pop(L, 1);
     a->conn_id = np_conn_id(c);
     a->row = np_shm_row(np_conn_proxy_name(c));
     a->out_fd[0] = a->out_fd[1] = -1;
@@ -433,7 +433,6 @@ static int core_udp_associate(lua_State *L)
     event_assign(&a->relay_ev, np_base, a->relay_fd, EV_READ | EV_PERSIST, on_relay_readable, a);
     event_add(&a->relay_ev, NULL);
     lua_getfield(L, 1, "check");
-    luaL_checktype(L, -1, LUA_TFUNCTION);
     a->check_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, 1, "conn");
     a->conn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -458,9 +457,13 @@ static int assoc_summary(lua_State *L)
     struct assoc *a = ((struct handle *)luaL_checkudata(L, 1, ASSOC_MT))->a;
 
     if (!a) return 0;
-    lua_pushfstring(L, "datagrams_in=%d bytes_in=%d datagrams_out=%d bytes_out=%d dropped=%d refused=%d",
-                    (int)a->dgrams[0], (int)a->bytes[0], (int)a->dgrams[1], (int)a->bytes[1],
-                    (int)a->dropped, (int)a->refused);
+    char text[160];
+
+    snprintf(text, sizeof text, "datagrams_in=%" PRIu64 " bytes_in=%" PRIu64 " datagrams_out=%" PRIu64
+             " bytes_out=%" PRIu64 " dropped=%" PRIu64 " refused=%" PRIu64,
+             (uint64_t)a->dgrams[0], (uint64_t)a->bytes[0], (uint64_t)a->dgrams[1], (uint64_t)a->bytes[1],
+             (uint64_t)a->dropped, (uint64_t)a->refused);
+    lua_pushstring(L, text);
     return 1;
 }
 

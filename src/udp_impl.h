@@ -42,7 +42,7 @@ struct np_udp {
     void *arg;
     char *host;                 /* the server; NULL for a service */
     int port;
-    double idle_timeout, hook_budget;
+    double idle_timeout;
     uint64_t max_flows, nflows;
     int hook_ref[2];            /* toward the server, toward the client */
     int datagram_ref;           /* a service's datagram function */

@@ -30,9 +30,8 @@ static int read_settings(struct np_udp *u, lua_State *L, char *err, size_t errle
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, u->p->lua_ref);
     t = lua_gettop(L);
-    u->idle_timeout = np_lua_number(L, t, "udp_idle_timeout", 30);
-    u->max_flows = (uint64_t)np_lua_number(L, t, "max_flows", 10000);
-    u->hook_budget = np_lua_number(L, t, "hook_budget", 1);
+    u->idle_timeout = np_lua_setting(L, t, "udp_idle_timeout");
+    u->max_flows = (uint64_t)np_lua_setting(L, t, "max_flows");
     u->hook_ref[0] = ref_field(L, t, "from", "hook");
     u->hook_ref[1] = ref_field(L, t, "to", "hook");
     u->datagram_ref = ref_field(L, t, "to", "datagram");

@@ -50,7 +50,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     }
     if (np_reload(reload_cli) == 0) {
         np_server_run_start(my_index);   /* the new config's */
-        if (my_index == 0) np_checker_start(np_server.config->L);
+        if (my_index == 0) np_checker_start(np_server.config->L, np_server.config->proxies, np_server.config->nproxies);
     }
 }
 
@@ -111,11 +111,11 @@ int np_worker_run(int index, const struct np_cli *cli, void (*ready)(void))
     np_shm_beat(np_now());
     my_index = index;
     np_server_start_accepting(index);
-    if (index == 0) np_checker_start(np_server.config->L);     /* one checker for all workers: worker 0's */
+    if (index == 0) np_checker_start(np_server.config->L, np_server.config->proxies, np_server.config->nproxies);     /* one checker for all workers: worker 0's */
     event_base_once(np_base, -1, EV_TIMEOUT, on_start, NULL, NULL);
     np_server_run_start(index);
     event_base_dispatch(np_base);
-    np_logsink_use(NULL, LUA_NOREF, 0, 0);      /* no loop left to deliver: written from now on */
+    np_logsink_use(NULL, LUA_NOREF, &np_limits_none);      /* no loop left to deliver: written from now on */
     np_server_run_stop();
     event_del(&beat_ev);
     np_log(NP_INFO, "exiting: %llu connections handled", (unsigned long long)np_server.accepted);

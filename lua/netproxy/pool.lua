@@ -496,7 +496,7 @@ function _M.start_checks(epoch)
   for _, p in ipairs(_M.all) do
     if p.check then
       for _, s in ipairs(p.servers) do
-        if s.row then core.pool_spawn(check_loop, p, s, epoch) end
+        if s.row then core.pool_spawn(p.proxy, check_loop, p, s, epoch) end
       end
     end
   end

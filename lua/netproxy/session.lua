@@ -31,8 +31,7 @@ local function fixed_for(proxy, target)
   end
   f = { proxy = proxy, label = describe(target), later = later,
         -- Net::Proxy's rule: the hook of the connector whose socket the data arrived on
-        relay = { to_server = proxy.from.hook, to_client = target.hook,
-                  hook_budget = proxy.hook_budget, may_starttls = later ~= nil } }
+        relay = { to_server = proxy.from.hook, to_client = target.hook, may_starttls = later ~= nil } }
   fixed[target] = f
   return f
 end
@@ -160,7 +159,7 @@ local function fixed_route(proxy, target)
   local route = { host = where.host, port = where.port, path = where.path, label = describe(target),
                   connect_timeout = proxy.connect_timeout }
   if from_conf.hook or target.hook then
-    route.to_server, route.to_client, route.hook_budget = from_conf.hook, target.hook, proxy.hook_budget
+    route.to_server, route.to_client = from_conf.hook, target.hook
   end
   -- the hooks' conn: as run() would have made it, the server named as the core reached it;
   -- none is made when no hook takes one (function(data) ... end)

@@ -28,7 +28,7 @@ end
 
 -- Serves one UDP ASSOCIATE request on client; returns only when the control connection
 -- ends: nil, what it carried, "eof" (the session's end word).
-function _M.associate(conf, client, conn, req, hook_budget, call_memory)
+function _M.associate(conf, client, conn, req)
   local bind_ip = addr.split(client:localaddr() or "")
   local client_ip = addr.split(conn.client or "")
   if not bind_ip or not client_ip then
@@ -36,8 +36,7 @@ function _M.associate(conf, client, conn, req, hook_budget, call_memory)
     return nil, "UDP ASSOCIATE: no address to relay on"
   end
   local assoc, bound = core.udp_associate({ bind = bind_ip, client = client_ip, client_port = req.port,
-                                            check = checker(conf), conn = conn, budget = hook_budget,
-                                            call_memory = call_memory })
+                                            check = checker(conf), conn = conn })
   if not assoc then
     client:write(socks5.reply(socks5.GENERAL_FAILURE))
     return nil, "UDP ASSOCIATE: " .. tostring(bound)
