@@ -5,7 +5,7 @@
 #include "log.h"
 #include "loop.h"
 #include "pool.h"
-#include "server.h"
+#include "proxy.h"
 #include "shm.h"
 
 #include <event2/buffer.h>
@@ -59,6 +59,18 @@ static void label(struct evbuffer *out, const char *name)
     }
 }
 
+/* The running config's proxies, as server.c installed them (none before the first). */
+static struct {
+    const struct np_proxy *proxies;
+    int n;
+} live;
+
+void np_metrics_serve(const struct np_proxy *proxies, int n)
+{
+    live.proxies = proxies;
+    live.n = n;
+}
+
 /* One series per proxy; totals are PromQL's sum(), so none is emitted (it would count twice). */
 static void render(struct evbuffer *out)
 {
@@ -66,10 +78,10 @@ static void render(struct evbuffer *out)
         const struct counter *c = &counters[i];
 
         if (c->type) evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", c->name, c->help, c->name, c->type);
-        for (int j = 0; j < np_server.config->nproxies; j++) {
+        for (int j = 0; j < live.n; j++) {
             evbuffer_add_printf(out, "%s{proxy=\"", c->name);
-            label(out, np_server.config->proxies[j].name);
-            evbuffer_add_printf(out, "\"%s} %llu\n", c->labels, (unsigned long long)value(&np_server.config->proxies[j], c));
+            label(out, live.proxies[j].name);
+            evbuffer_add_printf(out, "\"%s} %llu\n", c->labels, (unsigned long long)value(&live.proxies[j], c));
         }
     }
 }
@@ -77,8 +89,8 @@ static void render(struct evbuffer *out)
 /* Is name one of the running config's proxies? (the pool table keeps rows of old configs) */
 static int live_proxy(const char *name)
 {
-    for (int j = 0; j < np_server.config->nproxies; j++)
-        if (strcmp(np_server.config->proxies[j].name, name) == 0) return 1;
+    for (int j = 0; j < live.n; j++)
+        if (strcmp(live.proxies[j].name, name) == 0) return 1;
     return 0;
 }
 
@@ -222,8 +234,8 @@ static int core_stats(lua_State *L)
         lua_pushnumber(L, 0);
         lua_setfield(L, -2, names[i]);
     }
-    for (int j = 0; j < np_server.config->nproxies; j++) {
-        const struct np_proxy *p = &np_server.config->proxies[j];
+    for (int j = 0; j < live.n; j++) {
+        const struct np_proxy *p = &live.proxies[j];
         lua_newtable(L);
         for (size_t i = 0; i < n; i++) {
             double v = (double)value(p, &counters[i]);

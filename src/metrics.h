@@ -9,6 +9,11 @@
 int np_metrics_listen(const char *addr, char *err, size_t errlen);
 void np_metrics_close(void);
 
+struct np_proxy;
+
+/* The proxies whose counters are served and read from now on: the running config's. */
+void np_metrics_serve(const struct np_proxy *proxies, int n);
+
 /* Adds stats() to the module table on the top of the stack. */
 void np_metrics_open(lua_State *L);
 

@@ -9,6 +9,7 @@
 #include "listener.h"
 #include "log.h"
 #include "logsink.h"
+#include "metrics.h"
 #include "loop.h"
 #include "luavm.h"
 #include "shdict.h"
@@ -255,6 +256,7 @@ void np_server_free(void)
         config_free(g);
     }
     np_server.ndraining = 0;
+    np_metrics_serve(NULL, 0);
     if (np_server.config) config_free(np_server.config);
     np_server.config = NULL;
 }
@@ -617,6 +619,7 @@ int np_server_install(lua_State *L, char *err, size_t errlen)
             np_listener_serve(g->proxies[i].listeners[j], on_client, &g->proxies[i]);
     for (int i = 0; i < g->nproxies; i++) np_udp_serve(&g->proxies[i]);
     np_server.config = g;
+    np_metrics_serve(g->proxies, g->nproxies);
     np_L = L;
     if (old) {
         retire(old);
