@@ -556,7 +556,7 @@ static int make_hook_conn(struct np_conn *c, char *err, size_t errlen)
     lua_pushstring(L, c->client);
     push_handle(L, c);
     lua_pushstring(L, r->server[0] ? r->server : peer_of(np_relay_server_fd(c->relay), server, sizeof server));
-    if (np_call(L, 4, 1, &c->proxy->limits, err, errlen) < 0) return -1;
+    if (np_call(L, 4, 1, &np_limits_none, err, errlen) < 0) return -1;   /* netproxy.session's own */
     c->hook_conn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
 }

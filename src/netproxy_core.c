@@ -115,22 +115,19 @@ static int core_unpack_ip(lua_State *L)
 }
 
 /* A registry ref to opts[name] when it is a function, else LUA_NOREF. */
-/* Raises unless opts.name is a function or nil: checked before ref_function takes a ref. */
-static void check_function(lua_State *L, int opts, const char *name)
+/* Pushes opts.name, raising unless it is a function or nil. */
+static void push_function(lua_State *L, int opts, const char *name)
 {
     lua_getfield(L, opts, name);
     if (!lua_isnil(L, -1) && !lua_isfunction(L, -1)) luaL_error(L, "relay: %s must be a function", name);
-    lua_pop(L, 1);
 }
 
-static int ref_function(lua_State *L, int opts, const char *name)
+/* A ref to the value on the top (popped), or LUA_NOREF for nil. */
+static int ref_top(lua_State *L)
 {
-    lua_getfield(L, opts, name);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        return LUA_NOREF;
-    }
-    return luaL_ref(L, LUA_REGISTRYINDEX);
+    if (!lua_isnil(L, -1)) return luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+    return LUA_NOREF;
 }
 
 /* The options of a connect at idx: its timeout, from { timeout = seconds } or, when
@@ -243,10 +240,10 @@ static int core_relay(lua_State *L)
         return 2;
     }
     if (lua_istable(L, 3)) {
-        check_function(L, 3, "to_server");
-        check_function(L, 3, "to_client");
-        h.hook_ref[NP_TO_SERVER] = ref_function(L, 3, "to_server");
-        h.hook_ref[NP_TO_CLIENT] = ref_function(L, 3, "to_client");
+        push_function(L, 3, "to_server");      /* both checked before either is referenced */
+        push_function(L, 3, "to_client");
+        h.hook_ref[NP_TO_CLIENT] = ref_top(L);
+        h.hook_ref[NP_TO_SERVER] = ref_top(L);
         lua_getfield(L, 3, "may_starttls");
         h.may_starttls = lua_toboolean(L, -1);
         lua_pop(L, 1);
