@@ -91,7 +91,8 @@ end
 -- Does the label s (no dot in it) match the pieces of a label with stars? The first piece
 -- must start s and the last end it; each one between is found at its leftmost place after
 -- the one before: the leftmost place leaves the most room to the pieces after it, so no
--- other choice needs trying (a glob of `*` alone has no backtracking to do). Linear in #s.
+-- other place needs trying (with `*` the only wildcard, nothing is ever backtracked). Linear
+-- in #s.
 local function glob_matches(pieces, s)
   local first, last = pieces[1], pieces[#pieces]
   if #first + #last > #s or sub(s, 1, #first) ~= first or sub(s, #s - #last + 1) ~= last then
