@@ -47,6 +47,11 @@ local function probe_list(v)
       end
     end
     if (p.sni or p.alpn) and p.match ~= "tls" then return nil, "probe " .. i .. ": sni and alpn go with match = \"tls\"" end
+    for _, k in ipairs({ "sni", "alpn" }) do
+      local ok, why = true, nil
+      if p[k] ~= nil then ok, why = addr.check_host_pattern(p[k]) end
+      if not ok then return nil, "probe " .. i .. ": " .. k .. ": " .. why end
+    end
   end
   return v
 end

@@ -206,35 +206,79 @@ static uint32_t insert(struct dict *d, const char *k, size_t klen, uint32_t hash
     return i;
 }
 
-/* ---- Lua */
+/* ---- Lua
+ *
+ * Nothing that can raise runs under a lock: Lua raises by longjmp, past the unlock, and a
+ * dict left locked hangs every later user (the same process for ever; the other workers
+ * until the watchdog). So arguments are checked before locking, a value is copied out of
+ * its entry under the lock, and only pushed (an allocation, which can fail under
+ * lua_call_memory) once the lock is released. Argument errors name the method: a method
+ * called through __index has no name of its own in Lua's "bad argument" messages. */
 
-static struct dict *check_dict(lua_State *L)
+/* A value as read under the lock, pushed after it. */
+struct value {
+    uint8_t type;
+    uint32_t len;
+    double num;
+    char s[ENTRY_DATA];
+};
+
+static struct dict *check_dict(lua_State *L, const char *method)
 {
-    return *(struct dict **)luaL_checkudata(L, 1, DICT_MT);
+    void *p = lua_touserdata(L, 1);
+    int ok = 0;
+
+    if (p && lua_getmetatable(L, 1)) {
+        luaL_getmetatable(L, DICT_MT);
+        ok = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+    }
+    if (!ok) luaL_error(L, "%s: call it as dict:%s(...), on a dict from core.shared", method, method);
+    return *(struct dict **)p;
 }
 
-static const char *check_key(lua_State *L, size_t *len)
+static const char *check_key(lua_State *L, const char *method, size_t *len)
 {
-    const char *k = luaL_checklstring(L, 2, len);
+    const char *k;
 
-    luaL_argcheck(L, *len > 0 && *len <= 255, 2, "key must be 1..255 bytes");
+    if (lua_type(L, 2) != LUA_TSTRING && lua_type(L, 2) != LUA_TNUMBER)
+        luaL_error(L, "%s: key must be a string, not %s", method, luaL_typename(L, 2));
+    k = lua_tolstring(L, 2, len);
+    if (*len == 0) luaL_error(L, "%s: empty key", method);
+    if (*len > 255) luaL_error(L, "%s: key longer than 255 bytes", method);
     return k;
 }
 
-static double check_ttl(lua_State *L, int idx)
+static double check_number(lua_State *L, int idx, const char *method, const char *what)
 {
-    double ttl = luaL_optnumber(L, idx, 0);
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        luaL_error(L, "%s: %s must be a number, not %s", method, what, luaL_typename(L, idx));
+    return lua_tonumber(L, idx);
+}
 
-    luaL_argcheck(L, ttl >= 0, idx, "ttl must be >= 0 (0: never expires)");
+static double check_ttl(lua_State *L, int idx, const char *method)
+{
+    double ttl = lua_isnoneornil(L, idx) ? 0 : check_number(L, idx, method, "ttl");
+
+    if (!(ttl >= 0)) luaL_error(L, "%s: ttl must be >= 0 (0: never expires)", method);
     return ttl > 0 ? now() + ttl : 0;
 }
 
-static int push_value(lua_State *L, const struct entry *x)
+/* Under the lock: raises nothing. */
+static void copy_value(struct value *v, const struct entry *x)
 {
-    switch (x->type) {
-    case T_STRING: lua_pushlstring(L, x->data + x->klen, x->vlen); break;
-    case T_NUMBER: lua_pushnumber(L, x->num); break;
-    case T_BOOLEAN: lua_pushboolean(L, x->num != 0); break;
+    v->type = x->type;
+    v->num = x->num;
+    v->len = x->type == T_STRING ? x->vlen : 0;
+    memcpy(v->s, x->data + x->klen, v->len);
+}
+
+static int push_value(lua_State *L, const struct value *v)
+{
+    switch (v->type) {
+    case T_STRING: lua_pushlstring(L, v->s, v->len); break;
+    case T_NUMBER: lua_pushnumber(L, v->num); break;
+    case T_BOOLEAN: lua_pushboolean(L, v->num != 0); break;
     default: lua_pushnil(L);
     }
     return 1;
@@ -243,32 +287,32 @@ static int push_value(lua_State *L, const struct entry *x)
 /* dict:get(key) -> value | nil */
 static int dict_get(lua_State *L)
 {
-    struct dict *d = check_dict(L);
+    struct dict *d = check_dict(L, "get");
     size_t klen;
-    const char *k = check_key(L, &klen);
+    const char *k = check_key(L, "get", &klen);
+    struct value v;
     uint32_t i;
 
+    v.type = T_NONE;
     lock(d);
     i = find(d, k, klen, hash_of(k, klen));
     if (i) {
         lru_unlink(d, i);
         lru_push(d, i);
-        push_value(L, E(d, i));
-    } else {
-        lua_pushnil(L);
+        copy_value(&v, E(d, i));
     }
     unlock(d);
-    return 1;
+    return push_value(L, &v);
 }
 
 /* dict:set(key, value [, ttl]) -> true | nil, err; a nil value deletes. */
 static int dict_set(lua_State *L)
 {
-    struct dict *d = check_dict(L);
+    struct dict *d = check_dict(L, "set");
     size_t klen, vlen = 0;
-    const char *k = check_key(L, &klen), *v = NULL;
+    const char *k = check_key(L, "set", &klen), *v = NULL;
     int type = lua_type(L, 3);
-    double expires = check_ttl(L, 4), num = 0;
+    double expires = check_ttl(L, 4, "set"), num = 0;
     uint32_t hash = hash_of(k, klen), i;
 
     if (type == LUA_TSTRING) {
@@ -283,7 +327,8 @@ static int dict_set(lua_State *L)
     } else if (type == LUA_TBOOLEAN) {
         num = lua_toboolean(L, 3);
     } else if (type != LUA_TNIL) {
-        return luaL_argerror(L, 3, "want a string, number, boolean or nil");
+        return luaL_error(L, "set: value must be a string, number, boolean or nil, not %s",
+                          luaL_typename(L, 3));
     }
     lock(d);
     i = find(d, k, klen, hash);
@@ -312,12 +357,12 @@ static int dict_set(lua_State *L)
  * missing key starts at init (and then lives ttl seconds); without init it is an error. */
 static int dict_incr(lua_State *L)
 {
-    struct dict *d = check_dict(L);
+    struct dict *d = check_dict(L, "incr");
     size_t klen;
-    const char *k = check_key(L, &klen);
-    double by = luaL_checknumber(L, 3), value;
+    const char *k = check_key(L, "incr", &klen);
+    double by = check_number(L, 3, "incr", "by"), value = 0;
     int has_init = !lua_isnoneornil(L, 4);
-    double init = has_init ? luaL_checknumber(L, 4) : 0, expires = check_ttl(L, 5);
+    double init = has_init ? check_number(L, 4, "incr", "init") : 0, expires = check_ttl(L, 5, "incr");
     uint32_t hash = hash_of(k, klen), i;
     const char *err = NULL;
 
@@ -350,9 +395,9 @@ static int dict_incr(lua_State *L)
 /* dict:delete(key) */
 static int dict_delete(lua_State *L)
 {
-    struct dict *d = check_dict(L);
+    struct dict *d = check_dict(L, "delete");
     size_t klen;
-    const char *k = check_key(L, &klen);
+    const char *k = check_key(L, "delete", &klen);
     uint32_t i;
 
     lock(d);
@@ -364,7 +409,7 @@ static int dict_delete(lua_State *L)
 /* dict:capacity() -> how many entries it holds at most */
 static int dict_capacity(lua_State *L)
 {
-    lua_pushinteger(L, check_dict(L)->h->nentries);
+    lua_pushinteger(L, check_dict(L, "capacity")->h->nentries);
     return 1;
 }
 

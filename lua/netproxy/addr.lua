@@ -11,7 +11,7 @@
 --   - a port pattern `*` matches every port, else the port is compared as a number;
 --   - names are compared in lower case.
 local tonumber, type, tostring, select, ipairs = tonumber, type, tostring, select, ipairs
-local lower, find, gsub, match, concat = string.lower, string.find, string.gsub, string.match, table.concat
+local lower, find, gsub, match, sub = string.lower, string.find, string.gsub, string.match, string.sub
 
 local _M = {}
 
@@ -58,33 +58,87 @@ end
 
 -- ---------------------------------------------------------------- patterns
 
-local compiled = {}   -- host pattern -> anchored Lua pattern (patterns come from configs)
+-- A pattern is matched label by label, with no Lua pattern: compiled to string.match, several
+-- `*` in one label backtracked polynomially in C ("*-*-*.example.org" against an SNI of 2,048
+-- dashes kept a worker 10 s), out of hook_budget's reach, on names a client chooses (SNI,
+-- CONNECT and SOCKS5 targets). Here each label costs one pass over the name's label.
 
-local function escape(s)
-  return (gsub(s, "[%^%$%(%)%%%.%[%]%+%-%?]", "%%%0"))
+-- host pattern -> its labels. Patterns come from configs (a few), but a connector may pass
+-- others: past 1,000 the cache starts again, rather than grow for ever.
+local compiled, ncompiled = {}, 0
+
+-- One label of a pattern: true for `*` alone (one label of at least one character), the text
+-- itself without `*`, else the pieces between its stars: "web-*-x" -> { "web-", "-x" }.
+local function compile_label(label)
+  if label == "*" then return true end
+  if not find(label, "*", 1, true) then return label end
+  local pieces = {}
+  for piece in (label .. "*"):gmatch("([^*]*)%*") do pieces[#pieces + 1] = piece end
+  return pieces
 end
 
--- "*.Example.com" -> "^[^.]+%.example%.com$"
+-- "*.Example.com" -> { true, "example", "com" }
 local function compile(pattern)
-  local lua = compiled[pattern]
-  if lua then return lua end
-  local labels = {}
-  for label in (lower(pattern) .. "."):gmatch("([^.]*)%.") do
-    if label == "*" then labels[#labels + 1] = "[^.]+"
-    else labels[#labels + 1] = (gsub(escape(label), "%*", "[^.]*")) end
+  local labels = compiled[pattern]
+  if labels then return labels end
+  labels = {}
+  for label in (lower(pattern) .. "."):gmatch("([^.]*)%.") do labels[#labels + 1] = compile_label(label) end
+  if ncompiled == 1000 then compiled, ncompiled = {}, 0 end
+  compiled[pattern], ncompiled = labels, ncompiled + 1
+  return labels
+end
+
+-- Does the label s (no dot in it) match the pieces of a label with stars? The first piece
+-- must start s and the last end it; each one between is found at its leftmost place after
+-- the one before: the leftmost place leaves the most room to the pieces after it, so no
+-- other place needs trying (with `*` the only wildcard, nothing is ever backtracked). Linear
+-- in #s.
+local function glob_matches(pieces, s)
+  local first, last = pieces[1], pieces[#pieces]
+  if #first + #last > #s or sub(s, 1, #first) ~= first or sub(s, #s - #last + 1) ~= last then
+    return false
   end
-  lua = "^" .. concat(labels, "%.") .. "$"
-  compiled[pattern] = lua
-  return lua
+  local pos, stop = #first + 1, #s - #last          -- the middle pieces go within s[pos..stop]
+  for i = 2, #pieces - 1 do
+    local piece = pieces[i]
+    if piece ~= "" then
+      local a, b = find(s, piece, pos, true)
+      if not a or b > stop then return false end
+      pos = b + 1
+    end
+  end
+  return true
+end
+
+local function label_matches(label, s)
+  if label == true then return s ~= "" end
+  if type(label) == "string" then return s == label end
+  return glob_matches(label, s)
 end
 
 -- Does the host (a name or an address, IPv6 with or without brackets) match the pattern?
+-- `*` never takes a dot, so the name has as many labels as the pattern, matched in turn.
 function _M.host_matches(pattern, host)
   if type(host) ~= "string" then return false end
   if pattern == "*" then return true end
-  host = match(host, "^%[(.*)%]$") or host
-  pattern = match(pattern, "^%[(.*)%]$") or pattern
-  return match(lower(host), compile(pattern)) ~= nil
+  host = lower(match(host, "^%[(.*)%]$") or host)
+  local labels = compile(match(pattern, "^%[(.*)%]$") or pattern)
+  local pos, n = 1, #labels
+  for i = 1, n do
+    local dot = find(host, ".", pos, true)
+    if (dot == nil) ~= (i == n) then return false end   -- fewer labels, or more
+    if not label_matches(labels[i], sub(host, pos, (dot or #host + 1) - 1)) then return false end
+    pos = (dot or #host) + 1
+  end
+  return true
+end
+
+-- Validator for a host pattern alone (dual's sni and alpn): the pattern, or nil and why.
+function _M.check_host_pattern(v)
+  if type(v) ~= "string" or v == "" then
+    return nil, "want a host pattern like \"*.example.com\", not " .. (v == "" and "an empty string" or type(v))
+  end
+  return v
 end
 
 -- A "host:port" pattern -> { host = pattern, port = number | "*" }, or nil and why.

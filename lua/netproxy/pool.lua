@@ -12,6 +12,7 @@
 local core = require "netproxy.core"
 local addr = require "netproxy.addr"
 local check = require "netproxy.check"
+local luapattern = require "netproxy.luapattern"
 local bit = require "bit"
 
 local type, tostring, tonumber, ipairs, pairs, math_floor, math_random =
@@ -322,9 +323,8 @@ local function check_check(v, datagram)
       if type(x) ~= "string" then return nil, "send: want a string" end
       c.send = x
     elseif k == "expect" then
-      if type(x) ~= "string" then return nil, "expect: want a Lua pattern" end
-      local ok, err = pcall(string.find, "", x)
-      if not ok then return nil, "expect: bad pattern: " .. tostring(err):gsub("^.-: ", "") end
+      local ok, err = luapattern.check(x)
+      if not ok then return nil, "expect: bad pattern: " .. err end
       c.expect = x
     elseif k == "fn" then
       if type(x) ~= "function" then return nil, "fn: want a function(sock, server)" end
