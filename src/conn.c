@@ -190,7 +190,6 @@ static void count_and_log(struct np_conn *c)
     struct np_counters *n = NP_COUNTERS(p);
 
     n->closed++;
-    n->active--;
     switch (np_end_class(c->end)) {
     case NP_END_REFUSAL: n->refused++; break;
     case NP_END_FAILURE: n->errors++; break;
@@ -313,6 +312,7 @@ void np_conn_close(struct np_conn *c, enum np_end how, const char *fmt, ...)
         c->detail = NULL;
     }
     va_end(ap);
+    NP_COUNTERS(c->proxy)->active--;
     negotiated(c);
     if (c->session && c->session->routed) {
         np_dial_cancel(&c->session->dial);
