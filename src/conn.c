@@ -26,8 +26,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define HANDLE_MT "netproxy.conn_handle"
-
 /* What a connection holds only while its connectors negotiate: their coroutine, or, for
  * a routed proxy (proxy.h), the connect the core makes itself and the client's socket;
  * for a sniffing one, also the bytes it has read to choose the route by. */
@@ -45,21 +43,17 @@ struct session {
 };
 
 struct np_conn {
-    uint64_t id;
+    struct np_ended ended;      /* its id, its end, its Lua handle (end.h) */
     struct np_proxy *proxy;
     struct session *session;    /* while the connectors negotiate */
     struct np_deferred session_over;    /* lets the session go once it has returned */
     struct np_relay *relay;     /* once they are done */
     const struct np_route *route;       /* the server conn.c reaches itself (proxy.h), if any */
-    enum np_end end;            /* NP_END_NONE while it runs */
-    char *detail;               /* of the end, for its log line */
     int negotiating;            /* counted in proxy->negotiating until the relay or the end */
-    double started;
     uint64_t bytes[2];          /* client->server, server->client */
     char *client;               /* as the log line names them */
     char *target;
     int pool_row;               /* the pool server it holds (active count), or -1 */
-    int handle_ref;             /* registry anchor of the Lua handle */
     int hook_ref[2], hook_conn_ref;
     int closed_ref;             /* np_conn_when_closed's function, or LUA_NOREF */
     struct np_idle idle;        /* a served connection's idle_timeout */
@@ -69,21 +63,10 @@ struct np_conn {
     void *done_arg;
     void (*attached)(void *arg);        /* released with the connection (a UDP association) */
     void *attached_arg;
-    struct np_conn *next_reaped;
     struct np_conn *next, **pprev;  /* in proxy->conns */
 };
 
-/* What Lua holds to name a connection: cleared when the connection is freed, so a stale
- * handle can never reach freed memory. */
-struct handle {
-    struct np_conn *conn;
-};
-
-static uint64_t next_id = 1;
 static struct np_conn *in_hook;         /* the connection whose hook is running */
-static struct np_conn *reaped;          /* ended, waiting for the reaper */
-static struct event reaper;
-static int reaper_ready;
 
 static const struct np_task_ops session_ops;
 static void negotiated(struct np_conn *c);
@@ -100,8 +83,7 @@ struct np_conn *np_conn_current(void)
     return t && t->ops == &session_ops ? t->arg : NULL;
 }
 
-uint64_t np_conn_id(const struct np_conn *c) { return c->id; }
-uint64_t np_conn_new_id(void) { return next_id++; }
+uint64_t np_conn_id(const struct np_conn *c) { return c->ended.id; }
 lua_State *np_conn_lua(const struct np_conn *c) { return c->proxy->L; }
 
 void np_conn_attach(struct np_conn *c, void (*release)(void *arg), void *arg)
@@ -112,11 +94,11 @@ void np_conn_attach(struct np_conn *c, void (*release)(void *arg), void *arg)
     if (c->session) event_del(&c->session->deadline);
 }
 const char *np_conn_proxy_name(const struct np_conn *c) { return c->proxy->name; }
-int np_conn_ended(const struct np_conn *c) { return c->end != NP_END_NONE; }
+int np_conn_ended(const struct np_conn *c) { return c->ended.end != NP_END_NONE; }
 
 lua_State *np_conn_session(const struct np_conn *c)
 {
-    return c->end == NP_END_NONE && c->session ? c->session->task.owner.co : NULL;
+    return c->ended.end == NP_END_NONE && c->session ? c->session->task.owner.co : NULL;
 }
 
 /* *field becomes a copy of text (kept as it was when out of memory). */
@@ -148,23 +130,11 @@ void np_conn_set_client(struct np_conn *c, const char *text)
 
 /* ---------------------------------------------------------------- Lua handles */
 
-static void push_handle(lua_State *L, struct np_conn *c)
-{
-    struct handle *h = lua_newuserdata(L, sizeof *h);
-
-    h->conn = c;
-    if (luaL_newmetatable(L, HANDLE_MT)) {
-        lua_pushliteral(L, "netproxy connection");
-        lua_setfield(L, -2, "__metatable");
-    }
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    c->handle_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-}
-
 struct np_conn *np_conn_from_handle(lua_State *L, int idx)
 {
-    return ((struct handle *)luaL_checkudata(L, idx, HANDLE_MT))->conn;
+    struct np_ended *e = np_ended_from_handle(L, idx, NP_ENDED_CONN);
+
+    return e ? (struct np_conn *)((char *)e - offsetof(struct np_conn, ended)) : NULL;
 }
 
 /* ---------------------------------------------------------------- the end */
@@ -184,21 +154,12 @@ static const char *target_of(const struct np_conn *c)
     return c->route ? c->route->label : NULL;
 }
 
-static void count_and_log(struct np_conn *c)
+/* Its log line (it was counted when it ended). */
+static void log_end(struct np_conn *c)
 {
-    struct np_proxy *p = c->proxy;
-    struct np_counters *n = NP_COUNTERS(p);
-
-    n->closed++;
-    switch (np_end_class(c->end)) {
-    case NP_END_REFUSAL: n->refused++; break;
-    case NP_END_FAILURE: n->errors++; break;
-    case NP_END_CLEAN: break;
-    }
-    np_clog(NP_NOTICE, c->id, "%s: %s -> %s in=%llu out=%llu time=%.3fs end=%s%s%s", p->name,
+    np_clog(NP_NOTICE, c->ended.id, "%s: %s -> %s in=%llu out=%llu " NP_ENDED_LOG_TAIL, c->proxy->name,
             c->client ? c->client : "?", target_of(c) ? target_of(c) : "-", (unsigned long long)c->bytes[0],
-            (unsigned long long)c->bytes[1], np_clock() - c->started, np_end_name(c->end),
-            c->detail && c->detail[0] ? ": " : "", c->detail ? c->detail : "");
+            (unsigned long long)c->bytes[1], NP_ENDED_LOG_ARGS(&c->ended));
 }
 
 /* The session is over (or the connection): its coroutine, cosockets and deadline go. */
@@ -243,24 +204,25 @@ static void tell_closed(struct np_conn *c)
     lua_setfield(L, -2, "bytes_in");
     lua_pushnumber(L, (lua_Number)c->bytes[1]);
     lua_setfield(L, -2, "bytes_out");
-    lua_pushnumber(L, np_clock() - c->started);
+    lua_pushnumber(L, np_clock() - c->ended.started);
     lua_setfield(L, -2, "duration");
-    lua_pushstring(L, np_end_name(c->end));
+    lua_pushstring(L, np_end_name(c->ended.end));
     lua_setfield(L, -2, "reason");
-    lua_pushstring(L, c->detail ? c->detail : "");
+    lua_pushstring(L, c->ended.detail ? c->ended.detail : "");
     lua_setfield(L, -2, "detail");
     if (target_of(c)) {
         lua_pushstring(L, target_of(c));
         lua_setfield(L, -2, "server");
     }
     if (np_hook_pcall(L, 1, 0, c->proxy->budget, c->proxy->call_memory, err, sizeof err) < 0)
-        np_clog(NP_ERR, c->id, "%s: on_close: %s", c->proxy->name, err);
+        np_clog(NP_ERR, c->ended.id, "%s: on_close: %s", c->proxy->name, err);
     np_lua_unref(L, &c->closed_ref);
 }
 
-/* Tears an ended connection down; nothing of it is on the C stack any more. */
-static void conn_free(struct np_conn *c)
+/* Tears an ended connection down, from the reaper (its handle is cleared already). */
+static void conn_free(struct np_ended *e)
 {
+    struct np_conn *c = (struct np_conn *)((char *)e - offsetof(struct np_conn, ended));
     lua_State *L = c->proxy->L;
 
     if (c->attached) c->attached(c->attached_arg);
@@ -271,13 +233,7 @@ static void conn_free(struct np_conn *c)
     np_lua_unref(L, &c->hook_ref[0]);
     np_lua_unref(L, &c->hook_ref[1]);
     np_lua_unref(L, &c->hook_conn_ref);
-    if (c->handle_ref != LUA_NOREF) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, c->handle_ref);
-        ((struct handle *)lua_touserdata(L, -1))->conn = NULL;
-        lua_pop(L, 1);
-        np_lua_unref(L, &c->handle_ref);
-    }
-    count_and_log(c);
+    log_end(c);
     tell_closed(c);
     if (c->pool_row >= 0) np_pool_release(c->pool_row);
     if (c->next) c->next->pprev = c->pprev;
@@ -285,34 +241,19 @@ static void conn_free(struct np_conn *c)
     if (c->done) c->done(c->done_arg, c);
     free(c->client);
     free(c->target);
-    free(c->detail);
+    free(c->ended.detail);
     free(c);
-}
-
-static void on_reap(evutil_socket_t fd, short what, void *arg)
-{
-    while (reaped) {
-        struct np_conn *c = reaped;
-        reaped = c->next_reaped;
-        conn_free(c);
-    }
 }
 
 void np_conn_close(struct np_conn *c, enum np_end how, const char *fmt, ...)
 {
     va_list ap;
+    int first;
 
-    if (c->end != NP_END_NONE) return;
-    c->end = how == NP_END_NONE ? NP_END_CLOSED : how;
     va_start(ap, fmt);
-    if (!strcmp(fmt, "%s")) {           /* the common case, often empty: no formatting */
-        const char *detail = va_arg(ap, const char *);
-        c->detail = detail && detail[0] ? strdup(detail) : NULL;
-    } else if (vasprintf(&c->detail, fmt, ap) < 0) {
-        c->detail = NULL;
-    }
+    first = np_ended_mark(&c->ended, how, fmt, ap);
     va_end(ap);
-    NP_COUNTERS(c->proxy)->active--;
+    if (!first) return;
     negotiated(c);
     if (c->session && c->session->routed) {
         np_dial_cancel(&c->session->dial);
@@ -322,9 +263,6 @@ void np_conn_close(struct np_conn *c, enum np_end how, const char *fmt, ...)
         np_task_halt(&c->session->task);
     }
     if (c->relay) np_relay_halt(c->relay);
-    c->next_reaped = reaped;
-    reaped = c;
-    event_active(&reaper, EV_TIMEOUT, 0);
 }
 
 void np_conn_close_all(struct np_proxy *p, enum np_end how, const char *detail)
@@ -353,7 +291,7 @@ static void session_returned(struct np_conn *c, lua_State *co, int nresults)
         return;
     }
     if (name && how == NP_END_NONE) {
-        np_clog(NP_ERR, c->id, "%s: the session ended with an unknown reason '%s'", c->proxy->name, name);
+        np_clog(NP_ERR, c->ended.id, "%s: the session ended with an unknown reason '%s'", c->proxy->name, name);
         how = NP_END_LUA_ERROR;
     }
     if (!name) np_conn_close(c, NP_END_CLOSED, "%s", "by the connector");
@@ -365,11 +303,11 @@ static void session_failed(struct np_conn *c, lua_State *co)
     const char *msg = lua_tostring(co, -1);
     lua_State *L = c->proxy->L;
 
-    np_clog(NP_ERR, c->id, "%s: lua error: %s", c->proxy->name, msg);
+    np_clog(NP_ERR, c->ended.id, "%s: lua error: %s", c->proxy->name, msg);
     if (np_log_level >= NP_DEBUG) {     /* the traceback, kept on one line */
         luaL_traceback(L, co, NULL, 0);
         luaL_gsub(L, lua_tostring(L, -1), "\n\t", " | ");
-        np_clog(NP_DEBUG, c->id, "%s: %s", c->proxy->name, lua_tostring(L, -1));
+        np_clog(NP_DEBUG, c->ended.id, "%s: %s", c->proxy->name, lua_tostring(L, -1));
         lua_pop(L, 2);
     }
     np_conn_close(c, NP_END_LUA_ERROR, "%s", msg);
@@ -402,17 +340,10 @@ static void arm_total_timeout(struct np_conn *c)
 
     c->total = evtimer_new(np_base, on_total_timeout, c);
     if (!c->total) {
-        np_clog(NP_WARNING, c->id, "%s: out of memory for total_timeout's timer: not bounded", c->proxy->name);
+        np_clog(NP_WARNING, c->ended.id, "%s: out of memory for total_timeout's timer: not bounded", c->proxy->name);
         return;
     }
     evtimer_add(c->total, common ? common : &tv);
-}
-
-static void init_reaper(void)
-{
-    if (reaper_ready) return;
-    event_assign(&reaper, np_base, -1, 0, on_reap, NULL);
-    reaper_ready = 1;
 }
 
 /* A new connection, counted and logged; NULL (the fds closed, done told) when out of memory. */
@@ -432,11 +363,9 @@ static struct np_conn *conn_new(struct np_proxy *p, int rfd, int wfd, const char
         if (done) done(done_arg, NULL);
         return NULL;
     }
-    init_reaper();
-    c->id = next_id++;
+    np_ended_begin(&c->ended, NP_ENDED_CONN, p->row, p->L, conn_free);
     c->proxy = p;
-    c->started = np_now();        /* the loop's time, as its timers count */
-    c->handle_ref = c->hook_ref[0] = c->hook_ref[1] = c->hook_conn_ref = c->closed_ref = LUA_NOREF;
+    c->hook_ref[0] = c->hook_ref[1] = c->hook_conn_ref = c->closed_ref = LUA_NOREF;
     c->pool_row = -1;
     c->done = done;
     c->done_arg = done_arg;
@@ -444,13 +373,11 @@ static struct np_conn *conn_new(struct np_proxy *p, int rfd, int wfd, const char
     if (p->conns) p->conns->pprev = &c->next;
     p->conns = c;
     c->pprev = &p->conns;
-    NP_COUNTERS(p)->opened++;
-    NP_COUNTERS(p)->active++;
     p->negotiating++;
     c->negotiating = 1;
     evtimer_assign(&c->session->deadline, np_base, on_deadline, c);
     if (p->total_timeout > 0) arm_total_timeout(c);
-    np_clog(NP_INFO, c->id, "%s: accepted %s", p->name, c->client);
+    np_clog(NP_INFO, c->ended.id, "%s: accepted %s", p->name, c->client);
     return c;
 }
 
@@ -470,16 +397,16 @@ static void start_session(struct np_conn *c, int rfd, int wfd)
     int reused;
 
     arm_deadline(c);
-    co = np_task_init(&c->session->task, p->L, &session_ops, c, c->id, &reused);
+    co = np_task_init(&c->session->task, p->L, &session_ops, c, c->ended.id, &reused);
     c->session->task.budget = p->budget;
     c->session->task.max_alloc = p->call_memory;
     /* a pooled coroutine waits in netproxy.session.serve for the next connection's arguments */
     if (!reused) lua_rawgeti(co, LUA_REGISTRYINDEX, p->session_ref);
     lua_rawgeti(co, LUA_REGISTRYINDEX, p->lua_ref);
     np_sock_push(co, &c->session->task.owner, rfd, wfd, c->client);
-    lua_pushnumber(co, (lua_Number)c->id);
+    lua_pushnumber(co, (lua_Number)c->ended.id);
     lua_pushstring(co, c->client);
-    push_handle(co, c);
+    np_ended_push_handle(co, &c->ended);
     np_task_resume(&c->session->task, 5);
 }
 
@@ -554,9 +481,9 @@ static int make_hook_conn(struct np_conn *c, char *err, size_t errlen)
     char server[NP_ADDRSTRLEN];
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->conn_ref);
-    lua_pushnumber(L, (lua_Number)c->id);
+    lua_pushnumber(L, (lua_Number)c->ended.id);
     lua_pushstring(L, c->client);
-    push_handle(L, c);
+    np_ended_push_handle(L, &c->ended);
     lua_pushstring(L, r->server[0] ? r->server : peer_of(np_relay_server_fd(c->relay), server, sizeof server));
     if (lua_pcall(L, 4, 1, 0) != 0) {
         snprintf(err, errlen, "the hooks' conn: %s", lua_tostring(L, -1));
@@ -592,10 +519,10 @@ static enum np_filter_rc filter(void *arg, int dir, const char *data, size_t len
                           sizeof err);
     in_hook = outer;
     if (rc < 0) {
-        np_clog(NP_ERR, c->id, "%s: hook: %s", c->proxy->name, err);
+        np_clog(NP_ERR, c->ended.id, "%s: hook: %s", c->proxy->name, err);
         np_conn_close(c, NP_END_LUA_ERROR, "%s", err);
     }
-    if (c->end != NP_END_NONE) {        /* an error, or conn:close() from the hook */
+    if (c->ended.end != NP_END_NONE) {        /* an error, or conn:close() from the hook */
         if (rc == 1) np_hook_done(c->proxy->L);
         return NP_FILTER_STOP;
     }
@@ -652,16 +579,16 @@ static int start_relay(struct np_conn *c, const struct np_relay_side *client,
         .idle_timeout = p->idle_timeout,
         .bytes = { &c->bytes[0], &c->bytes[1] },
         .more_bytes = { &NP_COUNTERS(p)->bytes_in, &NP_COUNTERS(p)->bytes_out },
-        .log_id = c->id,
+        .log_id = c->ended.id,
         .log_name = p->name,
     };
     char path[96];
 
-    if (c->end == NP_END_NONE && !c->relay) c->relay = np_relay_new(&cfg, &relay_ops, c, client, server);
+    if (c->ended.end == NP_END_NONE && !c->relay) c->relay = np_relay_new(&cfg, &relay_ops, c, client, server);
     if (!c->relay) return -1;
     negotiated(c);
     event_del(&c->session->deadline);
-    np_clog(NP_INFO, c->id, "%s: relay: %s", p->name, np_relay_describe(c->relay, path, sizeof path));
+    np_clog(NP_INFO, c->ended.id, "%s: relay: %s", p->name, np_relay_describe(c->relay, path, sizeof path));
     return 0;
 }
 
@@ -690,7 +617,7 @@ int np_conn_relay(struct np_conn *c, struct np_conn_handoff *h)
 
 int np_conn_client_fd(const struct np_conn *c)
 {
-    return c->relay && c->end == NP_END_NONE ? np_relay_client_fd(c->relay) : -1;
+    return c->relay && c->ended.end == NP_END_NONE ? np_relay_client_fd(c->relay) : -1;
 }
 
 /* ---------------------------------------------------------------- routed */
@@ -803,7 +730,7 @@ static int sniff_pick(struct np_conn *c, const struct np_route **chosen)
     rc = np_hook_pcall(L, 1, 1, c->proxy->budget, c->proxy->call_memory, err, sizeof err);
     in_hook = outer;
     if (rc < 0) {
-        np_clog(NP_ERR, c->id, "%s: lua error: %s", c->proxy->name, err);
+        np_clog(NP_ERR, c->ended.id, "%s: lua error: %s", c->proxy->name, err);
         np_conn_close(c, NP_END_LUA_ERROR, "%s", err);
         return -1;
     }
@@ -814,7 +741,7 @@ static int sniff_pick(struct np_conn *c, const struct np_route **chosen)
     i = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tointeger(L, -1) : 0;
     lua_pop(L, 1);
     *chosen = i >= 1 && i <= sn->npicks ? sn->picks[i - 1] : NULL;
-    if (*chosen) np_clog(NP_INFO, c->id, "%s: %s after %zu bytes", c->proxy->name, sn->notes[i - 1], s->ahead_len);
+    if (*chosen) np_clog(NP_INFO, c->ended.id, "%s: %s after %zu bytes", c->proxy->name, sn->notes[i - 1], s->ahead_len);
     return 1;
 }
 
@@ -828,7 +755,7 @@ static void sniff_heard(struct np_conn *c)
     int rc;
 
     if (got < 0 && errno == EAGAIN) {
-        sniff_wait(s, s->heard ? s->heard + sn->probe_timeout - np_now() : c->started + sn->silence - np_now());
+        sniff_wait(s, s->heard ? s->heard + sn->probe_timeout - np_now() : c->ended.started + sn->silence - np_now());
     } else if (got <= 0) {
         np_conn_close(c, NP_END_REFUSED, "client %s%s", got == 0 ? "closed" : np_sock_err_token(errno),
                       s->heard ? " while probed" : "");
@@ -867,7 +794,7 @@ static void start_sniffing(struct np_conn *c, int rfd, int wfd)
 
 int np_conn_send(struct np_conn *c, int dir, const char *data, size_t len, const char **err)
 {
-    if (c->end != NP_END_NONE) *err = "closed";
+    if (c->ended.end != NP_END_NONE) *err = "closed";
     else if (!c->relay) *err = "not relaying yet: write to the socket";
     else if (np_relay_inject(c->relay, dir, data, len) < 0) *err = "out of memory";
     else return 0;
@@ -877,7 +804,7 @@ int np_conn_send(struct np_conn *c, int dir, const char *data, size_t len, const
 int np_conn_starttls(struct np_conn *c, int side, SSL_CTX *ctx, int server, const char *sni,
                      const char *verify_name, const char **err)
 {
-    if (c->end != NP_END_NONE) *err = "closed";
+    if (c->ended.end != NP_END_NONE) *err = "closed";
     else if (!c->relay) *err = "not relaying yet: use sock:tls()";
     else if (np_relay_starttls(c->relay, side, ctx, server, sni, verify_name) < 0)
         *err = side == NP_CLIENT ? "the client side already speaks TLS" : "the server side already speaks TLS";

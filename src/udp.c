@@ -7,7 +7,6 @@
 #include "udp_impl.h"
 #include "addr.h"
 #include "budget.h"
-#include "conn.h"
 #include "hook.h"
 #include "idle.h"
 #include "log.h"
@@ -30,7 +29,6 @@
 #define MAX_DATAGRAM 65535
 #define READS_PER_WAKEUP 64
 #define MAX_QUEUED 16           /* datagrams held per flow: while resolving, in a pool until the first reply */
-#define HANDLE_MT "netproxy.flow_handle"
 
 struct queued {
     struct queued *next;
@@ -39,60 +37,37 @@ struct queued {
     char data[];
 };
 
-struct handle {
-    struct flow *f;
-};
-
-static struct flow *reaped;
-static struct event reaper;
-static int reaper_ready;
 static char buf[MAX_DATAGRAM + 1];
 
 /* ---------------------------------------------------------------- Lua handles */
 
-static void push_handle(lua_State *L, struct flow *f)
+static struct flow *flow_of(struct np_ended *e)
 {
-    struct handle *h = lua_newuserdata(L, sizeof *h);
-
-    h->f = f;
-    if (luaL_newmetatable(L, HANDLE_MT)) {
-        lua_pushliteral(L, "netproxy flow");
-        lua_setfield(L, -2, "__metatable");
-    }
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    f->handle_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return (struct flow *)((char *)e - offsetof(struct flow, ended));
 }
 
+/* The flow a handle names, while it runs; NULL once it has ended. */
 static struct flow *from_handle(lua_State *L, int idx)
 {
-    struct flow *f = ((struct handle *)luaL_checkudata(L, idx, HANDLE_MT))->f;
+    struct np_ended *e = np_ended_from_handle(L, idx, NP_ENDED_FLOW);
 
-    return f && f->end == NP_END_NONE ? f : NULL;
+    return e && e->end == NP_END_NONE ? flow_of(e) : NULL;
 }
 
 /* ---------------------------------------------------------------- the end of a flow */
 
-static void count_and_log(struct flow *f)
+/* Its log line (it was counted when it ended). */
+static void log_end(struct flow *f)
 {
     struct np_udp *u = f->u;
-    struct np_counters *n = NP_COUNTERS(u->p);
     char client[NP_ADDRSTRLEN];
 
-    n->flows_closed++;
-    n->flows_active--;
-    switch (np_end_class(f->end)) {
-    case NP_END_REFUSAL: n->refused++; break;
-    case NP_END_FAILURE: if (f->end != NP_END_IDLE_TIMEOUT) n->errors++; break;
-    case NP_END_CLEAN: break;
-    }
     np_addr_format((struct sockaddr *)&f->peer, f->peerlen, client, sizeof client);
-    np_clog(NP_NOTICE, f->id, "%s: udp %s -> %s%s%s in=%llu out=%llu datagrams_in=%llu datagrams_out=%llu dropped=%llu time=%.3fs end=%s%s%s",
+    np_clog(NP_NOTICE, f->ended.id, "%s: udp %s -> %s%s%s in=%llu out=%llu datagrams_in=%llu datagrams_out=%llu dropped=%llu " NP_ENDED_LOG_TAIL,
             u->p->name, client, f->target[0] ? f->target : "-", f->failed ? " failed=" : "", f->failed ? f->failed : "",
             (unsigned long long)f->bytes[0], (unsigned long long)f->bytes[1],
             (unsigned long long)f->dgrams[0], (unsigned long long)f->dgrams[1],
-            (unsigned long long)f->dropped, np_now() - f->started, np_end_name(f->end),
-            f->detail && f->detail[0] ? ": " : "", f->detail ? f->detail : "");
+            (unsigned long long)f->dropped, NP_ENDED_LOG_ARGS(&f->ended));
 }
 
 static void free_queue(struct flow *f)
@@ -106,8 +81,10 @@ static void free_queue(struct flow *f)
     f->nqueued = 0;
 }
 
-static void flow_free(struct flow *f)
+/* Tears an ended flow down, from the reaper (its handle is cleared already). */
+static void flow_free(struct np_ended *e)
 {
+    struct flow *f = flow_of(e);
     struct np_udp *u = f->u;
     lua_State *L = u->p->L;
 
@@ -121,37 +98,14 @@ static void flow_free(struct flow *f)
         if (!f->counted) np_pool_count(f->row);
         np_pool_release(f->row);
     }
-    if (f->handle_ref != LUA_NOREF) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, f->handle_ref);
-        ((struct handle *)lua_touserdata(L, -1))->f = NULL;
-        lua_pop(L, 1);
-        np_lua_unref(L, &f->handle_ref);
-    }
     np_lua_unref(L, &f->conn_ref);
-    count_and_log(f);
+    log_end(f);
     u->nflows--;
     u->ops->done(u->arg, u->p);         /* may free u's config: nothing of u after this */
-    free(f->detail);
+    free(f->ended.detail);
     free(f->server_host);
     free(f->failed);
     free(f);
-}
-
-static void on_reap(evutil_socket_t fd, short what, void *arg)
-{
-    while (reaped) {
-        struct flow *f = reaped;
-        reaped = f->next_reaped;
-        flow_free(f);
-    }
-}
-
-void flow_reaper_init(void)
-{
-    if (!reaper_ready) {
-        event_assign(&reaper, np_base, -1, 0, on_reap, NULL);
-        reaper_ready = 1;
-    }
 }
 
 /* The one way a flow ends: it leaves the table at once (the client's next datagram starts
@@ -159,19 +113,16 @@ void flow_reaper_init(void)
 void flow_close(struct flow *f, enum np_end how, const char *fmt, ...)
 {
     va_list ap;
+    int first;
 
-    if (f->end != NP_END_NONE) return;
-    f->end = how;
     va_start(ap, fmt);
-    if (vasprintf(&f->detail, fmt, ap) < 0) f->detail = NULL;
+    first = np_ended_mark(&f->ended, how, fmt, ap);
     va_end(ap);
+    if (!first) return;
     flow_unhash(f);
     lru_unlink(f);
     np_idle_leave(&f->idle);
     if (f->fd >= 0) event_del(&f->ev);
-    f->next_reaped = reaped;
-    reaped = f;
-    event_active(&reaper, EV_TIMEOUT, 0);
 }
 
 static void on_idle(struct np_idle *m)
@@ -221,11 +172,11 @@ static int call_lua(struct flow *f, int fn_ref, const char *data, size_t len,
                           err, sizeof err);
 
     if (rc < 0) {
-        np_clog(NP_ERR, f->id, "%s: hook: %s", f->u->p->name, err);
+        np_clog(NP_ERR, f->ended.id, "%s: hook: %s", f->u->p->name, err);
         flow_close(f, NP_END_LUA_ERROR, "%s", err);
         return -1;
     }
-    if (f->end != NP_END_NONE) {        /* conn:close() from Lua */
+    if (f->ended.end != NP_END_NONE) {        /* conn:close() from Lua */
         if (rc == 1) np_hook_done(L);
         return -1;
     }
@@ -323,7 +274,7 @@ static void carry(struct flow *f, int dir, const char *data, size_t len)
         return;
     if (rc == 0 || outlen > 0) {        /* "" from a hook drops; an empty datagram goes */
         if (dir == 0) to_server(f, out, outlen);
-        else if (f->end == NP_END_NONE) to_client(f, out, outlen);
+        else if (f->ended.end == NP_END_NONE) to_client(f, out, outlen);
     }
     if (rc == 1) np_hook_done(f->u->p->L);
 }
@@ -341,7 +292,7 @@ static void on_server_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct flow *f = arg;
 
-    for (int i = 0; i < READS_PER_WAKEUP && f->end == NP_END_NONE; i++) {
+    for (int i = 0; i < READS_PER_WAKEUP && f->ended.end == NP_END_NONE; i++) {
         ssize_t n = recv(f->fd, buf, MAX_DATAGRAM, MSG_TRUNC);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) return;
@@ -369,7 +320,7 @@ static void flush_queue(struct flow *f)
 {
     unsigned attempt = f->attempt;
 
-    for (struct queued *q = f->queue, *next; q && f->end == NP_END_NONE && f->attempt == attempt; q = next) {
+    for (struct queued *q = f->queue, *next; q && f->ended.end == NP_END_NONE && f->attempt == attempt; q = next) {
         next = q->next;
         if (holding(f)) {
             put_held(f, q);
@@ -410,7 +361,7 @@ static void on_resolved(int err, struct evutil_addrinfo *res, void *arg)
     struct flow *f = arg;
 
     f->resolving = NULL;
-    if (f->end != NP_END_NONE) {
+    if (f->ended.end != NP_END_NONE) {
         if (res) evutil_freeaddrinfo(res);
         return;
     }
@@ -473,7 +424,7 @@ static void choose_server(struct flow *f)
     if (lua_isnil(L, base + 1)) {
         const char *why = lua_tostring(L, base + 2) ? lua_tostring(L, base + 2) : "no server";
         snprintf(f->target, sizeof f->target, "none");
-        if (!f->failed) np_clog(NP_WARNING, f->id, "%s: no server: %s", u->p->name, why);
+        if (!f->failed) np_clog(NP_WARNING, f->ended.id, "%s: no server: %s", u->p->name, why);
         flow_close(f, NP_END_CONNECT_FAILED, "no server: %s", why);
         lua_settop(L, base);
         return;
@@ -505,7 +456,7 @@ static void server_failed(struct flow *f, const char *why)
     lua_rawgeti(L, LUA_REGISTRYINDEX, f->conn_ref);
     lua_pushstring(L, why);
     if (call_pool(f, 1, 1) < 0) return;
-    if (lua_isstring(L, -1)) np_clog(NP_WARNING, f->id, "%s: %s", f->u->p->name, lua_tostring(L, -1));
+    if (lua_isstring(L, -1)) np_clog(NP_WARNING, f->ended.id, "%s: %s", f->u->p->name, lua_tostring(L, -1));
     lua_settop(L, base);
     if (f->fd >= 0) {
         event_del(&f->ev);
@@ -561,9 +512,9 @@ static int start_lua(struct flow *f, const char *client)
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, f->u->start_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, f->u->p->lua_ref);
-    lua_pushnumber(L, (lua_Number)f->id);
+    lua_pushnumber(L, (lua_Number)f->ended.id);
     lua_pushstring(L, client);
-    push_handle(L, f);
+    np_ended_push_handle(L, &f->ended);
     np_budget_begin(&saved, f->u->hook_budget, f->u->p->call_memory);   /* accept() as a hook */
     rc = np_lua_pcall(L, 4, 2, f->u->p->name);
     np_budget_end(&saved);
@@ -596,7 +547,6 @@ static struct flow *flow_new(struct usock *ls, const struct sockaddr_storage *pe
     }
     if (u->max_flows && u->nflows >= u->max_flows) evict(u);
     if (!(f = calloc(1, sizeof *f))) goto no_memory;
-    f->id = np_conn_new_id();
     f->u = u;
     f->ls = ls;
     f->peer = *peer;
@@ -604,8 +554,7 @@ static struct flow *flow_new(struct usock *ls, const struct sockaddr_storage *pe
     f->fd = -1;
     f->row = -1;
     f->qtail = &f->queue;
-    f->started = np_now();
-    f->conn_ref = f->handle_ref = LUA_NOREF;
+    f->conn_ref = LUA_NOREF;
     if (flow_insert(ls, f) < 0 || np_idle_join(&f->idle, u->idle_timeout > 0 ? u->idle_timeout : 1e9, on_idle) < 0) {
         flow_unhash(f);
         free(f);
@@ -613,10 +562,9 @@ static struct flow *flow_new(struct usock *ls, const struct sockaddr_storage *pe
     }
     lru_append(f);
     u->nflows++;
-    NP_COUNTERS(u->p)->flows_opened++;
-    NP_COUNTERS(u->p)->flows_active++;
+    np_ended_begin(&f->ended, NP_ENDED_FLOW, u->p->row, u->p->L, flow_free);
     np_addr_format((const struct sockaddr *)peer, len, client, sizeof client);
-    np_clog(NP_INFO, f->id, "%s: udp flow from %s", u->p->name, client);
+    np_clog(NP_INFO, f->ended.id, "%s: udp flow from %s", u->p->name, client);
     if (u->start_ref != LUA_NOREF && start_lua(f, client) < 0) return f;
     if (u->pooled) choose_server(f);
     else if (!u->host) snprintf(f->target, sizeof f->target, "service");
@@ -645,7 +593,7 @@ void on_listen_readable(evutil_socket_t fd, short what, void *arg)
             return;
         }
         if (!(f = flow_lookup(ls, &peer)) && !(f = flow_new(ls, &peer, len))) continue;
-        if (f->end == NP_END_NONE) carry(f, 0, buf, (size_t)n);
+        if (f->ended.end == NP_END_NONE) carry(f, 0, buf, (size_t)n);
     }
 }
 

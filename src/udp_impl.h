@@ -58,7 +58,7 @@ struct np_udp {
 };
 
 struct flow {
-    uint64_t id;
+    struct np_ended ended;              /* its id, its end, its Lua handle (end.h) */
     struct np_udp *u;
     struct usock *ls;
     struct sockaddr_storage peer;
@@ -73,7 +73,6 @@ struct flow {
     struct flow *lprev, *lnext;         /* in u's LRU list */
     uint64_t dgrams[2], bytes[2];       /* carried: toward the server, toward the client */
     uint64_t dropped;
-    double started;
     char target[NP_ADDRSTRLEN];
     /* a pool flow: its server (held in the shared table from its choice to the flow's end or
      * the server's failure), the servers that failed before it, whether it replied */
@@ -83,10 +82,7 @@ struct flow {
     char *failed;                       /* "a,b", or NULL */
     int replied, counted;
     unsigned attempt;                   /* a new one for each server tried */
-    enum np_end end;
-    char *detail;
-    int conn_ref, handle_ref;
-    struct flow *next_reaped;
+    int conn_ref;
 };
 
 /* ---------------------------------------------------------------- udp_table.c */
@@ -126,7 +122,5 @@ void flow_close(struct flow *f, enum np_end how, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* A listening socket's datagrams: each to its flow, a new one for a new client. */
 void on_listen_readable(evutil_socket_t fd, short what, void *arg);
-/* Makes the reaper's event, once. */
-void flow_reaper_init(void);
 
 #endif

@@ -90,7 +90,6 @@ static struct np_udp *udp_of(struct np_proxy *p, const struct np_udp_ops *ops, v
     u->pick_ref = u->failed_ref = LUA_NOREF;
     p->udp = u;
     if (read_settings(u, p->L, err, errlen) < 0) return NULL;    /* freed by np_udp_release */
-    flow_reaper_init();
     return u;
 }
 
