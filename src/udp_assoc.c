@@ -17,6 +17,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <lauxlib.h>
@@ -456,11 +457,14 @@ bad:
 static int assoc_summary(lua_State *L)
 {
     struct assoc *a = ((struct handle *)luaL_checkudata(L, 1, ASSOC_MT))->a;
+    char text[256];
 
     if (!a) return 0;
-    lua_pushfstring(L, "datagrams_in=%d bytes_in=%d datagrams_out=%d bytes_out=%d dropped=%d refused=%d",
-                    (int)a->dgrams[0], (int)a->bytes[0], (int)a->dgrams[1], (int)a->bytes[1],
-                    (int)a->dropped, (int)a->refused);
+    /* 64-bit counts: lua_pushfstring knows no more than an int */
+    snprintf(text, sizeof text, "datagrams_in=%" PRIu64 " bytes_in=%" PRIu64 " datagrams_out=%" PRIu64
+             " bytes_out=%" PRIu64 " dropped=%" PRIu64 " refused=%" PRIu64,
+             a->dgrams[0], a->bytes[0], a->dgrams[1], a->bytes[1], a->dropped, a->refused);
+    lua_pushstring(L, text);
     return 1;
 }
 

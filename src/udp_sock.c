@@ -13,22 +13,22 @@
 #include <string.h>
 #include <unistd.h>
 
-int usock_started;
+int np_udp_started;
 
-static struct usock *socks;
+static struct np_usock *socks;
 
 /* ---------------------------------------------------------------- sockets by address */
 
-static void usock_disarm(struct usock *ls)
+static void usock_disarm(struct np_usock *ls)
 {
     if (ls->armed) event_del(&ls->ev);
     ls->armed = 0;
 }
 
-void usock_arm(struct usock *ls)
+void np_usock_arm(struct np_usock *ls)
 {
     if (ls->fd < 0 || ls->armed) return;
-    event_assign(&ls->ev, np_base, ls->fd, EV_READ | EV_PERSIST, on_listen_readable, ls);
+    event_assign(&ls->ev, np_base, ls->fd, EV_READ | EV_PERSIST, np_udp_on_readable, ls);
     event_add(&ls->ev, NULL);
     ls->armed = 1;
 }
@@ -43,12 +43,12 @@ static int same_host(const char *a, const char *b)
 
 /* The open socket for sa: by address; a port 0 is a new one, except the group a binary
  * upgrade passed for the same proxy (name) on the same host, which it takes over. */
-static struct usock *usock_find(const char *want, const char *name)
+static struct np_usock *usock_find(const char *want, const char *name)
 {
     size_t n = strlen(want);
     int port0 = n >= 2 && !strcmp(want + n - 2, ":0");
 
-    for (struct usock *ls = socks; ls; ls = ls->next) {
+    for (struct np_usock *ls = socks; ls; ls = ls->next) {
         if (ls->fd < 0) continue;
         if (!port0 && !strcmp(ls->addr, want)) return ls;
         if (port0 && ls->passed_by && !strcmp(ls->passed_by, name) && same_host(ls->addr, want)) {
@@ -60,9 +60,9 @@ static struct usock *usock_find(const char *want, const char *name)
     return NULL;
 }
 
-static struct usock *usock_new(void)
+static struct np_usock *usock_new(void)
 {
-    struct usock *ls = calloc(1, sizeof *ls);
+    struct np_usock *ls = calloc(1, sizeof *ls);
 
     if (!ls) return NULL;
     ls->fd = -1;
@@ -73,7 +73,7 @@ static struct usock *usock_new(void)
     return ls;
 }
 
-static void usock_named(struct usock *ls)
+static void usock_named(struct np_usock *ls)
 {
     struct sockaddr_storage ss;
     socklen_t sslen = sizeof ss;
@@ -85,39 +85,39 @@ static void usock_named(struct usock *ls)
 
 /* The socket of sa for proxy name, shared (refs + 1) or bound, with its group grown to n
  * sockets and steering over n (the workers). NULL with a message in err. */
-struct usock *usock_get(const struct sockaddr *sa, socklen_t len, int n, const char *name,
+struct np_usock *np_usock_get(const struct sockaddr *sa, socklen_t len, int n, const char *name,
                         char *err, size_t errlen)
 {
     char want[NP_ADDRSTRLEN];
-    struct usock *ls;
+    struct np_usock *ls;
 
     np_addr_format(sa, len, want, sizeof want);
     if ((ls = usock_find(want, name))) {
         ls->refs++;
         if (np_udp_group_resize(&ls->group, n) == 0) return ls;
         snprintf(err, errlen, "cannot listen on udp %s with %d sockets: %s", ls->addr, n, strerror(errno));
-        usock_put(ls, 0);
+        np_usock_put(ls, 0);
         return NULL;
     }
     if (!(ls = usock_new()) || np_udp_group_open(&ls->group, sa, len, n) < 0) {
         snprintf(err, errlen, "cannot listen on udp %s: %s", want, strerror(ls ? errno : ENOMEM));
-        if (ls) usock_put(ls, 0);
+        if (ls) np_usock_put(ls, 0);
         return NULL;
     }
     usock_named(ls);
     return ls;
 }
 
-void usock_put(struct usock *ls, int say)
+void np_usock_put(struct np_usock *ls, int say)
 {
     if (--ls->refs > 0) return;
     if (say && ls->fd >= 0) np_log(NP_NOTICE, "no longer listening on udp %s", ls->addr);
     usock_disarm(ls);
     for (size_t i = 0; i < ls->nbuckets; i++)           /* flows cannot outlive their socket */
-        while (ls->buckets[i]) flow_close(ls->buckets[i], NP_END_DRAINED, "%s", "no longer listening");
+        while (ls->buckets[i]) np_flow_close(ls->buckets[i], NP_END_DRAINED, "%s", "no longer listening");
     np_udp_group_close(&ls->group);
     ls->fd = -1;
-    for (struct usock **pp = &socks; *pp; pp = &(*pp)->next) {
+    for (struct np_usock **pp = &socks; *pp; pp = &(*pp)->next) {
         if (*pp == ls) {
             *pp = ls->next;
             break;
@@ -137,13 +137,13 @@ char *np_udp_handover(void)
     size_t size = 1, used = 0;
     char *text;
 
-    for (struct usock *ls = socks; ls; ls = ls->next) {
+    for (struct np_usock *ls = socks; ls; ls = ls->next) {
         const char *name = ls->serve ? ls->serve->p->name : "";
         size += (size_t)ls->group.n * (32 + 2 * strlen(name));
     }
     if (!(text = malloc(size))) return NULL;
     text[0] = '\0';
-    for (struct usock *ls = socks; ls; ls = ls->next) {
+    for (struct np_usock *ls = socks; ls; ls = ls->next) {
         const char *name = ls->serve ? ls->serve->p->name : "";
         for (int i = 0; i < ls->group.n; i++) {
             if (ls->group.fds[i] < 0) continue;
@@ -159,7 +159,7 @@ int np_udp_fds(int *fds, int max)
 {
     int n = 0;
 
-    for (struct usock *ls = socks; ls; ls = ls->next)
+    for (struct np_usock *ls = socks; ls; ls = ls->next)
         for (int i = 0; i < ls->group.n; i++)
             if (ls->group.fds[i] >= 0 && n++ < max) fds[n - 1] = ls->group.fds[i];
     return n;
@@ -183,7 +183,7 @@ static void adopt_one(int fd, int index, const char *hexname, size_t hexlen)
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     char addr[NP_ADDRSTRLEN];
-    struct usock *ls;
+    struct np_usock *ls;
 
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     fcntl(fd, F_SETFD, FD_CLOEXEC);
@@ -219,7 +219,7 @@ int np_udp_adopt(void)
         n++;
     }
     unsetenv("NETPROXY_UDP_FDS");       /* not for the workers to see */
-    for (struct usock *ls = socks, *next; ls; ls = next) {
+    for (struct np_usock *ls = socks, *next; ls; ls = next) {
         int holes = 0;
         next = ls->next;
         if (!ls->passed) continue;
@@ -227,7 +227,7 @@ int np_udp_adopt(void)
         if (holes || ls->group.n == 0) {    /* the kernel's order of the group is unknown */
             np_log(NP_WARNING, "the previous binary passed an incomplete udp group on %s: closed", ls->addr);
             ls->passed = 0;
-            usock_put(ls, 0);
+            np_usock_put(ls, 0);
             continue;
         }
         usock_named(ls);
@@ -238,13 +238,13 @@ int np_udp_adopt(void)
 
 void np_udp_adopted_done(void)
 {
-    for (struct usock *ls = socks, *next; ls; ls = next) {
+    for (struct np_usock *ls = socks, *next; ls; ls = next) {
         next = ls->next;
         if (!ls->passed) continue;
         ls->passed = 0;
         if (ls->refs == 1)
             np_log(NP_WARNING, "passed udp sockets on %s are ones no proxy listens on: closed", ls->addr);
-        usock_put(ls, 0);
+        np_usock_put(ls, 0);
     }
 }
 
@@ -252,16 +252,16 @@ void np_udp_adopted_done(void)
 
 void np_udp_start(int index)
 {
-    usock_started = 1;
-    for (struct usock *ls = socks; ls; ls = ls->next) {
+    np_udp_started = 1;
+    for (struct np_usock *ls = socks; ls; ls = ls->next) {
         ls->fd = np_udp_group_keep(&ls->group, index);
-        usock_arm(ls);
+        np_usock_arm(ls);
     }
 }
 
 void np_udp_stop_reading(void)
 {
-    for (struct usock *ls = socks; ls; ls = ls->next) {
+    for (struct np_usock *ls = socks; ls; ls = ls->next) {
         usock_disarm(ls);
         ls->reading = 0;
     }
