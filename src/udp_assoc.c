@@ -1,5 +1,5 @@
 /* SOCKS5 UDP ASSOCIATE: one association per control connection, owned by that connection
- * (conn.c frees it with the connection). The client sends datagrams with the SOCKS UDP
+ * (netproxy_core.c makes it for the connection, which frees it with itself). The client sends datagrams with the SOCKS UDP
  * header (RSV RSV FRAG ATYP DST.ADDR DST.PORT DATA) to the relay socket; each target is
  * checked by the connector's Lua function (the socks5 from's route/allow), then the data goes
  * out of one unconnected socket per address family, and what comes back is sent to the
@@ -7,7 +7,6 @@
  * MAX_RESOLVING datagrams at once per association. */
 #include "udp_assoc.h"
 #include "addr.h"
-#include "conn.h"
 #include "hook.h"
 #include "log.h"
 #include "loop.h"
@@ -336,8 +335,7 @@ static void on_out_readable(evutil_socket_t fd, short what, void *arg)
 /* ---------------------------------------------------------------- life */
 
 
-/* The connection is being freed: everything goes. */
-static void assoc_release(void *arg)
+void np_udp_assoc_release(void *arg)
 {
     struct assoc *a = arg;
 
@@ -374,13 +372,8 @@ static int fail(lua_State *L, const char *what)
     return 2;
 }
 
-/* core.udp_associate({ bind = IP, client = IP, client_port = n, check = fn, conn = conn,
- * budget = s }) -> association, "ip:port" | nil, err: from the session coroutine of a
- * connection; the association is the connection's from then on (freed with it), and its
- * negotiation is over. check(target, conn) sees each datagram's "host:port". */
-static int core_udp_associate(lua_State *L)
+int np_udp_assoc_new(lua_State *L, const struct np_udp_assoc_owner *o)
 {
-    struct np_conn *c = np_conn_current();
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     struct assoc *a;
@@ -388,7 +381,6 @@ static int core_udp_associate(lua_State *L)
     const char *bind_ip, *client_ip;
     int port;
 
-    if (!c || np_conn_session(c) != L) return luaL_error(L, "udp_associate: only from a connection's coroutine");
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_getfield(L, 1, "bind");
     lua_getfield(L, 1, "client");
@@ -399,12 +391,12 @@ static int core_udp_associate(lua_State *L)
     port = (int)luaL_optinteger(L, -2, 0);
     if (!(a = calloc(1, sizeof *a))) return luaL_error(L, "udp_associate: out of memory");
     a->budget = luaL_optnumber(L, -1, 1);
-    a->L = np_conn_lua(c);
+    a->L = o->L;
     lua_getfield(L, 1, "call_memory");
     a->max_alloc = (size_t)luaL_optnumber(L, -1, 64 * 1024 * 1024);
     lua_pop(L, 1);
-    a->conn_id = np_conn_id(c);
-    a->row = np_shm_row(np_conn_proxy_name(c));
+    a->conn_id = o->id;
+    a->row = o->row;
     a->out_fd[0] = a->out_fd[1] = -1;
     a->check_ref = a->conn_ref = a->self_ref = LUA_NOREF;
     memset(&ss, 0, sizeof ss);
@@ -438,7 +430,7 @@ static int core_udp_associate(lua_State *L)
     a->check_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, 1, "conn");
     a->conn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    np_conn_attach(c, assoc_release, a);
+    o->attach(o->arg, a);
     struct handle *h = lua_newuserdata(L, sizeof *h);
     h->a = a;
     luaL_getmetatable(L, ASSOC_MT);
@@ -479,6 +471,4 @@ void np_udp_assoc_open(lua_State *L)
         lua_setfield(L, -2, "__metatable");
     }
     lua_pop(L, 1);
-    lua_pushcfunction(L, core_udp_associate);
-    lua_setfield(L, -2, "udp_associate");
 }
