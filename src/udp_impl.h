@@ -1,9 +1,10 @@
 /* What the UDP files share: udp.c (a flow's life), udp_table.c (the flow table of each
- * socket and the LRU of each proxy), udp_sock.c (the listening sockets by address and their
- * hand-over) and udp_proxy.c (a proxy's UDP side). Not for other files. */
+ * socket and the LRU of each proxy), udp_sock.c (the listening sockets, entries of the
+ * registry of bound sockets) and udp_proxy.c (a proxy's UDP side). Not for other files. */
 #ifndef NP_UDP_IMPL_H
 #define NP_UDP_IMPL_H
 #include "udp.h"
+#include "bound.h"
 #include "udp_group.h"
 #include "addr.h"
 #include "idle.h"
@@ -18,21 +19,19 @@ struct np_flow;
 struct queued;
 struct np_resolve;
 
-/* A listening UDP address and its flows. The master holds its group (udp_group.h: a
- * socket per worker index); a serving process keeps the socket of its index. */
+/* A listening UDP address and its flows: an entry of the registry of bound sockets
+ * (bound.h). The master holds its group (udp_group.h: a socket per worker index); a serving
+ * process keeps the socket of its index. */
 struct np_usock {
+    struct np_bound *b;         /* its address, users and sockets by worker index */
+    const char *addr;           /* b's */
     int fd;                     /* the socket this process reads and answers from; -1 once closed */
-    struct np_udp_group group;  /* every socket of the address this process holds ([0] is fd) */
-    char addr[NP_ADDRSTRLEN];
-    int refs;                   /* proxies using it, and the hold of a hand-over */
-    int passed;                 /* handed over by an upgrade: held until np_udp_adopted_done */
-    char *passed_by;            /* the name of the proxy that had it, until one takes it */
+    int steering;               /* the worker count its group steers over (udp_group.h) */
     struct event ev;
     int armed, reading;
     struct np_udp *serve;       /* whose new flows */
     struct np_flow **buckets;
     size_t nbuckets, nflows;
-    struct np_usock *next;
 };
 
 /* A proxy's UDP side. */
@@ -108,8 +107,8 @@ extern int np_udp_started;
  * sockets and steering over n (the workers). NULL with a message in err. */
 struct np_usock *np_usock_get(const struct sockaddr *sa, socklen_t len, int n, const char *name,
                         char *err, size_t errlen);
-/* Drops a reference; the last one closes the socket (said when say), ends its flows
- * (end=drained) and frees it. */
+/* Drops a reference; the last one ends its flows (end=drained), closes the sockets (said
+ * when say) and frees it. */
 void np_usock_put(struct np_usock *ls, int say);
 /* Reads ls (np_udp_on_readable), unless it is closed or read already. */
 void np_usock_arm(struct np_usock *ls);

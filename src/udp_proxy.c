@@ -98,10 +98,10 @@ static void say_listening(const struct np_proxy *p, const struct np_usock *ls)
 {
     char what[64] = "";
 
-    if (ls->refs != 1 + ls->passed) return;
-    if (ls->passed) snprintf(what, sizeof what, ", %d socket%s passed by the previous binary", ls->group.n,
-                             ls->group.n == 1 ? "" : "s");
-    else if (ls->group.n > 1) snprintf(what, sizeof what, ", %d sockets", ls->group.n);
+    if (ls->b->refs != 1 + ls->b->passed) return;
+    if (ls->b->passed) snprintf(what, sizeof what, ", %d socket%s passed by the previous binary", ls->b->n,
+                                ls->b->n == 1 ? "" : "s");
+    else if (ls->b->n > 1) snprintf(what, sizeof what, ", %d sockets", ls->b->n);
     np_log(NP_NOTICE, "%s: listening on %s (udp%s)", p->name, ls->addr, what);
 }
 
