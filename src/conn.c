@@ -1,7 +1,8 @@
-/* A client connection's life, from accept to free: it is made and counted, started in one
- * of three ways (a session, a route, a sniffer: conn_session.c, conn_routed.c, sniff.c),
- * served here by a service or relayed (conn_relay.c); every end is marked by np_conn_close
- * and carried out by the reaper (end.c), after the callback that decided it has returned. */
+/* A client connection's life, from accept to free: it is made and counted (then started
+ * one of three ways by conn_session.c), served by a service or relayed (conn_relay.c); every
+ * end is marked by np_conn_close and carried out by the reaper (end.c), after the callback
+ * that decided it has returned. The conn files stand in one line: conn_session.c, sniff.c,
+ * conn_routed.c, conn_relay.c, each calling those after it and this one. */
 #include "conn_impl.h"
 #include "hook.h"
 #include "log.h"
@@ -20,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+struct np_conn *np_conn_in_hook;
 
 /* ---------------------------------------------------------------- what it is */
 
@@ -226,8 +229,7 @@ static void arm_total_timeout(struct np_conn *c)
     evtimer_add(c->total, common ? common : &tv);
 }
 
-/* A new connection, counted and logged; NULL (the fds closed, done told) when out of memory. */
-static struct np_conn *conn_new(struct np_proxy *p, int rfd, int wfd, const char *client,
+struct np_conn *np_conn_new(struct np_proxy *p, int rfd, int wfd, const char *client,
                                 np_conn_done_fn *done, void *done_arg)
 {
     struct np_conn *c = calloc(1, sizeof *c);
@@ -267,22 +269,6 @@ void np_conn_arm_deadline(struct np_conn *c)
     struct timeval tv = np_tv(c->proxy->negotiation_timeout);
 
     if (c->proxy->negotiation_timeout > 0) evtimer_add(&c->session->deadline, &tv);
-}
-
-void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
-                   np_conn_done_fn *done, void *done_arg)
-{
-    struct np_conn *c = conn_new(p, rfd, wfd, client, done, done_arg);
-
-    if (!c) return;
-    if (p->route) {
-        c->route = p->route;
-        np_conn_start_routed(c, rfd, wfd);
-    } else if (p->sniff) {
-        np_conn_start_sniffing(c, rfd, wfd);
-    } else {
-        np_conn_start_session(c, rfd, wfd);
-    }
 }
 
 /* ---------------------------------------------------------------- served here */

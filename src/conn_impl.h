@@ -56,10 +56,14 @@ struct np_conn {
     struct np_conn *next, **pprev;  /* in proxy->conns */
 };
 
-/* The connection whose hook (or sniffing pick) is running, else NULL (conn_session.c). */
+/* The connection whose hook (or sniffing pick) is running, else NULL. */
 extern struct np_conn *np_conn_in_hook;
 
 /* ---------------------------------------------------------------- conn.c */
+
+/* A new connection, counted and logged; NULL (the fds closed, done told) when out of memory. */
+struct np_conn *np_conn_new(struct np_proxy *p, int rfd, int wfd, const char *client,
+                            np_conn_done_fn *done, void *done_arg);
 
 /* The negotiation is over (counted in proxy->negotiating no more). */
 void np_conn_negotiated(struct np_conn *c);
@@ -68,10 +72,9 @@ void np_conn_arm_deadline(struct np_conn *c);
 /* Lets the session go once the callback that ended it has returned (np_defer). */
 void np_conn_session_over(struct np_deferred *d);
 
-/* ---------------------------------------------------------------- the ways a connection starts */
+/* ---------------------------------------------------------------- the other ways to start
+ * (np_conn_start, in conn_session.c, starts a session or one of these) */
 
-/* The connectors run in a session coroutine (conn_session.c). */
-void np_conn_start_session(struct np_conn *c, int rfd, int wfd);
 /* The config fixed the server: connect, then relay (conn_routed.c). */
 void np_conn_start_routed(struct np_conn *c, int rfd, int wfd);
 /* Connects to c->route; the relay starts once connected (conn_routed.c). */

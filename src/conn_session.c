@@ -1,5 +1,6 @@
-/* The session: the connectors of a proxy run in a coroutine (netproxy.session.serve) that
- * is handed the client, the connection's id and its Lua handle; how it returns ends the
+/* How a connection starts: routed (conn_routed.c), sniffed (sniff.c) or, most often, in a
+ * session: the connectors of a proxy run in a coroutine (netproxy.session.serve) that is
+ * handed the client, the connection's id and its Lua handle; how it returns ends the
  * connection or lets the relay go on. Also who is running: the connection whose session or
  * hook is on the stack. */
 #include "conn_impl.h"
@@ -9,8 +10,6 @@
 
 #include <lauxlib.h>
 #include <stddef.h>
-
-struct np_conn *np_conn_in_hook;
 
 static const struct np_task_ops session_ops;
 
@@ -87,7 +86,7 @@ static void session_finished(struct np_task *t, int ok, int nresults)
 static const struct np_task_ops session_ops = { .finished = session_finished };
 
 /* The connectors run in a session coroutine (netproxy.session.serve). */
-void np_conn_start_session(struct np_conn *c, int rfd, int wfd)
+static void start_session(struct np_conn *c, int rfd, int wfd)
 {
     struct np_proxy *p = c->proxy;
     lua_State *co;
@@ -107,3 +106,18 @@ void np_conn_start_session(struct np_conn *c, int rfd, int wfd)
     np_task_resume(&c->session->task, 5);
 }
 
+void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
+                   np_conn_done_fn *done, void *done_arg)
+{
+    struct np_conn *c = np_conn_new(p, rfd, wfd, client, done, done_arg);
+
+    if (!c) return;
+    if (p->route) {
+        c->route = p->route;
+        np_conn_start_routed(c, rfd, wfd);
+    } else if (p->sniff) {
+        np_conn_start_sniffing(c, rfd, wfd);
+    } else {
+        start_session(c, rfd, wfd);
+    }
+}
