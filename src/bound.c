@@ -255,6 +255,28 @@ static int adopt_upgrade(const char *list)
     return n;
 }
 
+/* What a build of this version from before NETPROXY_FDS passes, so that an upgrade from it
+ * still takes its sockets over: NETPROXY_LISTEN_FDS, "FD,..." (the listeners, the SO_REUSEPORT
+ * copies of an address in their order), and NETPROXY_UDP_FDS, "FD:INDEX:NAME,...". Returns
+ * how many sockets. */
+static int adopt_older(const char *tcp, const char *udp)
+{
+    int n = 0;
+
+    for (const char *p = tcp ? tcp : ""; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
+        adopt_one(NP_BOUND_TCP, atoi(p), -1, "", 0, "the previous binary");
+        n++;
+    }
+    for (const char *p = udp ? udp : ""; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
+        int fd, index, at = 0;
+        size_t end = strcspn(p, ",");
+        if (sscanf(p, "%d:%d:%n", &fd, &index, &at) < 2 || at == 0 || (size_t)at > end) continue;
+        adopt_one(NP_BOUND_UDP, fd, index, p + at, end - (size_t)at, "the previous binary");
+        n++;
+    }
+    return n;
+}
+
 /* LISTEN_FDS from systemd (for this pid): fds 3..., each a listener; several on one address
  * are its per-worker sockets, in order. Returns how many. */
 static int adopt_systemd(void)
@@ -293,14 +315,18 @@ static void passed_complete(const char *from)
 int np_bound_adopt(void)
 {
     const char *upgrade = getenv("NETPROXY_FDS");
-    const char *from = upgrade ? "the previous binary" : "systemd";
+    const char *tcp = getenv("NETPROXY_LISTEN_FDS"), *udp = getenv("NETPROXY_UDP_FDS");
+    int older = !upgrade && (tcp || udp);
+    const char *from = upgrade || older ? "the previous binary" : "systemd";
     int n;
 
     if (adopted) return 0;
     adopted = 1;
-    n = upgrade ? adopt_upgrade(upgrade) : adopt_systemd();
+    n = upgrade ? adopt_upgrade(upgrade) : older ? adopt_older(tcp, udp) : adopt_systemd();
     unsetenv("NETPROXY_FDS");           /* not for the workers to see again */
-    if (!upgrade && n > 0) {
+    unsetenv("NETPROXY_LISTEN_FDS");
+    unsetenv("NETPROXY_UDP_FDS");
+    if (!upgrade && !older && n > 0) {
         unsetenv("LISTEN_PID");
         unsetenv("LISTEN_FDS");
         unsetenv("LISTEN_FDNAMES");

@@ -69,9 +69,10 @@ void np_bound_close(struct np_bound *b);
 /* The entries of that kind, one after the other: the first with prev NULL; NULL at the end. */
 struct np_bound *np_bound_next(int kind, struct np_bound *prev);
 
-/* Passed sockets: a binary upgrade's (NETPROXY_FDS) or else systemd's (LISTEN_FDS, fds 3...,
- * TCP or unix listeners) become entries held until np_bound_passed_done, for the setup to take
- * over by address. Done once (later calls return 0); returns how many sockets. */
+/* Passed sockets: a binary upgrade's (NETPROXY_FDS; from an older build of this version,
+ * NETPROXY_LISTEN_FDS and NETPROXY_UDP_FDS) or else systemd's (LISTEN_FDS, fds 3..., TCP or
+ * unix listeners) become entries held until np_bound_passed_done, for the setup to take over
+ * by address. Done once (later calls return 0); returns how many sockets. */
 int np_bound_adopt(void);
 
 /* Drops the hold of the passed entries of that kind; those no proxy took are closed with a

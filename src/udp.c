@@ -1,6 +1,6 @@
 /* UDP flows: one per client address:port of a listening socket, and the life of each: its
  * connected socket towards the server (chosen by the `to`'s pool, when it has one), its
- * hooks, its end (one log line, counters); and core.flow_send/np_flow_close. Datagrams are
+ * hooks, its end (one log line, counters); and core.flow_send/flow_close. Datagrams are
  * carried one by one, never merged or split; nothing is buffered except a bounded queue
  * while the server's name resolves and, in a pool, until the server's first reply (to send
  * again to the next server when this one refuses). */
@@ -622,7 +622,7 @@ static int core_flow_send(lua_State *L)
     return 1;
 }
 
-/* core.np_flow_close(handle): ends the flow (end=closed). */
+/* core.flow_close(handle): ends the flow (end=closed). */
 static int core_flow_close(lua_State *L)
 {
     struct np_flow *f = from_handle(L, 1);
@@ -636,5 +636,5 @@ void np_udp_open(lua_State *L)
     lua_pushcfunction(L, core_flow_send);
     lua_setfield(L, -2, "flow_send");
     lua_pushcfunction(L, core_flow_close);
-    lua_setfield(L, -2, "np_flow_close");
+    lua_setfield(L, -2, "flow_close");
 }
