@@ -59,7 +59,7 @@ struct np_ended {
     uint64_t id;                /* in the log line (#id), from the one sequence */
     enum np_ended_kind kind;
     enum np_end end;            /* NP_END_NONE while it runs */
-    char *detail;               /* of the end, for its log line; NULL when none */
+    char *detail;               /* of the end, for its log line; NULL when none (freed by the owner) */
     double started;             /* the loop's time at the start */
     int row;                    /* its proxy's counters (shm.h) */
     lua_State *L;               /* the main state of its config, where its handle is anchored */
