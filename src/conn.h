@@ -36,8 +36,6 @@ void np_conn_close_all(struct np_proxy *p, enum np_end how, const char *detail);
 struct np_conn *np_conn_current(void);
 
 uint64_t np_conn_id(const struct np_conn *c);
-/* A new id from the connections' sequence (UDP flows take theirs from it too: one id space in the log). */
-uint64_t np_conn_new_id(void);
 /* The main Lua state of its config (where hooks run). */
 lua_State *np_conn_lua(const struct np_conn *c);
 /* Something the connection carries besides a relay (a UDP association): its negotiation is

@@ -1,7 +1,9 @@
-/* Listening sockets, kept in one list per process. A config takes a reference on each
- * address it listens on; a reload's new config finds the same sockets by address, so no
- * connection attempt is ever refused while it takes over. */
+/* Listening sockets: entries of the registry of bound sockets (bound.c). A config takes a
+ * reference on each address it listens on; a reload's new config finds the same sockets by
+ * address, so no connection attempt is ever refused while it takes over. Here: binding,
+ * the per-worker copies, and accepting. */
 #include "listener.h"
+#include "bound.h"
 #include "log.h"
 #include "loop.h"
 
@@ -19,7 +21,6 @@
 
 #define ACCEPTS_PER_WAKEUP 64
 
-static struct np_listener *listeners;
 static struct event resume_ev;
 static int paused, resume_ready;
 static double last_fd_warning;
@@ -40,13 +41,20 @@ static void disarm(struct np_listener *l)
     l->armed = 0;
 }
 
-static void close_sockets(struct np_listener *l)
+/* The listeners of this process, one after the other (the registry's TCP entries taken). */
+static struct np_listener *next_listener(struct np_listener *prev)
+{
+    struct np_bound *b = prev ? prev->b : NULL;
+
+    while ((b = np_bound_next(NP_BOUND_TCP, b)) && !b->owner) {}
+    return b ? b->owner : NULL;
+}
+
+/* Before its sockets close: no more accepting, and the unix socket file made here goes. */
+static void stop(struct np_listener *l)
 {
     disarm(l);
-    for (int i = 1; i < l->nper_worker; i++) close(l->per_worker[i]);
-    if (l->fd >= 0) close(l->fd);
     l->fd = -1;
-    l->nper_worker = 0;
     if (l->unlink_path && l->owner_pid == getpid()) unlink(l->unlink_path);
     free(l->unlink_path);
     l->unlink_path = NULL;
@@ -98,115 +106,110 @@ static int bound_socket(const struct sockaddr *sa, socklen_t len, const struct n
     return fd;
 }
 
-/* reuseport: one socket per worker index on l's address ([0] is l->fd), grown or shrunk to
- * the number of workers (a reload may change it). 0, or -1 with errno. */
-static int per_worker_sockets(struct np_listener *l, const struct sockaddr *sa, socklen_t len,
+/* reuseport: one socket per worker index on b's address ([0] the first), grown or shrunk
+ * to the number of workers (a reload may change it); else the one. 0, or -1 with errno. */
+static int per_worker_sockets(struct np_bound *b, const struct sockaddr *sa, socklen_t len,
                               const struct np_listen_opts *o)
 {
-    int n = o->reuseport && o->nworkers > 1 && sa->sa_family != AF_UNIX ? o->nworkers : 0;
-    int *grown;
+    int n = o->reuseport && o->nworkers > 1 && sa->sa_family != AF_UNIX ? o->nworkers : 1, fd;
 
-    for (int i = n > 0 ? n : 1; i < l->nper_worker; i++) close(l->per_worker[i]);
-    if (n == 0) {
-        free(l->per_worker);
-        l->per_worker = NULL;
-        l->nper_worker = 0;
-        return 0;
-    }
-    grown = realloc(l->per_worker, n * sizeof *grown);
-    if (!grown) return -1;
-    l->per_worker = grown;
-    grown[0] = l->fd;
-    for (int i = l->nper_worker ? l->nper_worker : 1; i < n; i++) {
-        if ((grown[i] = bound_socket(sa, len, o)) < 0) {
-            l->nper_worker = i;
+    np_bound_truncate(b, n);
+    while (b->n < n) {
+        if ((fd = bound_socket(sa, len, o)) < 0) return -1;
+        if (np_bound_put_fd(b, b->n, fd) < 0) {
+            close(fd);
+            errno = ENOMEM;
             return -1;
         }
     }
-    l->nper_worker = n;
     return 0;
 }
 
-/* The open listener on the address sa names, or NULL. A port 0 always gets a new one. */
-static struct np_listener *find(const struct sockaddr *sa, socklen_t len)
+static const char *no_name(const struct np_bound *b)
 {
-    char want[NP_ADDRSTRLEN];
-    size_t n;
-
-    np_addr_format(sa, len, want, sizeof want);
-    n = strlen(want);
-    if (sa->sa_family != AF_UNIX && n >= 2 && !strcmp(want + n - 2, ":0")) return NULL;
-    for (struct np_listener *l = listeners; l; l = l->next)
-        if (l->fd >= 0 && !strcmp(l->addr, want)) return l;
-    return NULL;
+    return "";                  /* a TCP port 0 is a new port after an upgrade too */
 }
 
-static struct np_listener *add(int fd)
+static void release(struct np_bound *b, int say)
 {
-    struct np_listener *l = calloc(1, sizeof *l);
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
+    struct np_listener *l = b->owner;
 
-    if (!l) return NULL;
-    l->fd = fd;
-    l->refs = 1;
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
-        np_addr_format((struct sockaddr *)&ss, len, l->addr, sizeof l->addr);
-    l->next = listeners;
-    listeners = l;
-    return l;
+    if (say && l->fd >= 0) np_log(NP_NOTICE, "no longer listening on %s", l->addr);
+    stop(l);
+    free(l);
+}
+
+static const struct np_bound_ops listener_ops = { .name = no_name, .release = release };
+
+/* The listener of entry b (a new or a passed one): 0, or -1 (out of memory). */
+static int own(struct np_bound *b)
+{
+    struct np_listener *l;
+
+    if (b->owner) return 0;
+    if (!(l = calloc(1, sizeof *l))) return -1;
+    l->b = b;
+    l->addr = b->addr;
+    l->fd = b->fds[0];
+    np_bound_own(b, &listener_ops, l);
+    return 0;
 }
 
 struct np_listener *np_listener_get(const struct sockaddr *sa, socklen_t len,
                                     const struct np_listen_opts *o, char *err, size_t errlen)
 {
     char where[NP_ADDRSTRLEN];
-    struct np_listener *l = find(sa, len);
+    struct np_bound *b = np_bound_find(NP_BOUND_TCP, sa, len, NULL);
     struct sockaddr_storage bound;
     socklen_t blen = sizeof bound;
-    int fd = -1, per_worker_sockets_rc;
+    int fd = -1, rc;
 
-    if (l) {
-        l->refs++;
-        if (per_worker_sockets(l, sa, len, o) == 0) return l;
-        l->refs--;
+    if (b) {
+        np_bound_hold(b);
+        if (own(b) == 0 && per_worker_sockets(b, sa, len, o) == 0) return b->owner;
+        np_bound_drop(b, 0);
         goto fail;
     }
-    if ((fd = bound_socket(sa, len, o)) < 0 || !(l = add(fd))) goto fail;
+    if ((fd = bound_socket(sa, len, o)) < 0) goto fail;
+    if (!(b = np_bound_new(NP_BOUND_TCP)) || np_bound_put_fd(b, 0, fd) < 0) {
+        close(fd);
+        if (b) np_bound_drop(b, 0);
+        errno = ENOMEM;
+        goto fail;
+    }
+    np_bound_named(b);
     /* the copies bind the address bound (a port 0 became a port of its own) */
     if (sa->sa_family != AF_UNIX && getsockname(fd, (struct sockaddr *)&bound, &blen) == 0)
-        per_worker_sockets_rc = per_worker_sockets(l, (struct sockaddr *)&bound, blen, o);
+        rc = per_worker_sockets(b, (struct sockaddr *)&bound, blen, o);
     else
-        per_worker_sockets_rc = per_worker_sockets(l, sa, len, o);
-    if (per_worker_sockets_rc < 0) {
-        np_listener_put(l, 0);
-        fd = -1;
+        rc = per_worker_sockets(b, sa, len, o);
+    if (rc < 0 || own(b) < 0) {
+        int e = rc < 0 ? errno : ENOMEM;
+        np_bound_drop(b, 0);
+        errno = e;
         goto fail;
     }
     if (sa->sa_family == AF_UNIX && ((const struct sockaddr_un *)sa)->sun_path[0]) {
+        struct np_listener *l = b->owner;
         l->unlink_path = strdup(((const struct sockaddr_un *)sa)->sun_path);
         l->owner_pid = getpid();
     }
-    np_log(NP_INFO, "bound %s", l->addr);
-    return l;
+    np_log(NP_INFO, "bound %s", b->addr);
+    return b->owner;
 fail:
     np_addr_format(sa, len, where, sizeof where);
     snprintf(err, errlen, "cannot listen on %s: %s", where, strerror(errno));
-    if (fd >= 0 && !l) close(fd);
     return NULL;
 }
 
 void np_listener_put(struct np_listener *l, int say)
 {
-    struct np_listener **pp;
+    np_bound_drop(l->b, say);
+}
 
-    if (--l->refs > 0) return;
-    if (say && l->fd >= 0) np_log(NP_NOTICE, "no longer listening on %s", l->addr);
-    close_sockets(l);
-    for (pp = &listeners; *pp && *pp != l; pp = &(*pp)->next) {}
-    if (*pp) *pp = l->next;
-    free(l->per_worker);
-    free(l);
+int np_listener_first_user(const struct np_listener *l)
+{
+    return l->b->refs == 1;
 }
 
 void np_listener_serve(struct np_listener *l, np_accept_fn *fn, void *arg)
@@ -215,98 +218,20 @@ void np_listener_serve(struct np_listener *l, np_accept_fn *fn, void *arg)
     l->arg = arg;
 }
 
-/* A passed socket joins the open listeners; another on the same address (a reuseport
- * worker's copy) joins that listener's per-worker sockets. */
-static void adopt(int fd, const char *from)
-{
-    struct np_listener *l, *same = NULL;
-    int one = 1;
-
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    fcntl(fd, F_SETFD, FD_CLOEXEC);
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);     /* fails harmlessly on unix */
-    if (!(l = add(fd))) return;
-    for (struct np_listener *o = l->next; o && !same; o = o->next)
-        if (o->adopted && !strcmp(o->addr, l->addr)) same = o;
-    if (same) {                         /* fold into the first one */
-        int *grown = realloc(same->per_worker, (same->nper_worker + 2) * sizeof *grown);
-        listeners = l->next;
-        if (!grown) {
-            close(fd);
-            free(l);
-            return;
-        }
-        if (same->nper_worker == 0) grown[same->nper_worker++] = same->fd;
-        grown[same->nper_worker++] = fd;
-        same->per_worker = grown;
-        free(l);
-        return;
-    }
-    l->adopted = 1;
-    np_log(NP_INFO, "%s passed a socket listening on %s", from, l->addr);
-}
-
 int np_listener_adopt_systemd(void)
 {
-    const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
-    const char *upgrade = getenv("NETPROXY_LISTEN_FDS");
-    int n = 0;
-
-    if (upgrade) {                      /* a binary upgrade: "fd,fd,..." */
-        for (const char *p = upgrade; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
-            adopt(atoi(p), "the previous binary");
-            n++;
-        }
-        unsetenv("NETPROXY_LISTEN_FDS");
-        return n;
-    }
-    if (!pid || !fds || atoi(pid) != (int)getpid() || (n = atoi(fds)) <= 0) return 0;
-    for (int fd = 3; fd < 3 + n; fd++) adopt(fd, "systemd");
-    unsetenv("LISTEN_PID");             /* not for the workers to see again */
-    unsetenv("LISTEN_FDS");
-    unsetenv("LISTEN_FDNAMES");
-    return n;
-}
-
-int np_listeners_fds(int *fds, int max)
-{
-    int n = 0;
-
-    for (struct np_listener *l = listeners; l; l = l->next) {
-        if (l->fd >= 0 && n < max) fds[n++] = l->fd;
-        for (int i = 1; i < l->nper_worker && n < max; i++) fds[n++] = l->per_worker[i];
-    }
-    return n;
+    return np_bound_adopt();
 }
 
 void np_listener_adopted_done(void)
 {
-    struct np_listener *l = listeners, *next;
-
-    for (; l; l = next) {
-        next = l->next;
-        if (!l->adopted) continue;
-        l->adopted = 0;
-        if (l->refs == 1)
-            np_log(NP_WARNING, "a passed socket on %s is one no proxy listens on: closed", l->addr);
-        np_listener_put(l, 0);
-    }
-}
-
-/* reuseport: this worker keeps the socket of its index and closes its copies of the others. */
-static void take_own_socket(struct np_listener *l, int index)
-{
-    if (l->nper_worker == 0) return;
-    for (int i = 0; i < l->nper_worker; i++)
-        if (i != index % l->nper_worker) close(l->per_worker[i]);
-    l->fd = l->per_worker[index % l->nper_worker];
-    l->nper_worker = 0;
+    np_bound_passed_done(NP_BOUND_TCP);
 }
 
 void np_listeners_start(int index)
 {
-    for (struct np_listener *l = listeners; l; l = l->next) {
-        take_own_socket(l, index);
+    for (struct np_listener *l = next_listener(NULL); l; l = next_listener(l)) {
+        l->fd = np_bound_keep(l->b, index);     /* reuseport: the socket of its index */
         arm(l);
     }
 }
@@ -314,7 +239,7 @@ void np_listeners_start(int index)
 static void on_resume(evutil_socket_t fd, short what, void *arg)
 {
     paused = 0;                 /* before arm(), which does nothing while paused */
-    for (struct np_listener *l = listeners; l; l = l->next) arm(l);
+    for (struct np_listener *l = next_listener(NULL); l; l = next_listener(l)) arm(l);
 }
 
 void np_listeners_pause(int err)
@@ -327,7 +252,7 @@ void np_listeners_pause(int err)
     }
     if (paused) return;
     paused = 1;
-    for (struct np_listener *l = listeners; l; l = l->next) disarm(l);
+    for (struct np_listener *l = next_listener(NULL); l; l = next_listener(l)) disarm(l);
     if (!resume_ready) evtimer_assign(&resume_ev, np_base, on_resume, NULL);
     resume_ready = 1;
     evtimer_add(&resume_ev, &tv);
@@ -336,7 +261,10 @@ void np_listeners_pause(int err)
 void np_listeners_close_all(void)
 {
     if (resume_ready) event_del(&resume_ev);
-    for (struct np_listener *l = listeners; l; l = l->next) close_sockets(l);
+    for (struct np_listener *l = next_listener(NULL); l; l = next_listener(l)) {
+        stop(l);
+        np_bound_close(l->b);
+    }
 }
 
 static void on_accept(evutil_socket_t lfd, short what, void *arg)

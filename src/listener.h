@@ -1,6 +1,7 @@
-/* Listening sockets: bound once, shared by every config that listens on the same address
- * (a reload takes them over, never closes and reopens them), per-worker SO_REUSEPORT
- * copies, the ones systemd passes, and the accept loop. */
+/* Listening sockets (TCP and unix): each an entry of the registry of bound sockets
+ * (bound.h: shared by every config that listens on the address, a reload takes them over,
+ * per-worker SO_REUSEPORT copies, the ones systemd or an upgrade passes), and the accept
+ * loop. */
 #ifndef NP_LISTENER_H
 #define NP_LISTENER_H
 #include "addr.h"
@@ -10,25 +11,22 @@
 #include <event2/event_struct.h>
 
 struct np_listener;
+struct np_bound;
 
 /* A new client of l: fd is nonblocking and close-on-exec; the callee owns it. */
 typedef void np_accept_fn(void *arg, struct np_listener *l, int fd, const struct sockaddr *sa,
                           socklen_t len);
 
 struct np_listener {
-    int fd;                     /* -1 once closed */
-    char addr[NP_ADDRSTRLEN];   /* the bound address */
-    int refs;                   /* configs (and systemd's hand-over) using it */
-    int adopted;                /* passed by systemd */
+    struct np_bound *b;         /* its address, users and sockets by worker index */
+    const char *addr;           /* the bound address (b's) */
+    int fd;                     /* the socket this process accepts on; -1 once closed */
     char *unlink_path;          /* a unix socket file this process made: removed with it */
     int owner_pid;              /* the process that made it (workers share the socket) */
-    int *per_worker;            /* reuseport: a socket per worker index ([0] is fd) */
-    int nper_worker;
     struct event ev;
     int armed;                  /* ev is added */
     np_accept_fn *accept;       /* who serves its clients, and with what */
     void *arg;
-    struct np_listener *next;
 };
 
 struct np_listen_opts {
@@ -46,20 +44,19 @@ struct np_listener *np_listener_get(const struct sockaddr *sa, socklen_t len,
 /* One user fewer; the last one closes the sockets (logging it when say is set). */
 void np_listener_put(struct np_listener *l, int say);
 
+/* l has one user (the config that just took it first). */
+int np_listener_first_user(const struct np_listener *l);
+
 /* Who accepts from l from now on. */
 void np_listener_serve(struct np_listener *l, np_accept_fn *fn, void *arg);
 
-/* Passed sockets: systemd's (socket activation, fds 3...) or a binary upgrade's
- * (NETPROXY_LISTEN_FDS) join the open listeners, held until np_listener_adopted_done, so
- * that the setup takes them over by address. Returns how many. */
+/* Passed sockets: an upgrade's or systemd's (np_bound_adopt) are held, by address, until
+ * np_listener_adopted_done, so that the setup takes them over. Returns how many (UDP ones
+ * included). */
 int np_listener_adopt_systemd(void);
 
-/* Drops the passed sockets' hold; those no proxy took are closed with a warning. */
+/* Drops the passed listeners' hold; those no proxy took are closed with a warning. */
 void np_listener_adopted_done(void);
-
-/* Every listening socket of this process (per-worker copies included), for an upgrade;
- * returns how many were written to fds (at most max). */
-int np_listeners_fds(int *fds, int max);
 
 /* A serving process starts accepting. With reuseport, worker number index keeps the
  * sockets of its index and closes its copies of the others. */

@@ -12,6 +12,7 @@
 #include "pool.h"
 #include "relay.h"
 #include "shdict.h"
+#include "shm.h"
 #include "sleep.h"
 #include "sock.h"
 #include "task.h"
@@ -372,6 +373,25 @@ static int core_call(lua_State *L)
     return 2;
 }
 
+static void attach_assoc(void *conn, void *assoc)
+{
+    np_conn_attach(conn, np_udp_assoc_release, assoc);
+}
+
+/* core.udp_associate({ bind, client, client_port, check, conn }) ->
+ * association, "ip:port" | nil, err (udp_assoc.h): from the session coroutine of a
+ * connection, whose association it is from then on (freed with it); its negotiation is over. */
+static int core_udp_associate(lua_State *L)
+{
+    struct np_conn *c = session_conn(L, "udp_associate");
+    const struct np_udp_assoc_owner o = {
+        .L = np_conn_lua(c), .id = np_conn_id(c), .row = np_shm_row(np_conn_proxy_name(c)),
+        .limits = np_task_running()->limits, .attach = attach_assoc, .arg = c,
+    };
+
+    return np_udp_assoc_new(L, &o);
+}
+
 static const luaL_Reg core_funcs[] = {
     { "call", core_call },
     { "serving", core_serving },
@@ -394,6 +414,7 @@ static const luaL_Reg core_funcs[] = {
     { "send", core_send },
     { "close", core_close },
     { "starttls", core_starttls },
+    { "udp_associate", core_udp_associate },
     { NULL, NULL },
 };
 

@@ -420,7 +420,7 @@ static int add_bound(struct np_proxy *p, const struct sockaddr *sa, socklen_t le
         snprintf(err, errlen, "%s: %s", p->name, l ? "out of memory" : why);
         return -1;
     }
-    if (l->refs == 1) np_log(NP_NOTICE, "%s: listening on %s", p->name, l->addr);
+    if (np_listener_first_user(l)) np_log(NP_NOTICE, "%s: listening on %s", p->name, l->addr);
     return 0;
 }
 

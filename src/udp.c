@@ -6,7 +6,6 @@
  * again to the next server when this one refuses). */
 #include "udp_impl.h"
 #include "addr.h"
-#include "conn.h"
 #include "hook.h"
 #include "idle.h"
 #include "log.h"
@@ -29,7 +28,6 @@
 #define MAX_DATAGRAM 65535
 #define READS_PER_WAKEUP 64
 #define MAX_QUEUED 16           /* datagrams held per flow: while resolving, in a pool until the first reply */
-#define HANDLE_MT "netproxy.flow_handle"
 
 struct queued {
     struct queued *next;
@@ -38,63 +36,40 @@ struct queued {
     char data[];
 };
 
-struct handle {
-    struct flow *f;
-};
-
-static struct flow *reaped;
-static struct event reaper;
-static int reaper_ready;
 static char buf[MAX_DATAGRAM + 1];
 
 /* ---------------------------------------------------------------- Lua handles */
 
-static void push_handle(lua_State *L, struct flow *f)
+static struct np_flow *flow_of(struct np_ended *e)
 {
-    struct handle *h = lua_newuserdata(L, sizeof *h);
-
-    h->f = f;
-    if (luaL_newmetatable(L, HANDLE_MT)) {
-        lua_pushliteral(L, "netproxy flow");
-        lua_setfield(L, -2, "__metatable");
-    }
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    f->handle_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return (struct np_flow *)((char *)e - offsetof(struct np_flow, ended));
 }
 
-static struct flow *from_handle(lua_State *L, int idx)
+/* The flow a handle names, while it runs; NULL once it has ended. */
+static struct np_flow *from_handle(lua_State *L, int idx)
 {
-    struct flow *f = ((struct handle *)luaL_checkudata(L, idx, HANDLE_MT))->f;
+    struct np_ended *e = np_ended_from_handle(L, idx, NP_ENDED_FLOW);
 
-    return f && f->end == NP_END_NONE ? f : NULL;
+    return e && e->end == NP_END_NONE ? flow_of(e) : NULL;
 }
 
 /* ---------------------------------------------------------------- the end of a flow */
 
-static void count_and_log(struct flow *f)
+/* Its log line (it was counted when it ended). */
+static void log_end(struct np_flow *f)
 {
     struct np_udp *u = f->u;
-    struct np_counters *n = NP_COUNTERS(u->p);
     char client[NP_ADDRSTRLEN];
 
-    n->flows_closed++;
-    n->flows_active--;
-    switch (np_end_class(f->end)) {
-    case NP_END_REFUSAL: n->refused++; break;
-    case NP_END_FAILURE: if (f->end != NP_END_IDLE_TIMEOUT) n->errors++; break;
-    case NP_END_CLEAN: break;
-    }
     np_addr_format((struct sockaddr *)&f->peer, f->peerlen, client, sizeof client);
-    np_clog(NP_NOTICE, f->id, "%s: udp %s -> %s%s%s in=%llu out=%llu datagrams_in=%llu datagrams_out=%llu dropped=%llu time=%.3fs end=%s%s%s",
+    np_clog(NP_NOTICE, f->ended.id, "%s: udp %s -> %s%s%s in=%llu out=%llu datagrams_in=%llu datagrams_out=%llu dropped=%llu " NP_ENDED_LOG_TAIL,
             u->p->name, client, f->target[0] ? f->target : "-", f->failed ? " failed=" : "", f->failed ? f->failed : "",
             (unsigned long long)f->bytes[0], (unsigned long long)f->bytes[1],
             (unsigned long long)f->dgrams[0], (unsigned long long)f->dgrams[1],
-            (unsigned long long)f->dropped, np_now() - f->started, np_end_name(f->end),
-            f->detail && f->detail[0] ? ": " : "", f->detail ? f->detail : "");
+            (unsigned long long)f->dropped, NP_ENDED_LOG_ARGS(&f->ended));
 }
 
-static void free_queue(struct flow *f)
+static void free_queue(struct np_flow *f)
 {
     while (f->queue) {
         struct queued *q = f->queue;
@@ -105,8 +80,10 @@ static void free_queue(struct flow *f)
     f->nqueued = 0;
 }
 
-static void flow_free(struct flow *f)
+/* Tears an ended flow down, from the reaper (its handle is cleared already). */
+static void flow_free(struct np_ended *e)
 {
+    struct np_flow *f = flow_of(e);
     struct np_udp *u = f->u;
     lua_State *L = u->p->L;
 
@@ -120,69 +97,43 @@ static void flow_free(struct flow *f)
         if (!f->counted) np_pool_count(f->row);
         np_pool_release(f->row);
     }
-    if (f->handle_ref != LUA_NOREF) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, f->handle_ref);
-        ((struct handle *)lua_touserdata(L, -1))->f = NULL;
-        lua_pop(L, 1);
-        np_lua_unref(L, &f->handle_ref);
-    }
     np_lua_unref(L, &f->conn_ref);
-    count_and_log(f);
+    log_end(f);
     u->nflows--;
     u->ops->done(u->arg, u->p);         /* may free u's config: nothing of u after this */
-    free(f->detail);
+    free(f->ended.detail);
     free(f->server_host);
     free(f->failed);
     free(f);
 }
 
-static void on_reap(evutil_socket_t fd, short what, void *arg)
-{
-    while (reaped) {
-        struct flow *f = reaped;
-        reaped = f->next_reaped;
-        flow_free(f);
-    }
-}
-
-void flow_reaper_init(void)
-{
-    if (!reaper_ready) {
-        event_assign(&reaper, np_base, -1, 0, on_reap, NULL);
-        reaper_ready = 1;
-    }
-}
-
 /* The one way a flow ends: it leaves the table at once (the client's next datagram starts
  * a new flow), and the reaper frees it once the running callback has returned. */
-void flow_close(struct flow *f, enum np_end how, const char *fmt, ...)
+void np_flow_close(struct np_flow *f, enum np_end how, const char *fmt, ...)
 {
     va_list ap;
+    int first;
 
-    if (f->end != NP_END_NONE) return;
-    f->end = how;
     va_start(ap, fmt);
-    if (vasprintf(&f->detail, fmt, ap) < 0) f->detail = NULL;
+    first = np_ended_mark(&f->ended, how, fmt, ap);
     va_end(ap);
-    flow_unhash(f);
-    lru_unlink(f);
+    if (!first) return;
+    np_flow_unhash(f);
+    np_flow_lru_unlink(f);
     np_idle_leave(&f->idle);
     if (f->fd >= 0) event_del(&f->ev);
-    f->next_reaped = reaped;
-    reaped = f;
-    event_active(&reaper, EV_TIMEOUT, 0);
 }
 
 static void on_idle(struct np_idle *m)
 {
-    struct flow *f = (struct flow *)((char *)m - offsetof(struct flow, idle));
+    struct np_flow *f = (struct np_flow *)((char *)m - offsetof(struct np_flow, idle));
 
-    flow_close(f, NP_END_IDLE_TIMEOUT, "%gs", f->u->idle_timeout);
+    np_flow_close(f, NP_END_IDLE_TIMEOUT, "%gs", f->u->idle_timeout);
 }
 
 /* ---------------------------------------------------------------- carrying datagrams */
 
-static void to_client(struct flow *f, const char *data, size_t len)
+static void to_client(struct np_flow *f, const char *data, size_t len)
 {
     if (f->ls->fd >= 0 && sendto(f->ls->fd, data, len, 0, (struct sockaddr *)&f->peer, f->peerlen) >= 0) {
         f->dgrams[1]++;
@@ -195,7 +146,7 @@ static void to_client(struct flow *f, const char *data, size_t len)
     NP_COUNTERS(f->u->p)->datagrams_dropped++;
 }
 
-static void sent_to_server(struct flow *f, size_t len)
+static void sent_to_server(struct np_flow *f, size_t len)
 {
     f->dgrams[0]++;
     f->bytes[0] += len;
@@ -203,7 +154,7 @@ static void sent_to_server(struct flow *f, size_t len)
     NP_COUNTERS(f->u->p)->bytes_in += len;
 }
 
-static void drop(struct flow *f)
+static void drop(struct np_flow *f)
 {
     f->dropped++;
     NP_COUNTERS(f->u->p)->datagrams_dropped++;
@@ -211,7 +162,7 @@ static void drop(struct flow *f)
 
 /* Runs fn(data, conn) under the hook budget: -1 (the flow is closed), 0 keep, 1 replaced
  * by *out (np_hook_done after use; an empty one drops). */
-static int call_lua(struct flow *f, int fn_ref, const char *data, size_t len,
+static int call_lua(struct np_flow *f, int fn_ref, const char *data, size_t len,
                     const char **out, size_t *outlen)
 {
     char err[256];
@@ -220,11 +171,11 @@ static int call_lua(struct flow *f, int fn_ref, const char *data, size_t len,
                           err, sizeof err);
 
     if (rc < 0) {
-        np_clog(NP_ERR, f->id, "%s: hook: %s", f->u->p->name, err);
-        flow_close(f, NP_END_LUA_ERROR, "%s", err);
+        np_clog(NP_ERR, f->ended.id, "%s: hook: %s", f->u->p->name, err);
+        np_flow_close(f, NP_END_LUA_ERROR, "%s", err);
         return -1;
     }
-    if (f->end != NP_END_NONE) {        /* conn:close() from Lua */
+    if (f->ended.end != NP_END_NONE) {        /* conn:close() from Lua */
         if (rc == 1) np_hook_done(L);
         return -1;
     }
@@ -234,14 +185,14 @@ static int call_lua(struct flow *f, int fn_ref, const char *data, size_t len,
 /* A pool flow keeps what it sends until its server first replies: a server that refuses
  * (ICMP port unreachable) before that is replaced, and the next one gets the same
  * datagrams. */
-static int holding(const struct flow *f)
+static int holding(const struct np_flow *f)
 {
     return f->u->pooled && !f->replied;
 }
 
 /* Keeps a copy of a datagram at the end of the flow's queue; NULL when it is full
  * (MAX_QUEUED) or memory is short. */
-static struct queued *hold(struct flow *f, const char *data, size_t len)
+static struct queued *hold(struct np_flow *f, const char *data, size_t len)
 {
     struct queued *q = f->nqueued < MAX_QUEUED ? malloc(sizeof *q + len) : NULL;
 
@@ -260,7 +211,7 @@ static struct queued *hold(struct flow *f, const char *data, size_t len)
  * dropped, as UDP does), -1 refused while holding. Linux reports an ICMP port unreachable
  * (for an earlier datagram) on the next send instead of sending: outside a pool's first
  * exchange the error is then cleared and the datagram is sent after all. */
-static int put(struct flow *f, const char *data, size_t len)
+static int put(struct np_flow *f, const char *data, size_t len)
 {
     if (send(f->fd, data, len, 0) >= 0) return 1;
     if (errno != ECONNREFUSED) return 0;
@@ -268,10 +219,10 @@ static int put(struct flow *f, const char *data, size_t len)
     return send(f->fd, data, len, 0) >= 0;
 }
 
-static void server_failed(struct flow *f, const char *why);
+static void server_failed(struct np_flow *f, const char *why);
 
 /* Sends a held datagram; it is counted the first time it goes. */
-static void put_held(struct flow *f, struct queued *q)
+static void put_held(struct np_flow *f, struct queued *q)
 {
     int rc = put(f, q->data, q->len);
 
@@ -281,7 +232,7 @@ static void put_held(struct flow *f, struct queued *q)
     else if (!q->sent) drop(f);
 }
 
-static void to_server(struct flow *f, const char *data, size_t len)
+static void to_server(struct np_flow *f, const char *data, size_t len)
 {
     struct queued *q;
     int rc;
@@ -310,25 +261,25 @@ static void to_server(struct flow *f, const char *data, size_t len)
 }
 
 /* One datagram in direction dir (0: from the client), through its hook. */
-static void carry(struct flow *f, int dir, const char *data, size_t len)
+static void carry(struct np_flow *f, int dir, const char *data, size_t len)
 {
     const char *out = data;
     size_t outlen = len;
     int rc = 0;
 
-    flow_touch(f);
+    np_flow_touch(f);
     if (f->u->hook_ref[dir] != LUA_NOREF &&
         (rc = call_lua(f, f->u->hook_ref[dir], data, len, &out, &outlen)) < 0)
         return;
     if (rc == 0 || outlen > 0) {        /* "" from a hook drops; an empty datagram goes */
         if (dir == 0) to_server(f, out, outlen);
-        else if (f->end == NP_END_NONE) to_client(f, out, outlen);
+        else if (f->ended.end == NP_END_NONE) to_client(f, out, outlen);
     }
     if (rc == 1) np_hook_done(f->u->p->L);
 }
 
 /* The server's first reply: it is reached (counted), and what was held for a failover goes. */
-static void first_reply(struct flow *f)
+static void first_reply(struct np_flow *f)
 {
     f->replied = 1;
     free_queue(f);
@@ -338,9 +289,9 @@ static void first_reply(struct flow *f)
 
 static void on_server_readable(evutil_socket_t fd, short what, void *arg)
 {
-    struct flow *f = arg;
+    struct np_flow *f = arg;
 
-    for (int i = 0; i < READS_PER_WAKEUP && f->end == NP_END_NONE; i++) {
+    for (int i = 0; i < READS_PER_WAKEUP && f->ended.end == NP_END_NONE; i++) {
         ssize_t n = recv(f->fd, buf, MAX_DATAGRAM, MSG_TRUNC);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) return;
@@ -349,7 +300,7 @@ static void on_server_readable(evutil_socket_t fd, short what, void *arg)
                 return;
             }
             if (errno == ECONNREFUSED || errno == EINTR) continue;  /* ICMP: the idle timeout decides */
-            flow_close(f, NP_END_SERVER_ERROR, "recv: %s", strerror(errno));
+            np_flow_close(f, NP_END_SERVER_ERROR, "recv: %s", strerror(errno));
             return;
         }
         if (n > MAX_DATAGRAM) continue;         /* cannot be: UDP's own bound */
@@ -364,11 +315,11 @@ static void on_server_readable(evutil_socket_t fd, short what, void *arg)
  * pool before the first reply, what an earlier server was sent. Held datagrams stay (the
  * next server gets them if this one refuses); the others are freed once sent. A failover
  * inside (this server refused at once) has sent them all to the next server already. */
-static void flush_queue(struct flow *f)
+static void flush_queue(struct np_flow *f)
 {
     unsigned attempt = f->attempt;
 
-    for (struct queued *q = f->queue, *next; q && f->end == NP_END_NONE && f->attempt == attempt; q = next) {
+    for (struct queued *q = f->queue, *next; q && f->ended.end == NP_END_NONE && f->attempt == attempt; q = next) {
         next = q->next;
         if (holding(f)) {
             put_held(f, q);
@@ -382,20 +333,20 @@ static void flush_queue(struct flow *f)
     if (!f->queue) f->qtail = &f->queue;
 }
 
-static void connected(struct flow *f, const struct sockaddr *sa, socklen_t len)
+static void connected(struct np_flow *f, const struct sockaddr *sa, socklen_t len)
 {
     int fd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), e;
 
     if (!f->u->pooled) np_addr_format(sa, len, f->target, sizeof f->target);  /* a pool's: the server's name */
     if (fd < 0) {
-        flow_close(f, NP_END_CONNECT_FAILED, "%s", strerror(errno));
+        np_flow_close(f, NP_END_CONNECT_FAILED, "%s", strerror(errno));
         return;
     }
     if (connect(fd, sa, len) < 0) {
         e = errno;
         close(fd);
         if (f->u->pooled) server_failed(f, strerror(e));
-        else flow_close(f, NP_END_CONNECT_FAILED, "%s", strerror(e));
+        else np_flow_close(f, NP_END_CONNECT_FAILED, "%s", strerror(e));
         return;
     }
     f->fd = fd;
@@ -406,10 +357,10 @@ static void connected(struct flow *f, const struct sockaddr *sa, socklen_t len)
 
 static void on_resolved(int err, struct evutil_addrinfo *res, void *arg)
 {
-    struct flow *f = arg;
+    struct np_flow *f = arg;
 
     f->resolving = NULL;
-    if (f->end != NP_END_NONE) {
+    if (f->ended.end != NP_END_NONE) {
         if (res) evutil_freeaddrinfo(res);
         return;
     }
@@ -421,7 +372,7 @@ static void on_resolved(int err, struct evutil_addrinfo *res, void *arg)
             return;
         }
         snprintf(f->target, sizeof f->target, "%s:%d", f->u->host, f->u->port);
-        flow_close(f, NP_END_CONNECT_FAILED, "%s: %s", f->u->host, why);
+        np_flow_close(f, NP_END_CONNECT_FAILED, "%s: %s", f->u->host, why);
         return;
     }
     connected(f, res->ai_addr, (socklen_t)res->ai_addrlen);
@@ -430,7 +381,7 @@ static void on_resolved(int err, struct evutil_addrinfo *res, void *arg)
 
 /* Resolves the flow's server. The answer may come before this returns (an IP literal) and
  * start a failover whose own lookup is then the one pending: only a pending lookup is kept. */
-static void resolve(struct flow *f, const char *host, int port)
+static void resolve(struct np_flow *f, const char *host, int port)
 {
     struct np_resolve *r = np_resolve_start(host, port, on_resolved, f);
 
@@ -441,19 +392,19 @@ static void resolve(struct flow *f, const char *host, int port)
 
 /* Calls netproxy.udp's fn(conn, ...) (nargs pushed after fn) under the hook budget, with
  * nresults. 0, or -1 (the flow is closed: a Lua error). */
-static int call_pool(struct flow *f, int nargs, int nresults)
+static int call_pool(struct np_flow *f, int nargs, int nresults)
 {
     char err[512];
 
     if (np_call(f->u->p->L, nargs + 1, nresults, &f->u->p->limits, err, sizeof err) == 0) return 0;
-    np_clog(NP_ERR, f->id, "%s: %s", f->u->p->name, err);
-    flow_close(f, NP_END_LUA_ERROR, "%s", "balance");
+    np_clog(NP_ERR, f->ended.id, "%s: %s", f->u->p->name, err);
+    np_flow_close(f, NP_END_LUA_ERROR, "%s", "balance");
     return -1;
 }
 
 /* The pool chooses the flow's server (netproxy.udp.pick: the balance, the servers up, those
  * this flow tried), which is resolved next. None: the flow ends at once. */
-static void choose_server(struct flow *f)
+static void choose_server(struct np_flow *f)
 {
     struct np_udp *u = f->u;
     lua_State *L = u->p->L;
@@ -470,8 +421,8 @@ static void choose_server(struct flow *f)
     if (lua_isnil(L, base + 1)) {
         const char *why = lua_tostring(L, base + 2) ? lua_tostring(L, base + 2) : "no server";
         snprintf(f->target, sizeof f->target, "none");
-        if (!f->failed) np_clog(NP_WARNING, f->id, "%s: no server: %s", u->p->name, why);
-        flow_close(f, NP_END_CONNECT_FAILED, "no server: %s", why);
+        if (!f->failed) np_clog(NP_WARNING, f->ended.id, "%s: no server: %s", u->p->name, why);
+        np_flow_close(f, NP_END_CONNECT_FAILED, "no server: %s", why);
         lua_settop(L, base);
         return;
     }
@@ -484,7 +435,7 @@ static void choose_server(struct flow *f)
     if (f->row >= 0) np_pool_hold(f->row);
     f->counted = 0;
     if (!f->server_host) {
-        flow_close(f, NP_END_NO_MEMORY, "%s", "the server's name");
+        np_flow_close(f, NP_END_NO_MEMORY, "%s", "the server's name");
         return;
     }
     resolve(f, f->server_host, f->server_port);
@@ -493,7 +444,7 @@ static void choose_server(struct flow *f)
 /* The flow's server refused (or its name did not resolve, or it cannot be reached) before
  * replying: a failure in its row (max_fails within fail_timeout mark it down), and the flow
  * goes on with the next server, if the pool has one left to try. */
-static void server_failed(struct flow *f, const char *why)
+static void server_failed(struct np_flow *f, const char *why)
 {
     lua_State *L = f->u->p->L;
     int base = lua_gettop(L);
@@ -502,7 +453,7 @@ static void server_failed(struct flow *f, const char *why)
     lua_rawgeti(L, LUA_REGISTRYINDEX, f->conn_ref);
     lua_pushstring(L, why);
     if (call_pool(f, 1, 1) < 0) return;
-    if (lua_isstring(L, -1)) np_clog(NP_WARNING, f->id, "%s: %s", f->u->p->name, lua_tostring(L, -1));
+    if (lua_isstring(L, -1)) np_clog(NP_WARNING, f->ended.id, "%s: %s", f->u->p->name, lua_tostring(L, -1));
     lua_settop(L, base);
     if (f->fd >= 0) {
         event_del(&f->ev);
@@ -520,11 +471,11 @@ static void server_failed(struct flow *f, const char *why)
 /* Past max_flows the longest idle flow goes; warned at most once a second. */
 static void evict(struct np_udp *u)
 {
-    struct flow *f = u->lru_head;
+    struct np_flow *f = u->lru_head;
 
     if (!f) return;
     NP_COUNTERS(u->p)->flows_evicted++;
-    flow_close(f, NP_END_EVICTED, "max_flows %llu", (unsigned long long)u->max_flows);
+    np_flow_close(f, NP_END_EVICTED, "max_flows %llu", (unsigned long long)u->max_flows);
     if (np_now() - u->warned < 1.0) {
         u->unlogged++;
         return;
@@ -550,7 +501,7 @@ static void refuse_flow(struct np_udp *u, const struct sockaddr_storage *peer, s
 }
 
 /* accept(conn) hooks and the Lua conn object: 0, or -1 (the flow is closed). */
-static int start_lua(struct flow *f, const char *client)
+static int start_lua(struct np_flow *f, const char *client)
 {
     lua_State *L = f->u->p->L;
     int base = lua_gettop(L);
@@ -558,16 +509,16 @@ static int start_lua(struct flow *f, const char *client)
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, f->u->start_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, f->u->p->lua_ref);
-    lua_pushnumber(L, (lua_Number)f->id);
+    lua_pushnumber(L, (lua_Number)f->ended.id);
     lua_pushstring(L, client);
-    push_handle(L, f);
+    np_ended_push_handle(L, &f->ended);
     if (np_call(L, 4, 2, &f->u->p->limits, err, sizeof err) < 0) {   /* accept() as a hook */
-        np_clog(NP_ERR, f->id, "%s: %s", f->u->p->name, err);
-        flow_close(f, NP_END_LUA_ERROR, "%s", "accept");
+        np_clog(NP_ERR, f->ended.id, "%s: %s", f->u->p->name, err);
+        np_flow_close(f, NP_END_LUA_ERROR, "%s", "accept");
         return -1;
     }
     if (lua_isnil(L, -2)) {
-        flow_close(f, NP_END_REFUSED, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "by accept()");
+        np_flow_close(f, NP_END_REFUSED, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "by accept()");
         lua_settop(L, base);
         return -1;
     }
@@ -577,12 +528,12 @@ static int start_lua(struct flow *f, const char *client)
     return 0;
 }
 
-static struct flow *flow_new(struct usock *ls, const struct sockaddr_storage *peer, socklen_t len)
+static struct np_flow *flow_new(struct np_usock *ls, const struct sockaddr_storage *peer, socklen_t len)
 {
     struct np_udp *u = ls->serve;
     const char *why;
     char client[NP_ADDRSTRLEN];
-    struct flow *f;
+    struct np_flow *f;
 
     if (!u) return NULL;
     if ((why = u->ops->admit(u->arg, u->p, (const struct sockaddr *)peer))) {
@@ -591,7 +542,6 @@ static struct flow *flow_new(struct usock *ls, const struct sockaddr_storage *pe
     }
     if (u->max_flows && u->nflows >= u->max_flows) evict(u);
     if (!(f = calloc(1, sizeof *f))) goto no_memory;
-    f->id = np_conn_new_id();
     f->u = u;
     f->ls = ls;
     f->peer = *peer;
@@ -599,19 +549,17 @@ static struct flow *flow_new(struct usock *ls, const struct sockaddr_storage *pe
     f->fd = -1;
     f->row = -1;
     f->qtail = &f->queue;
-    f->started = np_now();
-    f->conn_ref = f->handle_ref = LUA_NOREF;
-    if (flow_insert(ls, f) < 0 || np_idle_join(&f->idle, u->idle_timeout > 0 ? u->idle_timeout : 1e9, on_idle) < 0) {
-        flow_unhash(f);
+    f->conn_ref = LUA_NOREF;
+    if (np_flow_insert(ls, f) < 0 || np_idle_join(&f->idle, u->idle_timeout > 0 ? u->idle_timeout : 1e9, on_idle) < 0) {
+        np_flow_unhash(f);
         free(f);
         goto no_memory;
     }
-    lru_append(f);
+    np_flow_lru_append(f);
     u->nflows++;
-    NP_COUNTERS(u->p)->flows_opened++;
-    NP_COUNTERS(u->p)->flows_active++;
+    np_ended_begin(&f->ended, NP_ENDED_FLOW, u->p->row, u->p->L, flow_free);
     np_addr_format((const struct sockaddr *)peer, len, client, sizeof client);
-    np_clog(NP_INFO, f->id, "%s: udp flow from %s", u->p->name, client);
+    np_clog(NP_INFO, f->ended.id, "%s: udp flow from %s", u->p->name, client);
     if (u->start_ref != LUA_NOREF && start_lua(f, client) < 0) return f;
     if (u->pooled) choose_server(f);
     else if (!u->host) snprintf(f->target, sizeof f->target, "service");
@@ -623,15 +571,15 @@ no_memory:
     return NULL;
 }
 
-void on_listen_readable(evutil_socket_t fd, short what, void *arg)
+void np_udp_on_readable(evutil_socket_t fd, short what, void *arg)
 {
-    struct usock *ls = arg;
+    struct np_usock *ls = arg;
 
     for (int i = 0; i < READS_PER_WAKEUP && ls->fd >= 0 && ls->reading; i++) {
         struct sockaddr_storage peer;
         socklen_t len = sizeof peer;
         ssize_t n = recvfrom(ls->fd, buf, MAX_DATAGRAM, 0, (struct sockaddr *)&peer, &len);
-        struct flow *f;
+        struct np_flow *f;
 
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNREFUSED)
@@ -639,8 +587,8 @@ void on_listen_readable(evutil_socket_t fd, short what, void *arg)
             if (errno == EINTR || errno == ECONNREFUSED) continue;
             return;
         }
-        if (!(f = flow_lookup(ls, &peer)) && !(f = flow_new(ls, &peer, len))) continue;
-        if (f->end == NP_END_NONE) carry(f, 0, buf, (size_t)n);
+        if (!(f = np_flow_lookup(ls, &peer)) && !(f = flow_new(ls, &peer, len))) continue;
+        if (f->ended.end == NP_END_NONE) carry(f, 0, buf, (size_t)n);
     }
 }
 
@@ -650,7 +598,7 @@ void on_listen_readable(evutil_socket_t fd, short what, void *arg)
  * toward that side of the flow, now. */
 static int core_flow_send(lua_State *L)
 {
-    struct flow *f = from_handle(L, 1);
+    struct np_flow *f = from_handle(L, 1);
     static const char *const sides[] = { "server", "client", NULL };
     int dir = luaL_checkoption(L, 2, NULL, sides);
     size_t len;
@@ -672,9 +620,9 @@ static int core_flow_send(lua_State *L)
 /* core.flow_close(handle): ends the flow (end=closed). */
 static int core_flow_close(lua_State *L)
 {
-    struct flow *f = from_handle(L, 1);
+    struct np_flow *f = from_handle(L, 1);
 
-    if (f) flow_close(f, NP_END_CLOSED, "%s", "by script");
+    if (f) np_flow_close(f, NP_END_CLOSED, "%s", "by script");
     return 0;
 }
 

@@ -48,15 +48,10 @@ void np_udp_start(int index);
  * still go out through them until their flows end. */
 void np_udp_stop_reading(void);
 
-/* A binary upgrade: the text of NETPROXY_UDP_FDS ("FD:INDEX:NAME-IN-HEX,..."), malloc'd,
- * or NULL; np_udp_fds writes every socket's fd (at most max), for their close-on-exec, and
- * returns how many there are (max 0: just count). */
-char *np_udp_handover(void);
-int np_udp_fds(int *fds, int max);
-
-/* In the upgraded image: the passed sockets (NETPROXY_UDP_FDS) are held, by address, until
- * np_udp_adopted_done; np_udp_bind takes them over. Returns how many. Those no proxy took
- * are closed with a warning by np_udp_adopted_done. */
+/* The passed sockets (np_bound_adopt: an upgrade's UDP ones) are held, by address, until
+ * np_udp_adopted_done; np_udp_bind takes them over. Returns how many sockets were passed
+ * (0 once the listeners' adoption at the start took them). Those no proxy took are closed
+ * with a warning by np_udp_adopted_done. */
 int np_udp_adopt(void);
 void np_udp_adopted_done(void);
 

@@ -1,5 +1,5 @@
 /* SOCKS5 UDP ASSOCIATE: one association per control connection, owned by that connection
- * (conn.c frees it with the connection). The client sends datagrams with the SOCKS UDP
+ * (netproxy_core.c makes it for the connection, which frees it with itself). The client sends datagrams with the SOCKS UDP
  * header (RSV RSV FRAG ATYP DST.ADDR DST.PORT DATA) to the relay socket; each target is
  * checked by the connector's Lua function (the socks5 from's route/allow), then the data goes
  * out of one unconnected socket per address family, and what comes back is sent to the
@@ -7,14 +7,12 @@
  * MAX_RESOLVING datagrams at once per association. */
 #include "udp_assoc.h"
 #include "addr.h"
-#include "conn.h"
 #include "hook.h"
 #include "log.h"
 #include "loop.h"
 #include "luavm.h"
 #include "resolve.h"
 #include "shm.h"
-#include "task.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -48,7 +46,7 @@ struct assoc {
     uint64_t conn_id;
     lua_State *L;               /* the connection's main Lua state */
     int check_ref, conn_ref, self_ref;
-    struct np_limits limits;    /* its check's: the session's, which are its proxy's */
+    struct np_limits limits;    /* its check's: its proxy's (call.h) */
     int row;                    /* the proxy's counters */
     int relay_fd;
     struct event relay_ev;
@@ -336,8 +334,7 @@ static void on_out_readable(evutil_socket_t fd, short what, void *arg)
 /* ---------------------------------------------------------------- life */
 
 
-/* The connection is being freed: everything goes. */
-static void assoc_release(void *arg)
+void np_udp_assoc_release(void *arg)
 {
     struct assoc *a = arg;
 
@@ -374,13 +371,8 @@ static int fail(lua_State *L, const char *what)
     return 2;
 }
 
-/* core.udp_associate({ bind = IP, client = IP, client_port = n, check = fn, conn = conn,
- * }) -> association, "ip:port" | nil, err: from the session coroutine of a
- * connection; the association is the connection's from then on (freed with it), and its
- * negotiation is over. check(target, conn) sees each datagram's "host:port". */
-static int core_udp_associate(lua_State *L)
+int np_udp_assoc_new(lua_State *L, const struct np_udp_assoc_owner *o)
 {
-    struct np_conn *c = np_conn_current();
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     struct assoc *a;
@@ -388,7 +380,6 @@ static int core_udp_associate(lua_State *L)
     const char *bind_ip, *client_ip;
     int port;
 
-    if (!c || np_conn_session(c) != L) return luaL_error(L, "udp_associate: only from a connection's coroutine");
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_getfield(L, 1, "check");        /* every check that may raise comes before what it would leak */
     luaL_argcheck(L, lua_isfunction(L, -1), 1, "check must be a function");
@@ -400,10 +391,10 @@ static int core_udp_associate(lua_State *L)
     client_ip = luaL_checkstring(L, -2);
     port = (int)luaL_optinteger(L, -1, 0);
     if (!(a = calloc(1, sizeof *a))) return luaL_error(L, "udp_associate: out of memory");
-    a->limits = np_task_running()->limits;
-    a->L = np_conn_lua(c);
-    a->conn_id = np_conn_id(c);
-    a->row = np_shm_row(np_conn_proxy_name(c));
+    a->limits = o->limits;
+    a->L = o->L;
+    a->conn_id = o->id;
+    a->row = o->row;
     a->out_fd[0] = a->out_fd[1] = -1;
     a->check_ref = a->conn_ref = a->self_ref = LUA_NOREF;
     memset(&ss, 0, sizeof ss);
@@ -436,7 +427,7 @@ static int core_udp_associate(lua_State *L)
     a->check_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, 1, "conn");
     a->conn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    np_conn_attach(c, assoc_release, a);
+    o->attach(o->arg, a);
     struct handle *h = lua_newuserdata(L, sizeof *h);
     h->a = a;
     luaL_getmetatable(L, ASSOC_MT);
@@ -455,14 +446,13 @@ bad:
 static int assoc_summary(lua_State *L)
 {
     struct assoc *a = ((struct handle *)luaL_checkudata(L, 1, ASSOC_MT))->a;
+    char text[256];
 
     if (!a) return 0;
-    char text[160];
-
+    /* 64-bit counts: lua_pushfstring knows no more than an int */
     snprintf(text, sizeof text, "datagrams_in=%" PRIu64 " bytes_in=%" PRIu64 " datagrams_out=%" PRIu64
              " bytes_out=%" PRIu64 " dropped=%" PRIu64 " refused=%" PRIu64,
-             (uint64_t)a->dgrams[0], (uint64_t)a->bytes[0], (uint64_t)a->dgrams[1], (uint64_t)a->bytes[1],
-             (uint64_t)a->dropped, (uint64_t)a->refused);
+             a->dgrams[0], a->bytes[0], a->dgrams[1], a->bytes[1], a->dropped, a->refused);
     lua_pushstring(L, text);
     return 1;
 }
@@ -478,6 +468,4 @@ void np_udp_assoc_open(lua_State *L)
         lua_setfield(L, -2, "__metatable");
     }
     lua_pop(L, 1);
-    lua_pushcfunction(L, core_udp_associate);
-    lua_setfield(L, -2, "udp_associate");
 }

@@ -5,6 +5,7 @@
  * are renewed by a reload: a client always reaches the same socket, hence the same worker
  * number. */
 #include "udp_group.h"
+#include "bound.h"
 
 #include <errno.h>
 #include <linux/filter.h>
@@ -67,101 +68,76 @@ static int program(int family, unsigned n, struct sock_filter *f)
     return i;
 }
 
-static int steer(struct np_udp_group *g, int n)
+static int steer(struct np_bound *b, int *steering, int n)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     struct sock_filter f[MAX_PROGRAM];
     struct sock_fprog prog = { .filter = f };
 
-    if (g->n < 2 || g->steering == n) return 0;
-    if (getsockname(g->fds[0], (struct sockaddr *)&ss, &len) < 0) return -1;
+    if (b->n < 2 || *steering == n) return 0;
+    if (getsockname(b->fds[0], (struct sockaddr *)&ss, &len) < 0) return -1;
     prog.len = (unsigned short)program(ss.ss_family, (unsigned)n, f);
-    if (setsockopt(g->fds[0], SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) < 0) return -1;
-    g->steering = n;
+    if (setsockopt(b->fds[0], SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) < 0) return -1;
+    *steering = n;
     return 0;
 }
 
-int np_udp_group_resize(struct np_udp_group *g, int n)
+int np_udp_group_resize(struct np_bound *b, int *steering, int n)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
-    int *grown;
+    int fd;
 
-    if (n > g->n) {
-        if (getsockname(g->fds[0], (struct sockaddr *)&ss, &len) < 0) return -1;
-        if (!(grown = realloc(g->fds, n * sizeof *grown))) return -1;
-        g->fds = grown;
-        for (; g->n < n; g->n++)
-            if ((g->fds[g->n] = udp_socket((struct sockaddr *)&ss, len, 1)) < 0) return -1;
+    if (n > b->n) {
+        if (getsockname(b->fds[0], (struct sockaddr *)&ss, &len) < 0) return -1;
+        while (b->n < n) {
+            if ((fd = udp_socket((struct sockaddr *)&ss, len, 1)) < 0) return -1;
+            if (np_bound_put_fd(b, b->n, fd) < 0) {
+                close(fd);
+                errno = ENOMEM;
+                return -1;
+            }
+        }
     }
-    return steer(g, n);
+    return steer(b, steering, n);
 }
 
-int np_udp_group_open(struct np_udp_group *g, const struct sockaddr *sa, socklen_t len, int n)
+/* Binds sa's group socket number 0 (SO_REUSEPORT) into b. 0, or -1 with errno. */
+static int first_of_group(struct np_bound *b, const struct sockaddr *sa, socklen_t len)
+{
+    int fd = udp_socket(sa, len, 1);
+
+    if (fd < 0) return -1;
+    if (np_bound_put_fd(b, 0, fd) == 0) return 0;
+    close(fd);
+    errno = ENOMEM;
+    return -1;
+}
+
+int np_udp_group_open(struct np_bound *b, int *steering, const struct sockaddr *sa, socklen_t len, int n)
 {
     struct sockaddr_storage bound;
     socklen_t blen = sizeof bound;
     int probe = udp_socket(sa, len, 0), e;
 
-    memset(g, 0, sizeof *g);
+    *steering = 0;
     if (probe < 0) return -1;
-    if (!(g->fds = malloc(sizeof *g->fds))) {
+    if (n <= 1) {                       /* a single process: the probe is the socket */
+        if (np_bound_put_fd(b, 0, probe) == 0) return 0;
         close(probe);
         errno = ENOMEM;
         return -1;
     }
-    g->fds[0] = -1;
-    g->n = 1;
-    if (n <= 1) {                       /* a single process: the probe is the socket */
-        g->fds[0] = probe;
-        return 0;
-    }
     /* the probe found the address free (and chose the port of a port 0): the group binds it */
     e = getsockname(probe, (struct sockaddr *)&bound, &blen);
     close(probe);
-    if (e < 0 || (g->fds[0] = udp_socket((struct sockaddr *)&bound, blen, 1)) < 0 ||
-        np_udp_group_resize(g, n) < 0) {
+    errno = 0;
+    if (e < 0 || first_of_group(b, (struct sockaddr *)&bound, blen) < 0 || np_udp_group_resize(b, steering, n) < 0) {
         e = errno ? errno : EINVAL;
-        np_udp_group_close(g);
+        np_bound_close(b);
         errno = e;
         return -1;
     }
     return 0;
-}
-
-int np_udp_group_put(struct np_udp_group *g, int index, int fd)
-{
-    if (index >= g->n) {
-        int *grown = realloc(g->fds, (index + 1) * sizeof *grown);
-        if (!grown) return -1;
-        g->fds = grown;
-        while (g->n <= index) g->fds[g->n++] = -1;
-    }
-    if (g->fds[index] >= 0) close(g->fds[index]);
-    g->fds[index] = fd;
-    return 0;
-}
-
-int np_udp_group_keep(struct np_udp_group *g, int index)
-{
-    int fd;
-
-    if (g->n == 0) return -1;
-    index %= g->n;
-    fd = g->fds[index];
-    for (int i = 0; i < g->n; i++)
-        if (i != index && g->fds[i] >= 0) close(g->fds[i]);
-    g->fds[0] = fd;
-    g->n = 1;
-    g->steering = 0;
-    return fd;
-}
-
-void np_udp_group_close(struct np_udp_group *g)
-{
-    for (int i = 0; i < g->n; i++)
-        if (g->fds[i] >= 0) close(g->fds[i]);
-    free(g->fds);
-    memset(g, 0, sizeof *g);
 }

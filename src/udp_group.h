@@ -7,31 +7,19 @@
 
 #include <sys/socket.h>
 
-struct np_udp_group {
-    int *fds;                   /* by worker index; -1: a hole (a hand-over still filling it) */
-    int n;
-    int steering;               /* the count the program steers over; 0: no program */
-};
+struct np_bound;
 
-/* Opens n sockets (n > 1: a group; n == 1: one plain socket) on sa; a port 0 becomes one
- * port for all of them. A group is opened only after a probe without SO_REUSEPORT has
- * found the address free, so that it never joins another process's group. 0, or -1 with
- * errno (nothing left open). */
-int np_udp_group_open(struct np_udp_group *g, const struct sockaddr *sa, socklen_t len, int n);
+/* Opens n sockets (n > 1: a group; n == 1: one plain socket) on sa as b's sockets (b has
+ * none yet), *steering as np_udp_group_resize sets it; a port 0 becomes one port for all of
+ * them. A group is opened only after a probe without SO_REUSEPORT has found the address
+ * free, so that it never joins another process's group. 0, or -1 with errno (b's sockets
+ * closed). */
+int np_udp_group_open(struct np_bound *b, int *steering, const struct sockaddr *sa, socklen_t len, int n);
 
-/* Grows g to n sockets if it has fewer (it never shrinks: the kernel renumbers a group
- * when a socket leaves it, and an old worker may still hold the socket), then steers every
- * datagram to one of the first n. 0, or -1 with errno (the sockets opened stay). */
-int np_udp_group_resize(struct np_udp_group *g, int n);
-
-/* Adds fd (passed by an upgrade) as socket number index. 0, or -1 (out of memory). */
-int np_udp_group_put(struct np_udp_group *g, int index, int fd);
-
-/* A serving process keeps socket number index and closes its copies of the others (the
- * master holds them, so the group does not change). Returns that socket. */
-int np_udp_group_keep(struct np_udp_group *g, int index);
-
-/* Closes this process's copies of every socket. */
-void np_udp_group_close(struct np_udp_group *g);
+/* Grows b's group to n sockets if it has fewer (it never shrinks: the kernel renumbers a
+ * group when a socket leaves it, and an old worker may still hold the socket), then steers
+ * every datagram to one of the first n (*steering: the count the program steers over now;
+ * 0: no program). 0, or -1 with errno (the sockets opened stay). */
+int np_udp_group_resize(struct np_bound *b, int *steering, int n);
 
 #endif

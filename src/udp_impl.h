@@ -1,9 +1,10 @@
 /* What the UDP files share: udp.c (a flow's life), udp_table.c (the flow table of each
- * socket and the LRU of each proxy), udp_sock.c (the listening sockets by address and their
- * hand-over) and udp_proxy.c (a proxy's UDP side). Not for other files. */
+ * socket and the LRU of each proxy), udp_sock.c (the listening sockets, entries of the
+ * registry of bound sockets) and udp_proxy.c (a proxy's UDP side). Not for other files. */
 #ifndef NP_UDP_IMPL_H
 #define NP_UDP_IMPL_H
 #include "udp.h"
+#include "bound.h"
 #include "udp_group.h"
 #include "addr.h"
 #include "idle.h"
@@ -14,25 +15,23 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-struct flow;
+struct np_flow;
 struct queued;
 struct np_resolve;
 
-/* A listening UDP address and its flows. The master holds its group (udp_group.h: a
- * socket per worker index); a serving process keeps the socket of its index. */
-struct usock {
+/* A listening UDP address and its flows: an entry of the registry of bound sockets
+ * (bound.h). The master holds its group (udp_group.h: a socket per worker index); a serving
+ * process keeps the socket of its index. */
+struct np_usock {
+    struct np_bound *b;         /* its address, users and sockets by worker index */
+    const char *addr;           /* b's */
     int fd;                     /* the socket this process reads and answers from; -1 once closed */
-    struct np_udp_group group;  /* every socket of the address this process holds ([0] is fd) */
-    char addr[NP_ADDRSTRLEN];
-    int refs;                   /* proxies using it, and the hold of a hand-over */
-    int passed;                 /* handed over by an upgrade: held until np_udp_adopted_done */
-    char *passed_by;            /* the name of the proxy that had it, until one takes it */
+    int steering;               /* the worker count its group steers over (udp_group.h) */
     struct event ev;
     int armed, reading;
     struct np_udp *serve;       /* whose new flows */
-    struct flow **buckets;
+    struct np_flow **buckets;
     size_t nbuckets, nflows;
-    struct usock *next;
 };
 
 /* A proxy's UDP side. */
@@ -49,18 +48,18 @@ struct np_udp {
     int start_ref;              /* netproxy.udp.start, when a flow needs a Lua conn */
     int pooled;                 /* the `to` has servers: netproxy.udp.pick and .failed choose */
     int pick_ref, failed_ref;
-    struct usock **socks;
+    struct np_usock **socks;
     int nsocks;
-    struct flow *lru_head, *lru_tail;   /* its flows, longest idle first */
+    struct np_flow *lru_head, *lru_tail;   /* its flows, longest idle first */
     int released;
     double warned;              /* rate of the eviction and refusal warnings */
     uint64_t unlogged;
 };
 
-struct flow {
-    uint64_t id;
+struct np_flow {
+    struct np_ended ended;              /* its id, its end, its Lua handle (end.h) */
     struct np_udp *u;
-    struct usock *ls;
+    struct np_usock *ls;
     struct sockaddr_storage peer;
     socklen_t peerlen;
     int fd;                     /* connected to the server; -1 while resolving or for a service */
@@ -69,11 +68,10 @@ struct flow {
     struct queued *queue, **qtail;
     int nqueued;
     struct np_idle idle;
-    struct flow *hnext;                 /* in ls->buckets */
-    struct flow *lprev, *lnext;         /* in u's LRU list */
+    struct np_flow *hnext;                 /* in ls->buckets */
+    struct np_flow *lprev, *lnext;         /* in u's LRU list */
     uint64_t dgrams[2], bytes[2];       /* carried: toward the server, toward the client */
     uint64_t dropped;
-    double started;
     char target[NP_ADDRSTRLEN];
     /* a pool flow: its server (held in the shared table from its choice to the flow's end or
      * the server's failure), the servers that failed before it, whether it replied */
@@ -83,50 +81,45 @@ struct flow {
     char *failed;                       /* "a,b", or NULL */
     int replied, counted;
     unsigned attempt;                   /* a new one for each server tried */
-    enum np_end end;
-    char *detail;
-    int conn_ref, handle_ref;
-    struct flow *next_reaped;
+    int conn_ref;
 };
 
 /* ---------------------------------------------------------------- udp_table.c */
 
 /* The flow of peer on ls, or NULL. */
-struct flow *flow_lookup(struct usock *ls, const struct sockaddr_storage *peer);
+struct np_flow *np_flow_lookup(struct np_usock *ls, const struct sockaddr_storage *peer);
 /* f joins ls's table: 0, or -1 (out of memory). */
-int flow_insert(struct usock *ls, struct flow *f);
+int np_flow_insert(struct np_usock *ls, struct np_flow *f);
 /* f leaves its socket's table (if it is in it). */
-void flow_unhash(struct flow *f);
+void np_flow_unhash(struct np_flow *f);
 /* f leaves (if a member) or joins, as the most recently active, its proxy's LRU list. */
-void lru_unlink(struct flow *f);
-void lru_append(struct flow *f);
+void np_flow_lru_unlink(struct np_flow *f);
+void np_flow_lru_append(struct np_flow *f);
 /* A datagram either way: the flow is the most recently active. */
-void flow_touch(struct flow *f);
+void np_flow_touch(struct np_flow *f);
 
 /* ---------------------------------------------------------------- udp_sock.c */
 
 /* This process reads its sockets (np_udp_start has run). */
-extern int usock_started;
+extern int np_udp_started;
 
 /* The socket of sa for proxy name, shared (refs + 1) or bound, with its group grown to n
  * sockets and steering over n (the workers). NULL with a message in err. */
-struct usock *usock_get(const struct sockaddr *sa, socklen_t len, int n, const char *name,
+struct np_usock *np_usock_get(const struct sockaddr *sa, socklen_t len, int n, const char *name,
                         char *err, size_t errlen);
-/* Drops a reference; the last one closes the socket (said when say), ends its flows
- * (end=drained) and frees it. */
-void usock_put(struct usock *ls, int say);
-/* Reads ls (on_listen_readable), unless it is closed or read already. */
-void usock_arm(struct usock *ls);
+/* Drops a reference; the last one ends its flows (end=drained), closes the sockets (said
+ * when say) and frees it. */
+void np_usock_put(struct np_usock *ls, int say);
+/* Reads ls (np_udp_on_readable), unless it is closed or read already. */
+void np_usock_arm(struct np_usock *ls);
 
 /* ---------------------------------------------------------------- udp.c */
 
 /* The one way a flow ends (end how, detail fmt): it leaves the table at once; the reaper
  * frees it once the running callback has returned. */
-void flow_close(struct flow *f, enum np_end how, const char *fmt, ...)
+void np_flow_close(struct np_flow *f, enum np_end how, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* A listening socket's datagrams: each to its flow, a new one for a new client. */
-void on_listen_readable(evutil_socket_t fd, short what, void *arg);
-/* Makes the reaper's event, once. */
-void flow_reaper_init(void);
+void np_udp_on_readable(evutil_socket_t fd, short what, void *arg);
 
 #endif

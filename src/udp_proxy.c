@@ -89,19 +89,18 @@ static struct np_udp *udp_of(struct np_proxy *p, const struct np_udp_ops *ops, v
     u->pick_ref = u->failed_ref = LUA_NOREF;
     p->udp = u;
     if (read_settings(u, p->L, err, errlen) < 0) return NULL;    /* freed by np_udp_release */
-    flow_reaper_init();
     return u;
 }
 
 /* The first user of a socket in this process says so; n sockets when a group. */
-static void say_listening(const struct np_proxy *p, const struct usock *ls)
+static void say_listening(const struct np_proxy *p, const struct np_usock *ls)
 {
     char what[64] = "";
 
-    if (ls->refs != 1 + ls->passed) return;
-    if (ls->passed) snprintf(what, sizeof what, ", %d socket%s passed by the previous binary", ls->group.n,
-                             ls->group.n == 1 ? "" : "s");
-    else if (ls->group.n > 1) snprintf(what, sizeof what, ", %d sockets", ls->group.n);
+    if (ls->b->refs != 1 + ls->b->passed) return;
+    if (ls->b->passed) snprintf(what, sizeof what, ", %d socket%s passed by the previous binary", ls->b->n,
+                                ls->b->n == 1 ? "" : "s");
+    else if (ls->b->n > 1) snprintf(what, sizeof what, ", %d sockets", ls->b->n);
     np_log(NP_NOTICE, "%s: listening on %s (udp%s)", p->name, ls->addr, what);
 }
 
@@ -114,7 +113,7 @@ int np_udp_bind(struct np_proxy *p, const char *host, int port, int workers,
     char service[16], why[256];
     /* a process that already reads its sockets and binds again is a single process
      * reloading (workers never load a config): one socket, whatever the config says */
-    int n = usock_started || workers < 1 ? 1 : workers, rc;
+    int n = np_udp_started || workers < 1 ? 1 : workers, rc;
 
     if (!u) return -1;
     snprintf(service, sizeof service, "%d", port);
@@ -123,10 +122,10 @@ int np_udp_bind(struct np_proxy *p, const char *host, int port, int workers,
         return -1;
     }
     for (ai = res; ai; ai = ai->ai_next) {
-        struct usock *ls = usock_get(ai->ai_addr, ai->ai_addrlen, n, p->name, why, sizeof why);
-        struct usock **grown = ls ? realloc(u->socks, (u->nsocks + 1) * sizeof *grown) : NULL;
+        struct np_usock *ls = np_usock_get(ai->ai_addr, ai->ai_addrlen, n, p->name, why, sizeof why);
+        struct np_usock **grown = ls ? realloc(u->socks, (u->nsocks + 1) * sizeof *grown) : NULL;
         if (!grown) {
-            if (ls) usock_put(ls, 0);
+            if (ls) np_usock_put(ls, 0);
             snprintf(err, errlen, "%s: %s", p->name, ls ? "out of memory" : why);
             freeaddrinfo(res);
             return -1;
@@ -142,9 +141,9 @@ int np_udp_bind(struct np_proxy *p, const char *host, int port, int workers,
 void np_udp_serve(struct np_proxy *p)
 {
     for (int i = 0; p->udp && i < p->udp->nsocks; i++) {
-        struct usock *ls = p->udp->socks[i];
+        struct np_usock *ls = p->udp->socks[i];
         ls->serve = p->udp;
-        if (usock_started && ls->reading) usock_arm(ls);     /* a single process's reload: a new address */
+        if (np_udp_started && ls->reading) np_usock_arm(ls);     /* a single process's reload: a new address */
     }
 }
 
@@ -156,7 +155,7 @@ void np_udp_release(struct np_proxy *p, int say)
     if (!u) return;
     for (int i = 0; i < u->nsocks; i++) {
         if (u->socks[i]->serve == u) u->socks[i]->serve = NULL;
-        usock_put(u->socks[i], say);
+        np_usock_put(u->socks[i], say);
     }
     free(u->socks);
     u->socks = NULL;
@@ -182,5 +181,5 @@ void np_udp_close_all(struct np_proxy *p, enum np_end how, const char *why)
 {
     struct np_udp *u = p->udp;
 
-    while (u && u->lru_head) flow_close(u->lru_head, how, "%s", why);
+    while (u && u->lru_head) np_flow_close(u->lru_head, how, "%s", why);
 }

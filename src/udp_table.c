@@ -41,23 +41,23 @@ static size_t hash_peer(const struct sockaddr_storage *a)
     return (h ^ (port >> 8)) * 16777619u;
 }
 
-struct flow *flow_lookup(struct usock *ls, const struct sockaddr_storage *peer)
+struct np_flow *np_flow_lookup(struct np_usock *ls, const struct sockaddr_storage *peer)
 {
     if (!ls->nbuckets) return NULL;
-    for (struct flow *f = ls->buckets[hash_peer(peer) & (ls->nbuckets - 1)]; f; f = f->hnext)
+    for (struct np_flow *f = ls->buckets[hash_peer(peer) & (ls->nbuckets - 1)]; f; f = f->hnext)
         if (same_peer(&f->peer, peer)) return f;
     return NULL;
 }
 
 /* Doubles the buckets once there are more flows than buckets. 0, or -1 (kept as it was). */
-static int grow(struct usock *ls)
+static int grow(struct np_usock *ls)
 {
     size_t n = ls->nbuckets ? ls->nbuckets * 2 : 64;
-    struct flow **b = calloc(n, sizeof *b);
+    struct np_flow **b = calloc(n, sizeof *b);
 
     if (!b) return ls->nbuckets ? 0 : -1;
     for (size_t i = 0; i < ls->nbuckets; i++) {
-        for (struct flow *f = ls->buckets[i], *next; f; f = next) {
+        for (struct np_flow *f = ls->buckets[i], *next; f; f = next) {
             next = f->hnext;
             size_t j = hash_peer(&f->peer) & (n - 1);
             f->hnext = b[j];
@@ -70,7 +70,7 @@ static int grow(struct usock *ls)
     return 0;
 }
 
-int flow_insert(struct usock *ls, struct flow *f)
+int np_flow_insert(struct np_usock *ls, struct np_flow *f)
 {
     if (ls->nflows >= ls->nbuckets && grow(ls) < 0) return -1;
     size_t j = hash_peer(&f->peer) & (ls->nbuckets - 1);
@@ -80,12 +80,12 @@ int flow_insert(struct usock *ls, struct flow *f)
     return 0;
 }
 
-void flow_unhash(struct flow *f)
+void np_flow_unhash(struct np_flow *f)
 {
-    struct usock *ls = f->ls;
+    struct np_usock *ls = f->ls;
 
     if (!ls || !ls->nbuckets) return;
-    for (struct flow **pp = &ls->buckets[hash_peer(&f->peer) & (ls->nbuckets - 1)]; *pp; pp = &(*pp)->hnext) {
+    for (struct np_flow **pp = &ls->buckets[hash_peer(&f->peer) & (ls->nbuckets - 1)]; *pp; pp = &(*pp)->hnext) {
         if (*pp == f) {
             *pp = f->hnext;
             ls->nflows--;
@@ -96,7 +96,7 @@ void flow_unhash(struct flow *f)
 
 /* ---------------------------------------------------------------- LRU, per proxy */
 
-void lru_unlink(struct flow *f)
+void np_flow_lru_unlink(struct np_flow *f)
 {
     struct np_udp *u = f->u;
 
@@ -108,7 +108,7 @@ void lru_unlink(struct flow *f)
     f->lprev = f->lnext = NULL;
 }
 
-void lru_append(struct flow *f)
+void np_flow_lru_append(struct np_flow *f)
 {
     struct np_udp *u = f->u;
 
@@ -120,11 +120,11 @@ void lru_append(struct flow *f)
 }
 
 /* A datagram either way: the flow is the most recently active. */
-void flow_touch(struct flow *f)
+void np_flow_touch(struct np_flow *f)
 {
     np_idle_touch(&f->idle);
     if (f->u->lru_tail != f) {
-        lru_unlink(f);
-        lru_append(f);
+        np_flow_lru_unlink(f);
+        np_flow_lru_append(f);
     }
 }

@@ -1,14 +1,14 @@
 /* SIGUSR2, the binary upgrade. The new binary checks the config first (in a child, its
  * errors captured for the log); only then does the master exec it, in the same process: the
  * pid, the children and the listening sockets stay, the shared counters come along as a
- * memfd, and the new image adopts the sockets by address and drains the old workers. UDP
- * groups go too (NETPROXY_UDP_FDS), each socket with its index in its group. */
+ * memfd, and the new image adopts the sockets by address and drains the old workers. Every
+ * bound socket, TCP, unix and UDP, goes in one list (NETPROXY_FDS, bound.h), each with its
+ * worker index. */
 #include "upgrade.h"
-#include "listener.h"
+#include "bound.h"
 #include "log.h"
 #include "pool.h"
 #include "shm.h"
-#include "udp.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,8 +18,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-#define MAX_FDS 1024
 
 static char exe[PATH_MAX];
 static char **args;
@@ -102,37 +100,25 @@ static void set_cloexec(const int *fds, int n, int on)
     for (int i = 0; i < n; i++) fcntl(fds[i], F_SETFD, on ? FD_CLOEXEC : 0);
 }
 
-static void put_fd_list(const char *name, const int *fds, int n)
-{
-    char list[MAX_FDS * 8] = "";
-    size_t used = 0;
-
-    for (int i = 0; i < n && used < sizeof list - 16; i++)
-        used += snprintf(list + used, sizeof list - used, "%s%d", i ? "," : "", fds[i]);
-    setenv(name, list, 1);
-}
-
 void np_upgrade_checked(int status, const char *workers)
 {
-    int fds[MAX_FDS], n = np_listeners_fds(fds, MAX_FDS), shm = np_shm_fd();
-    int nudp = np_udp_fds(NULL, 0), *udp = malloc((nudp + 1) * sizeof *udp), pool = np_pool_fd();
-    char shm_text[16], pool_text[16], *udp_text = NULL;
+    int n = np_bound_fds(NULL, 0), *fds = malloc((n + 1) * sizeof *fds), shm = np_shm_fd(), pool = np_pool_fd();
+    char shm_text[16], pool_text[16], *fds_text = NULL;
 
     if (status != 0) {
         log_check_output();
         np_log(NP_ERR, "upgrade: the new binary refused the config (status %d): still running this one", status);
-        free(udp);
+        free(fds);
         return;
     }
-    if (!udp || !(udp_text = np_udp_handover())) {
+    if (!fds || !(fds_text = np_bound_handover())) {
         np_log(NP_ERR, "upgrade: out of memory: still running this one");
-        free(udp);
+        free(fds);
         return;
     }
-    np_udp_fds(udp, nudp);
-    put_fd_list("NETPROXY_LISTEN_FDS", fds, n);
-    setenv("NETPROXY_UDP_FDS", udp_text, 1);
-    free(udp_text);
+    np_bound_fds(fds, n);
+    setenv("NETPROXY_FDS", fds_text, 1);
+    free(fds_text);
     snprintf(shm_text, sizeof shm_text, "%d", shm);
     setenv("NETPROXY_SHM_FD", shm_text, 1);
     snprintf(pool_text, sizeof pool_text, "%d", pool);
@@ -140,20 +126,17 @@ void np_upgrade_checked(int status, const char *workers)
     setenv("NETPROXY_WORKERS", workers, 1);
     setenv("NETPROXY_UPGRADE", "1", 1);
     set_cloexec(fds, n, 0);
-    set_cloexec(udp, nudp, 0);
     set_cloexec(&shm, 1, 0);
     set_cloexec(&pool, 1, 0);
     np_log(NP_NOTICE, "upgrade: running %s again with %d listening sockets, %d udp sockets and the workers %s",
-           exe, n, nudp, workers[0] ? workers : "(none)");
+           exe, np_bound_count(NP_BOUND_TCP), np_bound_count(NP_BOUND_UDP), workers[0] ? workers : "(none)");
     execv(exe, args);
     np_log(NP_ERR, "upgrade: cannot run %s: %s: still running this one", exe, strerror(errno));
     set_cloexec(fds, n, 1);
-    set_cloexec(udp, nudp, 1);
     set_cloexec(&shm, 1, 1);
     set_cloexec(&pool, 1, 1);
-    unsetenv("NETPROXY_LISTEN_FDS");
-    unsetenv("NETPROXY_UDP_FDS");
-    free(udp);
+    unsetenv("NETPROXY_FDS");
+    free(fds);
     unsetenv("NETPROXY_SHM_FD");
     unsetenv("NETPROXY_POOL_FD");
     np_upgrade_done();
