@@ -4,6 +4,7 @@
 #include "conn.h"
 #include "defer.h"
 #include "dial.h"
+#include "errtoken.h"
 #include "hook.h"
 #include "idle.h"
 #include "log.h"
@@ -725,8 +726,8 @@ static void dial_route(struct np_conn *c)
     const struct np_route *r = c->route;
     struct session *s = c->session;
 
-    if (r->host) np_dial_start_name(&s->dial, r->host, r->port, r->timeout, routed_connected, c);
-    else np_dial_start(&s->dial, &r->ai, r->timeout, routed_connected, c);
+    if (r->host) np_dial_start_name(&s->dial, r->host, r->port, &r->dial, routed_connected, c);
+    else np_dial_start(&s->dial, &r->ai, &r->dial, routed_connected, c);
 }
 
 /* The config fixed the server and nothing runs before the relay: connect, then relay
@@ -830,7 +831,7 @@ static void sniff_heard(struct np_conn *c)
     if (got < 0 && errno == EAGAIN) {
         sniff_wait(s, s->heard ? s->heard + sn->probe_timeout - np_now() : c->started + sn->silence - np_now());
     } else if (got <= 0) {
-        np_conn_close(c, NP_END_REFUSED, "client %s%s", got == 0 ? "closed" : np_sock_err_token(errno),
+        np_conn_close(c, NP_END_REFUSED, "client %s%s", got == 0 ? "closed" : np_err_token(errno),
                       s->heard ? " while probed" : "");
     } else {
         if (!s->heard) s->heard = np_now();

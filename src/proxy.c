@@ -85,6 +85,14 @@ static int route_address(struct np_route *r, const char *host, const char *path)
     return 0;
 }
 
+/* The address the route connects from, if it names one (checked by netproxy.config and
+ * at start: np_proxy_read). */
+static void read_source(struct np_route *r, const char *text)
+{
+    r->dial.source_len = text ? np_addr_ip(text, 0, &r->source) : 0;
+    r->dial.source = r->dial.source_len ? (struct sockaddr *)&r->source : NULL;
+}
+
 /* One route table at index t, or NULL (not one, or out of memory). */
 static struct np_route *read_route(struct np_proxy *p, lua_State *L, int t)
 {
@@ -107,12 +115,13 @@ static struct np_route *read_route(struct np_proxy *p, lua_State *L, int t)
     r->hook_ref[1] = np_lua_ref_function(L, t, "to_client");
     r->conn_ref = np_lua_ref_function(L, t, "conn");
     r->hook_budget = np_lua_number(L, t, "hook_budget", 1);
+    read_source(r, np_lua_string(L, t, "source"));
     /* the session's connect is bounded by both: the nearer deadline decides the end */
     connect_timeout = np_lua_number(L, t, "connect_timeout", 10);
-    r->timeout = connect_timeout;
+    r->dial.timeout = connect_timeout;
     r->on_timeout = NP_END_CONNECT_FAILED;
     if (p->negotiation_timeout > 0 && (connect_timeout <= 0 || p->negotiation_timeout < connect_timeout)) {
-        r->timeout = p->negotiation_timeout;
+        r->dial.timeout = p->negotiation_timeout;
         r->on_timeout = NP_END_NEGOTIATION_TIMEOUT;
     }
     return r;

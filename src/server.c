@@ -5,6 +5,7 @@
 #include "budget.h"
 #include "checker.h"
 #include "conn.h"
+#include "dial.h"
 #include "hook.h"
 #include "listener.h"
 #include "log.h"
@@ -12,7 +13,6 @@
 #include "loop.h"
 #include "luavm.h"
 #include "shdict.h"
-#include "sock.h"
 #include "udp.h"
 #include "timer.h"
 
@@ -608,7 +608,7 @@ int np_server_install(lua_State *L, char *err, size_t errlen)
     g = config_new(L, err, errlen);
     if (!old) np_udp_adopted_done();
     if (!g) return -1;
-    np_sock_on_fd_shortage(np_listeners_pause);
+    np_dial_on_fd_shortage(np_listeners_pause);
     g->generation = next_generation++;
     for (int i = 0; i < g->nproxies; i++)          /* the shared sockets change hands now */
         for (int j = 0; j < g->proxies[i].nlisteners; j++)
