@@ -75,7 +75,7 @@ int np_dial_check_source(const struct sockaddr *source, socklen_t len, char *err
     int fd = socket(source->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
     if (fd < 0 || bind_source(fd, source, len) < 0) {
-        snprintf(err, errlen, "%s", strerror(errno));
+        snprintf(err, errlen, "%s", errno == EADDRNOTAVAIL ? "not an address of this host" : strerror(errno));
         if (fd >= 0) close(fd);
         return -1;
     }
