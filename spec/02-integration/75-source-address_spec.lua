@@ -68,6 +68,17 @@ proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = 0 },
     reaches_from_127_0_0_2(np.ports.p, "back")
   end)
 
+  it("a pool's active checks connect from the to's source too", function()
+    back.mark()
+    h.netproxy_start(([[
+proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "tcp", servers = { "127.0.0.1:%d" }, source = "127.0.0.2",
+               check = { interval = 0.2, timeout = 1 } } }
+]]):format(back.ports.back))
+    h.wait_log(back, "back: 127%.0%.0%.2:%d+ %-> ")     -- a check: no client connects here
+    assert.is_nil(back.log():find("back: 127.0.0.1:", 1, true))
+  end)
+
   it("core.connect: a source that is not an IP address is a Lua error", function()
     local np = h.netproxy_start(([[
 proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = 0 },
