@@ -31,6 +31,7 @@ local function check_hop(hop, i)
   local label = "hop " .. i
   if type(hop) ~= "table" then return nil, label .. ": want a table like { type = \"socks5\", proxy_host = ..., proxy_port = ... }" end
   if not HOPS[hop.type] then return nil, label .. ": type wants connect or socks5, not " .. tostring(hop.type) end
+  if hop.source ~= nil then return nil, label .. ": source is the chain's (its first hop is reached from it), not a hop's" end
   if hop.host ~= nil or hop.port ~= nil then
     return nil, label .. ": no host or port in a hop (its target is the next hop, or the chain's host and port)"
   end
@@ -58,7 +59,8 @@ local function hop_list(v)
   return out
 end
 
-_M.params = { host = check.host, port = check.port, hops = hop_list, tls = check.boolean }
+_M.params = { host = check.host, port = check.port, hops = hop_list, tls = check.boolean,
+              source = check.address }     -- the first hop is reached from it
 local TLS_PARAMS = {}
 for k, v in pairs(ssl.params) do
   if not _M.params[k] then
@@ -87,7 +89,7 @@ end
 
 function _M.connect(conf, conn)
   local hops = conf.hops
-  local sock, err = core.connect(hops[1].proxy_host, hops[1].proxy_port, { timeout = conn.connect_timeout })
+  local sock, err = core.connect(hops[1].proxy_host, hops[1].proxy_port, { timeout = conn.connect_timeout, source = conf.source })
   if not sock then return nil, "hop 1: proxy " .. addr.join(hops[1].proxy_host, hops[1].proxy_port) .. ": " .. err end
   for i, hop in ipairs(hops) do
     local next_hop = hops[i + 1]

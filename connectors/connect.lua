@@ -34,14 +34,14 @@ local _M = {
 
 local FROM_ONLY = { route = true, allow = true, users = true, realm = true, request_timeout = true }
 local TO_ONLY = { proxy_host = true, proxy_port = true, proxy_user = true, proxy_pass = true,
-                  proxy_agent = true, reply_timeout = true }
+                  proxy_agent = true, reply_timeout = true, source = true }
 
 _M.params = {
   host = check.host, port = check.port, max_header = check.int_range(1024, 65536, "bytes"),
   proxy_host = check.host, proxy_port = check.port, proxy_user = check.string,
   proxy_pass = check.string, proxy_agent = check.string, reply_timeout = check.seconds,
   route = check.func, allow = addr.check_patterns, users = gate.check_users, realm = check.string,
-  request_timeout = check.seconds,
+  request_timeout = check.seconds, source = check.address,
 }
 
 _M.from_only = FROM_ONLY
@@ -98,7 +98,7 @@ end
 
 -- The tunnel: the proxy reached, then CONNECT through it. connect_ssl builds on it.
 function _M.tunnel(conf, conn)
-  local sock, err = core.connect(conf.proxy_host, conf.proxy_port, { timeout = conn.connect_timeout })
+  local sock, err = core.connect(conf.proxy_host, conf.proxy_port, { timeout = conn.connect_timeout, source = conf.source })
   if not sock then return nil, "proxy " .. http.authority(conf.proxy_host, conf.proxy_port) .. ": " .. err end
   return _M.handshake(sock, conf, conn)
 end

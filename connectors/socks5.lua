@@ -31,7 +31,7 @@ local _M = {
 
 local FROM_ONLY = { route = true, allow = true, users = true, request_timeout = true, socks4 = true }
 local TO_ONLY = { proxy_host = true, proxy_port = true, proxy_user = true, proxy_pass = true,
-                  remote_dns = true, reply_timeout = true }
+                  remote_dns = true, reply_timeout = true, source = true }
 
 local function short_string(v)   -- RFC 1929: user name and password are at most 255 bytes
   if type(v) ~= "string" or #v > 255 then return nil, "want a string of at most 255 bytes" end
@@ -46,6 +46,7 @@ _M.params = {
   request_timeout = check.seconds, socks4 = check.boolean,
   proxy_host = check.host, proxy_port = check.port, proxy_user = short_string,
   proxy_pass = short_string, remote_dns = check.boolean, reply_timeout = check.seconds,
+  source = check.address,
 }
 
 -- The checks of the `to` side, shared with chain's socks5 hops (which have no host and port
@@ -309,7 +310,7 @@ function _M.handshake(sock, conf, conn)
 end
 
 function _M.connect(conf, conn)
-  local sock, err = core.connect(conf.proxy_host, conf.proxy_port, { timeout = conn.connect_timeout })
+  local sock, err = core.connect(conf.proxy_host, conf.proxy_port, { timeout = conn.connect_timeout, source = conf.source })
   if not sock then return nil, "proxy " .. addr.join(conf.proxy_host, conf.proxy_port) .. ": " .. err end
   local tunnel, terr = _M.handshake(sock, conf, conn)
   if not tunnel then return nil, terr end

@@ -53,6 +53,7 @@ _M.params = {
   min_version = check.one_of("1.0", "1.1", "1.2", "1.3"),
   sni = check.string, verify_name = check.string,
   start_cleartext = check.boolean, starttls = check.func, handshake_timeout = check.seconds,
+  source = check.address,             -- to: the local address to connect from
 }
 
 local CLIENT_ONLY = { sni = true, verify_name = true }
@@ -152,7 +153,7 @@ function _M.client_handshake(sock, conf, conn)
 end
 
 function _M.connect(conf, conn)
-  local sock, err = core.connect(conf.host, conf.port, { timeout = conn.connect_timeout })
+  local sock, err = core.connect(conf.host, conf.port, { timeout = conn.connect_timeout, source = conf.source })
   if not sock then return nil, err end
   return _M.client_handshake(sock, conf, conn)
 end

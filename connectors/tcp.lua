@@ -1,12 +1,13 @@
 -- tcp: Net::Proxy's simplest connector. As `from` it listens on host:port (host defaults
--- to localhost); as `to` it connects to host:port. The bytes are left alone.
+-- to localhost); as `to` it connects to host:port (from the address `source`, if given). The
+-- bytes are left alone.
 local core = require "netproxy.core"
 local check = require "netproxy.check"
 local proxy_protocol = require "netproxy.proxy_protocol"
 
 local _M = {
   positions = { from = true, to = true },
-  params = { host = check.host, port = check.port },
+  params = { host = check.host, port = check.port, source = check.address },
   sends_proxy_protocol = true,
 }
 
@@ -28,13 +29,15 @@ end
 -- Where connect() goes when it has nothing else to do: the C core may then connect by
 -- itself (netproxy.session.route).
 function _M.fixed(conf)
-  if conf.proxy_protocol == nil then return { host = conf.host, port = conf.port } end
+  if conf.proxy_protocol == nil then return { host = conf.host, port = conf.port, source = conf.source } end
 end
 
 -- Reaches the server (and tells it who the client is, with proxy_protocol); the socket is
 -- relayed as it is.
 function _M.connect(conf, conn)
-  local sock, err = core.connect(conf.host, conf.port, conn.connect_timeout)
+  local opts = conn.connect_timeout       -- a bare number: no table to make per connection
+  if conf.source then opts = { timeout = opts, source = conf.source } end
+  local sock, err = core.connect(conf.host, conf.port, opts)
   if not sock then return nil, err end
   return proxy_protocol.send(sock, conf, conn)
 end

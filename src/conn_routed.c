@@ -39,8 +39,8 @@ void np_conn_dial_route(struct np_conn *c)
     const struct np_route *r = c->route;
     struct session *s = c->session;
 
-    if (r->host) np_dial_start_name(&s->dial, r->host, r->port, r->timeout, routed_connected, c);
-    else np_dial_start(&s->dial, &r->ai, r->timeout, routed_connected, c);
+    if (r->host) np_dial_start_name(&s->dial, r->host, r->port, &r->dial, routed_connected, c);
+    else np_dial_start(&s->dial, &r->ai, &r->dial, routed_connected, c);
 }
 
 /* The config fixed the server and nothing runs before the relay: connect, then relay

@@ -1,21 +1,87 @@
-/* One non-blocking connect with a deadline, address after address. Out of file descriptors
- * it waits and tries again (the client is already accepted: better it waits than fails), as
- * core.connect does. */
+/* One non-blocking connect with a deadline, address after address, from a chosen source
+ * address if asked. Out of file descriptors it waits and tries again (the client is already
+ * accepted: better it waits than fails). */
 #include "dial.h"
+#include "errtoken.h"
 #include "loop.h"
 #include "resolve.h"
-#include "sock.h"
+#include "text.h"
 
 #include <errno.h>
 #include <event2/event.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
+#include <netinet/tcp.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define FD_RETRY 0.05          /* seconds between tries when out of file descriptors */
 
+static void (*fd_shortage)(int err);
+
+void np_dial_on_fd_shortage(void (*fn)(int err))
+{
+    fd_shortage = fn;
+}
+
 static void on_event(evutil_socket_t fd, short what, void *arg);
+
+/* Whether a TCP socket whose connect() said EINPROGRESS is connected already: to a loopback
+ * address the handshake is done inside the call, and one getsockopt then saves waiting for
+ * writability (an epoll_ctl ADD, a turn of the loop, getsockopt SO_ERROR, the MOD after). */
+static int established(int fd, int family)
+{
+    unsigned char state;        /* struct tcp_info's first field, tcpi_state */
+    socklen_t len = sizeof state;
+
+    if (family != AF_INET && family != AF_INET6) return 0;
+    return getsockopt(fd, IPPROTO_TCP, TCP_INFO, &state, &len) == 0 && len == sizeof state &&
+           state == TCP_ESTABLISHED;
+}
+
+/* Binds fd to source, leaving the port to connect() where the kernel can (so that a busy
+ * source address does not run out of ports for bind()'s sake). 0, or -1 with errno. */
+static int bind_source(int fd, const struct sockaddr *source, socklen_t len)
+{
+#ifdef IP_BIND_ADDRESS_NO_PORT
+    int one = 1;
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+#endif
+    return bind(fd, source, len);
+}
+
+/* A socket for ai, bound to the source if there is one: its fd, or -1 with errno. An
+ * address of another family than the source's is not one to try (EAFNOSUPPORT). */
+static int open_socket(const struct np_dial *d, const struct evutil_addrinfo *ai)
+{
+    int fd, err;
+
+    if (d->source && d->source->sa_family != ai->ai_family) {
+        errno = EAFNOSUPPORT;
+        return -1;
+    }
+    fd = socket(ai->ai_family, (d->dgram ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || !d->source || bind_source(fd, d->source, d->source_len) == 0) return fd;
+    err = errno;
+    close(fd);
+    errno = err;
+    return -1;
+}
+
+int np_dial_check_source(const struct sockaddr *source, socklen_t len, char *err, size_t errlen)
+{
+    int fd = socket(source->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (fd < 0 || bind_source(fd, source, len) < 0) {
+        snprintf(err, errlen, "%s", errno == EADDRNOTAVAIL ? "not an address of this host" : strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
 
 static void release(struct np_dial *d)
 {
@@ -23,18 +89,35 @@ static void release(struct np_dial *d)
     d->resolving = NULL;
     if (d->owned) evutil_freeaddrinfo(d->owned);
     d->owned = NULL;
-    d->next = NULL;
+    d->next = d->trying = NULL;
 }
 
+/* The outcome, fd or -1: left in d for a start function to return, or told to done. Nothing
+ * may touch d after done: it may have been freed. */
 static void finish(struct np_dial *d, int fd)
 {
     np_dial_done_fn *done = d->done;
 
+    d->err = 0;
+    d->why[0] = '\0';
+    if (fd >= 0) {
+        if (!d->dgram && d->trying->ai_family != AF_UNIX) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
+        d->peer_len = d->trying->ai_addrlen;
+        memcpy(&d->peer, d->trying->ai_addr, d->peer_len);
+    } else if (d->dns_error) {
+        snprintf(d->why, sizeof d->why, "resolve: %s", evutil_gai_strerror(d->dns_error));
+    } else {
+        d->err = d->last_errno;
+        np_copy_text(d->why, sizeof d->why, d->last_errno ? np_err_token(d->last_errno) : "no address");
+    }
     release(d);
-    d->fd = -1;
+    d->fd = fd;
     d->done = NULL;
-    if (fd >= 0) done(d->arg, fd, 0, "");
-    else done(d->arg, -1, d->dns_error ? 0 : d->last_errno, d->why);
+    d->state = NP_DIAL_IDLE;
+    if (d->started) done(d->arg, fd, d->err, d->why);
 }
 
 /* The event: fd's readiness (what) until the deadline, or a timer (fd -1) of after seconds. */
@@ -51,20 +134,19 @@ static double time_left(const struct np_dial *d)
     return d->deadline > 0 ? d->deadline - np_now() : FD_RETRY;
 }
 
-/* No address left: the failure is told from the loop, as every outcome is. */
-static void fail_soon(struct np_dial *d)
+/* Connected inside connect(), or out of addresses: returned by an at_once start function,
+ * else told from the loop, as every outcome is. */
+static void outcome(struct np_dial *d, int connected)
 {
-    np_sock_connect_why(d->dns_error, d->last_errno, d->why, sizeof d->why);
-    d->failing = 1;
-    arm(d, -1, 0, 0);
-}
-
-/* Tells a connected socket from the loop, as every outcome is. */
-static void connected_soon(struct np_dial *d)
-{
-    d->established = 1;
+    if (!connected && d->fd >= 0) close(d->fd);
+    if (!connected) d->fd = -1;
+    if (d->at_once && !d->started) {
+        finish(d, d->fd);
+        return;
+    }
+    d->state = NP_DIAL_TELLING;
     event_assign(&d->ev, np_base, -1, 0, on_event, d);
-    event_active(&d->ev, EV_WRITE, 0);
+    event_active(&d->ev, EV_TIMEOUT, 0);
 }
 
 static void try_next(struct np_dial *d)
@@ -73,10 +155,10 @@ static void try_next(struct np_dial *d)
         const struct evutil_addrinfo *ai = d->next;
         double left = time_left(d);
 
-        d->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        d->fd = open_socket(d, ai);
         if (d->fd < 0 && (errno == EMFILE || errno == ENFILE) && left > 0) {
-            np_sock_report_fd_shortage(errno);
-            d->waiting_for_fd = 1;      /* the same address, in a moment */
+            if (fd_shortage) fd_shortage(errno);
+            d->state = NP_DIAL_FD_WAIT;         /* the same address, in a moment */
             arm(d, -1, 0, left < FD_RETRY ? left : FD_RETRY);
             return;
         }
@@ -85,21 +167,25 @@ static void try_next(struct np_dial *d)
             d->last_errno = errno;
             continue;
         }
-        d->family = ai->ai_family;
+        d->trying = ai;
         if (connect(d->fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-            connected_soon(d);
+            outcome(d, 1);
             return;
         }
         if (errno == EINPROGRESS) {
-            if (np_sock_established(d->fd, d->family)) connected_soon(d);
-            else arm(d, d->fd, EV_WRITE, left);
+            if (!d->dgram && established(d->fd, ai->ai_family)) {
+                outcome(d, 1);
+            } else {
+                d->state = NP_DIAL_CONNECTING;
+                arm(d, d->fd, EV_WRITE, left);
+            }
             return;
         }
         d->last_errno = errno;
         close(d->fd);
         d->fd = -1;
     }
-    fail_soon(d);
+    outcome(d, 0);
 }
 
 static void connect_answered(struct np_dial *d, short what)
@@ -110,8 +196,7 @@ static void connect_answered(struct np_dial *d, short what)
     if (what & EV_TIMEOUT) {
         d->last_errno = ETIMEDOUT;
         d->next = NULL;
-    } else if (d->established || (getsockopt(d->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0)) {
-        if (d->family != AF_UNIX) np_sock_set_nodelay(d->fd);
+    } else if (getsockopt(d->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) {
         finish(d, d->fd);
         return;
     } else {
@@ -126,37 +211,54 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
 {
     struct np_dial *d = arg;
 
-    if (d->failing) {
-        finish(d, -1);
-    } else if (d->resolving) {          /* the deadline came first */
+    switch (d->state) {
+    case NP_DIAL_TELLING:
+        finish(d, d->fd);
+        break;
+    case NP_DIAL_RESOLVING:             /* the deadline came first */
         release(d);
         d->last_errno = ETIMEDOUT;
-        fail_soon(d);
-    } else if (d->waiting_for_fd) {
-        d->waiting_for_fd = 0;
+        outcome(d, 0);
+        break;
+    case NP_DIAL_FD_WAIT:
         try_next(d);
-    } else {
+        break;
+    case NP_DIAL_CONNECTING:
         connect_answered(d, what);
+        break;
+    case NP_DIAL_IDLE:
+        break;
     }
 }
 
-static void begin(struct np_dial *d, double timeout, np_dial_done_fn *done, void *arg)
+static void begin(struct np_dial *d, const struct np_dial_opts *opts, np_dial_done_fn *done, void *arg)
 {
-    memset(d, 0, sizeof *d);
+    memset(d, 0, offsetof(struct np_dial, why));
     event_assign(&d->ev, np_base, -1, 0, on_event, d);     /* always valid to delete */
     d->fd = -1;
-    d->deadline = timeout > 0 ? np_now() + timeout : 0;
+    d->deadline = opts->timeout > 0 ? np_now() + opts->timeout : 0;
+    d->dgram = opts->dgram;
+    d->at_once = opts->at_once;
+    d->source = opts->source;
+    d->source_len = opts->source_len;
     d->done = done;
     d->arg = arg;
 }
 
-void np_dial_start(struct np_dial *d, const struct evutil_addrinfo *addrs, double timeout,
-                   np_dial_done_fn *done, void *arg)
+/* Tries the addresses from a start function: 1 when it is over already (at_once), else 0. */
+static int go(struct np_dial *d)
 {
-    begin(d, timeout, done, arg);
-    d->started = 1;
-    d->next = addrs;
     try_next(d);
+    d->started = 1;
+    return d->done == NULL;
+}
+
+int np_dial_start(struct np_dial *d, const struct evutil_addrinfo *addrs, const struct np_dial_opts *opts,
+                  np_dial_done_fn *done, void *arg)
+{
+    begin(d, opts, done, arg);
+    d->next = addrs;
+    return go(d);
 }
 
 static void on_resolved(int err, struct evutil_addrinfo *res, void *arg)
@@ -172,20 +274,19 @@ static void on_resolved(int err, struct evutil_addrinfo *res, void *arg)
     try_next(d);
 }
 
-void np_dial_start_name(struct np_dial *d, const char *host, int port, double timeout,
-                        np_dial_done_fn *done, void *arg)
+int np_dial_start_name(struct np_dial *d, const char *host, int port, const struct np_dial_opts *opts,
+                       np_dial_done_fn *done, void *arg)
 {
     struct np_resolve *r;
 
-    begin(d, timeout, done, arg);
+    begin(d, opts, done, arg);
     r = np_resolve_start(host, port, on_resolved, d);
-    d->started = 1;
-    if (!r) {
-        try_next(d);
-        return;
-    }
+    if (!r) return go(d);
     d->resolving = r;
+    d->state = NP_DIAL_RESOLVING;
+    d->started = 1;
     if (d->deadline > 0) arm(d, -1, 0, time_left(d));
+    return 0;
 }
 
 void np_dial_cancel(struct np_dial *d)
@@ -196,4 +297,5 @@ void np_dial_cancel(struct np_dial *d)
     if (d->fd >= 0) close(d->fd);
     d->fd = -1;
     d->done = NULL;
+    d->state = NP_DIAL_IDLE;
 }

@@ -7,6 +7,7 @@
 #include "conn.h"
 #include "call.h"
 #include "log.h"
+#include "lookup.h"
 #include "loop.h"
 #include "metrics.h"
 #include "pool.h"
@@ -131,59 +132,76 @@ static int ref_top(lua_State *L)
     return LUA_NOREF;
 }
 
-/* The options of a connect at idx: its timeout, from { timeout = seconds } or, when
- * bare_number, from seconds alone; DEFAULT_CONNECT_TIMEOUT without one. Raises on a negative
- * timeout, and (what: the call's name) outside a task's coroutine. Returns the task's
- * cosocket owner. */
-static struct np_sock_owner *connect_opts(lua_State *L, int idx, int bare_number, const char *what,
-                                          double *timeout)
+/* The options of a connect at idx, into to: its timeout, from { timeout = seconds } or, when
+ * bare_number, from seconds alone (DEFAULT_CONNECT_TIMEOUT without one), and the source
+ * address to connect from, { source = "ip" }, parsed into *source. Raises on a negative
+ * timeout, a source that is not an IP address, and (what: the call's name) outside a task's
+ * coroutine. Returns the task. */
+static struct np_task *connect_opts(lua_State *L, int idx, int bare_number, const char *what,
+                                    struct np_sock_target *to, struct sockaddr_storage *source)
 {
     struct np_task *t = np_task_running();
 
-    *timeout = DEFAULT_CONNECT_TIMEOUT;
+    to->timeout = DEFAULT_CONNECT_TIMEOUT;
     if (bare_number && lua_type(L, idx) == LUA_TNUMBER) {
-        *timeout = lua_tonumber(L, idx);
-        luaL_argcheck(L, *timeout >= 0, idx, "timeout must be >= 0");
+        to->timeout = lua_tonumber(L, idx);
     } else if (lua_istable(L, idx)) {
         lua_getfield(L, idx, "timeout");
-        *timeout = luaL_optnumber(L, -1, *timeout);
-        luaL_argcheck(L, *timeout >= 0, idx, "timeout must be >= 0");
-        lua_pop(L, 1);
+        to->timeout = luaL_optnumber(L, -1, to->timeout);
+        lua_getfield(L, idx, "source");
+        if (!lua_isnil(L, -1)) {
+            const char *text = lua_tostring(L, -1);
+            to->source_len = text ? np_addr_ip(text, 0, source) : 0;
+            luaL_argcheck(L, to->source_len > 0, idx, "source must be an IP address");
+            to->source = source;
+        }
+        lua_pop(L, 2);
     }
+    luaL_argcheck(L, to->timeout >= 0, idx, "timeout must be >= 0");
     if (!t || t->owner.co != L) luaL_error(L, "%s: only from a task's coroutine", what);
-    return &t->owner;
+    return t;
 }
 
-/* core.connect(host, port [, { timeout = seconds } | seconds]) -> sock | nil, err */
+/* core.connect(host, port [, { timeout = seconds, source = "ip" } | seconds]) -> sock | nil, err;
+ * with dgram, core.connect_udp: a connected UDP socket; sock:read() is one datagram,
+ * sock:write(d) sends d as one */
+static int connect_ip(lua_State *L, const char *what, int dgram)
+{
+    struct np_sock_target to = { .host = luaL_checkstring(L, 1), .dgram = dgram };
+    lua_Integer port = luaL_checkinteger(L, 2);
+    struct sockaddr_storage source;
+    struct np_task *t;
+
+    luaL_argcheck(L, port > 0 && port < 65536, 2, "port must be 1..65535");
+    to.port = (int)port;
+    t = connect_opts(L, 3, 1, what, &to, &source);
+    return np_sock_connect(L, &t->owner, &to);
+}
+
 static int core_connect(lua_State *L)
 {
-    const char *host = luaL_checkstring(L, 1);
-    lua_Integer port = luaL_checkinteger(L, 2);
-    double timeout;
-    struct np_sock_owner *o;
-
-    luaL_argcheck(L, port > 0 && port < 65536, 2, "port must be 1..65535");
-    o = connect_opts(L, 3, 1, "connect", &timeout);
-    return np_sock_connect(L, o, host, (int)port, timeout);
+    return connect_ip(L, "connect", 0);
 }
 
-/* core.connect_udp(host, port [, { timeout = seconds } | seconds]) -> sock | nil, err: a
- * connected UDP socket; sock:read() is one datagram, sock:write(d) sends d as one */
 static int core_connect_udp(lua_State *L)
 {
-    const char *host = luaL_checkstring(L, 1);
-    lua_Integer port = luaL_checkinteger(L, 2);
-    double timeout;
-    struct np_sock_owner *o;
+    return connect_ip(L, "connect_udp", 1);
+}
 
-    luaL_argcheck(L, port > 0 && port < 65536, 2, "port must be 1..65535");
-    o = connect_opts(L, 3, 1, "connect_udp", &timeout);
-    return np_sock_connect_udp(L, o, host, (int)port, timeout);
+/* core.connect_unix(path [, { timeout = seconds }]) -> sock | nil, err; "@name" is abstract */
+static int core_connect_unix(lua_State *L)
+{
+    struct np_sock_target to = { .path = luaL_checkstring(L, 1) };
+    struct sockaddr_storage source;
+    struct np_task *t = connect_opts(L, 2, 0, "connect_unix", &to, &source);
+
+    luaL_argcheck(L, !to.source, 2, "source: a unix socket is not connected from an IP address");
+    return np_sock_connect(L, &t->owner, &to);
 }
 
 /* The arguments of a lookup (core.resolve, core.reverse): what to look up, the timeout,
- * and the running task's coroutine, which the lookup suspends. */
-static struct np_sock_owner *lookup_args(lua_State *L, const char *what, const char **arg, double *timeout)
+ * and the running task, whose coroutine the lookup suspends. */
+static struct np_task *lookup_args(lua_State *L, const char *what, const char **arg, double *timeout)
 {
     struct np_task *t = np_task_running();
 
@@ -191,7 +209,7 @@ static struct np_sock_owner *lookup_args(lua_State *L, const char *what, const c
     *timeout = luaL_optnumber(L, 2, DEFAULT_CONNECT_TIMEOUT);
     luaL_argcheck(L, *timeout >= 0, 2, "timeout must be >= 0");
     if (!t || t->owner.co != L) luaL_error(L, "%s: only from a task's coroutine", what);
-    return &t->owner;
+    return t;
 }
 
 /* core.resolve(host [, timeout]) -> { "ip", ... } | nil, err: without blocking the loop */
@@ -199,9 +217,9 @@ static int core_resolve(lua_State *L)
 {
     const char *host;
     double timeout;
-    struct np_sock_owner *o = lookup_args(L, "resolve", &host, &timeout);
+    struct np_task *t = lookup_args(L, "resolve", &host, &timeout);
 
-    return np_sock_resolve(L, o, host, timeout);
+    return np_lookup_resolve(L, t, host, timeout);
 }
 
 /* core.reverse(ip [, timeout]) -> name | nil, err: a PTR lookup, without blocking the loop */
@@ -209,19 +227,9 @@ static int core_reverse(lua_State *L)
 {
     const char *ip;
     double timeout;
-    struct np_sock_owner *o = lookup_args(L, "reverse", &ip, &timeout);
+    struct np_task *t = lookup_args(L, "reverse", &ip, &timeout);
 
-    return np_sock_reverse(L, o, ip, timeout);
-}
-
-/* core.connect_unix(path [, { timeout = seconds }]) -> sock | nil, err; "@name" is abstract */
-static int core_connect_unix(lua_State *L)
-{
-    const char *path = luaL_checkstring(L, 1);
-    double timeout;
-    struct np_sock_owner *o = connect_opts(L, 2, 0, "connect_unix", &timeout);
-
-    return np_sock_connect_unix(L, o, path, timeout);
+    return np_lookup_reverse(L, t, ip, timeout);
 }
 
 /* core.relay(client, server [, { to_server =, to_client =, may_starttls = } [, conn]]): the

@@ -39,6 +39,32 @@ static enum np_relay_mode relay_mode(const char *name)
     return NP_RELAY_AUTO;
 }
 
+/* The source addresses its `to`s connect from (netproxy.config's list, each checked as an
+ * IP address): each must be one of this host's, found out once here rather than by every
+ * connection. 0, or -1 with err. */
+static int check_sources(struct np_proxy *p, lua_State *L, int t, char *err, size_t errlen)
+{
+    int rc = 0;
+
+    lua_getfield(L, t, "sources");
+    for (int i = 1; rc == 0 && lua_istable(L, -1); i++) {
+        struct sockaddr_storage ss;
+        char why[128];
+        lua_rawgeti(L, -1, i);
+        const char *text = lua_tostring(L, -1);
+        socklen_t len = text ? np_addr_ip(text, 0, &ss) : 0;
+        if (text && (len == 0 || np_dial_check_source((struct sockaddr *)&ss, len, why, sizeof why) < 0)) {
+            snprintf(err, errlen, "proxy '%s': source %s: %s",
+                     p->name, text, len ? why : "not an IP address");
+            rc = -1;
+        }
+        lua_pop(L, 1);
+        if (!text) break;
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
 int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char *err, size_t errlen)
 {
     p->denied_ref = LUA_NOREF;
@@ -59,7 +85,7 @@ int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char
     p->limits = np_lua_limits(L, t);
     p->max_negotiating = (uint64_t)np_lua_setting(L, t, "max_negotiating");
     p->max_clients = (uint64_t)np_lua_number(L, t, "max_clients", 0);
-    if (np_proxy_read_acl(L, t, &p->acl, err, errlen) < 0) return -1;
+    if (np_proxy_read_acl(L, t, &p->acl, err, errlen) < 0 || check_sources(p, L, t, err, errlen) < 0) return -1;
     lua_getfield(L, t, "listen");
     p->stdio = lua_istable(L, -1) && np_lua_bool(L, -1, "stdio", 0);
     lua_pop(L, 1);
@@ -84,6 +110,14 @@ static int route_address(struct np_route *r, const char *host, const char *path)
     return 0;
 }
 
+/* The address the route connects from, if it names one (checked by netproxy.config and
+ * at start: np_proxy_read). */
+static void read_source(struct np_route *r, const char *text)
+{
+    r->dial.source_len = text ? np_addr_ip(text, 0, &r->source) : 0;
+    r->dial.source = r->dial.source_len ? (struct sockaddr *)&r->source : NULL;
+}
+
 /* One route table at index t, or NULL (not one, or out of memory). */
 static struct np_route *read_route(struct np_proxy *p, lua_State *L, int t)
 {
@@ -105,12 +139,13 @@ static struct np_route *read_route(struct np_proxy *p, lua_State *L, int t)
     r->hook_ref[0] = np_lua_ref_function(L, t, "to_server");
     r->hook_ref[1] = np_lua_ref_function(L, t, "to_client");
     r->conn_ref = np_lua_ref_function(L, t, "conn");
+    read_source(r, np_lua_string(L, t, "source"));
     /* the session's connect is bounded by both: the nearer deadline decides the end */
     connect_timeout = np_lua_setting(L, t, "connect_timeout");
-    r->timeout = connect_timeout;
+    r->dial.timeout = connect_timeout;
     r->on_timeout = NP_END_CONNECT_FAILED;
     if (p->negotiation_timeout > 0 && (connect_timeout <= 0 || p->negotiation_timeout < connect_timeout)) {
-        r->timeout = p->negotiation_timeout;
+        r->dial.timeout = p->negotiation_timeout;
         r->on_timeout = NP_END_NEGOTIATION_TIMEOUT;
     }
     return r;

@@ -5,6 +5,7 @@
 #include "acl.h"
 #include "addr.h"
 #include "call.h"
+#include "dial.h"
 #include "end.h"
 #include "relay.h"
 #include "shm.h"
@@ -31,7 +32,8 @@ struct np_route {
     struct sockaddr_storage addr;
     char *host;                 /* else the name, resolved per connection */
     int port;
-    double timeout;             /* the connect's: connect_timeout or negotiation_timeout */
+    struct sockaddr_storage source;         /* the address to connect from (`source`) */
+    struct np_dial_opts dial;   /* timeout: connect_timeout or negotiation_timeout; source */
     enum np_end on_timeout;     /* and which of the two it is */
     char label[NP_ADDRSTRLEN];  /* the target, as the log line names it */
     char server[NP_ADDRSTRLEN]; /* the address as conn.server names it; "" for a name */

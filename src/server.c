@@ -6,6 +6,7 @@
 #include "checker.h"
 #include "conn.h"
 #include "call.h"
+#include "dial.h"
 #include "listener.h"
 #include "log.h"
 #include "logsink.h"
@@ -13,7 +14,6 @@
 #include "loop.h"
 #include "luavm.h"
 #include "shdict.h"
-#include "sock.h"
 #include "udp.h"
 #include "timer.h"
 
@@ -612,7 +612,7 @@ int np_server_install(lua_State *L, char *err, size_t errlen)
     g = config_new(L, err, errlen);
     if (!old) np_udp_adopted_done();
     if (!g) return -1;
-    np_sock_on_fd_shortage(np_listeners_pause);
+    np_dial_on_fd_shortage(np_listeners_pause);
     g->generation = next_generation++;
     for (int i = 0; i < g->nproxies; i++)          /* the shared sockets change hands now */
         for (int j = 0; j < g->proxies[i].nlisteners; j++)

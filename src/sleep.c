@@ -1,5 +1,5 @@
-/* core.sleep(): a task waits without blocking the loop. The timer lives in the task, so
- * ending the task cancels it. */
+/* core.sleep(): a task waits without blocking the loop. The sleep is the task's pending
+ * operation on its timer, so ending the task cancels it. */
 #include "sleep.h"
 #include "loop.h"
 #include "task.h"
@@ -12,7 +12,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     struct np_task *t = arg;
 
     lua_pushboolean(t->owner.co, 1);
-    np_task_resume(t, 1);
+    np_task_wake(t, 1);
 }
 
 /* core.sleep(seconds) -> true, or nil, "closed" once the task's owner has ended */
@@ -29,9 +29,9 @@ static int core_sleep(lua_State *L)
         lua_pushliteral(L, "closed");
         return 2;
     }
-    evtimer_assign(&t->sleep_ev, np_base, on_wake, t);
-    evtimer_add(&t->sleep_ev, &tv);
-    return np_task_wait(t, L);
+    evtimer_assign(&t->timer, np_base, on_wake, t);
+    evtimer_add(&t->timer, &tv);
+    return np_task_wait(t, L, NULL);    /* (the task stops its timer itself) */
 }
 
 void np_sleep_open(lua_State *L)

@@ -6,6 +6,7 @@
 #include "log.h"
 #include "loop.h"
 #include "proxy.h"
+#include "errtoken.h"
 #include "sock.h"
 
 #include <errno.h>
@@ -104,7 +105,7 @@ static void sniff_heard(struct np_conn *c)
     if (got < 0 && errno == EAGAIN) {
         sniff_wait(s, s->heard ? s->heard + sn->probe_timeout - np_now() : c->ended.started + sn->silence - np_now());
     } else if (got <= 0) {
-        np_conn_close(c, NP_END_REFUSED, "client %s%s", got == 0 ? "closed" : np_sock_err_token(errno),
+        np_conn_close(c, NP_END_REFUSED, "client %s%s", got == 0 ? "closed" : np_err_token(errno),
                       s->heard ? " while probed" : "");
     } else {
         if (!s->heard) s->heard = np_now();

@@ -3,9 +3,9 @@
  * which sock:tls() succeeded reads and writes through OpenSSL; everything else is the same.
  * A UDP cosocket (core.connect_udp) reads and writes one datagram per call. */
 #include "sock_impl.h"
+#include "errtoken.h"
 #include "idle.h"
 #include "loop.h"
-#include "resolve.h"
 #include "text.h"
 #include "tls.h"
 
@@ -28,7 +28,6 @@
 
 static char scratch[READ_MAX];
 static struct np_sock_owner *running;
-void (*np_sock_fd_shortage)(int err);
 
 struct np_sock_owner *np_sock_running(void)
 {
@@ -40,30 +39,6 @@ void np_sock_set_running(struct np_sock_owner *o)
     running = o;
 }
 
-void np_sock_on_fd_shortage(void (*fn)(int err))
-{
-    np_sock_fd_shortage = fn;
-}
-
-void np_sock_report_fd_shortage(int err)
-{
-    if (np_sock_fd_shortage) np_sock_fd_shortage(err);
-}
-
-/* A short, stable token for an errno, as OpenResty's cosockets give. */
-const char *np_sock_err_token(int err)
-{
-    switch (err) {
-    case ECONNREFUSED: return "refused";
-    case ETIMEDOUT: return "timeout";
-    case ENETUNREACH:
-    case EHOSTUNREACH: return "unreachable";
-    case ECONNRESET: return "reset";
-    case EPIPE: return "closed";
-    default: return strerror(err);
-    }
-}
-
 int np_sock_push_fail(lua_State *L, const char *err)
 {
     lua_pushnil(L);
@@ -72,13 +47,14 @@ int np_sock_push_fail(lua_State *L, const char *err)
 }
 
 static void on_flush(evutil_socket_t fd, short what, void *arg);
+static void on_event(evutil_socket_t fd, short what, void *arg);
 
 void np_sock_set_fds(struct np_sock *s, int rfd, int wfd)
 {
     s->fd = rfd;
     s->wfd = wfd;
-    event_assign(&s->rev, np_base, rfd, EV_READ, np_sock_on_event, s);
-    event_assign(&s->wev, np_base, wfd, EV_WRITE, np_sock_on_event, s);
+    event_assign(&s->rev, np_base, rfd, EV_READ, on_event, s);
+    event_assign(&s->wev, np_base, wfd, EV_WRITE, on_event, s);
     if (s->sendbuf) event_assign(&s->flush_ev, np_base, wfd, EV_WRITE, on_flush, s);
 }
 
@@ -89,30 +65,6 @@ static void count(struct np_sock *s, int dir, ssize_t n)
     *s->bytes[dir] += n;
     *s->more_bytes[dir] += n;
     if (s->idle) np_idle_touch(s->idle);
-}
-
-void np_sock_set_nodelay(int fd)
-{
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
-
-void np_sock_connect_why(int dns_error, int last_errno, char *out, size_t outlen)
-{
-    if (dns_error)
-        snprintf(out, outlen, "resolve: %s", evutil_gai_strerror(dns_error));
-    else
-        np_copy_text(out, outlen, last_errno ? np_sock_err_token(last_errno) : "no address");
-}
-
-int np_sock_established(int fd, int family)
-{
-    unsigned char state;        /* struct tcp_info's first field, tcpi_state */
-    socklen_t len = sizeof state;
-
-    if (family != AF_INET && family != AF_INET6) return 0;
-    return getsockopt(fd, IPPROTO_TCP, TCP_INFO, &state, &len) == 0 && len == sizeof state &&
-           state == TCP_ESTABLISHED;
 }
 
 static void unlink_sock(struct np_sock *s)
@@ -130,25 +82,18 @@ static void drop_anchor(struct np_sock *s)
     s->self_ref = LUA_NOREF;
 }
 
-void np_sock_free_own_addr(struct np_sock *s)
+/* Stops a connect under way (its socket, not yet the cosocket's, is closed). */
+static void stop_dialing(struct np_sock *s)
 {
-    if (!s->own_addr) return;
-    free(s->own_addr->ai_addr);
-    free(s->own_addr);
-    s->own_addr = NULL;
+    if (s->dialing) np_dial_cancel(&s->dialing->d);
 }
 
 void np_sock_close(struct np_sock *s)
 {
-    if (s->resolving) np_resolve_cancel(s->resolving);
-    s->resolving = NULL;
-    if (s->addrs) evutil_freeaddrinfo(s->addrs);
-    s->addrs = s->next_addr = NULL;
-    free(s->reverse_name);
-    s->reverse_name = NULL;
-    np_sock_free_own_addr(s);
-    /* rev and wev are assigned from creation on (a bare timer while resolving); flush_ev
-     * with the first send */
+    stop_dialing(s);
+    free(s->dialing);
+    s->dialing = NULL;
+    /* rev and wev are assigned from creation on; flush_ev with the first send */
     event_del(&s->rev);
     event_del(&s->wev);
     if (s->sendbuf) event_del(&s->flush_ev);
@@ -177,6 +122,7 @@ void np_sock_close_all(struct np_sock_owner *o)
 void np_sock_halt_all(struct np_sock_owner *o)
 {
     for (struct np_sock *s = o->socks; s; s = s->next) {
+        stop_dialing(s);
         event_del(&s->rev);
         event_del(&s->wev);
         if (s->sendbuf) event_del(&s->flush_ev);
@@ -232,9 +178,9 @@ struct np_sock *np_sock_new(lua_State *L, struct np_sock_owner *o)
 {
     struct np_sock *s = sock_alloc(L, o);
 
-    /* A bare timer until there is an fd: connect's deadline while resolving. */
-    event_assign(&s->rev, np_base, -1, 0, np_sock_on_event, s);
-    event_assign(&s->wev, np_base, -1, 0, np_sock_on_event, s);
+    /* no fd yet (a connect's): events that are valid to delete */
+    event_assign(&s->rev, np_base, -1, 0, on_event, s);
+    event_assign(&s->wev, np_base, -1, 0, on_event, s);
     return s;
 }
 
@@ -349,7 +295,7 @@ static ssize_t io_read(struct np_sock *s, void *buf, size_t len)
     } while (n < 0 && errno == EINTR);
     s->want_write = 0;
     count(s, 0, n);
-    if (n < 0 && errno != EAGAIN) snprintf(s->err, sizeof s->err, "%s", np_sock_err_token(errno));
+    if (n < 0 && errno != EAGAIN) snprintf(s->err, sizeof s->err, "%s", np_err_token(errno));
     return n;
 }
 
@@ -369,7 +315,7 @@ static ssize_t io_write(struct np_sock *s, const void *buf, size_t len)
     } while (n < 0 && errno == EINTR);
     s->want_write = 1;
     count(s, 1, n);
-    if (n < 0 && errno != EAGAIN) snprintf(s->err, sizeof s->err, "%s", np_sock_err_token(errno));
+    if (n < 0 && errno != EAGAIN) snprintf(s->err, sizeof s->err, "%s", np_err_token(errno));
     return n;
 }
 
@@ -511,7 +457,7 @@ static int sock_write(lua_State *L)
 
     if (!check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
     if (s->dgram && len == 0) {         /* an empty datagram, which the loop below would skip */
-        if (send(s->fd, data, 0, 0) < 0) return np_sock_push_fail(L, np_sock_err_token(errno));
+        if (send(s->fd, data, 0, 0) < 0) return np_sock_push_fail(L, np_err_token(errno));
         lua_pushinteger(L, 0);
         return 1;
     }
@@ -722,7 +668,7 @@ static void handshake_ready(struct np_sock *s, short what)
     else np_sock_resume(s, n);
 }
 
-void np_sock_on_event(evutil_socket_t fd, short what, void *arg)
+static void on_event(evutil_socket_t fd, short what, void *arg)
 {
     struct np_sock *s = arg;
 
@@ -730,7 +676,6 @@ void np_sock_on_event(evutil_socket_t fd, short what, void *arg)
     case NP_OP_READ:
     case NP_OP_PEEK: read_ready(s, what); break;
     case NP_OP_WRITE: write_ready(s, what); break;
-    case NP_OP_CONNECT: s->connect_step(s, what); break;
     case NP_OP_HANDSHAKE: handshake_ready(s, what); break;
     case NP_OP_FLUSH:
     case NP_OP_NONE: break;

@@ -10,8 +10,8 @@
 #include "addr.h"
 
 struct evbuffer;
-struct np_resolve;
 struct np_sock;
+struct np_sock_dial;
 struct np_idle;
 
 /* Who the cosockets of one coroutine belong to. */
@@ -28,29 +28,11 @@ struct np_sock_owner {
 struct np_sock_owner *np_sock_running(void);
 void np_sock_set_running(struct np_sock_owner *o);
 
-/* Out of file descriptors while connecting: fn(errno) is told (the server pauses accepting). */
-void np_sock_on_fd_shortage(void (*fn)(int err));
-void np_sock_report_fd_shortage(int err);      /* a connect outside the cosockets met one */
-
-/* A short, stable token for an errno ("refused", "timeout"...), as OpenResty's cosockets
- * give; and TCP_NODELAY on a connected socket. */
-const char *np_sock_err_token(int err);
-void np_sock_set_nodelay(int fd);
-
-/* Why a connect failed, as core.connect and the routed dial both say it: "resolve: ..." for
- * a name that did not resolve, else the last errno's token, or "no address". */
-void np_sock_connect_why(int dns_error, int last_errno, char *out, size_t outlen);
-
-/* Whether a TCP socket whose connect() said EINPROGRESS is connected already: to a loopback
- * address the handshake is done inside the call, and one getsockopt then saves waiting for
- * writability (an epoll_ctl ADD, a turn of the loop, getsockopt SO_ERROR, the MOD after). */
-int np_sock_established(int fd, int family);
-
 /* Pushes the "addr:port" TCP socket fd is bound to and returns 1, or pushes nothing and
  * returns 0 (no socket, not TCP): sock:localaddr() and core.reached. */
 int np_sock_push_localaddr(lua_State *L, int fd);
 
-enum np_sock_op { NP_OP_NONE, NP_OP_READ, NP_OP_PEEK, NP_OP_WRITE, NP_OP_CONNECT, NP_OP_HANDSHAKE, NP_OP_FLUSH };
+enum np_sock_op { NP_OP_NONE, NP_OP_READ, NP_OP_PEEK, NP_OP_WRITE, NP_OP_HANDSHAKE, NP_OP_FLUSH };
 
 struct np_sock {
     int fd;                       /* -1 when closed or handed to the relay */
@@ -77,19 +59,7 @@ struct np_sock {
      * written [1] are added to these counters, and every byte touches idle; NULL for none */
     uint64_t *bytes[2], *more_bytes[2];
     struct np_idle *idle;
-    /* connect */
-    void (*connect_step)(struct np_sock *s, short what);   /* set by sock_connect.c */
-    struct evutil_addrinfo *own_addr;    /* a unix socket or an address literal: a list
-                                             * of one made here, not by the resolver */
-    int resolve_only;             /* core.resolve: the addresses are the answer */
-    int reverse;                  /* core.reverse: the name is (reverse_name, or dns_error) */
-    char *reverse_name;
-    struct np_resolve *resolving;
-    struct evutil_addrinfo *addrs, *next_addr;
-    double deadline;
-    int last_errno;
-    int waiting_for_fd;           /* connect: no descriptor was free, trying again soon */
-    int dns_error;
+    struct np_sock_dial *dialing; /* its connect, while under way (sock_connect.c) */
     int dgram;                    /* a connected UDP socket: a read is one datagram, a write one */
     char peer[NP_ADDRSTRLEN];
 };
@@ -120,22 +90,22 @@ void np_sock_close_all(struct np_sock_owner *o);
 /* Stops every event of an owner's cosockets (they stay open): nothing will resume it. */
 void np_sock_halt_all(struct np_sock_owner *o);
 
-/* core.connect for o's coroutine L: pushes the socket or nil, err and returns their count,
- * or yields until it knows. */
-int np_sock_connect(lua_State *L, struct np_sock_owner *o, const char *host, int port, double timeout);
+/* Where a cosocket connect goes, and how: host:port (a name or an IP literal), or a unix
+ * path ("@name": abstract). */
+struct np_sock_target {
+    const char *host;
+    int port;
+    const char *path;           /* instead of host and port */
+    int dgram;                  /* a connected UDP socket: a read is one datagram, a write one */
+    double timeout;             /* seconds; 0: no limit */
+    const struct sockaddr_storage *source;  /* the local address to connect from, or NULL */
+    socklen_t source_len;
+};
 
-/* core.resolve for o's coroutine L: pushes a list of the host's addresses ("192.0.2.1",
- * "2001:db8::1") or nil, err, or yields until the resolver answers (or timeout seconds). */
-int np_sock_resolve(lua_State *L, struct np_sock_owner *o, const char *host, double timeout);
-/* core.reverse: the name of an IP address (a PTR query), or nil, "resolve: why" | "timeout". */
-int np_sock_reverse(lua_State *L, struct np_sock_owner *o, const char *ip, double timeout);
-
-/* The same with a connected UDP socket (core.connect_udp): nothing is sent, so only the name
- * can fail (or a route); the first address is used. */
-int np_sock_connect_udp(lua_State *L, struct np_sock_owner *o, const char *host, int port, double timeout);
-
-/* The same to a unix socket: a path, or "@name" (abstract). */
-int np_sock_connect_unix(lua_State *L, struct np_sock_owner *o, const char *path, double timeout);
+/* core.connect, connect_udp and connect_unix for o's coroutine L, through np_dial: pushes the
+ * socket or nil, err and returns their count, or yields until it knows. A UDP socket's
+ * connect() sends nothing: only the name can fail (or a route). */
+int np_sock_connect(lua_State *L, struct np_sock_owner *o, const struct np_sock_target *to);
 
 /* Registers the cosocket metatable. */
 void np_sock_open(lua_State *L);

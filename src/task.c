@@ -81,7 +81,9 @@ lua_State *np_task_init(struct np_task *t, lua_State *L, const struct np_task_op
     t->ops = ops;
     t->arg = arg;
     t->id = id;
-    evtimer_assign(&t->sleep_ev, np_base, NULL, NULL);
+    evtimer_assign(&t->timer, np_base, NULL, NULL);     /* always valid to delete */
+    t->cancel = NULL;
+    t->pending = NULL;
     return t->owner.co;
 }
 
@@ -91,10 +93,28 @@ struct np_task *np_task_running(void)
     return (struct np_task *)np_sock_running();
 }
 
-int np_task_wait(struct np_task *t, lua_State *co)
+int np_task_wait(struct np_task *t, lua_State *co, void (*cancel)(struct np_task *t))
 {
+    t->cancel = cancel;
     t->owner.waiting = 1;
     return lua_yield(co, 0);
+}
+
+void np_task_wake(struct np_task *t, int nresults)
+{
+    event_del(&t->timer);
+    t->cancel = NULL;
+    t->pending = NULL;
+    np_task_resume(t, nresults);
+}
+
+/* The task ends with an operation pending: it is undone, and will not wake the task. */
+static void stop_pending(struct np_task *t)
+{
+    event_del(&t->timer);
+    if (t->cancel) t->cancel(t);
+    t->cancel = NULL;
+    t->pending = NULL;
 }
 
 void np_task_resume(struct np_task *t, int nargs)
@@ -133,14 +153,14 @@ void np_task_resume(struct np_task *t, int nargs)
 void np_task_halt(struct np_task *t)
 {
     t->owner.closed = 1;
-    event_del(&t->sleep_ev);
+    stop_pending(t);
     np_sock_halt_all(&t->owner);
 }
 
 void np_task_release(struct np_task *t)
 {
     if (!t->owner.co) return;
-    event_del(&t->sleep_ev);
+    stop_pending(t);
     np_sock_close_all(&t->owner);
     if (t->reusable) give_back(t->owner.L, t);
     luaL_unref(t->owner.L, LUA_REGISTRYINDEX, t->co_ref);

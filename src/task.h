@@ -1,5 +1,5 @@
-/* A task: a Lua coroutine running straight-line code over cosockets (sock.h) and
- * core.sleep, for an owner (a connection's session; later timers and checks) that hears of
+/* A task: a Lua coroutine running straight-line code over cosockets (sock.h) and pending
+ * operations (a sleep, a lookup), for an owner (a connection's session; later timers and checks) that hears of
  * its end through the ops given at creation. */
 #ifndef NP_TASK_H
 #define NP_TASK_H
@@ -21,7 +21,11 @@ struct np_task_ops {
 struct np_task {
     struct np_sock_owner owner; /* first: what sock.c sees (np_sock_running() is a task) */
     int co_ref;                 /* registry anchor of owner.co */
-    struct event sleep_ev;      /* core.sleep() */
+    /* what the coroutine waits for besides its cosockets (OpenResty's coctx->cleanup): at
+     * most one pending operation, a sleep (sleep.c) or a lookup (lookup.c) */
+    struct event timer;         /* the pending operation's: a sleep's end, a lookup's deadline */
+    void (*cancel)(struct np_task *t);  /* undoes it if the task ends first; NULL: nothing to undo */
+    void *pending;              /* the operation's own (a lookup's handle) */
     uint64_t id;                /* the connection id its log lines carry; 0 for none */
     int reusable;               /* its function yielded np_task_done: the coroutine can serve again */
     struct np_limits limits;    /* what one resume may use: its proxy's or server's (call.h) */
@@ -45,8 +49,9 @@ void np_task_push_done(lua_State *L);
 /* Starts or continues the coroutine with nargs values pushed on owner.co. */
 void np_task_resume(struct np_task *t, int nargs);
 
-/* The owner has ended: no event fires and nothing resumes the coroutine any more; its
- * cosocket calls fail with "closed". Safe while the coroutine runs. */
+/* The owner has ended: no event fires and nothing resumes the coroutine any more (a pending
+ * operation is cancelled); its cosocket calls fail with "closed". Safe while the coroutine
+ * runs. */
 void np_task_halt(struct np_task *t);
 
 /* Closes its cosockets and lets the coroutine go. Never while it runs. Idempotent. */
@@ -55,7 +60,13 @@ void np_task_release(struct np_task *t);
 /* The task whose coroutine is running, or NULL. */
 struct np_task *np_task_running(void);
 
-/* Yields the running coroutine (co) of t until something resumes it. */
-int np_task_wait(struct np_task *t, lua_State *co);
+/* Yields co, the running coroutine of t, until its pending operation (armed by the caller:
+ * t->timer, a lookup...) wakes it with np_task_wake. cancel(t), if not NULL, is called
+ * instead should the task be halted or released first. */
+int np_task_wait(struct np_task *t, lua_State *co, void (*cancel)(struct np_task *t));
+
+/* The pending operation is over, its nresults pushed on the coroutine: t->timer is stopped
+ * and the coroutine resumes with them. */
+void np_task_wake(struct np_task *t, int nresults);
 
 #endif

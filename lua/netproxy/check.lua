@@ -92,6 +92,14 @@ function _M.host(v)
   return nil, "bad host '" .. v .. "'"
 end
 
+-- An IPv4 or IPv6 address, no name (IPv6 with or without brackets): what a `to` connects
+-- from (source). Returns it bare.
+function _M.address(v)
+  local bare = type(v) == "string" and (v:match("^%[(.*)%]$") or v)
+  if bare and (_M.ipv4(bare) or _M.ipv6(bare)) then return bare end
+  return nil, "bad address '" .. tostring(v) .. "' (want an IPv4 or IPv6 address, not a name)"
+end
+
 -- Durations: 0 (which each option documents: none, never, unbounded) or 1 ms .. 30 days. A
 -- timeout under a millisecond is a slip of units, one over a month is meant as "never" and has
 -- 0 for that; the bound keeps every deadline exact in a double and far from the overflow of a

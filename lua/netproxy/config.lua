@@ -193,6 +193,7 @@ end
 
 local check_connector
 local pool_proxy = "?"   -- the name of the proxy being checked: pool rows are keyed by it
+local proxy_sources = {} -- the source addresses its `to`s connect from: tried at start
 
 -- A `to` with servers: the pool's settings checked, then the connector's as if each server
 -- were its only one (so a per-server default, such as ssl's SNI, is that server's). Returns
@@ -265,6 +266,10 @@ function check_connector(conf, position, say, ctx)
   end
   if #problems > 0 then return end
   if out.hook_mode and not out.hook then return say("%s: hook_mode without a hook", position) end
+  if out.source ~= nil then
+    if position ~= "to" then return say("%s: source: only a `to` connects from an address", position) end
+    proxy_sources[out.source] = true
+  end
   if out.proxy_protocol and position == "to" then
     if out.proxy_protocol == "any" then return say("to: proxy_protocol: send \"v1\" or \"v2\" (\"any\" is for from)") end
     if not mod.sends_proxy_protocol then
@@ -377,6 +382,7 @@ local function check_proxy(decl, index, server, say_at, warn_at)
   for _, p in ipairs(problems) do say("%s", p) end
   local proxy = { name = given.name or ("proxy" .. index), where = where }
   pool_proxy = proxy.name
+  proxy_sources = {}
   for k in pairs(PER_PROXY) do
     if given[k] ~= nil then proxy[k] = given[k] else proxy[k] = server[k] end
   end
@@ -394,6 +400,9 @@ local function check_proxy(decl, index, server, say_at, warn_at)
   if to == nil and from_mod and from_mod.default_to then to = from_mod.default_to end
   if to ~= nil then proxy.to = check_connector(to, "to", say, ctx)
   elseif proxy.from or decl.spec.from == nil then say("missing to") end   -- (a bad from said enough)
+  proxy.sources = {}
+  for a in pairs(proxy_sources) do proxy.sources[#proxy.sources + 1] = a end
+  table.sort(proxy.sources)
   if ctx.datagram and proxy.max_flows < 1 then say("max_flows: want at least 1 (the flow table is bounded)") end
   if proxy.from then
     local host, port = from_mod.listen(proxy.from)

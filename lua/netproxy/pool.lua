@@ -437,16 +437,19 @@ local function exchange_datagram(c, sock)
   return true
 end
 
-local function check_connect(c, f)
+-- (a server is checked from the address its clients reach it from: the `to`'s source)
+local function check_connect(c, s)
+  local f = s.fields
   if c.datagram then return core.connect_udp(f.host, f.port, { timeout = c.timeout }) end
   if f.path then return core.connect_unix(f.path, { timeout = c.timeout }) end
-  return core.connect(f.host or f.proxy_host, f.port or f.proxy_port, { timeout = c.timeout })
+  local source = s.conf and s.conf.source
+  return core.connect(f.host or f.proxy_host, f.port or f.proxy_port, { timeout = c.timeout, source = source })
 end
 
 -- One check of a server: true, or nil and why. A TCP connect (a connected UDP socket for a
 -- udp pool); then send/expect, or the check function with the connected socket.
 local function check_once(c, s)
-  local sock, err = check_connect(c, s.fields)
+  local sock, err = check_connect(c, s)
   if not sock then return nil, err end
   local ok, why = true, nil
   if c.fn then

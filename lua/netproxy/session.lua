@@ -147,7 +147,7 @@ local function takes_conn(hook)
 end
 
 -- The route to one fixed target (a `to` connector that says where it connects:
--- fixed(conf) -> { host =, port = } or { path = }), or nil. Hooks may stay: the relay calls
+-- fixed(conf) -> { host =, port = [, source =] } or { path = }), or nil. Hooks may stay: the relay calls
 -- them as usual, with a conn object the core asks `conn` for at the first call.
 local function fixed_route(proxy, target)
   if target._tls or target._pool then return nil end
@@ -157,7 +157,7 @@ local function fixed_route(proxy, target)
   if not where then return nil end
   local from_conf = proxy.from
   local route = { host = where.host, port = where.port, path = where.path, label = describe(target),
-                  connect_timeout = proxy.connect_timeout }
+                  source = where.source, connect_timeout = proxy.connect_timeout }
   if from_conf.hook or target.hook then
     route.to_server, route.to_client = from_conf.hook, target.hook
   end
