@@ -283,19 +283,16 @@ static void on_idle(struct np_idle *m)
 void np_conn_serving(struct np_conn *c, struct np_sock *client)
 {
     struct np_proxy *p = c->proxy;
-
-    size_t ahead = client->inbuf ? evbuffer_get_length(client->inbuf) : 0;
+    uint64_t *mine[2] = { &c->bytes[0], &c->bytes[1] };
+    uint64_t *proxy_total[2] = { &NP_COUNTERS(p)->bytes_in, &NP_COUNTERS(p)->bytes_out };
+    int idle = p->idle_timeout > 0 && (c->idle.list || np_idle_join(&c->idle, p->idle_timeout, on_idle) == 0);
+    size_t ahead;
 
     np_conn_negotiated(c);
     if (c->session) event_del(&c->session->deadline);
+    ahead = np_sock_serve(client, mine, proxy_total, idle ? &c->idle : NULL);
     c->bytes[0] += ahead;               /* read ahead (a probe's peek): the service reads them */
     NP_COUNTERS(p)->bytes_in += ahead;
-    client->bytes[0] = &c->bytes[0];
-    client->bytes[1] = &c->bytes[1];
-    client->more_bytes[0] = &NP_COUNTERS(p)->bytes_in;
-    client->more_bytes[1] = &NP_COUNTERS(p)->bytes_out;
-    if (p->idle_timeout > 0 && !c->idle.list && np_idle_join(&c->idle, p->idle_timeout, on_idle) == 0)
-        client->idle = &c->idle;
 }
 
 void np_conn_when_closed(struct np_conn *c, int fn_ref)

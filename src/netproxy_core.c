@@ -140,8 +140,6 @@ static int ref_top(lua_State *L)
 static struct np_task *connect_opts(lua_State *L, int idx, int bare_number, const char *what,
                                     struct np_sock_target *to, struct sockaddr_storage *source)
 {
-    struct np_task *t = np_task_running();
-
     to->timeout = DEFAULT_CONNECT_TIMEOUT;
     if (bare_number && lua_type(L, idx) == LUA_TNUMBER) {
         to->timeout = lua_tonumber(L, idx);
@@ -158,8 +156,7 @@ static struct np_task *connect_opts(lua_State *L, int idx, int bare_number, cons
         lua_pop(L, 2);
     }
     luaL_argcheck(L, to->timeout >= 0, idx, "timeout must be >= 0");
-    if (!t || t->owner.co != L) luaL_error(L, "%s: only from a task's coroutine", what);
-    return t;
+    return np_task_of(L, what);
 }
 
 /* core.connect(host, port [, { timeout = seconds, source = "ip" } | seconds]) -> sock | nil, err;
@@ -203,13 +200,10 @@ static int core_connect_unix(lua_State *L)
  * and the running task, whose coroutine the lookup suspends. */
 static struct np_task *lookup_args(lua_State *L, const char *what, const char **arg, double *timeout)
 {
-    struct np_task *t = np_task_running();
-
     *arg = luaL_checkstring(L, 1);
     *timeout = luaL_optnumber(L, 2, DEFAULT_CONNECT_TIMEOUT);
     luaL_argcheck(L, *timeout >= 0, 2, "timeout must be >= 0");
-    if (!t || t->owner.co != L) luaL_error(L, "%s: only from a task's coroutine", what);
-    return t;
+    return np_task_of(L, what);
 }
 
 /* core.resolve(host [, timeout]) -> { "ip", ... } | nil, err: without blocking the loop */

@@ -19,11 +19,11 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 static int core_sleep(lua_State *L)
 {
     double seconds = luaL_checknumber(L, 1);
-    struct np_task *t = np_task_running();
     struct timeval tv = np_tv(seconds);
+    struct np_task *t;
 
     luaL_argcheck(L, seconds >= 0, 1, "must be >= 0");
-    if (!t || t->owner.co != L) return luaL_error(L, "sleep: only from a task's coroutine");
+    t = np_task_of(L, "sleep");
     if (t->owner.closed) {
         lua_pushnil(L);
         lua_pushliteral(L, "closed");

@@ -88,6 +88,16 @@ static void stop_dialing(struct np_sock *s)
     if (s->dialing) np_dial_cancel(&s->dialing->d);
 }
 
+size_t np_sock_serve(struct np_sock *s, uint64_t *bytes[2], uint64_t *more[2], struct np_idle *idle)
+{
+    for (int i = 0; i < 2; i++) {
+        s->bytes[i] = bytes[i];
+        s->more_bytes[i] = more[i];
+    }
+    s->idle = idle;
+    return s->inbuf ? evbuffer_get_length(s->inbuf) : 0;
+}
+
 void np_sock_close(struct np_sock *s)
 {
     stop_dialing(s);

@@ -55,8 +55,8 @@ struct np_sock {
     struct evbuffer *sendbuf;     /* accepted by send, not yet sent; NULL until the first */
     struct event flush_ev;        /* the background flush: writability of wfd */
     int send_failed;              /* the flush hit an error (in err): sends fail from then on */
-    /* set by the connection that serves through this socket (conn.c): bytes read [0] and
-     * written [1] are added to these counters, and every byte touches idle; NULL for none */
+    /* set by np_sock_serve for the connection that serves through this socket: bytes read
+     * [0] and written [1] are added to these counters, and every byte touches idle; NULL for none */
     uint64_t *bytes[2], *more_bytes[2];
     struct np_idle *idle;
     struct np_sock_dial *dialing; /* its connect, while under way (sock_connect.c) */
@@ -83,6 +83,11 @@ int np_sock_detach(struct np_sock *s, int *wfd, SSL **ssl, struct evbuffer **inb
 
 /* Closes a cosocket: events off, fd closed, unlinked. Idempotent. */
 void np_sock_close(struct np_sock *s);
+
+/* A connection serves through s from now on (a service): what s reads and writes is added
+ * to bytes[0]/[1] and to more[0]/[1], and touches idle (NULL: none). Returns the bytes s
+ * already holds read ahead (a probe's peek), which the service will read too. */
+size_t np_sock_serve(struct np_sock *s, uint64_t *bytes[2], uint64_t *more[2], struct np_idle *idle);
 
 /* Closes every cosocket of an owner. */
 void np_sock_close_all(struct np_sock_owner *o);

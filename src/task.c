@@ -93,6 +93,14 @@ struct np_task *np_task_running(void)
     return (struct np_task *)np_sock_running();
 }
 
+struct np_task *np_task_of(lua_State *L, const char *what)
+{
+    struct np_task *t = np_task_running();
+
+    if (!t || t->owner.co != L) luaL_error(L, "%s: only from a task's coroutine", what);
+    return t;
+}
+
 int np_task_wait(struct np_task *t, lua_State *co, void (*cancel)(struct np_task *t))
 {
     t->cancel = cancel;

@@ -60,6 +60,10 @@ void np_task_release(struct np_task *t);
 /* The task whose coroutine is running, or NULL. */
 struct np_task *np_task_running(void);
 
+/* The running task, whose coroutine L must be; else raises "what: only from a task's
+ * coroutine" (a cosocket call from a hook or the config's load). */
+struct np_task *np_task_of(lua_State *L, const char *what);
+
 /* Yields co, the running coroutine of t, until its pending operation (armed by the caller:
  * t->timer, a lookup...) wakes it with np_task_wake. cancel(t), if not NULL, is called
  * instead should the task be halted or released first. */
