@@ -99,11 +99,9 @@ static void session_free(struct np_conn *c)
     if (!s) return;
     if (s->routed) {
         np_dial_cancel(&s->dial);
-        if (s->sniffing) {
-            event_del(&s->wait);
-            event_del(&s->deadline);
-        }
-        free(s->ahead);
+        np_sniffer_stop(&s->sniffer);
+        event_del(&s->deadline);
+        if (s->read) evbuffer_free(s->read);
         if (s->client_fd[1] != s->client_fd[0] && s->client_fd[1] >= 0) close(s->client_fd[1]);
         if (s->client_fd[0] >= 0) close(s->client_fd[0]);
     } else {
@@ -186,7 +184,7 @@ void np_conn_close(struct np_conn *c, enum np_end how, const char *fmt, ...)
     np_conn_negotiated(c);
     if (c->session && c->session->routed) {
         np_dial_cancel(&c->session->dial);
-        if (c->session->sniffing) event_del(&c->session->wait);
+        np_sniffer_stop(&c->session->sniffer);
     } else if (c->session) {
         event_del(&c->session->deadline);
         np_task_halt(&c->session->task);

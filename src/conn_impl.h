@@ -7,6 +7,7 @@
 #include "dial.h"
 #include "end.h"
 #include "idle.h"
+#include "sniffer.h"
 #include "task.h"
 
 #include <event2/event_struct.h>
@@ -25,10 +26,9 @@ struct session {
     int routed;
     struct np_dial dial;
     int client_fd[2];           /* read, write; -1 once the relay has them */
-    int sniffing;               /* wait is assigned */
-    struct event wait;          /* for the client's bytes, until its deadline */
-    double heard;               /* when its first bytes came; 0: silent so far */
-    char *ahead;                /* what was read, for the server first */
+    struct np_sniffer sniffer;  /* a sniffing proxy's: the client's first bytes */
+    struct evbuffer *read;      /* what it read (NULL unless sniffing), */
+    const char *ahead;          /* the same, linear, for the server first once routed */
     size_t ahead_len;
 };
 

@@ -222,9 +222,9 @@ static struct np_sniff *read_sniff(struct np_proxy *p, lua_State *L, int t)
     }
     s->silent = read_route_field(p, L, t, "silent");
     s->fallback = read_route_field(p, L, t, "fallback");
-    s->silence = np_lua_number(L, t, "timeout", 1);
-    s->probe_timeout = np_lua_number(L, t, "probe_timeout", 5);
-    s->max_peek = (size_t)np_lua_number(L, t, "max_peek", 16384);
+    s->rules.silence = np_lua_number(L, t, "timeout", 0);      /* dual.check fills all three */
+    s->rules.probe_timeout = np_lua_number(L, t, "probe_timeout", 0);
+    s->rules.max_peek = (size_t)np_lua_number(L, t, "max_peek", 0);
     s->pick_ref = np_lua_ref_function(L, t, "pick");
     return s;
 }

@@ -9,6 +9,7 @@
 #include "end.h"
 #include "relay.h"
 #include "shm.h"
+#include "sniffer.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -53,8 +54,7 @@ struct np_sniff {
     int npicks;
     struct np_route *silent;    /* a client silent for `silence` seconds; NULL: refused */
     struct np_route *fallback;  /* nothing picked; NULL: refused */
-    double silence, probe_timeout;
-    size_t max_peek;
+    struct np_sniff_rules rules; /* dual's timeout (silence), probe_timeout, max_peek */
 };
 
 struct np_proxy {
