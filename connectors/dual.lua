@@ -18,6 +18,7 @@
 -- A probe with `from` hands the client to a server-side connector that names the target
 -- itself (socks5, connect): it speaks its protocol with the client, and the probe's `to` (tcp
 -- when left out; connect, socks5 or chain) goes where the client asked.
+local core = require "netproxy.core"
 local probes = require "netproxy.probes"
 local connectors = require "netproxy.connectors"
 local check = require "netproxy.check"
@@ -120,8 +121,9 @@ local function alpn_matches(wanted, offered)
   return false
 end
 
--- Runs one probe entry over buf: "match", "no" or "more".
-local function run_probe(p, buf, conn)
+-- Runs one probe entry over buf: "match", "no" or "more". A tls probe's SNI goes to
+-- into.sni (the connection's conn: for a pool's balance function, and hooks).
+local function run_probe(p, buf, into)
   if type(p.match) == "function" then
     local r = p.match(buf)
     if r == nil then return "more" end
@@ -129,21 +131,61 @@ local function run_probe(p, buf, conn)
   end
   local verdict, info = probes[p.match](buf)
   if verdict ~= "match" or p.match ~= "tls" then return verdict end
-  conn.sni = info.sni             -- for a pool's balance function, and hooks
+  into.sni = info.sni
   if p.sni and not addr.host_matches(p.sni, info.sni) then return "no" end
   if p.alpn and not alpn_matches(p.alpn, info.alpn) then return "no" end
   return "match"
 end
 
--- The first probe that matches, or nil and whether any still wants more bytes.
-local function choose(conf, buf, conn)
-  local more = false
-  for i, p in ipairs(conf.probes) do
-    local verdict = run_probe(p, buf, conn)
-    if verdict == "match" then return p, i end
-    if verdict == "more" then more = true end
+-- Each probe as one function of the bytes (and where a tls probe puts the SNI) answering
+-- "match", "no" or "more", worked out once: a built-in without sni or alpn is
+-- netproxy.probes' own function.
+local function probe_check(p)
+  if type(p.match) ~= "function" and not (p.sni or p.alpn) then return probes[p.match] end
+  return function(buf, into) return run_probe(p, buf, into) end
+end
+
+-- The probes as one pick(bytes, into) function, kept with the config table: the index of the
+-- first probe that matches, nil while one wants more bytes, false when none can. The timing
+-- around it (first bytes, silence, probe_timeout, max_peek) is the core's one loop
+-- (src/sniffer.c), for both paths below.
+local function picker(conf)
+  if conf._pick then return conf._pick end
+  local checks = {}
+  for i, p in ipairs(conf.probes or {}) do checks[i] = probe_check(p) end
+  local n = #checks
+  conf._pick = function(buf, into)
+    local more = false
+    for i = 1, n do
+      local verdict = checks[i](buf, into)
+      if verdict == "match" then return i end
+      if verdict == "more" then more = true end
+    end
+    if more then return nil end
+    return false
   end
-  return nil, more
+  return conf._pick
+end
+
+-- What the C core needs to sniff by itself (netproxy.session.route): the probes as one
+-- pure function of the bytes read so far, and the connector tables it picks among. A probe
+-- with a server side of its own (`from`) talks to the client: then every connection runs
+-- accept() below.
+function _M.sniff(conf)
+  local targets, notes, tls = {}, {}, false
+  for i, p in ipairs(conf.probes or {}) do
+    if p.from then return nil end
+    targets[i] = p.to
+    notes[i] = ("dual: probe %d (%s) matched"):format(i, tostring(p.match))
+    tls = tls or p.match == "tls"
+  end
+  local pick, scratch = picker(conf), {}   -- scratch takes the tls probe's sni: no conn is here
+  return {
+    pick = function(buf) return pick(buf, scratch) end,
+    targets = targets, notes = notes, reads_sni = tls,
+    silent = conf.server_first, fallback = conf.client_first,
+    timeout = conf.timeout, probe_timeout = conf.probe_timeout, max_peek = conf.max_peek,
+  }
 end
 
 -- A branch with a server side of its own: it talks to the client and names the target,
@@ -159,81 +201,26 @@ local function serve(p, client, conn)
   return target
 end
 
-local function talking(conf, client, conn, buf)
-  if not conf.probes then return conf.client_first end
-  local deadline = conn.now() + conf.probe_timeout
-  while true do
-    local chosen, i = choose(conf, buf, conn)
-    if chosen then
-      conn:log("info", "dual: probe %d (%s) matched after %d bytes", i, tostring(chosen.match), #buf)
-      if chosen.from then return serve(chosen, client, conn) end
-      return chosen.to
-    end
-    if not i or #buf >= conf.max_peek then break end        -- nothing more to learn
-    local left = deadline - conn.now()
-    if left <= 0 then break end
-    local more, err = client:peek(#buf + 1, left)
-    if not more then
-      if err ~= "timeout" then return nil, "client " .. err .. " while probed" end
-      break
-    end
-    buf = more
+-- The session's path: the same loop (core.sniff), the bytes left in the client socket for
+-- the branch or the relay.
+function _M.accept(conf, client, conn)
+  local pick = picker(conf)
+  local how, value, held = core.sniff(client, function(buf) return pick(buf, conn) end, conf)
+  if how == "picked" then
+    local chosen = conf.probes[value]
+    conn:log("info", "dual: probe %d (%s) matched after %d bytes", value, tostring(chosen.match), held)
+    if chosen.from then return serve(chosen, client, conn) end
+    return chosen.to
+  elseif how == "silent" then
+    if conf.server_first then return conf.server_first end
+    return nil, "client silent for " .. conf.timeout .. "s"
+  elseif how == "closed" then
+    return nil, "client " .. value
+  elseif how == "error" then
+    error(value, 0)
   end
   if conf.client_first then return conf.client_first end
-  -- the probes may have decided on the first byte alone: say how much the client did send
-  -- (what has arrived, read without consuming it)
-  local _, _, arrived = client:peek(conf.max_peek, 0.001)
-  if arrived and #arrived > #buf then buf = arrived end
-  return nil, ("no probe matched the first %d bytes"):format(#buf)
-end
-
--- What the C core needs to sniff by itself (netproxy.session.route): the probes as one
--- pure function of the bytes read so far, and the connector tables it picks among. A probe
--- with a server side of its own (`from`) talks to the client: then every connection runs
--- accept() above. pick(bytes) answers a probe's index, nil while a probe wants more bytes,
--- or false when none can match.
--- Each probe as one function of the bytes answering "match", "no" or "more", worked out
--- once: a built-in without sni or alpn is netproxy.probes' own function.
-local function probe_check(p, scratch)
-  if type(p.match) ~= "function" and not (p.sni or p.alpn) then return probes[p.match] end
-  return function(buf) return run_probe(p, buf, scratch) end
-end
-
-function _M.sniff(conf)
-  local targets, notes, checks, tls = {}, {}, {}, false
-  local scratch = {}              -- takes the tls probe's sni, which no conn is here to hold
-  for i, p in ipairs(conf.probes or {}) do
-    if p.from then return nil end
-    targets[i] = p.to
-    notes[i] = ("dual: probe %d (%s) matched"):format(i, tostring(p.match))
-    checks[i] = probe_check(p, scratch)
-    tls = tls or p.match == "tls"
-  end
-  local n = #checks
-  return {
-    -- the first probe that matches, as choose() above; nil while one wants more bytes
-    pick = function(buf)
-      local more = false
-      for i = 1, n do
-        local verdict = checks[i](buf)
-        if verdict == "match" then return i end
-        if verdict == "more" then more = true end
-      end
-      if more then return nil end
-      return false
-    end,
-    targets = targets, notes = notes, reads_sni = tls,
-    silent = conf.server_first, fallback = conf.client_first,
-    timeout = conf.timeout, probe_timeout = conf.probe_timeout, max_peek = conf.max_peek,
-  }
-end
-
-function _M.accept(conf, client, conn)
-  local buf, err = client:peek(1, conf.timeout)
-  if buf then return talking(conf, client, conn, buf) end
-  if err ~= "timeout" then return nil, "client " .. err end
-  if conf.server_first then return conf.server_first end
-  return nil, "client silent for " .. conf.timeout .. "s"
+  return nil, ("no probe matched the first %d bytes"):format(held)
 end
 
 -- The server is reached (or not): a branch's server side answers its client.

@@ -15,6 +15,7 @@
 #include "shdict.h"
 #include "shm.h"
 #include "sleep.h"
+#include "sniffer.h"
 #include "sock.h"
 #include "task.h"
 #include "timer.h"
@@ -204,6 +205,28 @@ static struct np_task *lookup_args(lua_State *L, const char *what, const char **
     *timeout = luaL_optnumber(L, 2, DEFAULT_CONNECT_TIMEOUT);
     luaL_argcheck(L, *timeout >= 0, 2, "timeout must be >= 0");
     return np_task_of(L, what);
+}
+
+/* core.sniff(sock, pick, { timeout =, probe_timeout =, max_peek = } [, started]) -> how,
+ * value, bytes: dual's session path, by the same loop as the core's sniffing proxy
+ * (sniffer.c); pick(bytes) -> index | nil (more) | false (none), under the task's limits.
+ * started: when the silence counts from (default: now). */
+static int core_sniff(lua_State *L)
+{
+    struct np_sock *s = np_sock_check(L, 1);
+    struct np_task *t = np_task_of(L, "sniff");
+    struct np_sniff_rules rules;
+
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_getfield(L, 3, "timeout");
+    lua_getfield(L, 3, "probe_timeout");
+    lua_getfield(L, 3, "max_peek");
+    rules.silence = luaL_checknumber(L, -3);
+    rules.probe_timeout = luaL_checknumber(L, -2);
+    rules.max_peek = (size_t)luaL_checkinteger(L, -1);
+    luaL_argcheck(L, rules.max_peek >= 1 && rules.max_peek <= 65536, 3, "max_peek must be 1..65536");
+    lua_pop(L, 3);
+    return np_sock_sniff(L, s, &rules, luaL_optnumber(L, 4, np_now()), &t->limits);
 }
 
 /* core.resolve(host [, timeout]) -> { "ip", ... } | nil, err: without blocking the loop */
@@ -396,6 +419,7 @@ static int core_udp_associate(lua_State *L)
 
 static const luaL_Reg core_funcs[] = {
     { "call", core_call },
+    { "sniff", core_sniff },
     { "serving", core_serving },
     { "when_closed", core_when_closed },
     { "log", core_log },

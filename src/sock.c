@@ -101,6 +101,7 @@ size_t np_sock_serve(struct np_sock *s, uint64_t *bytes[2], uint64_t *more[2], s
 void np_sock_close(struct np_sock *s)
 {
     stop_dialing(s);
+    np_sock_stop_sniffing(s);
     free(s->dialing);
     s->dialing = NULL;
     /* rev and wev are assigned from creation on; flush_ev with the first send */
@@ -133,6 +134,7 @@ void np_sock_halt_all(struct np_sock_owner *o)
 {
     for (struct np_sock *s = o->socks; s; s = s->next) {
         stop_dialing(s);
+        np_sock_stop_sniffing(s);
         event_del(&s->rev);
         event_del(&s->wev);
         if (s->sendbuf) event_del(&s->flush_ev);

@@ -13,6 +13,7 @@ struct evbuffer;
 struct np_sock;
 struct np_sock_dial;
 struct np_idle;
+struct np_sock_sniff;
 
 /* Who the cosockets of one coroutine belong to. */
 struct np_sock_owner {
@@ -60,6 +61,7 @@ struct np_sock {
     uint64_t *bytes[2], *more_bytes[2];
     struct np_idle *idle;
     struct np_sock_dial *dialing; /* its connect, while under way (sock_connect.c) */
+    struct np_sock_sniff *sniffing; /* its sniff, while under way (sock_sniff.c) */
     int dgram;                    /* a connected UDP socket: a read is one datagram, a write one */
     char peer[NP_ADDRSTRLEN];
 };
@@ -111,6 +113,17 @@ struct np_sock_target {
  * socket or nil, err and returns their count, or yields until it knows. A UDP socket's
  * connect() sends nothing: only the name can fail (or a route). */
 int np_sock_connect(lua_State *L, struct np_sock_owner *o, const struct np_sock_target *to);
+
+struct np_sniff_rules;
+struct np_limits;
+
+/* core.sniff's work (sock_sniff.c): the function at index 2 asked about s's first bytes by
+ * dual's timing rules (the silence counted from started), each call under limits; yields
+ * until the end, then gives how ("picked", "none", "silent", "closed", "error"), a value
+ * (pick's answer, the close's word, the error) and the count of bytes held, which stay in
+ * s's read-ahead. */
+int np_sock_sniff(lua_State *L, struct np_sock *s, const struct np_sniff_rules *rules, double started,
+                  const struct np_limits *limits);
 
 /* Registers the cosocket metatable. */
 void np_sock_open(lua_State *L);

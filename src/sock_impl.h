@@ -2,7 +2,9 @@
 #ifndef NP_SOCK_IMPL_H
 #define NP_SOCK_IMPL_H
 #include "sock.h"
+#include "call.h"
 #include "dial.h"
+#include "sniffer.h"
 
 #define SOCK_MT "netproxy.sock"
 #define SOCK_DONE_MT "netproxy.sock.done"   /* the same methods, no __gc: np_sock_forget */
@@ -13,6 +15,20 @@ struct np_sock_dial {
     struct evutil_addrinfo one;         /* the one address of an IP literal or a unix path */
     struct sockaddr_storage one_addr, source;
 };
+
+/* A cosocket's sniff while under way: the loop, and the pick function it asks. */
+struct np_sock_sniff {
+    struct np_sniffer sn;
+    struct np_sock *s;
+    int pick_ref;                       /* in s->owner->L's registry */
+    struct np_limits limits;            /* each call of pick: the task's */
+    lua_State *running;                 /* the coroutine while it starts the sniff, else NULL */
+    int ended_at_once;                  /* the results are on it already */
+    char err[256];                      /* pick's error */
+};
+
+/* Stops a sniff under way, if any (the socket closes or its owner halts). */
+void np_sock_stop_sniffing(struct np_sock *s);
 
 int np_sock_push_fail(lua_State *L, const char *err);
 /* A new cosocket of o, pushed, with no fd yet. */
