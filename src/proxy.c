@@ -191,7 +191,7 @@ static struct np_sniff *read_sniff(struct np_proxy *p, lua_State *L, int t)
     s->fallback = read_route_field(p, L, t, "fallback");
     s->silence = np_lua_number(L, t, "timeout", 1);
     s->probe_timeout = np_lua_number(L, t, "probe_timeout", 5);
-    s->max_peek = (size_t)np_lua_number(L, t, "max_peek", 16384);
+    s->max_peek = (size_t)np_lua_number(L, t, "max_peek", 16384 + 1024);   /* as dual.MAX_PEEK */
     s->pick_ref = np_lua_ref_function(L, t, "pick");
     return s;
 }
