@@ -224,9 +224,10 @@ function _M.accept(conf, client, conn)
   end)
 end
 
--- The server is reached: success, with the address we connect from (BND.ADDR, BND.PORT).
+-- The server is reached: success, with the address we connect from (BND.ADDR, BND.PORT);
+-- none (zeros) when a service answers (server is nil).
 function _M.connected(conf, client, conn, server)
-  local ip, port = addr.split(server:localaddr() or "")
+  local ip, port = addr.split(server and server:localaddr() or "")
   local bin = ip and core.pack_ip(ip)
   if conn._socks4 then
     return client:write(socks5.socks4_reply(socks5.SOCKS4_GRANTED, port, bin and #bin == 4 and bin or nil))
