@@ -23,7 +23,7 @@ local addr = require "netproxy.addr"
 local gate = require "netproxy.gate"
 local proxy_protocol = require "netproxy.proxy_protocol"
 
-local concat, type, tostring = table.concat, type, tostring
+local concat, type, tostring, pcall, error = table.concat, type, tostring, pcall, error
 
 local _M = {
   positions = { from = true, to = true },
@@ -127,10 +127,14 @@ end
 
 -- The request, checked; returns host, port, or nil after answering the client.
 local function read_request(conf, client, conn)
-  local block, err = http.read_header_block(client, conf.max_header, conf.request_timeout)
+  local block, err = http.read_request_block(client, conf.max_header, conf.request_timeout)
   if not block then
     if err == "too long" then
       reply(client, 431, "Request Header Fields Too Large", "request header too long")
+    elseif err == "bare LF" then
+      reply(client, 400, "Bad Request", "malformed request: lines end in CRLF, not a bare LF")
+    elseif err == "malformed request line" then
+      reply(client, 400, "Bad Request", "malformed request line")
     end
     return nil, "request: " .. err
   end
@@ -168,7 +172,11 @@ function _M.accept(conf, client, conn)
   local asked = http.authority(host, port)
   conn.stash.requested = asked
 
-  local to_host, to_port, bug, reason = gate.target(conf, host, port, conn)
+  local ran, to_host, to_port, bug, reason = pcall(gate.target, conf, host, port, conn)
+  if not ran then                 -- an error in route: the client hears 502, the log says why
+    reply(client, 502, "Bad Gateway", "no route (an error in the proxy's route function)")
+    error(to_host, 0)             -- (its message holds the script:line; the session logs it)
+  end
   if not to_host then
     if bug then
       reply(client, 502, "Bad Gateway", "no route")

@@ -32,6 +32,11 @@ local _M = {
   picks_to = true,                   -- and a `to` given would never be used
 }
 
+-- The default max_peek: a ClientHello of up to 16 KiB (the largest one TLS record carries,
+-- 16,384 bytes and the record's 5-byte header on the wire) whether it comes in one record or
+-- split over many (up to 204 of them: 5 bytes of header each in the 1 KiB beyond 16 KiB).
+_M.MAX_PEEK = 16384 + 1024
+
 local BUILTIN = { ssh = true, tls = true, http = true, socks5 = true }
 
 local function probe_list(v)
@@ -88,7 +93,7 @@ function _M.check(conf, position, ctx)
   if problem then return problem end
   conf.timeout = conf.timeout or 1          -- Net::Proxy's default
   conf.probe_timeout = conf.probe_timeout or 5
-  conf.max_peek = conf.max_peek or 16384
+  conf.max_peek = conf.max_peek or _M.MAX_PEEK
   if not conf.server_first and not conf.client_first and not conf.probes then
     return "needs server_first, client_first or probes"
   end

@@ -15,6 +15,16 @@ local _M = {
   params = {},
 }
 
+-- Connecting to nothing fails every connection: dummy only stands where the `from` chooses
+-- the destination itself (dual; a connector whose accept returns a connector table).
+function _M.check(conf, position, ctx)
+  if not (ctx and ctx.from_chooses) then
+    return "the dummy connector connects to nothing: every connection " ..
+           (ctx and ctx.from_type and "from " .. ctx.from_type .. " " or "") ..
+           "would fail (dummy is the `to` of a from that picks the destination itself, such as dual)"
+  end
+end
+
 function _M.connect(conf, conn)
   return nil, "the dummy connector connects to nothing"
 end

@@ -20,7 +20,8 @@ local gate = require "netproxy.gate"
 local socks5 = require "netproxy.socks5"
 local proxy_protocol = require "netproxy.proxy_protocol"
 
-local type, tostring, concat, ipairs, pairs = type, tostring, table.concat, ipairs, pairs
+local type, tostring, concat, ipairs, pairs, pcall, error = type, tostring, table.concat, ipairs, pairs, pcall, error
+local byte = string.byte
 
 local _M = {
   positions = { from = true, to = true },
@@ -124,7 +125,11 @@ end
 local function decide(conf, client, conn, host, port, refuse)
   local asked = addr.join(host, port)
   conn.stash.requested = asked
-  local to_host, to_port, bug = gate.target(conf, host, port, conn)
+  local ran, to_host, to_port, bug = pcall(gate.target, conf, host, port, conn)
+  if not ran then                 -- an error in route: the client hears a general failure
+    client:write(refuse(true))
+    error(to_host, 0)             -- (its message holds the script:line; the session logs it)
+  end
   if not to_host then
     client:write(refuse(bug))
     if bug then error(to_port, 0) end
@@ -136,6 +141,17 @@ local function decide(conf, client, conn, host, port, refuse)
   if target ~= asked then conn:log("notice", "%s CONNECT %s%s rewritten to %s", proto, asked, who, target)
   else conn:log("info", "%s CONNECT %s%s", proto, asked, who) end
   return { host = to_host, port = to_port }
+end
+
+-- A request whose command we serve (CONNECT, UDP ASSOCIATE): any other is answered 0x07
+-- from its second byte, without waiting for the address that follows.
+local SERVED = { [socks5.CONNECT] = true, [socks5.UDP_ASSOCIATE] = true }
+local function parse_served_request(buf)
+  local ver, cmd = byte(buf, 1, 2)
+  if ver == 5 and cmd and not SERVED[cmd] then
+    return nil, socks5.command_name(cmd) .. " is not supported", socks5.COMMAND_NOT_SUPPORTED
+  end
+  return socks5.parse_request(buf)
 end
 
 -- SOCKS4 and 4a (socks4 = true): one request, one reply; the user id is only logged.
@@ -189,17 +205,13 @@ function _M.accept(conf, client, conn)
   end
 
   -- 3. The request: CONNECT to a name, an IPv4 or an IPv6 address.
-  local req, rerr, rep = read_message(client, socks5.parse_request, timeout)
+  local req, rerr, rep = read_message(client, parse_served_request, timeout)
   if not req then
     if rep then client:write(socks5.reply(rep)) end
-    return nil, "request: " .. rerr
+    return nil, rep == socks5.COMMAND_NOT_SUPPORTED and rerr or "request: " .. rerr
   end
   if req.cmd == socks5.UDP_ASSOCIATE then      -- lives as long as this connection
     return require("netproxy.socks5_udp").associate(conf, client, conn, req)
-  end
-  if req.cmd ~= socks5.CONNECT then           -- BIND: not yet
-    client:write(socks5.reply(socks5.COMMAND_NOT_SUPPORTED))
-    return nil, socks5.command_name(req.cmd) .. " is not supported"
   end
   local host = host_of(req)
   if not check.host(host) or req.port == 0 then
@@ -213,9 +225,10 @@ function _M.accept(conf, client, conn)
   end)
 end
 
--- The server is reached: success, with the address we connect from (BND.ADDR, BND.PORT).
+-- The server is reached: success, with the address we connect from (BND.ADDR, BND.PORT);
+-- none (zeros) when a service answers (server is nil).
 function _M.connected(conf, client, conn, server)
-  local ip, port = addr.split(server:localaddr() or "")
+  local ip, port = addr.split(server and server:localaddr() or "")
   local bin = ip and core.pack_ip(ip)
   if conn._socks4 then
     return client:write(socks5.socks4_reply(socks5.SOCKS4_GRANTED, port, bin and #bin == 4 and bin or nil))

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const char usage[] =
     "usage: netproxy [options] CONFIG.lua\n"
@@ -51,6 +52,18 @@ static int bad_usage(const char *fmt, const char *arg)
     fprintf(stderr, fmt, arg);
     fprintf(stderr, "\nTry 'netproxy --help'.\n");
     return 2;
+}
+
+/* Two operands are the one-line form's HOST PORT, unless the first is plainly a config
+ * script (a .lua name, or a file when the second is no port number): `netproxy --check
+ * a.lua extra` is a usage error, not a check of a one-line form to host "a.lua". */
+static int looks_like_script(const char *first, const char *second)
+{
+    size_t n = strlen(first);
+    struct stat st;
+
+    if (n > 4 && !strcmp(first + n - 4, ".lua")) return 1;
+    return strspn(second, "0123456789") != strlen(second) && stat(first, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 int np_cli_parse(int argc, char **argv, struct np_cli *cli)
@@ -142,6 +155,8 @@ int np_cli_parse(int argc, char **argv, struct np_cli *cli)
         default: return bad_usage("%s", "unknown option");
         }
     }
+    if (argc - optind == 2 && looks_like_script(argv[optind], argv[optind + 1]))
+        return bad_usage("'%s' after the config script: want CONFIG.lua alone, or HOST PORT", argv[optind + 1]);
     if (argc - optind == 2) {
         cli->target_host = argv[optind];
         cli->target_port = argv[optind + 1];

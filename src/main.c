@@ -62,6 +62,26 @@ static void announce(void)
            np_server.config->nproxies == 1 ? "y" : "ies", config_name);
 }
 
+/* A stdio process serves one connection: 1 when it was refused or failed (its proxy's
+ * counters say so), so that ssh's ProxyCommand and scripts can tell; else 0. */
+static int stdio_status(void)
+{
+    const struct np_config *g = np_server.config;
+
+    for (int i = 0; g && i < g->nproxies; i++) {
+        const struct np_proxy *p = &g->proxies[i];
+        if (p->stdio && (NP_COUNTERS(p)->refused || NP_COUNTERS(p)->errors)) return 1;
+    }
+    return 0;
+}
+
+/* The stdio one-line form logs warnings and errors (ssh shows them on the terminal); -q
+ * leaves the errors, which say why a connection failed; -q -q silences it entirely. */
+static void stdio_quiet(const struct np_cli *cli)
+{
+    if (cli->target_host && !cli->listen && cli->verbose <= -2) np_log_level = NP_ERR - 1;
+}
+
 int main(int argc, char **argv)
 {
     struct np_cli cli;
@@ -94,6 +114,7 @@ int main(int argc, char **argv)
     lua_getfield(np_L, -1, "server");
     np_options_start(np_L, lua_gettop(np_L));
     lua_pop(np_L, 1);
+    stdio_quiet(&cli);
     int adopted = np_listener_adopt_systemd();
     if (daemon_life_before(err, sizeof err) < 0 || np_server_install(np_L, err, sizeof err) < 0 ||
         (np_options_stats() && np_metrics_listen(np_options_stats(), err, sizeof err) < 0) ||
@@ -106,6 +127,7 @@ int main(int argc, char **argv)
     lua_pop(np_L, 1);
     config_name = cli.config ? cli.config : "the command line";
     rc = np_options_workers() > 1 ? np_master_run(np_options_workers(), &cli, announce) : np_worker_run(0, &cli, announce);
+    if (rc == 0 && np_server_serves_stdio()) rc = stdio_status();
     np_metrics_close();
     np_server_free();
     np_pipepool_free();

@@ -394,7 +394,12 @@ local function check_proxy(decl, index, server, say_at, warn_at)
   local from_mod = proxy.from and connectors.get(proxy.from.type)
   -- a `from` that hears the target from its client (connect) lets `to` leave it out
   local ctx = { target_from_client = from_mod and from_mod.provides_target or false,
-                datagram = from_mod and from_mod.datagram or false }
+                datagram = from_mod and from_mod.datagram or false,
+                -- a `from` that may replace `to` with a destination of its own (dual's
+                -- picks, a connector's accept returning a connector table), for dummy's
+                -- check (a bad `from` has said enough)
+                from_chooses = not from_mod or from_mod.picks_to or (from_mod.accept ~= nil and not from_mod.provides_target),
+                from_type = proxy.from and proxy.from.type }
   local to = decl.spec.to
   if to == nil and ctx.target_from_client then to = { type = "tcp" } end
   if to == nil and from_mod and from_mod.default_to then to = from_mod.default_to end

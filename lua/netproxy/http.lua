@@ -1,11 +1,12 @@
 -- netproxy.http: the bits of HTTP/1.x that the CONNECT connectors speak: reading a header
 -- block with limits, parsing request and status lines, Basic credentials, host:port
 -- authorities. Parsing is strict: anything unexpected is an error, never a guess.
+local core = require "netproxy.core"
 local stream = require "netproxy.stream"
 local check = require "netproxy.check"
 local addr = require "netproxy.addr"
 local byte, char, sub, find, match = string.byte, string.char, string.sub, string.find, string.match
-local concat, floor = table.concat, math.floor
+local concat, floor, math_min = table.concat, math.floor, math.min
 
 local _M = {}
 
@@ -17,6 +18,34 @@ function _M.read_header_block(sock, max, timeout)
   local block, err = stream.read_until(sock, "\r\n\r\n", max or _M.MAX_HEADER, timeout)
   if not block then return nil, err end
   return block
+end
+
+-- Reads a request's header block, up to and including its blank line, judging it as it
+-- comes: a bare LF (a request typed by hand, `nc` without -C) or a first line that is no
+-- request line ends it at once, rather than waiting for a CRLF CRLF that may never come.
+-- Returns the block, or nil and why ("bare LF", "malformed request line", "timeout",
+-- "closed", "too long"). Each LF is looked at once: the search goes on from the last one.
+function _M.read_request_block(sock, max, timeout)
+  max = math_min(max or _M.MAX_HEADER, stream.PEEK_MAX)
+  local deadline = timeout and core.now() + timeout
+  local want, from, first = 1, 1, true
+  while true do
+    local left = deadline and deadline - core.now()
+    if left and left <= 0 then return nil, "timeout" end
+    local buf, err = sock:peek(want, left)
+    if not buf then return nil, err end
+    while true do
+      local lf = find(buf, "\n", from, true)
+      if not lf or lf > max then break end
+      if byte(buf, lf - 1) ~= 13 then return nil, "bare LF" end
+      if first and not _M.parse_request(sub(buf, 1, lf - 2)) then return nil, "malformed request line" end
+      first = false
+      if lf >= 4 and sub(buf, lf - 3, lf) == "\r\n\r\n" then return sock:read(lf) end   -- (all buffered)
+      from = lf + 1
+    end
+    if #buf >= max then return nil, "too long" end
+    want = #buf + 1
+  end
 end
 
 -- A header value without the blanks around it (no pattern: `(.-)[ \t]*$` backtracks over

@@ -16,6 +16,12 @@ local V1_MAX = 107                 -- the longest v1 line, CRLF included
 local V1_MIN = 15                  -- the shortest: "PROXY UNKNOWN\r\n"
 local V2_MIN = 16                  -- signature, version and command, family, length
 
+-- The first bytes of buf, in hex, for the log line of a client that sent no header.
+local function first_bytes(buf)
+  local shown = sub(buf, 1, 8):gsub(".", function(c) return ("%02x "):format(byte(c)) end)
+  return shown:sub(1, -2) .. (#buf > 8 and " ..." or "")
+end
+
 local function v4(s) return check.ipv4(s) ~= nil end
 local function v6(s) return check.ipv6(s) ~= nil end
 
@@ -73,28 +79,35 @@ end
 
 -- parse(bytes, version) -> header, length | "more", need | nil, why. version is "v1", "v2"
 -- or "any". need is how many more bytes the header takes at the least: reading no more than
--- that never takes a byte past the header.
+-- that never takes a byte past the header. Bytes that cannot begin a header of an allowed
+-- version are refused from the first one that cannot ("\5\1\0", a SOCKS5 greeting, at once).
 function _M.parse(buf, version)
-  local is_v1 = sub(buf, 1, 6) == sub("PROXY ", 1, #buf)
-  local is_v2 = sub(buf, 1, 12) == sub(V2_SIGNATURE, 1, #buf)
-  if #buf < 6 and (is_v1 or is_v2) then return "more", (version == "v2" and V2_MIN or V1_MIN) - #buf end
-  if version ~= "v2" and sub(buf, 1, 6) == "PROXY " then return parse_v1(buf) end
-  if version ~= "v1" and is_v2 then
-    if #buf < 12 then return "more", V2_MIN - #buf end
+  local n = #buf
+  local v1 = version ~= "v2" and sub(buf, 1, 6) == sub("PROXY ", 1, n)
+  local v2 = version ~= "v1" and sub(buf, 1, 12) == sub(V2_SIGNATURE, 1, n)
+  if v1 then
+    if n < 6 then return "more", V1_MIN - n end
+    return parse_v1(buf)
+  end
+  if v2 then
+    if n < 12 then return "more", V2_MIN - n end
     return parse_v2(buf)
   end
-  return nil, "no PROXY " .. (version == "any" and "" or version .. " ") .. "header"
+  return nil, ("no PROXY %sheader (first bytes: %s)"):format(version == "any" and "" or version .. " ", first_bytes(buf))
 end
 
 -- Reads the header off the client socket and nothing past it: what follows (a TLS
--- ClientHello, say) stays in the socket for the next step. Reads take what parse() says is
--- needed at the least, and parse runs once per such step, so a client that sends its header a
--- byte at a time costs no more than one that sends it whole. Returns the header or nil, why.
+-- ClientHello, say) stays in the socket for the next step. Each read takes no more than
+-- parse() says the header still needs. parse judges what has come after every read of the
+-- first V1_MAX bytes, so a client that does not speak the PROXY protocol is refused at its
+-- first bytes, not at the timeout (as HAProxy's accept-proxy does); past them (a v2 header's
+-- TLVs) only once the length it announced is in, so a client sending those a byte at a time
+-- costs no more than one that sends them whole. Returns the header or nil, why.
 function _M.read(sock, version, timeout)
   local deadline = timeout and timeout > 0 and core.now() + timeout
   local parts, have, goal = {}, 0, 0
   while true do
-    if have >= goal then
+    if have >= goal or have < V1_MAX then
       local buf = concat(parts)
       parts = { buf }
       local header, n = _M.parse(buf, version)

@@ -11,7 +11,10 @@ local addr = require "netproxy.addr"
 
 local _M = {}
 
+-- What a `to` reaches, for the log: a unix socket by its path (even when a connect or socks5
+-- from gave it the host and port its client asked for: the socket is what is reached).
 local function describe(target)
+  if target.path then return "unix:" .. target.path end
   if target.host and target.port then return addr.join(target.host, target.port) end
   return target.type
 end
@@ -109,6 +112,12 @@ function _M.run(proxy, client, id, peer, handle)
   if to.serve then                            -- answered here: no server, no relay
     conn.target = "service"
     core.set_target(conn.target)
+    -- a from that told its client of a tunnel (CONNECT's 200, SOCKS5's success) does so
+    -- here too: the service is what the client reached
+    if from.connected then
+      local ok, cerr = from.connected(proxy.from, client, conn, nil)
+      if not ok then return "client error", tostring(cerr) end
+    end
     core.serving(client)
     return to.serve(target, client, conn, proxy)
   end

@@ -106,7 +106,8 @@ end
 -- address type comes back with the reply code that says so (7, 8).
 function _M.parse_request(buf)
   if #buf >= 1 and byte(buf, 1) ~= 5 then return nil, "request version " .. byte(buf, 1) .. ", not 5" end
-  if #buf >= 2 and not COMMANDS[byte(buf, 2)] then
+  if #buf < 2 then return more(2) end               -- (the command is judged on its own)
+  if not COMMANDS[byte(buf, 2)] then
     return nil, "command " .. byte(buf, 2), _M.COMMAND_NOT_SUPPORTED
   end
   if #buf >= 3 and byte(buf, 3) ~= 0 then return nil, "reserved byte " .. byte(buf, 3) .. ", not 0" end

@@ -166,12 +166,12 @@ proxy { name = "session_missing", accept = function() return true end,
     for _, name in ipairs({ "file", "abstract", "back_file", "back_abstract", "routed_missing" }) do
       assert.is_true(routed(np, name), name)
     end
-    for _, name in ipairs({ "file", "abstract" }) do
+    for name, where in pairs({ file = path, abstract = abstract }) do
       local r = h.client("127.0.0.1", np.ports[name], { "--bytes", "1M", "--half-close" })
       assert.are.equal(0, r.rc, name .. ": " .. r.err)
-      h.wait_log(np, name .. ": 127%.0%.0%.1:%d+ %-> unix in=1048576 out=1048576 time=[%d%.]+s end=eof")
+      h.wait_log(np, name .. ": 127%.0%.0%.1:%d+ %-> unix:" .. where:gsub("%p", "%%%0") .. " in=1048576 out=1048576 time=[%d%.]+s end=eof")
     end
-    local a, b = ends_of(np, "routed_missing", "session_missing", "unix", "end=connect failed: ")
+    local a, b = ends_of(np, "routed_missing", "session_missing", "unix:" .. missing:gsub("%p", "%%%0"), "end=connect failed: ")
     assert.are.equal(b, a)
     h.stop(np)
   end)
