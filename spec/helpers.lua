@@ -241,7 +241,14 @@ function _M.interact(argv, input, opts)
   local cmd = ("sh -c 'echo $$ >%s; exec \"$@\"' sh %s"):format(pidfile, table.concat(words, " "))
   local p = _M.spawn({ "sh", "-c", feeder .. " | " .. cmd })
   local function output() return (_M.read(p.out) or "") .. (_M.read(p.err) or "") end
-  pcall(_M.wait_until, function() return _M.read(p.rcfile) or met(output()) end, opts.timeout or 10)
+  -- the client exited (the pipeline itself waits for the feeder, which waits for release)
+  local function exited()
+    local pid = tonumber(_M.read(pidfile) or "")
+    if not pid then return false end
+    local state = (_M.read("/proc/" .. pid .. "/stat") or ""):match("^%d+ %(.*%) (%a)")
+    return state == nil or state == "Z"
+  end
+  pcall(_M.wait_until, function() return _M.read(p.rcfile) or met(output()) or exited() end, opts.timeout or 10)
   local ok = met(output())
   local pid = tonumber(_M.read(pidfile) or "")
   if opts.stop and pid and not _M.read(p.rcfile) then ffi.C.kill(pid, 15) end

@@ -25,6 +25,13 @@ describe("spec helpers", function()
     assert.is_true(out == big, "bytes differ")
   end)
 
+  it("interact returns once the client exits, its input still open", function()
+    local t = h.now()
+    local out, _, rc, ok = h.interact({ "sh", "-c", "echo bye; exit 3" }, "", { want = "never said", timeout = 10 })
+    assert.are.same({ "bye\n", 3, false }, { out, rc, ok })
+    assert.is_true(h.now() - t < 5, "took " .. (h.now() - t) .. "s")
+  end)
+
   it("closed_port refuses connections until stop_all", function()
     local port = h.closed_port()
     assert.are.same({ "", "refused" }, { h.talk(port, "x") })
