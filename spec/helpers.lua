@@ -606,8 +606,6 @@ local function unused_port()
   return port
 end
 
-function _M.free_port() return unused_port() end   -- TEMP: gone once no spec uses it
-
 -- Starts a peer that cannot take port 0 itself (tinyproxy, sshd, haproxy, s_server, netproxy
 -- with reuseport and workers): start(port) spawns it on a port just seen free. If it did not
 -- come up there (it exited, or start raised an error: the port was taken meanwhile), it is
