@@ -241,7 +241,14 @@ function _M.interact(argv, input, opts)
   local cmd = ("sh -c 'echo $$ >%s; exec \"$@\"' sh %s"):format(pidfile, table.concat(words, " "))
   local p = _M.spawn({ "sh", "-c", feeder .. " | " .. cmd })
   local function output() return (_M.read(p.out) or "") .. (_M.read(p.err) or "") end
-  pcall(_M.wait_until, function() return _M.read(p.rcfile) or met(output()) end, opts.timeout or 10)
+  -- the client exited (the pipeline itself waits for the feeder, which waits for release)
+  local function exited()
+    local pid = tonumber(_M.read(pidfile) or "")
+    if not pid then return false end
+    local state = (_M.read("/proc/" .. pid .. "/stat") or ""):match("^%d+ %(.*%) (%a)")
+    return state == nil or state == "Z"
+  end
+  pcall(_M.wait_until, function() return _M.read(p.rcfile) or met(output()) or exited() end, opts.timeout or 10)
   local ok = met(output())
   local pid = tonumber(_M.read(pidfile) or "")
   if opts.stop and pid and not _M.read(p.rcfile) then ffi.C.kill(pid, 15) end
@@ -440,14 +447,6 @@ local function poll1(fd, events, ms)
   return n > 0 and pfd[0].revents or 0
 end
 
--- A port number free on 127.0.0.1 just now, for peers that cannot take port 0 (prefer
--- h.on_free_port, which retries when somebody takes the port first).
-function _M.free_port()
-  local fd, port = bound_socket("127.0.0.1", 0)
-  ffi.C.close(fd)
-  return port
-end
-
 -- A port on 127.0.0.1 where connections are refused, and stay refused: a socket bound there
 -- without listen() is held until stop_all, so nobody else can take the port meanwhile.
 function _M.closed_port()
@@ -599,17 +598,27 @@ function _M.port_open(port)
   return c ~= nil
 end
 
--- Starts a peer that cannot take port 0 itself (tinyproxy, sshd, haproxy, s_server):
--- start(port) spawns it on a port just seen free. If it did not come up there (it exited: the
--- port was taken meanwhile), it is started again on another port. Returns the process with
--- .port once that process listens on it (a UDP port with opts.udp).
+-- A port the kernel would give a socket bound to port 0 just now: free at this instant only
+-- (somebody may take it before it is used), so it is for on_free_port alone, which retries.
+local function unused_port()
+  local fd, port = bound_socket("127.0.0.1", 0)
+  ffi.C.close(fd)
+  return port
+end
+
+-- Starts a peer that cannot take port 0 itself (tinyproxy, sshd, haproxy, s_server, netproxy
+-- with reuseport and workers): start(port) spawns it on a port just seen free. If it did not
+-- come up there (it exited, or start raised an error: the port was taken meanwhile), it is
+-- started again on another port. Returns the process with .port once that process listens on
+-- it (a UDP port with opts.udp). opts.ports: a function giving the port to try next, or nil
+-- for one just seen free (for the spec of this helper).
 function _M.on_free_port(what, start, opts)
   opts = opts or {}
   local last
   for _ = 1, 5 do
-    local port = _M.free_port()
-    local p = start(port)
-    local up = _M.wait_until(function()
+    local port = opts.ports and opts.ports() or unused_port()
+    local ok, p = pcall(start, port)
+    local up = ok and _M.wait_until(function()
       if _M.listening_ports(p.pid, opts.udp)[port] then return "up" end
       if _M.read(p.rcfile) then return "exited" end
     end, opts.timeout or 10, what .. " on port " .. port)
@@ -617,8 +626,8 @@ function _M.on_free_port(what, start, opts)
       p.port = port
       return p
     end
-    last = (_M.read(p.err) or "") .. (_M.read(p.out) or "")
-    _M.stop(p)
+    last = ok and (_M.read(p.err) or "") .. (_M.read(p.out) or "") or tostring(p)
+    if ok then _M.stop(p) end
   end
   error(what .. " did not start on any of 5 free ports; last said:\n" .. last, 2)
 end

@@ -159,15 +159,12 @@ proxy { name = "rp", from = { type = "tcp", host = "127.0.0.1", port = %d }, to 
 ]]
     -- A port given, not 0: with port 0, src/listener.c binds the second worker's socket to the
     -- configured address (port 0 again: a port of its own) instead of the one bound. Tried on
-    -- free ports until one is had.
-    local path, np = h.tmpfile("reuseport.lua"), nil
-    for _ = 1, 5 do
-      h.write(path, text:format(h.free_port(), echo.port))
-      local ok, started = pcall(h.netproxy_start, path, { "-w", "2", "-v" })
-      if ok then np = started break end
-      assert.truthy(tostring(started):find("cannot listen on", 1, true), started)
-    end
-    assert(np, "netproxy found no free port in 5 tries")
+    -- free ports until one is had (on_free_port).
+    local path = h.tmpfile("reuseport.lua")
+    local np = h.on_free_port("netproxy with reuseport", function(port)
+      h.write(path, text:format(port, echo.port))
+      return h.netproxy_start(path, { "-w", "2", "-v" })
+    end)
     local port = np.ports.rp
     h.wait_workers(np.pid, 2)
     -- the master holds a listening socket per worker (the same address twice)

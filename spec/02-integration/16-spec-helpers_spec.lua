@@ -25,6 +25,13 @@ describe("spec helpers", function()
     assert.is_true(out == big, "bytes differ")
   end)
 
+  it("interact returns once the client exits, its input still open", function()
+    local t = h.now()
+    local out, _, rc, ok = h.interact({ "sh", "-c", "echo bye; exit 3" }, "", { want = "never said", timeout = 10 })
+    assert.are.same({ "bye\n", 3, false }, { out, rc, ok })
+    assert.is_true(h.now() - t < 5, "took " .. (h.now() - t) .. "s")
+  end)
+
   it("closed_port refuses connections until stop_all", function()
     local port = h.closed_port()
     assert.are.same({ "", "refused" }, { h.talk(port, "x") })
@@ -38,20 +45,32 @@ describe("spec helpers", function()
 
   it("on_free_port starts a peer again on another port when its port was taken", function()
     local taken = h.peer_server("silent")
-    local real, tries = h.free_port, 0
-    h.free_port = function()
+    local tries = 0
+    local function ports()   -- the taken port first, then one seen free (nil)
       tries = tries + 1
-      return tries == 1 and taken.port or real()
+      if tries == 1 then return taken.port end
     end
     -- socat as the peer that cannot take port 0 (np-peer can; failing, it would leave an ASan
     -- leak report)
     local ok, p = pcall(h.on_free_port, "socat", function(port)
       return h.spawn({ "socat", "TCP-LISTEN:" .. port .. ",bind=127.0.0.1,fork", "EXEC:cat" })
-    end)
-    h.free_port = real
+    end, { ports = ports })
     assert.is_true(ok, p)
     assert.are.equal(2, tries)
     assert.are_not.equal(taken.port, p.port)
     assert.are.equal("hi\n", (h.talk(p.port, "hi\n")))
+  end)
+
+  it("on_free_port tries again when start raises (netproxy_start on a taken port)", function()
+    local taken = h.peer_server("silent")
+    local tries = 0
+    local ok, p = pcall(h.on_free_port, "netproxy", function(port)
+      tries = tries + 1
+      return h.netproxy_start((h.tcp_proxy("p", taken.port):gsub("port = 0", "port = " .. port)))
+    end, { ports = function() if tries == 0 then return taken.port end end })
+    assert.is_true(ok, p)
+    assert.are.equal(2, tries)
+    assert.are.equal(p.port, p.ports.p)
+    assert.are_not.equal(taken.port, p.port)
   end)
 end)

@@ -22,12 +22,10 @@ local LOCALHOST_REQUEST = "\5\1\0\1\127\0\0\1"     -- CONNECT 127.0.0.1, the por
 
 -- A fake SOCKS5 server: socat runs a shell script per connection.
 local function fake_socks(script)
-  local port = h.free_port()
   local file = h.write(h.tmpfile("fake.sh"), script)
-  local p = h.spawn({ "socat", "TCP-LISTEN:" .. port .. ",bind=127.0.0.1,reuseaddr,fork", "EXEC:sh " .. file })
-  p.port = port
-  h.wait_until(function() return h.port_open(port) end, 10, "the fake SOCKS server")
-  return p
+  return h.on_free_port("the fake SOCKS server", function(port)
+    return h.spawn({ "socat", "TCP-LISTEN:" .. port .. ",bind=127.0.0.1,reuseaddr,fork", "EXEC:sh " .. file })
+  end)
 end
 
 local function through(name, target_host, target_port, proxy_port, extra)
@@ -70,6 +68,12 @@ proxy { name = "quick", connect_timeout = 1, negotiation_timeout = 2,
 ]]):format(web.port), { "-v" })
   end)
   teardown(h.stop_all)
+  -- one netproxy for the describe: each test reads only the log lines since its own mark
+  before_each(function()
+    h.test_begin()
+    np.mark()
+  end)
+  after_each(h.test_end)
 
   it("serves curl --socks5 (curl resolves) and --socks5-hostname (netproxy resolves)", function()
     local out, err, rc = socks_curl("--socks5", np.ports.routed, "http://127.0.0.1:" .. web.port .. "/")
@@ -126,7 +130,7 @@ proxy { name = "quick", connect_timeout = 1, negotiation_timeout = 2,
   end)
 
   it("answers 0x05 when the target refuses the connection", function()
-    local closed = h.free_port()
+    local closed = h.closed_port()
     local _, err, rc = socks_curl("--socks5", np.ports.routed, "http://127.0.0.1:" .. closed .. "/")
     assert.are_not.equal(0, rc)
     assert.truthy(err:find("(5)", 1, true), err)
@@ -184,31 +188,34 @@ proxy { name = "quick", connect_timeout = 1, negotiation_timeout = 2,
     local junk = {}
     for i = 1, 4096 do junk[i] = string.char(math.random(0, 255)) end
     junk = table.concat(junk)
-    local function slow(bytes, gap)   -- a client writing one byte at a time
-      local t = {}
-      for i = 1, #bytes do t[i] = ("printf '\\%03o'; sleep %s"):format(bytes:byte(i), gap) end
-      return { "sh", "-c", "(" .. table.concat(t, "; ") .. "; sleep 3) | socat -t 3 - TCP:127.0.0.1:" .. np.ports.quick }
-    end
-    local clients = {
-      truncated = h.spawn({ "sh", "-c", "(printf '\\005\\002\\000'; sleep 4) | socat -t 5 - TCP:127.0.0.1:" .. np.ports.quick }),
-      oversized = h.spawn({ "sh", "-c", ("(printf '\\005\\001\\000'; head -c 70000 /dev/zero | tr '\\0' 'A') | socat -t 3 - TCP:127.0.0.1:%d"):format(np.ports.quick) }),
-      random = h.spawn({ "sh", "-c", ("socat -t 3 - TCP:127.0.0.1:%d < %s"):format(np.ports.quick, h.write(h.tmpfile("junk"), "\5\1" .. junk)) }),
-      bytewise_junk = h.spawn(slow("\5\1\0\5\1\0\7\0\0", 0.05)),
-    }
+    local function client() return assert(h.connect(np.ports.quick, { nodelay = true })) end
+    local hostile = { truncated = client(), oversized = client(), random = client(), bytewise_junk = client() }
+    hostile.truncated:send("\5\2\0")                        -- and nothing more: held open
+    hostile.oversized:send("\5\1\0" .. ("A"):rep(70000))
+    hostile.random:send("\5\1" .. junk)
     -- meanwhile: a good client, byte by byte too, and curl
-    local good = h.spawn(slow("\5\1\0" .. LOCALHOST_REQUEST .. be16(echo.port) .. "ok", 0.02))
-    for _ = 1, 5 do
-      local out, err, rc = socks_curl("--socks5", np.ports.quick, "http://127.0.0.1:" .. web.port .. "/")
-      assert.are.equal(0, rc, err)
-      assert.are.equal("hello\n", out)
+    local good = client()
+    local junk_bytes, good_bytes = "\5\1\0\5\1\0\7\0\0", "\5\1\0" .. LOCALHOST_REQUEST .. be16(echo.port) .. "ok"
+    for i = 1, math.max(#junk_bytes, #good_bytes) do
+      hostile.bytewise_junk:send(junk_bytes:sub(i, i))
+      good:send(good_bytes:sub(i, i))
+      if i <= 5 then
+        local out, err, rc = socks_curl("--socks5", np.ports.quick, "http://127.0.0.1:" .. web.port .. "/")
+        assert.are.equal(0, rc, err)
+        assert.are.equal("hello\n", out)
+      end
+      h.sleep(0.02)   -- the behaviour under test: each byte read by netproxy on its own
     end
     h.wait_log(np, "quick: [^\n]* end=negotiation timeout")                      -- truncated
     h.wait_log(np, "quick: [^\n]* end=refused: request: request version 65, not 5")   -- oversized greeting, then junk
     h.wait_log(np, "quick: [^\n]* end=refused: request: address type 7")          -- byte by byte
-    for _, c in pairs(clients) do h.exit_status(c, 10) end
-    assert.are.equal(0, h.exit_status(good, 10))
-    assert.are.equal("\5\0\5\0\0\1\127\0\0\1", h.read(good.out):sub(1, 10))
-    assert.are.equal("ok", h.read(good.out):sub(13))
+    for name, c in pairs(hostile) do
+      local _, how = c:read(nil, 5)
+      assert.truthy(how == "eof" or how == "reset", name .. " still open: " .. how)
+    end
+    local echoed = good:read(10 + 2 + #"ok", 5)   -- the reply (BND.ADDR, BND.PORT), then the echo
+    assert.are.equal("\5\0\5\0\0\1\127\0\0\1", echoed:sub(1, 10))
+    assert.are.equal("ok", echoed:sub(13))
     assert.is_true(h.alive(np.pid))
     local out = socks_curl("--socks5", np.ports.quick, "http://127.0.0.1:" .. web.port .. "/")
     assert.are.equal("hello\n", out)
@@ -222,7 +229,7 @@ proxy { name = "quick", connect_timeout = 1, negotiation_timeout = 2,
     end
     h.wait_log(np, "four: SOCKS4 CONNECT localhost:" .. web.port .. "\n")     -- 4a: the name
     h.wait_log(np, "four: SOCKS4 CONNECT 127%.0%.0%.1:" .. web.port .. "\n")  -- 4: curl resolved it
-    local _, err, rc = socks_curl("--socks4", np.ports.four, "http://127.0.0.1:" .. h.free_port() .. "/")
+    local _, err, rc = socks_curl("--socks4", np.ports.four, "http://127.0.0.1:" .. h.closed_port() .. "/")
     assert.are_not.equal(0, rc)
     h.wait_log(np, "four: [^\n]* end=connect failed: refused")
     assert.are.equal("\0\91\0\0\0\0\0\0", raw(np.ports.four, "\4\1\0\80\10\0\0\1\0"))
@@ -271,7 +278,7 @@ describe("to = socks5 (through a SOCKS5 proxy)", function()
                                 through("auth", "127.0.0.1", echo.port, ms_auth.port, 'proxy_user = "bob", proxy_pass = "builder"') ..
                                 through("wrongpass", "127.0.0.1", echo.port, ms_auth.port, 'proxy_user = "bob", proxy_pass = "x"') ..
                                 through("nocreds", "127.0.0.1", echo.port, ms_auth.port) ..
-                                through("refused", "127.0.0.1", h.free_port(), ms.port), { "-v" })
+                                through("refused", "127.0.0.1", h.closed_port(), ms.port), { "-v" })
     -- microsocks closes both ways at the first EOF: the client keeps writing open until all is back
     for _, name in ipairs({ "addr", "name", "auth" }) do
       local r = h.client("127.0.0.1", np.ports[name], { "--bytes", "1M" })
@@ -304,7 +311,7 @@ describe("to = socks5 (through a SOCKS5 proxy)", function()
     local dante = h.danted()
     local np = h.netproxy_start(through("dante", "localhost", echo.port, dante.port) ..
                                 through("dante6", "::1", h.peer_server("echo", nil, "[::1]").port, dante.port) ..
-                                through("danteref", "127.0.0.1", h.free_port(), dante.port), { "-v" })
+                                through("danteref", "127.0.0.1", h.closed_port(), dante.port), { "-v" })
     for _, name in ipairs({ "dante", "dante6" }) do
       local r = h.client("127.0.0.1", np.ports[name], { "--bytes", "1M", "--half-close" })
       assert.are.equal(0, r.rc, name .. ": " .. r.err)

@@ -23,6 +23,10 @@ describe("to = chain", function()
     dante = h.danted()
   end)
   teardown(h.stop_all)
+  -- the peers are shared; each test starts its own netproxy (its log is that test's alone),
+  -- stopped at its end
+  before_each(h.test_begin)
+  after_each(h.test_end)
 
   -- tinyproxy and microsocks close both ways at the first EOF: the client keeps writing open
   -- until every byte has come back (no --half-close).
@@ -45,7 +49,7 @@ describe("to = chain", function()
   end)
 
   it("names the hop that failed", function()
-    local closed = h.free_port()
+    local closed = h.closed_port()
     local np = h.netproxy_start(chain("nocreds", echo.port, http_hop(tiny.port) .. socks_hop(ms_auth.port)) ..
                                 chain("firstdown", echo.port, http_hop(closed) .. socks_hop(ms.port)) ..
                                 chain("lastref", closed, socks_hop(ms.port) .. socks_hop(dante.port)))
@@ -62,15 +66,17 @@ describe("to = chain", function()
     local dir = h.tmp() .. "/chain-www"
     os.execute(("mkdir -p %s && echo 'served by s_server' > %s/who.txt && cp %s/backend.test.pem %s/backend.test.key %s/")
                :format(dir, dir, pki, pki, dir))
-    local port = h.free_port()
-    local server = h.spawn({ "sh", "-c", ("cd %s && exec openssl s_server -quiet -WWW -accept 127.0.0.1:%d -cert backend.test.pem -key backend.test.key")
-                                         :format(dir, port) })
-    h.wait_until(function() return h.port_open(port) end, 10, "s_server")
+    local server = h.on_free_port("s_server", function(port)
+      return h.spawn({ "sh", "-c", ("cd %s && exec openssl s_server -quiet -WWW -accept 127.0.0.1:%d -cert backend.test.pem -key backend.test.key")
+                                   :format(dir, port) })
+    end)
+    local port = server.port
     local np = h.netproxy_start(chain("tls", port, http_hop(tiny.port) .. socks_hop(ms.port),
                                       ('tls = true, ca = %q, verify_name = "backend.test"'):format(pki .. "/ca.pem")) ..
                                 chain("wrongname", port, socks_hop(ms.port),
                                       ('tls = true, ca = %q, verify_name = "other.test"'):format(pki .. "/ca.pem")), { "-v" })
-    local out = h.run({ "sh", "-c", ("(printf 'GET /who.txt HTTP/1.0\\r\\n\\r\\n'; sleep 1) | socat -t 2 - TCP:127.0.0.1:%d"):format(np.ports.tls) })
+    -- tinyproxy closes both ways at the first EOF: the write side stays open until s_server closes
+    local out = h.talk(np.ports.tls, "GET /who.txt HTTP/1.0\r\n\r\n", { keep_open = true })
     assert.truthy(out:find("served by s_server", 1, true), out)
     h.wait_log(np, "tls: tls to the server: TLSv1%.3")
     assert.are.equal(1, h.client("127.0.0.1", np.ports.wrongname, { "--bytes", "1K", "--timeout", "5" }).failed)

@@ -9,15 +9,16 @@ local function bytes_file(n)
   return path
 end
 
--- netproxy ARGS... with input on standard input (kept open a moment: tinyproxy and
--- microsocks close both ways at the first EOF); returns output, stderr, status.
+-- netproxy ARGS... with the file input on standard input, kept open until all of it has come
+-- back on standard output (tinyproxy and microsocks close both ways at the first EOF), or
+-- netproxy exits; env: "NAME=value" or nil. Returns output, stderr, status.
 local function stdio(input, args, env)
-  local words = {}
-  for i, a in ipairs(args) do words[i] = h.quote(a) end
-  local output = h.tmpfile("out")
-  local cmd = ("(cat %s; sleep 1) | %s %s %s > %s"):format(input, env or "", h.netproxy, table.concat(words, " "), output)
-  local _, err, rc = h.run({ "sh", "-c", cmd })
-  return h.read(output), err, rc
+  local data = h.read(input)
+  local argv = env and { "env", env, h.netproxy } or { h.netproxy }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  -- (want sees stdout then stderr: the echo is whole once stdout begins with all of it)
+  local out, err, rc = h.interact(argv, data, { timeout = 30, want = function(got) return got:sub(1, #data) == data end })
+  return out, err, rc
 end
 
 -- A real sshd on a free port, with a key pair for root; nil when it cannot run here.
@@ -27,16 +28,16 @@ local function sshd()
   os.execute("mkdir -p " .. dir .. " /run/sshd && chmod 700 " .. dir)
   os.execute(("ssh-keygen -q -t ed25519 -N '' -f %s/host_key && ssh-keygen -q -t ed25519 -N '' -f %s/user_key && cp %s/user_key.pub %s/authorized_keys")
              :format(dir, dir, dir, dir))
-  local port = h.free_port()
-  h.write(dir .. "/sshd_config", table.concat({
-    "Port " .. port, "ListenAddress 127.0.0.1", "HostKey " .. dir .. "/host_key",
-    "AuthorizedKeysFile " .. dir .. "/authorized_keys", "PasswordAuthentication no",
-    "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "StrictModes no",
-    "UsePAM no", "PermitRootLogin prohibit-password", "PidFile " .. dir .. "/sshd.pid", "",
-  }, "\n"))
-  local p = h.spawn({ "/usr/sbin/sshd", "-D", "-e", "-f", dir .. "/sshd_config" })
-  h.wait_until(function() return h.port_open(port) end, 10, "sshd")
-  p.port, p.dir = port, dir
+  local p = h.on_free_port("sshd", function(port)
+    h.write(dir .. "/sshd_config", table.concat({
+      "Port " .. port, "ListenAddress 127.0.0.1", "HostKey " .. dir .. "/host_key",
+      "AuthorizedKeysFile " .. dir .. "/authorized_keys", "PasswordAuthentication no",
+      "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "StrictModes no",
+      "UsePAM no", "PermitRootLogin prohibit-password", "PidFile " .. dir .. "/sshd.pid", "",
+    }, "\n"))
+    return h.spawn({ "/usr/sbin/sshd", "-D", "-e", "-f", dir .. "/sshd_config" })
+  end)
+  p.dir = dir
   return p
 end
 

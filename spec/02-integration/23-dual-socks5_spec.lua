@@ -13,26 +13,25 @@ describe("dual with a socks5 branch", function()
     local dir = h.tmp() .. "/dual-www"
     os.execute(("mkdir -p %s && echo 'served by s_server' > %s/who.txt && cp %s/localhost.pem %s/localhost.key %s/")
                :format(dir, dir, pki, pki, dir))
-    local https_port = h.free_port()
-    https = h.spawn({ "sh", "-c", ("cd %s && exec openssl s_server -quiet -WWW -accept 127.0.0.1:%d -cert localhost.pem -key localhost.key")
-                                  :format(dir, https_port) })
-    https.port = https_port
-    h.wait_until(function() return h.port_open(https_port) end, 10, "s_server")
+    https = h.on_free_port("s_server", function(port)
+      return h.spawn({ "sh", "-c", ("cd %s && exec openssl s_server -quiet -WWW -accept 127.0.0.1:%d -cert localhost.pem -key localhost.key")
+                                   :format(dir, port) })
+    end)
     if os.execute("test -x /usr/sbin/sshd && test $(id -u) -eq 0") == 0 then
       local sdir = h.tmp() .. "/ssh-dual"
       os.execute("mkdir -p " .. sdir .. " /run/sshd && chmod 700 " .. sdir)
       os.execute(("ssh-keygen -q -t ed25519 -N '' -f %s/host_key && ssh-keygen -q -t ed25519 -N '' -f %s/user_key && cp %s/user_key.pub %s/authorized_keys")
                  :format(sdir, sdir, sdir, sdir))
-      local port = h.free_port()
-      h.write(sdir .. "/sshd_config", table.concat({
-        "Port " .. port, "ListenAddress 127.0.0.1", "HostKey " .. sdir .. "/host_key",
-        "AuthorizedKeysFile " .. sdir .. "/authorized_keys", "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "StrictModes no",
-        "UsePAM no", "PermitRootLogin prohibit-password", "PidFile " .. sdir .. "/sshd.pid", "",
-      }, "\n"))
-      sshd = h.spawn({ "/usr/sbin/sshd", "-D", "-e", "-f", sdir .. "/sshd_config" })
-      h.wait_until(function() return h.port_open(port) end, 10, "sshd")
-      sshd.port, sshd.dir = port, sdir
+      sshd = h.on_free_port("sshd", function(port)
+        h.write(sdir .. "/sshd_config", table.concat({
+          "Port " .. port, "ListenAddress 127.0.0.1", "HostKey " .. sdir .. "/host_key",
+          "AuthorizedKeysFile " .. sdir .. "/authorized_keys", "PasswordAuthentication no",
+          "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "StrictModes no",
+          "UsePAM no", "PermitRootLogin prohibit-password", "PidFile " .. sdir .. "/sshd.pid", "",
+        }, "\n"))
+        return h.spawn({ "/usr/sbin/sshd", "-D", "-e", "-f", sdir .. "/sshd_config" })
+      end)
+      sshd.dir = sdir
     end
     np = h.netproxy_start(([[
 proxy { name = "oneport", negotiation_timeout = 3,
@@ -47,6 +46,12 @@ proxy { name = "oneport", negotiation_timeout = 3,
 ]]):format(sshd and sshd.port or 9, https.port, ms.port), { "-v" })
   end)
   teardown(h.stop_all)
+  -- one netproxy for the describe: each test reads only the log lines since its own mark
+  before_each(function()
+    h.test_begin()
+    np.mark()
+  end)
+  after_each(h.test_end)
 
   local function socks_curl(...)
     local argv = { "curl", "-sS", "--max-time", "5", "--socks5-hostname", "127.0.0.1:" .. np.ports.oneport, ... }

@@ -168,7 +168,8 @@ describe("messages for bad values", function()
 
   it("dual counts the bytes the client sent when no probe matches", function()
     local np = h.netproxy_start(proxy("d", '{ type = "dual", host = "127.0.0.1", port = 0, probes = { { match = "ssh", to = ' .. TO .. ' } } }', '{ type = "dummy" }'))
-    h.run({ "sh", "-c", ("(printf 'XYZABC'; sleep 0.5) | socat -t 1 - TCP:127.0.0.1:%d"):format(np.ports.d) })
+    local _, how = h.talk(np.ports.d, "XYZABC", { keep_open = true })   -- open until netproxy closes it
+    assert.are_not.equal("timeout", how)
     local line = h.wait_log(np, "[^\n]*end=refused: no probe matched[^\n]*")
     assert.truthy(line:find("no probe matched the first 6 bytes", 1, true), line)
     h.stop(np)

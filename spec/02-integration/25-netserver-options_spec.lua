@@ -89,21 +89,22 @@ proxy { name = "b", backlog = 17, from = { type = "tcp", host = "127.0.0.1", por
 
   it("passes --set KEY=VALUE over server{}: max_clients, stats", function()
     local echo = h.peer_server("echo")
-    local stats = h.free_port()
     local config = h.write(h.tmpfile("set.lua"), ([[
 server { max_clients = 5 }
 proxy { name = "lim", from = { type = "tcp", host = "127.0.0.1", port = 0 },
         to = { type = "tcp", host = "127.0.0.1", port = %d } }
 ]]):format(echo.port))
-    local np = h.netproxy_start(config, { "-v", "--set", "max_clients=1", "--set", "stats=127.0.0.1:" .. stats })
-    local holder = h.spawn({ "sh", "-c", ("(printf 'hold\\n'; sleep 5) | socat -t 1 - TCP:127.0.0.1:%d"):format(np.ports.lim) })
+    local np = h.netproxy_start(config, { "-v", "--set", "max_clients=1", "--set", "stats=127.0.0.1:0" })
+    local holder = assert(h.connect(np.ports.lim))   -- the one client allowed, held open
+    holder:send("hold\n")
+    assert.are.equal("hold\n", (holder:read("\n", 5)))
     h.wait_log(np, "lim: relay: ")
-    h.run({ "sh", "-c", ("echo hi | socat -t 1 - TCP:127.0.0.1:%d"):format(np.ports.lim) })
+    h.talk(np.ports.lim, "hi\n")
     h.wait_log(np, "lim: refused [^\n]*max_clients %(server%)")
-    local body, err, rc = h.run({ "curl", "-sS", "--max-time", "5", "http://127.0.0.1:" .. stats .. "/metrics" })
+    local body, err, rc = h.run({ "curl", "-sS", "--max-time", "5", "http://127.0.0.1:" .. np.stats_port .. "/metrics" })
     assert.are.equal(0, rc, err)
     assert.truthy(body:find('netproxy_connections_refused_total{proxy="lim"} 1', 1, true), body)
-    h.stop(holder)
+    holder:close()
     h.stop(np)
     h.stop(echo)
   end)

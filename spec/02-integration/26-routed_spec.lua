@@ -216,16 +216,16 @@ proxy { name = "session_name", accept = function() return true end,
   end)
 
   it("keeps a running connection's hooks through a reload that drops them", function()
-    local port = h.free_port()
     local hooked = ([[
-proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = %d,
+proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = 0,
                              hook = function(d, conn) conn.stash.n = (conn.stash.n or 0) + 1
                                                       return (d:gsub("ping", "PING" .. conn.stash.n)) end },
         to = { type = "tcp", host = "127.0.0.1", port = %d } }
-]]):format(port, echo.port)
-    local plain = plain_config(port)
+]]):format(echo.port)
     local path = h.write(h.tmpfile("routed-hooks.lua"), hooked)
     local np = h.netproxy_start(path, { "-vv" })
+    local port = np.ports.p
+    local plain = plain_config(port)   -- the port bound: the reload keeps it
     assert.is_true(routed(np, "p"))
     local old = assert(tcp.connect(port))
     assert.are.equal("PING1\n", old:exchange("ping\n", "PING1\n"))
@@ -240,12 +240,12 @@ proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = %d,
   end)
 
   it("is switched by a reload to the session and back, the running connection untouched", function()
-    local port = h.free_port()
-    local plain = plain_config(port)
+    local path = h.write(h.tmpfile("routed.lua"), plain_config(0))
+    local np = h.netproxy_start(path, { "-vv" })
+    local port = np.ports.p
+    local plain = plain_config(port)   -- the port bound: the reloads keep it
     local hooked = plain:gsub("(port = " .. port .. ")", '%1, hook = function(d) return (d:gsub("ping", "PING")) end', 1)
                         :gsub('name = "p",', 'name = "p", accept = function() return true end,', 1)
-    local path = h.write(h.tmpfile("routed.lua"), plain)
-    local np = h.netproxy_start(path, { "-vv" })
     local old = assert(tcp.connect(port))
     assert.are.equal("ping\n", old:exchange("ping\n", "ping\n"))
     reload(np, path, hooked, 1)

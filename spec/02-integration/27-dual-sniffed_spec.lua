@@ -170,18 +170,18 @@ proxy { name = "runaway", hook_budget = 0.2,
 
   it("keeps a client it is sniffing through a reload that changes its targets", function()
     local other = h.peer_server("reply", { "--text", "other\n", "--close" })
-    local listen = h.free_port()
-    local function config(target)
+    local function config(listen, target)
       return ([[proxy { name = "r", from = { type = "dual", host = "127.0.0.1", port = %d, probe_timeout = 10,
         probes = { { match = "http", to = { type = "tcp", host = "127.0.0.1", port = %d } } } } }
 ]]):format(listen, target)
     end
-    local path = h.write(h.tmpfile("sniffed.lua"), config(echo.port))
+    local path = h.write(h.tmpfile("sniffed.lua"), config(0, echo.port))
     local np = h.netproxy_start(path, { "-vv" })
+    local listen = np.ports.r   -- the port bound: the reload keeps it
     local old = assert(tcp.connect(listen))
     old:send("GE")                      -- the http probe wants more
     h.wait_log(np, "r: accepted")
-    h.write(path, config(other.port))
+    h.write(path, config(listen, other.port))
     os.execute("kill -HUP " .. np.pid)
     h.wait_log(np, "reloaded [^\n]*%(config generation 1%)")
     assert.are.equal("other\n", (h.talk(listen, "GET / HTTP/1.0\r\n\r\n")), "a new client goes to the new target")

@@ -37,9 +37,9 @@ describe("reload in a single process (-w 1)", function()
   after_each(h.stop_all)
 
   it("reloads on SIGHUP under a loop of clients: none fails, new ones get the new hook, an old one the old", function()
-    local port = h.free_port()
-    local path = h.write(h.tmpfile("single.lua"), marker_config(echo.port, "v1", nil, port))
+    local path = h.write(h.tmpfile("single.lua"), marker_config(echo.port, "v1"))
     local np = h.netproxy_start(path, { "-v" })
+    local port = np.ports.marker   -- written into the config: the reload keeps it
     local old = assert(tcp.connect(port))
     assert.are.equal("v1\n", old:exchange("ping\n", "v1\n"))
     local stream = h.spawn({ h.peer, "client", "--connect", "127.0.0.1:" .. port, "--conns", "3000",
@@ -85,9 +85,10 @@ describe("reload in a single process (-w 1)", function()
   end)
 
   it("bounds the generations still draining (max_draining): the oldest is closed", function()
-    local port = h.free_port()
-    local path = h.write(h.tmpfile("max.lua"), marker_config(echo.port, "v1", "max_draining = 2", port))
+    local path = h.write(h.tmpfile("max.lua"), marker_config(echo.port, "v1", "max_draining = 2"))
     local np = h.netproxy_start(path)
+    local port = np.ports.marker
+    h.write(path, marker_config(echo.port, "v1", "max_draining = 2", port))   -- the reloads keep it
     local conns = {}
     for generation = 1, 3 do
       conns[generation] = assert(tcp.connect(port))
@@ -121,9 +122,9 @@ describe("reload with workers", function()
 
   it("a connection held 15 s across a reload still echoes", function()
     local echo = h.peer_server("echo")
-    local port = h.free_port()
-    local path = h.write(h.tmpfile("held.lua"), marker_config(echo.port, "v1", "workers = 2", port))
+    local path = h.write(h.tmpfile("held.lua"), marker_config(echo.port, "v1", "workers = 2"))
     local np = h.netproxy_start(path, { "-w", "2" })
+    local port = np.ports.marker   -- written into the config: the reload keeps it
     local c = assert(tcp.connect(port))
     assert.are.equal("v1\n", c:exchange("ping\n", "v1\n"))
     h.write(path, marker_config(echo.port, "v2", "workers = 2", port))
@@ -171,22 +172,20 @@ describe("inetd style and -m", function()
   local function inetd(config)
     local path = h.write(h.tmpfile("inetd.lua"), config)
     configs[#configs + 1] = path
-    local port = h.free_port()
-    local p = h.spawn({ "socat", "TCP-LISTEN:" .. port .. ",bind=127.0.0.1,reuseaddr,fork",
-                        "EXEC:" .. h.netproxy .. " -v " .. path .. ",nofork" })
-    h.wait_until(function() return h.port_open(port) end, 10, "socat to listen")
-    return p, port
+    local p = h.on_free_port("socat", function(port)
+      return h.spawn({ "socat", "TCP-LISTEN:" .. port .. ",bind=127.0.0.1,reuseaddr,fork",
+                       "EXEC:" .. h.netproxy .. " -v " .. path .. ",nofork" })
+    end)
+    return p, p.port
   end
 
   it("refuses a denied client address without contacting the backend", function()
     local contacted = h.tmpfile("contacted")
-    local backend_port = h.free_port()
-    h.spawn({ "socat", "TCP-LISTEN:" .. backend_port .. ",bind=127.0.0.1,reuseaddr,fork",
-              "SYSTEM:echo contacted >> " .. contacted })
-    h.wait_until(function() return h.port_open(backend_port) end, 10, "the backend")
-    -- port_open's own probe counts as a contact: wait for its mark, then start afresh
-    h.wait_until(function() return h.read(contacted) end, 5, "the probe's mark")
-    os.remove(contacted)
+    -- (on_free_port sees it listen in the socket table: no connection, no contact)
+    local backend_port = h.on_free_port("the backend", function(port)
+      return h.spawn({ "socat", "TCP-LISTEN:" .. port .. ",bind=127.0.0.1,reuseaddr,fork",
+                       "SYSTEM:echo contacted >> " .. contacted })
+    end).port
     local p, port = inetd(([[
 proxy { name = "inetd", from = { type = "stdio" }, deny = { "127.0.0.0/8" },
         to = { type = "tcp", host = "127.0.0.1", port = %d } }
@@ -249,9 +248,10 @@ describe("binary upgrade (SIGUSR2)", function()
 
   it("runs the binary again under a loop of clients: none fails, an old connection still works", function()
     local echo = h.peer_server("echo")
-    local port = h.free_port()
-    local path = h.write(h.tmpfile("upgrade.lua"), marker_config(echo.port, "v1", "workers = 2", port))
+    local path = h.write(h.tmpfile("upgrade.lua"), marker_config(echo.port, "v1", "workers = 2"))
     local np = h.netproxy_start(path, { "-w", "2" })
+    local port = np.ports.marker
+    h.write(path, marker_config(echo.port, "v1", "workers = 2", port))   -- the new binary reads it
     local before = {}
     h.wait_until(function()
       before = {}
@@ -280,9 +280,9 @@ describe("binary upgrade (SIGUSR2)", function()
 
   it("keeps running the old binary when the new one refuses the config, and says why", function()
     local echo = h.peer_server("echo")
-    local port = h.free_port()
-    local path = h.write(h.tmpfile("upgrade-broken.lua"), marker_config(echo.port, "v1", "workers = 2", port))
+    local path = h.write(h.tmpfile("upgrade-broken.lua"), marker_config(echo.port, "v1", "workers = 2"))
     local np = h.netproxy_start(path, { "-w", "2" })
+    local port = np.ports.marker
     h.write(path, "proxy { name = 'x',\n  this is not lua\n")
     os.execute("kill -USR2 " .. np.pid)
     h.wait_log(np, "the new binary refused the config %(status 1%): still running this one")

@@ -72,10 +72,11 @@ describe("unix sockets", function()
   it("keeps its socket across a reload, and its workers leave it alone", function()
     local echo = h.peer_server("echo")
     local path = h.tmpfile("reload.sock")
-    local inport = h.free_port()
-    local config = through_unix(echo.port, path):gsub('port = 0', 'port = ' .. inport)
+    local config = through_unix(echo.port, path)
     local file = h.write(h.tmpfile("reload.lua"), config)
     local np = h.netproxy_start(file, { "-w", "2" })
+    local inport = np.ports["in"]
+    h.write(file, (config:gsub('port = 0', 'port = ' .. inport)))   -- the port bound: the reload keeps it
     os.execute("kill -HUP " .. np.pid)
     h.wait_log(np, "master: generation 1 started")
     local c = assert(tcp.connect(inport))

@@ -35,8 +35,8 @@ describe("on_start and on_stop", function()
   after_each(h.stop_all)
 
   it("run once in each worker, again in the new workers after SIGHUP, on_stop before each exits", function()
-    local port = h.free_port()
-    local np = h.netproxy_start(HOOKS:format("v1", "v1", port, "v1"), { "-w", "2" })
+    local np = h.netproxy_start(HOOKS:format("v1", "v1", 0, "v1"), { "-w", "2" })
+    local port = np.ports.p   -- written into the config for the reload: port 0 would bind another
     h.wait_until(function() return count(np.log(), "on_start v1 id=%d") == 2 end, 10, "two on_start v1")
     local log = np.log()
     assert.truthy(log:find("on_start v1 id=0 pid=%d+"))
@@ -53,8 +53,8 @@ describe("on_start and on_stop", function()
   end)
 
   it("run in a single process, and on_start again for the new config after its SIGHUP", function()
-    local port = h.free_port()
-    local np = h.netproxy_start(HOOKS:format("v1", "v1", port, "v1"))
+    local np = h.netproxy_start(HOOKS:format("v1", "v1", 0, "v1"))
+    local port = np.ports.p   -- written into the config for the reload: port 0 would bind another
     h.wait_log(np, "on_start v1 id=0")
     h.write(np.config, HOOKS:format("v2", "v2", port, "v2"))
     os.execute("kill -HUP " .. np.pid)
@@ -212,16 +212,15 @@ proxy { name = "p", from = { type = "tcp", port = 0 }, to = { type = "service", 
   end)
 
   it("of a config generation stop when a reload replaces it; the new config starts its own", function()
-    local port = h.free_port()
     local config = [[
 local core = require "netproxy.core"
 server { on_start = function() core.every(0.05, function() core.log("notice", "tick %s") end) end }
 proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = %d },
         to = { type = "service", serve = function() end } }
 ]]
-    local np = h.netproxy_start(config:format("gen1", port))
+    local np = h.netproxy_start(config:format("gen1", 0))
     h.wait_log(np, "tick gen1")
-    h.write(np.config, config:format("gen2", port))
+    h.write(np.config, config:format("gen2", np.ports.p))   -- the port bound: the reload keeps it
     os.execute("kill -HUP " .. np.pid)
     h.wait_until(function() return count(after(np.log(), "reloaded"), "tick gen2") >= 3 end, 10, "gen2 ticks")
     assert.equal(0, count(after(np.log(), "reloaded"), "tick gen1"))
@@ -254,7 +253,6 @@ proxy { name = "total", from = { type = "tcp", host = "127.0.0.1", port = 0 },
   end)
 
   it("keep strings, numbers and booleans with ttl, evict the least recently used when full, and survive a reload", function()
-    local port = h.free_port()
     local config = [[
 local core = require "netproxy.core"
 server { shared = { d = "64k" } }
@@ -277,7 +275,8 @@ proxy { name = "q", from = { type = "tcp", host = "127.0.0.1", port = %d },
           end
         end } }
 ]]
-    local np = h.netproxy_start(config:format(port, "v1"))
+    local np = h.netproxy_start(config:format(0, "v1"))
+    local port = np.ports.q   -- written into the config for the reload: port 0 would bind another
     assert.equal("s=nil old=1 kept=1 big=nil\n", ask(port, "fill\n"))
     h.write(np.config, config:format(port, "v2"))
     os.execute("kill -HUP " .. np.pid)
@@ -288,12 +287,14 @@ proxy { name = "q", from = { type = "tcp", host = "127.0.0.1", port = %d },
 
   it("examples/ratelimit.lua refuses an address past 10 connections a second across 2 workers", function()
     local echo = h.peer_server("echo")
-    -- reuseport: a socket per worker, the kernel spreads clients by address (a fixed port:
-    -- each copy binds the same one)
-    local port = h.free_port()
-    local config = h.read(h.root .. "/examples/ratelimit.lua"):gsub("port = 6790", "port = " .. port)
-        :gsub("port = 9876", "port = " .. echo.port):gsub("workers = 2,", "workers = 2, reuseport = true,")
-    local np = h.netproxy_start(config, { "-w", "2" })
+    -- reuseport: a socket per worker, the kernel spreads clients by address (a fixed port,
+    -- tried until one is free: each copy binds the same one)
+    local config = h.read(h.root .. "/examples/ratelimit.lua"):gsub("port = 9876", "port = " .. echo.port)
+        :gsub("workers = 2,", "workers = 2, reuseport = true,")
+    local np = h.on_free_port("netproxy with reuseport", function(port)
+      return h.netproxy_start((config:gsub("port = 6790", "port = " .. port)), { "-w", "2" })
+    end)
+    local port = np.port
     -- 20 connections within one second (started early in a second)
     local out = h.run({ "python3", "-c", ([[
 import socket, time

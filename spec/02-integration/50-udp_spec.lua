@@ -95,9 +95,7 @@ describe("a udp proxy", function()
   end)
 
   it("keeps at most max_flows: the longest idle one goes, counted and logged", function()
-    local stats = h.free_port()
-    local np = h.netproxy_start(udp_config(echo.port, "max_flows = 2",
-                                           { server = ("server { stats = \"127.0.0.1:%d\" }"):format(stats) }))
+    local np = h.netproxy_start(udp_config(echo.port, "max_flows = 2", { server = 'server { stats = "127.0.0.1:0" }' }))
     local a, b, c = udp.new(), udp.new(), udp.new()
     local a1 = a:ask(np.ports.u, "whoami")
     assert.truthy(b:ask(np.ports.u, "whoami"))
@@ -106,7 +104,7 @@ describe("a udp proxy", function()
     h.wait_log(np, "u: udp 127%.0%.0%.1:" .. b.port .. " [^\n]*end=evicted")
     assert.are.equal(a1, a:ask(np.ports.u, "whoami"), "a's flow is still the same")
     assert.truthy(np.log():find("max_flows (2) reached", 1, true))
-    local metrics = io.popen("curl -s http://127.0.0.1:" .. stats .. "/metrics"):read("*a")
+    local metrics = io.popen("curl -s http://127.0.0.1:" .. np.stats_port .. "/metrics"):read("*a")
     assert.truthy(metrics:find('netproxy_udp_flows_evicted_total{proxy="u"} 1', 1, true), metrics)
     assert.truthy(metrics:find('netproxy_udp_flows_active{proxy="u"} 2', 1, true), metrics)
     assert.truthy(metrics:find('netproxy_udp_flows_opened_total{proxy="u"} 3', 1, true), metrics)
@@ -157,15 +155,15 @@ describe("a udp proxy", function()
   end)
 
   it("keeps its socket and its flows across a reload: an old flow runs the old hook", function()
-    local port = h.free_port()
-    local function config(word)
+    local function config(port, word)
       return udp_config(echo.port, nil, { port = port, to = ([[, hook = function(d) return %q .. d end]]):format(word) })
     end
-    local path = h.write(h.tmpfile("udp-reload.lua"), config("v1:"))
+    local path = h.write(h.tmpfile("udp-reload.lua"), config(0, "v1:"))
     local np = h.netproxy_start(path)
+    local port = np.ports.u   -- the port bound: the reload keeps it
     local old = udp.new()
     assert.are.equal("v1:x", old:ask(port, "x"))
-    h.write(path, config("v2:"))
+    h.write(path, config(port, "v2:"))
     os.execute("kill -HUP " .. np.pid)
     h.wait_log(np, "reloaded [^\n]*%(config generation 1%)")
     assert.are.equal("v1:y", old:ask(port, "y"), "the old flow keeps its config")
@@ -243,14 +241,9 @@ describe("examples/dns.lua, a DNS forwarder", function()
   -- dnsmasq answering test.example names with 192.0.2.1, on a free port; ready once dig
   -- gets an answer straight from it.
   local function dnsmasq()
-    local port = h.free_port()
-    local p = h.spawn({ "dnsmasq", "--no-daemon", "--port=" .. port, "--listen-address=127.0.0.1",
-                        "--bind-interfaces", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
-                        "--user=" .. (io.popen("id -un"):read("*l")), "--address=/test.example/192.0.2.1",
-                        "--pid-file=" })
-    p.port = port
+    local p = h.dnsmasq({ "--address=/test.example/192.0.2.1" })
     h.wait_until(function()
-      local out = h.run({ "dig", "@127.0.0.1", "-p", tostring(port), "+short", "+tries=1", "+time=1", "ready.test.example" })
+      local out = h.run({ "dig", "@127.0.0.1", "-p", tostring(p.port), "+short", "+tries=1", "+time=1", "ready.test.example" })
       return out:find("192.0.2.1", 1, true)
     end, 10, "dnsmasq")
     return p

@@ -184,8 +184,8 @@ describe("udp with workers", function()
   end)
 
   it("gives a second process on the same udp address a clear error", function()
-    local port = h.free_port()
-    local np = h.netproxy_start(config(echo.port, { port = port }), { "-w", "2" })
+    local np = h.netproxy_start(config(echo.port), { "-w", "2" })
+    local port = np.ports.u
     for _, w in ipairs({ "2", "1" }) do
       local path = h.write(h.tmpfile("udp-second.lua"), config(echo.port, { port = port }))
       local _, err, rc = h.run({ h.netproxy, "-w", w, path })
@@ -222,13 +222,14 @@ describe("udp with workers across a reload (SIGHUP)", function()
 
   it("keeps the old flows carrying replies in the old workers; the clients' next datagrams are new flows in the new ones", function()
     local backend = udp.new()
-    local port = h.free_port()
+    local port = 0   -- then the port bound, for the reload to keep it
     local function version(v)
       return config(backend.port, { port = port, extra = "udp_idle_timeout = 5",
                                     to = (", hook = function(d) return %q .. d end"):format(v) })
     end
     local path = h.write(h.tmpfile("udp-reload.lua"), version("v1:"))
     local np = h.netproxy_start(path, { "-w", "2", "-v" })
+    port = np.ports.u
     local old_workers = h.wait_workers(np.pid, 2)
     local list = clients(20)
     -- each client asks a question the server answers only after the reload
@@ -278,9 +279,9 @@ describe("udp with workers across a reload (SIGHUP)", function()
 
   it("with fewer workers after the reload, steers every client to the workers left", function()
     local echo = echo_server()
-    local port = h.free_port()
-    local path = h.write(h.tmpfile("udp-shrink.lua"), config(echo.port, { port = port, server = "workers = 3" }))
+    local path = h.write(h.tmpfile("udp-shrink.lua"), config(echo.port, { server = "workers = 3" }))
     local np = start(path, { "-v" })
+    local port = np.ports.u   -- written into the config: the reload keeps it
     h.wait_workers(np.pid, 3)
     assert.are.equal(3, udp_sockets(port))
     h.write(path, config(echo.port, { port = port, server = "workers = 2" }))
@@ -309,14 +310,17 @@ describe("binary upgrade (SIGUSR2) with udp proxies", function()
 
   it("hands the sockets over: the same ports (port 0 too), no rebind, a client sending through it loses nothing", function()
     local echo = echo_server()
-    local fixed = h.free_port()
-    local path = h.write(h.tmpfile("udp-upgrade.lua"), ([[
+    local path = h.tmpfile("udp-upgrade.lua")
+    local np = h.on_free_port("netproxy on a fixed udp port", function(port)
+      h.write(path, ([[
 proxy { name = "fixed", from = { type = "udp", host = "127.0.0.1", port = %d },
         to = { type = "udp", host = "127.0.0.1", port = %d }, udp_idle_timeout = 2 }
 proxy { name = "zero", from = { type = "udp", host = "127.0.0.1", port = 0 },
         to = { type = "udp", host = "127.0.0.1", port = %d }, udp_idle_timeout = 2 }
-]]):format(fixed, echo.port, echo.port))
-    local np = h.netproxy_start(path, { "-w", "2", "-v" })
+]]):format(port, echo.port, echo.port))
+      return h.netproxy_start(path, { "-w", "2", "-v" })
+    end, { udp = true })
+    local fixed = np.port
     local old_workers = h.wait_workers(np.pid, 2)
     local zero = np.ports.zero
     assert.are.equal(fixed, np.ports.fixed)

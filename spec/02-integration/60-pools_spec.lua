@@ -165,11 +165,10 @@ proxy { name = "pool", from = { type = "dual", host = "127.0.0.1", port = 0, tim
   end)
 
   it("closes the client at once when every server is down, with a log line, counted", function()
-    local stats = h.free_port()
     local r1, r2 = h.closed_port(), h.closed_port()
-    local np = h.netproxy_start(([[
-server { stats = "127.0.0.1:%d" }
-]]):format(stats) .. proxy(([[{ type = "tcp", servers = { "127.0.0.1:%d", "127.0.0.1:%d" } }]]):format(r1, r2)))
+    local np = h.netproxy_start([[
+server { stats = "127.0.0.1:0" }
+]] .. proxy(([[{ type = "tcp", servers = { "127.0.0.1:%d", "127.0.0.1:%d" } }]]):format(r1, r2)))
     for _ = 1, 3 do
       local c = assert(tcp.connect(np.ports.pool))
       local t0 = now()
@@ -182,7 +181,7 @@ server { stats = "127.0.0.1:%d" }
     local log = h.wait_log(np, "end=connect failed: no server: every server is down[^\n]*")
     assert.truthy(log)
     assert.matches("%-> none failed=127%.0%.0%.1:%d+,127%.0%.0%.1:%d+ in=0", np.log())
-    local body = h.run({ "curl", "-sS", "--max-time", "5", "http://127.0.0.1:" .. stats .. "/metrics" })
+    local body = h.run({ "curl", "-sS", "--max-time", "5", "http://127.0.0.1:" .. np.stats_port .. "/metrics" })
     assert.matches('netproxy_connections_errors_total{proxy="pool"} 3', body, 1, true)
     assert.matches(('netproxy_server_up{proxy="pool",server="127.0.0.1:%d"} 0'):format(r1), body, 1, true)
     assert.matches(('netproxy_server_failures_total{proxy="pool",server="127.0.0.1:%d"} 1'):format(r2), body, 1, true)
@@ -191,10 +190,9 @@ server { stats = "127.0.0.1:%d" }
   it("shows each server in /metrics and core.stats(): up, active, connections, failures", function()
     local b = backends(2)
     local refused = h.closed_port()
-    local stats = h.free_port()
-    local np = h.netproxy_start(([[
-server { stats = "127.0.0.1:%d" }
-]]):format(stats) .. proxy(([[{ type = "tcp", servers = { "127.0.0.1:%d", "127.0.0.1:%d", "127.0.0.1:%d" } }]])
+    local np = h.netproxy_start([[
+server { stats = "127.0.0.1:0" }
+]] .. proxy(([[{ type = "tcp", servers = { "127.0.0.1:%d", "127.0.0.1:%d", "127.0.0.1:%d" } }]])
       :format(b.a.port, b.b.port, refused), [[
         accept = function(conn)
           local s = require("netproxy.core").stats().servers.pool
@@ -206,7 +204,7 @@ server { stats = "127.0.0.1:%d" }
     assert.are.equal("ab", clients(np, np.ports.pool, 2))
     local held = assert(tcp.connect(np.ports.pool))    -- refused, then a: held open
     assert.are.equal("a\n", held:receive(2, 5))
-    local body = h.run({ "curl", "-sS", "--max-time", "5", "http://127.0.0.1:" .. stats .. "/metrics" })
+    local body = h.run({ "curl", "-sS", "--max-time", "5", "http://127.0.0.1:" .. np.stats_port .. "/metrics" })
     local function series(name, port) return ('%s{proxy="pool",server="127.0.0.1:%d"}'):format(name, port) end
     for _, want in ipairs({
       series("netproxy_server_up", b.a.port) .. " 1",
@@ -283,15 +281,17 @@ describe("pools: active checks", function()
     local b = backends(3)
     local b_port = b.b.port
     -- reuseport: each worker its own socket, so the kernel spreads clients over both (a
-    -- fixed port: copies of a port 0 listener would each get a port of their own)
-    local port = h.free_port()
-    local np = h.netproxy_start(([[
+    -- fixed port, tried until one is free: copies of a port 0 listener would each get a port
+    -- of their own)
+    local config = [[
 server { reuseport = true }
 ]] .. proxy(([[{ type = "tcp", max_fails = 0,    -- passive health off: only the checks mark down
       servers = { "127.0.0.1:%d", "127.0.0.1:%d", "127.0.0.1:%d" },
       check = { interval = 0.2, timeout = 0.5, fall = 2, rise = 2, expect = "^%%a\n" } }]])
-      :format(b.a.port, b.b.port, b.c.port))):gsub("port = 0", "port = " .. port), { "-w", "2" })
-    np.ports.pool = port
+      :format(b.a.port, b.b.port, b.c.port))
+    local np = h.on_free_port("netproxy with reuseport", function(port)
+      return h.netproxy_start((config:gsub("port = 0", "port = " .. port)), { "-w", "2" })
+    end)
     h.wait_workers(np.pid, 2)
     h.stop(b.b)
     -- within interval x fall (and a little for the loop): down, said by one process only

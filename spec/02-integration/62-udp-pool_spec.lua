@@ -211,10 +211,9 @@ describe("udp pools", function()
   end)
 
   it("ends a flow at once when every server is down, with a log line, counted", function()
-    local stats = h.free_port()
     local r1, r2 = closed_udp_port(), closed_udp_port()
     local np = h.netproxy_start(proxy(([[{ type = "udp", servers = %s }]]):format(servers(r1, r2)), nil,
-                                      ('server { stats = "127.0.0.1:%d" }'):format(stats)))
+                                      'server { stats = "127.0.0.1:0" }'))
     local c = udp.new()
     -- the first flow tries both: refused, refused
     c:send(np.ports.pool, "query 1")
@@ -232,7 +231,7 @@ describe("udp pools", function()
     assert.are.equal(2, select(2, log:gsub("%-> none in=0 [^\n]*end=connect failed: no server: every server is down", "")), log)
     assert.matches("warning [^\n]*pool: no server: every server is down", log)
     c:close()
-    local body = h.run({ "curl", "-sS", "--max-time", "5", "http://127.0.0.1:" .. stats .. "/metrics" })
+    local body = h.run({ "curl", "-sS", "--max-time", "5", "http://127.0.0.1:" .. np.stats_port .. "/metrics" })
     assert.matches('netproxy_connections_errors_total{proxy="pool"} 3', body, 1, true)
     assert.matches('netproxy_udp_flows_closed_total{proxy="pool"} 3', body, 1, true)
     assert.matches(('netproxy_server_up{proxy="pool",server="127.0.0.1:%d"} 0'):format(r1), body, 1, true)
@@ -242,7 +241,6 @@ describe("udp pools", function()
   it("shows each server in /metrics and core.stats(): up, active flows, flows reached, failures", function()
     local b = backends(2)
     local closed = closed_udp_port()
-    local stats = h.free_port()
     local np = h.netproxy_start(proxy(([[{ type = "udp", servers = %s }]]):format(servers(b.a, b.b, closed)), [[
         accept = function(conn)
           local s = require("netproxy.core").stats().servers.pool
@@ -250,10 +248,10 @@ describe("udp pools", function()
             conn:log("notice", "stats %s up=%s active=%d connections=%d failures=%d", name, tostring(v.up), v.active, v.connections, v.failures)
           end
           return true
-        end,]], ('server { stats = "127.0.0.1:%d" }'):format(stats)))
+        end,]], 'server { stats = "127.0.0.1:0" }'))
     -- a, b, then the closed one refuses and a answers: flows stay open (udp_idle_timeout)
     assert.are.equal("aba", flows(np, 3))
-    local body = h.run({ "curl", "-sS", "--max-time", "5", "http://127.0.0.1:" .. stats .. "/metrics" })
+    local body = h.run({ "curl", "-sS", "--max-time", "5", "http://127.0.0.1:" .. np.stats_port .. "/metrics" })
     local function series(name, port) return ('%s{proxy="pool",server="127.0.0.1:%d"}'):format(name, port) end
     for _, want in ipairs({
       series("netproxy_server_up", b.a.port) .. " 1",
