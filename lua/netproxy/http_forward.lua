@@ -293,38 +293,44 @@ local function response_framing(method, code, fields)
   return framing(fields) or "close"            -- no length said (or an unknown coding): the close ends it
 end
 
+-- Methods a request of which may be sent again when no answer came (RFC 9110 9.2.2).
+local IDEMPOTENT = { GET = true, HEAD = true, OPTIONS = true, TRACE = true, PUT = true, DELETE = true }
+
 -- Sends the request (head, then body) to the server and reads the response's head.
 -- Returns code, version, fields, status line; or nil and (end word, detail) after answering
--- the client; or nil, "stale" when a kept server connection turned out closed before a byte
--- of its answer and the request had no body: nothing is lost, it goes again on a new one.
+-- the client; or nil, "stale" when a kept server connection turned out closed meanwhile:
+-- its head could not be written, or (an idempotent request without a body) not a byte of
+-- an answer came. Nothing is lost then: it goes again on a new connection.
 local function exchange(conf, client, conn, proxy, kept, req, dest, log)
   local server, reused = upstream(proxy, conn, kept, dest.host, dest.port)
   if not server then
     if find(reused, "timeout", 1, true) then return nil, fail(client, log, 504, "Gateway Timeout", reused, "connect failed") end
     return nil, fail(client, log, 502, "Bad Gateway", reused, "connect failed")
   end
-  log.server = conn.server
   local timeout = conf.response_timeout or 60
-  local sent = server:write(request_head(req, dest))
-  if sent and dest.body and dest.body ~= 0 and lower(value_of(req.fields, "expect") or "") == "100-continue" and req.version == "1.1" then
+  if not server:write(request_head(req, dest)) then
+    if reused then return nil, "stale" end
+    return nil, fail(client, log, 502, "Bad Gateway", "server: write failed", "server error")
+  end
+  if dest.body and dest.body ~= 0 and req.version == "1.1" and lower(value_of(req.fields, "expect") or "") == "100-continue" then
     -- Expect is not passed on: the proxy says go on itself, then streams the body
     if not client:write("HTTP/1.1 100 Continue\r\n\r\n") then return nil, "client error", "write failed" end
   end
-  if sent then
-    local ok, side, err = copy_body(dest.body, pipe(client, server, conf.request_timeout or timeout, "client", "server"))
-    if not ok and side == "client" then return nil, "client error", "request body: " .. tostring(err) end
-    sent = ok
+  local ok, side, err = copy_body(dest.body, pipe(client, server, conf.request_timeout or timeout, "client", "server"))
+  if not ok then
+    if side == "client" then return nil, "client error", "request body: " .. tostring(err) end
+    return nil, fail(client, log, 502, "Bad Gateway", "server: request body: " .. tostring(err), "server error")
   end
-  local code, version, fields, status
-  if sent then code, version, fields, status = read_response(server, client, timeout) end
+  local code, version, fields, status = read_response(server, client, timeout)
   if code then return code, version, fields, status end
-  if reused and not dest.body and (not sent or ((version == "closed" or version == "reset") and (fields or "") == "")) then
+  local nothing = (fields or "") == ""          -- not a byte of an answer
+  if reused and nothing and not dest.body and IDEMPOTENT[req.method] and (version == "closed" or version == "reset") then
     return nil, "stale"
   end
-  if sent and version == "timeout" and (fields or "") == "" then
+  if version == "timeout" and nothing then
     return nil, fail(client, log, 504, "Gateway Timeout", "the server did not answer in " .. timeout .. "s", "timeout")
   end
-  return nil, fail(client, log, 502, "Bad Gateway", "server: " .. tostring(sent and version or "write failed"), "server error")
+  return nil, fail(client, log, 502, "Bad Gateway", "server: " .. tostring(version), "server error")
 end
 
 -- Forgets the kept server connection (closing it).

@@ -103,6 +103,35 @@ proxy { name = "tunnel", from = { type = "connect", host = "127.0.0.1", port = 0
     assert.are.equal(a, b)
   end)
 
+  it("sends a GET again on a new server connection when the kept one was closed meanwhile", function()
+    local out, err, rc = curl({ "-x", proxy_url, url(two, "/drop"), "--next", "-x", proxy_url, url(two, "/conn") })
+    assert.are.equal(0, rc, err)
+    local a, b = out:match("^conn (%d+) dropped\nconn (%d+)\n$")
+    assert.is_not_nil(a, out)
+    assert.are_not.equal(a, b)
+    h.wait_log(np, "web: [^\n]*end=eof: 2 requests\n")
+  end)
+
+  it("answers 502 for a server that answers garbage", function()
+    local garbage = h.peer_server("reply", { "--text", "SSH-2.0-OpenSSH\r\n\r\n" })
+    local out = curl({ "-x", proxy_url, "-w", "%{http_code}", "http://127.0.0.1:" .. garbage.port .. "/" })
+    assert.matches("broken response", out)
+    assert.matches("502$", out)
+  end)
+
+  it("reaches servers through the proxy's to: another HTTP proxy (tinyproxy)", function()
+    local tiny = h.tinyproxy()
+    local chained = h.netproxy_start(([[
+proxy { name = "via", from = { type = "connect", host = "127.0.0.1", port = 0, allow = { "127.0.0.1:*" } },
+        to = { type = "connect", proxy_host = "127.0.0.1", proxy_port = %d } }
+]]):format(tiny.port), { "-v" })
+    local via = "http://127.0.0.1:" .. chained.ports.via
+    local out, err, rc = curl({ "-x", via, url(one, "/hello"), "--next", "-x", via, url(two, "/hello") })
+    assert.are.equal(0, rc, err)
+    assert.are.equal("hello from one\nhello from two\n", out)
+    h.wait_log(chained, "via: proxy 127%.0%.0%.1:" .. tiny.port .. ": HTTP/1%.0 200 Connection established")
+  end)
+
   it("serves Python's http.client and urllib (ProxyHandler), chunked and HEAD included", function()
     local script = h.write(h.tmpfile("client.py"), ([[
 import http.client, urllib.request, sys

@@ -7,6 +7,7 @@ Listens on 127.0.0.1, port 0, and writes the port to PORT_FILE. Paths:
   /hello          "hello from NAME", Content-Length
   /headers        the request line and headers as received, as the body
   /conn           "conn N": the number of the TCP connection it came on (1, 2, ...)
+  /drop           "conn N dropped", then the connection closed without a word of it
   /big?n=BYTES    BYTES of a fixed pattern, Content-Length, sent 64 KiB at a time
   /chunked        a chunked body of several chunks
   /close          a body with no length: the close ends it
@@ -93,6 +94,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(b"until the close\n" * 1000)
+            self.close_connection = True
+        elif path == "/drop":
+            # says nothing of closing, then closes: the proxy's kept connection goes stale
+            self.send_body(("conn %d dropped\n" % self.conn_no).encode())
             self.close_connection = True
         elif path in ("/204", "/304"):
             self.send_response(int(path[1:]))
