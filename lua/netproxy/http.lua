@@ -92,9 +92,8 @@ function _M.parse_url(target)
   scheme = scheme:lower()
   local slash = find(rest, "[/?#]")
   local authority = slash and sub(rest, 1, slash - 1) or rest
-  local path = slash and sub(rest, slash) or "/"
-  if sub(path, 1, 1) == "?" then path = "/" .. path end
-  path = match(path, "^[^#]*")                 -- a fragment is the client's own
+  local path = match(slash and sub(rest, slash) or "", "^[^#]*")   -- a fragment is the client's own
+  if sub(path, 1, 1) ~= "/" then path = "/" .. path end          -- "", "?q"
   if authority == "" then return nil, "no host" end
   if find(authority, "@", 1, true) then return nil, "user information in the URI" end
   local host, port
