@@ -82,8 +82,8 @@ function _M.fields(block)
 end
 
 -- An absolute URI of a proxy request ("http://host:8080/path?q") -> scheme (lower-case),
--- host, port (the scheme's default when left out), path ("/" when empty); nil and why for
--- anything else. User information (user@host) is refused: no client sends it to a proxy.
+-- host, port (the scheme's default when left out), path ("/" when empty), and the authority
+-- as written ("host:8080", for the Host header); nil and why for anything else. User information (user@host) is refused: no client sends it to a proxy.
 local DEFAULT_PORT = { http = 80, https = 443, ws = 80, wss = 443, ftp = 21 }
 
 function _M.parse_url(target)
@@ -112,7 +112,7 @@ function _M.parse_url(target)
     host, port = h, DEFAULT_PORT[scheme]
     if not port then return nil, "no port for scheme " .. scheme end
   end
-  return scheme, host, port, path
+  return scheme, host, port, path, authority
 end
 
 -- "host:port" or "[v6]:port" -> host, port; nil and why otherwise.

@@ -29,6 +29,10 @@ local HOP = { connection = true, ["proxy-connection"] = true, ["keep-alive"] = t
               ["proxy-authorization"] = true, ["proxy-authenticate"] = true, te = true,
               trailer = true, upgrade = true, expect = true }
 
+-- Left out of a request: its Host is the URI's authority, whatever the client put there
+-- (RFC 9112 3.2.2: what route and allow judged is what the server is told).
+local REQUEST_DROP = { host = true }
+
 -- ---------------------------------------------------------------- answers of our own
 
 -- An error answer, then the connection ends (what the client still sends is drained a
@@ -86,11 +90,11 @@ end
 -- The lines of fields to pass on: hop-by-hop ones and those the Connection header names
 -- left out; Upgrade kept when upgrading; Content-Length left out beside a chunked
 -- Transfer-Encoding (which wins: passing both on is how requests get smuggled).
-local function passed_on(fields, tokens, upgrading)
+local function passed_on(fields, tokens, upgrading, drop)
   local out, chunked = {}, value_of(fields, "transfer-encoding") ~= nil
   for _, f in ipairs(fields) do
-    if (chunked and f.name == "content-length") then
-      -- dropped
+    if (chunked and f.name == "content-length") or (drop and drop[f.name]) then
+      -- left out
     elseif (not HOP[f.name] and not tokens[f.name]) or (upgrading and f.name == "upgrade") then
       out[#out + 1] = f.line
     end
@@ -201,16 +205,17 @@ local function read_request(conf, client, log)
   log.method, log.url = method, target
   local fields = http.fields(block)
   return { method = method, target = target, version = version, fields = fields,
-           host_header = value_of(fields, "host"), tokens = connection_tokens(fields) }
+           tokens = connection_tokens(fields) }
 end
 
--- Authentication and route, as a CONNECT gets them. Returns host, port, path, or nil and
--- (end word, detail) after answering.
+-- Authentication and route, as a CONNECT gets them. Returns where the request goes ({ host,
+-- port (as routed), path, authority (as the URI wrote it) }), or nil and (end word, detail)
+-- after answering.
 local function admit(conf, client, conn, req, log)
   if req.method == "CONNECT" then
     return nil, fail(client, log, 501, "Not Implemented", "CONNECT after plain requests: open a new connection", "refused")
   end
-  local scheme, host, port, path = http.parse_url(req.target)
+  local scheme, host, port, path, authority = http.parse_url(req.target)
   if not scheme then
     if find(req.target, "^/") then
       return nil, fail(client, log, 400, "Bad Request", "not a proxy request (want an absolute URI: http://host/path)", "refused")
@@ -242,7 +247,7 @@ local function admit(conf, client, conn, req, log)
   end
   local routed = http.authority(to_host, to_port)
   log.url = "http://" .. routed .. path .. (routed ~= asked and " (for " .. asked .. ")" or "")
-  return to_host, to_port, path
+  return { host = to_host, port = to_port, path = path, authority = authority }
 end
 
 -- The server for host:port: the one kept from the last request when it is the same, else
@@ -262,7 +267,7 @@ end
 
 -- The response's head from the server: 1xx interim answers (not 101) passed on to the
 -- client as they come. Returns status code, version, fields, block; or nil, why, "timeout".
-local function read_response(server, client, timeout)
+local function read_response(server, client, timeout, interim)
   while true do
     local block, err, partial = http.read_header_block(server, MAX_RESPONSE_HEADER, timeout)
     if not block then return nil, err, partial end
@@ -272,17 +277,19 @@ local function read_response(server, client, timeout)
     if code >= 200 or code == 101 then
       return code, match(first, "^HTTP/(1%.%d)"), http.fields(block), first
     end
-    local ok, werr = client:write(block)         -- 100 Continue, 103 Early Hints
-    if not ok then return nil, "client: " .. werr end
+    if interim then                              -- 100 Continue, 103 Early Hints (not to HTTP/1.0)
+      local ok, werr = client:write(block)
+      if not ok then return nil, "client: " .. werr end
+    end
   end
 end
 
--- The request's head as the server gets it: origin form, its own fields less hop-by-hop
--- ones, a Host from the URI when the client sent none.
+-- The request's head as the server gets it: origin form, Host from the URI, its other
+-- fields less hop-by-hop ones, and a Via naming this hop (RFC 9110 7.6.3).
 local function request_head(req, dest)
-  local lines = { format("%s %s HTTP/%s", req.method, dest.path, req.version) }
-  if not req.host_header then lines[2] = "Host: " .. http.authority(dest.host, dest.port) end
-  for _, l in ipairs(passed_on(req.fields, req.tokens, dest.upgrading)) do lines[#lines + 1] = l end
+  local lines = { format("%s %s HTTP/%s", req.method, dest.path, req.version), "Host: " .. dest.authority }
+  for _, l in ipairs(passed_on(req.fields, req.tokens, dest.upgrading, REQUEST_DROP)) do lines[#lines + 1] = l end
+  lines[#lines + 1] = "Via: " .. req.version .. " netproxy"
   if dest.upgrading then lines[#lines + 1] = "Connection: Upgrade" end
   return concat(lines, "\r\n") .. "\r\n\r\n"
 end
@@ -321,7 +328,7 @@ local function exchange(conf, client, conn, proxy, kept, req, dest, log)
     if side == "client" then return nil, "client error", "request body: " .. tostring(err) end
     return nil, fail(client, log, 502, "Bad Gateway", "server: request body: " .. tostring(err), "server error")
   end
-  local code, version, fields, status = read_response(server, client, timeout)
+  local code, version, fields, status = read_response(server, client, timeout, req.version == "1.1")
   if code then return code, version, fields, status end
   local nothing = (fields or "") == ""          -- not a byte of an answer
   if reused and nothing and not dest.body and IDEMPOTENT[req.method] and (version == "closed" or version == "reset") then
@@ -357,12 +364,12 @@ end
 local function one(conf, client, conn, proxy, kept, log)
   local req, how, detail = read_request(conf, client, log)
   if not req then return false, how, detail end
-  local host, port, path = admit(conf, client, conn, req, log)
-  if not host then return false, port, path end
-  local body, berr = framing(req.fields)
+  local dest, how2, detail2 = admit(conf, client, conn, req, log)
+  if not dest then return false, how2, detail2 end
+  local berr
+  dest.body, berr = framing(req.fields)
   if berr then return false, fail(client, log, 400, "Bad Request", berr, "client error") end
-  local dest = { host = host, port = port, path = path, body = body,
-                 upgrading = req.tokens.upgrade and value_of(req.fields, "upgrade") ~= nil }
+  dest.upgrading = req.tokens.upgrade and value_of(req.fields, "upgrade") ~= nil
 
   local code, version, fields, status = exchange(conf, client, conn, proxy, kept, req, dest, log)
   if version == "stale" then
@@ -389,6 +396,7 @@ local function one(conf, client, conn, proxy, kept, log)
   local server_persists = version == "1.1" and not rtokens.close and rbody ~= "close"
   local head = { status }
   for _, l in ipairs(passed_on(fields, rtokens, false)) do head[#head + 1] = l end
+  head[#head + 1] = "Via: " .. (version or "1.1") .. " netproxy"
   if not persist then head[#head + 1] = "Connection: close" end
   if not client:write(concat(head, "\r\n") .. "\r\n\r\n") then
     drop(kept)

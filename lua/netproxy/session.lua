@@ -66,6 +66,7 @@ end
 -- reaches each request's server through here too.
 local function reach(proxy, target, conn)
   local to = connectors.get(target.type)
+  if not to.connect then return nil, "to = " .. target.type .. " reaches no server" end
   if target._pool then return pool_connect(target, to, conn) end
   conn.target = fixed_for(proxy, target).label
   core.set_target(conn.target)

@@ -5,20 +5,20 @@ package.preload["netproxy.core"] = package.preload["netproxy.core"] or function(
 local http = require "netproxy.http"
 
 describe("http.parse_url", function()
-  it("splits an absolute URI into scheme, host, port and origin-form path", function()
+  it("splits an absolute URI into scheme, host, port, origin-form path and authority", function()
     local cases = {
-      { "http://www.example.com/a/b?c=d", "http", "www.example.com", 80, "/a/b?c=d" },
-      { "http://legacy.example", "http", "legacy.example", 80, "/" },
-      { "HTTP://Host.Example:8080?q", "http", "Host.Example", 8080, "/?q" },
-      { "http://127.0.0.1:3000/x#frag", "http", "127.0.0.1", 3000, "/x" },
-      { "http://[::1]/", "http", "::1", 80, "/" },
-      { "http://[2001:db8::1]:8443/p", "http", "2001:db8::1", 8443, "/p" },
-      { "http://h:/x", "http", "h", 80, "/x" },
-      { "http://h:#x", "http", "h", 80, "/" },
-      { "https://secure.example/", "https", "secure.example", 443, "/" },
+      { "http://www.example.com/a/b?c=d", "http", "www.example.com", 80, "/a/b?c=d", "www.example.com" },
+      { "http://legacy.example", "http", "legacy.example", 80, "/", "legacy.example" },
+      { "HTTP://Host.Example:8080?q", "http", "Host.Example", 8080, "/?q", "Host.Example:8080" },
+      { "http://127.0.0.1:3000/x#frag", "http", "127.0.0.1", 3000, "/x", "127.0.0.1:3000" },
+      { "http://[::1]/", "http", "::1", 80, "/", "[::1]" },
+      { "http://[2001:db8::1]:8443/p", "http", "2001:db8::1", 8443, "/p", "[2001:db8::1]:8443" },
+      { "http://h:/x", "http", "h", 80, "/x", "h" },
+      { "http://h:#x", "http", "h", 80, "/", "h" },
+      { "https://secure.example/", "https", "secure.example", 443, "/", "secure.example" },
     }
     for _, c in ipairs(cases) do
-      assert.are.same({ c[2], c[3], c[4], c[5] }, { http.parse_url(c[1]) }, c[1])
+      assert.are.same({ c[2], c[3], c[4], c[5], c[6] }, { http.parse_url(c[1]) }, c[1])
     end
   end)
 

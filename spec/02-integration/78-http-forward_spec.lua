@@ -46,6 +46,7 @@ proxy { name = "web",
                  -- the seed's host name mangling: a legacy name goes to loopback
                  route = function(host, port)
                    if host == "legacy.example" then return "127.0.0.1", port end
+                   if host == "boom.example" then error("a bug in route") end
                    if host == "127.0.0.1" then return host, port end
                    return nil, "no such site: " .. host
                  end } }
@@ -245,6 +246,21 @@ print(len(opener.open("http://127.0.0.1:%d/chunked").read()))
     assert.are.equal("netproxy: target not allowed\n403", out)
     out = curl({ "-x", "http://127.0.0.1:" .. np.ports.allowed, url(one, "/hello") })
     assert.are.equal("hello from one\n", out)
+  end)
+
+  it("answers 502 to a request whose route raises, and logs the error", function()
+    local out = curl({ "-x", proxy_url, "-w", "%{http_code}", "-o", "/dev/null", "http://boom.example/" })
+    assert.are.equal("502", out)
+    h.wait_log(np, "web: [^\n]*end=lua error: [^\n]*a bug in route")
+  end)
+
+  it("tells the server the URI's host, not another Host the client sent, and adds Via", function()
+    local out = curl({ "-x", proxy_url, "-H", "Host: other.example", url(one, "/headers") })
+    assert.matches("\nHost: 127%.0%.0%.1:" .. one.port .. "\n", out)
+    assert.is_nil(out:find("other.example", 1, true), out)
+    assert.matches("\nVia: 1%.1 netproxy\n", out)
+    local head = curl({ "-x", proxy_url, "-D", "-", "-o", "/dev/null", url(one, "/hello") })
+    assert.matches("\r\nVia: 1%.1 netproxy\r\n", head)
   end)
 
   it("answers 407 without credentials and serves with them", function()
