@@ -120,17 +120,22 @@ proxy { name = "tunnel", from = { type = "connect", host = "127.0.0.1", port = 0
     assert.matches("502$", out)
   end)
 
-  it("reaches servers through the proxy's to: another HTTP proxy (tinyproxy)", function()
-    local tiny = h.tinyproxy()
+  it("reaches servers through the proxy's to: another HTTP proxy (tinyproxy), a SOCKS5 one (microsocks)", function()
+    local tiny, socks = h.tinyproxy(), h.microsocks()
     local chained = h.netproxy_start(([[
-proxy { name = "via", from = { type = "connect", host = "127.0.0.1", port = 0, allow = { "127.0.0.1:*" } },
+proxy { name = "http", from = { type = "connect", host = "127.0.0.1", port = 0, allow = { "127.0.0.1:*" } },
         to = { type = "connect", proxy_host = "127.0.0.1", proxy_port = %d } }
-]]):format(tiny.port), { "-v" })
-    local via = "http://127.0.0.1:" .. chained.ports.via
-    local out, err, rc = curl({ "-x", via, url(one, "/hello"), "--next", "-x", via, url(two, "/hello") })
-    assert.are.equal(0, rc, err)
-    assert.are.equal("hello from one\nhello from two\n", out)
-    h.wait_log(chained, "via: proxy 127%.0%.0%.1:" .. tiny.port .. ": HTTP/1%.0 200 Connection established")
+proxy { name = "socks", from = { type = "connect", host = "127.0.0.1", port = 0, allow = { "127.0.0.1:*" } },
+        to = { type = "socks5", proxy_host = "127.0.0.1", proxy_port = %d } }
+]]):format(tiny.port, socks.port), { "-v" })
+    for _, name in ipairs({ "http", "socks" }) do
+      local via = "http://127.0.0.1:" .. chained.ports[name]
+      local out, err, rc = curl({ "-x", via, url(one, "/hello"), "--next", "-x", via, url(two, "/hello") })
+      assert.are.equal(0, rc, err)
+      assert.are.equal("hello from one\nhello from two\n", out)
+      h.wait_log(chained, name .. ": [^\n]*end=eof: 2 requests\n")
+    end
+    h.wait_log(chained, "http: proxy 127%.0%.0%.1:" .. tiny.port .. ": HTTP/1%.0 200 Connection established")
   end)
 
   it("serves Python's http.client and urllib (ProxyHandler), chunked and HEAD included", function()
