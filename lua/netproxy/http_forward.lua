@@ -3,7 +3,7 @@
 -- A client pointed at a proxy sends an http:// URL as an absolute-URI request (`GET
 -- http://host/path HTTP/1.1`), never CONNECT. Each request is authenticated and routed like a
 -- CONNECT (gate: users, route or allow), sent to its server through the proxy's `to` in
--- origin form (`GET /path HTTP/1.1`, Host kept) without the hop-by-hop headers, and its
+-- origin form (`GET /path HTTP/1.1`, Host the URI's) without the hop-by-hop headers, and its
 -- response streamed back as the server framed it (Content-Length, chunked, or the server's
 -- close). The client's connection then serves its next request (keep-alive; pipelined
 -- requests wait in the socket and are answered in order) until either side says close. A 101
@@ -394,7 +394,8 @@ local function one(conf, client, conn, proxy, kept, log)
   -- the server's is kept likewise for the next request to the same host:port
   local persist = req.version == "1.1" and not req.tokens.close and rbody ~= "close"
   local server_persists = version == "1.1" and not rtokens.close and rbody ~= "close"
-  local head = { status }
+  -- the status line in this hop's version: a 1.1 client reads "HTTP/1.0" as "closing"
+  local head = { (status:gsub("^HTTP/1%.[01]", "HTTP/1.1")) }
   for _, l in ipairs(passed_on(fields, rtokens, false)) do head[#head + 1] = l end
   head[#head + 1] = "Via: " .. (version or "1.1") .. " netproxy"
   if not persist then head[#head + 1] = "Connection: close" end

@@ -113,6 +113,15 @@ proxy { name = "tunnel", from = { type = "connect", host = "127.0.0.1", port = 0
     h.wait_log(np, "web: [^\n]*end=eof: 2 requests\n")
   end)
 
+  it("keeps an HTTP/1.1 client's connection after an HTTP/1.0 server's framed answer", function()
+    local old = h.peer_server("reply", { "--text", "HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nold\n", "--close" })
+    local out, err, rc = curl({ "-x", proxy_url, "-D", "-", "http://127.0.0.1:" .. old.port .. "/",
+                                "--next", "-x", proxy_url, url(one, "/hello"), "-w", "%{num_connects}\n" })
+    assert.are.equal(0, rc, err)
+    assert.matches("^HTTP/1%.1 200 OK\r\n", out)
+    assert.matches("\r\nVia: 1%.0 netproxy\r\n\r\nold\nhello from one\n0\n$", out)
+  end)
+
   it("answers 502 for a server that answers garbage", function()
     local garbage = h.peer_server("reply", { "--text", "SSH-2.0-OpenSSH\r\n\r\n" })
     local out = curl({ "-x", proxy_url, "-w", "%{http_code}", "http://127.0.0.1:" .. garbage.port .. "/" })
