@@ -316,6 +316,17 @@ print(len(opener.open("http://127.0.0.1:%d/chunked").read()))
     assert.are.equal("405", out)
   end)
 
+  it("runs examples/mangle.lua: http://legacy.example/ served from loopback", function()
+    local config = h.read(h.root .. "/examples/mangle.lua"):gsub("port = 3128", "port = 0")
+                    :gsub("%[80%] = true", "[" .. one.port .. "] = true")
+    local mangle = h.netproxy_start(config)
+    local out, err, rc = curl({ "-x", "http://127.0.0.1:" .. mangle.ports.mangle,
+                                "http://legacy.example:" .. one.port .. "/hello" })
+    assert.are.equal(0, rc, err)
+    assert.are.equal("hello from one\n", out)
+    h.wait_log(mangle, "mangle: legacy%.example:" .. one.port .. " asked by 127%.0%.0%.1:%d+ %-> 127%.0%.0%.1")
+  end)
+
   it("refuses at --check a hook that would not see forwarded requests", function()
     local function check(from_extra, to)
       local path = h.write(h.tmpfile("hooked.lua"), ([[
