@@ -13,6 +13,7 @@ local core = require "netproxy.core"
 local http = require "netproxy.http"
 local stream = require "netproxy.stream"
 local gate = require "netproxy.gate"
+local session = require "netproxy.session"
 
 local concat, tostring, tonumber, pcall, ipairs = table.concat, tostring, tonumber, pcall, ipairs
 local find, match, lower, format, min = string.find, string.match, string.lower, string.format, math.min
@@ -258,7 +259,7 @@ local function upstream(proxy, conn, kept, host, port)
   if kept.sock and kept.key == key then return kept.sock, true end
   if kept.sock then kept.sock:close() end
   kept.sock, kept.key = nil, nil
-  local sock, err = require("netproxy.session").reach(proxy, { host = host, port = port }, conn)
+  local sock, err = session.reach(proxy, { host = host, port = port }, conn)
   if not sock then return nil, tostring(err) end
   kept.sock, kept.key = sock, key
   conn.server = sock:peer()
