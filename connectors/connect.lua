@@ -15,9 +15,12 @@
 -- matches: one DNS label, or everything when alone); with neither, nothing is served:
 -- netproxy is never an open proxy by accident. users = { name = "password" } or
 -- users = function(user, pass, conn) asks clients for Basic authentication (407).
+-- Plain http:// requests (`GET http://host/path`) are forwarded too, unless http = false:
+-- netproxy.http_forward serves the connection then.
 local core = require "netproxy.core"
 local check = require "netproxy.check"
 local http = require "netproxy.http"
+local http_forward = require "netproxy.http_forward"
 local stream = require "netproxy.stream"
 local addr = require "netproxy.addr"
 local gate = require "netproxy.gate"
@@ -32,7 +35,8 @@ local _M = {
   pool_fields = { "proxy_host", "proxy_port" },   -- `servers` is a pool of proxies
 }
 
-local FROM_ONLY = { route = true, allow = true, users = true, realm = true, request_timeout = true }
+local FROM_ONLY = { route = true, allow = true, users = true, realm = true, request_timeout = true,
+                    http = true, response_timeout = true }
 local TO_ONLY = { proxy_host = true, proxy_port = true, proxy_user = true, proxy_pass = true,
                   proxy_agent = true, reply_timeout = true, source = true }
 
@@ -41,7 +45,8 @@ _M.params = {
   proxy_host = check.host, proxy_port = check.port, proxy_user = check.string,
   proxy_pass = check.string, proxy_agent = check.string, reply_timeout = check.seconds,
   route = check.func, allow = addr.check_patterns, users = gate.check_users, realm = check.string,
-  request_timeout = check.seconds, source = check.address,
+  request_timeout = check.seconds, source = check.address, http = check.boolean,
+  response_timeout = check.seconds,
 }
 
 _M.from_only = FROM_ONLY
@@ -55,6 +60,12 @@ end
 
 function _M.check(conf, position, ctx)
   return gate.check_sides(conf, position, ctx, { from = FROM_ONLY, to = TO_ONLY }, _M.check_proxy)
+end
+
+-- What this `from` serves without the relay, which a hook would never see (config.lua's
+-- check_effects refuses a hook then), or nil.
+function _M.unrelayed(conf)
+  if conf.http ~= false then return "plain http:// requests (forwarded without the relay): set http = false to serve CONNECT only" end
 end
 
 -- ---------------------------------------------------------------- to: through a proxy
@@ -146,8 +157,8 @@ local function read_request(conf, client, conn)
     return nil, "malformed request"
   end
   if method ~= "CONNECT" then
-    reply(client, 405, "Method Not Allowed", "this proxy only tunnels (CONNECT)", { "Allow: CONNECT" })
-    return nil, "method " .. method
+    client:unread(block)            -- a plain http:// request: accept passes it on
+    return false, method
   end
   local host, port = http.parse_authority(authority)
   if not host then
@@ -166,8 +177,13 @@ local function read_request(conf, client, conn)
   return host, port
 end
 
-function _M.accept(conf, client, conn)
+function _M.accept(conf, client, conn, proxy)
   local host, port = read_request(conf, client, conn)
+  if host == false then            -- plain http://: forwarded (not by a dual branch: no `to` of its own)
+    if proxy and conf.http ~= false then return "served", http_forward.serve(conf, client, conn, proxy) end
+    reply(client, 405, "Method Not Allowed", "this proxy only tunnels (CONNECT)", { "Allow: CONNECT" })
+    return nil, "method " .. port
+  end
   if not host then return nil, port end
   local asked = http.authority(host, port)
   conn.stash.requested = asked

@@ -1,8 +1,9 @@
--- examples/mangle.lua: an HTTP CONNECT proxy that logs every requested host and rewrites
--- some of them: the "legacy fallback during a network change" use case. Edit REWRITES and
--- reload; nothing is recompiled.
+-- examples/mangle.lua: an HTTP proxy that logs every requested host and rewrites some of
+-- them: the "legacy fallback during a network change" use case. Edit REWRITES and reload;
+-- nothing is recompiled. route runs for a CONNECT and for each plain http:// request alike.
 --   build/netproxy examples/mangle.lua
 --   curl -p -x http://127.0.0.1:3128 https://old-intranet.example/
+--   curl -x http://127.0.0.1:3128 http://legacy.example/
 local REWRITES = {
   ["old-intranet.example"] = "intranet.example",     -- a host that moved
   ["legacy.example"] = "127.0.0.1",                  -- a host served locally for now
@@ -16,7 +17,7 @@ proxy {
     route = function(host, port, conn)
       if not ALLOWED_PORTS[port] then return nil, "port " .. port .. " is not served here" end
       local new = REWRITES[host:lower()]
-      conn:log("notice", "CONNECT %s:%d from %s%s", host, port, conn.client,
+      conn:log("notice", "%s:%d asked by %s%s", host, port, conn.client,
                new and (" -> " .. new) or "")
       return new or host, port
     end,

@@ -362,6 +362,14 @@ local function check_effects(proxy, spec, given, from_mod, dests, server, say, w
     end
   end
 
+  -- a `from` that answers some requests itself (connect's plain http://): no hook sees them
+  local unrelayed = from_mod.unrelayed and from_mod.unrelayed(proxy.from)
+  if unrelayed then
+    for i, side in ipairs(sides) do
+      if side.hook then say("%s: hook does not see %s", i == 1 and "from" or "to", unrelayed) end
+    end
+  end
+
   local hooked = false
   for _, side in ipairs(sides) do hooked = hooked or side.hook ~= nil end
   for i, side in ipairs(sides) do

@@ -94,6 +94,56 @@ function _M.parse_request(line)
   return method, target, version
 end
 
+-- The header lines of a block parse_block accepted, in order, each as { name = lower-case
+-- name, value = trimmed value, line = the line as sent }: for a proxy that forwards them
+-- (repeated headers kept).
+function _M.fields(block)
+  local list, pos = {}, find(block, "\r\n", 1, true) + 2
+  while true do
+    local stop = find(block, "\r\n", pos, true)
+    if not stop then break end
+    local line = sub(block, pos, stop - 1)
+    pos = stop + 2
+    local name, colon = match(line, "^([^:]+)():")
+    if name then list[#list + 1] = { name = name:lower(), value = trim(sub(line, colon + 1)), line = line } end
+  end
+  return list
+end
+
+-- An absolute URI of a proxy request ("http://host:8080/path?q") -> scheme (lower-case),
+-- host, port (the scheme's default when left out), path ("/" when empty), and the authority
+-- as written ("host:8080", for the Host header); nil and why for anything else. User information (user@host) is refused: no client sends it to a proxy.
+local DEFAULT_PORT = { http = 80, https = 443, ws = 80, wss = 443, ftp = 21 }
+
+function _M.parse_url(target)
+  local scheme, rest = match(target, "^(%a[%w+.-]*)://(.*)$")
+  if not scheme then return nil, "not an absolute URI" end
+  scheme = scheme:lower()
+  local slash = find(rest, "[/?#]")
+  local authority = slash and sub(rest, 1, slash - 1) or rest
+  local path = match(slash and sub(rest, slash) or "", "^[^#]*")   -- a fragment is the client's own
+  if sub(path, 1, 1) ~= "/" then path = "/" .. path end          -- "", "?q"
+  if authority == "" then return nil, "no host" end
+  if find(authority, "@", 1, true) then return nil, "user information in the URI" end
+  local host, port
+  if match(authority, ":%d*$") then
+    if match(authority, ":$") then authority = sub(authority, 1, -2)
+    else
+      host, port = _M.parse_authority(authority)
+      if not host then return nil, port end
+    end
+  end
+  if not host then
+    host = match(authority, "^%[(.*)%]$") or authority
+    if find(host, ":", 1, true) and not match(authority, "^%[") then return nil, "bad host" end
+    local h, herr = check.host(host)
+    if not h then return nil, herr end
+    host, port = h, DEFAULT_PORT[scheme]
+    if not port then return nil, "no port for scheme " .. scheme end
+  end
+  return scheme, host, port, path, authority
+end
+
 -- "host:port" or "[v6]:port" -> host, port; nil and why otherwise.
 function _M.parse_authority(authority)
   local host, port = addr.split(authority)

@@ -63,6 +63,23 @@ local function pool_connect(target, to, conn)
   return sock, s
 end
 
+-- The `to` connector reaches target (a table of it, or the proxy's `to` with the client's
+-- host and port): through its pool, or by its connect. Returns the socket, or nil and why.
+-- Sets conn.target. The CONNECT proxy's plain http:// forwarding (netproxy.http_forward)
+-- reaches each request's server through here too.
+local function reach(proxy, target, conn)
+  local to = connectors.get(target.type)
+  if not to.connect then return nil, "to = " .. target.type .. " reaches no server" end
+  if target._pool then return pool_connect(target, to, conn) end
+  conn.target = fixed_for(proxy, target).label
+  core.set_target(conn.target)
+  return to.connect(target, conn)
+end
+
+function _M.reach(proxy, fields, conn)
+  return reach(proxy, with(proxy.to, fields), conn)
+end
+
 function _M.run(proxy, client, id, peer, handle)
   local conn = Conn.new(proxy, id, peer, handle)
   local target = proxy.to
@@ -103,7 +120,10 @@ function _M.run(proxy, client, id, peer, handle)
   local from = connectors.get(proxy.from.type)
   if from.accept then
     -- nil, why [, end word]: refused, unless the connector says how it ended
-    local chosen, err, how = from.accept(proxy.from, client, conn)
+    local chosen, err, how = from.accept(proxy.from, client, conn, proxy)
+    -- "served", how, detail: the connector answered the whole connection itself (as a
+    -- service's serve does; how is nil after its core.relay)
+    if chosen == "served" then return err, how end
     if not chosen then return how or "refused", tostring(err or "by " .. proxy.from.type) end
     if type(chosen) == "table" then target = chosen.type and chosen or with(target, chosen) end
   end
@@ -122,14 +142,7 @@ function _M.run(proxy, client, id, peer, handle)
     return to.serve(target, client, conn, proxy)
   end
   local f = fixed_for(proxy, target)
-  local server, err
-  if target._pool then
-    server, err = pool_connect(target, to, conn)
-  else
-    conn.target = f.label
-    core.set_target(conn.target)
-    server, err = to.connect(target, conn)
-  end
+  local server, err = reach(proxy, target, conn)
   if not server then
     if from.failed then from.failed(proxy.from, client, conn, err) end
     return "connect failed", tostring(err)
