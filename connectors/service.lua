@@ -70,11 +70,13 @@ end
 -- callback, or one stretch of a serve function between two calls on its client.
 
 -- A monotonic clock (vDSO, no system call): the slice is checked per line. Names of our own,
--- so that other code declaring clock_gettime its way does not clash.
-ffi.cdef [[
+-- so that other code declaring clock_gettime its way does not clash; under pcall, since a
+-- connector script runs again with each load of a config in the same state, and a second
+-- ffi.cdef of the same struct is an error.
+pcall(ffi.cdef, [[
   struct np_service_timespec { long tv_sec; long tv_nsec; };
   int np_service_clock_gettime(int clk, struct np_service_timespec *ts) __asm__("clock_gettime");
-]]
+]])
 local ts = ffi.new("struct np_service_timespec")
 local CLOCK_MONOTONIC = 1
 

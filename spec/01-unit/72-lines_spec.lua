@@ -105,6 +105,16 @@ describe("the line cutter", function()
     assert.same({ nil, "closed", "" }, { line, err, partial })
   end)
 
+  it("the service connector loads again in the same Lua state (a config loaded twice)", function()
+    -- in a luajit of its own: there a second ffi.cdef of a struct is an error
+    local file = h.root .. "/connectors/service.lua"
+    local script = ([[package.path = %q .. package.path
+package.preload["netproxy.core"] = function() return {} end
+dofile(%q) dofile(%q) print("twice")]]):format(h.root .. "/lua/?.lua;", file, file)
+    local out, err = h.run({ "luajit", "-e", script })
+    assert.equal("twice\n", out, err)
+  end)
+
   it("serve()'s client: a line over 64 KiB is refused with what had come", function()
     local client = service.client(fake_sock({ "ok\n" .. ("x"):rep(40000), ("x"):rep(40000), "\n" }), 1)
     assert.equal("ok", client:read("*l"))
