@@ -18,10 +18,12 @@
 -- negotiation_timeout does not (core.serving ends that phase).
 local core = require "netproxy.core"
 local check = require "netproxy.check"
+local lines = require "netproxy.lines"
 
-local pairs, setmetatable, type, tostring = pairs, setmetatable, type, tostring
+local pairs, setmetatable, type, tostring, tonumber = pairs, setmetatable, type, tostring, tonumber
 
-local MAX_LINE = 64 * 1024
+local MAX_LINE = lines.MAX_LINE
+local HIGH_WATER = 64 * 1024      -- bytes written to a client and not yet sent: read no more input
 
 local _M = {
   positions = { to = true },
@@ -53,61 +55,69 @@ function _M.check(conf, position)
   if jit then for _, k in ipairs(CALLBACKS) do if conf[k] then jit.off(conf[k], true) end end end
 end
 
+---------------------------------------------------------------- taking turns
+
+-- A client that sends at full speed never makes its connection wait: its bytes are there
+-- when a read asks (it returns at once) and the socket has room when a write asks. Without a
+-- wait the connection's coroutine is never suspended, so one resume would span the whole
+-- stream: charged against hook_budget as one call (a busy echo was cut after a few hundred
+-- MB), and holding every other connection of the worker meanwhile. So each connection gives
+-- the loop a turn once it has run a slice (a few ms) since it was resumed: its next resume
+-- starts a new budget, and the other connections run in between. The budget thus bounds one
+-- callback, or one stretch of a serve function between two calls on its client.
+
+-- core.turn() gives the loop that turn: the core knows when the task was resumed and its
+-- limits (the slice is 10 ms, or a quarter of hook_budget when that is less).
+
 ---------------------------------------------------------------- the straight-line form
 
 local Client = {}
 Client.__index = Client
 
 -- The service owns the client socket: reads take whatever has arrived (up to 64 KiB a
--- system call) into a buffer of its own, and lines are cut from it. One more chunk into the
--- buffer; nil, err (and the client's end remembered) when there is none.
+-- system call) into a buffer of its own (netproxy.lines), and lines and counts are cut from
+-- it. One more chunk into the buffer; nil, err (and the client's end remembered) when there
+-- is none.
 function Client:_fill()
   local data, err = self._sock:read(nil, self._timeout)
   if not data then
     if err == "closed" then self._eof = true end
     return nil, err
   end
-  self._buf = self._buf .. data
+  self._buf:push(data)
   return true
-end
-
--- Takes n bytes from the front of the buffer.
-function Client:_take(n)
-  local out = self._buf:sub(1, n)
-  self._buf = self._buf:sub(n + 1)
-  return out
 end
 
 -- read(n): exactly n bytes; read("*l"): a line without its end of line; read("*a"):
 -- everything until the client ends its side. nil, err, partial on failure.
 function Client:read(what)
+  local buf = self._buf
+  core.turn()
   if what == nil or what == "*l" or what == "l" then
-    local from = 1
     while true do
-      local nl = self._buf:find("\n", from, true)
-      if nl then return (self:_take(nl):gsub("\r?\n$", "")) end
-      if #self._buf > MAX_LINE then return nil, "line too long", self:_take(#self._buf) end
-      from = #self._buf + 1
+      local line = buf:line(true)
+      if line then return line end
+      if buf:size() > MAX_LINE then return nil, "line too long", buf:take_all() end
       local ok, err = self:_fill()
       if not ok then
-        if err == "closed" and self._buf ~= "" then return self:_take(#self._buf) end  -- a last line without its newline
-        return nil, err, self:_take(#self._buf)
+        if err == "closed" and buf:size() > 0 then return buf:take_all() end  -- a last line without its newline
+        return nil, err, buf:take_all()
       end
     end
   elseif what == "*a" or what == "a" then
     while true do
       local ok, err = self:_fill()
       if not ok then
-        if err == "closed" then return self:_take(#self._buf) end
-        return nil, err, self:_take(#self._buf)
+        if err == "closed" then return buf:take_all() end
+        return nil, err, buf:take_all()
       end
     end
   elseif type(what) == "number" and what > 0 then
-    while #self._buf < what do
+    while buf:size() < what do
       local ok, err = self:_fill()
-      if not ok then return nil, err, self:_take(#self._buf) end
+      if not ok then return nil, err, buf:take_all() end
     end
-    return self:_take(what)
+    return buf:take(what)
   end
   error("read: want a byte count, \"*l\" or \"*a\", not " .. tostring(what), 2)
 end
@@ -119,14 +129,18 @@ end
 
 -- Bytes as they come: up to max, at least one.
 function Client:receive_some(max)
-  if self._buf == "" then
+  core.turn()
+  if self._buf:size() == 0 then
     local ok, err = self:_fill()
     if not ok then return nil, err end
   end
-  return self:_take(max or #self._buf)
+  return self._buf:take(max or self._buf:size())
 end
 
-function Client:write(data) return self._sock:write(data) end
+function Client:write(data)
+  core.turn()
+  return self._sock:write(data)
+end
 function Client:shutdown() return self._sock:shutdown() end
 function Client:close() return self._sock:close() end
 function Client:peer() return self._sock:peer() end
@@ -135,8 +149,13 @@ function Client:settimeout(s)
   self._sock:settimeout(self._timeout)
 end
 
-local function serve_straight(conf, sock, conn)
-  local client = setmetatable({ _sock = sock, _buf = "", _timeout = 0 }, Client)
+-- The client object serve(client, conn) gets, over a cosocket.
+function _M.client(sock)
+  return setmetatable({ _sock = sock, _buf = lines.buffer(), _timeout = 0 }, Client)
+end
+
+local function serve_straight(conf, sock, conn, proxy)
+  local client = _M.client(sock)
   sock:settimeout(0)                  -- no bound but idle_timeout, unless the service sets one
   conf.serve(client, conn)
   if client._eof then return "eof" end
@@ -223,20 +242,19 @@ local function fire(mc, name, ...)
   return true
 end
 
--- Input in line mode: each whole line without its end of line; a partial one is kept.
+-- Input in line mode: each whole line without its end of line, one call each; a partial
+-- one stays in the buffer. nil, err on a callback's error; nil, nil, why past MAX_LINE.
 local function feed_lines(mc, buf, data)
-  buf = buf .. data
-  local start = 1
+  buf:push(data)
   while not mc._closing and not mc._gone do
-    local nl = buf:find("\n", start, true)
-    if not nl then break end
-    local ok, err = fire(mc, "on_input", buf:sub(start, nl - ((buf:byte(nl - 1) == 13) and 2 or 1)))
+    local line = buf:line(true)
+    if not line then break end
+    core.turn()
+    local ok, err = fire(mc, "on_input", line)
     if not ok then return nil, err end
-    start = nl + 1
   end
-  buf = buf:sub(start)
-  if #buf > MAX_LINE then return nil, nil, "line longer than " .. MAX_LINE .. " bytes" end
-  return buf
+  if buf:size() > MAX_LINE then return nil, nil, "line longer than " .. MAX_LINE .. " bytes" end
+  return true
 end
 
 local function finish(mc, how, detail)
@@ -259,27 +277,33 @@ local function serve_mux(conf, sock, conn, proxy)
   end)
   local ok, err = fire(mc, "on_connect")
   if not ok then error(err, 0) end
-  local buf = ""
+  local buf = lines.buffer()
   while true do
     if mc._closing then return finish(mc, "closed", "by the service") end
     if mc._gone then return end
+    -- a client that sends faster than it reads the answers is read no more until they have
+    -- gone (as a write waits in the straight-line form), rather than cut at max_output
+    if sock:pending() >= HIGH_WATER then
+      local fok, ferr = sock:flush()
+      if not fok then return "client error", ferr end
+    end
+    core.turn()
     local data, rerr = sock:read(nil, mc.timeout or 0)
     if data then
       if conf.input_mode == "line" then
         local long
-        buf, err, long = feed_lines(mc, buf, data)
+        ok, err, long = feed_lines(mc, buf, data)
         if long then return "client error", long end
       else
         ok, err = fire(mc, "on_input", data)
-        if not ok then buf = nil end
       end
-      if not buf then error(err, 0) end
+      if not ok then error(err, 0) end
     elseif rerr == "timeout" then
       if not conf.on_timeout then return finish(mc, "timeout", "no input for " .. mc.timeout .. "s") end
       ok, err = fire(mc, "on_timeout")
       if not ok then error(err, 0) end
     elseif rerr == "closed" then
-      if buf ~= "" then fire(mc, "on_input", buf) end   -- a last line without its newline
+      if buf:size() > 0 then fire(mc, "on_input", buf:take_all()) end   -- a last line without its newline
       ok, err = fire(mc, "on_eof")
       if not ok then error(err, 0) end
       if mc._gone then return end
@@ -292,7 +316,7 @@ end
 
 -- The session hands the client over here once the from side has accepted it.
 function _M.serve(conf, sock, conn, proxy)
-  if conf.serve then return serve_straight(conf, sock, conn) end
+  if conf.serve then return serve_straight(conf, sock, conn, proxy) end
   return serve_mux(conf, sock, conn, proxy)
 end
 

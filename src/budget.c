@@ -80,7 +80,9 @@ static enum overrun over_budget(void)
     }
     on_clock = now - current.started;
     if (on_clock <= current.seconds) return WITHIN;
-    if (on_clock > current.seconds * CLOCK_BOUND_FACTOR) return OVER_CLOCK;
+    /* the calls it made do not count as its own time, but do on this bound: a loop of
+     * calls each within its budget is still stopped */
+    if (now - current.wall_started > current.seconds * CLOCK_BOUND_FACTOR) return OVER_CLOCK;
     return current.before_base + (thread_cpu() - current.cpu_base) > current.seconds ? OVER_CPU : WITHIN;
 }
 
@@ -180,19 +182,33 @@ void np_budget_set_cap(size_t bytes)
 
 void np_budget_begin(struct np_budget *saved, double seconds, size_t max_alloc)
 {
+    int outer_timed;
+
     *saved = current;
+    outer_timed = saved->active && saved->seconds > 0;
     current.active = 1;
     current.seconds = seconds > 0 ? seconds : 0;
-    current.started = seconds > 0 ? monotonic() : 0;
+    /* the start is read when this call is timed, or when the call it interrupts is (its
+     * time is then taken off that call's: np_budget_end) */
+    current.started = current.wall_started = seconds > 0 || outer_timed ? monotonic() : 0;
+    current.cpu_entered = outer_timed && saved->cpu_base >= 0 ? thread_cpu() : -1;
     current.cpu_base = -1;
     current.spent = 0;
     current.max_alloc = max_alloc;
     current.in_use_at_start = in_use;
 }
 
+/* A nested call (core.call in a service's loop, a probe asked while a coroutine starts a
+ * sniff) has its own budget: its time is taken off the budget of the call it interrupted,
+ * on the clock and in CPU time, so that the outer call is charged for its own work only. */
 void np_budget_end(const struct np_budget *saved)
 {
+    struct np_budget inner = current;
+
     current = *saved;
+    if (!current.active || current.seconds <= 0) return;
+    current.started += monotonic() - inner.wall_started;
+    if (current.cpu_base >= 0 && inner.cpu_entered >= 0) current.cpu_base += thread_cpu() - inner.cpu_entered;
 }
 
 size_t np_budget_memory(void)

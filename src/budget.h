@@ -12,7 +12,11 @@
 /* What a call may use, and what was in force before it (calls may nest). */
 struct np_budget {
     double seconds;             /* of CPU time; 0 = no time limit */
-    double started;             /* CLOCK_MONOTONIC seconds at the call's start */
+    double started;             /* CLOCK_MONOTONIC seconds at the call's start, moved later by
+                                 * the time of the calls it made (theirs, not its own) */
+    double wall_started;        /* the same, unmoved: for the bound on the clock */
+    double cpu_entered;         /* thread CPU seconds at the start when the call it interrupts
+                                 * had read its CPU base; -1 otherwise */
     double cpu_base;            /* the thread's CPU seconds at its first count tick; -1 before */
     double before_base;         /* clock seconds from the start to that tick */
     int spent;                  /* the overrun was raised */

@@ -134,7 +134,7 @@ void np_task_resume(struct np_task *t, int nargs)
     if (t->owner.closed || !co) return;
     /* the deadlines this resume sets count from now, not from the start of a loop turn
      * that many other callbacks may have made long */
-    np_clock();
+    t->resumed_at = np_clock();
     t->owner.waiting = 0;
     np_sock_set_running(&t->owner);
     rc = np_call_resume(co, nargs, &t->limits);

@@ -29,6 +29,7 @@ struct np_task {
     uint64_t id;                /* the connection id its log lines carry; 0 for none */
     int reusable;               /* its function yielded np_task_done: the coroutine can serve again */
     struct np_limits limits;    /* what one resume may use: its proxy's or server's (call.h) */
+    double resumed_at;          /* np_clock() when its last resume began */
     const struct np_task_ops *ops;
     void *arg;                  /* the owner's */
 };

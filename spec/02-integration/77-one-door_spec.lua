@@ -86,4 +86,30 @@ server { hook_budget = 0.3,
     assert.are.equal(0, h.exit_status(np, 8))
     assert.truthy(np.full_log():find("on_stop: [^\n]*%.lua:3: ran longer than its budget of 0%.3"), np.full_log())
   end)
+
+  -- core.call's own budget: the calls a resume makes are theirs, not the resume's (a busy
+  -- service's callbacks, issue 25 #3), yet a loop of calls each within its budget is stopped.
+  it("charges core.call's time to the call, not to the resume that made it", function()
+    local np = h.netproxy_start(([[
+local core = require "netproxy.core"
+local function spin(s) local t = os.clock() while os.clock() - t < s do end end
+proxy { name = "calls", hook_budget = 0.2,
+        from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "service", serve = function(client)
+                 for i = 1, 4 do assert(core.call(spin, 0.15)) end   -- 0.6 s in all, 0.15 s a call
+                 client:write("done\n")
+               end } }
+proxy { name = "runaway", hook_budget = 0.1,
+        from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "service", serve = function(client)
+                 while true do core.call(function() end) end
+               end } }
+]] .. PLAIN):format(echo.port))
+    local got = h.talk(np.ports.calls, "", { want = "done\n", keep_open = true, timeout = 10 })
+    assert.are.equal("done\n", got)
+    local victim = assert(tcp.connect(np.ports.runaway))
+    h.wait_log(np, "runaway: [^\n]* end=lua error: [^\n]*:12: ran longer than its budget of 0%.1", 10)
+    victim:close()
+    assert.is_true(served(np.ports.plain))
+  end)
 end)
