@@ -8,17 +8,17 @@ local h = require "spec.helpers"
 -- fixed port (a reload keeps a listener by its address). With gate (a FIFO), the image an
 -- upgrade runs waits in its config, before it has signal handlers, until the spec opens the
 -- FIFO: the exec's window held open (the check and a reload load the config without waiting).
-local function config(echo_port, word, port, gate)
+local function config(echo_port, word, port, gate, server)
   local wait = gate and ([[
 if os.getenv("NETPROXY_UPGRADE") then local f = io.open(%q, "r"); f:read("*a"); f:close() end
 ]]):format(gate) or ""
   return wait .. ([[
-server { workers = 2 }
+server { workers = 2, %s }
 proxy { name = "marker",
         from = { type = "tcp", host = "127.0.0.1", port = %d,
                  hook = function(d) return (d:gsub("ping", %q)) end },
         to = { type = "tcp", host = "127.0.0.1", port = %d } }
-]]):format(port, word, echo_port)
+]]):format(server or "", port, word, echo_port)
 end
 
 local function ping(port)
@@ -66,9 +66,9 @@ describe("signals around a binary upgrade", function()
     current = nil
   end)
 
-  local function start()
+  local function start(server)
     local port = h.free_port()
-    local path = h.write(h.tmpfile("upgrade.lua"), config(echo.port, "v1", port))
+    local path = h.write(h.tmpfile("upgrade.lua"), config(echo.port, "v1", port, nil, server))
     local np = h.netproxy_start(path, { "-w", "2", "-v" })
     local first = h.wait_workers(np.pid, 2)
     current = { np, first }
@@ -103,6 +103,35 @@ describe("signals around a binary upgrade", function()
     h.wait_reloaded(np, tonumber(h.wait_log(np, "master: generation (%d+) started")))
     assert.are.equal("v3\n", ping(port))
     held:close()
+    stops_cleanly(np, first)
+  end)
+
+  it("max_draining counts the previous binary's workers as their own generation, the oldest", function()
+    local np, path, port, first = start("max_draining = 1")
+    local old = assert(h.connect(port))
+    assert(old:send("ping\n"))
+    assert.truthy((old:read("v1\n")):find("v1\n", 1, true))
+    kill("USR2", np.pid)
+    h.wait_log(np, "master: upgraded: netproxy [^\n]* with 2 workers of the previous binary to drain")
+    for _, pid in ipairs(first) do     -- the old workers accept no more
+      h.wait_until(function()
+        return not h.alive(pid) or np.full_log():find("%[" .. pid .. "%] draining: no new connections")
+      end, 10, "old worker " .. pid .. " to drain")
+    end
+    local new = assert(h.connect(port))     -- on a worker of the upgraded image's first generation
+    assert(new:send("ping\n"))
+    assert.truthy((new:read("v1\n")):find("v1\n", 1, true))
+    np.mark()
+    h.write(path, config(echo.port, "v2", port, nil, "max_draining = 1"))
+    kill("HUP", np.pid)
+    -- two generations drain: the old binary's (0) and the upgraded image's first (1)
+    h.wait_log(np, "master: 2 generations draining %(max_draining 1%): generation 0 closes its connections now")
+    local _, how = old:read(function() return false end, 10)
+    assert.are.equal("eof", how, "the old binary's connection is closed")
+    assert(new:send("ping\n"))
+    assert.truthy((new:read("v1\nv1\n")):find("v1\nv1\n", 1, true), "the newer one runs on")
+    assert.are.equal("v2\n", ping(port))
+    new:close()
     stops_cleanly(np, first)
   end)
 
