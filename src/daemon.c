@@ -142,6 +142,19 @@ void np_daemon_chown_log(void)
     }
 }
 
+int np_daemon_check_privileges(char *err, size_t errlen)
+{
+    if (drop_user && !getpwnam(drop_user)) {
+        snprintf(err, errlen, "user %s: no such user", drop_user);
+        return -1;
+    }
+    if (drop_group && !getgrnam(drop_group)) {
+        snprintf(err, errlen, "group %s: no such group", drop_group);
+        return -1;
+    }
+    return 0;
+}
+
 int np_daemon_apply_privileges(char *err, size_t errlen)
 {
     if (!drop_user && !drop_group && !drop_dir) return 0;

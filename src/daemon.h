@@ -22,6 +22,10 @@ int np_drop_privileges(const char *user, const char *group, const char *dir, cha
 
 /* The privileges the serving processes give up, kept for np_worker_run. */
 void np_daemon_set_privileges(const char *user, const char *group, const char *dir);
+
+/* Fails, with err, when the user or the group to run as does not exist: checked before
+ * binding, so that a typo stops the start before anything listens. */
+int np_daemon_check_privileges(char *err, size_t errlen);
 int np_daemon_apply_privileges(char *err, size_t errlen);
 
 /* Gives the log file to the user the workers run as, so that they can reopen it. */

@@ -25,8 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Net::Server's daemon life, in two steps. Before binding: the pid file is checked and the
- * log file opened, while stderr is still the terminal to say what fails. */
+/* Net::Server's daemon life, in two steps. Before binding: the pid file is checked, the
+ * log file opened and the user and group looked up, while stderr is still the terminal to
+ * say what fails. */
 static int daemon_life_before(char *err, size_t errlen)
 {
     const char *log_file = np_options_log_file(), *pid_file = np_options_pid_file();
@@ -36,7 +37,7 @@ static int daemon_life_before(char *err, size_t errlen)
         snprintf(err, errlen, "log file %s: %s", log_file, strerror(errno));
         return -1;
     }
-    return 0;
+    return np_daemon_check_privileges(err, errlen);
 }
 
 /* Once bound: the background, syslog (once stderr is gone), the pid file. */

@@ -176,17 +176,27 @@ static void on_sigchld(evutil_socket_t sig, short what, void *arg)
     evtimer_add(&respawn_ev, &tv);
 }
 
+/* A worker of an old generation that still drains and has not been told twice. */
+static int draining(const struct worker *w)
+{
+    return w->pid && w->generation != generation && !w->told_twice;
+}
+
 /* Old generations still alive, past max_draining: the oldest is told to close its
- * connections now (a second SIGQUIT). */
+ * connections now (a second SIGQUIT). Generations are counted by comparing workers, never
+ * by indexing with a generation number. */
 static void bound_generations(int max)
 {
     for (;;) {
-        int oldest = generation, count = 0, seen[NP_MAX_SLOTS] = { 0 };
+        int oldest = generation, count = 0;
         for (int i = 0; i < NP_MAX_SLOTS; i++) {
             const struct worker *w = &workers[i];
-            if (!w->pid || w->generation == generation || w->told_twice) continue;
+            int first = 1;          /* the first draining worker of its generation */
+            if (!draining(w)) continue;
             if (w->generation < oldest) oldest = w->generation;
-            if (!seen[w->generation % NP_MAX_SLOTS]++) count++;
+            for (int j = 0; j < i && first; j++)
+                first = !(draining(&workers[j]) && workers[j].generation == w->generation);
+            count += first;
         }
         if (count <= max) return;
         np_log(NP_WARNING, "master: %d generations draining (max_draining %d): generation %d closes its connections now",
@@ -228,40 +238,66 @@ static void on_upgrade(evutil_socket_t sig, short what, void *arg)
     upgrade_check = np_upgrade_check();
 }
 
-/* The check has ended: exec the new binary, handing over the live workers. */
+/* The signals the master handles. Across the upgrade's exec they wait, blocked: the new
+ * image starts with the default actions (a SIGHUP or SIGTERM would kill the master and leave
+ * its workers to init) until np_master_run has its handlers. The mask and the pending
+ * signals survive exec; np_master_run unblocks them, so a SIGHUP sent meanwhile is a reload
+ * done by the new image, and a worker's SIGCHLD is not lost. */
+static void master_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGCHLD);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGUSR1);
+    sigaddset(set, SIGUSR2);
+}
+
+/* The check has ended: exec the new binary, handing over the live workers, each as
+ * "pid:slot:state:generation" (state: 0 serving, 1 draining, 2 told twice). */
 static void upgrade_checked(int status)
 {
-    char list[NP_MAX_SLOTS * 40] = "";
+    char list[NP_MAX_SLOTS * 48] = "";
     size_t used = 0;
+    sigset_t handled, before;
 
     upgrade_check = 0;
     for (int i = 0; i < NP_MAX_SLOTS; i++) {
         const struct worker *w = &workers[i];
-        if (w->pid && used < sizeof list - 40)
-            used += snprintf(list + used, sizeof list - used, "%s%d:%d:%d", used ? "," : "",
-                             (int)w->pid, w->slot, w->stopping);
+        if (w->pid && used < sizeof list - 48)
+            used += snprintf(list + used, sizeof list - used, "%s%d:%d:%d:%d", used ? "," : "",
+                             (int)w->pid, w->slot, w->stopping + w->told_twice, w->generation);
     }
     np_notify("RELOADING=1");
+    master_signals(&handled);
+    sigprocmask(SIG_BLOCK, &handled, &before);
     np_upgrade_checked(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), list);
-    np_notify("READY=1");               /* still here: the upgrade did not happen */
+    sigprocmask(SIG_SETMASK, &before, NULL);    /* still here: what came meanwhile is ours */
+    np_notify("READY=1");               /* the upgrade did not happen */
 }
 
-/* In an upgraded image: the previous image's workers, to drain once ours run. */
+/* In an upgraded image: the previous image's workers, to drain once ours run. They keep
+ * their generations, and ours continues after the newest of them (a real number, so that
+ * every comparison and count of generations holds across the upgrade). A binary from before
+ * the generation was handed over gives "pid:slot:state": those count as generation 0. */
 static void adopt_workers(void)
 {
     const char *list = np_upgrade_workers();
-    int n = 0;
+    int n = 0, newest = -1;
 
     for (const char *p = list; p && *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
-        int pid, slot, draining, i;
-        if (sscanf(p, "%d:%d:%d", &pid, &slot, &draining) != 3) break;
+        int pid, slot, state, gen = 0, i;
+        if (sscanf(p, "%d:%d:%d:%d", &pid, &slot, &state, &gen) < 3) break;
+        if (gen < 0) gen = 0;
         for (i = 0; i < NP_MAX_SLOTS && workers[i].pid; i++) {}
         if (i == NP_MAX_SLOTS) break;
-        /* generation -1: older than any of ours, so drain_old_generations tells them */
-        workers[i] = (struct worker){ .pid = pid, .slot = slot, .generation = -1,
-                                      .stopping = draining, .started = np_now() };
+        workers[i] = (struct worker){ .pid = pid, .slot = slot, .generation = gen, .stopping = state > 0,
+                                      .told_twice = state > 1, .started = np_now() };
+        if (gen > newest) newest = gen;
         n++;
     }
+    generation = newest + 1;            /* drain_old_generations then tells them */
     if (list) np_log(NP_NOTICE, "master: upgraded: netproxy %s runs now, with %d workers of the previous binary to drain",
                      NP_VERSION, n);
     np_upgrade_done();
@@ -316,6 +352,7 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
 int np_master_run(int n, const struct np_cli *c, void (*ready)(void))
 {
     struct timeval second = { 1, 0 };
+    sigset_t handled;
 
     cli = c;
     nworkers = n;
@@ -339,6 +376,8 @@ int np_master_run(int n, const struct np_cli *c, void (*ready)(void))
     adopt_workers();
     if (spawn_missing()) return np_worker_run(my_index, NULL, NULL);
     drain_old_generations();
+    master_signals(&handled);           /* blocked across an upgrade's exec: ours now */
+    sigprocmask(SIG_UNBLOCK, &handled, NULL);
     while (!stopping || alive() > 0) {
         event_base_dispatch(np_base);
         if (np_shm_slot() != 0) return np_worker_run(my_index, NULL, NULL);   /* a child, forked in a callback */

@@ -12,7 +12,7 @@ void np_upgrade_init(char **argv);
 pid_t np_upgrade_check(void);
 
 /* The check child ended with status: when it passed, exec the binary with everything
- * handed over (workers: "pid:slot:generation,..."); this returns only when that could not
+ * handed over (workers: master.c's "pid:slot:state:generation,..."); this returns only when that could not
  * be done (logged, nothing changed). */
 void np_upgrade_checked(int status, const char *workers);
 

@@ -380,6 +380,24 @@ local function check_effects(proxy, spec, given, from_mod, dests, server, say, w
   end
 end
 
+-- A listener only this host can reach: a loopback address (or a unix socket).
+local function loopback(e)
+  local host = e.host and tostring(e.host):gsub("^%[(.*)%]$", "%1")
+  return e.path ~= nil or host == "localhost" or host == "::1" or (host or ""):match("^127%.") ~= nil
+end
+
+-- A PROXY-protocol header is believed as sent: any client that reaches such a listener
+-- can claim any address (and pass allow/deny rules on the claimed one, logs, limits).
+local function warn_proxy_protocol(proxy, server, warn)
+  if not proxy.from.proxy_protocol or proxy.allow or proxy.deny or server.allow or server.deny then return end
+  for _, e in ipairs(proxy.listen[1] and proxy.listen or { proxy.listen }) do
+    if not loopback(e) then
+      return warn("from: proxy_protocol on %s trusts the header of any client that can connect (it may claim "
+                  .. "any address): restrict it to your load balancers with allow", e.host or "every address")
+    end
+  end
+end
+
 local function check_proxy(decl, index, server, say_at, warn_at)
   local where = decl.where
   local label = "proxy '" .. tostring(decl.spec.name or ("proxy" .. index)) .. "'"
@@ -425,6 +443,7 @@ local function check_proxy(decl, index, server, say_at, warn_at)
       say("%s: a unix socket's clients have no address to match: use accept(conn) with conn.peer",
           proxy.allow and "allow" or "deny")
     end
+    warn_proxy_protocol(proxy, server, warn)
   end
   if proxy.from and proxy.to then
     local dests = { proxy.to }

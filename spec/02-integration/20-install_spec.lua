@@ -53,14 +53,14 @@ describe("cmake --install", function()
       "share/netproxy/connectors/tcp.lua", "share/netproxy/connectors/dual.lua",
       "share/netproxy/examples/tcp.lua", "share/doc/netproxy/guide.md", "share/doc/netproxy/README.md",
       "lib/systemd/system/netproxy.service", "lib/systemd/system/netproxy.socket",
-      "etc/netproxy/netproxy.lua", "share/man/man1/netproxy.1", "share/man/man5/netproxy.lua.5",
+      "etc/netproxy/netproxy.lua", "share/man/man1/netproxy.1.gz", "share/man/man5/netproxy.lua.5.gz",
     }) do
       assert.is_true(exists(prefix .. "/" .. path), path)
     end
   end)
 
   it("installs man pages that man reads without a warning", function()
-    for _, page in ipairs({ "man1/netproxy.1", "man5/netproxy.lua.5" }) do
+    for _, page in ipairs({ "man1/netproxy.1.gz", "man5/netproxy.lua.5.gz" }) do
       local out, err, rc = h.run({ "man", "--warnings", "-l", prefix .. "/share/man/" .. page })
       assert.are.equal(0, rc, err)
       assert.are.equal("", err)

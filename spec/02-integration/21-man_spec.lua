@@ -49,6 +49,18 @@ describe("man pages", function()
     end
   end)
 
+  it("netproxy(1)'s description names every built-in connector type", function()
+    local text = flat((render("netproxy.1")))
+    local description = assert(text:match("DESCRIPTION(.-)OPTIONS"), "no DESCRIPTION")
+    local n = 0
+    for file in io.popen("ls " .. h.root .. "/connectors/*.lua"):lines() do
+      local name = file:match("([%w_]+)%.lua$")
+      n = n + 1
+      assert.truthy(description:find("%f[%w_]" .. name .. "%f[^%w_]"), name .. " is not in netproxy(1)'s DESCRIPTION:\n" .. description)
+    end
+    assert.is_true(n >= 12, n .. " connectors")
+  end)
+
   it("netproxy.lua(5) has every server{} and proxy{} option", function()
     local text = flat((render("netproxy.lua.5")))
     for _, options in ipairs({ config.SERVER_OPTIONS, config.PROXY_OPTIONS }) do

@@ -109,3 +109,47 @@ describe("the Debian package", function()
     end
   end)
 end)
+
+-- lintian (scripts/install-deps installs it): no error, and no warning but those
+-- docs/operations.md lists as accepted (its table under "The Debian package and lintian",
+-- rows at level "warning"), each with its reason.
+describe("the Debian package under lintian", function()
+  local has = os.execute("command -v lintian >/dev/null 2>&1") == 0
+  if not has then
+    it("is skipped: lintian is not installed (scripts/install-deps installs it)", function()
+      pending("no lintian")
+    end)
+    return
+  end
+  teardown(h.stop_all)
+
+  local function accepted()
+    local text = assert(h.read(h.root .. "/docs/operations.md"))
+    local section = assert(text:match("### The Debian package and lintian\n(.-)\n#"), "no lintian section in docs/operations.md")
+    local tags = {}
+    for row in section:gmatch("\n(|[^\n]+)") do
+      local names, level = row:match("^| ([^|]-) | (%a+) |")
+      if level == "warning" then
+        for tag in names:gmatch("`([%w%-]+)") do tags[tag] = true end
+      end
+    end
+    return tags
+  end
+
+  it("reports no error, and only accepted warnings", function()
+    local rc, out = sh(h.quote(h.root .. "/scripts/package") .. " " .. h.quote(h.build))
+    assert.are.equal(0, rc, out)
+    local deb = assert(out:match("(%S+%.deb)"), out)
+    local _, report = sh("lintian --tag-display-limit 0 " .. h.quote(deb) .. " 2>&1")
+    local ok = accepted()
+    for level, tag in report:gmatch("\n?([EW]): netproxy: ([%w%-]+)") do
+      assert.is_true(level == "W" and ok[tag] == true, level .. ": " .. tag .. " (not accepted in docs/operations.md):\n" .. report)
+    end
+    -- what the fixes were for, checked in the package itself
+    _, out = sh("dpkg-deb -c " .. h.quote(deb))
+    for _, path in ipairs({ "usr/share/man/man1/netproxy.1.gz", "usr/share/man/man5/netproxy.lua.5.gz",
+                            "usr/share/doc/netproxy/copyright", "usr/share/doc/netproxy/changelog.gz" }) do
+      assert.truthy(out:find("./" .. path, 1, true), path .. " is not in the package:\n" .. out)
+    end
+  end)
+end)
