@@ -150,17 +150,19 @@ local function probe_check(p)
   return function(buf, into) return run_probe(p, buf, into) end
 end
 
--- The probes as one pick(bytes, into) function, kept with the config table: the index of the
--- first probe that matches, nil while one wants more bytes, false when none can. The timing
--- around it (first bytes, silence, probe_timeout, max_peek) is the core's one loop
--- (src/sniffer.c), for both paths below.
+-- The probes as one pick(bytes [, into]) function, kept with the config table: the index of
+-- the first probe that matches, nil while one wants more bytes, false when none can; a tls
+-- probe's SNI goes to into (the session's conn), or to a scratch table (the core's path,
+-- where no conn is). The timing around it (first bytes, silence, probe_timeout, max_peek)
+-- is the core's one loop (src/sniffer.c), for both paths below.
 local function picker(conf)
   if conf._pick then return conf._pick end
-  local checks = {}
+  local checks, scratch = {}, {}
   for i, p in ipairs(conf.probes or {}) do checks[i] = probe_check(p) end
   local n = #checks
   conf._pick = function(buf, into)
     local more = false
+    into = into or scratch
     for i = 1, n do
       local verdict = checks[i](buf, into)
       if verdict == "match" then return i end
@@ -184,9 +186,8 @@ function _M.sniff(conf)
     notes[i] = ("dual: probe %d (%s) matched"):format(i, tostring(p.match))
     tls = tls or p.match == "tls"
   end
-  local pick, scratch = picker(conf), {}   -- scratch takes the tls probe's sni: no conn is here
   return {
-    pick = function(buf) return pick(buf, scratch) end,
+    pick = picker(conf),
     targets = targets, notes = notes, reads_sni = tls,
     silent = conf.server_first, fallback = conf.client_first,
     timeout = conf.timeout, probe_timeout = conf.probe_timeout, max_peek = conf.max_peek,

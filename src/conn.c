@@ -34,7 +34,7 @@ void np_conn_attach(struct np_conn *c, void (*release)(void *arg), void *arg)
     c->attached = release;
     c->attached_arg = arg;
     np_conn_negotiated(c);
-    if (c->session) event_del(&c->session->deadline);
+    np_conn_disarm_deadline(c);
 }
 const char *np_conn_proxy_name(const struct np_conn *c) { return c->proxy->name; }
 int np_conn_ended(const struct np_conn *c) { return c->ended.end != NP_END_NONE; }
@@ -97,15 +97,14 @@ static void session_free(struct np_conn *c)
     struct session *s = c->session;
 
     if (!s) return;
+    np_conn_disarm_deadline(c);
     if (s->routed) {
         np_dial_cancel(&s->dial);
-        np_sniffer_stop(&s->sniffer);
-        event_del(&s->deadline);
-        if (s->read) evbuffer_free(s->read);
+        np_sniffer_free(&s->sniffer);
+        free(s->ahead);
         if (s->client_fd[1] != s->client_fd[0] && s->client_fd[1] >= 0) close(s->client_fd[1]);
         if (s->client_fd[0] >= 0) close(s->client_fd[0]);
     } else {
-        event_del(&s->deadline);
         np_task_release(&s->task);
     }
     free(s);
@@ -186,7 +185,7 @@ void np_conn_close(struct np_conn *c, enum np_end how, const char *fmt, ...)
         np_dial_cancel(&c->session->dial);
         np_sniffer_stop(&c->session->sniffer);
     } else if (c->session) {
-        event_del(&c->session->deadline);
+        np_conn_disarm_deadline(c);
         np_task_halt(&c->session->task);
     }
     if (c->relay) np_relay_halt(c->relay);
@@ -266,7 +265,16 @@ void np_conn_arm_deadline(struct np_conn *c)
 {
     struct timeval tv = np_tv(c->proxy->negotiation_timeout);
 
-    if (c->proxy->negotiation_timeout > 0) evtimer_add(&c->session->deadline, &tv);
+    if (c->proxy->negotiation_timeout <= 0) return;
+    evtimer_add(&c->session->deadline, &tv);
+    c->session->deadline_armed = 1;
+}
+
+void np_conn_disarm_deadline(struct np_conn *c)
+{
+    if (!c->session || !c->session->deadline_armed) return;
+    event_del(&c->session->deadline);
+    c->session->deadline_armed = 0;
 }
 
 /* ---------------------------------------------------------------- served here */
@@ -287,7 +295,7 @@ void np_conn_serving(struct np_conn *c, struct np_sock *client)
     size_t ahead;
 
     np_conn_negotiated(c);
-    if (c->session) event_del(&c->session->deadline);
+    np_conn_disarm_deadline(c);
     ahead = np_sock_serve(client, mine, proxy_total, idle ? &c->idle : NULL);
     c->bytes[0] += ahead;               /* read ahead (a probe's peek): the service reads them */
     NP_COUNTERS(p)->bytes_in += ahead;

@@ -21,15 +21,21 @@ struct np_relay_side;
  * a routed proxy (proxy.h), the connect the core makes itself and the client's socket;
  * for a sniffing one, also the bytes it has read to choose the route by. */
 struct session {
-    struct np_task task;
     struct event deadline;      /* negotiation timeout */
-    int routed;
-    struct np_dial dial;
-    int client_fd[2];           /* read, write; -1 once the relay has them */
-    struct np_sniffer sniffer;  /* a sniffing proxy's: the client's first bytes */
-    struct evbuffer *read;      /* what it read (NULL unless sniffing), */
-    const char *ahead;          /* the same, linear, for the server first once routed */
-    size_t ahead_len;
+    int deadline_armed;         /* np_conn_arm_deadline added it (a deletion costs otherwise) */
+    int routed;                 /* which of the union below it holds */
+    /* one or the other: a session is small enough for malloc's per-thread cache (1 KiB),
+     * which a short connection's allocations are served from */
+    union {
+        struct np_task task;    /* not routed: the connectors' coroutine */
+        struct {                /* routed: the core's own connect, maybe after a sniff */
+            struct np_dial dial;
+            int client_fd[2];           /* read, write; -1 once the relay has them */
+            struct np_sniffer sniffer;  /* a sniffing proxy's: the client's first bytes, */
+            char *ahead;                /* taken from it once routed, for the server first */
+            size_t ahead_len;
+        };
+    };
 };
 
 struct np_conn {
@@ -66,8 +72,9 @@ struct np_conn *np_conn_new(struct np_proxy *p, int rfd, int wfd, const char *cl
 
 /* The negotiation is over (counted in proxy->negotiating no more). */
 void np_conn_negotiated(struct np_conn *c);
-/* The negotiation's deadline (negotiation_timeout), when the proxy has one. */
+/* The negotiation's deadline (negotiation_timeout), when the proxy has one; and its end. */
 void np_conn_arm_deadline(struct np_conn *c);
+void np_conn_disarm_deadline(struct np_conn *c);
 /* Lets the session go once the callback that ended it has returned (np_defer). */
 void np_conn_session_over(struct np_deferred *d);
 

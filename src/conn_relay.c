@@ -138,7 +138,7 @@ int np_conn_start_relay(struct np_conn *c, const struct np_relay_side *client,
     if (c->ended.end == NP_END_NONE && !c->relay) c->relay = np_relay_new(&cfg, &relay_ops, c, client, server);
     if (!c->relay) return -1;
     np_conn_negotiated(c);
-    event_del(&c->session->deadline);
+    np_conn_disarm_deadline(c);
     np_clog(NP_INFO, c->ended.id, "%s: relay: %s", p->name, np_relay_describe(c->relay, path, sizeof path));
     return 0;
 }

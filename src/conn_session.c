@@ -25,7 +25,7 @@ struct np_conn *np_conn_current(void)
 
 lua_State *np_conn_session(const struct np_conn *c)
 {
-    return c->ended.end == NP_END_NONE && c->session ? c->session->task.owner.co : NULL;
+    return c->ended.end == NP_END_NONE && c->session && !c->session->routed ? c->session->task.owner.co : NULL;
 }
 
 /* ---------------------------------------------------------------- Lua handles */

@@ -7,7 +7,6 @@
 #include "log.h"
 #include "proxy.h"
 
-#include <event2/buffer.h>
 #include <lauxlib.h>
 
 /* The route is chosen: the bytes read go to its server first. */
@@ -15,8 +14,7 @@ static void chose(struct np_conn *c, const struct np_route *r)
 {
     struct session *s = c->session;
 
-    s->ahead_len = evbuffer_get_length(s->read);
-    s->ahead = s->ahead_len ? (const char *)evbuffer_pullup(s->read, -1) : NULL;
+    s->ahead = np_sniffer_take(&s->sniffer, &s->ahead_len);
     c->route = r;
     np_conn_dial_route(c);
 }
@@ -88,10 +86,6 @@ void np_conn_start_sniffing(struct np_conn *c, int rfd, int wfd)
     s->routed = 1;
     s->client_fd[0] = rfd;
     s->client_fd[1] = wfd;
-    if (!(s->read = evbuffer_new())) {
-        np_conn_close(c, NP_END_NO_MEMORY, "%s", "sniffing");
-        return;
-    }
     np_conn_arm_deadline(c);
-    np_sniffer_start(&s->sniffer, rfd, s->read, c->ended.started, &c->proxy->sniff->rules, &sniff_ops, c);
+    np_sniffer_start(&s->sniffer, rfd, NULL, 0, c->ended.started, &c->proxy->sniff->rules, &sniff_ops, c);
 }

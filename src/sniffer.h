@@ -1,14 +1,13 @@
 /* dual's timing rules, in one loop for both of its paths (the core's sniffing proxy,
  * sniff.c, and a session's core.sniff): read the client's first bytes as they come into a
- * buffer that keeps them, ask pick after each arrival, and end at the first answer, at
- * max_peek bytes, probe_timeout after the first byte, or a silence of `silence` seconds
- * before any. */
+ * buffer that keeps them (its owner takes it at the end: they go to the server first, or
+ * back to the socket's read-ahead), ask pick after each arrival, and end at the first
+ * answer, at max_peek bytes, probe_timeout after the first byte, or a silence of `silence`
+ * seconds before any. */
 #ifndef NP_SNIFFER_H
 #define NP_SNIFFER_H
 #include <stddef.h>
 #include <event2/event_struct.h>
-
-struct evbuffer;
 
 struct np_sniff_rules {
     double silence;             /* seconds without a byte before the client counts as silent */
@@ -39,7 +38,8 @@ struct np_sniffer_ops {
 
 struct np_sniffer {
     int fd;
-    struct evbuffer *bytes;     /* what was read, kept for whoever reads next (not owned) */
+    char *bytes;                /* what was read (malloc'd; np_sniffer_take hands it over) */
+    size_t len;
     struct event ev;            /* the fd readable, or the deadline */
     double started, heard;      /* heard: when the first byte came; 0 before */
     struct np_sniff_rules rules;
@@ -48,12 +48,19 @@ struct np_sniffer {
     int active;
 };
 
-/* Starts sniffing fd (non-blocking) into bytes, whose contents count as already heard;
- * started: when the silence counts from. The first answer may come inside this call. */
-void np_sniffer_start(struct np_sniffer *sn, int fd, struct evbuffer *bytes, double started,
+/* Starts sniffing fd (non-blocking), after the len bytes given (read ahead before: they
+ * count as heard; copied); started: when the silence counts from. The first answer may come
+ * inside this call. */
+void np_sniffer_start(struct np_sniffer *sn, int fd, const char *ahead, size_t len, double started,
                       const struct np_sniff_rules *rules, const struct np_sniffer_ops *ops, void *arg);
 
-/* Stops it (nothing more is told); idempotent. */
+/* Stops it (nothing more is told); idempotent. The bytes stay until taken or freed. */
 void np_sniffer_stop(struct np_sniffer *sn);
+
+/* The bytes read (NULL when none), which the caller frees; *len their count. */
+char *np_sniffer_take(struct np_sniffer *sn, size_t *len);
+
+/* Stops it and frees the bytes it holds. */
+void np_sniffer_free(struct np_sniffer *sn);
 
 #endif

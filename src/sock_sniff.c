@@ -1,6 +1,6 @@
 /* A cosocket's sniff (core.sniff: dual's session path): the client's first bytes read by
- * dual's timing rules (sniffer.c) into the socket's read-ahead, where they stay for whoever
- * reads next, the pick function asked after each arrival; the coroutine waits for the end. */
+ * dual's timing rules (sniffer.c), the pick function asked after each arrival, and put back
+ * in the socket's read-ahead at the end, for whoever reads next; the coroutine waits. */
 #include "sock_impl.h"
 #include "errtoken.h"
 
@@ -14,7 +14,7 @@ void np_sock_stop_sniffing(struct np_sock *s)
     struct np_sock_sniff *k = s->sniffing;
 
     if (!k) return;
-    np_sniffer_stop(&k->sn);
+    np_sniffer_free(&k->sn);
     luaL_unref(s->owner->L, LUA_REGISTRYINDEX, k->pick_ref);
     free(k);
     s->sniffing = NULL;
@@ -38,8 +38,8 @@ static int pick(void *arg, const char *bytes, size_t len)
     return answer;
 }
 
-/* Hands the coroutine how, value, bytes held: resumed, or returned at once when the end
- * came while it started the sniff. */
+/* Hands the coroutine how, value, bytes held (back in the read-ahead): resumed, or returned
+ * at once when the end came while it started the sniff. */
 static void ended(void *arg, enum np_sniff_end how, int value, int heard, size_t bytes)
 {
     static const char *const words[] = { "picked", "none", "silent", "closed", "error" };
@@ -47,7 +47,8 @@ static void ended(void *arg, enum np_sniff_end how, int value, int heard, size_t
     struct np_sock *s = k->s;
     lua_State *co = s->owner->co;
     int at_once = k->running != NULL;
-    char closed[64];
+    char closed[64], *read;
+    size_t len;
 
     lua_pushstring(co, words[how]);
     switch (how) {
@@ -60,6 +61,16 @@ static void ended(void *arg, enum np_sniff_end how, int value, int heard, size_t
     default: lua_pushnil(co);
     }
     lua_pushinteger(co, (lua_Integer)bytes);
+    /* the sniffer copied the read-ahead at its start, then read on: all of it goes back */
+    read = np_sniffer_take(&k->sn, &len);
+    evbuffer_drain(s->inbuf, evbuffer_get_length(s->inbuf));
+    if (len && evbuffer_add(s->inbuf, read, len) < 0) {
+        lua_settop(co, lua_gettop(co) - 3);
+        lua_pushliteral(co, "closed");
+        lua_pushliteral(co, "out of memory");
+        lua_pushinteger(co, 0);
+    }
+    free(read);
     if (at_once) {
         k->ended_at_once = 1;           /* np_sock_sniff returns them, and lets k go */
         return;
@@ -86,7 +97,9 @@ int np_sock_sniff(lua_State *L, struct np_sock *s, const struct np_sniff_rules *
     k->pick_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     s->sniffing = k;
     k->running = L;
-    np_sniffer_start(&k->sn, s->fd, s->inbuf, started, rules, &ops, k);
+    size_t held = evbuffer_get_length(s->inbuf);    /* a PROXY header's rest, say: heard already */
+    const char *ahead = held ? (const char *)evbuffer_pullup(s->inbuf, -1) : NULL;
+    np_sniffer_start(&k->sn, s->fd, ahead, held, started, rules, &ops, k);
     k->running = NULL;
     if (k->ended_at_once) {             /* the bytes were there: decided in this call */
         np_sock_stop_sniffing(s);
