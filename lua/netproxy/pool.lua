@@ -29,8 +29,8 @@ _M.DEFAULTS = { balance = "roundrobin", retries = 2, max_fails = 1, fail_timeout
 _M.CHECK_DEFAULTS = { interval = 2, timeout = 1, rise = 2, fall = 3 }
 
 -- The `to` parameters that belong to the pool, not to the connector.
-_M.PARAMS = { servers = true, balance = true, retries = true, max_fails = true, fail_timeout = true,
-              check = true }
+_M.PARAMS = { servers = true, balance = true, hash_key = true, retries = true, max_fails = true,
+              fail_timeout = true, check = true }
 
 -- ---------------------------------------------------------------- shared state
 
@@ -147,11 +147,12 @@ local function client_key(conn)
   return host or c
 end
 
-function balancers.source(p, list, conn, tried)
+-- The first usable server at or after key's point on the ring of list.
+local function on_ring(p, list, key, tried)
   local points = list == p.normal and p.ring or p.backup_ring
   local n = #points
   if n == 0 then return end
-  local h = hash(client_key(conn))
+  local h = hash(key)
   local lo, hi = 1, n + 1
   while lo < hi do                 -- first point with points[i].h >= h
     local mid = math_floor((lo + hi) / 2)
@@ -161,6 +162,25 @@ function balancers.source(p, list, conn, tried)
     local s = points[(lo - 1 + k) % n + 1].s
     if usable(s, tried) then return s end
   end
+end
+
+function balancers.source(p, list, conn, tried)
+  return on_ring(p, list, client_key(conn), tried)
+end
+
+-- hash_key: what a connection is hashed by. A key the connection has not (no SNI, a function
+-- that returned nil) falls back to its client address.
+local HASH_KEYS = {
+  source = client_key,
+  sni = function(conn) return conn.sni end,
+}
+
+-- balance = "hash": the same ring as source (every instance with the same servers picks the
+-- same one for a key; removing 1 of N servers moves about 1/N of the keys), by hash_key.
+function balancers.hash(p, list, conn, tried)
+  local key = p.key_of(conn)
+  if key == nil or key == "" then key = client_key(conn) end
+  return on_ring(p, list, tostring(key), tried)
 end
 
 -- balance = function(servers, conn): the servers as the function sees them, state filled in.
@@ -373,10 +393,24 @@ function _M.check(conf, fields, datagram)
     if type(b) == "function" then
       if jit then jit.off(b, true) end
     elseif not balancers[b] then
-      say("balance: unknown '%s' (want roundrobin, leastconn, source, random, first or a function(servers, conn))", tostring(b))
+      say("balance: unknown '%s' (want roundrobin, leastconn, source, hash, random, first or a function(servers, conn))", tostring(b))
     end
     spec.balance = b
   end
+  local k = conf.hash_key
+  if k ~= nil then
+    if spec.balance ~= "hash" then
+      say("hash_key: only with balance = \"hash\"")
+    elseif type(k) == "function" then
+      if jit then jit.off(k, true) end
+      spec.key_of = k
+    elseif HASH_KEYS[k] then
+      spec.key_of = HASH_KEYS[k]
+    else
+      say("hash_key: unknown '%s' (want source, sni or a function(conn) returning the key)", tostring(k))
+    end
+  end
+  if spec.balance == "hash" and not spec.key_of then spec.key_of = client_key end
   for _, k in ipairs({ "retries", "max_fails" }) do
     if conf[k] ~= nil then
       local n, err = check.count(conf[k])
@@ -418,7 +452,7 @@ function _M.new(spec, proxy_name)
     p.views[i], p.by_view[v], s.view = v, s, v
   end
   _M.all[#_M.all + 1] = p
-  if p.balance == "source" then p.ring, p.backup_ring = ring(p.normal), ring(p.backups) end
+  if p.balance == "source" or p.balance == "hash" then p.ring, p.backup_ring = ring(p.normal), ring(p.backups) end
   return p
 end
 

@@ -56,6 +56,70 @@ describe("netproxy.pool", function()
     assert.are.equal(spread["10.0.0.2:80"], moved)
   end)
 
+  -- balance = "hash" (issue 29): two instances agree, removing 1 of N moves about 1/N of the
+  -- keys and no other, weights are respected; hash_key source, sni or a function.
+  local function names(n, weights)
+    local list = {}
+    for i = 1, n do list[i] = { host = "10.0.1." .. i, port = 80, weight = weights and weights[i] or 1 } end
+    return list
+  end
+  local function hashed(servers, key)
+    return pool.new(assert(pool.check({ servers = servers, balance = "hash", hash_key = key })), "unit")
+  end
+
+  it("hash: two instances with the same servers send each of 10,000 keys to the same server", function()
+    local a, b = hashed(names(10), "sni"), hashed(names(10), "sni")
+    for i = 1, 10000 do
+      local conn = { client = "127.0.0.1:1", sni = "host" .. i .. ".example" }
+      assert.are.equal(a:pick(conn).name, b:pick(conn).name)
+    end
+  end)
+
+  it("hash: removing 1 of 10 servers moves its keys only, about a tenth of 10,000", function()
+    local all, nine = hashed(names(10), "sni"), nil
+    local list = names(10)
+    table.remove(list, 4)
+    nine = hashed(list, "sni")
+    local moved, counts = 0, {}
+    for i = 1, 10000 do
+      local conn = { client = "127.0.0.1:1", sni = "k" .. i }
+      local before, after = all:pick(conn).name, nine:pick(conn).name
+      counts[before] = (counts[before] or 0) + 1
+      if before ~= after then
+        moved = moved + 1
+        assert.are.equal("10.0.1.4:80", before)     -- only the removed server's keys move
+      end
+    end
+    assert.are.equal(counts["10.0.1.4:80"], moved)
+    -- a tenth, within the ring's spread (160 points per server): 1,000 +- 35 %
+    assert.is_true(moved > 650 and moved < 1350, "moved " .. moved)
+  end)
+
+  it("hash: a server of weight 3 gets about three times the keys of one of weight 1", function()
+    local p = hashed(names(4, { 1, 1, 3, 1 }), function(conn) return conn.stash.user end)
+    local counts = {}
+    for i = 1, 12000 do
+      local s = p:pick({ client = "127.0.0.1:1", stash = { user = "user" .. i } }).name
+      counts[s] = (counts[s] or 0) + 1
+    end
+    local one = (counts["10.0.1.1:80"] + counts["10.0.1.2:80"] + counts["10.0.1.4:80"]) / 3
+    local ratio = counts["10.0.1.3:80"] / one
+    assert.is_true(ratio > 2.4 and ratio < 3.6, "ratio " .. ratio)
+  end)
+
+  it("hash: without its key a connection is hashed by its client address; hash_key is checked", function()
+    local p = hashed(names(5), "sni")
+    local by_client = hashed(names(5), "source")
+    for i = 1, 200 do
+      local conn = { client = ("192.0.2.%d:4000"):format(i) }
+      assert.are.equal(by_client:pick(conn).name, p:pick(conn).name)
+    end
+    local _, problems = pool.check({ servers = names(2), balance = "hash", hash_key = "cookie" })
+    assert.matches("hash_key: unknown 'cookie'", problems[1])
+    _, problems = pool.check({ servers = names(2), balance = "source", hash_key = "sni" })
+    assert.matches("hash_key: only with balance = \"hash\"", problems[1])
+  end)
+
   it("first takes the first server up; random and leastconn spread over all", function()
     assert.are.equal("1111", picks(new("first", { "h:1", "h:2" }), 4))
     local seen = picks(new("random", { "h:1", "h:2", "h:3" }), 60)
