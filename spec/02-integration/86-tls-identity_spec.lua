@@ -3,16 +3,29 @@
 -- fingerprint and whether it verified; tls_accept(conn) sees it and may refuse (on_denied
 -- is told); on_close (info.tls) and the connection's log line carry it. Real openssl
 -- s_client clients, the spec's PKI; the certificate's fields are checked against what
--- `openssl x509` says of the same file.
+-- `openssl x509` says of the same file. A PROXY v2 header to the server carries the SSL
+-- (version, cipher, CN), ALPN and AUTHORITY TLVs, and a second netproxy reading it (`from`
+-- with proxy_protocol = "v2") hands them to Lua as conn.proxy_tlvs.
 local h = require "spec.helpers"
 local tls = require "spec.support.tls"
 
 describe("conn.tls", function()
-  local pki, echo, np
+  local pki, echo, np, np_in
 
   setup(function()
     pki = h.pki()
     echo = h.peer_server("echo")
+    -- the server behind a PROXY v2 header: a netproxy that reads it and logs its TLVs
+    np_in = h.netproxy_start(([[
+proxy { name = "in", from = { type = "tcp", host = "127.0.0.1", port = 0, proxy_protocol = "v2" },
+        accept = function(conn)
+          local t = conn.proxy_tlvs
+          conn:log("notice", "TLVS client=%%s alpn=%%s authority=%%s ssl.client=%%d ssl.verified=%%s ssl.version=%%s ssl.cipher=%%s ssl.cn=%%s",
+                   conn.client, t.alpn, t.authority, t.ssl.client, tostring(t.ssl.verified), t.ssl.version, t.ssl.cipher, t.ssl.cn)
+          return true
+        end,
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(echo.port))
     np = h.netproxy_start(([[
 local pki = %q
 local function show(conn)
@@ -38,12 +51,16 @@ proxy { name = "mtls", from = { type = "ssl", host = "127.0.0.1", port = 0, cert
                                 key = pki .. "/localhost.key", ca = pki .. "/ca.pem", verify = true },
         tls_accept = tls_accept, on_close = on_close,
         to = { type = "tcp", host = "127.0.0.1", port = %d } }
-]]):format(pki, echo.port, echo.port), { "-v" })
+proxy { name = "pp", from = { type = "ssl", host = "127.0.0.1", port = 0, alpn = { "h2" }, cert = pki .. "/localhost.pem",
+                             key = pki .. "/localhost.key", ca = pki .. "/ca.pem", verify = true },
+        to = { type = "tcp", host = "127.0.0.1", port = %d, proxy_protocol = "v2" } }
+]]):format(pki, echo.port, echo.port, np_in.ports["in"]), { "-v" })
   end)
   teardown(h.stop_all)
   before_each(function()
     h.test_begin()
     np.mark()
+    np_in.mark()
   end)
   after_each(h.test_end)
 
@@ -78,5 +95,14 @@ proxy { name = "mtls", from = { type = "ssl", host = "127.0.0.1", port = 0, cert
     h.wait_log(np, line)
     h.wait_log(np, "DENIED 127%.0%.0%.1:%d+ no service for refuse%.test sni=refuse%.test")
     assert.falsy(np.log():find("plain: connected to", 1, true))
+  end)
+
+  it("goes to the server in a PROXY v2 header's SSL (version, cipher, CN), ALPN and AUTHORITY TLVs: conn.proxy_tlvs", function()
+    local out = tls.s_client(np.ports.pp, "through v2\n", "-servername", "a.test", "-alpn", "h2",
+                             "-cert", pki .. "/client.pem", "-key", pki .. "/client.key")
+    assert.truthy(out:find("through v2", 1, true), out)
+    local cipher = out:match("Cipher is (%S+)")
+    h.wait_log(np_in, "in: TLVS client=127%.0%.0%.1:%d+ alpn=h2 authority=a%.test ssl%.client=3 ssl%.verified=true "
+                      .. "ssl%.version=TLSv1%.3 ssl%.cipher=" .. cipher .. " ssl%.cn=client")
   end)
 end)
