@@ -109,6 +109,17 @@ proxy { name = "ssl", on_close = on_close,
     h.wait_log(np, "dual: [^\n]* ja4=" .. CHROME_JA4 .. " time=")
   end)
 
+  it("of curl's and openssl's captured hellos (spec/fixtures/tls) is what the spec works out, through dual", function()
+    for _, name in ipairs({ "curl", "openssl" }) do
+      np.mark()
+      local record = assert(h.read(h.root .. "/spec/fixtures/tls/clienthello-" .. name .. ".bin"))
+      local want = tls.ja4(record:sub(6))           -- one record: the hello after its 5-byte header
+      local out = h.talk(np.ports.dual, record, { keep_open = true, want = "SERVER%-" })
+      assert.truthy(out:find("SERVER-", 1, true), name .. ": " .. out)
+      h.wait_log(np, "dual: CLOSED ja4=" .. want .. " ")
+    end
+  end)
+
   it("of openssl s_client's own hellos (captured with -msg) is what the spec works out, for from = ssl", function()
     for _, args in ipairs({ { "-servername", "a.test", "-alpn", "h2" }, { "-tls1_2", "-no_ticket" }, { "-alpn", "http/1.1", "-tls1_3" } }) do
       np.mark()
