@@ -156,4 +156,18 @@ proxy { name = "ssl", on_close = on_close,
     assert.falsy(out:find("localhost", 1, true))
     h.wait_log(np, "ssl: [^\n]* ja4=" .. tls.ja4(hello) .. " time=[^\n]* end=refused: tls: ")
   end)
+
+  it("of a hello filling one 16 KiB record, in 7 segments: routed by dual, answered by from = ssl", function()
+    local hello = big_hello("a.test", 16384)
+    assert.are.equal(16384, #hello)
+    local wire = tls.records(hello, {})
+    for _, name in ipairs({ "dual", "sniffed" }) do
+      local out = tls.send_in_segments(np.ports[name], wire, 7, "SERVER%-A")
+      assert.truthy(out:find("SERVER-A", 1, true), name .. ": " .. out)
+      h.wait_log(np, name .. ": dual: probe %d %(tls%) matched after 16389 bytes")
+    end
+    local out = tls.send_in_segments(np.ports.ssl, wire, 7, "a%.test")
+    assert.truthy(out:find("a.test", 1, true), "not a.test's certificate")
+    h.wait_log(np, "ssl: [^\n]* ja4=" .. tls.ja4(hello) .. " time=")
+  end)
 end)
