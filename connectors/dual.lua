@@ -48,11 +48,23 @@ local function probe_list(v)
     end
     if p.to == nil and p.from == nil then return nil, "probe " .. i .. ": missing to (or from)" end
     for k in pairs(p) do
-      if k ~= "match" and k ~= "to" and k ~= "from" and k ~= "sni" and k ~= "alpn" then
+      if k ~= "match" and k ~= "to" and k ~= "from" and k ~= "sni" and k ~= "alpn" and k ~= "ja4" then
         return nil, "probe " .. i .. ": unknown parameter '" .. tostring(k) .. "'"
       end
     end
-    if (p.sni or p.alpn) and p.match ~= "tls" then return nil, "probe " .. i .. ": sni and alpn go with match = \"tls\"" end
+    if (p.sni or p.alpn or p.ja4) and p.match ~= "tls" then return nil, "probe " .. i .. ": sni, alpn and ja4 go with match = \"tls\"" end
+    if type(p.ja4) == "string" then p.ja4 = { p.ja4 } end
+    if p.ja4 ~= nil then
+      if type(p.ja4) ~= "table" or #p.ja4 == 0 then return nil, "probe " .. i .. ": ja4: want a fingerprint or a list of them" end
+      local set = {}
+      for _, f in ipairs(p.ja4) do
+        if type(f) ~= "string" or not f:match("^[tqd]%w%w[di]%d%d%d%d%w%w_%x+_%x+$") then
+          return nil, "probe " .. i .. ": ja4: bad fingerprint '" .. tostring(f) .. "' (like t13d1516h2_8daaf6152771_d8a2da3f94cd)"
+        end
+        set[f] = true
+      end
+      p._ja4 = set
+    end
     for _, k in ipairs({ "sni", "alpn" }) do
       local ok, why = true, nil
       if p[k] ~= nil then ok, why = addr.check_host_pattern(p[k]) end
@@ -126,8 +138,19 @@ local function alpn_matches(wanted, offered)
   return false
 end
 
+-- The JA4 of the hello a tls probe read into `into`, worked out once (core.ja4, src/ja4.c).
+local function ja4_of(into)
+  local ja4 = rawget(into, "ja4")
+  if ja4 == nil and rawget(into, "_hello") then
+    ja4 = core.ja4(into._hello) or false
+    rawset(into, "ja4", ja4)
+  end
+  return ja4 or nil
+end
+
 -- Runs one probe entry over buf: "match", "no" or "more". A tls probe's SNI goes to
--- into.sni (the connection's conn: for a pool's balance function, and hooks).
+-- into.sni (the connection's conn: for a pool's balance function, and hooks), its hello to
+-- into._hello (conn.ja4 is made of it when asked).
 local function run_probe(p, buf, into)
   if type(p.match) == "function" then
     local r = p.match(buf)
@@ -136,9 +159,11 @@ local function run_probe(p, buf, into)
   end
   local verdict, info = probes[p.match](buf)
   if verdict ~= "match" or p.match ~= "tls" then return verdict end
-  into.sni = info.sni
+  if rawget(into, "_hello") ~= info.hello then into.ja4 = nil end
+  into.sni, into._hello = info.sni, info.hello
   if p.sni and not addr.host_matches(p.sni, info.sni) then return "no" end
   if p.alpn and not alpn_matches(p.alpn, info.alpn) then return "no" end
+  if p._ja4 and not p._ja4[ja4_of(into) or ""] then return "no" end
   return "match"
 end
 
@@ -146,7 +171,7 @@ end
 -- "match", "no" or "more", worked out once: a built-in without sni or alpn is
 -- netproxy.probes' own function.
 local function probe_check(p)
-  if type(p.match) ~= "function" and not (p.sni or p.alpn) then return probes[p.match] end
+  if type(p.match) ~= "function" and not (p.sni or p.alpn or p.ja4) and p.match ~= "tls" then return probes[p.match] end
   return function(buf, into) return run_probe(p, buf, into) end
 end
 
@@ -215,6 +240,7 @@ function _M.accept(conf, client, conn)
   if how == "picked" then
     local chosen = conf.probes[value]
     conn:log("info", "dual: probe %d (%s) matched after %d bytes", value, tostring(chosen.match), held)
+    if chosen.match == "tls" and ja4_of(conn) then core.set_ja4(conn.ja4) end   -- for the log line
     if chosen.from then return serve(chosen, client, conn) end
     return chosen.to
   elseif how == "silent" then

@@ -45,16 +45,51 @@ local function certs(v)
   return v
 end
 
+-- "1.2", "TLSv1.2", "TLSv1_2" (IO::Socket::SSL) or "TLSv1" -> "1.0" .. "1.3"
+local function version(v)
+  local n = type(v) == "string" and (v:match("^1%.[0-3]$") or v:match("^TLSv(1[._][0-3])$") or (v == "TLSv1" and "1.0"))
+  if n then return (n:gsub("_", ".")) end
+  return nil, "bad value '" .. tostring(v) .. "' (want \"1.0\" .. \"1.3\", or \"TLSv1.2\" ...)"
+end
+
+-- IO::Socket::SSL's SSL_verify_mode: 0 (SSL_VERIFY_NONE) or a mask with 1 (SSL_VERIFY_PEER)
+local function verify_mode(v)
+  if v == 0 then return false end
+  if type(v) == "number" and v % 2 == 1 and v >= 1 and v <= 15 then return true end
+  return nil, "want 0 (SSL_VERIFY_NONE) or 1 (SSL_VERIFY_PEER, with 2 or 4 added), not " .. tostring(v)
+end
+
+-- Net::Proxy passes IO::Socket::SSL's names through: each is the netproxy parameter here.
+local ALIASES = {
+  SSL_cert_file = "cert", SSL_key_file = "key", SSL_ca_file = "ca", SSL_ca_path = "ca",
+  SSL_cipher_list = "ciphers", SSL_ciphersuites = "ciphersuites", SSL_ecdh_curve = "groups",
+  SSL_crl_file = "crl", SSL_verify_mode = "verify", SSL_passwd_cb = "key_password",
+  SSL_hostname = "sni", SSL_verifycn_name = "verify_name", SSL_alpn_protocols = "alpn",
+}
+_M.ALIASES = ALIASES
+
 _M.params = {
   host = check.host, port = check.port,
   cert = check.string, key = check.string,
-  SSL_cert_file = check.string, SSL_key_file = check.string,    -- Net::Proxy's names
   certs = certs, ca = check.string, verify = check.boolean, alpn = alpn,
-  min_version = check.one_of("1.0", "1.1", "1.2", "1.3"),
+  min_version = version, max_version = version,
+  ciphers = check.string, ciphersuites = check.string, groups = check.string,
+  crl = check.string, verify_depth = check.int_range(0, 100),
+  -- an encrypted key's password: the text, a file holding it (its first line), an
+  -- environment variable, or (IO::Socket::SSL's SSL_passwd_cb) a function returning it
+  key_password = function(v)
+    if type(v) == "string" or type(v) == "function" then return v end
+    return nil, "want the password, or a function returning it"
+  end,
+  key_password_file = check.string, key_password_env = check.string,
   sni = check.string, verify_name = check.string,
   start_cleartext = check.boolean, starttls = check.func, handshake_timeout = check.seconds,
   source = check.address,             -- to: the local address to connect from
 }
+
+for alias, name in pairs(ALIASES) do
+  _M.params[alias] = name == "verify" and verify_mode or _M.params[name]
+end
 
 local CLIENT_ONLY = { sni = true, verify_name = true }
 local SERVER_ONLY = { certs = true }
@@ -76,16 +111,54 @@ local function context(conf, server)
   local ok, ctx = pcall(core.tls_context, {
     server = server, cert = conf.cert, key = conf.key, certs = conf.certs, ca = conf.ca,
     verify = conf.verify, alpn = conf.alpn, min_version = conf.min_version,
+    max_version = conf.max_version, ciphers = conf.ciphers, ciphersuites = conf.ciphersuites,
+    groups = conf.groups, crl = conf.crl, verify_depth = conf.verify_depth,
+    key_password = conf._key_password,
   })
   if not ok then return nil, tostring(ctx) end
   return ctx
 end
 
+-- IO::Socket::SSL's names become netproxy's; both for one setting is an error.
+local function unalias(conf)
+  for alias, name in pairs(ALIASES) do
+    if conf[alias] ~= nil then
+      if conf[name] ~= nil and conf[name] ~= conf[alias] then return ("'%s' and '%s' say the same: give one"):format(alias, name) end
+      conf[name], conf[alias] = conf[alias], nil
+    end
+  end
+end
+
+-- The key's password, from one of key_password, key_password_file, key_password_env.
+local function key_password(conf)
+  local given = (conf.key_password and 1 or 0) + (conf.key_password_file and 1 or 0) + (conf.key_password_env and 1 or 0)
+  if given > 1 then return nil, "give one of key_password, key_password_file, key_password_env" end
+  local pw = conf.key_password
+  if type(pw) == "function" then
+    local ok, v = pcall(pw)
+    if not ok or type(v) ~= "string" then return nil, "key_password: the function gave no password: " .. tostring(v) end
+    pw = v
+  elseif conf.key_password_file then
+    local f, err = io.open(conf.key_password_file)
+    if not f then return nil, "key_password_file: " .. tostring(err) end
+    pw = f:read("*l")
+    f:close()
+    if not pw then return nil, "key_password_file " .. conf.key_password_file .. ": empty" end
+  elseif conf.key_password_env then
+    pw = os.getenv(conf.key_password_env)
+    if not pw then return nil, "key_password_env: " .. conf.key_password_env .. " is not set" end
+  end
+  conf._key_password = pw
+  return true
+end
+
 -- Checks the TLS parameters of a side; used by connect_ssl too. Returns a problem or nil.
 function _M.check_tls(conf, server)
-  if conf.SSL_cert_file then conf.cert = conf.cert or conf.SSL_cert_file end
-  if conf.SSL_key_file then conf.key = conf.key or conf.SSL_key_file end
-  conf.SSL_cert_file, conf.SSL_key_file = nil, nil
+  local problem = unalias(conf)
+  if problem then return problem end
+  local ok, perr = key_password(conf)
+  if not ok then return perr end
+  if conf.crl and not conf.verify and server then return "crl without verify = true: no client certificate is checked" end
   for k in pairs(server and CLIENT_ONLY or SERVER_ONLY) do
     if conf[k] ~= nil then return ("'%s' is for the other position"):format(k) end
   end
@@ -136,8 +209,37 @@ local function upgrade(sock, conf, conn, opts, who)
   return true
 end
 
-function _M.accept(conf, client, conn)
-  return upgrade(client, conf, conn, {}, "from the client")
+-- A client turned away by tls_accept: the proxy's on_denied (server{}'s first) hears of it,
+-- as of one turned away by the guards; an error there is logged and changes nothing.
+local function tell_denied(proxy, conn, why)
+  for _, fn in ipairs({ proxy.server_on_denied or false, proxy.on_denied or false }) do
+    if fn then
+      local ok, err = pcall(fn, { proxy = proxy.name, client = conn.client, reason = why, tls = conn.tls })
+      if not ok then conn:log("err", "on_denied: %s", tostring(err)) end
+    end
+  end
+end
+
+-- The handshake; then conn.tls (and conn.sni, conn.ja4) says who the client is, and the
+-- proxy's tls_accept(conn) may refuse it. A failed handshake keeps the JA4 of its hello.
+function _M.accept(conf, client, conn, proxy)
+  local ok, err = upgrade(client, conf, conn, {}, "from the client")
+  if conf.start_cleartext and not conf.starttls then return ok, err end   -- no handshake yet
+  local tls = core.tls_identity(client)
+  if tls then
+    conn.tls, conn.sni, conn.ja4 = tls, tls.sni, tls.ja4
+  end
+  if not ok then return ok, err end
+  if proxy and proxy.tls_accept then
+    local yes, why = proxy.tls_accept(conn)
+    if not yes then
+      why = tostring(why or "by tls_accept()")
+      conn:log("info", "refused by tls_accept: %s", why)
+      tell_denied(proxy, conn, why)
+      return nil, why
+    end
+  end
+  return true
 end
 
 -- TLS to the server on a connected socket; connect_ssl uses it after its CONNECT.

@@ -12,6 +12,7 @@
 #include "proxy.h"
 #include "relay.h"
 #include "sock.h"
+#include "tls.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -67,6 +68,20 @@ void np_conn_set_client(struct np_conn *c, const char *text)
     set_text(&c->client, text);
 }
 
+void np_conn_set_tls(struct np_conn *c, const struct np_tls_identity *id)
+{
+    if (!c->tls && !(c->tls = malloc(sizeof *c->tls))) return;
+    *c->tls = *id;
+}
+
+void np_conn_set_ja4(struct np_conn *c, const char *ja4)
+{
+    if (!c->tls && !(c->tls = calloc(1, sizeof *c->tls))) return;
+    snprintf(c->tls->ja4, sizeof c->tls->ja4, "%s", ja4);
+}
+
+const struct np_tls_identity *np_conn_tls(const struct np_conn *c) { return c->tls; }
+
 /* ---------------------------------------------------------------- the end */
 
 void np_conn_negotiated(struct np_conn *c)
@@ -83,12 +98,33 @@ static const char *target_of(const struct np_conn *c)
     return c->route ? c->route->label : NULL;
 }
 
+/* " tls=TLSv1.3 sni=a.example alpn=h2 cert="CN=client" verified=yes ja4=t13d..." of what
+ * the client's TLS said, for the log line; "" for a connection without. */
+static void tls_words(const struct np_tls_identity *t, char *out, size_t size)
+{
+    size_t n = 0;
+
+    out[0] = '\0';
+    if (!t) return;
+#define WORD(cond, ...) \
+    if ((cond) && n < size) n += (size_t)snprintf(out + n, size - n, __VA_ARGS__)
+    WORD(t->version[0], " tls=%s", t->version);
+    WORD(t->sni[0], " sni=%s", t->sni);
+    WORD(t->alpn[0], " alpn=%s", t->alpn);
+    WORD(t->has_cert, " cert=\"%s\" verified=%s", t->subject, t->verified ? "yes" : "no");
+    WORD(t->ja4[0], " ja4=%s", t->ja4);
+#undef WORD
+}
+
 /* Its log line (it was counted when it ended). */
 static void log_end(struct np_conn *c)
 {
-    np_clog(NP_NOTICE, c->ended.id, "%s: %s -> %s in=%llu out=%llu " NP_ENDED_LOG_TAIL, c->proxy->name,
+    char tls[800];
+
+    tls_words(c->tls, tls, sizeof tls);
+    np_clog(NP_NOTICE, c->ended.id, "%s: %s -> %s in=%llu out=%llu%s " NP_ENDED_LOG_TAIL, c->proxy->name,
             c->client ? c->client : "?", target_of(c) ? target_of(c) : "-", (unsigned long long)c->bytes[0],
-            (unsigned long long)c->bytes[1], NP_ENDED_LOG_ARGS(&c->ended));
+            (unsigned long long)c->bytes[1], tls, NP_ENDED_LOG_ARGS(&c->ended));
 }
 
 /* The session is over (or the connection): its coroutine, cosockets and deadline go. */
@@ -140,6 +176,10 @@ static void tell_closed(struct np_conn *c)
         lua_pushstring(L, target_of(c));
         lua_setfield(L, -2, "server");
     }
+    if (c->tls) {
+        np_tls_push_identity(L, c->tls);
+        lua_setfield(L, -2, "tls");
+    }
     if (np_call(L, 1, 0, &c->proxy->limits, err, sizeof err) < 0)
         np_clog(NP_ERR, c->ended.id, "%s: on_close: %s", c->proxy->name, err);
     np_lua_unref(L, &c->closed_ref);
@@ -167,6 +207,7 @@ static void conn_free(struct np_ended *e)
     if (c->done) c->done(c->done_arg, c);
     free(c->client);
     free(c->target);
+    free(c->tls);
     free(c->ended.detail);
     free(c);
 }

@@ -52,6 +52,14 @@ void np_conn_hold_pool_row(struct np_conn *c, int row);
 /* What the log line names as the destination, and as the client (after a PROXY header). */
 void np_conn_set_target(struct np_conn *c, const char *text);
 void np_conn_set_client(struct np_conn *c, const char *text);
+/* What the client's TLS said (tls.h): kept (copied) for the log line, on_close's info.tls
+ * and the access log; a later call replaces it. ja4 alone (dual's probe) goes through
+ * np_conn_set_ja4. */
+struct np_tls_identity;
+void np_conn_set_tls(struct np_conn *c, const struct np_tls_identity *id);
+void np_conn_set_ja4(struct np_conn *c, const char *ja4);
+/* The connection's TLS identity, or NULL (for the access log). */
+const struct np_tls_identity *np_conn_tls(const struct np_conn *c);
 
 /* The hand-off to the relay: both sides' fds ({read, write}), TLS sessions and read-ahead
  * buffers (may be NULL), the hooks and the Lua conn object as registry refs (LUA_NOREF for

@@ -15,6 +15,7 @@
 #include <sys/types.h>
 
 struct np_route;
+struct np_tls_identity;
 struct np_relay_side;
 
 /* What a connection holds only while its connectors negotiate: their coroutine, or, for
@@ -50,6 +51,7 @@ struct np_conn {
     char *client;               /* as the log line names them */
     char *target;
     int pool_row;               /* the pool server it holds (active count), or -1 */
+    struct np_tls_identity *tls;        /* a TLS client's identity and JA4 (np_conn_set_tls), or NULL */
     int hook_ref[2], hook_conn_ref;
     int closed_ref;             /* np_conn_when_closed's function, or LUA_NOREF */
     struct np_idle idle;        /* a served connection's idle_timeout */

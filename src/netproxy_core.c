@@ -6,6 +6,7 @@
 #include "checker.h"
 #include "conn.h"
 #include "call.h"
+#include "ja4.h"
 #include "log.h"
 #include "lookup.h"
 #include "loop.h"
@@ -89,6 +90,41 @@ static int core_pool_connected(lua_State *L)
 static int core_set_client(lua_State *L)
 {
     np_conn_set_client(session_conn(L, "set_client"), luaL_checkstring(L, 1));
+    return 0;
+}
+
+/* core.tls_identity(sock) -> { version, cipher, sni, alpn, ja4, subject, cn, issuer, serial,
+ * fingerprint, verified }: what the client said in sock's TLS session (after a failed
+ * handshake: its ja4 alone, if its hello was read), kept on the running connection too for
+ * its log line, on_close and the access log. nil for a socket without TLS. */
+static int core_tls_identity(lua_State *L)
+{
+    struct np_sock *s = np_sock_check(L, 1);
+    struct np_tls_identity id;
+
+    if (!s->ssl) return 0;
+    np_tls_identity(s->ssl, &id);
+    np_conn_set_tls(session_conn(L, "tls_identity"), &id);
+    np_tls_push_identity(L, &id);
+    return 1;
+}
+
+/* core.ja4(handshake) -> the JA4 of a ClientHello message (type, length, body), or nil. */
+static int core_ja4(lua_State *L)
+{
+    size_t len;
+    const char *hs = luaL_checklstring(L, 1, &len);
+    char ja4[NP_JA4_LEN + 1];
+
+    if (np_ja4((const unsigned char *)hs, len, ja4) < 0) return 0;
+    lua_pushstring(L, ja4);
+    return 1;
+}
+
+/* core.set_ja4(text): the client's JA4 (read by dual's probe) for the connection's log line. */
+static int core_set_ja4(lua_State *L)
+{
+    np_conn_set_ja4(session_conn(L, "set_ja4"), luaL_checkstring(L, 1));
     return 0;
 }
 
@@ -427,6 +463,9 @@ static const luaL_Reg core_funcs[] = {
     { "now", core_now },
     { "set_target", core_set_target },
     { "set_client", core_set_client },
+    { "tls_identity", core_tls_identity },
+    { "ja4", core_ja4 },
+    { "set_ja4", core_set_ja4 },
     { "pool_connected", core_pool_connected },
     { "reached", core_reached },
     { "pack_ip", core_pack_ip },

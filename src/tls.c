@@ -1,13 +1,16 @@
 /* TLS with OpenSSL: contexts built from Lua tables (certificates chosen by SNI, client and
- * server verification, ALPN, minimum version, no renegotiation), and the non-blocking
- * handshake, read and write steps that the cosockets and the relay share. */
+ * server verification, ALPN, versions, ciphers, groups, CRL, key passwords, no
+ * renegotiation), the non-blocking handshake, read and write steps that the cosockets and
+ * the relay share, and what a session tells of its client (identity, JA4). */
 #include "tls.h"
+#include "ja4.h"
 #include "luavm.h"
 
 #include <errno.h>
 #include <lauxlib.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+#include <strings.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -89,19 +92,84 @@ static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
     return SSL_TLSEXT_ERR_NOACK;    /* no protocol in common: go on without ALPN */
 }
 
-static int min_version(lua_State *L, const char *v)
-{
-    if (!v || !strcmp(v, "1.2")) return TLS1_2_VERSION;
-    if (!strcmp(v, "1.3")) return TLS1_3_VERSION;
-    if (!strcmp(v, "1.1")) return TLS1_1_VERSION;
-    if (!strcmp(v, "1.0")) return TLS1_VERSION;
-    return luaL_error(L, "min_version: want \"1.0\", \"1.1\", \"1.2\" or \"1.3\", not \"%s\"", v);
-}
-
 /* OpenSSL says "system lib" for a file it cannot open: say what the system said. */
 static void check_readable(lua_State *L, const char *what, const char *path)
 {
     if (access(path, R_OK) < 0) luaL_error(L, "%s %s: %s", what, path, strerror(errno));
+}
+
+/* ---------------------------------------------------------------- JA4 */
+
+static int ja4_index = -1;          /* the SSL's ex_data slot for its client's JA4 */
+
+static void ja4_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    free(ptr);
+}
+
+/* OpenSSL's message callback sees each handshake message whole, however the client split
+ * it over records and segments: the ClientHello's JA4 is taken from it, then the callback
+ * is let go (it would be called for every record). SSL_client_hello_get1_extensions_present
+ * would not do: OpenSSL 3.0 lists only the extensions it knows, and JA4 counts them all. */
+static void on_message(int write_p, int version, int content_type, const void *buf, size_t len,
+                       SSL *ssl, void *arg)
+{
+    const unsigned char *hs = buf;
+    char *ja4;
+
+    (void)version, (void)arg;
+    if (write_p || content_type != SSL3_RT_HANDSHAKE || len < 1 || hs[0] != SSL3_MT_CLIENT_HELLO) return;
+    SSL_set_msg_callback(ssl, NULL);
+    if (SSL_get_ex_data(ssl, ja4_index) || !(ja4 = malloc(NP_JA4_LEN + 1))) return;
+    if (np_ja4(hs, len, ja4) < 0 || !SSL_set_ex_data(ssl, ja4_index, ja4)) free(ja4);
+}
+
+/* "1.0" .. "1.3" (connectors/ssl.lua turns "TLSv1.3" into "1.3"); dflt for none. */
+static int tls_version(lua_State *L, const char *what, const char *v, int dflt)
+{
+    if (!v) return dflt;
+    if (!strcmp(v, "1.2")) return TLS1_2_VERSION;
+    if (!strcmp(v, "1.3")) return TLS1_3_VERSION;
+    if (!strcmp(v, "1.1")) return TLS1_1_VERSION;
+    if (!strcmp(v, "1.0")) return TLS1_VERSION;
+    return luaL_error(L, "%s: want \"1.0\", \"1.1\", \"1.2\" or \"1.3\", not \"%s\"", what, v);
+}
+
+/* ciphers (TLS 1.2 and older), ciphersuites (TLS 1.3), groups, versions, verify_depth:
+ * each refused at load when OpenSSL takes none of it. */
+static void set_algorithms(lua_State *L, SSL_CTX *ctx, int t)
+{
+    const char *ciphers = np_lua_string(L, t, "ciphers");
+    const char *suites = np_lua_string(L, t, "ciphersuites");
+    const char *groups = np_lua_string(L, t, "groups");
+    int min = tls_version(L, "min_version", np_lua_string(L, t, "min_version"), TLS1_2_VERSION);
+    int max = tls_version(L, "max_version", np_lua_string(L, t, "max_version"), 0);
+    int depth = (int)np_lua_number(L, t, "verify_depth", -1);
+
+    if (max && max < min) luaL_error(L, "max_version is older than min_version");
+    SSL_CTX_set_min_proto_version(ctx, min);
+    SSL_CTX_set_max_proto_version(ctx, max);
+    if (ciphers && !SSL_CTX_set_cipher_list(ctx, ciphers))
+        raise_openssl(L, lua_pushfstring(L, "ciphers \"%s\"", ciphers));
+    if (suites && !SSL_CTX_set_ciphersuites(ctx, suites))
+        raise_openssl(L, lua_pushfstring(L, "ciphersuites \"%s\"", suites));
+    if (groups && !SSL_CTX_set1_groups_list(ctx, groups))
+        raise_openssl(L, lua_pushfstring(L, "groups \"%s\"", groups));
+    if (depth >= 0) SSL_CTX_set_verify_depth(ctx, depth);
+}
+
+/* crl: a PEM file of revocation lists; the peer's certificate is checked against them
+ * (X509_V_FLAG_CRL_CHECK: the leaf; a list missing for its issuer fails the check). */
+static void load_crl(lua_State *L, SSL_CTX *ctx, const char *crl)
+{
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    X509_LOOKUP *lookup = X509_STORE_add_lookup(store, X509_LOOKUP_file());
+
+    check_readable(L, "crl", crl);
+    if (!lookup || X509_load_crl_file(lookup, crl, X509_FILETYPE_PEM) <= 0)
+        raise_openssl(L, lua_pushfstring(L, "crl %s", crl));
+    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
 }
 
 static void load_ca(lua_State *L, SSL_CTX *ctx, const char *ca, int server)
@@ -121,14 +189,34 @@ static void load_ca(lua_State *L, SSL_CTX *ctx, const char *ca, int server)
     ERR_clear_error();
 }
 
-static void load_cert(lua_State *L, SSL_CTX *ctx, const char *cert, const char *key)
+/* The password of an encrypted key, or none: never OpenSSL's default, which would ask on
+ * the terminal. */
+static int key_password(char *buf, int size, int rwflag, void *arg)
 {
+    const char *password = arg;
+    size_t len = password ? strlen(password) : 0;
+
+    (void)rwflag;
+    if (!password || len > (size_t)size) return 0;
+    memcpy(buf, password, len);
+    return (int)len;
+}
+
+static void load_cert(lua_State *L, SSL_CTX *ctx, const char *cert, const char *key, const char *password)
+{
+    int loaded;
+
     check_readable(L, "cert", cert);
     if (key) check_readable(L, "key", key);
     if (!SSL_CTX_use_certificate_chain_file(ctx, cert))
         raise_openssl(L, lua_pushfstring(L, "cert %s", cert));
-    if (!SSL_CTX_use_PrivateKey_file(ctx, key ? key : cert, SSL_FILETYPE_PEM))
-        raise_openssl(L, lua_pushfstring(L, "key %s", key ? key : cert));
+    SSL_CTX_set_default_passwd_cb(ctx, key_password);
+    SSL_CTX_set_default_passwd_cb_userdata(ctx, (void *)password);
+    loaded = SSL_CTX_use_PrivateKey_file(ctx, key ? key : cert, SSL_FILETYPE_PEM);
+    SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);      /* the Lua string is not kept */
+    if (!loaded && !password)
+        raise_openssl(L, lua_pushfstring(L, "key %s (an encrypted key needs key_password)", key ? key : cert));
+    if (!loaded) raise_openssl(L, lua_pushfstring(L, "key %s (wrong key_password?)", key ? key : cert));
     if (!SSL_CTX_check_private_key(ctx))
         raise_openssl(L, lua_pushfstring(L, "key %s does not match cert %s", key ? key : cert, cert));
 }
@@ -150,10 +238,11 @@ static SSL_CTX *new_ctx(lua_State *L, int t, struct tls_ctx *owner, const char *
     SSL_CTX_set_options(ctx, opts);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                           SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_min_proto_version(ctx, min_version(L, np_lua_string(L, t, "min_version")));
-    if (cert) load_cert(L, ctx, cert, key);
+    set_algorithms(L, ctx, t);
+    if (cert) load_cert(L, ctx, cert, key, np_lua_string(L, t, "key_password"));
     if (verify) {
         load_ca(L, ctx, np_lua_string(L, t, "ca"), owner->server);
+        if (np_lua_string(L, t, "crl")) load_crl(L, ctx, np_lua_string(L, t, "crl"));
         SSL_CTX_set_verify(ctx, owner->server ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
                                               : SSL_VERIFY_PEER, NULL);
     } else {
@@ -163,6 +252,7 @@ static SSL_CTX *new_ctx(lua_State *L, int t, struct tls_ctx *owner, const char *
         SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
         SSL_CTX_set_tlsext_servername_arg(ctx, owner);
         if (owner->alpn_len) SSL_CTX_set_alpn_select_cb(ctx, on_alpn, owner);
+        SSL_CTX_set_msg_callback(ctx, on_message);      /* the ClientHello, for its JA4 */
         /* Session tickets need a shared key across workers to help; keep it simple. */
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     } else if (owner->alpn_len && SSL_CTX_set_alpn_protos(ctx, owner->alpn, owner->alpn_len)) {
@@ -268,6 +358,7 @@ SSL_CTX *np_tls_check_ctx(lua_State *L, int idx, int *is_server)
 
 void np_tls_open(lua_State *L)
 {
+    if (ja4_index < 0) ja4_index = SSL_get_ex_new_index(0, "ja4", NULL, NULL, ja4_free);
     luaL_newmetatable(L, CTX_MT);
     lua_pushcfunction(L, ctx_gc);
     lua_setfield(L, -2, "__gc");
@@ -382,4 +473,96 @@ void np_tls_describe(SSL *ssl, char *out, size_t outlen)
     snprintf(out, outlen, "%s %s alpn=%.*s ktls=%s", SSL_get_version(ssl), SSL_get_cipher_name(ssl),
              alpn_len ? (int)alpn_len : 1, alpn_len ? (const char *)alpn : "-",
              ktls_tx && ktls_rx ? "tx,rx" : ktls_tx ? "tx" : ktls_rx ? "rx" : "no");
+}
+
+/* ---------------------------------------------------------------- who the client is */
+
+static void copy(char *dst, size_t size, const void *src, size_t len)
+{
+    if (len >= size) len = size - 1;
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+}
+
+/* "CN=client,O=Example" (RFC 2253), and the CN alone. */
+static void name_text(X509_NAME *name, char *out, size_t size, char *cn, size_t cn_size)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    char *text;
+    long len;
+
+    if (!b) return;
+    X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
+    len = BIO_get_mem_data(b, &text);
+    copy(out, size, text, len > 0 ? (size_t)len : 0);
+    BIO_free(b);
+    if (cn && X509_NAME_get_text_by_NID(name, NID_commonName, cn, (int)cn_size) < 0) cn[0] = '\0';
+}
+
+static void peer_certificate(SSL *ssl, struct np_tls_identity *id)
+{
+    X509 *cert = SSL_get1_peer_certificate(ssl);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    BIGNUM *serial;
+
+    if (!cert) return;
+    id->has_cert = 1;
+    id->verified = SSL_get_verify_result(ssl) == X509_V_OK;
+    name_text(X509_get_subject_name(cert), id->subject, sizeof id->subject, id->cn, sizeof id->cn);
+    name_text(X509_get_issuer_name(cert), id->issuer, sizeof id->issuer, NULL, 0);
+    if ((serial = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL))) {
+        char *hex = BN_bn2hex(serial);
+        if (hex) copy(id->serial, sizeof id->serial, hex, strlen(hex));
+        OPENSSL_free(hex);
+        BN_free(serial);
+    }
+    if (X509_digest(cert, EVP_sha256(), md, &mdlen))
+        for (unsigned i = 0; i < mdlen && 2 * i + 2 < sizeof id->fingerprint; i++)
+            sprintf(id->fingerprint + 2 * i, "%02x", md[i]);
+    X509_free(cert);
+}
+
+void np_tls_identity(SSL *ssl, struct np_tls_identity *id)
+{
+    const unsigned char *alpn = NULL;
+    unsigned int alpn_len = 0;
+    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    const char *ja4 = ja4_index >= 0 ? SSL_get_ex_data(ssl, ja4_index) : NULL;
+
+    memset(id, 0, sizeof *id);
+    if (ja4) copy(id->ja4, sizeof id->ja4, ja4, strlen(ja4));
+    if (!SSL_is_init_finished(ssl)) return;             /* a failed handshake: its JA4 only */
+    id->done = 1;
+    copy(id->version, sizeof id->version, SSL_get_version(ssl), strlen(SSL_get_version(ssl)));
+    copy(id->cipher, sizeof id->cipher, SSL_get_cipher_name(ssl), strlen(SSL_get_cipher_name(ssl)));
+    if (sni) copy(id->sni, sizeof id->sni, sni, strlen(sni));
+    SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
+    if (alpn) copy(id->alpn, sizeof id->alpn, alpn, alpn_len);
+    peer_certificate(ssl, id);
+}
+
+static void set_text(lua_State *L, const char *name, const char *value)
+{
+    if (!value[0]) return;
+    lua_pushstring(L, value);
+    lua_setfield(L, -2, name);
+}
+
+void np_tls_push_identity(lua_State *L, const struct np_tls_identity *id)
+{
+    lua_createtable(L, 0, 12);
+    set_text(L, "version", id->version);
+    set_text(L, "cipher", id->cipher);
+    set_text(L, "sni", id->sni);
+    set_text(L, "alpn", id->alpn);
+    set_text(L, "ja4", id->ja4);
+    if (!id->has_cert) return;
+    set_text(L, "subject", id->subject);
+    set_text(L, "cn", id->cn);
+    set_text(L, "issuer", id->issuer);
+    set_text(L, "serial", id->serial);
+    set_text(L, "fingerprint", id->fingerprint);
+    lua_pushboolean(L, id->verified);
+    lua_setfield(L, -2, "verified");
 }

@@ -32,4 +32,28 @@ ssize_t np_tls_write(SSL *ssl, const void *buf, size_t len, enum np_tls_want *wa
 /* "TLSv1.3 TLS_AES_256_GCM_SHA384 h2 ktls=tx,rx": what was negotiated, for the logs. */
 void np_tls_describe(SSL *ssl, char *out, size_t outlen);
 
+/* What a server-side session tells of its client once the handshake is done (empty strings
+ * for what it did not say), kept on the connection for its log line and on_close
+ * (conn_impl.h: c->tls) and handed to Lua as conn.tls. After a failed handshake only ja4 is
+ * set (done = 0). */
+struct np_tls_identity {
+    int done;                   /* the handshake finished */
+    char version[16];           /* "TLSv1.3" */
+    char cipher[64];            /* "TLS_AES_256_GCM_SHA384" */
+    char sni[256];
+    char alpn[256];
+    char ja4[40];               /* "t13d1516h2_8daaf6152771_d8a2da3f94cd" */
+    int has_cert, verified;     /* a client certificate; it passed verification */
+    char subject[256];          /* "CN=client,O=Example" (RFC 2253) */
+    char cn[128];
+    char issuer[256];
+    char serial[80];            /* hex */
+    char fingerprint[65];       /* SHA-256 of the DER certificate, hex */
+};
+
+void np_tls_identity(SSL *ssl, struct np_tls_identity *id);
+
+/* conn.tls: a table of the non-empty fields (verified only with a certificate). */
+void np_tls_push_identity(lua_State *L, const struct np_tls_identity *id);
+
 #endif

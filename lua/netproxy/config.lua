@@ -112,7 +112,8 @@ for k, v in pairs(GUARDS) do SERVER[k] = v end
 _M.SERVER_OPTIONS, _M.PROXY_OPTIONS = SERVER, nil
 
 local function as_is(v) return v end  -- from/to: checked by check_connector
-local PROXY = { name = check.string, from = as_is, to = as_is, on_close = check.func }
+local PROXY = { name = check.string, from = as_is, to = as_is, on_close = check.func,
+                tls_accept = check.func }     -- function(conn) after a from = ssl handshake: conn.tls
 for k, v in pairs(PER_PROXY) do PROXY[k] = v end
 for k, v in pairs(GUARDS) do PROXY[k] = v end
 _M.PROXY_OPTIONS = PROXY
@@ -414,10 +415,15 @@ local function check_proxy(decl, index, server, say_at, warn_at)
   end
   for k in pairs(GUARDS) do proxy[k] = given[k] end
   proxy.on_close = given.on_close
+  proxy.tls_accept = given.tls_accept
   proxy.server_accept = server.accept
+  proxy.server_on_denied = server.on_denied
   local from_ctx = { subs = {} }      -- the destinations a `from` holds (dual's)
   if decl.spec.from == nil then say("missing from") else proxy.from = check_connector(decl.spec.from, "from", say, from_ctx) end
   local from_mod = proxy.from and connectors.get(proxy.from.type)
+  if proxy.tls_accept and proxy.from and proxy.from.type ~= "ssl" then
+    say("tls_accept goes with from = ssl (it runs after the client's handshake)")
+  end
   -- a `from` that hears the target from its client (connect) lets `to` leave it out
   local ctx = { target_from_client = from_mod and from_mod.provides_target or false,
                 datagram = from_mod and from_mod.datagram or false,

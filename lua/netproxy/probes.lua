@@ -1,7 +1,8 @@
 -- netproxy.probes: what protocol does a client speak? Each probe is a pure function over the
 -- bytes the client has sent so far, answering "match", "no" or "more" (too few bytes to tell),
 -- never reading past the string it was given (sslh's probe.c model). The TLS probe also
--- returns what it read from the ClientHello: { sni = "host", alpn = { "h2", ... } }.
+-- returns what it read from the ClientHello: { sni = "host", alpn = { "h2", ... }, hello = the
+-- handshake message's bytes (for its JA4) }.
 local bytes = require "netproxy.bytes"
 local byte, sub = string.byte, string.sub
 
@@ -138,12 +139,13 @@ local function client_hello(hs)
 end
 
 -- TLS: a ClientHello, read whole (it may span records). On a match the second value holds
--- { sni = "name" or nil, alpn = { ... } }.
+-- { sni = "name" or nil, alpn = { ... }, hello = the handshake message }.
 function _M.tls(buf)
   local hs, verdict = handshake_bytes(buf)
   if not hs then return verdict end
   local info = client_hello(hs)
   if not info then return "no" end
+  info.hello = hs
   return "match", info
 end
 

@@ -53,6 +53,40 @@ end
 
 local u16 = bytes.u16
 
+-- TLV types (the PROXY protocol's section 2.2) and the SSL TLV's sub-types.
+local PP2_ALPN, PP2_AUTHORITY, PP2_UNIQUE_ID, PP2_SSL = 0x01, 0x02, 0x05, 0x20
+local PP2_SSL_VERSION, PP2_SSL_CN, PP2_SSL_CIPHER = 0x21, 0x22, 0x23
+local PP2_CLIENT_SSL, PP2_CLIENT_CERT_CONN = 0x01, 0x02
+
+-- TLVs from i to stop: { [type] = value } (the last of a type), or nil for a broken list.
+local function tlv_list(buf, i, stop)
+  local list = {}
+  while i <= stop do
+    if i + 2 > stop then return nil end
+    local t, len = byte(buf, i), u16(buf, i + 1)
+    if i + 2 + len > stop then return nil end
+    list[t] = sub(buf, i + 3, i + 2 + len)
+    i = i + 3 + len
+  end
+  return list
+end
+
+-- What a v2 header's TLVs say, for conn.proxy_tlvs: alpn, authority, unique_id, and ssl =
+-- { client = bits, verified = bool, version, cn, cipher } when the balancer terminated TLS;
+-- raw = { [type] = bytes } holds every TLV as received.
+local function decode_tlvs(buf, i, stop)
+  local raw = tlv_list(buf, i, stop)
+  if not raw then return nil end
+  local out = { raw = raw, alpn = raw[PP2_ALPN], authority = raw[PP2_AUTHORITY], unique_id = raw[PP2_UNIQUE_ID] }
+  local ssl = raw[PP2_SSL]
+  if ssl and #ssl >= 5 then
+    local subs = tlv_list(ssl, 6, #ssl) or {}
+    out.ssl = { client = byte(ssl, 1), verified = sub(ssl, 2, 5) == "\0\0\0\0",
+                version = subs[PP2_SSL_VERSION], cn = subs[PP2_SSL_CN], cipher = subs[PP2_SSL_CIPHER] }
+  end
+  return out
+end
+
 local function parse_v2(buf)
   if #buf < V2_MIN then return "more", V2_MIN - #buf end
   local ver_cmd, fam = byte(buf, 13, 14)
@@ -67,10 +101,12 @@ local function parse_v2(buf)
     if len < 12 then return nil, "v2 IPv4 header too short" end
     header.src, header.dst = core.unpack_ip(sub(buf, 17, 20)), core.unpack_ip(sub(buf, 21, 24))
     header.src_port, header.dst_port = u16(buf, 25), u16(buf, 27)
+    header.tlvs = len > 12 and decode_tlvs(buf, 29, 16 + len) or nil
   elseif fam == 0x21 then                       -- TCP over IPv6
     if len < 36 then return nil, "v2 IPv6 header too short" end
     header.src, header.dst = core.unpack_ip(sub(buf, 17, 32)), core.unpack_ip(sub(buf, 33, 48))
     header.src_port, header.dst_port = u16(buf, 49), u16(buf, 51)
+    header.tlvs = len > 36 and decode_tlvs(buf, 53, 16 + len) or nil
   else
     return nil, ("v2 header with family 0x%02x (want TCP)"):format(fam)
   end
@@ -127,8 +163,28 @@ function _M.read(sock, version, timeout)
   end
 end
 
--- The header that tells the server about conn's client (src) and the address it reached (dst).
-function _M.build(version, client, reached)
+local function tlv(t, value) return char(t) .. bytes.be16(#value) .. value end
+
+-- The TLVs of a client whose TLS netproxy terminated (tls: conn.tls): ALPN, AUTHORITY (the
+-- SNI), and SSL with its version, cipher and the client certificate's CN (HAProxy's
+-- send-proxy-v2-ssl-cn). "" without TLS.
+function _M.tls_tlvs(tls)
+  if not tls or not tls.version then return "" end
+  local out = {}
+  if tls.alpn then out[#out + 1] = tlv(PP2_ALPN, tls.alpn) end
+  if tls.sni then out[#out + 1] = tlv(PP2_AUTHORITY, tls.sni) end
+  local subs = tlv(PP2_SSL_VERSION, tls.version) .. (tls.cipher and tlv(PP2_SSL_CIPHER, tls.cipher) or "")
+               .. (tls.cn and tlv(PP2_SSL_CN, tls.cn) or "")
+  local client = PP2_CLIENT_SSL + (tls.subject and PP2_CLIENT_CERT_CONN or 0)
+  -- verify: 0 when a certificate was presented and verified, else not 0
+  local verify = tls.verified and "\0\0\0\0" or "\0\0\0\1"
+  out[#out + 1] = tlv(PP2_SSL, char(client) .. verify .. subs)
+  return concat(out)
+end
+
+-- The header that tells the server about conn's client (src) and the address it reached
+-- (dst); a v2 header carries the TLVs given (tls_tlvs).
+function _M.build(version, client, reached, tlvs)
   local src, sport = addr.split(client or "")
   local dst, dport = addr.split(reached or "")
   local src_bin, dst_bin = src and core.pack_ip(src), dst and core.pack_ip(dst)
@@ -138,14 +194,15 @@ function _M.build(version, client, reached)
     return ("PROXY %s %s %s %d %d\r\n"):format(#src_bin == 4 and "TCP4" or "TCP6", src, dst, sport, dport)
   end
   if not known then return V2_SIGNATURE .. "\32\0\0\0" end                      -- LOCAL
-  local body = src_bin .. dst_bin .. bytes.be16(sport) .. bytes.be16(dport)
-  return V2_SIGNATURE .. "\33" .. (#src_bin == 4 and "\17" or "\33") .. char(0, #body) .. body
+  local body = src_bin .. dst_bin .. bytes.be16(sport) .. bytes.be16(dport) .. (tlvs or "")
+  return V2_SIGNATURE .. "\33" .. (#src_bin == 4 and "\17" or "\33") .. bytes.be16(#body) .. body
 end
 
 -- Sends the header on a `to` socket that has just reached the server (in clear text).
 function _M.send(sock, conf, conn)
   if not conf.proxy_protocol then return sock end
-  local ok, err = sock:write(_M.build(conf.proxy_protocol, conn.client, conn.reached))
+  local tlvs = conf.proxy_protocol == "v2" and _M.tls_tlvs(conn.tls) or nil
+  local ok, err = sock:write(_M.build(conf.proxy_protocol, conn.client, conn.reached, tlvs))
   if not ok then
     sock:close()
     return nil, "PROXY header: " .. err

@@ -95,6 +95,7 @@ function _M.run(proxy, client, id, peer, handle)
       conn.proxied_by = conn.client
       conn.client = describe({ host = header.src, port = header.src_port })
       conn.reached = describe({ host = header.dst, port = header.dst_port })
+      conn.proxy_tlvs = header.tlvs           -- a v2 header's TLVs (alpn, authority, ssl, raw)
       core.set_client(conn.client)
       conn:log("info", "PROXY v%d header from %s: client %s", header.version, conn.proxied_by, conn.client)
     end
