@@ -4,6 +4,7 @@
  * that decided it has returned. The conn files stand in one line: conn_session.c, sniff.c,
  * conn_routed.c, conn_relay.c, each calling those after it and this one. */
 #include "conn_impl.h"
+#include "accesslog.h"
 #include "call.h"
 #include "log.h"
 #include "loop.h"
@@ -91,6 +92,30 @@ static void log_end(struct np_conn *c)
             (unsigned long long)c->bytes[1], NP_ENDED_LOG_ARGS(&c->ended));
 }
 
+/* Its access log line, when the proxy has an access log: what the connection knows. */
+static void access_log(struct np_conn *c)
+{
+    struct np_access_record r;
+    double now = np_clock();
+
+    np_access_record_init(&r);
+    r.text[NP_AF_PROXY] = c->proxy->name;
+    r.num[NP_AF_ID] = (double)c->ended.id;
+    r.text[NP_AF_CLIENT] = c->client;
+    r.text[NP_AF_TARGET] = target_of(c);
+    r.text[NP_AF_SERVER] = c->server;
+    /* NP_AF_SNI, ALPN, TLS_VERSION, CLIENT_CERT, USER: from conn.tls and the connectors'
+     * authentication once those exist; absent until then */
+    r.num[NP_AF_BYTES_IN] = (double)c->bytes[0];
+    r.num[NP_AF_BYTES_OUT] = (double)c->bytes[1];
+    r.num[NP_AF_DURATION] = now - c->ended.started;
+    r.num[NP_AF_CONNECT_TIME] = c->connect_time;
+    r.num[NP_AF_NEGOTIATION_TIME] = c->relayed_at > 0 ? c->relayed_at - c->ended.started : -1;
+    r.text[NP_AF_END] = np_end_name(c->ended.end);
+    r.text[NP_AF_DETAIL] = c->ended.detail;
+    np_accesslog_write(c->proxy->access, &r);
+}
+
 /* The session is over (or the connection): its coroutine, cosockets and deadline go. */
 static void session_free(struct np_conn *c)
 {
@@ -161,6 +186,7 @@ static void conn_free(struct np_ended *e)
     np_lua_unref(L, &c->hook_ref[1]);
     np_lua_unref(L, &c->hook_conn_ref);
     log_end(c);
+    if (c->proxy->access) access_log(c);
     tell_closed(c);
     if (c->pool_row >= 0) np_pool_release(c->pool_row);
     if (c->next) c->next->pprev = c->pprev;
@@ -168,6 +194,7 @@ static void conn_free(struct np_ended *e)
     if (c->done) c->done(c->done_arg, c);
     free(c->client);
     free(c->target);
+    free(c->server);
     free(c->ended.detail);
     free(c);
 }
@@ -247,6 +274,7 @@ struct np_conn *np_conn_new(struct np_proxy *p, int rfd, int wfd, const char *cl
     c->proxy = p;
     c->hook_ref[0] = c->hook_ref[1] = c->hook_conn_ref = c->closed_ref = LUA_NOREF;
     c->pool_row = -1;
+    c->connect_time = -1;
     c->done = done;
     c->done_arg = done_arg;
     c->next = p->conns;
@@ -287,6 +315,7 @@ void np_conn_serving(struct np_conn *c, struct np_sock *client)
     size_t ahead;
 
     np_conn_negotiated(c);
+    c->relayed_at = np_clock();
     if (c->session) event_del(&c->session->deadline);
     ahead = np_sock_serve(client, mine, proxy_total, idle ? &c->idle : NULL);
     c->bytes[0] += ahead;               /* read ahead (a probe's peek): the service reads them */

@@ -63,6 +63,7 @@ struct np_conn_handoff {
     int hook_ref[2];
     int conn_ref;
     int may_starttls;
+    double connect_time;        /* the server socket's connect (core.connect), or < 0 */
 };
 
 /* The connectors are done: the relay takes everything in h (always, even on failure: then

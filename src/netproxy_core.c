@@ -259,6 +259,7 @@ static int core_relay(lua_State *L)
     struct np_conn *c = session_conn(L, "relay");
     struct np_conn_handoff h = { .conn_ref = LUA_NOREF, .hook_ref = { LUA_NOREF, LUA_NOREF } };
 
+    h.connect_time = server->connect_time;
     luaL_argcheck(L, client != server, 2, "client and server are the same socket");
     if (client->fd < 0 || server->fd < 0) {
         lua_pushnil(L);

@@ -13,6 +13,8 @@ struct region {
     char names[NP_MAX_PROXIES][64];
     int slot_used[NP_MAX_SLOTS];
     double beat[NP_MAX_SLOTS];  /* when each slot's loop last turned */
+    uint64_t next_id;           /* the connection and flow ids of every worker (end.c) */
+    uint64_t reloads, reload_ok;        /* SIGHUPs taken, and whether the last one loaded */
     struct np_counters c[NP_MAX_SLOTS + 1][NP_MAX_PROXIES];
 };
 
@@ -32,7 +34,10 @@ int np_shm_init(void)
         shm = NULL;
         return -1;
     }
-    if (fresh) shm->slot_used[0] = 1;   /* the process itself, until it forks */
+    if (fresh) {
+        shm->slot_used[0] = 1;  /* the process itself, until it forks */
+        shm->reload_ok = 1;     /* no reload yet: none failed */
+    }
     unsetenv("NETPROXY_SHM_FD");
     return 0;
 }
@@ -104,6 +109,30 @@ struct np_counters np_shm_sum(int row)
         add(&sum, c);
     }
     return sum;
+}
+
+/* One sequence for every process and generation: an atomic add on the shared region, so
+ * that two log lines with the same #id are the same connection. Before the region is
+ * mapped (a --check run), a process's own count. */
+uint64_t np_shm_next_id(void)
+{
+    static uint64_t local;
+
+    if (!shm) return ++local;
+    return __atomic_add_fetch(&shm->next_id, 1, __ATOMIC_RELAXED);
+}
+
+void np_shm_count_reload(int ok)
+{
+    if (!shm) return;
+    __atomic_add_fetch(&shm->reloads, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&shm->reload_ok, (uint64_t)(ok != 0), __ATOMIC_RELAXED);
+}
+
+void np_shm_reloads(uint64_t *count, int *last_ok)
+{
+    *count = shm ? __atomic_load_n(&shm->reloads, __ATOMIC_RELAXED) : 0;
+    *last_ok = shm ? __atomic_load_n(&shm->reload_ok, __ATOMIC_RELAXED) != 0 : 1;
 }
 
 void np_shm_beat(double now)

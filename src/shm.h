@@ -39,6 +39,13 @@ struct np_counters *np_shm_counters(int row);
 /* The sum over all slots for a row. */
 struct np_counters np_shm_sum(int row);
 
+/* The next connection (or flow) id, unique across the workers, reloads and upgrades. */
+uint64_t np_shm_next_id(void);
+
+/* A reload was tried (ok: it loaded); and the count so far and the last one's outcome. */
+void np_shm_count_reload(int ok);
+void np_shm_reloads(uint64_t *count, int *last_ok);
+
 /* The serving loop of this process's slot turned at now (the watchdog reads it). */
 void np_shm_beat(double now);
 void np_shm_set_beat(int slot, double now);
