@@ -186,6 +186,9 @@ static void conn_free(struct np_ended *e)
     np_lua_unref(L, &c->hook_ref[1]);
     np_lua_unref(L, &c->hook_conn_ref);
     log_end(c);
+    if (c->connect_time >= 0)
+        np_shm_observe(NP_COUNTERS(c->proxy)->connect, &NP_COUNTERS(c->proxy)->connect_sum_us,
+                       np_connect_bounds, NP_CONNECT_BUCKETS, c->connect_time);
     if (c->proxy->access) access_log(c);
     tell_closed(c);
     if (c->pool_row >= 0) np_pool_release(c->pool_row);

@@ -141,6 +141,8 @@ void np_ended_begin(struct np_ended *e, enum np_ended_kind kind, int row, lua_St
     }
 }
 
+_Static_assert(NP_END_COUNT <= NP_SHM_ENDS, "shm.h's NP_SHM_ENDS must hold every end");
+
 /* Counted at the end, not at the free: max_clients reads active, and a client that closes
  * and reconnects at once must find its ended connections gone. */
 static void count_end(const struct np_ended *e)
@@ -153,9 +155,15 @@ static void count_end(const struct np_ended *e)
     } else {
         n->closed++;
         n->active--;
+        n->ended[e->end]++;
+        np_shm_observe(n->duration, &n->duration_sum_us, np_duration_bounds, NP_DURATION_BUCKETS,
+                       np_clock() - e->started);
     }
     switch (np_end_class(e->end, e->kind)) {
-    case NP_END_REFUSAL: n->refused++; break;
+    case NP_END_REFUSAL:
+        n->refused++;
+        if (e->kind == NP_ENDED_CONN) np_shm_count_refusal(e->row, "session");
+        break;
     case NP_END_FAILURE: n->errors++; break;
     case NP_END_CLEAN: break;
     }

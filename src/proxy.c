@@ -109,6 +109,13 @@ int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char
     p->max_clients = (uint64_t)np_lua_number(L, t, "max_clients", 0);
     if (np_proxy_read_acl(L, t, &p->acl, err, errlen) < 0 || check_sources(p, L, t, err, errlen) < 0 ||
         read_access_log(p, L, t, err, errlen) < 0) return -1;
+    lua_getfield(L, t, "from");
+    if (lua_istable(L, -1)) {
+        const char *type = np_lua_string(L, lua_gettop(L), "type");
+        p->datagram = type && !strcmp(type, "udp");
+        p->relays_udp = p->datagram || (type && !strcmp(type, "socks5"));
+    }
+    lua_pop(L, 1);
     lua_getfield(L, t, "listen");
     p->stdio = lua_istable(L, -1) && np_lua_bool(L, -1, "stdio", 0);
     lua_pop(L, 1);

@@ -76,6 +76,8 @@ struct np_proxy {
     struct np_acl acl;          /* allow / deny */
     struct np_accesslog *access;        /* access_log (accesslog.h), or NULL */
     int stdio;                  /* the client is standard input and output, not a listener */
+    int datagram;               /* its from is udp: flows, no TCP connections */
+    int relays_udp;             /* it may carry datagrams: a udp from, or socks5's UDP ASSOCIATE */
     int row;                    /* of its counters in shared memory (shm.h); see NP_COUNTERS */
     struct np_listener **listeners;
     int nlisteners;
