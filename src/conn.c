@@ -68,6 +68,11 @@ void np_conn_set_client(struct np_conn *c, const char *text)
     set_text(&c->client, text);
 }
 
+void np_conn_set_user(struct np_conn *c, const char *name)
+{
+    set_text(&c->user, name);
+}
+
 /* ---------------------------------------------------------------- the end */
 
 void np_conn_negotiated(struct np_conn *c)
@@ -92,20 +97,42 @@ static void log_end(struct np_conn *c)
             (unsigned long long)c->bytes[1], NP_ENDED_LOG_ARGS(&c->ended));
 }
 
+/* The fields every line of c has: who, where to, as who. */
+static void access_fields(const struct np_conn *c, struct np_access_record *r)
+{
+    np_access_record_init(r);
+    r->text[NP_AF_PROXY] = c->proxy->name;
+    r->num[NP_AF_ID] = (double)c->ended.id;
+    r->text[NP_AF_CLIENT] = c->client;
+    r->text[NP_AF_TARGET] = target_of(c);
+    r->text[NP_AF_SERVER] = c->server;
+    r->text[NP_AF_USER] = c->user;
+    /* NP_AF_SNI, ALPN, TLS_VERSION, CLIENT_CERT: conn.tls's, once TLS identity fills them
+     * (tls.c); absent until then */
+}
+
+void np_conn_access_request(struct np_conn *c, const struct np_access_request *q)
+{
+    struct np_access_record r;
+
+    if (!c->proxy->access) return;
+    access_fields(c, &r);
+    r.text[NP_AF_METHOD] = q->method;
+    r.text[NP_AF_URL] = q->url;
+    r.num[NP_AF_STATUS] = q->status;
+    if (q->server) r.text[NP_AF_SERVER] = q->server;
+    r.num[NP_AF_BYTES_OUT] = q->bytes_out;
+    r.num[NP_AF_DURATION] = q->duration;
+    np_accesslog_write(c->proxy->access, &r);
+}
+
 /* Its access log line, when the proxy has an access log: what the connection knows. */
 static void access_log(struct np_conn *c)
 {
     struct np_access_record r;
     double now = np_clock();
 
-    np_access_record_init(&r);
-    r.text[NP_AF_PROXY] = c->proxy->name;
-    r.num[NP_AF_ID] = (double)c->ended.id;
-    r.text[NP_AF_CLIENT] = c->client;
-    r.text[NP_AF_TARGET] = target_of(c);
-    r.text[NP_AF_SERVER] = c->server;
-    /* NP_AF_SNI, ALPN, TLS_VERSION, CLIENT_CERT, USER: from conn.tls and the connectors'
-     * authentication once those exist; absent until then */
+    access_fields(c, &r);
     r.num[NP_AF_BYTES_IN] = (double)c->bytes[0];
     r.num[NP_AF_BYTES_OUT] = (double)c->bytes[1];
     r.num[NP_AF_DURATION] = now - c->ended.started;
@@ -198,6 +225,7 @@ static void conn_free(struct np_ended *e)
     free(c->client);
     free(c->target);
     free(c->server);
+    free(c->user);
     free(c->ended.detail);
     free(c);
 }

@@ -52,6 +52,18 @@ void np_conn_hold_pool_row(struct np_conn *c, int row);
 /* What the log line names as the destination, and as the client (after a PROXY header). */
 void np_conn_set_target(struct np_conn *c, const char *text);
 void np_conn_set_client(struct np_conn *c, const char *text);
+/* The user the connectors authenticated, for the access log. */
+void np_conn_set_user(struct np_conn *c, const char *name);
+
+/* One forwarded HTTP request's access log line (method, url, status; bytes toward the
+ * client; its seconds; server: the address reached, or NULL), when the proxy has an access
+ * log: the connection's fields, end and detail aside. */
+struct np_access_request {
+    const char *method, *url, *server;
+    int status;
+    double bytes_out, duration;
+};
+void np_conn_access_request(struct np_conn *c, const struct np_access_request *q);
 
 /* The hand-off to the relay: both sides' fds ({read, write}), TLS sessions and read-ahead
  * buffers (may be NULL), the hooks and the Lua conn object as registry refs (LUA_NOREF for

@@ -43,6 +43,7 @@ struct np_conn {
     uint64_t bytes[2];          /* client->server, server->client */
     char *client;               /* as the log line names them */
     char *target;
+    char *user;                 /* authenticated by the connectors (np_conn_set_user), or NULL */
     char *server;               /* the address reached, for the access log (only with one) */
     double dial_started;        /* the loop's clock when conn_routed.c began to connect */
     double connect_time;        /* seconds the server's connect took, or < 0 */

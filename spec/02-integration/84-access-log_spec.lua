@@ -97,6 +97,35 @@ proxy { name = "plain", from = { type = "tcp", host = "127.0.0.1", port = 0 },
     h.stop(np)
   end)
 
+  it("writes a line per forwarded HTTP request (method, url, status, user), then the connection's", function()
+    local portfile = h.tmpfile("origin-port")
+    local origin = h.spawn({ "python3", h.root .. "/spec/support/http_origin.py", portfile, "one" })
+    origin.port = tonumber(h.wait_until(function() return h.read(portfile) end, 10, "the origin's port"))
+    local dir = h.tmp()
+    local np = h.netproxy_start(([[
+proxy { name = "fwd", access_log = { path = %q, format = "json" },
+        from = { type = "connect", host = "127.0.0.1", port = 0, allow = { "127.0.0.1:*" },
+                 users = { alice = "wonderland" } } }
+]]):format(dir .. "/http.json"))
+    local url = "http://127.0.0.1:" .. origin.port .. "/hello"
+    local _, err, rc = h.run({ "curl", "-sS", "--max-time", "10", "-o", "/dev/null", "-x", "http://alice:wonderland@127.0.0.1:" .. np.ports.fwd, url, url })
+    assert.are.equal(0, rc, err)
+    wait_lines(dir .. "/http.json", 3)
+    local lines = json_lines(dir .. "/http.json")
+    for i = 1, 2 do
+      assert.are.equal("GET", lines[i].method, cjson.encode(lines[i]))
+      assert.truthy(lines[i].url:find("/hello", 1, true), lines[i].url)
+      assert.are.equal(200, lines[i].status)
+      assert.are.equal("alice", lines[i].user)
+      assert.are.equal(lines[3].id, lines[i].id)
+      assert.is_nil(lines[i]["end"])
+    end
+    assert.is_nil(lines[3].method)
+    assert.are.equal("alice", lines[3].user)
+    assert.truthy(lines[3]["end"])
+    h.stop(np)
+  end)
+
   it("refuses a template naming an unknown field, and a path it cannot open", function()
     local _, err, rc = h.run({ h.netproxy, "--check", h.write(h.tmpfile("bad.lua"), [[
 proxy { name = "p", access_log = { path = "/tmp/x.log", format = "%{proxy} %{nope}" },
