@@ -219,10 +219,17 @@ static void derive(struct np_access_record *r, char *stamp, size_t len, char *ad
     struct tm tm;
     const char *client = r->text[NP_AF_CLIENT], *colon;
 
+    static time_t second = -1;          /* the date and time to the second, made once a second */
+    static char date[32];
+    static size_t date_len;
+
     gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    size_t n = strftime(stamp, len, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(stamp + n, len - n, ".%03dZ", (int)(tv.tv_usec / 1000));
+    if (tv.tv_sec != second) {
+        gmtime_r(&tv.tv_sec, &tm);
+        date_len = strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
+        second = tv.tv_sec;
+    }
+    snprintf(stamp, len, "%.*s.%03dZ", (int)date_len, date, (int)(tv.tv_usec / 1000));
     r->text[NP_AF_TIME] = stamp;
     /* "1.2.3.4:5", "[::1]:5"; a unix client ("unix:PATH") has no port */
     if (!client || strncmp(client, "unix:", 5) == 0 || !(colon = strrchr(client, ':'))) {
@@ -259,7 +266,10 @@ static void as_json(struct np_text *t, const struct np_access_record *r)
     np_text_add(t, "{", 1);
     for (int f = 0; f < NP_AF_COUNT; f++) {
         if (!present(r, f)) continue;
-        np_text_printf(t, "%s\"%s\":", first ? "" : ",", fields[f].name);
+        if (!first) np_text_add(t, ",", 1);
+        np_text_add(t, "\"", 1);
+        np_text_add(t, fields[f].name, strlen(fields[f].name));
+        np_text_add(t, "\":", 2);
         first = 0;
         if (fields[f].kind == TEXT) np_json_string(t, r->text[f], strlen(r->text[f]));
         else number(t, r, f);

@@ -36,9 +36,15 @@ void np_text_printf(struct np_text *t, const char *fmt, ...)
     va_list ap;
     int n;
 
+    /* into the room there is first: a second pass only when it did not fit */
+    if (t->failed || reserve(t, 64) < 0) return;
     va_start(ap, fmt);
-    n = vsnprintf(NULL, 0, fmt, ap);
+    n = vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
     va_end(ap);
+    if (n >= 0 && (size_t)n < t->cap - t->len) {
+        t->len += (size_t)n;
+        return;
+    }
     if (n < 0 || reserve(t, (size_t)n) < 0) return;
     va_start(ap, fmt);
     vsnprintf(t->p + t->len, (size_t)n + 1, fmt, ap);
