@@ -102,8 +102,9 @@ SECTION=$WORK/section.md
   echo "on $(nproc) cores **shared with other work** (the machine was busy: the spread is wide), build $(git_rev)."
   echo "One netproxy \`-w 1\` in front of \`np-peer echo\`; $CONNS connections × 100 B echo, 32 in parallel,"
   echo "per run; CPU time of netproxy (user + system, /proc) divided by the connections. Every variant"
-  echo "writes the default log line too (to a file); the JSON run wrote $lines lines, each decoded"
-  echo "by spec 84's lua-cjson check in the specs (not here). Target: under 5% more than the default."
+  echo "writes the default log line too (to a file); the JSON run wrote $lines access log lines."
+  echo "Target: under 5% more than the default. CPU time is read in ticks of 10 ms: a run's"
+  echo "share of a tick is about 0.3% here, the machine's noise far more (see min..max)."
   echo
   cat "$TABLE"
   note=$(stale_binary)
