@@ -4,6 +4,7 @@
  * that decided it has returned. The conn files stand in one line: conn_session.c, sniff.c,
  * conn_routed.c, conn_relay.c, each calling those after it and this one. */
 #include "conn_impl.h"
+#include "accesslog.h"
 #include "call.h"
 #include "log.h"
 #include "loop.h"
@@ -82,6 +83,11 @@ void np_conn_set_ja4(struct np_conn *c, const char *ja4)
 
 const struct np_tls_identity *np_conn_tls(const struct np_conn *c) { return c->tls; }
 
+void np_conn_set_user(struct np_conn *c, const char *name)
+{
+    set_text(&c->user, name);
+}
+
 /* ---------------------------------------------------------------- the end */
 
 void np_conn_negotiated(struct np_conn *c)
@@ -125,6 +131,57 @@ static void log_end(struct np_conn *c)
     np_clog(NP_NOTICE, c->ended.id, "%s: %s -> %s in=%llu out=%llu%s " NP_ENDED_LOG_TAIL, c->proxy->name,
             c->client ? c->client : "?", target_of(c) ? target_of(c) : "-", (unsigned long long)c->bytes[0],
             (unsigned long long)c->bytes[1], tls, NP_ENDED_LOG_ARGS(&c->ended));
+}
+
+/* The fields every line of c has: who, where to, as who. */
+static void access_fields(const struct np_conn *c, struct np_access_record *r)
+{
+    np_access_record_init(r);
+    r->text[NP_AF_PROXY] = c->proxy->name;
+    r->num[NP_AF_ID] = (double)c->ended.id;
+    r->text[NP_AF_CLIENT] = c->client;
+    r->text[NP_AF_TARGET] = target_of(c);
+    r->text[NP_AF_SERVER] = c->server;
+    r->text[NP_AF_USER] = c->user;
+    if (c->tls) {                       /* what the client's TLS said (tls.h); "" is absent */
+        r->text[NP_AF_SNI] = c->tls->sni[0] ? c->tls->sni : NULL;
+        r->text[NP_AF_ALPN] = c->tls->alpn[0] ? c->tls->alpn : NULL;
+        r->text[NP_AF_TLS_VERSION] = c->tls->version[0] ? c->tls->version : NULL;
+        r->text[NP_AF_CLIENT_CERT] = c->tls->has_cert ? c->tls->subject : NULL;
+        r->text[NP_AF_JA4] = c->tls->ja4[0] ? c->tls->ja4 : NULL;
+    }
+}
+
+void np_conn_access_request(struct np_conn *c, const struct np_access_request *q)
+{
+    struct np_access_record r;
+
+    if (!c->proxy->access) return;
+    access_fields(c, &r);
+    r.text[NP_AF_METHOD] = q->method;
+    r.text[NP_AF_URL] = q->url;
+    r.num[NP_AF_STATUS] = q->status;
+    if (q->server) r.text[NP_AF_SERVER] = q->server;
+    r.num[NP_AF_BYTES_OUT] = q->bytes_out;
+    r.num[NP_AF_DURATION] = q->duration;
+    np_accesslog_write(c->proxy->access, &r);
+}
+
+/* Its access log line, when the proxy has an access log: what the connection knows. */
+static void access_log(struct np_conn *c)
+{
+    struct np_access_record r;
+    double now = np_clock();
+
+    access_fields(c, &r);
+    r.num[NP_AF_BYTES_IN] = (double)c->bytes[0];
+    r.num[NP_AF_BYTES_OUT] = (double)c->bytes[1];
+    r.num[NP_AF_DURATION] = now - c->ended.started;
+    r.num[NP_AF_CONNECT_TIME] = c->connect_time;
+    r.num[NP_AF_NEGOTIATION_TIME] = c->relayed_at > 0 ? c->relayed_at - c->ended.started : -1;
+    r.text[NP_AF_END] = np_end_name(c->ended.end);
+    r.text[NP_AF_DETAIL] = c->ended.detail;
+    np_accesslog_write(c->proxy->access, &r);
 }
 
 /* The session is over (or the connection): its coroutine, cosockets and deadline go. */
@@ -200,6 +257,10 @@ static void conn_free(struct np_ended *e)
     np_lua_unref(L, &c->hook_ref[1]);
     np_lua_unref(L, &c->hook_conn_ref);
     log_end(c);
+    if (c->connect_time >= 0)
+        np_shm_observe(NP_COUNTERS(c->proxy)->connect, &NP_COUNTERS(c->proxy)->connect_sum_us,
+                       np_connect_bounds, NP_CONNECT_BUCKETS, c->connect_time);
+    if (c->proxy->access) access_log(c);
     tell_closed(c);
     if (c->pool_row >= 0) np_pool_release(c->pool_row);
     if (c->next) c->next->pprev = c->pprev;
@@ -208,6 +269,8 @@ static void conn_free(struct np_ended *e)
     free(c->client);
     free(c->target);
     free(c->tls);
+    free(c->server);
+    free(c->user);
     free(c->ended.detail);
     free(c);
 }
@@ -287,6 +350,7 @@ struct np_conn *np_conn_new(struct np_proxy *p, int rfd, int wfd, const char *cl
     c->proxy = p;
     c->hook_ref[0] = c->hook_ref[1] = c->hook_conn_ref = c->closed_ref = LUA_NOREF;
     c->pool_row = -1;
+    c->connect_time = -1;
     c->done = done;
     c->done_arg = done_arg;
     c->next = p->conns;
@@ -336,6 +400,7 @@ void np_conn_serving(struct np_conn *c, struct np_sock *client)
     size_t ahead;
 
     np_conn_negotiated(c);
+    c->relayed_at = np_clock();
     np_conn_disarm_deadline(c);
     ahead = np_sock_serve(client, mine, proxy_total, idle ? &c->idle : NULL);
     c->bytes[0] += ahead;               /* read ahead (a probe's peek): the service reads them */

@@ -61,6 +61,19 @@ void np_conn_set_ja4(struct np_conn *c, const char *ja4);
 /* The connection's TLS identity, or NULL (for the access log). */
 const struct np_tls_identity *np_conn_tls(const struct np_conn *c);
 
+/* The user the connectors authenticated, for the access log. */
+void np_conn_set_user(struct np_conn *c, const char *name);
+
+/* One forwarded HTTP request's access log line (method, url, status; bytes toward the
+ * client; its seconds; server: the address reached, or NULL), when the proxy has an access
+ * log: the connection's fields, end and detail aside. */
+struct np_access_request {
+    const char *method, *url, *server;
+    int status;
+    double bytes_out, duration;
+};
+void np_conn_access_request(struct np_conn *c, const struct np_access_request *q);
+
 /* The hand-off to the relay: both sides' fds ({read, write}), TLS sessions and read-ahead
  * buffers (may be NULL), the hooks and the Lua conn object as registry refs (LUA_NOREF for
  * none). */
@@ -71,6 +84,7 @@ struct np_conn_handoff {
     int hook_ref[2];
     int conn_ref;
     int may_starttls;
+    double connect_time;        /* the server socket's connect (core.connect), or < 0 */
 };
 
 /* The connectors are done: the relay takes everything in h (always, even on failure: then

@@ -50,6 +50,11 @@ struct np_conn {
     uint64_t bytes[2];          /* client->server, server->client */
     char *client;               /* as the log line names them */
     char *target;
+    char *user;                 /* authenticated by the connectors (np_conn_set_user), or NULL */
+    char *server;               /* the address reached, for the access log (only with one) */
+    double dial_started;        /* the loop's clock when conn_routed.c began to connect */
+    double connect_time;        /* seconds the server's connect took, or < 0 */
+    double relayed_at;          /* the loop's clock when the relay (or a service) began, or 0 */
     int pool_row;               /* the pool server it holds (active count), or -1 */
     struct np_tls_identity *tls;        /* a TLS client's identity and JA4 (np_conn_set_tls), or NULL */
     int hook_ref[2], hook_conn_ref;

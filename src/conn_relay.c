@@ -4,6 +4,7 @@
 #include "conn_impl.h"
 #include "hook.h"
 #include "log.h"
+#include "loop.h"
 #include "luavm.h"
 #include "proxy.h"
 #include "relay.h"
@@ -137,6 +138,13 @@ int np_conn_start_relay(struct np_conn *c, const struct np_relay_side *client,
 
     if (c->ended.end == NP_END_NONE && !c->relay) c->relay = np_relay_new(&cfg, &relay_ops, c, client, server);
     if (!c->relay) return -1;
+    c->relayed_at = np_clock();
+    if (p->access && !c->server) {      /* the address reached: a getpeername only for the access log */
+        char where[NP_ADDRSTRLEN];
+        const char *server_text = c->route && c->route->server[0] ? c->route->server
+                                : peer_of(np_relay_server_fd(c->relay), where, sizeof where);
+        c->server = strdup(server_text);
+    }
     np_conn_negotiated(c);
     np_conn_disarm_deadline(c);
     np_clog(NP_INFO, c->ended.id, "%s: relay: %s", p->name, np_relay_describe(c->relay, path, sizeof path));
@@ -151,6 +159,7 @@ int np_conn_relay(struct np_conn *c, struct np_conn_handoff *h)
 
     side_of(&client, h, NP_CLIENT);
     side_of(&server, h, NP_SERVER);
+    if (h->connect_time >= 0) c->connect_time = h->connect_time;
     rc = np_conn_start_relay(c, &client, &server, filtered, h->may_starttls);
     for (int i = 0; i < 2; i++)
         if (h->ahead[i]) evbuffer_free(h->ahead[i]);

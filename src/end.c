@@ -57,7 +57,6 @@ struct handle {
     struct np_ended *e;
 };
 
-static uint64_t next_id = 1;
 static struct np_ended *reaped;         /* ended, waiting for the reaper */
 static struct event reaper;
 static int reaper_ready;
@@ -86,9 +85,11 @@ enum np_end np_end_io(int side, int err)
     return side ? NP_END_SERVER_ERROR : NP_END_CLIENT_ERROR;
 }
 
+/* The ids come from the shared region (shm.c): the workers, the generations of a reload and
+ * an upgraded binary draw from one sequence, so an id names one connection in every log. */
 uint64_t np_end_new_id(void)
 {
-    return next_id++;
+    return np_shm_next_id();
 }
 
 /* ---------------------------------------------------------------- the ended object */
@@ -122,7 +123,7 @@ void np_ended_begin(struct np_ended *e, enum np_ended_kind kind, int row, lua_St
         event_assign(&reaper, np_base, -1, 0, on_reap, NULL);
         reaper_ready = 1;
     }
-    e->id = next_id++;
+    e->id = np_end_new_id();
     e->kind = kind;
     e->end = NP_END_NONE;
     e->detail = NULL;
@@ -140,6 +141,8 @@ void np_ended_begin(struct np_ended *e, enum np_ended_kind kind, int row, lua_St
     }
 }
 
+_Static_assert(NP_END_COUNT <= NP_SHM_ENDS, "shm.h's NP_SHM_ENDS must hold every end");
+
 /* Counted at the end, not at the free: max_clients reads active, and a client that closes
  * and reconnects at once must find its ended connections gone. */
 static void count_end(const struct np_ended *e)
@@ -152,9 +155,15 @@ static void count_end(const struct np_ended *e)
     } else {
         n->closed++;
         n->active--;
+        n->ended[e->end]++;
+        np_shm_observe(n->duration, &n->duration_sum_us, np_duration_bounds, NP_DURATION_BUCKETS,
+                       np_clock() - e->started);
     }
     switch (np_end_class(e->end, e->kind)) {
-    case NP_END_REFUSAL: n->refused++; break;
+    case NP_END_REFUSAL:
+        n->refused++;
+        if (e->kind == NP_ENDED_CONN) np_shm_count_refusal(e->row, "session");
+        break;
     case NP_END_FAILURE: n->errors++; break;
     case NP_END_CLEAN: break;
     }

@@ -2,6 +2,8 @@
 #include "log.h"
 
 #include <errno.h>
+#include <event2/dns.h>
+#include <event2/event.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <syslog.h>
@@ -193,4 +195,28 @@ void np_log_conn(int level, uint64_t conn_id, const char *fmt, ...)
     if (n > (int)sizeof line - 2) n = sizeof line - 2;
     if (sink && sink(level, conn_id, line, n, msg_at)) return;
     np_log_write_line(line, n);
+}
+
+/* ---------------------------------------------------------------- libraries' lines */
+
+/* libevent's own lines ("[msg] Nameserver 127.0.0.1:53 has failed"), which it would print
+ * raw on stderr: into the log, at our level for theirs. */
+static void from_libevent(int severity, const char *msg)
+{
+    int level = severity == EVENT_LOG_ERR ? NP_ERR : severity == EVENT_LOG_WARN ? NP_WARNING
+              : severity == EVENT_LOG_MSG ? NP_NOTICE : NP_DEBUG;
+
+    np_log(level, "libevent: %s", msg);
+}
+
+/* evdns's, when a program set a function of its own for them (is_warning or not). */
+static void from_evdns(int is_warning, const char *msg)
+{
+    np_log(is_warning ? NP_WARNING : NP_INFO, "resolver: %s", msg);
+}
+
+void np_log_libraries(void)
+{
+    event_set_log_callback(from_libevent);
+    evdns_set_log_fn(from_evdns);
 }

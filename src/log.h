@@ -37,6 +37,10 @@ void np_log_set_sink(np_log_sink_fn *sink);
 /* Writes one formatted line (without its newline) to the log file or stderr. */
 void np_log_write_line(const char *line, size_t len);
 
+/* libevent's and its resolver's lines go through np_log instead of raw to stderr (OpenSSL's
+ * errors are read off its queue by tls.c into the messages that name them). */
+void np_log_libraries(void);
+
 /* conn_id 0 means "not about a connection". */
 void np_log_conn(int level, uint64_t conn_id, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -97,6 +97,7 @@ int main(int argc, char **argv)
      * empty (idle connections hold none). glibc returns the heap's free top to the system
      * past 128 KiB, so short connections grew and shrank it with brk about once each. */
     mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
+    np_log_libraries();
     if (np_shm_init() < 0 || np_pool_init() < 0) {
         fprintf(stderr, "netproxy: cannot map the shared counters\n");
         return 1;

@@ -5,6 +5,7 @@
 #include "master.h"
 #include "cli.h"
 #include "daemon.h"
+#include "accesslog.h"
 #include "log.h"
 #include "loop.h"
 #include "luavm.h"
@@ -325,6 +326,7 @@ static void on_watchdog(evutil_socket_t fd, short what, void *arg)
 static void on_reopen(evutil_socket_t sig, short what, void *arg)
 {
     np_log_reopen();
+    np_accesslog_reopen();
     np_daemon_chown_log();      /* a new file is root's: the workers must be able to open it */
     for (int i = 0; i < NP_MAX_SLOTS; i++) if (workers[i].pid) kill(workers[i].pid, SIGUSR1);
 }

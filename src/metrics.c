@@ -2,6 +2,7 @@
  * server{ stats = "ADDR:PORT" } by libevent's evhttp, and readable from Lua (core.stats). */
 #include "metrics.h"
 #include "addr.h"
+#include "end.h"
 #include "log.h"
 #include "loop.h"
 #include "pool.h"
@@ -17,28 +18,33 @@
 
 static struct evhttp *http;
 
+/* Which proxies have a series: only those that can produce it (no UDP series on a TCP
+ * proxy, no connection series on a UDP one). */
+enum who { CONNS, ALL, FLOWS, DATAGRAMS };
+
 struct counter {
     const char *name, *type, *help;
     size_t offset;              /* into struct np_counters */
     const char *labels;         /* extra labels, e.g. direction="in" */
+    enum who who;
 };
 
 #define FIELD(f) offsetof(struct np_counters, f)
 static const struct counter counters[] = {
-    { "netproxy_connections_opened_total", "counter", "Client connections accepted.", FIELD(opened), "" },
-    { "netproxy_connections_closed_total", "counter", "Client connections finished.", FIELD(closed), "" },
-    { "netproxy_connections_active", "gauge", "Client connections open now.", FIELD(active), "" },
-    { "netproxy_connections_refused_total", "counter", "Clients turned away (guards, connectors).", FIELD(refused), "" },
-    { "netproxy_connections_errors_total", "counter", "Connections that ended in an error.", FIELD(errors), "" },
-    { "netproxy_bytes_total", "counter", "Bytes relayed (in: client to server, out: server to client).", FIELD(bytes_in), ",direction=\"in\"" },
-    { "netproxy_bytes_total", NULL, NULL, FIELD(bytes_out), ",direction=\"out\"" },
-    { "netproxy_udp_flows_opened_total", "counter", "UDP flows started (a new client address:port).", FIELD(flows_opened), "" },
-    { "netproxy_udp_flows_closed_total", "counter", "UDP flows ended.", FIELD(flows_closed), "" },
-    { "netproxy_udp_flows_active", "gauge", "UDP flows open now.", FIELD(flows_active), "" },
-    { "netproxy_udp_flows_evicted_total", "counter", "UDP flows ended by max_flows.", FIELD(flows_evicted), "" },
-    { "netproxy_udp_datagrams_total", "counter", "Datagrams carried (in: client to server, out: server to client).", FIELD(datagrams_in), ",direction=\"in\"" },
-    { "netproxy_udp_datagrams_total", NULL, NULL, FIELD(datagrams_out), ",direction=\"out\"" },
-    { "netproxy_udp_datagrams_dropped_total", "counter", "Datagrams dropped (a full socket buffer, the queue of a flow resolving its server).", FIELD(datagrams_dropped), "" },
+    { "netproxy_connections_opened_total", "counter", "Client connections accepted.", FIELD(opened), "", CONNS },
+    { "netproxy_connections_closed_total", "counter", "Client connections finished.", FIELD(closed), "", CONNS },
+    { "netproxy_connections_active", "gauge", "Client connections open now.", FIELD(active), "", CONNS },
+    { "netproxy_connections_refused_total", "counter", "Clients turned away (guards, connectors).", FIELD(refused), "", CONNS },
+    { "netproxy_connections_errors_total", "counter", "Connections that ended in an error.", FIELD(errors), "", CONNS },
+    { "netproxy_bytes_total", "counter", "Bytes relayed (in: client to server, out: server to client).", FIELD(bytes_in), ",direction=\"in\"", ALL },
+    { "netproxy_bytes_total", NULL, NULL, FIELD(bytes_out), ",direction=\"out\"", ALL },
+    { "netproxy_udp_flows_opened_total", "counter", "UDP flows started (a new client address:port).", FIELD(flows_opened), "", FLOWS },
+    { "netproxy_udp_flows_closed_total", "counter", "UDP flows ended.", FIELD(flows_closed), "", FLOWS },
+    { "netproxy_udp_flows_active", "gauge", "UDP flows open now.", FIELD(flows_active), "", FLOWS },
+    { "netproxy_udp_flows_evicted_total", "counter", "UDP flows ended by max_flows.", FIELD(flows_evicted), "", FLOWS },
+    { "netproxy_udp_datagrams_total", "counter", "Datagrams carried (in: client to server, out: server to client).", FIELD(datagrams_in), ",direction=\"in\"", DATAGRAMS },
+    { "netproxy_udp_datagrams_total", NULL, NULL, FIELD(datagrams_out), ",direction=\"out\"", DATAGRAMS },
+    { "netproxy_udp_datagrams_dropped_total", "counter", "Datagrams dropped (a full socket buffer, the queue of a flow resolving its server).", FIELD(datagrams_dropped), "", DATAGRAMS },
 };
 
 /* The sum over every worker of one counter of proxy p. */
@@ -71,19 +77,135 @@ void np_metrics_serve(const struct np_proxy *proxies, int n)
     live.n = n;
 }
 
+/* Can proxy p produce a series for who? */
+static int produces(const struct np_proxy *p, enum who who)
+{
+    switch (who) {
+    case CONNS: return !p->datagram;
+    case FLOWS: return p->datagram;
+    case DATAGRAMS: return p->relays_udp;          /* a udp from, or socks5's UDP ASSOCIATE */
+    default: return 1;
+    }
+}
+
+static int any_produces(enum who who)
+{
+    for (int j = 0; j < live.n; j++)
+        if (produces(&live.proxies[j], who)) return 1;
+    return 0;
+}
+
+static void header(struct evbuffer *out, const char *name, const char *type, const char *help)
+{
+    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* NAME{proxy="P" (then the caller's labels and value) */
+static void series(struct evbuffer *out, const char *name, const struct np_proxy *p)
+{
+    evbuffer_add_printf(out, "%s{proxy=\"", name);
+    label(out, p->name);
+    evbuffer_add(out, "\"", 1);
+}
+
 /* One series per proxy; totals are PromQL's sum(), so none is emitted (it would count twice). */
 static void render(struct evbuffer *out)
 {
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++) {
         const struct counter *c = &counters[i];
 
-        if (c->type) evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", c->name, c->help, c->name, c->type);
+        if (!any_produces(c->who)) continue;
+        if (c->type) header(out, c->name, c->type, c->help);
         for (int j = 0; j < live.n; j++) {
-            evbuffer_add_printf(out, "%s{proxy=\"", c->name);
-            label(out, live.proxies[j].name);
-            evbuffer_add_printf(out, "\"%s} %llu\n", c->labels, (unsigned long long)value(&live.proxies[j], c));
+            if (!produces(&live.proxies[j], c->who)) continue;
+            series(out, c->name, &live.proxies[j]);
+            evbuffer_add_printf(out, "%s} %llu\n", c->labels, (unsigned long long)value(&live.proxies[j], c));
         }
     }
+}
+
+/* netproxy_connections_ended_total{proxy,end}: every end a connection can have. */
+static void render_ends(struct evbuffer *out)
+{
+    if (!any_produces(CONNS)) return;
+    header(out, "netproxy_connections_ended_total", "counter", "Connections ended, by how (the log line's end= word).");
+    for (int j = 0; j < live.n; j++) {
+        const struct np_proxy *p = &live.proxies[j];
+        struct np_counters sum;
+        if (!produces(p, CONNS)) continue;
+        sum = np_shm_sum(p->row);
+        for (int e = NP_END_EOF; e < NP_END_COUNT; e++) {
+            if (e == NP_END_EVICTED) continue;          /* a UDP flow's only */
+            series(out, "netproxy_connections_ended_total", p);
+            evbuffer_add_printf(out, ",end=\"%s\"} %llu\n", np_end_name(e), (unsigned long long)sum.ended[e]);
+        }
+    }
+}
+
+/* netproxy_refusals_total{proxy,reason}: the reasons any process has counted so far. */
+static void render_refusals(struct evbuffer *out)
+{
+    if (!any_produces(CONNS)) return;
+    header(out, "netproxy_refusals_total", "counter", "Clients turned away, by reason (acl, max_clients, max_negotiating, session: accept() or a connector's rules).");
+    for (int j = 0; j < live.n; j++) {
+        const struct np_proxy *p = &live.proxies[j];
+        struct np_counters sum;
+        if (!produces(p, CONNS)) continue;
+        sum = np_shm_sum(p->row);
+        for (int r = 0; r < NP_MAX_REASONS; r++) {
+            const char *name = np_shm_reason_name(r);
+            if (!name) continue;
+            series(out, "netproxy_refusals_total", p);
+            evbuffer_add(out, ",reason=\"", 9);
+            label(out, name);
+            evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)sum.refusals[r]);
+        }
+    }
+}
+
+/* One histogram of each proxy: NAME_bucket{le=...} (cumulative), NAME_sum, NAME_count. */
+static void render_histogram(struct evbuffer *out, const char *name, const char *help, size_t buckets_at,
+                             size_t sum_at, const double *bounds, int n)
+{
+    char bucket[96];
+
+    if (!any_produces(CONNS)) return;
+    snprintf(bucket, sizeof bucket, "%s_bucket", name);
+    header(out, name, "histogram", help);
+    for (int j = 0; j < live.n; j++) {
+        const struct np_proxy *p = &live.proxies[j];
+        struct np_counters sum;
+        uint64_t total = 0;
+        if (!produces(p, CONNS)) continue;
+        sum = np_shm_sum(p->row);
+        const uint64_t *b = (const uint64_t *)((const char *)&sum + buckets_at);
+        for (int i = 0; i <= n; i++) {
+            total += b[i];
+            series(out, bucket, p);
+            if (i < n) evbuffer_add_printf(out, ",le=\"%g\"} %llu\n", bounds[i], (unsigned long long)total);
+            else evbuffer_add_printf(out, ",le=\"+Inf\"} %llu\n", (unsigned long long)total);
+        }
+        series(out, name, p);
+        evbuffer_add_printf(out, "} %.6f\n", *(const uint64_t *)((const char *)&sum + sum_at) / 1e6);
+        evbuffer_add_printf(out, "%s_count{proxy=\"", name);
+        label(out, p->name);
+        evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)total);
+    }
+}
+
+/* The process: reloads and the build. */
+static void render_process(struct evbuffer *out)
+{
+    uint64_t reloads;
+    int last_ok;
+
+    np_shm_reloads(&reloads, &last_ok);
+    header(out, "netproxy_reloads_total", "counter", "Reloads tried (SIGHUP), successful or not.");
+    evbuffer_add_printf(out, "netproxy_reloads_total %llu\n", (unsigned long long)reloads);
+    header(out, "netproxy_last_reload_success", "gauge", "1 when the last reload loaded (or none was tried), 0 when it failed.");
+    evbuffer_add_printf(out, "netproxy_last_reload_success %d\n", last_ok);
+    header(out, "netproxy_build_info", "gauge", "The running binary: always 1, its version as a label.");
+    evbuffer_add_printf(out, "netproxy_build_info{version=\"%s\"} 1\n", NP_VERSION);
 }
 
 /* Is name one of the running config's proxies? (the pool table keeps rows of old configs) */
@@ -128,7 +250,16 @@ static void on_metrics(struct evhttp_request *req, void *arg)
         return;
     }
     render(out);
+    render_ends(out);
+    render_refusals(out);
+    render_histogram(out, "netproxy_connection_duration_seconds", "Connections' life, accept to end.",
+                     offsetof(struct np_counters, duration), offsetof(struct np_counters, duration_sum_us),
+                     np_duration_bounds, NP_DURATION_BUCKETS);
+    render_histogram(out, "netproxy_connect_time_seconds", "Connects to the server that succeeded: how long they took.",
+                     offsetof(struct np_counters, connect), offsetof(struct np_counters, connect_sum_us),
+                     np_connect_bounds, NP_CONNECT_BUCKETS);
     render_pools(out);
+    render_process(out);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4; charset=utf-8");
     evhttp_send_reply(req, HTTP_OK, "OK", out);

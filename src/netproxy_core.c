@@ -128,6 +128,52 @@ static int core_set_ja4(lua_State *L)
     return 0;
 }
 
+/* core.set_user(name): the user the connectors authenticated (the access log's user). */
+static int core_set_user(lua_State *L)
+{
+    np_conn_set_user(session_conn(L, "set_user"), luaL_checkstring(L, 1));
+    return 0;
+}
+
+/* The string field k of the table at idx, or NULL. */
+static const char *opt_string(lua_State *L, int idx, const char *k)
+{
+    const char *v;
+
+    lua_getfield(L, idx, k);
+    v = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
+    lua_pop(L, 1);
+    return v;               /* still referenced by the table */
+}
+
+static double opt_number(lua_State *L, int idx, const char *k)
+{
+    double v;
+
+    lua_getfield(L, idx, k);
+    v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : -1;
+    lua_pop(L, 1);
+    return v;
+}
+
+/* core.access_log{ method =, url =, status =, bytes =, duration =, server = }: a forwarded
+ * HTTP request's line in the proxy's access log (nothing when it has none). */
+static int core_access_log(lua_State *L)
+{
+    struct np_conn *c = session_conn(L, "access_log");
+    struct np_access_request q;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    q.method = opt_string(L, 1, "method");
+    q.url = opt_string(L, 1, "url");
+    q.server = opt_string(L, 1, "server");
+    q.status = (int)opt_number(L, 1, "status");
+    q.bytes_out = opt_number(L, 1, "bytes");
+    q.duration = opt_number(L, 1, "duration");
+    np_conn_access_request(c, &q);
+    return 0;
+}
+
 /* core.pack_ip("192.0.2.1" | "2001:db8::1") -> 4 or 16 bytes, or nil */
 static int core_pack_ip(lua_State *L)
 {
@@ -295,6 +341,7 @@ static int core_relay(lua_State *L)
     struct np_conn *c = session_conn(L, "relay");
     struct np_conn_handoff h = { .conn_ref = LUA_NOREF, .hook_ref = { LUA_NOREF, LUA_NOREF } };
 
+    h.connect_time = server->connect_time;
     luaL_argcheck(L, client != server, 2, "client and server are the same socket");
     if (client->fd < 0 || server->fd < 0) {
         lua_pushnil(L);
@@ -466,6 +513,8 @@ static const luaL_Reg core_funcs[] = {
     { "tls_identity", core_tls_identity },
     { "ja4", core_ja4 },
     { "set_ja4", core_set_ja4 },
+    { "set_user", core_set_user },
+    { "access_log", core_access_log },
     { "pool_connected", core_pool_connected },
     { "reached", core_reached },
     { "pack_ip", core_pack_ip },

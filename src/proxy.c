@@ -1,6 +1,7 @@
 /* A proxy's settings, read once from its normalised Lua table (netproxy.config has
  * checked every value), so that nothing per connection looks them up again. */
 #include "proxy.h"
+#include "accesslog.h"
 #include "luavm.h"
 
 #include <lauxlib.h>
@@ -65,6 +66,27 @@ static int check_sources(struct np_proxy *p, lua_State *L, int t, char *err, siz
     return rc;
 }
 
+/* access_log = { path =, format = } (netproxy.config checked it), if any, into p->access.
+ * 0, or -1 with err (a file that cannot be opened). */
+static int read_access_log(struct np_proxy *p, lua_State *L, int t, char *err, size_t errlen)
+{
+    char why[256];
+    int rc = 0;
+
+    lua_getfield(L, t, "access_log");
+    if (lua_istable(L, -1)) {
+        const char *path = np_lua_string(L, lua_gettop(L), "path");
+        const char *format = np_lua_string(L, lua_gettop(L), "format");
+        p->access = path ? np_accesslog_new(path, format ? format : "text", why, sizeof why) : NULL;
+        if (path && !p->access) {
+            snprintf(err, errlen, "proxy '%s': %s", p->name, why);
+            rc = -1;
+        }
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
 int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char *err, size_t errlen)
 {
     p->denied_ref = LUA_NOREF;
@@ -85,7 +107,15 @@ int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char
     p->limits = np_lua_limits(L, t);
     p->max_negotiating = (uint64_t)np_lua_setting(L, t, "max_negotiating");
     p->max_clients = (uint64_t)np_lua_number(L, t, "max_clients", 0);
-    if (np_proxy_read_acl(L, t, &p->acl, err, errlen) < 0 || check_sources(p, L, t, err, errlen) < 0) return -1;
+    if (np_proxy_read_acl(L, t, &p->acl, err, errlen) < 0 || check_sources(p, L, t, err, errlen) < 0 ||
+        read_access_log(p, L, t, err, errlen) < 0) return -1;
+    lua_getfield(L, t, "from");
+    if (lua_istable(L, -1)) {
+        const char *type = np_lua_string(L, lua_gettop(L), "type");
+        p->datagram = type && !strcmp(type, "udp");
+        p->relays_udp = p->datagram || (type && !strcmp(type, "socks5"));
+    }
+    lua_pop(L, 1);
     lua_getfield(L, t, "listen");
     p->stdio = lua_istable(L, -1) && np_lua_bool(L, -1, "stdio", 0);
     lua_pop(L, 1);
@@ -245,6 +275,8 @@ void np_proxy_free(struct np_proxy *p)
     sniff_free(p->sniff);
     p->sniff = NULL;
     np_acl_free(&p->acl);
+    np_accesslog_free(p->access);
+    p->access = NULL;
     free(p->listeners);
     p->listeners = NULL;
     p->nlisteners = 0;

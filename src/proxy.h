@@ -24,6 +24,7 @@ struct np_listener;
 struct np_config;
 struct np_conn;
 struct np_udp;
+struct np_accesslog;
 
 /* The server of a proxy whose connections run no Lua before the relay (netproxy.session's
  * route(): nothing to negotiate or tell, and a `to` fixed by the config): conn.c connects
@@ -73,7 +74,10 @@ struct np_proxy {
     uint64_t max_negotiating;   /* connections allowed at once before the relay (sniffing) */
     uint64_t max_clients;       /* connections at once; 0 = no limit */
     struct np_acl acl;          /* allow / deny */
+    struct np_accesslog *access;        /* access_log (accesslog.h), or NULL */
     int stdio;                  /* the client is standard input and output, not a listener */
+    int datagram;               /* its from is udp: flows, no TCP connections */
+    int relays_udp;             /* it may carry datagrams: a udp from, or socks5's UDP ASSOCIATE */
     int row;                    /* of its counters in shared memory (shm.h); see NP_COUNTERS */
     struct np_listener **listeners;
     int nlisteners;

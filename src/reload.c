@@ -9,6 +9,7 @@
 #include "netproxy_core.h"
 #include "options.h"
 #include "server.h"
+#include "shm.h"
 
 #include <lauxlib.h>
 
@@ -37,11 +38,13 @@ int np_reload(const struct np_cli *cli)
     np_options_reload(np_L, lua_gettop(np_L));
     lua_pop(np_L, 2);                   /* server, the config table (kept by the registry) */
     np_notify("READY=1");
+    np_shm_count_reload(1);
     np_log(NP_NOTICE, "reloaded %s (config generation %d)", what, np_server.config->generation);
     return 0;
 failed:
     np_budget_close(np_L);
     np_L = running;
     np_notify("READY=1");
+    np_shm_count_reload(0);
     return -1;
 }

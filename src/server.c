@@ -265,12 +265,14 @@ void np_server_free(void)
 
 /* A client turned away at accept: closed at once, counted, logged (at most one line a
  * second per proxy, so a flood cannot flood the log too). */
-static void refuse(struct np_proxy *p, int fd, const struct sockaddr *sa, socklen_t len, const char *why)
+static void refuse(struct np_proxy *p, int fd, const struct sockaddr *sa, socklen_t len, const char *why,
+                   const char *reason)
 {
     char who[NP_ADDRSTRLEN];
 
     close(fd);
     NP_COUNTERS(p)->refused++;
+    np_shm_count_refusal(p->row, reason);
     if (np_now() - p->refused_warned < 1.0) {
         p->refused_unlogged++;
         return;
@@ -294,22 +296,26 @@ static uint64_t all_active(const struct np_config *g)
     return n;
 }
 
-/* Why a new client may not be served now, or NULL. Too many still negotiating (a flood of
- * silent clients on a sniffing port) is refused rather than let memory and fds run out. */
-static const char *turned_away(struct np_proxy *p, const struct sockaddr *sa)
+/* Why a new client may not be served now, or NULL; *reason is the word /metrics counts it
+ * by. Too many still negotiating (a flood of silent clients on a sniffing port) is refused
+ * rather than let memory and fds run out. */
+static const char *turned_away(struct np_proxy *p, const struct sockaddr *sa, const char **reason)
 {
     static char why[96];
     const struct np_config *g = p->config;
     const char *rule;
 
+    *reason = "acl";
     if (sa && (rule = np_acl_refuses(&g->acl, sa))) {
         snprintf(why, sizeof why, "%s (server)", rule);
         return why;
     }
     if (sa && (rule = np_acl_refuses(&p->acl, sa))) return rule;
     /* the limits count every worker's connections (shared counters) */
+    *reason = "max_clients";
     if (p->max_clients && np_shm_sum(p->row).active >= p->max_clients) return "max_clients";
     if (g->max_clients && all_active(g) >= g->max_clients) return "max_clients (server)";
+    *reason = "max_negotiating";
     if (p->negotiating >= p->max_negotiating) {
         snprintf(why, sizeof why, "%llu connections negotiating (max_negotiating)",
                  (unsigned long long)p->negotiating);
@@ -354,11 +360,12 @@ static void count_accepted(void)
 static void take_client(struct np_proxy *p, int rfd, int wfd, const struct sockaddr *sa,
                         socklen_t len, const char *client)
 {
-    const char *why = turned_away(p, sa);
+    const char *reason;
+    const char *why = turned_away(p, sa, &reason);
 
     count_accepted();
     if (why) {
-        refuse(p, rfd, sa, len, why);
+        refuse(p, rfd, sa, len, why, reason);
         if (wfd != rfd) close(wfd);
         tell_denied(p, client, why);
         maybe_finish();

@@ -11,8 +11,14 @@
 
 struct region {
     char names[NP_MAX_PROXIES][64];
+    struct {
+        int claimed, ready;     /* taken by a process (CAS), and its name written */
+        char name[32];
+    } reasons[NP_MAX_REASONS];
     int slot_used[NP_MAX_SLOTS];
     double beat[NP_MAX_SLOTS];  /* when each slot's loop last turned */
+    uint64_t next_id;           /* the connection and flow ids of every worker (end.c) */
+    uint64_t reloads, reload_ok;        /* SIGHUPs taken, and whether the last one loaded */
     struct np_counters c[NP_MAX_SLOTS + 1][NP_MAX_PROXIES];
 };
 
@@ -32,7 +38,10 @@ int np_shm_init(void)
         shm = NULL;
         return -1;
     }
-    if (fresh) shm->slot_used[0] = 1;   /* the process itself, until it forks */
+    if (fresh) {
+        shm->slot_used[0] = 1;  /* the process itself, until it forks */
+        shm->reload_ok = 1;     /* no reload yet: none failed */
+    }
     unsetenv("NETPROXY_SHM_FD");
     return 0;
 }
@@ -52,6 +61,52 @@ int np_shm_row(const char *name)
         if (strncmp(shm->names[i], name, sizeof shm->names[i] - 1) == 0) return i;
     }
     return -1;
+}
+
+const double np_duration_bounds[NP_DURATION_BUCKETS] = {
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600,
+};
+const double np_connect_bounds[NP_CONNECT_BUCKETS] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+};
+
+void np_shm_observe(uint64_t *buckets, uint64_t *sum_us, const double *bounds, int n, double v)
+{
+    int i = 0;
+
+    if (v < 0) v = 0;
+    while (i < n && v > bounds[i]) i++;
+    buckets[i]++;
+    *sum_us += (uint64_t)(v * 1e6 + 0.5);
+}
+
+/* Reasons are named at run time by any worker (a guard added later needs no table here):
+ * an entry is claimed by compare-and-swap, then its name written, then marked ready. */
+int np_shm_reason(const char *reason)
+{
+    for (int i = 0; shm && i < NP_MAX_REASONS; i++) {
+        int free_entry = 0;
+        if (__atomic_load_n(&shm->reasons[i].ready, __ATOMIC_ACQUIRE)) {
+            if (!strncmp(shm->reasons[i].name, reason, sizeof shm->reasons[i].name - 1)) return i;
+            continue;
+        }
+        if (__atomic_compare_exchange_n(&shm->reasons[i].claimed, &free_entry, 1, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            strncpy(shm->reasons[i].name, reason, sizeof shm->reasons[i].name - 1);
+            __atomic_store_n(&shm->reasons[i].ready, 1, __ATOMIC_RELEASE);
+            return i;
+        }
+        /* another process is writing it: wait for its name, it may be ours */
+        while (!__atomic_load_n(&shm->reasons[i].ready, __ATOMIC_ACQUIRE)) {}
+        if (!strncmp(shm->reasons[i].name, reason, sizeof shm->reasons[i].name - 1)) return i;
+    }
+    return -1;
+}
+
+const char *np_shm_reason_name(int i)
+{
+    if (!shm || i < 0 || i >= NP_MAX_REASONS || !__atomic_load_n(&shm->reasons[i].ready, __ATOMIC_ACQUIRE)) return NULL;
+    return shm->reasons[i].name;
 }
 
 void np_shm_use_slot(int slot) { my_slot = slot; }
@@ -94,6 +149,13 @@ struct np_counters *np_shm_counters(int row)
     return &shm->c[my_slot][row];
 }
 
+void np_shm_count_refusal(int row, const char *reason)
+{
+    int i = np_shm_reason(reason);
+
+    if (i >= 0) np_shm_counters(row)->refusals[i]++;
+}
+
 struct np_counters np_shm_sum(int row)
 {
     struct np_counters sum;
@@ -104,6 +166,30 @@ struct np_counters np_shm_sum(int row)
         add(&sum, c);
     }
     return sum;
+}
+
+/* One sequence for every process and generation: an atomic add on the shared region, so
+ * that two log lines with the same #id are the same connection. Before the region is
+ * mapped (a --check run), a process's own count. */
+uint64_t np_shm_next_id(void)
+{
+    static uint64_t local;
+
+    if (!shm) return ++local;
+    return __atomic_add_fetch(&shm->next_id, 1, __ATOMIC_RELAXED);
+}
+
+void np_shm_count_reload(int ok)
+{
+    if (!shm) return;
+    __atomic_add_fetch(&shm->reloads, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&shm->reload_ok, (uint64_t)(ok != 0), __ATOMIC_RELAXED);
+}
+
+void np_shm_reloads(uint64_t *count, int *last_ok)
+{
+    *count = shm ? __atomic_load_n(&shm->reloads, __ATOMIC_RELAXED) : 0;
+    *last_ok = shm ? __atomic_load_n(&shm->reload_ok, __ATOMIC_RELAXED) != 0 : 1;
 }
 
 void np_shm_beat(double now)

@@ -174,6 +174,7 @@ static struct np_sock *sock_alloc(lua_State *L, struct np_sock_owner *o)
     s->fd = s->wfd = -1;
     s->self_ref = LUA_NOREF;
     s->timeout = DEFAULT_TIMEOUT;
+    s->connect_time = -1;
     /* inbuf, outbuf and sendbuf are made when first needed: most sockets never need them */
     push_mt(L, &open_mt_key);
     lua_setmetatable(L, -2);

@@ -64,6 +64,7 @@ struct np_sock {
     struct np_sock_sniff *sniffing; /* its sniff, while under way (sock_sniff.c) */
     int dgram;                    /* a connected UDP socket: a read is one datagram, a write one */
     char peer[NP_ADDRSTRLEN];
+    double connect_time;          /* seconds its connect took (core.connect); < 0: not connected so */
 };
 
 /* Pushes a new cosocket of o owning rfd and wfd (an accepted client: the same socket twice,

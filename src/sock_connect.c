@@ -3,6 +3,7 @@
  * once when the dial is over inside the call (a loopback server, a refusal), else when the
  * dial tells it from the loop. */
 #include "sock_impl.h"
+#include "loop.h"
 
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@ static int take(lua_State *L, struct np_sock *s, int idx, int fd, const char *wh
 
     if (fd >= 0) {
         np_sock_set_fds(s, fd, fd);
+        s->connect_time = np_clock() - sd->started;     /* the access log's connect_time */
         np_addr_format((struct sockaddr *)&sd->d.peer, sd->d.peer_len, s->peer, sizeof s->peer);
         lua_pushvalue(L, idx);
         n = 1;
@@ -91,6 +93,7 @@ int np_sock_connect(lua_State *L, struct np_sock_owner *o, const struct np_sock_
     idx = lua_gettop(L);
     s->dgram = to->dgram;
     s->dialing = sd;
+    sd->started = np_clock();
     if (dial(s, sd, len, to)) return take(L, s, idx, sd->d.fd, sd->d.why);
     return np_sock_yield(L, s, idx);
 }

@@ -14,6 +14,7 @@ struct np_sock_dial {
     struct np_dial d;
     struct evutil_addrinfo one;         /* the one address of an IP literal or a unix path */
     struct sockaddr_storage one_addr, source;
+    double started;                     /* the loop's clock when the dial began */
 };
 
 /* A cosocket's sniff while under way: the loop, and the pick function it asks. */

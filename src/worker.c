@@ -3,6 +3,7 @@
  * once a second: the master's watchdog reads it. */
 #include "worker.h"
 #include "daemon.h"
+#include "accesslog.h"
 #include "log.h"
 #include "logsink.h"
 #include "loop.h"
@@ -63,6 +64,7 @@ static void on_upgrade(evutil_socket_t sig, short what, void *arg)
 static void on_reopen(evutil_socket_t sig, short what, void *arg)
 {
     np_log_reopen();
+    np_accesslog_reopen();
 }
 
 static void on_beat(evutil_socket_t fd, short what, void *arg)

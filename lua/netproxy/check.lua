@@ -408,4 +408,35 @@ function _M.syslog_logopt(v)
   return table.concat(words, "|")
 end
 
+-- The access log's fields (src/accesslog.c has the same list): what a template may name.
+_M.ACCESS_FIELDS = {
+  "time", "proxy", "id", "client", "client_addr", "client_port", "target", "server", "sni", "alpn",
+  "tls_version", "client_cert", "user", "bytes_in", "bytes_out", "duration", "connect_time",
+  "negotiation_time", "end", "detail", "method", "url", "status",
+}
+
+-- access_log = { path = FILE | "syslog", format = "json" | "text" | "TEMPLATE %{field}" }
+-- (format: "text" when left out); a path alone is a string.
+function _M.access_log(v)
+  if type(v) == "string" then v = { path = v } end
+  if type(v) ~= "table" then return nil, "want { path = FILE | \"syslog\", format = \"json\" | \"text\" | TEMPLATE }, not " .. type(v) end
+  for k in pairs(v) do
+    if k ~= "path" and k ~= "format" then return nil, "unknown field '" .. tostring(k) .. "' (want path, format)" end
+  end
+  if type(v.path) ~= "string" or v.path == "" then return nil, "path: want a file or \"syslog\"" end
+  local format = v.format or "text"
+  if type(format) ~= "string" or format == "" then return nil, "format: want \"json\", \"text\" or a template with %{field}" end
+  if format ~= "json" and format ~= "text" then
+    local known = {}
+    for _, f in ipairs(_M.ACCESS_FIELDS) do known[f] = true end
+    for name in format:gsub("%%%%", ""):gmatch("%%{([^}]*)}") do
+      if not known[name] then
+        return nil, "format: unknown field %{" .. name .. "} (fields: " .. table.concat(_M.ACCESS_FIELDS, ", ") .. ")"
+      end
+    end
+    if format:gsub("%%%%", ""):gsub("%%{[^}]*}", ""):find("%%{") then return nil, "format: a %{ without its }" end
+  end
+  return { path = v.path, format = format }
+end
+
 return _M

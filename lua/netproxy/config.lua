@@ -60,6 +60,7 @@ local PER_PROXY = {
   max_flows = check.count,
   backlog = check.backlog,
   reverse_lookups = check.boolean,  -- conn.host: the client's name (a PTR lookup) before accept()
+  access_log = check.access_log,    -- { path = FILE | "syslog", format = "json" | "text" | TEMPLATE }
 }
 
 -- Parameters every connector takes, whatever its type.

@@ -235,6 +235,7 @@ local function admit(conf, client, conn, req, log)
                        { ('Proxy-Authenticate: Basic realm="%s"'):format(conf.realm or "netproxy") })
     end
     conn.stash.user = user
+    core.set_user(user)                         -- the access log's user
   end
   local asked = http.authority(host, port)
   conn.stash.requested = asked
@@ -426,7 +427,10 @@ function _M.serve(conf, client, conn, proxy)
     local ok, how, detail = one(conf, client, conn, proxy, kept, log)
     if log.method and log.status then
       served = served + 1
-      conn:log("info", "%s %s %d %d bytes %.3fs", log.method, log.url, log.status, log.bytes or 0, core.now() - log.started)
+      local took = core.now() - log.started
+      conn:log("info", "%s %s %d %d bytes %.3fs", log.method, log.url, log.status, log.bytes or 0, took)
+      core.access_log({ method = log.method, url = log.url, status = log.status, bytes = log.bytes or 0,
+                        duration = took })
     end
     if ok == "relayed" then return end
     if not ok then

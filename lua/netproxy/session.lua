@@ -122,6 +122,8 @@ function _M.run(proxy, client, id, peer, handle)
   if from.accept then
     -- nil, why [, end word]: refused, unless the connector says how it ended
     local chosen, err, how = from.accept(proxy.from, client, conn, proxy)
+    local stash = rawget(conn, "stash")       -- (made when first used: not made here)
+    if stash and stash.user then core.set_user(stash.user) end    -- the access log's user
     -- "served", how, detail: the connector answered the whole connection itself (as a
     -- service's serve does; how is nil after its core.relay)
     if chosen == "served" then return err, how end

@@ -38,9 +38,15 @@ proxy { name = "dead \"one\"", from = { type = "tcp", host = "127.0.0.1", port =
       'netproxy_connections_opened_total{proxy="dead \\"one\\""} 1',
       'netproxy_connections_errors_total{proxy="dead \\"one\\""} 1',
       "# TYPE netproxy_connections_active gauge",
+      -- how they ended, by the log line's words; the refusal by its reason (issue 30)
+      'netproxy_connections_ended_total{proxy="web",end="eof"} 3',
+      'netproxy_connections_ended_total{proxy="dead \\"one\\"",end="connect failed"} 1',
+      'netproxy_refusals_total{proxy="web",reason="acl"} 1',
     }) do
       assert.truthy(body:find(line .. "\n", 1, true), line .. "\n---\n" .. body)
     end
+    -- TCP proxies only: no UDP series at all
+    assert.falsy(body:find("netproxy_udp_", 1, true), body)
     h.wait_log(np, "stats seen by accept: opened=3 total=3")
     assert.are.equal("404", (h.run({ "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:" .. stats .. "/" })))
     h.stop(np)

@@ -8,12 +8,14 @@
 -- with proxy_protocol = "v2") hands them to Lua as conn.proxy_tlvs.
 local h = require "spec.helpers"
 local tls = require "spec.support.tls"
+local cjson = require "cjson"
 
 describe("conn.tls", function()
-  local pki, echo, np, np_in
+  local pki, echo, np, np_in, alog
 
   setup(function()
     pki = h.pki()
+    alog = h.tmpfile("tls-access.json")
     echo = h.peer_server("echo")
     -- the server behind a PROXY v2 header: a netproxy that reads it and logs its TLVs
     np_in = h.netproxy_start(([[
@@ -49,12 +51,12 @@ proxy { name = "plain", from = { type = "ssl", host = "127.0.0.1", port = 0, alp
         to = { type = "tcp", host = "127.0.0.1", port = %d } }
 proxy { name = "mtls", from = { type = "ssl", host = "127.0.0.1", port = 0, cert = pki .. "/localhost.pem",
                                 key = pki .. "/localhost.key", ca = pki .. "/ca.pem", verify = true },
-        tls_accept = tls_accept, on_close = on_close,
+        tls_accept = tls_accept, on_close = on_close, access_log = { path = %q, format = "json" },
         to = { type = "tcp", host = "127.0.0.1", port = %d } }
 proxy { name = "pp", from = { type = "ssl", host = "127.0.0.1", port = 0, alpn = { "h2" }, cert = pki .. "/localhost.pem",
                              key = pki .. "/localhost.key", ca = pki .. "/ca.pem", verify = true },
         to = { type = "tcp", host = "127.0.0.1", port = %d, proxy_protocol = "v2" } }
-]]):format(pki, echo.port, echo.port, np_in.ports["in"]), { "-v" })
+]]):format(pki, echo.port, alog, echo.port, np_in.ports["in"]), { "-v" })
   end)
   teardown(h.stop_all)
   before_each(function()
@@ -85,6 +87,17 @@ proxy { name = "pp", from = { type = "ssl", host = "127.0.0.1", port = 0, alpn =
                             .. " fp=" .. fp .. " verified=true ", 1, true), line .. "\nwant serial " .. serial .. " fp " .. fp)
     h.wait_log(np, 'mtls: [^\n]* tls=TLSv1%.3 cert="CN=client" verified=yes ja4=t13i[^\n]* end=eof')
     h.wait_log(np, "mtls: CLOSED sni=nil cn=client ")
+    -- the access log carries them too: one JSON object for the connection
+    local entry = h.wait_until(function()
+      for text in (h.read(alog) or ""):gmatch("[^\n]+") do
+        local e = cjson.decode(text)
+        if e.proxy == "mtls" and e["end"] == "eof" then return e end
+      end
+    end, 10, "the access log's line")
+    assert.are.equal("TLSv1.3", entry.tls_version)
+    assert.are.equal("CN=client", entry.client_cert)
+    assert.matches("^t13i", entry.ja4)
+    assert.is_nil(entry.sni)                  -- s_client sent none to this proxy
   end)
 
   it("is refused by tls_accept after the handshake: a log line, on_denied, no backend", function()
