@@ -4,6 +4,7 @@
  * slot of the shared counters (shm.c); the master serves /metrics from their sum. */
 #include "master.h"
 #include "cli.h"
+#include "control.h"
 #include "daemon.h"
 #include "log.h"
 #include "loop.h"
@@ -23,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,6 +39,7 @@ struct worker {
     int told_twice;             /* and to close its connections now */
     int killed;                 /* by the watchdog */
     double started;
+    int ctl_fd;                 /* the master's end of its control socketpair (control.c), or -1 */
 };
 
 static struct worker workers[NP_MAX_SLOTS];
@@ -66,6 +69,9 @@ static void become_worker(int slot)
     event_del(&watchdog_ev);
     event_del(&sigusr2_ev);
     np_metrics_close();
+    np_control_close();                 /* the control socket is the master's */
+    for (int i = 0; i < NP_MAX_SLOTS; i++)
+        if (workers[i].pid && workers[i].ctl_fd >= 0) close(workers[i].ctl_fd);
     np_shm_use_slot(slot);
     signal(SIGHUP, SIG_IGN);            /* reloads and upgrades are the master's */
     signal(SIGUSR2, SIG_IGN);
@@ -74,7 +80,7 @@ static void become_worker(int slot)
 /* Forks worker number index of the current generation. 1 in the child, 0 in the master. */
 static int spawn(int index)
 {
-    int slot = np_shm_take_slot(), i;
+    int slot = np_shm_take_slot(), i, ctl[2] = { -1, -1 };
     sigset_t all, before;
     pid_t pid;
 
@@ -83,6 +89,7 @@ static int spawn(int index)
         return 0;
     }
     np_shm_set_beat(slot, np_now());    /* a new worker gets the whole watchdog period */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) < 0) ctl[0] = ctl[1] = -1;  /* no show conns there */
     /* Signals wait, blocked, until the child has its own handlers (np_worker_run unblocks
      * them): one sent between fork() and then would be lost, and the master would wait for
      * a worker that never heard its SIGTERM. */
@@ -93,16 +100,20 @@ static int spawn(int index)
     if (pid < 0) {
         np_log(NP_ERR, "master: fork: %s", strerror(errno));
         np_shm_release_slot(slot);
+        if (ctl[0] >= 0) close(ctl[0]), close(ctl[1]);
         return 0;
     }
     if (pid == 0) {
+        if (ctl[0] >= 0) close(ctl[0]);
         become_worker(slot);
+        if (ctl[1] >= 0) np_control_worker(ctl[1]);
         my_index = index;
         return 1;
     }
+    if (ctl[1] >= 0) close(ctl[1]);
     for (i = 0; workers[i].pid; i++) {}
     workers[i] = (struct worker){ .pid = pid, .index = index, .slot = slot, .generation = generation,
-                                  .started = np_now() };
+                                  .started = np_now(), .ctl_fd = ctl[0] };
     np_log(NP_INFO, "master: worker %d started (generation %d)", (int)pid, generation);
     return 0;
 }
@@ -165,6 +176,8 @@ static void on_sigchld(evutil_socket_t sig, short what, void *arg)
                 np_log(NP_INFO, "master: worker %d done", (int)pid);
             }
             w->pid = 0;
+            if (w->ctl_fd >= 0) close(w->ctl_fd);
+            w->ctl_fd = -1;
         }
     }
     if (stopping) {
@@ -201,21 +214,58 @@ static void bound_generations(int max)
     }
 }
 
-/* SIGHUP: the new config is loaded first; if it fails, the running one stays. Otherwise new
- * workers start on the same listening sockets, then the old ones drain (SIGQUIT). */
-static void on_sighup(evutil_socket_t sig, short what, void *arg)
+/* SIGHUP (or the control socket's reload): the new config is loaded first; if it fails, the
+ * running one stays (-1). Otherwise new workers start on the same listening sockets, then the
+ * old ones drain (SIGQUIT): 0, or 1 in a new worker. */
+static int reload(void)
 {
-    if (np_reload(cli) < 0) return;
+    if (np_reload(cli) < 0) return -1;
     generation++;
     nworkers = np_server.config->nworkers;  /* the new config may ask for another count */
     if (spawn_missing()) {
         event_base_loopbreak(np_base);  /* in the child: become a worker */
-        return;
+        return 1;
     }
     drain_old_generations();
     bound_generations(np_server.config->max_draining);
     np_log(NP_NOTICE, "master: generation %d started", generation);
+    return 0;
 }
+
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    reload();
+}
+
+/* ---- what the control socket asks of the master (control.c) */
+
+static int control_workers(int *fds, pid_t *pids, int max)
+{
+    int n = 0;
+
+    for (int i = 0; i < NP_MAX_SLOTS && n < max; i++) {
+        if (!workers[i].pid) continue;
+        fds[n] = workers[i].ctl_fd;     /* -1 for a worker of the previous binary */
+        pids[n++] = workers[i].pid;
+    }
+    return n;
+}
+
+static int control_counts(int *nwork, int *draining)
+{
+    int seen[NP_MAX_SLOTS] = { 0 };
+
+    *nwork = *draining = 0;
+    for (int i = 0; i < NP_MAX_SLOTS; i++) {
+        const struct worker *w = &workers[i];
+        if (!w->pid) continue;
+        if (w->generation == generation && !w->stopping) (*nwork)++;
+        else if (!seen[(w->generation + NP_MAX_SLOTS) % NP_MAX_SLOTS]++) (*draining)++;
+    }
+    return 0;
+}
+
+static const struct np_control_ops control_ops = { reload, control_workers, control_counts };
 
 /* SIGUSR2: the binary upgrade starts with the new binary checking the config. */
 static void on_upgrade(evutil_socket_t sig, short what, void *arg)
@@ -259,7 +309,7 @@ static void adopt_workers(void)
         if (i == NP_MAX_SLOTS) break;
         /* generation -1: older than any of ours, so drain_old_generations tells them */
         workers[i] = (struct worker){ .pid = pid, .slot = slot, .generation = -1,
-                                      .stopping = draining, .started = np_now() };
+                                      .stopping = draining, .started = np_now(), .ctl_fd = -1 };
         n++;
     }
     if (list) np_log(NP_NOTICE, "master: upgraded: netproxy %s runs now, with %d workers of the previous binary to drain",
@@ -336,6 +386,7 @@ int np_master_run(int n, const struct np_cli *c, void (*ready)(void))
     evsignal_add(&sigint_ev, NULL);
     if (ready) ready();                 /* its handlers are in place: signals are safe now */
     np_log(NP_NOTICE, "master: %d workers", n);
+    np_control_serve(&control_ops);
     adopt_workers();
     if (spawn_missing()) return np_worker_run(my_index, NULL, NULL);
     drain_old_generations();
@@ -344,6 +395,7 @@ int np_master_run(int n, const struct np_cli *c, void (*ready)(void))
         if (np_shm_slot() != 0) return np_worker_run(my_index, NULL, NULL);   /* a child, forked in a callback */
         if (stopping && (alive() == 0 || stopping > 1)) break;
     }
+    np_control_remove();
     np_log(NP_NOTICE, "master: stopped");
     return 0;
 }
