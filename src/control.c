@@ -513,6 +513,14 @@ static int printable(const char *s)
     return 1;
 }
 
+static void refuse_garbage(struct client *c)
+{
+    static const char bad[] = "error: not a command (control characters); try help";
+
+    np_log(NP_NOTICE, "control: uid %d (pid %d): a line with control characters: refused", (int)c->uid, (int)c->pid);
+    answer(c, bad, sizeof bad - 1);
+}
+
 static void run(struct client *c, char *line)
 {
     struct command cmd = { .line = line };
@@ -529,9 +537,7 @@ static void run(struct client *c, char *line)
     line += strspn(line, " \t");
     cmd.line = line;
     if (!printable(line)) {
-        static const char bad[] = "error: not a command (control characters); try help";
-        np_log(NP_NOTICE, "control: uid %d (pid %d): a line with control characters: refused", (int)c->uid, (int)c->pid);
-        answer(c, bad, sizeof bad - 1);
+        refuse_garbage(c);
         return;
     }
     if (!strcmp(line, "reload")) {
@@ -549,7 +555,8 @@ static void on_line(struct bufferevent *bev, void *arg)
 {
     struct client *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
-    char *line = evbuffer_readln(in, NULL, EVBUFFER_EOL_CRLF);
+    size_t n;
+    char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
 
     if (!line) {
         if (evbuffer_get_length(in) > LINE_MAX_LEN) {
@@ -560,9 +567,11 @@ static void on_line(struct bufferevent *bev, void *arg)
         }
         return;
     }
-    if (strlen(line) > LINE_MAX_LEN) {
+    if (n > LINE_MAX_LEN) {
         static const char tl[] = "error: line too long (at most 4096 bytes)";
         answer(c, tl, sizeof tl - 1);
+    } else if (strlen(line) != n) {
+        refuse_garbage(c);      /* a NUL byte inside */
     } else {
         run(c, line);
     }

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,9 +111,10 @@ int np_ctl_main(int argc, char **argv)
         fputs(usage, stderr);
         return 2;
     }
+    signal(SIGPIPE, SIG_IGN);   /* a refused peer is answered and closed before it writes */
     if ((fd = connect_to(path)) < 0) return 2;
     line = command_line(argc, argv, first);
-    if (!line || write(fd, line, strlen(line)) != (ssize_t)strlen(line)) {
+    if (!line || (write(fd, line, strlen(line)) != (ssize_t)strlen(line) && errno != EPIPE)) {
         fprintf(stderr, "netproxy ctl: %s: cannot send: %s\n", path, strerror(errno));
         free(line);
         close(fd);
