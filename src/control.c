@@ -88,6 +88,20 @@ static int owner_of(const char *user, const char *group, uid_t *uid, gid_t *gid,
     return 0;
 }
 
+/* The socket's folder, when it is missing (/run/netproxy without systemd's
+ * RuntimeDirectory): made 0755, one level only. */
+static void make_folder(const char *path)
+{
+    char dir[108];
+    char *slash;
+
+    snprintf(dir, sizeof dir, "%s", path);
+    slash = strrchr(dir, '/');
+    if (!slash || slash == dir) return;
+    *slash = '\0';
+    if (mkdir(dir, 0755) == 0) np_log(NP_INFO, "control: made the folder %s", dir);
+}
+
 int np_control_open(const char *path, const char *mode, const char *group, const char *user,
                     char *err, size_t errlen)
 {
@@ -101,6 +115,7 @@ int np_control_open(const char *path, const char *mode, const char *group, const
     }
     memcpy(sa.sun_path, path, strlen(path) + 1);
     if (owner_of(user, group, &owner_uid, &gid, err, errlen) < 0 || clear_stale(&sa, err, errlen) < 0) return -1;
+    make_folder(path);
     sock_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     mode_t old = umask(0177);   /* never wider than 0600 between bind and chmod */
     int rc = sock_fd < 0 ? -1 : bind(sock_fd, (struct sockaddr *)&sa, sizeof sa);
