@@ -299,10 +299,10 @@ static void ask_all(const char *req, struct evbuffer *out, int *missing, pid_t o
         return;
     }
     for (int i = 0; i < n; i++) {
-        if (only && pids[i] != only) continue;
+        if ((only && pids[i] != only) || fds[i] < 0) continue;     /* (a previous binary's worker: none) */
         struct evbuffer *one = evbuffer_new();
         char *line;
-        if (fds[i] < 0 || ask_one(fds[i], req, one, deadline) < 0) (*missing)++;
+        if (ask_one(fds[i], req, one, deadline) < 0) (*missing)++;
         while ((line = evbuffer_readln(one, NULL, EVBUFFER_EOL_LF))) {
             evbuffer_add_printf(out, "%d\t%s\n", (int)pids[i], line);
             free(line);

@@ -157,6 +157,31 @@ describe("netproxy ctl", function()
     assert.matches("127%.0%.0%.1:" .. b.b.port .. "%s+maint%s+1%s+down", out)
   end)
 
+  it("maint stops the active checks of that server; ready starts them again", function()
+    local b = backends(2)
+    local sock = h.tmpfile("control.sock")
+    local np = h.netproxy_start(([[
+server { control = %q }
+proxy { name = "pool", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "tcp", servers = { "127.0.0.1:%d", "127.0.0.1:%d" },
+               check = { interval = 0.05, fn = function(sock, server)
+                 require("netproxy.core").log("notice", "checked " .. server.name)
+                 return true
+               end } } }
+]]):format(sock, b.a.port, b.b.port))
+    local a = "127.0.0.1:" .. b.a.port
+    h.wait_log(np, "checked " .. a:gsub("%.", "%%."))
+    assert.are.equal(0, select(3, ctl(sock, "set", "server", "pool", a, "state", "maint")))
+    h.wait_log(np, "control: uid %d+ %(pid %d+%): set server pool .- state maint")
+    np.mark()
+    -- a check under way when maint came may still finish; after it, none of a
+    local other = ("checked 127%.0%.0%.1:" .. b.b.port)
+    h.wait_until(function() return select(2, np.log():gsub(other, "")) >= 6 end, 10, "6 checks of b")
+    assert.is_true(select(2, np.log():gsub("checked " .. a:gsub("%.", "%%."), "")) <= 1, np.log())
+    ctl(sock, "set", "server", "pool", a, "state", "ready")
+    h.wait_log(np, "checked " .. a:gsub("%.", "%%."))
+  end)
+
   it("add server reaches the new one in every worker; del server drains it (2 workers)", function()
     local b = backends(3)
     local np = start(b, 2)
@@ -270,15 +295,40 @@ describe("netproxy ctl", function()
     assert.matches("^error: not a command %(control characters%)", raw(np.sock, "show\0\1\2 info\n"))
     assert.matches("^error: line too long %(at most 4096 bytes%)", raw(np.sock, ("x"):rep(100000)))
     -- a slow peer holding a connection open does not stop the others
+    local ready = h.tmpfile("slow-ready")
     local slow = h.spawn({ "python3", "-c", [[
 import socket, sys, time
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.send(b"sho"); time.sleep(30)
-]], np.sock })
+held = []
+for i in range(int(sys.argv[2])):
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.send(b"sho"); held.append(s)
+open(sys.argv[3], "w").close()
+time.sleep(30)
+]], np.sock, "1", ready })
+    h.wait_until(function() return h.read(ready) end, 10, "the slow peer")
     local out, _, rc = ctl(np.sock, "show", "info")
     assert.are.equal(0, rc)
     assert.matches("version:", out)
     assert.matches("\npool%s", (ctl(np.sock, "show", "proxies")))
     h.stop(slow)
+    -- 16 clients at once at most: the 17th is told so, and the socket serves once they go
+    os.remove(ready)
+    slow = h.spawn({ "python3", "-c", [[
+import socket, sys, time
+held = []
+for i in range(int(sys.argv[2])):
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.send(b"sho"); held.append(s)
+open(sys.argv[3], "w").close()
+time.sleep(30)
+]], np.sock, "16", ready })
+    h.wait_until(function() return h.read(ready) end, 10, "16 slow peers")
+    out, _, rc = h.wait_until(function()
+      local o, e, r = ctl(np.sock, "show", "info")
+      return r == 1 and o, e, r
+    end, 10, "the 17th client refused")
+    assert.matches("^error: too many control clients at once", out)
+    h.wait_log(np, "control: 16 clients at once already")
+    h.stop(slow)
+    h.wait_until(function() return select(3, ctl(np.sock, "show", "info")) == 0 end, 10, "the socket serving again")
     -- the socat form: one line in, the answer out
     assert.matches("^rewrites ab = cd\n", raw(np.sock, "dict set rewrites ab cd\n"))
     assert.matches("^cd\n", raw(np.sock, "dict get rewrites ab\n"))
