@@ -209,6 +209,28 @@ proxy { name = "pool", from = { type = "tcp", host = "127.0.0.1", port = 0 },
     assert.matches("c", seq)
   end)
 
+  it("states, weights and added servers survive a binary upgrade (SIGUSR2); the socket is served again", function()
+    local b = backends(3)
+    local np = start(b, 2)
+    h.wait_workers(np.pid, 2)
+    local a = "127.0.0.1:" .. b.a.port
+    assert.are.equal(0, select(3, ctl(np.sock, "set", "server", "pool", a, "state", "drain")))
+    assert.are.equal(0, select(3, ctl(np.sock, "set", "server", "pool", "127.0.0.1:" .. b.b.port, "weight", "7")))
+    assert.are.equal(0, select(3, ctl(np.sock, "add", "server", "pool", "127.0.0.1:" .. b.c.port)))
+    os.execute("kill -USR2 " .. np.pid)
+    h.wait_log(np, "master: upgraded: netproxy [^\n]* with 2 workers of the previous binary to drain")
+    local out = h.wait_until(function()
+      local o, _, rc = ctl(np.sock, "show", "servers")
+      return rc == 0 and o
+    end, 10, "the control socket after the upgrade")
+    assert.matches(a:gsub("%.", "%%.") .. "%s+drain%s+1", out)
+    assert.matches("127%.0%.0%.1:" .. b.b.port .. "%s+ready%s+7", out)
+    assert.matches("127%.0%.0%.1:" .. b.c.port .. "%s+ready%s+1%s+up.-added", out)
+    local seq = clients(np, np.ports.pool, 8)
+    assert.is_nil(seq:find("a"), seq)
+    assert.matches("c", seq)
+  end)
+
   it("show conns lists every worker's connections; kill conn ends one mid-transfer (2 workers)", function()
     local b = backends(2)
     local np = start(b, 2)
