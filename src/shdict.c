@@ -407,7 +407,8 @@ static int dict_delete(lua_State *L)
 }
 
 /* dict:keys([max]) -> { key, ... }: the live keys, most recently used first, at most max
- * (default 1024, 0: all). Copied under the lock, pushed after it. */
+ * (default 1024, 0: all). Copied under the lock into a userdata (collected even if a push
+ * below raises), pushed after it. */
 static int dict_keys(lua_State *L)
 {
     struct dict *d = check_dict(L, "keys");
@@ -418,8 +419,7 @@ static int dict_keys(lua_State *L)
     uint32_t n = 0;
 
     if (max <= 0 || max > d->h->nentries) max = d->h->nentries;
-    copy = malloc((size_t)max * (ENTRY_DATA + 2));
-    if (!copy) return luaL_error(L, "keys: out of memory");
+    copy = lua_newuserdata(L, (size_t)max * (2 + 255));     /* a key is 255 bytes at most */
     lock(d);
     for (uint32_t i = d->h->lru_head; i && n < max; i = E(d, i)->next) {
         struct entry *x = E(d, i);
@@ -438,7 +438,6 @@ static int dict_keys(lua_State *L)
         lua_rawseti(L, -2, (int)k + 1);
         at += 2 + len;
     }
-    free(copy);
     return 1;
 }
 

@@ -269,33 +269,37 @@ end
 
 local function dict(w, line)
   local verb, name, key = w[2], w[3], w[4]
+  if verb ~= "keys" and verb ~= "get" and verb ~= "set" and verb ~= "del" then
+    return fail("dict %s: want keys, get, set or del", tostring(verb))
+  end
   if not name then return fail("want: dict keys|get|set|del NAME ...") end
   local d, err = core.shared(name)
   if not d then return fail("%s", err) end
   if verb == "keys" then
     if key then return fail("want: dict keys NAME") end
-    local keys = d:keys(0)
+    local keys = d:keys(10000)       -- a bound on the answer (docs: at most 10,000)
     return ok(concat(keys, "\n"), array(keys))
   end
   if not key then return fail("want: dict %s NAME KEY%s", verb, verb == "set" and " VALUE" or "") end
   if verb == "get" then
     if w[5] then return fail("want: dict get NAME KEY") end
-    local v = d:get(key)
+    local called, v = pcall(d.get, d, key)
+    if not called then return fail("%s", (tostring(v):gsub("^.-: get:", "get:"))) end
     if v == nil then return fail("%s: no key '%s'", name, key) end
     return ok(tostring(v), { key = key, value = v })
   elseif verb == "set" then
     -- the value: the rest of the line after the key, as typed
     local value = line:match("^%s*dict%s+set%s+%S+%s+%S+%s+(.-)%s*$")
     if not value or value == "" then return fail("want: dict set NAME KEY VALUE") end
-    local done, serr = pcall(d.set, d, key, value)
-    if not done then return fail("%s", tostring(serr):gsub("^.-: set:", "set:")) end
+    local called, done, serr = pcall(d.set, d, key, value)
+    if not called then return fail("%s", (tostring(done):gsub("^.-: set:", "set:"))) end
+    if not done then return fail("%s: %s", name, tostring(serr)) end
     return ok(("%s %s = %s"):format(name, key, value), { key = key, value = value })
-  elseif verb == "del" then
-    if w[5] then return fail("want: dict del NAME KEY") end
-    d:delete(key)
-    return ok(("%s %s deleted"):format(name, key), { key = key })
   end
-  return fail("dict %s: want keys, get, set or del", tostring(verb))
+  if w[5] then return fail("want: dict del NAME KEY") end
+  local called, derr = pcall(d.delete, d, key)
+  if not called then return fail("%s", (tostring(derr):gsub("^.-: delete:", "delete:"))) end
+  return ok(("%s %s deleted"):format(name, key), { key = key })
 end
 
 -- ---------------------------------------------------------------- what C knows

@@ -306,6 +306,9 @@ proxy { name = "pool", from = { type = "tcp", host = "127.0.0.1", port = 0 },
       { { "add", "server", "pool", "not an address" }, "^error: " },
       { { "dict", "get", "nosuch", "k" }, "^error: no shared dict 'nosuch'" },
       { { "dict", "get", "rewrites", "k" }, "^error: rewrites: no key 'k'" },
+      { { "dict", "set", "rewrites", "k", ("v"):rep(500) }, "^error: rewrites: too large" },
+      { { "dict", "frob", "rewrites" }, "^error: dict frob: want keys, get, set or del" },
+      { { "dict", "get", "rewrites", ("k"):rep(300) }, "^error: get: key longer than 255 bytes" },
       { { "kill", "conn", "x" }, "^error: 'x': want ID or PID:ID" },
     }
     for _, c in ipairs(cases) do
