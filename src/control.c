@@ -435,14 +435,17 @@ static void push_ops(lua_State *L)
 
 /* ---------------------------------------------------------------- a command */
 
-/* control.lua's fn(args...) in the running config's state: its text answer (malloc'd) and
- * whether it succeeded and changed something; NULL when the call itself failed. */
+/* control.lua's fn(args...) in the running config's state: its text answer (malloc'd, its
+ * length in *len) and whether it succeeded and changed something; NULL when the call itself
+ * failed. netproxy.control is netproxy's own module: no user budget (a `show conns` of many
+ * connections must not be cut by hook_budget). */
 static char *call_control(const char *fn, int nargs_pushed(lua_State *L, void *arg), void *arg,
-                          int *ok, int *changed)
+                          size_t *len, int *ok, int *changed)
 {
     struct np_config *g = np_server.config;
     lua_State *L = g ? g->L : NULL;
-    char err[512], *text = NULL;
+    char err[512], *text;
+    const char *s;
     int top;
 
     if (!L) return NULL;
@@ -451,12 +454,15 @@ static char *call_control(const char *fn, int nargs_pushed(lua_State *L, void *a
     lua_getfield(L, -1, fn);
     lua_remove(L, -2);
     int n = nargs_pushed(L, arg);
-    if (np_call(L, n, 3, &g->limits, err, sizeof err) < 0) {
+    if (np_call(L, n, 3, &np_limits_none, err, sizeof err) < 0) {
         np_log(NP_ERR, "control: %s", err);
         lua_settop(L, top);
         return NULL;
     }
-    text = strdup(lua_tostring(L, -3) ? lua_tostring(L, -3) : "");
+    s = lua_tolstring(L, -3, len);
+    if (!s) s = "", *len = 0;
+    text = malloc(*len + 1);
+    if (text) memcpy(text, s, *len + 1);
     *ok = lua_toboolean(L, -2);
     *changed = lua_toboolean(L, -1);
     lua_settop(L, top);
@@ -505,7 +511,9 @@ static void log_command(struct client *c, const char *line, int ok, int changed,
 static int run_reload(struct client *c, struct command *cmd)
 {
     static char problems[8192];
+    static const char none[] = "error: reload: no answer (see the log)";
     int ok = 0, changed = 0;
+    size_t len = 0;
     char *text;
 
     np_log(NP_NOTICE, "control: uid %d (pid %d): reload", (int)c->uid, (int)c->pid);
@@ -514,8 +522,9 @@ static int run_reload(struct client *c, struct command *cmd)
     np_log_capture(NULL, 0);
     if (cmd->reload_rc == 1) return 1;
     cmd->problems = problems;
-    text = call_control("reloaded", push_reloaded, cmd, &ok, &changed);
-    answer(c, text ? text : "error: reload: no answer", strlen(text ? text : "error: reload: no answer"));
+    text = call_control("reloaded", push_reloaded, cmd, &len, &ok, &changed);
+    if (text) answer(c, text, len);
+    else answer(c, none, sizeof none - 1);
     free(text);
     return 0;
 }
@@ -539,7 +548,7 @@ static void refuse_garbage(struct client *c)
 static void run(struct client *c, char *line)
 {
     struct command cmd = { .line = line };
-    size_t len = strlen(line);
+    size_t len = strlen(line), alen = 0;
     int ok = 0, changed = 0;
     char *text;
 
@@ -559,10 +568,15 @@ static void run(struct client *c, char *line)
         run_reload(c, &cmd);
         return;
     }
-    text = call_control("run", push_run, &cmd, &ok, &changed);
-    if (!text) text = strdup("error: the command failed (see the log)");
-    log_command(c, line, ok, changed, text ? text : "");
-    answer(c, text ? text : "error", text ? strlen(text) : 5);
+    text = call_control("run", push_run, &cmd, &alen, &ok, &changed);
+    if (!text) {
+        static const char failed[] = "error: the command failed (see the log)";
+        log_command(c, line, 0, 0, failed);
+        answer(c, failed, sizeof failed - 1);
+        return;
+    }
+    log_command(c, line, ok, changed, text);
+    answer(c, text, alen);
     free(text);
 }
 
