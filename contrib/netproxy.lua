@@ -14,4 +14,7 @@ proxy {
 server {
   log_level = "notice",
   -- stats = "127.0.0.1:9100",      -- Prometheus metrics at /metrics
+  -- runtime control: `netproxy ctl show servers`, `set server ... state drain`, `dict set ...`
+  -- (root and the user netproxy only; netproxy(1), "CTL")
+  control = "/run/netproxy/control.sock",
 }

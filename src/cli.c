@@ -11,6 +11,7 @@
 static const char usage[] =
     "usage: netproxy [options] CONFIG.lua\n"
     "       netproxy [options] [-L [HOST:]PORT] [-P [SCHEME://]PROXYHOST:PORT]... HOST PORT\n"
+    "       netproxy ctl [-S SOCKET] COMMAND... [--json]   (a running netproxy's control socket)\n"
     "Runs every proxy the Lua config script declares; or, in the one-line form, relays\n"
     "standard input and output (or, with -L, each client of a listening port) to HOST PORT,\n"
     "directly or through proxies (-P). As an ssh ProxyCommand:\n"

@@ -300,6 +300,31 @@ void np_conn_close_all(struct np_proxy *p, enum np_end how, const char *detail)
     for (struct np_conn *c = p->conns; c; c = c->next) np_conn_close(c, how, "%s", detail);
 }
 
+/* What the control socket shows (show conns) and ends (kill conn). */
+void np_conn_each(struct np_proxy *p, np_conn_view_fn *fn, void *arg)
+{
+    for (struct np_conn *c = p->conns; c; c = c->next) {
+        if (c->ended.end != NP_END_NONE) continue;      /* ended, waiting for the reaper */
+        struct np_conn_view v = {
+            .id = c->ended.id, .proxy = p->name, .client = c->client ? c->client : "",
+            .target = c->target ? c->target : "", .age = np_clock() - c->ended.started,
+            .bytes = { c->bytes[0], c->bytes[1] },
+            .state = c->negotiating ? "negotiating" : c->relay ? "relaying" : "serving",
+        };
+        fn(arg, &v);
+    }
+}
+
+int np_conn_kill(struct np_proxy *p, uint64_t id, const char *why)
+{
+    for (struct np_conn *c = p->conns; c; c = c->next) {
+        if (c->ended.id != id || c->ended.end != NP_END_NONE) continue;
+        np_conn_close(c, NP_END_CLOSED, "%s", why);
+        return 1;
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- its start */
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)

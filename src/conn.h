@@ -32,6 +32,21 @@ void np_conn_close(struct np_conn *c, enum np_end how, const char *fmt, ...)
 /* Closes every live connection of proxy p, as how (a drain or stop deadline). */
 void np_conn_close_all(struct np_proxy *p, enum np_end how, const char *detail);
 
+/* A live connection as the control socket shows it (show conns). */
+struct np_conn_view {
+    uint64_t id;
+    const char *proxy, *client, *target, *state;   /* state: negotiating, relaying, serving */
+    double age;                 /* seconds */
+    uint64_t bytes[2];          /* client->server, server->client */
+};
+typedef void np_conn_view_fn(void *arg, const struct np_conn_view *v);
+
+/* Calls fn for each live connection of p. */
+void np_conn_each(struct np_proxy *p, np_conn_view_fn *fn, void *arg);
+
+/* Closes p's connection number id (end=closed: why); 1 when there was one, else 0. */
+int np_conn_kill(struct np_proxy *p, uint64_t id, const char *why);
+
 /* The connection whose Lua code is running (its session, or one of its hooks), or NULL. */
 struct np_conn *np_conn_current(void);
 

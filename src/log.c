@@ -147,6 +147,26 @@ void np_log_reopen(void)
 
 static const int syslog_priority[] = { LOG_ERR, LOG_WARNING, LOG_NOTICE, LOG_INFO, LOG_DEBUG };
 static np_log_sink_fn *sink;
+static char *capture;
+static size_t capture_size, capture_len;
+
+void np_log_capture(char *buf, size_t size)
+{
+    capture = buf;
+    capture_size = size;
+    capture_len = 0;
+    if (buf && size) buf[0] = '\0';
+}
+
+/* A warning or an error, its message alone, one per line, as long as there is room. */
+static void captured(int level, const char *msg, size_t len)
+{
+    if (!capture || level > NP_WARNING || capture_len + len + 2 > capture_size) return;
+    memcpy(capture + capture_len, msg, len);
+    capture_len += len;
+    capture[capture_len++] = '\n';
+    capture[capture_len] = '\0';
+}
 
 void np_log_set_sink(np_log_sink_fn *fn)
 {
@@ -178,6 +198,7 @@ void np_log_conn(int level, uint64_t conn_id, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(line + n, sizeof line - n, fmt, ap);
         va_end(ap);
+        captured(level, line + n, strlen(line + n));
         syslog(syslog_priority[level < 0 ? 0 : level > 4 ? 4 : level], "%s", line);
         return;
     }
@@ -193,6 +214,7 @@ void np_log_conn(int level, uint64_t conn_id, const char *fmt, ...)
     n += vsnprintf(line + n, sizeof line - n, fmt, ap);
     va_end(ap);
     if (n > (int)sizeof line - 2) n = sizeof line - 2;
+    captured(level, line + msg_at, n - msg_at);
     if (sink && sink(level, conn_id, line, n, msg_at)) return;
     np_log_write_line(line, n);
 }

@@ -42,6 +42,11 @@ void np_log_write_line(const char *line, size_t len);
 void np_log_libraries(void);
 
 /* conn_id 0 means "not about a connection". */
+/* While buf is set: every warning and error logged is also copied there, its message alone,
+ * one per line, as long as it fits (a reload from the control socket answers with them).
+ * NULL stops. */
+void np_log_capture(char *buf, size_t size);
+
 void np_log_conn(int level, uint64_t conn_id, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

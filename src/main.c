@@ -1,5 +1,7 @@
 /* netproxy: load a Lua config, bind its proxies, run the event loop. */
 #include "cli.h"
+#include "control.h"
+#include "ctl.h"
 #include "daemon.h"
 #include "log.h"
 #include "loop.h"
@@ -38,6 +40,15 @@ static int daemon_life_before(char *err, size_t errlen)
         return -1;
     }
     return np_daemon_check_privileges(err, errlen);
+}
+
+/* The control socket, before the privilege drop (server{ control }). */
+static int open_control(char *err, size_t errlen)
+{
+    const char *path = np_options_control();
+
+    return path ? np_control_open(path, np_options_control_mode(), np_options_control_group(),
+                                  np_options_user(), err, errlen) : 0;
 }
 
 /* Once bound: the background, syslog (once stderr is gone), the pid file. */
@@ -87,7 +98,10 @@ int main(int argc, char **argv)
 {
     struct np_cli cli;
     char err[512];
-    int rc = np_cli_parse(argc, argv, &cli);
+    int rc;
+
+    if (argc > 1 && !strcmp(argv[1], "ctl")) return np_ctl_main(argc - 1, argv + 1);
+    rc = np_cli_parse(argc, argv, &cli);
 
     if (rc >= 0) return rc;
     np_upgrade_init(argv);
@@ -120,7 +134,7 @@ int main(int argc, char **argv)
     int adopted = np_listener_adopt_systemd();
     if (daemon_life_before(err, sizeof err) < 0 || np_server_install(np_L, err, sizeof err) < 0 ||
         (np_options_stats() && np_metrics_listen(np_options_stats(), err, sizeof err) < 0) ||
-        daemon_life_after(err, sizeof err) < 0) {
+        open_control(err, sizeof err) < 0 || daemon_life_after(err, sizeof err) < 0) {
         np_log(NP_ERR, "%s", err);
         if (np_log_path() && !np_options_daemon()) fprintf(stderr, "netproxy: %s\n", err);
         return 1;

@@ -4,6 +4,7 @@
  * slot of the shared counters (shm.c); the master serves /metrics from their sum. */
 #include "master.h"
 #include "cli.h"
+#include "control.h"
 #include "daemon.h"
 #include "accesslog.h"
 #include "log.h"
@@ -24,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,6 +40,7 @@ struct worker {
     int told_twice;             /* and to close its connections now */
     int killed;                 /* by the watchdog */
     double started;
+    int ctl_fd;                 /* the master's end of its control socketpair (control.c), or -1 */
 };
 
 static struct worker workers[NP_MAX_SLOTS];
@@ -67,6 +70,9 @@ static void become_worker(int slot)
     event_del(&watchdog_ev);
     event_del(&sigusr2_ev);
     np_metrics_close();
+    np_control_close();                 /* the control socket is the master's */
+    for (int i = 0; i < NP_MAX_SLOTS; i++)
+        if (workers[i].pid && workers[i].ctl_fd >= 0) close(workers[i].ctl_fd);
     np_shm_use_slot(slot);
     signal(SIGHUP, SIG_IGN);            /* reloads and upgrades are the master's */
     signal(SIGUSR2, SIG_IGN);
@@ -75,7 +81,7 @@ static void become_worker(int slot)
 /* Forks worker number index of the current generation. 1 in the child, 0 in the master. */
 static int spawn(int index)
 {
-    int slot = np_shm_take_slot(), i;
+    int slot = np_shm_take_slot(), i, ctl[2] = { -1, -1 };
     sigset_t all, before;
     pid_t pid;
 
@@ -84,6 +90,7 @@ static int spawn(int index)
         return 0;
     }
     np_shm_set_beat(slot, np_now());    /* a new worker gets the whole watchdog period */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) < 0) ctl[0] = ctl[1] = -1;  /* no show conns there */
     /* Signals wait, blocked, until the child has its own handlers (np_worker_run unblocks
      * them): one sent between fork() and then would be lost, and the master would wait for
      * a worker that never heard its SIGTERM. */
@@ -94,16 +101,20 @@ static int spawn(int index)
     if (pid < 0) {
         np_log(NP_ERR, "master: fork: %s", strerror(errno));
         np_shm_release_slot(slot);
+        if (ctl[0] >= 0) close(ctl[0]), close(ctl[1]);
         return 0;
     }
     if (pid == 0) {
+        if (ctl[0] >= 0) close(ctl[0]);
         become_worker(slot);
+        if (ctl[1] >= 0) np_control_worker(ctl[1]);
         my_index = index;
         return 1;
     }
+    if (ctl[1] >= 0) close(ctl[1]);
     for (i = 0; workers[i].pid; i++) {}
     workers[i] = (struct worker){ .pid = pid, .index = index, .slot = slot, .generation = generation,
-                                  .started = np_now() };
+                                  .started = np_now(), .ctl_fd = ctl[0] };
     np_log(NP_INFO, "master: worker %d started (generation %d)", (int)pid, generation);
     return 0;
 }
@@ -166,6 +177,8 @@ static void on_sigchld(evutil_socket_t sig, short what, void *arg)
                 np_log(NP_INFO, "master: worker %d done", (int)pid);
             }
             w->pid = 0;
+            if (w->ctl_fd >= 0) close(w->ctl_fd);
+            w->ctl_fd = -1;
         }
     }
     if (stopping) {
@@ -186,19 +199,27 @@ static int draining(const struct worker *w)
 /* Old generations still alive, past max_draining: the oldest is told to close its
  * connections now (a second SIGQUIT). Generations are counted by comparing workers, never
  * by indexing with a generation number. */
+static int draining_generations(int *oldest)
+{
+    int count = 0;
+
+    *oldest = generation;
+    for (int i = 0; i < NP_MAX_SLOTS; i++) {
+        const struct worker *w = &workers[i];
+        int first = 1;              /* the first draining worker of its generation */
+        if (!draining(w)) continue;
+        if (w->generation < *oldest) *oldest = w->generation;
+        for (int j = 0; j < i && first; j++)
+            first = !(draining(&workers[j]) && workers[j].generation == w->generation);
+        count += first;
+    }
+    return count;
+}
+
 static void bound_generations(int max)
 {
     for (;;) {
-        int oldest = generation, count = 0;
-        for (int i = 0; i < NP_MAX_SLOTS; i++) {
-            const struct worker *w = &workers[i];
-            int first = 1;          /* the first draining worker of its generation */
-            if (!draining(w)) continue;
-            if (w->generation < oldest) oldest = w->generation;
-            for (int j = 0; j < i && first; j++)
-                first = !(draining(&workers[j]) && workers[j].generation == w->generation);
-            count += first;
-        }
+        int oldest, count = draining_generations(&oldest);
         if (count <= max) return;
         np_log(NP_WARNING, "master: %d generations draining (max_draining %d): generation %d closes its connections now",
                count, max, oldest);
@@ -212,21 +233,56 @@ static void bound_generations(int max)
     }
 }
 
-/* SIGHUP: the new config is loaded first; if it fails, the running one stays. Otherwise new
- * workers start on the same listening sockets, then the old ones drain (SIGQUIT). */
-static void on_sighup(evutil_socket_t sig, short what, void *arg)
+/* SIGHUP (or the control socket's reload): the new config is loaded first; if it fails, the
+ * running one stays (-1). Otherwise new workers start on the same listening sockets, then the
+ * old ones drain (SIGQUIT): 0, or 1 in a new worker. */
+static int reload(void)
 {
-    if (np_reload(cli) < 0) return;
+    if (np_reload(cli) < 0) return -1;
     generation++;
     nworkers = np_server.config->nworkers;  /* the new config may ask for another count */
     if (spawn_missing()) {
         event_base_loopbreak(np_base);  /* in the child: become a worker */
-        return;
+        return 1;
     }
     drain_old_generations();
     bound_generations(np_server.config->max_draining);
     np_log(NP_NOTICE, "master: generation %d started", generation);
+    return 0;
 }
+
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    reload();
+}
+
+/* ---- what the control socket asks of the master (control.c) */
+
+static int control_workers(int *fds, pid_t *pids, int max)
+{
+    int n = 0;
+
+    for (int i = 0; i < NP_MAX_SLOTS && n < max; i++) {
+        if (!workers[i].pid) continue;
+        fds[n] = workers[i].ctl_fd;     /* -1 for a worker of the previous binary */
+        pids[n++] = workers[i].pid;
+    }
+    return n;
+}
+
+/* For show info: the workers of the current generation, and the generations draining. */
+static int control_counts(int *nwork, int *ndraining)
+{
+    int oldest;
+
+    *nwork = 0;
+    for (int i = 0; i < NP_MAX_SLOTS; i++)
+        if (workers[i].pid && workers[i].generation == generation && !workers[i].stopping) (*nwork)++;
+    *ndraining = draining_generations(&oldest);
+    return 0;
+}
+
+static const struct np_control_ops control_ops = { reload, control_workers, control_counts };
 
 /* SIGUSR2: the binary upgrade starts with the new binary checking the config. */
 static void on_upgrade(evutil_socket_t sig, short what, void *arg)
@@ -294,7 +350,7 @@ static void adopt_workers(void)
         for (i = 0; i < NP_MAX_SLOTS && workers[i].pid; i++) {}
         if (i == NP_MAX_SLOTS) break;
         workers[i] = (struct worker){ .pid = pid, .slot = slot, .generation = gen, .stopping = state > 0,
-                                      .told_twice = state > 1, .started = np_now() };
+                                      .told_twice = state > 1, .started = np_now(), .ctl_fd = -1 };
         if (gen > newest) newest = gen;
         n++;
     }
@@ -375,6 +431,7 @@ int np_master_run(int n, const struct np_cli *c, void (*ready)(void))
     evsignal_add(&sigint_ev, NULL);
     if (ready) ready();                 /* its handlers are in place: signals are safe now */
     np_log(NP_NOTICE, "master: %d workers", n);
+    np_control_serve(&control_ops);
     adopt_workers();
     if (spawn_missing()) return np_worker_run(my_index, NULL, NULL);
     drain_old_generations();
@@ -385,6 +442,7 @@ int np_master_run(int n, const struct np_cli *c, void (*ready)(void))
         if (np_shm_slot() != 0) return np_worker_run(my_index, NULL, NULL);   /* a child, forked in a callback */
         if (stopping && (alive() == 0 || stopping > 1)) break;
     }
+    np_control_remove();
     np_log(NP_NOTICE, "master: stopped");
     return 0;
 }

@@ -500,7 +500,36 @@ static int core_udp_associate(lua_State *L)
     return np_udp_assoc_new(L, &o);
 }
 
+/* core.servers([proxy]) and core.set_server(proxy, "host:port", { state =, weight = }): the
+ * runtime control of pools from Lua (a timer that drains a server on its own rule), the same
+ * functions as `netproxy ctl show servers` / `set server` (lua/netproxy/control.lua). */
+static int control_fn(lua_State *L, const char *name)
+{
+    int n = lua_gettop(L);
+
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "netproxy.control");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, name);
+    lua_insert(L, 1);
+    lua_pop(L, 1);
+    lua_call(L, n, 2);
+    return 2;
+}
+
+static int core_servers(lua_State *L)
+{
+    return control_fn(L, "servers");
+}
+
+static int core_set_server(lua_State *L)
+{
+    return control_fn(L, "set_server");
+}
+
 static const luaL_Reg core_funcs[] = {
+    { "servers", core_servers },
+    { "set_server", core_set_server },
     { "call", core_call },
     { "sniff", core_sniff },
     { "serving", core_serving },

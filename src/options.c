@@ -16,8 +16,9 @@
 #include <string.h>
 
 /* The options only a start applies, in the order a reload names them. */
-enum { DAEMON, PID_FILE, USER, GROUP, CHROOT, NSTART_ONLY };
-static const char *const start_only_names[NSTART_ONLY] = { "daemon", "pid_file", "user", "group", "chroot" };
+enum { DAEMON, PID_FILE, USER, GROUP, CHROOT, CONTROL, CONTROL_MODE, CONTROL_GROUP, NSTART_ONLY };
+static const char *const start_only_names[NSTART_ONLY] = { "daemon", "pid_file", "user", "group", "chroot",
+                                                           "control", "control_mode", "control_group" };
 
 static struct {
     char *start_only[NSTART_ONLY];
@@ -167,3 +168,7 @@ const char *np_options_log_file(void) { return now.log_file; }
 const char *np_options_pid_file(void) { return now.start_only[PID_FILE]; }
 int np_options_daemon(void) { return now.start_only[DAEMON] != NULL; }
 int np_options_workers(void) { return now.workers; }
+const char *np_options_user(void) { return now.start_only[USER]; }
+const char *np_options_control(void) { return now.start_only[CONTROL]; }
+const char *np_options_control_mode(void) { return now.start_only[CONTROL_MODE]; }
+const char *np_options_control_group(void) { return now.start_only[CONTROL_GROUP]; }

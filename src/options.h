@@ -1,7 +1,7 @@
 /* The server{} options the process itself applies (server.c reads the rest with each config
  * generation): at start, and again at each reload. A reload applies what a running process
  * can change (log_level, log_file, stats, resolvers, pipe_size) and names in a warning what
- * only a start can (daemon, pid_file, user, group, chroot). */
+ * only a start can (daemon, pid_file, user, group, chroot, control*). */
 #ifndef NP_OPTIONS_H
 #define NP_OPTIONS_H
 #include <lua.h>
@@ -20,5 +20,10 @@ const char *np_options_log_file(void);
 const char *np_options_pid_file(void);
 int np_options_daemon(void);
 int np_options_workers(void);
+const char *np_options_user(void);
+/* server{ control, control_mode, control_group }: the control socket (control.c) */
+const char *np_options_control(void);
+const char *np_options_control_mode(void);
+const char *np_options_control_group(void);
 
 #endif

@@ -25,11 +25,18 @@ struct row {
     int32_t fails;              /* passive failures in the current window */
     int64_t window_start, down_until;   /* ms on CLOCK_MONOTONIC (the same for every process) */
     int64_t active, connections, failures;
+    /* runtime control (netproxy ctl, core.set_server): what an operator said, kept across
+     * reloads and binary upgrades with the row */
+    int32_t state;              /* NP_POOL_READY, NP_POOL_DRAIN, NP_POOL_MAINT */
+    int32_t weight;             /* 0: the config's */
+    int32_t added;              /* added at runtime (not in the config): 1, or 2 as a backup */
+    int32_t deleted;            /* out of its pool (del server); its open connections go on */
 };
 
 struct table {
     int32_t lock;
     int32_t epoch;              /* the newest start of the active checks (checker.c) */
+    int32_t changes;            /* one more per runtime change: the workers' pools look again */
     struct row rows[NP_POOL_ROWS];
 };
 
@@ -74,17 +81,34 @@ static int same(const struct row *r, const char *key, size_t len)
     return __atomic_load_n(&r->used, __ATOMIC_ACQUIRE) && memcmp(r->name, key, len) == 0;
 }
 
+/* "proxy\0server\0" in key: its length, or 0 when too long. */
+static size_t make_key(char *key, const char *proxy, const char *server)
+{
+    size_t lp = strlen(proxy), ls = strlen(server), len = lp + 1 + ls + 1;
+
+    if (len > NAME_MAX_LEN) return 0;
+    memcpy(key, proxy, lp + 1);
+    memcpy(key + lp + 1, server, ls + 1);
+    return len;
+}
+
+int np_pool_find(const char *proxy, const char *server)
+{
+    char key[NAME_MAX_LEN];
+    size_t len = make_key(key, proxy, server);
+
+    for (int i = 0; tab && len && i < NP_POOL_ROWS; i++)
+        if (same(&tab->rows[i], key, len)) return i;
+    return -1;
+}
+
 int np_pool_row(const char *proxy, const char *server)
 {
     char key[NAME_MAX_LEN];
-    size_t lp = strlen(proxy), ls = strlen(server), len = lp + 1 + ls + 1;
-    int found = -1;
+    size_t len = make_key(key, proxy, server);
+    int found = np_pool_find(proxy, server);
 
-    if (!tab || len > sizeof key) return -1;
-    memcpy(key, proxy, lp + 1);
-    memcpy(key + lp + 1, server, ls + 1);
-    for (int i = 0; i < NP_POOL_ROWS && found < 0; i++)
-        if (same(&tab->rows[i], key, len)) found = i;
+    if (!tab || !len) return -1;
     if (found >= 0) return found;
     while (__atomic_exchange_n(&tab->lock, 1, __ATOMIC_ACQUIRE)) sched_yield();
     for (int i = 0; i < NP_POOL_ROWS && found < 0; i++) {   /* again: someone may have added it */
@@ -108,6 +132,7 @@ static struct row *row_at(int row)
 
 static int is_up(struct row *r, int64_t now)
 {
+    if (LOAD(r->state) == NP_POOL_MAINT) return 0;     /* unchecked: said down, not guessed up */
     return !LOAD(r->check_down) && LOAD(r->down_until) <= now;
 }
 
@@ -159,6 +184,74 @@ int np_pool_view(int row, struct np_pool_view *v)
     v->active = (uint64_t)LOAD(r->active);
     v->connections = (uint64_t)LOAD(r->connections);
     v->failures = (uint64_t)LOAD(r->failures);
+    v->state = LOAD(r->state);
+    v->weight = LOAD(r->weight);
+    v->added = LOAD(r->added);
+    v->deleted = LOAD(r->deleted);
+    return 0;
+}
+
+static const char *const state_names[] = { "ready", "drain", "maint" };
+
+const char *np_pool_state_name(int state)
+{
+    return state >= 0 && state <= NP_POOL_MAINT ? state_names[state] : "?";
+}
+
+int np_pool_state_parse(const char *name)
+{
+    for (int i = 0; i <= NP_POOL_MAINT; i++)
+        if (!strcmp(name, state_names[i])) return i;
+    return -1;
+}
+
+int np_pool_changes(void)
+{
+    return tab ? __atomic_load_n(&tab->changes, __ATOMIC_ACQUIRE) : 0;
+}
+
+/* Every field is written before the change count moves, so a worker that sees the new
+ * count reads the new values. */
+static void changed(void)
+{
+    __atomic_add_fetch(&tab->changes, 1, __ATOMIC_RELEASE);
+}
+
+int np_pool_set(int row, int state, int weight)
+{
+    struct row *r = row_at(row);
+
+    if (!r) return -1;
+    if (state >= 0) STORE(r->state, state);
+    if (weight >= 0) STORE(r->weight, weight);
+    changed();
+    return 0;
+}
+
+int np_pool_add(const char *proxy, const char *server, int weight, int backup)
+{
+    int row = np_pool_row(proxy, server);
+    struct row *r = row_at(row);
+
+    if (!r) return -1;
+    STORE(r->state, NP_POOL_READY);
+    STORE(r->weight, weight);
+    STORE(r->added, backup ? 2 : 1);
+    STORE(r->deleted, 0);
+    changed();
+    return row;
+}
+
+int np_pool_delete(int row)
+{
+    struct row *r = row_at(row);
+
+    if (!r) return -1;
+    STORE(r->deleted, 1);
+    STORE(r->added, 0);
+    STORE(r->weight, 0);
+    STORE(r->state, NP_POOL_READY);
+    changed();
     return 0;
 }
 
@@ -269,7 +362,100 @@ static int l_checked(lua_State *L)
     return 0;
 }
 
+/* core.pool_changes() -> the count of runtime changes: a pool whose count differs looks again */
+static int l_changes(lua_State *L)
+{
+    lua_pushinteger(L, np_pool_changes());
+    return 1;
+}
+
+/* core.pool_control(row) -> state, weight (0: the config's), added (0, 1, 2: a backup), deleted */
+static int l_control(lua_State *L)
+{
+    struct row *r = check_row(L, 1);
+
+    lua_pushstring(L, np_pool_state_name(LOAD(r->state)));
+    lua_pushinteger(L, LOAD(r->weight));
+    lua_pushinteger(L, LOAD(r->added));
+    lua_pushboolean(L, LOAD(r->deleted));
+    return 4;
+}
+
+/* core.pool_rows(proxy) -> { { row =, server = }, ... }: every row of that proxy */
+static int l_rows(lua_State *L)
+{
+    const char *proxy = luaL_checkstring(L, 1);
+    size_t lp = strlen(proxy) + 1;
+    int n = 0;
+
+    lua_newtable(L);
+    for (int i = 0; tab && i < NP_POOL_ROWS; i++) {
+        struct row *r = &tab->rows[i];
+        if (!__atomic_load_n(&r->used, __ATOMIC_ACQUIRE) || memcmp(r->name, proxy, lp)) continue;
+        lua_createtable(L, 0, 2);
+        lua_pushinteger(L, i);
+        lua_setfield(L, -2, "row");
+        lua_pushstring(L, r->name + lp);
+        lua_setfield(L, -2, "server");
+        lua_rawseti(L, -2, ++n);
+    }
+    return 1;
+}
+
+/* core.pool_find(proxy, "host:port") -> row | nil: never adds one */
+static int l_find(lua_State *L)
+{
+    int row = np_pool_find(luaL_checkstring(L, 1), luaL_checkstring(L, 2));
+
+    if (row < 0) return 0;
+    lua_pushinteger(L, row);
+    return 1;
+}
+
+/* core.pool_set(row, state | nil, weight | nil): state "ready", "drain" or "maint", weight
+ * 0 (the config's) .. 256 */
+static int l_set(lua_State *L)
+{
+    int row = (int)luaL_checkinteger(L, 1), state = -1, weight = -1;
+
+    check_row(L, 1);
+    if (!lua_isnoneornil(L, 2) && (state = np_pool_state_parse(luaL_checkstring(L, 2))) < 0)
+        return luaL_argerror(L, 2, "want ready, drain or maint");
+    if (!lua_isnoneornil(L, 3)) {
+        weight = (int)luaL_checkinteger(L, 3);
+        if (weight < 0 || weight > 256) return luaL_argerror(L, 3, "want 0..256");
+    }
+    np_pool_set(row, state, weight);
+    return 0;
+}
+
+/* core.pool_add(proxy, "host:port", weight, backup) -> row | nil (the table is full) */
+static int l_add(lua_State *L)
+{
+    int row = np_pool_add(luaL_checkstring(L, 1), luaL_checkstring(L, 2), (int)luaL_checkinteger(L, 3),
+                          lua_toboolean(L, 4));
+
+    if (row < 0) return 0;
+    lua_pushinteger(L, row);
+    return 1;
+}
+
+/* core.pool_delete(row) */
+static int l_delete(lua_State *L)
+{
+    check_row(L, 1);
+    np_pool_delete((int)lua_tointeger(L, 1));
+    return 0;
+}
+
 static const luaL_Reg funcs[] = {
+    { "pool_changes", l_changes },
+    { "pool_control", l_control },
+    { "pool_rows", l_rows },
+    { "pool_find", l_find },
+    { "pool_set", l_set },
+    { "pool_add", l_add },
+    { "pool_delete", l_delete },
     { "pool_row", l_row },
     { "pool_up", l_up },
     { "pool_active", l_active },

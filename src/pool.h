@@ -16,6 +16,22 @@ int np_pool_fd(void);
 
 /* The row of (proxy, server), added on first use; -1 when the table is full or not mapped. */
 int np_pool_row(const char *proxy, const char *server);
+/* The row of (proxy, server) if there is one, else -1 (nothing added). */
+int np_pool_find(const char *proxy, const char *server);
+
+/* Runtime control (netproxy ctl, core.set_server): a server's state, weight, and servers
+ * added or deleted while running. Each change counts in np_pool_changes(), which every
+ * worker's pools watch (netproxy.pool) to take it at their next choice. */
+enum { NP_POOL_READY, NP_POOL_DRAIN, NP_POOL_MAINT };
+const char *np_pool_state_name(int state);
+int np_pool_state_parse(const char *name);      /* -1 for an unknown name */
+int np_pool_changes(void);
+/* state -1 and weight -1 leave that one as it is; weight 0 is the config's. 0, or -1. */
+int np_pool_set(int row, int state, int weight);
+/* A server added to a proxy's pool at runtime (or a deleted one back): its row, or -1. */
+int np_pool_add(const char *proxy, const char *server, int weight, int backup);
+/* Out of its pool: no new connections; the open ones go on. */
+int np_pool_delete(int row);
 
 
 /* A connection to a row's server is open (active and connections counted) / has ended. */
@@ -37,6 +53,7 @@ struct np_pool_view {
     const char *proxy, *server;
     int up;
     uint64_t active, connections, failures;
+    int state, weight, added, deleted;  /* runtime control: see np_pool_set */
 };
 
 /* Fills *v for row (0 .. NP_POOL_ROWS-1); 0 when the row is in use, -1 when not. */

@@ -166,6 +166,21 @@ void np_server_close_all(enum np_end how, const char *why)
     for (struct np_config *g = np_server.draining; g; g = g->next) close_config(g, how, why);
 }
 
+void np_server_each_conn(const char *proxy, np_conn_view_fn *fn, void *arg)
+{
+    for (struct np_config *g = np_server.config; g; g = g == np_server.config ? np_server.draining : g->next)
+        for (int i = 0; i < g->nproxies; i++)
+            if (!proxy || !strcmp(proxy, g->proxies[i].name)) np_conn_each(&g->proxies[i], fn, arg);
+}
+
+int np_server_kill_conn(uint64_t id, const char *why)
+{
+    for (struct np_config *g = np_server.config; g; g = g == np_server.config ? np_server.draining : g->next)
+        for (int i = 0; i < g->nproxies; i++)
+            if (np_conn_kill(&g->proxies[i], id, why)) return 1;
+    return 0;
+}
+
 static void on_stop_deadline(evutil_socket_t fd, short what, void *arg)
 {
     np_log(NP_WARNING, "stop: %llu connections still open after stop_timeout: closing them",

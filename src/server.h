@@ -4,6 +4,7 @@
 #ifndef NP_SERVER_H
 #define NP_SERVER_H
 #include "acl.h"
+#include "conn.h"
 #include "call.h"
 #include "proxy.h"
 
@@ -82,6 +83,12 @@ int np_server_serves_stdio(void);
 
 /* Closes every live connection now, as how. */
 void np_server_close_all(enum np_end how, const char *why);
+
+/* The live connections of every running config (of one proxy when proxy is not NULL), for
+ * the control socket: fn is called for each (conn.h). */
+void np_server_each_conn(const char *proxy, np_conn_view_fn *fn, void *arg);
+/* Closes connection number id, wherever it runs (end=closed: why): 1, or 0 when none. */
+int np_server_kill_conn(uint64_t id, const char *why);
 
 /* server{ on_start = function(worker) }: runs once per process for the config that serves
  * new clients (a worker after its privileges are dropped; a single process again after

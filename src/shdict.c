@@ -406,6 +406,41 @@ static int dict_delete(lua_State *L)
     return 0;
 }
 
+/* dict:keys([max]) -> { key, ... }: the live keys, most recently used first, at most max
+ * (default 1024, 0: all). Copied under the lock into a userdata (collected even if a push
+ * below raises), pushed after it. */
+static int dict_keys(lua_State *L)
+{
+    struct dict *d = check_dict(L, "keys");
+    lua_Integer max = luaL_optinteger(L, 2, 1024);
+    double t = now();
+    char *copy;
+    size_t used = 0;
+    uint32_t n = 0;
+
+    if (max <= 0 || max > d->h->nentries) max = d->h->nentries;
+    copy = lua_newuserdata(L, (size_t)max * (2 + 255));     /* a key is 255 bytes at most */
+    lock(d);
+    for (uint32_t i = d->h->lru_head; i && n < max; i = E(d, i)->next) {
+        struct entry *x = E(d, i);
+        if (x->expires && x->expires <= t) continue;
+        memcpy(copy + used, &x->klen, 2);
+        memcpy(copy + used + 2, x->data, x->klen);
+        used += 2 + x->klen;
+        n++;
+    }
+    unlock(d);
+    lua_createtable(L, (int)n, 0);
+    for (uint32_t k = 0, at = 0; k < n; k++) {
+        uint16_t len;
+        memcpy(&len, copy + at, 2);
+        lua_pushlstring(L, copy + at + 2, len);
+        lua_rawseti(L, -2, (int)k + 1);
+        at += 2 + len;
+    }
+    return 1;
+}
+
 /* dict:capacity() -> how many entries it holds at most */
 static int dict_capacity(lua_State *L)
 {
@@ -432,7 +467,7 @@ static int core_shared(lua_State *L)
 
 static const luaL_Reg dict_methods[] = {
     { "get", dict_get }, { "set", dict_set }, { "incr", dict_incr }, { "delete", dict_delete },
-    { "capacity", dict_capacity }, { NULL, NULL },
+    { "capacity", dict_capacity }, { "keys", dict_keys }, { NULL, NULL },
 };
 
 void np_shdict_open(lua_State *L)

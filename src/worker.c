@@ -8,6 +8,7 @@
 #include "logsink.h"
 #include "loop.h"
 #include "checker.h"
+#include "control.h"
 #include "reload.h"
 #include "server.h"
 #include "shm.h"
@@ -40,6 +41,25 @@ static void on_drain_signal(evutil_socket_t sig, short what, void *arg)
     np_server_drain();
 }
 
+/* The config again (SIGHUP, or the control socket): 0, or -1 when the running one stays. */
+static int reload(void)
+{
+    if (np_reload(reload_cli) < 0) return -1;
+    np_server_run_start(my_index);   /* the new config's */
+    if (my_index == 0) np_checker_start(np_server.config->L, np_server.config->proxies, np_server.config->nproxies);
+    return 0;
+}
+
+static int control_counts(int *workers, int *draining)
+{
+    *workers = 1;
+    *draining = np_server.ndraining;
+    return 0;
+}
+
+/* A single process serves its control socket itself (a master's worker has none). */
+static const struct np_control_ops control_ops = { reload, NULL, control_counts };
+
 /* A stdio process (inetd, ssh's ProxyCommand) has one connection and nothing to reload:
  * SIGHUP is the hangup of whoever started it (ssh sends it when it exits). */
 static void on_reload(evutil_socket_t sig, short what, void *arg)
@@ -49,10 +69,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         np_server_close_all(NP_END_CLOSED, "hangup (SIGHUP)");
         return;
     }
-    if (np_reload(reload_cli) == 0) {
-        np_server_run_start(my_index);   /* the new config's */
-        if (my_index == 0) np_checker_start(np_server.config->L, np_server.config->proxies, np_server.config->nproxies);
-    }
+    reload();
 }
 
 static void on_upgrade(evutil_socket_t sig, short what, void *arg)
@@ -104,6 +121,7 @@ int np_worker_run(int index, const struct np_cli *cli, void (*ready)(void))
         reload_cli = cli;
         watch(&sighup_ev, SIGHUP, on_reload);
         watch(&sigusr2_ev, SIGUSR2, on_upgrade);
+        np_control_serve(&control_ops);
     }
     sigemptyset(&none);                 /* a worker's signals waited, blocked, for these handlers */
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -119,6 +137,7 @@ int np_worker_run(int index, const struct np_cli *cli, void (*ready)(void))
     event_base_dispatch(np_base);
     np_logsink_use(NULL, LUA_NOREF, &np_limits_none);      /* no loop left to deliver: written from now on */
     np_server_run_stop();
+    if (cli) np_control_remove();
     event_del(&beat_ev);
     np_log(NP_INFO, "exiting: %llu connections handled", (unsigned long long)np_server.accepted);
     return 0;

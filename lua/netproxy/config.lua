@@ -91,6 +91,14 @@ local SERVER = {
   daemon = check.boolean,
   pid_file = check.string, user = check.string, group = check.string, chroot = check.string,
   log_file = check.string,
+  -- runtime control: see docs/operations.md, "Runtime control"
+  control = check.string,          -- the unix socket of `netproxy ctl`, opened before the privilege drop
+  control_mode = function(v)       -- its mode, "0600" by default ("0660" with control_group)
+    local s = tostring(v)
+    if type(v) ~= "string" or not s:match("^0?[0-7][0-7][0-7]$") then return nil, "want an octal mode as a string, like \"0660\"" end
+    return s
+  end,
+  control_group = check.string,    -- its group: members may connect too (SO_PEERCRED's gid)
   -- process life: see docs/operations.md
   drain_timeout = check.seconds,  -- a reload's old connections may run this long; 0 = no bound
   stop_timeout = check.seconds,   -- SIGTERM: live connections get this long

@@ -49,7 +49,7 @@ end
 -- this connection already tried (nil before a failure), and returns a server or nil.
 
 local function usable(s, tried)
-  return not (tried and tried[s]) and is_up(s)
+  return not (tried and tried[s]) and not s.out and is_up(s)
 end
 
 -- nginx's smooth weighted round robin: every candidate gains its weight, the richest is
@@ -189,7 +189,7 @@ local function by_function(p, conn, tried)
     local v = p.views[i]
     local up, act, fails = true, 0, 0
     if s.row then up, act, fails = pool_state(s.row) end
-    v.up = up and not (tried and tried[s]) or false
+    v.up = up and not s.out and not (tried and tried[s]) or false
     v.active, v.failures, v.tried = act, fails, tried and tried[s] or false
   end
   local chosen = p.balance(p.views, conn)
@@ -199,15 +199,74 @@ local function by_function(p, conn, tried)
   return s
 end
 
+-- ---------------------------------------------------------------- runtime control
+-- netproxy ctl and core.set_server write a server's state (ready, drain, maint), its weight
+-- and servers added or deleted into the shared table (src/pool.c) and count the change; each
+-- pool compares the count at its next choice and reads its rows again, so every worker takes
+-- a change at once, and a pool made by a reload or an upgraded binary starts from it.
+
+local function add_view(p, s)
+  local v = { name = s.name, weight = s.weight, backup = s.backup, up = true, active = 0, failures = 0 }
+  for k, x in pairs(s.fields) do v[k] = x end
+  v.host, v.port = v.host or v.proxy_host or v.path, v.port or v.proxy_port
+  p.views[#p.views + 1], p.by_view[v], s.view = v, s, v
+end
+
+local function place(p, s)
+  p.servers[#p.servers + 1] = s
+  local list = s.backup and p.backups or p.normal
+  list[#list + 1] = s
+  add_view(p, s)
+end
+
+-- A server added at runtime: its connector table is the first server's with its own fields.
+local entry
+local function added_server(p, name, row, backup)
+  local s = entry(name, p.fields or { "host", "port" })
+  if not s then return end
+  s.cw, s.row, s.backup, s.added = 0, row, backup, true
+  local first = p.servers[1] and p.servers[1].conf
+  if first then
+    s.conf = {}
+    for k, v in pairs(first) do s.conf[k] = v end
+    for k, v in pairs(s.fields) do s.conf[k] = v end
+  end
+  place(p, s)
+  return s
+end
+
+function Pool:sync()
+  local pool_changes = core.pool_changes
+  if not pool_changes then return end
+  local n = pool_changes()
+  if n == self.changes then return end
+  self.changes = n
+  local known = {}
+  for _, s in ipairs(self.servers) do known[s.name] = s end
+  for _, r in ipairs(core.pool_rows(self.proxy)) do
+    local state, w, added, deleted = core.pool_control(r.row)
+    local s = known[r.server]
+    if not s and added > 0 and not deleted then s = added_server(self, r.server, r.row, added == 2) end
+    if s then
+      s.state = deleted and "deleted" or state
+      s.out = deleted or state ~= "ready"
+      s.weight = w > 0 and w or s.conf_weight or s.weight
+      s.view.weight, s.view.state = s.weight, s.state
+    end
+  end
+  if self.balance == "source" or self.balance == "hash" then self.ring, self.backup_ring = ring(self.normal), ring(self.backups) end
+end
+
 -- The server for this attempt: a normal one, else a backup; nil and why when none will do.
 function Pool:pick(conn, tried)
+  self:sync()
   if type(self.balance) == "function" then return by_function(self, conn, tried) end
   local choose = balancers[self.balance]
   local s = choose(self, self.normal, conn, tried)
   if not s and #self.backups > 0 then s = choose(self, self.backups, conn, tried) end
   if s then return s end
   if tried then return nil, "no server left to try" end
-  return nil, "every server is down"
+  return nil, "every server is down or out (drain, maint)"
 end
 
 -- ---------------------------------------------------------------- connecting
@@ -270,7 +329,7 @@ end
 
 -- One entry of servers: "host:port" or { host =, port =, weight =, backup = } (fields are
 -- the connector's: { "host", "port" }, { "proxy_host", "proxy_port" } or { "path" }).
-local function entry(e, fields)
+function entry(e, fields)
   local s = { weight = 1, backup = false, fields = {} }
   local f1, f2 = fields[1], fields[2]
   if type(e) == "string" then
@@ -427,6 +486,7 @@ function _M.check(conf, fields, datagram)
   end
   if #problems > 0 then return nil, problems end
   spec.proxies = fields[1] == "proxy_host"   -- a pool of proxies, not of servers
+  spec.fields = fields
   spec.datagram = datagram or nil
   if spec.check then spec.check.datagram = spec.datagram end
   return spec
@@ -440,19 +500,14 @@ function _M.new(spec, proxy_name)
   local p = setmetatable({ proxy = proxy_name, servers = {}, normal = {}, backups = {}, views = {},
                            by_view = {} }, Pool)
   for k, v in pairs(spec) do if k ~= "servers" then p[k] = v end end
-  for i, s in ipairs(spec.servers) do
-    s.cw = 0
+  for _, s in ipairs(spec.servers) do
+    s.cw, s.conf_weight = 0, s.weight
     s.row = core.pool_row and core.pool_row(proxy_name, s.name) or nil
-    p.servers[i] = s
-    local list = s.backup and p.backups or p.normal
-    list[#list + 1] = s
-    local v = { name = s.name, weight = s.weight, backup = s.backup, up = true, active = 0, failures = 0 }
-    for k, x in pairs(s.fields) do v[k] = x end
-    v.host, v.port = v.host or v.proxy_host or v.path, v.port or v.proxy_port
-    p.views[i], p.by_view[v], s.view = v, s, v
+    place(p, s)
   end
   _M.all[#_M.all + 1] = p
   if p.balance == "source" or p.balance == "hash" then p.ring, p.backup_ring = ring(p.normal), ring(p.backups) end
+  p:sync()       -- what runtime control said of its servers (kept across reloads)
   return p
 end
 
@@ -517,6 +572,8 @@ end
 local function check_loop(p, s, epoch)
   local c = p.check
   while core.pool_epoch() == epoch do
+    while core.pool_epoch() == epoch and core.pool_control(s.row) == "maint" do core.sleep(c.interval) end
+    if core.pool_epoch() ~= epoch then break end
     local ok, why = check_once(c, s)
     local verdict = core.pool_checked(s.row, ok, c.rise, c.fall)
     if verdict == "down" then
@@ -532,6 +589,7 @@ end
 function _M.start_checks(epoch)
   for _, p in ipairs(_M.all) do
     if p.check then
+      p:sync()
       for _, s in ipairs(p.servers) do
         if s.row then core.pool_spawn(p.proxy, check_loop, p, s, epoch) end
       end
@@ -540,5 +598,6 @@ function _M.start_checks(epoch)
 end
 
 _M.hash = hash   -- for the specs
+_M.parse_server = function(text, fields) return entry(text, fields) end
 
 return _M

@@ -90,6 +90,12 @@ describe("the Debian package", function()
     assert.are.equal(2 * 1024 * 1024, r.bytes_recv)
     local _, owner = sh("ps -o user= -p " .. np.pid)
     assert.truthy(owner:find("netproxy", 1, true), owner)
+    -- the shipped config turns the control socket on, owned by the run user, 0600
+    local info, ierr, irc = h.run({ "/usr/bin/netproxy", "ctl", "show", "info" })
+    assert.are.equal(0, irc, info .. ierr)
+    assert.truthy(info:find("version:", 1, true), info)
+    local _, mode = sh("stat -c '%a %U' /run/netproxy/control.sock")
+    assert.are.equal("600 netproxy\n", mode)
     h.stop(np)
 
     -- an installed example that uses the installed Lua modules (line hooks)
