@@ -67,9 +67,10 @@ describe("signals around a binary upgrade", function()
   end)
 
   local function start(server)
-    local port = h.free_port()
-    local path = h.write(h.tmpfile("upgrade.lua"), config(echo.port, "v1", port, nil, server))
+    local path = h.write(h.tmpfile("upgrade.lua"), config(echo.port, "v1", 0, nil, server))
     local np = h.netproxy_start(path, { "-w", "2", "-v" })
+    local port = np.ports.marker       -- port 0, read back, written in for the reloads
+    h.write(path, config(echo.port, "v1", port, nil, server))
     local first = h.wait_workers(np.pid, 2)
     current = { np, first }
     return np, path, port, first
