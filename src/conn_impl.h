@@ -44,6 +44,7 @@ struct np_conn {
     char *client;               /* as the log line names them */
     char *target;
     int pool_row;               /* the pool server it holds (active count), or -1 */
+    uint32_t limit_tokens[4];   /* per_source / per_user entries it counts in (limits.h); 0: none */
     int hook_ref[2], hook_conn_ref;
     int closed_ref;             /* np_conn_when_closed's function, or LUA_NOREF */
     struct np_idle idle;        /* a served connection's idle_timeout */

@@ -7,10 +7,12 @@
 #include "conn.h"
 #include "call.h"
 #include "log.h"
+#include "limits.h"
 #include "lookup.h"
 #include "loop.h"
 #include "metrics.h"
 #include "pool.h"
+#include "proxy.h"
 #include "relay.h"
 #include "shdict.h"
 #include "shm.h"
@@ -83,6 +85,33 @@ static int core_pool_connected(lua_State *L)
 {
     np_conn_hold_pool_row(session_conn(L, "pool_connected"), (int)luaL_checkinteger(L, 1));
     return 0;
+}
+
+/* core.limit("source" | "user", scope, key, max_conns, rate_n, rate_s) -> true | nil, why:
+ * the running connection counts under key (per_source, per_user: netproxy.gate.admit) until
+ * it ends; a refusal is counted by its reason. scope: the proxy's name, "" for server{}. */
+static int core_limit(lua_State *L)
+{
+    struct np_conn *c = session_conn(L, "limit");
+    int user = strcmp(luaL_checkstring(L, 1), "user") == 0;
+    const char *scope = luaL_checkstring(L, 2);
+    size_t keylen;
+    const char *key = luaL_checklstring(L, 3, &keylen);
+    struct np_limit_rule r = { .set = 1, .max_conns = (uint32_t)luaL_checknumber(L, 4),
+                               .rate_n = (uint32_t)luaL_checknumber(L, 5), .rate_s = luaL_checknumber(L, 6) };
+    uint32_t token;
+    enum np_limit_why why = np_limits_take(scope, user, key, keylen, &r, &token);
+    char words[128];
+
+    if (why == NP_LIMIT_OK) {
+        np_conn_hold_limit(c, token);
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    NP_COUNTERS(np_conn_proxy(c))->limited[why]++;
+    lua_pushnil(L);
+    lua_pushstring(L, np_limits_reason(why, &r, scope[0] == '\0', words, sizeof words));
+    return 2;
 }
 
 /* core.set_client(text): the client as the logs name it (after a PROXY protocol header). */
@@ -427,6 +456,7 @@ static const luaL_Reg core_funcs[] = {
     { "now", core_now },
     { "set_target", core_set_target },
     { "set_client", core_set_client },
+    { "limit", core_limit },
     { "pool_connected", core_pool_connected },
     { "reached", core_reached },
     { "pack_ip", core_pack_ip },

@@ -7,6 +7,7 @@
 #include "call.h"
 #include "dial.h"
 #include "end.h"
+#include "limits.h"
 #include "relay.h"
 #include "shm.h"
 #include "sniffer.h"
@@ -73,6 +74,8 @@ struct np_proxy {
     uint64_t max_negotiating;   /* connections allowed at once before the relay (sniffing) */
     uint64_t max_clients;       /* connections at once; 0 = no limit */
     struct np_acl acl;          /* allow / deny */
+    struct np_limit_rule per_source[2]; /* server{}'s, its own: checked at accept, */
+    int limits_in_lua;          /* unless its session does (a PROXY header, a protocol's answer) */
     int stdio;                  /* the client is standard input and output, not a listener */
     int row;                    /* of its counters in shared memory (shm.h); see NP_COUNTERS */
     struct np_listener **listeners;

@@ -12,6 +12,8 @@ struct np_counters {
     /* UDP (udp.c): flows, and datagrams carried toward the server (in) and the client (out) */
     uint64_t flows_opened, flows_closed, flows_active, flows_evicted;
     uint64_t datagrams_in, datagrams_out, datagrams_dropped;
+    /* clients turned away by per_source / per_user, by enum np_limit_why (limits.h; [0] unused) */
+    uint64_t limited[6];
 };
 
 /* Maps the shared region (before any fork): a new one, or the one a binary upgrade handed

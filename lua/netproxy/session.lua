@@ -8,6 +8,7 @@ local connectors = require "netproxy.connectors"
 local Conn = require "netproxy.conn"
 local proxy_protocol = require "netproxy.proxy_protocol"
 local addr = require "netproxy.addr"
+local gate = require "netproxy.gate"
 
 local _M = {}
 
@@ -80,6 +81,12 @@ function _M.reach(proxy, fields, conn)
   return reach(proxy, with(proxy.to, fields), conn)
 end
 
+-- A client refused by accept() or a limit: told to on_denied (server{}'s, the proxy's).
+local function denied(proxy, conn, why)
+  gate.denied(proxy, conn, why)
+  return "refused", why
+end
+
 function _M.run(proxy, client, id, peer, handle)
   local conn = Conn.new(proxy, id, peer, handle)
   local target = proxy.to
@@ -107,14 +114,20 @@ function _M.run(proxy, client, id, peer, handle)
     if ip then conn.host = core.reverse(ip, proxy.connect_timeout) end
   end
 
+  -- per_source by the PROXY header's client (a `from` answering in its protocol checks later)
+  if proxy.limits_in_lua and not proxy.limits_by_connector then
+    local ok, why = gate.admit(proxy, conn)
+    if not ok then return denied(proxy, conn, why) end
+  end
+
   -- accept(conn) hooks, server-wide then the proxy's: nil or false (and a reason) refuses
   if proxy.server_accept then
     local ok, why = proxy.server_accept(conn)
-    if not ok then return "refused", tostring(why or "by accept()") end
+    if not ok then return denied(proxy, conn, tostring(why or "by accept()")) end
   end
   if proxy.accept then
     local ok, why = proxy.accept(conn)
-    if not ok then return "refused", tostring(why or "by accept()") end
+    if not ok then return denied(proxy, conn, tostring(why or "by accept()")) end
   end
 
   local from = connectors.get(proxy.from.type)
@@ -123,6 +136,7 @@ function _M.run(proxy, client, id, peer, handle)
     local chosen, err, how = from.accept(proxy.from, client, conn, proxy)
     -- "served", how, detail: the connector answered the whole connection itself (as a
     -- service's serve does; how is nil after its core.relay)
+    if conn._limited then gate.denied(proxy, conn, conn._limited) end    -- (429, 0x02 answered)
     if chosen == "served" then return err, how end
     if not chosen then return how or "refused", tostring(err or "by " .. proxy.from.type) end
     if type(chosen) == "table" then target = chosen.type and chosen or with(target, chosen) end
