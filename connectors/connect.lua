@@ -111,7 +111,8 @@ end
 
 -- The tunnel: the proxy reached, then CONNECT through it. connect_ssl builds on it.
 function _M.tunnel(conf, conn)
-  local sock, err = core.connect(conf.proxy_host, conf.proxy_port, { timeout = conn.connect_timeout, source = conf.source })
+  local sock, err = core.connect(conf.proxy_host, conf.proxy_port,
+    { timeout = conn.connect_timeout, source = conf.source, keepalive = conf.tcp_keepalive })
   if not sock then return nil, "proxy " .. http.authority(conf.proxy_host, conf.proxy_port) .. ": " .. err end
   return _M.handshake(sock, conf, conn)
 end

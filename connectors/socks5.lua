@@ -335,7 +335,8 @@ function _M.handshake(sock, conf, conn)
 end
 
 function _M.connect(conf, conn)
-  local sock, err = core.connect(conf.proxy_host, conf.proxy_port, { timeout = conn.connect_timeout, source = conf.source })
+  local sock, err = core.connect(conf.proxy_host, conf.proxy_port,
+    { timeout = conn.connect_timeout, source = conf.source, keepalive = conf.tcp_keepalive })
   if not sock then return nil, "proxy " .. addr.join(conf.proxy_host, conf.proxy_port) .. ": " .. err end
   local tunnel, terr = _M.handshake(sock, conf, conn)
   if not tunnel then return nil, terr end

@@ -183,13 +183,16 @@ static struct np_task *connect_opts(lua_State *L, int idx, int bare_number, cons
             luaL_argcheck(L, to->source_len > 0, idx, "source must be an IP address");
             to->source = source;
         }
-        lua_pop(L, 2);
+        lua_getfield(L, idx, "keepalive");
+        np_keepalive_read(L, lua_gettop(L), &to->keepalive);
+        lua_pop(L, 3);
     }
     luaL_argcheck(L, to->timeout >= 0, idx, "timeout must be >= 0");
     return np_task_of(L, what);
 }
 
-/* core.connect(host, port [, { timeout = seconds, source = "ip" } | seconds]) -> sock | nil, err;
+/* core.connect(host, port [, { timeout = seconds, source = "ip", keepalive = { idle =,
+ * interval =, count = } } | seconds]) -> sock | nil, err;
  * with dgram, core.connect_udp: a connected UDP socket; sock:read() is one datagram,
  * sock:write(d) sends d as one */
 static int connect_ip(lua_State *L, const char *what, int dgram)

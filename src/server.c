@@ -406,8 +406,12 @@ static void on_client(void *arg, struct np_listener *l, int fd, const struct soc
 {
     char client[NP_ADDRSTRLEN];
 
-    if (sa->sa_family == AF_UNIX) snprintf(client, sizeof client, "%s", l->addr);
-    else np_addr_format(sa, len, client, sizeof client);
+    if (sa->sa_family == AF_UNIX) {
+        snprintf(client, sizeof client, "%s", l->addr);
+    } else {
+        np_addr_format(sa, len, client, sizeof client);
+        np_dial_keepalive(fd, &((struct np_proxy *)arg)->keepalive);
+    }
     take_client(arg, fd, fd, sa, len, client);
 }
 
@@ -619,6 +623,13 @@ static void read_limits(lua_State *L, struct np_proxy *p, int t)
     read_rule(L, t, "server_per_source", &p->per_source[0]);
     read_rule(L, t, "per_source", &p->per_source[1]);
     p->limits_in_lua = np_lua_bool(L, t, "limits_in_lua", 0);
+    lua_getfield(L, t, "from");
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "tcp_keepalive");
+        np_keepalive_read(L, lua_gettop(L), &p->keepalive);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
 }
 
 /* A new config from the one on L's stack top; NULL with err. */

@@ -69,7 +69,28 @@ local COMMON = {
   hook = check.func,
   hook_mode = check.one_of("chunk", "line"),
   proxy_protocol = check.one_of("v1", "v2", "any"),
+  tcp_keepalive = function(v) return _M.check_keepalive(v) end,
 }
+
+-- tcp_keepalive = { idle = S, interval = S, count = N }: SO_KEEPALIVE, and the first probe
+-- after idle seconds of silence, then one every interval, the peer dead after count
+-- unanswered (each left out: the kernel's default, net.ipv4.tcp_keepalive_*).
+function _M.check_keepalive(v)
+  if type(v) ~= "table" then return nil, "want { idle = seconds, interval = seconds, count = probes }" end
+  local most = { idle = 32767, interval = 32767, count = 127 }
+  for k in pairs(v) do
+    if not most[k] then return nil, ("unknown field '%s' (want idle, interval, count)"):format(tostring(k)) end
+  end
+  local out = {}
+  for _, k in ipairs({ "idle", "interval", "count" }) do
+    local n = v[k] ~= nil and tonumber(v[k])
+    if v[k] ~= nil and (not n or n ~= math.floor(n) or n < 1 or n > most[k]) then
+      return nil, ("%s: bad value '%s' (want 1..%d)"):format(k, tostring(v[k]), most[k])
+    end
+    out[k] = n or nil
+  end
+  return out
+end
 
 -- Guards: server{} ones apply to every proxy, a proxy's own come on top.
 local GUARDS = {

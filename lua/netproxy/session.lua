@@ -193,7 +193,8 @@ local function fixed_route(proxy, target)
   if not where then return nil end
   local from_conf = proxy.from
   local route = { host = where.host, port = where.port, path = where.path, label = describe(target),
-                  source = where.source, connect_timeout = proxy.connect_timeout }
+                  source = where.source, tcp_keepalive = target.tcp_keepalive,
+                  connect_timeout = proxy.connect_timeout }
   if from_conf.hook or target.hook then
     route.to_server, route.to_client = from_conf.hook, target.hook
   end
