@@ -67,6 +67,7 @@ proxy { name = "p", per_source = { max_conns = 3 },
     held[1]:close()
     ended(np, "p", 2)
     assert.are.equal("hi\n", hi(np.ports.p), "a connection ended gives its place back")
+    for _, c in ipairs(held) do c:close() end
     h.stop(np)
   end)
 
@@ -114,6 +115,7 @@ proxy { name = "pp", per_source = { max_conns = 1 },
     h.wait_log(np, "pp: [^\n]*end=refused[^\n]*per_source: max_conns 1")
     assert.are.equal("hi\n", (h.talk(np.ports.pp, via("192.0.2.8") .. "hi\n", { want = 3 })),
                      "the same balancer, another client")
+    held:close()
     h.stop(np)
   end)
 
@@ -171,6 +173,7 @@ proxy { name = "full", per_source = { max_conns = 100 },
     held[5]:close()
     ended(np, "full", 2)
     assert.are.equal("hi\n", hi(np.ports.full, "127.0.0.17"), "an idle entry is taken over")
+    for _, c in ipairs(held) do c:close() end
     h.stop(np)
   end)
 end)
