@@ -25,7 +25,7 @@ struct entry {
     uint64_t key;               /* 0: never used */
     double tokens, last;        /* the rate's bucket, and when it was last filled */
     uint32_t conns;             /* live connections, all workers */
-    uint16_t held[NP_MAX_SLOTS];        /* of them, each worker slot's */
+    uint32_t held[NP_MAX_SLOTS];        /* of them, each worker slot's */
 };
 
 struct table {
