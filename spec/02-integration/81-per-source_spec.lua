@@ -178,13 +178,46 @@ proxy { name = "full", per_source = { max_conns = 100 },
   end)
 end)
 
+describe("limits in the config", function()
+  teardown(h.stop_all)
+
+  it("refuses what would do nothing or is malformed, saying why", function()
+    local path = h.write(h.tmpfile("bad.lua"), [[
+server { limits_table = 8 }
+proxy { name = "t", per_user = { max_conns = 1 }, per_source = { max_conns = 2, burst = 1 },
+        from = { type = "tcp", host = "127.0.0.1", port = 0 }, to = { type = "tcp", host = "127.0.0.1", port = 9 } }
+proxy { name = "s", per_user = { rate = "1/x" },
+        from = { type = "socks5", host = "127.0.0.1", port = 0, allow = { "*:*" } } }
+proxy { name = "n", per_user = { max_conns = 1 },
+        from = { type = "socks5", host = "127.0.0.1", port = 0, allow = { "*:*" } } }
+]])
+    local _, err, rc = h.run({ h.netproxy, "--check", path })
+    assert.are_not.equal(0, rc)
+    for _, want in ipairs({
+      "server: limits_table: ",
+      "proxy 't': per_source: unknown field 'burst'",
+      "proxy 't': per_user: only a connect or socks5 `from` has users (this one is tcp)",
+      "proxy 's': per_user: rate: bad rate '1/x'",
+      "proxy 'n': per_user without users: no client authenticates, so none is counted",
+    }) do
+      assert.truthy(err:find(want, 1, true), want .. " in:\n" .. err)
+    end
+  end)
+end)
+
 describe("per_user", function()
   local echo, np
 
   setup(function()
     echo = h.peer_server("echo")
     np = h.netproxy_start(([[
-server { stats = "127.0.0.1:0" }
+local seen = { socks = 0, http = 0 }
+server { stats = "127.0.0.1:0", on_denied = function(info) seen[info.proxy] = seen[info.proxy] + 1 end }
+proxy { name = "ask", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "service", serve = function(client)
+          client:write(seen.socks .. "|" .. seen.http .. "\n")
+          return "closed"
+        end } }
 proxy { name = "socks", per_user = { max_conns = 1 },
         from = { type = "socks5", host = "127.0.0.1", port = 0, users = { alice = "secret", bob = "pw2" },
                  allow = { "127.0.0.1:*" } } }
@@ -196,6 +229,9 @@ proxy { name = "http", per_user = { max_conns = 1 },
   teardown(h.stop_all)
   before_each(h.test_begin)
   after_each(h.test_end)
+
+  -- on_denied's counts so far, socks|http
+  local function told() return (h.talk(np.ports.ask, "", { want = "\n" })) end
 
   -- A SOCKS5 CONNECT to the echo server as user:pass; returns the connection and the reply code.
   local function socks(user, pass)
@@ -220,6 +256,7 @@ proxy { name = "http", per_user = { max_conns = 1 },
     bob:close()
     assert.are.equal(1, metric(np, 'netproxy_connections_limited_total{proxy="socks",reason="per_user_conns"}'))
     h.wait_log(np, 'socks: [^\n]*end=refused[^\n]*per_user: max_conns 1')
+    assert.truthy(told():match("^1|"), "on_denied told")
     held:close()
   end)
 
@@ -237,6 +274,7 @@ proxy { name = "http", per_user = { max_conns = 1 },
     out = h.talk(np.ports.http, ("CONNECT 127.0.0.1:%d HTTP/1.1\r\nProxy-Authorization: Basic Ym9iOnB3Mg==\r\n\r\n"):format(echo.port),
                  { want = "\r\n\r\n" })
     assert.truthy(out:match("^HTTP/1%.1 200"), "bob has a count of his own: " .. out)
+    assert.truthy(told():match("|2\n$"), "on_denied told of the CONNECT and of the plain request")
     held:close()
   end)
 end)
