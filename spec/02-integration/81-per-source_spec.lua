@@ -71,6 +71,28 @@ proxy { name = "p", per_source = { max_conns = 3 },
     h.stop(np)
   end)
 
+  it("stops counting the connections of a worker that died", function()
+    local np = h.netproxy_start(([[
+proxy { name = "k", per_source = { max_conns = 1 },
+        from = { type = "tcp", host = "127.0.0.1", port = 0 }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(echo.port), { "-w", "2" })
+    local held = hold(np.ports.k)
+    assert.are.equal("", hi(np.ports.k))
+    local workers, pid = {}, nil        -- the worker that holds it: ss names its pid
+    for line in h.lines("pgrep -P " .. np.pid) do workers[line] = true end
+    for line in h.lines("ss -tnpH state established") do
+      local lport = line:match("^%d+%s+%d+%s+%S-:(%d+)%s")
+      local owner = line:match("pid=(%d+)")
+      if tonumber(lport) == np.ports.k and workers[owner] then pid = owner end
+    end
+    assert.truthy(pid, "a worker holds the connection")
+    os.execute("kill -9 " .. pid)
+    h.wait_log(np, "master: worker " .. pid .. " killed by signal 9: replacing it")
+    assert.are.equal("eof", select(2, held:read(nil, 5)), "its connection died with it")
+    assert.are.equal("hi\n", hi(np.ports.k), "and no longer counts")
+    h.stop(np)
+  end)
+
   it("refuses past rate = \"N/S\" until the bucket refills", function()
     local np = h.netproxy_start(([[
 proxy { name = "r", per_source = { rate = "3/2" },
