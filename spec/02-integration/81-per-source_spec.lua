@@ -156,6 +156,27 @@ local seen = {}
 server { on_denied = function(info) seen.server = (seen.server or 0) + 1 seen.why = info.reason end }
 ]]
 
+  it("keys a client alike at accept (C) and behind a PROXY header (Lua): a server{} rule counts it once", function()
+    local np = h.netproxy_start(([[
+server { per_source = { max_conns = 1 } }
+proxy { name = "direct", from = { type = "tcp", host = "::1", port = 0 }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
+proxy { name = "direct4", from = { type = "tcp", host = "127.0.0.1", port = 0 }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
+proxy { name = "behind", from = { type = "tcp", host = "127.0.0.1", port = 0, proxy_protocol = "v1" },
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(echo.port, echo.port, echo.port))
+    local function via(line) return (h.talk(np.ports.behind, line .. "\r\nhi\n", { want = 3 })) end
+    local six = hold(np.ports.direct, nil, "::1")
+    assert.are.equal("", via("PROXY TCP6 ::1 ::1 1111 80"), "::1 from C and from Lua: one key")
+    assert.are.equal("", via("PROXY TCP6 0:0:0:0:0:0:0:ffff 0::1 1111 80"), "the same /64")
+    assert.are.equal("hi\n", via("PROXY TCP6 0:0:0:1:: ::1 1111 80"), "another /64")
+    local four = hold(np.ports.direct4, "127.0.0.9")
+    assert.are.equal("", via("PROXY TCP4 127.0.0.9 127.0.0.1 1111 80"))
+    assert.are.equal("hi\n", via("PROXY TCP4 127.0.0.10 127.0.0.1 1111 80"))
+    six:close()
+    four:close()
+    h.stop(np)
+  end)
+
   it("tells on_denied (server{} then the proxy's) of a client accept(conn) refuses", function()
     local np = h.netproxy_start(asking(SEEN .. ([[
 proxy { name = "acc", accept = function(conn) return nil, "not today" end,
