@@ -16,7 +16,8 @@
 -- netproxy is never an open proxy by accident. users = { name = "password" } or
 -- users = function(user, pass, conn) asks clients for Basic authentication (407).
 -- Plain http:// requests (`GET http://host/path`) are forwarded too, unless http = false:
--- netproxy.http_forward serves the connection then.
+-- netproxy.http_forward serves the connection then. A client over the proxy's per_source or
+-- per_user limit gets 429.
 local core = require "netproxy.core"
 local check = require "netproxy.check"
 local http = require "netproxy.http"
@@ -31,6 +32,7 @@ local concat, type, tostring, pcall, error = table.concat, type, tostring, pcall
 local _M = {
   positions = { from = true, to = true },
   provides_target = true,     -- as `from`, the client says where to go
+  answers_limits = true,      -- per_source / per_user refused with 429 (netproxy.gate.admit)
   sends_proxy_protocol = true,  -- through the tunnel, to the target
   pool_fields = { "proxy_host", "proxy_port" },   -- `servers` is a pool of proxies
 }
@@ -109,7 +111,8 @@ end
 
 -- The tunnel: the proxy reached, then CONNECT through it. connect_ssl builds on it.
 function _M.tunnel(conf, conn)
-  local sock, err = core.connect(conf.proxy_host, conf.proxy_port, { timeout = conn.connect_timeout, source = conf.source })
+  local sock, err = core.connect(conf.proxy_host, conf.proxy_port,
+    { timeout = conn.connect_timeout, source = conf.source, keepalive = conf.tcp_keepalive })
   if not sock then return nil, "proxy " .. http.authority(conf.proxy_host, conf.proxy_port) .. ": " .. err end
   return _M.handshake(sock, conf, conn)
 end
@@ -185,6 +188,11 @@ function _M.accept(conf, client, conn, proxy)
     return nil, "method " .. port
   end
   if not host then return nil, port end
+  local within, why = gate.admit(proxy, conn)
+  if not within then
+    reply(client, 429, "Too Many Requests", why)
+    return nil, why
+  end
   local asked = http.authority(host, port)
   conn.stash.requested = asked
 

@@ -26,6 +26,7 @@ local byte = string.byte
 local _M = {
   positions = { from = true, to = true },
   provides_target = true,       -- as `from`, the client says where to go
+  answers_limits = true,        -- per_source / per_user refused with 0x02 (netproxy.gate.admit)
   sends_proxy_protocol = true,  -- through the tunnel, to the target
   pool_fields = { "proxy_host", "proxy_port" },   -- `servers` is a pool of proxies
 }
@@ -155,7 +156,7 @@ local function parse_served_request(buf)
 end
 
 -- SOCKS4 and 4a (socks4 = true): one request, one reply; the user id is only logged.
-local function accept_socks4(conf, client, conn)
+local function accept_socks4(conf, client, conn, proxy)
   conn._socks4 = true
   local req, err = read_message(client, socks5.parse_socks4_request, conf.request_timeout)
   local function reject() return socks5.socks4_reply(socks5.SOCKS4_REJECTED) end
@@ -173,14 +174,19 @@ local function accept_socks4(conf, client, conn)
     return nil, ("bad target %q"):format(addr.join(host, req.port))
   end
   if req.user ~= "" then conn.stash.socks4_user = req.user end
+  local within, why = gate.admit(proxy, conn)
+  if not within then
+    client:write(reject())
+    return nil, why
+  end
   return decide(conf, client, conn, host, req.port, reject)
 end
 
-function _M.accept(conf, client, conn)
+function _M.accept(conf, client, conn, proxy)
   local timeout = conf.request_timeout
   if conf.socks4 then
     local first = client:peek(1, timeout)
-    if first and first:byte(1) == 4 then return accept_socks4(conf, client, conn) end
+    if first and first:byte(1) == 4 then return accept_socks4(conf, client, conn, proxy) end
   end
 
   -- 1. The greeting: the methods the client offers. With users, only username/password will do.
@@ -209,6 +215,12 @@ function _M.accept(conf, client, conn)
   if not req then
     if rep then client:write(socks5.reply(rep)) end
     return nil, rep == socks5.COMMAND_NOT_SUPPORTED and rerr or "request: " .. rerr
+  end
+  -- per_source, per_user: over the limit is "not allowed by ruleset" (0x02)
+  local within, why = gate.admit(proxy, conn)
+  if not within then
+    client:write(socks5.reply(socks5.NOT_ALLOWED))
+    return nil, why
   end
   if req.cmd == socks5.UDP_ASSOCIATE then      -- lives as long as this connection
     return require("netproxy.socks5_udp").associate(conf, client, conn, req)
@@ -323,7 +335,8 @@ function _M.handshake(sock, conf, conn)
 end
 
 function _M.connect(conf, conn)
-  local sock, err = core.connect(conf.proxy_host, conf.proxy_port, { timeout = conn.connect_timeout, source = conf.source })
+  local sock, err = core.connect(conf.proxy_host, conf.proxy_port,
+    { timeout = conn.connect_timeout, source = conf.source, keepalive = conf.tcp_keepalive })
   if not sock then return nil, "proxy " .. addr.join(conf.proxy_host, conf.proxy_port) .. ": " .. err end
   local tunnel, terr = _M.handshake(sock, conf, conn)
   if not tunnel then return nil, terr end

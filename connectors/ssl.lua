@@ -255,7 +255,8 @@ function _M.client_handshake(sock, conf, conn)
 end
 
 function _M.connect(conf, conn)
-  local sock, err = core.connect(conf.host, conf.port, { timeout = conn.connect_timeout, source = conf.source })
+  local sock, err = core.connect(conf.host, conf.port,
+    { timeout = conn.connect_timeout, source = conf.source, keepalive = conf.tcp_keepalive })
   if not sock then return nil, err end
   return _M.client_handshake(sock, conf, conn)
 end

@@ -36,7 +36,9 @@ end
 -- relayed as it is.
 function _M.connect(conf, conn)
   local opts = conn.connect_timeout       -- a bare number: no table to make per connection
-  if conf.source then opts = { timeout = opts, source = conf.source } end
+  if conf.source or conf.tcp_keepalive then
+    opts = { timeout = opts, source = conf.source, keepalive = conf.tcp_keepalive }
+  end
   local sock, err = core.connect(conf.host, conf.port, opts)
   if not sock then return nil, err end
   return proxy_protocol.send(sock, conf, conn)

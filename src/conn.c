@@ -59,6 +59,18 @@ void np_conn_hold_pool_row(struct np_conn *c, int row)
     np_pool_acquire(row);
 }
 
+void np_conn_hold_limit(struct np_conn *c, uint32_t token)
+{
+    for (int i = 0; token && i < 4; i++) {
+        if (c->limit_tokens[i]) continue;
+        c->limit_tokens[i] = token;
+        return;
+    }
+    np_limits_put(token);               /* (never: 2 per_source and 2 per_user at most) */
+}
+
+struct np_proxy *np_conn_proxy(const struct np_conn *c) { return c->proxy; }
+
 void np_conn_set_target(struct np_conn *c, const char *text)
 {
     set_text(&c->target, text);
@@ -82,6 +94,11 @@ void np_conn_set_ja4(struct np_conn *c, const char *ja4)
 }
 
 const struct np_tls_identity *np_conn_tls(const struct np_conn *c) { return c->tls; }
+
+void np_conn_refused_for(struct np_conn *c, const char *reason)
+{
+    c->ended.refusal = reason;
+}
 
 void np_conn_set_user(struct np_conn *c, const char *name)
 {
@@ -263,6 +280,7 @@ static void conn_free(struct np_ended *e)
     if (c->proxy->access) access_log(c);
     tell_closed(c);
     if (c->pool_row >= 0) np_pool_release(c->pool_row);
+    for (int i = 0; i < 4; i++) np_limits_put(c->limit_tokens[i]);
     if (c->next) c->next->pprev = c->pprev;
     *c->pprev = c->next;
     if (c->done) c->done(c->done_arg, c);

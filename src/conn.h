@@ -19,8 +19,10 @@ struct evbuffer;
 typedef void np_conn_done_fn(void *arg, struct np_conn *c);
 
 /* Takes ownership of rfd and wfd (one socket twice, or standard input and output) and
- * starts the proxy's session for a client named `client` in the logs. */
-void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
+ * starts the proxy's session for a client named `client` in the logs. Returns the
+ * connection (valid until the running callback returns: it is freed by a reaper), or NULL
+ * when it could not be made (done was called). */
+struct np_conn *np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
                    np_conn_done_fn *done, void *done_arg);
 
 /* Ends the connection: how, and a detail for the log line (may be ""). The first call
@@ -64,6 +66,10 @@ lua_State *np_conn_session(const struct np_conn *c);
 /* The connection reached a pool server: counted in its row (pool.c) until the connection ends. */
 void np_conn_hold_pool_row(struct np_conn *c, int row);
 
+/* The connection counts in a per_source / per_user entry (limits.h) until it ends. */
+void np_conn_hold_limit(struct np_conn *c, uint32_t token);
+struct np_proxy *np_conn_proxy(const struct np_conn *c);
+
 /* What the log line names as the destination, and as the client (after a PROXY header). */
 void np_conn_set_target(struct np_conn *c, const char *text);
 void np_conn_set_client(struct np_conn *c, const char *text);
@@ -78,6 +84,10 @@ const struct np_tls_identity *np_conn_tls(const struct np_conn *c);
 
 /* The user the connectors authenticated, for the access log. */
 void np_conn_set_user(struct np_conn *c, const char *name);
+
+/* If the connection ends refused, /metrics counts it under this reason (a static word:
+ * "per_source_conns"...) rather than "session". */
+void np_conn_refused_for(struct np_conn *c, const char *reason);
 
 /* One forwarded HTTP request's access log line (method, url, status; bytes toward the
  * client; its seconds; server: the address reached, or NULL), when the proxy has an access

@@ -105,12 +105,12 @@ static void start_session(struct np_conn *c, int rfd, int wfd)
     np_task_resume(&c->session->task, 5);
 }
 
-void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
-                   np_conn_done_fn *done, void *done_arg)
+struct np_conn *np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
+                              np_conn_done_fn *done, void *done_arg)
 {
     struct np_conn *c = np_conn_new(p, rfd, wfd, client, done, done_arg);
 
-    if (!c) return;
+    if (!c) return NULL;
     if (p->route) {
         c->route = p->route;
         np_conn_start_routed(c, rfd, wfd);
@@ -119,4 +119,5 @@ void np_conn_start(struct np_proxy *p, int rfd, int wfd, const char *client,
     } else {
         start_session(c, rfd, wfd);
     }
+    return c;
 }

@@ -92,6 +92,16 @@ static void release(struct np_dial *d)
     d->next = d->trying = NULL;
 }
 
+void np_dial_keepalive(int fd, const struct np_keepalive *k)
+{
+    int on = 1;
+
+    if (!k->on || setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) < 0) return;
+    if (k->idle > 0) setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &k->idle, sizeof k->idle);
+    if (k->interval > 0) setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &k->interval, sizeof k->interval);
+    if (k->count > 0) setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &k->count, sizeof k->count);
+}
+
 /* The outcome, fd or -1: left in d for a start function to return, or told to done. Nothing
  * may touch d after done: it may have been freed. */
 static void finish(struct np_dial *d, int fd)
@@ -104,6 +114,7 @@ static void finish(struct np_dial *d, int fd)
         if (!d->dgram && d->trying->ai_family != AF_UNIX) {
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            np_dial_keepalive(fd, &d->keepalive);
         }
         d->peer_len = d->trying->ai_addrlen;
         memcpy(&d->peer, d->trying->ai_addr, d->peer_len);
@@ -241,6 +252,7 @@ static void begin(struct np_dial *d, const struct np_dial_opts *opts, np_dial_do
     d->at_once = opts->at_once;
     d->source = opts->source;
     d->source_len = opts->source_len;
+    d->keepalive = opts->keepalive;
     d->done = done;
     d->arg = arg;
 }

@@ -16,6 +16,17 @@ typedef void np_dial_done_fn(void *arg, int fd, int err, const char *why);
 
 struct np_resolve;
 
+/* tcp_keepalive = { idle, interval, count } (seconds, seconds, probes); on = 0: the kernel's
+ * default (no SO_KEEPALIVE). */
+struct np_keepalive {
+    int on, idle, interval, count;
+};
+
+/* SO_KEEPALIVE and TCP_KEEPIDLE / KEEPINTVL / KEEPCNT on a TCP socket, when k->on (for the
+ * accepted side: server.c; the dialled side is done here). Errors are ignored: a socket that
+ * is no TCP one has no keepalive to set. */
+void np_dial_keepalive(int fd, const struct np_keepalive *k);
+
 /* How to connect: read by the start functions; source is kept by the caller until done. */
 struct np_dial_opts {
     double timeout;                 /* seconds; 0: no limit */
@@ -25,6 +36,7 @@ struct np_dial_opts {
     const struct sockaddr *source;  /* the local address to connect from (its port 0: the
                                      * kernel's choice, at connect); NULL: the kernel's */
     socklen_t source_len;
+    struct np_keepalive keepalive;  /* on the connected TCP socket (tcp_keepalive on `to`) */
 };
 
 enum np_dial_state { NP_DIAL_IDLE, NP_DIAL_RESOLVING, NP_DIAL_CONNECTING, NP_DIAL_FD_WAIT, NP_DIAL_TELLING };
@@ -37,6 +49,7 @@ struct np_dial {
     int dgram, at_once;
     const struct sockaddr *source;
     socklen_t source_len;
+    struct np_keepalive keepalive;
     struct np_resolve *resolving;
     const struct evutil_addrinfo *next;     /* the address to try next */
     const struct evutil_addrinfo *trying;   /* the one fd is connecting to */

@@ -162,7 +162,7 @@ static void count_end(const struct np_ended *e)
     switch (np_end_class(e->end, e->kind)) {
     case NP_END_REFUSAL:
         n->refused++;
-        if (e->kind == NP_ENDED_CONN) np_shm_count_refusal(e->row, "session");
+        if (e->kind == NP_ENDED_CONN) np_shm_count_refusal(e->row, e->refusal ? e->refusal : "session");
         break;
     case NP_END_FAILURE: n->errors++; break;
     case NP_END_CLEAN: break;

@@ -62,6 +62,7 @@ struct np_ended {
     char *detail;               /* of the end, for its log line; NULL when none (freed by the owner) */
     double started;             /* the loop's time at the start */
     int row;                    /* its proxy's counters (shm.h) */
+    const char *refusal;        /* a refusal's reason word for /metrics (static); NULL: "session" */
     lua_State *L;               /* the main state of its config, where its handle is anchored */
     int handle_ref;             /* the Lua handle's anchor, or LUA_NOREF */
     void (*reap)(struct np_ended *e);   /* the owner's teardown (it logs and frees) */

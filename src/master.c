@@ -13,6 +13,7 @@
 #include "metrics.h"
 #include "reload.h"
 #include "server.h"
+#include "limits.h"
 #include "shm.h"
 #include "upgrade.h"
 #include "worker.h"
@@ -167,6 +168,7 @@ static void on_sigchld(evutil_socket_t sig, short what, void *arg)
             struct worker *w = &workers[i];
             if (w->pid != pid) continue;
             np_shm_release_slot(w->slot);
+            np_limits_release_slot(w->slot);   /* its clients' live connections are gone */
             if (!w->stopping && !stopping) {
                 if (WIFSIGNALED(status))
                     np_log(NP_ERR, "master: worker %d killed by signal %d: replacing it", (int)pid, WTERMSIG(status));

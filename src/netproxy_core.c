@@ -8,10 +8,12 @@
 #include "call.h"
 #include "ja4.h"
 #include "log.h"
+#include "limits.h"
 #include "lookup.h"
 #include "loop.h"
 #include "metrics.h"
 #include "pool.h"
+#include "proxy.h"
 #include "relay.h"
 #include "shdict.h"
 #include "shm.h"
@@ -84,6 +86,33 @@ static int core_pool_connected(lua_State *L)
 {
     np_conn_hold_pool_row(session_conn(L, "pool_connected"), (int)luaL_checkinteger(L, 1));
     return 0;
+}
+
+/* core.limit("source" | "user", scope, key, max_conns, rate_n, rate_s) -> true | nil, why:
+ * the running connection counts under key (per_source, per_user: netproxy.gate.admit) until
+ * it ends; a refusal is counted by its reason. scope: the proxy's name, "" for server{}. */
+static int core_limit(lua_State *L)
+{
+    struct np_conn *c = session_conn(L, "limit");
+    int user = strcmp(luaL_checkstring(L, 1), "user") == 0;
+    const char *scope = luaL_checkstring(L, 2);
+    size_t keylen;
+    const char *key = luaL_checklstring(L, 3, &keylen);
+    struct np_limit_rule r = { .set = 1, .max_conns = (uint32_t)luaL_checknumber(L, 4),
+                               .rate_n = (uint32_t)luaL_checknumber(L, 5), .rate_s = luaL_checknumber(L, 6) };
+    uint32_t token;
+    enum np_limit_why why = np_limits_take(scope, user, key, keylen, &r, &token);
+    char words[128];
+
+    if (why == NP_LIMIT_OK) {
+        np_conn_hold_limit(c, token);
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    np_conn_refused_for(c, np_limits_label(why));
+    lua_pushnil(L);
+    lua_pushstring(L, np_limits_reason(why, &r, scope[0] == '\0', words, sizeof words));
+    return 2;
 }
 
 /* core.set_client(text): the client as the logs name it (after a PROXY protocol header). */
@@ -236,13 +265,16 @@ static struct np_task *connect_opts(lua_State *L, int idx, int bare_number, cons
             luaL_argcheck(L, to->source_len > 0, idx, "source must be an IP address");
             to->source = source;
         }
-        lua_pop(L, 2);
+        lua_getfield(L, idx, "keepalive");
+        np_keepalive_read(L, lua_gettop(L), &to->keepalive);
+        lua_pop(L, 3);
     }
     luaL_argcheck(L, to->timeout >= 0, idx, "timeout must be >= 0");
     return np_task_of(L, what);
 }
 
-/* core.connect(host, port [, { timeout = seconds, source = "ip" } | seconds]) -> sock | nil, err;
+/* core.connect(host, port [, { timeout = seconds, source = "ip", keepalive = { idle =,
+ * interval =, count = } } | seconds]) -> sock | nil, err;
  * with dgram, core.connect_udp: a connected UDP socket; sock:read() is one datagram,
  * sock:write(d) sends d as one */
 static int connect_ip(lua_State *L, const char *what, int dgram)
@@ -544,6 +576,7 @@ static const luaL_Reg core_funcs[] = {
     { "set_ja4", core_set_ja4 },
     { "set_user", core_set_user },
     { "access_log", core_access_log },
+    { "limit", core_limit },
     { "pool_connected", core_pool_connected },
     { "reached", core_reached },
     { "pack_ip", core_pack_ip },

@@ -142,6 +142,16 @@ static int route_address(struct np_route *r, const char *host, const char *path)
 
 /* The address the route connects from, if it names one (checked by netproxy.config and
  * at start: np_proxy_read). */
+void np_keepalive_read(lua_State *L, int t, struct np_keepalive *k)
+{
+    memset(k, 0, sizeof *k);
+    if (!lua_istable(L, t)) return;
+    k->on = 1;
+    k->idle = (int)np_lua_number(L, t, "idle", 0);
+    k->interval = (int)np_lua_number(L, t, "interval", 0);
+    k->count = (int)np_lua_number(L, t, "count", 0);
+}
+
 static void read_source(struct np_route *r, const char *text)
 {
     r->dial.source_len = text ? np_addr_ip(text, 0, &r->source) : 0;
@@ -170,6 +180,9 @@ static struct np_route *read_route(struct np_proxy *p, lua_State *L, int t)
     r->hook_ref[1] = np_lua_ref_function(L, t, "to_client");
     r->conn_ref = np_lua_ref_function(L, t, "conn");
     read_source(r, np_lua_string(L, t, "source"));
+    lua_getfield(L, t, "tcp_keepalive");
+    np_keepalive_read(L, lua_gettop(L), &r->dial.keepalive);
+    lua_pop(L, 1);
     /* the session's connect is bounded by both: the nearer deadline decides the end */
     connect_timeout = np_lua_setting(L, t, "connect_timeout");
     r->dial.timeout = connect_timeout;

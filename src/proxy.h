@@ -7,6 +7,7 @@
 #include "call.h"
 #include "dial.h"
 #include "end.h"
+#include "limits.h"
 #include "relay.h"
 #include "shm.h"
 #include "sniffer.h"
@@ -75,6 +76,9 @@ struct np_proxy {
     uint64_t max_clients;       /* connections at once; 0 = no limit */
     struct np_acl acl;          /* allow / deny */
     struct np_accesslog *access;        /* access_log (accesslog.h), or NULL */
+    struct np_limit_rule per_source[2]; /* server{}'s, its own: checked at accept, */
+    int limits_in_lua;          /* unless its session does (a PROXY header, a protocol's answer) */
+    struct np_keepalive keepalive;      /* from's tcp_keepalive, on each accepted socket */
     int stdio;                  /* the client is standard input and output, not a listener */
     int datagram;               /* its from is udp: flows, no TCP connections */
     int relays_udp;             /* it may carry datagrams: a udp from, or socks5's UDP ASSOCIATE */
@@ -102,6 +106,10 @@ void np_proxy_read_route(struct np_proxy *p, lua_State *L, int t);
 
 /* allow = { ... }, deny = { ... } of the table at t into acl. 0, or -1 with err. */
 int np_proxy_read_acl(lua_State *L, int t, struct np_acl *acl, char *err, size_t errlen);
+
+/* A tcp_keepalive table at index t (netproxy.config's { idle, interval, count }) into k;
+ * anything else (nil): k->on = 0. */
+void np_keepalive_read(lua_State *L, int t, struct np_keepalive *k);
 
 /* Releases what np_proxy_read took (not the listeners: their owner puts them). */
 void np_proxy_free(struct np_proxy *p);

@@ -7,6 +7,7 @@
 #include "conn.h"
 #include "call.h"
 #include "dial.h"
+#include "limits.h"
 #include "listener.h"
 #include "log.h"
 #include "logsink.h"
@@ -363,6 +364,31 @@ static void tell_denied(struct np_proxy *p, const char *client, const char *why)
     }
 }
 
+/* per_source, server{}'s then the proxy's, for a client at sa: NULL and the entries taken
+ * in tokens (0: none), or why not (nothing held then). A PROXY header or a protocol's own
+ * answer (429, 0x02) has the session check instead (netproxy.gate.admit). */
+static const char *over_limits(struct np_proxy *p, const struct sockaddr *sa, uint32_t tokens[2],
+                               const char **reason)
+{
+    static char why[128];
+    char key[64];
+
+    tokens[0] = tokens[1] = 0;
+    if (!sa || p->limits_in_lua) return NULL;
+    for (int i = 0; i < 2; i++) {
+        const struct np_limit_rule *r = &p->per_source[i];
+        size_t n = r->set ? np_limits_source_key(sa, r->v6_prefix, key, sizeof key) : 0;
+        if (n == 0) continue;
+        enum np_limit_why w = np_limits_take(i ? p->name : "", 0, key, n, r, &tokens[i]);
+        if (w == NP_LIMIT_OK) continue;
+        *reason = np_limits_label(w);
+        np_limits_put(tokens[0]);
+        tokens[0] = 0;
+        return np_limits_reason(w, r, i == 0, why, sizeof why);
+    }
+    return NULL;
+}
+
 /* Every client counts toward -m, served or refused. */
 static void count_accepted(void)
 {
@@ -377,8 +403,11 @@ static void take_client(struct np_proxy *p, int rfd, int wfd, const struct socka
 {
     const char *reason;
     const char *why = turned_away(p, sa, &reason);
+    uint32_t tokens[2] = { 0, 0 };
+    struct np_conn *c;
 
     count_accepted();
+    if (!why) why = over_limits(p, sa, tokens, &reason);
     if (why) {
         refuse(p, rfd, sa, len, why, reason);
         if (wfd != rfd) close(wfd);
@@ -388,7 +417,11 @@ static void take_client(struct np_proxy *p, int rfd, int wfd, const struct socka
     }
     np_server.active++;
     p->config->live++;
-    np_conn_start(p, rfd, wfd, client, conn_done, p->config);
+    c = np_conn_start(p, rfd, wfd, client, conn_done, p->config);
+    for (int i = 0; i < 2; i++) {
+        if (c) np_conn_hold_limit(c, tokens[i]);
+        else np_limits_put(tokens[i]);
+    }
 }
 
 /* A unix client has no address of its own: the log names it by the listener's path. */
@@ -396,8 +429,12 @@ static void on_client(void *arg, struct np_listener *l, int fd, const struct soc
 {
     char client[NP_ADDRSTRLEN];
 
-    if (sa->sa_family == AF_UNIX) snprintf(client, sizeof client, "%s", l->addr);
-    else np_addr_format(sa, len, client, sizeof client);
+    if (sa->sa_family == AF_UNIX) {
+        snprintf(client, sizeof client, "%s", l->addr);
+    } else {
+        np_addr_format(sa, len, client, sizeof client);
+        np_dial_keepalive(fd, &((struct np_proxy *)arg)->keepalive);
+    }
     take_client(arg, fd, fd, sa, len, client);
 }
 
@@ -582,8 +619,40 @@ static int read_server(struct np_config *g, lua_State *L, int cfg, char *err, si
     g->on_stop_ref = np_lua_ref_function(L, -1, "on_stop");
     rc = np_proxy_read_acl(L, lua_gettop(L), &g->acl, err, errlen);
     if (rc == 0) rc = define_dicts(L, lua_gettop(L), err, errlen);
+    /* the per_source / per_user table, made before any fork; a reload keeps its size */
+    if (rc == 0) rc = np_limits_init((size_t)np_lua_setting(L, -1, "limits_table"), err, errlen);
     lua_pop(L, 1);
     return rc;
+}
+
+/* A rule of netproxy.config's normalised form { max_conns, rate_n, rate_s, ipv6_prefix }
+ * at field name of the table at t, if any. */
+static void read_rule(lua_State *L, int t, const char *name, struct np_limit_rule *r)
+{
+    lua_getfield(L, t, name);
+    memset(r, 0, sizeof *r);
+    if (lua_istable(L, -1)) {
+        r->set = 1;
+        r->max_conns = (uint32_t)np_lua_number(L, -1, "max_conns", 0);
+        r->rate_n = (uint32_t)np_lua_number(L, -1, "rate_n", 0);
+        r->rate_s = np_lua_number(L, -1, "rate_s", 0);
+        r->v6_prefix = (int)np_lua_number(L, -1, "ipv6_prefix", 64);
+    }
+    lua_pop(L, 1);
+}
+
+static void read_limits(lua_State *L, struct np_proxy *p, int t)
+{
+    read_rule(L, t, "server_per_source", &p->per_source[0]);
+    read_rule(L, t, "per_source", &p->per_source[1]);
+    p->limits_in_lua = np_lua_bool(L, t, "limits_in_lua", 0);
+    lua_getfield(L, t, "from");
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "tcp_keepalive");
+        np_keepalive_read(L, lua_gettop(L), &p->keepalive);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
 }
 
 /* A new config from the one on L's stack top; NULL with err. */
@@ -615,6 +684,7 @@ static struct np_config *config_new(lua_State *L, char *err, size_t errlen)
             goto fail;
         }
         read_route(L, session, p, lua_gettop(L));
+        read_limits(L, p, lua_gettop(L));
         lua_pop(L, 1);
     }
     lua_settop(L, cfg);

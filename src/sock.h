@@ -8,6 +8,7 @@
 #include <event2/util.h>
 #include <openssl/ssl.h>
 #include "addr.h"
+#include "dial.h"
 
 struct evbuffer;
 struct np_sock;
@@ -108,6 +109,7 @@ struct np_sock_target {
     double timeout;             /* seconds; 0: no limit */
     const struct sockaddr_storage *source;  /* the local address to connect from, or NULL */
     socklen_t source_len;
+    struct np_keepalive keepalive;      /* tcp_keepalive of a `to` */
 };
 
 /* core.connect, connect_udp and connect_unix for o's coroutine L, through np_dial: pushes the

@@ -64,7 +64,8 @@ static socklen_t one_address(struct np_sock_dial *sd, const struct np_sock_targe
 /* Starts the dial of s, to its one address if it has one (len): 1 when it is over already. */
 static int dial(struct np_sock *s, struct np_sock_dial *sd, socklen_t len, const struct np_sock_target *to)
 {
-    struct np_dial_opts opts = { .timeout = to->timeout, .dgram = to->dgram, .at_once = 1 };
+    struct np_dial_opts opts = { .timeout = to->timeout, .dgram = to->dgram, .at_once = 1,
+                                 .keepalive = to->keepalive };
 
     if (to->source) {
         memcpy(&sd->source, to->source, to->source_len);

@@ -8,6 +8,7 @@ local addr = require "netproxy.addr"
 local udp_service = require "netproxy.udp_service"
 local sandbox = require "netproxy.sandbox"
 local listen = require "netproxy.listen"
+local gate = require "netproxy.gate"
 local pool          -- netproxy.pool, loaded by the first `to` with servers
 
 local _M = {}
@@ -32,6 +33,7 @@ _M.DEFAULTS = {
   watchdog = 10,
   udp_idle_timeout = 30,        -- seconds a UDP flow lives without a datagram either way
   max_flows = 10000,            -- UDP flows at once per proxy; past it the longest idle goes
+  limits_table = 16384,         -- entries of the per_source / per_user table (shared by the workers)
 }
 
 -- "256m", "1g", "64k" or bytes, as a number of bytes in lo..hi (0 allowed: no limit).
@@ -68,7 +70,28 @@ local COMMON = {
   hook = check.func,
   hook_mode = check.one_of("chunk", "line"),
   proxy_protocol = check.one_of("v1", "v2", "any"),
+  tcp_keepalive = function(v) return _M.check_keepalive(v) end,
 }
+
+-- tcp_keepalive = { idle = S, interval = S, count = N }: SO_KEEPALIVE, and the first probe
+-- after idle seconds of silence, then one every interval, the peer dead after count
+-- unanswered (each left out: the kernel's default, net.ipv4.tcp_keepalive_*).
+function _M.check_keepalive(v)
+  if type(v) ~= "table" then return nil, "want { idle = seconds, interval = seconds, count = probes }" end
+  local most = { idle = 32767, interval = 32767, count = 127 }
+  for k in pairs(v) do
+    if not most[k] then return nil, ("unknown field '%s' (want idle, interval, count)"):format(tostring(k)) end
+  end
+  local out = {}
+  for _, k in ipairs({ "idle", "interval", "count" }) do
+    local n = v[k] ~= nil and tonumber(v[k])
+    if v[k] ~= nil and (not n or n ~= math.floor(n) or n < 1 or n > most[k]) then
+      return nil, ("%s: bad value '%s' (want 1..%d)"):format(k, tostring(v[k]), most[k])
+    end
+    out[k] = n or nil
+  end
+  return out
+end
 
 -- Guards: server{} ones apply to every proxy, a proxy's own come on top.
 local GUARDS = {
@@ -77,6 +100,8 @@ local GUARDS = {
   max_clients = check.count,
   accept = check.func,
   on_denied = check.func,         -- function(info): a client turned away by allow, deny or a limit
+  per_source = gate.check_limit,  -- { max_conns = N, rate = "N/S", ipv6_prefix = 64 } per client address
+  per_user = gate.check_limit,    -- the same per authenticated user (connect, socks5 with users)
 }
 
 local SERVER = {
@@ -113,6 +138,7 @@ local SERVER = {
   on_bound = check.func,          -- function() once the listeners are bound, before the privilege drop
   on_log = check.func,            -- function(entry): the serving processes' log lines, instead of writing them
   shared = check.shared_dicts,    -- { name = "1m", ... }
+  limits_table = check.int_range(16, 4 * 1024 * 1024),  -- per_source / per_user entries (a reload keeps the first)
 }
 for k, v in pairs(PER_PROXY) do SERVER[k] = v end
 for k, v in pairs(GUARDS) do SERVER[k] = v end
@@ -427,6 +453,7 @@ local function check_proxy(decl, index, server, say_at, warn_at)
   proxy.tls_accept = given.tls_accept
   proxy.server_accept = server.accept
   proxy.server_on_denied = server.on_denied
+  proxy.server_per_source, proxy.server_per_user = server.per_source, server.per_user
   local from_ctx = { subs = {} }      -- the destinations a `from` holds (dual's)
   if decl.spec.from == nil then say("missing from") else proxy.from = check_connector(decl.spec.from, "from", say, from_ctx) end
   local from_mod = proxy.from and connectors.get(proxy.from.type)
@@ -459,6 +486,21 @@ local function check_proxy(decl, index, server, say_at, warn_at)
           proxy.allow and "allow" or "deny")
     end
     warn_proxy_protocol(proxy, server, warn)
+  end
+  if proxy.from then
+    -- per_source is checked at accept by the C core, unless the client's address comes from
+    -- a PROXY header or the `from` answers a refusal in its protocol (429, 0x02): then the
+    -- session (netproxy.gate.admit) checks it
+    proxy.limits_by_connector = from_mod.answers_limits or false
+    proxy.limits_in_lua = proxy.from.proxy_protocol ~= nil or proxy.limits_by_connector
+    if proxy.per_user and not from_mod.answers_limits then
+      say("per_user: only a connect or socks5 `from` has users (this one is %s)", proxy.from.type)
+    elseif proxy.per_user and not proxy.from.users then
+      say("per_user without users: no client authenticates, so none is counted")
+    end
+    if from_mod.datagram and proxy.per_source then
+      say("per_source does nothing on a udp proxy yet: use max_flows")
+    end
   end
   if proxy.from and proxy.to then
     local dests = { proxy.to }

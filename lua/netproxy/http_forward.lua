@@ -212,7 +212,7 @@ end
 -- Authentication and route, as a CONNECT gets them. Returns where the request goes ({ host,
 -- port (as routed), path, authority (as the URI wrote it) }), or nil and (end word, detail)
 -- after answering.
-local function admit(conf, client, conn, req, log)
+local function admit(conf, client, conn, proxy, req, log)
   if req.method == "CONNECT" then
     return nil, fail(client, log, 501, "Not Implemented", "CONNECT after plain requests: open a new connection", "refused")
   end
@@ -237,6 +237,8 @@ local function admit(conf, client, conn, req, log)
     conn.stash.user = user
     core.set_user(user)                         -- the access log's user
   end
+  local within, why = gate.admit(proxy, conn)
+  if not within then return nil, fail(client, log, 429, "Too Many Requests", why, "refused") end
   local asked = http.authority(host, port)
   conn.stash.requested = asked
   local ok, to_host, to_port, bug, reason = pcall(gate.target, conf, host, port, conn)
@@ -366,7 +368,7 @@ end
 local function one(conf, client, conn, proxy, kept, log)
   local req, how, detail = read_request(conf, client, log)
   if not req then return false, how, detail end
-  local dest, how2, detail2 = admit(conf, client, conn, req, log)
+  local dest, how2, detail2 = admit(conf, client, conn, proxy, req, log)
   if not dest then return false, how2, detail2 end
   local berr
   dest.body, berr = framing(req.fields)

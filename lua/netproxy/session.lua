@@ -8,6 +8,7 @@ local connectors = require "netproxy.connectors"
 local Conn = require "netproxy.conn"
 local proxy_protocol = require "netproxy.proxy_protocol"
 local addr = require "netproxy.addr"
+local gate = require "netproxy.gate"
 
 local _M = {}
 
@@ -80,6 +81,12 @@ function _M.reach(proxy, fields, conn)
   return reach(proxy, with(proxy.to, fields), conn)
 end
 
+-- A client refused by accept() or a limit: told to on_denied (server{}'s, the proxy's).
+local function denied(proxy, conn, why)
+  gate.denied(proxy, conn, why)
+  return "refused", why
+end
+
 function _M.run(proxy, client, id, peer, handle)
   local conn = Conn.new(proxy, id, peer, handle)
   local target = proxy.to
@@ -108,14 +115,20 @@ function _M.run(proxy, client, id, peer, handle)
     if ip then conn.host = core.reverse(ip, proxy.connect_timeout) end
   end
 
+  -- per_source by the PROXY header's client (a `from` answering in its protocol checks later)
+  if proxy.limits_in_lua and not proxy.limits_by_connector then
+    local ok, why = gate.admit(proxy, conn)
+    if not ok then return denied(proxy, conn, why) end
+  end
+
   -- accept(conn) hooks, server-wide then the proxy's: nil or false (and a reason) refuses
   if proxy.server_accept then
     local ok, why = proxy.server_accept(conn)
-    if not ok then return "refused", tostring(why or "by accept()") end
+    if not ok then return denied(proxy, conn, tostring(why or "by accept()")) end
   end
   if proxy.accept then
     local ok, why = proxy.accept(conn)
-    if not ok then return "refused", tostring(why or "by accept()") end
+    if not ok then return denied(proxy, conn, tostring(why or "by accept()")) end
   end
 
   local from = connectors.get(proxy.from.type)
@@ -126,6 +139,7 @@ function _M.run(proxy, client, id, peer, handle)
     if stash and stash.user then core.set_user(stash.user) end    -- the access log's user
     -- "served", how, detail: the connector answered the whole connection itself (as a
     -- service's serve does; how is nil after its core.relay)
+    if conn._limited then gate.denied(proxy, conn, conn._limited) end    -- (429, 0x02 answered)
     if chosen == "served" then return err, how end
     if not chosen then return how or "refused", tostring(err or "by " .. proxy.from.type) end
     if type(chosen) == "table" then target = chosen.type and chosen or with(target, chosen) end
@@ -182,7 +196,8 @@ local function fixed_route(proxy, target)
   if not where then return nil end
   local from_conf = proxy.from
   local route = { host = where.host, port = where.port, path = where.path, label = describe(target),
-                  source = where.source, connect_timeout = proxy.connect_timeout }
+                  source = where.source, tcp_keepalive = target.tcp_keepalive,
+                  connect_timeout = proxy.connect_timeout }
   if from_conf.hook or target.hook then
     route.to_server, route.to_client = from_conf.hook, target.hook
   end
