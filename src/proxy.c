@@ -106,6 +106,9 @@ int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char
     p->buffer_size = (size_t)np_lua_setting(L, t, "buffer_size");
     p->limits = np_lua_limits(L, t);
     p->max_negotiating = (uint64_t)np_lua_setting(L, t, "max_negotiating");
+    p->queue_timeout = np_lua_setting(L, t, "queue_timeout");
+    p->waiting = NULL;
+    p->waiting_tail = &p->waiting;
     p->max_clients = (uint64_t)np_lua_number(L, t, "max_clients", 0);
     if (np_proxy_read_acl(L, t, &p->acl, err, errlen) < 0 || check_sources(p, L, t, err, errlen) < 0 ||
         read_access_log(p, L, t, err, errlen) < 0) return -1;

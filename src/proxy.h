@@ -25,6 +25,7 @@ struct np_listener;
 struct np_config;
 struct np_conn;
 struct np_udp;
+struct np_waiter;
 struct np_accesslog;
 
 /* The server of a proxy whose connections run no Lua before the relay (netproxy.session's
@@ -74,6 +75,9 @@ struct np_proxy {
     struct np_limits limits;    /* what one call into its Lua may use (call.h) */
     uint64_t max_negotiating;   /* connections allowed at once before the relay (sniffing) */
     uint64_t max_clients;       /* connections at once; 0 = no limit */
+    double queue_timeout;       /* seconds a client past max_clients waits for a slot */
+    struct np_waiter *waiting, **waiting_tail;  /* those clients, in arrival order (server.c) */
+    int nwaiting;
     struct np_acl acl;          /* allow / deny */
     struct np_accesslog *access;        /* access_log (accesslog.h), or NULL */
     struct np_limit_rule per_source[2]; /* server{}'s, its own: checked at accept, */

@@ -48,8 +48,13 @@ static void release_listeners(struct np_config *g, int say)
     }
 }
 
+static void serve_waiting(struct np_proxy *p, int gone);
+static void arm_slot_tick(double seconds);
+static int waiting_total;               /* clients waiting for a slot, over every proxy */
+
 static void config_free(struct np_config *g)
 {
+    for (int i = 0; i < g->nproxies; i++) serve_waiting(&g->proxies[i], 1);
     release_listeners(g, 0);
     for (int i = 0; i < g->nproxies; i++) np_proxy_free(&g->proxies[i]);
     free(g->proxies);
@@ -151,6 +156,7 @@ static void conn_done(void *arg, struct np_conn *c)
     struct np_config *g = arg;
 
     np_server.active--;
+    if (waiting_total) arm_slot_tick(0);    /* a slot is free: the clients waiting for one */
     if (--g->live == 0 && g->draining && g != np_server.config) config_done(g);
     maybe_finish();
 }
@@ -397,22 +403,27 @@ static void count_accepted(void)
         np_server_stop_accepting();
 }
 
-/* A client of proxy p on rfd/wfd (sa: its address, when a socket): served, or refused. */
-static void take_client(struct np_proxy *p, int rfd, int wfd, const struct sockaddr *sa,
-                        socklen_t len, const char *client)
+/* Turned away: closed, logged (why, or logged when given), counted by reason, told to
+ * on_denied (why). */
+static void refuse_client(struct np_proxy *p, int rfd, int wfd, const struct sockaddr *sa, socklen_t len,
+                          const char *client, const char *why, const char *reason, const char *logged)
 {
-    const char *reason;
-    const char *why = turned_away(p, sa, &reason);
+    refuse(p, rfd, sa, len, logged ? logged : why, reason);
+    if (wfd != rfd) close(wfd);
+    tell_denied(p, client, why);
+    maybe_finish();
+}
+
+/* A client that passed the guards: per_source, then its connection starts. */
+static void serve_client(struct np_proxy *p, int rfd, int wfd, const struct sockaddr *sa,
+                         socklen_t len, const char *client)
+{
+    const char *reason = NULL, *why;
     uint32_t tokens[2] = { 0, 0 };
     struct np_conn *c;
 
-    count_accepted();
-    if (!why) why = over_limits(p, sa, tokens, &reason);
-    if (why) {
-        refuse(p, rfd, sa, len, why, reason);
-        if (wfd != rfd) close(wfd);
-        tell_denied(p, client, why);
-        maybe_finish();
+    if ((why = over_limits(p, sa, tokens, &reason))) {
+        refuse_client(p, rfd, wfd, sa, len, client, why, reason, NULL);
         return;
     }
     np_server.active++;
@@ -422,6 +433,139 @@ static void take_client(struct np_proxy *p, int rfd, int wfd, const struct socka
         if (c) np_conn_hold_limit(c, tokens[i]);
         else np_limits_put(tokens[i]);
     }
+}
+
+/* ---------------------------------------------------------------- waiting for a slot */
+
+/* A client past max_clients, accepted and not read, until a slot frees or its deadline. A
+ * connection that ends by a normal close stays counted until the server has closed its
+ * side too, so a client that reconnects at once would otherwise be refused within the limit
+ * (HAProxy's maxconn refuses none: the kernel queues them). */
+struct np_waiter {
+    int rfd, wfd;
+    struct sockaddr_storage sa;
+    socklen_t len;
+    double deadline;
+    char client[NP_ADDRSTRLEN];
+    struct np_waiter *next;
+};
+
+#define MAX_WAITING 1024            /* per proxy: past them a client is refused at once */
+
+/* A refusal that a freed slot would lift (max_clients, the proxy's or the server's). */
+static int for_a_slot(const char *reason)
+{
+    return !strcmp(reason, "max_clients");
+}
+#define WAIT_TICK 0.01              /* seconds between looks at the shared counts */
+
+static struct event slot_tick;      /* armed while a client waits (other workers' ends) */
+static int slot_tick_ready;
+
+static void on_slot_tick(evutil_socket_t fd, short what, void *arg);
+
+static void arm_slot_tick(double seconds)
+{
+    struct timeval tv = np_tv(seconds);
+
+    if (!slot_tick_ready) {
+        evtimer_assign(&slot_tick, np_base, on_slot_tick, NULL);
+        slot_tick_ready = 1;
+    }
+    evtimer_add(&slot_tick, &tv);
+}
+
+/* Holds the client for a slot: 1, or 0 when it cannot wait (no queue_timeout, the queue full,
+ * out of memory). */
+static int wait_for_slot(struct np_proxy *p, int rfd, int wfd, const struct sockaddr *sa,
+                         socklen_t len, const char *client)
+{
+    struct np_waiter *w;
+
+    if (p->queue_timeout <= 0 || p->nwaiting >= MAX_WAITING || !(w = calloc(1, sizeof *w))) return 0;
+    w->rfd = rfd;
+    w->wfd = wfd;
+    if (sa) memcpy(&w->sa, sa, len);
+    w->len = sa ? len : 0;
+    w->deadline = np_now() + p->queue_timeout;
+    snprintf(w->client, sizeof w->client, "%s", client);
+    *p->waiting_tail = w;
+    p->waiting_tail = &w->next;
+    p->nwaiting++;
+    waiting_total++;
+    arm_slot_tick(WAIT_TICK);
+    return 1;
+}
+
+static struct np_waiter *pop_waiter(struct np_proxy *p)
+{
+    struct np_waiter *w = p->waiting;
+
+    if (!(p->waiting = w->next)) p->waiting_tail = &p->waiting;
+    p->nwaiting--;
+    waiting_total--;
+    return w;
+}
+
+/* p's waiting clients, in order: served while there are slots, refused past their deadline
+ * (or at once: gone is set when p stops serving). */
+static void serve_waiting(struct np_proxy *p, int gone)
+{
+    while (p->waiting) {
+        struct np_waiter *w = p->waiting;
+        const struct sockaddr *sa = w->len ? (const struct sockaddr *)&w->sa : NULL;
+        const char *reason, *why = gone ? "stopping" : turned_away(p, sa, &reason);
+        char waited[64];
+
+        if (gone) reason = "max_clients";
+        if (why && !gone && for_a_slot(reason) && np_now() < w->deadline) return;
+        pop_waiter(p);
+        if (!why) {
+            serve_client(p, w->rfd, w->wfd, sa, w->len, w->client);
+        } else {
+            if (!gone && for_a_slot(reason)) snprintf(waited, sizeof waited, "%s (waited %g s)", why, p->queue_timeout);
+            refuse_client(p, w->rfd, w->wfd, sa, w->len, w->client, why, reason,
+                          !gone && for_a_slot(reason) ? waited : NULL);
+        }
+        free(w);
+    }
+}
+
+/* Every proxy's waiting clients, of the running config and the draining ones. */
+static void serve_all_waiting(void)
+{
+    int left = 0;
+
+    for (struct np_config *g = np_server.config; g; g = g == np_server.config ? np_server.draining : g->next) {
+        for (int i = 0; i < g->nproxies; i++) {
+            serve_waiting(&g->proxies[i], 0);
+            left |= g->proxies[i].nwaiting > 0;
+        }
+    }
+    if (left) arm_slot_tick(WAIT_TICK);
+}
+
+static void on_slot_tick(evutil_socket_t fd, short what, void *arg)
+{
+    serve_all_waiting();
+}
+
+/* ---------------------------------------------------------------- a new client */
+
+/* A client of proxy p on rfd/wfd (sa: its address, when a socket): served, held for a slot
+ * (past max_clients), or refused. */
+static void take_client(struct np_proxy *p, int rfd, int wfd, const struct sockaddr *sa,
+                        socklen_t len, const char *client)
+{
+    const char *reason;
+    const char *why = turned_away(p, sa, &reason);
+
+    count_accepted();
+    /* past max_clients it waits; and while others wait, it waits behind them */
+    if (((why && for_a_slot(reason)) || (!why && p->waiting)) && wait_for_slot(p, rfd, wfd, sa, len, client))
+        return;
+    if (why) refuse_client(p, rfd, wfd, sa, len, client, why, reason, NULL);
+    else serve_client(p, rfd, wfd, sa, len, client);
 }
 
 /* A unix client has no address of its own: the log names it by the listener's path. */

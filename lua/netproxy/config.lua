@@ -25,6 +25,7 @@ _M.DEFAULTS = {
   max_connections = 0,          -- 0 = serve forever
   hook_budget = 1,              -- seconds one hook call may run; 0 = unbounded
   max_negotiating = 4096,       -- connections at once before the relay (dual's sniffing)
+  queue_timeout = 1,            -- seconds a client past max_clients waits for a slot; 0 = none
   drain_timeout = 0,
   stop_timeout = 10,
   lua_memory = 0,
@@ -57,6 +58,7 @@ local PER_PROXY = {
   buffer_size = check.bytes,
   hook_budget = check.seconds,
   max_negotiating = check.int_range(1, check.MAX_COUNT),
+  queue_timeout = check.seconds,
   lua_call_memory = memory_size(64 * 1024, 4 * 1024 ^ 3),  -- one call into Lua (a hook, a resume)
   udp_idle_timeout = check.seconds,
   max_flows = check.count,

@@ -92,7 +92,7 @@ proxy { name = "two", max_clients = 2,
     h.wait_log(np, "hooked: 127%.0%.0%.4:%d+ %-> %- [^\n]* end=refused: only 127%.0%.0%.1 may talk here")
   end)
 
-  it("holds max_clients, refusing the next one at once", function()
+  it("holds max_clients, refusing the next one once it has waited queue_timeout", function()
     local held = { hold(np.ports.two), hold(np.ports.two) }
     assert.are.equal("", hi(np.ports.two))
     h.wait_log(np, "two: refused 127%.0%.0%.1:%d+: max_clients")

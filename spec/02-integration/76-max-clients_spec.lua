@@ -34,7 +34,7 @@ describe("max_clients", function()
   setup(function()
     echo = h.peer_server("echo")
     np = h.netproxy_start(([[
-proxy { name = "two", max_clients = 2,
+proxy { name = "two", max_clients = 2, queue_timeout = 0.3,
         from = { type = "tcp", host = "127.0.0.1", port = 0 }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
 ]]):format(echo.port))
   end)
@@ -59,5 +59,32 @@ proxy { name = "two", max_clients = 2,
     end
     assert.are.equal(0, refused, refused .. " of 40 refused")
     assert.is_nil(np.log():find("refused 127%.0%.0%.1:%d+: max_clients"))
+  end)
+
+  -- A normal close ends the connection only once the server has closed its side too: a
+  -- client that reconnects meanwhile is past the limit for a moment, and waits for the slot
+  -- (queue_timeout) rather than being refused.
+  it("takes a client that closed its two connections and reconnects at once, 40 times in a row", function()
+    local refused = 0
+    for _ = 1, 40 do
+      local held = { hold(np.ports.two), hold(np.ports.two) }
+      for _, c in ipairs(held) do c:close() end
+      local c = assert(h.connect(np.ports.two))
+      c:send("again\n")
+      if c:read(6, 5) ~= "again\n" then refused = refused + 1 end
+      c:close()
+    end
+    assert.are.equal(0, refused, refused .. " of 40 refused")
+    assert.is_nil(np.log():find("refused 127%.0%.0%.1:%d+: max_clients"))
+  end)
+
+  it("refuses a client past the limit once it has waited queue_timeout", function()
+    local held = { hold(np.ports.two), hold(np.ports.two) }
+    local started = h.now()
+    local got = h.talk(np.ports.two, "third\n", { timeout = 10 })
+    assert.are.equal("", got)
+    assert.is_true(h.now() - started >= 0.25, "refused after " .. (h.now() - started) .. " s")
+    h.wait_log(np, "two: refused 127%.0%.0%.1:%d+: max_clients %(waited 0%.3 s%)")
+    for _, c in ipairs(held) do c:close() end
   end)
 end)
