@@ -17,6 +17,7 @@
 
 struct np_flow;
 struct queued;
+struct np_flow_probe;
 struct np_resolve;
 
 /* A listening UDP address and its flows: an entry of the registry of bound sockets
@@ -48,6 +49,9 @@ struct np_udp {
     int start_ref;              /* netproxy.udp.start, when a flow needs a Lua conn */
     int pooled;                 /* the `to` has servers: netproxy.udp.pick and .failed choose */
     int pick_ref, failed_ref;
+    int quic;                   /* the from has probes: each flow's ClientHello picks its server */
+    double probe_timeout;
+    int route_ref;              /* netproxy.udp.route */
     struct np_usock **socks;
     int nsocks;
     struct np_flow *lru_head, *lru_tail;   /* its flows, longest idle first */
@@ -82,6 +86,9 @@ struct np_flow {
     int replied, counted;
     unsigned attempt;                   /* a new one for each server tried */
     int conn_ref;
+    int pooled;                         /* its server comes from a pool (the proxy's, or a probe's) */
+    struct np_flow_probe *probe;        /* while its QUIC ClientHello is read (udp_probe.c) */
+    char *sni, *alpn;                   /* read from it, for the log line */
 };
 
 /* ---------------------------------------------------------------- udp_table.c */
@@ -121,5 +128,21 @@ void np_flow_close(struct np_flow *f, enum np_end how, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* A listening socket's datagrams: each to its flow, a new one for a new client. */
 void np_udp_on_readable(evutil_socket_t fd, short what, void *arg);
+/* For the probing stage: a copy of a datagram held for the server, in order: 0, or -1 (the
+ * queue is full); the server chosen, resolved, then sent what is held; a pool's choice. */
+int np_flow_hold(struct np_flow *f, const char *data, size_t len);
+void np_flow_resolve(struct np_flow *f, const char *host, int port);
+void np_flow_choose(struct np_flow *f);
+
+/* ---------------------------------------------------------------- udp_probe.c */
+
+/* A flow of a proxy with quic probes starts probing: its datagrams are held and read as QUIC
+ * Initials until the ClientHello is whole (or is not one, or probe_timeout passes); then
+ * netproxy.udp.route picks the server, which gets them all, in order. 0, or -1 (no memory). */
+int np_flow_probe_start(struct np_flow *f);
+/* A datagram from the client while probing. */
+void np_flow_probe(struct np_flow *f, const char *data, size_t len);
+/* Frees what probing holds (the flow ends, or probing did). */
+void np_flow_probe_end(struct np_flow *f);
 
 #endif

@@ -1,0 +1,124 @@
+-- The QUIC Initial reader alone (src/quic.c, built as libnpquic.so and loaded with LuaJIT's
+-- FFI): RFC 9001 Appendix A and RFC 9369 Appendix A's client keys; RFC 9001 A.2's client
+-- Initial (its header and first ciphertext bytes are the RFC's; spec/support/quic_initial.py
+-- protects it, an implementation of our own in Python) read back to its ClientHello; a hello
+-- over two Initials in either order, version 2; what is not a client Initial refused with why.
+local h = require "spec.helpers"
+local ffi = require "ffi"
+local probes = require "netproxy.probes"
+
+pcall(ffi.cdef, [[
+struct np_quic_keys { uint8_t key[16], iv[12], hp[16]; };
+int np_quic_initial_keys(uint32_t version, const uint8_t *dcid, size_t dcidlen, struct np_quic_keys *k);
+struct np_quic_hello;
+struct np_quic_hello *np_quic_hello_new(void);
+void np_quic_hello_free(struct np_quic_hello *h);
+int np_quic_hello_feed(struct np_quic_hello *h, const uint8_t *d, size_t len, const char **why);
+const uint8_t *np_quic_hello_bytes(const struct np_quic_hello *h, size_t *len);
+uint32_t np_quic_hello_version(const struct np_quic_hello *h);
+]])
+local lib = ffi.load(h.build .. "/libnpquic.so")
+local CRAFT = h.root .. "/spec/support/quic_initial.py"
+
+local function hex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
+local function unhex(s) return (s:gsub("%s", ""):gsub("..", function(x) return string.char(tonumber(x, 16)) end)) end
+
+local function keys(version, dcid)
+  local k = ffi.new("struct np_quic_keys")
+  assert.are.equal(0, lib.np_quic_initial_keys(version, dcid, #dcid, k))
+  return hex(ffi.string(k.key, 16)), hex(ffi.string(k.iv, 12)), hex(ffi.string(k.hp, 16))
+end
+
+-- Feeds datagrams in turn: the answer to each, and the hello (or the reason) at the end.
+local function feed(list)
+  local st = ffi.gc(lib.np_quic_hello_new(), lib.np_quic_hello_free)
+  local why, answers = ffi.new("const char *[1]"), {}
+  for i, d in ipairs(list) do answers[i] = lib.np_quic_hello_feed(st, d, #d, why) end
+  local len = ffi.new("size_t[1]")
+  local p = lib.np_quic_hello_bytes(st, len)
+  return answers, p ~= nil and ffi.string(p, len[0]) or nil, why[0] ~= nil and ffi.string(why[0]) or nil,
+         lib.np_quic_hello_version(st)
+end
+
+local function craft(...)
+  local out, err, rc = h.run({ "python3", CRAFT, "craft", ... })
+  assert.are.equal(0, rc, err)
+  local list = {}
+  for line in out:gmatch("[^\n]+") do list[#list + 1] = unhex(line) end
+  return list
+end
+
+describe("the QUIC Initial reader (src/quic.c)", function()
+  local DCID = unhex("8394c8f03e515708")
+
+  it("derives RFC 9001 A.1's client Initial keys (version 1)", function()
+    local key, iv, hp = keys(1, DCID)
+    assert.are.equal("1f369613dd76d5467730efcbe3b1a22d", key)
+    assert.are.equal("fa044b2f42a3fd3b46fb255c", iv)
+    assert.are.equal("9f50449e04a0e810283a1e9933adedd2", hp)
+  end)
+
+  it("derives RFC 9369 A.1's client Initial keys (version 2)", function()
+    local key, iv, hp = keys(0x6b3343cf, DCID)
+    assert.are.equal("8b1a0bc121284290a29e0971b5cd045d", key)
+    assert.are.equal("91f73e2351d8fa91660e909f", iv)
+    assert.are.equal("45b95e15235d6f45a6b19cbcb0294ba9", hp)
+  end)
+
+  it("reads RFC 9001 A.2's client Initial back to its ClientHello (example.com, alpn)", function()
+    local f = assert(io.open(h.root .. "/spec/fixtures/quic/rfc9001-a2.hex"))
+    local packet, hello = unhex(f:read("*l")), unhex(f:read("*l"))
+    f:close()
+    -- the RFC's protected header and sample, as printed in A.2
+    assert.are.equal("c000000001088394c8f03e5157080000449e7b9aec34", hex(packet:sub(1, 22)))
+    assert.are.equal("d1b1c98dd7689fb8ec11d242b123dc9b", hex(packet:sub(23, 38)))
+    assert.are.equal(1200, #packet)
+    local answers, got, why, version = feed({ packet })
+    assert.are.same({ 1 }, answers, why)
+    assert.are.equal(1, version)
+    assert.are.equal(hex(hello), hex(got))
+    local info = probes.client_hello(got)
+    assert.are.equal("example.com", info.sni)
+    assert.are.same({ "alpn" }, info.alpn)
+  end)
+
+  it("reassembles a ClientHello over two Initials, in order or not, version 1 and 2", function()
+    for _, case in ipairs({ { "1", "forward" }, { "1", "reverse" }, { "2", "forward" }, { "2", "reverse" } }) do
+      local list = craft(case[1], "a.example", "h3,h3-29", "2", case[2], "1500")
+      local answers, hello, why, version = feed(list)
+      assert.are.same({ 0, 1 }, answers, why)
+      assert.are.equal(case[1] == "1" and 1 or 0x6b3343cf, version)
+      local info = probes.client_hello(hello)
+      assert.are.equal("a.example", info.sni)
+      assert.are.same({ "h3", "h3-29" }, info.alpn)
+    end
+  end)
+
+  it("reads a hello over five Initials, and waits while one is missing", function()
+    local list = craft("1", "b.example", "h3", "5", "reverse", "4000")
+    local answers, hello = feed({ list[1], list[2], list[4], list[5] })
+    assert.are.same({ 0, 0, 0, 0 }, answers)
+    assert.is_nil(hello)
+    answers, hello = feed(list)
+    assert.are.same({ 0, 0, 0, 0, 1 }, answers)
+    assert.are.equal("b.example", probes.client_hello(hello).sni)
+  end)
+
+  it("refuses what is not a client Initial, with why", function()
+    local good = craft("1", "a.example", "h3", "1", "forward", "0")[1]
+    local cases = {
+      { "", "an empty datagram" },
+      { "\64" .. ("x"):rep(1199), "a short header" },
+      { good:sub(1, 1) .. "\255\0\0\29" .. good:sub(6), "a QUIC version other than 1 and 2" },
+      { good:sub(1, -21) .. string.char(bit.bxor(good:byte(-20), 0x55)) .. good:sub(-19), "an Initial that does not decrypt" },
+      { good:sub(1, 40), "a truncated Initial" },
+      { good:sub(1, 3), "a truncated long header" },
+    }
+    for _, c in ipairs(cases) do
+      local answers, hello, why = feed({ c[1] })
+      assert.are.same({ -1 }, answers, c[2])
+      assert.is_nil(hello)
+      assert.are.equal(c[2], why)
+    end
+  end)
+end)
