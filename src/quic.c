@@ -165,8 +165,13 @@ static int crypto(struct np_quic_hello *h, uint64_t off, const uint8_t *b, uint6
     if (off > NP_QUIC_HELLO_MAX || len > NP_QUIC_HELLO_MAX - off) return fail(h, "a ClientHello longer than 16 KiB");
     if (len == 0) return 0;
     if (grow(h, (size_t)(off + len)) < 0) return fail(h, "out of memory");
-    memcpy(h->data + off, b, (size_t)len);
-    for (uint64_t i = off; i < off + len; i++) h->have[i / 8] |= (uint8_t)(1u << (i % 8));
+    /* the first copy of a byte stands: a resent frame that differs (a liar) changes nothing
+     * read already, the hello's length included */
+    for (uint64_t i = off; i < off + len; i++) {
+        if (h->have[i / 8] >> (i % 8) & 1) continue;
+        h->data[i] = b[i - off];
+        h->have[i / 8] |= (uint8_t)(1u << (i % 8));
+    }
     while (h->contig < h->size && (h->have[h->contig / 8] >> (h->contig % 8) & 1)) h->contig++;
     if (!h->want && h->contig >= 4) {
         if (h->data[0] != 0x01) return fail(h, "the CRYPTO stream is not a ClientHello");

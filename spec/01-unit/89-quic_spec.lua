@@ -4,41 +4,19 @@
 -- protects it, an implementation of our own in Python) read back to its ClientHello; a hello
 -- over two Initials in either order, version 2; what is not a client Initial refused with why.
 local h = require "spec.helpers"
-local ffi = require "ffi"
 local probes = require "netproxy.probes"
-
-pcall(ffi.cdef, [[
-struct np_quic_keys { uint8_t key[16], iv[12], hp[16]; };
-int np_quic_initial_keys(uint32_t version, const uint8_t *dcid, size_t dcidlen, struct np_quic_keys *k);
-struct np_quic_hello;
-struct np_quic_hello *np_quic_hello_new(void);
-void np_quic_hello_free(struct np_quic_hello *h);
-int np_quic_hello_feed(struct np_quic_hello *h, const uint8_t *d, size_t len, const char **why);
-const uint8_t *np_quic_hello_bytes(const struct np_quic_hello *h, size_t *len);
-uint32_t np_quic_hello_version(const struct np_quic_hello *h);
-]])
-local lib = ffi.load(h.build .. "/libnpquic.so")
+local quic = require "spec.support.quic_ffi"
 local CRAFT = h.root .. "/spec/support/quic_initial.py"
 
 local function hex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
 local function unhex(s) return (s:gsub("%s", ""):gsub("..", function(x) return string.char(tonumber(x, 16)) end)) end
 
 local function keys(version, dcid)
-  local k = ffi.new("struct np_quic_keys")
-  assert.are.equal(0, lib.np_quic_initial_keys(version, dcid, #dcid, k))
-  return hex(ffi.string(k.key, 16)), hex(ffi.string(k.iv, 12)), hex(ffi.string(k.hp, 16))
+  local key, iv, hp = quic.keys(version, dcid)
+  return hex(key), hex(iv), hex(hp)
 end
 
--- Feeds datagrams in turn: the answer to each, and the hello (or the reason) at the end.
-local function feed(list)
-  local st = ffi.gc(lib.np_quic_hello_new(), lib.np_quic_hello_free)
-  local why, answers = ffi.new("const char *[1]"), {}
-  for i, d in ipairs(list) do answers[i] = lib.np_quic_hello_feed(st, d, #d, why) end
-  local len = ffi.new("size_t[1]")
-  local p = lib.np_quic_hello_bytes(st, len)
-  return answers, p ~= nil and ffi.string(p, len[0]) or nil, why[0] ~= nil and ffi.string(why[0]) or nil,
-         lib.np_quic_hello_version(st)
-end
+local feed = quic.feed
 
 local function craft(...)
   local out, err, rc = h.run({ "python3", CRAFT, "craft", ... })
@@ -102,6 +80,24 @@ describe("the QUIC Initial reader (src/quic.c)", function()
     answers, hello = feed(list)
     assert.are.same({ 0, 0, 0, 0, 1 }, answers)
     assert.are.equal("b.example", probes.client_hello(hello).sni)
+  end)
+
+  it("reads an Initial sealed by libcrypto directly (the fuzzer's way), v1 and v2, with ACK, PING, PADDING", function()
+    local hello = "\1\0\0\4" .. "efgh"   -- its header at offset 0, the rest at 4, sent first
+    for _, version in ipairs({ quic.V1, quic.V2 }) do
+      local frames = "\1" .. "\2\0\0\0\0" .. "\6\4\4efgh" .. "\3\5\0\1\0\1\2\0\0\0" .. "\6\0\4\1\0\0\4" .. ("\0"):rep(50)
+      local answers, got, why = feed({ quic.seal(version, "12345678", "", 0, frames) })
+      assert.are.same({ 1 }, answers, why)
+      assert.are.equal(hello, got)
+    end
+  end)
+
+  it("keeps the first copy of a byte: a resent CRYPTO frame that differs changes nothing (found by the fuzzer)", function()
+    -- the header says 4 bytes, then a second frame at offset 0 says 200: the hello stays 8 bytes
+    local frames = "\6\0\8\1\0\0\4wxyz" .. "\6\0\4\1\0\0\200" .. ("\0"):rep(40)
+    local answers, got = feed({ quic.seal(quic.V1, "abcdefgh", "", 0, frames) })
+    assert.are.same({ 1 }, answers)
+    assert.are.equal("\1\0\0\4wxyz", got)
   end)
 
   it("refuses what is not a client Initial, with why", function()
