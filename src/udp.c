@@ -241,10 +241,8 @@ static void to_server(struct np_flow *f, const char *data, size_t len)
     struct queued *q;
     int rc;
 
-    if (f->probe) {                     /* its ClientHello is not read yet: held */
-        np_flow_probe(f, data, len);
-        return;
-    }
+    if (f->probe && np_flow_probe(f, data, len)) return;   /* held until its ClientHello is read */
+    if (f->ended.end != NP_END_NONE) return;
     if (f->u->datagram_ref != LUA_NOREF) {     /* a service: its answer goes back */
         const char *reply;
         size_t rlen;

@@ -140,8 +140,9 @@ void np_flow_choose(struct np_flow *f);
  * Initials until the ClientHello is whole (or is not one, or probe_timeout passes); then
  * netproxy.udp.route picks the server, which gets them all, in order. 0, or -1 (no memory). */
 int np_flow_probe_start(struct np_flow *f);
-/* A datagram from the client while probing. */
-void np_flow_probe(struct np_flow *f, const char *data, size_t len);
+/* A datagram from the client while probing: 1 taken (held), 0 not (probing ended without it:
+ * the flow carries it on as any other). */
+int np_flow_probe(struct np_flow *f, const char *data, size_t len);
 /* Frees what probing holds (the flow ends, or probing did). */
 void np_flow_probe_end(struct np_flow *f);
 

@@ -120,7 +120,7 @@ int np_flow_probe_start(struct np_flow *f)
     return 0;
 }
 
-void np_flow_probe(struct np_flow *f, const char *data, size_t len)
+int np_flow_probe(struct np_flow *f, const char *data, size_t len)
 {
     struct np_flow_probe *pr = f->probe;
     const char *why = NULL;
@@ -129,12 +129,14 @@ void np_flow_probe(struct np_flow *f, const char *data, size_t len)
     int rc;
 
     if (pr->bytes + len > PROBE_MAX_BYTES || np_flow_hold(f, data, len) < 0) {
+        /* what is held goes to the fallback; this one after it, as any datagram */
         route(f, NULL, 0, "too many datagrams before a whole ClientHello");
-        return;
+        return 0;
     }
     pr->bytes += len;
     rc = np_quic_hello_feed(pr->hello, (const uint8_t *)data, len, &why);
-    if (rc == 0) return;
+    if (rc == 0) return 1;
     hello = rc > 0 ? np_quic_hello_bytes(pr->hello, &hlen) : NULL;
     route(f, hello, hlen, why ? why : "not QUIC");
+    return 1;
 }
