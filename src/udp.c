@@ -241,8 +241,11 @@ static void to_server(struct np_flow *f, const char *data, size_t len)
     struct queued *q;
     int rc;
 
-    if (f->probe && np_flow_probe(f, data, len)) return;   /* held until its ClientHello is read */
-    if (f->ended.end != NP_END_NONE) return;
+    if (f->probe) {                     /* held until its ClientHello is read */
+        int held = hold(f, data, len) != NULL;
+        np_flow_probe(f, data, len, held);
+        if (held || f->ended.end != NP_END_NONE) return;
+    }                                   /* (not held: it goes after those that were) */
     if (f->u->datagram_ref != LUA_NOREF) {     /* a service: its answer goes back */
         const char *reply;
         size_t rlen;
@@ -395,7 +398,7 @@ static void resolve(struct np_flow *f, const char *host, int port)
 }
 
 /* The flow's one server (not a pool's): kept for the log of a name that does not resolve. */
-void np_flow_resolve(struct np_flow *f, const char *host, int port)
+static void resolve_server(struct np_flow *f, const char *host, int port)
 {
     free(f->server_host);
     if (!(f->server_host = strdup(host))) {
@@ -484,15 +487,19 @@ static void server_failed(struct np_flow *f, const char *why)
     choose_server(f);
 }
 
-void np_flow_choose(struct np_flow *f)
+/* A probing flow's server is picked (udp_probe.c): it goes there, or ends. */
+static void routed(struct np_flow *f, const struct np_flow_route *r)
 {
-    f->pooled = 1;
-    choose_server(f);
-}
-
-int np_flow_hold(struct np_flow *f, const char *data, size_t len)
-{
-    return hold(f, data, len) ? 0 : -1;
+    if (f->ended.end != NP_END_NONE) return;
+    if (r->how != NP_END_NONE) {
+        snprintf(f->target, sizeof f->target, "none");
+        np_flow_close(f, r->how, "%s", r->why);
+    } else if (r->pooled) {
+        f->pooled = 1;
+        choose_server(f);
+    } else {
+        resolve_server(f, r->host, r->port);
+    }
 }
 
 /* ---------------------------------------------------------------- a new flow */
@@ -592,10 +599,10 @@ static struct np_flow *flow_new(struct np_usock *ls, const struct sockaddr_stora
     np_clog(NP_INFO, f->ended.id, "%s: udp flow from %s", u->p->name, client);
     if (u->start_ref != LUA_NOREF && start_lua(f, client) < 0) return f;
     if (u->quic) {                      /* the server is picked once the ClientHello is read */
-        if (np_flow_probe_start(f) < 0) np_flow_close(f, NP_END_NO_MEMORY, "%s", "probing");
+        if (np_flow_probe_start(f, routed) < 0) np_flow_close(f, NP_END_NO_MEMORY, "%s", "probing");
     } else if (u->pooled) choose_server(f);
     else if (!u->host) snprintf(f->target, sizeof f->target, "service");
-    else np_flow_resolve(f, u->host, u->port);
+    else resolve_server(f, u->host, u->port);
     return f;
 no_memory:
     u->ops->done(u->arg, u->p);

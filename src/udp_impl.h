@@ -128,21 +128,27 @@ void np_flow_close(struct np_flow *f, enum np_end how, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* A listening socket's datagrams: each to its flow, a new one for a new client. */
 void np_udp_on_readable(evutil_socket_t fd, short what, void *arg);
-/* For the probing stage: a copy of a datagram held for the server, in order: 0, or -1 (the
- * queue is full); the server chosen, resolved, then sent what is held; a pool's choice. */
-int np_flow_hold(struct np_flow *f, const char *data, size_t len);
-void np_flow_resolve(struct np_flow *f, const char *host, int port);
-void np_flow_choose(struct np_flow *f);
 
 /* ---------------------------------------------------------------- udp_probe.c */
 
-/* A flow of a proxy with quic probes starts probing: its datagrams are held and read as QUIC
- * Initials until the ClientHello is whole (or is not one, or probe_timeout passes); then
- * netproxy.udp.route picks the server, which gets them all, in order. 0, or -1 (no memory). */
-int np_flow_probe_start(struct np_flow *f);
-/* A datagram from the client while probing: 1 taken (held), 0 not (probing ended without it:
- * the flow carries it on as any other). */
-int np_flow_probe(struct np_flow *f, const char *data, size_t len);
+/* The server a probing flow goes to: host and port, or its pool's choice (conn._pool is
+ * set), or none (how: why it ends). */
+struct np_flow_route {
+    enum np_end how;                    /* NP_END_NONE: it goes on */
+    const char *why;
+    const char *host;
+    int port, pooled;
+};
+typedef void np_flow_routed(struct np_flow *f, const struct np_flow_route *r);
+
+/* A flow of a proxy with quic probes starts probing: its datagrams are held (by udp.c) and
+ * read as QUIC Initials until the ClientHello is whole (or is not one, or probe_timeout
+ * passes); netproxy.udp.route then picks the server, and routed() is told, once probing has
+ * ended. 0, or -1 (no memory). */
+int np_flow_probe_start(struct np_flow *f, np_flow_routed *routed);
+/* A datagram from the client while probing, held (or not: the queue was full, and the flow
+ * goes to the fallback at once). */
+void np_flow_probe(struct np_flow *f, const char *data, size_t len, int held);
 /* Frees what probing holds (the flow ends, or probing did). */
 void np_flow_probe_end(struct np_flow *f);
 

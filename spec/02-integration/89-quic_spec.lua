@@ -90,6 +90,21 @@ describe("QUIC routed by its SNI", function()
     assert.truthy(log:find("-> 127.0.0.1:" .. other.port .. " sni=fn.example", 1, true), log)
   end)
 
+  it("sends a flow to a pool of servers when its probe's to has servers (roundrobin over flows)", function()
+    local e1, e2 = h.udp_echo_server(), h.udp_echo_server()
+    local np = h.netproxy_start(from_probes(
+      ('{ match = "quic", sni = "*.example", to = { type = "udp", servers = { "127.0.0.1:%d", "127.0.0.1:%d" } } }')
+        :format(e1.port, e2.port)))
+    for _ = 1, 2 do
+      local out = python("send", "127.0.0.1", tostring(np.ports.h3), "1", "pool.example", "h3", "1", "forward", "0")
+      assert.truthy(out:find("ok=1 same=1", 1, true), out)
+    end
+    h.stop(np)
+    local log = np.log()
+    assert.truthy(log:find("-> 127.0.0.1:" .. e1.port .. " sni=pool.example", 1, true), log)
+    assert.truthy(log:find("-> 127.0.0.1:" .. e2.port .. " sni=pool.example", 1, true), log)
+  end)
+
   it("holds at most 16 datagrams while probing: then the fallback gets them, in order, and the rest", function()
     local echo = h.udp_echo_server()
     local np = h.netproxy_start(from_probes(
