@@ -4,8 +4,8 @@
  * is anyone's datagram. */
 #include "quic.h"
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,13 +34,47 @@ struct np_quic_hello {
 
 /* ---------------------------------------------------------------- keys */
 
+/* The algorithms, fetched once and their contexts kept for the process (a serving process
+ * runs one thread): OpenSSL 3 fetches an algorithm named by EVP_sha256() or EVP_aes_128_gcm()
+ * at each use, which was most of the cost of a new flow. */
+static EVP_MAC_CTX *mac_ctx;
+static EVP_CIPHER *ecb, *gcm;
+static EVP_CIPHER_CTX *ecb_ctx, *gcm_ctx;
+
+static int crypto_ready(void)
+{
+    OSSL_PARAM params[] = { OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
+                            OSSL_PARAM_construct_end() };
+    EVP_MAC *mac;
+
+    if (gcm_ctx) return 0;
+    if (!mac_ctx) {
+        if (!(mac = EVP_MAC_fetch(NULL, "HMAC", NULL))) return -1;
+        mac_ctx = EVP_MAC_CTX_new(mac);
+        EVP_MAC_free(mac);              /* (the context holds it) */
+        if (!mac_ctx || EVP_MAC_CTX_set_params(mac_ctx, params) != 1) return -1;
+    }
+    if (!ecb && !(ecb = EVP_CIPHER_fetch(NULL, "AES-128-ECB", NULL))) return -1;
+    if (!gcm && !(gcm = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL))) return -1;
+    if (!ecb_ctx && !(ecb_ctx = EVP_CIPHER_CTX_new())) return -1;
+    return (gcm_ctx = EVP_CIPHER_CTX_new()) ? 0 : -1;
+}
+
+/* HMAC-SHA256(key, data) into out: 0, or -1. */
+static int hmac(const uint8_t *key, size_t keylen, const uint8_t *data, size_t len, uint8_t out[32])
+{
+    size_t n = 0;
+
+    return EVP_MAC_init(mac_ctx, key, keylen, NULL) == 1 && EVP_MAC_update(mac_ctx, data, len) == 1 &&
+           EVP_MAC_final(mac_ctx, out, &n, 32) == 1 && n == 32 ? 0 : -1;
+}
+
 /* HKDF-Expand-Label(secret, label, "", len) of TLS 1.3 (RFC 8446 7.1), len <= 32: one
  * block of HKDF-Expand. */
 static int expand_label(const uint8_t secret[32], const char *label, uint8_t *out, size_t len)
 {
     uint8_t info[2 + 1 + 6 + 32 + 1 + 1], block[32];
     size_t ll = strlen(label), n = 0;
-    unsigned int blen = sizeof block;
 
     if (ll > 32 || len > 32) return -1;
     info[n++] = 0;
@@ -51,7 +85,7 @@ static int expand_label(const uint8_t secret[32], const char *label, uint8_t *ou
     n += 6 + ll;
     info[n++] = 0;                      /* no context */
     info[n++] = 1;                      /* T(1) */
-    if (!HMAC(EVP_sha256(), secret, 32, info, n, block, &blen)) return -1;
+    if (hmac(secret, 32, info, n, block) < 0) return -1;
     memcpy(out, block, len);
     return 0;
 }
@@ -59,12 +93,11 @@ static int expand_label(const uint8_t secret[32], const char *label, uint8_t *ou
 int np_quic_initial_keys(uint32_t version, const uint8_t *dcid, size_t dcidlen, struct np_quic_keys *k)
 {
     uint8_t initial[32], client[32];
-    unsigned int len = sizeof initial;
     int v2 = version == NP_QUIC_V2;
 
-    if (version != NP_QUIC_V1 && !v2) return -1;
+    if ((version != NP_QUIC_V1 && !v2) || crypto_ready() < 0) return -1;
     /* HKDF-Extract(salt, dcid) */
-    if (!HMAC(EVP_sha256(), v2 ? SALT_V2 : SALT_V1, 20, dcid, dcidlen, initial, &len)) return -1;
+    if (hmac(v2 ? SALT_V2 : SALT_V1, 20, dcid, dcidlen, initial) < 0) return -1;
     if (expand_label(initial, "client in", client, 32) < 0) return -1;
     if (expand_label(client, v2 ? "quicv2 key" : "quic key", k->key, 16) < 0) return -1;
     if (expand_label(client, v2 ? "quicv2 iv" : "quic iv", k->iv, 12) < 0) return -1;
@@ -73,16 +106,12 @@ int np_quic_initial_keys(uint32_t version, const uint8_t *dcid, size_t dcidlen, 
 
 /* ---------------------------------------------------------------- ciphers */
 
-/* One context each, kept for the process (a serving process runs one thread). */
-static EVP_CIPHER_CTX *ecb_ctx, *gcm_ctx;
-
 /* The header protection mask: AES-128-ECB of the sample. 0, or -1. */
 static int hp_mask(const uint8_t hp[16], const uint8_t *sample, uint8_t mask[16])
 {
     int n = 0;
 
-    if (!ecb_ctx && !(ecb_ctx = EVP_CIPHER_CTX_new())) return -1;
-    if (EVP_EncryptInit_ex(ecb_ctx, EVP_aes_128_ecb(), NULL, hp, NULL) != 1) return -1;
+    if (EVP_EncryptInit_ex2(ecb_ctx, ecb, hp, NULL, NULL) != 1) return -1;
     EVP_CIPHER_CTX_set_padding(ecb_ctx, 0);
     return EVP_EncryptUpdate(ecb_ctx, mask, &n, sample, SAMPLE) == 1 && n == SAMPLE ? 0 : -1;
 }
@@ -98,8 +127,7 @@ static long aead_open(const struct np_quic_keys *k, uint64_t pn, const uint8_t *
     if (ctlen < TAG) return -1;
     memcpy(nonce, k->iv, 12);
     for (int i = 0; i < 8; i++) nonce[11 - i] ^= (uint8_t)(pn >> (8 * i));
-    if (!gcm_ctx && !(gcm_ctx = EVP_CIPHER_CTX_new())) return -1;
-    if (EVP_DecryptInit_ex(gcm_ctx, EVP_aes_128_gcm(), NULL, k->key, nonce) != 1) return -1;
+    if (EVP_DecryptInit_ex2(gcm_ctx, gcm, k->key, nonce, NULL) != 1) return -1;
     if (EVP_DecryptUpdate(gcm_ctx, NULL, &n, aad, (int)aadlen) != 1) return -1;
     if (EVP_DecryptUpdate(gcm_ctx, out, &n, ct, (int)(ctlen - TAG)) != 1) return -1;
     if (EVP_CIPHER_CTX_ctrl(gcm_ctx, EVP_CTRL_GCM_SET_TAG, TAG, (void *)(ct + ctlen - TAG)) != 1) return -1;

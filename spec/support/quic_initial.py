@@ -119,8 +119,10 @@ def datagrams(version, sni, alpn, parts, order, pad, dcid=None, cut=None):
     out = []
     for pn, (off, data) in enumerate(pieces):
         payload = crypto_frame(off, data)
-        payload += b"\x00" * max(0, 1200 - 60 - len(payload))   # PADDING up to ~1200 bytes
-        out.append(protect(version, dcid, scid, pn, payload))
+        packet = protect(version, dcid, scid, pn, payload)
+        if len(packet) < 1200:                          # PADDING: a client's Initial datagram is 1,200 bytes at least
+            packet = protect(version, dcid, scid, pn, payload + b"\x00" * (1200 - len(packet)))
+        out.append(packet)
     if order == "reverse":
         out.reverse()
     return out
