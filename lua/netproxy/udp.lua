@@ -47,7 +47,7 @@ function _M.start(proxy, id, client, handle)
   if pool then   -- the target is the server pick() chooses
     conn.target, conn._pool, conn._attempts = nil, pool, 0
   end
-  if proxy.from.probes then conn._from, conn.target = proxy.from, nil end   -- route() picks
+  if proxy.from and proxy.from.probes then conn._from, conn.target = proxy.from, nil end   -- route() picks
   for _, accept in ipairs({ proxy.server_accept or false, proxy.accept or false }) do
     if accept then
       local ok, why = accept(conn)

@@ -118,3 +118,57 @@ describe("the QUIC Initial reader (src/quic.c)", function()
     end
   end)
 end)
+
+describe("netproxy.udp.route (the server of a flow from its ClientHello)", function()
+  package.preload["netproxy.core"] = package.preload["netproxy.core"] or function() return { now = os.clock } end
+  local udp = require "netproxy.udp"
+  local A = { type = "udp", host = "10.0.0.1", port = 443 }
+  local B = { type = "udp", host = "10.0.0.2", port = 443 }
+  local FB = { type = "udp", host = "10.0.0.9", port = 443 }
+
+  local function conn_of(probes_list, fallback)
+    local from = { probes = probes_list, fallback = fallback }
+    return assert(udp.start({ name = "h3", from = from, to = fallback or { type = "udp" } }, 1, "127.0.0.1:5000", nil))
+  end
+
+  local function hello(sni, alpn)
+    local list = {}
+    for line in (h.run({ "python3", CRAFT, "craft", "1", sni or "-", alpn or "-", "1", "forward", "0" })):gmatch("[^\n]+") do
+      list[#list + 1] = unhex(line)
+    end
+    local _, got = feed(list)
+    return got
+  end
+
+  it("goes to the first probe that matches (sni, then alpn, then a function), else the fallback", function()
+    local probes_list = {
+      { match = "quic", sni = "a.example", to = A },
+      { match = "quic", sni = "*.example", alpn = "h3", to = B },
+      { match = function(info, conn) return info.sni == nil and conn.sni == nil end, to = B },
+    }
+    local conn = conn_of(probes_list, FB)
+    assert.are.same({ "10.0.0.1", 443, "a.example", "h3" }, { udp.route(conn, hello("a.example", "h3"), nil) })
+    assert.are.equal("10.0.0.1:443", conn.target)
+    assert.are.equal(1, conn.probe)
+    conn = conn_of(probes_list, FB)
+    assert.are.same({ "10.0.0.2", 443, "b.example", "h3,h3-29" }, { udp.route(conn, hello("b.example", "h3,h3-29"), nil) })
+    assert.are.same({ "h3", "h3-29" }, conn.alpn)
+    conn = conn_of(probes_list, FB)
+    assert.are.same({ "10.0.0.9", 443, "b.example", "hq" }, { udp.route(conn, hello("b.example", "hq"), nil) })
+    conn = conn_of(probes_list, FB)
+    assert.are.same({ "10.0.0.2", 443 }, { udp.route(conn, hello(nil, nil), nil) })
+    assert.are.equal(3, conn.probe)
+  end)
+
+  it("sends what is not QUIC to the fallback, or nowhere with why", function()
+    local conn = conn_of({ { match = "quic", sni = "a.example", to = A } }, FB)
+    assert.are.same({ "10.0.0.9", 443 }, { udp.route(conn, nil, "a short header") })
+    conn = conn_of({ { match = "quic", sni = "a.example", to = A } }, nil)
+    assert.are.same({ nil, "not QUIC (a short header) and no fallback" }, { udp.route(conn, nil, "a short header") })
+    conn = conn_of({ { match = "quic", sni = "a.example", to = A } }, nil)
+    assert.are.same({ nil, "no probe matched and no fallback", "b.example" }, { udp.route(conn, hello("b.example"), nil) })
+    -- a hello the parser does not take: as not QUIC
+    conn = conn_of({ { match = "quic", sni = "a.example", to = A } }, FB)
+    assert.are.same({ "10.0.0.9", 443 }, { udp.route(conn, "\1\0\0\2\3\3", nil) })
+  end)
+end)
