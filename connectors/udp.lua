@@ -65,11 +65,13 @@ function _M.check(conf, position, ctx)
       p.to = ctx.check_to(p.to, "probes[" .. i .. "].to", { datagram = true })
       if not p.to then return "" end
       if p.to.type ~= "udp" then return "probes[" .. i .. "].to: want a udp to" end
+      if p.to.hook then return "probes[" .. i .. "].to: hook: not here (the from's hook sees every flow's datagrams)" end
     end
     if conf.fallback then
       conf.fallback = ctx.check_to(conf.fallback, "fallback", { datagram = true })
       if not conf.fallback then return "" end
       if conf.fallback.type ~= "udp" then return "fallback: want a udp to" end
+      if conf.fallback.hook then return "fallback: hook: not here (the from's hook sees every flow's datagrams)" end
     end
     return check.listen(conf)
   end

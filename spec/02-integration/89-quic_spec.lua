@@ -168,6 +168,7 @@ describe("QUIC routed by its SNI", function()
       { '{ match = "quic" }', "probe 1: missing to" },
       { '{ match = "quic", to = { type = "tcp", host = "127.0.0.1", port = 1 } }', "a udp from wants a udp to" },
       { '{ match = "quic", port = 3, to = { type = "udp", host = "127.0.0.1", port = 1 } }', "unknown parameter 'port'" },
+      { '{ match = "quic", to = { type = "udp", host = "127.0.0.1", port = 1, hook = function() end } }', "probes[1].to: hook: not here" },
     }
     for _, c in ipairs(cases) do
       local path = h.write(h.tmpfile("c.lua"), from_probes(c[1]))
