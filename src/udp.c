@@ -62,8 +62,9 @@ static void log_end(struct np_flow *f)
     char client[NP_ADDRSTRLEN];
 
     np_addr_format((struct sockaddr *)&f->peer, f->peerlen, client, sizeof client);
-    np_clog(NP_NOTICE, f->ended.id, "%s: udp %s -> %s%s%s in=%llu out=%llu datagrams_in=%llu datagrams_out=%llu dropped=%llu " NP_ENDED_LOG_TAIL,
+    np_clog(NP_NOTICE, f->ended.id, "%s: udp %s -> %s%s%s%s%s%s%s in=%llu out=%llu datagrams_in=%llu datagrams_out=%llu dropped=%llu " NP_ENDED_LOG_TAIL,
             u->p->name, client, f->target[0] ? f->target : "-", f->failed ? " failed=" : "", f->failed ? f->failed : "",
+            f->sni ? " sni=" : "", f->sni ? f->sni : "", f->alpn ? " alpn=" : "", f->alpn ? f->alpn : "",
             (unsigned long long)f->bytes[0], (unsigned long long)f->bytes[1],
             (unsigned long long)f->dgrams[0], (unsigned long long)f->dgrams[1],
             (unsigned long long)f->dropped, NP_ENDED_LOG_ARGS(&f->ended));
@@ -92,6 +93,7 @@ static void flow_free(struct np_ended *e)
         event_del(&f->ev);
         close(f->fd);
     }
+    np_flow_probe_end(f);
     free_queue(f);
     if (f->row >= 0) {                  /* its server was not refused: reached, as far as UDP tells */
         if (!f->counted) np_pool_count(f->row);
@@ -104,6 +106,8 @@ static void flow_free(struct np_ended *e)
     free(f->ended.detail);
     free(f->server_host);
     free(f->failed);
+    free(f->sni);
+    free(f->alpn);
     free(f);
 }
 
@@ -187,7 +191,7 @@ static int call_lua(struct np_flow *f, int fn_ref, const char *data, size_t len,
  * datagrams. */
 static int holding(const struct np_flow *f)
 {
-    return f->u->pooled && !f->replied;
+    return f->pooled && !f->replied;
 }
 
 /* Keeps a copy of a datagram at the end of the flow's queue; NULL when it is full
@@ -237,6 +241,11 @@ static void to_server(struct np_flow *f, const char *data, size_t len)
     struct queued *q;
     int rc;
 
+    if (f->probe) {                     /* held until its ClientHello is read */
+        int held = hold(f, data, len) != NULL;
+        np_flow_probe(f, data, len, held);
+        if (held || f->ended.end != NP_END_NONE) return;
+    }                                   /* (not held: it goes after those that were) */
     if (f->u->datagram_ref != LUA_NOREF) {     /* a service: its answer goes back */
         const char *reply;
         size_t rlen;
@@ -337,7 +346,7 @@ static void connected(struct np_flow *f, const struct sockaddr *sa, socklen_t le
 {
     int fd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), e;
 
-    if (!f->u->pooled) np_addr_format(sa, len, f->target, sizeof f->target);  /* a pool's: the server's name */
+    if (!f->pooled) np_addr_format(sa, len, f->target, sizeof f->target);  /* a pool's: the server's name */
     if (fd < 0) {
         np_flow_close(f, NP_END_CONNECT_FAILED, "%s", strerror(errno));
         return;
@@ -345,7 +354,7 @@ static void connected(struct np_flow *f, const struct sockaddr *sa, socklen_t le
     if (connect(fd, sa, len) < 0) {
         e = errno;
         close(fd);
-        if (f->u->pooled) server_failed(f, strerror(e));
+        if (f->pooled) server_failed(f, strerror(e));
         else np_flow_close(f, NP_END_CONNECT_FAILED, "%s", strerror(e));
         return;
     }
@@ -367,12 +376,12 @@ static void on_resolved(int err, struct evutil_addrinfo *res, void *arg)
     if (err || !res) {
         const char *why = evutil_gai_strerror(err);
         if (res) evutil_freeaddrinfo(res);
-        if (f->u->pooled) {
+        if (f->pooled) {
             server_failed(f, why);
             return;
         }
-        snprintf(f->target, sizeof f->target, "%s:%d", f->u->host, f->u->port);
-        np_flow_close(f, NP_END_CONNECT_FAILED, "%s: %s", f->u->host, why);
+        snprintf(f->target, sizeof f->target, "%s:%d", f->server_host, f->server_port);
+        np_flow_close(f, NP_END_CONNECT_FAILED, "%s: %s", f->server_host, why);
         return;
     }
     connected(f, res->ai_addr, (socklen_t)res->ai_addrlen);
@@ -386,6 +395,18 @@ static void resolve(struct np_flow *f, const char *host, int port)
     struct np_resolve *r = np_resolve_start(host, port, on_resolved, f);
 
     if (r) f->resolving = r;
+}
+
+/* The flow's one server (not a pool's): kept for the log of a name that does not resolve. */
+static void resolve_server(struct np_flow *f, const char *host, int port)
+{
+    free(f->server_host);
+    if (!(f->server_host = strdup(host))) {
+        np_flow_close(f, NP_END_NO_MEMORY, "%s", "the server's name");
+        return;
+    }
+    f->server_port = port;
+    resolve(f, f->server_host, port);
 }
 
 /* ---------------------------------------------------------------- a pool's choice */
@@ -464,6 +485,21 @@ static void server_failed(struct np_flow *f, const char *why)
     f->row = -1;
     f->attempt++;
     choose_server(f);
+}
+
+/* A probing flow's server is picked (udp_probe.c): it goes there, or ends. */
+static void routed(struct np_flow *f, const struct np_flow_route *r)
+{
+    if (f->ended.end != NP_END_NONE) return;
+    if (r->how != NP_END_NONE) {
+        snprintf(f->target, sizeof f->target, "none");
+        np_flow_close(f, r->how, "%s", r->why);
+    } else if (r->pooled) {
+        f->pooled = 1;
+        choose_server(f);
+    } else {
+        resolve_server(f, r->host, r->port);
+    }
 }
 
 /* ---------------------------------------------------------------- a new flow */
@@ -550,6 +586,7 @@ static struct np_flow *flow_new(struct np_usock *ls, const struct sockaddr_stora
     f->row = -1;
     f->qtail = &f->queue;
     f->conn_ref = LUA_NOREF;
+    f->pooled = u->pooled;
     if (np_flow_insert(ls, f) < 0 || np_idle_join(&f->idle, u->idle_timeout > 0 ? u->idle_timeout : 1e9, on_idle) < 0) {
         np_flow_unhash(f);
         free(f);
@@ -561,9 +598,11 @@ static struct np_flow *flow_new(struct np_usock *ls, const struct sockaddr_stora
     np_addr_format((const struct sockaddr *)peer, len, client, sizeof client);
     np_clog(NP_INFO, f->ended.id, "%s: udp flow from %s", u->p->name, client);
     if (u->start_ref != LUA_NOREF && start_lua(f, client) < 0) return f;
-    if (u->pooled) choose_server(f);
+    if (u->quic) {                      /* the server is picked once the ClientHello is read */
+        if (np_flow_probe_start(f, routed) < 0) np_flow_close(f, NP_END_NO_MEMORY, "%s", "probing");
+    } else if (u->pooled) choose_server(f);
     else if (!u->host) snprintf(f->target, sizeof f->target, "service");
-    else resolve(f, u->host, u->port);
+    else resolve_server(f, u->host, u->port);
     return f;
 no_memory:
     u->ops->done(u->arg, u->p);

@@ -17,6 +17,7 @@
 
 struct np_flow;
 struct queued;
+struct np_flow_probe;
 struct np_resolve;
 
 /* A listening UDP address and its flows: an entry of the registry of bound sockets
@@ -48,6 +49,9 @@ struct np_udp {
     int start_ref;              /* netproxy.udp.start, when a flow needs a Lua conn */
     int pooled;                 /* the `to` has servers: netproxy.udp.pick and .failed choose */
     int pick_ref, failed_ref;
+    int quic;                   /* the from has probes: each flow's ClientHello picks its server */
+    double probe_timeout;
+    int route_ref;              /* netproxy.udp.route */
     struct np_usock **socks;
     int nsocks;
     struct np_flow *lru_head, *lru_tail;   /* its flows, longest idle first */
@@ -82,6 +86,9 @@ struct np_flow {
     int replied, counted;
     unsigned attempt;                   /* a new one for each server tried */
     int conn_ref;
+    int pooled;                         /* its server comes from a pool (the proxy's, or a probe's) */
+    struct np_flow_probe *probe;        /* while its QUIC ClientHello is read (udp_probe.c) */
+    char *sni, *alpn;                   /* read from it, for the log line */
 };
 
 /* ---------------------------------------------------------------- udp_table.c */
@@ -121,5 +128,28 @@ void np_flow_close(struct np_flow *f, enum np_end how, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* A listening socket's datagrams: each to its flow, a new one for a new client. */
 void np_udp_on_readable(evutil_socket_t fd, short what, void *arg);
+
+/* ---------------------------------------------------------------- udp_probe.c */
+
+/* The server a probing flow goes to: host and port, or its pool's choice (conn._pool is
+ * set), or none (how: why it ends). */
+struct np_flow_route {
+    enum np_end how;                    /* NP_END_NONE: it goes on */
+    const char *why;
+    const char *host;
+    int port, pooled;
+};
+typedef void np_flow_routed(struct np_flow *f, const struct np_flow_route *r);
+
+/* A flow of a proxy with quic probes starts probing: its datagrams are held (by udp.c) and
+ * read as QUIC Initials until the ClientHello is whole (or is not one, or probe_timeout
+ * passes); netproxy.udp.route then picks the server, and routed() is told, once probing has
+ * ended. 0, or -1 (no memory). */
+int np_flow_probe_start(struct np_flow *f, np_flow_routed *routed);
+/* A datagram from the client while probing, held (or not: the queue was full, and the flow
+ * goes to the fallback at once). */
+void np_flow_probe(struct np_flow *f, const char *data, size_t len, int held);
+/* Frees what probing holds (the flow ends, or probing did). */
+void np_flow_probe_end(struct np_flow *f);
 
 #endif

@@ -35,6 +35,11 @@ static int read_settings(struct np_udp *u, lua_State *L, char *err, size_t errle
     u->hook_ref[0] = ref_field(L, t, "from", "hook");
     u->hook_ref[1] = ref_field(L, t, "to", "hook");
     u->datagram_ref = ref_field(L, t, "to", "datagram");
+    lua_getfield(L, t, "from");
+    lua_getfield(L, -1, "probes");
+    u->quic = lua_istable(L, -1);       /* quic probes: every flow picks its server (udp_probe.c) */
+    u->probe_timeout = np_lua_number(L, -2, "probe_timeout", 5);
+    lua_pop(L, 2);
     lua_getfield(L, t, "to");
     type = np_lua_string(L, -1, "type");
     host = np_lua_string(L, -1, "host");
@@ -48,9 +53,9 @@ static int read_settings(struct np_udp *u, lua_State *L, char *err, size_t errle
     lua_getfield(L, t, "server_accept");
     /* a pool's balance sees the flow's conn */
     int wants_lua = !lua_isnil(L, -1) || !lua_isnil(L, -2) || u->hook_ref[0] != LUA_NOREF ||
-                    u->hook_ref[1] != LUA_NOREF || u->datagram_ref != LUA_NOREF || u->pooled;
+                    u->hook_ref[1] != LUA_NOREF || u->datagram_ref != LUA_NOREF || u->pooled || u->quic;
     lua_settop(L, t - 1);
-    if (!u->host && !u->pooled && u->datagram_ref == LUA_NOREF) {
+    if (!u->host && !u->pooled && u->datagram_ref == LUA_NOREF && !u->quic) {
         snprintf(err, errlen, "%s: a udp from wants to = { type = \"udp\", host =, port = } or a datagram service", u->p->name);
         return -1;
     }
@@ -61,11 +66,15 @@ static int read_settings(struct np_udp *u, lua_State *L, char *err, size_t errle
         }
         lua_getfield(L, -1, "start");
         u->start_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        if (u->pooled) {
+        if (u->pooled || u->quic) {     /* (a probe's `to` may be a pool too) */
             lua_getfield(L, -1, "pick");
             u->pick_ref = luaL_ref(L, LUA_REGISTRYINDEX);
             lua_getfield(L, -1, "failed");
             u->failed_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        }
+        if (u->quic) {
+            lua_getfield(L, -1, "route");
+            u->route_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         }
         lua_pop(L, 1);
     }
@@ -86,7 +95,7 @@ static struct np_udp *udp_of(struct np_proxy *p, const struct np_udp_ops *ops, v
     u->ops = ops;
     u->arg = arg;
     u->hook_ref[0] = u->hook_ref[1] = u->datagram_ref = u->start_ref = LUA_NOREF;
-    u->pick_ref = u->failed_ref = LUA_NOREF;
+    u->pick_ref = u->failed_ref = u->route_ref = LUA_NOREF;
     p->udp = u;
     if (read_settings(u, p->L, err, errlen) < 0) return NULL;    /* freed by np_udp_release */
     return u;
@@ -171,6 +180,7 @@ void np_udp_release(struct np_proxy *p, int say)
         np_lua_unref(L, &u->start_ref);
         np_lua_unref(L, &u->pick_ref);
         np_lua_unref(L, &u->failed_ref);
+        np_lua_unref(L, &u->route_ref);
     }
     free(u->host);
     free(u);

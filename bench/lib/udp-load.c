@@ -1,15 +1,21 @@
 /* bench/lib/udp-load.c: the UDP load of bench/udp.sh (built by it with cc -O2).
  *   udp-load echo PORT [PROCS]               an echo server on 127.0.0.1:PORT (PROCS processes
  *                                            on a SO_REUSEPORT group; default 1)
- *   udp-load rate PORT SIZE SECONDS WINDOW   one socket keeps WINDOW datagrams of SIZE bytes in
- *                                            flight for SECONDS; prints "pps=N lost=N"
+ *   udp-load rate PORT SIZE SECONDS WINDOW [FIRST]
+ *                                            one socket keeps WINDOW datagrams of SIZE bytes in
+ *                                            flight for SECONDS; prints "pps=N lost=N". FIRST: a
+ *                                            file sent first, as one datagram, and its echo
+ *                                            awaited (a QUIC Initial for bench/quic.sh)
  *   udp-load mrate PORT SIZE SECONDS WINDOW FLOWS PROCS
  *                                            PROCS processes, FLOWS sockets (flows) in all, each
  *                                            keeping WINDOW datagrams in flight; prints the sum,
  *                                            "pps=N lost=N"
  *   udp-load latency PORT SIZE COUNT         ping-pong; prints "p50_us=N p99_us=N avg_us=N"
  *   udp-load flows PORT N                    N sockets (N flows) each ask once and stay open;
- *                                            prints "ready ok=N", then waits to be killed */
+ *                                            prints "ready ok=N", then waits to be killed
+ *   udp-load newflows PORT N FILE            N flows one after the other: a new socket sends
+ *                                            FILE as one datagram, awaits its echo, closes;
+ *                                            prints "flows_per_s=N ok=N" */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -50,6 +56,18 @@ static int wait_in(int fd, int ms)
 {
     struct pollfd p = { .fd = fd, .events = POLLIN };
     return poll(&p, 1, ms) > 0;
+}
+
+/* FILE's bytes into buf (at most max): their count, or -1. */
+static long slurp(const char *path, char *buf, size_t max)
+{
+    FILE *f = fopen(path, "rb");
+    long n;
+
+    if (!f) return -1;
+    n = (long)fread(buf, 1, max, f);
+    fclose(f);
+    return n;
 }
 
 static int cmp(const void *a, const void *b)
@@ -115,10 +133,15 @@ int main(int argc, char **argv)
             if (n >= 0) sendto(fd, buf, n, 0, (struct sockaddr *)&peer, len);
         }
     }
-    if (!strcmp(argv[1], "rate") && argc == 6) {
+    if (!strcmp(argv[1], "rate") && (argc == 6 || argc == 7)) {
         int size = atoi(argv[3]), window = atoi(argv[5]), fd = client(port);
         double seconds = atof(argv[4]), end;
-        long got = 0, sent = 0, inflight = 0, lost = 0;
+        long got = 0, sent = 0, inflight = 0, lost = 0, n;
+        if (argc == 7) {
+            if ((n = slurp(argv[6], buf, sizeof buf)) < 0) { perror(argv[6]); return 1; }
+            send(fd, buf, n, 0);
+            if (!wait_in(fd, 2000) || recv(fd, buf, sizeof buf, 0) != n) { printf("failed\n"); return 1; }
+        }
         memset(buf, 'x', size);
         for (int i = 0; i < window; i++, sent++, inflight++) send(fd, buf, size, 0);
         end = now() + seconds;
@@ -174,6 +197,21 @@ int main(int argc, char **argv)
         if (n == 0) { printf("failed\n"); return 1; }
         qsort(t, n, sizeof *t, cmp);
         printf("p50_us=%.1f p99_us=%.1f avg_us=%.1f lost=%d\n", t[n / 2], t[n * 99 / 100], sum / n, count - n);
+        return 0;
+    }
+    if (!strcmp(argv[1], "newflows") && argc == 5) {
+        static char first[65536];
+        int count = atoi(argv[3]), ok = 0;
+        long n = slurp(argv[4], first, sizeof first);
+        double t0 = now();
+        if (n < 0) { perror(argv[4]); return 1; }
+        for (int i = 0; i < count; i++) {
+            int fd = client(port);
+            send(fd, first, n, 0);
+            if (wait_in(fd, 2000) && recv(fd, buf, sizeof buf, 0) == n) ok++;
+            close(fd);
+        }
+        printf("flows_per_s=%.0f ok=%d\n", count / (now() - t0), ok);
         return 0;
     }
     if (!strcmp(argv[1], "flows") && argc == 4) {

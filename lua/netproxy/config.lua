@@ -473,7 +473,12 @@ local function check_proxy(decl, index, server, say_at, warn_at)
   local to = decl.spec.to
   if to == nil and ctx.target_from_client then to = { type = "tcp" } end
   if to == nil and from_mod and from_mod.default_to then to = from_mod.default_to end
-  if to ~= nil then proxy.to = check_connector(to, "to", say, ctx)
+  if proxy.from and ctx.datagram and proxy.from.probes then
+    -- a udp from with quic probes picks each flow's server: its fallback (checked with it, or
+    -- none: a udp `to` without a server) stands as the proxy's `to`
+    if to ~= nil then say("to: a udp from with probes picks the server itself: give fallback = { ... } in from") end
+    proxy.to = proxy.from.fallback or { type = "udp" }
+  elseif to ~= nil then proxy.to = check_connector(to, "to", say, ctx)
   elseif proxy.from or decl.spec.from == nil then say("missing to") end   -- (a bad from said enough)
   proxy.sources = {}
   for a in pairs(proxy_sources) do proxy.sources[#proxy.sources + 1] = a end

@@ -138,6 +138,10 @@ local function client_hello(hs)
   return info
 end
 
+-- The extensions of a whole ClientHello handshake message (its 4-byte header included), as
+-- carried without TLS records (QUIC's CRYPTO frames: netproxy.udp), or nil when it is not one.
+_M.client_hello = client_hello
+
 -- TLS: a ClientHello, read whole (it may span records). On a match the second value holds
 -- { sni = "name" or nil, alpn = { ... }, hello = the handshake message }.
 function _M.tls(buf)

@@ -6,7 +6,8 @@
 local core = require "netproxy.core"
 local Conn = require "netproxy.conn"
 local addr = require "netproxy.addr"
-local ipairs, setmetatable, tostring = ipairs, setmetatable, tostring
+local probes = require "netproxy.probes"
+local ipairs, pcall, setmetatable, tostring, type = ipairs, pcall, setmetatable, tostring, type
 local concat = table.concat
 
 local _M = {}
@@ -46,6 +47,7 @@ function _M.start(proxy, id, client, handle)
   if pool then   -- the target is the server pick() chooses
     conn.target, conn._pool, conn._attempts = nil, pool, 0
   end
+  if proxy.from and proxy.from.probes then conn._from, conn.target = proxy.from, nil end   -- route() picks
   for _, accept in ipairs({ proxy.server_accept or false, proxy.accept or false }) do
     if accept then
       local ok, why = accept(conn)
@@ -53,6 +55,59 @@ function _M.start(proxy, id, client, handle)
     end
   end
   return conn
+end
+
+-- ---------------------------------------------------------------- quic probes
+
+-- sni and alpn are patterns with netproxy.addr's meaning of `*` (within one label), as dual's
+local function alpn_matches(wanted, offered)
+  for _, proto in ipairs(offered) do
+    if addr.host_matches(wanted, proto) then return true end
+  end
+  return false
+end
+
+local function matches(p, info, conn)
+  if type(p.match) == "function" then return p.match(info, conn) and true or false end
+  if p.sni and not addr.host_matches(p.sni, info.sni) then return false end
+  if p.alpn and not alpn_matches(p.alpn, info.alpn) then return false end
+  return true
+end
+
+-- The `to` a flow goes to: host, port, or true for a pool (conn._pool set), or nil and why.
+local function target(conn, to, why)
+  if not to then return nil, why end
+  if to._pool then
+    conn._pool, conn._attempts, conn.target = to._pool, 0, nil
+    return true
+  end
+  conn.target = addr.join(to.host, to.port)
+  return to.host, to.port
+end
+
+-- route(conn, hello | nil, why) -> host, port | true | nil, why; and sni, alpn for the log line:
+-- the server of a flow whose `from` has quic probes, picked once from its ClientHello (read
+-- from its QUIC Initials by the core: src/udp_probe.c) by the first probe that matches, else
+-- the fallback. hello nil: not QUIC (why), which goes to the fallback too.
+function _M.route(conn, hello, why)
+  local from = conn._from
+  local ok, info = true, nil
+  if hello then ok, info = pcall(probes.client_hello, hello) end
+  if not (ok and info) then
+    local a, b = target(conn, from.fallback, "not QUIC (" .. tostring(why or "a ClientHello that does not parse") .. ") and no fallback")
+    return a, b
+  end
+  conn.sni, conn.alpn = info.sni, info.alpn
+  local alpn = #info.alpn > 0 and concat(info.alpn, ",") or nil
+  for i, p in ipairs(from.probes) do
+    if matches(p, info, conn) then
+      conn.probe = i
+      local a, b = target(conn, p.to)
+      return a, b, info.sni, alpn
+    end
+  end
+  local a, b = target(conn, from.fallback, "no probe matched and no fallback")
+  return a, b, info.sni, alpn
 end
 
 -- ---------------------------------------------------------------- a pool per flow
