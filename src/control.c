@@ -218,9 +218,11 @@ static void on_master_request(struct bufferevent *bev, void *arg)
     }
 }
 
+static struct bufferevent *to_master;   /* a worker's end of its socketpair, or NULL */
+
 static void on_master_gone(struct bufferevent *bev, short what, void *arg)
 {
-    bufferevent_free(bev);      /* the master exec'd (an upgrade) or died */
+    np_control_worker_stop();   /* the master exec'd (an upgrade) or died */
 }
 
 void np_control_worker(int fd)
@@ -234,6 +236,13 @@ void np_control_worker(int fd)
     evutil_make_socket_nonblocking(fd);
     bufferevent_setcb(bev, on_master_request, NULL, on_master_gone, NULL);
     bufferevent_enable(bev, EV_READ);
+    to_master = bev;
+}
+
+void np_control_worker_stop(void)
+{
+    if (to_master) bufferevent_free(to_master);
+    to_master = NULL;
 }
 
 /* ---------------------------------------------------------------- the master asks */

@@ -39,4 +39,7 @@ void np_control_remove(void);
 /* In a worker: answers the master's requests on fd (its end of the socketpair). */
 void np_control_worker(int fd);
 
+/* The worker exits: its end of the socketpair is let go. */
+void np_control_worker_stop(void);
+
 #endif
