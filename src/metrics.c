@@ -42,6 +42,9 @@ static const struct counter counters[] = {
     { "netproxy_udp_flows_closed_total", "counter", "UDP flows ended.", FIELD(flows_closed), "", FLOWS },
     { "netproxy_udp_flows_active", "gauge", "UDP flows open now.", FIELD(flows_active), "", FLOWS },
     { "netproxy_udp_flows_evicted_total", "counter", "UDP flows ended by max_flows.", FIELD(flows_evicted), "", FLOWS },
+    /* a udp proxy has flows, not connections: its refusals and errors are its flows' */
+    { "netproxy_udp_flows_refused_total", "counter", "UDP flows turned away (allow/deny, accept(), a probe).", FIELD(refused), "", FLOWS },
+    { "netproxy_udp_flows_errors_total", "counter", "UDP flows that ended in an error.", FIELD(errors), "", FLOWS },
     { "netproxy_udp_datagrams_total", "counter", "Datagrams carried (in: client to server, out: server to client).", FIELD(datagrams_in), ",direction=\"in\"", DATAGRAMS },
     { "netproxy_udp_datagrams_total", NULL, NULL, FIELD(datagrams_out), ",direction=\"out\"", DATAGRAMS },
     { "netproxy_udp_datagrams_dropped_total", "counter", "Datagrams dropped (a full socket buffer, the queue of a flow resolving its server).", FIELD(datagrams_dropped), "", DATAGRAMS },
