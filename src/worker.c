@@ -9,6 +9,7 @@
 #include "checker.h"
 #include "reload.h"
 #include "server.h"
+#include "options.h"
 #include "shm.h"
 
 #include <event2/event.h>
@@ -110,6 +111,8 @@ int np_worker_run(int index, const struct np_cli *cli, void (*ready)(void))
     event_add(&beat_ev, &second);
     np_shm_beat(np_now());
     my_index = index;
+    np_worker_index = index;
+    np_worker_count = np_options_workers();
     np_server_start_accepting(index);
     if (index == 0) np_checker_start(np_server.config->L, np_server.config->proxies, np_server.config->nproxies);     /* one checker for all workers: worker 0's */
     event_base_once(np_base, -1, EV_TIMEOUT, on_start, NULL, NULL);
