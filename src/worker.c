@@ -11,6 +11,7 @@
 #include "server.h"
 #include "options.h"
 #include "shm.h"
+#include "sockpool.h"
 
 #include <event2/event.h>
 #include <lauxlib.h>
@@ -121,6 +122,7 @@ int np_worker_run(int index, const struct np_cli *cli, void (*ready)(void))
     np_logsink_use(NULL, LUA_NOREF, &np_limits_none);      /* no loop left to deliver: written from now on */
     np_server_run_stop();
     event_del(&beat_ev);
+    np_sockpool_clear();                /* idle upstream connections: closed, not left to exit */
     np_log(NP_INFO, "exiting: %llu connections handled", (unsigned long long)np_server.accepted);
     return 0;
 }
