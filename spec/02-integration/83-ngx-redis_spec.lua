@@ -211,6 +211,41 @@ proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = 0 },
     }, "\n") .. "\n", out)
     h.wait_log(np, "warning %[%d+%] #%d+ from ngx%.log 1 true")
   end)
+  it("keeps a TLS connection's session in the pool: reused, sslhandshake answers at once, bytes still go through TLS; udp() sends and receives datagrams", function()
+    local pki, echo, uecho = h.pki(), h.peer_server("echo"), h.udp_echo_server()
+    local np = h.netproxy_start(([[
+local ngx = require "netproxy.ngx"
+proxy { name = "tls", from = { type = "ssl", host = "127.0.0.1", port = 0, cert = %q, key = %q },
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+  to = { type = "service", serve = function(c)
+    local tls_port = tonumber(c:read("*l"))
+    local sock = ngx.socket.tcp()
+    sock:settimeout(2000)
+    assert(sock:connect("127.0.0.1", tls_port, { pool = "tls" }))
+    local reused = sock:getreusedtimes()
+    local ok, err = sock:sslhandshake(nil, "localhost", false)
+    assert(ok, err)
+    assert(sock:send("line " .. reused .. "\n"))
+    local line = assert(sock:receive())
+    assert(sock:setkeepalive())
+    local u = ngx.socket.udp()
+    u:settimeout(2000)
+    assert(u:setpeername("127.0.0.1", %d))
+    assert(u:send({ "da", "tagram" }))
+    local d = assert(u:receive())
+    u:close()
+    c:write(line .. " " .. d .. "\n")
+  end } }
+]]):format(pki .. "/localhost.pem", pki .. "/localhost.key", echo.port, uecho.port))
+    local function ask() return (h.talk(np.ports.p, np.ports.tls .. "\n", { want = "\n", timeout = 5 })) end
+    assert.equal("line 0 datagram\n", ask())
+    assert.equal("line 1 datagram\n", ask())
+    assert.equal("line 2 datagram\n", ask())
+    -- one TLS connection, still open: none has ended (each would have its log line)
+    assert.equal("line 3 datagram\n", ask())
+    assert.falsy(np.log():find("%] #%d+ tls: "))
+  end)
 end)
 
 describe("nginx.memcached (lua-resty-memcached) over netproxy.ngx", function()
