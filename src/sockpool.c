@@ -75,10 +75,27 @@ static void discard(struct idle_sock *i)
     close(fd);
 }
 
+/* An empty pool is let go: names may come and go (one per backend), their memory with them. */
+static void drop_if_empty(struct pool *p)
+{
+    if (!p || p->count > 0) return;
+    for (struct pool **pp = &pools; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            free(p);
+            return;
+        }
+    }
+}
+
 /* Readable (EOF, a byte, an error) or idle too long: of no more use. */
 static void on_idle_event(evutil_socket_t fd, short what, void *arg)
 {
-    discard(arg);
+    struct idle_sock *i = arg;
+    struct pool *p = i->pool;
+
+    discard(i);
+    drop_if_empty(p);
 }
 
 int np_sockpool_put(const char *name, int fd, SSL *ssl, int reused, double idle, int size)
@@ -127,8 +144,10 @@ int np_sockpool_take(const char *name, SSL **ssl, int *reused)
         *ssl = i->ssl;
         *reused = i->reused;
         take_out(i);
+        drop_if_empty(p);
         return fd;
     }
+    drop_if_empty(p);
     return -1;
 }
 

@@ -122,6 +122,25 @@ proxy { name = "counter", from = { type = "tcp", host = "127.0.0.1", port = 0 },
     h.wait_until(function() return redis_clients(redis) == 0 end, 5, "the idle connection to close")
     assert.equal("n=2 reused=0\n", ask(np))
   end)
+  it("works in timers: each run is a task of its own, and the one kept-alive connection passes from run to run", function()
+    local redis = redis_server()
+    local np = h.netproxy_start(([[
+local ngx = require "netproxy.ngx"
+local redis = require "nginx.redis"
+server { on_start = function()
+  ngx.timer.every(0.02, function(premature)
+    local red = redis:new()
+    assert(red:connect("127.0.0.1", %d))
+    local n = assert(red:incr("ticks"))
+    if n %% 5 == 0 then ngx.log(ngx.NOTICE, "tick ", n, " reused ", red:get_reused_times()) end
+    assert(red:set_keepalive(0, 1))
+  end)
+end }
+proxy { name = "idle", from = { type = "tcp", host = "127.0.0.1", port = 0 }, to = { type = "tcp", host = "127.0.0.1", port = 1 } }
+]]):format(redis.port))
+    h.wait_log(np, "tick 10 reused 9")
+    redis_has(redis, 1)
+  end)
 end)
 
 describe("netproxy.ngx", function()
