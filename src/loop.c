@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 struct event_base *np_base;
+int np_worker_index, np_worker_count = 1;
 struct evdns_base *np_dns;
 
 int np_loop_init(char *err, size_t errlen)

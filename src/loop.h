@@ -19,6 +19,10 @@ void np_loop_set_nameservers(const char *const *list, int n);
 /* Back to the nameservers of /etc/resolv.conf, as at start without server{ resolvers }. */
 void np_loop_use_system_nameservers(void);
 
+/* This serving process's index among the workers (0..count-1) and their count: set by
+ * worker.c when it starts serving, read by core.worker() (ngx.worker.id/count). */
+extern int np_worker_index, np_worker_count;
+
 /* Seconds since the epoch, as cached by the loop for the current iteration. */
 double np_now(void);
 struct timeval np_tv(double seconds);

@@ -6,6 +6,7 @@
 #include "paths.h"
 
 #include <lauxlib.h>
+#include <string.h>
 #include <lualib.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -26,6 +27,11 @@ int np_lua_open(lua_CFunction core, char *err, size_t errlen)
     lua_pushfstring(np_L, "%s/lua/?.lua;%s/lua/?/init.lua;", np_paths_datadir(), np_paths_datadir());
     lua_getfield(np_L, -2, "path");
     lua_concat(np_L, 2);
+    /* and where Debian puts Lua libraries (lua-nginx-redis, ...), even when LUA_PATH left it out */
+    if (!strstr(lua_tostring(np_L, -1), ";/usr/share/lua/5.1/?.lua")) {
+        lua_pushliteral(np_L, ";/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua");
+        lua_concat(np_L, 2);
+    }
     lua_setfield(np_L, -2, "path");
     lua_getfield(np_L, -1, "preload");
     lua_pushcfunction(np_L, core);

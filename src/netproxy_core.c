@@ -18,6 +18,7 @@
 #include "shdict.h"
 #include "shm.h"
 #include "sleep.h"
+#include "sockpool.h"
 #include "sniffer.h"
 #include "sock.h"
 #include "task.h"
@@ -71,6 +72,21 @@ static int core_log_enabled(lua_State *L)
 static int core_now(lua_State *L)
 {
     lua_pushnumber(L, np_now());
+    return 1;
+}
+
+/* core.worker() -> this worker's index (0..count-1), the count of workers */
+static int core_worker(lua_State *L)
+{
+    lua_pushinteger(L, np_worker_index);
+    lua_pushinteger(L, np_worker_count);
+    return 2;
+}
+
+/* core.pooled([name]) -> idle connections this worker holds in pool name (or in all) */
+static int core_pooled(lua_State *L)
+{
+    lua_pushinteger(L, np_sockpool_count(luaL_optstring(L, 1, NULL)));
     return 1;
 }
 
@@ -273,8 +289,26 @@ static struct np_task *connect_opts(lua_State *L, int idx, int bare_number, cons
     return np_task_of(L, what);
 }
 
+/* The pool of a connect's options at idx, { pool = "name" } or { pool = true } ("host:port"),
+ * or NULL: a healthy idle connection of that pool is taken before dialing (sockpool.c), and
+ * sock:setkeepalive() puts the socket back there. The name stays on the stack. */
+static const char *pool_name(lua_State *L, int idx, const char *host, int port)
+{
+    if (!lua_istable(L, idx)) return NULL;
+    lua_getfield(L, idx, "pool");
+    switch (lua_type(L, -1)) {
+    case LUA_TNIL: return NULL;
+    case LUA_TBOOLEAN: return lua_toboolean(L, -1) ? lua_pushfstring(L, "%s:%d", host, port) : NULL;
+    case LUA_TSTRING: luaL_argcheck(L, lua_objlen(L, -1) > 0 && lua_objlen(L, -1) < 256, idx,
+                                    "pool: a name of 1..255 bytes");
+                      return lua_tostring(L, -1);
+    default: luaL_argerror(L, idx, "pool must be a name or true");
+    }
+    return NULL;
+}
+
 /* core.connect(host, port [, { timeout = seconds, source = "ip", keepalive = { idle =,
- * interval =, count = } } | seconds]) -> sock | nil, err;
+ * interval =, count = }, pool = name | true } | seconds]) -> sock | nil, err;
  * with dgram, core.connect_udp: a connected UDP socket; sock:read() is one datagram,
  * sock:write(d) sends d as one */
 static int connect_ip(lua_State *L, const char *what, int dgram)
@@ -287,6 +321,7 @@ static int connect_ip(lua_State *L, const char *what, int dgram)
     luaL_argcheck(L, port > 0 && port < 65536, 2, "port must be 1..65535");
     to.port = (int)port;
     t = connect_opts(L, 3, 1, what, &to, &source);
+    if (!dgram) to.pool = pool_name(L, 3, to.host, to.port);
     return np_sock_connect(L, &t->owner, &to);
 }
 
@@ -569,6 +604,8 @@ static const luaL_Reg core_funcs[] = {
     { "log", core_log },
     { "log_enabled", core_log_enabled },
     { "now", core_now },
+    { "worker", core_worker },
+    { "pooled", core_pooled },
     { "set_target", core_set_target },
     { "set_client", core_set_client },
     { "tls_identity", core_tls_identity },
@@ -610,6 +647,8 @@ int luaopen_netproxy_core(lua_State *L)
     np_checker_open(L);
     lua_pushstring(L, NP_VERSION);
     lua_setfield(L, -2, "version");
+    lua_pushlightuserdata(L, NULL);     /* core.null: OpenResty's ngx.null (netproxy.ngx) */
+    lua_setfield(L, -2, "null");
     np_task_push_done(L);
     lua_setfield(L, -2, "task_done");
     return 1;

@@ -64,6 +64,8 @@ struct np_sock {
     struct np_sock_dial *dialing; /* its connect, while under way (sock_connect.c) */
     struct np_sock_sniff *sniffing; /* its sniff, while under way (sock_sniff.c) */
     int dgram;                    /* a connected UDP socket: a read is one datagram, a write one */
+    int reused;                   /* times this connection came out of an idle pool (sockpool.c) */
+    char *pool;                   /* the pool it was connected for (core.connect's pool), or NULL */
     char peer[NP_ADDRSTRLEN];
     double connect_time;          /* seconds its connect took (core.connect); < 0: not connected so */
 };
@@ -93,6 +95,10 @@ void np_sock_close(struct np_sock *s);
  * already holds read ahead (a probe's peek), which the service will read too. */
 size_t np_sock_serve(struct np_sock *s, uint64_t *bytes[2], uint64_t *more[2], struct np_idle *idle);
 
+/* Pushes a cosocket of o made of the healthiest idle connection of pool name (sockpool.c),
+ * which the pool lets go of: it belongs to o from now on. NULL (nothing pushed): none. */
+struct np_sock *np_sock_push_pooled(lua_State *L, struct np_sock_owner *o, const char *name);
+
 /* Closes every cosocket of an owner. */
 void np_sock_close_all(struct np_sock_owner *o);
 
@@ -110,6 +116,7 @@ struct np_sock_target {
     const struct sockaddr_storage *source;  /* the local address to connect from, or NULL */
     socklen_t source_len;
     struct np_keepalive keepalive;      /* tcp_keepalive of a `to` */
+    const char *pool;           /* an idle connection of this pool first, if one is healthy */
 };
 
 /* core.connect, connect_udp and connect_unix for o's coroutine L, through np_dial: pushes the

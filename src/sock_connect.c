@@ -84,6 +84,7 @@ int np_sock_connect(lua_State *L, struct np_sock_owner *o, const struct np_sock_
     int idx;
 
     if (o->closed) return np_sock_push_fail(L, "closed");
+    if (to->pool && np_sock_push_pooled(L, o, to->pool)) return 1;
     if (!(sd = malloc(sizeof *sd))) return np_sock_push_fail(L, "out of memory");
     len = one_address(sd, to);
     if (to->path && !len) {
@@ -95,6 +96,7 @@ int np_sock_connect(lua_State *L, struct np_sock_owner *o, const struct np_sock_
     s->dgram = to->dgram;
     s->dialing = sd;
     sd->started = np_clock();
+    if (to->pool) s->pool = strdup(to->pool);   /* (NULL if out of memory: the peer names it) */
     if (dial(s, sd, len, to)) return take(L, s, idx, sd->d.fd, sd->d.why);
     return np_sock_yield(L, s, idx);
 }

@@ -11,7 +11,9 @@
 #include "control.h"
 #include "reload.h"
 #include "server.h"
+#include "options.h"
 #include "shm.h"
+#include "sockpool.h"
 
 #include <event2/event.h>
 #include <lauxlib.h>
@@ -130,6 +132,8 @@ int np_worker_run(int index, const struct np_cli *cli, void (*ready)(void))
     event_add(&beat_ev, &second);
     np_shm_beat(np_now());
     my_index = index;
+    np_worker_index = index;
+    np_worker_count = np_options_workers();
     np_server_start_accepting(index);
     if (index == 0) np_checker_start(np_server.config->L, np_server.config->proxies, np_server.config->nproxies);     /* one checker for all workers: worker 0's */
     event_base_once(np_base, -1, EV_TIMEOUT, on_start, NULL, NULL);
@@ -140,6 +144,7 @@ int np_worker_run(int index, const struct np_cli *cli, void (*ready)(void))
     if (cli) np_control_remove();
     np_control_worker_stop();
     event_del(&beat_ev);
+    np_sockpool_clear();                /* idle upstream connections: closed, not left to exit */
     np_log(NP_INFO, "exiting: %llu connections handled", (unsigned long long)np_server.accepted);
     return 0;
 }

@@ -24,6 +24,7 @@ DOC_SECTIONS=(
   "## Services|bench/services.sh|requests per second of a Lua HTTP service (examples/http-status.lua) against nginx's return 200, keep-alive on and off"
   "## Pools|bench/pools.sh|an upstream pool's cost per connection: netproxy with one server and with a pool of three, against HAProxy the same two ways"
   "## Access log|bench/accesslog.sh|the CPU per short connection of a JSON (or template) access log against the default log line"
+  "## Redis through netproxy.ngx|bench/redis.sh|one Redis GET per connection from a Lua service, with and without keepalive, through Debian's lua-resty-redis over netproxy.ngx and through plain core.connect"
 )
 
 # usage: the script's opening comment, its help.
