@@ -19,6 +19,9 @@ void np_loop_set_nameservers(const char *const *list, int n);
 /* Back to the nameservers of /etc/resolv.conf, as at start without server{ resolvers }. */
 void np_loop_use_system_nameservers(void);
 
+/* The idx-th nameserver asked, "ip:port", in buf: 0, or -1 past the last. */
+int np_loop_nameserver(int idx, char *buf, size_t len);
+
 /* Seconds since the epoch, as cached by the loop for the current iteration. */
 double np_now(void);
 struct timeval np_tv(double seconds);
