@@ -1,0 +1,157 @@
+-- Pools from DNS (issue 29): servers = { resolve = "NAME:PORT" } and { srv = "_app._tcp.NAME" }
+-- against a real dnsmasq whose records change (its hosts file rewritten, SIGHUP) while a client
+-- loop runs: every connection reaches a server, new servers get clients, a removed one drains
+-- (a connection open to it goes on), a failed lookup keeps the set. The backends are np-peer
+-- banner servers (their name, then echo) on addresses of 127/8.
+local h = require "spec.helpers"
+local tcp = require "spec.support.tcp"
+local now = h.now
+
+-- A banner server named name on host:port (port 0: any); .port
+local function banner(name, host, port)
+  if port == 0 then return h.peer_server("banner", { "--text", name }, host) end
+  local portfile = h.tmpfile("port")
+  local p = h.spawn({ h.peer, "banner", "--listen", host .. ":" .. port, "--text", name, "--port-file", portfile })
+  p.port = tonumber(h.wait_until(function() return h.read(portfile) end, 5, "the peer's port"))
+  return p
+end
+
+-- One client: the banner of the server it reached, or an error (no failed connection).
+local function reach(port)
+  local c = assert(tcp.connect(port))
+  local got, why = c:receive(2, 5)
+  c:close()
+  assert(#got == 2, "a connection failed: " .. tostring(why))
+  return got:sub(1, 1)
+end
+
+-- Clients one after the other until until(seen) says so (seen: letter -> count), at most
+-- `timeout` seconds; returns seen.
+local function client_loop(port, until_fn, timeout, what)
+  local seen, deadline = {}, now() + timeout
+  repeat
+    local l = reach(port)
+    seen[l] = (seen[l] or 0) + 1
+    if until_fn(seen) then return seen end
+  until now() > deadline
+  error("client loop: not " .. what .. " within " .. timeout .. " s")
+end
+
+local function metrics(np)
+  return h.run({ "curl", "-sS", "--max-time", "5", "http://127.0.0.1:" .. np.stats_port .. "/metrics" })
+end
+
+local function series(name, server)
+  return ('%s{proxy="dns",server="%s"}'):format(name, server)
+end
+
+describe("pools from DNS", function()
+  after_each(h.stop_all)
+
+  it("resolve: records that change under load add and drain servers, a failed lookup keeps them", function()
+    local b = banner("b", "127.0.0.2", 0)
+    local port = b.port
+    local c, d = banner("c", "127.0.0.3", port), banner("d", "127.0.0.4", port)
+    local hosts = h.write(h.tmpfile("hosts"), "127.0.0.2 app.internal\n127.0.0.3 app.internal\n")
+    local dns = h.dnsmasq({ "--addn-hosts=" .. hosts, "--local-ttl=1" })
+    local np = h.netproxy_start(([[
+server { resolvers = { "127.0.0.1:%d" }, stats = "127.0.0.1:0" }
+proxy { name = "dns", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "tcp", servers = { resolve = "app.internal:%d" } } }
+]]):format(dns.port, port), { "-w", "2" })
+    local B, C, D = "127.0.0.2:" .. port, "127.0.0.3:" .. port, "127.0.0.4:" .. port
+    h.wait_log(np, "dns: dns resolve app%.internal: 2 servers, added " .. B:gsub("%.", "%%.") .. "," .. C:gsub("%.", "%%."))
+    local p = np.ports.dns
+    client_loop(p, function(s) return s.b and s.c end, 10, "b and c")
+
+    -- a connection held open on b, the server about to leave
+    local held
+    for _ = 1, 50 do
+      held = assert(tcp.connect(p))
+      local got = held:receive(2, 5)
+      if got == "b\n" then break end
+      held:close()
+      held = nil
+    end
+    assert.truthy(held, "no connection reached b")
+
+    -- b leaves, d comes: the clients go on the whole time
+    h.write(hosts, "127.0.0.3 app.internal\n127.0.0.4 app.internal\n")
+    h.run({ "kill", "-HUP", tostring(dns.pid) })
+    local seen = client_loop(p, function(s)
+      return s.d and np.log():find("removed %(draining%) " .. B:gsub("%.", "%%."))
+    end, 15, "d reached and b removed")
+    assert.truthy(np.log():find("dns: dns resolve app%.internal: 2 servers, added " .. D:gsub("%.", "%%.")))
+    -- from the removal on, b gets no client (both workers: the set is shared)
+    seen = client_loop(p, function(s) return (s.c or 0) + (s.d or 0) + (s.b or 0) >= 20 end, 10, "20 clients")
+    assert.is_nil(seen.b)
+    assert.truthy(seen.c and seen.d)
+    -- the connection open to b goes on
+    assert.are.equal("ping\n", held:exchange("ping\n", "ping\n", 5))
+    local m = metrics(np)
+    assert.matches(series("netproxy_server_active", B) .. " 1", m, 1, true)
+    assert.matches(series("netproxy_server_connections_total", D) .. " %d+", m)
+    assert.matches(series("netproxy_server_up", D) .. " 1", m, 1, true)
+
+    -- DNS down: the lookups fail, logged; the servers stay and take clients
+    h.stop(dns)
+    h.wait_log(np, "dns: dns resolve app%.internal: lookup failed: [^\n]*; the last servers stay")
+    seen = client_loop(p, function(s) return (s.c or 0) + (s.d or 0) + (s.b or 0) >= 10 end, 10, "10 clients")
+    assert.is_nil(seen.b)
+    assert.truthy(seen.c and seen.d)
+    assert.are.equal("pong\n", held:exchange("pong\n", "pong\n", 5))
+    held:close()
+    h.stop(np)
+    for _, x in ipairs({ b, c, d }) do h.stop(x) end
+  end)
+
+  it("srv: targets and ports from the records, weights kept, the higher priority a backup tier", function()
+    local x, y, z = banner("x", "127.0.0.1", 0), banner("y", "127.0.0.1", 0), banner("z", "127.0.0.1", 0)
+    local dns = h.dnsmasq({
+      ("--srv-host=_app._tcp.internal,x.internal,%d,10,3"):format(x.port),
+      ("--srv-host=_app._tcp.internal,y.internal,%d,10,1"):format(y.port),
+      ("--srv-host=_app._tcp.internal,z.internal,%d,20,1"):format(z.port),
+      "--host-record=x.internal,127.0.0.1", "--host-record=y.internal,127.0.0.1",
+      "--host-record=z.internal,127.0.0.1", "--local-ttl=1" })
+    local np = h.netproxy_start(([[
+server { resolvers = { "127.0.0.1:%d" } }
+proxy { name = "dns", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "tcp", servers = { srv = "_app._tcp.internal" }, resolve_min = 0.5, resolve_max = 30 } }
+]]):format(dns.port))
+    h.wait_log(np, "dns: dns srv _app%._tcp%.internal: 3 servers %(1 backup%), added ")
+    local p = np.ports.dns
+    -- smooth round robin over the lowest priority, weights 3 and 1: exact with one worker
+    local seen = client_loop(p, function(s) return (s.x or 0) + (s.y or 0) + (s.z or 0) >= 40 end, 20, "40 clients")
+    assert.are.same({ x = 30, y = 10 }, seen)
+    -- the normal tier gone, the backup takes the clients (each fails over within its connect)
+    h.stop(x)
+    h.stop(y)
+    seen = client_loop(p, function(s) return (s.z or 0) >= 5 end, 10, "z reached 5 times")
+    assert.is_nil(seen.x)
+    assert.is_nil(seen.y)
+    h.stop(np)
+    h.stop(dns)
+    h.stop(z)
+  end)
+end)
+
+describe("pools from DNS: --check", function()
+  it("names file:line for a bad name, a bad srv form, both forms, and bounds", function()
+    local path = h.write(h.tmpfile("bad.lua"), [[
+proxy { name = "a", from = { type = "tcp", port = 1 }, to = { type = "tcp", servers = { resolve = "app.internal" } } }
+proxy { name = "b", from = { type = "tcp", port = 2 }, to = { type = "tcp", servers = { srv = "app.internal" } } }
+proxy { name = "c", from = { type = "tcp", port = 3 }, to = { type = "tcp", servers = { resolve = "a..b:80" } } }
+proxy { name = "d", from = { type = "tcp", port = 4 },
+        to = { type = "tcp", servers = { resolve = "a:1", srv = "_a._tcp.b" }, resolve_min = 10, resolve_max = 5 } }
+proxy { name = "e", from = { type = "unix", path = "/tmp/x" }, to = { type = "unix", servers = { resolve = "a:1" } } }
+]])
+    local _, err, rc = h.run({ h.netproxy, "--check", path })
+    assert.are_not.equal(0, rc)
+    assert.matches(":1: proxy 'a': to: servers: resolve: 'app.internal': want HOST:PORT", err, 1, true)
+    assert.matches(":2: proxy 'b': to: servers: srv: 'app.internal' is not \"_service._proto.NAME\"", err, 1, true)
+    assert.matches(":3: proxy 'c': to: servers: resolve: 'a..b' is not a DNS name", err, 1, true)
+    assert.matches(":4: proxy 'd': to: servers: resolve or srv, not both", err, 1, true)
+    assert.matches(":4: proxy 'd': to: resolve_min (10) is above resolve_max (5)", err, 1, true)
+    assert.matches(":6: proxy 'e': to: servers: resolve and srv want a connector with a host and a port", err, 1, true)
+  end)
+end)
