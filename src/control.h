@@ -30,7 +30,8 @@ struct np_control_ops {
 /* Starts accepting on the socket, if one was opened, in the loop. */
 void np_control_serve(const struct np_control_ops *ops);
 
-/* Closes the socket and every client (a new worker, forked by the master; at exit). */
+/* Closes the socket and every client (a new worker, forked by the master; at exit), and a
+ * worker's link to the master (at exit). */
 void np_control_close(void);
 
 /* Closes it and removes the file (the process that served it stops). */
