@@ -235,6 +235,12 @@ local function added_server(p, name, row, backup)
     s.conf = {}
     for k, v in pairs(first) do s.conf[k] = v end
     for k, v in pairs(s.fields) do s.conf[k] = v end
+    -- TLS to a server of `resolve`: the DNS name is the SNI and the name verified, not the
+    -- address (with srv, the config says them: a target's name is not the service's)
+    local tls = first._tls_names
+    if tls and p.dns and p.dns.kind == "resolve" then
+      s.conf.sni, s.conf.verify_name = first.sni or tls.sni, first.verify_name or tls.verify_name
+    end
   end
   place(p, s)
   return s
