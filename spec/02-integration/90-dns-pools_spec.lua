@@ -12,8 +12,21 @@ local function banner(name, host, port)
   if port == 0 then return h.peer_server("banner", { "--text", name }, host) end
   local portfile = h.tmpfile("port")
   local p = h.spawn({ h.peer, "banner", "--listen", host .. ":" .. port, "--text", name, "--port-file", portfile })
-  p.port = tonumber(h.wait_until(function() return h.read(portfile) end, 5, "the peer's port"))
-  return p
+  p.port = tonumber(h.wait_until(function() return h.read(portfile) or h.read(p.rcfile) and "0" end, 5, "the peer's port"))
+  return p.port ~= 0 and p or nil
+end
+
+-- Banner servers b, c, d on 127.0.0.2, .3 and .4, one port for all (a resolve names one port):
+-- the port b got, taken on the other addresses too (another one if it is busy there).
+local function trio()
+  for _ = 1, 5 do
+    local b = banner("b", "127.0.0.2", 0)
+    local c = banner("c", "127.0.0.3", b.port)
+    local d = c and banner("d", "127.0.0.4", b.port)
+    if d then return b, c, d end
+    for _, x in ipairs({ b, c }) do h.stop(x) end
+  end
+  error("no port free on 127.0.0.2, .3 and .4 in 5 tries")
 end
 
 -- One client: the banner of the server it reached, or an error (no failed connection).
@@ -49,9 +62,8 @@ describe("pools from DNS", function()
   after_each(h.stop_all)
 
   it("resolve: records that change under load add and drain servers, a failed lookup keeps them", function()
-    local b = banner("b", "127.0.0.2", 0)
+    local b, c, d = trio()
     local port = b.port
-    local c, d = banner("c", "127.0.0.3", port), banner("d", "127.0.0.4", port)
     local hosts = h.write(h.tmpfile("hosts"), "127.0.0.2 app.internal\n127.0.0.3 app.internal\n")
     local dns = h.dnsmasq({ "--addn-hosts=" .. hosts, "--local-ttl=1" })
     local np = h.netproxy_start(([[
@@ -132,6 +144,35 @@ proxy { name = "dns", from = { type = "tcp", host = "127.0.0.1", port = 0 },
     h.stop(np)
     h.stop(dns)
     h.stop(z)
+  end)
+end)
+
+describe("pools from DNS over TLS", function()
+  after_each(h.stop_all)
+
+  it("resolve: the DNS name is each server's SNI and the name its certificate is verified against", function()
+    -- a.test's certificate names a.test and 127.0.0.1; the server is on 127.0.0.2: verified by
+    -- its address it would fail
+    local pki = h.pki()
+    local d = h.tmp() .. "/www"
+    os.execute("mkdir -p " .. d .. " && echo 'backend a' > " .. d .. "/who.txt")
+    local tls = h.on_free_port("s_server", function(port)
+      return h.spawn({ "sh", "-c", ("cd %s && exec openssl s_server -quiet -WWW -accept 127.0.0.2:%d -cert %s/a.test.pem -key %s/a.test.key")
+                                   :format(d, port, pki, pki) })
+    end)
+    local dns = h.dnsmasq({ "--host-record=a.test,127.0.0.2" })
+    local np = h.netproxy_start(([[
+server { resolvers = { "127.0.0.1:%d" } }
+proxy { name = "dns", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "ssl", servers = { resolve = "a.test:%d" }, ca = %q } }
+]]):format(dns.port, tls.port, pki .. "/ca.pem"))
+    h.wait_log(np, "dns: dns resolve a%.test: 1 server, added 127%.0%.0%.2:" .. tls.port)
+    local got = h.talk(np.ports.dns, "GET /who.txt HTTP/1.0\r\n\r\n", { timeout = 5 })
+    assert.matches("backend a", got, 1, true)
+    h.wait_log(np, "dns: 127%.0%.0%.1:%d+ %-> 127%.0%.0%.2:" .. tls.port .. " ")
+    h.stop(np)
+    h.stop(dns)
+    h.stop(tls)
   end)
 end)
 
