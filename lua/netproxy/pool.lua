@@ -265,8 +265,12 @@ function Pool:sync()
   for _, r in ipairs(core.pool_rows(self.proxy)) do
     local state, w, added, deleted = core.pool_control(r.row)
     local s = known[r.server]
-    if not s and added > 0 and not deleted then s = added_server(self, r.server, r.row, added == 2) end
-    if s and s.added and added > 0 and (added == 2) ~= s.backup then move(self, s, added == 2) end
+    -- added 1, 2 (a backup): by an operator; 3, 4: from a DNS answer, only for a pool from DNS
+    -- (a reload that lists the servers instead leaves the old answer out)
+    local backup = added == 2 or added == 4
+    if added >= 3 and not self.dns then added = 0 end
+    if not s and added > 0 and not deleted then s = added_server(self, r.server, r.row, backup) end
+    if s and s.added and added > 0 and backup ~= s.backup then move(self, s, backup) end
     if s then
       s.state = deleted and "deleted" or state
       s.out = deleted or state ~= "ready"
@@ -726,12 +730,13 @@ local function apply_servers(p, set)
   local have, plus, minus = {}, {}, {}
   for _, r in ipairs(core.pool_rows(p.proxy)) do
     local _, w, added, deleted = core.pool_control(r.row)
-    if added > 0 and not deleted then have[r.server] = { row = r.row, weight = w, backup = added == 2 } end
+    -- the servers of the last answer (an operator's, added 1 or 2, are left alone)
+    if added >= 3 and not deleted then have[r.server] = { row = r.row, weight = w, backup = added == 4 } end
   end
   for name, want in pairs(set) do
     local h = have[name]
     if not h or h.backup ~= want.backup then
-      if core.pool_add(p.proxy, name, want.weight, want.backup) then plus[#plus + 1] = name
+      if core.pool_add(p.proxy, name, want.weight, want.backup, true) then plus[#plus + 1] = name
       else core.log("error", ("%s: dns: cannot add server %s: the pool table is full"):format(p.proxy, name)) end
     elseif h.weight ~= want.weight then
       core.pool_set(h.row, nil, want.weight)

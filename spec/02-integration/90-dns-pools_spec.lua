@@ -60,6 +60,7 @@ end
 
 describe("pools from DNS", function()
   after_each(h.stop_all)
+  local np    -- the netproxy of the reload test (its config names the port it bound)
 
   it("resolve: records that change under load add and drain servers, a failed lookup keeps them", function()
     local b, c, d = trio()
@@ -114,6 +115,41 @@ proxy { name = "dns", from = { type = "tcp", host = "127.0.0.1", port = 0 },
     assert.are.equal("pong\n", held:exchange("pong\n", "pong\n", 5))
     held:close()
     h.stop(np)
+    for _, x in ipairs({ b, c, d }) do h.stop(x) end
+  end)
+
+  it("a reload keeps the last answer for the same name, and a reload to a list drops it", function()
+    local b, c, d = trio()
+    local port = b.port
+    local dns = h.dnsmasq({ "--host-record=app.internal,127.0.0.2", "--host-record=app.internal,127.0.0.3" })
+    local function config(servers)
+      return ([[
+server { resolvers = { "127.0.0.1:%d" } }
+proxy { name = "dns", from = { type = "tcp", host = "127.0.0.1", port = %d },
+        to = { type = "tcp", servers = %s } }
+]]):format(dns.port, np and np.ports.dns or 0, servers)
+    end
+    np = h.netproxy_start(config(('{ resolve = "app.internal:%d" }'):format(port)))
+    h.wait_log(np, "dns: dns resolve app%.internal: 2 servers, added")
+    local p = np.ports.dns
+    client_loop(p, function(s) return s.b and s.c end, 10, "b and c")
+    -- the same name again, DNS gone: the servers of the last answer take the clients at once
+    h.stop(dns)
+    np.mark()
+    h.write(np.config, config(('{ resolve = "app.internal:%d" }'):format(port)))
+    os.execute("kill -HUP " .. np.pid)
+    h.wait_log(np, "reloaded")
+    local seen = client_loop(p, function(s) return s.b and s.c end, 10, "b and c after the reload")
+    assert.is_nil(seen.d)
+    -- a list instead: only its server, not the DNS answer's
+    np.mark()
+    h.write(np.config, config(('{ "127.0.0.4:%d" }'):format(port)))
+    os.execute("kill -HUP " .. np.pid)
+    h.wait_log(np, "reloaded")
+    seen = client_loop(p, function(s) return (s.d or 0) >= 10 end, 10, "10 clients")
+    assert.are.same({ d = 10 }, seen)
+    h.stop(np)
+    np = nil
     for _, x in ipairs({ b, c, d }) do h.stop(x) end
   end)
 
