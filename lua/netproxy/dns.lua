@@ -80,6 +80,8 @@ local function rdata(s, qtype, i, len)
     return { address = ("%d.%d.%d.%d"):format(byte(s, i, i + 3)) }
   elseif qtype == _M.AAAA then
     if len ~= 16 then return nil, "AAAA record of " .. len .. " bytes" end
+    local core = package.loaded["netproxy.core"]
+    if core and core.unpack_ip then return { address = core.unpack_ip(sub(s, i, i + 15)) } end   -- "::1"
     local w = {}
     for k = 0, 7 do w[k + 1] = ("%x"):format(u16(s, i + 2 * k)) end
     return { address = concat(w, ":") }

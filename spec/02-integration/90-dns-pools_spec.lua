@@ -153,6 +153,22 @@ proxy { name = "dns", from = { type = "tcp", host = "127.0.0.1", port = %d },
     for _, x in ipairs({ b, c, d }) do h.stop(x) end
   end)
 
+  it("resolve: AAAA records are servers too", function()
+    local v = h.peer_server("banner", { "--text", "v" }, "[::1]")
+    local dns = h.dnsmasq({ "--host-record=six.internal,::1" })
+    local six = h.netproxy_start(([[
+server { resolvers = { "127.0.0.1:%d" } }
+proxy { name = "dns", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "tcp", servers = { resolve = "six.internal:%d" } } }
+]]):format(dns.port, v.port))
+    h.wait_log(six, "dns: dns resolve six%.internal: 1 server, added %[::1%]:" .. v.port)
+    assert.are.equal("v", reach(six.ports.dns))
+    h.wait_log(six, "%-> %[::1%]:" .. v.port .. " ")
+    h.stop(six)
+    h.stop(dns)
+    h.stop(v)
+  end)
+
   it("srv: targets and ports from the records, weights kept, the higher priority a backup tier", function()
     local x, y, z = banner("x", "127.0.0.1", 0), banner("y", "127.0.0.1", 0), banner("z", "127.0.0.1", 0)
     local dns = h.dnsmasq({
