@@ -147,6 +147,15 @@ local function nameservers()
   return list
 end
 
+-- A query id nobody off the path can guess (the source port is the kernel's random one too).
+local function new_id()
+  local f = io.open("/dev/urandom", "rb")
+  local b = f and f:read(2)
+  if f then f:close() end
+  if b and #b == 2 then return u16(b, 1) end
+  return math_random(0, 65535)
+end
+
 -- ask(name, qtype, timeout) -> parsed answer, or nil and why: each nameserver in turn, once.
 function _M.ask(name, qtype, timeout)
   local core = require "netproxy.core"
@@ -154,7 +163,7 @@ function _M.ask(name, qtype, timeout)
   local why = "no nameserver"
   for _, ns in ipairs(nameservers()) do
     local host, port = addr.split(ns)
-    local id = math_random(0, 65535)
+    local id = new_id()
     local packet, err = _M.query(id, name, qtype)
     if not packet then return nil, err end
     local sock

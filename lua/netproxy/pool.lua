@@ -771,7 +771,8 @@ local function resolve_loop(p, epoch)
   local d, what = p.dns, p.dns.kind == "srv" and "srv " .. p.dns.name or "resolve " .. p.dns.name
   local retry = p.resolve_min
   while core.pool_epoch() == epoch do
-    local set, ttl, partial = dns_servers(d)
+    local ok, set, ttl, partial = pcall(dns_servers, d)   -- a bug here is a failed lookup, not the loop's end
+    if not ok then set, ttl = nil, set end
     local delay
     if set then
       local plus, minus = apply_servers(p, set)

@@ -169,6 +169,29 @@ proxy { name = "dns", from = { type = "tcp", host = "127.0.0.1", port = 0 },
     h.stop(v)
   end)
 
+  it("asks again at the answer's TTL, within resolve_min and resolve_max", function()
+    local long = h.dnsmasq({ "--host-record=app.internal,127.0.0.2", "--local-ttl=600" })
+    local short = h.dnsmasq({ "--host-record=app.internal,127.0.0.2", "--local-ttl=1" })
+    local function config(ns, bounds)
+      return ([[
+server { resolvers = { "127.0.0.1:%d" } }
+proxy { name = "dns", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "tcp", servers = { resolve = "app.internal:80" }, %s } }
+]]):format(ns, bounds)
+    end
+    local np1 = h.netproxy_start(config(long.port, "resolve_max = 2"))
+    h.wait_log(np1, "dns: dns resolve app%.internal: 1 server, added 127%.0%.0%.2:80, next lookup in 2s")
+    h.stop(np1)
+    local np2 = h.netproxy_start(config(short.port, "resolve_min = 3"))
+    h.wait_log(np2, "dns: dns resolve app%.internal: 1 server, added 127%.0%.0%.2:80, next lookup in 3s")
+    h.stop(np2)
+    local np3 = h.netproxy_start(config(long.port, "resolve_min = 0.5"))
+    h.wait_log(np3, "dns: dns resolve app%.internal: 1 server, added 127%.0%.0%.2:80, next lookup in 300s")
+    h.stop(np3)
+    h.stop(long)
+    h.stop(short)
+  end)
+
   it("srv: targets and ports from the records, weights kept, the higher priority a backup tier", function()
     local x, y, z = banner("x", "127.0.0.1", 0), banner("y", "127.0.0.1", 0), banner("z", "127.0.0.1", 0)
     local dns = h.dnsmasq({
