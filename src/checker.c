@@ -1,5 +1,7 @@
 /* Active checks: each checked server's loop (Lua, netproxy.pool) runs in a task of its own,
- * so a server that swallows connects delays only its own checks. The tasks of a Lua state
+ * so a server that swallows connects delays only its own checks. The pools whose servers come
+ * from DNS get their lookup loop here too (netproxy.pool's start_checks spawns both), in the
+ * same one process, which writes the answers into the shared rows for every worker. The tasks of a Lua state
  * are kept in a list, so that closing the state (a drained config) ends them first. */
 #include "checker.h"
 #include "log.h"
@@ -17,6 +19,8 @@ struct check {
     struct np_task task;
     lua_State *L;
     struct event reap;          /* the task is let go outside its own resume */
+    struct event start;         /* spawned by a running task: first resumed from the loop */
+    int nargs;
     struct check *next, **pprev;
 };
 
@@ -42,6 +46,7 @@ static void check_free(struct check *k)
     if (k->next) k->next->pprev = k->pprev;
     *k->pprev = k->next;
     event_del(&k->reap);
+    event_del(&k->start);
     np_task_release(&k->task);
     free(k);
 }
@@ -63,31 +68,55 @@ static void finished(struct np_task *t, int ok, int nresults)
 
 static const struct np_task_ops check_ops = { .finished = finished };
 
+static void on_start(evutil_socket_t fd, short what, void *arg)
+{
+    struct check *k = arg;
+
+    np_task_resume(&k->task, k->nargs);
+}
+
 /* core.pool_spawn(proxy, fn, ...): runs fn(...) in a task of its own (cosockets, core.sleep),
- * each resume under the proxy's limits. */
+ * each resume under the proxy's limits. While the checks start, or from a task spawned so
+ * (a DNS pool's lookup loop starts the checks of the servers it finds: under its own
+ * limits, from the loop's next turn, as one coroutine cannot resume another's task). */
 static int core_pool_spawn(lua_State *L)
 {
     const char *proxy = luaL_checkstring(L, 1);
     int nargs = lua_gettop(L) - 2;
     const struct np_limits *lim;
+    struct np_task *running = np_task_running();
     struct check *k;
-    lua_State *co;
+    lua_State *co, *owner;
 
     luaL_checktype(L, 2, LUA_TFUNCTION);
-    if (!starting.L) return luaL_error(L, "pool_spawn: only while the checks start");
-    if (!(lim = limits_of(proxy))) return luaL_error(L, "pool_spawn: no proxy named '%s'", proxy);
+    if (starting.L) {
+        owner = starting.L;
+        if (!(lim = limits_of(proxy))) return luaL_error(L, "pool_spawn: no proxy named '%s'", proxy);
+    } else if (running && running->ops == &check_ops) {
+        owner = ((struct check *)running)->L;
+        lim = &running->limits;
+    } else {
+        return luaL_error(L, "pool_spawn: only while the checks start, or from a check's task");
+    }
     k = calloc(1, sizeof *k);
     if (!k) return luaL_error(L, "pool_spawn: out of memory");
-    co = np_task_init(&k->task, starting.L, &check_ops, k, 0, NULL);
+    co = np_task_init(&k->task, owner, &check_ops, k, 0, NULL);
     k->task.limits = *lim;
-    k->L = starting.L;
+    k->L = owner;
+    k->nargs = nargs;
     evtimer_assign(&k->reap, np_base, on_reap, k);
+    evtimer_assign(&k->start, np_base, on_start, k);
     k->next = checks;
     k->pprev = &checks;
     if (checks) checks->pprev = &k->next;
     checks = k;
     lua_xmove(L, co, nargs + 1);
-    np_task_resume(&k->task, nargs);
+    if (starting.L) {
+        np_task_resume(&k->task, nargs);
+    } else {
+        struct timeval now = { 0, 0 };
+        evtimer_add(&k->start, &now);
+    }
     return 0;
 }
 

@@ -218,11 +218,12 @@ static void on_master_request(struct bufferevent *bev, void *arg)
     }
 }
 
-static struct bufferevent *to_master;   /* a worker's end of its socketpair, or NULL */
+static struct bufferevent *master_link;    /* a worker's: the master's requests */
 
 static void on_master_gone(struct bufferevent *bev, short what, void *arg)
 {
-    np_control_worker_stop();   /* the master exec'd (an upgrade) or died */
+    bufferevent_free(bev);      /* the master exec'd (an upgrade) or died */
+    master_link = NULL;
 }
 
 void np_control_worker(int fd)
@@ -233,16 +234,10 @@ void np_control_worker(int fd)
         close(fd);
         return;
     }
+    master_link = bev;
     evutil_make_socket_nonblocking(fd);
     bufferevent_setcb(bev, on_master_request, NULL, on_master_gone, NULL);
     bufferevent_enable(bev, EV_READ);
-    to_master = bev;
-}
-
-void np_control_worker_stop(void)
-{
-    if (to_master) bufferevent_free(to_master);
-    to_master = NULL;
 }
 
 /* ---------------------------------------------------------------- the master asks */
@@ -682,6 +677,8 @@ void np_control_serve(const struct np_control_ops *o)
 
 void np_control_close(void)
 {
+    if (master_link) bufferevent_free(master_link);
+    master_link = NULL;
     while (clients) client_free(clients);
     if (accept_ev) event_free(accept_ev);
     accept_ev = NULL;

@@ -30,7 +30,8 @@ struct np_control_ops {
 /* Starts accepting on the socket, if one was opened, in the loop. */
 void np_control_serve(const struct np_control_ops *ops);
 
-/* Closes the socket and every client (a new worker, forked by the master; at exit). */
+/* Closes the socket and every client (a new worker, forked by the master; at exit), and a
+ * worker's link to the master (at exit). */
 void np_control_close(void);
 
 /* Closes it and removes the file (the process that served it stops). */
@@ -39,7 +40,5 @@ void np_control_remove(void);
 /* In a worker: answers the master's requests on fd (its end of the socketpair). */
 void np_control_worker(int fd);
 
-/* The worker exits: its end of the socketpair is let go. */
-void np_control_worker_stop(void);
 
 #endif

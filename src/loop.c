@@ -4,7 +4,10 @@
 
 #include <event2/dns.h>
 #include <event2/event.h>
+#include <arpa/inet.h>
 #include <math.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdio.h>
 
 struct event_base *np_base;
@@ -51,6 +54,29 @@ void np_loop_use_system_nameservers(void)
     if (evdns_base_resolv_conf_parse(np_dns, DNS_OPTION_NAMESERVERS, "/etc/resolv.conf") != 0)
         np_log(NP_WARNING, "resolver: /etc/resolv.conf gives no nameserver: 127.0.0.1 is asked");
     evdns_base_resume(np_dns);
+}
+
+/* The idx-th nameserver the resolver asks, as "ip:port" ("[ip6]:port") in buf; -1 past the
+ * last. For netproxy.dns, which asks them itself (TTLs, SRV: evdns gives neither). */
+int np_loop_nameserver(int idx, char *buf, size_t len)
+{
+    struct sockaddr_storage ss;
+    char ip[INET6_ADDRSTRLEN];
+    int n = evdns_base_get_nameserver_addr(np_dns, idx, (struct sockaddr *)&ss, sizeof ss);
+
+    if (n <= 0 || (size_t)n > sizeof ss) return -1;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+        snprintf(buf, len, "%s:%u", ip, ntohs(a->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+        snprintf(buf, len, "[%s]:%u", ip, ntohs(a->sin6_port));
+    } else {
+        return -1;
+    }
+    return 0;
 }
 
 void np_loop_free(void)

@@ -23,6 +23,9 @@ void np_loop_use_system_nameservers(void);
  * worker.c when it starts serving, read by core.worker() (ngx.worker.id/count). */
 extern int np_worker_index, np_worker_count;
 
+/* The idx-th nameserver asked, "ip:port", in buf: 0, or -1 past the last. */
+int np_loop_nameserver(int idx, char *buf, size_t len);
+
 /* Seconds since the epoch, as cached by the loop for the current iteration. */
 double np_now(void);
 struct timeval np_tv(double seconds);

@@ -145,6 +145,7 @@ int main(int argc, char **argv)
     rc = np_options_workers() > 1 ? np_master_run(np_options_workers(), &cli, announce) : np_worker_run(0, &cli, announce);
     if (rc == 0 && np_server_serves_stdio()) rc = stdio_status();
     np_metrics_close();
+    np_control_close();                 /* a worker's link to the master, freed before the loop */
     np_server_free();
     np_pipepool_free();
     np_loop_free();

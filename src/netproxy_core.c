@@ -378,6 +378,20 @@ static int core_sniff(lua_State *L)
     return np_sock_sniff(L, s, &rules, luaL_optnumber(L, 4, np_now()), &t->limits);
 }
 
+/* core.nameservers() -> { "ip:port", ... }: those the resolver asks (server{ resolvers } or
+ * /etc/resolv.conf), for netproxy.dns */
+static int core_nameservers(lua_State *L)
+{
+    char buf[64];
+
+    lua_newtable(L);
+    for (int i = 0; i < 64 && np_loop_nameserver(i, buf, sizeof buf) == 0; i++) {
+        lua_pushstring(L, buf);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
 /* core.resolve(host [, timeout]) -> { "ip", ... } | nil, err: without blocking the loop */
 static int core_resolve(lua_State *L)
 {
@@ -622,6 +636,7 @@ static const luaL_Reg core_funcs[] = {
     { "connect_unix", core_connect_unix },
     { "connect_udp", core_connect_udp },
     { "resolve", core_resolve },
+    { "nameservers", core_nameservers },
     { "reverse", core_reverse },
     { "relay", core_relay },
     { "send", core_send },

@@ -29,7 +29,8 @@ struct row {
      * reloads and binary upgrades with the row */
     int32_t state;              /* NP_POOL_READY, NP_POOL_DRAIN, NP_POOL_MAINT */
     int32_t weight;             /* 0: the config's */
-    int32_t added;              /* added at runtime (not in the config): 1, or 2 as a backup */
+    int32_t added;              /* added at runtime (not in the config): 1, or 2 as a backup;
+                                 * from a DNS answer: 3, or 4 as a backup */
     int32_t deleted;            /* out of its pool (del server); its open connections go on */
 };
 
@@ -228,7 +229,7 @@ int np_pool_set(int row, int state, int weight)
     return 0;
 }
 
-int np_pool_add(const char *proxy, const char *server, int weight, int backup)
+int np_pool_add(const char *proxy, const char *server, int weight, int backup, int dns)
 {
     int row = np_pool_row(proxy, server);
     struct row *r = row_at(row);
@@ -236,7 +237,7 @@ int np_pool_add(const char *proxy, const char *server, int weight, int backup)
     if (!r) return -1;
     STORE(r->state, NP_POOL_READY);
     STORE(r->weight, weight);
-    STORE(r->added, backup ? 2 : 1);
+    STORE(r->added, (backup ? 2 : 1) + (dns ? 2 : 0));
     STORE(r->deleted, 0);
     changed();
     return row;
@@ -369,7 +370,8 @@ static int l_changes(lua_State *L)
     return 1;
 }
 
-/* core.pool_control(row) -> state, weight (0: the config's), added (0, 1, 2: a backup), deleted */
+/* core.pool_control(row) -> state, weight (0: the config's), added (0, 1, 2: a backup; 3, 4:
+ * the same from DNS), deleted */
 static int l_control(lua_State *L)
 {
     struct row *r = check_row(L, 1);
@@ -429,11 +431,11 @@ static int l_set(lua_State *L)
     return 0;
 }
 
-/* core.pool_add(proxy, "host:port", weight, backup) -> row | nil (the table is full) */
+/* core.pool_add(proxy, "host:port", weight, backup [, dns]) -> row | nil (the table is full) */
 static int l_add(lua_State *L)
 {
     int row = np_pool_add(luaL_checkstring(L, 1), luaL_checkstring(L, 2), (int)luaL_checkinteger(L, 3),
-                          lua_toboolean(L, 4));
+                          lua_toboolean(L, 4), lua_toboolean(L, 5));
 
     if (row < 0) return 0;
     lua_pushinteger(L, row);

@@ -28,8 +28,9 @@ int np_pool_state_parse(const char *name);      /* -1 for an unknown name */
 int np_pool_changes(void);
 /* state -1 and weight -1 leave that one as it is; weight 0 is the config's. 0, or -1. */
 int np_pool_set(int row, int state, int weight);
-/* A server added to a proxy's pool at runtime (or a deleted one back): its row, or -1. */
-int np_pool_add(const char *proxy, const char *server, int weight, int backup);
+/* A server added to a proxy's pool at runtime (or a deleted one back): its row, or -1.
+ * dns: added from a DNS answer (a pool's resolve or srv), not by an operator. */
+int np_pool_add(const char *proxy, const char *server, int weight, int backup, int dns);
 /* Out of its pool: no new connections; the open ones go on. */
 int np_pool_delete(int row);
 

@@ -142,7 +142,6 @@ int np_worker_run(int index, const struct np_cli *cli, void (*ready)(void))
     np_logsink_use(NULL, LUA_NOREF, &np_limits_none);      /* no loop left to deliver: written from now on */
     np_server_run_stop();
     if (cli) np_control_remove();
-    np_control_worker_stop();
     event_del(&beat_ev);
     np_sockpool_clear();                /* idle upstream connections: closed, not left to exit */
     np_log(NP_INFO, "exiting: %llu connections handled", (unsigned long long)np_server.accepted);

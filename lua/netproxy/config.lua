@@ -250,7 +250,8 @@ local function check_pool(conf, mod, say, ctx)
     if base[f] ~= nil then return say("to: %s and servers: give one or the other", f) end
   end
   local first
-  for i, s in ipairs(spec.servers) do
+  -- servers from DNS: the connector checks a template server, the DNS name as its host
+  for i, s in ipairs(spec.dns and { spec.template } or spec.servers) do
     local one = {}
     for k, v in pairs(base) do one[k] = v end
     for k, v in pairs(s.fields) do one[k] = v end

@@ -13,6 +13,7 @@ local core = require "netproxy.core"
 local addr = require "netproxy.addr"
 local check = require "netproxy.check"
 local luapattern = require "netproxy.luapattern"
+local dns = require "netproxy.dns"
 local bit = require "bit"
 
 local type, tostring, tonumber, ipairs, pairs, math_floor, math_random =
@@ -30,7 +31,10 @@ _M.CHECK_DEFAULTS = { interval = 2, timeout = 1, rise = 2, fall = 3 }
 
 -- The `to` parameters that belong to the pool, not to the connector.
 _M.PARAMS = { servers = true, balance = true, hash_key = true, retries = true, max_fails = true,
-              fail_timeout = true, check = true }
+              fail_timeout = true, check = true, resolve_min = true, resolve_max = true }
+-- servers from DNS: re-resolved at the answer's TTL, within these bounds (seconds)
+_M.RESOLVE_DEFAULTS = { resolve_min = 1, resolve_max = 300 }
+_M.RESOLVE_TIMEOUT = 2     -- one query's wait for its answer, per nameserver
 
 -- ---------------------------------------------------------------- shared state
 
@@ -219,20 +223,35 @@ local function place(p, s)
   add_view(p, s)
 end
 
--- A server added at runtime: its connector table is the first server's with its own fields.
-local entry
+-- A server added at runtime: its connector table is the first server's with its own fields
+-- (in a pool from DNS, the one checked with the DNS name as its host).
+local entry, dns_form
 local function added_server(p, name, row, backup)
   local s = entry(name, p.fields or { "host", "port" })
   if not s then return end
   s.cw, s.row, s.backup, s.added = 0, row, backup, true
-  local first = p.servers[1] and p.servers[1].conf
+  local first = p.servers[1] and p.servers[1].conf or p.template and p.template.conf
   if first then
     s.conf = {}
     for k, v in pairs(first) do s.conf[k] = v end
     for k, v in pairs(s.fields) do s.conf[k] = v end
+    -- TLS to a server of `resolve`: the DNS name is the SNI and the name verified, not the
+    -- address (with srv, the config says them: a target's name is not the service's)
+    local tls = first._tls_names
+    if tls and p.dns and p.dns.kind == "resolve" then
+      s.conf.sni, s.conf.verify_name = first.sni or tls.sni, first.verify_name or tls.verify_name
+    end
   end
   place(p, s)
   return s
+end
+
+-- A server added again as a backup or as a normal one (an SRV record's priority changed).
+local function move(p, s, backup)
+  local from, to = s.backup and p.backups or p.normal, backup and p.backups or p.normal
+  for i = #from, 1, -1 do if from[i] == s then table.remove(from, i) end end
+  to[#to + 1] = s
+  s.backup, s.view.backup = backup, backup
 end
 
 function Pool:sync()
@@ -246,7 +265,12 @@ function Pool:sync()
   for _, r in ipairs(core.pool_rows(self.proxy)) do
     local state, w, added, deleted = core.pool_control(r.row)
     local s = known[r.server]
-    if not s and added > 0 and not deleted then s = added_server(self, r.server, r.row, added == 2) end
+    -- added 1, 2 (a backup): by an operator; 3, 4: from a DNS answer, only for a pool from DNS
+    -- (a reload that lists the servers instead leaves the old answer out)
+    local backup = added == 2 or added == 4
+    if added >= 3 and not self.dns then added = 0 end
+    if not s and added > 0 and not deleted then s = added_server(self, r.server, r.row, backup) end
+    if s and s.added and added > 0 and backup ~= s.backup then move(self, s, backup) end
     if s then
       s.state = deleted and "deleted" or state
       s.out = deleted or state ~= "ready"
@@ -287,7 +311,7 @@ function Pool:connect(conn, connect_one, via)
   local timeout = conn.connect_timeout
   local deadline = core.now() + timeout
   local tried, failed, last
-  local attempts = math.min(self.retries + 1, #self.servers)
+  local attempts = math.max(1, math.min(self.retries + 1, #self.servers))
   for done = 0, attempts - 1 do
     local s, why = self:pick(conn, tried)
     if not s then last = last or why break end
@@ -378,6 +402,43 @@ function entry(e, fields)
   return s
 end
 
+-- servers = { resolve = "NAME:PORT" } or { srv = "_service._proto.NAME" }: the DNS name and
+-- a template server (the name as its host: the connector checks it, a server found later
+-- copies its table).
+function dns_form(t, fields)
+  local f1, f2 = fields[1], fields[2]
+  if not f2 then return nil, "resolve and srv want a connector with a host and a port (not a path)" end
+  for k in pairs(t) do
+    if k ~= "resolve" and k ~= "srv" then
+      return nil, "unknown parameter '" .. tostring(k) .. "' next to resolve/srv"
+    end
+  end
+  if t.resolve ~= nil and t.srv ~= nil then return nil, "resolve or srv, not both" end
+  local d = { template = { weight = 1, backup = false, fields = {} } }
+  if t.resolve ~= nil then
+    local host, port = addr.split(t.resolve)
+    if not host then return nil, "resolve: '" .. tostring(t.resolve) .. "': " .. tostring(port) end
+    if port == 0 then return nil, "resolve: port 0 is not a port to connect to" end
+    local ok = check.host(host)
+    local wire, err = dns.encode_name(host)
+    if not ok or host:find(":", 1, true) or host:match("^[%d%.]+$") or not wire then
+      return nil, "resolve: '" .. host .. "' is not a DNS name" .. (err and " (" .. err .. ")" or "")
+    end
+    d.kind, d.name, d.port = "resolve", host, port
+  else
+    if type(t.srv) ~= "string" then return nil, "srv: want \"_service._proto.NAME\"" end
+    local wire, err = dns.encode_name(t.srv)
+    local domain = t.srv:match("^_[%w%-]+%._[%a]+%.(.+)$")
+    if not wire or not domain then
+      return nil, "srv: '" .. t.srv .. "' is not \"_service._proto.NAME\"" .. (err and " (" .. err .. ")" or "")
+    end
+    d.kind, d.name, d.port, d.host = "srv", t.srv, 1, domain
+  end
+  d.template.fields[f1], d.template.fields[f2] = d.host or d.name, d.port
+  d.template.name = d.kind == "resolve" and t.resolve or t.srv
+  return d
+end
+
 -- A udp pool's check sends a datagram (send) and waits for the reply (matching expect, when
 -- given): without send there is nothing to wait for, as a connect is for TCP.
 local function check_check(v, datagram)
@@ -420,6 +481,24 @@ local function check_check(v, datagram)
   return c
 end
 
+-- servers = { resolve = } or { srv = }, and resolve_min, resolve_max: into spec.
+local function check_dns(conf, fields, spec, say)
+  local list = conf.servers
+  if type(list) ~= "table" or (list.resolve == nil and list.srv == nil) then
+    return say("resolve_min, resolve_max: only with servers = { resolve = \"NAME:PORT\" } or { srv = \"_service._proto.NAME\" }")
+  end
+  local d, err = dns_form(list, fields)
+  if not d then say("servers: %s", err)
+  else spec.dns, spec.servers, spec.template = d, {}, d.template end
+  for _, k in ipairs({ "resolve_min", "resolve_max" }) do
+    local v = conf[k] == nil and _M.RESOLVE_DEFAULTS[k] or tonumber(conf[k])
+    if not v or v <= 0 then say("%s: want seconds > 0", k) else spec[k] = v end
+  end
+  if spec.resolve_min and spec.resolve_max and spec.resolve_min > spec.resolve_max then
+    say("resolve_min (%g) is above resolve_max (%g)", spec.resolve_min, spec.resolve_max)
+  end
+end
+
 -- check(conf, fields [, datagram]) -> spec, or nil and a list of problems. spec: the servers
 -- (each with the connector fields it fills) and the pool's settings, defaults applied.
 -- datagram: the servers are UDP servers (a udp to: its checks send datagrams).
@@ -430,7 +509,11 @@ function _M.check(conf, fields, datagram)
   local spec = {}
   for k, d in pairs(_M.DEFAULTS) do spec[k] = d end
   local list = conf.servers
-  if type(list) ~= "table" then
+  local from_dns = type(list) == "table" and (list.resolve ~= nil or list.srv ~= nil)
+  if conf.resolve_min ~= nil or conf.resolve_max ~= nil or from_dns then check_dns(conf, fields, spec, say) end
+  if from_dns then
+    -- checked by check_dns
+  elseif type(list) ~= "table" then
     say("servers: want a list of \"HOST:PORT\" or { host =, port =, weight =, backup = }")
   elseif #list == 0 then
     say("servers: empty list (want at least one server)")
@@ -568,10 +651,16 @@ local function check_once(c, s)
   return ok, why
 end
 
--- A server's check loop, in a task of its own, until a newer checker starts.
+-- A server's check loop, in a task of its own, until a newer checker starts (or, for a
+-- server from DNS, until DNS no longer names it).
 local function check_loop(p, s, epoch)
   local c = p.check
+  s.checking = true
   while core.pool_epoch() == epoch do
+    if p.dns then
+      p:sync()
+      if s.state == "deleted" then break end
+    end
     while core.pool_epoch() == epoch and core.pool_control(s.row) == "maint" do core.sleep(c.interval) end
     if core.pool_epoch() ~= epoch then break end
     local ok, why = check_once(c, s)
@@ -583,11 +672,134 @@ local function check_loop(p, s, epoch)
     end
     core.sleep(c.interval)
   end
+  s.checking = nil
 end
 
--- Called by the C core in the one process that checks (checker.c).
+-- The checks of a DNS pool's servers that have none running (new in the answer).
+local function check_new(p, epoch)
+  p:sync()
+  for _, s in ipairs(p.servers) do
+    if s.row and not s.checking and s.state ~= "deleted" then
+      s.checking = true
+      core.pool_spawn(p.proxy, check_loop, p, s, epoch)
+    end
+  end
+end
+
+-- ---------------------------------------------------------------- servers from DNS
+-- One process (the one that checks) asks DNS and writes the answer into the shared table as
+-- servers added and deleted at runtime, as netproxy ctl does; every worker's pool takes the
+-- change at its next choice (sync). A deleted server drains: its open connections go on.
+
+local function srv_weight(w)
+  return math.max(1, math.min(_M.MAX_WEIGHT, w))   -- SRV's 0..65535 within ours (0: rarely, so 1)
+end
+
+-- The answer as servers: { ["ip:port"] = { weight =, backup = } } and its lowest TTL, or nil
+-- and why. SRV: the lowest priority's targets are the normal servers, the others backups.
+local function dns_servers(d)
+  local set, ttl = {}, math.huge
+  if d.kind == "resolve" then
+    local list, err = dns.addresses(d.name, _M.RESOLVE_TIMEOUT)
+    if not list then return nil, err end
+    for _, a in ipairs(list) do
+      set[addr.join(a.address, d.port)] = { weight = 1, backup = false }
+      ttl = math.min(ttl, a.ttl)
+    end
+    return set, ttl
+  end
+  local recs, err = dns.srv(d.name, _M.RESOLVE_TIMEOUT)
+  if not recs then return nil, err end
+  local lowest = math.huge
+  for _, r in ipairs(recs) do lowest = math.min(lowest, r.priority) end
+  table_sort(recs, function(a, b) return a.priority < b.priority end)
+  for _, r in ipairs(recs) do
+    ttl = math.min(ttl, r.ttl)
+    for _, a in ipairs(r.addresses) do
+      ttl = math.min(ttl, a.ttl)
+      local name = addr.join(a.address, r.port)
+      set[name] = set[name] or { weight = srv_weight(r.weight), backup = r.priority > lowest }
+    end
+  end
+  return set, ttl, err
+end
+
+-- Writes set into the shared rows of p's proxy: added, deleted, weights and tiers changed.
+-- Returns the names added and the names deleted.
+local function apply_servers(p, set)
+  local have, plus, minus = {}, {}, {}
+  for _, r in ipairs(core.pool_rows(p.proxy)) do
+    local _, w, added, deleted = core.pool_control(r.row)
+    -- the servers of the last answer (an operator's, added 1 or 2, are left alone)
+    if added >= 3 and not deleted then have[r.server] = { row = r.row, weight = w, backup = added == 4 } end
+  end
+  for name, want in pairs(set) do
+    local h = have[name]
+    if not h or h.backup ~= want.backup then
+      if core.pool_add(p.proxy, name, want.weight, want.backup, true) then plus[#plus + 1] = name
+      else core.log("error", ("%s: dns: cannot add server %s: the pool table is full"):format(p.proxy, name)) end
+    elseif h.weight ~= want.weight then
+      core.pool_set(h.row, nil, want.weight)
+    end
+  end
+  for name, h in pairs(have) do
+    if not set[name] then
+      core.pool_delete(h.row)
+      minus[#minus + 1] = name
+    end
+  end
+  table_sort(plus)
+  table_sort(minus)
+  return plus, minus
+end
+
+-- "3 servers (1 backup)"
+local function count_of(set)
+  local n, b = 0, 0
+  for _, want in pairs(set) do
+    n = n + 1
+    if want.backup then b = b + 1 end
+  end
+  return ("%d server%s%s"):format(n, n == 1 and "" or "s", b > 0 and (" (%d backup%s)"):format(b, b == 1 and "" or "s") or "")
+end
+
+-- A pool's DNS loop, in a task of its own, until a newer checker starts: asks, applies, and
+-- sleeps the answer's TTL (within resolve_min..resolve_max). A failed lookup keeps the
+-- servers there are and is logged; it is tried again after resolve_min, then twice as long
+-- each time, up to resolve_max.
+local function resolve_loop(p, epoch)
+  local d, what = p.dns, p.dns.kind == "srv" and "srv " .. p.dns.name or "resolve " .. p.dns.name
+  local retry = p.resolve_min
+  while core.pool_epoch() == epoch do
+    local ok, set, ttl, partial = pcall(dns_servers, d)   -- a bug here is a failed lookup, not the loop's end
+    if not ok then set, ttl = nil, set end
+    local delay
+    if set then
+      local plus, minus = apply_servers(p, set)
+      delay = math.max(p.resolve_min, math.min(p.resolve_max, ttl))
+      if #plus > 0 or #minus > 0 then
+        core.log("notice", ("%s: dns %s: %s%s%s, next lookup in %gs"):format(p.proxy, what, count_of(set),
+          #plus > 0 and ", added " .. concat(plus, ",") or "",
+          #minus > 0 and ", removed (draining) " .. concat(minus, ",") or "", delay))
+      end
+      if partial then core.log("warning", ("%s: dns %s: targets left out: %s"):format(p.proxy, what, partial)) end
+      retry = p.resolve_min
+      if p.check then check_new(p, epoch) end
+    else
+      core.log("warning", ("%s: dns %s: lookup failed: %s; the last servers stay (next try in %gs)"):format(
+        p.proxy, what, tostring(ttl), retry))
+      delay, retry = retry, math.min(p.resolve_max, retry * 2)
+    end
+    if core.pool_epoch() ~= epoch then break end
+    core.sleep(delay)
+  end
+end
+
+-- Called by the C core in the one process that checks (checker.c): the active checks and
+-- the DNS lookups of the pools whose servers come from DNS.
 function _M.start_checks(epoch)
   for _, p in ipairs(_M.all) do
+    if p.dns then core.pool_spawn(p.proxy, resolve_loop, p, epoch) end
     if p.check then
       p:sync()
       for _, s in ipairs(p.servers) do
