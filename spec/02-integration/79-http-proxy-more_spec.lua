@@ -135,3 +135,150 @@ proxy { name = "p", from = { type = "tcp", host = "127.0.0.1", port = 0 }, to = 
     assert.truthy(err:find("tls", 1, true), err)
   end)
 end)
+
+-- Debian's python3 (python3-websockets is a Debian package: a python3 of another install on
+-- PATH may not have it).
+local PY = "/usr/bin/python3"
+local ORIGIN = h.root .. "/spec/support/http_origin.py"
+
+-- A small server started with its port file: python3 SCRIPT PORT_FILE ARGS...; .port once up.
+local function served(script, ...)
+  local portfile = h.tmpfile("port")
+  local argv = { PY, script, portfile }
+  for _, a in ipairs({ ... }) do argv[#argv + 1] = a end
+  local p = h.spawn(argv)
+  p.port = tonumber(h.wait_until(function() return h.read(portfile) end, 10, script .. "'s port"))
+  return p
+end
+
+describe("a WebSocket through from = connect (python3-websockets' server)", function()
+  local ws, np
+
+  setup(function()
+    ws = served(h.root .. "/spec/support/ws_echo.py")
+    np = h.netproxy_start([[
+proxy { name = "web", from = { type = "connect", host = "127.0.0.1", port = 0, allow = { "127.0.0.1:*" } } }
+]], { "-v" })
+  end)
+  teardown(h.stop_all)
+  before_each(function() h.test_begin() np.mark() end)
+  after_each(h.test_end)
+
+  local function client(mode, message)
+    return h.run({ PY, h.root .. "/spec/support/ws_client.py", mode, tostring(np.ports.web), "127.0.0.1",
+                   tostring(ws.port), message })
+  end
+
+  it("echoes through a CONNECT tunnel (python3-websockets' client)", function()
+    local out, err, rc = client("connect", "through the tunnel")
+    assert.are.equal(0, rc, err)
+    assert.are.equal("echo: through the tunnel\n", out)
+    h.wait_log(np, "CONNECT 127%.0%.0%.1:" .. ws.port)
+  end)
+
+  it("echoes through a plain-http Upgrade: 101, then the relay", function()
+    local out, err, rc = client("upgrade", "upgraded")
+    assert.are.equal(0, rc, err)
+    assert.are.equal("echo: upgraded\n", out)
+    h.wait_log(np, "web: GET http://127%.0%.0%.1:" .. ws.port .. "/ 101 ")
+  end)
+end)
+
+describe("the seed's mangling (examples/mangle.lua) for an http:// URL, with a reload", function()
+  it("sends legacy.example to the new target once the table is edited and SIGHUP sent", function()
+    h.test_begin()
+    -- one origin on 127.0.0.1:P and another on 127.0.0.2:P: mangle.lua rewrites the host only
+    local one = served(ORIGIN, "one")
+    local dir = h.tmp() .. "/two"
+    os.execute("mkdir -p " .. dir)
+    h.write(dir .. "/hello", "hello from two\n")
+    local two = h.spawn({ PY, "-m", "http.server", "--bind", "127.0.0.2", "--directory", dir, tostring(one.port) })
+    h.wait_until(function() return h.listening_ports(two.pid)[one.port] end, 10, "the second origin")
+
+    local example = h.read(h.root .. "/examples/mangle.lua")
+    local function config(port, target)
+      local text = example:gsub("port = 3128", "port = " .. port)
+                          :gsub("%[80%] = true", "[80] = true, [" .. one.port .. "] = true")
+                          :gsub('"legacy.example"%] = "127.0.0.1"', '"legacy.example"] = "' .. target .. '"')
+      assert(text:find(target, 1, true) and text:find(tostring(one.port), 1, true), "examples/mangle.lua changed its form")
+      return text
+    end
+    local path = h.write(h.tmpfile("mangle.lua"), config(0, "127.0.0.1"))
+    local np = h.netproxy_start(path, { "-w", "2", "-v" })
+    local port = np.ports.mangle
+    h.write(path, config(port, "127.0.0.1"))    -- its port kept across the reload
+    h.wait_log(np, "master: 2 workers")
+    local function get()
+      return h.run({ "curl", "-sS", "--max-time", "10", "-x", "http://127.0.0.1:" .. port,
+                     "http://legacy.example:" .. one.port .. "/hello" })
+    end
+    local out, err = get()
+    assert.are.equal("hello from one\n", out, err)
+    h.wait_log(np, "legacy%.example:" .. one.port .. " asked by [^\n]* %-> 127%.0%.0%.1")
+
+    h.write(path, config(port, "127.0.0.2"))   -- the table edited: legacy.example moves
+    os.execute("kill -HUP " .. np.pid)
+    h.wait_reloaded(np, 1)
+    out, err = get()
+    assert.are.equal("hello from two\n", out, err)
+    h.wait_log(np, "legacy%.example:" .. one.port .. " asked by [^\n]* %-> 127%.0%.0%.2")
+    h.stop_all()
+    h.test_end()
+  end)
+end)
+
+-- Headless Chromium (Debian's chromium; root needs --no-sandbox) through the proxy.
+describe("a real browser through from = connect", function()
+  local np, origin, tls_origin, profile, runnable
+
+  -- chromium --dump-dom URL through the proxy; returns the DOM, stderr, exit status.
+  local function browse(url)
+    return h.run({ "timeout", "60", "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                   "--no-first-run", "--user-data-dir=" .. profile, "--ignore-certificate-errors",
+                   "--proxy-server=http://127.0.0.1:" .. np.ports.web, "--proxy-bypass-list=<-loopback>",
+                   "--dump-dom", url })
+  end
+
+  setup(function()
+    profile = h.tmp() .. "/chromium-profile"
+    -- runs at all? (no binary, or a machine where it cannot start: no /dev/shm, say)
+    local _, err, rc = h.run({ "sh", "-c", "command -v chromium >/dev/null && timeout 60 chromium --headless --no-sandbox " ..
+                               "--disable-gpu --user-data-dir=" .. profile .. " --dump-dom 'data:text/html,<p>up</p>'" })
+    runnable = rc == 0 or ("chromium cannot run on this machine (exit " .. tostring(rc) .. "): " .. err:sub(-300))
+    if runnable ~= true then return end
+    local pki = h.pki()
+    origin = served(ORIGIN, "one")
+    tls_origin = h.on_free_port("socat (https origin)", function(port)
+      return h.spawn({ "socat",
+        ("OPENSSL-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork,verify=0,cert=%s/localhost.pem,key=%s/localhost.key")
+          :format(port, pki, pki),
+        "TCP:127.0.0.1:" .. origin.port })
+    end)
+    -- only loopback is served: the browser's own calls home get a 403
+    np = h.netproxy_start([[
+proxy { name = "web", from = { type = "connect", host = "127.0.0.1", port = 0, allow = { "127.0.0.1:*" } } }
+]], { "-v" })
+  end)
+  teardown(h.stop_all)
+  before_each(function()
+    h.test_begin()
+    if np then np.mark() end
+  end)
+  after_each(h.test_end)
+
+  it("loads an http:// page (an absolute-URI request), the DOM checked", function()
+    if runnable ~= true then return pending(runnable) end
+    local dom, err, rc = browse("http://127.0.0.1:" .. origin.port .. "/hello")
+    assert.are.equal(0, rc, err)
+    assert.truthy(dom:find("<body><pre[^>]*>hello from one\n</pre></body>"), dom)
+    h.wait_log(np, "web: GET http://127%.0%.0%.1:" .. origin.port .. "/hello 200 ")
+  end)
+
+  it("loads an https:// page (a CONNECT tunnel), the DOM checked", function()
+    if runnable ~= true then return pending(runnable) end
+    local dom, err, rc = browse("https://127.0.0.1:" .. tls_origin.port .. "/hello")
+    assert.are.equal(0, rc, err)
+    assert.truthy(dom:find("<body><pre[^>]*>hello from one\n</pre></body>"), dom)
+    h.wait_log(np, "CONNECT 127%.0%.0%.1:" .. tls_origin.port)
+  end)
+end)
