@@ -23,6 +23,7 @@ DOC_SECTIONS=(
   "## UDP|bench/udp.sh|netproxy's UDP relay against socat and a direct path: datagrams per second, round trip, memory per flow"
   "## Services|bench/services.sh|requests per second of a Lua HTTP service (examples/http-status.lua) against nginx's return 200, keep-alive on and off"
   "## Pools|bench/pools.sh|an upstream pool's cost per connection: netproxy with one server and with a pool of three, against HAProxy the same two ways"
+  "## HTTP proxy|bench/http_proxy.sh|the forward HTTP proxy (plain http:// URLs through from = connect) against tinyproxy and squid: requests per second and proxy CPU per request, keep-alive and not, 100-byte and 1 MiB responses"
 )
 
 # usage: the script's opening comment, its help.
