@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # bench/http_proxy.sh: the forward HTTP proxy (from = connect serving plain http:// requests)
-# against tinyproxy and squid, in the same run, and against no proxy at all (the ceiling).
+# against tinyproxy and squid, in the same run; and against no proxy at all (the ceiling) and
+# netproxy's plain TCP relay in front of the origin (the splice relay: the floor of a proxy's
+# cost per byte, the reference for "1 MiB bodies at splice speed").
 #
 # The origin is nginx (one worker) serving /small (a 100-byte file) and /big (1 MiB, sendfile);
 # the load is wrk sending absolute-URI requests (`GET http://127.0.0.1:ORIGIN/small HTTP/1.1`,
@@ -10,7 +12,9 @@
 #   1 MiB, keep-alive on and off, the same way.
 # Per row: requests per second (median, min, max of REPS interleaved runs), the proxy's CPU time
 # per request (user + system of its whole process, threads and children included), and for the
-# 1 MiB rows MB/s through the proxy. Logging per request is off everywhere (netproxy -q,
+# 1 MiB rows MB/s through the proxy; and how busy the proxy kept its core (requests/s x CPU per
+# request): a proxy well under 100% was held back by something else (the load core, or other
+# processes on the machine), and its CPU per request is then the number to compare. Logging per request is off everywhere (netproxy -q,
 # tinyproxy LogLevel Critical, squid access_log none). Each proxy runs as one process pinned to
 # CPU 0 (netproxy -w 1; tinyproxy, its threads; squid -N, workers 1, no cache); wrk and nginx run
 # pinned to CPU 1 (taskset).
@@ -40,9 +44,10 @@ source "$ROOT/bench/lib/proc.sh"
 # shellcheck source=bench/lib/stats.sh
 source "$ROOT/bench/lib/stats.sh"
 
-PROXIES=(direct netproxy tinyproxy squid)
+PROXIES=(direct relay netproxy tinyproxy squid)
 MODES=(small:keepalive small:close big:keepalive big:close)
-declare -A LABEL=([direct]="no proxy (wrk to nginx)" [netproxy]="netproxy, from = connect, -w 1"
+declare -A LABEL=([direct]="no proxy (wrk to nginx)" [relay]="netproxy, tcp relay (splice), -w 1"
+                  [netproxy]="netproxy, from = connect, -w 1"
                   [tinyproxy]="tinyproxy" [squid]="squid, no cache, -N")
 declare -A MODE_LABEL=([small:keepalive]="100 B, keep-alive" [small:close]="100 B, Connection: close"
                        [big:keepalive]="1 MiB, keep-alive" [big:close]="1 MiB, Connection: close")
@@ -126,6 +131,16 @@ CONF
   started netproxy $! "$FREE_PORT" "$WORK/netproxy.log"
 }
 
+start_relay() {
+  free_port
+  cat >"$WORK/relay.lua" <<CONF
+proxy { name = "relay", from = { type = "tcp", host = "127.0.0.1", port = $FREE_PORT },
+        to = { type = "tcp", host = "127.0.0.1", port = $ORIGIN_PORT } }
+CONF
+  "${PIN_PROXY[@]}" "$NETPROXY" -w 1 -q "$WORK/relay.lua" >"$WORK/relay.log" 2>&1 &
+  started relay $! "$FREE_PORT" "$WORK/relay.log"
+}
+
 start_tinyproxy() {
   free_port
   cat >"$WORK/tinyproxy.conf" <<CONF
@@ -179,7 +194,7 @@ LUA
 run_wrk() {
   local proxy=$1 mode=$2 size=${2%%:*} out rps before after reqs errors args=()
   [[ ${mode#*:} == close ]] && args+=(-H "Connection: close")
-  [[ $proxy != direct ]] && args+=(-s "$WORK/absolute.lua")
+  [[ $proxy != direct && $proxy != relay ]] && args+=(-s "$WORK/absolute.lua")
   before=$(cpu_seconds "${SPID[$proxy]}")
   out=$(BENCH_URL="http://127.0.0.1:$ORIGIN_PORT/$size" "${PIN_LOAD[@]}" wrk -t1 -c"$WRK_CONNS" -d"${DURATION}s" \
         "${args[@]}" "http://127.0.0.1:${PORT[$proxy]}/$size" 2>&1) || true
@@ -198,19 +213,20 @@ run_wrk() {
 }
 
 table() {
-  local mode proxy s smin smax c mbs
-  echo "| proxy | requests | requests/s (median) | min | max | proxy CPU µs per request | MB/s |"
-  echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+  local mode proxy s smin smax c mbs busy
+  echo "| proxy | requests | requests/s (median) | min | max | proxy CPU µs per request | proxy core busy | MB/s |"
+  echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
   for mode in "${MODES[@]}"; do
     for proxy in "${PROXIES[@]}"; do
       # shellcheck disable=SC2086
       read -r s smin smax <<<"$(stats ${VALUES[$proxy:$mode]:-})"
       # shellcheck disable=SC2086
       read -r c _ _ <<<"$(stats ${CPU[$proxy:$mode]:-})"
-      [[ $proxy == direct ]] && c="(nginx's: not a proxy)"
+      busy=$(awk -v r="$s" -v c="$c" 'BEGIN { if (r == "-" || c == "-") print "-"; else printf "%.0f%%", r * c / 1e4 }')
+      [[ $proxy == direct ]] && c="(nginx's: not a proxy)" busy=""
       mbs=""
       [[ $mode == big:* && $s != - ]] && mbs=$(awk -v r="$s" 'BEGIN {printf "%.0f", r * 1048576 / 1e6}')
-      echo "| ${LABEL[$proxy]} | ${MODE_LABEL[$mode]} | $s | $smin | $smax | $c | $mbs |"
+      echo "| ${LABEL[$proxy]} | ${MODE_LABEL[$mode]} | $s | $smin | $smax | $c | $busy | $mbs |"
     done
   done
 }
@@ -233,6 +249,12 @@ ratio_lines() {
     done
     echo "${line%;}."
   done
+  # shellcheck disable=SC2086
+  read -r n _ _ <<<"$(stats ${CPU[netproxy:big:keepalive]:-})"
+  # shellcheck disable=SC2086
+  read -r x _ _ <<<"$(stats ${CPU[relay:big:keepalive]:-})"
+  echo "- 1 MiB bodies: the forwarder spent $(ratio "$n" "$x") the CPU per 1 MiB response of netproxy's splice relay"
+  echo "  carrying the same response (keep-alive rows)."
 }
 
 section() {
@@ -257,6 +279,17 @@ section() {
   table
   echo
   ratio_lines
+  echo
+  echo "Reading the numbers:"
+  echo
+  echo "- \"proxy core busy\" is requests/s x CPU per request: a proxy far below 100% was not the"
+  echo "  bottleneck (the load core, or the other processes of the shared machine, were), so its"
+  echo "  requests/s says less than its CPU per request, the cost the proxy itself adds."
+  echo "- tinyproxy closes the client's connection after every response (its \"read\" socket errors in"
+  echo "  wrk's report below are those closes): its keep-alive rows are a connection per request too."
+  echo "- netproxy's forwarder copies a body through its Lua cosockets, 64 KiB reads and writes, not"
+  echo "  with splice(); the relay row (the same binary relaying TCP to the origin, splice for bulk)"
+  echo "  is what \"splice speed\" means here."
   stale=$(stale_binary)
   [[ -n $stale ]] && echo "- note: $stale"
   for note in "${NOTES[@]}"; do echo "- note: $note"; done
@@ -272,6 +305,7 @@ main() {
   trap cleanup EXIT
   write_wrk_script
   start_origin
+  start_relay
   start_netproxy
   start_tinyproxy
   start_squid
