@@ -51,7 +51,7 @@ declare -A LABEL=([direct]="no proxy (wrk to nginx)" [relay]="netproxy, tcp rela
                   [tinyproxy]="tinyproxy" [squid]="squid, no cache, -N")
 declare -A MODE_LABEL=([small:keepalive]="100 B, keep-alive" [small:close]="100 B, Connection: close"
                        [big:keepalive]="1 MiB, keep-alive" [big:close]="1 MiB, Connection: close")
-declare -A PORT SPID VALUES CPU
+declare -A PORT SPID VALUES CPU ERRORS
 PIDS=()
 PROBLEMS=()
 NOTES=()
@@ -206,7 +206,8 @@ run_wrk() {
     PROBLEMS+=("$proxy ${MODE_LABEL[$mode]}: wrk gave no result: $(tr '\n' ' ' <<<"$out")")
     return
   fi
-  [[ -n $errors ]] && NOTES+=("${LABEL[$proxy]}, ${MODE_LABEL[$mode]}: wrk reported: $(tr '\n' ' ' <<<"$errors")")
+  # one note per row, every run's socket errors in it
+  [[ -n $errors ]] && ERRORS[$proxy:$mode]+="$(tr -s ' \n' ' ' <<<"$errors" | sed 's/^ *Socket errors: //; s/ *$//'); "
   VALUES[$proxy:$mode]+="$rps "
   CPU[$proxy:$mode]+="$(awk -v a="$before" -v b="$after" -v n="$reqs" 'BEGIN {printf "%.1f", 1e6 * (b - a) / n}') "
   say "  $proxy, ${MODE_LABEL[$mode]}: $rps requests/s"
@@ -258,7 +259,7 @@ ratio_lines() {
 }
 
 section() {
-  local note stale
+  local note stale mode proxy
   echo "$SECTION_TITLE"
   echo
   echo "The forward HTTP proxy (\`from = { type = \"connect\" }\` serving plain \`http://\` URLs as"
@@ -293,6 +294,11 @@ section() {
   stale=$(stale_binary)
   [[ -n $stale ]] && echo "- note: $stale"
   for note in "${NOTES[@]}"; do echo "- note: $note"; done
+  for mode in "${MODES[@]}"; do
+    for proxy in "${PROXIES[@]}"; do
+      [[ -n ${ERRORS[$proxy:$mode]:-} ]] && echo "- note: ${LABEL[$proxy]}, ${MODE_LABEL[$mode]}: wrk's socket errors per run: ${ERRORS[$proxy:$mode]%; }"
+    done
+  done
   for note in "${PROBLEMS[@]}"; do echo "- problem: $note"; done
 }
 

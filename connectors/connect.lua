@@ -60,7 +60,6 @@ _M.params = {
   response_timeout = check.seconds, tls = check.boolean,
 }
 for _, k in ipairs(TLS) do _M.params[k] = ssl.params[k] end
-_M.tls_params = TLS
 
 _M.from_only = FROM_ONLY
 
