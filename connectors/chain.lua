@@ -7,6 +7,8 @@
 --            { type = "connect", proxy_host = "a", proxy_port = 3128 },
 --            { type = "socks5", proxy_host = "b", proxy_port = 1080, proxy_user = "u", proxy_pass = "p" } } }
 --
+-- A connect hop may be an HTTPS proxy (its tls = true, as in connect's `to`): one such hop a
+-- chain, since what follows it already runs inside its TLS (TLS inside TLS is not done).
 -- tls = true adds TLS to the target over the chain's tunnel (connect_ssl's way), with the
 -- ssl connector's client parameters (ca, verify, verify_name, sni, alpn, cert, key, ...).
 local core = require "netproxy.core"
@@ -50,10 +52,14 @@ end
 local function hop_list(v)
   if type(v) ~= "table" or #v == 0 then return nil, "want a list of { type = \"connect\" | \"socks5\", proxy_host = ..., proxy_port = ... }" end
   if #v > MAX_HOPS then return nil, "at most " .. MAX_HOPS .. " hops" end
-  local out = {}
+  local out, tls_hop = {}, nil
   for i, hop in ipairs(v) do
     local checked, err = check_hop(hop, i)
     if not checked then return nil, err end
+    if checked.tls then
+      if tls_hop then return nil, ("hop %d: tls = true after hop %d's: TLS inside TLS is not supported (one HTTPS proxy a chain)"):format(i, tls_hop) end
+      tls_hop = i
+    end
     out[i] = checked
   end
   return out
@@ -73,7 +79,12 @@ function _M.check(conf, position, ctx)
   if not conf.hops then return "missing hops" end
   if not (ctx and ctx.target_from_client) and (not conf.host or not conf.port) then return "missing host or port" end
   if conf.port == 0 then return "port 0 is not a port to connect to" end
-  if conf.tls then return ssl.check_tls(conf, false) end
+  if conf.tls then
+    for i, hop in ipairs(conf.hops) do
+      if hop.tls then return ("tls = true to the target over hop %d's TLS: TLS inside TLS is not supported"):format(i) end
+    end
+    return ssl.check_tls(conf, false)
+  end
   for k in pairs(TLS_PARAMS) do
     if conf[k] ~= nil then return ("'%s' goes with tls = true"):format(k) end
   end

@@ -5,6 +5,10 @@
 -- (Basic authentication), proxy_agent (User-Agent), reply_timeout (default: the proxy's
 -- connect_timeout), max_header (bytes of reply header accepted, default 16 KiB). Any bytes
 -- the proxy sends after its reply header belong to the tunnel and go to the client.
+-- tls = true speaks TLS to the proxy itself (an HTTPS proxy, `-P https://`): its certificate
+-- is verified by default (against `ca`, else the system's store) for proxy_host, or
+-- verify_name; `verify = false` accepts any; `sni` (proxy_host's name by default), `cert` and
+-- `key` (a client certificate), `min_version`, `handshake_timeout` as in `to = ssl`.
 -- handshake() runs the CONNECT over a socket already connected to the proxy (chain's hops).
 --
 -- As `from`: be an HTTP CONNECT proxy. The client names its target in the request; the
@@ -26,6 +30,9 @@ local stream = require "netproxy.stream"
 local addr = require "netproxy.addr"
 local gate = require "netproxy.gate"
 local proxy_protocol = require "netproxy.proxy_protocol"
+local connectors = require "netproxy.connectors"
+
+local ssl = assert(connectors.get("ssl"))
 
 local concat, type, tostring, pcall, error = table.concat, type, tostring, pcall, error
 
@@ -41,6 +48,10 @@ local FROM_ONLY = { route = true, allow = true, users = true, realm = true, requ
                     http = true, response_timeout = true }
 local TO_ONLY = { proxy_host = true, proxy_port = true, proxy_user = true, proxy_pass = true,
                   proxy_agent = true, reply_timeout = true, source = true }
+-- TLS to the proxy: tls = true and the ssl connector's client parameters (see _M.check_proxy).
+local TLS = { "ca", "verify", "sni", "verify_name", "cert", "key", "min_version", "handshake_timeout" }
+TO_ONLY.tls = true
+for _, k in ipairs(TLS) do TO_ONLY[k] = true end
 
 _M.params = {
   host = check.host, port = check.port, max_header = check.int_range(1024, 65536, "bytes"),
@@ -48,16 +59,37 @@ _M.params = {
   proxy_pass = check.string, proxy_agent = check.string, reply_timeout = check.seconds,
   route = check.func, allow = addr.check_patterns, users = gate.check_users, realm = check.string,
   request_timeout = check.seconds, source = check.address, http = check.boolean,
-  response_timeout = check.seconds,
+  response_timeout = check.seconds, tls = check.boolean,
 }
+for _, k in ipairs(TLS) do _M.params[k] = ssl.params[k] end
 
 _M.from_only = FROM_ONLY
 
 -- The checks of the `to` side, shared with chain's connect hops (which have no host and port
 -- of their own: the next hop is their target).
 function _M.check_proxy(conf)
+  return _M.check_proxy_address(conf) or _M.check_proxy_tls(conf)
+end
+
+function _M.check_proxy_address(conf)
   if not conf.proxy_host or not conf.proxy_port then return "missing proxy_host or proxy_port" end
   if conf.proxy_port == 0 then return "proxy_port 0 is not a port to connect to" end
+end
+
+-- tls = true: the TLS context to the proxy, built now (a bad ca or cert is a config error)
+-- by the ssl connector's checks, with proxy_host as the name to send and verify.
+function _M.check_proxy_tls(conf)
+  if not conf.tls then
+    for _, k in ipairs(TLS) do
+      if conf[k] ~= nil then return ("'%s' goes with tls = true (TLS to the proxy)"):format(k) end
+    end
+    return
+  end
+  local side = { host = conf.proxy_host }
+  for _, k in ipairs(TLS) do side[k] = conf[k] end
+  local problem = ssl.check_tls(side, false)
+  if problem then return "tls to the proxy: " .. problem end
+  conf._proxy_tls = { ctx = side._tls, names = side._tls_names, timeout = side.handshake_timeout }
 end
 
 function _M.check(conf, position, ctx)
@@ -72,11 +104,23 @@ end
 
 -- ---------------------------------------------------------------- to: through a proxy
 
+-- TLS to an HTTPS proxy, on sock connected to it (directly or through a chain's hops).
+local function proxy_tls(sock, t, conn, proxy)
+  local ok, info = sock:tls(t.ctx, { sni = t.names.sni, verify_name = t.names.verify_name, timeout = t.timeout })
+  if not ok then return nil, "proxy " .. proxy .. ": tls: " .. info end
+  conn:log("info", "tls to the proxy %s: %s", proxy, info)
+  return true
+end
+
 -- CONNECT over sock, already connected to the proxy (directly, or through the hops of a
 -- chain before it), to conf.host:conf.port; the proxy's answer read. Returns sock, or nil
 -- and why (sock closed then).
 function _M.handshake(sock, conf, conn)
   local proxy = http.authority(conf.proxy_host, conf.proxy_port)
+  if conf._proxy_tls then
+    local ok, err = proxy_tls(sock, conf._proxy_tls, conn, proxy)
+    if not ok then sock:close() return nil, err end
+  end
   local target = http.authority(conf.host, conf.port)
   local request = { "CONNECT " .. target .. " HTTP/1.1", "Host: " .. target }
   if conf.proxy_user then

@@ -25,6 +25,7 @@ DOC_SECTIONS=(
   "## Pools|bench/pools.sh|an upstream pool's cost per connection: netproxy with one server and with a pool of three, against HAProxy the same two ways"
   "## Access log|bench/accesslog.sh|the CPU per short connection of a JSON (or template) access log against the default log line"
   "## Redis through netproxy.ngx|bench/redis.sh|one Redis GET per connection from a Lua service, with and without keepalive, through Debian's lua-resty-redis over netproxy.ngx and through plain core.connect"
+  "## HTTP proxy|bench/http_proxy.sh|the forward HTTP proxy (plain http:// URLs through from = connect) against tinyproxy and squid: requests per second and proxy CPU per request, keep-alive and not, 100-byte and 1 MiB responses"
 )
 
 # usage: the script's opening comment, its help.

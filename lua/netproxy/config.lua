@@ -543,16 +543,17 @@ end
 
 -- -P's schemes: the connector that speaks to such a proxy. socks5h is curl's name for
 -- "the proxy resolves", which socks5 does here anyway (remote_dns).
-local SCHEMES = { http = "connect", socks5 = "socks5", socks5h = "socks5" }
+-- https is an HTTPS proxy: connect with tls = true (verified against the system's CA store).
+local SCHEMES = { http = "connect", https = "connect", socks5 = "socks5", socks5h = "socks5" }
 
 -- "-P [SCHEME://]HOST:PORT" -> { type = ..., proxy_host = ..., proxy_port = ... }, or nil, why.
 local function proxy_hop(s)
   local scheme, rest = s:match("^(%w+)://(.-)/?$")
   local kind = SCHEMES[scheme or "http"]
-  if not kind then return nil, ("-P %s: unknown scheme '%s' (want http:// or socks5://)"):format(s, scheme) end
+  if not kind then return nil, ("-P %s: unknown scheme '%s' (want http://, https:// or socks5://)"):format(s, scheme) end
   local host, port = addr.split(rest or s)
   if not host then return nil, "-P " .. s .. ": " .. port end
-  return { type = kind, proxy_host = host, proxy_port = port }
+  return { type = kind, proxy_host = host, proxy_port = port, tls = scheme == "https" or nil }
 end
 
 -- The -P proxies as the `to` of HOST PORT: one proxy's connector, or a chain of them. The
