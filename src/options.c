@@ -92,8 +92,8 @@ static void apply_resolvers(lua_State *L, int idx)
 
 void np_options_start(lua_State *L, int idx)
 {
-    np_log_level = (int)np_lua_number(L, idx, "log_level", NP_NOTICE);
-    now.pipe_size = np_lua_number(L, idx, "pipe_size", 64 * 1024);
+    np_log_level = (int)np_lua_setting(L, idx, "log_level");
+    now.pipe_size = np_lua_setting(L, idx, "pipe_size");
     np_pipepool_configure((size_t)now.pipe_size, 1024);
     now.workers = (int)np_lua_number(L, idx, "workers", 1);
     keep(&now.stats, L, idx, "stats");
@@ -139,9 +139,9 @@ static void reload_stats(lua_State *L, int idx)
 
 void np_options_reload(lua_State *L, int idx)
 {
-    double pipe_size = np_lua_number(L, idx, "pipe_size", 64 * 1024);
+    double pipe_size = np_lua_setting(L, idx, "pipe_size");
 
-    np_log_level = (int)np_lua_number(L, idx, "log_level", np_log_level);
+    np_log_level = (int)np_lua_setting(L, idx, "log_level");
     if (differs(now.log_file, L, idx, "log_file")) reload_log_file(L, idx);
     if (differs(now.stats, L, idx, "stats")) reload_stats(L, idx);
     if (differs(now.resolvers, L, idx, "resolvers")) {

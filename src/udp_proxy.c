@@ -38,7 +38,7 @@ static int read_settings(struct np_udp *u, lua_State *L, char *err, size_t errle
     lua_getfield(L, t, "from");
     lua_getfield(L, -1, "probes");
     u->quic = lua_istable(L, -1);       /* quic probes: every flow picks its server (udp_probe.c) */
-    u->probe_timeout = np_lua_number(L, -2, "probe_timeout", 5);
+    u->probe_timeout = np_lua_number(L, -2, "probe_timeout", 0);   /* connectors/udp.lua's check fills it */
     lua_pop(L, 2);
     lua_getfield(L, t, "to");
     type = np_lua_string(L, -1, "type");

@@ -98,6 +98,8 @@ function _M.route(conn, hello, why)
     return a, b
   end
   conn.sni, conn.alpn = info.sni, info.alpn
+  local ja4 = core.ja4(hello)             -- JA4's transport letter: q for QUIC (t over TCP)
+  conn.ja4 = ja4 and "q" .. ja4:sub(2) or nil
   local alpn = #info.alpn > 0 and concat(info.alpn, ",") or nil
   for i, p in ipairs(from.probes) do
     if matches(p, info, conn) then

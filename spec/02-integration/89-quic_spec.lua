@@ -72,7 +72,7 @@ describe("QUIC routed by its SNI", function()
   it("reads a ClientHello over two Initials sent in reverse order, versions 1 and 2; the datagrams go unchanged", function()
     local one, other = h.udp_echo_server(), h.udp_echo_server()
     local np = h.netproxy_start(from_probes(
-      ('{ match = function(hello, conn) return hello.sni == "fn.example" and conn.sni == hello.sni end, to = %s }, ' ..
+      ('{ match = function(hello, conn) return hello.sni == "fn.example" and conn.sni == hello.sni and conn.ja4:match("^q1[23]d") ~= nil end, to = %s }, ' ..
        '{ match = "quic", sni = "a.example", to = %s }'):format(udp_to(other.port), udp_to(one.port)),
       "fallback = " .. udp_to(other.port)))
     for _, version in ipairs({ "1", "2" }) do
