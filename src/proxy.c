@@ -65,6 +65,29 @@ static int check_sources(struct np_proxy *p, lua_State *L, int t, char *err, siz
     return rc;
 }
 
+/* bandwidth = { per_conn, per_source, per_proxy } (netproxy.config: bytes a second, 0 for
+ * none): the rate each connection's relay gets, and the buckets its connections share.
+ * 0, or -1 with err. */
+static int read_bandwidth(struct np_proxy *p, lua_State *L, int t, char *err, size_t errlen)
+{
+    double per_source, per_proxy;
+
+    lua_getfield(L, t, "bandwidth");
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    p->bandwidth_per_conn = np_lua_number(L, -1, "per_conn", 0);
+    per_source = np_lua_number(L, -1, "per_source", 0);
+    per_proxy = np_lua_number(L, -1, "per_proxy", 0);
+    lua_pop(L, 1);
+    if ((per_source > 0 || per_proxy > 0) && !(p->shaper = np_shaper_new(per_proxy, per_source))) {
+        snprintf(err, errlen, "%s: bandwidth: out of memory", p->name);
+        return -1;
+    }
+    return 0;
+}
+
 int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char *err, size_t errlen)
 {
     p->denied_ref = LUA_NOREF;
@@ -85,7 +108,9 @@ int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char
     p->limits = np_lua_limits(L, t);
     p->max_negotiating = (uint64_t)np_lua_setting(L, t, "max_negotiating");
     p->max_clients = (uint64_t)np_lua_number(L, t, "max_clients", 0);
-    if (np_proxy_read_acl(L, t, &p->acl, err, errlen) < 0 || check_sources(p, L, t, err, errlen) < 0) return -1;
+    if (np_proxy_read_acl(L, t, &p->acl, err, errlen) < 0 || check_sources(p, L, t, err, errlen) < 0 ||
+        read_bandwidth(p, L, t, err, errlen) < 0)
+        return -1;
     lua_getfield(L, t, "listen");
     p->stdio = lua_istable(L, -1) && np_lua_bool(L, -1, "stdio", 0);
     lua_pop(L, 1);
@@ -245,6 +270,8 @@ void np_proxy_free(struct np_proxy *p)
     sniff_free(p->sniff);
     p->sniff = NULL;
     np_acl_free(&p->acl);
+    np_shaper_put(p->shaper);
+    p->shaper = NULL;
     free(p->listeners);
     p->listeners = NULL;
     p->nlisteners = 0;
