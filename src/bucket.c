@@ -91,8 +91,11 @@ struct np_bucket *np_bucket_new(double rate)
     return bucket_make(rate);
 }
 
-size_t np_bucket_allows(struct np_bucket *b, const struct np_bucket_waiter *w)
+size_t np_bucket_allows(struct np_bucket *b, struct np_bucket_waiter *w)
 {
+    /* a reader new to the bucket (or back after a pause) starts level with the others
+     * before it reads, so what it reads before it ever queues counts against it too */
+    if (w->served < b->served) w->served = b->served;
     if (b->head && b->serving != w) return 0;       /* others first */
     refill(b);
     return b->tokens >= b->slice ? (size_t)b->tokens : 0;

@@ -35,7 +35,7 @@ void np_bucket_put(struct np_bucket *b);
 
 /* What w may read now: 0 while the bucket holds less than a slice, or while others are
  * queued before w (then w must queue: np_bucket_wait). */
-size_t np_bucket_allows(struct np_bucket *b, const struct np_bucket_waiter *w);
+size_t np_bucket_allows(struct np_bucket *b, struct np_bucket_waiter *w);
 
 /* n bytes were read through b. */
 void np_bucket_take(struct np_bucket *b, size_t n);

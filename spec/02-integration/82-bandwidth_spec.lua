@@ -112,6 +112,11 @@ proxy { name = "hooked", from = { type = "tcp", host = "127.0.0.1", port = 0 },
   end)
 
   it("splits per_proxy among 20 parallel transfers, fairly", function()
+    -- one download first (half a second): the bucket has served bytes when the 20 come, and
+    -- the one that comes first may not keep the burst it read before the others queued
+    assert.are.equal(0, result(start_client(np.ports.shared, { n = MiB })).rc)
+    h.wait_until(function() return #durations(np, "shared") == 1 end, 5, "the first one's log line")
+    np.mark()
     local r = result(start_client(np.ports.shared, { n = MiB, conns = 20 }))
     assert_rate("20 sharing per_proxy 2m", r, 20, MiB, 2 * MiB)
     local times = h.wait_until(function()
@@ -120,7 +125,7 @@ proxy { name = "hooked", from = { type = "tcp", host = "127.0.0.1", port = 0 },
     end, 5, "the 20 log lines")
     table.sort(times)
     -- fair: each got its share all along, so all end together (none far ahead)
-    assert.is_true(times[1] >= 0.9 * times[20], ("ended between %.2f s and %.2f s"):format(times[1], times[20]))
+    assert.is_true(times[1] >= 0.95 * times[20], ("ended between %.2f s and %.2f s"):format(times[1], times[20]))
   end)
 
   it("shares per_source among one address's connections, not with another address", function()
