@@ -1,9 +1,12 @@
 /* Token buckets: tokens are bytes, refilled at `rate` per second from the monotonic clock
- * (lazily, when asked), capped at `burst`. A reader is let through only once a slice has
+ * (lazily, when asked), capped at `burst` (CATCH_UP seconds' worth) while in use: readers
+ * wait on it or took from it within CATCH_UP, so a loop or a sender held up on a loaded
+ * machine loses nothing, the next reads catch up; at two slices once idle, so an idle
+ * bucket saves up no burst for the next comer. A reader is let through only once a slice has
  * come in (rate / 50: about 50 reads a second, never a trickle of tiny ones), so waiting is
- * one timer per bucket, not a busy loop. The waiters queue first come, first served: a
- * reader that finds others queued queues behind them, so the connections sharing a bucket
- * get turns of about a slice each. */
+ * one timer per bucket, not a busy loop. A reader that finds others queued queues too, in
+ * order of the bytes each has read (bucket.h), so the connections sharing a bucket get
+ * equal shares in bytes, a slice or so per turn. */
 #include "bucket.h"
 #include "loop.h"
 
@@ -19,10 +22,12 @@
 #define SLICE_MAX (256 * 1024.0)
 #define SOURCE_HEADS 1024           /* chains of the per-source table */
 #define KEY_LEN 64
+#define CATCH_UP 0.5                /* seconds of budget kept while the bucket is in use */
 
 struct np_bucket {
     double rate, slice, burst;
     double tokens, stamp;           /* bytes at `stamp` (monotonic seconds) */
+    double used;                    /* when a reader last took from it */
     int refs;
     struct np_bucket_waiter *head, *tail;     /* in order of served */
     double served;                  /* the last served waiter's `served` */
@@ -53,9 +58,10 @@ static double mono(void)
 static void refill(struct np_bucket *b)
 {
     double now = mono();
+    double cap = b->head || now - b->used < CATCH_UP ? b->burst : 2 * b->slice;
 
     b->tokens += (now - b->stamp) * b->rate;
-    if (b->tokens > b->burst) b->tokens = b->burst;
+    if (b->tokens > cap) b->tokens = cap;
     b->stamp = now;
 }
 
@@ -77,9 +83,9 @@ static struct np_bucket *bucket_make(double rate)
     if (slice > SLICE_MAX) slice = SLICE_MAX;
     b->rate = rate;
     b->slice = slice;
-    /* room for a tenth of a second, so a late timer loses nothing; a new bucket holds one
-     * slice, not a burst: the first second is not more than its rate */
-    b->burst = rate / 10 > 2 * slice ? rate / 10 : 2 * slice;
+    /* room for CATCH_UP behind while in use; a new bucket holds one slice, not a burst:
+     * the first second is not more than its rate */
+    b->burst = rate * CATCH_UP > 4 * slice ? rate * CATCH_UP : 4 * slice;
     b->tokens = slice;
     b->stamp = mono();
     b->refs = 1;
@@ -104,6 +110,7 @@ size_t np_bucket_allows(struct np_bucket *b, struct np_bucket_waiter *w)
 void np_bucket_take(struct np_bucket *b, size_t n)
 {
     b->tokens -= (double)n;
+    b->used = b->stamp;             /* np_bucket_allows has just refilled it */
 }
 
 static void unlink_waiter(struct np_bucket_waiter *w)

@@ -1,8 +1,8 @@
 /* Token buckets for bandwidth shaping (`bandwidth = { per_conn, per_source, per_proxy }`):
  * one bucket is one direction's budget at one rate, refilled from the monotonic clock. A
  * reader takes at most what the bucket holds; when it is short, the reader queues on it and
- * is woken, in turn (first come, first served), by the bucket's one timer once a slice has
- * come in. A leaf: the relay asks it, it knows nothing of relays.
+ * is woken, in turn (the one that has read least first), by the bucket's one timer once a
+ * slice has come in. A leaf: the relay asks it, it knows nothing of relays.
  *
  * The shared buckets (per proxy, per source address) live in a shaper, one per proxy per
  * worker process: a worker's connections share them, the workers do not (see docs/guide.md,

@@ -153,13 +153,12 @@ static void copy_from_now_on(struct direction *d)
 static ssize_t tls_fill(struct np_relay *r, struct direction *d, struct side *src, size_t max)
 {
     size_t room = r->buffer_size - np_buf_len(&d->buf);
+    enum np_tls_want want = NP_TLS_WANT_READ;
     char *space;
+    ssize_t n;
 
     if (room > max) room = max;
     space = np_buf_space(&d->buf, room);
-    enum np_tls_want want = NP_TLS_WANT_READ;
-    ssize_t n;
-
     if (!space) {
         errno = ENOMEM;
         return -1;
