@@ -23,6 +23,7 @@ DOC_SECTIONS=(
   "## UDP|bench/udp.sh|netproxy's UDP relay against socat and a direct path: datagrams per second, round trip, memory per flow"
   "## Services|bench/services.sh|requests per second of a Lua HTTP service (examples/http-status.lua) against nginx's return 200, keep-alive on and off"
   "## Pools|bench/pools.sh|an upstream pool's cost per connection: netproxy with one server and with a pool of three, against HAProxy the same two ways"
+  "## Bandwidth shaping|bench/bandwidth.sh|how close \`bandwidth\` (per_conn, per_source, per_proxy) keeps 10 s transfers to the asked rate, one and 20 at once, and the proxy's CPU meanwhile"
 )
 
 # usage: the script's opening comment, its help.
