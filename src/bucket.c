@@ -2,9 +2,9 @@
  * (lazily, when asked), capped at `burst` (CATCH_UP seconds' worth) while in use: readers
  * wait on it or took from it within CATCH_UP, so a loop or a sender held up on a loaded
  * machine loses nothing, the next reads catch up; at two slices once idle, so an idle
- * bucket saves up no burst for the next comer. A reader is let through only once a slice has
- * come in (rate / 50: about 50 reads a second, never a trickle of tiny ones), so waiting is
- * one timer per bucket, not a busy loop. A reader that finds others queued queues too, in
+ * bucket saves up no burst for the next comer. A reader that found the bucket short waits
+ * for a whole slice (rate / 50: about 50 reads a second, never a trickle of tiny ones), so
+ * waiting is one timer per bucket, not a busy loop. A reader that finds others queued queues too, in
  * order of the bytes each has read (bucket.h), so the connections sharing a bucket get
  * equal shares in bytes, a slice or so per turn. */
 #include "bucket.h"
@@ -104,7 +104,9 @@ size_t np_bucket_allows(struct np_bucket *b, struct np_bucket_waiter *w)
     if (w->served < b->served) w->served = b->served;
     if (b->head && b->serving != w) return 0;       /* others first */
     refill(b);
-    return b->tokens >= b->slice ? (size_t)b->tokens : 0;
+    /* a queued reader's turn comes with a slice (on_refill); one that has not waited may
+     * take any 1 KiB or more, so a small message is not held back behind a whole slice */
+    return b->tokens >= SLICE_MIN ? (size_t)b->tokens : 0;
 }
 
 void np_bucket_take(struct np_bucket *b, size_t n)

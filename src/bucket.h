@@ -33,8 +33,8 @@ struct np_bucket *np_bucket_new(double rate);
 /* Lets a bucket go (a shared one leaves its shaper with its last user). NULL is fine. */
 void np_bucket_put(struct np_bucket *b);
 
-/* What w may read now: 0 while the bucket holds less than a slice, or while others are
- * queued before w (then w must queue: np_bucket_wait). */
+/* What w may read now: 0 while the bucket holds less than 1 KiB, or while others are
+ * queued before w (then w must queue: np_bucket_wait, and its turn brings a slice). */
 size_t np_bucket_allows(struct np_bucket *b, struct np_bucket_waiter *w);
 
 /* n bytes were read through b. */
