@@ -95,6 +95,7 @@ for ((r = 0; r < REPS; r++)); do
 done
 
 SECTION=$WORK/section.md
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 {
   echo "$SECTION_TITLE"
   echo
@@ -104,7 +105,9 @@ SECTION=$WORK/section.md
   echo "received over the client's own seconds (connect to last byte), for all its connections together;"
   echo "error = measured / asked - 1. Durations: the shortest and longest connection of the last run"
   echo "(netproxy's log lines); a fair split ends them together. CPU: the proxy's user + system time over"
-  echo "the whole run. 1 KiB = 1024 bytes, as \`bandwidth\` counts."
+  echo "the whole run. 1 KiB = 1024 bytes, as \`bandwidth\` counts. Load average at the end: $LOAD (on"
+  echo "$(nproc) cores, shared with other work): a run whose minimum stands out was held up longer than the"
+  echo "half second of budget a cap keeps for catching up (the medians are the behaviour)."
   echo
   echo "| case | asked KiB/s | measured KiB/s | error % | durations s | proxy CPU s | relay |"
   echo "| --- | ---: | ---: | ---: | ---: | ---: | --- |"
