@@ -131,12 +131,15 @@ int np_conn_start_relay(struct np_conn *c, const struct np_relay_side *client,
         .idle_timeout = p->idle_timeout,
         .bytes = { &c->bytes[0], &c->bytes[1] },
         .more_bytes = { &NP_COUNTERS(p)->bytes_in, &NP_COUNTERS(p)->bytes_out },
+        .rate = p->bandwidth_per_conn,
         .log_id = c->ended.id,
         .log_name = p->name,
     };
     char path[96];
 
-    if (c->ended.end == NP_END_NONE && !c->relay) c->relay = np_relay_new(&cfg, &relay_ops, c, client, server);
+    /* the source's and the proxy's buckets (bandwidth), which the relay takes */
+    if (c->ended.end == NP_END_NONE && !c->relay && np_shaper_get(p->shaper, c->client, cfg.shared) == 0)
+        c->relay = np_relay_new(&cfg, &relay_ops, c, client, server);
     if (!c->relay) return -1;
     c->relayed_at = np_clock();
     if (p->access && !c->server) {      /* the address reached: a getpeername only for the access log */

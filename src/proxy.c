@@ -87,6 +87,29 @@ static int read_access_log(struct np_proxy *p, lua_State *L, int t, char *err, s
     return rc;
 }
 
+/* bandwidth = { per_conn, per_source, per_proxy } (netproxy.config: bytes a second, 0 for
+ * none): the rate each connection's relay gets, and the buckets its connections share.
+ * 0, or -1 with err. */
+static int read_bandwidth(struct np_proxy *p, lua_State *L, int t, char *err, size_t errlen)
+{
+    double per_source, per_proxy;
+
+    lua_getfield(L, t, "bandwidth");
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    p->bandwidth_per_conn = np_lua_number(L, -1, "per_conn", 0);
+    per_source = np_lua_number(L, -1, "per_source", 0);
+    per_proxy = np_lua_number(L, -1, "per_proxy", 0);
+    lua_pop(L, 1);
+    if ((per_source > 0 || per_proxy > 0) && !(p->shaper = np_shaper_new(per_proxy, per_source))) {
+        snprintf(err, errlen, "%s: bandwidth: out of memory", p->name);
+        return -1;
+    }
+    return 0;
+}
+
 int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char *err, size_t errlen)
 {
     p->denied_ref = LUA_NOREF;
@@ -111,7 +134,8 @@ int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char
     p->waiting_tail = &p->waiting;
     p->max_clients = (uint64_t)np_lua_number(L, t, "max_clients", 0);
     if (np_proxy_read_acl(L, t, &p->acl, err, errlen) < 0 || check_sources(p, L, t, err, errlen) < 0 ||
-        read_access_log(p, L, t, err, errlen) < 0) return -1;
+        read_access_log(p, L, t, err, errlen) < 0 || read_bandwidth(p, L, t, err, errlen) < 0)
+        return -1;
     lua_getfield(L, t, "from");
     if (lua_istable(L, -1)) {
         const char *type = np_lua_string(L, lua_gettop(L), "type");
@@ -293,6 +317,8 @@ void np_proxy_free(struct np_proxy *p)
     np_acl_free(&p->acl);
     np_accesslog_free(p->access);
     p->access = NULL;
+    np_shaper_put(p->shaper);
+    p->shaper = NULL;
     free(p->listeners);
     p->listeners = NULL;
     p->nlisteners = 0;

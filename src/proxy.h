@@ -4,6 +4,7 @@
 #define NP_PROXY_H
 #include "acl.h"
 #include "addr.h"
+#include "bucket.h"
 #include "call.h"
 #include "dial.h"
 #include "end.h"
@@ -72,6 +73,8 @@ struct np_proxy {
     double idle_timeout;        /* seconds without a byte either way; 0 = none */
     double total_timeout;       /* seconds a connection may last in all; 0 = none */
     size_t buffer_size;         /* buffered relay: bytes held per direction */
+    double bandwidth_per_conn;  /* bytes a second each way per connection; 0 = no cap */
+    struct np_shaper *shaper;   /* per_source and per_proxy buckets (this worker's); or NULL */
     struct np_limits limits;    /* what one call into its Lua may use (call.h) */
     uint64_t max_negotiating;   /* connections allowed at once before the relay (sniffing) */
     uint64_t max_clients;       /* connections at once; 0 = no limit */

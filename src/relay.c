@@ -3,7 +3,12 @@
  * hook, TLS), through a bounded buffer. Either way a full receiver stops the reads from the
  * sender (backpressure), EOF becomes shutdown(SHUT_WR) (after a TLS close_notify) once the
  * pending bytes are out, and the connection ends when both directions have ended or at the
- * first error. A side may be upgraded to TLS while relaying (STARTTLS). */
+ * first error. A side may be upgraded to TLS while relaying (STARTTLS).
+ *
+ * Bandwidth: a direction may read through token buckets (bucket.h: its own, its source's,
+ * its proxy's). Every read, splice included, asks for at most what they all allow, so a
+ * shaped direction still splices; when one is short it reads nothing and arms no read
+ * event until that bucket's timer gives it its turn (on_turn). */
 #include "relay.h"
 #include "buf.h"
 #include "defer.h"
@@ -31,6 +36,8 @@
 #define PUMP_BUDGET 16          /* rounds per wakeup, so one busy connection cannot starve others */
 #define COPY_READ (16 * 1024)   /* auto: copied reads of at most this; one that fills it: splice */
 #define STOPPED (-2)            /* fill(): the relay has stopped (a filter said so) */
+#define UNSHAPED ((size_t)-1)   /* allowance() without a bucket */
+#define MAX_BUCKETS 3           /* per direction: its own, its source's, its proxy's */
 
 enum { CLIENT = NP_CLIENT, SERVER = NP_SERVER };
 static const char *const side_name[] = { "client", "server" };
@@ -66,6 +73,11 @@ struct direction {
     int eof, done;
     uint64_t *counter;          /* the owner's counters of bytes this way */
     uint64_t *more_counter;     /* may be NULL */
+    struct np_relay *relay;
+    struct np_bucket *bucket[MAX_BUCKETS];  /* bandwidth: every read takes from each */
+    int nbuckets;
+    struct np_bucket_waiter waiter; /* queued on the bucket that was short */
+    int starved;                /* waits for its turn on a bucket: reads nothing meanwhile */
 };
 
 struct np_relay {
@@ -108,7 +120,7 @@ static size_t pending(const struct direction *d)
  * be mistaken for an idle socket); the copying path up to its bound. */
 static int can_read(struct np_relay *r, const struct direction *d)
 {
-    if (d->eof) return 0;
+    if (d->eof || d->starved) return 0;
     if (r->side[0].upgrade || r->side[1].upgrade) return 0;
     if (d->splice) return pending(d) == 0;
     return np_buf_len(&d->buf) < r->buffer_size;
@@ -138,13 +150,15 @@ static void copy_from_now_on(struct direction *d)
 }
 
 /* TLS read into the direction's buffer: >0, 0 EOF, -1 errno (EAGAIN or EPROTO, src->err). */
-static ssize_t tls_fill(struct np_relay *r, struct direction *d, struct side *src)
+static ssize_t tls_fill(struct np_relay *r, struct direction *d, struct side *src, size_t max)
 {
     size_t room = r->buffer_size - np_buf_len(&d->buf);
-    char *space = np_buf_space(&d->buf, room);
     enum np_tls_want want = NP_TLS_WANT_READ;
+    char *space;
     ssize_t n;
 
+    if (room > max) room = max;
+    space = np_buf_space(&d->buf, room);
     if (!space) {
         errno = ENOMEM;
         return -1;
@@ -155,13 +169,13 @@ static ssize_t tls_fill(struct np_relay *r, struct direction *d, struct side *sr
     return n;
 }
 
-static ssize_t splice_fill(struct np_relay *r, struct direction *d, int fd)
+/* Splices at most len bytes from fd into the pipe. */
+static ssize_t splice_fill(struct np_relay *r, struct direction *d, int fd, size_t len)
 {
     ssize_t n;
 
     do {
-        n = splice(fd, NULL, d->pipe.wfd, NULL, np_pipepool_pipe_size(),
-                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        n = splice(fd, NULL, d->pipe.wfd, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     } while (n < 0 && errno == EINTR);
     if (n > 0) d->in_pipe += n;
     return n;
@@ -173,18 +187,20 @@ static int run_filter(struct np_relay *r, struct direction *d, size_t n);
  * written on at once (what the destination does not take waits in d->buf): short
  * exchanges cost two calls and no allocation. A read that fills the scratch buffer means
  * bulk: the direction splices from then on. >0 bytes read, 0 EOF, -1 errno. */
-static ssize_t pass_through(struct np_relay *r, struct direction *d, struct side *src)
+static ssize_t pass_through(struct np_relay *r, struct direction *d, struct side *src, size_t max)
 {
     static char scratch[COPY_READ];
     struct side *dst = dst_of(r, d);
+    size_t asked = max < sizeof scratch ? max : sizeof scratch;
     ssize_t n, w = 0;
 
     do {
-        n = read(src->rfd, scratch, sizeof scratch);
+        n = read(src->rfd, scratch, asked);
     } while (n < 0 && errno == EINTR);
     if (n <= 0) return n;
-    d->drained = (size_t)n < sizeof scratch && !src->rfile;
-    if ((size_t)n == sizeof scratch) d->splice = d->may_splice;
+    d->drained = (size_t)n < asked && !src->rfile;
+    /* a full read is bulk; so is one that takes all a bucket allows (shaping keeps splice) */
+    if ((size_t)n == asked) d->splice = d->may_splice;
     do {
         w = write(dst->wfd, scratch, n);
     } while (w < 0 && errno == EINTR);
@@ -200,8 +216,8 @@ static ssize_t pass_through(struct np_relay *r, struct direction *d, struct side
     return n;
 }
 
-/* Reads from the source: >0 bytes, 0 EOF, -1 errno, STOPPED. */
-static ssize_t fill(struct np_relay *r, struct direction *d)
+/* Reads at most max bytes from the source: >0 bytes, 0 EOF, -1 errno, STOPPED. */
+static ssize_t fill(struct np_relay *r, struct direction *d, size_t max)
 {
     struct side *src = src_of(r, d);
     ssize_t n;
@@ -215,19 +231,21 @@ static ssize_t fill(struct np_relay *r, struct direction *d)
     /* A plain read that returns less than it asked for emptied the socket: the next one
      * waits for readability rather than cost a call that answers EAGAIN. */
     if (d->splice) {
-        n = splice_fill(r, d, src->rfd);
-        d->drained = n > 0 && (size_t)n < np_pipepool_pipe_size();
+        size_t asked = max < np_pipepool_pipe_size() ? max : np_pipepool_pipe_size();
+        n = splice_fill(r, d, src->rfd, asked);
+        d->drained = n > 0 && (size_t)n < asked;
         if (n >= 0 || errno != EINVAL) return n;
         copy_from_now_on(d);            /* a source splice() cannot read (a terminal) */
     }
     if (d->may_splice && np_buf_len(&d->buf) == 0 && !tls_of(src) && !tls_of(dst_of(r, d)) &&
         dst_of(r, d)->upgrade == UPGRADE_NONE) {
-        n = pass_through(r, d, src);
+        n = pass_through(r, d, src, max);
     } else if (tls_of(src)) {
-        n = tls_fill(r, d, src);
+        n = tls_fill(r, d, src, max);
     } else {
         size_t asked = r->buffer_size - np_buf_len(&d->buf);
-        n = np_buf_read_fd(&d->buf, src->rfd, r->buffer_size);
+        if (asked > max) asked = max;
+        n = np_buf_read_fd(&d->buf, src->rfd, np_buf_len(&d->buf) + asked);
         d->drained = n > 0 && (size_t)n < asked && !src->rfile;
     }
     if (n >= 0 && d->filtered && run_filter(r, d, n) < 0) return STOPPED;
@@ -378,6 +396,74 @@ static int run_filter(struct np_relay *r, struct direction *d, size_t n)
     return settle_injections(r);
 }
 
+/* ---------------------------------------------------------------- shaping */
+
+/* What the direction's buckets let it read now: the least of them, UNSHAPED without any.
+ * 0 when one is short: the direction then queues on that one and reads nothing (no event
+ * armed for its reads) until its turn (on_turn). */
+static size_t allowance(struct direction *d)
+{
+    size_t allowed = UNSHAPED;
+
+    for (int i = 0; i < d->nbuckets; i++) {
+        size_t n = np_bucket_allows(d->bucket[i], &d->waiter);
+        if (n == 0) {
+            d->starved = 1;
+            np_bucket_wait(d->bucket[i], &d->waiter);
+            return 0;
+        }
+        if (n < allowed) allowed = n;
+    }
+    return allowed;
+}
+
+/* n bytes were read this way: taken from each bucket. */
+static void charge(struct direction *d, size_t n)
+{
+    for (int i = 0; i < d->nbuckets; i++) np_bucket_take(d->bucket[i], n);
+    d->waiter.served += n;
+}
+
+static void pump_both(struct np_relay *r, int first, int both);
+static void settle(struct np_relay *r);
+
+/* A bucket's turn for a direction that waited: it reads what it allows, if the socket has
+ * anything (else it waits for readability as usual). */
+static void on_turn(struct np_bucket_waiter *w)
+{
+    struct direction *d = (struct direction *)((char *)w - offsetof(struct direction, waiter));
+    struct np_relay *r = d->relay;
+
+    d->starved = 0;
+    if (r->halted) return;
+    pump_both(r, d->from, 0);
+    settle(r);
+}
+
+/* The direction's own bucket at the per_conn rate, after the shared ones direction_init
+ * took. 0, or -1 when out of memory. */
+static int shape(struct direction *d, double rate)
+{
+    if (rate <= 0) return 0;
+    if (!(d->bucket[d->nbuckets] = np_bucket_new(rate))) return -1;
+    d->nbuckets++;
+    return 0;
+}
+
+/* The shared buckets of a relay that could not be made. */
+static void put_shared(const struct np_relay_config *cfg)
+{
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) np_bucket_put(cfg->shared[i][j]);
+}
+
+static void unshape(struct direction *d)
+{
+    np_bucket_cancel(&d->waiter);
+    for (int i = 0; i < d->nbuckets; i++) np_bucket_put(d->bucket[i]);
+    d->nbuckets = 0;
+}
+
 /* ---------------------------------------------------------------- the pump */
 
 /* Moves what it can for one direction. Returns -1 once the relay has stopped. Each round writes what is pending, then reads what there is room for; a
@@ -385,6 +471,7 @@ static int run_filter(struct np_relay *r, struct direction *d, size_t n)
 static int pump(struct np_relay *r, struct direction *d)
 {
     int rounds = PUMP_BUDGET, moved = 0;
+    size_t allowed;
     ssize_t n;
 
     while (rounds-- > 0) {
@@ -398,12 +485,15 @@ static int pump(struct np_relay *r, struct direction *d)
                 moved = progress = 1;
             }
         }
-        if (can_read(r, d) && !d->drained) {
-            n = fill(r, d);
+        if (can_read(r, d) && !d->drained && (allowed = allowance(d)) > 0) {
+            n = fill(r, d, allowed);
             if (n == STOPPED) return -1;
             if (n < 0 && errno != EAGAIN) return fail(r, src_of(r, d), errno);
             if (n == 0) d->eof = 1;
-            if (n > 0) moved = 1;
+            if (n > 0) {
+                charge(d, n);
+                moved = 1;
+            }
             if (n >= 0) progress = 1;
         }
         if (!progress) break;
@@ -628,7 +718,8 @@ const char *np_relay_describe(const struct np_relay *r, char *out, size_t outlen
     return out;
 }
 
-static void direction_init(struct direction *d, int from, const struct np_relay_config *cfg)
+static void direction_init(struct np_relay *r, struct direction *d, int from,
+                           const struct np_relay_config *cfg)
 {
     int spliceable = cfg->mode != NP_RELAY_BUFFERED && !cfg->filtered[from] && !cfg->may_starttls;
 
@@ -643,6 +734,10 @@ static void direction_init(struct direction *d, int from, const struct np_relay_
     d->drained = 1;                 /* nothing read yet: the first read waits for readability */
     d->counter = cfg->bytes[from];
     d->more_counter = cfg->more_bytes[from];
+    d->relay = r;
+    d->waiter.wake = on_turn;
+    for (int i = 0; i < 2; i++)         /* the references handed over are the relay's now */
+        if (cfg->shared[from][i]) d->bucket[d->nbuckets++] = cfg->shared[from][i];
 }
 
 struct np_relay *np_relay_new(const struct np_relay_config *cfg, const struct np_relay_ops *ops,
@@ -651,10 +746,14 @@ struct np_relay *np_relay_new(const struct np_relay_config *cfg, const struct np
 {
     struct np_relay *r = calloc(1, sizeof *r);
 
-    if (!r) return NULL;
+    if (!r) {
+        put_shared(cfg);
+        return NULL;
+    }
     if (np_buf_append(&r->dir[CLIENT].buf, client->ahead, client->ahead_len) < 0 ||
         np_buf_append(&r->dir[SERVER].buf, server->ahead, server->ahead_len) < 0) {
         np_buf_release(&r->dir[CLIENT].buf);
+        put_shared(cfg);
         free(r);
         return NULL;
     }
@@ -664,15 +763,17 @@ struct np_relay *np_relay_new(const struct np_relay_config *cfg, const struct np
     r->name = cfg->log_name;
     r->buffer_size = cfg->buffer_size;
     r->idle_timeout = cfg->idle_timeout;
-    direction_init(&r->dir[CLIENT], CLIENT, cfg);
-    direction_init(&r->dir[SERVER], SERVER, cfg);
+    direction_init(r, &r->dir[CLIENT], CLIENT, cfg);
+    direction_init(r, &r->dir[SERVER], SERVER, cfg);
     if (client->ssl || server->ssl)
         r->dir[CLIENT].splice = r->dir[SERVER].splice = r->dir[CLIENT].may_splice = r->dir[SERVER].may_splice = 0;
-    if (side_init(r, CLIENT, client) < 0 || side_init(r, SERVER, server) < 0 ||
+    if (shape(&r->dir[CLIENT], cfg->rate) < 0 || shape(&r->dir[SERVER], cfg->rate) < 0 ||
+        side_init(r, CLIENT, client) < 0 || side_init(r, SERVER, server) < 0 ||
         (r->idle_timeout > 0 && np_idle_join(&r->idle, r->idle_timeout, on_idle) < 0)) {
         for (int i = 0; i < 2; i++) {
             if (r->side[i].out_ev) event_free(r->side[i].out_ev);
             np_buf_release(&r->dir[i].buf);
+            unshape(&r->dir[i]);
         }
         free(r);
         return NULL;
@@ -693,6 +794,8 @@ void np_relay_halt(struct np_relay *r)
     }
     np_idle_leave(&r->idle);
     np_defer_cancel(&r->kick);
+    np_bucket_cancel(&r->dir[0].waiter);
+    np_bucket_cancel(&r->dir[1].waiter);
     r->halted = 1;
 }
 
@@ -709,6 +812,7 @@ void np_relay_free(struct np_relay *r)
         if (r->dir[i].in_pipe > 0) np_pipe_discard(&r->dir[i].pipe);
         else if (r->dir[i].pipe.rfd >= 0) np_pipe_put(&r->dir[i].pipe);
         if (sd->out_ev) event_free(sd->out_ev);
+        unshape(&r->dir[i]);
     }
     free(r);
 }

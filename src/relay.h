@@ -4,6 +4,7 @@
  * given at creation. */
 #ifndef NP_RELAY_H
 #define NP_RELAY_H
+#include "bucket.h"
 #include "end.h"
 
 #include <stddef.h>
@@ -49,6 +50,10 @@ struct np_relay_config {
     double idle_timeout;        /* seconds without a byte either way; 0 = none */
     uint64_t *bytes[2];         /* per direction: counters to add the bytes moved to */
     uint64_t *more_bytes[2];    /* a second set (the proxy's), or NULL */
+    double rate;                /* per_conn shaping: bytes a second each way; 0 = none */
+    struct np_bucket *shared[2][2]; /* per direction: shared buckets (its source's, its
+                                 * proxy's: bucket.h) or NULL; the relay takes these
+                                 * references, even when np_relay_new fails */
     uint64_t log_id;            /* the connection id and name its log lines carry */
     const char *log_name;       /* kept by the owner for the relay's life */
 };

@@ -48,6 +48,47 @@ local function memory_size(lo, hi)
   end
 end
 
+-- A rate in bytes a second: a number, or text such as "512k", "1MB", "10mb", "2.5m/s":
+-- k, m, g are 1024, 1024^2, 1024^3, as in every size of the config (buffer_size, lua_memory,
+-- shared); a "b" and a "/s" may follow. 0: no cap. At least 1k (slower would be read a few
+-- bytes at a time), at most 1024g. Whole bytes.
+local RATE_UNITS = { [""] = 1, k = 1024, m = 1024 ^ 2, g = 1024 ^ 3 }
+local RATE_MIN, RATE_MAX = 1024, 1024 ^ 4
+
+local function rate(v)
+  local n
+  if type(v) == "number" then
+    n = v
+  elseif type(v) == "string" then
+    local text = v:lower():gsub("%s+", ""):gsub("/s$", "")
+    local num, unit = text:match("^(%d+%.?%d*)([kmg]?)b?$")
+    n = num and tonumber(num) * RATE_UNITS[unit]
+  end
+  if n and n == n and (n == 0 or (n >= RATE_MIN and n <= RATE_MAX)) then return math.floor(n) end
+  return nil, ("bad rate '%s' (want bytes a second: a number, or with k, m or g, multiples of 1024, " ..
+               "such as \"512k\" or \"1MB\"; 1k..1024g, or 0 for no cap)"):format(tostring(v))
+end
+
+-- bandwidth = { per_conn = RATE, per_source = RATE, per_proxy = RATE }, each way: a
+-- connection's own cap, the cap its client address shares (IPv6 by /64) and the proxy's.
+local BANDWIDTH_KEYS = { per_conn = true, per_source = true, per_proxy = true }
+
+local function bandwidth(v)
+  if type(v) ~= "table" then
+    return nil, "want a table like { per_conn = \"1MB\", per_source = \"10MB\", per_proxy = \"100MB\" }"
+  end
+  local out = {}
+  for k, r in pairs(v) do
+    if not BANDWIDTH_KEYS[k] then
+      return nil, ("unknown key '%s' (want per_conn, per_source, per_proxy)"):format(tostring(k))
+    end
+    local n, err = rate(r)
+    if not n then return nil, k .. ": " .. err end
+    out[k] = n
+  end
+  return out
+end
+
 -- Options a proxy may set for itself, falling back to server{}.
 local PER_PROXY = {
   connect_timeout = check.seconds,
@@ -65,6 +106,7 @@ local PER_PROXY = {
   backlog = check.backlog,
   reverse_lookups = check.boolean,  -- conn.host: the client's name (a PTR lookup) before accept()
   access_log = check.access_log,    -- { path = FILE | "syslog", format = "json" | "text" | TEMPLATE }
+  bandwidth = bandwidth,            -- shaping, each way: per_conn, per_source, per_proxy
 }
 
 -- Parameters every connector takes, whatever its type.
@@ -365,6 +407,9 @@ local function check_effects(proxy, spec, given, from_mod, dests, server, say, w
     say("%smax_clients does nothing on a stdio proxy: the process serves its one connection",
         given.max_clients == nil and "server{} " or "")
   end
+  if from_mod.datagram and given.bandwidth ~= nil then
+    say("bandwidth does nothing on a udp proxy: it shapes the relay of stream connections")
+  end
   if from_mod.datagram and given.total_timeout ~= nil then
     say("total_timeout does nothing on a udp proxy: a flow ends by udp_idle_timeout (or max_flows)")
   end
@@ -450,6 +495,10 @@ local function check_proxy(decl, index, server, say_at, warn_at)
   proxy_sources = {}
   for k in pairs(PER_PROXY) do
     if given[k] ~= nil then proxy[k] = given[k] else proxy[k] = server[k] end
+  end
+  if given.bandwidth and server.bandwidth then     -- a proxy's own rates on top of server{}'s
+    proxy.bandwidth = copy(server.bandwidth)
+    for k, v in pairs(given.bandwidth) do proxy.bandwidth[k] = v end
   end
   for k in pairs(GUARDS) do proxy[k] = given[k] end
   proxy.on_close = given.on_close
