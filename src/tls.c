@@ -5,6 +5,7 @@
 #include "tls.h"
 #include "ja4.h"
 #include "luavm.h"
+#include "tickets.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -221,6 +222,31 @@ static void load_cert(lua_State *L, SSL_CTX *ctx, const char *cert, const char *
         raise_openssl(L, lua_pushfstring(L, "key %s does not match cert %s", key ? key : cert, cert));
 }
 
+/* The ticket keys are shared by every server context: a session is resumed only by a
+ * context with the same certificate and the same client verification (OpenSSL compares
+ * the session id context), so that a ticket from a proxy without verify cannot skip the
+ * client certificate of one with it. */
+static void set_session_context(lua_State *L, SSL_CTX *ctx, int t, const char *cert)
+{
+    const char *fields[] = { "ca", "crl", "min_version", "max_version" };
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    EVP_MD_CTX *h = EVP_MD_CTX_new();
+    unsigned int len = 0;
+    char flags[32];
+
+    snprintf(flags, sizeof flags, "%d/%d", np_lua_bool(L, t, "verify", 0), (int)np_lua_number(L, t, "verify_depth", -1));
+    if (!h || !EVP_DigestInit_ex(h, EVP_sha256(), NULL)) goto out;
+    EVP_DigestUpdate(h, cert ? cert : "", cert ? strlen(cert) + 1 : 1);
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        const char *v = np_lua_string(L, t, fields[i]);
+        EVP_DigestUpdate(h, v ? v : "", v ? strlen(v) + 1 : 1);
+    }
+    EVP_DigestUpdate(h, flags, strlen(flags));
+    if (EVP_DigestFinal_ex(h, md, &len)) SSL_CTX_set_session_id_context(ctx, md, len);
+out:
+    EVP_MD_CTX_free(h);
+}
+
 /* One SSL_CTX with the settings of opts (table at t) and the given certificate, stored in
  * *slot at once so that the userdata frees it even when a setting raises an error. */
 static SSL_CTX *new_ctx(lua_State *L, int t, struct tls_ctx *owner, const char *cert,
@@ -253,7 +279,10 @@ static SSL_CTX *new_ctx(lua_State *L, int t, struct tls_ctx *owner, const char *
         SSL_CTX_set_tlsext_servername_arg(ctx, owner);
         if (owner->alpn_len) SSL_CTX_set_alpn_select_cb(ctx, on_alpn, owner);
         SSL_CTX_set_msg_callback(ctx, on_message);      /* the ClientHello, for its JA4 */
-        /* Session tickets need a shared key across workers to help; keep it simple. */
+        /* tickets under the keys every process shares; the session cache of one process
+         * still serves the clients that resume by session id alone (TLS 1.2) */
+        np_tickets_use(ctx);
+        set_session_context(L, ctx, t, cert);
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     } else if (owner->alpn_len && SSL_CTX_set_alpn_protos(ctx, owner->alpn, owner->alpn_len)) {
         raise_openssl(L, "alpn");
@@ -470,9 +499,10 @@ void np_tls_describe(SSL *ssl, char *out, size_t outlen)
     ktls_tx = BIO_get_ktls_send(SSL_get_wbio(ssl));
     ktls_rx = BIO_get_ktls_recv(SSL_get_rbio(ssl));
 #endif
-    snprintf(out, outlen, "%s %s alpn=%.*s ktls=%s", SSL_get_version(ssl), SSL_get_cipher_name(ssl),
+    snprintf(out, outlen, "%s %s alpn=%.*s ktls=%s%s", SSL_get_version(ssl), SSL_get_cipher_name(ssl),
              alpn_len ? (int)alpn_len : 1, alpn_len ? (const char *)alpn : "-",
-             ktls_tx && ktls_rx ? "tx,rx" : ktls_tx ? "tx" : ktls_rx ? "rx" : "no");
+             ktls_tx && ktls_rx ? "tx,rx" : ktls_tx ? "tx" : ktls_rx ? "rx" : "no",
+             SSL_session_reused(ssl) ? " resumed" : "");
 }
 
 /* ---------------------------------------------------------------- who the client is */
