@@ -19,7 +19,7 @@
 #
 # Run from the repository root after scripts/build:
 #   apt-get install -y haproxy stunnel4 openssl
-#   bash bench/tls_capacity.sh            # T=5 s per run, CLIENTS=4, BULK=512M; prints tables
+#   bash bench/tls_capacity.sh            # ROUNDS=3, T=5 s per run, CLIENTS=4, BULK=512M; prints the table
 #   T=2 BULK=128M bash bench/tls_capacity.sh
 # Everything listens on 127.0.0.1; every process started is stopped by PID on exit. Results
 # are printed (markdown), not written into docs/benchmarks.md: copy them there with the
@@ -32,6 +32,7 @@ NP_PEER=${NP_PEER:-$ROOT/build/np-peer}
 HZ=$(getconf CLK_TCK)
 T=${T:-5}
 CLIENTS=${CLIENTS:-4}
+ROUNDS=${ROUNDS:-3}
 BULK=${BULK:-512M}
 TARGET_CPU=${TARGET_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
@@ -128,27 +129,37 @@ bulk() {
     printf "%.0f %.2f\n", n / (b - a) / 1e6, c * 1073741824 / n }'
 }
 
+# Rounds interleave the targets (one run of each, then the next round) so that the other
+# engineers' load on the shared machine falls on all alike; each figure is the median.
 declare -A R
-for target in netproxy haproxy stunnel; do
-  up "$target" "$REPLY_PORT"
-  R[$target:full]=$(handshakes "$UP_PORT" "$UP_PID" -new)
-  R[$target:resumed]=$(handshakes "$UP_PORT" "$UP_PID" -reuse)
-  stop_pid "$UP_PID"
-  up "$target" "$SOURCE_PORT"
-  R[$target:bulk]=$(bulk "$UP_PORT" "$UP_PID")
-  stop_pid "$UP_PID"
-  say "$target: full ${R[$target:full]} | resumed ${R[$target:resumed]} | bulk ${R[$target:bulk]}"
+for ((round = 1; round <= ROUNDS; round++)); do
+  for target in netproxy haproxy stunnel; do
+    up "$target" "$REPLY_PORT"
+    full=$(handshakes "$UP_PORT" "$UP_PID" -new)
+    resumed=$(handshakes "$UP_PORT" "$UP_PID" -reuse)
+    stop_pid "$UP_PID"
+    up "$target" "$SOURCE_PORT"
+    bulk=$(bulk "$UP_PORT" "$UP_PID")
+    stop_pid "$UP_PID"
+    R[$target]+="$full $resumed $bulk"$'\n'
+    say "round $round, $target: full $full | resumed $resumed | bulk $bulk"
+  done
 done
+
+# median COLUMN TARGET: the median of that column over the rounds.
+median() {
+  awk -v c="$1" 'NF {print $c}' <<<"${R[$2]}" | sort -g |
+    awk '{v[++n] = $1} END { if (!n) print "-"; else if (n % 2) print v[(n + 1) / 2]; else print (v[n / 2] + v[n / 2 + 1]) / 2 }'
+}
 
 echo "| target (one pinned core) | full hs/s | CPU µs/full hs | full hs per CPU s | resumed hs/s | CPU µs/resumed hs | resumed hs per CPU s | resumed share | bulk MB/s | CPU s/GiB |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for target in netproxy haproxy stunnel; do
-  read -r fr fc fp _ <<<"${R[$target:full]}"
-  read -r rr rc rp rs <<<"${R[$target:resumed]}"
-  read -r br bc <<<"${R[$target:bulk]}"
-  echo "| $target | $fr | $fc | $fp | $rr | $rc | $rp | $rs% | $br | $bc |"
+  printf '| %s |' "$target"
+  for col in 1 2 3 5 6 7 8 9 10; do printf ' %s%s |' "$(median "$col" "$target")" "$([[ $col == 8 ]] && echo %)"; done
+  echo
 done
 echo
-echo "($CLIENTS s_time clients, $T s per run, $BULK bulk; targets on CPU $TARGET_CPU, clients and backends on CPU $CLIENT_CPU;" \
+echo "(medians of $ROUNDS rounds; $CLIENTS s_time clients, $T s per run, $BULK bulk; targets on CPU $TARGET_CPU, clients and backends on CPU $CLIENT_CPU;" \
   "$(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end; git $(git_rev); $(openssl version))"
 if ((${#PROBLEMS[@]})); then printf 'problem: %s\n' "${PROBLEMS[@]}"; exit 1; fi
