@@ -119,4 +119,37 @@ describe("tls session resumption", function()
       assert.are.equal(tonumber(made) < 3 and "reused" or "new", how, table.concat(seen, ", "))
     end
   end)
+
+  it("a session of a proxy without client verification is not resumed by one with it", function()
+    local function ssl(extra)
+      return ('{ type = "ssl", host = "127.0.0.1", port = 0, cert = %q, key = %q%s }')
+             :format(pki .. "/localhost.pem", pki .. "/localhost.key", extra)
+    end
+    local to = ('{ type = "tcp", host = "127.0.0.1", port = %d }'):format(echo.port)
+    local np = h.netproxy_start(("proxy { name = 'open', from = %s, to = %s }\n"):format(ssl(""), to)
+      .. ("proxy { name = 'open2', from = %s, to = %s }\n"):format(ssl(""), to)
+      .. ("proxy { name = 'verified', from = %s, to = %s }\n")
+         :format(ssl((", ca = %q, verify = true"):format(pki .. "/ca.pem")), to), { "-v" })
+    local client = { "-cert", pki .. "/client.pem", "-key", pki .. "/client.key" }
+    for _, version in ipairs({ "-tls1_2", "-tls1_3" }) do
+      local file = h.tmpfile("session")
+      local out = tls.s_client(np.ports.open, "MARK\n", version, "-sess_out", file)
+      assert.truthy(out:find("New, TLSv1", 1, true), out)
+      -- the same settings on another proxy: resumed
+      out = tls.s_client(np.ports.open2, "MARK\n", version, "-sess_in", file)
+      assert.truthy(out:find("Reused, TLSv1", 1, true), out)
+      -- client verification: a full handshake with the certificate, never the ticket
+      out = tls.s_client(np.ports.verified, "MARK\n", version, "-sess_in", file, unpack(client))
+      assert.truthy(out:find("New, TLSv1", 1, true), out)
+      assert.truthy(out:find("MARK\n", 1, true), out)
+    end
+  end)
+
+  it("refuses a bad ticket_rotate at --check", function()
+    local path = h.write(h.tmpfile("rotate.lua"), "server { ticket_rotate = 0 }\n"
+      .. "proxy { from = { type = 'tcp', port = 1 }, to = { type = 'tcp', host = 'h', port = 2 } }\n")
+    local _, err, rc = h.run({ h.netproxy, "--check", path })
+    assert.are_not.equal(0, rc)
+    assert.truthy(err:find("ticket_rotate", 1, true), err)
+  end)
 end)
