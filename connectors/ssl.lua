@@ -27,7 +27,7 @@ local function alpn(v)
   return v
 end
 
-local CERT_ENTRY = { names = true, cert = true, key = true }
+local CERT_ENTRY = { names = true, cert = true, key = true, ocsp = true }
 
 local function certs(v)
   if type(v) ~= "table" then return nil, "want a list of { names = { ... }, cert = ..., key = ... }" end
@@ -35,10 +35,11 @@ local function certs(v)
     if type(c) ~= "table" or type(c.cert) ~= "string" then return nil, "certs[" .. i .. "]: missing cert" end
     for k in pairs(c) do
       if not CERT_ENTRY[k] then
-        return nil, "certs[" .. i .. "]: unknown parameter '" .. tostring(k) .. "' (want names, cert, key)"
+        return nil, "certs[" .. i .. "]: unknown parameter '" .. tostring(k) .. "' (want names, cert, key, ocsp)"
       end
     end
     if c.key ~= nil and type(c.key) ~= "string" then return nil, "certs[" .. i .. "]: key: want a file name" end
+    if c.ocsp ~= nil and type(c.ocsp) ~= "string" then return nil, "certs[" .. i .. "]: ocsp: want a file name" end
     if type(c.names) == "string" then c.names = { c.names } end
     if type(c.names) ~= "table" or #c.names == 0 then return nil, "certs[" .. i .. "]: missing names" end
   end
@@ -74,7 +75,7 @@ _M.params = {
   certs = certs, ca = check.string, verify = check.boolean, alpn = alpn,
   min_version = version, max_version = version,
   ciphers = check.string, ciphersuites = check.string, groups = check.string,
-  crl = check.string, verify_depth = check.int_range(0, 100),
+  crl = check.string, ocsp = check.string, verify_depth = check.int_range(0, 100),
   -- an encrypted key's password: the text, a file holding it (its first line), an
   -- environment variable, or (IO::Socket::SSL's SSL_passwd_cb) a function returning it
   key_password = function(v)
@@ -92,7 +93,7 @@ for alias, name in pairs(ALIASES) do
 end
 
 local CLIENT_ONLY = { sni = true, verify_name = true }
-local SERVER_ONLY = { certs = true }
+local SERVER_ONLY = { certs = true, ocsp = true }
 
 local function is_address(host)
   return host:match("^[%d.]+$") or host:find(":", 1, true)
@@ -112,7 +113,7 @@ local function context(conf, server)
     server = server, cert = conf.cert, key = conf.key, certs = conf.certs, ca = conf.ca,
     verify = conf.verify, alpn = conf.alpn, min_version = conf.min_version,
     max_version = conf.max_version, ciphers = conf.ciphers, ciphersuites = conf.ciphersuites,
-    groups = conf.groups, crl = conf.crl, verify_depth = conf.verify_depth,
+    groups = conf.groups, crl = conf.crl, ocsp = conf.ocsp, verify_depth = conf.verify_depth,
     key_password = conf._key_password,
   })
   if not ok then return nil, tostring(ctx) end

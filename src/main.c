@@ -15,6 +15,7 @@
 #include "server.h"
 #include "shm.h"
 #include "pool.h"
+#include "tickets.h"
 #include "upgrade.h"
 #include "worker.h"
 
@@ -112,7 +113,7 @@ int main(int argc, char **argv)
      * past 128 KiB, so short connections grew and shrank it with brk about once each. */
     mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
     np_log_libraries();
-    if (np_shm_init() < 0 || np_pool_init() < 0) {
+    if (np_shm_init() < 0 || np_pool_init() < 0 || np_tickets_init() < 0) {
         fprintf(stderr, "netproxy: cannot map the shared counters\n");
         return 1;
     }

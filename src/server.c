@@ -8,6 +8,7 @@
 #include "call.h"
 #include "dial.h"
 #include "limits.h"
+#include "tickets.h"
 #include "listener.h"
 #include "log.h"
 #include "logsink.h"
@@ -765,6 +766,7 @@ static int read_server(struct np_config *g, lua_State *L, int cfg, char *err, si
     if (rc == 0) rc = define_dicts(L, lua_gettop(L), err, errlen);
     /* the per_source / per_user table, made before any fork; a reload keeps its size */
     if (rc == 0) rc = np_limits_init((size_t)np_lua_setting(L, -1, "limits_table"), err, errlen);
+    np_tickets_set_rotate(np_lua_setting(L, -1, "ticket_rotate"));
     lua_pop(L, 1);
     return rc;
 }

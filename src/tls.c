@@ -5,10 +5,12 @@
 #include "tls.h"
 #include "ja4.h"
 #include "luavm.h"
+#include "tickets.h"
 
 #include <errno.h>
 #include <lauxlib.h>
 #include <openssl/err.h>
+#include <openssl/ocsp.h>
 #include <openssl/x509v3.h>
 #include <strings.h>
 #include <stdlib.h>
@@ -221,10 +223,94 @@ static void load_cert(lua_State *L, SSL_CTX *ctx, const char *cert, const char *
         raise_openssl(L, lua_pushfstring(L, "key %s does not match cert %s", key ? key : cert, cert));
 }
 
+/* ---------------------------------------------------------------- OCSP stapling */
+
+struct ocsp_blob {
+    unsigned char *der;
+    long len;
+};
+
+static int ocsp_index = -1;         /* the SSL_CTX's ex_data slot for its stapled response */
+
+static void ocsp_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    struct ocsp_blob *b = ptr;
+
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    if (b) OPENSSL_free(b->der);
+    free(b);
+}
+
+/* A client that asked (status_request) gets the context's response; the others nothing.
+ * OpenSSL frees what it is given, so each handshake takes a copy. */
+static int on_status(SSL *ssl, void *arg)
+{
+    struct ocsp_blob *b = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ocsp_index);
+    unsigned char *copy;
+
+    (void)arg;
+    if (!b || !(copy = OPENSSL_memdup(b->der, (size_t)b->len))) return SSL_TLSEXT_ERR_NOACK;
+    if (!SSL_set_tlsext_status_ocsp_resp(ssl, copy, b->len)) {
+        OPENSSL_free(copy);
+        return SSL_TLSEXT_ERR_NOACK;
+    }
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* ocsp = FILE: a DER OCSP response (`openssl ocsp -respout`), read at each (re)load and
+ * stapled as it is; a file that is not one is refused at load. Whoever fetches fresh
+ * responses rewrites the file and reloads. */
+static void load_ocsp(lua_State *L, SSL_CTX *ctx, const char *path)
+{
+    struct ocsp_blob *b;
+    OCSP_RESPONSE *resp;
+    BIO *in;
+
+    check_readable(L, "ocsp", path);
+    if (!(in = BIO_new_file(path, "rb"))) raise_openssl(L, lua_pushfstring(L, "ocsp %s", path));
+    resp = d2i_OCSP_RESPONSE_bio(in, NULL);
+    BIO_free(in);
+    if (!resp) raise_openssl(L, lua_pushfstring(L, "ocsp %s: not a DER OCSP response", path));
+    b = calloc(1, sizeof *b);
+    if (b) b->len = i2d_OCSP_RESPONSE(resp, &b->der);
+    OCSP_RESPONSE_free(resp);
+    if (!b || b->len <= 0 || !SSL_CTX_set_ex_data(ctx, ocsp_index, b)) {
+        if (b) OPENSSL_free(b->der);
+        free(b);
+        luaL_error(L, "ocsp %s: out of memory", path);
+    }
+    SSL_CTX_set_tlsext_status_cb(ctx, on_status);
+}
+
+/* The ticket keys are shared by every server context: a session is resumed only by a
+ * context with the same certificate and the same client verification (OpenSSL compares
+ * the session id context), so that a ticket from a proxy without verify cannot skip the
+ * client certificate of one with it. */
+static void set_session_context(lua_State *L, SSL_CTX *ctx, int t, const char *cert)
+{
+    const char *fields[] = { "ca", "crl", "min_version", "max_version" };
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    EVP_MD_CTX *h = EVP_MD_CTX_new();
+    unsigned int len = 0;
+    char flags[32];
+
+    snprintf(flags, sizeof flags, "%d/%d", np_lua_bool(L, t, "verify", 0), (int)np_lua_number(L, t, "verify_depth", -1));
+    if (!h || !EVP_DigestInit_ex(h, EVP_sha256(), NULL)) goto out;
+    EVP_DigestUpdate(h, cert ? cert : "", cert ? strlen(cert) + 1 : 1);
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        const char *v = np_lua_string(L, t, fields[i]);
+        EVP_DigestUpdate(h, v ? v : "", v ? strlen(v) + 1 : 1);
+    }
+    EVP_DigestUpdate(h, flags, strlen(flags));
+    if (EVP_DigestFinal_ex(h, md, &len)) SSL_CTX_set_session_id_context(ctx, md, len);
+out:
+    EVP_MD_CTX_free(h);
+}
+
 /* One SSL_CTX with the settings of opts (table at t) and the given certificate, stored in
  * *slot at once so that the userdata frees it even when a setting raises an error. */
 static SSL_CTX *new_ctx(lua_State *L, int t, struct tls_ctx *owner, const char *cert,
-                        const char *key, SSL_CTX **slot)
+                        const char *key, const char *ocsp, SSL_CTX **slot)
 {
     SSL_CTX *ctx = SSL_CTX_new(owner->server ? TLS_server_method() : TLS_client_method());
     int verify = np_lua_bool(L, t, "verify", !owner->server);
@@ -253,7 +339,11 @@ static SSL_CTX *new_ctx(lua_State *L, int t, struct tls_ctx *owner, const char *
         SSL_CTX_set_tlsext_servername_arg(ctx, owner);
         if (owner->alpn_len) SSL_CTX_set_alpn_select_cb(ctx, on_alpn, owner);
         SSL_CTX_set_msg_callback(ctx, on_message);      /* the ClientHello, for its JA4 */
-        /* Session tickets need a shared key across workers to help; keep it simple. */
+        /* tickets under the keys every process shares; the session cache of one process
+         * still serves the clients that resume by session id alone (TLS 1.2) */
+        np_tickets_use(ctx);
+        if (ocsp) load_ocsp(L, ctx, ocsp);
+        set_session_context(L, ctx, t, cert);
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     } else if (owner->alpn_len && SSL_CTX_set_alpn_protos(ctx, owner->alpn, owner->alpn_len)) {
         raise_openssl(L, "alpn");
@@ -293,7 +383,7 @@ static void read_sni_certs(lua_State *L, int t, struct tls_ctx *c)
         if (c->nsni == MAX_SNI) luaL_error(L, "certs: at most %d names", MAX_SNI);
         /* the first entry owns the context; further names of it take references */
         SSL_CTX *ctx = new_ctx(L, t, c, np_lua_string(L, e, "cert"), np_lua_string(L, e, "key"),
-                               &c->sni[c->nsni++].ctx);
+                               np_lua_string(L, e, "ocsp"), &c->sni[c->nsni++].ctx);
         lua_getfield(L, e, "names");
         for (int j = 1; lua_istable(L, -1); j++) {
             lua_rawgeti(L, -1, j);
@@ -342,7 +432,7 @@ static int core_tls_context(lua_State *L)
     c->server = np_lua_bool(L, t, "server", 0);
     read_alpn(L, t, c);
     if (c->server && !np_lua_string(L, t, "cert")) luaL_error(L, "a TLS server needs cert (and key)");
-    new_ctx(L, t, c, np_lua_string(L, t, "cert"), np_lua_string(L, t, "key"), &c->ctx);
+    new_ctx(L, t, c, np_lua_string(L, t, "cert"), np_lua_string(L, t, "key"), np_lua_string(L, t, "ocsp"), &c->ctx);
     if (c->server) read_sni_certs(L, t, c);
     return 1;
 }
@@ -359,6 +449,7 @@ SSL_CTX *np_tls_check_ctx(lua_State *L, int idx, int *is_server)
 void np_tls_open(lua_State *L)
 {
     if (ja4_index < 0) ja4_index = SSL_get_ex_new_index(0, "ja4", NULL, NULL, ja4_free);
+    if (ocsp_index < 0) ocsp_index = SSL_CTX_get_ex_new_index(0, "ocsp", NULL, NULL, ocsp_free);
     luaL_newmetatable(L, CTX_MT);
     lua_pushcfunction(L, ctx_gc);
     lua_setfield(L, -2, "__gc");
@@ -470,9 +561,10 @@ void np_tls_describe(SSL *ssl, char *out, size_t outlen)
     ktls_tx = BIO_get_ktls_send(SSL_get_wbio(ssl));
     ktls_rx = BIO_get_ktls_recv(SSL_get_rbio(ssl));
 #endif
-    snprintf(out, outlen, "%s %s alpn=%.*s ktls=%s", SSL_get_version(ssl), SSL_get_cipher_name(ssl),
+    snprintf(out, outlen, "%s %s alpn=%.*s ktls=%s%s", SSL_get_version(ssl), SSL_get_cipher_name(ssl),
              alpn_len ? (int)alpn_len : 1, alpn_len ? (const char *)alpn : "-",
-             ktls_tx && ktls_rx ? "tx,rx" : ktls_tx ? "tx" : ktls_rx ? "rx" : "no");
+             ktls_tx && ktls_rx ? "tx,rx" : ktls_tx ? "tx" : ktls_rx ? "rx" : "no",
+             SSL_session_reused(ssl) ? " resumed" : "");
 }
 
 /* ---------------------------------------------------------------- who the client is */

@@ -8,6 +8,7 @@
 #include "bound.h"
 #include "log.h"
 #include "pool.h"
+#include "tickets.h"
 #include "shm.h"
 
 #include <errno.h>
@@ -102,8 +103,9 @@ static void set_cloexec(const int *fds, int n, int on)
 
 void np_upgrade_checked(int status, const char *workers)
 {
-    int n = np_bound_fds(NULL, 0), *fds = malloc((n + 1) * sizeof *fds), shm = np_shm_fd(), pool = np_pool_fd();
-    char shm_text[16], pool_text[16], *fds_text = NULL;
+    int n = np_bound_fds(NULL, 0), *fds = malloc((n + 1) * sizeof *fds), shm = np_shm_fd(), pool = np_pool_fd(),
+        tickets = np_tickets_fd();
+    char shm_text[16], pool_text[16], tickets_text[16], *fds_text = NULL;
 
     if (status != 0) {
         log_check_output();
@@ -123,11 +125,14 @@ void np_upgrade_checked(int status, const char *workers)
     setenv("NETPROXY_SHM_FD", shm_text, 1);
     snprintf(pool_text, sizeof pool_text, "%d", pool);
     setenv("NETPROXY_POOL_FD", pool_text, 1);
+    snprintf(tickets_text, sizeof tickets_text, "%d", tickets);
+    setenv("NETPROXY_TICKETS_FD", tickets_text, 1);     /* the TLS ticket keys: old tickets resume */
     setenv("NETPROXY_WORKERS", workers, 1);
     setenv("NETPROXY_UPGRADE", "1", 1);
     set_cloexec(fds, n, 0);
     set_cloexec(&shm, 1, 0);
     set_cloexec(&pool, 1, 0);
+    set_cloexec(&tickets, 1, 0);
     np_log(NP_NOTICE, "upgrade: running %s again with %d listening sockets, %d udp sockets and the workers %s",
            exe, np_bound_count(NP_BOUND_TCP), np_bound_count(NP_BOUND_UDP), workers[0] ? workers : "(none)");
     execv(exe, args);
@@ -135,9 +140,11 @@ void np_upgrade_checked(int status, const char *workers)
     set_cloexec(fds, n, 1);
     set_cloexec(&shm, 1, 1);
     set_cloexec(&pool, 1, 1);
+    set_cloexec(&tickets, 1, 1);
     unsetenv("NETPROXY_FDS");
     free(fds);
     unsetenv("NETPROXY_SHM_FD");
     unsetenv("NETPROXY_POOL_FD");
+    unsetenv("NETPROXY_TICKETS_FD");
     np_upgrade_done();
 }

@@ -34,6 +34,7 @@ _M.DEFAULTS = {
   watchdog = 10,
   udp_idle_timeout = 30,        -- seconds a UDP flow lives without a datagram either way
   max_flows = 10000,            -- UDP flows at once per proxy; past it the longest idle goes
+  ticket_rotate = 12 * 3600,    -- seconds a TLS session ticket key encrypts before the next one (src/tickets.c)
   limits_table = 16384,         -- entries of the per_source / per_user table (shared by the workers)
 }
 
@@ -182,6 +183,7 @@ local SERVER = {
   on_bound = check.func,          -- function() once the listeners are bound, before the privilege drop
   on_log = check.func,            -- function(entry): the serving processes' log lines, instead of writing them
   shared = check.shared_dicts,    -- { name = "1m", ... }
+  ticket_rotate = check.int_range(1, 30 * 24 * 3600, "seconds"),  -- TLS session ticket keys: a new one this often, 3 kept
   limits_table = check.int_range(16, 4 * 1024 * 1024),  -- per_source / per_user entries (a reload keeps the first)
 }
 for k, v in pairs(PER_PROXY) do SERVER[k] = v end
