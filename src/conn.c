@@ -61,7 +61,8 @@ void np_conn_hold_pool_row(struct np_conn *c, int row)
 
 void np_conn_hold_limit(struct np_conn *c, uint32_t token)
 {
-    for (int i = 0; token && i < 4; i++) {
+    if (!token) return;                 /* no limit took an entry: the common case */
+    for (int i = 0; i < 4; i++) {
         if (c->limit_tokens[i]) continue;
         c->limit_tokens[i] = token;
         return;
@@ -280,7 +281,7 @@ static void conn_free(struct np_ended *e)
     if (c->proxy->access) access_log(c);
     tell_closed(c);
     if (c->pool_row >= 0) np_pool_release(c->pool_row);
-    for (int i = 0; i < 4; i++) np_limits_put(c->limit_tokens[i]);
+    for (int i = 0; i < 4 && c->limit_tokens[i]; i++) np_limits_put(c->limit_tokens[i]);   /* taken in order */
     if (c->next) c->next->pprev = c->pprev;
     *c->pprev = c->next;
     if (c->done) c->done(c->done_arg, c);
@@ -443,7 +444,7 @@ void np_conn_serving(struct np_conn *c, struct np_sock *client)
     size_t ahead;
 
     np_conn_negotiated(c);
-    c->relayed_at = np_clock();
+    c->relayed_at = np_now();
     np_conn_disarm_deadline(c);
     ahead = np_sock_serve(client, mine, proxy_total, idle ? &c->idle : NULL);
     c->bytes[0] += ahead;               /* read ahead (a probe's peek): the service reads them */

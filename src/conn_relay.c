@@ -141,7 +141,7 @@ int np_conn_start_relay(struct np_conn *c, const struct np_relay_side *client,
     if (c->ended.end == NP_END_NONE && !c->relay && np_shaper_get(p->shaper, c->client, cfg.shared) == 0)
         c->relay = np_relay_new(&cfg, &relay_ops, c, client, server);
     if (!c->relay) return -1;
-    c->relayed_at = np_clock();
+    c->relayed_at = np_now();
     if (p->access && !c->server) {      /* the address reached: a getpeername only for the access log */
         char where[NP_ADDRSTRLEN];
         const char *server_text = c->route && c->route->server[0] ? c->route->server

@@ -21,7 +21,7 @@ static void routed_connected(void *arg, int fd, int err, const char *why)
     struct np_relay_side server = { .rfd = fd, .wfd = fd };
     const int filtered[2] = { r->hook_ref[0] != LUA_NOREF, r->hook_ref[1] != LUA_NOREF };
 
-    if (fd >= 0) c->connect_time = np_clock() - c->dial_started;
+    if (fd >= 0) c->connect_time = np_now() - c->dial_started;
     if (fd < 0 && err == ETIMEDOUT && r->on_timeout == NP_END_NEGOTIATION_TIMEOUT) {
         np_conn_close(c, NP_END_NEGOTIATION_TIMEOUT, "%s", "");
     } else if (fd < 0) {
@@ -41,7 +41,7 @@ void np_conn_dial_route(struct np_conn *c)
     const struct np_route *r = c->route;
     struct session *s = c->session;
 
-    c->dial_started = np_clock();
+    c->dial_started = np_now();
     if (r->host) np_dial_start_name(&s->dial, r->host, r->port, &r->dial, routed_connected, c);
     else np_dial_start(&s->dial, &r->ai, &r->dial, routed_connected, c);
 }

@@ -157,7 +157,7 @@ static void count_end(const struct np_ended *e)
         n->active--;
         n->ended[e->end]++;
         np_shm_observe(n->duration, &n->duration_sum_us, np_duration_bounds, NP_DURATION_BUCKETS,
-                       np_clock() - e->started);
+                       np_now() - e->started);
     }
     switch (np_end_class(e->end, e->kind)) {
     case NP_END_REFUSAL:

@@ -226,9 +226,10 @@ enum np_limit_why np_limits_take(const char *scope, int user, const char *key, s
 
 void np_limits_put(uint32_t token)
 {
-    int slot = np_shm_slot();
+    int slot;
 
-    if (!t || token == 0 || token > t->n) return;
+    if (!t || token == 0 || token > t->n) return;      /* none taken: the common case */
+    slot = np_shm_slot();
     lock();
     struct entry *e = &t->e[token - 1];
     if (e->held[slot]) {

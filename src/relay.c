@@ -118,7 +118,7 @@ static size_t pending(const struct direction *d)
 /* May this direction read more now? Not while either side is being upgraded; splice reads
  * only into an empty pipe (a pipe whose slots are full answers EAGAIN too, which must not
  * be mistaken for an idle socket); the copying path up to its bound. */
-static int can_read(struct np_relay *r, const struct direction *d)
+static inline int can_read(struct np_relay *r, const struct direction *d)
 {
     if (d->eof || d->starved) return 0;
     if (r->side[0].upgrade || r->side[1].upgrade) return 0;

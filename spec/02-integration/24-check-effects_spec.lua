@@ -69,7 +69,7 @@ describe("--check on settings that would do nothing", function()
       good = function() return proxy("t", ssl(("ca = %q, verify = true"):format(pki .. "/ca.pem")), TO) end },
     { "a typo inside a certs[] entry",
       bad = function() return proxy("t", ssl(("certs = { { names = 'a.test', cert = %q, kye = 'x' } }"):format(pki .. "/a.test.pem")), TO) end,
-      says = { "proxy 't': from: certs: certs[1]: unknown parameter 'kye' (want names, cert, key)" },
+      says = { "proxy 't': from: certs: certs[1]: unknown parameter 'kye' (want names, cert, key, ocsp)" },
       good = function() return proxy("t", ssl(("certs = { { names = 'a.test', cert = %q, key = %q } }"):format(pki .. "/a.test.pem", pki .. "/a.test.key")), TO) end },
     { "start_cleartext with no way to upgrade",
       bad = function() return proxy("t", ssl("start_cleartext = true"), TO) end,
