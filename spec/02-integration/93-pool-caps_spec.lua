@@ -153,6 +153,29 @@ proxy { name = "capped", queue_timeout = 0, from = { type = "tcp", host = "127.0
     for _, c in ipairs(clients) do c:close() end
   end)
 
+  it("negotiation_timeout bounds the wait too, and the client's end leaves the queue", function()
+    local b = backends()
+    local np = h.netproxy_start(([[
+server { stats = "127.0.0.1:0" }
+proxy { name = "capped", queue_timeout = 30, negotiation_timeout = 0.5,
+        from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "tcp", max_conns = 1, servers = { "127.0.0.1:%d", "127.0.0.1:%d" } } }
+]]):format(b.a.port, b.b.port), { "-v" })
+    local c1 = hold(np.ports.capped)
+    local c2 = hold(np.ports.capped)
+    np.mark()
+    local t0 = h.now()
+    local got, how = h.talk(np.ports.capped, "", { keep_open = true, timeout = 10 })
+    assert.are.equal("", got)
+    assert.are.equal("eof", how)
+    assert.is_true(h.now() - t0 < 5, "ended by negotiation_timeout, not queue_timeout")
+    h.wait_log(np, "capped: .-end=negotiation timeout")
+    h.wait_until(function() return metrics(np):find('netproxy_pool_waiting{proxy="capped"} 0\n', 1, true) end, 5,
+                 "the queue left")
+    c1:close()
+    c2:close()
+  end)
+
   it("--check: max_conns and max_queue counts; not on udp", function()
     local bad = h.write(h.tmpfile("bad.lua"), [[
 proxy { name = "x", from = { type = "tcp", port = 1 },
