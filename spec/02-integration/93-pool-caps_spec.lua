@@ -151,6 +151,51 @@ proxy { name = "capped", queue_timeout = 0, from = { type = "tcp", host = "127.0
     end, 30, "refusals from both workers")
     assert.are.equal(2, served)
     for _, c in ipairs(clients) do c:close() end
+    h.wait_until(function() return select(2, np.log():gsub("end=", "")) == #clients end, 10, "every end")
+    -- a burst: 40 clients at once, both workers racing for the two slots; never more than two
+    -- served (a slot is taken in one atomic step before the connect)
+    for _ = 1, 3 do
+      local burst = {}
+      for i = 1, 40 do burst[i] = assert(h.connect(np.ports.capped)) end
+      local n = 0
+      for _, c in ipairs(burst) do
+        if c:read("\n", 5):find("^[ab]\n") then n = n + 1 end
+      end
+      assert.is_true(n <= 2, n .. " served at once")
+      for _, c in ipairs(burst) do c:close() end
+    end
+  end)
+
+  it("a slot is taken before the connect: clients racing during slow connects never exceed the cap", function()
+    local b = backends()
+    local dir = h.tmp() .. "/conn"
+    os.execute("mkdir -p " .. dir)
+    -- a connector whose connect takes 0.3 s: every client of the burst picks meanwhile
+    h.write(dir .. "/slow.lua", [[
+local core = require "netproxy.core"
+local check = require "netproxy.check"
+return { positions = { to = true }, params = { host = check.host, port = check.port },
+         connect = function(conf, conn)
+           core.sleep(0.3)
+           return core.connect(conf.host, conf.port, { timeout = conn.connect_timeout })
+         end }
+]])
+    local np = h.netproxy_start(([[
+server { connector_path = { %q } }
+proxy { name = "capped", queue_timeout = 0, from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "slow", max_conns = 1, servers = { "127.0.0.1:%d", "127.0.0.1:%d" } } }
+]]):format(dir, b.a.port, b.b.port), { "-v" })
+    local burst = {}
+    for i = 1, 10 do burst[i] = assert(h.connect(np.ports.capped)) end
+    local names = {}
+    for _, c in ipairs(burst) do
+      local got = c:read("\n", 5)
+      if got:find("^[ab]\n") then names[#names + 1] = got:sub(1, 1) end
+    end
+    table.sort(names)
+    assert.are.equal("ab", table.concat(names))
+    h.wait_log(np, "capped: .- %-> none .-every server is full")
+    for _, c in ipairs(burst) do c:close() end
   end)
 
   it("negotiation_timeout bounds the wait too, and the client's end leaves the queue", function()
