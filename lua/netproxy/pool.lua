@@ -320,12 +320,6 @@ local function target_text(name, failed, via)
   return name .. " failed=" .. concat(failed, ",")
 end
 
--- p:connect(conn, connect_one) -> sock, server | nil, err. connect_one(server, conn) reaches
--- one server; conn.connect_timeout is then this attempt's share of the client's
--- connect_timeout: the time left divided by the attempts left (1 + retries at most, one per
--- server).
--- via: what the servers are asked to reach, when they are proxies (the log line says
--- "TARGET via PROXY").
 -- A server with max_conns is taken (a slot of its shared count, atomically) before its
 -- connect: nil, FULL when another worker took the last slot since the pick.
 local function take(s)
@@ -341,7 +335,7 @@ function Pool:wait_pick(conn, tried, queue_timeout)
   local s, why = self:pick(conn, tried)
   if s then s, why = take(s) end
   if s or why ~= _M.FULL then return s, why end
-  if not self.queue or (queue_timeout or 0) <= 0 then return nil, _M.FULL end
+  if not self.queue or self.max_queue == 0 or (queue_timeout or 0) <= 0 then return nil, _M.FULL end
   if not core.pool_wait(self.queue, self.max_queue) then
     return nil, ("%s and %d clients wait already (max_queue)"):format(_M.FULL, self.max_queue)
   end
@@ -356,6 +350,13 @@ function Pool:wait_pick(conn, tried, queue_timeout)
   return s, why
 end
 
+-- p:connect(conn, connect_one) -> sock, server | nil, err. connect_one(server, conn) reaches
+-- one server; conn.connect_timeout is then this attempt's share of the client's
+-- connect_timeout: the time left divided by the attempts left (1 + retries at most, one per
+-- server).
+-- via: what the servers are asked to reach, when they are proxies (the log line says
+-- "TARGET via PROXY"). queue_timeout: how long a client may wait when every server is at its
+-- max_conns (the proxy's; none when not given).
 function Pool:connect(conn, connect_one, via, queue_timeout)
   local timeout = conn.connect_timeout
   local deadline
