@@ -266,7 +266,9 @@ end
 
 -- The server could not be reached: tell the client why, as a proxy does.
 function _M.failed(conf, client, conn, err)
-  if tostring(err):find("timeout", 1, true) then
+  if tostring(err):find("every server is full", 1, true) then    -- a pool's max_conns (netproxy.pool.FULL)
+    reply(client, 503, "Service Unavailable", tostring(err))
+  elseif tostring(err):find("timeout", 1, true) then
     reply(client, 504, "Gateway Timeout", tostring(err))
   else
     reply(client, 502, "Bad Gateway", tostring(err))

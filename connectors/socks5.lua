@@ -259,6 +259,8 @@ local FAILURES = {
 
 function _M.reply_code(err)
   err = tostring(err)
+  -- a pool's max_conns (netproxy.pool.FULL; its text says queue_timeout, not a TTL expired)
+  if err:find("every server is full", 1, true) then return socks5.GENERAL_FAILURE end
   for _, f in ipairs(FAILURES) do
     if err:find(f[1], 1, true) then return f[2] end
   end

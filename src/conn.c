@@ -54,9 +54,41 @@ static void set_text(char **field, const char *text)
 
 void np_conn_hold_pool_row(struct np_conn *c, int row)
 {
+    if (c->pool_row == row) {           /* its slot taken before the connect (max_conns) */
+        np_pool_count(row);
+        return;
+    }
     if (c->pool_row >= 0) np_pool_release(c->pool_row);
     c->pool_row = row;
     np_pool_acquire(row);
+}
+
+int np_conn_take_pool_row(struct np_conn *c, int row, int max)
+{
+    np_conn_give_pool_row(c);
+    if (!np_pool_take(row, max)) return 0;
+    c->pool_row = row;
+    return 1;
+}
+
+void np_conn_give_pool_row(struct np_conn *c)
+{
+    if (c->pool_row >= 0) np_pool_release(c->pool_row);
+    c->pool_row = -1;
+}
+
+int np_conn_pool_wait(struct np_conn *c, int q, int max)
+{
+    np_conn_pool_unwait(c);
+    if (!np_pool_wait(q, max)) return 0;
+    c->pool_queue = q;
+    return 1;
+}
+
+void np_conn_pool_unwait(struct np_conn *c)
+{
+    if (c->pool_queue >= 0) np_pool_unwait(c->pool_queue);
+    c->pool_queue = -1;
 }
 
 void np_conn_hold_limit(struct np_conn *c, uint32_t token)
@@ -281,6 +313,7 @@ static void conn_free(struct np_ended *e)
     if (c->proxy->access) access_log(c);
     tell_closed(c);
     if (c->pool_row >= 0) np_pool_release(c->pool_row);
+    np_conn_pool_unwait(c);
     for (int i = 0; i < 4 && c->limit_tokens[i]; i++) np_limits_put(c->limit_tokens[i]);   /* taken in order */
     if (c->next) c->next->pprev = c->pprev;
     *c->pprev = c->next;
@@ -393,7 +426,7 @@ struct np_conn *np_conn_new(struct np_proxy *p, int rfd, int wfd, const char *cl
     np_ended_begin(&c->ended, NP_ENDED_CONN, p->row, p->L, conn_free);
     c->proxy = p;
     c->hook_ref[0] = c->hook_ref[1] = c->hook_conn_ref = c->closed_ref = LUA_NOREF;
-    c->pool_row = -1;
+    c->pool_row = c->pool_queue = -1;
     c->connect_time = -1;
     c->done = done;
     c->done_arg = done_arg;

@@ -65,6 +65,15 @@ lua_State *np_conn_session(const struct np_conn *c);
 
 /* The connection reached a pool server: counted in its row (pool.c) until the connection ends. */
 void np_conn_hold_pool_row(struct np_conn *c, int row);
+/* A slot of a pool server with max_conns, taken before its connect (np_pool_take): 1, or 0
+ * when the server is full. np_conn_hold_pool_row(c, row) then counts the connection;
+ * np_conn_give_pool_row gives the slot back (the connect failed). */
+int np_conn_take_pool_row(struct np_conn *c, int row, int max);
+void np_conn_give_pool_row(struct np_conn *c);
+/* The connection waits in a pool's queue (1, or 0 when it is full) / no longer; it leaves it
+ * at its end at the latest. */
+int np_conn_pool_wait(struct np_conn *c, int q, int max);
+void np_conn_pool_unwait(struct np_conn *c);
 
 /* The connection counts in a per_source / per_user entry (limits.h) until it ends. */
 void np_conn_hold_limit(struct np_conn *c, uint32_t token);

@@ -56,6 +56,7 @@ struct np_conn {
     double connect_time;        /* seconds the server's connect took, or < 0 */
     double relayed_at;          /* the loop's clock when the relay (or a service) began, or 0 */
     int pool_row;               /* the pool server it holds (active count), or -1 */
+    int pool_queue;             /* the pool queue it waits in (max_conns), or -1 */
     struct np_tls_identity *tls;        /* a TLS client's identity and JA4 (np_conn_set_tls), or NULL */
     uint32_t limit_tokens[4];   /* per_source / per_user entries it counts in (limits.h); 0: none */
     int hook_ref[2], hook_conn_ref;

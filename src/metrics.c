@@ -219,6 +219,23 @@ static int live_proxy(const char *name)
     return 0;
 }
 
+/* The pools with a queue (servers with max_conns): the clients waiting for a free server. */
+static void render_queues(struct evbuffer *out)
+{
+    const char *proxy;
+    int waiting, said = 0;
+
+    for (int q = 0; q < NP_POOL_QUEUES; q++) {
+        if (np_pool_queue_view(q, &proxy, &waiting) < 0 || !live_proxy(proxy)) continue;
+        if (!said++)
+            header(out, "netproxy_pool_waiting", "gauge",
+                   "Clients waiting for a free pool server (every one at its max_conns).");
+        evbuffer_add(out, "netproxy_pool_waiting{proxy=\"", 29);
+        label(out, proxy);
+        evbuffer_add_printf(out, "\"} %d\n", waiting);
+    }
+}
+
 /* The pool servers, one series each: {proxy="NAME",server="HOST:PORT"}. */
 static void render_pools(struct evbuffer *out)
 {
@@ -242,6 +259,7 @@ static void render_pools(struct evbuffer *out)
             evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)n);
         }
     }
+    render_queues(out);
 }
 
 static void on_metrics(struct evhttp_request *req, void *arg)

@@ -104,6 +104,39 @@ static int core_pool_connected(lua_State *L)
     return 0;
 }
 
+/* core.pool_take(row, max) -> true when the running connection took a slot of that server
+ * (fewer than max connections hold it, all workers), false when it is full. The slot is the
+ * connection's until core.pool_give() or its end. */
+static int core_pool_take(lua_State *L)
+{
+    struct np_conn *c = session_conn(L, "pool_take");
+
+    lua_pushboolean(L, np_conn_take_pool_row(c, (int)luaL_checkinteger(L, 1), (int)luaL_checkinteger(L, 2)));
+    return 1;
+}
+
+/* core.pool_give(): the slot core.pool_take took is given back (its connect failed). */
+static int core_pool_give(lua_State *L)
+{
+    np_conn_give_pool_row(session_conn(L, "pool_give"));
+    return 0;
+}
+
+/* core.pool_wait(queue, max) -> true when the running connection now waits in that pool's
+ * queue (fewer than max waited), false when it is full; core.pool_wait() leaves it (so
+ * does the connection's end). */
+static int core_pool_wait(lua_State *L)
+{
+    struct np_conn *c = session_conn(L, "pool_wait");
+
+    if (lua_isnoneornil(L, 1)) {
+        np_conn_pool_unwait(c);
+        return 0;
+    }
+    lua_pushboolean(L, np_conn_pool_wait(c, (int)luaL_checkinteger(L, 1), (int)luaL_checkinteger(L, 2)));
+    return 1;
+}
+
 /* core.limit("source" | "user", scope, key, max_conns, rate_n, rate_s) -> true | nil, why:
  * the running connection counts under key (per_source, per_user: netproxy.gate.admit) until
  * it ends; a refusal is counted by its reason. scope: the proxy's name, "" for server{}. */
@@ -629,6 +662,9 @@ static const luaL_Reg core_funcs[] = {
     { "access_log", core_access_log },
     { "limit", core_limit },
     { "pool_connected", core_pool_connected },
+    { "pool_take", core_pool_take },
+    { "pool_give", core_pool_give },
+    { "pool_wait", core_pool_wait },
     { "reached", core_reached },
     { "pack_ip", core_pack_ip },
     { "unpack_ip", core_unpack_ip },

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,11 +35,21 @@ struct row {
     int32_t deleted;            /* out of its pool (del server); its open connections go on */
 };
 
+/* A pool's queue: the clients waiting for a free server when every one is at its max_conns,
+ * all workers, by proxy name. */
+struct queue {
+    char proxy[NAME_MAX_LEN];
+    int32_t used;               /* set last, once the name is written */
+    int32_t waiting;
+};
+
 struct table {
     int32_t lock;
     int32_t epoch;              /* the newest start of the active checks (checker.c) */
     int32_t changes;            /* one more per runtime change: the workers' pools look again */
     struct row rows[NP_POOL_ROWS];
+    /* last, so that a table handed over by an older binary (without it) is its prefix */
+    struct queue queues[NP_POOL_QUEUES];
 };
 
 static struct table *tab;
@@ -49,8 +60,12 @@ int np_pool_init(void)
     const char *inherited = getenv("NETPROXY_POOL_FD");
     int fresh = inherited == NULL;
 
+    struct stat st;
+
     tab_fd = fresh ? memfd_create("netproxy-pools", MFD_CLOEXEC) : atoi(inherited);
-    if (tab_fd < 0 || (fresh && ftruncate(tab_fd, sizeof *tab) < 0)) return -1;
+    if (tab_fd < 0 || fstat(tab_fd, &st) < 0) return -1;
+    /* a new table, or one an older binary made smaller: the new fields at its end read 0 */
+    if ((size_t)st.st_size < sizeof *tab && ftruncate(tab_fd, sizeof *tab) < 0) return -1;
     tab = mmap(NULL, sizeof *tab, PROT_READ | PROT_WRITE, MAP_SHARED, tab_fd, 0);
     if (tab == MAP_FAILED) {
         tab = NULL;
@@ -172,6 +187,82 @@ void np_pool_release(int row)
     struct row *r = row_at(row);
 
     if (r) ADD(r->active, -1);
+}
+
+/* *count + 1 when it is below max: one compare-and-swap, so that two workers racing for the
+ * last slot cannot both take it. */
+static int take_below(int32_t *count, int64_t max)
+{
+    int32_t n = __atomic_load_n(count, __ATOMIC_RELAXED);
+
+    do {
+        if (n >= max) return 0;
+    } while (!__atomic_compare_exchange_n(count, &n, n + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+    return 1;
+}
+
+int np_pool_take(int row, int max)
+{
+    struct row *r = row_at(row);
+    int64_t n;
+
+    if (!r) return 0;
+    n = LOAD(r->active);
+    do {
+        if (n >= max) return 0;
+    } while (!__atomic_compare_exchange_n(&r->active, &n, n + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+    return 1;
+}
+
+int np_pool_queue(const char *proxy)
+{
+    size_t len = strlen(proxy) + 1;
+    int found = -1;
+
+    if (!tab || len > NAME_MAX_LEN) return -1;
+    while (__atomic_exchange_n(&tab->lock, 1, __ATOMIC_ACQUIRE)) sched_yield();
+    for (int i = 0; i < NP_POOL_QUEUES && found < 0; i++) {
+        struct queue *q = &tab->queues[i];
+        if (__atomic_load_n(&q->used, __ATOMIC_ACQUIRE)) {
+            if (!memcmp(q->proxy, proxy, len)) found = i;
+        } else {
+            memcpy(q->proxy, proxy, len);
+            q->waiting = 0;
+            __atomic_store_n(&q->used, 1, __ATOMIC_RELEASE);
+            found = i;
+        }
+    }
+    __atomic_store_n(&tab->lock, 0, __ATOMIC_RELEASE);
+    return found;
+}
+
+static struct queue *queue_at(int q)
+{
+    return tab && q >= 0 && q < NP_POOL_QUEUES ? &tab->queues[q] : NULL;
+}
+
+int np_pool_wait(int q, int max)
+{
+    struct queue *w = queue_at(q);
+
+    return w && take_below(&w->waiting, max);
+}
+
+void np_pool_unwait(int q)
+{
+    struct queue *w = queue_at(q);
+
+    if (w) __atomic_add_fetch(&w->waiting, -1, __ATOMIC_RELAXED);
+}
+
+int np_pool_queue_view(int q, const char **proxy, int *waiting)
+{
+    struct queue *w = queue_at(q);
+
+    if (!w || !__atomic_load_n(&w->used, __ATOMIC_ACQUIRE)) return -1;
+    *proxy = w->proxy;
+    *waiting = __atomic_load_n(&w->waiting, __ATOMIC_RELAXED);
+    return 0;
 }
 
 int np_pool_view(int row, struct np_pool_view *v)
@@ -450,7 +541,30 @@ static int l_delete(lua_State *L)
     return 0;
 }
 
+/* core.pool_queue(proxy) -> the pool's queue (its waiting clients, all workers) | nil */
+static int l_queue(lua_State *L)
+{
+    int q = np_pool_queue(luaL_checkstring(L, 1));
+
+    if (q < 0) return 0;
+    lua_pushinteger(L, q);
+    return 1;
+}
+
+/* core.pool_waiting(queue) -> clients waiting now, all workers */
+static int l_waiting(lua_State *L)
+{
+    const char *proxy;
+    int waiting = 0;
+
+    np_pool_queue_view((int)luaL_checkinteger(L, 1), &proxy, &waiting);
+    lua_pushinteger(L, waiting);
+    return 1;
+}
+
 static const luaL_Reg funcs[] = {
+    { "pool_queue", l_queue },
+    { "pool_waiting", l_waiting },
     { "pool_changes", l_changes },
     { "pool_control", l_control },
     { "pool_rows", l_rows },

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #define NP_POOL_ROWS 1024
+#define NP_POOL_QUEUES 256      /* pools with a queue (max_conns), by proxy name */
 
 /* Maps the table (before any fork): a new one, or the one a binary upgrade handed over
  * (NETPROXY_POOL_FD). 0, or -1. */
@@ -38,6 +39,19 @@ int np_pool_delete(int row);
 /* A connection to a row's server is open (active and connections counted) / has ended. */
 void np_pool_acquire(int row);
 void np_pool_release(int row);
+
+/* np_pool_hold when fewer than max connections hold the row's server now (all workers), in
+ * one atomic step: 1, or 0 (the server is full). np_pool_release gives it back. */
+int np_pool_take(int row, int max);
+
+/* A pool's queue of clients waiting for a free server (max_conns), shared by all workers:
+ * its index for proxy, added on first use, or -1 (the table is full or not mapped). */
+int np_pool_queue(const char *proxy);
+/* One more waiting when fewer than max wait now: 1, or 0 (the queue is full). */
+int np_pool_wait(int q, int max);
+void np_pool_unwait(int q);
+/* For /metrics: 0 and the queue's proxy and count when q is in use, else -1. */
+int np_pool_queue_view(int q, const char **proxy, int *waiting);
 
 /* The two halves of np_pool_acquire, for a UDP flow, which holds its server from its choice
  * on (active: leastconn counts it at once) but has reached it only once the server replied

@@ -146,7 +146,9 @@ local function server_row(p, s)
   if s.row then up, act, fails, conns, failures = core.pool_state(s.row) end
   return { proxy = p.proxy, server = s.name, state = s.state or "ready", weight = s.weight,
            backup = s.backup, added = s.added or false, up = up, active = act, connections = conns,
-           failures = failures }
+           failures = failures, max_conns = s.max_conns or 0,
+           -- the pool's queue (every server at its max_conns), the same on each of its rows
+           waiting = p.queue and core.pool_waiting(p.queue) or 0 }
 end
 
 local function show_servers(proxy)
@@ -167,10 +169,11 @@ local function show_servers(proxy)
     text[i] = {
       proxy = r.proxy, server = r.server, state = r.state, weight = r.weight,
       health = r.up and "up" or "down", active = r.active, conns = r.connections,
-      failures = r.failures, flags = (r.backup and "backup" or "") .. (r.added and (r.backup and ",added" or "added") or ""),
+      failures = r.failures, max = r.max_conns > 0 and r.max_conns or "-", waiting = r.waiting, flags = (r.backup and "backup" or "") .. (r.added and (r.backup and ",added" or "added") or ""),
     }
   end
-  return ok(columns(text, { "proxy", "server", "state", "weight", "health", "active", "conns", "failures", "flags" }),
+  return ok(columns(text, { "proxy", "server", "state", "weight", "health", "active", "max", "waiting", "conns", "failures",
+                            "flags" }),
             rows)
 end
 
@@ -206,7 +209,8 @@ function _M.set_server(proxy, server, change)
   return true
 end
 
--- _M.servers(proxy) -> { { proxy, server, state, weight, backup, added, up, active, connections, failures }, ... }
+-- _M.servers(proxy) -> { { proxy, server, state, weight, backup, added, up, active, connections, failures,
+-- max_conns (0: none), waiting (the pool's queue) }, ... }
 function _M.servers(proxy)
   if proxy ~= nil and type(proxy) ~= "string" then return nil, "want a proxy name or nothing" end
   local a = show_servers(proxy)

@@ -315,6 +315,10 @@ local IDEMPOTENT = { GET = true, HEAD = true, OPTIONS = true, TRACE = true, PUT 
 local function exchange(conf, client, conn, proxy, kept, req, dest, log)
   local server, reused = upstream(proxy, conn, kept, dest.host, dest.port)
   if not server then
+    -- every pool server at its max_conns (netproxy.pool.FULL): 503, even after queue_timeout
+    if find(reused, "every server is full", 1, true) then
+      return nil, fail(client, log, 503, "Service Unavailable", reused, "connect failed")
+    end
     if find(reused, "timeout", 1, true) then return nil, fail(client, log, 504, "Gateway Timeout", reused, "connect failed") end
     return nil, fail(client, log, 502, "Bad Gateway", reused, "connect failed")
   end

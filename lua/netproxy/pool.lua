@@ -26,15 +26,20 @@ local Pool = {}
 Pool.__index = Pool
 
 _M.MAX_WEIGHT = 256
-_M.DEFAULTS = { balance = "roundrobin", retries = 2, max_fails = 1, fail_timeout = 10 }
+_M.DEFAULTS = { balance = "roundrobin", retries = 2, max_fails = 1, fail_timeout = 10, max_queue = 100 }
 _M.CHECK_DEFAULTS = { interval = 2, timeout = 1, rise = 2, fall = 3 }
 
 -- The `to` parameters that belong to the pool, not to the connector.
 _M.PARAMS = { servers = true, balance = true, hash_key = true, retries = true, max_fails = true,
-              fail_timeout = true, check = true, resolve_min = true, resolve_max = true }
+              fail_timeout = true, check = true, resolve_min = true, resolve_max = true,
+              max_conns = true, max_queue = true }
 -- servers from DNS: re-resolved at the answer's TTL, within these bounds (seconds)
 _M.RESOLVE_DEFAULTS = { resolve_min = 1, resolve_max = 300 }
 _M.RESOLVE_TIMEOUT = 2     -- one query's wait for its answer, per nameserver
+-- max_conns: a client finding every server full waits in the pool's queue, looking again
+-- this often (other workers' closes are seen only by looking), up to the proxy's queue_timeout
+_M.QUEUE_STEP = 0.02
+_M.FULL = "every server is full (max_conns)"   -- the from connectors answer it with 503 / 0x01
 
 -- ---------------------------------------------------------------- shared state
 
@@ -52,8 +57,21 @@ end
 -- Each gets the pool, a list (the normal servers, or the backups), the conn and the servers
 -- this connection already tried (nil before a failure), and returns a server or nil.
 
+-- A server at its max_conns (all workers) takes no one until a connection to it ends.
+local function full(s)
+  return s.max_conns and active(s) >= s.max_conns
+end
+
 local function usable(s, tried)
-  return not (tried and tried[s]) and not s.out and is_up(s)
+  return not (tried and tried[s]) and not s.out and is_up(s) and not full(s)
+end
+
+-- Whether a server would do but for its max_conns: the client then waits in the queue.
+local function only_full(p, tried)
+  for _, s in ipairs(p.servers) do
+    if not (tried and tried[s]) and not s.out and is_up(s) and full(s) then return true end
+  end
+  return false
 end
 
 -- nginx's smooth weighted round robin: every candidate gains its weight, the richest is
@@ -193,8 +211,8 @@ local function by_function(p, conn, tried)
     local v = p.views[i]
     local up, act, fails = true, 0, 0
     if s.row then up, act, fails = pool_state(s.row) end
-    v.up = up and not s.out and not (tried and tried[s]) or false
-    v.active, v.failures, v.tried = act, fails, tried and tried[s] or false
+    v.up = up and not s.out and not (tried and tried[s]) and not full(s) or false
+    v.active, v.failures, v.tried, v.full = act, fails, tried and tried[s] or false, full(s) or false
   end
   local chosen = p.balance(p.views, conn)
   if chosen == nil then return nil, "the balance function chose no server" end
@@ -229,7 +247,7 @@ local entry, dns_form
 local function added_server(p, name, row, backup)
   local s = entry(name, p.fields or { "host", "port" })
   if not s then return end
-  s.cw, s.row, s.backup, s.added = 0, row, backup, true
+  s.cw, s.row, s.backup, s.added, s.max_conns = 0, row, backup, true, p.max_conns
   local first = p.servers[1] and p.servers[1].conf or p.template and p.template.conf
   if first then
     s.conf = {}
@@ -289,6 +307,7 @@ function Pool:pick(conn, tried)
   local s = choose(self, self.normal, conn, tried)
   if not s and #self.backups > 0 then s = choose(self, self.backups, conn, tried) end
   if s then return s end
+  if only_full(self, tried) then return nil, _M.FULL end
   if tried then return nil, "no server left to try" end
   return nil, "every server is down or out (drain, maint)"
 end
@@ -301,22 +320,58 @@ local function target_text(name, failed, via)
   return name .. " failed=" .. concat(failed, ",")
 end
 
+-- A server with max_conns is taken (a slot of its shared count, atomically) before its
+-- connect: nil, FULL when another worker took the last slot since the pick.
+local function take(s)
+  if s.max_conns and s.row and not core.pool_take(s.row, s.max_conns) then return nil, _M.FULL end
+  return s
+end
+
+-- The server for an attempt; when every one is full, the client waits in the pool's queue
+-- (at most max_queue clients, all workers; past it: refused at once) up to queue_timeout,
+-- looking again every QUEUE_STEP. The connection's end (negotiation_timeout, a kill) leaves
+-- the queue too (the C core holds its place). Returns server | nil, why.
+function Pool:wait_pick(conn, tried, queue_timeout)
+  local s, why = self:pick(conn, tried)
+  if s then s, why = take(s) end
+  if s or why ~= _M.FULL then return s, why end
+  if not self.queue or self.max_queue == 0 or (queue_timeout or 0) <= 0 then return nil, _M.FULL end
+  if not core.pool_wait(self.queue, self.max_queue) then
+    return nil, ("%s and %d clients wait already (max_queue)"):format(_M.FULL, self.max_queue)
+  end
+  local deadline = core.now() + queue_timeout
+  repeat
+    if not core.sleep(math.min(_M.QUEUE_STEP, math.max(0, deadline - core.now()))) then break end
+    s, why = self:pick(conn, tried)
+    if s then s, why = take(s) end
+  until s or why ~= _M.FULL or core.now() >= deadline
+  core.pool_wait()
+  if not s and why == _M.FULL then why = ("%s; waited %gs (queue_timeout)"):format(_M.FULL, queue_timeout) end
+  return s, why
+end
+
 -- p:connect(conn, connect_one) -> sock, server | nil, err. connect_one(server, conn) reaches
 -- one server; conn.connect_timeout is then this attempt's share of the client's
 -- connect_timeout: the time left divided by the attempts left (1 + retries at most, one per
 -- server).
 -- via: what the servers are asked to reach, when they are proxies (the log line says
--- "TARGET via PROXY").
-function Pool:connect(conn, connect_one, via)
+-- "TARGET via PROXY"). queue_timeout: how long a client may wait when every server is at its
+-- max_conns (the proxy's; none when not given).
+function Pool:connect(conn, connect_one, via, queue_timeout)
   local timeout = conn.connect_timeout
-  local deadline = core.now() + timeout
+  local deadline
   local tried, failed, last
   local attempts = math.max(1, math.min(self.retries + 1, #self.servers))
   for done = 0, attempts - 1 do
-    local s, why = self:pick(conn, tried)
+    local s, why = self:wait_pick(conn, tried, queue_timeout)
     if not s then last = last or why break end
+    deadline = deadline or core.now() + timeout     -- (the time in the queue is not connect time)
     local left = deadline - core.now()
-    if left <= 0 then last = "connect_timeout spent" break end
+    if left <= 0 then
+      if s.max_conns and s.row then core.pool_give() end
+      last = "connect_timeout spent"
+      break
+    end
     -- each attempt gets its share of the time left, so that a server that swallows SYNs
     -- cannot eat the whole of it
     conn.connect_timeout = left / (attempts - done)
@@ -327,6 +382,7 @@ function Pool:connect(conn, connect_one, via)
       if s.row then core.pool_connected(s.row) end
       return sock, s
     end
+    if s.max_conns and s.row then core.pool_give() end
     tried, failed = tried or {}, failed or {}
     tried[s] = true
     failed[#failed + 1] = s.name
@@ -383,6 +439,10 @@ function entry(e, fields)
     elseif k == "backup" then
       if type(v) ~= "boolean" then return nil, "backup: want true or false" end
       s.backup = v
+    elseif k == "max_conns" then
+      local n, err = check.count(v)
+      if n == nil then return nil, "max_conns: " .. err end
+      s.max_conns = n        -- 0: no cap (over the `to`'s max_conns)
     elseif k == f1 or k == f2 then
       local ok, err
       if k == "port" or k == "proxy_port" then ok, err = check.port(v)
@@ -563,6 +623,21 @@ function _M.check(conf, fields, datagram)
     local n = tonumber(conf.fail_timeout)
     if not n or n <= 0 then say("fail_timeout: want seconds > 0") else spec.fail_timeout = n end
   end
+  for _, k in ipairs({ "max_conns", "max_queue" }) do
+    if conf[k] ~= nil then
+      local n, err = check.count(conf[k])
+      if n == nil then say("%s: %s", k, err) else spec[k] = n end
+    end
+  end
+  if spec.max_conns == 0 then spec.max_conns = nil end
+  local capped = spec.max_conns ~= nil
+  for _, s in ipairs(spec.servers or {}) do
+    if s.max_conns == nil then s.max_conns = spec.max_conns end
+    if s.max_conns == 0 then s.max_conns = nil end
+    capped = capped or s.max_conns ~= nil
+  end
+  if capped and datagram then say("max_conns: not for udp (a flow is not refused for its server's load)") end
+  spec.capped = capped or nil
   if conf.check ~= nil then
     local c, err = check_check(conf.check, datagram)
     if not c then say("check: %s", err) else spec.check = c end
@@ -588,6 +663,8 @@ function _M.new(spec, proxy_name)
     s.row = core.pool_row and core.pool_row(proxy_name, s.name) or nil
     place(p, s)
   end
+  -- the queue of the clients waiting when every server is at its max_conns (all workers)
+  if p.capped and core.pool_queue then p.queue = core.pool_queue(proxy_name) end
   _M.all[#_M.all + 1] = p
   if p.balance == "source" or p.balance == "hash" then p.ring, p.backup_ring = ring(p.normal), ring(p.backups) end
   p:sync()       -- what runtime control said of its servers (kept across reloads)

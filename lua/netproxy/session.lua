@@ -51,7 +51,7 @@ end
 -- A `to` with servers: the pool picks and retries; each server's own connector table, or,
 -- when the client named the target (a CONNECT through a pool of proxies), that target with
 -- the server's fields.
-local function pool_connect(target, to, conn)
+local function pool_connect(proxy, target, to, conn)
   local p = target._pool
   local own = target == p.conf
   -- a pool of proxies: conn.target is what they are asked for (the CONNECT target)
@@ -59,7 +59,7 @@ local function pool_connect(target, to, conn)
   conn.target = via
   local sock, s = p:connect(conn, function(s, c)
     return to.connect(own and s.conf or with(target, s.fields), c)
-  end, via)
+  end, via, proxy.queue_timeout)
   if sock and not via then conn.target = s.name end
   return sock, s
 end
@@ -71,7 +71,7 @@ end
 local function reach(proxy, target, conn)
   local to = connectors.get(target.type)
   if not to.connect then return nil, "to = " .. target.type .. " reaches no server" end
-  if target._pool then return pool_connect(target, to, conn) end
+  if target._pool then return pool_connect(proxy, target, to, conn) end
   conn.target = fixed_for(proxy, target).label
   core.set_target(conn.target)
   return to.connect(target, conn)
