@@ -1,10 +1,13 @@
 /* Access logs: a line per finished connection (or forwarded HTTP request) in JSON, in
- * logfmt text or in the operator's template, to a file or to syslog. Written from C with
- * one write(2) per line; no Lua runs for it. */
+ * logfmt text or in the operator's template, to a file or to syslog. Written from C, a
+ * file's lines with one write(2) per turn of the loop; no Lua runs for it. */
 #include "accesslog.h"
 #include "json.h"
+#include "loop.h"
 
 #include <errno.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,15 +37,58 @@ static const struct {
     [NP_AF_STATUS] = { "status", INT },
 };
 
-/* Where lines go: a file, shared by every log of its path, or syslog. */
+/* Where lines go: a file, shared by every log of its path, or syslog. A file's lines are
+ * kept until the end of the loop's turn (or FLUSH_AT bytes) and written together: one
+ * write(2) a turn rather than a line (O_APPEND, whole lines: several workers' writes never
+ * cut a line). */
 struct sink {
     char *path;                 /* NULL: syslog */
     int fd;
     int refs;
+    struct np_text pending;     /* whole lines not written yet */
     struct sink *next;
 };
 
+#define FLUSH_AT (32 * 1024)
+
 static struct sink *sinks;
+static struct event flush_ev;   /* at the end of the turn that wrote lines */
+static int flush_ready;
+
+static void flush_sink(struct sink *s)
+{
+    if (s->pending.len && s->fd >= 0 && write(s->fd, s->pending.p, s->pending.len) < 0) {
+        /* nowhere to say it but the log, at every turn: no */
+    }
+    s->pending.len = 0;
+    s->pending.failed = 0;
+}
+
+void np_accesslog_flush(void)
+{
+    for (struct sink *s = sinks; s; s = s->next) flush_sink(s);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    np_accesslog_flush();
+}
+
+/* Writes s's lines at the end of this turn of the loop (none running: at once). */
+static void flush_soon(struct sink *s)
+{
+    static const struct timeval now = { 0, 0 };
+
+    if (s->pending.len >= FLUSH_AT || !np_base) {
+        flush_sink(s);
+        return;
+    }
+    if (!flush_ready) {
+        evtimer_assign(&flush_ev, np_base, on_flush, NULL);
+        flush_ready = 1;
+    }
+    if (!evtimer_pending(&flush_ev, NULL)) evtimer_add(&flush_ev, &now);
+}
 
 /* A template, cut into literal text each followed by a field (-1 for none: the end). */
 struct piece {
@@ -121,7 +167,9 @@ static void sink_put(struct sink *s)
             break;
         }
     }
+    flush_sink(s);
     if (s->fd >= 0) close(s->fd);
+    np_text_free(&s->pending);
     free(s->path);
     free(s);
 }
@@ -130,6 +178,7 @@ void np_accesslog_reopen(void)
 {
     for (struct sink *s = sinks; s; s = s->next) {
         if (!s->path) continue;
+        flush_sink(s);                  /* the old file's last lines stay in it */
         int fd = open_file(s->path);
         if (fd < 0) continue;           /* keep writing where we were */
         dup2(fd, s->fd);                /* the same descriptor: forked workers need nothing */
@@ -345,6 +394,6 @@ void np_accesslog_write(struct np_accesslog *a, const struct np_access_record *g
     }
     np_text_add(&line, "\n", 1);
     if (line.failed) return;
-    /* one write per line (O_APPEND): lines of several workers never interleave */
-    if (write(a->sink->fd, line.p, line.len) < 0) { /* nowhere to say it but the log, per line: no */ }
+    np_text_add(&a->sink->pending, line.p, line.len);
+    flush_soon(a->sink);
 }

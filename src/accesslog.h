@@ -48,6 +48,9 @@ void np_accesslog_write(struct np_accesslog *a, const struct np_access_record *r
 /* SIGUSR1: every open access log file is opened again at its path (logrotate moved it). */
 void np_accesslog_reopen(void);
 
+/* Writes every line still kept (the loop stops; the process exits). */
+void np_accesslog_flush(void);
+
 /* The field named name, or -1. */
 int np_access_field_parse(const char *name, size_t len);
 

@@ -139,6 +139,7 @@ int np_worker_run(int index, const struct np_cli *cli, void (*ready)(void))
     event_base_once(np_base, -1, EV_TIMEOUT, on_start, NULL, NULL);
     np_server_run_start(index);
     event_base_dispatch(np_base);
+    np_accesslog_flush();                               /* the last turn's lines */
     np_logsink_use(NULL, LUA_NOREF, &np_limits_none);      /* no loop left to deliver: written from now on */
     np_server_run_stop();
     if (cli) np_control_remove();
