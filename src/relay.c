@@ -74,10 +74,17 @@ struct direction {
     uint64_t *counter;          /* the owner's counters of bytes this way */
     uint64_t *more_counter;     /* may be NULL */
     struct np_relay *relay;
-    struct np_bucket *bucket[MAX_BUCKETS];  /* bandwidth: every read takes from each */
+    struct shaped *shaped;      /* bandwidth, when the proxy sets it; NULL: not shaped */
+    int starved;                /* waits for its turn on a bucket: reads nothing meanwhile */
+};
+
+/* A shaped direction's buckets, made only for a proxy with `bandwidth` (an idle connection of
+ * another holds none of it). */
+struct shaped {
+    struct np_bucket *bucket[MAX_BUCKETS];  /* every read takes from each */
     int nbuckets;
     struct np_bucket_waiter waiter; /* queued on the bucket that was short */
-    int starved;                /* waits for its turn on a bucket: reads nothing meanwhile */
+    struct direction *d;
 };
 
 struct np_relay {
@@ -403,13 +410,14 @@ static int run_filter(struct np_relay *r, struct direction *d, size_t n)
  * armed for its reads) until its turn (on_turn). */
 static size_t allowance(struct direction *d)
 {
+    struct shaped *s = d->shaped;
     size_t allowed = UNSHAPED;
 
-    for (int i = 0; i < d->nbuckets; i++) {
-        size_t n = np_bucket_allows(d->bucket[i], &d->waiter);
+    for (int i = 0; s && i < s->nbuckets; i++) {
+        size_t n = np_bucket_allows(s->bucket[i], &s->waiter);
         if (n == 0) {
             d->starved = 1;
-            np_bucket_wait(d->bucket[i], &d->waiter);
+            np_bucket_wait(s->bucket[i], &s->waiter);
             return 0;
         }
         if (n < allowed) allowed = n;
@@ -420,8 +428,11 @@ static size_t allowance(struct direction *d)
 /* n bytes were read this way: taken from each bucket. */
 static void charge(struct direction *d, size_t n)
 {
-    for (int i = 0; i < d->nbuckets; i++) np_bucket_take(d->bucket[i], n);
-    d->waiter.served += n;
+    struct shaped *s = d->shaped;
+
+    if (!s) return;
+    for (int i = 0; i < s->nbuckets; i++) np_bucket_take(s->bucket[i], n);
+    s->waiter.served += n;
 }
 
 static void pump_both(struct np_relay *r, int first, int both);
@@ -431,7 +442,7 @@ static void settle(struct np_relay *r);
  * anything (else it waits for readability as usual). */
 static void on_turn(struct np_bucket_waiter *w)
 {
-    struct direction *d = (struct direction *)((char *)w - offsetof(struct direction, waiter));
+    struct direction *d = ((struct shaped *)((char *)w - offsetof(struct shaped, waiter)))->d;
     struct np_relay *r = d->relay;
 
     d->starved = 0;
@@ -440,13 +451,26 @@ static void on_turn(struct np_bucket_waiter *w)
     settle(r);
 }
 
-/* The direction's own bucket at the per_conn rate, after the shared ones direction_init
- * took. 0, or -1 when out of memory. */
-static int shape(struct direction *d, double rate)
+/* The direction's buckets: the shared ones handed over (the references are the relay's
+ * now, and are let go here on failure), then its own at the per_conn rate. 0, or -1 when
+ * out of memory. */
+static int shape(struct direction *d, const struct np_relay_config *cfg)
 {
-    if (rate <= 0) return 0;
-    if (!(d->bucket[d->nbuckets] = np_bucket_new(rate))) return -1;
-    d->nbuckets++;
+    struct np_bucket *const *shared = cfg->shared[d->from];
+    struct shaped *s;
+
+    if (!shared[0] && !shared[1] && cfg->rate <= 0) return 0;
+    if (!(s = d->shaped = calloc(1, sizeof *s))) {
+        for (int i = 0; i < 2; i++) np_bucket_put(shared[i]);
+        return -1;
+    }
+    s->d = d;
+    s->waiter.wake = on_turn;
+    for (int i = 0; i < 2; i++)
+        if (shared[i]) s->bucket[s->nbuckets++] = shared[i];
+    if (cfg->rate <= 0) return 0;
+    if (!(s->bucket[s->nbuckets] = np_bucket_new(cfg->rate))) return -1;
+    s->nbuckets++;
     return 0;
 }
 
@@ -459,9 +483,13 @@ static void put_shared(const struct np_relay_config *cfg)
 
 static void unshape(struct direction *d)
 {
-    np_bucket_cancel(&d->waiter);
-    for (int i = 0; i < d->nbuckets; i++) np_bucket_put(d->bucket[i]);
-    d->nbuckets = 0;
+    struct shaped *s = d->shaped;
+
+    if (!s) return;
+    np_bucket_cancel(&s->waiter);
+    for (int i = 0; i < s->nbuckets; i++) np_bucket_put(s->bucket[i]);
+    free(s);
+    d->shaped = NULL;
 }
 
 /* ---------------------------------------------------------------- the pump */
@@ -735,9 +763,6 @@ static void direction_init(struct np_relay *r, struct direction *d, int from,
     d->counter = cfg->bytes[from];
     d->more_counter = cfg->more_bytes[from];
     d->relay = r;
-    d->waiter.wake = on_turn;
-    for (int i = 0; i < 2; i++)         /* the references handed over are the relay's now */
-        if (cfg->shared[from][i]) d->bucket[d->nbuckets++] = cfg->shared[from][i];
 }
 
 struct np_relay *np_relay_new(const struct np_relay_config *cfg, const struct np_relay_ops *ops,
@@ -745,6 +770,7 @@ struct np_relay *np_relay_new(const struct np_relay_config *cfg, const struct np
                               const struct np_relay_side *server)
 {
     struct np_relay *r = calloc(1, sizeof *r);
+    int shaped;
 
     if (!r) {
         put_shared(cfg);
@@ -767,8 +793,9 @@ struct np_relay *np_relay_new(const struct np_relay_config *cfg, const struct np
     direction_init(r, &r->dir[SERVER], SERVER, cfg);
     if (client->ssl || server->ssl)
         r->dir[CLIENT].splice = r->dir[SERVER].splice = r->dir[CLIENT].may_splice = r->dir[SERVER].may_splice = 0;
-    if (shape(&r->dir[CLIENT], cfg->rate) < 0 || shape(&r->dir[SERVER], cfg->rate) < 0 ||
-        side_init(r, CLIENT, client) < 0 || side_init(r, SERVER, server) < 0 ||
+    shaped = shape(&r->dir[CLIENT], cfg) == 0;         /* both: each takes its shared references */
+    shaped &= shape(&r->dir[SERVER], cfg) == 0;
+    if (!shaped || side_init(r, CLIENT, client) < 0 || side_init(r, SERVER, server) < 0 ||
         (r->idle_timeout > 0 && np_idle_join(&r->idle, r->idle_timeout, on_idle) < 0)) {
         for (int i = 0; i < 2; i++) {
             if (r->side[i].out_ev) event_free(r->side[i].out_ev);
@@ -794,8 +821,8 @@ void np_relay_halt(struct np_relay *r)
     }
     np_idle_leave(&r->idle);
     np_defer_cancel(&r->kick);
-    np_bucket_cancel(&r->dir[0].waiter);
-    np_bucket_cancel(&r->dir[1].waiter);
+    for (int i = 0; i < 2; i++)
+        if (r->dir[i].shaped) np_bucket_cancel(&r->dir[i].shaped->waiter);
     r->halted = 1;
 }
 
