@@ -38,6 +38,8 @@ source "$ROOT/bench/lib/doc.sh"
 source "$ROOT/bench/lib/proc.sh"
 # shellcheck source=bench/lib/stats.sh
 source "$ROOT/bench/lib/stats.sh"
+# shellcheck source=bench/lib/rate.sh
+source "$ROOT/bench/lib/rate.sh"
 
 TARGETS=(netproxy-one netproxy-pool haproxy-one haproxy-pool)
 declare -A LABEL=(
@@ -52,7 +54,6 @@ declare -A PORT TPID VALUES CPU
 PROBLEMS=()
 NOTES=()
 BACKENDS=()
-
 
 parse_args() {
   bench_options "$@"
@@ -164,49 +165,10 @@ start_target() {
 # ---------------------------------------------------------------- measuring
 
 measure() { # TARGET REP
-  local target=$1 rep=$2 out rc=0 value t0 t1 err=$WORK/client.err
-  local port=${PORT[$target]:-} tpid=${TPID[$target]:-}
-  [[ -n $port ]] || return 0
-  t0=$(cpu_seconds "$tpid")
-  out=$("${PIN_LOAD[@]}" "$NP_PEER" client --connect "127.0.0.1:$port" --bytes "$CONN_BYTES" \
-        --conns "$CONN_COUNT" --parallel "$CONN_PARALLEL" --timeout 300 2>"$err") || rc=$?
-  t1=$(cpu_seconds "$tpid")
-  value=$(field conns_per_sec "$out")
-  if ((rc == 0)) && [[ $(field failed "$out") == 0 && -n $value ]]; then
-    VALUES[$target]+="$value "
-    CPU[$target]+="$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}') "
-    printf '  rep %d  %-48s %10s conns/s\n' "$rep" "${LABEL[$target]}" "$value" >&2
-    return 0
-  fi
-  PROBLEMS+=("rep $rep, ${LABEL[$target]}: np-peer client exited $rc; stdout: '$out'; stderr: '$(tail -3 "$err" | tr '\n' ' ')'")
-  say "  FAILED: ${PROBLEMS[-1]}"
+  measure_rate "$1" "$2" "${PORT[$1]:-}" "${TPID[$1]:-}"
 }
 
-stat_of() { # TARGET [median|min|max|runs]
-  local v m lo hi
-  read -r -a v <<<"${VALUES[$1]:-}"
-  read -r m lo hi <<<"$(stats "${v[@]}")"
-  case ${2:-median} in median) echo "$m" ;; min) echo "$lo" ;; max) echo "$hi" ;; runs) echo "${#v[@]}" ;; esac
-}
-
-cpu_us() { # TARGET: median proxy CPU µs per connection
-  local v
-  read -r -a v <<<"${CPU[$1]:-}"
-  ((${#v[@]})) || { echo -; return; }
-  printf '%s\n' "${v[@]}" | sort -g | awk -v n_conn="$CONN_COUNT" 'NF {v[++n] = $1}
-    END { m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2; printf "%.1f\n", m * 1e6 / n_conn }'
-}
-
-diff_us() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-") print "n/a"; else printf "%+.1f\n", a - b }'; }
-
-table() {
-  local t
-  echo "| proxy | conns/s median | min | max | proxy CPU µs/conn | runs ok |"
-  echo "|---|---:|---:|---:|---:|---:|"
-  for t in "${TARGETS[@]}"; do
-    echo "| ${LABEL[$t]} | $(stat_of "$t") | $(stat_of "$t" min) | $(stat_of "$t" max) | $(cpu_us "$t") | $(stat_of "$t" runs)/$CONN_REPS |"
-  done
-}
+table() { rate_table "proxy" "proxy CPU µs/conn"; }
 
 reading() {
   [[ -n ${VALUES[netproxy-pool]:-} && -n ${VALUES[netproxy-one]:-} ]] || return 0

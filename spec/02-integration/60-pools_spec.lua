@@ -4,49 +4,8 @@ local h = require "spec.helpers"
 local tcp = require "spec.support.tcp"
 local now = h.now
 
--- The banner of the backend a client reached through port (nil and why when none), the
--- client bound to source (an address of 127/8) when given.
-local function reach(port, source)
-  if source then
-    local out, err = h.run({ "sh", "-c", ("socat -t 2 - TCP:127.0.0.1:%d,bind=%s </dev/null"):format(port, source) })
-    local name = out:match("^(%w+)\n")
-    return name, name == nil and ("no banner: " .. out .. err) or nil
-  end
-  local c, err = tcp.connect(port)
-  if not c then return nil, err end
-  local got, why = c:receive(2, 5)
-  c:close()
-  if #got < 2 then return nil, why end
-  return got:sub(1, 1)
-end
-
--- Backends a, b, c...: banner servers named by a letter.
-local function backends(n)
-  local list = {}
-  for i = 1, n do
-    local name = string.char(96 + i)
-    list[name] = h.peer_server("banner", { "--text", name })
-    list[i] = list[name]
-  end
-  return list
-end
-
-local function ends(np)
-  local n = 0
-  for _ in np.log():gmatch("end=") do n = n + 1 end
-  return n
-end
-
--- n clients one after the other, each one's end logged before the next: the reached names.
-local function clients(np, port, n)
-  local seen = {}
-  for i = 1, n do
-    local before = ends(np)
-    seen[i] = assert(reach(port))
-    h.wait_until(function() return ends(np) > before end, 5, "the connection's end")
-  end
-  return table.concat(seen)
-end
+local banners = require "spec.support.banners"
+local reach, backends, ends, clients = banners.reach, banners.backends, banners.ends, banners.clients
 
 local function count(s, letter)
   return select(2, s:gsub(letter, ""))

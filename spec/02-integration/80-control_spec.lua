@@ -40,42 +40,8 @@ local function raw(sock, bytes)
   return (h.run({ "python3", "-c", RAW, sock, h.write(h.tmpfile("line"), bytes) }))
 end
 
--- The banner of the backend a client reached through port.
-local function reach(port)
-  local c, err = tcp.connect(port)
-  if not c then return nil, err end
-  local got, why = c:receive(2, 5)
-  c:close()
-  if #got < 2 then return nil, why end
-  return got:sub(1, 1)
-end
-
-local function ends(np)
-  local n = 0
-  for _ in np.log():gmatch("end=") do n = n + 1 end
-  return n
-end
-
--- n clients one after the other, each one's end logged before the next: the names reached.
-local function clients(np, port, n)
-  local seen = {}
-  for i = 1, n do
-    local before = ends(np)
-    seen[i] = assert(reach(port))
-    h.wait_until(function() return ends(np) > before end, 5, "the connection's end")
-  end
-  return table.concat(seen)
-end
-
-local function backends(n)
-  local list = {}
-  for i = 1, n do
-    local name = string.char(96 + i)
-    list[name] = h.peer_server("banner", { "--text", name })
-    list[i] = list[name]
-  end
-  return list
-end
+local banners = require "spec.support.banners"
+local reach, backends, ends, clients = banners.reach, banners.backends, banners.ends, banners.clients
 
 local function start(b, workers, extra, sock)
   sock = sock or h.tmpfile("control.sock")
