@@ -8,9 +8,9 @@
  * order of the bytes each has read (bucket.h), so the connections sharing a bucket get
  * equal shares in bytes, a slice or so per turn. */
 #include "bucket.h"
+#include "limits.h"
 #include "loop.h"
 
-#include <arpa/inet.h>
 #include <event2/event.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -245,26 +245,20 @@ void np_shaper_put(struct np_shaper *s)
     shaper_unref(s);
 }
 
-/* The source's key: the client's address without its port; an IPv6 address by its /64
- * (one host's many addresses are one source); anything else (a unix socket) as it is. */
+/* The source's key: the client's address without its port, keyed as per_source keys it
+ * (limits.c: an IPv6 address by its /64, one host's many addresses being one source);
+ * anything else (a unix socket) as it is. */
 static void source_key(const char *client, char *key, size_t keylen)
 {
     const char *colon = strrchr(client, ':');
-    struct in6_addr a6;
     char host[KEY_LEN];
 
     snprintf(host, sizeof host, "%s", client);
-    if (client[0] == '[' && (colon = strstr(client, "]:")) && colon - client - 1 < KEY_LEN) {
-        memcpy(host, client + 1, colon - client - 1);
-        host[colon - client - 1] = 0;
-        if (inet_pton(AF_INET6, host, &a6) == 1) {
-            memset(a6.s6_addr + 8, 0, 8);
-            inet_ntop(AF_INET6, &a6, host, sizeof host);
-        }
-    } else if (colon && colon - client < KEY_LEN && strchr(client, '.')) {
+    if (client[0] == '[' && (colon = strstr(client, "]:")) && colon - client - 1 < KEY_LEN)
+        snprintf(host, sizeof host, "%.*s", (int)(colon - client - 1), client + 1);
+    else if (colon && colon - client < KEY_LEN && strchr(client, '.'))
         host[colon - client] = 0;                   /* a.b.c.d:port */
-    }
-    snprintf(key, keylen, "%s", host);
+    if (np_limits_source_key_text(host, 64, key, keylen) == 0) snprintf(key, keylen, "%s", host);
 }
 
 static unsigned head_of(const char *key, int dir)
