@@ -26,7 +26,6 @@ local core = require "netproxy.core"
 local check = require "netproxy.check"
 local http = require "netproxy.http"
 local http_forward = require "netproxy.http_forward"
-local stream = require "netproxy.stream"
 local addr = require "netproxy.addr"
 local gate = require "netproxy.gate"
 local proxy_protocol = require "netproxy.proxy_protocol"
@@ -174,14 +173,7 @@ function _M.listen(conf)
   return conf.host, conf.port
 end
 
--- An error answer, then what the client still sends is read and dropped for a moment (up to
--- 1 MiB, 1 s, or its EOF), so that a client still sending a refused request gets the answer
--- rather than a reset.
-local function reply(client, code, reason, detail, headers)
-  if client:write(http.response(code, reason, headers, "netproxy: " .. detail .. "\n")) then
-    stream.discard(client, 1024 * 1024, 1)
-  end
-end
+local reply = http.refuse     -- an error answer, then the client's rest read and dropped
 
 -- The request, checked; returns host, port, or nil after answering the client.
 local function read_request(conf, client, conn)

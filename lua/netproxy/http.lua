@@ -203,4 +203,14 @@ function _M.response(code, reason, headers, body)
   return concat(lines, "\r\n") .. "\r\n\r\n" .. body
 end
 
+
+-- An error answer of this proxy's own ("netproxy: detail"), then what the client still sends
+-- is read and dropped for a moment (up to 1 MiB, 1 s, or its EOF), so that a client still
+-- sending a refused request gets the answer rather than a reset.
+function _M.refuse(client, code, reason, detail, headers)
+  if client:write(_M.response(code, reason, headers, "netproxy: " .. detail .. "\n")) then
+    stream.discard(client, 1024 * 1024, 1)
+  end
+end
+
 return _M

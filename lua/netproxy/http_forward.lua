@@ -40,9 +40,7 @@ local REQUEST_DROP = { host = true }
 -- moment so that it reads the answer rather than a reset). Returns the end word and detail.
 local function fail(client, log, code, reason, detail, how, headers)
   log.status = code
-  if client:write(http.response(code, reason, headers, "netproxy: " .. detail .. "\n")) then
-    stream.discard(client, 1024 * 1024, 1)
-  end
+  http.refuse(client, code, reason, detail, headers)
   return how, detail
 end
 
