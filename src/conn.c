@@ -102,7 +102,6 @@ void np_conn_hold_limit(struct np_conn *c, uint32_t token)
     np_limits_put(token);               /* (never: 2 per_source and 2 per_user at most) */
 }
 
-struct np_proxy *np_conn_proxy(const struct np_conn *c) { return c->proxy; }
 
 void np_conn_set_target(struct np_conn *c, const char *text)
 {
@@ -126,7 +125,6 @@ void np_conn_set_ja4(struct np_conn *c, const char *ja4)
     snprintf(c->tls->ja4, sizeof c->tls->ja4, "%s", ja4);
 }
 
-const struct np_tls_identity *np_conn_tls(const struct np_conn *c) { return c->tls; }
 
 void np_conn_refused_for(struct np_conn *c, const char *reason)
 {

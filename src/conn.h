@@ -77,7 +77,6 @@ void np_conn_pool_unwait(struct np_conn *c);
 
 /* The connection counts in a per_source / per_user entry (limits.h) until it ends. */
 void np_conn_hold_limit(struct np_conn *c, uint32_t token);
-struct np_proxy *np_conn_proxy(const struct np_conn *c);
 
 /* What the log line names as the destination, and as the client (after a PROXY header). */
 void np_conn_set_target(struct np_conn *c, const char *text);
@@ -88,8 +87,6 @@ void np_conn_set_client(struct np_conn *c, const char *text);
 struct np_tls_identity;
 void np_conn_set_tls(struct np_conn *c, const struct np_tls_identity *id);
 void np_conn_set_ja4(struct np_conn *c, const char *ja4);
-/* The connection's TLS identity, or NULL (for the access log). */
-const struct np_tls_identity *np_conn_tls(const struct np_conn *c);
 
 /* The user the connectors authenticated, for the access log. */
 void np_conn_set_user(struct np_conn *c, const char *name);
