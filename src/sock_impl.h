@@ -1,6 +1,8 @@
-/* What sock.c (cosocket I/O) and sock_connect.c (core.connect) share. Not for other files. */
+/* What the cosocket files share (sock.c the object, sock_io.c its I/O, sock_keepalive.c its pooling,
+ * sock_connect.c core.connect, sock_sniff.c core.sniff). Not for other files. */
 #ifndef NP_SOCK_IMPL_H
 #define NP_SOCK_IMPL_H
+#include <lauxlib.h>
 #include "sock.h"
 #include "call.h"
 #include "dial.h"
@@ -39,5 +41,16 @@ void np_sock_set_fds(struct np_sock *s, int rfd, int wfd);
 int np_sock_yield(lua_State *L, struct np_sock *s, int idx);
 /* Hands nresults values, already pushed on the owner's coroutine, back to it. */
 void np_sock_resume(struct np_sock *s, int nresults);
+/* The timeout argument at idx (seconds, >= 0, else an argument error), or dflt if absent. */
+double np_sock_opt_timeout(lua_State *L, int idx, double dflt);
+
+/* The loop's callbacks of a cosocket's events (sock_io.c): rev/wev while an op waits, and
+ * flush_ev for the background flush of what sock:send kept. */
+void np_sock_on_event(evutil_socket_t fd, short what, void *arg);
+void np_sock_on_flush(evutil_socket_t fd, short what, void *arg);
+
+/* The Lua methods of each file, registered together by np_sock_open (sock.c). */
+extern const luaL_Reg np_sock_io_methods[];        /* sock_io.c */
+extern const luaL_Reg np_sock_keepalive_methods[]; /* sock_keepalive.c */
 
 #endif
