@@ -128,7 +128,8 @@ local function quote(s)
 end
 _M.quote = quote
 
--- Starts argv (a list) in the background; returns { pid, out, err, rcfile }.
+-- Starts argv (a list) in the background (opts.ulimit: its descriptors, opts.env: variables
+-- set for it); returns { pid, out, err, rcfile }.
 -- The shell wrapper records the exit status so that specs can check it.
 function _M.spawn(argv, opts)
   opts = opts or {}
@@ -137,7 +138,9 @@ function _M.spawn(argv, opts)
   local p = { out = _M.tmpfile("out"), err = _M.tmpfile("err"), rcfile = _M.tmpfile("rc") }
   local pidfile = _M.tmpfile("pid")
   local ulimit = opts.ulimit and ("ulimit -n " .. opts.ulimit .. "; ") or ""
-  local inner = ulimit .. table.concat(words, " ") .. " >" .. quote(p.out) .. " 2>" .. quote(p.err) ..
+  local env = ""                        -- opts.env: { NAME = value }, for this command only
+  for k, v in pairs(opts.env or {}) do env = env .. k .. "=" .. quote(v) .. " " end
+  local inner = ulimit .. env .. table.concat(words, " ") .. " >" .. quote(p.out) .. " 2>" .. quote(p.err) ..
       " </dev/null & echo $! >" .. quote(pidfile) .. "; wait $!; echo $? >" .. quote(p.rcfile)
   os.execute("sh -c " .. quote(inner) .. " >/dev/null 2>&1 &")
   p.pid = tonumber(_M.wait_until(function()

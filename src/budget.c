@@ -4,12 +4,15 @@
 
 #include <lauxlib.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #define INSTRUCTIONS_PER_CHECK 4096
 
-static struct np_budget current;
+/* Outside calls nothing is limited: the limit is the largest size. */
+static struct np_budget current = { .limit = SIZE_MAX };
 static size_t in_use, cap;
 
 /* LuaJIT's own allocator (a private dlmalloc space per state, faster for Lua's many small
@@ -103,31 +106,33 @@ static void on_count(lua_State *L, lua_Debug *ar)
 }
 
 /* Inside a call, an allocation past the call's budget or the state's cap fails: Lua raises
- * "not enough memory" in the call, which ends it (and its connection) only. */
+ * "not enough memory" in the call, which ends it (and its connection) only. Every
+ * allocation and free of every state passes here, so the path is one compare against the
+ * limit np_budget_begin worked out (SIZE_MAX outside calls) and two additions. */
 static void *allocate(void *ud, void *ptr, size_t old, size_t size)
 {
     struct state_alloc *a = ud;
     size_t before = ptr ? old : 0;
     void *p;
 
-    if (size == 0) {
-        a->f(a->ud, ptr, old, 0);
-        in_use -= before;
-        a->in_use -= before;
-        return NULL;
-    }
-    if (current.active && size > before) {
-        size_t after = in_use + (size - before);
-        if ((current.max_alloc && after > current.in_use_at_start + current.max_alloc) ||
-            (cap && after > cap))
-            return NULL;
-    }
+    if (size > before && in_use + (size - before) > current.limit) return NULL;
     p = a->f(a->ud, ptr, old, size);
-    if (p) {
-        in_use = in_use - before + size;
-        a->in_use = a->in_use - before + size;
+    if (p || size == 0) {               /* size_t arithmetic: a shrink or a free subtracts */
+        in_use += size - before;
+        a->in_use += size - before;
     }
     return p;
+}
+
+/* What in_use may grow to in the call b describes: the smaller of its own bound and the cap. */
+static size_t limit_of(const struct np_budget *b)
+{
+    size_t limit = SIZE_MAX;
+
+    if (!b->active) return SIZE_MAX;
+    if (b->max_alloc && b->in_use_at_start < SIZE_MAX - b->max_alloc) limit = b->in_use_at_start + b->max_alloc;
+    if (cap && cap < limit) limit = cap;
+    return limit;
 }
 
 static int panic(lua_State *L)
@@ -136,11 +141,34 @@ static int panic(lua_State *L)
     abort();
 }
 
+/* NETPROXY_LUA_ALLOC=luajit leaves LuaJIT's allocator unwrapped: nothing counted, no memory
+ * bound. Only for measuring what the counting costs (bench/hooks.sh); never for serving. */
+static lua_State *newstate_uncounted(void)
+{
+    lua_State *L = luaL_newstate();
+
+    if (L) {
+        lua_atpanic(L, panic);
+        np_budget_rearm(L);
+    }
+    return L;
+}
+
+int np_budget_uncounted(void)
+{
+    const char *how = getenv("NETPROXY_LUA_ALLOC");
+
+    return how && !strcmp(how, "luajit");
+}
+
 lua_State *np_budget_newstate(void)
 {
-    struct state_alloc *a = calloc(1, sizeof *a);
-    lua_State *L = a ? luaL_newstate() : NULL;
+    struct state_alloc *a;
+    lua_State *L;
 
+    if (np_budget_uncounted()) return newstate_uncounted();
+    a = calloc(1, sizeof *a);
+    L = a ? luaL_newstate() : NULL;
     if (!L) {
         free(a);
         return NULL;
@@ -161,7 +189,10 @@ void np_budget_close(lua_State *L)
     struct state_alloc *a;
 
     if (!L) return;
-    lua_getallocf(L, (void **)&a);
+    if (lua_getallocf(L, (void **)&a) != allocate) {
+        lua_close(L);                   /* an uncounted state's */
+        return;
+    }
     lua_setallocf(L, a->f, a->ud);      /* LuaJIT frees its space whole only with its own */
     lua_close(L);
     in_use -= a->in_use;
@@ -178,6 +209,7 @@ void np_budget_rearm(lua_State *L)
 void np_budget_set_cap(size_t bytes)
 {
     cap = bytes;
+    current.limit = limit_of(&current);
 }
 
 void np_budget_begin(struct np_budget *saved, double seconds, size_t max_alloc)
@@ -196,6 +228,7 @@ void np_budget_begin(struct np_budget *saved, double seconds, size_t max_alloc)
     current.spent = 0;
     current.max_alloc = max_alloc;
     current.in_use_at_start = in_use;
+    current.limit = limit_of(&current);
 }
 
 /* A nested call (core.call in a service's loop, a probe asked while a coroutine starts a

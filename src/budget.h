@@ -23,11 +23,17 @@ struct np_budget {
     size_t max_alloc;           /* bytes the call may add to what Lua holds; 0 = no limit */
     size_t in_use_at_start;     /* what Lua held when it began: garbage freed along the way
                                  * does not count against it, what it keeps does */
+    size_t limit;               /* what all Lua may hold during it: the smaller of
+                                 * in_use_at_start + max_alloc and the cap; SIZE_MAX if none */
     int active;
 };
 
-/* A new Lua state whose allocator counts and limits memory, with the count hook set. */
+/* A new Lua state whose allocator counts and limits memory, with the count hook set (with
+ * NETPROXY_LUA_ALLOC=luajit in the environment: LuaJIT's own allocator, nothing counted). */
 lua_State *np_budget_newstate(void);
+
+/* 1 when NETPROXY_LUA_ALLOC=luajit turns the memory bounds off (for benchmarks only). */
+int np_budget_uncounted(void);
 
 /* Closes a state made by np_budget_newstate (NULL: nothing), its memory uncounted. */
 void np_budget_close(lua_State *L);

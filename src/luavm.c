@@ -21,6 +21,9 @@ int np_lua_open(lua_CFunction core, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create the Lua state");
         return -1;
     }
+    if (np_budget_uncounted())
+        np_log(NP_WARNING, "NETPROXY_LUA_ALLOC=luajit: Lua memory is not counted, lua_call_memory and "
+               "lua_memory do not apply (for benchmarks only)");
     luaL_openlibs(np_L);
     lua_getglobal(np_L, "package");
     /* our modules first, from the tree this binary belongs to (paths.c) */

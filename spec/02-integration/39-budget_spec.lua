@@ -149,6 +149,34 @@ proxy { name = "hungry", hook_budget = 5,
     assert.is_true(rss < 200 * 1024, "RSS " .. rss .. " KiB after a 16 MiB call budget")
   end)
 
+  -- The same bounded hunger (about 40 MB kept, past a 16 MiB lua_call_memory) fails under the
+  -- counting allocator and goes through with NETPROXY_LUA_ALLOC=luajit, the switch that
+  -- bench/hooks.sh uses to measure what counting costs; the process says the bounds are off.
+  local GREEDY = [[
+server { lua_call_memory = "16m" }
+proxy { name = "greedy", hook_budget = 5,
+        from = { type = "tcp", host = "127.0.0.1", port = 0,
+                 hook = function(d)
+                   local t = {}
+                   for i = 1, 400000 do t[i] = ("x"):rep(100) .. i end
+                   return d
+                 end },
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]
+
+  it("bounds a call's memory by default: a hook keeping 40 MB under 16m fails", function()
+    local np = h.netproxy_start(GREEDY:format(echo.port))
+    h.talk(np.ports.greedy, "eat\n")
+    h.wait_log(np, "greedy: [^\n]* end=lua error: not enough memory", 10)
+  end)
+
+  it("counts nothing with NETPROXY_LUA_ALLOC=luajit, and says the bounds are off", function()
+    local np = h.netproxy_start(GREEDY:format(echo.port), nil, { env = { NETPROXY_LUA_ALLOC = "luajit" } })
+    assert.truthy(np.log():find("NETPROXY_LUA_ALLOC=luajit: Lua memory is not counted", 1, true), np.log())
+    assert.are.equal("eat\n", (h.talk(np.ports.greedy, "eat\n")))
+    assert.falsy(np.log():find("not enough memory", 1, true))
+  end)
+
   it("refuses a bad lua_memory at --check, with the range", function()
     local file = h.write(h.tmpfile("mem.lua"), [[
 server { lua_memory = "12q" }
