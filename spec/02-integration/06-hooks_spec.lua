@@ -168,6 +168,62 @@ describe("hooks", function()
   end)
 end)
 
+-- A hook on one direction leaves the other on the splice path, and not just in name (the
+-- "relay:" line says what the relay set out to do): bytes that went through splice() leave
+-- their pipe in the process's pool (src/pipepool.c) when the connection ends, and nothing
+-- else in netproxy makes a pipe. Each case runs in its own process so that one case's pooled
+-- pipe cannot stand for another's; the hook counts what it saw, so the hooked direction is
+-- shown hooked too.
+describe("a hook on one direction", function()
+  local echo
+  before_each(function() echo = h.peer_server("echo") end)
+  after_each(h.stop_all)
+
+  local COUNTING = [[hook = function(d, conn, eof)
+      conn.stash.n = (conn.stash.n or 0) + #d
+      if eof then conn:log("notice", "hook saw %d bytes", conn.stash.n) end
+    end]]
+
+  local function pipes(pid)
+    local n = 0
+    for line in h.lines("ls -l /proc/" .. pid .. "/fd") do
+      if line:find("-> pipe:", 1, true) then n = n + 1 end
+    end
+    return n
+  end
+
+  -- 4 MiB each way through a proxy with these hooks: the pipes netproxy holds after it,
+  -- beyond those it held before.
+  local function carried(from_extra, to_extra)
+    local np = h.netproxy_start(hooked("one", echo.port, from_extra, to_extra), { "-v" })
+    local before = pipes(np.pid)
+    local r = h.client("127.0.0.1", np.ports.one, { "--bytes", "4M", "--half-close" })
+    assert.are.equal(0, r.rc, r.err)
+    assert.are.equal(4 * 1024 * 1024, r.bytes_recv)
+    h.wait_log(np, "one: [^\n]* end=")
+    h.wait_log(np, "one: hook saw 4194304 bytes")
+    return np, pipes(np.pid) - before
+  end
+
+  it("splices server to client while from.hook sees client to server", function()
+    local np, spliced = carried(COUNTING, nil)
+    assert.truthy(np.log():find("one: relay: client->server hook, server->client splice", 1, true), np.log())
+    assert.is_true(spliced > 0, "no pipe: server to client was copied, not spliced")
+  end)
+
+  it("splices client to server while to.hook sees server to client", function()
+    local np, spliced = carried(nil, COUNTING)
+    assert.truthy(np.log():find("one: relay: client->server splice, server->client hook", 1, true), np.log())
+    assert.is_true(spliced > 0, "no pipe: client to server was copied, not spliced")
+  end)
+
+  it("(with hooks on both directions nothing splices: the pipes tell)", function()
+    local np, spliced = carried(COUNTING, "hook = function(d) return d end")
+    assert.truthy(np.log():find("one: relay: hook", 1, true), np.log())
+    assert.are.equal(0, spliced)
+  end)
+end)
+
 describe("examples/log-traffic.lua", function()
   after_each(h.stop_all)
 
