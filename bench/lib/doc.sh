@@ -27,6 +27,7 @@ DOC_SECTIONS=(
   "## Redis through netproxy.ngx|bench/redis.sh|one Redis GET per connection from a Lua service, with and without keepalive, through Debian's lua-resty-redis over netproxy.ngx and through plain core.connect"
   "## HTTP proxy|bench/http_proxy.sh|the forward HTTP proxy (plain http:// URLs through from = connect) against tinyproxy and squid: requests per second and proxy CPU per request, keep-alive and not, 100-byte and 1 MiB responses"
   "## Bandwidth shaping|bench/bandwidth.sh|how close \`bandwidth\` (per_conn, per_source, per_proxy) keeps 10 s transfers to the asked rate, one and 20 at once, and the proxy's CPU meanwhile"
+  "## Hooks|bench/hooks.sh|what an identity Lua data hook costs per GiB on one and on both directions against the spliced and the buffered plain relay, and what the memory bound of user Lua (the counting allocator behind \`lua_call_memory\`) adds to it, A/B in the same run"
 )
 
 # usage: the script's opening comment, its help.
