@@ -170,6 +170,13 @@ proxy { name = "greedy", hook_budget = 5,
     h.wait_log(np, "greedy: [^\n]* end=lua error: not enough memory", 10)
   end)
 
+  it("bounds all of a worker's Lua by lua_memory: the same hook fails under a 24m cap and a 64m call bound", function()
+    local config = GREEDY:gsub('lua_call_memory = "16m"', 'lua_memory = "24m", lua_call_memory = "64m"')
+    local np = h.netproxy_start(config:format(echo.port))
+    h.talk(np.ports.greedy, "eat\n")
+    h.wait_log(np, "greedy: [^\n]* end=lua error: not enough memory", 10)
+  end)
+
   it("counts nothing with NETPROXY_LUA_ALLOC=luajit, and says the bounds are off", function()
     local np = h.netproxy_start(GREEDY:format(echo.port), nil, { env = { NETPROXY_LUA_ALLOC = "luajit" } })
     assert.truthy(np.log():find("NETPROXY_LUA_ALLOC=luajit: Lua memory is not counted", 1, true), np.log())
