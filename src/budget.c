@@ -206,6 +206,8 @@ void np_budget_rearm(lua_State *L)
     lua_sethook(L, on_count, LUA_MASKCOUNT, INSTRUCTIONS_PER_CHECK);
 }
 
+/* The call running now (a reload installing a config from the control socket's call) takes
+ * the new cap at once; the calls it interrupted keep the limit they began with until they end. */
 void np_budget_set_cap(size_t bytes)
 {
     cap = bytes;
