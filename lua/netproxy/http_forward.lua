@@ -7,8 +7,10 @@
 -- response streamed back as the server framed it (Content-Length, chunked, or the server's
 -- close). The client's connection then serves its next request (keep-alive; pipelined
 -- requests wait in the socket and are answered in order) until either side says close. A 101
--- answer to an Upgrade hands both sockets to the C relay. Bodies go through 64 KiB at a time:
--- nothing is held whole.
+-- answer to an Upgrade hands both sockets to the C relay. Bodies (Content-Length, close-delimited,
+-- and each chunk's data; not the chunk size lines and trailers, read here) are moved by the C
+-- core with sock:splice_to: spliced from socket to socket when neither side speaks TLS, copied
+-- in C otherwise; nothing is held whole, and the bytes of a body never enter Lua.
 local core = require "netproxy.core"
 local http = require "netproxy.http"
 local stream = require "netproxy.stream"
@@ -16,11 +18,10 @@ local gate = require "netproxy.gate"
 local session = require "netproxy.session"
 
 local concat, tostring, tonumber, pcall, ipairs = table.concat, tostring, tonumber, pcall, ipairs
-local find, match, lower, format, min = string.find, string.match, string.lower, string.format, math.min
+local find, match, lower, format = string.find, string.match, string.lower, string.format
 
 local _M = {}
 
-local CHUNK = 65536                  -- a body's bytes pass through this much at a time
 local MAX_RESPONSE_HEADER = 64 * 1024
 local MAX_CHUNK_LINE = 4096
 
@@ -116,29 +117,15 @@ local function put(p, data)
   return true
 end
 
--- n bytes, a chunk at a time. Returns true, or nil, side, why.
-local function copy(p, n)
-  while n > 0 do
-    local data, err = p.src:read(min(CHUNK, n), p.timeout)
-    if not data then return nil, p.src_name, err end
-    local ok, side, werr = put(p, data)
-    if not ok then return nil, side, werr end
-    n = n - #data
-  end
+-- n bytes (nil: until src's EOF), moved by the C core (sock:splice_to): spliced through a
+-- pipe when neither side speaks TLS, so the bytes enter neither Lua nor user space; copied in
+-- C otherwise. Each wait for src is bounded by p.timeout, each for dst by its own timeout.
+-- Returns true, or nil, side, why.
+local function move(p, n)
+  local moved, err, side, partial = p.src:splice_to(p.dst, n, p.timeout)
+  p.bytes = p.bytes + (moved or partial)
+  if not moved then return nil, side == "src" and p.src_name or p.dst_name, err end
   return true
-end
-
--- What src sends until its EOF.
-local function copy_to_close(p)
-  while true do
-    local data, err = p.src:read(CHUNK, p.timeout)
-    if not data then
-      if err == "closed" then return true end
-      return nil, p.src_name, err
-    end
-    local ok, side, werr = put(p, data)
-    if not ok then return nil, side, werr end
-  end
 end
 
 -- One line of chunked framing (a size line, a CRLF, a trailer field), passed on as it is.
@@ -166,7 +153,7 @@ local function copy_chunked(p)
       until l == "\r\n"
       return true
     end
-    local ok, cside, cerr = copy(p, size)
+    local ok, cside, cerr = move(p, size)
     if not ok then return nil, cside, cerr end
     local crlf, lside, lerr = chunk_line(p)
     if not crlf then return nil, lside, lerr end
@@ -177,8 +164,8 @@ end
 -- One body, by its framing ("chunked", a count, "close" or nil for none).
 local function copy_body(how, p)
   if how == "chunked" then return copy_chunked(p) end
-  if how == "close" then return copy_to_close(p) end
-  if how and how > 0 then return copy(p, how) end
+  if how == "close" then return move(p, nil) end
+  if how and how > 0 then return move(p, how) end
   return true
 end
 
