@@ -51,6 +51,7 @@ struct np_sock {
     char err[200];                /* why the last I/O failed */
     int self_ref;                 /* anchors the userdata while an op is pending */
     size_t want;
+    size_t peek_most;             /* a peek's window: the most it reads ahead and returns */
     double op_deadline;           /* 0 = none */
     double timeout;               /* default for read/peek/write, seconds; 0 = none */
     struct evbuffer *inbuf;       /* read ahead (peek), not yet consumed */

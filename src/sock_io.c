@@ -134,11 +134,11 @@ static int sock_read(lua_State *L)
     return wait_on(L, s, NP_OP_READ, timeout);
 }
 
-/* ---- peek: wait until n bytes are buffered, return them all, consume none ---- */
+/* ---- peek: wait until n bytes are buffered, return them (up to a window), consume none ---- */
 
-/* Reads what the socket has on the way, up to PEEK_MAX buffered, until at least n bytes are:
- * one pass takes whatever has arrived, so a caller that asks for one byte more each time
- * (a delimited read) costs one read per arrival, not one per byte.
+/* Reads what the socket has on the way, up to s->peek_most buffered, until at least n bytes
+ * are: one pass takes whatever has arrived (within the window), so a caller that asks for one
+ * byte more each time (a delimited read) costs one read per arrival, not one per byte.
  * 1 when n bytes are buffered, 0 to wait, -1 at EOF, -2 on error (s->err). */
 static int fill_inbuf(struct np_sock *s, size_t n)
 {
@@ -150,8 +150,8 @@ static int fill_inbuf(struct np_sock *s, size_t n)
         size_t have = evbuffer_get_length(s->inbuf), room;
         ssize_t got;
 
-        if (have >= PEEK_MAX) return 1;
-        room = PEEK_MAX - have < READ_MAX ? PEEK_MAX - have : READ_MAX;
+        if (have >= s->peek_most) return 1;
+        room = s->peek_most - have < READ_MAX ? s->peek_most - have : READ_MAX;
         got = np_sock_io_read(s, scratch, room);
         if (got > 0) {
             evbuffer_add(s->inbuf, scratch, got);
@@ -164,15 +164,17 @@ static int fill_inbuf(struct np_sock *s, size_t n)
     }
 }
 
+/* Pushes the front of the read-ahead: all of it, or the peek's window. */
 static void push_inbuf(lua_State *L, struct np_sock *s)
 {
     size_t len = s->inbuf ? evbuffer_get_length(s->inbuf) : 0;
 
+    if (len > s->peek_most) len = s->peek_most;
     if (len == 0) {
         lua_pushliteral(L, "");
         return;
     }
-    lua_pushlstring(L, (const char *)evbuffer_pullup(s->inbuf, -1), len);
+    lua_pushlstring(L, (const char *)evbuffer_pullup(s->inbuf, len), len);
 }
 
 /* Pushes peek's results for a fill status; returns their count. */
@@ -188,16 +190,21 @@ static int push_peek(lua_State *L, struct np_sock *s, int status, const char *wh
     return 3;
 }
 
+/* sock:peek(n [, timeout [, most]]): most bounds what is read ahead and returned (a frugal
+ * delimited read: the chunk size lines of an HTTP body whose data is spliced). */
 static int sock_peek(lua_State *L)
 {
     struct np_sock *s = np_sock_check(L, 1);
     lua_Integer n = luaL_checkinteger(L, 2);
     double timeout = np_sock_opt_timeout(L, 3, s->timeout);
+    lua_Integer most = luaL_optinteger(L, 4, PEEK_MAX);
     int status;
 
     luaL_argcheck(L, n > 0 && n <= PEEK_MAX, 2, "must be 1..65551");
+    luaL_argcheck(L, most >= n && most <= PEEK_MAX, 4, "must be n..65551");
     if (s->dgram) return luaL_error(L, "peek: a udp socket reads whole datagrams (use read)");
     if (!np_sock_check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
+    s->peek_most = most;
     status = fill_inbuf(s, n);
     if (status) return push_peek(L, s, status, NULL);
     s->want = n;

@@ -24,6 +24,7 @@ local _M = {}
 
 local MAX_RESPONSE_HEADER = 64 * 1024
 local MAX_CHUNK_LINE = 4096
+local CHUNK_LINE_WINDOW = 64         -- read ahead of a chunk line: the chunk's data is spliced
 
 -- Never forwarded: they are about one hop, the client's to us or ours to the server
 -- (RFC 9110 7.6.1), plus Expect (this proxy answers 100-continue itself).
@@ -130,7 +131,7 @@ end
 
 -- One line of chunked framing (a size line, a CRLF, a trailer field), passed on as it is.
 local function chunk_line(p)
-  local l, err = stream.read_until(p.src, "\r\n", MAX_CHUNK_LINE, p.timeout)
+  local l, err = stream.read_until(p.src, "\r\n", MAX_CHUNK_LINE, p.timeout, CHUNK_LINE_WINDOW)
   if not l then return nil, p.src_name, "chunked: " .. err end
   local ok, side, werr = put(p, l)
   if not ok then return nil, side, werr end
