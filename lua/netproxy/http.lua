@@ -13,9 +13,11 @@ local _M = {}
 _M.MAX_HEADER = 16 * 1024
 
 -- Reads everything up to and including the blank line that ends a header block.
--- Returns the block, or nil and why ("timeout", "closed", "too long", ...).
-function _M.read_header_block(sock, max, timeout)
-  local block, err = stream.read_until(sock, "\r\n\r\n", max or _M.MAX_HEADER, timeout)
+-- Returns the block, or nil and why ("timeout", "closed", "too long", ...). window: read
+-- ahead at most this many bytes past what was looked at (stream.read_until), for a head
+-- whose body is then moved in C.
+function _M.read_header_block(sock, max, timeout, window)
+  local block, err = stream.read_until(sock, "\r\n\r\n", max or _M.MAX_HEADER, timeout, window)
   if not block then return nil, err end
   return block
 end

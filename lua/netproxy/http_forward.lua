@@ -24,7 +24,10 @@ local _M = {}
 
 local MAX_RESPONSE_HEADER = 64 * 1024
 local MAX_CHUNK_LINE = 4096
-local CHUNK_LINE_WINDOW = 64         -- read ahead of a chunk line: the chunk's data is spliced
+-- What a head's or a chunk line's read takes ahead of what it has looked at: the body behind
+-- it is spliced, so a read must not pull much of it into user space (64 KiB each before).
+local HEAD_WINDOW = 4096
+local CHUNK_LINE_WINDOW = 64
 
 -- Never forwarded: they are about one hop, the client's to us or ours to the server
 -- (RFC 9110 7.6.1), plus Expect (this proxy answers 100-continue itself).
@@ -175,7 +178,7 @@ end
 -- The request's head from the client, parsed: a table, or nil and (end word, detail) after
 -- answering; nil, "eof" when the client closes (or idles out) between requests.
 local function read_request(conf, client, log)
-  local block, err, partial = http.read_header_block(client, conf.max_header, conf.request_timeout)
+  local block, err, partial = http.read_header_block(client, conf.max_header, conf.request_timeout, HEAD_WINDOW)
   if not block then
     if (err == "closed" or err == "timeout") and (partial or "") == "" then
       return nil, err == "closed" and "eof" or "closed", err == "timeout" and "idle keep-alive" or nil
@@ -259,7 +262,7 @@ end
 -- client as they come. Returns status code, version, fields, block; or nil, why, "timeout".
 local function read_response(server, client, timeout, interim)
   while true do
-    local block, err, partial = http.read_header_block(server, MAX_RESPONSE_HEADER, timeout)
+    local block, err, partial = http.read_header_block(server, MAX_RESPONSE_HEADER, timeout, HEAD_WINDOW)
     if not block then return nil, err, partial end
     local first = http.parse_block(block)
     local code = first and http.parse_status(first)
