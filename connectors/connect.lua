@@ -177,7 +177,8 @@ local reply = http.refuse     -- an error answer, then the client's rest read an
 
 -- The request, checked; returns host, port, or nil after answering the client.
 local function read_request(conf, client, conn)
-  local block, err = http.read_request_block(client, conf.max_header, conf.request_timeout)
+  -- a window of 4 KiB: a plain request's body behind the head is spliced, not read ahead here
+  local block, err = http.read_request_block(client, conf.max_header, conf.request_timeout, 4096)
   if not block then
     if err == "too long" then
       reply(client, 431, "Request Header Fields Too Large", "request header too long")

@@ -1,6 +1,7 @@
 /* The cosocket object: its userdata and metatables, its life (new, close, detach, halt), the
  * wait and resume every cosocket call shares, and the small methods. Its I/O is in sock_io.c,
- * its keepalive in sock_keepalive.c, its connect in sock_connect.c, its sniff in sock_sniff.c. */
+ * its keepalive in sock_keepalive.c, its connect in sock_connect.c, its sniff in sock_sniff.c,
+ * splice_to in sock_splice.c. */
 #include "sock_impl.h"
 #include "loop.h"
 #include "text.h"
@@ -80,6 +81,7 @@ void np_sock_close(struct np_sock *s)
 {
     stop_dialing(s);
     np_sock_stop_sniffing(s);
+    np_sock_stop_splicing(s);
     free(s->dialing);
     s->dialing = NULL;
     /* rev and wev are assigned from creation on; flush_ev with the first send */
@@ -115,6 +117,7 @@ void np_sock_halt_all(struct np_sock_owner *o)
     for (struct np_sock *s = o->socks; s; s = s->next) {
         stop_dialing(s);
         np_sock_stop_sniffing(s);
+        np_sock_stop_splicing(s);
         event_del(&s->rev);
         event_del(&s->wev);
         if (s->sendbuf) event_del(&s->flush_ev);
@@ -343,6 +346,7 @@ void np_sock_open(lua_State *L)
     luaL_register(L, NULL, np_sock_io_methods);
     luaL_register(L, NULL, sock_methods);
     luaL_register(L, NULL, np_sock_keepalive_methods);
+    luaL_register(L, NULL, np_sock_splice_methods);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, sock_close);
     lua_setfield(L, -2, "__gc");

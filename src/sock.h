@@ -15,6 +15,7 @@ struct np_sock;
 struct np_sock_dial;
 struct np_idle;
 struct np_sock_sniff;
+struct np_sock_splice;
 
 /* Who the cosockets of one coroutine belong to. */
 struct np_sock_owner {
@@ -34,7 +35,8 @@ void np_sock_set_running(struct np_sock_owner *o);
  * returns 0 (no socket, not TCP): sock:localaddr() and core.reached. */
 int np_sock_push_localaddr(lua_State *L, int fd);
 
-enum np_sock_op { NP_OP_NONE, NP_OP_READ, NP_OP_PEEK, NP_OP_WRITE, NP_OP_HANDSHAKE, NP_OP_FLUSH };
+enum np_sock_op { NP_OP_NONE, NP_OP_READ, NP_OP_PEEK, NP_OP_WRITE, NP_OP_HANDSHAKE, NP_OP_FLUSH,
+                  NP_OP_SPLICE };
 
 struct np_sock {
     int fd;                       /* -1 when closed or handed to the relay */
@@ -49,6 +51,7 @@ struct np_sock {
     char err[200];                /* why the last I/O failed */
     int self_ref;                 /* anchors the userdata while an op is pending */
     size_t want;
+    size_t peek_most;             /* a peek's window: the most it reads ahead and returns */
     double op_deadline;           /* 0 = none */
     double timeout;               /* default for read/peek/write, seconds; 0 = none */
     struct evbuffer *inbuf;       /* read ahead (peek), not yet consumed */
@@ -63,6 +66,7 @@ struct np_sock {
     struct np_idle *idle;
     struct np_sock_dial *dialing; /* its connect, while under way (sock_connect.c) */
     struct np_sock_sniff *sniffing; /* its sniff, while under way (sock_sniff.c) */
+    struct np_sock_splice *splicing; /* a splice_to from or to it, while under way (sock_splice.c) */
     int dgram;                    /* a connected UDP socket: a read is one datagram, a write one */
     int reused;                   /* times this connection came out of an idle pool (sockpool.c) */
     char *pool;                   /* the pool it was connected for (core.connect's pool), or NULL */

@@ -22,8 +22,7 @@
 
 static char scratch[READ_MAX];
 
-/* Bytes moved on a socket a connection serves through: its counters and idle clock. */
-static void count(struct np_sock *s, int dir, ssize_t n)
+void np_sock_count(struct np_sock *s, int dir, ssize_t n)
 {
     if (n <= 0 || !s->bytes[dir]) return;
     *s->bytes[dir] += n;
@@ -31,8 +30,7 @@ static void count(struct np_sock *s, int dir, ssize_t n)
     if (s->idle) np_idle_touch(s->idle);
 }
 
-/* A cosocket call may only wait in its owner's coroutine; 0 once the owner has ended. */
-static int check_waitable(lua_State *L, struct np_sock *s)
+int np_sock_check_waitable(lua_State *L, struct np_sock *s)
 {
     if (!s->owner || s->owner->closed) return 0;
     if (L != s->owner->co)
@@ -59,8 +57,7 @@ static int wait_on(lua_State *L, struct np_sock *s, enum np_sock_op op, double t
 
 /* ---- raw I/O: the socket, or its TLS session ---- */
 
-/* >0 bytes, 0 EOF, -1 with errno (EAGAIN: s->want_write says what to wait for; else s->err). */
-static ssize_t io_read(struct np_sock *s, void *buf, size_t len)
+ssize_t np_sock_io_read(struct np_sock *s, void *buf, size_t len)
 {
     ssize_t n;
 
@@ -68,19 +65,19 @@ static ssize_t io_read(struct np_sock *s, void *buf, size_t len)
         enum np_tls_want want = NP_TLS_WANT_READ;
         n = np_tls_read(s->ssl, buf, len, &want, s->err, sizeof s->err);
         s->want_write = want == NP_TLS_WANT_WRITE;
-        count(s, 0, n);
+        np_sock_count(s, 0, n);
         return n;
     }
     do {
         n = read(s->fd, buf, len);
     } while (n < 0 && errno == EINTR);
     s->want_write = 0;
-    count(s, 0, n);
+    np_sock_count(s, 0, n);
     if (n < 0 && errno != EAGAIN) snprintf(s->err, sizeof s->err, "%s", np_err_token(errno));
     return n;
 }
 
-static ssize_t io_write(struct np_sock *s, const void *buf, size_t len)
+ssize_t np_sock_io_write(struct np_sock *s, const void *buf, size_t len)
 {
     ssize_t n;
 
@@ -88,14 +85,14 @@ static ssize_t io_write(struct np_sock *s, const void *buf, size_t len)
         enum np_tls_want want = NP_TLS_WANT_WRITE;
         n = np_tls_write(s->ssl, buf, len, &want, s->err, sizeof s->err);
         s->want_write = want != NP_TLS_WANT_READ;
-        count(s, 1, n);
+        np_sock_count(s, 1, n);
         return n;
     }
     do {
         n = write(s->wfd, buf, len);    /* SIGPIPE is ignored */
     } while (n < 0 && errno == EINTR);
     s->want_write = 1;
-    count(s, 1, n);
+    np_sock_count(s, 1, n);
     if (n < 0 && errno != EAGAIN) snprintf(s->err, sizeof s->err, "%s", np_err_token(errno));
     return n;
 }
@@ -112,7 +109,7 @@ static int push_read(lua_State *L, struct np_sock *s, size_t max)
         lua_pushlstring(L, scratch, n);
         return 1;
     }
-    n = io_read(s, scratch, max);
+    n = np_sock_io_read(s, scratch, max);
     if (n > 0 || (n == 0 && s->dgram)) {       /* (an empty datagram is not an end) */
         lua_pushlstring(L, scratch, n);
         return 1;
@@ -131,17 +128,17 @@ static int sock_read(lua_State *L)
 
     luaL_argcheck(L, max > 0, 2, "must be > 0");
     if (max > READ_MAX) max = READ_MAX;
-    if (!check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
+    if (!np_sock_check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
     if ((n = push_read(L, s, max))) return n;
     s->want = max;
     return wait_on(L, s, NP_OP_READ, timeout);
 }
 
-/* ---- peek: wait until n bytes are buffered, return them all, consume none ---- */
+/* ---- peek: wait until n bytes are buffered, return them (up to a window), consume none ---- */
 
-/* Reads what the socket has on the way, up to PEEK_MAX buffered, until at least n bytes are:
- * one pass takes whatever has arrived, so a caller that asks for one byte more each time
- * (a delimited read) costs one read per arrival, not one per byte.
+/* Reads what the socket has on the way, up to s->peek_most buffered, until at least n bytes
+ * are: one pass takes whatever has arrived (within the window), so a caller that asks for one
+ * byte more each time (a delimited read) costs one read per arrival, not one per byte.
  * 1 when n bytes are buffered, 0 to wait, -1 at EOF, -2 on error (s->err). */
 static int fill_inbuf(struct np_sock *s, size_t n)
 {
@@ -153,9 +150,9 @@ static int fill_inbuf(struct np_sock *s, size_t n)
         size_t have = evbuffer_get_length(s->inbuf), room;
         ssize_t got;
 
-        if (have >= PEEK_MAX) return 1;
-        room = PEEK_MAX - have < READ_MAX ? PEEK_MAX - have : READ_MAX;
-        got = io_read(s, scratch, room);
+        if (have >= s->peek_most) return 1;
+        room = s->peek_most - have < READ_MAX ? s->peek_most - have : READ_MAX;
+        got = np_sock_io_read(s, scratch, room);
         if (got > 0) {
             evbuffer_add(s->inbuf, scratch, got);
             if ((size_t)got < room && have + got >= n) return 1;   /* drained, and enough */
@@ -167,15 +164,17 @@ static int fill_inbuf(struct np_sock *s, size_t n)
     }
 }
 
+/* Pushes the front of the read-ahead: all of it, or the peek's window. */
 static void push_inbuf(lua_State *L, struct np_sock *s)
 {
     size_t len = s->inbuf ? evbuffer_get_length(s->inbuf) : 0;
 
+    if (len > s->peek_most) len = s->peek_most;
     if (len == 0) {
         lua_pushliteral(L, "");
         return;
     }
-    lua_pushlstring(L, (const char *)evbuffer_pullup(s->inbuf, -1), len);
+    lua_pushlstring(L, (const char *)evbuffer_pullup(s->inbuf, len), len);
 }
 
 /* Pushes peek's results for a fill status; returns their count. */
@@ -191,16 +190,21 @@ static int push_peek(lua_State *L, struct np_sock *s, int status, const char *wh
     return 3;
 }
 
+/* sock:peek(n [, timeout [, most]]): most bounds what is read ahead and returned (a frugal
+ * delimited read: the chunk size lines of an HTTP body whose data is spliced). */
 static int sock_peek(lua_State *L)
 {
     struct np_sock *s = np_sock_check(L, 1);
     lua_Integer n = luaL_checkinteger(L, 2);
     double timeout = np_sock_opt_timeout(L, 3, s->timeout);
+    lua_Integer most = luaL_optinteger(L, 4, PEEK_MAX);
     int status;
 
     luaL_argcheck(L, n > 0 && n <= PEEK_MAX, 2, "must be 1..65551");
+    luaL_argcheck(L, most >= n && most <= PEEK_MAX, 4, "must be n..65551");
     if (s->dgram) return luaL_error(L, "peek: a udp socket reads whole datagrams (use read)");
-    if (!check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
+    if (!np_sock_check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
+    s->peek_most = most;
     status = fill_inbuf(s, n);
     if (status) return push_peek(L, s, status, NULL);
     s->want = n;
@@ -236,14 +240,14 @@ static int sock_write(lua_State *L)
     const char *data = luaL_checklstring(L, 2, &len);
     double timeout = np_sock_opt_timeout(L, 3, s->timeout);
 
-    if (!check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
+    if (!np_sock_check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
     if (s->dgram && len == 0) {         /* an empty datagram, which the loop below would skip */
         if (send(s->fd, data, 0, 0) < 0) return np_sock_push_fail(L, np_err_token(errno));
         lua_pushinteger(L, 0);
         return 1;
     }
     while (sent < len) {
-        ssize_t n = io_write(s, data + sent, len - sent);
+        ssize_t n = np_sock_io_write(s, data + sent, len - sent);
         if (n > 0) sent += n;
         else if (errno == EAGAIN) break;
         else return np_sock_push_fail(L, s->err);
@@ -270,7 +274,7 @@ static void write_ready(struct np_sock *s, short what)
     while (evbuffer_get_length(s->outbuf) > 0) {
         size_t len = evbuffer_get_length(s->outbuf);
         if (len > READ_MAX) len = READ_MAX;
-        ssize_t n = io_write(s, evbuffer_pullup(s->outbuf, len), len);
+        ssize_t n = np_sock_io_write(s, evbuffer_pullup(s->outbuf, len), len);
         if (n > 0) {
             evbuffer_drain(s->outbuf, n);
         } else if (errno == EAGAIN) {
@@ -294,7 +298,7 @@ static int flush_some(struct np_sock *s)
     while (evbuffer_get_length(s->sendbuf) > 0) {
         size_t len = evbuffer_get_length(s->sendbuf);
         if (len > READ_MAX) len = READ_MAX;
-        ssize_t n = io_write(s, evbuffer_pullup(s->sendbuf, len), len);
+        ssize_t n = np_sock_io_write(s, evbuffer_pullup(s->sendbuf, len), len);
         if (n > 0) evbuffer_drain(s->sendbuf, n);
         else if (n < 0 && errno == EAGAIN) return 0;
         else return -1;
@@ -369,7 +373,7 @@ static int sock_flush(lua_State *L)
 {
     struct np_sock *s = np_sock_check(L, 1);
 
-    if (!check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
+    if (!np_sock_check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
     if (s->send_failed) return np_sock_push_fail(L, s->err);
     if (!s->sendbuf || evbuffer_get_length(s->sendbuf) == 0) {
         lua_pushboolean(L, 1);
@@ -429,7 +433,7 @@ static int sock_tls(lua_State *L)
         timeout = np_sock_opt_timeout(L, -1, timeout);
         lua_pop(L, 3);
     }
-    if (!check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
+    if (!np_sock_check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
     if (s->dgram) return luaL_error(L, "tls: not over a udp socket");
     if (s->ssl) return luaL_error(L, "tls: this socket already speaks TLS");
     if (s->inbuf && evbuffer_get_length(s->inbuf) > 0)
@@ -458,6 +462,7 @@ void np_sock_on_event(evutil_socket_t fd, short what, void *arg)
     case NP_OP_PEEK: read_ready(s, what); break;
     case NP_OP_WRITE: write_ready(s, what); break;
     case NP_OP_HANDSHAKE: handshake_ready(s, what); break;
+    case NP_OP_SPLICE: np_sock_splice_ready(s, what); break;
     case NP_OP_FLUSH:
     case NP_OP_NONE: break;
     }

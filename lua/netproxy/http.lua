@@ -13,9 +13,11 @@ local _M = {}
 _M.MAX_HEADER = 16 * 1024
 
 -- Reads everything up to and including the blank line that ends a header block.
--- Returns the block, or nil and why ("timeout", "closed", "too long", ...).
-function _M.read_header_block(sock, max, timeout)
-  local block, err = stream.read_until(sock, "\r\n\r\n", max or _M.MAX_HEADER, timeout)
+-- Returns the block, or nil and why ("timeout", "closed", "too long", ...). window: read
+-- ahead at most this many bytes past what was looked at (stream.read_until), for a head
+-- whose body is then moved in C.
+function _M.read_header_block(sock, max, timeout, window)
+  local block, err = stream.read_until(sock, "\r\n\r\n", max or _M.MAX_HEADER, timeout, window)
   if not block then return nil, err end
   return block
 end
@@ -25,14 +27,15 @@ end
 -- request line ends it at once, rather than waiting for a CRLF CRLF that may never come.
 -- Returns the block, or nil and why ("bare LF", "malformed request line", "timeout",
 -- "closed", "too long"). Each LF is looked at once: the search goes on from the last one.
-function _M.read_request_block(sock, max, timeout)
+-- window: as for read_header_block (a plain request's body behind it is spliced).
+function _M.read_request_block(sock, max, timeout, window)
   max = math_min(max or _M.MAX_HEADER, stream.PEEK_MAX)
   local deadline = timeout and core.now() + timeout
   local want, from, first = 1, 1, true
   while true do
     local left = deadline and deadline - core.now()
     if left and left <= 0 then return nil, "timeout" end
-    local buf, err = sock:peek(want, left)
+    local buf, err = sock:peek(want, left, window and math_min(want - 1 + window, stream.PEEK_MAX))
     if not buf then return nil, err end
     while true do
       local lf = find(buf, "\n", from, true)

@@ -7,8 +7,10 @@
 -- response streamed back as the server framed it (Content-Length, chunked, or the server's
 -- close). The client's connection then serves its next request (keep-alive; pipelined
 -- requests wait in the socket and are answered in order) until either side says close. A 101
--- answer to an Upgrade hands both sockets to the C relay. Bodies go through 64 KiB at a time:
--- nothing is held whole.
+-- answer to an Upgrade hands both sockets to the C relay. Bodies (Content-Length, close-delimited,
+-- and each chunk's data; not the chunk size lines and trailers, read here) are moved by the C
+-- core with sock:splice_to: spliced from socket to socket when neither side speaks TLS, copied
+-- in C otherwise; nothing is held whole, and the bytes of a body never enter Lua.
 local core = require "netproxy.core"
 local http = require "netproxy.http"
 local stream = require "netproxy.stream"
@@ -16,13 +18,16 @@ local gate = require "netproxy.gate"
 local session = require "netproxy.session"
 
 local concat, tostring, tonumber, pcall, ipairs = table.concat, tostring, tonumber, pcall, ipairs
-local find, match, lower, format, min = string.find, string.match, string.lower, string.format, math.min
+local find, match, lower, format = string.find, string.match, string.lower, string.format
 
 local _M = {}
 
-local CHUNK = 65536                  -- a body's bytes pass through this much at a time
 local MAX_RESPONSE_HEADER = 64 * 1024
 local MAX_CHUNK_LINE = 4096
+-- What a head's or a chunk line's read takes ahead of what it has looked at: the body behind
+-- it is spliced, so a read must not pull much of it into user space (64 KiB each before).
+local HEAD_WINDOW = 4096
+local CHUNK_LINE_WINDOW = 64
 
 -- Never forwarded: they are about one hop, the client's to us or ours to the server
 -- (RFC 9110 7.6.1), plus Expect (this proxy answers 100-continue itself).
@@ -116,34 +121,20 @@ local function put(p, data)
   return true
 end
 
--- n bytes, a chunk at a time. Returns true, or nil, side, why.
-local function copy(p, n)
-  while n > 0 do
-    local data, err = p.src:read(min(CHUNK, n), p.timeout)
-    if not data then return nil, p.src_name, err end
-    local ok, side, werr = put(p, data)
-    if not ok then return nil, side, werr end
-    n = n - #data
-  end
+-- n bytes (nil: until src's EOF), moved by the C core (sock:splice_to): spliced through a
+-- pipe when neither side speaks TLS, so the bytes enter neither Lua nor user space; copied in
+-- C otherwise. Each wait for src is bounded by p.timeout, each for dst by its own timeout.
+-- Returns true, or nil, side, why.
+local function move(p, n)
+  local moved, err, side, partial = p.src:splice_to(p.dst, n, p.timeout)
+  p.bytes = p.bytes + (moved or partial)
+  if not moved then return nil, side == "src" and p.src_name or p.dst_name, err end
   return true
-end
-
--- What src sends until its EOF.
-local function copy_to_close(p)
-  while true do
-    local data, err = p.src:read(CHUNK, p.timeout)
-    if not data then
-      if err == "closed" then return true end
-      return nil, p.src_name, err
-    end
-    local ok, side, werr = put(p, data)
-    if not ok then return nil, side, werr end
-  end
 end
 
 -- One line of chunked framing (a size line, a CRLF, a trailer field), passed on as it is.
 local function chunk_line(p)
-  local l, err = stream.read_until(p.src, "\r\n", MAX_CHUNK_LINE, p.timeout)
+  local l, err = stream.read_until(p.src, "\r\n", MAX_CHUNK_LINE, p.timeout, CHUNK_LINE_WINDOW)
   if not l then return nil, p.src_name, "chunked: " .. err end
   local ok, side, werr = put(p, l)
   if not ok then return nil, side, werr end
@@ -166,7 +157,7 @@ local function copy_chunked(p)
       until l == "\r\n"
       return true
     end
-    local ok, cside, cerr = copy(p, size)
+    local ok, cside, cerr = move(p, size)
     if not ok then return nil, cside, cerr end
     local crlf, lside, lerr = chunk_line(p)
     if not crlf then return nil, lside, lerr end
@@ -177,8 +168,8 @@ end
 -- One body, by its framing ("chunked", a count, "close" or nil for none).
 local function copy_body(how, p)
   if how == "chunked" then return copy_chunked(p) end
-  if how == "close" then return copy_to_close(p) end
-  if how and how > 0 then return copy(p, how) end
+  if how == "close" then return move(p, nil) end
+  if how and how > 0 then return move(p, how) end
   return true
 end
 
@@ -187,7 +178,7 @@ end
 -- The request's head from the client, parsed: a table, or nil and (end word, detail) after
 -- answering; nil, "eof" when the client closes (or idles out) between requests.
 local function read_request(conf, client, log)
-  local block, err, partial = http.read_header_block(client, conf.max_header, conf.request_timeout)
+  local block, err, partial = http.read_header_block(client, conf.max_header, conf.request_timeout, HEAD_WINDOW)
   if not block then
     if (err == "closed" or err == "timeout") and (partial or "") == "" then
       return nil, err == "closed" and "eof" or "closed", err == "timeout" and "idle keep-alive" or nil
@@ -271,7 +262,7 @@ end
 -- client as they come. Returns status code, version, fields, block; or nil, why, "timeout".
 local function read_response(server, client, timeout, interim)
   while true do
-    local block, err, partial = http.read_header_block(server, MAX_RESPONSE_HEADER, timeout)
+    local block, err, partial = http.read_header_block(server, MAX_RESPONSE_HEADER, timeout, HEAD_WINDOW)
     if not block then return nil, err, partial end
     local first = http.parse_block(block)
     local code = first and http.parse_status(first)

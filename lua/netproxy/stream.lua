@@ -29,14 +29,18 @@ end
 -- Linear in what arrives: each peek hands back everything the socket has, and the search
 -- goes on from where the last one stopped (less the length of delim, which may straddle two
 -- arrivals), so no byte is looked at twice.
-function _M.read_until(sock, delim, max, timeout)
+--
+-- window (optional): each peek reads ahead, and hands back, at most this many bytes past
+-- those already looked at: for a short delimited read in front of bytes that another call
+-- moves in C (a chunk size line before the chunk's data, which sock:splice_to splices).
+function _M.read_until(sock, delim, max, timeout, window)
   max = math_min(max, _M.PEEK_MAX)
   local deadline = timeout and core.now() + timeout
   local want, from = 1, 1
   while true do
     local left = deadline and deadline - core.now()
     if left and left <= 0 then return nil, "timeout", "" end
-    local buf, err, partial = sock:peek(want, left)
+    local buf, err, partial = sock:peek(want, left, window and math_min(want - 1 + window, _M.PEEK_MAX))
     if not buf then return nil, err, partial end
     local _, last = find(buf, delim, from, true)
     if last and last <= max then return take(sock, last) end

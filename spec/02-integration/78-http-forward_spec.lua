@@ -217,6 +217,47 @@ print(len(opener.open("http://127.0.0.1:%d/chunked").read()))
     assert.is_true(got == body:sub(1, 100000), "the chunked upload differs")
   end)
 
+  -- The bytes netproxy passed through read() and write() so far (/proc/PID/io: rchar and
+  -- wchar): a body spliced from socket to socket counts in neither, a copied one in both.
+  local function copied(pid)
+    local io = h.read("/proc/" .. pid .. "/io")
+    return tonumber(io:match("rchar: (%d+)")) + tonumber(io:match("wchar: (%d+)"))
+  end
+
+  local function sha256(file) return (h.run({ "sha256sum", file })):match("^(%x+)") end
+
+  -- Sends a file of 8 MiB of random bytes to the origin's /echo (query: its answer's framing)
+  -- through the proxy, with curl's arguments upload(file); checks the echo byte for byte (sha256)
+  -- and that the proxy copied less than bound bytes of the 16 MiB of bodies through user space.
+  local function echo_8m(query, upload, bound)
+    local sent, got = h.tmpfile("upload"), h.tmpfile("echoed")
+    assert.are.equal(0, h.exit_status(h.spawn({ "sh", "-c", "head -c 8388608 /dev/urandom > " .. sent }), 10))
+    local before = copied(np.pid)
+    local argv = { "-x", proxy_url, "-o", got }
+    for _, a in ipairs(upload(sent)) do argv[#argv + 1] = a end
+    argv[#argv + 1] = url(one, "/echo" .. query)
+    local _, err, rc = curl(argv)
+    assert.are.equal(0, rc, err)
+    local through_user_space = copied(np.pid) - before
+    assert.are.equal(8388608, #h.read(got))
+    assert.are.equal(sha256(sent), sha256(got))
+    assert.is_true(through_user_space < bound, through_user_space .. " bytes went through read() and write()")
+  end
+
+  -- Without Expect: 100-continue the body follows the head at once: the heads' reads must not
+  -- take it ahead (64 KiB each before they read through a window of 4 KiB).
+  it("moves an 8 MiB Content-Length body each way intact, spliced (not read into user space)", function()
+    echo_8m("", function(file)
+      return { "--data-binary", "@" .. file, "-H", "Content-Type: application/octet-stream", "-H", "Expect:" }
+    end, 65536)
+    h.wait_log(np, "web: POST [^\n]*/echo 200 8388608 bytes")
+  end)
+
+  it("moves an 8 MiB chunked body each way intact, each chunk's data spliced", function()
+    echo_8m("?chunked=100000", function(file) return { "-T", file, "-H", "Transfer-Encoding: chunked" } end, 262144)
+    h.wait_log(np, "web: PUT [^\n]*/echo%?chunked=100000 200 %d+ bytes")
+  end)
+
   it("answers pipelined requests in order", function()
     local req = "GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
     local out = raw(np.ports.web, req:format(url(one, "/hello")) .. req:format(url(two, "/hello")) ..

@@ -12,7 +12,8 @@ Listens on 127.0.0.1, port 0, and writes the port to PORT_FILE. Paths:
   /chunked        a chunked body of several chunks
   /close          a body with no length: the close ends it
   /204, /304      no body
-  /echo           (POST, PUT) the request body back (Content-Length or chunked)
+  /echo           (POST, PUT) the request body back (Content-Length or chunked);
+  /echo?chunked=N the same as a chunked body, in chunks of N bytes
   /never          no answer at all (the connection held open)
   /ws             with Upgrade: websocket, 101 then an echo of the raw bytes
 """
@@ -123,7 +124,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def do_POST(self):
-        self.send_body(self.read_body(), "application/octet-stream")
+        body = self.read_body()
+        query = self.path.partition("?")[2]
+        if not query.startswith("chunked="):
+            self.send_body(body, "application/octet-stream")
+            return
+        size = int(query.partition("=")[2])
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for at in range(0, len(body), size):
+            piece = body[at:at + size]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        self.wfile.write(b"0\r\n\r\n")
 
     do_PUT = do_POST
 
