@@ -151,7 +151,9 @@ describe("sock:splice_to between two cosockets", function()
     assert.are.equal("timeout", r.err)
     assert.are.equal("dst", r.side)
     assert.is_true(r.partial > 0 and r.partial < 256 * MIB, "moved " .. tostring(r.partial))
-    assert.is_true(took >= 1, "timed out after " .. took .. " s")
+    -- libevent arms a timer from the loop's cached time, which can lag the clock by the turn's
+    -- own work: the timeout may end a few ms short of 1 s as the test's clock reads it
+    assert.is_true(took >= 0.95, "timed out after " .. took .. " s")
     -- filling the kernel's buffers takes milliseconds; a spin over the wait would take it all
     assert.is_true(cpu_after - cpu_before < 0.5, "netproxy used " .. (cpu_after - cpu_before) .. " s of CPU")
   end)
