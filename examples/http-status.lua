@@ -1,6 +1,7 @@
 -- examples/http-status.lua: a small HTTP/1.1 responder written as a straight-line service:
--- GET /health answers "ok", GET /stats the proxies' counters as JSON; keep-alive as HTTP/1.1
--- wants it (Connection: close ends it).
+-- GET /health answers "ok", GET /stats the proxies' counters as JSON, GET /bytes/N N bytes
+-- (a load test's target: bench/services.sh); keep-alive as HTTP/1.1 wants it (Connection:
+-- close ends it).
 --   build/netproxy examples/http-status.lua
 --   curl -s http://127.0.0.1:8080/stats
 local core = require "netproxy.core"
@@ -21,6 +22,16 @@ local function json(v)
     return "{" .. table.concat(parts, ",") .. "}"
   end
   return "null"
+end
+
+-- GET /bytes/N: N bytes of "x" (at most 1 MiB), each size made once.
+local MAX_BYTES = 1024 * 1024
+local filler = {}
+local function bytes(n)
+  n = tonumber(n)
+  if not n or n > MAX_BYTES then return 404, "text/plain", "not found\n" end
+  filler[n] = filler[n] or ("x"):rep(n)
+  return 200, "text/plain", filler[n]
 end
 
 local ROUTES = {
@@ -61,9 +72,11 @@ proxy {
       local method, path, close = read_request(client)
       if method == nil then return end
       if method == false then return respond(client, 400, "text/plain", "bad request\n", true) end
-      local route = ROUTES[path:match("^[^?]*")]
+      path = path:match("^[^?]*")
+      local route, n = ROUTES[path], path:match("^/bytes/(%d+)$")
       local status, ctype, body
       if method ~= "GET" then status, ctype, body = 405, "text/plain", "GET only\n"
+      elseif n then status, ctype, body = bytes(n)
       elseif not route then status, ctype, body = 404, "text/plain", "not found\n"
       else status, ctype, body = route() end
       respond(client, status, ctype, body, close)
