@@ -21,7 +21,7 @@ DOC_SECTIONS=(
   "## Unix sockets|bench/unix.sh|a TCP port in front of a unix-socket service: netproxy against socat, bulk throughput and CPU per GiB"
   "## SOCKS5|bench/socks5.sh|netproxy's SOCKS5 server against microsocks and dante-server: connection rate and bulk throughput"
   "## UDP|bench/udp.sh|netproxy's UDP relay against socat and a direct path: datagrams per second, round trip, memory per flow"
-  "## Services|bench/services.sh|requests per second of a Lua HTTP service (examples/http-status.lua) against nginx's return 200, keep-alive on and off"
+  "## Services|bench/services.sh|the same HTTP answer (1 and 64 KiB, keep-alive on and off) from a netproxy Lua service and from nginx + content_by_lua_block (OpenResty), nginx's C as the floor; a Redis-like GET/SET service (examples/redis-kv.lua) against redis-server: requests per second and per CPU second"
   "## Pools|bench/pools.sh|an upstream pool's cost per connection: netproxy with one server and with a pool of three, against HAProxy the same two ways"
   "## Access log|bench/accesslog.sh|the CPU per short connection of a JSON (or template) access log against the default log line"
   "## Redis through netproxy.ngx|bench/redis.sh|one Redis GET per connection from a Lua service, with and without keepalive, through Debian's lua-resty-redis over netproxy.ngx and through plain core.connect"
