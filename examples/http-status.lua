@@ -41,9 +41,11 @@ local ROUTES = {
 
 local REASONS = { [200] = "OK", [400] = "Bad Request", [404] = "Not Found", [405] = "Method Not Allowed" }
 
+-- The head and the body go out in one write (a writev), never joined into one string.
 local function respond(client, status, ctype, body, close)
-  return client:write(("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n%s")
-    :format(status, REASONS[status], ctype, #body, close and "Connection: close\r\n" or "", body))
+  local head = ("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n")
+    :format(status, REASONS[status], ctype, #body, close and "Connection: close\r\n" or "")
+  return client:write({ head, body })
 end
 
 -- One request: its method, path and whether the client wants to close; nil at the end.
