@@ -25,6 +25,7 @@ DOC_SECTIONS=(
   "## Pools|bench/pools.sh|an upstream pool's cost per connection: netproxy with one server and with a pool of three, against HAProxy the same two ways"
   "## Access log|bench/accesslog.sh|the CPU per short connection of a JSON (or template) access log against the default log line"
   "## Redis through netproxy.ngx|bench/redis.sh|one Redis GET per connection from a Lua service, with and without keepalive, through Debian's lua-resty-redis over netproxy.ngx and through plain core.connect"
+  "## Redis GET per request: netproxy and OpenResty|bench/redis_http.sh|one Redis GET per HTTP request and connection, kept alive to Redis and not, from a netproxy Lua service (nginx.redis over netproxy.ngx, and core.connect) and from OpenResty (resty.redis in content_by_lua_block), each server's Lua answer alone as the floor: requests per second and server CPU per request"
   "## HTTP proxy|bench/http_proxy.sh|the forward HTTP proxy (plain http:// URLs through from = connect) against tinyproxy and squid: requests per second and proxy CPU per request, keep-alive and not, 100-byte and 1 MiB responses"
   "## Bandwidth shaping|bench/bandwidth.sh|how close \`bandwidth\` (per_conn, per_source, per_proxy) keeps 10 s transfers to the asked rate, one and 20 at once, and the proxy's CPU meanwhile"
 )
