@@ -1,31 +1,42 @@
 #!/usr/bin/env bash
-# bench/services.sh: requests per second of a Lua service (examples/http-status.lua, GET
-# /health) against nginx answering the same tiny response (`return 200` in an http server
-# block), in the same run.
+# bench/services.sh: the same HTTP answer written as a netproxy Lua service
+# (examples/http-status.lua, GET /bytes/N) and as nginx + content_by_lua_block (OpenResty's
+# http Lua module), with nginx's C `return 200` (a static file for 64 KiB) as the floor; and a
+# line-protocol service, examples/redis-kv.lua (GET/SET over a shared dict), against
+# redis-server itself. All in the same run.
 #
-# Both servers run as one serving process pinned to CPU 0 (netproxy -w 1; nginx with
-# worker_processes 1); wrk, the load, runs pinned to CPU 1 (taskset), with WRK_CONNS
-# connections for DURATION seconds, two ways:
-#   keep-alive on:  many requests per connection (HTTP/1.1's default);
-#   keep-alive off: "Connection: close" on every request, so one connection per request.
-# Logging per request is off on both (netproxy -q: warnings only; nginx access_log off), so
-# the rows compare the serving, not the log writing. Repetitions are interleaved (one run of
-# every row, then the next round); median, min and max of REPS runs, and the server's CPU
-# time per 1,000 requests.
+# HTTP: 1 KiB and 64 KiB bodies, keep-alive on (many requests per connection) and off
+# ("Connection: close" on every request: one connection per request). wrk -t1 with WRK_CONNS
+# connections for DURATION seconds a run. Line protocol: redis-benchmark, SET then GET of
+# 32-byte values over 10,000 keys, KV_CONNS connections, KV_N commands a run.
+# Every server runs as one serving process pinned to CPU 0 (netproxy -w 1; nginx
+# worker_processes 1; redis-server), the load (wrk, redis-benchmark) pinned to CPU 1
+# (taskset). No per-request log anywhere (netproxy -q, nginx access_log off). Runs are
+# interleaved (one run of every row, then the next round); each row gives the median, min and
+# max of REPS runs, and the server's CPU time (user + system, /proc) per 1,000 requests, with
+# requests per CPU second; the netproxy rows' ratio to OpenResty's (target: 1.25x) and to
+# redis-server's.
 #
-# How to run (from the repository root, after scripts/build):
-#   bash bench/services.sh             # full run (~1 min): prints the table and replaces the
+# OpenResty's module comes from Debian's libnginx-mod-http-lua, unpacked (never installed: it
+# would replace Debian's LuaJIT) into /opt/np-openresty by scripts/install-deps, and run by
+# Debian's nginx with load_module and LD_LIBRARY_PATH on its own libluajit2.
+#
+# How to run (from the repository root, after scripts/build and scripts/install-deps):
+#   bash bench/services.sh             # full run (~4 min): prints the tables and replaces the
 #                                      # "## Services" section of docs/benchmarks.md
 #   bash bench/services.sh --quick     # smoke run: 1 repetition of 2 s, doc untouched
 #   bash bench/services.sh --quick --write
-# Needs: bash, awk, ss (iproute2), taskset (util-linux), wrk, nginx
-# (apt-get install -y wrk nginx-light). NETPROXY=... NGINX=... override the binaries.
+# Needs: bash, awk, ss (iproute2), taskset (util-linux), curl, wrk, nginx, redis-server,
+# redis-benchmark (redis-tools), /opt/np-openresty. NETPROXY=... NGINX=... OPENRESTY=... override.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NETPROXY=${NETPROXY:-$ROOT/build/netproxy}
 NP_PEER=${NP_PEER:-$ROOT/build/np-peer}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
+OPENRESTY=${OPENRESTY:-/opt/np-openresty}
+OR_MODULES=$OPENRESTY/usr/lib/nginx/modules
+OR_LIBS=$OPENRESTY/usr/lib/x86_64-linux-gnu
 DOC=$ROOT/docs/benchmarks.md
 HZ=$(getconf CLK_TCK)
 SECTION_TITLE="## Services"
@@ -36,35 +47,53 @@ source "$ROOT/bench/lib/proc.sh"
 # shellcheck source=bench/lib/stats.sh
 source "$ROOT/bench/lib/stats.sh"
 
-SERVERS=(netproxy nginx)
+SERVERS=(netproxy openresty nginx)
+SIZES=(1024 65536)
 MODES=(keepalive close)
-declare -A LABEL=([netproxy]="netproxy, examples/http-status.lua (Lua service)" [nginx]="nginx, return 200")
+KV_SERVERS=(kv redis)
+KV_TESTS=(set get)
+declare -A LABEL=(
+  [netproxy]="netproxy, Lua service (examples/http-status.lua)"
+  [openresty]="nginx + content_by_lua_block (OpenResty's module)"
+  [nginx]="nginx, C (return 200; 64 KiB: a static file)"
+  [kv]="netproxy, Lua service (examples/redis-kv.lua)"
+  [redis]="redis-server"
+)
+declare -A SIZE_LABEL=([1024]="1 KiB" [65536]="64 KiB")
 declare -A MODE_LABEL=([keepalive]="keep-alive on" [close]="keep-alive off")
 declare -A PORT SPID VALUES CPU
 PIDS=()
 PROBLEMS=()
 NOTES=()
 
-
 parse_args() {
   bench_options "$@"
-  if ((QUICK)); then DURATION=2 REPS=1 WRK_CONNS=20; else DURATION=8 REPS=3 WRK_CONNS=50; WRITE=1; fi
+  if ((QUICK)); then DURATION=2 REPS=1 WRK_CONNS=20 KV_N=20000 KV_CONNS=20
+  else DURATION=5 REPS=3 WRK_CONNS=50 KV_N=200000 KV_CONNS=50; WRITE=1; fi
 }
 
 check_tools() {
   local tool
   [[ -x $NETPROXY ]] || die "no $NETPROXY: build first (scripts/build)"
-  for tool in awk ss taskset wrk; do
-    command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y iproute2 util-linux wrk)"
+  for tool in awk ss taskset curl wrk redis-server redis-benchmark; do
+    command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y iproute2 util-linux curl wrk redis-server redis-tools)"
   done
-  [[ -x $NGINX ]] || die "nginx not found (apt-get install -y nginx-light)"
+  [[ -x $NGINX ]] || die "nginx not found (apt-get install -y nginx)"
+  [[ -f $OR_MODULES/ngx_http_lua_module.so && -f $OPENRESTY/usr/share/lua/5.1/resty/core.lua ]] ||
+    die "no OpenResty module in $OPENRESTY: run scripts/install-deps"
+  # the module must run on OpenResty's LuaJIT (libluajit2), not Debian's, which it was not built for
+  LD_LIBRARY_PATH=$OR_LIBS ldd "$OR_MODULES/ngx_http_lua_module.so" | grep -q "libluajit-5.1.so.2 => $OR_LIBS/" ||
+    die "ngx_http_lua_module.so does not resolve libluajit from $OR_LIBS"
   if (($(nproc) >= 2)); then
     PIN_SERVER=(taskset -c 0) PIN_LOAD=(taskset -c 1)
   else
     PIN_SERVER=() PIN_LOAD=()
-    NOTES+=("one CPU: nothing pinned; wrk and the server share it.")
+    NOTES+=("one CPU: nothing pinned; the load and the server share it.")
   fi
-  ulimit -n 20000 2>/dev/null || true
+  raise_fd_limit
+  local stale
+  stale=$(stale_binary)
+  [[ -z $stale ]] || NOTES+=("$stale")
 }
 
 # cpu_ticks PID: user + system ticks of PID and of its live children (nginx's worker).
@@ -77,90 +106,203 @@ cpu_ticks() {
   echo "$total"
 }
 
+# launch NAME LOG CMD...: starts a server pinned to CPU 0 on PORT[NAME] and waits for it.
+launch() {
+  local name=$1 log=$2
+  shift 2
+  "${PIN_SERVER[@]}" "$@" >"$log" 2>&1 &
+  SPID[$name]=$!
+  PIDS+=("${SPID[$name]}")
+  wait_listen "${PORT[$name]}" "${SPID[$name]}" || die "$name did not start: $(tail -5 "$log")"
+}
+
 start_netproxy() {
   free_port
   PORT[netproxy]=$FREE_PORT
   sed "s/port = 8080/port = $FREE_PORT/" "$ROOT/examples/http-status.lua" >"$WORK/http-status.lua"
-  "${PIN_SERVER[@]}" "$NETPROXY" -w 1 -q "$WORK/http-status.lua" >"$WORK/netproxy.log" 2>&1 &
-  SPID[netproxy]=$!
-  PIDS+=("${SPID[netproxy]}")
-  wait_listen "$FREE_PORT" "${SPID[netproxy]}" || die "netproxy did not start: $(tail -5 "$WORK/netproxy.log")"
+  launch netproxy "$WORK/netproxy.log" "$NETPROXY" -w 1 -q "$WORK/http-status.lua"
+}
+
+# nginx_conf NAME [LOAD...] [-- HTTP...]: the common frame of both nginx servers' config.
+nginx_conf() {
+  local dir=$WORK/$1
+  mkdir -p "$dir"
+  cat <<CONF
+${2:-}
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi;
+  scgi_temp_path $dir/scgi;
+  keepalive_requests 1000000;
+  ${3:-}
+  server {
+    listen 127.0.0.1:${PORT[$1]};
+    default_type text/plain;
+    ${4:-}
+  }
+}
+CONF
 }
 
 start_nginx() {
   free_port
   PORT[nginx]=$FREE_PORT
-  mkdir -p "$WORK/nginx"
-  cat >"$WORK/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx/body;
-  proxy_temp_path $WORK/nginx/proxy;
-  fastcgi_temp_path $WORK/nginx/fastcgi;
-  uwsgi_temp_path $WORK/nginx/uwsgi;
-  scgi_temp_path $WORK/nginx/scgi;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$FREE_PORT;
-    location = /health { default_type text/plain; return 200 "ok\n"; }
-  }
-}
-CONF
-  "${PIN_SERVER[@]}" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 &
-  SPID[nginx]=$!
-  PIDS+=("${SPID[nginx]}")
-  wait_listen "$FREE_PORT" "${SPID[nginx]}" || die "nginx did not start: $(tail -5 "$WORK/nginx.log" "$WORK/nginx/error.log")"
+  # nginx's config tokens are at most 4 KiB: 64 KiB comes from a file (open_file_cache: no
+  # open(2) per request)
+  head -c 65536 /dev/zero | tr '\0' x >"$WORK/nginx-65536"
+  chmod 755 "$WORK" && chmod 644 "$WORK/nginx-65536"   # nginx's worker runs as nobody
+  nginx_conf nginx "" "open_file_cache max=10;" "
+    location = /bytes/1024 { return 200 \"$(head -c 1024 /dev/zero | tr '\0' x)\"; }
+    location = /bytes/65536 { alias $WORK/nginx-65536; }" >"$WORK/nginx.conf"
+  launch nginx "$WORK/nginx.log" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf"
 }
 
-# run_wrk SERVER MODE: one run; appends requests/s and CPU ms per 1,000 requests.
+# OpenResty's http Lua module on Debian's nginx; the handler does what the netproxy service
+# does for /bytes/N: each size made once, sent with its Content-Length.
+start_openresty() {
+  free_port
+  PORT[openresty]=$FREE_PORT
+  nginx_conf openresty "load_module $OR_MODULES/ndk_http_module.so;
+load_module $OR_MODULES/ngx_http_lua_module.so;" "
+  lua_package_path \"$OPENRESTY/usr/share/lua/5.1/?.lua;;\";
+  init_by_lua_block { FILLER = {} }" '
+    location /bytes/ {
+      content_by_lua_block {
+        local n = tonumber(ngx.var.uri:match("^/bytes/(%d+)$"))
+        if not n or n > 1048576 then return ngx.exit(404) end
+        local body = FILLER[n]
+        if not body then body = ("x"):rep(n); FILLER[n] = body end
+        ngx.header.content_length = #body
+        ngx.print(body)
+      }
+    }' >"$WORK/openresty.conf"
+  LD_LIBRARY_PATH=$OR_LIBS launch openresty "$WORK/openresty.log" "$NGINX" -p "$WORK/openresty" -c "$WORK/openresty.conf"
+}
+
+start_kv() {
+  free_port
+  PORT[kv]=$FREE_PORT
+  sed "s/port = 6380/port = $FREE_PORT/" "$ROOT/examples/redis-kv.lua" >"$WORK/redis-kv.lua"
+  launch kv "$WORK/kv.log" "$NETPROXY" -w 1 -q "$WORK/redis-kv.lua"
+}
+
+start_redis() {
+  free_port
+  PORT[redis]=$FREE_PORT
+  launch redis "$WORK/redis.log" redis-server --port "$FREE_PORT" --bind 127.0.0.1 --save "" \
+    --appendonly no --daemonize no --dir "$WORK"
+}
+
+# per_cpu TICKS N: CPU ms per 1,000 requests.
+per_cpu() { awk -v t="$1" -v hz="$HZ" -v n="$2" 'BEGIN {printf "%.3f", 1e6 * t / hz / n}'; }
+
+# run_wrk SERVER SIZE MODE: one run; appends requests/s and CPU ms per 1,000 requests.
 run_wrk() {
-  local server=$1 mode=$2 out rps before after reqs errors header=()
+  local server=$1 size=$2 mode=$3 key=$1:$2:$3 out rps before after reqs errors header=()
   [[ $mode == close ]] && header=(-H "Connection: close")
   before=$(cpu_ticks "${SPID[$server]}")
   out=$("${PIN_LOAD[@]}" wrk -t1 -c"$WRK_CONNS" -d"${DURATION}s" "${header[@]}" \
-        "http://127.0.0.1:${PORT[$server]}/health" 2>&1) || true
+        "http://127.0.0.1:${PORT[$server]}/bytes/$size" 2>&1) || true
   after=$(cpu_ticks "${SPID[$server]}")
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
   if [[ -z $rps || -z $reqs || $reqs == 0 ]]; then
-    PROBLEMS+=("$server $mode: wrk gave no result: $(tr '\n' ' ' <<<"$out")")
+    PROBLEMS+=("$key: wrk gave no result: $(tr '\n' ' ' <<<"$out")")
     return
   fi
-  [[ -n $errors ]] && NOTES+=("$server, ${MODE_LABEL[$mode]}: wrk reported: $(tr '\n' ' ' <<<"$errors")")
-  VALUES[$server:$mode]+="$rps "
-  CPU[$server:$mode]+="$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%.3f", 1e6 * t / hz / n}') "
-  say "  $server, ${MODE_LABEL[$mode]}: $rps requests/s"
+  [[ -n $errors ]] && NOTES+=("$server, ${SIZE_LABEL[$size]}, ${MODE_LABEL[$mode]}: wrk reported: $(tr '\n' ' ' <<<"$errors")")
+  VALUES[$key]+="$rps "
+  CPU[$key]+="$(per_cpu $((after - before)) "$reqs") "
+  say "  $server, ${SIZE_LABEL[$size]}, ${MODE_LABEL[$mode]}: $rps requests/s"
 }
 
-table() {
-  local mode server s c
-  echo "| server | keep-alive | requests/s (median) | min | max | server CPU ms per 1,000 requests |"
-  echo "| --- | --- | --- | --- | --- | --- |"
-  for mode in "${MODES[@]}"; do
-    for server in "${SERVERS[@]}"; do
-      # shellcheck disable=SC2086
-      read -r s smin smax <<<"$(stats ${VALUES[$server:$mode]:-})"
-      # shellcheck disable=SC2086
-      read -r c _ _ <<<"$(stats ${CPU[$server:$mode]:-})"
-      echo "| ${LABEL[$server]} | ${MODE_LABEL[$mode]#keep-alive } | $s | $smin | $smax | $c |"
+# run_kv SERVER TEST: one redis-benchmark run of SET or GET.
+run_kv() {
+  local server=$1 test=$2 key=$1:$2 out rps before after
+  before=$(cpu_ticks "${SPID[$server]}")
+  out=$("${PIN_LOAD[@]}" redis-benchmark -h 127.0.0.1 -p "${PORT[$server]}" -c "$KV_CONNS" -n "$KV_N" \
+        -r 10000 -d 32 -t "$test" --csv 2>/dev/null) || true
+  after=$(cpu_ticks "${SPID[$server]}")
+  rps=$(awk -F'","' -v t="${test^^}" '$1 == "\"" t {print $2}' <<<"$out")
+  if [[ -z $rps ]]; then
+    PROBLEMS+=("$key: redis-benchmark gave no result: $(tr '\n' ' ' <<<"$out")")
+    return
+  fi
+  VALUES[$key]+="$rps "
+  CPU[$key]+="$(per_cpu $((after - before)) "$KV_N") "
+  say "  $server ${test^^}: $rps requests/s"
+}
+
+# median KEY VALUES|CPU: the median of a row's runs ("-" when none).
+median() {
+  local -n from=$2
+  # shellcheck disable=SC2086
+  read -r m _ _ <<<"$(stats ${from[$1]:-})"
+  echo "$m"
+}
+
+# per_cpu_second CPU_MS: requests per CPU second from CPU ms per 1,000 requests.
+per_cpu_second() { awk -v c="$1" 'BEGIN { if (c == "-" || c + 0 == 0) print "-"; else printf "%.0f", 1e6 / c }'; }
+
+row() { # KEY CELLS: a table row of KEY's runs after its first cells ("a | b")
+  local key=$1 s smin smax c cmin cmax
+  # shellcheck disable=SC2086
+  read -r s smin smax <<<"$(stats ${VALUES[$key]:-})"
+  # shellcheck disable=SC2086
+  read -r c cmin cmax <<<"$(stats ${CPU[$key]:-})"
+  echo "| $2 | $s | $smin..$smax | $c ($cmin..$cmax) | $(per_cpu_second "$c") |"
+}
+
+http_table() {
+  local size mode server
+  echo "| server | body | keep-alive | requests/s (median) | min..max | server CPU ms per 1,000 requests (min..max) | requests per CPU second |"
+  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  for size in "${SIZES[@]}"; do
+    for mode in "${MODES[@]}"; do
+      for server in "${SERVERS[@]}"; do
+        row "$server:$size:$mode" "${LABEL[$server]} | ${SIZE_LABEL[$size]} | ${MODE_LABEL[$mode]#keep-alive }"
+      done
     done
   done
 }
 
-ratio_line() {
-  local mode n x
-  for mode in "${MODES[@]}"; do
-    # shellcheck disable=SC2086
-    read -r n _ _ <<<"$(stats ${VALUES[netproxy:$mode]:-})"
-    # shellcheck disable=SC2086
-    read -r x _ _ <<<"$(stats ${VALUES[nginx:$mode]:-})"
-    echo "- ${MODE_LABEL[$mode]}: netproxy serves $(pct "$n" "$x") of nginx's requests per second."
+kv_table() {
+  local test server
+  echo "| server | command | requests/s (median) | min..max | server CPU ms per 1,000 commands (min..max) | commands per CPU second |"
+  echo "| --- | --- | --- | --- | --- | --- |"
+  for test in "${KV_TESTS[@]}"; do
+    for server in "${KV_SERVERS[@]}"; do row "$server:$test" "${LABEL[$server]} | ${test^^}"; done
+  done
+}
+
+# verdict KEY PEER_KEY TARGET WHAT: netproxy's requests per CPU second against the peer's.
+verdict() {
+  local n p r met
+  n=$(median "$1" CPU) p=$(median "$2" CPU)
+  r=$(ratio "$p" "$n")
+  met=$(awk -v r="${r%x}" -v t="$3" 'BEGIN { if (r == "n/a") print "no result"; else if (r + 0 >= t) print "met"; else print "NOT met" }')
+  echo "- $4: netproxy does $r $(peer_name "$2")'s requests per CPU second ($(pct "$(median "$1" VALUES)" "$(median "$2" VALUES)") of its requests/s); target ${3}x: $met."
+}
+peer_name() { case $1 in openresty:*) echo OpenResty ;; nginx:*) echo "nginx's C" ;; redis:*) echo redis-server ;; esac; }
+
+verdicts() {
+  local size mode test
+  for size in "${SIZES[@]}"; do
+    for mode in "${MODES[@]}"; do
+      verdict "netproxy:$size:$mode" "openresty:$size:$mode" 1.25 "${SIZE_LABEL[$size]}, ${MODE_LABEL[$mode]}"
+    done
+  done
+  for test in "${KV_TESTS[@]}"; do
+    verdict "kv:$test" "redis:$test" 1.0 "${test^^} (line protocol)"
   done
 }
 
@@ -168,21 +310,48 @@ section() {
   local note
   echo "$SECTION_TITLE"
   echo
-  echo "A Lua service (\`examples/http-status.lua\`, a straight-line \`serve\` function reading the"
-  echo "request line and headers with \`client:read(\"*l\")\`) answering \`GET /health\`, against nginx"
-  echo "answering the same request with \`return 200\`. \`bench/services.sh\`; $(date -u +%Y-%m-%d),"
+  echo "The same HTTP answer (\`GET /bytes/N\`: N bytes of \"x\", made once per size, with their"
+  echo "Content-Length) from a netproxy Lua service (\`examples/http-status.lua\`, a straight-line"
+  echo "\`serve\` function) and from nginx + \`content_by_lua_block\` (OpenResty's http Lua module on"
+  echo "Debian's nginx), with nginx's C (\`return 200\`; for 64 KiB a static file, since a \`return\`"
+  echo "text is at most 4 KiB) as the floor. Then a line protocol: \`examples/redis-kv.lua\` (RESP"
+  echo "GET/SET over a shared dict) against redis-server. \`bench/services.sh\`; $(date -u +%Y-%m-%d),"
   echo "$(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), build $(git_rev)."
   echo
-  echo "- method: wrk -t1 -c$WRK_CONNS for ${DURATION} s per run, $REPS interleaved runs per row; keep-alive off"
-  echo "  is \`Connection: close\` on every request (one connection per request)"
-  echo "- pinning: the server (netproxy -w 1, nginx worker_processes 1) on CPU 0, wrk on CPU 1"
-  echo "- no per-request log on either (netproxy -q, nginx access_log off)"
+  echo "- method: wrk -t1 -c$WRK_CONNS for ${DURATION} s per run; redis-benchmark -c$KV_CONNS -n$KV_N -r 10000"
+  echo "  -d 32 per run; $REPS interleaved runs per row. Keep-alive off is \`Connection: close\` on"
+  echo "  every request (one connection per request)"
+  echo "- pinning: each server as one serving process (netproxy -w 1, nginx worker_processes 1,"
+  echo "  redis-server) on CPU 0, the load on CPU 1; no per-request log (netproxy -q, nginx access_log off)"
+  echo "- CPU: the server's user + system time (/proc) over the run, divided by the requests"
+  echo "- OpenResty: Debian's \`libnginx-mod-http-lua\` (with \`-ndk\`, \`libluajit2-5.1-2\`,"
+  echo "  \`lua-resty-core\`, \`lua-resty-lrucache\`) is unpacked into /opt/np-openresty by"
+  echo "  \`scripts/install-deps\`, not installed: its libluajit2 conflicts with Debian's LuaJIT, which"
+  echo "  netproxy builds against. Debian's nginx loads the two modules (\`load_module\`, NDK first) and"
+  echo "  runs with \`LD_LIBRARY_PATH\` on the unpacked libluajit2 (same soname; the bench checks with"
+  echo "  \`ldd\` that the module resolves it there), \`lua_package_path\` on the unpacked resty.core"
+  echo "- line protocol: Debian has no stream-lua module (OpenResty's \`ngx_stream_lua_module\` is not"
+  echo "  packaged in bookworm), and a raw socket behind an HTTP preamble in the http module would not"
+  echo "  be the same protocol; so the line service is compared with redis-server doing GET/SET itself"
   echo
-  table
+  http_table
   echo
-  ratio_line
+  kv_table
+  echo
+  verdicts
   for note in "${NOTES[@]}"; do echo "- note: $note"; done
   for note in "${PROBLEMS[@]}"; do echo "- problem: $note"; done
+}
+
+check_answers() {
+  local server
+  for server in "${SERVERS[@]}"; do
+    [[ $(curl -sf "http://127.0.0.1:${PORT[$server]}/bytes/1024" | wc -c) == 1024 ]] || die "$server does not answer /bytes/1024"
+    [[ $(curl -sf "http://127.0.0.1:${PORT[$server]}/bytes/65536" | wc -c) == 65536 ]] || die "$server does not answer /bytes/65536"
+  done
+  for server in "${KV_SERVERS[@]}"; do
+    [[ $(redis-cli -p "${PORT[$server]}" ping) == PONG ]] || die "$server does not answer PING"
+  done
 }
 
 main() {
@@ -191,15 +360,21 @@ main() {
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-services.XXXXXX")
   trap cleanup EXIT
   start_netproxy
+  start_openresty
   start_nginx
-  # both answer before any measurement
-  curl -sf "http://127.0.0.1:${PORT[netproxy]}/health" >/dev/null || die "netproxy does not answer /health"
-  curl -sf "http://127.0.0.1:${PORT[nginx]}/health" >/dev/null || die "nginx does not answer /health"
-  local rep mode server
+  start_kv
+  start_redis
+  check_answers
+  local rep size mode server test
   for ((rep = 1; rep <= REPS; rep++)); do
     say "round $rep of $REPS"
-    for mode in "${MODES[@]}"; do
-      for server in "${SERVERS[@]}"; do run_wrk "$server" "$mode"; done
+    for size in "${SIZES[@]}"; do
+      for mode in "${MODES[@]}"; do
+        for server in "${SERVERS[@]}"; do run_wrk "$server" "$size" "$mode"; done
+      done
+    done
+    for test in "${KV_TESTS[@]}"; do
+      for server in "${KV_SERVERS[@]}"; do run_kv "$server" "$test"; done
     done
   done
   section >"$WORK/section.md"

@@ -1,6 +1,7 @@
 -- examples/http-status.lua: a small HTTP/1.1 responder written as a straight-line service:
--- GET /health answers "ok", GET /stats the proxies' counters as JSON; keep-alive as HTTP/1.1
--- wants it (Connection: close ends it).
+-- GET /health answers "ok", GET /stats the proxies' counters as JSON, GET /bytes/N N bytes
+-- (a load test's target: bench/services.sh); keep-alive as HTTP/1.1 wants it (Connection:
+-- close ends it).
 --   build/netproxy examples/http-status.lua
 --   curl -s http://127.0.0.1:8080/stats
 local core = require "netproxy.core"
@@ -23,6 +24,16 @@ local function json(v)
   return "null"
 end
 
+-- GET /bytes/N: N bytes of "x" (at most 1 MiB), each size made once.
+local MAX_BYTES = 1024 * 1024
+local filler = {}
+local function bytes(n)
+  n = tonumber(n)
+  if not n or n > MAX_BYTES then return 404, "text/plain", "not found\n" end
+  filler[n] = filler[n] or ("x"):rep(n)
+  return 200, "text/plain", filler[n]
+end
+
 local ROUTES = {
   ["/health"] = function() return 200, "text/plain", "ok\n" end,
   ["/stats"] = function() return 200, "application/json", json(core.stats()) .. "\n" end,
@@ -30,9 +41,11 @@ local ROUTES = {
 
 local REASONS = { [200] = "OK", [400] = "Bad Request", [404] = "Not Found", [405] = "Method Not Allowed" }
 
+-- The head and the body go out in one write (a writev), never joined into one string.
 local function respond(client, status, ctype, body, close)
-  return client:write(("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n%s")
-    :format(status, REASONS[status], ctype, #body, close and "Connection: close\r\n" or "", body))
+  local head = ("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n")
+    :format(status, REASONS[status], ctype, #body, close and "Connection: close\r\n" or "")
+  return client:write({ head, body })
 end
 
 -- One request: its method, path and whether the client wants to close; nil at the end.
@@ -61,9 +74,11 @@ proxy {
       local method, path, close = read_request(client)
       if method == nil then return end
       if method == false then return respond(client, 400, "text/plain", "bad request\n", true) end
-      local route = ROUTES[path:match("^[^?]*")]
+      path = path:match("^[^?]*")
+      local route, n = ROUTES[path], path:match("^/bytes/(%d+)$")
       local status, ctype, body
       if method ~= "GET" then status, ctype, body = 405, "text/plain", "GET only\n"
+      elseif n then status, ctype, body = bytes(n)
       elseif not route then status, ctype, body = 404, "text/plain", "not found\n"
       else status, ctype, body = route() end
       respond(client, status, ctype, body, close)

@@ -15,10 +15,12 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define READ_MAX (64 * 1024)   /* most one read() hands to Lua */
 #define PEEK_MAX (16 + 65535)  /* most bytes a connector may look at: the longest PROXY v2 header */
+#define WRITE_PIECES 64        /* most pieces of a table written with one writev */
 
 static char scratch[READ_MAX];
 
@@ -233,14 +235,87 @@ static void read_ready(struct np_sock *s, short what)
 
 /* ---- write: all of it, or an error ---- */
 
+/* The checked piece i (1-based) of the table at index 2: a string or a number. */
+static const char *piece(lua_State *L, int i, size_t *len)
+{
+    lua_rawgeti(L, 2, i);
+    if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+        luaL_error(L, "write: piece %d is a %s, not a string", i, luaL_typename(L, -1));
+    return lua_tolstring(L, -1, len);
+}
+
+/* Replaces the table at index 2 by its pieces joined into one string. */
+static void join_pieces(lua_State *L, int n)
+{
+    luaL_Buffer b;
+
+    luaL_buffinit(L, &b);
+    for (int i = 1; i <= n; i++) {
+        size_t len;
+        piece(L, i, &len);
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    lua_replace(L, 2);
+}
+
+/* sock:write({ piece, ... }): the pieces written in order with one writev, as OpenResty's
+ * sock:send takes an array: a response's head and body go out without being joined into one
+ * Lua string first (a copy of the body and, as Lua interns every string, a hash of it and a
+ * comparison with an equal one). A TLS or UDP socket, or more than WRITE_PIECES pieces, has
+ * them joined: 0, and index 2 holds the string. Else the results pushed, their count. */
+static int write_pieces(lua_State *L, struct np_sock *s, double timeout)
+{
+    struct iovec iov[WRITE_PIECES];
+    int n = (int)lua_objlen(L, 2), first = 0;
+    size_t total = 0, sent = 0;
+
+    if (s->ssl || s->dgram || n > WRITE_PIECES) {
+        join_pieces(L, n);
+        return 0;
+    }
+    for (int i = 0; i < n; i++) {
+        iov[i].iov_base = (void *)piece(L, i + 1, &iov[i].iov_len);
+        lua_pop(L, 1);                  /* the table keeps the string alive */
+        total += iov[i].iov_len;
+    }
+    while (first < n) {
+        ssize_t w;
+        do {
+            w = writev(s->wfd, iov + first, n - first);
+        } while (w < 0 && errno == EINTR);
+        if (w < 0 && errno == EAGAIN) break;
+        if (w < 0) return np_sock_push_fail(L, np_err_token(errno));
+        count(s, 1, w);
+        sent += w;
+        for (; first < n && (size_t)w >= iov[first].iov_len; first++) w -= iov[first].iov_len;
+        if (first < n) {
+            iov[first].iov_base = (char *)iov[first].iov_base + w;
+            iov[first].iov_len -= w;
+        }
+    }
+    if (sent == total) {
+        lua_pushinteger(L, total);
+        return 1;
+    }
+    if (!s->outbuf && !(s->outbuf = evbuffer_new())) return np_sock_push_fail(L, "out of memory");
+    for (int i = first; i < n; i++) evbuffer_add(s->outbuf, iov[i].iov_base, iov[i].iov_len);
+    s->want_write = 1;
+    s->want = total;
+    return wait_on(L, s, NP_OP_WRITE, timeout);
+}
+
 static int sock_write(lua_State *L)
 {
     struct np_sock *s = np_sock_check(L, 1);
     size_t len, sent = 0;
-    const char *data = luaL_checklstring(L, 2, &len);
+    const char *data;
     double timeout = np_sock_opt_timeout(L, 3, s->timeout);
+    int results;
 
     if (!np_sock_check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
+    if (lua_istable(L, 2) && (results = write_pieces(L, s, timeout))) return results;
+    data = luaL_checklstring(L, 2, &len);
     if (s->dgram && len == 0) {         /* an empty datagram, which the loop below would skip */
         if (send(s->fd, data, 0, 0) < 0) return np_sock_push_fail(L, np_err_token(errno));
         lua_pushinteger(L, 0);

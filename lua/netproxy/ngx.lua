@@ -12,6 +12,7 @@ local ffi = require "ffi"
 
 local type, tostring, select, error, setmetatable = type, tostring, select, error, setmetatable
 local concat, floor, byte, char = table.concat, math.floor, string.byte, string.char
+local find, sub, gsub = string.find, string.sub, string.gsub
 
 local ngx = {}
 
@@ -180,7 +181,9 @@ end
 -- ---------------------------------------------------------------- ngx.socket.tcp
 
 -- An object's fields are never nil (a closed socket's sock is false): a missing name is a
--- method netproxy does not offer, and its __index says so.
+-- method netproxy does not offer, and its __index says so. What was read and not yet
+-- received is buf from pos on: a receive takes one sub of it and moves pos, so a reply's
+-- pieces ("$32\r\n", the value, "\r\n") cost one string each, the rest never copied again.
 local DEFAULT_TIMEOUT = 60               -- seconds: lua_socket_{connect,send,read}_timeout
 local READ_SIZE = 16384
 
@@ -211,7 +214,7 @@ function Tcp:setoption() return true end
 -- A healthy idle connection of the pool (default "host:port") is taken first.
 function Tcp:connect(host, port, opts)
   if self.sock then self.sock:close() self.sock = false end
-  self.buf = ""
+  self.buf, self.pos = "", 1
   local sock, err
   if type(host) == "string" and host:sub(1, 5) == "unix:" then
     sock, err = core.connect_unix(host:sub(6), { timeout = self.connect_timeout })
@@ -238,7 +241,7 @@ function Tcp:sslhandshake(reused_session, server_name, ssl_verify)
   return true
 end
 
--- A table of strings, numbers and tables of them (OpenResty's send), as one string.
+-- A table of strings, numbers and tables of them (OpenResty's send), as one flat array.
 local function flatten(t, out)
   for i = 1, #t do
     local v = t[i]
@@ -249,36 +252,74 @@ local function flatten(t, out)
   return out
 end
 
+-- Whether t holds strings and numbers only (lua-resty-redis' requests): sock:write takes
+-- it as it is, its pieces written with one writev, never joined into one string.
+local function flat(t)
+  for i = 1, #t do
+    local tv = type(t[i])
+    if tv ~= "string" and tv ~= "number" then return false end
+  end
+  return true
+end
+
 function Tcp:send(data)
   local sock = self.sock
   if not sock then return nil, "closed" end
-  if type(data) == "table" then data = concat(flatten(data, {}))
+  if type(data) == "table" then
+    if not flat(data) then data = flatten(data, {}) end
   elseif type(data) ~= "string" then data = tostring(data) end
   local n, err = sock:write(data, self.send_timeout)
   if not n then return nil, err end
   return n
 end
 
--- Reads more into self.buf: true, or nil, err (the partial data stays in self.buf).
+-- Bytes read and not yet received.
+function Tcp:pending()
+  return #self.buf - self.pos + 1
+end
+
+-- Reads more behind what is pending: true, or nil, err (the pending data stays).
 function Tcp:fill()
   local more, err = self.sock:read(READ_SIZE, self.read_timeout)
   if not more then return nil, err end
-  self.buf = self.buf .. more
+  if self.pos > #self.buf then self.buf = more
+  else self.buf = sub(self.buf, self.pos) .. more end
+  self.pos = 1
   return true
 end
 
--- What the buffer held when a read failed: the error, and the partial data (OpenResty's third value).
+-- What was pending when a read failed: the error, and the partial data (OpenResty's third value).
 function Tcp:fail(err)
-  local partial = self.buf
-  self.buf = ""
+  local partial = sub(self.buf, self.pos)
+  self.buf, self.pos = "", 1
   if err ~= "timeout" then self:close() end
   return nil, err, partial
 end
 
+-- The next n pending bytes (at most what there is).
 function Tcp:take(n)
-  local data = self.buf:sub(1, n)
-  self.buf = self.buf:sub(n + 1)
+  local pos = self.pos
+  local data = sub(self.buf, pos, pos + n - 1)
+  if pos + n > #self.buf then self.buf, self.pos = "", 1
+  else self.pos = pos + n end
   return data
+end
+
+-- "*l": the next line without its LF; all CRs are dropped (OpenResty's pattern).
+function Tcp:line()
+  local at = find(self.buf, "\n", self.pos, true)
+  while not at do
+    local from = #self.buf - self.pos + 1      -- (fill moves what is pending to the front)
+    local got, err = self:fill()
+    if not got then return nil, err end
+    at = find(self.buf, "\n", from + 1, true)
+  end
+  local pos, stop = self.pos, at - 1
+  self.pos = at + 1
+  if stop >= pos and byte(self.buf, stop) == 13 then stop = stop - 1 end
+  local line = sub(self.buf, pos, stop)
+  if find(line, "\r", 1, true) then line = gsub(line, "\r", "") end
+  return line
 end
 
 function Tcp:receive(pattern, prefix)
@@ -288,26 +329,27 @@ function Tcp:receive(pattern, prefix)
   if type(pattern) == "number" or tonumber(pattern) then
     local n = tonumber(pattern)
     if n < 0 then error("receive: bad size " .. n, 2) end
-    while #self.buf < n do
+    while self:pending() < n do
       got, err = self:fill()
       if not got then return self:fail(err) end
     end
     got = self:take(n)
-  elseif pattern == "*l" or pattern == "*L" then
-    local at = self.buf:find("\n", 1, true)
+  elseif pattern == "*l" then
+    got, err = self:line()
+    if not got then return self:fail(err) end
+  elseif pattern == "*L" then
+    local at = find(self.buf, "\n", self.pos, true)
     while not at do
-      local from = #self.buf
+      local from = self:pending()
       got, err = self:fill()
       if not got then return self:fail(err) end
-      at = self.buf:find("\n", from + 1, true)
+      at = find(self.buf, "\n", from + 1, true)
     end
-    got = self:take(at)
-    if pattern == "*l" then got = got:sub(1, -2):gsub("\r", "") end   -- (CRs are dropped)
+    got = self:take(at - self.pos + 1)
   elseif pattern == "*a" then
     repeat got, err = self:fill() until not got
     if err ~= "closed" then return self:fail(err) end
-    got = self.buf
-    self.buf = ""
+    got = self:take(self:pending())
     self:close()
   else
     error("receive: bad pattern " .. tostring(pattern) .. " (want *l, *a or a size)", 2)
@@ -317,7 +359,7 @@ end
 
 function Tcp:receiveany(max)
   if not self.sock then return nil, "closed" end
-  if #self.buf > 0 then return self:take(max) end
+  if self:pending() > 0 then return self:take(max) end
   local data, err = self.sock:read(max, self.read_timeout)
   if not data then return self:fail(err) end
   return data
@@ -333,15 +375,16 @@ function Tcp:receiveuntil(pattern, opts)
     if done then done = false return nil end
     if not self.sock then return nil, "closed" end
     while true do
-      local at = self.buf:find(pattern, 1, true)
+      local at = find(self.buf, pattern, self.pos, true)
       if at then
+        at = at - self.pos + 1                  -- (counted from the first pending byte)
         if size and at - 1 > size then return self:take(size) end
         local data = self:take(at - 1)
         local sep = self:take(#pattern)
         if size then done = true end
         return inclusive and data .. sep or data
       end
-      local safe = #self.buf - #pattern + 1   -- bytes that cannot begin the pattern
+      local safe = self:pending() - #pattern + 1   -- bytes that cannot begin the pattern
       if size and safe >= size then return self:take(size) end
       local got, err = self:fill()
       if not got then return self:fail(err) end
@@ -361,7 +404,7 @@ end
 function Tcp:setkeepalive(idle_ms, size)
   local sock = self.sock
   if not sock then return nil, "closed" end
-  if #self.buf > 0 then return nil, "unread data in buffer" end
+  if self:pending() > 0 then return nil, "unread data in buffer" end
   self.sock = false
   local idle = idle_ms == nil and DEFAULT_TIMEOUT or idle_ms / 1000
   return sock:setkeepalive(idle, size)
@@ -373,7 +416,7 @@ function Tcp:getreusedtimes()
 end
 
 local function tcp()
-  return setmetatable({ sock = false, buf = "", connect_timeout = DEFAULT_TIMEOUT, send_timeout = DEFAULT_TIMEOUT,
+  return setmetatable({ sock = false, buf = "", pos = 1, connect_timeout = DEFAULT_TIMEOUT, send_timeout = DEFAULT_TIMEOUT,
                         read_timeout = DEFAULT_TIMEOUT }, Tcp)
 end
 

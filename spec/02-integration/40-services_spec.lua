@@ -278,3 +278,109 @@ describe("examples/http-status.lua", function()
     assert.equal("405", out)
   end)
 end)
+
+describe("examples/http-status.lua /bytes/N", function()
+  after_each(h.stop_all)
+
+  it("answers N bytes with their Content-Length, the same string again on keep-alive", function()
+    local config = h.read(h.root .. "/examples/http-status.lua"):gsub("port = 8080", "port = 0")
+    local np = h.netproxy_start(config)
+    local port = np.ports.status
+    local out = h.talk(port, "GET /bytes/1024 HTTP/1.1\r\nHost: x\r\n\r\nGET /bytes/65536 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    local first, body1, second, body2 = out:match("^(HTTP/1%.1 200 OK\r\n.-\r\n\r\n)(x+)(HTTP/1%.1 200 OK\r\n.-\r\n\r\n)(x+)$")
+    assert.truthy(first, out:sub(1, 300))
+    assert.matches("Content%-Length: 1024\r\n", first)
+    assert.equal(1024, #body1)
+    assert.matches("Content%-Length: 65536\r\n", second)
+    assert.matches("Connection: close\r\n", second)
+    assert.equal(65536, #body2)
+    out = h.talk(port, "GET /bytes/9999999 HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert.matches("^HTTP/1%.1 404 Not Found\r\n", out)
+  end)
+end)
+
+describe("examples/redis-kv.lua", function()
+  after_each(h.stop_all)
+
+  local function start()
+    local config = h.read(h.root .. "/examples/redis-kv.lua"):gsub("port = 6380", "port = 0")
+    local np = h.netproxy_start(config)
+    return np, np.ports.kv
+  end
+
+  it("answers redis-cli's GET, SET (EX), DEL, EXISTS and PING over the shared dict", function()
+    local np, port = start()
+    local function cli(...)
+      return h.run({ "redis-cli", "-p", tostring(port), ... })
+    end
+    assert.equal("PONG\n", cli("ping"))
+    assert.equal("OK\n", cli("set", "greeting", "hello world"))
+    assert.equal("hello world\n", cli("get", "greeting"))
+    assert.equal("\n", cli("get", "missing"))          -- a nil bulk
+    assert.equal("OK\n", cli("set", "brief", "x", "ex", "100"))
+    assert.equal("2\n", cli("exists", "greeting", "brief", "missing"))
+    assert.equal("1\n", cli("del", "brief", "missing"))
+    assert.matches("^ERR unknown command 'frobnicate'\n", cli("frobnicate"))
+    assert.matches("^ERR too large", cli("set", "big", ("v"):rep(446)))     -- key and value: 449 bytes
+    assert.matches("^ERR Protocol error: invalid bulk length", cli("set", "big", ("v"):rep(600)))
+    assert.matches("ERR invalid expire time", cli("set", "k", "v", "ex", "-1"))
+    h.wait_log(np, "kv: [^\n]*end=eof")
+  end)
+
+  it("answers pipelined RESP and inline commands in order over one connection; bad input ends that connection only", function()
+    local _, port = start()
+    local resp = "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nv1\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+    local want = "+OK\r\n$2\r\nv1\r\n$2\r\nv1\r\n+PONG\r\n+OK\r\n"
+    local out, how = h.talk(port, resp .. "GET k\r\nPING\r\nQUIT\r\n", { want = #want })
+    assert.equal(want, out, how)
+    out = h.talk(port, "*2\r\n$3\r\nGET\r\n$99999\r\n")
+    assert.equal("-ERR Protocol error: invalid bulk length\r\n", out)
+    out = h.talk(port, "*x\r\n")
+    assert.equal("-ERR Protocol error: invalid multibulk length\r\n", out)
+    assert.equal("$2\r\nv1\r\n", (h.talk(port, "GET k\r\n")))
+  end)
+end)
+
+describe("client:write of a table of pieces (one writev)", function()
+  after_each(h.stop_all)
+
+  local PIECES = [[
+proxy { name = "pieces", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+  to = { type = "service", serve = function(client)
+    local what = client:read("*l")
+    if what == "small" then
+      client:write({ "a", "bc", 42, "" , "d\n" })
+    elseif what == "big" then
+      -- more than the socket takes at once: the rest waits in order for the client to read
+      local n = client:write({ ("1"):rep(3 * 1024 * 1024), ("2"):rep(3 * 1024 * 1024), "end\n" })
+      client:write(n .. "\n")
+    elseif what == "many" then
+      local t = {}
+      for i = 1, 200 do t[i] = i .. "," end   -- past 64 pieces: joined, the same bytes
+      client:write(t)
+      client:write("\n")
+    elseif what == "bad" then
+      client:write({ "ok", true })
+    end
+  end } }
+]]
+
+  it("sends the pieces in order, numbers as text, the count of all bytes as the result", function()
+    local np = h.netproxy_start(PIECES)
+    local port = np.ports.pieces
+    assert.equal("abc42d\n", (h.talk(port, "small\n")))
+    local out = h.talk(port, "big\n", { timeout = 20 })
+    assert.equal(6 * 1024 * 1024 + 4 + #tostring(6 * 1024 * 1024 + 4) + 1, #out)
+    assert.equal(("1"):rep(3 * 1024 * 1024) .. ("2"):rep(3 * 1024 * 1024) .. "end\n" .. (6 * 1024 * 1024 + 4) .. "\n", out)
+    local want = {}
+    for i = 1, 200 do want[i] = i .. "," end
+    assert.equal(table.concat(want) .. "\n", (h.talk(port, "many\n")))
+  end)
+
+  it("raises an error naming a piece that is not a string: that connection ends, logged", function()
+    local np = h.netproxy_start(PIECES)
+    assert.equal("", (h.talk(np.ports.pieces, "bad\n")))
+    h.wait_log(np, "pieces: [^\n]*end=lua error: [^\n]*write: piece 2 is a boolean, not a string")
+    assert.equal("abc42d\n", (h.talk(np.ports.pieces, "small\n")))
+  end)
+end)
