@@ -286,7 +286,7 @@ static int write_pieces(lua_State *L, struct np_sock *s, double timeout)
         } while (w < 0 && errno == EINTR);
         if (w < 0 && errno == EAGAIN) break;
         if (w < 0) return np_sock_push_fail(L, np_err_token(errno));
-        count(s, 1, w);
+        np_sock_count(s, 1, w);
         sent += w;
         for (; first < n && (size_t)w >= iov[first].iov_len; first++) w -= iov[first].iov_len;
         if (first < n) {
