@@ -115,6 +115,7 @@ static int push_read(lua_State *L, struct np_sock *s, size_t max)
         return 1;
     }
     n = io_read(s, scratch, max);
+    s->drained = n > 0 && (size_t)n < max;
     if (n > 0 || (n == 0 && s->dgram)) {       /* (an empty datagram is not an end) */
         lua_pushlstring(L, scratch, n);
         return 1;
@@ -122,6 +123,18 @@ static int push_read(lua_State *L, struct np_sock *s, size_t max)
     if (n == 0) return np_sock_push_fail(L, "closed");
     if (errno == EAGAIN) return 0;
     return np_sock_push_fail(L, s->err);
+}
+
+/* Whether a read now would find nothing: the last one took less than it asked for, so the
+ * socket was emptied, and what a peer sends next mostly answers what this side writes in
+ * between (a client's next request after our answer, a server's reply after our command).
+ * Such a read waits for the event at once instead of spending a read(2) on EAGAIN (nginx
+ * does the same). The event is level-triggered: bytes that came meanwhile wake it on the
+ * loop's next turn. Not for TLS (OpenSSL may hold decrypted bytes the socket no longer
+ * shows) nor UDP (each read takes one datagram: less than asked says nothing). */
+static int read_would_wait(const struct np_sock *s)
+{
+    return s->drained && !s->ssl && !s->dgram && !(s->inbuf && evbuffer_get_length(s->inbuf) > 0);
 }
 
 static int sock_read(lua_State *L)
@@ -134,7 +147,8 @@ static int sock_read(lua_State *L)
     luaL_argcheck(L, max > 0, 2, "must be > 0");
     if (max > READ_MAX) max = READ_MAX;
     if (!check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
-    if ((n = push_read(L, s, max))) return n;
+    if (read_would_wait(s)) s->want_write = 0;     /* (push_read's read(2) would have set it) */
+    else if ((n = push_read(L, s, max))) return n;
     s->want = max;
     return wait_on(L, s, NP_OP_READ, timeout);
 }
