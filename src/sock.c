@@ -40,7 +40,8 @@ void np_sock_set_fds(struct np_sock *s, int rfd, int wfd)
 {
     s->fd = rfd;
     s->wfd = wfd;
-    event_assign(&s->rev, np_base, rfd, EV_READ, np_sock_on_event, s);
+    /* rev is persistent: it stays armed from one read to the next (np_sock_resume) */
+    event_assign(&s->rev, np_base, rfd, EV_READ | EV_PERSIST, np_sock_on_event, s);
     event_assign(&s->wev, np_base, wfd, EV_WRITE, np_sock_on_event, s);
     if (s->sendbuf) event_assign(&s->flush_ev, np_base, wfd, EV_WRITE, np_sock_on_flush, s);
 }
@@ -230,9 +231,13 @@ int np_sock_yield(lua_State *L, struct np_sock *s, int idx)
     return lua_yield(L, 0);
 }
 
+/* The read event is left armed, without its deadline: a coroutine that reads, answers and
+ * reads again (a service's request loop) then waits without an epoll_ctl(2) per request
+ * (libevent's changelist turns a delete and an add of the same event into a MOD). Readiness
+ * that comes while no read waits disarms it (np_sock_on_event). */
 void np_sock_resume(struct np_sock *s, int nresults)
 {
-    event_del(&s->rev);
+    event_remove_timer(&s->rev);
     event_del(&s->wev);
     s->op = NP_OP_NONE;
     drop_anchor(s);

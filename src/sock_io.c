@@ -380,15 +380,18 @@ static void write_ready(struct np_sock *s, short what)
  * an error (s->err). */
 static int flush_some(struct np_sock *s)
 {
-    while (evbuffer_get_length(s->sendbuf) > 0) {
+    int want_write = s->want_write;     /* what a waiting read waits for: not the flush's to change */
+    int rc = 1;
+
+    while (rc == 1 && evbuffer_get_length(s->sendbuf) > 0) {
         size_t len = evbuffer_get_length(s->sendbuf);
         if (len > READ_MAX) len = READ_MAX;
         ssize_t n = io_write(s, evbuffer_pullup(s->sendbuf, len), len);
         if (n > 0) evbuffer_drain(s->sendbuf, n);
-        else if (n < 0 && errno == EAGAIN) return 0;
-        else return -1;
+        else rc = n < 0 && errno == EAGAIN ? 0 : -1;
     }
-    return 1;
+    s->want_write = want_write;
+    return rc;
 }
 
 /* A flush error ends the reader too: a coroutine waiting on this socket hears of it. */
@@ -538,10 +541,23 @@ static void handshake_ready(struct np_sock *s, short what)
     else np_sock_resume(s, n);
 }
 
+/* Whether the waiting op waits for readability: rev armed for it, with its deadline. */
+static int waits_on_rev(const struct np_sock *s)
+{
+    return (s->op == NP_OP_READ || s->op == NP_OP_PEEK || s->op == NP_OP_HANDSHAKE) && !s->want_write;
+}
+
 void np_sock_on_event(evutil_socket_t fd, short what, void *arg)
 {
     struct np_sock *s = arg;
 
+    /* rev stays armed between reads (np_sock_resume): readiness while no read waits is left
+     * for the next read, which will find it, and rev disarmed until then. A timeout only
+     * ever comes from the event armed for the op (rev keeps no deadline between ops). */
+    if ((what & EV_READ) && !waits_on_rev(s)) {
+        event_del(&s->rev);
+        return;
+    }
     switch (s->op) {
     case NP_OP_READ:
     case NP_OP_PEEK: read_ready(s, what); break;
