@@ -131,10 +131,12 @@ static int push_read(lua_State *L, struct np_sock *s, size_t max)
  * Such a read waits for the event at once instead of spending a read(2) on EAGAIN (nginx
  * does the same). The event is level-triggered: bytes that came meanwhile wake it on the
  * loop's next turn. Not for TLS (OpenSSL may hold decrypted bytes the socket no longer
- * shows) nor UDP (each read takes one datagram: less than asked says nothing). */
+ * shows), UDP (each read takes one datagram: less than asked says nothing) nor stdio (its
+ * own wfd: standard input may be a regular file, which epoll cannot wait on). */
 static int read_would_wait(const struct np_sock *s)
 {
-    return s->drained && !s->ssl && !s->dgram && !(s->inbuf && evbuffer_get_length(s->inbuf) > 0);
+    return s->drained && !s->ssl && !s->dgram && s->wfd == s->fd &&
+           !(s->inbuf && evbuffer_get_length(s->inbuf) > 0);
 }
 
 static int sock_read(lua_State *L)

@@ -422,3 +422,20 @@ proxy { name = "up", from = { type = "tcp", host = "127.0.0.1", port = 0 },
     assert.is_true(ctl <= 2, log)
   end)
 end)
+
+describe("a service on standard input and output (from = stdio)", function()
+  after_each(h.stop_all)
+
+  it("reads a regular file given as standard input to its end (epoll cannot wait on one)", function()
+    local config = h.write(h.tmpfile("stdio.lua"), [[
+proxy { name = "s", from = { type = "stdio" },
+  to = { type = "service", serve = function(client)
+    for line in client:lines() do client:write(line:upper() .. "\n") end
+  end } }
+]])
+    local input = h.write(h.tmpfile("input.txt"), "one\ntwo\n")
+    local out, err, rc = h.run({ "sh", "-c", "timeout 10 " .. h.quote(h.netproxy) .. " -q " .. h.quote(config) .. " < " .. h.quote(input) })
+    assert.equal("ONE\nTWO\n", out, err)
+    assert.equal(0, rc, err)
+  end)
+end)
