@@ -68,6 +68,7 @@ struct np_sock {
     struct np_sock_sniff *sniffing; /* its sniff, while under way (sock_sniff.c) */
     struct np_sock_splice *splicing; /* a splice_to from or to it, while under way (sock_splice.c) */
     int dgram;                    /* a connected UDP socket: a read is one datagram, a write one */
+    int drained;                  /* the last read took less than it asked for (sock_io.c) */
     int reused;                   /* times this connection came out of an idle pool (sockpool.c) */
     char *pool;                   /* the pool it was connected for (core.connect's pool), or NULL */
     char peer[NP_ADDRSTRLEN];

@@ -112,6 +112,7 @@ static int push_read(lua_State *L, struct np_sock *s, size_t max)
         return 1;
     }
     n = np_sock_io_read(s, scratch, max);
+    s->drained = n > 0 && (size_t)n < max;
     if (n > 0 || (n == 0 && s->dgram)) {       /* (an empty datagram is not an end) */
         lua_pushlstring(L, scratch, n);
         return 1;
@@ -119,6 +120,20 @@ static int push_read(lua_State *L, struct np_sock *s, size_t max)
     if (n == 0) return np_sock_push_fail(L, "closed");
     if (errno == EAGAIN) return 0;
     return np_sock_push_fail(L, s->err);
+}
+
+/* Whether a read now would find nothing: the last one took less than it asked for, so the
+ * socket was emptied, and what a peer sends next mostly answers what this side writes in
+ * between (a client's next request after our answer, a server's reply after our command).
+ * Such a read waits for the event at once instead of spending a read(2) on EAGAIN (nginx
+ * does the same). The event is level-triggered: bytes that came meanwhile wake it on the
+ * loop's next turn. Not for TLS (OpenSSL may hold decrypted bytes the socket no longer
+ * shows), UDP (each read takes one datagram: less than asked says nothing) nor stdio (its
+ * own wfd: standard input may be a regular file, which epoll cannot wait on). */
+static int read_would_wait(const struct np_sock *s)
+{
+    return s->drained && !s->ssl && !s->dgram && s->wfd == s->fd &&
+           !(s->inbuf && evbuffer_get_length(s->inbuf) > 0);
 }
 
 static int sock_read(lua_State *L)
@@ -131,7 +146,8 @@ static int sock_read(lua_State *L)
     luaL_argcheck(L, max > 0, 2, "must be > 0");
     if (max > READ_MAX) max = READ_MAX;
     if (!np_sock_check_waitable(L, s) || s->fd < 0) return np_sock_push_fail(L, "closed");
-    if ((n = push_read(L, s, max))) return n;
+    if (read_would_wait(s)) s->want_write = 0;     /* (push_read's read(2) would have set it) */
+    else if ((n = push_read(L, s, max))) return n;
     s->want = max;
     return wait_on(L, s, NP_OP_READ, timeout);
 }
@@ -370,15 +386,18 @@ static void write_ready(struct np_sock *s, short what)
  * an error (s->err). */
 static int flush_some(struct np_sock *s)
 {
-    while (evbuffer_get_length(s->sendbuf) > 0) {
+    int want_write = s->want_write;     /* what a waiting read waits for: not the flush's to change */
+    int rc = 1;
+
+    while (rc == 1 && evbuffer_get_length(s->sendbuf) > 0) {
         size_t len = evbuffer_get_length(s->sendbuf);
         if (len > READ_MAX) len = READ_MAX;
         ssize_t n = np_sock_io_write(s, evbuffer_pullup(s->sendbuf, len), len);
         if (n > 0) evbuffer_drain(s->sendbuf, n);
-        else if (n < 0 && errno == EAGAIN) return 0;
-        else return -1;
+        else rc = n < 0 && errno == EAGAIN ? 0 : -1;
     }
-    return 1;
+    s->want_write = want_write;
+    return rc;
 }
 
 /* A flush error ends the reader too: a coroutine waiting on this socket hears of it. */
@@ -528,10 +547,23 @@ static void handshake_ready(struct np_sock *s, short what)
     else np_sock_resume(s, n);
 }
 
+/* Whether the waiting op waits for readability: rev armed for it, with its deadline. */
+static int waits_on_rev(const struct np_sock *s)
+{
+    return (s->op == NP_OP_READ || s->op == NP_OP_PEEK || s->op == NP_OP_HANDSHAKE) && !s->want_write;
+}
+
 void np_sock_on_event(evutil_socket_t fd, short what, void *arg)
 {
     struct np_sock *s = arg;
 
+    /* rev stays armed between reads (np_sock_resume): readiness while no read waits is left
+     * for the next read, which will find it, and rev disarmed until then. A timeout only
+     * ever comes from the event armed for the op (rev keeps no deadline between ops). */
+    if ((what & EV_READ) && !waits_on_rev(s)) {
+        event_del(&s->rev);
+        return;
+    }
     switch (s->op) {
     case NP_OP_READ:
     case NP_OP_PEEK: read_ready(s, what); break;

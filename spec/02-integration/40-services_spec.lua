@@ -384,3 +384,58 @@ proxy { name = "pieces", from = { type = "tcp", host = "127.0.0.1", port = 0 },
     assert.equal("abc42d\n", (h.talk(np.ports.pieces, "small\n")))
   end)
 end)
+
+describe("a service's read after its answer", function()
+  after_each(h.stop_all)
+
+  it("waits for the client's next request without a read(2) ending in EAGAIN nor an epoll_ctl(2) per request", function()
+    local np = h.netproxy_start([[
+proxy { name = "up", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+  to = { type = "service", serve = function(client)
+    for line in client:lines() do client:write(line:upper() .. "\n") end
+  end } }
+]])
+    local trace = h.tmpfile("strace")
+    local st = h.spawn({ "strace", "-f", "-e", "trace=read,epoll_ctl", "-p", tostring(np.pid), "-o", trace })
+    h.wait_until(function() return (h.read(st.err) or ""):find("attached") end, 10, "strace to attach")
+    local c = assert(h.connect(np.ports.up))
+    local want = ""
+    for _, word in ipairs({ "one", "two", "three" }) do
+      want = want .. word:upper() .. "\n"
+      assert.is_true(c:send(word .. "\n"))
+      local got, how = c:read(#want)
+      assert.equal(want, got, how)
+    end
+    c:close()
+    h.wait_log(np, "up: [^\n]*end=eof")
+    h.stop(st)
+    local log = h.read(trace) or ""
+    local reads, eagain, ctl = 0, 0, 0
+    for line in log:gmatch("[^\n]+") do
+      if line:find("read%(") then reads = reads + 1 end
+      if line:find("read%(.*EAGAIN") then eagain = eagain + 1 end
+      if line:find("epoll_ctl%(") then ctl = ctl + 1 end
+    end
+    assert.is_true(reads >= 4, log)       -- three lines, then the end
+    assert.equal(0, eagain, log)
+    -- the read event is added once and deleted at the close, not changed for each request
+    assert.is_true(ctl <= 2, log)
+  end)
+end)
+
+describe("a service on standard input and output (from = stdio)", function()
+  after_each(h.stop_all)
+
+  it("reads a regular file given as standard input to its end (epoll cannot wait on one)", function()
+    local config = h.write(h.tmpfile("stdio.lua"), [[
+proxy { name = "s", from = { type = "stdio" },
+  to = { type = "service", serve = function(client)
+    for line in client:lines() do client:write(line:upper() .. "\n") end
+  end } }
+]])
+    local input = h.write(h.tmpfile("input.txt"), "one\ntwo\n")
+    local out, err, rc = h.run({ "sh", "-c", "timeout 10 " .. h.quote(h.netproxy) .. " -q " .. h.quote(config) .. " < " .. h.quote(input) })
+    assert.equal("ONE\nTWO\n", out, err)
+    assert.equal(0, rc, err)
+  end)
+end)
