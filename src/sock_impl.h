@@ -62,6 +62,8 @@ void np_sock_count(struct np_sock *s, int dir, ssize_t n);
 
 /* A splice_to's event (sock_splice.c): s, one of its ends, is ready, or its wait timed out. */
 void np_sock_splice_ready(struct np_sock *s, short what);
+/* Whether s's splice waits on s itself (not on the other end): its event is the op's. */
+int np_sock_splice_waits_on(const struct np_sock *s);
 
 /* The loop's callbacks of a cosocket's events (sock_io.c): rev/wev while an op waits, and
  * flush_ev for the background flush of what sock:send kept. */

@@ -550,6 +550,7 @@ static void handshake_ready(struct np_sock *s, short what)
 /* Whether the waiting op waits for readability: rev armed for it, with its deadline. */
 static int waits_on_rev(const struct np_sock *s)
 {
+    if (s->op == NP_OP_SPLICE) return np_sock_splice_waits_on(s) && !s->want_write;
     return (s->op == NP_OP_READ || s->op == NP_OP_PEEK || s->op == NP_OP_HANDSHAKE) && !s->want_write;
 }
 

@@ -246,6 +246,12 @@ static void wait_for(struct np_sock_splice *k, int side)
     double timeout = side == SRC ? k->read_timeout : s->timeout;
     struct timeval tv = np_tv(timeout);
 
+    /* rev is persistent (sock.c): the other end's, armed by an earlier wait or read, would
+     * wake the op (or time it out) for a side it does not wait on */
+    event_del(&k->src->rev);
+    event_del(&k->src->wev);
+    event_del(&k->dst->rev);
+    event_del(&k->dst->wev);
     k->waiting = side;
     event_add(s->want_write ? &s->wev : &s->rev, timeout > 0 ? &tv : NULL);
 }
@@ -277,6 +283,13 @@ static int step(struct np_sock_splice *k)
     k->dst->want_write = 1;
     wait_for(k, DST);
     return MOVING;
+}
+
+int np_sock_splice_waits_on(const struct np_sock *s)
+{
+    const struct np_sock_splice *k = s->splicing;
+
+    return k && (k->waiting == SRC ? k->src : k->dst) == s;
 }
 
 void np_sock_splice_ready(struct np_sock *s, short what)
