@@ -11,23 +11,28 @@
 #   1. Concurrency sweep: conns/s and the proxy's CPU µs per connection at each of CONCS;
 #      busy % = rate x CPU per connection (the proxy core's utilisation: at 100 % it is the
 #      bottleneck). Targets: direct, HAProxy (defaults; splice-request/response), nginx stream,
-#      netproxy (defaults), netproxy with defer_accept = 1 (TCP_DEFER_ACCEPT), and netproxy
+#      netproxy (defaults), netproxy with defer_accept = 1 (TCP_DEFER_ACCEPT), netproxy
 #      accepting one client per wake-up instead of up to 64 (a build made with
-#      -DNP_ACCEPTS_PER_WAKEUP=1, given as NETPROXY_BATCH1=PATH; its rows are left out without it).
+#      -DNP_ACCEPTS_PER_WAKEUP=1, given as NETPROXY_BATCH1=PATH), and netproxy with its relay's
+#      sockets level-triggered as before issue 32 (-DNP_RELAY_ET=0, NETPROXY_LT=PATH); a
+#      variant's rows are left out without its binary.
 #   2. Ping-pong: p50 and p99 of PP_ROUNDS round trips (after bt's 2,000 warm-up rounds), each
 #      target; then again with a niced busy loop on each CPU ("awake"): this machine is a VM
 #      whose idle CPU halts (no cpuidle driver), so a reply that finds the proxy's CPU idle
 #      pays the vCPU's wake-up; the awake rows show how much of the latency that is.
 #   3. System calls per connection: strace -f -c on the proxy over STRACE_CONNS connections
 #      at 1 and at 128 at a time: epoll_ctl, epoll_wait, accept4 (and its EAGAIN answers), all.
+#   4. Bulk: one stream of BULK_BYTES (`bt blast` into `bt sink`), Gbit/s and the proxy's CPU
+#      seconds per GiB: that the event changes cost the spliced path nothing.
 #
 #   bash bench/plain.sh                 # full run (~4 min): writes "## Plain path at saturation"
 #                                       # of docs/benchmarks.md (the other sections are kept)
 #   bash bench/plain.sh --quick         # smoke run: 1 repetition, 2 levels, doc untouched
 #   bash bench/plain.sh --quick --write # smoke run that writes the section anyway
-# To build the one-accept variant (outside the run):
+# To build the variants (outside the run, from the same tree):
 #   cmake -S . -B /tmp/np-batch1 -DCMAKE_C_FLAGS=-DNP_ACCEPTS_PER_WAKEUP=1 && make -C /tmp/np-batch1 netproxy
-#   NETPROXY_BATCH1=/tmp/np-batch1/netproxy bash bench/plain.sh
+#   cmake -S . -B /tmp/np-lt -DCMAKE_C_FLAGS=-DNP_RELAY_ET=0 && make -C /tmp/np-lt netproxy
+#   NETPROXY_BATCH1=/tmp/np-batch1/netproxy NETPROXY_LT=/tmp/np-lt/netproxy bash bench/plain.sh
 # Needs cc, haproxy, nginx with the stream module, strace, taskset, ss. BT_SRC=... points at
 # bt.c, NETPROXY=... and NGINX=... override the binaries. Exits 1 when a run failed.
 set -euo pipefail
@@ -35,6 +40,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NETPROXY=${NETPROXY:-$ROOT/build/netproxy}
 NETPROXY_BATCH1=${NETPROXY_BATCH1:-}
+NETPROXY_LT=${NETPROXY_LT:-}
 NP_PEER=${NP_PEER:-$ROOT/build/np-peer}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 BT_SRC=${BT_SRC:-/work/shared/bench/bt.c}
@@ -53,9 +59,9 @@ source "$ROOT/bench/lib/nginx.sh"
 
 bench_options "$@"
 if ((QUICK)); then
-  CONCS=(32 256) SECS=1 REPS=1 PP_ROUNDS=5000 PP_REPS=1 STRACE_CONNS=1000
+  CONCS=(32 256) SECS=1 REPS=1 PP_ROUNDS=5000 PP_REPS=1 STRACE_CONNS=1000 BULK_BYTES=$((512 << 20))
 else
-  CONCS=(4 32 256) SECS=2 REPS=3 PP_ROUNDS=20000 PP_REPS=3 STRACE_CONNS=3000
+  CONCS=(4 32 256) SECS=2 REPS=3 PP_ROUNDS=20000 PP_REPS=3 STRACE_CONNS=3000 BULK_BYTES=$((2 << 30))
   WRITE=1
 fi
 for tool in cc haproxy strace taskset ss; do command -v "$tool" >/dev/null || die "$tool not found"; done
@@ -65,7 +71,7 @@ for tool in cc haproxy strace taskset ss; do command -v "$tool" >/dev/null || di
 PIN_PROXY="taskset -c 0" PIN_LOAD=(taskset -c 1)
 NGINX_PIN=$PIN_PROXY
 
-TARGETS=(direct haproxy haproxy-splice nginx netproxy netproxy-defer netproxy-batch1)
+TARGETS=(direct haproxy haproxy-splice nginx netproxy netproxy-defer netproxy-batch1 netproxy-lt)
 PEERS=(haproxy haproxy-splice nginx)
 declare -A LABEL=(
   [direct]="direct (no proxy)"
@@ -75,8 +81,9 @@ declare -A LABEL=(
   [netproxy]="netproxy (defaults)"
   [netproxy-defer]="netproxy, defer_accept = 1"
   [netproxy-batch1]="netproxy, 1 accept per wake-up"
+  [netproxy-lt]="netproxy, level-triggered relay"
 )
-declare -A PORT TPID VALUES CPU BUSY PP SC
+declare -A PORT TPID VALUES CPU BUSY PP SC BULK BULK_CPU
 PIDS=() PROBLEMS=() NOTES=() SPIN=()
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/netproxy-plain.XXXXXX")
 trap 'stop_spinners; cleanup' EXIT
@@ -91,6 +98,10 @@ if [[ -z $NETPROXY_BATCH1 ]]; then
   drop_target netproxy-batch1
   NOTES+=("No NETPROXY_BATCH1 binary: the one-accept-per-wake-up rows were left out.")
 fi
+if [[ -z $NETPROXY_LT ]]; then
+  drop_target netproxy-lt
+  NOTES+=("No NETPROXY_LT binary: the level-triggered relay's rows were left out.")
+fi
 if ! nginx_detect; then
   drop_target nginx
   NOTES+=("$NGINX_MISSING: the nginx rows were left out.")
@@ -99,6 +110,15 @@ cc -O2 -pthread -o "$WORK/bt" "$BT_SRC" || die "cannot build $BT_SRC"
 BT=$WORK/bt
 
 # ---------------------------------------------------------------- processes
+
+# start_sink: a bt bulk sink on CPU 1; sets ECHO_PORT (the backend of the bulk test).
+start_sink() {
+  free_port
+  "${PIN_LOAD[@]}" "$BT" sink "$FREE_PORT" >>"$WORK/sink.log" 2>&1 &
+  PIDS+=("$!")
+  wait_listen "$FREE_PORT" "$!" || die "bt sink did not start"
+  ECHO_PORT=$FREE_PORT
+}
 
 # start_echod CLOSE_AFTER: a bt echo backend on CPU 1 (closing after CLOSE_AFTER bytes, 0:
 # never); sets ECHO_PORT.
@@ -157,6 +177,7 @@ launch_target() { # TARGET PORT BACKEND
     netproxy) launch_netproxy "$2" "$3" "$NETPROXY" ;;
     netproxy-defer) launch_netproxy "$2" "$3" "$NETPROXY" "defer_accept = 1," ;;
     netproxy-batch1) launch_netproxy "$2" "$3" "$NETPROXY_BATCH1" ;;
+    netproxy-lt) launch_netproxy "$2" "$3" "$NETPROXY_LT" ;;
   esac
 }
 
@@ -228,11 +249,28 @@ conns() {
   printf '  rep %d  %4d at a time  %-36s %8s conns/s\n' "$3" "$conc" "${LABEL[$target]}" "$cps" >&2
 }
 
-# pingpong TARGET MODE REP: p50 and p99 of one connection's round trips.
+# sched TARGET: the proxy's time waiting on a run queue (ns) and its involuntary context
+# switches so far, over its threads and children (/proc/PID/task/*/schedstat and status).
+sched() {
+  local pid task wait=0 invol=0 f
+  for pid in $(tree "${TPID[$1]}"); do
+    for task in /proc/"$pid"/task/*; do
+      read -r _ f _ <"$task/schedstat" 2>/dev/null && wait=$((wait + f))
+      f=$(awk '/^nonvoluntary_ctxt_switches/ { print $2 }' "$task/status" 2>/dev/null)
+      invol=$((invol + ${f:-0}))
+    done
+  done
+  echo "$wait $invol"
+}
+
+# pingpong TARGET MODE REP: p50 and p99 of one connection's round trips; and per 1,000
+# rounds, how long the proxy waited for its CPU (µs) and how often it was preempted.
 pingpong() {
-  local target=$1 out p50 p99
+  local target=$1 out p50 p99 w0=0 i0=0 w1=0 i1=0 rounds=$((PP_ROUNDS + 2000))
   [[ -n ${PORT[$target]} ]] || return 0
+  [[ $target == direct ]] || read -r w0 i0 < <(sched "$target")
   out=$("${PIN_LOAD[@]}" "$BT" pingpong 127.0.0.1 "${PORT[$target]}" "$PP_ROUNDS" 64 2>&1) || true
+  [[ $target == direct ]] || read -r w1 i1 < <(sched "$target")
   p50=$(field p50_us "$out") p99=$(field p99_us "$out")
   if [[ -z $p50 || -z $p99 ]]; then
     PROBLEMS+=("ping-pong ($2), rep $3, ${LABEL[$target]}: $out")
@@ -240,7 +278,30 @@ pingpong() {
     return 0
   fi
   PP["$2:p50:$target"]+="$p50 " PP["$2:p99:$target"]+="$p99 "
+  if [[ $target != direct ]]; then
+    PP["$2:wait:$target"]+="$(awk -v a="$w0" -v b="$w1" -v n="$rounds" 'BEGIN { printf "%.1f", (b - a) / n }') "
+    PP["$2:invol:$target"]+="$(awk -v a="$i0" -v b="$i1" -v n="$rounds" 'BEGIN { printf "%.1f", (b - a) * 1000 / n }') "
+  fi
   printf '  rep %d  ping-pong %-6s %-36s p50 %7s µs  p99 %7s µs\n' "$3" "$2" "${LABEL[$target]}" "$p50" "$p99" >&2
+}
+
+# bulk TARGET REP: one stream of BULK_BYTES; Gbit/s and CPU seconds per GiB.
+bulk() {
+  local target=$1 out t0=0 t1=0 gbps
+  [[ -n ${PORT[$target]} ]] || return 0
+  [[ $target == direct ]] || t0=$(cpu_seconds "${TPID[$target]}")
+  out=$("${PIN_LOAD[@]}" "$BT" blast 127.0.0.1 "${PORT[$target]}" "$BULK_BYTES" 1 0 60 2>&1) || true
+  [[ $target == direct ]] || t1=$(cpu_seconds "${TPID[$target]}")
+  gbps=$(field gbps "$out")
+  if [[ -z $gbps ]]; then
+    PROBLEMS+=("bulk, rep $2, ${LABEL[$target]}: $out")
+    say "  FAILED: ${PROBLEMS[-1]}"
+    return 0
+  fi
+  BULK[$target]+="$gbps "
+  [[ $target == direct ]] ||
+    BULK_CPU[$target]+="$(awk -v a="$t0" -v b="$t1" -v n="$BULK_BYTES" 'BEGIN { printf "%.0f", (b - a) * 1e3 * 1073741824 / n }') "
+  printf '  rep %d  bulk %-36s %7s Gbit/s\n' "$2" "${LABEL[$target]}" "$gbps" >&2
 }
 
 # syscalls TARGET CONC: strace -c over STRACE_CONNS connections; "epoll_ctl epoll_wait
@@ -298,6 +359,14 @@ for mode in idle awake; do
     for target in "${TARGETS[@]}"; do pingpong "$target" "$mode" "$rep"; done
   done
   stop_spinners
+done
+stop_targets
+
+start_sink
+start_targets bulk "$ECHO_PORT"
+say "bulk: one stream of $BULK_BYTES bytes, $REPS rounds"
+for ((rep = 1; rep <= REPS; rep++)); do
+  for target in "${TARGETS[@]}"; do bulk "$target" "$rep"; done
 done
 stop_targets
 
@@ -368,11 +437,20 @@ section() {
   fi
   echo "### Ping-pong: one connection, $PP_ROUNDS round trips of 64 B (µs)"
   echo
-  echo "| target | p50 | p99 | p50, CPUs kept awake | p99, CPUs kept awake |"
-  echo "|---|---|---|---|---|"
+  echo "| target | p50 | p99 | run-queue wait, µs per 1,000 rounds | preempted per 1,000 rounds | p50, CPUs kept awake | p99, CPUs kept awake |"
+  echo "|---|---|---|---|---|---|---|"
   for target in "${TARGETS[@]}"; do
     echo "| ${LABEL[$target]} | $(spread "idle:p50:$target" PP) | $(spread "idle:p99:$target" PP) |" \
+      "$(spread "idle:wait:$target" PP) | $(spread "idle:invol:$target" PP) |" \
       "$(spread "awake:p50:$target" PP) | $(spread "awake:p99:$target" PP) |"
+  done
+  echo
+  echo "### Bulk: one stream of $((BULK_BYTES >> 20)) MiB (bt blast into bt sink)"
+  echo
+  echo "| target | Gbit/s | proxy CPU ms per GiB |"
+  echo "|---|---|---|"
+  for target in "${TARGETS[@]}"; do
+    echo "| ${LABEL[$target]} | $(spread "$target" BULK) | $(spread "$target" BULK_CPU) |"
   done
   echo
   echo "### System calls per connection (strace -c, $STRACE_CONNS connections)"
