@@ -73,6 +73,7 @@ NGINX_PIN=$PIN_PROXY
 
 TARGETS=(direct haproxy haproxy-splice nginx netproxy netproxy-defer netproxy-batch1 netproxy-lt)
 PEERS=(haproxy haproxy-splice nginx)
+declare -A SHORT=([haproxy]="HAProxy" [haproxy-splice]="HAProxy splice" [nginx]="nginx")
 declare -A LABEL=(
   [direct]="direct (no proxy)"
   [haproxy]="HAProxy, defaults"
@@ -395,7 +396,8 @@ busiest() {
 }
 
 section() {
-  local target conc key best peer_best="" peer_cpu=99999 c np_cpu=""
+  local target conc key best c t row bc b met levels
+  local -A BEST_AT=()
   echo "$SECTION_TITLE"
   echo
   echo "Written by \`bench/plain.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')), netproxy $(git_rev)."
@@ -423,18 +425,52 @@ section() {
     [[ -n $best ]] || continue
     c=$(med "$best:$target" CPU)
     echo "| ${LABEL[$target]} | $best | $(med "$best:$target" BUSY) | $(spread "$best:$target" CPU) |"
-    if [[ " ${PEERS[*]} " == *" $target "* ]] && awk -v a="$c" -v b="$peer_cpu" 'BEGIN { exit !(a < b) }'; then
-      peer_cpu=$c peer_best=$target
-    fi
-    if [[ $target == netproxy ]]; then np_cpu=$c; fi
   done
   echo
-  if [[ -n $peer_best && -n ${np_cpu:-} ]]; then
-    echo "Best peer at saturation: ${LABEL[$peer_best]}, $peer_cpu µs per connection; netproxy $np_cpu µs" \
-      "($(ratio "$np_cpu" "$peer_cpu") of it): the target (at or below the best peer) is" \
-      "$(awk -v a="$np_cpu" -v b="$peer_cpu" 'BEGIN { print (a <= b) ? "met" : "not met" }') in this run."
-    echo
-  fi
+  echo "(The busiest level of each proxy; where every level keeps the core over 95 % busy, the next"
+  echo "table compares them level by level.)"
+  echo
+  echo "### netproxy against the best peer, and each variant against netproxy, at each level"
+  echo
+  echo "CPU µs per connection (medians); a ratio under 1 is cheaper than what it is compared with."
+  echo
+  local head="| | " line="|---|"
+  for conc in "${CONCS[@]}"; do head+="$conc at a time | "; line+="---|"; done
+  echo "${head% }"
+  echo "$line"
+  row="| best peer | "
+  for conc in "${CONCS[@]}"; do
+    best="" bc=99999
+    for t in "${PEERS[@]}"; do
+      c=$(med "$conc:$t" CPU)
+      if [[ $c != - ]] && awk -v a="$c" -v b="$bc" 'BEGIN { exit !(a < b) }'; then bc=$c best=$t; fi
+    done
+    row+="${best:+$bc (${SHORT[$best]}) }| "
+    BEST_AT[$conc]=$bc
+  done
+  echo "${row% }"
+  for t in netproxy netproxy-defer netproxy-batch1 netproxy-lt; do
+    [[ " ${TARGETS[*]} " == *" $t "* ]] || continue
+    row="| ${LABEL[$t]} | "
+    for conc in "${CONCS[@]}"; do
+      c=$(med "$conc:$t" CPU)
+      if [[ $t == netproxy ]]; then row+="$c ($(ratio "$c" "${BEST_AT[$conc]}") of the best peer) | "
+      else row+="$c ($(ratio "$c" "$(med "$conc:netproxy" CPU)") of netproxy's) | "; fi
+    done
+    echo "${row% }"
+  done
+  echo
+  met=0 levels=0
+  for conc in "${CONCS[@]}"; do
+    c=$(med "$conc:netproxy" CPU) b=$(med "$conc:netproxy" BUSY)
+    [[ $c == - || ${BEST_AT[$conc]:-99999} == 99999 ]] && continue
+    awk -v b="$b" 'BEGIN { exit !(b >= 95) }' || continue
+    levels=$((levels + 1))
+    awk -v a="$c" -v p="${BEST_AT[$conc]}" 'BEGIN { exit !(a <= p) }' && met=$((met + 1))
+  done
+  echo "Target (CPU per connection at or below the best peer's where the proxy core is saturated, busy >= 95 %):"
+  echo "met at $met of the $levels saturated levels in this run."
+  echo
   echo "### Ping-pong: one connection, $PP_ROUNDS round trips of 64 B (µs)"
   echo
   echo "| target | p50 | p99 | run-queue wait, µs per 1,000 rounds | preempted per 1,000 rounds | p50, CPUs kept awake | p99, CPUs kept awake |"
