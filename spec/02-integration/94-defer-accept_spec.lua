@@ -43,6 +43,33 @@ proxy { name = "plain",
     h.wait_log(np, "deferred: 127%.0%.0%.1:%d+ %-> .* in=12 out=12 .*end=eof")
   end)
 
+  it("is turned off by a reload on the socket it keeps", function()
+    local function config(port, secs)
+      return ([[
+proxy { name = "r", defer_accept = %d,
+        from = { type = "tcp", host = "127.0.0.1", port = %d }, to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(secs, port, echo.port)
+    end
+    local r = h.netproxy_start(config(0, 5))
+    local port = r.ports.r
+    local c = assert(h.connect(port))
+    h.wait_until(function() return held(port, "syn-recv") == 1 end, 5, "the client held in SYN-RECV")
+    c:send("one\n")
+    assert.are.same({ "one\n", "want" }, { c:read(4, 5) })
+    c:close()
+    h.wait_log(r, "r: 127[^\n]* in=4 out=4 [^\n]*end=eof")
+    h.write(r.config, config(port, 0))
+    os.execute("kill -HUP " .. r.pid)
+    h.wait_log(r, "reloaded [^\n]*%(config generation 1%)")
+    c = assert(h.connect(port))
+    h.wait_until(function() return held(port, "established") == 1 end, 5, "the client accepted at once")
+    assert.are.equal(0, held(port, "syn-recv"))
+    c:send("hi\n")
+    assert.are.same({ "hi\n", "want" }, { c:read(3, 5) })
+    c:close()
+    h.stop(r)
+  end)
+
   it("is off by default: a client is accepted as soon as it has connected", function()
     local port = np.ports.plain
     local c = assert(h.connect(port))
