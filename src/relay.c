@@ -419,6 +419,7 @@ struct np_relay *np_relay_new(const struct np_relay_config *cfg, const struct np
     r->idle_timeout = cfg->idle_timeout;
     direction_init(r, &r->dir[CLIENT], CLIENT, cfg);
     direction_init(r, &r->dir[SERVER], SERVER, cfg);
+    r->dir[CLIENT].drained = !client->readable;     /* read on the kick, without a wait */
     if (client->ssl || server->ssl)
         r->dir[CLIENT].splice = r->dir[SERVER].splice = r->dir[CLIENT].may_splice = r->dir[SERVER].may_splice = 0;
     shaped = np_relay_shape(&r->dir[CLIENT], cfg) == 0;         /* both: each takes its shared references */

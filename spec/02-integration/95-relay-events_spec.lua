@@ -14,17 +14,24 @@ local function have_strace()
   return os.execute("command -v strace >/dev/null 2>&1") == 0
 end
 
--- The epoll_ctl calls of process pid while fn runs: { ADD = n, MOD = n, DEL = n (succeeded) }.
-local function epoll_ctls(pid, fn)
+-- The lines strace writes of the calls (a trace= list) process pid makes while fn runs.
+local function traced(pid, calls, fn)
   local out = h.tmpfile("strace")
-  local tracer = h.spawn({ "strace", "-f", "-e", "trace=epoll_ctl", "-o", out, "-p", tostring(pid) })
+  local tracer = h.spawn({ "strace", "-f", "-e", "trace=" .. calls, "-o", out, "-p", tostring(pid) })
   h.wait_until(function()
     return (h.read("/proc/" .. pid .. "/status") or ""):match("TracerPid:%s*[1-9]")
   end, 5, "strace attached")
   fn()
   h.stop(tracer)
+  local lines = {}
+  for line in (h.read(out) or ""):gmatch("[^\n]+") do lines[#lines + 1] = line end
+  return lines
+end
+
+-- The epoll_ctl calls of process pid while fn runs: { ADD = n, MOD = n, DEL = n (succeeded) }.
+local function epoll_ctls(pid, fn)
   local n = { ADD = 0, MOD = 0, DEL = 0 }
-  for line in (h.read(out) or ""):gmatch("[^\n]+") do
+  for _, line in ipairs(traced(pid, "epoll_ctl", fn)) do
     local op, rc = line:match("EPOLL_CTL_(%u+).-%) = (%-?%d+)")
     if op and rc == "0" then n[op] = n[op] + 1 end
   end
@@ -39,7 +46,9 @@ describe("relay events", function()
     np = h.netproxy_start(([[
 proxy { name = "plain", from = { type = "tcp", host = "127.0.0.1", port = 0 },
         to = { type = "tcp", host = "127.0.0.1", port = %d } }
-]]):format(echo.port))
+proxy { name = "deferred", defer_accept = 5, from = { type = "tcp", host = "127.0.0.1", port = 0 },
+        to = { type = "tcp", host = "127.0.0.1", port = %d } }
+]]):format(echo.port, echo.port))
   end)
   teardown(h.stop_all)
   before_each(function()
@@ -57,6 +66,31 @@ proxy { name = "plain", from = { type = "tcp", host = "127.0.0.1", port = 0 },
     assert.are.equal(0, r.rc, r.err)
     assert.are.equal(CONNS, r.ok)
     assert.are.same({ ADD = 2 * CONNS, MOD = 0, DEL = 0 }, n)
+  end)
+
+  -- TCP_DEFER_ACCEPT hands the client over with its bytes: the relay reads them in the turn
+  -- that accepted it, instead of waiting for the loop to report them.
+  it("reads a deferred client's first bytes without waiting for the loop", function()
+    if not have_strace() then return pending("strace is not installed") end
+    local r
+    local lines = traced(np.pid, "accept4,read,epoll_wait", function()
+      r = h.client("127.0.0.1", np.ports.deferred, { "--bytes", "100", "--conns", "3", "--parallel", "1" })
+    end)
+    assert.are.equal(0, r.rc, r.err)
+    local seen = 0
+    for i, line in ipairs(lines) do
+      local fd = line:match("accept4%(.-%) = (%d+)$")
+      if fd then
+        local j = i + 1
+        while lines[j] and not lines[j]:find("read(" .. fd .. ",", 1, true) do
+          assert.is_nil(lines[j]:find("epoll_wait", 1, true), table.concat(lines, "\n", i, j))
+          j = j + 1
+        end
+        assert.truthy(lines[j], "no read of the accepted client " .. fd)
+        seen = seen + 1
+      end
+    end
+    assert.are.equal(3, seen)
   end)
 
   it("moves bulk both ways and half-closes each way, edge-triggered", function()
