@@ -12,7 +12,9 @@
 # tcp: no Lua per connection), routed with an identity hook on `from` (function(data): no conn
 # object) and with one that takes its conn, a plain proxy forced through the Lua session (an
 # accept function), dual with three probes (as in bench/run.sh); HAProxy (nbthread 1, defaults);
-# bench/lib/floor-relay.c.
+# bench/lib/floor-relay.c. The routed proxy also with defer_accept = 1, and, when given, as built
+# with its relay level-triggered (NETPROXY_LT=PATH, a -DNP_RELAY_ET=0 build) and accepting one
+# client per wake-up (NETPROXY_BATCH1=PATH, -DNP_ACCEPTS_PER_WAKEUP=1): bench/plain.sh's variants.
 #
 #   bash bench/instructions.sh           # writes "## Instructions per connection" in docs/benchmarks.md
 #   bash bench/instructions.sh --quick   # 500 connections, doc untouched (--write writes it)
@@ -48,9 +50,15 @@ cc -O2 -o "$WORK/floor-relay" "$ROOT/bench/lib/floor-relay.c" || die "cannot bui
 start_peer echo
 ECHO=$PEER_PORT
 
-TARGETS=(routed hook-data hook-conn session dual haproxy floor)
+TARGETS=(routed routed-defer)
+[[ -n ${NETPROXY_LT:-} ]] && TARGETS+=(routed-lt)
+[[ -n ${NETPROXY_BATCH1:-} ]] && TARGETS+=(routed-batch1)
+TARGETS+=(hook-data hook-conn session dual haproxy floor)
 declare -A LABEL=(
   [routed]="netproxy, routed (tcp -> tcp, no Lua per connection)"
+  [routed-defer]="netproxy, routed, defer_accept = 1"
+  [routed-lt]="netproxy, routed, level-triggered relay (-DNP_RELAY_ET=0)"
+  [routed-batch1]="netproxy, routed, 1 accept per wake-up"
   [hook-data]="netproxy, routed, hook on from: function(data)"
   [hook-conn]="netproxy, routed, hook on from: function(data, conn)"
   [session]="netproxy, the Lua session (an accept function)"
@@ -64,7 +72,8 @@ declare -A COUNT
 config() {
   local from="type = \"tcp\", host = \"127.0.0.1\", port = $2" to="to = { type = \"tcp\", host = \"127.0.0.1\", port = $ECHO }"
   case $1 in
-    routed) echo "proxy { name = \"b\", from = { $from }, $to }" ;;
+    routed | routed-lt | routed-batch1) echo "proxy { name = \"b\", from = { $from }, $to }" ;;
+    routed-defer) echo "proxy { name = \"b\", defer_accept = 1, from = { $from }, $to }" ;;
     hook-data) echo "proxy { name = \"b\", from = { $from, hook = function(data) return data end }, $to }" ;;
     hook-conn) echo "proxy { name = \"b\", from = { $from, hook = function(data, conn) return data end }, $to }" ;;
     session) echo "proxy { name = \"b\", accept = function(conn) return true end, from = { $from }, $to }" ;;
@@ -92,6 +101,8 @@ count() {
   case $t in
     haproxy) "${grind[@]}" haproxy -db -f "$cfg" >"$WORK/$t.log" 2>&1 & ;;
     floor) "${grind[@]}" "$WORK/floor-relay" "$port" "$ECHO" >"$WORK/$t.log" 2>&1 & ;;
+    routed-lt) "${grind[@]}" "$NETPROXY_LT" -q -w 1 "$cfg" >"$WORK/$t.log" 2>&1 & ;;
+    routed-batch1) "${grind[@]}" "$NETPROXY_BATCH1" -q -w 1 "$cfg" >"$WORK/$t.log" 2>&1 & ;;
     *) "${grind[@]}" "$NETPROXY" -q -w 1 "$cfg" >"$WORK/$t.log" 2>&1 & ;;
   esac
   pid=$!

@@ -102,6 +102,7 @@ static void side_of(struct np_relay_side *s, struct np_conn_handoff *h, int i)
     s->rfd = h->fd[i][0];
     s->wfd = h->fd[i][1];
     s->ssl = h->ssl[i];
+    s->readable = 0;            /* a session's connectors have read what they needed */
     s->ahead_len = ahead ? evbuffer_get_length(ahead) : 0;
     s->ahead = s->ahead_len ? (const char *)evbuffer_pullup(ahead, -1) : NULL;
 }

@@ -16,8 +16,11 @@ static void routed_connected(void *arg, int fd, int err, const char *why)
     struct np_conn *c = arg;
     const struct np_route *r = c->route;
     struct session *s = c->session;
+    /* with defer_accept the kernel handed the client over with its first bytes (unless it
+     * waited past the delay: then the read answers EAGAIN once) */
     struct np_relay_side client = { .rfd = s->client_fd[0], .wfd = s->client_fd[1],
-                                    .ahead = s->ahead, .ahead_len = s->ahead_len };
+                                    .ahead = s->ahead, .ahead_len = s->ahead_len,
+                                    .readable = c->proxy->defer_accept > 0 && !s->ahead_len };
     struct np_relay_side server = { .rfd = fd, .wfd = fd };
     const int filtered[2] = { r->hook_ref[0] != LUA_NOREF, r->hook_ref[1] != LUA_NOREF };
 

@@ -19,7 +19,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define ACCEPTS_PER_WAKEUP 64
+/* accept4 until EAGAIN, at most this many per wake-up (bench/accept.sh measures a build
+ * with -DNP_ACCEPTS_PER_WAKEUP=1 against it: docs/benchmarks.md, "Accepting") */
+#ifndef NP_ACCEPTS_PER_WAKEUP
+#define NP_ACCEPTS_PER_WAKEUP 64
+#endif
 
 static struct event resume_ev;
 static int paused, resume_ready;
@@ -82,6 +86,18 @@ static int clear_unix_path(const struct sockaddr_un *un, socklen_t len)
     return unlink(un->sun_path);
 }
 
+/* TCP_DEFER_ACCEPT: the kernel hands over a client only once its first bytes are in (or
+ * after about o->defer_accept seconds), so the proxy wakes once for accept and read, and
+ * never for a client that connects and stays silent. Off (0) is set too: a reload may
+ * turn it off on a socket it takes over. */
+static void set_defer_accept(int fd, const struct sockaddr *sa, const struct np_listen_opts *o)
+{
+    int secs = o->defer_accept;
+
+    if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)
+        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs);
+}
+
 static int bound_socket(const struct sockaddr *sa, socklen_t len, const struct np_listen_opts *o)
 {
     int one = 1, fd;
@@ -94,6 +110,7 @@ static int bound_socket(const struct sockaddr *sa, socklen_t len, const struct n
     if (sa->sa_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     /* accepted sockets inherit it: no setsockopt per connection */
     if (sa->sa_family != AF_UNIX) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    set_defer_accept(fd, sa, o);
     if (bind(fd, sa, len) < 0 ||
         (sa->sa_family == AF_UNIX && o->mode >= 0 && ((const struct sockaddr_un *)sa)->sun_path[0] &&
          chmod(((const struct sockaddr_un *)sa)->sun_path, (mode_t)o->mode) < 0) ||
@@ -166,7 +183,11 @@ struct np_listener *np_listener_get(const struct sockaddr *sa, socklen_t len,
 
     if (b) {
         np_bound_hold(b);
-        if (own(b) == 0 && per_worker_sockets(b, sa, len, o) == 0) return b->owner;
+        if (own(b) == 0 && per_worker_sockets(b, sa, len, o) == 0) {
+            for (int i = 0; i < b->n; i++)
+                if (b->fds[i] >= 0) set_defer_accept(b->fds[i], sa, o);
+            return b->owner;
+        }
         np_bound_drop(b, 0);
         goto fail;
     }
@@ -271,7 +292,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
 {
     struct np_listener *l = arg;
 
-    for (int i = 0; i < ACCEPTS_PER_WAKEUP && l->fd >= 0; i++) {
+    for (int i = 0; i < NP_ACCEPTS_PER_WAKEUP && l->fd >= 0; i++) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);

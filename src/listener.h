@@ -34,6 +34,7 @@ struct np_listen_opts {
     int mode;                   /* a unix socket file's permissions, or -1 */
     int reuseport;              /* a SO_REUSEPORT socket per worker */
     int nworkers;               /* how many (with reuseport) */
+    int defer_accept;           /* TCP_DEFER_ACCEPT seconds (a TCP socket), 0: off */
 };
 
 /* The listener on address sa: an open one is shared (refs + 1, worker sockets adjusted),

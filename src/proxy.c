@@ -133,6 +133,7 @@ int np_proxy_read(struct np_proxy *p, lua_State *L, int t, int session_ref, char
     p->waiting = NULL;
     p->waiting_tail = &p->waiting;
     p->max_clients = (uint64_t)np_lua_number(L, t, "max_clients", 0);
+    p->defer_accept = (int)np_lua_number(L, t, "defer_accept", 0);
     if (np_proxy_read_acl(L, t, &p->acl, err, errlen) < 0 || check_sources(p, L, t, err, errlen) < 0 ||
         read_access_log(p, L, t, err, errlen) < 0 || read_bandwidth(p, L, t, err, errlen) < 0)
         return -1;

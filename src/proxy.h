@@ -87,6 +87,7 @@ struct np_proxy {
     int limits_in_lua;          /* unless its session does (a PROXY header, a protocol's answer) */
     struct np_keepalive keepalive;      /* from's tcp_keepalive, on each accepted socket */
     int stdio;                  /* the client is standard input and output, not a listener */
+    int defer_accept;           /* TCP_DEFER_ACCEPT: a client comes with its first bytes */
     int datagram;               /* its from is udp: flows, no TCP connections */
     int relays_udp;             /* it may carry datagrams: a udp from, or socks5's UDP ASSOCIATE */
     int row;                    /* of its counters in shared memory (shm.h); see NP_COUNTERS */

@@ -39,10 +39,27 @@ static void on_kick(struct np_deferred *k);
 
 static void on_event(evutil_socket_t fd, short what, void *arg);
 
-/* A socket's one event waits for what is wanted (a change of it is one epoll_ctl). */
+/* A socket's one event waits for what is wanted (a change of it is one epoll_ctl).
+ *
+ * A plain socket (no TLS, not standard input or output) is edge-triggered, as nginx's are:
+ * once its reads are wanted they stay registered to the end, so neither backpressure nor
+ * the peer's EOF costs an epoll_ctl (a level-triggered socket at EOF would wake the loop at
+ * every turn: it had to be taken out). An edge comes only with new bytes (or room, a hang-up),
+ * so everything that stops a direction before EAGAIN resumes it itself: the destination's
+ * writability pumps the direction toward it (a read follows the flush in the same round), a
+ * bucket's turn and the end of a STARTTLS handshake pump too, and a wake-up that used up
+ * PUMP_BUDGET registers the socket again (rearm: the kernel then reports what is ready, as
+ * a level-triggered one would). An edge is remembered in drained even while reads wait.
+ * A short read empties a socket unless its FIN came with the bytes (no edge would follow):
+ * EV_CLOSED (EPOLLRDHUP) says so, and then the direction reads on to the EOF (side->hup). */
 static void arm_socket(struct side *s, short want)
 {
-    if (want == s->armed) return;
+    int again = s->rearm && s->et;
+
+    s->rearm = 0;
+    if (s->et) want |= s->armed & EV_READ;             /* reads stay registered */
+    if (s->et && want) want |= EV_ET | (want & EV_READ ? EV_CLOSED : 0);
+    if (want == s->armed && !again) return;
     if (s->armed) event_del(&s->ev);
     if (want) {
         event_assign(&s->ev, np_base, s->rfd, want | EV_PERSIST, on_event, s);
@@ -131,6 +148,7 @@ static int pump(struct np_relay *r, struct direction *d)
         if (!progress) break;
     }
     if (moved) np_idle_touch(&r->idle);
+    if (rounds < 0) src_of(r, d)->rearm = dst_of(r, d)->rearm = 1;    /* budget used up */
     if (d->splice && d->in_pipe == 0 && d->pipe.rfd >= 0) np_pipe_put(&d->pipe);
     if (d->eof && pending(d) == 0 && !d->done) {
         d->done = 1;
@@ -236,6 +254,8 @@ int np_relay_starttls(struct np_relay *r, int side, SSL_CTX *ctx, int server,
     if (s->ssl || s->upgrade || s->rfd != s->wfd) return -1;
     s->ssl = np_tls_new(ctx, server, s->rfd, sni, verify_name);
     if (!s->ssl) return -1;
+    s->rearm = s->et;           /* TLS is level-triggered: registered again without EV_ET */
+    s->et = 0;
     s->upgrade = UPGRADE_FLUSHING;
     if (!r->halted) np_defer(&r->kick, on_kick);
     return 0;
@@ -249,6 +269,8 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     struct np_relay *r = s->relay;
 
     r->dir[s->idx].drained = 0;
+    /* edge-triggered: new bytes while reads wait (backpressure, EOF) wait with them */
+    if (s->et && !can_read(r, &r->dir[s->idx])) return;
     /* with TLS, a write toward this side may have been waiting for it to be readable */
     if (s->upgrade != UPGRADE_HANDSHAKE || handshake_step(r, s) >= 0)
         np_relay_pump_both(r, s->idx, s->ssl != NULL);
@@ -271,7 +293,8 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
 {
     struct side *s = arg;
 
-    if (what & EV_READ) on_readable(fd, what, arg);
+    if (what & EV_CLOSED) s->hup = 1;
+    if (what & (EV_READ | EV_CLOSED)) on_readable(fd, what, arg);
     if ((what & EV_WRITE) && !s->relay->halted) on_writable(fd, what, arg);
 }
 
@@ -323,6 +346,7 @@ static int side_init(struct np_relay *r, int idx, const struct np_relay_side *fr
         return s->out_ev ? 0 : -1;
     }
     event_assign(&s->ev, np_base, s->rfd, EV_READ | EV_PERSIST, on_event, s);
+    s->et = NP_RELAY_ET && !s->ssl;
     return 0;
 }
 
@@ -395,6 +419,7 @@ struct np_relay *np_relay_new(const struct np_relay_config *cfg, const struct np
     r->idle_timeout = cfg->idle_timeout;
     direction_init(r, &r->dir[CLIENT], CLIENT, cfg);
     direction_init(r, &r->dir[SERVER], SERVER, cfg);
+    r->dir[CLIENT].drained = !client->readable;     /* read on the kick, without a wait */
     if (client->ssl || server->ssl)
         r->dir[CLIENT].splice = r->dir[SERVER].splice = r->dir[CLIENT].may_splice = r->dir[SERVER].may_splice = 0;
     shaped = np_relay_shape(&r->dir[CLIENT], cfg) == 0;         /* both: each takes its shared references */

@@ -38,6 +38,7 @@ struct np_relay_ops {
 struct np_relay_side {
     int rfd, wfd;
     SSL *ssl;
+    int readable;               /* bytes are known to wait (TCP_DEFER_ACCEPT): read at once */
     const char *ahead;
     size_t ahead_len;
 };

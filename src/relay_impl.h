@@ -15,6 +15,9 @@
 #include <sys/types.h>
 
 #define PUMP_BUDGET 16          /* rounds per wakeup, so one busy connection cannot starve others */
+#ifndef NP_RELAY_ET
+#define NP_RELAY_ET 1           /* plain sockets edge-triggered (bench/plain.sh builds it with 0) */
+#endif
 #define COPY_READ (16 * 1024)   /* auto: copied reads of at most this; one that fills it: splice */
 #define STOPPED (-2)            /* np_relay_fill(): the relay has stopped (a filter said so) */
 #define UNSHAPED ((size_t)-1)   /* np_relay_allowance() without a bucket */
@@ -30,7 +33,11 @@ struct side {
     int rfd, wfd;               /* the same socket, or standard input and output */
     struct event ev;            /* a socket's reads and writes; standard input's reads */
     struct event *out_ev;       /* standard output's writes, when it is another descriptor */
-    short armed, out_armed;     /* what ev (and out_ev) wait for now */
+    short armed, out_armed;     /* what ev (and out_ev) wait for now (EV_ET included) */
+    unsigned char et;           /* edge-triggered: a plain socket (relay.c, "arming") */
+    unsigned char rearm;        /* et: register again, so the kernel reports what is ready */
+    unsigned char hup;          /* et: the peer's FIN is in (EV_CLOSED): a short read did not
+                                 * empty the socket, a read of its EOF is still to come */
     SSL *ssl;
     int read_wants_write;       /* TLS: the last read needs the socket writable */
     int write_wants_read;       /* TLS: the last write needs the socket readable */

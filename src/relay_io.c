@@ -77,7 +77,7 @@ static ssize_t pass_through(struct np_relay *r, struct direction *d, struct side
         n = read(src->rfd, scratch, asked);
     } while (n < 0 && errno == EINTR);
     if (n <= 0) return n;
-    d->drained = (size_t)n < asked && !src->rfile;
+    d->drained = (size_t)n < asked && !src->rfile && !src->hup;
     /* a full read is bulk; so is one that takes all a bucket allows (shaping keeps splice) */
     if ((size_t)n == asked) d->splice = d->may_splice;
     do {
@@ -108,11 +108,13 @@ ssize_t np_relay_fill(struct np_relay *r, struct direction *d, size_t max)
         d->splice = 0;
     }
     /* A plain read that returns less than it asked for emptied the socket: the next one
-     * waits for readability rather than cost a call that answers EAGAIN. */
+     * waits for readability rather than cost a call that answers EAGAIN. Not so a splice:
+     * it also stops short when the pipe's slots are full (a unix socket's small buffers),
+     * which an edge-triggered socket would never report again: it reads on to EAGAIN. */
     if (d->splice) {
         size_t asked = max < np_pipepool_pipe_size() ? max : np_pipepool_pipe_size();
         n = splice_fill(r, d, src->rfd, asked);
-        d->drained = n > 0 && (size_t)n < asked;
+        d->drained = n > 0 && (size_t)n < asked && !src->hup && !src->et;
         if (n >= 0 || errno != EINVAL) return n;
         copy_from_now_on(d);            /* a source splice() cannot read (a terminal) */
     }
@@ -125,7 +127,7 @@ ssize_t np_relay_fill(struct np_relay *r, struct direction *d, size_t max)
         size_t asked = r->buffer_size - np_buf_len(&d->buf);
         if (asked > max) asked = max;
         n = np_buf_read_fd(&d->buf, src->rfd, np_buf_len(&d->buf) + asked);
-        d->drained = n > 0 && (size_t)n < asked && !src->rfile;
+        d->drained = n > 0 && (size_t)n < asked && !src->rfile && !src->hup;
     }
     if (n >= 0 && d->filtered && np_relay_run_filter(r, d, n) < 0) return STOPPED;
     return n;

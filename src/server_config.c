@@ -76,10 +76,10 @@ static int bind_unix(struct np_proxy *p, const char *path, const struct np_liste
 
 /* Binds every address a listen entry's host resolves to (both for "localhost"). */
 static int bind_entry(struct np_proxy *p, const char *host, int port, int backlog,
-                      char *err, size_t errlen)
+                      int defer_accept, char *err, size_t errlen)
 {
     struct np_listen_opts o = { .backlog = backlog, .mode = -1, .reuseport = p->config->reuseport,
-                                .nworkers = p->config->nworkers };
+                                .nworkers = p->config->nworkers, .defer_accept = defer_accept };
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
     struct addrinfo *res, *ai;
     char service[16];
@@ -101,7 +101,7 @@ static int bind_entry(struct np_proxy *p, const char *host, int port, int backlo
     return 0;
 }
 
-/* proxy.listen: one { host, port [, backlog] } entry, or a list of them; no host: the
+/* proxy.listen: one { host, port [, backlog] [, defer_accept] } entry, or a list of them; no host: the
  * connector listens on nothing of ours (stdio). */
 static int bind_proxy(lua_State *L, struct np_proxy *p, int t, char *err, size_t errlen)
 {
@@ -121,7 +121,8 @@ static int bind_proxy(lua_State *L, struct np_proxy *p, int t, char *err, size_t
             rc = np_udp_bind(p, host, (int)np_lua_number(L, -1, "port", 0), p->config->nworkers,
                              &np_server_udp_ops, NULL, err, errlen);
         } else if (host) {
-            rc = bind_entry(p, host, (int)np_lua_number(L, -1, "port", 0), backlog, err, errlen);
+            rc = bind_entry(p, host, (int)np_lua_number(L, -1, "port", 0), backlog,
+                            (int)np_lua_number(L, -1, "defer_accept", 0), err, errlen);
         }
         lua_pop(L, 1);
     }

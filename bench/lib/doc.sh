@@ -14,6 +14,7 @@
 # Every section of the file: title, script, what it measures (for the introduction).
 DOC_SECTIONS=(
   "## TCP relaying|bench/run.sh|bulk single-stream throughput, short-connection rate, ping-pong latency, system calls per connection and memory per idle connection: netproxy's relays, Lua hooks and dual against a direct connection, socat, HAProxy and nginx; one event loop per proxy, pinned to its own CPU; before and after issue 12"
+  "## Plain path at saturation|bench/plain.sh|the plain TCP path (routed tcp -> tcp) against HAProxy and nginx's stream module with bt.c's load: short connections as the concurrency rises until the proxy core saturates (CPU per connection, busy %), ping-pong with the CPUs idle and kept awake, system calls per connection, and what defer_accept and accept batching change"
   "## Instructions per connection|bench/instructions.sh|user-space instructions per short connection, counted by callgrind instead of timed: netproxy's routed, hooked, session and dual paths against HAProxy and the floor relay"
   "## TLS termination|bench/tls.sh|netproxy terminating TLS against stunnel4 and HAProxy: bulk throughput and full handshakes"
   "## Workers|bench/workers.sh|connection rate with 1 and 2 worker processes (or threads): netproxy against HAProxy and nginx's stream module"

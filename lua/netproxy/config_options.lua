@@ -97,6 +97,7 @@ local PER_PROXY = {
   udp_idle_timeout = check.seconds,
   max_flows = check.count,
   backlog = check.backlog,
+  defer_accept = check.int_range(0, 3600, "seconds"),  -- TCP_DEFER_ACCEPT on a tcp listener; 0 = off
   reverse_lookups = check.boolean,  -- conn.host: the client's name (a PTR lookup) before accept()
   access_log = check.access_log,    -- { path = FILE | "syslog", format = "json" | "text" | TEMPLATE }
   bandwidth = bandwidth,            -- shaping, each way: per_conn, per_source, per_proxy

@@ -27,6 +27,10 @@ local function check_effects(proxy, spec, given, from_mod, dests, server, say, w
     say("%smax_clients does nothing on a stdio proxy: the process serves its one connection",
         given.max_clients == nil and "server{} " or "")
   end
+  if (given.defer_accept or 0) > 0 and (from_mod.datagram or proxy.listen.path or proxy.listen.stdio) then
+    say("defer_accept does nothing here: it waits for a TCP client's first bytes (this from listens on %s)",
+        from_mod.datagram and "udp" or proxy.listen.path and "a unix socket" or "standard input")
+  end
   if from_mod.datagram and given.bandwidth ~= nil then
     say("bandwidth does nothing on a udp proxy: it shapes the relay of stream connections")
   end
@@ -156,7 +160,8 @@ local function check_proxy(decl, index, server, say_at, warn_at)
   if proxy.from then
     local host, port = from_mod.listen(proxy.from)
     proxy.listen = type(host) == "table" and host
-                   or listen.entries(host, port, parsed_ports[proxy.from], proxy.backlog)
+                   or listen.entries(host, port, parsed_ports[proxy.from], proxy.backlog,
+                                                 proxy.defer_accept)
     if proxy.listen.path and (proxy.allow or proxy.deny) then
       say("%s: a unix socket's clients have no address to match: use accept(conn) with conn.peer",
           proxy.allow and "allow" or "deny")

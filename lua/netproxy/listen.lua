@@ -64,15 +64,17 @@ function _M.parse(v)
 end
 
 -- The C core's list for a from that listens on host, port (its connector's listen()), with
--- the further entries parsed from its `port` (nil: that one address).
-function _M.entries(host, port, parsed, backlog)
+-- the further entries parsed from its `port` (nil: that one address); defer_accept (seconds
+-- of TCP_DEFER_ACCEPT) only when set.
+function _M.entries(host, port, parsed, backlog, defer_accept)
   local list = {}
   local function add(h, p)
     if h == "*" then
       add("0.0.0.0", p)
       add("::", p)
     else
-      list[#list + 1] = { host = h, port = p, backlog = backlog or _M.BACKLOG }
+      list[#list + 1] = { host = h, port = p, backlog = backlog or _M.BACKLOG,
+                          defer_accept = defer_accept ~= 0 and defer_accept or nil }
     end
   end
   if parsed and parsed[1].port == port then

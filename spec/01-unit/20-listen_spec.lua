@@ -96,6 +96,30 @@ describe("listen forms", function()
     local _, errors = load('proxy { from = { type = "tcp", port = 3 }, ' .. TO .. ', backlog = 0 }')
     assert.truthy(errors[1]:find("backlog: bad backlog '0' (want 1..65535)", 1, true), errors[1])
   end)
+
+  it("gives every tcp entry defer_accept when set (the proxy's, else server{}'s), none by default", function()
+    local cfg = load('server { defer_accept = 3 }\n' ..
+                     'proxy { name = "a", from = { type = "tcp", port = { 1, 2 } }, ' .. TO .. ', defer_accept = 1 }\n' ..
+                     'proxy { name = "b", from = { type = "tcp", port = 3 }, ' .. TO .. ' }\n' ..
+                     'proxy { name = "c", from = { type = "tcp", port = 4 }, ' .. TO .. ', defer_accept = 0 }')
+    assert.are.equal(1, cfg.proxies[1].listen[1].defer_accept)
+    assert.are.equal(1, cfg.proxies[1].listen[2].defer_accept)
+    assert.are.equal(3, cfg.proxies[2].listen[1].defer_accept)
+    assert.is_nil(cfg.proxies[3].listen[1].defer_accept)
+    cfg = load('proxy { from = { type = "tcp", port = 3 }, ' .. TO .. ' }')
+    assert.is_nil(cfg.proxies[1].listen[1].defer_accept)
+  end)
+
+  it("refuses a bad defer_accept, and one on a listener that takes no TCP client", function()
+    for _, bad in ipairs({ "-1", "1.5", "3601", '"soon"' }) do
+      local _, errors = load('proxy { from = { type = "tcp", port = 3 }, ' .. TO .. ', defer_accept = ' .. bad .. ' }')
+      assert.truthy(errors and errors[1]:find("defer_accept: bad value '", 1, true), bad .. ": " .. tostring(errors and errors[1]))
+      assert.truthy(errors[1]:find("(want an integer, 0..3600 seconds)", 1, true), errors[1])
+    end
+    local _, errors = load('proxy { from = { type = "unix", path = "/tmp/x.sock" }, ' .. TO .. ', defer_accept = 1 }')
+    assert.truthy(errors and errors[1]:find("defer_accept does nothing here: it waits for a TCP client's first bytes (this from listens on a unix socket)", 1, true),
+                  tostring(errors and errors[1]))
+  end)
 end)
 
 describe("syslog ident and facility", function()
