@@ -19,7 +19,8 @@
 # "Connection: close" on every request (GET /bytes/1024: one connection per request) for
 # SERVICE_SECONDS (5; --quick 3) after a 2 s warm-up: instructions / requests wrk completed
 # (the few requests in flight when wrk stops count against it: well under 1 %).
-# INSTR_TARGETS="service session" measures only those (no doc written).
+# INSTR_TARGETS="service session" measures only those (no doc written); SERVICE_CONFIG=FILE
+# another service config in the place of examples/http-status.lua (its port = 8080 replaced).
 #
 #   bash bench/instructions.sh           # writes "## Instructions per connection" in docs/benchmarks.md
 #   bash bench/instructions.sh --quick   # 500 connections, doc untouched (--write writes it)
@@ -94,7 +95,7 @@ proxy { name = "b", from = { type = "dual", host = "127.0.0.1", port = $2,
   client_first = echo() } }
 EOF
       ;;
-    service) sed "s/port = 8080/port = $2/" "$ROOT/examples/http-status.lua" ;;
+    service) sed "s/port = 8080/port = $2/" "${SERVICE_CONFIG:-$ROOT/examples/http-status.lua}" ;;
     haproxy) printf '%s\n' "global" "  nbthread 1" "  maxconn 4096" "defaults" "  mode tcp" "  maxconn 4096" \
       "  timeout connect 5s" "  timeout client 60s" "  timeout server 60s" "frontend f" "  bind 127.0.0.1:$2" \
       "  default_backend b" "backend b" "  server s 127.0.0.1:$ECHO" ;;
