@@ -178,7 +178,9 @@ section() {
   echo "Run on $(date -u '+%Y-%m-%d %H:%M UTC'); $(valgrind --version); netproxy tree at git $(git_rev);"
   echo "$(haproxy -v 2>/dev/null | head -1 | cut -d' ' -f1-3). Each target in front of \`np-peer echo\`: $WARM"
   echo "connections, the counters zeroed, then $CONNS connections of 100 B each way, 32 at a time"
-  echo "(bench/run.sh's short test); the proxy on CPU 0, the load on CPU 1."
+  echo "(bench/run.sh's short test); the proxy on CPU 0, the load on CPU 1. The service row is per"
+  echo "HTTP request, each on its own connection: wrk -t1 -c8 with \"Connection: close\", GET /bytes/1024"
+  echo "of examples/http-status.lua (bench/services.sh's service), 2 s of warm-up, then ${SERVICE_SECONDS} s counted."
   echo
   echo "| Target | instructions per connection | vs HAProxy |"
   echo "|---|---:|---:|"
