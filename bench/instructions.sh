@@ -15,6 +15,12 @@
 # bench/lib/floor-relay.c. The routed proxy also with defer_accept = 1, and, when given, as built
 # with its relay level-triggered (NETPROXY_LT=PATH, a -DNP_RELAY_ET=0 build) and accepting one
 # client per wake-up (NETPROXY_BATCH1=PATH, -DNP_ACCEPTS_PER_WAKEUP=1): bench/plain.sh's variants.
+# And a Lua service, examples/http-status.lua (bench/services.sh's), driven by wrk with
+# "Connection: close" on every request (GET /bytes/1024: one connection per request) for
+# SERVICE_SECONDS (5; --quick 3) after a 2 s warm-up: instructions / requests wrk completed
+# (the few requests in flight when wrk stops count against it: well under 1 %).
+# INSTR_TARGETS="service session" measures only those (no doc written); SERVICE_CONFIG=FILE
+# another service config in the place of examples/http-status.lua (its port = 8080 replaced).
 #
 #   bash bench/instructions.sh           # writes "## Instructions per connection" in docs/benchmarks.md
 #   bash bench/instructions.sh --quick   # 500 connections, doc untouched (--write writes it)
@@ -37,7 +43,9 @@ source "$ROOT/bench/lib/stats.sh"
 bench_options "$@"
 CONNS=2000 WARM=200
 if ((QUICK)); then CONNS=500; else WRITE=1; fi
-for tool in valgrind callgrind_control haproxy cc taskset; do
+SERVICE_SECONDS=5
+((QUICK)) && SERVICE_SECONDS=3
+for tool in valgrind callgrind_control haproxy cc taskset wrk; do
   command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y valgrind haproxy gcc util-linux)"
 done
 [[ -x $NETPROXY && -x $NP_PEER ]] || die "build first (cmake -S . -B build && make -C build)"
@@ -53,7 +61,8 @@ ECHO=$PEER_PORT
 TARGETS=(routed routed-defer)
 [[ -n ${NETPROXY_LT:-} ]] && TARGETS+=(routed-lt)
 [[ -n ${NETPROXY_BATCH1:-} ]] && TARGETS+=(routed-batch1)
-TARGETS+=(hook-data hook-conn session dual haproxy floor)
+TARGETS+=(hook-data hook-conn session dual service haproxy floor)
+if [[ -n ${INSTR_TARGETS:-} ]]; then read -ra TARGETS <<<"$INSTR_TARGETS"; WRITE=0; fi
 declare -A LABEL=(
   [routed]="netproxy, routed (tcp -> tcp, no Lua per connection)"
   [routed-defer]="netproxy, routed, defer_accept = 1"
@@ -63,6 +72,7 @@ declare -A LABEL=(
   [hook-conn]="netproxy, routed, hook on from: function(data, conn)"
   [session]="netproxy, the Lua session (an accept function)"
   [dual]="netproxy, dual from (three probes)"
+  [service]="netproxy, Lua service (examples/http-status.lua), per request"
   [haproxy]="HAProxy, defaults, nbthread 1"
   [floor]="floor: bare C relay (bench/lib/floor-relay.c)"
 )
@@ -85,6 +95,7 @@ proxy { name = "b", from = { type = "dual", host = "127.0.0.1", port = $2,
   client_first = echo() } }
 EOF
       ;;
+    service) sed "s/port = 8080/port = $2/" "${SERVICE_CONFIG:-$ROOT/examples/http-status.lua}" ;;
     haproxy) printf '%s\n' "global" "  nbthread 1" "  maxconn 4096" "defaults" "  mode tcp" "  maxconn 4096" \
       "  timeout connect 5s" "  timeout client 60s" "  timeout server 60s" "frontend f" "  bind 127.0.0.1:$2" \
       "  default_backend b" "backend b" "  server s 127.0.0.1:$ECHO" ;;
@@ -109,6 +120,7 @@ count() {
   PIDS+=("$pid")
   local i
   for ((i = 0; i < 10; i++)); do wait_listen "$port" "$pid" && break; done   # valgrind starts slowly
+  if [[ $t == service ]]; then count_service "$t" "$port" "$pid"; return; fi
   if ! taskset -c 1 "$NP_PEER" client --connect "127.0.0.1:$port" --expect echo --bytes 100 \
          --conns "$WARM" --parallel 32 --timeout 60 >/dev/null 2>"$WORK/$t.client"; then
     PROBLEMS+=("${LABEL[$t]}: the warm-up failed: $(tail -2 "$WORK/$t.client" "$WORK/$t.log" | tr '\n' ' ')")
@@ -129,6 +141,28 @@ count() {
   say "  $(printf '%-58s' "${LABEL[$t]}") ${COUNT[$t]} instructions per connection"
 }
 
+# count_service TARGET PORT PID: count's part for an HTTP service, per request wrk completed.
+count_service() {
+  local t=$1 port=$2 pid=$3 out reqs url="http://127.0.0.1:$2/bytes/1024"
+  local wrk=(taskset -c 1 wrk -t1 -c8 -H "Connection: close")
+  if ! out=$("${wrk[@]}" -d2s "$url" 2>&1) || [[ $out != *"requests in"* ]]; then
+    PROBLEMS+=("${LABEL[$t]}: the warm-up failed: $(tr '\n' ' ' <<<"$out")")
+    stop_pid "$pid"
+    return
+  fi
+  callgrind_control -z "$pid" >/dev/null
+  out=$("${wrk[@]}" -d"${SERVICE_SECONDS}s" "$url" 2>&1) || true
+  callgrind_control -d "$pid" >/dev/null
+  stop_pid "$pid"
+  reqs=$(awk '/requests in/ { print $1 }' <<<"$out")
+  if [[ -z $reqs || $reqs == 0 || $out == *"Non-2xx"* || $out == *"Socket errors"* ]]; then
+    PROBLEMS+=("${LABEL[$t]}: $(tr '\n' ' ' <<<"$out")")
+    return
+  fi
+  COUNT[$t]=$(awk -v n="$reqs" '/^summary:/ { printf "%.0f\n", $2 / n; exit }' "$WORK/cg-$t.$pid.1")
+  say "  $(printf '%-58s' "${LABEL[$t]}") ${COUNT[$t]} instructions per request ($reqs requests)"
+}
+
 for t in "${TARGETS[@]}"; do count "$t"; done
 
 vs() { ratio "${COUNT[$1]:--}" "${COUNT[haproxy]:--}"; }
@@ -144,7 +178,9 @@ section() {
   echo "Run on $(date -u '+%Y-%m-%d %H:%M UTC'); $(valgrind --version); netproxy tree at git $(git_rev);"
   echo "$(haproxy -v 2>/dev/null | head -1 | cut -d' ' -f1-3). Each target in front of \`np-peer echo\`: $WARM"
   echo "connections, the counters zeroed, then $CONNS connections of 100 B each way, 32 at a time"
-  echo "(bench/run.sh's short test); the proxy on CPU 0, the load on CPU 1."
+  echo "(bench/run.sh's short test); the proxy on CPU 0, the load on CPU 1. The service row is per"
+  echo "HTTP request, each on its own connection: wrk -t1 -c8 with \"Connection: close\", GET /bytes/1024"
+  echo "of examples/http-status.lua (bench/services.sh's service), 2 s of warm-up, then ${SERVICE_SECONDS} s counted."
   echo
   echo "| Target | instructions per connection | vs HAProxy |"
   echo "|---|---:|---:|"

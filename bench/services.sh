@@ -371,6 +371,21 @@ Why (perf and system-call counts of the server under the same load, 2026-12-07):
   (libevent's changelist): ~2 epoll_ctl per connection against OpenResty's 1.
 - Line protocol: each RESP command is 3 to 5 client:read calls in Lua (each through the
   buffer of netproxy.lines and core.turn()) against redis-server's C parser.
+- Issue 32, keep-alive off, counted by callgrind (bench/instructions.sh's service row: this
+  service, GET /bytes/1024 with Connection: close; instructions per request): 48,900 before,
+  41,100 after. About 21,000 of the 48,900 were the example's own parsing (a serve that reads
+  the lines and writes a fixed answer costs 27,800): LuaJIT's patterns recurse in C per
+  character (measured alone under luajit -joff: the Host header's `^([^:]+):%s*(.-)%s*$`
+  6,200 instructions, Connection's 4,100, the request line's 2,500, the two path patterns
+  2,400, the head's string.format 2,000). The example now tells headers apart by a plain
+  find of the first ":" and drops the query by a plain find of "?". The serve function is
+  jit.off by design (hook_budget's count hook does not run in traces); that hook, global to
+  the state in LuaJIT, sends every bytecode through the hook dispatch, but a build without it
+  counts 46,960 against 48,720 (3.6 %): not the main cost. np_ended_push_handle's ~10 % is
+  the collector's step its lua_newuserdata happens to run (lj_gc_step inside), the GC of the
+  connection's garbage, not the handle: a larger pause (collectgarbage("setpause", 400))
+  takes the 27,800 floor to 26,100 (1000: 25,400) but leaves more garbage against
+  lua_memory (LuaJIT has no emergency collection), so it is not done.
 WHY
 }
 

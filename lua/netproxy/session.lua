@@ -87,14 +87,19 @@ local function denied(proxy, conn, why)
   return "refused", why
 end
 
+-- proxy.on_close(conn, info) as the conn's closer. Made here, not in run: a function that
+-- makes a closure closes its upvalues at every return (LuaJIT's UCLO), which it cannot
+-- compile, and run is the one function every connection goes through.
+local function on_close_of(proxy, conn)
+  return function(info) return proxy.on_close(conn, info) end
+end
+
 function _M.run(proxy, client, id, peer, handle)
   local conn = Conn.new(proxy, id, peer, handle)
   local target = proxy.to
 
   conn._client_sock = client                 -- conn.reached asks it, only when wanted
-  if proxy.on_close then
-    conn:_when_closed(function(info) return proxy.on_close(conn, info) end)
-  end
+  if proxy.on_close then conn:_when_closed(on_close_of(proxy, conn)) end
   if proxy.from.proxy_protocol then
     local header, err = proxy_protocol.read(client, proxy.from.proxy_protocol, proxy.connect_timeout)
     if not header then return "refused", "PROXY protocol: " .. tostring(err) end

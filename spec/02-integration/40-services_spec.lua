@@ -297,6 +297,22 @@ describe("examples/http-status.lua /bytes/N", function()
     out = h.talk(port, "GET /bytes/9999999 HTTP/1.1\r\nConnection: close\r\n\r\n")
     assert.matches("^HTTP/1%.1 404 Not Found\r\n", out)
   end)
+
+  it("reads Connection: close in any case and with blanks, not a longer value; drops a query", function()
+    local config = h.read(h.root .. "/examples/http-status.lua"):gsub("port = 8080", "port = 0")
+    local np = h.netproxy_start(config)
+    -- kept open by the client: only the service's close ends the exchange (eof)
+    local out, how = h.talk(np.ports.status,
+      "GET /bytes/3?x=1 HTTP/1.1\r\nHost: x\r\nConnection: closed\r\nX-Connection: close\r\n\r\n" ..
+      "GET /bytes/2 HTTP/1.1\r\nCONNECTION: \t Close  \r\n\r\n", { keep_open = true })
+    assert.equal("eof", how)
+    local first, body1, second, body2 = out:match("^(HTTP/1%.1 200 OK\r\n.-\r\n\r\n)(x*)(HTTP/1%.1 200 OK\r\n.-\r\n\r\n)(x*)$")
+    assert.truthy(first, out)
+    assert.equal("xxx", body1)
+    assert.is_nil(first:find("Connection: close", 1, true))
+    assert.matches("Connection: close\r\n", second)
+    assert.equal("xx", body2)
+  end)
 end)
 
 describe("examples/redis-kv.lua", function()
