@@ -206,12 +206,37 @@ static int top_is_mt(lua_State *L, const char *key)
     return same;
 }
 
+/* The last state's two metatables, by address: every method call checks its socket, and a
+ * comparison of addresses costs a fifth of the two registry look-ups (issue 32: five checks
+ * per service request). A state is known by its registry's address. np_sock_open forgets
+ * them: a state can check a socket only once it has opened this library, so a state made
+ * where a closed one was cannot find that one's addresses here. */
+static struct {
+    const void *registry, *open, *done;
+} known_mt;
+
+/* Whether the value on top is one of the two metatables of L. */
+static int top_is_sock_mt(lua_State *L)
+{
+    const void *registry = lua_topointer(L, LUA_REGISTRYINDEX), *mt = lua_topointer(L, -1);
+
+    if (registry == known_mt.registry && (mt == known_mt.open || mt == known_mt.done)) return 1;
+    if (!top_is_mt(L, &open_mt_key) && !top_is_mt(L, &done_mt_key)) return 0;
+    known_mt.registry = registry;
+    push_mt(L, &open_mt_key);
+    known_mt.open = lua_topointer(L, -1);
+    push_mt(L, &done_mt_key);
+    known_mt.done = lua_topointer(L, -1);
+    lua_pop(L, 2);
+    return 1;
+}
+
 struct np_sock *np_sock_check(lua_State *L, int idx)
 {
     struct np_sock *s = lua_touserdata(L, idx);
 
     if (s && lua_getmetatable(L, idx)) {
-        int ok = top_is_mt(L, &open_mt_key) || top_is_mt(L, &done_mt_key);
+        int ok = top_is_sock_mt(L);
         lua_pop(L, 1);
         if (ok) return s;
     }
@@ -350,6 +375,7 @@ static const luaL_Reg sock_methods[] = {
 
 void np_sock_open(lua_State *L)
 {
+    known_mt.registry = known_mt.open = known_mt.done = NULL;
     luaL_newmetatable(L, SOCK_MT);
     lua_newtable(L);
     luaL_register(L, NULL, np_sock_io_methods);

@@ -22,7 +22,7 @@ function _M.buffer()
   return setmetatable({
     s = "", pos = 1,          -- the front, and its first byte not taken
     seen = 1,                 -- s holds no newline from pos to before seen
-    held = {}, nheld = 0,     -- pieces behind s, and how many
+    held = nil, nheld = 0,    -- pieces behind s (a table made at the first), and how many
     held_bytes = 0,
     held_seen = 0,            -- held[1..held_seen] hold no newline
   }, Buffer)
@@ -39,8 +39,14 @@ function Buffer:push(data)
     self.s, self.pos, self.seen = data, 1, 1
     return
   end
+  -- most buffers (a request that arrives in one read) never hold a piece: no table for them
+  local held = self.held
+  if not held then
+    held = {}
+    self.held = held
+  end
   local n = self.nheld + 1
-  self.held[n], self.nheld, self.held_bytes = data, n, self.held_bytes + #data
+  held[n], self.nheld, self.held_bytes = data, n, self.held_bytes + #data
 end
 
 -- Joins the first k held pieces to what is left of the front, keeping what is known to

@@ -95,6 +95,22 @@ describe("the line cutter", function()
     assert.equal("last", rest)
   end)
 
+  it("the buffer makes its list of held pieces only when a piece is held (issue 32: no table per request read whole)", function()
+    local buf = lines.buffer()
+    buf:push("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.is_nil(rawget(buf, "held"))
+    assert.equal("GET / HTTP/1.1", buf:line(true))
+    assert.equal("Host: x", buf:line(true))
+    assert.equal("", buf:line(true))
+    assert.is_nil(buf:line(true))
+    assert.is_nil(rawget(buf, "held"))
+    buf:push("par")                       -- the front is empty: taken as the front, not held
+    buf:push("tial\nrest")                -- held behind it
+    assert.is_table(rawget(buf, "held"))
+    assert.equal("partial\n", buf:line())
+    assert.equal("rest", buf:take_all())
+  end)
+
   it("serve()'s client: read(n), read(\"*l\"), receive_some and read(\"*a\") over the same bytes", function()
     local client = service.client(fake_sock({ "abc", "def\r\nline two\nxy", "z", ("q"):rep(70000) }))
     assert.equal("abcd", client:read(4))

@@ -41,6 +41,26 @@ proxy { name = "up", from = { type = "tcp", host = "127.0.0.1", port = 0 }, %s
     assert.matches("127%.0%.0%.1:%d+ %-> service in=13 out=23 time=[%d.]+s end=eof$", line)
   end)
 
+  -- issue 32: the socket check compares metatables by address once it has seen them; what
+  -- is no socket (another userdata of the core, a table) is still refused with a clear error
+  it("a socket method called on what is no socket fails with a clear error, after sockets were checked", function()
+    local np = h.netproxy_start([[
+proxy { name = "chk", from = { type = "tcp", host = "127.0.0.1", port = 0 },
+  to = { type = "service", serve = function(client, conn)
+    client:write("ok\n")
+    local sock = client._sock
+    for _, v in ipairs({ conn._handle, {}, "x" }) do
+      local ok, err = pcall(sock.write, v, "no\n")
+      client:write(tostring(ok) .. " " .. tostring(err):match("netproxy[%w.]* expected") .. "\n")
+    end
+  end } }
+]])
+    assert.equal("ok\nfalse netproxy.sock expected\nfalse netproxy.sock expected\nfalse netproxy.sock expected\n",
+                 (socat(np.ports.chk, "")))
+    assert.equal("ok\nfalse netproxy.sock expected\nfalse netproxy.sock expected\nfalse netproxy.sock expected\n",
+                 (socat(np.ports.chk, "")))      -- a second connection: the addresses known
+  end)
+
   it("counts opened, closed, active and bytes each way, and is neither refused nor an error", function()
     local np = h.netproxy_start(UPPER:format("") .. [[
 proxy { name = "stats", from = { type = "tcp", host = "127.0.0.1", port = 0 },
