@@ -34,9 +34,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NETPROXY=${NETPROXY:-$ROOT/build/netproxy}
 NP_PEER=${NP_PEER:-$ROOT/build/np-peer}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
-OPENRESTY=${OPENRESTY:-/opt/np-openresty}
-OR_MODULES=$OPENRESTY/usr/lib/nginx/modules
-OR_LIBS=$OPENRESTY/usr/lib/x86_64-linux-gnu
 DOC=$ROOT/docs/benchmarks.md
 HZ=$(getconf CLK_TCK)
 SECTION_TITLE="## Services"
@@ -46,6 +43,8 @@ source "$ROOT/bench/lib/doc.sh"
 source "$ROOT/bench/lib/proc.sh"
 # shellcheck source=bench/lib/stats.sh
 source "$ROOT/bench/lib/stats.sh"
+# shellcheck source=bench/lib/openresty.sh
+source "$ROOT/bench/lib/openresty.sh"
 
 SERVERS=(netproxy openresty nginx)
 SIZES=(1024 65536)
@@ -78,12 +77,7 @@ check_tools() {
   for tool in awk ss taskset curl wrk redis-server redis-benchmark; do
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y iproute2 util-linux curl wrk redis-server redis-tools)"
   done
-  [[ -x $NGINX ]] || die "nginx not found (apt-get install -y nginx)"
-  [[ -f $OR_MODULES/ngx_http_lua_module.so && -f $OPENRESTY/usr/share/lua/5.1/resty/core.lua ]] ||
-    die "no OpenResty module in $OPENRESTY: run scripts/install-deps"
-  # the module must run on OpenResty's LuaJIT (libluajit2), not Debian's, which it was not built for
-  LD_LIBRARY_PATH=$OR_LIBS ldd "$OR_MODULES/ngx_http_lua_module.so" | grep -q "libluajit-5.1.so.2 => $OR_LIBS/" ||
-    die "ngx_http_lua_module.so does not resolve libluajit from $OR_LIBS"
+  openresty_check
   if (($(nproc) >= 2)); then
     PIN_SERVER=(taskset -c 0) PIN_LOAD=(taskset -c 1)
   else
@@ -123,35 +117,6 @@ start_netproxy() {
   launch netproxy "$WORK/netproxy.log" "$NETPROXY" -w 1 -q "$WORK/http-status.lua"
 }
 
-# nginx_conf NAME [LOAD...] [-- HTTP...]: the common frame of both nginx servers' config.
-nginx_conf() {
-  local dir=$WORK/$1
-  mkdir -p "$dir"
-  cat <<CONF
-${2:-}
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $dir/body;
-  proxy_temp_path $dir/proxy;
-  fastcgi_temp_path $dir/fastcgi;
-  uwsgi_temp_path $dir/uwsgi;
-  scgi_temp_path $dir/scgi;
-  keepalive_requests 1000000;
-  ${3:-}
-  server {
-    listen 127.0.0.1:${PORT[$1]};
-    default_type text/plain;
-    ${4:-}
-  }
-}
-CONF
-}
-
 start_nginx() {
   free_port
   PORT[nginx]=$FREE_PORT
@@ -159,7 +124,7 @@ start_nginx() {
   # open(2) per request)
   head -c 65536 /dev/zero | tr '\0' x >"$WORK/nginx-65536"
   chmod 755 "$WORK" && chmod 644 "$WORK/nginx-65536"   # nginx's worker runs as nobody
-  nginx_conf nginx "" "open_file_cache max=10;" "
+  nginx_frame "$WORK/nginx" "${PORT[nginx]}" "" "open_file_cache max=10;" "
     location = /bytes/1024 { return 200 \"$(head -c 1024 /dev/zero | tr '\0' x)\"; }
     location = /bytes/65536 { alias $WORK/nginx-65536; }" >"$WORK/nginx.conf"
   launch nginx "$WORK/nginx.log" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf"
@@ -170,10 +135,7 @@ start_nginx() {
 start_openresty() {
   free_port
   PORT[openresty]=$FREE_PORT
-  nginx_conf openresty "load_module $OR_MODULES/ndk_http_module.so;
-load_module $OR_MODULES/ngx_http_lua_module.so;" "
-  lua_package_path \"$OPENRESTY/usr/share/lua/5.1/?.lua;;\";
-  init_by_lua_block { FILLER = {} }" '
+  openresty_conf "$WORK/openresty" "${PORT[openresty]}" "" "init_by_lua_block { FILLER = {} }" '
     location /bytes/ {
       content_by_lua_block {
         local n = tonumber(ngx.var.uri:match("^/bytes/(%d+)$"))

@@ -9,6 +9,9 @@
 # (same soname), lua_package_path on the unpacked resty.core.
 #   openresty_check: dies unless nginx and the module are there and the module resolves
 #     libluajit from the unpacked tree (never Debian's, which it was not built for).
+#   nginx_frame DIR PORT LOAD HTTP SERVER: the config of one nginx worker process (daemon off,
+#     no access log, every file it writes under DIR): LOAD at the top (load_module lines), HTTP
+#     in http{}, SERVER in the server{} listening on 127.0.0.1:PORT. nginx's C floor uses it too.
 #   openresty_conf DIR PORT LUA_PATH HTTP SERVER: the config of one nginx worker process
 #     (daemon off, no access log, every file it writes under DIR) with the module loaded;
 #     lua_package_path is LUA_PATH (entries ending in ';', may be empty), then the unpacked
@@ -32,12 +35,11 @@ openresty_check() {
     die "ngx_http_lua_module.so does not resolve libluajit from $OR_LIBS"
 }
 
-openresty_conf() {
-  local dir=$1 port=$2 lua_path=$3 http=$4 server=$5
+nginx_frame() {
+  local dir=$1 port=$2 load=$3 http=$4 server=$5
   mkdir -p "$dir"
   cat <<CONF
-load_module $OR_MODULES/ndk_http_module.so;
-load_module $OR_MODULES/ngx_http_lua_module.so;
+$load
 worker_processes 1;
 daemon off;
 pid $dir/nginx.pid;
@@ -51,7 +53,6 @@ http {
   uwsgi_temp_path $dir/uwsgi;
   scgi_temp_path $dir/scgi;
   keepalive_requests 1000000;
-  lua_package_path "$lua_path$OPENRESTY/usr/share/lua/5.1/?.lua;;";
   $http
   server {
     listen 127.0.0.1:$port;
@@ -60,6 +61,13 @@ http {
   }
 }
 CONF
+}
+
+openresty_conf() {
+  local dir=$1 port=$2 lua_path=$3 http=$4 server=$5
+  nginx_frame "$dir" "$port" "load_module $OR_MODULES/ndk_http_module.so;
+load_module $OR_MODULES/ngx_http_lua_module.so;" "lua_package_path \"$lua_path$OPENRESTY/usr/share/lua/5.1/?.lua;;\";
+  $http" "$server"
 }
 
 openresty_start() {
