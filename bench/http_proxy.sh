@@ -279,9 +279,8 @@ section() {
   echo "  origin connection) per request"
   echo "- pinning: the proxy (one process) on CPU 0; wrk and the origin (nginx, one worker) on CPU 1"
   echo "- no per-request log anywhere (netproxy -q, tinyproxy LogLevel Critical, squid access_log none)"
-  echo "- **the machine was shared with other engineers' builds and tests during the run** (see the load"
-  echo "  average): runs are short and few, so rows move by tens of percent between runs; compare"
-  echo "  rows of one mode within this run"
+  echo "- runs are short and few, and the load average above says what else ran beside them: rows"
+  echo "  move between runs (see each row's min and max); compare rows of one mode within this run"
   echo
   table
   echo

@@ -223,7 +223,7 @@ section() {
   echo
   echo "- CPUs: $(nproc); netproxy at git $(git_rev)"
   ((${#PIN_SERVER[@]})) && echo "- pinning: the proxy on CPU 0, the client and the echo server on CPU 1 (taskset)"
-  echo "- the machine was shared with other work during the run (see the load average): compare the rows of this run with each other, not with other sections"
+  echo "- the load average above says what else ran beside the run: compare the rows of this run with each other, not with other sections"
   printf '\n### Connection rate (%d connections, %d at a time, %s echoed each, %d runs)\n\n' \
     "$CONN_COUNT" "$CONN_PARALLEL" "$CONN_BYTES" "$CONN_REPS"
   table
