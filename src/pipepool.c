@@ -2,6 +2,7 @@
  * flight, so idle connections hold none and busy ones skip pipe2() most of the time. */
 #include "pipepool.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -64,4 +65,24 @@ void np_pipepool_free(void)
     while (nidle > 0) np_pipe_discard(&idle[--nidle]);
     free(idle);
     idle = NULL;
+}
+
+ssize_t np_pipe_fill(struct np_pipe *p, int from_fd, size_t len)
+{
+    ssize_t n;
+
+    do {
+        n = splice(from_fd, NULL, p->wfd, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+ssize_t np_pipe_drain(struct np_pipe *p, int to_fd, size_t len)
+{
+    ssize_t n;
+
+    do {
+        n = splice(p->rfd, NULL, to_fd, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    } while (n < 0 && errno == EINTR);
+    return n;
 }

@@ -3,6 +3,7 @@
 #ifndef NP_PIPEPOOL_H
 #define NP_PIPEPOOL_H
 #include <stddef.h>
+#include <sys/types.h>
 
 struct np_pipe {
     int rfd, wfd;
@@ -20,6 +21,11 @@ void np_pipe_put(struct np_pipe *p);
 
 /* Closes a pipe that may hold bytes. */
 void np_pipe_discard(struct np_pipe *p);
+
+/* One splice(2) without blocking, retried on EINTR, from a socket into the pipe or out of the
+ * pipe into a socket (SPLICE_F_MOVE): bytes moved, 0 at the source's EOF, -1 with errno. */
+ssize_t np_pipe_fill(struct np_pipe *p, int from_fd, size_t len);
+ssize_t np_pipe_drain(struct np_pipe *p, int to_fd, size_t len);
 
 void np_pipepool_free(void);
 

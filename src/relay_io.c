@@ -53,11 +53,8 @@ static ssize_t tls_fill(struct np_relay *r, struct direction *d, struct side *sr
 /* Splices at most len bytes from fd into the pipe. */
 static ssize_t splice_fill(struct np_relay *r, struct direction *d, int fd, size_t len)
 {
-    ssize_t n;
+    ssize_t n = np_pipe_fill(&d->pipe, fd, len);
 
-    do {
-        n = splice(fd, NULL, d->pipe.wfd, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    } while (n < 0 && errno == EINTR);
     if (n > 0) d->in_pipe += n;
     return n;
 }
@@ -143,9 +140,7 @@ ssize_t np_relay_flush(struct np_relay *r, struct direction *d)
     ssize_t n;
 
     if (d->in_pipe > 0) {
-        do {
-            n = splice(d->pipe.rfd, NULL, dst->wfd, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        } while (n < 0 && errno == EINTR);
+        n = np_pipe_drain(&d->pipe, dst->wfd, d->in_pipe);
         if (n > 0) d->in_pipe -= n;
         if (n >= 0 || errno != EINVAL) return n;
         copy_from_now_on(d);            /* a destination splice() cannot write (a terminal) */

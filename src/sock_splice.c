@@ -126,10 +126,8 @@ static int flush_pipe(struct np_sock_splice *k)
     struct np_sock *dst = k->dst;
 
     while (k->in_pipe > 0) {
-        ssize_t n;
-        do {
-            n = splice(k->pipe.rfd, NULL, dst->wfd, NULL, k->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        } while (n < 0 && errno == EINTR);
+        ssize_t n = np_pipe_drain(&k->pipe, dst->wfd, k->in_pipe);
+
         if (n > 0) {
             k->in_pipe -= n;
             k->moved += n;
@@ -194,10 +192,7 @@ static ssize_t fill_pipe(struct np_sock_splice *k)
         errno = EINVAL;                 /* no pipe to be had (fd limit): copy instead */
         return -1;
     }
-    do {
-        n = splice(src->fd, NULL, k->pipe.wfd, NULL, want(k, np_pipepool_pipe_size()),
-                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    } while (n < 0 && errno == EINTR);
+    n = np_pipe_fill(&k->pipe, src->fd, want(k, np_pipepool_pipe_size()));
     src->want_write = 0;
     if (n > 0) {
         k->in_pipe = n;
