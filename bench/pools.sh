@@ -192,19 +192,14 @@ section() {
   table
   echo
   reading
-  if ((${#NOTES[@]})); then echo; printf -- '- note: %s\n' "${NOTES[@]}"; fi
-  if ((${#PROBLEMS[@]})); then echo; printf -- '- PROBLEM: %s\n' "${PROBLEMS[@]}"; fi
+  doc_notes
 }
 
 main() {
   parse_args "$@"
   check_tools
-  WORK=$(mktemp -d "${TMPDIR:-/tmp}/netproxy-pools-bench.XXXXXX")
-  trap cleanup EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
-  RUN_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
-  LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+  bench_workdir pools
+  doc_run_stamp
   say "netproxy pools benchmark$( ((QUICK)) && echo ' (--quick)'): ${TARGETS[*]}"
   start_backends
   local t rep

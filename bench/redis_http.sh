@@ -385,13 +385,9 @@ section() {
 main() {
   parse_args "$@"
   check_tools
-  WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-redis-http.XXXXXX")
+  bench_workdir redis-http
   chmod 755 "$WORK"       # nginx's worker runs as nobody when started as root
-  trap cleanup EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
-  RUN_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
-  LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+  doc_run_stamp
   start_redis
   start_netproxy
   start_openresty

@@ -289,8 +289,7 @@ section() {
   bulk_table
   echo
   reading
-  if ((${#NOTES[@]})); then echo; printf -- '- note: %s\n' "${NOTES[@]}"; fi
-  if ((${#PROBLEMS[@]})); then echo; printf -- '- PROBLEM: %s\n' "${PROBLEMS[@]}"; fi
+  doc_notes
 }
 
 # ---------------------------------------------------------------- main
@@ -298,12 +297,8 @@ section() {
 main() {
   parse_args "$@"
   check_tools
-  WORK=$(mktemp -d "${TMPDIR:-/tmp}/netproxy-socks5-bench.XXXXXX")
-  trap cleanup EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
-  RUN_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
-  LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+  bench_workdir socks5
+  doc_run_stamp
   say "netproxy SOCKS5 benchmark$( ((QUICK)) && echo ' (--quick)'): ${TARGETS[*]}"
 
   local target rep

@@ -50,6 +50,18 @@ bench_options() {
   done
 }
 
+# doc_run_stamp: RUN_DATE and LOAD_BEFORE, the run's time and the load average it began in.
+doc_run_stamp() {
+  RUN_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+  LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+}
+
+# doc_notes: the run's NOTES and PROBLEMS as the last lines of its section.
+doc_notes() {
+  if ((${#NOTES[@]})); then echo; printf -- '- note: %s\n' "${NOTES[@]}"; fi
+  if ((${#PROBLEMS[@]})); then echo; printf -- '- PROBLEM: %s\n' "${PROBLEMS[@]}"; fi
+}
+
 # doc_anchor TITLE: the GitHub anchor of a "## " title.
 doc_anchor() {
   local a=${1#\#\# }

@@ -107,6 +107,15 @@ cleanup() {
   fi
 }
 
+# bench_workdir NAME: a fresh WORK folder for the run (netproxy-NAME-bench.XXXXXX under TMPDIR),
+# cleanup on exit, and an interrupted run exits through it too.
+bench_workdir() {
+  WORK=$(mktemp -d "${TMPDIR:-/tmp}/netproxy-$1-bench.XXXXXX")
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
 # raise_fd_limit: ulimit -n 20000 (the machines' cap), or the hard limit with a note.
 raise_fd_limit() {
   if ! ulimit -n 20000 2>/dev/null; then
