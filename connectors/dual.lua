@@ -65,11 +65,8 @@ local function probe_list(v)
       end
       p._ja4 = set
     end
-    for _, k in ipairs({ "sni", "alpn" }) do
-      local ok, why = true, nil
-      if p[k] ~= nil then ok, why = addr.check_host_pattern(p[k]) end
-      if not ok then return nil, "probe " .. i .. ": " .. k .. ": " .. why end
-    end
+    local ok, why = addr.check_probe_names(p)
+    if not ok then return nil, "probe " .. i .. ": " .. why end
   end
   return v
 end

@@ -33,11 +33,8 @@ local function probe_list(v)
       if not PROBE_KEYS[k] then return nil, "probe " .. i .. ": unknown parameter '" .. tostring(k) .. "'" end
     end
     if (p.sni or p.alpn) and p.match ~= "quic" then return nil, "probe " .. i .. ": sni and alpn go with match = \"quic\"" end
-    for _, k in ipairs({ "sni", "alpn" }) do
-      local ok, why = true, nil
-      if p[k] ~= nil then ok, why = addr.check_host_pattern(p[k]) end
-      if not ok then return nil, "probe " .. i .. ": " .. k .. ": " .. why end
-    end
+    local ok, why = addr.check_probe_names(p)
+    if not ok then return nil, "probe " .. i .. ": " .. why end
   end
   return v
 end

@@ -141,6 +141,18 @@ function _M.check_host_pattern(v)
   return v
 end
 
+-- A probe's sni and alpn (dual's and udp's), each a host pattern when given: true, or nil and
+-- "sni: why".
+function _M.check_probe_names(p)
+  for _, k in ipairs({ "sni", "alpn" }) do
+    if p[k] ~= nil then
+      local ok, why = _M.check_host_pattern(p[k])
+      if not ok then return nil, k .. ": " .. why end
+    end
+  end
+  return true
+end
+
 -- A "host:port" pattern -> { host = pattern, port = number | "*" }, or nil and why.
 function _M.parse_pattern(p)
   if type(p) ~= "string" then return nil, "want a \"host:port\" pattern, not " .. type(p) end
