@@ -6,19 +6,8 @@ local h = require "spec.helpers"
 local tcp = require "spec.support.tcp"
 local ffi = require "ffi"            -- kill(), declared by spec.helpers
 
--- A second proxy in every config: that it still serves shows the fault cost one connection.
-local PLAIN = [[
-proxy { name = "plain", from = { type = "tcp", host = "127.0.0.1", port = 0 },
-        to = { type = "tcp", host = "127.0.0.1", port = %d } }
-]]
-
-local function served(port)
-  local c = tcp.connect(port)
-  if not c then return false end
-  local got = c:exchange("still here\n", nil, 5)
-  c:close()
-  return got == "still here\n"
-end
+local bystander = require "spec.support.bystander"
+local PLAIN, served = bystander.PROXY, bystander.served
 
 describe("the budget of user code", function()
   local echo

@@ -9,18 +9,8 @@ local ffi = require "ffi"            -- kill(), declared by spec.helpers
 
 local PEER = h.root .. "/spec/support/udp_peer.py"
 
-local PLAIN = [[
-proxy { name = "plain", from = { type = "tcp", host = "127.0.0.1", port = 0 },
-        to = { type = "tcp", host = "127.0.0.1", port = %d } }
-]]
-
-local function served(port)
-  local c = tcp.connect(port)
-  if not c then return false end
-  local got = c:exchange("still here\n", nil, 5)
-  c:close()
-  return got == "still here\n"
-end
+local bystander = require "spec.support.bystander"
+local PLAIN, served = bystander.PROXY, bystander.served
 
 describe("the limits of every call of user code", function()
   local echo
