@@ -305,15 +305,22 @@ function Tcp:take(n)
   return data
 end
 
--- "*l": the next line without its LF; all CRs are dropped (OpenResty's pattern).
-function Tcp:line()
+-- Where in buf the next LF is, reading more until one comes: its index, or nil, err.
+function Tcp:next_lf()
   local at = find(self.buf, "\n", self.pos, true)
   while not at do
-    local from = #self.buf - self.pos + 1      -- (fill moves what is pending to the front)
+    local from = self:pending()                -- (fill moves what is pending to the front)
     local got, err = self:fill()
     if not got then return nil, err end
     at = find(self.buf, "\n", from + 1, true)
   end
+  return at
+end
+
+-- "*l": the next line without its LF; all CRs are dropped (OpenResty's pattern).
+function Tcp:line()
+  local at, err = self:next_lf()
+  if not at then return nil, err end
   local pos, stop = self.pos, at - 1
   self.pos = at + 1
   if stop >= pos and byte(self.buf, stop) == 13 then stop = stop - 1 end
@@ -338,13 +345,9 @@ function Tcp:receive(pattern, prefix)
     got, err = self:line()
     if not got then return self:fail(err) end
   elseif pattern == "*L" then
-    local at = find(self.buf, "\n", self.pos, true)
-    while not at do
-      local from = self:pending()
-      got, err = self:fill()
-      if not got then return self:fail(err) end
-      at = find(self.buf, "\n", from + 1, true)
-    end
+    local at
+    at, err = self:next_lf()
+    if not at then return self:fail(err) end
     got = self:take(at - self.pos + 1)
   elseif pattern == "*a" then
     repeat got, err = self:fill() until not got
