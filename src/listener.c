@@ -19,8 +19,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-/* accept4 until EAGAIN, at most this many per wake-up (bench/accept.sh measures a build
- * with -DNP_ACCEPTS_PER_WAKEUP=1 against it: docs/benchmarks.md, "Accepting") */
+/* accept4 until EAGAIN, at most this many per wake-up (bench/plain.sh measures a build
+ * with -DNP_ACCEPTS_PER_WAKEUP=1 against it: docs/benchmarks.md, "Plain path at saturation") */
 #ifndef NP_ACCEPTS_PER_WAKEUP
 #define NP_ACCEPTS_PER_WAKEUP 64
 #endif
