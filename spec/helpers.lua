@@ -205,8 +205,10 @@ end
 
 -- For a describe whose setup starts peers that its tests share: before_each(h.test_begin) and
 -- after_each(h.test_end) stop what each test started itself, and only that, even when it fails.
-function _M.test_begin()
+-- test_begin(np) also marks np's log, so that each test's wait_log reads its own lines.
+function _M.test_begin(np)
   test_from = seq + 1
+  if np then np.mark() end
 end
 
 function _M.test_end()

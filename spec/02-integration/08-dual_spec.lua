@@ -37,10 +37,7 @@ proxy { name = "mixed",
 ]]):format(banner.port, echo.port, source.port, echo.port), { "-v" })
   end)
   teardown(h.stop_all)
-  before_each(function()
-    h.test_begin()
-    np.mark()
-  end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   it("sends a silent client to server_first after about `timeout`", function()
@@ -122,10 +119,7 @@ proxy { name = "capped",
 ]]):format(banner.port, tls_a.port, tls_b.port, echo.port, web.port, echo.port, banner.port), { "-v" })
   end)
   teardown(h.stop_all)
-  before_each(function()
-    h.test_begin()
-    np.mark()
-  end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   local function curl_tls(name)

@@ -59,10 +59,7 @@ proxy { name = "mtls", from = { type = "ssl", host = "127.0.0.1", port = 0, cert
 ]]):format(pki, echo.port, web.port, echo.port), { "-v" })
   end)
   teardown(h.stop_all)
-  before_each(function()
-    h.test_begin()
-    np.mark()
-  end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   it("terminates TLS for openssl s_client", function()

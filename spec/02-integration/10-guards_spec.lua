@@ -53,10 +53,7 @@ proxy { name = "two", max_clients = 2,
 ]]):format(echo.port, echo.port, echo.port))
   end)
   teardown(h.stop_all)
-  before_each(function()
-    h.test_begin()
-    np.mark()
-  end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   it("serves what the allow list covers", function()

@@ -31,10 +31,7 @@ proxy { name = "out2", from = { type = "tcp", host = "127.0.0.1", port = 0 },
 ]]):format(echo.port, echo.port, echo.port, echo.port), { "-v" })
   end)
   teardown(h.stop_all)
-  before_each(function()
-    h.test_begin()
-    np.mark()
-  end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   it("reads a v1 header and logs the real client", function()

@@ -69,10 +69,7 @@ proxy { name = "quick", connect_timeout = 1, negotiation_timeout = 2,
   end)
   teardown(h.stop_all)
   -- one netproxy for the describe: each test reads only the log lines since its own mark
-  before_each(function()
-    h.test_begin()
-    np.mark()
-  end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   it("serves curl --socks5 (curl resolves) and --socks5-hostname (netproxy resolves)", function()

@@ -47,10 +47,7 @@ proxy { name = "oneport", negotiation_timeout = 3,
   end)
   teardown(h.stop_all)
   -- one netproxy for the describe: each test reads only the log lines since its own mark
-  before_each(function()
-    h.test_begin()
-    np.mark()
-  end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   local function socks_curl(...)

@@ -53,10 +53,7 @@ describe("dual sniffed by the core", function()
     port = np.ports
   end)
   teardown(h.stop_all)
-  before_each(function()
-    h.test_begin()
-    np.mark()
-  end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   it("is taken only when every target is fixed and nothing else runs in Lua", function()

@@ -56,10 +56,7 @@ describe("dual's default max_peek", function()
     assert.falsy(np.full_log():find("s: routed by the client's first bytes", 1, true), "s runs the session")
   end)
   teardown(h.stop_all)
-  before_each(function()
-    h.test_begin()
-    np.mark()
-  end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   for _, case in ipairs({
@@ -94,10 +91,7 @@ proxy { name = "pp2", connect_timeout = 30, from = { type = "tcp", host = "127.0
 ]]):format(echo.port, echo.port), { "-v" })
   end)
   teardown(h.stop_all)
-  before_each(function()
-    h.test_begin()
-    np.mark()
-  end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   it("closes a client that sent 3 bytes of something else at once, saying why", function()
@@ -145,10 +139,7 @@ proxy { name = "cboom", negotiation_timeout = 60,
 ]], { "-v" })
   end)
   teardown(h.stop_all)
-  before_each(function()
-    h.test_begin()
-    np.mark()
-  end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   -- what the client gets within 5 s, holding its side open, and whether the proxy closed

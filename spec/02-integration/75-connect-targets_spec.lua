@@ -23,10 +23,7 @@ proxy { name = "tu", from = { type = "tcp", host = "127.0.0.1", port = 0 }, to =
 ]]):format(path, echo.port, path, path), { "-v" })
   end)
   teardown(h.stop_all)
-  before_each(function()
-    h.test_begin()
-    np.mark()
-  end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   local function quoted(s) return (s:gsub("%p", "%%%0")) end

@@ -39,10 +39,7 @@ proxy { name = "two", max_clients = 2, queue_timeout = 0.3,
 ]]):format(echo.port))
   end)
   teardown(h.stop_all)
-  before_each(function()
-    h.test_begin()
-    np.mark()
-  end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   it("takes a client that reset its two connections and reconnects at once, 40 times in a row", function()

@@ -59,10 +59,7 @@ proxy { name = "tunnel", from = { type = "connect", host = "127.0.0.1", port = 0
     proxy_url = "http://127.0.0.1:" .. np.ports.web
   end)
   teardown(h.stop_all)
-  before_each(function()
-    h.test_begin()
-    np.mark()
-  end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   it("serves curl's http:// request and logs it (method, URL as routed, status, bytes)", function()

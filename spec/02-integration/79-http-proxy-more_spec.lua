@@ -188,7 +188,7 @@ proxy { name = "web", from = { type = "connect", host = "127.0.0.1", port = 0, a
 ]], { "-v" })
   end)
   teardown(h.stop_all)
-  before_each(function() h.test_begin() np.mark() end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   local function client(mode, message)
@@ -287,10 +287,7 @@ proxy { name = "web", from = { type = "connect", host = "127.0.0.1", port = 0, a
 ]], { "-v" })
   end)
   teardown(h.stop_all)
-  before_each(function()
-    h.test_begin()
-    if np then np.mark() end
-  end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   it("loads an http:// page (an absolute-URI request), the DOM checked", function()

@@ -77,10 +77,7 @@ proxy { name = "hooked", from = { type = "tcp", host = "127.0.0.1", port = 0 },
       { "-v" })
   end)
   teardown(h.stop_all)
-  before_each(function()
-    h.test_begin()
-    np.mark()
-  end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   it("holds one transfer to per_conn on each path: splice (kept), buffered, TLS, a hooked direction, upload", function()

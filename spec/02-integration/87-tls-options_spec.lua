@@ -71,10 +71,7 @@ proxy { name = "encenv", from = ssl { key = more .. "/enc.key", key_password_env
 ]]):format(pki, more, echo.port), { "-v" })
   end)
   teardown(h.stop_all)
-  before_each(function()
-    h.test_begin()
-    np.mark()
-  end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   local function refused(name, pattern, ...)

@@ -92,10 +92,7 @@ proxy { name = "ssl", on_close = on_close,
 ]]):format(pki, a.port, other.port, CHROME_JA4), { "-v" })
   end)
   teardown(h.stop_all)
-  before_each(function()
-    h.test_begin()
-    np.mark()
-  end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   it("of the published Chrome hello is the published value, by the spec and by dual's probe (routed on it)", function()

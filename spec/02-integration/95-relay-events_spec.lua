@@ -51,10 +51,7 @@ proxy { name = "deferred", defer_accept = 5, from = { type = "tcp", host = "127.
 ]]):format(echo.port, echo.port))
   end)
   teardown(h.stop_all)
-  before_each(function()
-    h.test_begin()
-    np.mark()
-  end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   it("registers each socket of a plain connection once and never changes it", function()

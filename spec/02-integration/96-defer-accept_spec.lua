@@ -25,10 +25,7 @@ proxy { name = "plain",
 ]]):format(echo.port, echo.port))
   end)
   teardown(h.stop_all)
-  before_each(function()
-    h.test_begin()
-    np.mark()
-  end)
+  before_each(function() h.test_begin(np) end)
   after_each(h.test_end)
 
   it("keeps a silent client in the kernel and relays it once it speaks", function()
