@@ -72,12 +72,7 @@ check_tools() {
   for tool in awk ps ss taskset haproxy; do
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y procps iproute2 util-linux haproxy)"
   done
-  if (($(nproc) >= 2)); then
-    PIN_SERVER=(taskset -c 0) PIN_LOAD=(taskset -c 1)
-  else
-    PIN_SERVER=() PIN_LOAD=()
-    NOTES+=("one CPU: nothing pinned; the client, the servers and the proxy under test share it.")
-  fi
+  pin_server_and_load "the client, the servers and the proxy under test"
   raise_fd_limit
 }
 
@@ -208,12 +203,7 @@ main() {
     for t in "${TARGETS[@]}"; do measure "$t" "$rep"; done
   done
   LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
-  section | tail -n +3
-  if ((WRITE)); then
-    section >"$WORK/section.md"
-    doc_write_section "$DOC" "$SECTION_TITLE" "$WORK/section.md"
-    say "wrote the \"${SECTION_TITLE#\#\# }\" section of ${DOC#"$ROOT"/}"
-  fi
+  doc_emit
   say "done in ${SECONDS}s"
   ((${#PROBLEMS[@]} == 0))
 }

@@ -73,12 +73,7 @@ check_tools() {
     command -v "$tool" >/dev/null || die "$tool not found (scripts/install-deps)"
   done
   [[ -f /usr/share/lua/5.1/nginx/redis.lua ]] || die "no nginx/redis.lua: run scripts/install-deps"
-  if (($(nproc) >= 2)); then
-    PIN_SERVER=(taskset -c 0) PIN_LOAD=(taskset -c 1)
-  else
-    PIN_SERVER=() PIN_LOAD=()
-    NOTES+=("one CPU: nothing pinned; the client, redis-server and netproxy share it.")
-  fi
+  pin_server_and_load "the client, redis-server and netproxy"
   raise_fd_limit
 }
 
@@ -206,12 +201,7 @@ main() {
     for t in "${TARGETS[@]}"; do measure "$t" "$rep"; done
   done
   LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
-  section | tail -n +3
-  if ((WRITE)); then
-    section >"$WORK/section.md"
-    doc_write_section "$DOC" "$SECTION_TITLE" "$WORK/section.md"
-    say "wrote the \"${SECTION_TITLE#\#\# }\" section of ${DOC#"$ROOT"/}"
-  fi
+  doc_emit
   say "done in ${SECONDS}s"
   ((${#PROBLEMS[@]} == 0))
 }

@@ -84,12 +84,7 @@ check_tools() {
   done
   [[ -f $RESTY_REDIS ]] || die "no $RESTY_REDIS: run scripts/install-deps"
   openresty_check
-  if (($(nproc) >= 2)); then
-    PIN_SERVER=(taskset -c 0) PIN_LOAD=(taskset -c 1)
-  else
-    PIN_SERVER=() PIN_LOAD=()
-    NOTES+=("one CPU: nothing pinned; wrk, redis-server and the server share it.")
-  fi
+  pin_server_and_load "wrk, redis-server and the server"
   raise_fd_limit
   local stale
   stale=$(stale_binary)
@@ -398,12 +393,7 @@ main() {
     for row in "${ROWS[@]}"; do run_wrk "${row%%:*}" "${row#*:}"; done
   done
   LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
-  section >"$WORK/section.md"
-  cat "$WORK/section.md"
-  if ((WRITE)); then
-    doc_write_section "$DOC" "$SECTION_TITLE" "$WORK/section.md"
-    say "wrote the \"${SECTION_TITLE#\#\# }\" section of ${DOC#"$ROOT"/}"
-  fi
+  doc_emit
   say "done in ${SECONDS}s"
   ((${#PROBLEMS[@]} == 0))
 }

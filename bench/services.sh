@@ -78,12 +78,7 @@ check_tools() {
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y iproute2 util-linux curl wrk redis-server redis-tools)"
   done
   openresty_check
-  if (($(nproc) >= 2)); then
-    PIN_SERVER=(taskset -c 0) PIN_LOAD=(taskset -c 1)
-  else
-    PIN_SERVER=() PIN_LOAD=()
-    NOTES+=("one CPU: nothing pinned; the load and the server share it.")
-  fi
+  pin_server_and_load "the load and the server"
   raise_fd_limit
   local stale
   stale=$(stale_binary)
@@ -385,12 +380,7 @@ main() {
       for server in "${KV_SERVERS[@]}"; do run_kv "$server" "$test"; done
     done
   done
-  section >"$WORK/section.md"
-  cat "$WORK/section.md"
-  if ((WRITE)); then
-    doc_write_section "$DOC" "$SECTION_TITLE" "$WORK/section.md"
-    say "wrote the \"$SECTION_TITLE\" section of $DOC"
-  fi
+  doc_emit
   ((${#PROBLEMS[@]} == 0))
 }
 

@@ -82,12 +82,7 @@ check_tools() {
   done
   DANTED=$(command -v danted || echo /usr/sbin/danted)
   [[ -x $DANTED ]] || die "danted not found (apt-get install -y dante-server)"
-  if (($(nproc) >= 2)); then
-    PIN_SERVER=(taskset -c 0) PIN_LOAD=(taskset -c 1)
-  else
-    PIN_SERVER=() PIN_LOAD=()
-    NOTES+=("one CPU: nothing pinned; the client, the servers and the SOCKS5 server under test share it.")
-  fi
+  pin_server_and_load "the client, the servers and the SOCKS5 server under test"
   raise_fd_limit
 }
 
@@ -324,12 +319,7 @@ main() {
   stop_targets "${TARGETS[@]}"
   LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
-  section | tail -n +3
-  if ((WRITE)); then
-    section >"$WORK/section.md"
-    doc_write_section "$DOC" "$SECTION_TITLE" "$WORK/section.md"
-    say "wrote the \"${SECTION_TITLE#\#\# }\" section of ${DOC#"$ROOT"/}"
-  fi
+  doc_emit
   say "done in ${SECONDS}s"
   ((${#PROBLEMS[@]} == 0))
 }

@@ -62,6 +62,17 @@ doc_notes() {
   if ((${#PROBLEMS[@]})); then echo; printf -- '- PROBLEM: %s\n' "${PROBLEMS[@]}"; fi
 }
 
+# doc_emit: the run's section (the script's section function, made once) printed without its
+# title, and written into DOC under SECTION_TITLE when WRITE is set.
+doc_emit() {
+  section >"$WORK/section.md"
+  tail -n +3 "$WORK/section.md"
+  if ((WRITE)); then
+    doc_write_section "$DOC" "$SECTION_TITLE" "$WORK/section.md"
+    say "wrote the \"${SECTION_TITLE#\#\# }\" section of ${DOC#"$ROOT"/}"
+  fi
+}
+
 # doc_anchor TITLE: the GitHub anchor of a "## " title.
 doc_anchor() {
   local a=${1#\#\# }

@@ -116,6 +116,18 @@ bench_workdir() {
   trap 'exit 143' TERM
 }
 
+# pin_server_and_load WHO: on two CPUs or more, PIN_SERVER (taskset) runs what is measured on
+# CPU 0 and PIN_LOAD the load on CPU 1; on one, nothing is pinned and a note says that WHO
+# share it.
+pin_server_and_load() {
+  if (($(nproc) >= 2)); then
+    PIN_SERVER=(taskset -c 0) PIN_LOAD=(taskset -c 1)
+  else
+    PIN_SERVER=() PIN_LOAD=()
+    NOTES+=("one CPU: nothing pinned; $1 share it.")
+  fi
+}
+
 # raise_fd_limit: ulimit -n 20000 (the machines' cap), or the hard limit with a note.
 raise_fd_limit() {
   if ! ulimit -n 20000 2>/dev/null; then
