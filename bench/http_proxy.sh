@@ -333,12 +333,7 @@ main() {
       for proxy in "${PROXIES[@]}"; do run_wrk "$proxy" "$mode"; done
     done
   done
-  section >"$WORK/section.md"
-  cat "$WORK/section.md"
-  if ((WRITE)); then
-    doc_write_section "$DOC" "$SECTION_TITLE" "$WORK/section.md"
-    say "wrote the \"$SECTION_TITLE\" section of $DOC"
-  fi
+  doc_emit
   ((${#PROBLEMS[@]} == 0))
 }
 

@@ -128,21 +128,6 @@ launch_cfg_only() { # TARGET PORT
   write_config "$2" "${RULES[@]}"
 }
 
-start_target() {
-  local attempt
-  TARGET=$1 LOG=$WORK/$1.log PORT[$1]="" TPID[$1]=""
-  for ((attempt = 1; attempt <= 5; attempt++)); do
-    free_port
-    launch "$1" "$FREE_PORT"
-    PIDS+=("$LAUNCHED_PID")
-    if wait_listen "$FREE_PORT" "$LAUNCHED_PID"; then
-      PORT[$1]=$FREE_PORT TPID[$1]=$LAUNCHED_PID
-      return 0
-    fi
-    stop_pid "$LAUNCHED_PID"
-  done
-  PROBLEMS+=("${LABEL[$1]}: would not start; log: $(tail -5 "$LOG" | tr '\n' ' ')")
-}
 
 # ---------------------------------------------------------------- instructions
 

@@ -4,6 +4,25 @@
 # CONN_PARALLEL, CONN_REPS, TARGETS, LABEL, PIN_LOAD, NP_PEER, WORK, and fills VALUES, CPU and
 # PROBLEMS (associative arrays and an array the caller declares). Needs stats.sh and proc.sh.
 
+# start_target TARGET: the caller's launch TARGET PORT (which sets LAUNCHED_PID) on a free port,
+# up to five tries, until it listens; sets PORT[TARGET] and TPID[TARGET], or files a PROBLEM
+# with the end of WORK/TARGET.log.
+start_target() {
+  local attempt
+  TARGET=$1 LOG=$WORK/$1.log PORT[$1]="" TPID[$1]=""
+  for ((attempt = 1; attempt <= 5; attempt++)); do
+    free_port
+    launch "$1" "$FREE_PORT"
+    PIDS+=("$LAUNCHED_PID")
+    if wait_listen "$FREE_PORT" "$LAUNCHED_PID"; then
+      PORT[$1]=$FREE_PORT TPID[$1]=$LAUNCHED_PID
+      return 0
+    fi
+    stop_pid "$LAUNCHED_PID"
+  done
+  PROBLEMS+=("${LABEL[$1]}: would not start; log: $(tail -5 "$LOG" | tr '\n' ' ')")
+}
+
 # measure_rate TARGET REP PORT PID: one repetition against PORT, PID's CPU time counted.
 measure_rate() {
   local target=$1 rep=$2 port=$3 pid=$4 out rc=0 value t0 t1 err=$WORK/client.err
